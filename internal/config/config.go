@@ -1,0 +1,386 @@
+// Package config reads the sds-bridge YAML configuration in three pure
+// steps — Parse, (Config).Default, (Config).Validate — so that every error
+// names the key and the value that caused it.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults every key falls back to; the README lists them.
+const (
+	DefaultSDSSocket          = "/run/sds-bridge/sds.sock"
+	DefaultSocketMode         = Mode(0o600)
+	DefaultSVIDName           = "default"
+	DefaultBundleName         = "ROOTCA"
+	DefaultAllBundlesName     = "ALL"
+	DefaultFirstUpdateTimeout = Duration(60 * time.Second)
+	DefaultLayout             = "spiffe-helper"
+	DefaultCertMode           = Mode(0o644)
+	DefaultKeyMode            = Mode(0o600)
+	DefaultCertFileName       = "svid.pem"
+	DefaultKeyFileName        = "svid_key.pem"
+	DefaultBundleFileName     = "svid_bundle.pem"
+	DefaultActionTimeout      = Duration(30 * time.Second)
+)
+
+// Config is the whole file. Field comments give the YAML key.
+type Config struct {
+	WorkloadAPI WorkloadAPI `yaml:"workload_api"`
+	SDS         SDS         `yaml:"sds"`
+	Files       []Folder    `yaml:"files"`
+	Admin       Admin       `yaml:"admin"`
+}
+
+// WorkloadAPI is where SVIDs come from.
+type WorkloadAPI struct {
+	Address            string   `yaml:"address"`
+	FirstUpdateTimeout Duration `yaml:"first_update_timeout"`
+}
+
+// SDS is the Envoy-facing server.
+type SDS struct {
+	// Enabled is a pointer so that an absent key means "on".
+	Enabled                     *bool  `yaml:"enabled"`
+	Socket                      string `yaml:"socket"`
+	SocketMode                  Mode   `yaml:"socket_mode"`
+	DefaultSVIDName             string `yaml:"default_svid_name"`
+	DefaultBundleName           string `yaml:"default_bundle_name"`
+	DefaultAllBundlesName       string `yaml:"default_all_bundles_name"`
+	DisableSPIFFECertValidation bool   `yaml:"disable_spiffe_cert_validation"`
+}
+
+// On reports whether the SDS server runs.
+func (s SDS) On() bool { return s.Enabled == nil || *s.Enabled }
+
+// Folder is one credential folder.
+type Folder struct {
+	Dir            string   `yaml:"dir"`
+	Layout         string   `yaml:"layout"`
+	CertFileName   string   `yaml:"cert_file_name"`
+	KeyFileName    string   `yaml:"key_file_name"`
+	BundleFileName string   `yaml:"bundle_file_name"`
+	CertMode       Mode     `yaml:"cert_mode"`
+	KeyMode        Mode     `yaml:"key_mode"`
+	Owner          string   `yaml:"owner"`
+	OnRotate       []Action `yaml:"on_rotate"`
+}
+
+// Action is one reload action; exactly one of its fields is set.
+type Action struct {
+	Signal *SignalAction `yaml:"signal"`
+	Exec   *ExecAction   `yaml:"exec"`
+}
+
+// SignalAction signals the process whose pid is on the first line of PIDFile.
+type SignalAction struct {
+	PIDFile string `yaml:"pid_file"`
+	Signal  string `yaml:"signal"`
+}
+
+// ExecAction runs Command (argv, no shell) with a time limit.
+type ExecAction struct {
+	Command []string `yaml:"command"`
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Admin is the health and metrics HTTP listener.
+type Admin struct {
+	Listen string `yaml:"listen"`
+}
+
+// Load reads, defaults and validates the file at path.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	c, err := Parse(f)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	c.Default()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML strictly: unknown keys and wrong types are errors.
+func Parse(r io.Reader) (*Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return c, nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return nil, friendlyYAMLError(err)
+	}
+	return c, nil
+}
+
+// friendlyYAMLError rewrites yaml.v3's "field x not found in type config.Folder"
+// into words about the key.
+func friendlyYAMLError(err error) error {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n  ")
+	if i := strings.Index(msg, "field "); i >= 0 && strings.Contains(msg, " not found in type ") {
+		key := msg[i+len("field "):]
+		key = key[:strings.Index(key, " not found in type ")]
+		return fmt.Errorf("%sunknown key %q", msg[:i], key)
+	}
+	return errors.New(msg)
+}
+
+// Default fills every unset key with its documented default.
+func (c *Config) Default() {
+	if c.WorkloadAPI.FirstUpdateTimeout == 0 {
+		c.WorkloadAPI.FirstUpdateTimeout = DefaultFirstUpdateTimeout
+	}
+	s := &c.SDS
+	if s.Socket == "" {
+		s.Socket = DefaultSDSSocket
+	}
+	if s.SocketMode == 0 {
+		s.SocketMode = DefaultSocketMode
+	}
+	if s.DefaultSVIDName == "" {
+		s.DefaultSVIDName = DefaultSVIDName
+	}
+	if s.DefaultBundleName == "" {
+		s.DefaultBundleName = DefaultBundleName
+	}
+	if s.DefaultAllBundlesName == "" {
+		s.DefaultAllBundlesName = DefaultAllBundlesName
+	}
+	for i := range c.Files {
+		f := &c.Files[i]
+		if f.Layout == "" {
+			f.Layout = DefaultLayout
+		}
+		if f.CertMode == 0 {
+			f.CertMode = DefaultCertMode
+		}
+		if f.KeyMode == 0 {
+			f.KeyMode = DefaultKeyMode
+		}
+		if f.Layout == "spiffe-helper" {
+			if f.CertFileName == "" {
+				f.CertFileName = DefaultCertFileName
+			}
+			if f.KeyFileName == "" {
+				f.KeyFileName = DefaultKeyFileName
+			}
+			if f.BundleFileName == "" {
+				f.BundleFileName = DefaultBundleFileName
+			}
+		}
+		for _, a := range f.OnRotate {
+			if a.Signal != nil && a.Signal.Signal == "" {
+				a.Signal.Signal = "SIGHUP"
+			}
+			if a.Exec != nil && a.Exec.Timeout == 0 {
+				a.Exec.Timeout = DefaultActionTimeout
+			}
+		}
+	}
+}
+
+// Validate checks a defaulted Config; every error names the key and value.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+	}
+	if a := c.WorkloadAPI.Address; a != "" && !strings.HasPrefix(a, "unix://") && !strings.HasPrefix(a, "tcp://") {
+		bad("workload_api.address", "%q must start with unix:// or tcp://", a)
+	}
+	if c.WorkloadAPI.FirstUpdateTimeout < 0 {
+		bad("workload_api.first_update_timeout", "%s must not be negative", c.WorkloadAPI.FirstUpdateTimeout)
+	}
+	if c.SDS.On() {
+		if !filepath.IsAbs(c.SDS.Socket) {
+			bad("sds.socket", "%q must be an absolute path", c.SDS.Socket)
+		}
+		if c.SDS.SocketMode&0o007 != 0 {
+			bad("sds.socket_mode", "%q lets every local user fetch private keys; use 0600 or 0660", c.SDS.SocketMode)
+		}
+		names := map[string]string{}
+		for key, name := range map[string]string{
+			"sds.default_svid_name":        c.SDS.DefaultSVIDName,
+			"sds.default_bundle_name":      c.SDS.DefaultBundleName,
+			"sds.default_all_bundles_name": c.SDS.DefaultAllBundlesName,
+		} {
+			if strings.HasPrefix(name, "spiffe://") {
+				bad(key, "%q would shadow a SPIFFE ID or trust domain name", name)
+			}
+			if other, dup := names[name]; dup {
+				bad(key, "%q is also the value of %s", name, other)
+			}
+			names[name] = key
+		}
+	}
+	dirs := map[string]int{}
+	for i, f := range c.Files {
+		key := fmt.Sprintf("files[%d]", i)
+		switch {
+		case f.Dir == "":
+			bad(key+".dir", "missing")
+		case !filepath.IsAbs(f.Dir):
+			bad(key+".dir", "%q must be an absolute path", f.Dir)
+		default:
+			clean := filepath.Clean(f.Dir)
+			if j, dup := dirs[clean]; dup {
+				bad(key+".dir", "%q is already files[%d].dir; two folders cannot share a directory", f.Dir, j)
+			}
+			dirs[clean] = i
+		}
+		switch f.Layout {
+		case "spiffe-helper":
+			for k, name := range map[string]string{"cert_file_name": f.CertFileName, "key_file_name": f.KeyFileName, "bundle_file_name": f.BundleFileName} {
+				if strings.ContainsRune(name, '/') || strings.HasPrefix(name, "..") {
+					bad(key+"."+k, "%q must be a plain file name", name)
+				}
+			}
+		case "spiffe":
+			for k, name := range map[string]string{"cert_file_name": f.CertFileName, "key_file_name": f.KeyFileName, "bundle_file_name": f.BundleFileName} {
+				if name != "" {
+					bad(key+"."+k, "%q: file names are fixed by the spiffe layout", name)
+				}
+			}
+		default:
+			bad(key+".layout", "%q is not one of spiffe-helper, spiffe", f.Layout)
+		}
+		if f.KeyMode&0o007 != 0 {
+			bad(key+".key_mode", "%q makes the private key readable or writable by every user", f.KeyMode)
+		}
+		if f.CertMode&0o002 != 0 {
+			bad(key+".cert_mode", "%q makes the certificate writable by every user", f.CertMode)
+		}
+		if f.Owner != "" {
+			if _, _, err := ParseOwner(f.Owner); err != nil {
+				bad(key+".owner", "%q: %v", f.Owner, err)
+			}
+		}
+		for j, a := range f.OnRotate {
+			akey := fmt.Sprintf("%s.on_rotate[%d]", key, j)
+			switch {
+			case (a.Signal == nil) == (a.Exec == nil):
+				bad(akey, "set exactly one of signal, exec")
+			case a.Signal != nil:
+				if !filepath.IsAbs(a.Signal.PIDFile) {
+					bad(akey+".signal.pid_file", "%q must be an absolute path", a.Signal.PIDFile)
+				}
+				if _, err := ParseSignal(a.Signal.Signal); err != nil {
+					bad(akey+".signal.signal", "%q: %v", a.Signal.Signal, err)
+				}
+			case a.Exec != nil:
+				if len(a.Exec.Command) == 0 || a.Exec.Command[0] == "" {
+					bad(akey+".exec.command", "missing: give the program and its arguments as a list")
+				}
+				if a.Exec.Timeout < 0 {
+					bad(akey+".exec.timeout", "%s must not be negative", a.Exec.Timeout)
+				}
+			}
+		}
+	}
+	if !c.SDS.On() && len(c.Files) == 0 {
+		errs = append(errs, errors.New("nothing to deliver to: sds.enabled is false and files is empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// ParseOwner reads "uid:gid" (numbers).
+func ParseOwner(s string) (uid, gid int, err error) {
+	u, g, ok := strings.Cut(s, ":")
+	if !ok {
+		return 0, 0, errors.New(`want "uid:gid", e.g. "999:999"`)
+	}
+	if uid, err = strconv.Atoi(u); err != nil || uid < 0 {
+		return 0, 0, fmt.Errorf("uid %q is not a number", u)
+	}
+	if gid, err = strconv.Atoi(g); err != nil || gid < 0 {
+		return 0, 0, fmt.Errorf("gid %q is not a number", g)
+	}
+	return uid, gid, nil
+}
+
+var signals = map[string]syscall.Signal{
+	"SIGHUP": syscall.SIGHUP, "SIGINT": syscall.SIGINT, "SIGQUIT": syscall.SIGQUIT,
+	"SIGTERM": syscall.SIGTERM, "SIGUSR1": syscall.SIGUSR1, "SIGUSR2": syscall.SIGUSR2,
+}
+
+// ParseSignal reads a signal name such as "SIGHUP" or "HUP".
+func ParseSignal(s string) (syscall.Signal, error) {
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	sig, ok := signals[name]
+	if !ok {
+		return 0, errors.New("not one of SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2")
+	}
+	return sig, nil
+}
+
+// Mode is a file mode written as an octal string ("0640"), never a decimal
+// integer: spiffe-helper users have been bitten by cert_file_mode = 444.
+type Mode os.FileMode
+
+// UnmarshalYAML accepts only quoted octal strings.
+func (m *Mode) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
+		return fmt.Errorf("line %d: mode %s must be a quoted octal string such as \"0640\"", n.Line, n.Value)
+	}
+	v, err := ParseMode(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*m = v
+	return nil
+}
+
+// ParseMode reads an octal permission string such as "0640".
+func ParseMode(s string) (Mode, error) {
+	v, err := strconv.ParseUint(strings.TrimPrefix(s, "0o"), 8, 32)
+	if err != nil || v > 0o777 || v == 0 {
+		return 0, fmt.Errorf("mode %q is not an octal permission between 0001 and 0777", s)
+	}
+	return Mode(v), nil
+}
+
+// String prints the mode as it is written in the config.
+func (m Mode) String() string { return fmt.Sprintf("%04o", uint32(m)) }
+
+// Duration is a time.Duration written as "30s", "5m".
+type Duration time.Duration
+
+// UnmarshalYAML accepts Go duration strings.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: duration %q: want a number with a unit, such as \"30s\" or \"2m\"", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// String prints the duration as Go does.
+func (d Duration) String() string { return time.Duration(d).String() }

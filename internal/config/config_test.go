@@ -1,0 +1,131 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func parseDefaultValidate(t *testing.T, yamlText string) (*Config, error) {
+	t.Helper()
+	c, err := Parse(strings.NewReader(yamlText))
+	if err != nil {
+		return nil, err
+	}
+	c.Default()
+	return c, c.Validate()
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := parseDefaultValidate(t, "files:\n  - dir: /certs\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SDS.Socket != DefaultSDSSocket || c.SDS.SocketMode != 0o600 || !c.SDS.On() {
+		t.Errorf("sds defaults = %+v", c.SDS)
+	}
+	if c.SDS.DefaultSVIDName != "default" || c.SDS.DefaultBundleName != "ROOTCA" || c.SDS.DefaultAllBundlesName != "ALL" {
+		t.Errorf("sds names = %+v", c.SDS)
+	}
+	if time.Duration(c.WorkloadAPI.FirstUpdateTimeout) != time.Minute {
+		t.Errorf("first_update_timeout = %s", c.WorkloadAPI.FirstUpdateTimeout)
+	}
+	f := c.Files[0]
+	if f.Layout != "spiffe-helper" || f.CertMode != 0o644 || f.KeyMode != 0o600 ||
+		f.CertFileName != "svid.pem" || f.KeyFileName != "svid_key.pem" || f.BundleFileName != "svid_bundle.pem" {
+		t.Errorf("folder defaults = %+v", f)
+	}
+}
+
+func TestFullConfig(t *testing.T) {
+	c, err := parseDefaultValidate(t, `
+workload_api:
+  address: unix:///run/spire/sockets/agent.sock
+  first_update_timeout: 10s
+sds:
+  socket: /run/sds-bridge/sds.sock
+  socket_mode: "0660"
+  default_svid_name: own
+  default_bundle_name: ROOT
+  default_all_bundles_name: EVERY
+  disable_spiffe_cert_validation: true
+files:
+  - dir: /pg-certs
+    layout: spiffe-helper
+    cert_mode: "0640"
+    key_mode: "0600"
+    owner: "999:998"
+    on_rotate:
+      - signal: {pid_file: /pgdata/postmaster.pid}
+      - exec: {command: ["/usr/bin/true", "x"], timeout: 3s}
+  - dir: /spiffe
+    layout: spiffe
+admin:
+  listen: 127.0.0.1:8081
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SDS.SocketMode != 0o660 || !c.SDS.DisableSPIFFECertValidation || c.SDS.DefaultAllBundlesName != "EVERY" {
+		t.Errorf("sds = %+v", c.SDS)
+	}
+	a := c.Files[0].OnRotate
+	if a[0].Signal.Signal != "SIGHUP" || a[1].Exec.Timeout != Duration(3*time.Second) {
+		t.Errorf("actions = %+v %+v", a[0].Signal, a[1].Exec)
+	}
+	if uid, gid, _ := ParseOwner(c.Files[0].Owner); uid != 999 || gid != 998 {
+		t.Errorf("owner = %d:%d", uid, gid)
+	}
+	if c.Files[1].CertFileName != "" {
+		t.Errorf("spiffe layout got a spiffe-helper file name: %+v", c.Files[1])
+	}
+}
+
+func TestErrorsNameKeyAndValue(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"unknown top key", "sdss: {}\n", []string{`unknown key "sdss"`, "line 1"}},
+		{"unknown nested key", "files:\n  - dir: /a\n    keymode: \"0600\"\n", []string{`unknown key "keymode"`}},
+		{"wrong type", "files: yes\n", []string{"line 1", "cannot unmarshal"}},
+		{"decimal mode", "files:\n  - dir: /a\n    key_mode: 600\n", []string{"quoted octal string", "600"}},
+		{"bad octal", "files:\n  - dir: /a\n    key_mode: \"0900\"\n", []string{`"0900"`, "octal"}},
+		{"bad duration", "workload_api:\n  first_update_timeout: soon\n", []string{`"soon"`, "duration"}},
+		{"relative dir", "files:\n  - dir: certs\n", []string{"files[0].dir", `"certs"`, "absolute"}},
+		{"missing dir", "files:\n  - layout: spiffe\n", []string{"files[0].dir: missing"}},
+		{"two sinks one dir", "files:\n  - dir: /a\n  - dir: /a/\n", []string{"files[1].dir", "files[0].dir"}},
+		{"bad layout", "files:\n  - dir: /a\n    layout: pem\n", []string{"files[0].layout", `"pem"`}},
+		{"world-readable key", "files:\n  - dir: /a\n    key_mode: \"0644\"\n", []string{"files[0].key_mode", `"0644"`}},
+		{"bad owner", "files:\n  - dir: /a\n    owner: postgres\n", []string{"files[0].owner", `"postgres"`}},
+		{"relative socket", "sds:\n  socket: sds.sock\n", []string{"sds.socket", `"sds.sock"`}},
+		{"open socket", "sds:\n  socket_mode: \"0666\"\n", []string{"sds.socket_mode", `"0666"`}},
+		{"bad address", "workload_api:\n  address: /tmp/agent.sock\n", []string{"workload_api.address", `"/tmp/agent.sock"`}},
+		{"two actions in one", "files:\n  - dir: /a\n    on_rotate:\n      - signal: {pid_file: /p}\n        exec: {command: [x]}\n", []string{"files[0].on_rotate[0]", "exactly one"}},
+		{"bad signal", "files:\n  - dir: /a\n    on_rotate:\n      - signal: {pid_file: /p, signal: SIGFOO}\n", []string{"files[0].on_rotate[0].signal.signal", `"SIGFOO"`}},
+		{"empty command", "files:\n  - dir: /a\n    on_rotate:\n      - exec: {command: []}\n", []string{"files[0].on_rotate[0].exec.command"}},
+		{"nothing to do", "sds:\n  enabled: false\n", []string{"nothing to deliver"}},
+		{"shadowing name", "sds:\n  default_svid_name: spiffe://x\n", []string{"sds.default_svid_name", `"spiffe://x"`}},
+		{"duplicate names", "sds:\n  default_bundle_name: ALL\n", []string{`"ALL"`, "also the value of"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseDefaultValidate(t, tc.yaml)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	for in, ok := range map[string]bool{"SIGHUP": true, "hup": true, "USR1": true, "KILL": false, "": false} {
+		if _, err := ParseSignal(in); (err == nil) != ok {
+			t.Errorf("ParseSignal(%q) err = %v", in, err)
+		}
+	}
+}

@@ -1,0 +1,219 @@
+package rotation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// DefaultFirstUpdateTimeout bounds the wait for the first valid X.509 context.
+const DefaultFirstUpdateTimeout = 60 * time.Second
+
+// Config configures a Source.
+type Config struct {
+	// Address of the Workload API, e.g. "unix:///run/spire/sockets/agent.sock".
+	// Empty means $SPIFFE_ENDPOINT_SOCKET.
+	Address string
+	// FirstUpdateTimeout bounds the wait for the first valid update; Run
+	// fails after it. Zero means DefaultFirstUpdateTimeout; negative waits forever.
+	FirstUpdateTimeout time.Duration
+	// Sinks receive every Update.
+	Sinks []Sink
+	// OnSinkDone, when set, is called after each Apply with the sink's status
+	// (metrics and readiness hook). It must not block.
+	OnSinkDone func(SinkStatus)
+	Logger     *slog.Logger
+	// Now is the clock used for validation; nil means time.Now.
+	Now func() time.Time
+}
+
+// Source is the single rotation source: one Workload API watch whose
+// validated updates are fanned out to every sink.
+type Source struct {
+	cfg        Config
+	log        *slog.Logger
+	deliverers []*deliverer
+	firstReady chan struct{}
+
+	mu         sync.Mutex
+	current    *Update
+	generation uint64
+	refused    uint64
+	watchErrs  uint64
+	lastErr    error
+}
+
+// New checks cfg and applies defaults.
+func New(cfg Config) (*Source, error) {
+	if cfg.Address == "" {
+		cfg.Address = os.Getenv("SPIFFE_ENDPOINT_SOCKET")
+	}
+	if cfg.Address == "" {
+		return nil, errors.New("rotation: no Workload API address: set workload_api.address (--workload-api) or SPIFFE_ENDPOINT_SOCKET")
+	}
+	if cfg.FirstUpdateTimeout == 0 {
+		cfg.FirstUpdateTimeout = DefaultFirstUpdateTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Source{cfg: cfg, log: cfg.Logger, firstReady: make(chan struct{})}
+	for _, sink := range cfg.Sinks {
+		s.deliverers = append(s.deliverers, newDeliverer(sink, cfg.Logger, cfg.OnSinkDone))
+	}
+	return s, nil
+}
+
+// Run watches the Workload API until ctx ends. It returns an error if no
+// valid update arrives within FirstUpdateTimeout, and nil on cancellation.
+func (s *Source) Run(ctx context.Context) error {
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(s.cfg.Address), workloadapi.WithLogger(spiffeLogger{s.log}))
+	if err != nil {
+		return fmt.Errorf("rotation: Workload API client for %q: %w", s.cfg.Address, err)
+	}
+	defer client.Close()
+
+	g, ctx := errgroup.WithContext(ctx)
+	for _, d := range s.deliverers {
+		g.Go(func() error { d.run(ctx); return nil })
+	}
+	g.Go(func() error {
+		err := client.WatchX509Context(ctx, s)
+		if ctx.Err() != nil || status.Code(err) == codes.Canceled {
+			return nil
+		}
+		return fmt.Errorf("rotation: watch Workload API at %q: %w", s.cfg.Address, err)
+	})
+	if s.cfg.FirstUpdateTimeout > 0 {
+		g.Go(func() error { return s.awaitFirst(ctx) })
+	}
+	return g.Wait()
+}
+
+func (s *Source) awaitFirst(ctx context.Context) error {
+	t := time.NewTimer(s.cfg.FirstUpdateTimeout)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-s.firstReady:
+		return nil
+	case <-t.C:
+	}
+	s.mu.Lock()
+	last := s.lastErr
+	s.mu.Unlock()
+	msg := fmt.Sprintf("rotation: no valid X.509 SVID from the Workload API at %q within %s; "+
+		"check that the SPIRE agent is running and its socket is reachable from here, "+
+		"and that a registration entry matches this workload (its uid, pod or path)",
+		s.cfg.Address, s.cfg.FirstUpdateTimeout)
+	if last != nil {
+		return fmt.Errorf("%s; last error: %w", msg, last)
+	}
+	return errors.New(msg)
+}
+
+// Ready is closed once the first valid Update has been published.
+func (s *Source) Ready() <-chan struct{} { return s.firstReady }
+
+// Current returns the last good Update, or nil before the first one.
+func (s *Source) Current() *Update {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current
+}
+
+// SinkStatuses reports what every sink did with its newest Update.
+func (s *Source) SinkStatuses() []SinkStatus {
+	out := make([]SinkStatus, len(s.deliverers))
+	for i, d := range s.deliverers {
+		out[i] = d.snapshot()
+	}
+	return out
+}
+
+// Counters are totals since start.
+type Counters struct {
+	Refused     uint64 // X.509 contexts refused by validation
+	WatchErrors uint64 // Workload API errors (connection lost, parse failures)
+}
+
+// Counters returns totals since start.
+func (s *Source) Counters() Counters {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Counters{Refused: s.refused, WatchErrors: s.watchErrs}
+}
+
+// OnX509ContextUpdate implements workloadapi.X509ContextWatcher.
+func (s *Source) OnX509ContextUpdate(xc *workloadapi.X509Context) {
+	received := s.cfg.Now()
+	bundles, err := Validate(xc, received)
+	s.mu.Lock()
+	if err != nil {
+		s.refused++
+		s.lastErr = err
+		keeping := uint64(0)
+		if s.current != nil {
+			keeping = s.current.Generation
+		}
+		s.mu.Unlock()
+		s.log.Error("refused Workload API update; keeping the last good one", "error", err, "kept_generation", keeping)
+		return
+	}
+	if sameMaterial(s.current, xc.SVIDs, bundles) {
+		s.mu.Unlock()
+		s.log.Debug("Workload API resent the current material; nothing to rotate")
+		return
+	}
+	s.generation++
+	u := &Update{Generation: s.generation, SVIDs: xc.SVIDs, Bundles: bundles, ReceivedAt: received}
+	first := s.current == nil
+	s.current = u
+	s.lastErr = nil
+	s.mu.Unlock()
+
+	leaf := u.Leaf()
+	s.log.Info("rotation", "generation", u.Generation, "spiffe_id", u.DefaultSVID().ID.String(),
+		"serial", fmt.Sprintf("%x", leaf.SerialNumber), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339),
+		"svids", len(u.SVIDs), "bundles", len(u.Bundles))
+	for _, d := range s.deliverers {
+		d.offer(u)
+	}
+	if first {
+		close(s.firstReady)
+	}
+}
+
+// OnX509ContextWatchError implements workloadapi.X509ContextWatcher.
+func (s *Source) OnX509ContextWatchError(err error) {
+	if status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) {
+		return
+	}
+	s.mu.Lock()
+	s.watchErrs++
+	s.lastErr = err
+	s.mu.Unlock()
+	s.log.Warn("Workload API watch error; go-spiffe retries with backoff, sinks keep the last good update", "error", err)
+}
+
+// spiffeLogger routes go-spiffe's log lines into slog. Its errors are
+// reported by OnX509ContextWatchError already, so they go out at debug level.
+type spiffeLogger struct{ l *slog.Logger }
+
+func (l spiffeLogger) Debugf(f string, a ...any) { l.l.Debug(fmt.Sprintf(f, a...), "from", "go-spiffe") }
+func (l spiffeLogger) Infof(f string, a ...any)  { l.l.Debug(fmt.Sprintf(f, a...), "from", "go-spiffe") }
+func (l spiffeLogger) Warnf(f string, a ...any)  { l.l.Debug(fmt.Sprintf(f, a...), "from", "go-spiffe") }
+func (l spiffeLogger) Errorf(f string, a ...any) { l.l.Debug(fmt.Sprintf(f, a...), "from", "go-spiffe") }

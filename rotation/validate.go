@@ -1,0 +1,112 @@
+package rotation
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+)
+
+// ErrRefused marks an X.509 context that failed validation; the wrapped
+// message says which SVID and why.
+var ErrRefused = errors.New("refused")
+
+// Validate checks every SVID of xc at time now: its leaf is inside its
+// validity window, its key matches the leaf and its chain verifies against
+// its own trust domain's bundle from the same context. It returns the
+// bundles sorted by trust domain. Any failure refuses the whole context, so
+// sinks never hold a mix of good and bad identities.
+func Validate(xc *workloadapi.X509Context, now time.Time) ([]*x509bundle.Bundle, error) {
+	if xc == nil || len(xc.SVIDs) == 0 {
+		return nil, fmt.Errorf("%w: the Workload API sent no SVID", ErrRefused)
+	}
+	if xc.Bundles == nil || xc.Bundles.Len() == 0 {
+		return nil, fmt.Errorf("%w: the Workload API sent no trust bundle", ErrRefused)
+	}
+	for _, svid := range xc.SVIDs {
+		if err := validateSVID(svid, xc.Bundles, now); err != nil {
+			return nil, fmt.Errorf("%w: SVID %s: %w", ErrRefused, svid.ID, err)
+		}
+	}
+	return xc.Bundles.Bundles(), nil
+}
+
+func validateSVID(svid *x509svid.SVID, bundles *x509bundle.Set, now time.Time) error {
+	if len(svid.Certificates) == 0 {
+		return errors.New("no certificate")
+	}
+	leaf := svid.Certificates[0]
+	if now.Before(leaf.NotBefore) {
+		return fmt.Errorf("leaf (serial %x) is not valid until %s", leaf.SerialNumber, leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if !now.Before(leaf.NotAfter) {
+		return fmt.Errorf("leaf (serial %x) expired at %s", leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if err := keyMatches(svid.PrivateKey, leaf); err != nil {
+		return err
+	}
+	if _, ok := bundles.Get(svid.ID.TrustDomain()); !ok {
+		return fmt.Errorf("no bundle for its trust domain %q", svid.ID.TrustDomain().Name())
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, bundles, x509svid.WithTime(now)); err != nil {
+		return fmt.Errorf("chain does not verify against the bundle of %q: %w", svid.ID.TrustDomain().Name(), err)
+	}
+	return nil
+}
+
+// keyMatches compares public keys by their DER encoding, which works for
+// every key type crypto/x509 knows.
+func keyMatches(key crypto.Signer, leaf *x509.Certificate) error {
+	if key == nil {
+		return errors.New("no private key")
+	}
+	got, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return fmt.Errorf("private key: %w", err)
+	}
+	want, err := x509.MarshalPKIXPublicKey(leaf.PublicKey)
+	if err != nil {
+		return fmt.Errorf("leaf public key: %w", err)
+	}
+	if !bytes.Equal(got, want) {
+		return errors.New("private key does not match the leaf certificate")
+	}
+	return nil
+}
+
+// sameMaterial reports whether two updates carry identical SVIDs and bundles,
+// as after a Workload API reconnect; such a repeat is not a rotation.
+func sameMaterial(a *Update, svids []*x509svid.SVID, bundles []*x509bundle.Bundle) bool {
+	if a == nil || len(a.SVIDs) != len(svids) || len(a.Bundles) != len(bundles) {
+		return false
+	}
+	for i, s := range svids {
+		if !sameChain(a.SVIDs[i].Certificates, s.Certificates) {
+			return false
+		}
+	}
+	for i, b := range bundles {
+		if !a.Bundles[i].Equal(b) {
+			return false
+		}
+	}
+	return true
+}
+
+func sameChain(a, b []*x509.Certificate) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !a[i].Equal(b[i]) {
+			return false
+		}
+	}
+	return true
+}
