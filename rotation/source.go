@@ -213,7 +213,11 @@ func (s *Source) OnX509ContextWatchError(err error) {
 // reported by OnX509ContextWatchError already, so they go out at debug level.
 type spiffeLogger struct{ l *slog.Logger }
 
-func (l spiffeLogger) Debugf(f string, a ...any) { l.l.Debug(fmt.Sprintf(f, a...), "from", "go-spiffe") }
-func (l spiffeLogger) Infof(f string, a ...any)  { l.l.Debug(fmt.Sprintf(f, a...), "from", "go-spiffe") }
-func (l spiffeLogger) Warnf(f string, a ...any)  { l.l.Debug(fmt.Sprintf(f, a...), "from", "go-spiffe") }
-func (l spiffeLogger) Errorf(f string, a ...any) { l.l.Debug(fmt.Sprintf(f, a...), "from", "go-spiffe") }
+func (l spiffeLogger) Debugf(f string, a ...any) {
+	l.l.Debug(fmt.Sprintf(f, a...), "from", "go-spiffe")
+}
+func (l spiffeLogger) Infof(f string, a ...any) { l.l.Debug(fmt.Sprintf(f, a...), "from", "go-spiffe") }
+func (l spiffeLogger) Warnf(f string, a ...any) { l.l.Debug(fmt.Sprintf(f, a...), "from", "go-spiffe") }
+func (l spiffeLogger) Errorf(f string, a ...any) {
+	l.l.Debug(fmt.Sprintf(f, a...), "from", "go-spiffe")
+}
