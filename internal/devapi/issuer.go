@@ -1,0 +1,180 @@
+package devapi
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/sds-bridge/sds-bridge/internal/ca"
+)
+
+// Defaults of IssuerConfig.
+const (
+	DefaultTTL     = 30 * time.Second
+	DefaultRootTTL = 24 * time.Hour
+)
+
+// DefaultTrustDomain is used when IssuerConfig.TrustDomain is zero.
+var DefaultTrustDomain = spiffeid.RequireTrustDomainFromString("example.org")
+
+// IssuerConfig configures the development Issuer.
+type IssuerConfig struct {
+	// TrustDomain defaults to example.org.
+	TrustDomain spiffeid.TrustDomain
+	// SPIFFEIDs are issued in this order (the first is the default SVID);
+	// all must belong to TrustDomain. Default: spiffe://<td>/dev.
+	SPIFFEIDs []spiffeid.ID
+	// TTL is the SVID lifetime; SVIDs are re-issued at half of it.
+	// Default 30s.
+	TTL time.Duration
+	// RootTTL is the lifetime of a CA root, default 24h; it must exceed
+	// TTL. A root is replaced before it would expire under a fresh SVID,
+	// and the old root stays in the bundle while it is valid.
+	RootTTL time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Issuer issues SVIDs from an in-memory CA and pushes them to a Server,
+// rotating at half-life like SPIRE's agent.
+type Issuer struct {
+	cfg IssuerConfig
+	srv *Server
+	log *slog.Logger
+
+	// ca and prev are only touched by the issuing goroutine (Run, or
+	// NewIssuer before Run starts).
+	ca   *ca.CA
+	prev *ca.CA
+}
+
+// NewIssuer validates cfg, applies defaults and creates the CA. Nothing is
+// issued until Run.
+func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
+	if srv == nil {
+		return nil, errors.New("devapi: issuer: nil server")
+	}
+	if cfg.TrustDomain.IsZero() {
+		cfg.TrustDomain = DefaultTrustDomain
+	}
+	if len(cfg.SPIFFEIDs) == 0 {
+		id, err := spiffeid.FromPath(cfg.TrustDomain, "/dev")
+		if err != nil {
+			return nil, fmt.Errorf("devapi: issuer: default SPIFFE ID: %w", err)
+		}
+		cfg.SPIFFEIDs = []spiffeid.ID{id}
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.RootTTL == 0 {
+		cfg.RootTTL = DefaultRootTTL
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+
+	if cfg.TTL < 0 {
+		return nil, fmt.Errorf("devapi: issuer: TTL %s must be positive", cfg.TTL)
+	}
+	if cfg.RootTTL <= cfg.TTL {
+		return nil, fmt.Errorf("devapi: issuer: root TTL %s must exceed SVID TTL %s", cfg.RootTTL, cfg.TTL)
+	}
+	seen := make(map[spiffeid.ID]bool, len(cfg.SPIFFEIDs))
+	for _, id := range cfg.SPIFFEIDs {
+		if id.IsZero() {
+			return nil, errors.New("devapi: issuer: empty SPIFFE ID")
+		}
+		if !id.MemberOf(cfg.TrustDomain) {
+			return nil, fmt.Errorf("devapi: issuer: SPIFFE ID %q is not in trust domain %q", id, cfg.TrustDomain)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("devapi: issuer: SPIFFE ID %q listed twice", id)
+		}
+		seen[id] = true
+	}
+	cfg.SPIFFEIDs = append([]spiffeid.ID(nil), cfg.SPIFFEIDs...)
+
+	c, err := ca.New(cfg.TrustDomain, cfg.RootTTL)
+	if err != nil {
+		return nil, fmt.Errorf("devapi: issuer: %w", err)
+	}
+	return &Issuer{
+		cfg: cfg,
+		srv: srv,
+		log: cfg.Logger.With("component", "devapi-issuer", "trust_domain", cfg.TrustDomain.String()),
+		ca:  c,
+	}, nil
+}
+
+// Config is the configuration in effect, defaults applied.
+func (i *Issuer) Config() IssuerConfig {
+	cfg := i.cfg
+	cfg.SPIFFEIDs = append([]spiffeid.ID(nil), i.cfg.SPIFFEIDs...)
+	return cfg
+}
+
+// Run issues SVIDs for every configured ID, pushes them to the server, and
+// re-issues at half of TTL until ctx ends (then it returns nil).
+func (i *Issuer) Run(ctx context.Context) error {
+	every := i.cfg.TTL / 2
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		}
+		if err := i.issue(time.Now()); err != nil {
+			return err
+		}
+		timer.Reset(every)
+	}
+}
+
+// issue signs a fresh SVID per ID and pushes them with the current bundle.
+func (i *Issuer) issue(now time.Time) error {
+	if now.Add(i.cfg.TTL).After(i.ca.Root().NotAfter) {
+		next, err := ca.New(i.cfg.TrustDomain, i.cfg.RootTTL)
+		if err != nil {
+			return fmt.Errorf("devapi: issuer: rotate root: %w", err)
+		}
+		i.prev, i.ca = i.ca, next
+		i.log.Info("CA root rotated", "not_after", next.Root().NotAfter)
+	}
+	svids := make([]*x509svid.SVID, 0, len(i.cfg.SPIFFEIDs))
+	for _, id := range i.cfg.SPIFFEIDs {
+		svid, err := i.ca.Issue(id, i.cfg.TTL)
+		if err != nil {
+			return fmt.Errorf("devapi: issuer: %w", err)
+		}
+		svids = append(svids, svid)
+	}
+	resp, err := X509Response(svids, []*x509bundle.Bundle{i.bundleAt(now)})
+	if err != nil {
+		return fmt.Errorf("devapi: issuer: %w", err)
+	}
+	i.srv.SetX509(resp)
+	leaf := svids[0].Certificates[0]
+	i.log.Debug("SVIDs issued", "count", len(svids), "default_id", svids[0].ID.String(),
+		"serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter)
+	return nil
+}
+
+// bundleAt is the current root plus the previous one while it is still
+// valid, so SVIDs signed by the old root keep verifying during the switch.
+func (i *Issuer) bundleAt(now time.Time) *x509bundle.Bundle {
+	roots := []*x509.Certificate{i.ca.Root()}
+	if i.prev != nil && now.Before(i.prev.Root().NotAfter) {
+		roots = append(roots, i.prev.Root())
+	}
+	return x509bundle.FromX509Authorities(i.cfg.TrustDomain, roots)
+}

@@ -1,0 +1,384 @@
+// Package devapi is a real SPIFFE Workload API gRPC server on a unix socket.
+//
+// It serves whatever X.509 response it was last given, exactly as given: it
+// never validates SVIDs or bundles, so tests can push expired, mismatched or
+// unverifiable material and watch the client side refuse it. Two users:
+//
+//   - `sds-bridge dev`, where an Issuer backed by an in-memory CA issues
+//     short-lived SVIDs and rotates them at half-life;
+//   - the project's tests, as the fake Workload API (SPIRE agent) that can be
+//     stopped and started again on the same socket.
+//
+// Only the X.509 profile is implemented. FetchJWTSVID, FetchJWTBundles,
+// ValidateJWTSVID and the WIT profile answer codes.Unimplemented.
+package devapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// securityHeader is the metadata key every Workload API client must send, so
+// that a browser or SSRF-style request cannot reach the API (SPIFFE Workload
+// Endpoint spec, section 4.2).
+const securityHeader = "workload.spiffe.io"
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// SocketPath is the unix socket the Workload API listens on. Keep it
+	// under ~100 bytes (the sun_path limit).
+	SocketPath string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is a Workload API server. The zero value is not usable; call
+// NewServer. Its state (the current response or error) lives in the Server,
+// not in the listener, so it survives Stop and Start.
+type Server struct {
+	workload.UnimplementedSpiffeWorkloadAPIServer
+
+	path string
+	log  *slog.Logger
+
+	mu sync.Mutex
+	// x509 and x509Err are mutually exclusive; both nil means nothing to
+	// send yet, and streams wait. x509Ver counts changes so a stream sends
+	// only what it has not sent, and only the newest.
+	x509    *workload.X509SVIDResponse
+	x509Err error
+	x509Ver uint64
+	// bundles is derived from x509; bundlesVer moves only when the bundles
+	// actually change, as SPIRE does not resend identical bundles.
+	bundles    *workload.X509BundlesResponse
+	bundlesVer uint64
+	// streams holds one wake-up channel (capacity 1) per open stream.
+	streams map[chan struct{}]struct{}
+	// streamsChanged is closed and replaced whenever len(streams) changes.
+	streamsChanged chan struct{}
+
+	// life serializes Start and Stop.
+	life      sync.Mutex
+	grpc      *grpc.Server
+	serveDone chan struct{}
+	serveErr  error
+}
+
+// NewServer returns a stopped Server; call Start or Serve.
+func NewServer(cfg ServerConfig) *Server {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	path := cfg.SocketPath
+	// go-spiffe wants unix:///absolute/path; Abs only fails without a cwd.
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	return &Server{
+		path:           path,
+		log:            log.With("component", "devapi", "socket", path),
+		streams:        make(map[chan struct{}]struct{}),
+		streamsChanged: make(chan struct{}),
+	}
+}
+
+// Address is the Workload API address in the form go-spiffe expects
+// (workloadapi.WithAddr, SPIFFE_ENDPOINT_SOCKET).
+func (s *Server) Address() string { return "unix://" + s.path }
+
+// SocketPath is the absolute path of the unix socket.
+func (s *Server) SocketPath() string { return s.path }
+
+// Start listens on the socket and serves in the background until Stop. A
+// stale socket file left by a dead server is removed first; a live one, or
+// a file that is not a socket, is an error.
+func (s *Server) Start() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.grpc != nil {
+		return errors.New("devapi: start: already serving")
+	}
+	if err := removeStaleSocket(s.path); err != nil {
+		return err
+	}
+	lis, err := net.Listen("unix", s.path)
+	if err != nil {
+		return fmt.Errorf("devapi: listen on %q: %w", s.path, err)
+	}
+	gs := grpc.NewServer(
+		// Stop then waits for every stream handler, so OpenStreams is 0
+		// afterwards and no goroutine outlives the server.
+		grpc.WaitForHandlers(true),
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if err := checkSecurityHeader(ctx); err != nil {
+				return nil, err
+			}
+			return h(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if err := checkSecurityHeader(ss.Context()); err != nil {
+				return err
+			}
+			return h(srv, ss)
+		}),
+	)
+	workload.RegisterSpiffeWorkloadAPIServer(gs, s)
+	done := make(chan struct{})
+	s.grpc, s.serveDone, s.serveErr = gs, done, nil
+	go func() {
+		defer close(done)
+		if err := gs.Serve(lis); err != nil {
+			s.serveErr = fmt.Errorf("devapi: serve on %q: %w", s.path, err)
+		}
+	}()
+	s.log.Info("workload API listening", "address", s.Address())
+	return nil
+}
+
+// Stop makes the Workload API go away abruptly, as a crashed agent would:
+// open streams fail with Unavailable and the socket file is removed. It
+// returns once every handler has returned. Stopping a stopped Server is a
+// no-op. The current response is kept for the next Start.
+func (s *Server) Stop() {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.grpc == nil {
+		return
+	}
+	s.grpc.Stop()
+	<-s.serveDone
+	s.grpc = nil
+	s.log.Info("workload API stopped")
+}
+
+// Serve starts the server and runs it until ctx ends (nil) or serving
+// fails.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.Start(); err != nil {
+		return err
+	}
+	s.life.Lock()
+	done := s.serveDone
+	s.life.Unlock()
+	select {
+	case <-ctx.Done():
+		s.Stop()
+		return nil
+	case <-done:
+		s.Stop()
+		return s.serveErr
+	}
+}
+
+// SetX509 makes resp the current X.509 response and pushes it to every open
+// FetchX509SVID stream (and the derived bundles to every FetchX509Bundles
+// stream, if they changed). It clears a previous SetX509Error. resp is sent
+// as is, never validated, and must not be modified afterwards. A stream
+// that is slow to drain skips to the newest response instead of queuing.
+// A nil resp withdraws the response: new streams wait for the next one.
+func (s *Server) SetX509(resp *workload.X509SVIDResponse) {
+	bundles := bundlesOf(resp)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.x509, s.x509Err = resp, nil
+	s.x509Ver++
+	if !proto.Equal(bundles, s.bundles) {
+		s.bundles = bundles
+		s.bundlesVer++
+	}
+	s.wakeLocked()
+}
+
+// SetX509Error ends every open X.509 stream (SVIDs and bundles) with a gRPC
+// status, and answers new ones the same way, until the next SetX509. SPIRE's
+// agent does this with codes.PermissionDenied, "no identity issued" when
+// the caller has no registration entry; go-spiffe then retries with backoff.
+func (s *Server) SetX509Error(code codes.Code, msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.x509, s.x509Err, s.bundles = nil, status.Error(code, msg), nil
+	s.x509Ver++
+	s.bundlesVer++
+	s.wakeLocked()
+}
+
+// OpenStreams is the number of open FetchX509SVID and FetchX509Bundles
+// streams.
+func (s *Server) OpenStreams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams)
+}
+
+// WaitOpenStreams blocks until exactly n X.509 streams are open, e.g. 1 once
+// a client watches, or 0 after it went away. It fails only when ctx ends.
+func (s *Server) WaitOpenStreams(ctx context.Context, n int) error {
+	for {
+		s.mu.Lock()
+		got, changed := len(s.streams), s.streamsChanged
+		s.mu.Unlock()
+		if got == n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("devapi: wait for %d open streams (have %d): %w", n, got, ctx.Err())
+		}
+	}
+}
+
+// FetchX509SVID implements the Workload API: the current response at once,
+// then every new one.
+func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
+	return serveStream(s, stream, "FetchX509SVID", func() (*workload.X509SVIDResponse, uint64, error) {
+		return s.x509, s.x509Ver, s.x509Err
+	})
+}
+
+// FetchX509Bundles implements the Workload API: the bundles of the current
+// response (own and federated, keyed by trust domain ID) at once, then
+// every change.
+func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
+	return serveStream(s, stream, "FetchX509Bundles", func() (*workload.X509BundlesResponse, uint64, error) {
+		return s.bundles, s.bundlesVer, s.x509Err
+	})
+}
+
+// serveStream runs one server stream: current reads (under s.mu) the
+// message to send, its version and a terminal error.
+func serveStream[T any](s *Server, stream grpc.ServerStreamingServer[T], method string, current func() (*T, uint64, error)) error {
+	wake := s.openStream(method)
+	defer s.closeStream(wake, method)
+	var sent uint64
+	for {
+		s.mu.Lock()
+		msg, ver, err := current()
+		s.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if msg != nil && ver != sent {
+			if err := stream.Send(msg); err != nil {
+				s.log.Debug("workload API send failed", "method", method, "error", err)
+				return err
+			}
+			sent = ver
+		}
+		select {
+		case <-wake:
+		case <-stream.Context().Done():
+			return status.FromContextError(stream.Context().Err()).Err()
+		}
+	}
+}
+
+func (s *Server) openStream(method string) chan struct{} {
+	wake := make(chan struct{}, 1)
+	s.mu.Lock()
+	s.streams[wake] = struct{}{}
+	n := len(s.streams)
+	s.streamsChangedLocked()
+	s.mu.Unlock()
+	s.log.Debug("workload API stream opened", "method", method, "open_streams", n)
+	return wake
+}
+
+func (s *Server) closeStream(wake chan struct{}, method string) {
+	s.mu.Lock()
+	delete(s.streams, wake)
+	n := len(s.streams)
+	s.streamsChangedLocked()
+	s.mu.Unlock()
+	s.log.Debug("workload API stream closed", "method", method, "open_streams", n)
+}
+
+func (s *Server) streamsChangedLocked() {
+	close(s.streamsChanged)
+	s.streamsChanged = make(chan struct{})
+}
+
+// wakeLocked never blocks: a pending wake-up already makes the stream read
+// the newest state, so a second one adds nothing.
+func (s *Server) wakeLocked() {
+	for wake := range s.streams {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// checkSecurityHeader refuses a call without the Workload API header, with
+// SPIRE's code and text (go-spiffe stops watching on InvalidArgument).
+func checkSecurityHeader(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(securityHeader); len(v) != 1 || v[0] != "true" {
+		return status.Error(codes.InvalidArgument, "security header missing from request")
+	}
+	return nil
+}
+
+// bundlesOf derives the FetchX509Bundles answer from an X.509 response
+// without judging it: an unparsable SPIFFE ID is used as the key verbatim.
+func bundlesOf(resp *workload.X509SVIDResponse) *workload.X509BundlesResponse {
+	if resp == nil {
+		return nil
+	}
+	out := &workload.X509BundlesResponse{Crl: resp.GetCrl(), Bundles: make(map[string][]byte)}
+	for _, svid := range resp.GetSvids() {
+		key := svid.GetSpiffeId()
+		if id, err := spiffeid.FromString(key); err == nil {
+			key = id.TrustDomain().IDString()
+		}
+		if _, ok := out.Bundles[key]; !ok {
+			out.Bundles[key] = svid.GetBundle()
+		}
+	}
+	for td, b := range resp.GetFederatedBundles() {
+		if _, ok := out.Bundles[td]; !ok {
+			out.Bundles[td] = b
+		}
+	}
+	return out
+}
+
+// removeStaleSocket removes a socket file nobody listens on. It refuses to
+// remove anything else, or a socket a live server still answers on.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("devapi: inspect socket %q: %w", path, err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("devapi: %q exists and is not a socket (mode %s); refusing to remove it", path, fi.Mode())
+	}
+	if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		_ = conn.Close()
+		return fmt.Errorf("devapi: socket %q is in use by a running server", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("devapi: remove stale socket %q: %w", path, err)
+	}
+	return nil
+}
