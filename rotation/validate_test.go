@@ -1,0 +1,71 @@
+package rotation
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/sds-bridge/sds-bridge/internal/ca"
+)
+
+func TestValidate(t *testing.T) {
+	own, err := ca.New(td, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fedTD := spiffeid.RequireTrustDomainFromString("partner.test")
+	partner, err := ca.New(fedTD, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(c *ca.CA, id spiffeid.ID) *x509svid.SVID {
+		s, err := c.Issue(id, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	good := issue(own, svcID)
+	second := issue(own, spiffeid.RequireFromPath(td, "/second"))
+	swapped := *good
+	swapped.PrivateKey = second.PrivateKey
+	bundles := x509bundle.NewSet(own.Bundle(), partner.Bundle())
+	now := time.Now()
+
+	for _, tc := range []struct {
+		name    string
+		xc      *workloadapi.X509Context
+		at      time.Time
+		wantErr string
+	}{
+		{"good with federation", &workloadapi.X509Context{SVIDs: []*x509svid.SVID{good, second}, Bundles: bundles}, now, ""},
+		{"no SVIDs", &workloadapi.X509Context{Bundles: bundles}, now, "no SVID"},
+		{"no bundles", &workloadapi.X509Context{SVIDs: []*x509svid.SVID{good}, Bundles: x509bundle.NewSet()}, now, "no trust bundle"},
+		{"only a federated bundle", &workloadapi.X509Context{SVIDs: []*x509svid.SVID{good}, Bundles: x509bundle.NewSet(partner.Bundle())}, now, `no bundle for its trust domain "example.org"`},
+		{"key of another SVID", &workloadapi.X509Context{SVIDs: []*x509svid.SVID{&swapped}, Bundles: bundles}, now, "does not match"},
+		{"expired at validation time", &workloadapi.X509Context{SVIDs: []*x509svid.SVID{good}, Bundles: bundles}, now.Add(2 * time.Minute), "expired at"},
+		{"one bad SVID refuses all", &workloadapi.X509Context{SVIDs: []*x509svid.SVID{good, issue(partner, svcID)}, Bundles: bundles}, now, "chain does not verify"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Validate(tc.xc, tc.at)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) != 2 || got[0].TrustDomain() != td || got[1].TrustDomain() != fedTD {
+					t.Errorf("bundles not sorted by trust domain: %v", got)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want ErrRefused containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
