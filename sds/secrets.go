@@ -1,0 +1,222 @@
+package sds
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/sds-bridge/sds-bridge/rotation"
+)
+
+// SPIFFECertValidatorName is the Envoy extension name of the SPIFFE
+// certificate validator, as SPIRE Agent's SDS sets it.
+const SPIFFECertValidatorName = "envoy.tls.cert_validator.spiffe"
+
+// Default resource names, the same as SPIRE Agent's defaults so an Envoy
+// bootstrap written for SPIRE works unchanged.
+const (
+	DefaultSVIDName       = "default"
+	DefaultBundleName     = "ROOTCA"
+	DefaultAllBundlesName = "ALL"
+)
+
+// Names are the configurable resource names of the secrets that are not
+// named after a SPIFFE ID or trust domain.
+type Names struct {
+	// DefaultSVID names the tls_certificate of the default SVID ("default").
+	DefaultSVID string
+	// DefaultBundle names the validation_context of the own trust domain ("ROOTCA").
+	DefaultBundle string
+	// AllBundles names the validation_context with every trust domain ("ALL").
+	AllBundles string
+	// DisableSPIFFECertValidation serves plain trusted_ca validation
+	// contexts instead of Envoy's SPIFFE certificate validator, like SPIRE's
+	// disable_spiffe_cert_validation. See BuildSecrets for what ALL becomes.
+	DisableSPIFFECertValidation bool
+}
+
+// WithDefaults fills empty names with SPIRE's defaults.
+func (n Names) WithDefaults() Names {
+	if n.DefaultSVID == "" {
+		n.DefaultSVID = DefaultSVIDName
+	}
+	if n.DefaultBundle == "" {
+		n.DefaultBundle = DefaultBundleName
+	}
+	if n.AllBundles == "" {
+		n.AllBundles = DefaultAllBundlesName
+	}
+	return n
+}
+
+// Validate reports names that are empty, equal to each other or could
+// collide with a SPIFFE ID or trust domain name.
+func (n Names) Validate() error {
+	fields := []struct{ key, value string }{
+		{"DefaultSVID", n.DefaultSVID},
+		{"DefaultBundle", n.DefaultBundle},
+		{"AllBundles", n.AllBundles},
+	}
+	seen := make(map[string]string, len(fields))
+	for _, f := range fields {
+		switch {
+		case f.value == "":
+			return fmt.Errorf("sds: names: %s is empty", f.key)
+		case strings.HasPrefix(strings.ToLower(f.value), "spiffe://"):
+			return fmt.Errorf("sds: names: %s %q would collide with SPIFFE ID and trust domain names", f.key, f.value)
+		case seen[f.value] != "":
+			return fmt.Errorf("sds: names: %s and %s are both %q", seen[f.value], f.key, f.value)
+		}
+		seen[f.value] = f.key
+	}
+	return nil
+}
+
+// BuildSecrets turns u into every Secret the bridge serves, keyed by
+// resource name, shaped exactly as SPIRE Agent's SDS v3 handler shapes them:
+//
+//   - names.DefaultSVID: tls_certificate of u.SVIDs[0];
+//   - each SVID's SPIFFE ID: that SVID's tls_certificate (the first SVID
+//     wins when two share an ID, as in SPIRE);
+//   - names.DefaultBundle: validation_context of the own trust domain;
+//   - "spiffe://<td>" for every bundle: validation_context of that bundle;
+//   - names.AllBundles: validation_context with every bundle.
+//
+// A tls_certificate holds certificate_chain (leaf then intermediates, PEM)
+// and private_key (PKCS#8 PEM), both inline. A validation_context uses
+// Envoy's SPIFFE certificate validator with one trust_domains entry per
+// bundle (sorted by name); with names.DisableSPIFFECertValidation it is a
+// plain inline trusted_ca PEM instead. SPIRE refuses to serve ALL in that
+// mode; here ALL then carries the roots of every trust domain concatenated,
+// which lets any trusted root vouch for any trust domain, so SAN matching in
+// Envoy must do the trust-domain check.
+//
+// Empty names are replaced by the defaults. BuildSecrets is pure: the same
+// Update gives equal protos.
+func BuildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
+	names = names.WithDefaults()
+	if err := names.Validate(); err != nil {
+		return nil, err
+	}
+	if u == nil || len(u.SVIDs) == 0 {
+		return nil, errors.New("sds: build secrets: update has no SVIDs")
+	}
+	own := u.OwnBundle()
+	if own == nil || own.Empty() {
+		return nil, fmt.Errorf("sds: build secrets: no bundle for own trust domain %q", u.TrustDomain())
+	}
+
+	// Sorted copies: Update is shared with other sinks and must not change.
+	bundles := make([]*x509bundle.Bundle, 0, len(u.Bundles))
+	for _, b := range u.Bundles {
+		if b != nil && !b.Empty() {
+			bundles = append(bundles, b)
+		}
+	}
+	slices.SortFunc(bundles, func(a, b *x509bundle.Bundle) int {
+		return strings.Compare(a.TrustDomain().Name(), b.TrustDomain().Name())
+	})
+
+	out := make(map[string]*tlsv3.Secret, len(u.SVIDs)+len(bundles)+3)
+	add := func(s *tlsv3.Secret) {
+		if _, dup := out[s.GetName()]; !dup {
+			out[s.GetName()] = s
+		}
+	}
+
+	for i, svid := range u.SVIDs {
+		chainPEM, keyPEM, err := svid.Marshal()
+		if err != nil {
+			return nil, fmt.Errorf("sds: build secrets: encode SVID %q: %w", svid.ID, err)
+		}
+		if i == 0 {
+			add(tlsCertificate(names.DefaultSVID, chainPEM, keyPEM))
+		}
+		add(tlsCertificate(svid.ID.String(), chainPEM, keyPEM))
+	}
+
+	ownSecret, err := validationContext(names.DefaultBundle, []*x509bundle.Bundle{own}, names.DisableSPIFFECertValidation)
+	if err != nil {
+		return nil, err
+	}
+	add(ownSecret)
+	for _, b := range bundles {
+		s, err := validationContext(b.TrustDomain().IDString(), []*x509bundle.Bundle{b}, names.DisableSPIFFECertValidation)
+		if err != nil {
+			return nil, err
+		}
+		add(s)
+	}
+	all, err := validationContext(names.AllBundles, bundles, names.DisableSPIFFECertValidation)
+	if err != nil {
+		return nil, err
+	}
+	add(all)
+	return out, nil
+}
+
+func tlsCertificate(name string, chainPEM, keyPEM []byte) *tlsv3.Secret {
+	return &tlsv3.Secret{
+		Name: name,
+		Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: inline(chainPEM),
+			PrivateKey:       inline(keyPEM),
+		}},
+	}
+}
+
+// validationContext builds SPIRE's spiffeBuilder shape (one trust domain per
+// bundle, in the order given) or, with plain set, its rootCABuilder shape.
+func validationContext(name string, bundles []*x509bundle.Bundle, plain bool) (*tlsv3.Secret, error) {
+	if plain {
+		var roots []byte
+		for _, b := range bundles {
+			pemBytes, err := b.Marshal()
+			if err != nil {
+				return nil, fmt.Errorf("sds: build secrets: encode bundle %q: %w", b.TrustDomain(), err)
+			}
+			roots = append(roots, pemBytes...)
+		}
+		return &tlsv3.Secret{
+			Name: name,
+			Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+				TrustedCa: inline(roots),
+			}},
+		}, nil
+	}
+
+	tds := make([]*tlsv3.SPIFFECertValidatorConfig_TrustDomain, 0, len(bundles))
+	for _, b := range bundles {
+		pemBytes, err := b.Marshal()
+		if err != nil {
+			return nil, fmt.Errorf("sds: build secrets: encode bundle %q: %w", b.TrustDomain(), err)
+		}
+		tds = append(tds, &tlsv3.SPIFFECertValidatorConfig_TrustDomain{
+			Name:        b.TrustDomain().Name(),
+			TrustBundle: inline(pemBytes),
+		})
+	}
+	typed, err := anypb.New(&tlsv3.SPIFFECertValidatorConfig{TrustDomains: tds})
+	if err != nil {
+		return nil, fmt.Errorf("sds: build secrets: pack SPIFFE validator config for %q: %w", name, err)
+	}
+	return &tlsv3.Secret{
+		Name: name,
+		Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			CustomValidatorConfig: &corev3.TypedExtensionConfig{
+				Name:        SPIFFECertValidatorName,
+				TypedConfig: typed,
+			},
+		}},
+	}, nil
+}
+
+func inline(b []byte) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: b}}
+}
