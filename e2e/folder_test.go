@@ -54,7 +54,14 @@ var (
 func (f folder) GetX509SVID() (*x509svid.SVID, error) {
 	switch f.Layout {
 	case layoutHelper:
-		svid, err := x509svid.Load(filepath.Join(f.Dir, helperCert), filepath.Join(f.Dir, helperKey))
+		// Certificate and key are two files: read both from one resolved
+		// data dir when the folder has one, so a swap between the two
+		// opens cannot pair a new certificate with an old key.
+		base := f.Dir
+		if target, err := filepath.EvalSymlinks(filepath.Join(f.Dir, "..data")); err == nil {
+			base = target
+		}
+		svid, err := x509svid.Load(filepath.Join(base, helperCert), filepath.Join(base, helperKey))
 		if err != nil {
 			return nil, fmt.Errorf("e2e: read SVID from %s: %w", f.Dir, err)
 		}
@@ -117,8 +124,17 @@ func (f folder) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundl
 	return b, nil
 }
 
-// Leaf reads the current leaf certificate.
+// Leaf reads the current leaf certificate. It opens one file only: reading
+// the certificate and the key by their stable names is two opens, which a
+// swap may fall between.
 func (f folder) Leaf() (*x509.Certificate, error) {
+	if f.Layout == layoutHelper {
+		certs, err := parseCertsFile(filepath.Join(f.Dir, helperCert))
+		if err != nil {
+			return nil, err
+		}
+		return certs[0], nil
+	}
 	svid, err := f.GetX509SVID()
 	if err != nil {
 		return nil, err

@@ -338,3 +338,5 @@ func writeFile(t testing.TB, path string, data []byte, mode os.FileMode, u *osUs
 		}
 	}
 }
+
+func uidString(id uint32) string { return strconv.FormatUint(uint64(id), 10) }

@@ -1,0 +1,149 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// bridgeConfig is the bridge's YAML config as its README documents it; the
+// suite writes it as a user would.
+type bridgeConfig struct {
+	WorkloadAPI bridgeWorkloadAPI `yaml:"workload_api"`
+	SDS         *bridgeSDS        `yaml:"sds,omitempty"`
+	Files       []bridgeFolder    `yaml:"files,omitempty"`
+}
+
+type bridgeWorkloadAPI struct {
+	Address            string `yaml:"address"`
+	FirstUpdateTimeout string `yaml:"first_update_timeout,omitempty"`
+}
+
+type bridgeSDS struct {
+	Socket     string `yaml:"socket"`
+	SocketMode string `yaml:"socket_mode,omitempty"`
+}
+
+type bridgeFolder struct {
+	Dir      string         `yaml:"dir"`
+	Layout   string         `yaml:"layout"`
+	CertMode string         `yaml:"cert_mode,omitempty"`
+	KeyMode  string         `yaml:"key_mode,omitempty"`
+	Owner    string         `yaml:"owner,omitempty"`
+	OnRotate []bridgeAction `yaml:"on_rotate,omitempty"`
+}
+
+type bridgeAction struct {
+	Signal *bridgeSignal `yaml:"signal,omitempty"`
+	Exec   *bridgeExec   `yaml:"exec,omitempty"`
+}
+
+type bridgeSignal struct {
+	PIDFile string `yaml:"pid_file"`
+	Signal  string `yaml:"signal"`
+}
+
+type bridgeExec struct {
+	Command []string `yaml:"command"`
+	Timeout string   `yaml:"timeout,omitempty"`
+}
+
+// bridge is one running `sds-bridge run`.
+type bridge struct {
+	Name string
+	Cfg  bridgeConfig
+	proc *proc
+}
+
+// startBridge writes cfg to <workDir>/<name>.yaml and runs `sds-bridge run
+// --config` as u (the suite's own account when nil). When the test ends the
+// bridge gets SIGTERM and must exit 0: shutting down is part of its
+// contract.
+func startBridge(t testing.TB, workDir, name string, cfg bridgeConfig, u *osUser) *bridge {
+	t.Helper()
+	requireBridge(t)
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatalf("e2e: bridge config: %v", err)
+	}
+	confPath := filepath.Join(workDir, name+".yaml")
+	writeFile(t, confPath, data, 0o644, nil)
+	b := &bridge{Name: name, Cfg: cfg}
+	// Registered before startProc's own cleanup, so it runs after it: the
+	// exit status is known by then.
+	t.Cleanup(func() {
+		if b.proc == nil {
+			return
+		}
+		if code := b.proc.ExitCode(); code != 0 {
+			t.Errorf("e2e: bridge %s exited with %d after SIGTERM, want 0", name, code)
+		}
+	})
+	b.proc = startProc(t, cmdSpec{
+		Name: "bridge-" + name,
+		Path: bridgeBin,
+		Args: []string{"run", "--config", confPath, "--log-format", "text"},
+		Dir:  workDir,
+		User: u,
+	}, filepath.Join(workDir, "bridge-"+name+".log"))
+	return b
+}
+
+// Running fails the test if the bridge has exited.
+func (b *bridge) Running(t testing.TB) {
+	t.Helper()
+	if b.proc.Exited() {
+		t.Fatalf("e2e: bridge %s exited with %d:\n%s", b.Name, b.proc.ExitCode(), tailFile(b.proc.LogPath, 30))
+	}
+}
+
+// bridgeCLI runs `sds-bridge <args>` to completion (wait, check) as u and
+// returns its output and exit code.
+func bridgeCLI(t testing.TB, ctx context.Context, workDir string, u *osUser, args ...string) (string, int) {
+	t.Helper()
+	requireBridge(t)
+	out, code, err := runCmd(ctx, cmdSpec{Name: "sds-bridge " + args[0], Path: bridgeBin, Args: args, Dir: workDir, User: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, code
+}
+
+// startBridgeWait starts `sds-bridge wait` in the background, as a pod's
+// init container or a systemd ExecStartPre would.
+func startBridgeWait(t testing.TB, workDir, name string, u *osUser, args ...string) *proc {
+	t.Helper()
+	requireBridge(t)
+	return startProc(t, cmdSpec{Name: "wait-" + name, Path: bridgeBin, Args: append([]string{"wait"}, args...), Dir: workDir, User: u},
+		filepath.Join(workDir, "wait-"+name+".log"))
+}
+
+// waitForSocket waits until path exists (the bridge creates the SDS socket
+// once it serves).
+func waitForSocket(t testing.TB, b *bridge, path string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := poll(ctx, "SDS socket "+path, 100*time.Millisecond, func() error {
+		if b.proc.Exited() {
+			return fmt.Errorf("bridge %s exited with %d", b.Name, b.proc.ExitCode())
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&os.ModeSocket == 0 {
+			return fmt.Errorf("%s is not a socket", path)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
