@@ -1,0 +1,309 @@
+// Package filesink mirrors every rotation.Update into a credential folder
+// that PostgreSQL (or any program that reads PEM files) can use.
+//
+// A folder is swapped atomically as a set, the way Kubernetes' AtomicWriter
+// updates Secret volumes: each Update becomes a new, fully written and
+// fsynced generation directory ("..<timestamp>-g<generation>"), then the
+// "..data" symlink is renamed to point at it. The names consumers open
+// ("svid.pem", …) are relative symlinks into "..data", so every open(2) sees
+// a complete file of one generation.
+//
+// Opening two stable names one after the other can, in a rare race with a
+// swap, give files of two adjacent generations (a new certificate with the
+// old key). A consumer that needs a matching set resolves "..data" once
+// (os.Readlink) and reads every file from that generation directory; the
+// previous generation directory is kept until the next swap so such a
+// reader can finish.
+//
+// Reload actions (signal a pid file, run a command) run after the swap is
+// durable. Prepare removes stale leftovers (expired, not yet valid,
+// mismatched or unverifiable material, old generations) at start-up, and
+// Inspect is the reader behind the `wait` and `check` commands.
+package filesink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sds-bridge/sds-bridge/rotation"
+)
+
+// Layout names the set of files written into a folder.
+type Layout string
+
+const (
+	// LayoutSPIFFEHelper writes svid.pem (leaf and intermediates),
+	// svid_key.pem (PKCS#8) and svid_bundle.pem (own trust domain roots), as
+	// spiffe-helper does. It is the default.
+	LayoutSPIFFEHelper Layout = "spiffe-helper"
+	// LayoutSPIFFE follows the SPIFFE Filesystem Delivery standard:
+	// credential-bundle.private-key.pem (key, then chain without root) and
+	// one <trust-domain>.spiffe-trust-bundle.pem per trust domain.
+	LayoutSPIFFE Layout = "spiffe"
+)
+
+// Default file names and modes.
+const (
+	DefaultCertFileName   = "svid.pem"
+	DefaultKeyFileName    = "svid_key.pem"
+	DefaultBundleFileName = "svid_bundle.pem"
+	DefaultCertMode       = os.FileMode(0o644)
+	DefaultKeyMode        = os.FileMode(0o600)
+
+	// MarkerFileName describes the generation in every folder, whatever
+	// the layout, so one can tell what is on disk.
+	MarkerFileName = "sds-bridge.json"
+	// CredentialFileName is the key-and-chain file of LayoutSPIFFE.
+	CredentialFileName = "credential-bundle.private-key.pem"
+	// TrustBundleSuffix ends every trust bundle file of LayoutSPIFFE.
+	TrustBundleSuffix = ".spiffe-trust-bundle.pem"
+
+	// DataLink is the symlink that names the current generation directory.
+	DataLink = "..data"
+
+	defaultActionAttempts = 3
+	defaultActionBackoff  = 200 * time.Millisecond
+	generationDirMode     = os.FileMode(0o755)
+	folderMode            = os.FileMode(0o755)
+)
+
+// Owner is applied with chown to every written file and generation
+// directory. PostgreSQL accepts a key owned by the database user with mode
+// 0600, or owned by root with mode 0640.
+type Owner struct {
+	UID, GID int
+}
+
+// Config describes one credential folder.
+type Config struct {
+	// Dir is the absolute path of the folder; it is created (0755) if missing.
+	Dir string
+	// Layout defaults to LayoutSPIFFEHelper.
+	Layout Layout
+	// File names of LayoutSPIFFEHelper; defaults svid.pem, svid_key.pem,
+	// svid_bundle.pem. They must be empty for LayoutSPIFFE.
+	CertFileName, KeyFileName, BundleFileName string
+	// CertMode applies to certificates, bundles and the marker (default
+	// 0644); KeyMode to files holding the private key (default 0600) and
+	// must not grant anything to others.
+	CertMode, KeyMode os.FileMode
+	// Owner, if set, is chowned onto files and generation directories.
+	Owner *Owner
+	// Actions run in order after every swap, once the files are durable.
+	Actions []Action
+	// ActionAttempts is how often an action is tried per generation
+	// (default 3); ActionBackoff the pause after the first failure
+	// (default 200 ms), doubled after each further failure.
+	ActionAttempts int
+	ActionBackoff  time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Now defaults to time.Now; tests move the clock.
+	Now func() time.Time
+}
+
+// Folder is one credential folder. It implements rotation.Sink.
+type Folder struct {
+	cfg   Config
+	names fileNames
+	log   *slog.Logger
+
+	// mu serialises Prepare and Apply: the swap reads and replaces shared
+	// on-disk state.
+	mu sync.Mutex
+}
+
+var _ rotation.Sink = (*Folder)(nil)
+
+// New applies defaults to cfg, validates it and returns the folder. It does
+// not touch the disk; call Prepare before the first Apply.
+func New(cfg Config) (*Folder, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	f := &Folder{
+		cfg: cfg,
+		names: fileNames{
+			layout: cfg.Layout,
+			cert:   cfg.CertFileName,
+			key:    cfg.KeyFileName,
+			bundle: cfg.BundleFileName,
+		},
+	}
+	f.log = cfg.Logger.With("sink", f.Name())
+	return f, nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Dir != "" {
+		c.Dir = filepath.Clean(c.Dir)
+	}
+	if c.Layout == "" {
+		c.Layout = LayoutSPIFFEHelper
+	}
+	if c.Layout == LayoutSPIFFEHelper {
+		if c.CertFileName == "" {
+			c.CertFileName = DefaultCertFileName
+		}
+		if c.KeyFileName == "" {
+			c.KeyFileName = DefaultKeyFileName
+		}
+		if c.BundleFileName == "" {
+			c.BundleFileName = DefaultBundleFileName
+		}
+	}
+	if c.CertMode == 0 {
+		c.CertMode = DefaultCertMode
+	}
+	if c.KeyMode == 0 {
+		c.KeyMode = DefaultKeyMode
+	}
+	if c.ActionAttempts == 0 {
+		c.ActionAttempts = defaultActionAttempts
+	}
+	if c.ActionBackoff == 0 {
+		c.ActionBackoff = defaultActionBackoff
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if !filepath.IsAbs(c.Dir) {
+		return fmt.Errorf("filesink: dir %q: must be an absolute path", c.Dir)
+	}
+	switch c.Layout {
+	case LayoutSPIFFEHelper:
+		seen := map[string]string{MarkerFileName: "marker"}
+		for _, n := range []struct{ key, value string }{
+			{"cert_file_name", c.CertFileName},
+			{"key_file_name", c.KeyFileName},
+			{"bundle_file_name", c.BundleFileName},
+		} {
+			if err := validFileName(n.value); err != nil {
+				return fmt.Errorf("filesink: %s %q: %w", n.key, n.value, err)
+			}
+			if other, dup := seen[n.value]; dup {
+				return fmt.Errorf("filesink: %s %q: already used by %s", n.key, n.value, other)
+			}
+			seen[n.value] = n.key
+		}
+	case LayoutSPIFFE:
+		if c.CertFileName != "" || c.KeyFileName != "" || c.BundleFileName != "" {
+			return fmt.Errorf("filesink: layout %q: file names are fixed by the standard; cert/key/bundle file names apply only to layout %q", c.Layout, LayoutSPIFFEHelper)
+		}
+	default:
+		return fmt.Errorf("filesink: layout %q: want %q or %q", c.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
+	}
+	if c.CertMode&^os.ModePerm != 0 {
+		return fmt.Errorf("filesink: cert mode %#o: only permission bits are allowed", c.CertMode)
+	}
+	if c.KeyMode&^os.ModePerm != 0 {
+		return fmt.Errorf("filesink: key mode %#o: only permission bits are allowed", c.KeyMode)
+	}
+	if c.KeyMode&0o007 != 0 {
+		return fmt.Errorf("filesink: key mode %#o: a private key must not be readable, writable or executable by others", c.KeyMode)
+	}
+	if c.KeyMode&0o400 == 0 {
+		return fmt.Errorf("filesink: key mode %#o: the owner must be able to read the key", c.KeyMode)
+	}
+	if c.Owner != nil && (c.Owner.UID < 0 || c.Owner.GID < 0) {
+		return fmt.Errorf("filesink: owner %d:%d: uid and gid must not be negative", c.Owner.UID, c.Owner.GID)
+	}
+	if c.ActionAttempts < 1 {
+		return fmt.Errorf("filesink: action attempts %d: must be at least 1", c.ActionAttempts)
+	}
+	if c.ActionBackoff < 0 {
+		return fmt.Errorf("filesink: action backoff %s: must not be negative", c.ActionBackoff)
+	}
+	for i, a := range c.Actions {
+		if a == nil {
+			return fmt.Errorf("filesink: action %d: nil", i)
+		}
+		if v, ok := a.(interface{ validate() error }); ok {
+			if err := v.validate(); err != nil {
+				return fmt.Errorf("filesink: action %d: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+// validFileName keeps configured names inside the folder and away from the
+// names the swap machinery reserves ("..data", generation directories).
+func validFileName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("must not be empty")
+	case name != filepath.Base(name) || strings.ContainsRune(name, '/'):
+		return errors.New("must be a plain file name, not a path")
+	case strings.HasPrefix(name, ".."), name == ".":
+		return errors.New(`must not start with ".." (reserved for generation directories)`)
+	}
+	return nil
+}
+
+// Name identifies the sink in logs, readiness and metrics.
+func (f *Folder) Name() string { return "files:" + f.cfg.Dir }
+
+// Dir is the folder's absolute path.
+func (f *Folder) Dir() string { return f.cfg.Dir }
+
+// InspectConfig returns the configuration Inspect needs to read this folder.
+func (f *Folder) InspectConfig(minValidity time.Duration) InspectConfig {
+	return InspectConfig{
+		Dir:            f.cfg.Dir,
+		Layout:         f.cfg.Layout,
+		CertFileName:   f.cfg.CertFileName,
+		KeyFileName:    f.cfg.KeyFileName,
+		BundleFileName: f.cfg.BundleFileName,
+		MinValidity:    minValidity,
+	}
+}
+
+// Apply writes u as a new generation, swaps it in and then runs the reload
+// actions. Material whose default leaf is expired or not yet valid is
+// refused and the folder is left untouched. A write error is returned and
+// no action runs; action errors are logged and returned joined, while the
+// swapped-in generation stays.
+func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if u == nil {
+		return errors.New("filesink: apply: nil update")
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("filesink: apply generation %d: %w", u.Generation, err)
+	}
+	now := f.cfg.Now()
+	set, err := render(f.names, u, f.cfg.CertMode, f.cfg.KeyMode, now)
+	if err != nil {
+		return err
+	}
+	genDir, err := f.swap(set, u.Generation, now)
+	if err != nil {
+		return err
+	}
+	f.log.Info("filesink: swapped in new generation",
+		"generation", u.Generation, "spiffe_id", set.marker.SPIFFEID,
+		"serial", set.marker.Serial, "not_after", set.marker.NotAfter, "generation_dir", genDir)
+	return f.runActions(ctx, Event{
+		Dir:        f.cfg.Dir,
+		Generation: u.Generation,
+		SPIFFEID:   set.marker.SPIFFEID,
+		NotAfter:   set.marker.NotAfter,
+	})
+}

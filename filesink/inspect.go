@@ -1,0 +1,468 @@
+package filesink
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// Reason says what is wrong with the material in a credential folder.
+type Reason int
+
+// The reasons Inspect and Prepare tell apart.
+const (
+	ReasonMissing      Reason = iota + 1 // a file is not there
+	ReasonMalformed                      // a file is not the PEM it should be
+	ReasonNotYetValid                    // the leaf's NotBefore is in the future
+	ReasonExpired                        // the leaf's NotAfter is in the past
+	ReasonExpiringSoon                   // the leaf expires within MinValidity
+	ReasonKeyMismatch                    // the key is not the leaf's
+	ReasonUntrusted                      // the chain does not verify against the bundle
+)
+
+// Sentinel errors, one per Reason: errors.Is(err, ErrExpired).
+var (
+	ErrMissing      = errors.New("missing file")
+	ErrMalformed    = errors.New("malformed file")
+	ErrNotYetValid  = errors.New("certificate not yet valid")
+	ErrExpired      = errors.New("certificate expired")
+	ErrExpiringSoon = errors.New("certificate expires too soon")
+	ErrKeyMismatch  = errors.New("private key does not match certificate")
+	ErrUntrusted    = errors.New("certificate chain does not verify against bundle")
+)
+
+func (r Reason) String() string {
+	switch r {
+	case ReasonMissing:
+		return "missing"
+	case ReasonMalformed:
+		return "malformed"
+	case ReasonNotYetValid:
+		return "not-yet-valid"
+	case ReasonExpired:
+		return "expired"
+	case ReasonExpiringSoon:
+		return "expiring-soon"
+	case ReasonKeyMismatch:
+		return "key-mismatch"
+	case ReasonUntrusted:
+		return "untrusted"
+	}
+	return fmt.Sprintf("Reason(%d)", int(r))
+}
+
+func (r Reason) sentinel() error {
+	switch r {
+	case ReasonMissing:
+		return ErrMissing
+	case ReasonMalformed:
+		return ErrMalformed
+	case ReasonNotYetValid:
+		return ErrNotYetValid
+	case ReasonExpired:
+		return ErrExpired
+	case ReasonExpiringSoon:
+		return ErrExpiringSoon
+	case ReasonKeyMismatch:
+		return ErrKeyMismatch
+	case ReasonUntrusted:
+		return ErrUntrusted
+	}
+	return nil
+}
+
+// MaterialError is what Inspect returns when a folder is not usable. Its
+// message is one line meant for an operator; Reason (or errors.Is with the
+// sentinel errors) is meant for code.
+type MaterialError struct {
+	Reason Reason
+	// Path is the file the problem was found in.
+	Path string
+	// Detail is the one-line description, naming the file.
+	Detail string
+	// Err is the underlying cause, if any.
+	Err error
+}
+
+func (e *MaterialError) Error() string { return "filesink: " + e.Detail }
+
+// Unwrap exposes both the Reason's sentinel and the cause.
+func (e *MaterialError) Unwrap() []error {
+	errs := []error{e.Reason.sentinel()}
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	return errs
+}
+
+// InspectConfig tells Inspect where and what to read.
+type InspectConfig struct {
+	Dir    string
+	Layout Layout // default LayoutSPIFFEHelper
+	// File names of LayoutSPIFFEHelper; empty means the defaults.
+	CertFileName, KeyFileName, BundleFileName string
+	// MinValidity is how long the leaf must still be valid (0: not expired).
+	MinValidity time.Duration
+	// Now defaults to the current time.
+	Now time.Time
+}
+
+// Material describes a usable set found by Inspect.
+type Material struct {
+	// Dir is the directory the set was read from: the generation directory
+	// behind ..data, or the folder itself when there is no ..data.
+	Dir        string
+	SPIFFEID   spiffeid.ID
+	Serial     string // hexadecimal, as in the marker
+	NotBefore  time.Time
+	NotAfter   time.Time
+	Generation uint64 // from the marker; 0 if none describes this certificate
+	// TrustDomains are the trust domains whose bundles are in the set.
+	TrustDomains []spiffeid.TrustDomain
+}
+
+// Inspect reads the set in a credential folder — through ..data resolved
+// once if present, else the plain files — and checks it as a consumer
+// would. The error is a *MaterialError whose message is one line.
+func Inspect(cfg InspectConfig) (*Material, error) {
+	if cfg.Layout == "" {
+		cfg.Layout = LayoutSPIFFEHelper
+	}
+	if cfg.Now.IsZero() {
+		cfg.Now = time.Now()
+	}
+	names := fileNames{layout: cfg.Layout, cert: cfg.CertFileName, key: cfg.KeyFileName, bundle: cfg.BundleFileName}
+	switch cfg.Layout {
+	case LayoutSPIFFEHelper:
+		names.cert = cmpOr(names.cert, DefaultCertFileName)
+		names.key = cmpOr(names.key, DefaultKeyFileName)
+		names.bundle = cmpOr(names.bundle, DefaultBundleFileName)
+	case LayoutSPIFFE:
+	default:
+		return nil, fmt.Errorf("filesink: layout %q: want %q or %q", cfg.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
+	}
+	dir := cfg.Dir
+	if target, err := os.Readlink(filepath.Join(cfg.Dir, DataLink)); err == nil {
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(cfg.Dir, target)
+		}
+		dir = target
+	}
+	m, problems := checkSet(names, dir, cfg.Now, cfg.MinValidity)
+	if len(problems) > 0 {
+		return nil, problems[0].err
+	}
+	return m, nil
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// problem is one finding of checkSet; remove lists the base names Prepare
+// deletes because of it.
+type problem struct {
+	err    *MaterialError
+	remove []string
+}
+
+// checkSet reads the set of files in dir and returns it, or every problem
+// found, the one a consumer would hit first in front. Checks stop at the
+// first problem of the certificate itself: an expired certificate is not
+// also reported as unverifiable.
+func checkSet(names fileNames, dir string, now time.Time, minValidity time.Duration) (*Material, []problem) {
+	var (
+		problems   []problem
+		certPath   string
+		certs      []*x509.Certificate
+		key        crypto.PrivateKey
+		keyPath    string
+		pair       []string // files that hold the certificate and its key
+		bundleFile func(spiffeid.TrustDomain) string
+		bundles    = map[spiffeid.TrustDomain][]*x509.Certificate{}
+	)
+	add := func(r Reason, path, detail string, cause error, remove ...string) {
+		problems = append(problems, problem{
+			err:    &MaterialError{Reason: r, Path: path, Detail: oneLine(detail), Err: cause},
+			remove: remove,
+		})
+	}
+	readFile := func(name string) ([]byte, string, bool) {
+		path := filepath.Join(dir, name)
+		data, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			add(ReasonMissing, path, "missing file "+path, err)
+			return nil, path, false
+		case err != nil:
+			add(ReasonMissing, path, fmt.Sprintf("cannot read %s: %v", path, err), err)
+			return nil, path, false
+		}
+		return data, path, true
+	}
+
+	switch names.layout {
+	case LayoutSPIFFEHelper:
+		pair = []string{names.cert, names.key}
+		if data, path, ok := readFile(names.cert); ok {
+			certPath = path
+			c, err := parseCerts(data)
+			if err != nil {
+				add(ReasonMalformed, path, fmt.Sprintf("%s: cannot parse certificate chain: %v", path, err), err, pair...)
+			} else {
+				certs = c
+			}
+		}
+		if data, path, ok := readFile(names.key); ok {
+			keyPath = path
+			k, err := parseKey(data)
+			if err != nil {
+				add(ReasonMalformed, path, fmt.Sprintf("%s: cannot parse private key: %v", path, err), err, pair...)
+			} else {
+				key = k
+			}
+		}
+		bundlePath := filepath.Join(dir, names.bundle)
+		bundleFile = func(spiffeid.TrustDomain) string { return bundlePath }
+		if data, path, ok := readFile(names.bundle); ok {
+			roots, err := parseCerts(data)
+			if err != nil {
+				add(ReasonMalformed, path, fmt.Sprintf("%s: cannot parse bundle: %v", path, err), err, names.bundle)
+			} else if len(certs) > 0 {
+				if id, err := x509svid.IDFromCert(certs[0]); err == nil {
+					bundles[id.TrustDomain()] = roots
+				}
+			}
+		}
+	case LayoutSPIFFE:
+		pair = []string{CredentialFileName}
+		if data, path, ok := readFile(CredentialFileName); ok {
+			certPath, keyPath = path, path
+			c, k, err := parseCredential(data)
+			if err != nil {
+				add(ReasonMalformed, path, fmt.Sprintf("%s: cannot parse key and chain: %v", path, err), err, pair...)
+			} else {
+				certs, key = c, k
+			}
+		}
+		bundleFile = func(td spiffeid.TrustDomain) string { return filepath.Join(dir, trustBundleFile(td)) }
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			td, ok := trustDomainOfBundleFile(e.Name())
+			if !ok {
+				continue
+			}
+			path := filepath.Join(dir, e.Name())
+			data, err := os.ReadFile(path)
+			if err != nil {
+				// A dangling link is the same as no bundle for td.
+				continue
+			}
+			roots, err := parseCerts(data)
+			if err != nil {
+				add(ReasonMalformed, path, fmt.Sprintf("%s: cannot parse bundle: %v", path, err), err, e.Name())
+				continue
+			}
+			bundles[td] = roots
+		}
+	}
+
+	if len(certs) == 0 {
+		return nil, problems
+	}
+	leaf := certs[0]
+	serial := leaf.SerialNumber.Text(16)
+	id, err := x509svid.IDFromCert(leaf)
+	if err != nil {
+		add(ReasonMalformed, certPath, fmt.Sprintf("%s: certificate (serial %s) is not an X.509-SVID: %v", certPath, serial, err), err, pair...)
+		return nil, problems
+	}
+	what := fmt.Sprintf("%s: certificate %s (serial %s)", certPath, id, serial)
+	switch {
+	case now.Before(leaf.NotBefore):
+		add(ReasonNotYetValid, certPath, fmt.Sprintf("%s not valid until %s", what, leaf.NotBefore.UTC().Format(time.RFC3339)), nil, pair...)
+		return nil, problems
+	case now.After(leaf.NotAfter):
+		add(ReasonExpired, certPath, fmt.Sprintf("%s expired at %s", what, leaf.NotAfter.UTC().Format(time.RFC3339)), nil, pair...)
+		return nil, problems
+	}
+	if key != nil {
+		if !keyMatches(key, leaf.PublicKey) {
+			add(ReasonKeyMismatch, keyPath, fmt.Sprintf("%s: private key does not match certificate %s (serial %s) in %s", keyPath, id, serial, certPath), nil, pair...)
+			return nil, problems
+		}
+	}
+	td := id.TrustDomain()
+	roots, haveBundle := bundles[td]
+	if !haveBundle {
+		path := bundleFile(td)
+		if names.layout == LayoutSPIFFE {
+			add(ReasonMissing, path, "missing file "+path, nil)
+		}
+		// Without the bundle the chain cannot be verified: at start-up that
+		// is as bad as a chain that does not verify.
+		add(ReasonUntrusted, certPath, fmt.Sprintf("%s cannot be verified: no usable bundle %s", what, path), nil, pair...)
+		return nil, problems
+	}
+	bundle := x509bundle.FromX509Authorities(td, roots)
+	if _, _, err := x509svid.Verify(certs, bundle, x509svid.WithTime(now)); err != nil {
+		add(ReasonUntrusted, certPath, fmt.Sprintf("%s: chain does not verify against bundle %s: %v", what, bundleFile(td), err), err, pair...)
+		return nil, problems
+	}
+	if remaining := leaf.NotAfter.Sub(now); remaining < minValidity {
+		add(ReasonExpiringSoon, certPath, fmt.Sprintf("%s valid for only %s more (until %s), less than the required %s",
+			what, remaining.Round(time.Second), leaf.NotAfter.UTC().Format(time.RFC3339), minValidity), nil)
+	}
+	if len(problems) > 0 || key == nil {
+		return nil, problems
+	}
+	m := &Material{
+		Dir:        dir,
+		SPIFFEID:   id,
+		Serial:     serial,
+		NotBefore:  leaf.NotBefore,
+		NotAfter:   leaf.NotAfter,
+		Generation: readGeneration(filepath.Join(dir, MarkerFileName), serial),
+	}
+	for td := range bundles {
+		m.TrustDomains = append(m.TrustDomains, td)
+	}
+	slices.SortFunc(m.TrustDomains, func(a, b spiffeid.TrustDomain) int { return strings.Compare(a.Name(), b.Name()) })
+	return m, nil
+}
+
+// readGeneration trusts the marker only if it describes this certificate:
+// a marker left beside files another tool rewrote would lie.
+func readGeneration(path, serial string) uint64 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	var m marker
+	if err := json.Unmarshal(data, &m); err != nil || m.Serial != serial {
+		return 0
+	}
+	return m.Generation
+}
+
+// oneLine keeps an operator-facing message on one line even when a cause
+// spans several.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// parseCerts parses a file of CERTIFICATE blocks only.
+func parseCerts(data []byte) ([]*x509.Certificate, error) {
+	blocks, err := decodePEM(data)
+	if err != nil {
+		return nil, err
+	}
+	certs := make([]*x509.Certificate, 0, len(blocks))
+	for _, b := range blocks {
+		if b.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("unexpected PEM block %q", b.Type)
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
+	}
+	return certs, nil
+}
+
+// parseKey parses a file holding exactly one private key.
+func parseKey(data []byte) (crypto.PrivateKey, error) {
+	blocks, err := decodePEM(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(blocks) != 1 {
+		return nil, fmt.Errorf("want one private key block, found %d blocks", len(blocks))
+	}
+	return parseKeyBlock(blocks[0])
+}
+
+// parseCredential parses the spiffe layout's key-and-chain file.
+func parseCredential(data []byte) ([]*x509.Certificate, crypto.PrivateKey, error) {
+	blocks, err := decodePEM(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	var (
+		certs []*x509.Certificate
+		key   crypto.PrivateKey
+	)
+	for _, b := range blocks {
+		if b.Type == "CERTIFICATE" {
+			c, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return nil, nil, err
+			}
+			certs = append(certs, c)
+			continue
+		}
+		if key != nil {
+			return nil, nil, errors.New("more than one private key")
+		}
+		if key, err = parseKeyBlock(b); err != nil {
+			return nil, nil, err
+		}
+	}
+	switch {
+	case key == nil:
+		return nil, nil, errors.New("no private key")
+	case len(certs) == 0:
+		return nil, nil, errors.New("no certificate")
+	}
+	return certs, key, nil
+}
+
+// parseKeyBlock accepts PKCS#8 (what we write) and the older PKCS#1 and
+// SEC 1 encodings other tools may have left behind.
+func parseKeyBlock(b *pem.Block) (crypto.PrivateKey, error) {
+	switch b.Type {
+	case "PRIVATE KEY":
+		return x509.ParsePKCS8PrivateKey(b.Bytes)
+	case "EC PRIVATE KEY":
+		return x509.ParseECPrivateKey(b.Bytes)
+	case "RSA PRIVATE KEY":
+		return x509.ParsePKCS1PrivateKey(b.Bytes)
+	}
+	return nil, fmt.Errorf("unexpected PEM block %q", b.Type)
+}
+
+func keyMatches(key crypto.PrivateKey, pub crypto.PublicKey) bool {
+	var own crypto.PublicKey
+	switch k := key.(type) {
+	case *ecdsa.PrivateKey:
+		own = k.Public()
+	case *rsa.PrivateKey:
+		own = k.Public()
+	case ed25519.PrivateKey:
+		own = k.Public()
+	default:
+		return false
+	}
+	eq, ok := own.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(pub)
+}

@@ -1,0 +1,162 @@
+package filesink
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sds-bridge/sds-bridge/internal/ca"
+)
+
+func TestInspect(t *testing.T) {
+	c, other := newCA(t, "example.org"), newCA(t, "example.org")
+	now := time.Now()
+	svid := c.issue(t, ca.SVIDOptions{NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)})
+	stranger := other.issue(t, ca.SVIDOptions{})
+	bundle := certPEM(c.Root())
+	good := map[string][]byte{"svid.pem": certPEM(svid.Certificates...), "svid_key.pem": keyPEM(t, svid), "svid_bundle.pem": bundle}
+	with := func(name string, data []byte) map[string][]byte {
+		files := map[string][]byte{}
+		for k, v := range good {
+			files[k] = v
+		}
+		if data == nil {
+			delete(files, name)
+		} else {
+			files[name] = data
+		}
+		return files
+	}
+
+	tests := []struct {
+		name        string
+		files       map[string][]byte
+		now         time.Time
+		minValidity time.Duration
+		wantErr     error
+		wantReason  Reason
+		wantMsg     []string
+	}{
+		{name: "missing certificate", files: with("svid.pem", nil), wantErr: ErrMissing, wantReason: ReasonMissing, wantMsg: []string{"missing file", "svid.pem"}},
+		{name: "missing key", files: with("svid_key.pem", nil), wantErr: ErrMissing, wantReason: ReasonMissing, wantMsg: []string{"missing file", "svid_key.pem"}},
+		{name: "missing bundle", files: with("svid_bundle.pem", nil), wantErr: ErrMissing, wantReason: ReasonMissing, wantMsg: []string{"missing file", "svid_bundle.pem"}},
+		{name: "empty folder", files: map[string][]byte{}, wantErr: ErrMissing, wantReason: ReasonMissing, wantMsg: []string{"svid.pem"}},
+		{
+			name: "expired", files: good, now: now.Add(2 * time.Hour), wantErr: ErrExpired, wantReason: ReasonExpired,
+			wantMsg: []string{"spiffe://example.org/db", "expired at " + svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339)},
+		},
+		{
+			name: "not yet valid", files: good, now: now.Add(-time.Hour), wantErr: ErrNotYetValid, wantReason: ReasonNotYetValid,
+			wantMsg: []string{"not valid until " + svid.Certificates[0].NotBefore.UTC().Format(time.RFC3339)},
+		},
+		{
+			name: "valid for less than required", files: good, now: now, minValidity: 2 * time.Hour,
+			wantErr: ErrExpiringSoon, wantReason: ReasonExpiringSoon, wantMsg: []string{"valid for only", "less than the required 2h0m0s"},
+		},
+		{
+			name: "key of another certificate", files: with("svid_key.pem", keyPEM(t, stranger)),
+			wantErr: ErrKeyMismatch, wantReason: ReasonKeyMismatch, wantMsg: []string{"svid_key.pem", "does not match certificate"},
+		},
+		{
+			name: "chain from another CA", files: with("svid.pem", certPEM(stranger.Certificates...)),
+			wantErr: ErrKeyMismatch, wantReason: ReasonKeyMismatch, // the key is checked before the chain
+		},
+		{
+			name: "bundle of another CA", files: with("svid_bundle.pem", certPEM(other.Root())),
+			wantErr: ErrUntrusted, wantReason: ReasonUntrusted, wantMsg: []string{"does not verify against bundle", "svid_bundle.pem", "unknown authority"},
+		},
+		{
+			name: "truncated key", files: with("svid_key.pem", keyPEM(t, svid)[:40]),
+			wantErr: ErrMalformed, wantReason: ReasonMalformed, wantMsg: []string{"svid_key.pem", "cannot parse private key"},
+		},
+		{
+			name: "key where the certificate belongs", files: with("svid.pem", keyPEM(t, svid)),
+			wantErr: ErrMalformed, wantReason: ReasonMalformed, wantMsg: []string{`unexpected PEM block "PRIVATE KEY"`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writePlain(t, dir, tt.files)
+			_, err := Inspect(InspectConfig{Dir: dir, Now: tt.now, MinValidity: tt.minValidity})
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Inspect() error = %v, want %v", err, tt.wantErr)
+			}
+			var me *MaterialError
+			if !errors.As(err, &me) || me.Reason != tt.wantReason {
+				t.Fatalf("Inspect() error %v: reason %v, want %v", err, me, tt.wantReason)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "filesink: ") {
+				t.Errorf("message is not one prefixed line: %q", msg)
+			}
+			for _, frag := range tt.wantMsg {
+				if !strings.Contains(msg, frag) {
+					t.Errorf("message %q lacks %q", msg, frag)
+				}
+			}
+		})
+	}
+
+	t.Run("plain files without marker", func(t *testing.T) {
+		dir := t.TempDir()
+		writePlain(t, dir, good)
+		m, err := Inspect(InspectConfig{Dir: dir, MinValidity: 30 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Dir != dir || m.SPIFFEID != svid.ID || m.Serial != svid.Certificates[0].SerialNumber.Text(16) ||
+			!m.NotAfter.Equal(svid.Certificates[0].NotAfter) || m.Generation != 0 {
+			t.Errorf("Inspect() = %+v", m)
+		}
+	})
+
+	t.Run("written by Apply, read through ..data", func(t *testing.T) {
+		f, _ := newFolder(t, Config{CertFileName: "server.crt", KeyFileName: "server.key", BundleFileName: "root.crt"})
+		if err := f.Apply(t.Context(), update(42, svid, c.Bundle())); err != nil {
+			t.Fatal(err)
+		}
+		m, err := Inspect(f.InspectConfig(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		target, _ := os.Readlink(filepath.Join(f.Dir(), DataLink))
+		if m.Generation != 42 || m.SPIFFEID != svid.ID || m.Dir != filepath.Join(f.Dir(), target) ||
+			len(m.TrustDomains) != 1 || m.TrustDomains[0] != c.td {
+			t.Errorf("Inspect() = %+v", m)
+		}
+	})
+
+	t.Run("marker of other material is ignored", func(t *testing.T) {
+		dir := t.TempDir()
+		writePlain(t, dir, with(MarkerFileName, []byte(`{"generation":5,"serial":"ffff"}`)))
+		m, err := Inspect(InspectConfig{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Generation != 0 {
+			t.Errorf("generation = %d from a marker describing another certificate", m.Generation)
+		}
+	})
+
+	t.Run("spiffe layout: own trust bundle missing", func(t *testing.T) {
+		dir := t.TempDir()
+		writePlain(t, dir, map[string][]byte{
+			CredentialFileName:                append(keyPEM(t, svid), certPEM(svid.Certificates...)...),
+			"partner.net" + TrustBundleSuffix: certPEM(other.Root()),
+		})
+		_, err := Inspect(InspectConfig{Dir: dir, Layout: LayoutSPIFFE})
+		if !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), "example.org"+TrustBundleSuffix) {
+			t.Errorf("Inspect() error = %v, want the own trust bundle missing", err)
+		}
+	})
+
+	t.Run("unknown layout", func(t *testing.T) {
+		if _, err := Inspect(InspectConfig{Dir: t.TempDir(), Layout: "pkcs12"}); err == nil {
+			t.Error("Inspect accepted an unknown layout")
+		}
+	})
+}

@@ -1,0 +1,197 @@
+package filesink
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/sds-bridge/sds-bridge/rotation"
+)
+
+// fileNames are the managed names of one folder.
+type fileNames struct {
+	layout            Layout
+	cert, key, bundle string // LayoutSPIFFEHelper only
+}
+
+// trustBundleFile is the LayoutSPIFFE file name of td's bundle.
+func trustBundleFile(td spiffeid.TrustDomain) string { return td.Name() + TrustBundleSuffix }
+
+// trustDomainOfBundleFile reports whether name is a LayoutSPIFFE trust
+// bundle file and for which trust domain. Names that do not carry a valid
+// trust domain are not ours.
+func trustDomainOfBundleFile(name string) (spiffeid.TrustDomain, bool) {
+	base, ok := strings.CutSuffix(name, TrustBundleSuffix)
+	if !ok || base == "" {
+		return spiffeid.TrustDomain{}, false
+	}
+	td, err := spiffeid.TrustDomainFromString(base)
+	if err != nil || td.Name() != base {
+		return spiffeid.TrustDomain{}, false
+	}
+	return td, true
+}
+
+// marker is the content of MarkerFileName.
+type marker struct {
+	Generation uint64    `json:"generation"`
+	SPIFFEID   string    `json:"spiffe_id"`
+	Serial     string    `json:"serial"`
+	NotAfter   time.Time `json:"not_after"`
+	WrittenAt  time.Time `json:"written_at"`
+}
+
+// genFile is one file of a generation.
+type genFile struct {
+	name string
+	data []byte
+	mode os.FileMode
+}
+
+// fileSet is everything one Update puts into a folder.
+type fileSet struct {
+	files  []genFile // including the marker
+	marker marker
+}
+
+// render turns u into the files of the layout. It refuses material that
+// must never reach a consumer: an expired or not yet valid default leaf, or
+// no bundle for the own trust domain.
+func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, now time.Time) (*fileSet, error) {
+	if len(u.SVIDs) == 0 || len(u.SVIDs[0].Certificates) == 0 {
+		return nil, fmt.Errorf("filesink: generation %d: no SVID to write", u.Generation)
+	}
+	svid := u.DefaultSVID()
+	leaf := u.Leaf()
+	serial := leaf.SerialNumber.Text(16)
+	switch {
+	case now.After(leaf.NotAfter):
+		return nil, fmt.Errorf("filesink: generation %d: refusing to write SVID %s (serial %s): expired at %s",
+			u.Generation, svid.ID, serial, leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		return nil, fmt.Errorf("filesink: generation %d: refusing to write SVID %s (serial %s): not valid until %s",
+			u.Generation, svid.ID, serial, leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	own := u.OwnBundle()
+	if own == nil || len(own.X509Authorities()) == 0 {
+		return nil, fmt.Errorf("filesink: generation %d: no X.509 bundle for own trust domain %s", u.Generation, u.TrustDomain())
+	}
+
+	// The chain is leaf plus intermediates: a root the Workload API might
+	// include belongs in the bundle file only.
+	var chain []byte
+	for _, c := range svid.Certificates {
+		if c != leaf && own.HasX509Authority(c) {
+			continue
+		}
+		chain = append(chain, encodeCert(c)...)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(svid.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("filesink: generation %d: encode private key of %s: %w", u.Generation, svid.ID, err)
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+
+	set := &fileSet{marker: marker{
+		Generation: u.Generation,
+		SPIFFEID:   svid.ID.String(),
+		Serial:     serial,
+		NotAfter:   leaf.NotAfter.UTC(),
+		WrittenAt:  now.UTC(),
+	}}
+	switch names.layout {
+	case LayoutSPIFFEHelper:
+		set.files = []genFile{
+			{name: names.cert, data: chain, mode: certMode},
+			{name: names.key, data: keyPEM, mode: keyMode},
+			{name: names.bundle, data: encodeCerts(own.X509Authorities()), mode: certMode},
+		}
+	case LayoutSPIFFE:
+		cred := make([]byte, 0, len(keyPEM)+len(chain))
+		cred = append(append(cred, keyPEM...), chain...)
+		set.files = []genFile{{name: CredentialFileName, data: cred, mode: keyMode}}
+		// One file per trust domain, never concatenated: the standard lets
+		// a consumer pick the trust domains it accepts by file name.
+		for _, b := range u.Bundles {
+			if len(b.X509Authorities()) == 0 {
+				continue
+			}
+			set.files = append(set.files, genFile{
+				name: trustBundleFile(b.TrustDomain()),
+				data: encodeCerts(b.X509Authorities()),
+				mode: certMode,
+			})
+		}
+	default:
+		return nil, fmt.Errorf("filesink: layout %q: unknown", names.layout)
+	}
+	m, err := json.Marshal(set.marker)
+	if err != nil {
+		return nil, fmt.Errorf("filesink: generation %d: encode marker: %w", u.Generation, err)
+	}
+	set.files = append(set.files, genFile{name: MarkerFileName, data: append(m, '\n'), mode: certMode})
+	if err := uniqueNames(set.files); err != nil {
+		return nil, fmt.Errorf("filesink: generation %d: %w", u.Generation, err)
+	}
+	return set, nil
+}
+
+func uniqueNames(files []genFile) error {
+	seen := make(map[string]bool, len(files))
+	for _, f := range files {
+		if seen[f.name] {
+			return fmt.Errorf("file %q would be written twice", f.name)
+		}
+		seen[f.name] = true
+	}
+	return nil
+}
+
+func encodeCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+func encodeCerts(certs []*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, encodeCert(c)...)
+	}
+	return out
+}
+
+// errNoPEM and errTrailing tell a truncated or foreign file apart from a
+// PEM file with a bad block.
+var (
+	errNoPEM    = errors.New("no PEM block found")
+	errTrailing = errors.New("data after the last PEM block (truncated or not PEM)")
+)
+
+// decodePEM strictly splits data into PEM blocks: a file cut short in the
+// middle of a block is an error, not a shorter chain.
+func decodePEM(data []byte) ([]*pem.Block, error) {
+	var blocks []*pem.Block
+	rest := data
+	for {
+		b, r := pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		blocks = append(blocks, b)
+		rest = r
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return nil, errTrailing
+	}
+	if len(blocks) == 0 {
+		return nil, errNoPEM
+	}
+	return blocks, nil
+}
