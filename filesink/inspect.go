@@ -168,7 +168,26 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 	if len(problems) > 0 {
 		return nil, problems[0].err
 	}
+	if dir != cfg.Dir {
+		// Consumers open the stable names, not ..data: a set that is
+		// complete but not linked yet (or any more) is not ready for them.
+		for _, name := range names.required(m) {
+			path := filepath.Join(cfg.Dir, name)
+			if _, err := os.Stat(path); err != nil {
+				return nil, &MaterialError{Reason: ReasonMissing, Path: path, Err: err,
+					Detail: oneLine(fmt.Sprintf("missing file %s (%s has it; the link is missing or broken)", path, filepath.Base(dir)))}
+			}
+		}
+	}
 	return m, nil
+}
+
+// required are the stable names a consumer of the layout opens.
+func (n fileNames) required(m *Material) []string {
+	if n.layout == LayoutSPIFFE {
+		return []string{CredentialFileName, trustBundleFile(m.SPIFFEID.TrustDomain())}
+	}
+	return []string{n.cert, n.key, n.bundle}
 }
 
 func cmpOr(s, def string) string {

@@ -130,6 +130,20 @@ func TestInspect(t *testing.T) {
 		}
 	})
 
+	t.Run("generation complete but stable name missing", func(t *testing.T) {
+		f, _ := newFolder(t, Config{})
+		if err := f.Apply(t.Context(), update(1, svid, c.Bundle())); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(f.Dir(), "svid_key.pem")); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Inspect(f.InspectConfig(0))
+		if !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), filepath.Join(f.Dir(), "svid_key.pem")) {
+			t.Errorf("Inspect() error = %v, want the stable name missing", err)
+		}
+	})
+
 	t.Run("marker of other material is ignored", func(t *testing.T) {
 		dir := t.TempDir()
 		writePlain(t, dir, with(MarkerFileName, []byte(`{"generation":5,"serial":"ffff"}`)))

@@ -139,15 +139,18 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// newFolder creates a Folder in a fresh directory; logs go to the returned
-// buffer and to the test log on failure.
+// newFolder creates a Folder in a fresh directory unless cfg says where;
+// unless cfg has a logger, logs go to the returned buffer and to the test
+// log on failure.
 func newFolder(t testing.TB, cfg Config) (*Folder, *syncBuffer) {
 	t.Helper()
 	if cfg.Dir == "" {
 		cfg.Dir = filepath.Join(t.TempDir(), "creds")
 	}
 	logs := &syncBuffer{}
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	f, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -50,7 +51,17 @@ func TestSwapIsAtomicAsASet(t *testing.T) {
 	for i := range pool {
 		pool[i] = c.issue(t, ca.SVIDOptions{})
 	}
-	f, _ := newFolder(t, Config{Dir: filepath.Join(memTempDir(t), "creds")})
+	// Only warnings: a thousand "swapped in" lines would drown a failure.
+	logs := &syncBuffer{}
+	f, _ := newFolder(t, Config{
+		Dir:    filepath.Join(memTempDir(t), "creds"),
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("filesink warnings:\n%s", logs)
+		}
+	})
 	dir := f.Dir()
 	if err := f.Apply(t.Context(), update(1, pool[0], c.Bundle())); err != nil {
 		t.Fatal(err)
