@@ -1,0 +1,146 @@
+package sds
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// secretCache is a LinearCache of Secrets with the three things it lacks
+// for SDS:
+//   - Fetch, which LinearCache does not implement, answered from the
+//     current snapshot;
+//   - waiting: LinearCache answers a request without a version of its own
+//     at once, even when it holds none of the requested secrets, so a
+//     client that connects before the first Update (or after a restart of
+//     the bridge) would get an empty response. Such requests are handed to
+//     LinearCache as "I hold version 0 of this cache", so they wait until
+//     one of their secrets exists, as SPIRE Agent's SDS waits;
+//   - a clear error for other resource types on an ADS stream.
+type secretCache struct {
+	*cache.LinearCache
+	prefix string
+
+	// current is the snapshot served by Fetch and used to tell known from
+	// unknown names; nil until the first Update.
+	current atomic.Pointer[snapshot]
+}
+
+var _ cache.Cache = (*secretCache)(nil)
+
+// snapshot is one applied Update as served.
+type snapshot struct {
+	generation uint64
+	version    string
+	secrets    map[string]types.Resource
+	names      []string // sorted
+}
+
+func (s *snapshot) has(name string) bool {
+	_, ok := s.secrets[name]
+	return ok
+}
+
+func newSecretCache(prefix string, logger cacheLogger) *secretCache {
+	return &secretCache{
+		LinearCache: cache.NewLinearCache(resource.SecretType,
+			cache.WithVersionPrefix(prefix), cache.WithLogger(logger)),
+		prefix: prefix,
+	}
+}
+
+// version is the version string LinearCache reports after its n-th update.
+func (c *secretCache) version(n uint64) string { return c.prefix + strconv.FormatUint(n, 10) }
+
+func (c *secretCache) CreateWatch(req *cache.Request, sub cache.Subscription, out chan cache.Response) (func(), error) {
+	if t := req.GetTypeUrl(); t != resource.SecretType {
+		return nil, status.Errorf(codes.InvalidArgument, "sds: this server serves only %s, not %s", resource.SecretType, t)
+	}
+	if !strings.HasPrefix(req.GetVersionInfo(), c.prefix) {
+		r := proto.Clone(req).(*discoveryv3.DiscoveryRequest)
+		r.VersionInfo = c.version(0)
+		req = r
+	}
+	return c.LinearCache.CreateWatch(req, sub, out)
+}
+
+func (c *secretCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription, out chan cache.DeltaResponse) (func(), error) {
+	if t := req.GetTypeUrl(); t != resource.SecretType {
+		return nil, status.Errorf(codes.InvalidArgument, "sds: this server serves only %s, not %s", resource.SecretType, t)
+	}
+	return c.LinearCache.CreateDeltaWatch(req, sub, out)
+}
+
+// Fetch answers the unary FetchSecrets: the requested names that exist
+// (all of them for an empty list) at the current version. Unknown names are
+// left out; if none is known the error lists what is served.
+func (c *secretCache) Fetch(_ context.Context, req *cache.Request) (cache.Response, error) {
+	if t := req.GetTypeUrl(); t != resource.SecretType {
+		return nil, status.Errorf(codes.InvalidArgument, "sds: this server serves only %s, not %s", resource.SecretType, t)
+	}
+	snap := c.current.Load()
+	if snap == nil {
+		return nil, status.Error(codes.Unavailable, "sds: no secrets yet: waiting for the first Workload API update")
+	}
+	names := requestedNames(req.GetResourceNames())
+	if len(names) == 0 {
+		names = snap.names
+	}
+	resp := &discoveryv3.DiscoveryResponse{VersionInfo: snap.version, TypeUrl: resource.SecretType}
+	for _, name := range names {
+		res, ok := snap.secrets[name]
+		if !ok {
+			continue
+		}
+		a, err := anypb.New(res)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "sds: fetch: pack secret %q: %v", name, err)
+		}
+		resp.Resources = append(resp.Resources, a)
+	}
+	if len(resp.Resources) == 0 {
+		return nil, status.Errorf(codes.NotFound, "sds: none of the requested secrets %q is served; served: %q", names, snap.names)
+	}
+	return &cache.PassthroughResponse{Request: req, DiscoveryResponse: resp}, nil
+}
+
+// requestedNames is names sorted, without duplicates, empty names and the
+// "*" wildcard.
+func requestedNames(names []string) []string {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if n != "" && n != "*" {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// cacheLogger adapts go-control-plane's logger to slog. Its Info messages
+// are one per watch, so they go to Debug.
+type cacheLogger struct{ log *slog.Logger }
+
+func (l cacheLogger) logf(level slog.Level, format string, args []any) {
+	if l.log.Enabled(context.Background(), level) {
+		l.log.Log(context.Background(), level, "sds: go-control-plane: "+fmt.Sprintf(format, args...))
+	}
+}
+
+func (l cacheLogger) Debugf(format string, args ...any) { l.logf(slog.LevelDebug, format, args) }
+func (l cacheLogger) Infof(format string, args ...any)  { l.logf(slog.LevelDebug, format, args) }
+func (l cacheLogger) Warnf(format string, args ...any)  { l.logf(slog.LevelWarn, format, args) }
+func (l cacheLogger) Errorf(format string, args ...any) { l.logf(slog.LevelError, format, args) }

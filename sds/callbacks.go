@@ -1,0 +1,243 @@
+package sds
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
+)
+
+// tracker implements go-control-plane's server callbacks: it counts
+// streams, pushes and NACKs, logs NACKs, and warns once per change when a
+// stream asks for secrets that are not served. It never changes what is
+// sent, so a NACK cannot trigger a resend loop.
+type tracker struct {
+	log   *slog.Logger
+	cache *secretCache
+
+	streamsOpen atomic.Int64
+	pushes      atomic.Int64
+	nacks       atomic.Int64
+
+	mu      sync.Mutex
+	streams map[streamKey]*streamState
+}
+
+var _ server.Callbacks = (*tracker)(nil)
+
+// streamKey tells streams apart: the SotW and Delta servers number their
+// streams independently.
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
+type streamState struct {
+	node     string
+	names    map[string]struct{}
+	wildcard bool
+	// requested is set once the stream sent its first request.
+	requested bool
+	// unknown is the last reported set of unknown names, joined.
+	unknown string
+}
+
+func newTracker(log *slog.Logger, c *secretCache) *tracker {
+	return &tracker{log: log, cache: c, streams: make(map[streamKey]*streamState)}
+}
+
+func (t *tracker) open(k streamKey, typeURL string) {
+	t.streamsOpen.Add(1)
+	t.mu.Lock()
+	t.streams[k] = &streamState{names: make(map[string]struct{})}
+	t.mu.Unlock()
+	t.log.Debug("sds: stream opened", "stream", k.id, "delta", k.delta, "type", typeURL)
+}
+
+func (t *tracker) closed(k streamKey, node *corev3.Node) {
+	t.streamsOpen.Add(-1)
+	t.mu.Lock()
+	delete(t.streams, k)
+	t.mu.Unlock()
+	t.log.Debug("sds: stream closed", "stream", k.id, "delta", k.delta, "node", node.GetId())
+}
+
+func (t *tracker) OnStreamOpen(_ context.Context, id int64, typeURL string) error {
+	t.open(streamKey{id: id}, typeURL)
+	return nil
+}
+
+func (t *tracker) OnStreamClosed(id int64, node *corev3.Node) { t.closed(streamKey{id: id}, node) }
+
+func (t *tracker) OnDeltaStreamOpen(_ context.Context, id int64, typeURL string) error {
+	t.open(streamKey{delta: true, id: id}, typeURL)
+	return nil
+}
+
+func (t *tracker) OnDeltaStreamClosed(id int64, node *corev3.Node) {
+	t.closed(streamKey{delta: true, id: id}, node)
+}
+
+func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	if req.GetTypeUrl() != resource.SecretType {
+		return nil // CreateWatch refuses it with a clear status
+	}
+	k := streamKey{id: id}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.streams[k]
+	if st == nil {
+		return nil
+	}
+	if n := req.GetNode().GetId(); n != "" {
+		st.node = n
+	}
+	t.request(k, st, req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	// SotW: every request carries the whole subscription; none means
+	// (legacy) wildcard.
+	clear(st.names)
+	st.wildcard = len(req.GetResourceNames()) == 0
+	for _, n := range req.GetResourceNames() {
+		if n == "*" {
+			st.wildcard = true
+			continue
+		}
+		st.names[n] = struct{}{}
+	}
+	t.checkUnknown(k, st, t.cache.current.Load())
+	return nil
+}
+
+func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	if req.GetTypeUrl() != resource.SecretType {
+		return nil
+	}
+	k := streamKey{delta: true, id: id}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.streams[k]
+	if st == nil {
+		return nil
+	}
+	first := !st.requested
+	st.requested = true
+	if n := req.GetNode().GetId(); n != "" {
+		st.node = n
+	}
+	t.request(k, st, "", req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	// Delta: requests change the subscription; a first request without
+	// names is a (legacy) wildcard subscription.
+	if first && len(req.GetResourceNamesSubscribe()) == 0 {
+		st.wildcard = true
+	}
+	for _, n := range req.GetResourceNamesSubscribe() {
+		if n == "*" {
+			st.wildcard = true
+			continue
+		}
+		st.names[n] = struct{}{}
+	}
+	for _, n := range req.GetResourceNamesUnsubscribe() {
+		if n == "*" {
+			st.wildcard = false
+			continue
+		}
+		delete(st.names, n)
+	}
+	t.checkUnknown(k, st, t.cache.current.Load())
+	return nil
+}
+
+// request logs one request; called with t.mu held.
+func (t *tracker) request(k streamKey, st *streamState, version, nonce, errMsg string, nack bool) {
+	switch {
+	case nack:
+		t.nacks.Add(1)
+		// The client keeps its last accepted secrets; nothing is resent
+		// until the next Update.
+		t.log.Error("sds: client rejected secrets", "stream", k.id, "delta", k.delta, "node", st.node,
+			"kept_version", version, "nonce", nonce, "error", errMsg)
+	case nonce != "":
+		t.log.Debug("sds: client acknowledged secrets", "stream", k.id, "delta", k.delta, "node", st.node,
+			"version", version, "nonce", nonce)
+	default:
+		t.log.Debug("sds: request", "stream", k.id, "delta", k.delta, "node", st.node, "version", version)
+	}
+}
+
+// checkUnknown warns when the set of requested but unserved names of a
+// stream changes; called with t.mu held. Before the first Update every name
+// is unknown and requests simply wait, so nothing is reported then.
+func (t *tracker) checkUnknown(k streamKey, st *streamState, snap *snapshot) {
+	if snap == nil {
+		return
+	}
+	var unknown []string
+	for n := range st.names {
+		if !snap.has(n) {
+			unknown = append(unknown, n)
+		}
+	}
+	unknown = requestedNames(unknown)
+	key := strings.Join(unknown, "\x00")
+	if key == st.unknown {
+		return
+	}
+	st.unknown = key
+	if len(unknown) == 0 {
+		return
+	}
+	t.log.Warn("sds: requested secrets are not served; they stay pending", "stream", k.id, "delta", k.delta,
+		"node", st.node, "unknown", unknown, "served", snap.names)
+}
+
+// recheck re-evaluates every stream after an Update: names may have
+// appeared or vanished.
+func (t *tracker) recheck(snap *snapshot) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for k, st := range t.streams {
+		t.checkUnknown(k, st, snap)
+	}
+}
+
+func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	t.pushes.Add(1)
+	t.log.Debug("sds: push", "stream", id, "version", resp.GetVersionInfo(), "nonce", resp.GetNonce(),
+		"count", len(resp.GetResources()))
+}
+
+func (t *tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	t.pushes.Add(1)
+	t.log.Debug("sds: push", "stream", id, "delta", true, "version", resp.GetSystemVersionInfo(),
+		"nonce", resp.GetNonce(), "count", len(resp.GetResources()), "removed", len(resp.GetRemovedResources()))
+}
+
+func (t *tracker) OnFetchRequest(_ context.Context, req *discoveryv3.DiscoveryRequest) error {
+	snap := t.cache.current.Load()
+	if snap == nil {
+		return nil
+	}
+	var unknown []string
+	for _, n := range requestedNames(req.GetResourceNames()) {
+		if !snap.has(n) {
+			unknown = append(unknown, n)
+		}
+	}
+	if len(unknown) > 0 {
+		t.log.Warn("sds: fetch asks for secrets that are not served", "node", req.GetNode().GetId(),
+			"unknown", unknown, "served", snap.names)
+	}
+	return nil
+}
+
+func (t *tracker) OnFetchResponse(req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	t.log.Debug("sds: fetch", "node", req.GetNode().GetId(), "version", resp.GetVersionInfo(),
+		"count", len(resp.GetResources()))
+}

@@ -1,0 +1,133 @@
+package sds
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// maxSocketPath is the longest unix socket path every supported OS binds
+// (sun_path is 104 bytes on the BSDs, 108 on Linux, NUL included).
+const maxSocketPath = 103
+
+// listenUnix listens on the unix socket path with mode. It creates the
+// parent directory (0755) if missing and removes a stale socket, but refuses
+// to remove anything that is not a socket or a socket somebody still
+// answers on. The returned remove deletes the socket if it is still the one
+// created here.
+func listenUnix(path string, mode os.FileMode) (l *net.UnixListener, remove func(), err error) {
+	dir := filepath.Dir(path)
+	if err := mkdirAll(dir); err != nil {
+		return nil, nil, fmt.Errorf("sds: create socket directory %q: %w", dir, err)
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, nil, err
+	}
+
+	// Bind in a private (0700) directory, set the mode, then rename into
+	// place: no client can connect while the socket still has the mode the
+	// umask gave it.
+	tmpDir, err := os.MkdirTemp(dir, ".sds")
+	if err != nil {
+		return nil, nil, fmt.Errorf("sds: create private directory in %q: %w", dir, err)
+	}
+	defer os.RemoveAll(tmpDir)
+	bindPath := filepath.Join(tmpDir, "s")
+	if len(bindPath) > maxSocketPath {
+		// The detour does not fit in sun_path: bind in place. The parent
+		// directory is then the only guard until the chmod below.
+		bindPath = path
+	}
+
+	l, err = net.ListenUnix("unix", &net.UnixAddr{Name: bindPath, Net: "unix"})
+	if err != nil {
+		return nil, nil, fmt.Errorf("sds: listen on %q: %w", path, err)
+	}
+	// The socket moves; remove it ourselves, and only if it is still ours.
+	l.SetUnlinkOnClose(false)
+	defer func() {
+		if err != nil {
+			l.Close()
+			os.Remove(bindPath)
+		}
+	}()
+	if err := os.Chmod(bindPath, mode); err != nil {
+		return nil, nil, fmt.Errorf("sds: chmod socket %q to %04o: %w", path, mode, err)
+	}
+	if bindPath != path {
+		if err := os.Rename(bindPath, path); err != nil {
+			return nil, nil, fmt.Errorf("sds: move socket into place at %q: %w", path, err)
+		}
+	}
+	created, err := os.Lstat(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sds: stat socket %q: %w", path, err)
+	}
+	remove = func() {
+		// A successor may already have replaced the socket; leave that one.
+		if cur, err := os.Lstat(path); err == nil && os.SameFile(created, cur) {
+			os.Remove(path)
+		}
+	}
+	return l, remove, nil
+}
+
+// mkdirAll creates dir and missing parents with mode 0755 whatever the
+// umask: Envoy often runs as another user and must reach the socket.
+func mkdirAll(dir string) error {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range missing {
+		if err := os.Chmod(d, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeStaleSocket removes a socket left behind by a previous run.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sds: stat socket path %q: %w", path, err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("sds: socket path %q exists and is not a socket (mode %s); refusing to remove it", path, fi.Mode())
+	}
+	// A live socket belongs to a running server, perhaps another bridge:
+	// taking its path over would cut its clients off.
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	switch {
+	case err == nil:
+		conn.Close()
+		return fmt.Errorf("sds: socket %q is in use by another process", path)
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, fs.ErrNotExist):
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("sds: remove stale socket %q: %w", path, err)
+		}
+		return nil
+	default:
+		return fmt.Errorf("sds: cannot tell whether socket %q is stale: %w", path, err)
+	}
+}

@@ -1,0 +1,286 @@
+// Package sds serves the bridge's SVIDs and trust bundles to Envoy over the
+// Secret Discovery Service (SDS v3) on a unix socket.
+//
+// Every rotation.Update becomes one set of Envoy Secret resources (see
+// BuildSecrets), named as SPIRE Agent's SDS names them, and replaces the
+// whole set in a go-control-plane LinearCache, so every open SotW, Delta
+// and ADS stream is pushed. The SDS version is "<process start>-<Generation>":
+// it tells which Update a client holds and never repeats across restarts.
+package sds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+
+	"github.com/sds-bridge/sds-bridge/rotation"
+)
+
+// DefaultSocketMode is the socket's mode when Config.SocketMode is zero:
+// the socket hands out private keys.
+const DefaultSocketMode os.FileMode = 0o600
+
+// stopGrace is how long Serve waits for streams to end before it cuts them.
+const stopGrace = 1500 * time.Millisecond
+
+// maxVersionGap bounds how many skipped generations Apply catches up on, so
+// a wild Generation cannot stall it.
+const maxVersionGap = 1 << 16
+
+// Config configures a Server.
+type Config struct {
+	// SocketPath is the unix socket Envoy connects to. Required.
+	SocketPath string
+	// SocketMode is the socket's file mode; zero means 0600.
+	SocketMode os.FileMode
+	// Names are the resource names of default SVID and bundles.
+	Names Names
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.SocketMode == 0 {
+		c.SocketMode = DefaultSocketMode
+	}
+	c.Names = c.Names.WithDefaults()
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.SocketPath == "" {
+		return errors.New("sds: config: SocketPath is empty")
+	}
+	if c.SocketMode&^os.ModePerm != 0 {
+		return fmt.Errorf("sds: config: SocketMode %s has bits other than permissions", c.SocketMode)
+	}
+	return c.Names.Validate()
+}
+
+// Stats are the Server's counters.
+type Stats struct {
+	// StreamsOpen counts open SotW, Delta and ADS streams.
+	StreamsOpen int64
+	// Pushes counts responses sent on streams.
+	Pushes int64
+	// NACKs counts requests that rejected a response.
+	NACKs int64
+	// Generation is the Update being served; 0 before the first one.
+	Generation uint64
+	// Version is the SDS version being served; empty before the first Update.
+	Version string
+}
+
+// Server is the SDS server and a rotation.Sink.
+type Server struct {
+	cfg     Config
+	cache   *secretCache
+	tracker *tracker
+	xds     server.Server
+	// stopStreams ends every open stream; go-control-plane's streams only
+	// end with their client or with this context.
+	stopStreams context.CancelFunc
+	serving     atomic.Bool
+
+	// mu serializes Apply: the cache counter must move with Generation.
+	mu sync.Mutex
+	// updates is how often the LinearCache version was bumped.
+	updates uint64
+}
+
+var _ rotation.Sink = (*Server)(nil)
+
+// prefixes keeps version prefixes unique when New runs more than once in
+// the same clock tick.
+var lastPrefix atomic.Int64
+
+// New builds a Server from cfg. It does not listen until Serve.
+func New(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := newSecretCache(versionPrefix(), cacheLogger{cfg.Logger})
+	t := newTracker(cfg.Logger, c)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:         cfg,
+		cache:       c,
+		tracker:     t,
+		stopStreams: cancel,
+	}
+	s.xds = server.NewServer(ctx, c, t, sotw.WithLogger(cacheLogger{cfg.Logger}))
+	return s, nil
+}
+
+// versionPrefix is unique per process start (and per New), so a client
+// reconnecting after a restart never presents a version this cache could
+// mistake for its own.
+func versionPrefix() string {
+	for {
+		last, now := lastPrefix.Load(), time.Now().UnixNano()
+		if now <= last {
+			now = last + 1
+		}
+		if lastPrefix.CompareAndSwap(last, now) {
+			return strconv.FormatInt(now, 36) + "-"
+		}
+	}
+}
+
+// Name identifies the sink.
+func (s *Server) Name() string { return "sds" }
+
+// Register adds the SDS and ADS services to gs.
+func (s *Server) Register(gs *grpc.Server) {
+	secretv3.RegisterSecretDiscoveryServiceServer(gs, s.xds)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, s.xds)
+}
+
+// Apply builds every Secret of u and replaces the served set in one step,
+// which pushes every open stream. The SDS version becomes
+// "<prefix><u.Generation>". On error the previous set stays served.
+func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
+	}
+	secrets, err := BuildSecrets(u, s.cfg.Names)
+	if err != nil {
+		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
+	}
+	resources := make(map[string]types.Resource, len(secrets))
+	for name, sec := range secrets {
+		// Envoy would NACK what its own validation rejects; refuse it here
+		// and keep serving the last good set.
+		if err := sec.ValidateAll(); err != nil {
+			return fmt.Errorf("sds: apply generation %d: secret %q: %w", u.Generation, name, err)
+		}
+		resources[name] = sec
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// LinearCache's version is prefix + the number of updates it has seen.
+	// Bump it without changes over generations this sink skipped, so the
+	// version Envoy holds names the generation.
+	switch gap := u.Generation - s.updates - 1; {
+	case u.Generation <= s.updates:
+		s.cfg.Logger.Warn("sds: generation did not advance; the SDS version no longer equals the generation",
+			"generation", u.Generation, "version", s.cache.version(s.updates+1))
+	case gap > maxVersionGap:
+		s.cfg.Logger.Warn("sds: generation jumped too far; the SDS version no longer equals the generation",
+			"generation", u.Generation, "version", s.cache.version(s.updates+1))
+	default:
+		for ; gap > 0; gap-- {
+			s.updates++
+			if err := s.cache.UpdateResources(nil, nil); err != nil {
+				s.cfg.Logger.Error("sds: skip version", "version", s.cache.version(s.updates), "error", err)
+			}
+		}
+	}
+	s.updates++
+	snap := &snapshot{
+		generation: u.Generation,
+		version:    s.cache.version(s.updates),
+		secrets:    resources,
+		names:      slices.Sorted(maps.Keys(resources)),
+	}
+	s.cache.SetResources(resources)
+	s.cache.current.Store(snap)
+	s.tracker.recheck(snap)
+	s.cfg.Logger.Info("sds: serving secrets", "generation", u.Generation, "version", snap.version,
+		"secrets", len(resources), "streams", s.tracker.streamsOpen.Load())
+	return nil
+}
+
+// Secrets returns the Secrets being served and their version; nil before
+// the first Update. The protos are shared and must not be modified.
+func (s *Server) Secrets() (map[string]*tlsv3.Secret, string) {
+	snap := s.cache.current.Load()
+	if snap == nil {
+		return nil, ""
+	}
+	out := make(map[string]*tlsv3.Secret, len(snap.secrets))
+	for name, r := range snap.secrets {
+		out[name] = r.(*tlsv3.Secret)
+	}
+	return out, snap.version
+}
+
+// Stats returns the current counters.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		StreamsOpen: s.tracker.streamsOpen.Load(),
+		Pushes:      s.tracker.pushes.Load(),
+		NACKs:       s.tracker.nacks.Load(),
+	}
+	if snap := s.cache.current.Load(); snap != nil {
+		st.Generation, st.Version = snap.generation, snap.version
+	}
+	return st
+}
+
+// Serve listens on the socket and serves until ctx ends. Then open streams
+// are ended (Envoy keeps its secrets and reconnects), in-flight RPCs get
+// about 1.5 s to finish, and the socket is removed. Serve can run once.
+func (s *Server) Serve(ctx context.Context) error {
+	if !s.serving.CompareAndSwap(false, true) {
+		return errors.New("sds: Serve called twice")
+	}
+	l, removeSocket, err := listenUnix(s.cfg.SocketPath, s.cfg.SocketMode)
+	if err != nil {
+		return err
+	}
+	defer removeSocket()
+
+	gs := grpc.NewServer()
+	s.Register(gs)
+	served := make(chan error, 1)
+	go func() { served <- gs.Serve(l) }()
+	s.cfg.Logger.Info("sds: listening", "socket", s.cfg.SocketPath, "mode", fmt.Sprintf("%04o", s.cfg.SocketMode))
+
+	select {
+	case err := <-served:
+		s.stopStreams()
+		return fmt.Errorf("sds: serve on %q: %w", s.cfg.SocketPath, err)
+	case <-ctx.Done():
+	}
+
+	s.stopStreams()
+	stopped := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(stopped)
+	}()
+	timer := time.NewTimer(stopGrace)
+	defer timer.Stop()
+	select {
+	case <-stopped:
+	case <-timer.C:
+		s.cfg.Logger.Warn("sds: streams did not end in time; closing them", "grace", stopGrace)
+		gs.Stop()
+		<-stopped
+	}
+	<-served
+	s.cfg.Logger.Info("sds: stopped", "socket", s.cfg.SocketPath)
+	return nil
+}
