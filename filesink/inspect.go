@@ -34,6 +34,7 @@ const (
 	ReasonExpiringSoon                   // the leaf expires within MinValidity
 	ReasonKeyMismatch                    // the key is not the leaf's
 	ReasonUntrusted                      // the chain does not verify against the bundle
+	ReasonUnreadable                     // a file is there but cannot be read (permissions)
 )
 
 // Sentinel errors, one per Reason: errors.Is(err, ErrExpired).
@@ -45,6 +46,7 @@ var (
 	ErrExpiringSoon = errors.New("certificate expires too soon")
 	ErrKeyMismatch  = errors.New("private key does not match certificate")
 	ErrUntrusted    = errors.New("certificate chain does not verify against bundle")
+	ErrUnreadable   = errors.New("file not readable")
 )
 
 func (r Reason) String() string {
@@ -63,6 +65,8 @@ func (r Reason) String() string {
 		return "key-mismatch"
 	case ReasonUntrusted:
 		return "untrusted"
+	case ReasonUnreadable:
+		return "unreadable"
 	}
 	return fmt.Sprintf("Reason(%d)", int(r))
 }
@@ -83,6 +87,8 @@ func (r Reason) sentinel() error {
 		return ErrKeyMismatch
 	case ReasonUntrusted:
 		return ErrUntrusted
+	case ReasonUnreadable:
+		return ErrUnreadable
 	}
 	return nil
 }
@@ -233,7 +239,7 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 			add(ReasonMissing, path, "missing file "+path, err)
 			return nil, path, false
 		case err != nil:
-			add(ReasonMissing, path, fmt.Sprintf("cannot read %s: %v", path, err), err)
+			add(ReasonUnreadable, path, fmt.Sprintf("cannot read %s: %v", path, err), err)
 			return nil, path, false
 		}
 		return data, path, true
@@ -334,8 +340,8 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 	roots, haveBundle := bundles[td]
 	if !haveBundle {
 		path := bundleFile(td)
-		if names.layout == LayoutSPIFFE {
-			add(ReasonMissing, path, "missing file "+path, nil)
+		if _, err := os.Stat(path); names.layout == LayoutSPIFFE && errors.Is(err, fs.ErrNotExist) {
+			add(ReasonMissing, path, "missing file "+path, err)
 		}
 		// Without the bundle the chain cannot be verified: at start-up that
 		// is as bad as a chain that does not verify.

@@ -168,6 +168,31 @@ func TestInspect(t *testing.T) {
 		}
 	})
 
+	t.Run("spiffe layout: own trust bundle malformed", func(t *testing.T) {
+		dir := t.TempDir()
+		writePlain(t, dir, map[string][]byte{
+			CredentialFileName:                append(keyPEM(t, svid), certPEM(svid.Certificates...)...),
+			"example.org" + TrustBundleSuffix: []byte("-----BEGIN CERTIFICATE-----\n"),
+		})
+		_, err := Inspect(InspectConfig{Dir: dir, Layout: LayoutSPIFFE})
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "cannot parse bundle") {
+			t.Errorf("Inspect() error = %v, want the own trust bundle malformed", err)
+		}
+	})
+
+	t.Run("unreadable is not missing", func(t *testing.T) {
+		dir := t.TempDir()
+		writePlain(t, dir, with("svid.pem", nil))
+		// A directory cannot be read as a file, whoever runs the test.
+		if err := os.Mkdir(filepath.Join(dir, "svid.pem"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Inspect(InspectConfig{Dir: dir})
+		if !errors.Is(err, ErrUnreadable) || errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), "cannot read") {
+			t.Errorf("Inspect() error = %v, want unreadable", err)
+		}
+	})
+
 	t.Run("unknown layout", func(t *testing.T) {
 		if _, err := Inspect(InspectConfig{Dir: t.TempDir(), Layout: "pkcs12"}); err == nil {
 			t.Error("Inspect accepted an unknown layout")

@@ -120,7 +120,7 @@ func TestSwapIsAtomicAsASet(t *testing.T) {
 // The swap relies on rename(2) and symlink semantics, which tmpfs shares
 // with disk file systems; only fsync is free there, which keeps a thousand
 // generations within a few seconds (the disk's cost is in the benchmarks).
-func memTempDir(t *testing.T) string {
+func memTempDir(t testing.TB) string {
 	const tmpfsMagic = 0x01021994
 	var st syscall.Statfs_t
 	if err := syscall.Statfs("/dev/shm", &st); err != nil || st.Type != tmpfsMagic {
