@@ -178,6 +178,10 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 
 func (t *tailBuffer) String() string { return string(bytes.TrimSpace(t.buf)) }
 
+// ErrReloadAction marks an Apply error that came from a reload action: the
+// new generation is in place, but a consumer may not have picked it up.
+var ErrReloadAction = errors.New("filesink: generation swapped in, reload action failed")
+
 // runActions runs every action once for ev, in order, each with retries.
 // A failing action does not stop the next one; the errors are joined.
 func (f *Folder) runActions(ctx context.Context, ev Event) error {
@@ -190,7 +194,10 @@ func (f *Folder) runActions(ctx context.Context, ev Event) error {
 			break
 		}
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrReloadAction, errors.Join(errs...))
 }
 
 func (f *Folder) runAction(ctx context.Context, a Action, ev Event) error {

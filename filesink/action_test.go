@@ -262,6 +262,9 @@ func TestActionsRunAfterSwapWithRetries(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "broken: failure 2") || !strings.Contains(err.Error(), "gave up after 2 attempts") {
 			t.Fatalf("Apply() error = %v, want the last failure of broken", err)
 		}
+		if !errors.Is(err, ErrReloadAction) {
+			t.Errorf("Apply() error = %v, want it marked ErrReloadAction", err)
+		}
 		if broken.calls != 2 || next.calls != 1 {
 			t.Errorf("calls: broken %d, next %d; want 2 and 1", broken.calls, next.calls)
 		}
