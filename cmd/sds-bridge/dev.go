@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sds-bridge/sds-bridge/internal/config"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
+)
+
+// devHome is where dev puts everything unless told otherwise.
+const devHome = "sds-bridge-dev"
+
+// maxSocketPath keeps unix socket paths under the kernel's sun_path limit.
+const maxSocketPath = 100
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sds-bridge dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var common commonFlags
+	common.register(fs)
+	ttl := fs.Duration("svid-ttl", devapi.DefaultTTL, "lifetime of each development SVID; a new one is issued at half of it")
+	tdName := fs.String("trust-domain", "example.org", "trust domain of the development CA")
+	idFlag := fs.String("spiffe-id", "", "SPIFFE ID to issue (default spiffe://<trust-domain>/dev)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("dev: unexpected argument %q", fs.Arg(0))
+	}
+	if *ttl < time.Second {
+		return fmt.Errorf("--svid-ttl %s: must be at least 1s", *ttl)
+	}
+	td, err := spiffeid.TrustDomainFromString(*tdName)
+	if err != nil {
+		return fmt.Errorf("--trust-domain %q: %w", *tdName, err)
+	}
+	id := spiffeid.RequireFromPath(td, "/dev")
+	if *idFlag != "" {
+		if id, err = spiffeid.FromString(*idFlag); err != nil {
+			return fmt.Errorf("--spiffe-id %q: %w", *idFlag, err)
+		}
+		if id.TrustDomain() != td {
+			return fmt.Errorf("--spiffe-id %q: not in trust domain %q", *idFlag, td.Name())
+		}
+	}
+	log, err := common.logger(stderr)
+	if err != nil {
+		return err
+	}
+	home, err := filepath.Abs(devHome)
+	if err != nil {
+		return err
+	}
+	wlSocket, err := devSocketPath(filepath.Join(home, "workload.sock"))
+	if err != nil {
+		return err
+	}
+	cfg, err := common.load(func(c *config.Config) {
+		if c.SDS.Socket == "" {
+			c.SDS.Socket = filepath.Join(home, "sds.sock")
+		}
+		if len(c.Files) == 0 {
+			c.Files = []config.Folder{{Dir: filepath.Join(home, "certs"), Layout: common.layout}}
+		}
+		c.WorkloadAPI.Address = "unix://" + wlSocket
+		if c.WorkloadAPI.FirstUpdateTimeout == 0 {
+			c.WorkloadAPI.FirstUpdateTimeout = config.Duration(10 * time.Second)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(wlSocket), 0o755); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+
+	wl := devapi.NewServer(devapi.ServerConfig{SocketPath: wlSocket, Logger: log})
+	issuer, err := devapi.NewIssuer(devapi.IssuerConfig{
+		TrustDomain: td,
+		SPIFFEIDs:   []spiffeid.ID{id},
+		TTL:         *ttl,
+		Logger:      log,
+	}, wl)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(stdout, "sds-bridge dev — FOR DEVELOPMENT ONLY: an in-memory CA issues %s for %s every %s.\n", id, *ttl, *ttl/2)
+	fmt.Fprintf(stdout, "  Workload API (dev): %s\n", "unix://"+wlSocket)
+	if cfg.SDS.On() {
+		fmt.Fprintf(stdout, "  Envoy SDS socket:   %s  (names: %s, %s, %s, %s, spiffe://%s)\n", cfg.SDS.Socket,
+			cfg.SDS.DefaultSVIDName, cfg.SDS.DefaultBundleName, cfg.SDS.DefaultAllBundlesName, id, td.Name())
+	}
+	for _, f := range cfg.Files {
+		fmt.Fprintf(stdout, "  credential folder:  %s  (layout %s)\n", f.Dir, f.Layout)
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return wl.Serve(ctx) })
+	g.Go(func() error { return issuer.Run(ctx) })
+	g.Go(func() error { return serve(ctx, cfg, log) })
+	return g.Wait()
+}
+
+// devSocketPath returns want, or a short path under the temp dir when want is
+// longer than a unix socket path may be.
+func devSocketPath(want string) (string, error) {
+	if len(want) <= maxSocketPath {
+		return want, nil
+	}
+	dir, err := os.MkdirTemp("", "sds-bridge-dev")
+	if err != nil {
+		return "", fmt.Errorf("dev: %w", err)
+	}
+	return filepath.Join(dir, "workload.sock"), nil
+}

@@ -1,0 +1,77 @@
+// Command sds-bridge watches the SPIFFE Workload API and delivers the same
+// X.509 SVIDs to Envoy over SDS and to credential folders on disk.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `sds-bridge: one SPIFFE rotation source for Envoy (SDS) and files.
+
+Usage:
+  sds-bridge run     [--config FILE] [--workload-api ADDR] [--sds-socket PATH] [--dir DIR] [--layout L] [--admin ADDR]
+  sds-bridge dev     [--config FILE] [--dir DIR] [--sds-socket PATH] [--svid-ttl DUR] [--trust-domain TD] [--admin ADDR]
+  sds-bridge wait    --dir DIR [--layout L] [--min-validity DUR] [--timeout DUR]
+  sds-bridge check   --dir DIR [--layout L] [--min-validity DUR]
+  sds-bridge version
+
+Run "sds-bridge <command> --help" for the flags of a command.
+`
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "sds-bridge:", err)
+		}
+		var ec exitCode
+		if errors.As(err, &ec) {
+			os.Exit(int(ec))
+		}
+		os.Exit(1)
+	}
+}
+
+// exitCode lets a command pick its exit status (check: 1 = not valid, 2 = usage).
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitCode(2)
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return runBridge(ctx, rest, stderr)
+	case "dev":
+		return runDev(ctx, rest, stdout, stderr)
+	case "wait":
+		return runWait(ctx, rest, stdout, stderr)
+	case "check":
+		return runCheck(rest, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "sds-bridge", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}

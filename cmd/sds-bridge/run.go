@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/config"
+	"github.com/sds-bridge/sds-bridge/rotation"
+	"github.com/sds-bridge/sds-bridge/sds"
+)
+
+// commonFlags are the flags run and dev share; set ones override the config file.
+type commonFlags struct {
+	configFile string
+	sdsSocket  string
+	dir        string
+	layout     string
+	logFormat  string
+	logLevel   string
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.configFile, "config", "", "YAML config file (see README for every key)")
+	fs.StringVar(&c.sdsSocket, "sds-socket", "", "unix socket for Envoy's SDS (sds.socket)")
+	fs.StringVar(&c.dir, "dir", "", "add one credential folder at DIR (files[].dir)")
+	fs.StringVar(&c.layout, "layout", "spiffe-helper", "layout of the --dir folder: spiffe-helper or spiffe")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// load reads the config file (if any), applies the flags over it, then
+// defaults and validates the result.
+func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
+	cfg := &config.Config{}
+	if c.configFile != "" {
+		f, err := os.Open(c.configFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		cfg, err = config.Parse(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("config %s: %w", c.configFile, err)
+		}
+	}
+	if c.sdsSocket != "" {
+		abs, err := filepath.Abs(c.sdsSocket)
+		if err != nil {
+			return nil, fmt.Errorf("--sds-socket: %w", err)
+		}
+		cfg.SDS.Socket = abs
+	}
+	if c.dir != "" {
+		abs, err := filepath.Abs(c.dir)
+		if err != nil {
+			return nil, fmt.Errorf("--dir: %w", err)
+		}
+		cfg.Files = append(cfg.Files, config.Folder{Dir: abs, Layout: c.layout})
+	}
+	if apply != nil {
+		apply(cfg)
+	}
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		where := "flags"
+		if c.configFile != "" {
+			where = "config " + c.configFile
+		}
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	return cfg, nil
+}
+
+func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
+	}
+}
+
+func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sds-bridge run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var common commonFlags
+	common.register(fs)
+	workloadAPI := fs.String("workload-api", "", "Workload API address, e.g. unix:///run/spire/sockets/agent.sock (workload_api.address; default $SPIFFE_ENDPOINT_SOCKET)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("run: unexpected argument %q", fs.Arg(0))
+	}
+	log, err := common.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := common.load(func(c *config.Config) {
+		if *workloadAPI != "" {
+			c.WorkloadAPI.Address = *workloadAPI
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, log)
+}
+
+// serve wires config → source → sinks and runs until ctx ends. Everything
+// that can fail on bad input is built before anything starts.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	var sinks []rotation.Sink
+	var sdsServer *sds.Server
+	if cfg.SDS.On() {
+		srv, err := sds.New(sds.Config{
+			SocketPath: cfg.SDS.Socket,
+			SocketMode: os.FileMode(cfg.SDS.SocketMode),
+			Names: sds.Names{
+				DefaultSVID:                 cfg.SDS.DefaultSVIDName,
+				DefaultBundle:               cfg.SDS.DefaultBundleName,
+				AllBundles:                  cfg.SDS.DefaultAllBundlesName,
+				DisableSPIFFECertValidation: cfg.SDS.DisableSPIFFECertValidation,
+			},
+			Logger: log.With("component", "sds"),
+		})
+		if err != nil {
+			return err
+		}
+		sdsServer = srv
+		sinks = append(sinks, srv)
+	}
+	for i, f := range cfg.Files {
+		fc, err := folderConfig(f, log)
+		if err != nil {
+			return fmt.Errorf("files[%d]: %w", i, err)
+		}
+		folder, err := filesink.New(fc)
+		if err != nil {
+			return fmt.Errorf("files[%d]: %w", i, err)
+		}
+		// Leftovers from a previous pod must be gone before any consumer can
+		// be told the folder is ready: the incident this project comes from.
+		if err := folder.Prepare(ctx); err != nil {
+			return fmt.Errorf("files[%d]: %w", i, err)
+		}
+		sinks = append(sinks, folder)
+	}
+	src, err := rotation.New(rotation.Config{
+		Address:            cfg.WorkloadAPI.Address,
+		FirstUpdateTimeout: time.Duration(cfg.WorkloadAPI.FirstUpdateTimeout),
+		Sinks:              sinks,
+		Logger:             log.With("component", "rotation"),
+	})
+	if err != nil {
+		return err
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	if sdsServer != nil {
+		g.Go(func() error { return sdsServer.Serve(ctx) })
+		log.Info("serving Envoy SDS", "socket", cfg.SDS.Socket)
+	}
+	g.Go(func() error { return src.Run(ctx) })
+	for _, f := range cfg.Files {
+		log.Info("writing credential folder", "dir", f.Dir, "layout", f.Layout)
+	}
+	err = g.Wait()
+	if err == nil || errors.Is(err, context.Canceled) {
+		log.Info("stopped; credential folders keep the last good material")
+		return nil
+	}
+	return err
+}
+
+func folderConfig(f config.Folder, log *slog.Logger) (filesink.Config, error) {
+	fc := filesink.Config{
+		Dir:            f.Dir,
+		Layout:         filesink.Layout(f.Layout),
+		CertFileName:   f.CertFileName,
+		KeyFileName:    f.KeyFileName,
+		BundleFileName: f.BundleFileName,
+		CertMode:       os.FileMode(f.CertMode),
+		KeyMode:        os.FileMode(f.KeyMode),
+		Logger:         log.With("component", "files", "dir", f.Dir),
+	}
+	if f.Owner != "" {
+		uid, gid, err := config.ParseOwner(f.Owner)
+		if err != nil {
+			return fc, fmt.Errorf("owner %q: %w", f.Owner, err)
+		}
+		fc.Owner = &filesink.Owner{UID: uid, GID: gid}
+	}
+	for _, a := range f.OnRotate {
+		switch {
+		case a.Signal != nil:
+			sig, err := config.ParseSignal(a.Signal.Signal)
+			if err != nil {
+				return fc, fmt.Errorf("on_rotate signal %q: %w", a.Signal.Signal, err)
+			}
+			fc.Actions = append(fc.Actions, &filesink.SignalAction{PIDFile: a.Signal.PIDFile, Signal: sig})
+		case a.Exec != nil:
+			fc.Actions = append(fc.Actions, &filesink.ExecAction{Command: a.Exec.Command, Timeout: time.Duration(a.Exec.Timeout)})
+		}
+	}
+	return fc, nil
+}
+
+// layoutFlag checks a --layout value early, with the flag's name in the error.
+func layoutFlag(v string) (filesink.Layout, error) {
+	switch v {
+	case string(filesink.LayoutSPIFFEHelper), string(filesink.LayoutSPIFFE):
+		return filesink.Layout(v), nil
+	}
+	return "", fmt.Errorf("--layout %q: want %s", v, strings.Join([]string{string(filesink.LayoutSPIFFEHelper), string(filesink.LayoutSPIFFE)}, " or "))
+}
