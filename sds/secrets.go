@@ -104,12 +104,21 @@ func BuildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, er
 	if err := names.Validate(); err != nil {
 		return nil, err
 	}
+	secrets, err := buildSecrets(u, names)
+	if err != nil {
+		return nil, fmt.Errorf("sds: build secrets: %w", err)
+	}
+	return secrets, nil
+}
+
+// buildSecrets is BuildSecrets for valid names; its errors are unprefixed.
+func buildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
 	if u == nil || len(u.SVIDs) == 0 {
-		return nil, errors.New("sds: build secrets: update has no SVIDs")
+		return nil, errors.New("update has no SVIDs")
 	}
 	own := u.OwnBundle()
 	if own == nil || own.Empty() {
-		return nil, fmt.Errorf("sds: build secrets: no bundle for own trust domain %q", u.TrustDomain())
+		return nil, fmt.Errorf("no bundle for own trust domain %q", u.TrustDomain())
 	}
 
 	// Sorted copies: Update is shared with other sinks and must not change.
@@ -133,7 +142,7 @@ func BuildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, er
 	for i, svid := range u.SVIDs {
 		chainPEM, keyPEM, err := svid.Marshal()
 		if err != nil {
-			return nil, fmt.Errorf("sds: build secrets: encode SVID %q: %w", svid.ID, err)
+			return nil, fmt.Errorf("encode SVID %q: %w", svid.ID, err)
 		}
 		if i == 0 {
 			add(tlsCertificate(names.DefaultSVID, chainPEM, keyPEM))
@@ -179,7 +188,7 @@ func validationContext(name string, bundles []*x509bundle.Bundle, plain bool) (*
 		for _, b := range bundles {
 			pemBytes, err := b.Marshal()
 			if err != nil {
-				return nil, fmt.Errorf("sds: build secrets: encode bundle %q: %w", b.TrustDomain(), err)
+				return nil, fmt.Errorf("encode bundle %q: %w", b.TrustDomain(), err)
 			}
 			roots = append(roots, pemBytes...)
 		}
@@ -195,7 +204,7 @@ func validationContext(name string, bundles []*x509bundle.Bundle, plain bool) (*
 	for _, b := range bundles {
 		pemBytes, err := b.Marshal()
 		if err != nil {
-			return nil, fmt.Errorf("sds: build secrets: encode bundle %q: %w", b.TrustDomain(), err)
+			return nil, fmt.Errorf("encode bundle %q: %w", b.TrustDomain(), err)
 		}
 		tds = append(tds, &tlsv3.SPIFFECertValidatorConfig_TrustDomain{
 			Name:        b.TrustDomain().Name(),
@@ -204,7 +213,7 @@ func validationContext(name string, bundles []*x509bundle.Bundle, plain bool) (*
 	}
 	typed, err := anypb.New(&tlsv3.SPIFFECertValidatorConfig{TrustDomains: tds})
 	if err != nil {
-		return nil, fmt.Errorf("sds: build secrets: pack SPIFFE validator config for %q: %w", name, err)
+		return nil, fmt.Errorf("pack SPIFFE validator config for %q: %w", name, err)
 	}
 	return &tlsv3.Secret{
 		Name: name,

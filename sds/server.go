@@ -28,6 +28,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -160,10 +161,13 @@ func (s *Server) Register(gs *grpc.Server) {
 // which pushes every open stream. The SDS version becomes
 // "<prefix><u.Generation>". On error the previous set stays served.
 func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
+	if u == nil {
+		return errors.New("sds: apply: nil update")
+	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
 	}
-	secrets, err := BuildSecrets(u, s.cfg.Names)
+	secrets, err := buildSecrets(u, s.cfg.Names)
 	if err != nil {
 		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
 	}
@@ -252,7 +256,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	defer removeSocket()
 
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+		// Envoy's connection_keepalive may ping every few seconds, also on
+		// an idle connection; grpc-go's default (5 min) would answer with
+		// GOAWAY "too_many_pings" and force reconnects.
+		MinTime:             5 * time.Second,
+		PermitWithoutStream: true,
+	}))
 	s.Register(gs)
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(l) }()

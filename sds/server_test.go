@@ -389,3 +389,31 @@ func TestNewValidatesConfig(t *testing.T) {
 		t.Errorf("defaults: name %q, mode %o, names %+v", s.Name(), s.cfg.SocketMode, s.cfg.Names)
 	}
 }
+
+func TestApplyGenerationNotAdvancing(t *testing.T) {
+	logger, logs := testLogger(t)
+	s := startServer(t, Config{Logger: logger})
+	r := &rotator{t: t, ca: newCA(t, exampleTD), id: webID}
+	r.gen = 1
+	if err := s.Apply(t.Context(), r.next()); err != nil { // generation 2
+		t.Fatal(err)
+	}
+	r.gen = 0
+	u := r.next() // generation 1 again: a contract breach, still served
+	if err := s.Apply(t.Context(), u); err != nil {
+		t.Fatal(err)
+	}
+	secrets, version := s.Secrets()
+	if version != versionOf(s, 3) {
+		t.Errorf("version %q, want %q: versions must never repeat", version, versionOf(s, 3))
+	}
+	if d := diffSecrets(built(t, u, Names{}), secrets); d != "" {
+		t.Errorf("secrets (-want +got):\n%s", d)
+	}
+	if !strings.Contains(logs.String(), "generation did not advance") {
+		t.Errorf("no warning logged:\n%s", logs)
+	}
+	if err := s.Apply(t.Context(), nil); err == nil {
+		t.Error("Apply(nil) succeeded")
+	}
+}
