@@ -1,0 +1,121 @@
+// Package envoyboot writes and checks Envoy bootstraps that take their
+// certificates from sds-bridge.
+//
+// Envoy cannot be installed where this project is built and tested, so a
+// bootstrap is checked against Envoy's own API instead: Generate builds one
+// from go-control-plane's protos (valid by construction), and Validate
+// parses any bootstrap YAML strictly into those protos, runs the
+// protoc-gen-validate rules on every message including each typed_config,
+// and checks what the schema cannot: clusters that are referenced exist, the
+// bridge's cluster speaks HTTP/2 over a unix socket, and every secret asked
+// of the bridge is one it serves.
+package envoyboot
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/sds-bridge/sds-bridge/internal/config"
+)
+
+// BridgeCluster is the name of the static cluster that reaches sds-bridge's
+// SDS socket. Validate treats it as "the bridge": every secret fetched
+// through it must be one the bridge serves.
+const BridgeCluster = "sds-bridge"
+
+// ServedNames are the configurable resource names the bridge serves
+// (config keys sds.default_svid_name, sds.default_bundle_name and
+// sds.default_all_bundles_name). Names of the form spiffe://… are always
+// served as well: an SVID by its SPIFFE ID, a bundle by its trust domain.
+type ServedNames struct {
+	// SVID names the tls_certificate of the default SVID ("default").
+	SVID string
+	// Bundle names the validation_context of the own trust domain ("ROOTCA").
+	Bundle string
+	// AllBundles names the validation_context of every trust domain, for
+	// Envoy's SPIFFE certificate validator ("ALL").
+	AllBundles string
+}
+
+// DefaultNames are the names the bridge serves with its default config.
+func DefaultNames() ServedNames {
+	return ServedNames{SVID: config.DefaultSVIDName, Bundle: config.DefaultBundleName, AllBundles: config.DefaultAllBundlesName}
+}
+
+// NamesFromConfig are the names a bridge running with c serves; c must be
+// defaulted (config.Load does that).
+func NamesFromConfig(c *config.Config) ServedNames {
+	return ServedNames{SVID: c.SDS.DefaultSVIDName, Bundle: c.SDS.DefaultBundleName, AllBundles: c.SDS.DefaultAllBundlesName}
+}
+
+func (n ServedNames) withDefaults() ServedNames {
+	d := DefaultNames()
+	if n.SVID == "" {
+		n.SVID = d.SVID
+	}
+	if n.Bundle == "" {
+		n.Bundle = d.Bundle
+	}
+	if n.AllBundles == "" {
+		n.AllBundles = d.AllBundles
+	}
+	return n
+}
+
+// secretKind is what an SDS request expects the secret to contain.
+type secretKind int
+
+const (
+	kindCertificate secretKind = iota // tls_certificate
+	kindValidation                    // validation_context
+	kindOther                         // session ticket keys, generic secrets: never served by the bridge
+)
+
+func (k secretKind) String() string {
+	switch k {
+	case kindCertificate:
+		return "tls_certificate"
+	case kindValidation:
+		return "validation_context"
+	}
+	return "other secret"
+}
+
+// serves reports whether the bridge answers name with a secret of kind k,
+// and if not, why.
+func (n ServedNames) serves(name string, k secretKind) error {
+	switch k {
+	case kindCertificate:
+		if name == n.SVID {
+			return nil
+		}
+		if id, err := spiffeid.FromString(name); err == nil && id.Path() != "" {
+			return nil
+		}
+		return fmt.Errorf("the bridge serves certificates as %q or as an SVID's SPIFFE ID (spiffe://<trust-domain>/<path>)%s", n.SVID, hint(name, n))
+	case kindValidation:
+		if name == n.Bundle || name == n.AllBundles {
+			return nil
+		}
+		if id, err := spiffeid.FromString(name); err == nil && id.Path() == "" {
+			return nil
+		}
+		return fmt.Errorf("the bridge serves validation contexts as %q, %q or spiffe://<trust-domain>%s", n.Bundle, n.AllBundles, hint(name, n))
+	}
+	return fmt.Errorf("the bridge serves only tls_certificate and validation_context secrets")
+}
+
+// hint points at the likely mistake: a name of the other kind, or a case slip.
+func hint(name string, n ServedNames) string {
+	for _, s := range []string{n.SVID, n.Bundle, n.AllBundles} {
+		if name == s {
+			return fmt.Sprintf("; %q is served, but as the other kind of secret", name)
+		}
+		if strings.EqualFold(name, s) {
+			return fmt.Sprintf("; did you mean %q?", s)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,485 @@
+package envoyboot
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	udpatypev1 "github.com/cncf/xds/go/udpa/type/v1"
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Validate checks an Envoy bootstrap (YAML) as strictly as it can be
+// checked without Envoy, for a bridge serving served:
+//
+//   - it parses into envoy.config.bootstrap.v3.Bootstrap with no unknown
+//     field and every typed_config of a known type (Parse);
+//   - protoc-gen-validate's ValidateAll passes on the bootstrap and on every
+//     message packed in an Any (typed_config, typed_extension_protocol_options,
+//     TypedStruct), recursively;
+//   - no field or enum value it sets is deprecated;
+//   - every cluster named by an envoy_grpc service, a route, a weighted
+//     cluster, a mirror policy, a tcp_proxy or an http_uri is a static
+//     cluster, and a cluster that fetches secrets over envoy_grpc comes
+//     after the cluster it fetches them from;
+//   - every config source says resource_api_version: V3 and every gRPC API
+//     config source transport_api_version: V3;
+//   - every secret comes from the bridge (the static cluster BridgeCluster,
+//     directly or over ADS) or from static_resources.secrets, and each name
+//     asked of the bridge is one it serves as that kind of secret; the
+//     bridge is asked for nothing but secrets;
+//   - the bridge's cluster speaks HTTP/2 to unix-socket (pipe) endpoints;
+//   - the last HTTP filter of every http_connection_manager is the router.
+//
+// Every problem found is reported, each with the path to the field.
+func Validate(bootstrapYAML []byte, served ServedNames) error {
+	b, err := Parse(bootstrapYAML)
+	if err != nil {
+		return err
+	}
+	return Check(b, served)
+}
+
+// Check is Validate for a parsed bootstrap.
+func Check(b *bootstrapv3.Bootstrap, served ServedNames) error {
+	c := &checker{
+		served:   served.withDefaults(),
+		clusters: map[string]int{},
+		secrets:  map[string]bool{},
+		current:  -1,
+	}
+	if err := b.ValidateAll(); err != nil {
+		c.errorf("", "%v", err)
+	}
+	sr := b.GetStaticResources()
+	for i, cl := range sr.GetClusters() {
+		if j, dup := c.clusters[cl.GetName()]; dup {
+			c.errorf(fmt.Sprintf("static_resources.clusters[%d]", i), "cluster %q is already static_resources.clusters[%d]", cl.GetName(), j)
+			continue
+		}
+		c.clusters[cl.GetName()] = i
+	}
+	listeners := map[string]int{}
+	for i, l := range sr.GetListeners() {
+		if j, dup := listeners[l.GetName()]; dup {
+			c.errorf(fmt.Sprintf("static_resources.listeners[%d]", i), "listener %q is already static_resources.listeners[%d]", l.GetName(), j)
+		}
+		listeners[l.GetName()] = i
+	}
+	for _, s := range sr.GetSecrets() {
+		c.secrets[s.GetName()] = true
+	}
+	dr := b.GetDynamicResources()
+	c.dynamicClusters = dr.GetCdsConfig() != nil || dr.GetCdsResourcesLocator() != ""
+	if ads := dr.GetAdsConfig(); ads != nil {
+		c.hasADS = true
+		for _, g := range ads.GetGrpcServices() {
+			if eg := g.GetEnvoyGrpc(); eg != nil {
+				c.adsClusters = append(c.adsClusters, eg.GetClusterName())
+			} else {
+				c.adsClusters = append(c.adsClusters, "(google_grpc)")
+			}
+		}
+		if !slices.Contains(c.adsClusters, BridgeCluster) && len(c.adsClusters) > 0 {
+			c.adsOther = true
+		}
+	}
+
+	c.walk(b.ProtoReflect(), "", nil)
+
+	if i, ok := c.clusters[BridgeCluster]; ok {
+		c.checkBridgeCluster(sr.GetClusters()[i], fmt.Sprintf("static_resources.clusters[%s]", BridgeCluster))
+	} else if c.askedBridge {
+		c.errorf("static_resources.clusters", "no cluster %q: the bridge's secrets are fetched from it", BridgeCluster)
+	}
+	if len(c.errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("envoyboot: invalid bootstrap:\n%w", errors.Join(c.errs...))
+}
+
+type checker struct {
+	served   ServedNames
+	clusters map[string]int  // static cluster name → index
+	secrets  map[string]bool // static_resources.secrets names
+	// dynamicClusters: CDS may add clusters, so clusters named by routes
+	// cannot be checked; envoy_grpc clusters must be static anyway.
+	dynamicClusters bool
+	hasADS          bool
+	adsClusters     []string
+	adsOther        bool
+	askedBridge     bool
+	// current is the index of the static cluster being walked, -1 outside.
+	current int
+	errs    []error
+}
+
+func (c *checker) errorf(path, format string, args ...any) {
+	if path == "" {
+		path = "bootstrap"
+	}
+	c.errs = append(c.errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+}
+
+// walk visits m (held by field in, nil at the root) and everything below it,
+// unpacking every Any.
+func (c *checker) walk(m protoreflect.Message, path string, in protoreflect.FieldDescriptor) {
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		c.walkAny(a, path, in)
+		return
+	}
+	c.visit(m.Interface(), path, in)
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		p := join(path, string(fd.Name()))
+		c.checkDeprecated(fd, v, p)
+		if fd.Message() == nil {
+			return true
+		}
+		switch {
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				e := l.Get(i).Message()
+				ep := fmt.Sprintf("%s[%s]", p, label(e, i))
+				if m.Descriptor().FullName() == "envoy.config.bootstrap.v3.Bootstrap.StaticResources" && fd.Name() == "clusters" {
+					c.current = i
+					c.walk(e, ep, fd)
+					c.current = -1
+					continue
+				}
+				c.walk(e, ep, fd)
+			}
+		case fd.IsMap():
+			if fd.MapValue().Message() == nil {
+				return true
+			}
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				c.walk(mv.Message(), fmt.Sprintf("%s[%s]", p, k.String()), fd)
+				return true
+			})
+		default:
+			c.walk(v.Message(), p, fd)
+		}
+		return true
+	})
+}
+
+// walkAny unpacks a (Parse has resolved its type), validates what is inside
+// and walks it. A TypedStruct is unpacked once more: its type_url names the
+// real config and its value must parse into that type strictly.
+func (c *checker) walkAny(a *anypb.Any, path string, in protoreflect.FieldDescriptor) {
+	inner, err := a.UnmarshalNew()
+	if err != nil {
+		c.errorf(path, "typed_config %s cannot be resolved: %v", a.GetTypeUrl(), err)
+		return
+	}
+	path = fmt.Sprintf("%s(%s)", path, inner.ProtoReflect().Descriptor().FullName())
+	var typeURL string
+	var value *structpb.Struct
+	switch ts := inner.(type) {
+	case *xdstypev3.TypedStruct:
+		typeURL, value = ts.GetTypeUrl(), ts.GetValue()
+	case *udpatypev1.TypedStruct:
+		typeURL, value = ts.GetTypeUrl(), ts.GetValue()
+	}
+	if typeURL != "" {
+		mt, err := protoregistry.GlobalTypes.FindMessageByURL(typeURL)
+		if err != nil {
+			c.errorf(path, "TypedStruct type_url %q cannot be resolved: %v", typeURL, err)
+			return
+		}
+		js, err := protojson.Marshal(value)
+		if err != nil {
+			c.errorf(path, "TypedStruct value: %v", err)
+			return
+		}
+		m := mt.New().Interface()
+		if err := protojson.Unmarshal(js, m); err != nil {
+			c.errorf(path, "TypedStruct value as %s: %s", mt.Descriptor().FullName(), jsonPosition.ReplaceAllString(err.Error(), ""))
+			return
+		}
+		inner = m
+		path = fmt.Sprintf("%s(%s)", path, mt.Descriptor().FullName())
+	}
+	if v, ok := inner.(interface{ ValidateAll() error }); ok {
+		if err := v.ValidateAll(); err != nil {
+			c.errorf(path, "%v", err)
+		}
+	}
+	c.walk(inner.ProtoReflect(), path, in)
+}
+
+// visit holds the checks that look at one message at a time.
+func (c *checker) visit(m proto.Message, path string, in protoreflect.FieldDescriptor) {
+	switch x := m.(type) {
+	case *corev3.GrpcService_EnvoyGrpc:
+		c.refCluster(x.GetClusterName(), join(path, "cluster_name"), true)
+	case *routev3.RouteAction:
+		if x.GetCluster() != "" {
+			c.refCluster(x.GetCluster(), join(path, "cluster"), false)
+		}
+	case *routev3.WeightedCluster_ClusterWeight:
+		c.refCluster(x.GetName(), join(path, "name"), false)
+	case *routev3.RouteAction_RequestMirrorPolicy:
+		if x.GetCluster() != "" {
+			c.refCluster(x.GetCluster(), join(path, "cluster"), false)
+		}
+	case *tcpproxyv3.TcpProxy:
+		if x.GetCluster() != "" {
+			c.refCluster(x.GetCluster(), join(path, "cluster"), false)
+		}
+	case *tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight:
+		c.refCluster(x.GetName(), join(path, "name"), false)
+	case *corev3.HttpUri:
+		if x.GetCluster() != "" {
+			c.refCluster(x.GetCluster(), join(path, "cluster"), false)
+		}
+	case *corev3.ConfigSource:
+		if x.GetResourceApiVersion() != corev3.ApiVersion_V3 {
+			c.errorf(path, "resource_api_version is %s; Envoy accepts only V3", x.GetResourceApiVersion())
+		}
+		forSecret := in != nil && in.ContainingMessage().FullName() == "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig"
+		if !forSecret && c.fromBridge(x) {
+			c.errorf(path, "asks the bridge for resources other than secrets; sds-bridge serves only SDS (also over ADS)")
+		}
+	case *corev3.ApiConfigSource:
+		switch x.GetApiType() {
+		case corev3.ApiConfigSource_GRPC, corev3.ApiConfigSource_DELTA_GRPC, corev3.ApiConfigSource_REST,
+			corev3.ApiConfigSource_AGGREGATED_GRPC, corev3.ApiConfigSource_AGGREGATED_DELTA_GRPC:
+			if x.GetTransportApiVersion() != corev3.ApiVersion_V3 {
+				c.errorf(path, "transport_api_version is %s; Envoy accepts only V3", x.GetTransportApiVersion())
+			}
+		}
+		if c.grpcToBridge(x.GetGrpcServices()) {
+			switch x.GetApiType() {
+			case corev3.ApiConfigSource_GRPC, corev3.ApiConfigSource_DELTA_GRPC:
+			default:
+				c.errorf(path, "api_type %s: the bridge speaks GRPC and DELTA_GRPC", x.GetApiType())
+			}
+		}
+	case *tlsv3.SdsSecretConfig:
+		c.checkSecret(x, path, in)
+	case *hcmv3.HttpConnectionManager:
+		fs := x.GetHttpFilters()
+		if n := len(fs); n > 0 && !isRouter(fs[n-1]) {
+			c.errorf(join(path, "http_filters"), "the last HTTP filter is %q; it must be the router (envoy.filters.http.router), or no request is ever forwarded", fs[n-1].GetName())
+		}
+	}
+}
+
+func isRouter(f *hcmv3.HttpFilter) bool {
+	tc := f.GetTypedConfig()
+	if tc == nil {
+		return f.GetName() == "envoy.filters.http.router"
+	}
+	if tc.MessageIs(&routerv3.Router{}) {
+		return true
+	}
+	inner, err := tc.UnmarshalNew()
+	if err != nil {
+		return false
+	}
+	var url string
+	switch ts := inner.(type) {
+	case *xdstypev3.TypedStruct:
+		url = ts.GetTypeUrl()
+	case *udpatypev1.TypedStruct:
+		url = ts.GetTypeUrl()
+	}
+	return strings.HasSuffix(url, "/"+string((&routerv3.Router{}).ProtoReflect().Descriptor().FullName()))
+}
+
+// refCluster records a use of cluster name. grpc marks an envoy_grpc
+// service: it must be static even when CDS is configured, and a static
+// cluster may only use one defined before it.
+func (c *checker) refCluster(name, path string, grpc bool) {
+	if name == BridgeCluster {
+		c.askedBridge = c.askedBridge || grpc
+	}
+	i, ok := c.clusters[name]
+	switch {
+	case !ok && (grpc || !c.dynamicClusters):
+		c.errorf(path, "cluster %q is not defined in static_resources.clusters (clusters: %s)", name, c.clusterList())
+	case ok && grpc && c.current >= 0 && i >= c.current:
+		c.errorf(path, "cluster %q must be defined before the cluster that uses it (it is static_resources.clusters[%d])", name, i)
+	}
+}
+
+func (c *checker) clusterList() string {
+	names := make([]string, 0, len(c.clusters))
+	for n := range c.clusters {
+		names = append(names, fmt.Sprintf("%q", n))
+	}
+	slices.Sort(names)
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+func (c *checker) grpcToBridge(gs []*corev3.GrpcService) bool {
+	for _, g := range gs {
+		if g.GetEnvoyGrpc().GetClusterName() == BridgeCluster {
+			return true
+		}
+	}
+	return false
+}
+
+// fromBridge reports whether resources of cs are fetched from the bridge.
+func (c *checker) fromBridge(cs *corev3.ConfigSource) bool {
+	if cs.GetAds() != nil {
+		return c.hasADS && !c.adsOther
+	}
+	return c.grpcToBridge(cs.GetApiConfigSource().GetGrpcServices())
+}
+
+func (c *checker) checkSecret(s *tlsv3.SdsSecretConfig, path string, in protoreflect.FieldDescriptor) {
+	kind := kindOther
+	if in != nil {
+		switch in.Name() {
+		case "tls_certificate_sds_secret_configs":
+			kind = kindCertificate
+		case "validation_context_sds_secret_config":
+			kind = kindValidation
+		}
+	}
+	name := s.GetName()
+	cs := s.GetSdsConfig()
+	switch {
+	case cs == nil:
+		if !c.secrets[name] {
+			c.errorf(path, "secret %q has no sds_config and is not in static_resources.secrets", name)
+		}
+		return
+	case cs.GetAds() != nil && !c.hasADS:
+		c.errorf(join(path, "sds_config.ads"), "secret %q is to come over ADS, but dynamic_resources.ads_config is missing", name)
+		return
+	case !c.fromBridge(cs):
+		c.errorf(join(path, "sds_config"), "secret %q is not fetched from the bridge: use envoy_grpc with cluster_name %q (or ads with an ads_config pointing there)", name, BridgeCluster)
+		return
+	}
+	c.askedBridge = true
+	if err := c.served.serves(name, kind); err != nil {
+		c.errorf(join(path, "name"), "secret %q (%s) is not served: %v", name, kind, err)
+	}
+}
+
+// checkBridgeCluster: gRPC needs HTTP/2, and the bridge listens only on a
+// unix socket.
+func (c *checker) checkBridgeCluster(cl *clusterv3.Cluster, path string) {
+	h2 := cl.GetHttp2ProtocolOptions() != nil // deprecated, reported as such by the walk
+	if a, ok := cl.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; ok {
+		var o httpv3.HttpProtocolOptions
+		if err := a.UnmarshalTo(&o); err == nil && o.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil {
+			h2 = true
+		}
+	}
+	if !h2 {
+		c.errorf(path, "the bridge speaks gRPC: set typed_extension_protocol_options[envoy.extensions.upstreams.http.v3.HttpProtocolOptions].explicit_http_config.http2_protocol_options")
+	}
+	pipes := 0
+	for _, le := range cl.GetLoadAssignment().GetEndpoints() {
+		for _, e := range le.GetLbEndpoints() {
+			if e.GetEndpoint().GetAddress().GetPipe() == nil {
+				c.errorf(path, "endpoint %v is not a pipe: the bridge listens on a unix socket (address: {pipe: {path: ...}})", e.GetEndpoint().GetAddress())
+				continue
+			}
+			pipes++
+		}
+	}
+	if pipes == 0 {
+		c.errorf(join(path, "load_assignment"), "no pipe endpoint: give the bridge's socket as address.pipe.path")
+	}
+	if t := cl.GetType(); cl.GetClusterDiscoveryType() != nil && t != clusterv3.Cluster_STATIC {
+		c.errorf(join(path, "type"), "%s: a unix socket endpoint needs type STATIC", t)
+	}
+}
+
+// checkDeprecated reports deprecated fields and enum values: Envoy warns
+// about them and rejects the ones it has made fatal.
+func (c *checker) checkDeprecated(fd protoreflect.FieldDescriptor, v protoreflect.Value, path string) {
+	if o, ok := fd.Options().(*descriptorpb.FieldOptions); ok && o.GetDeprecated() {
+		c.errorf(path, "field is deprecated in Envoy's API")
+	}
+	if fd.Enum() == nil {
+		return
+	}
+	check := func(n protoreflect.EnumNumber) {
+		ev := fd.Enum().Values().ByNumber(n)
+		if ev == nil {
+			c.errorf(path, "enum value %d is not defined", n)
+			return
+		}
+		if o, ok := ev.Options().(*descriptorpb.EnumValueOptions); ok && o.GetDeprecated() {
+			c.errorf(path, "enum value %s is deprecated in Envoy's API", ev.Name())
+		}
+	}
+	if fd.IsList() {
+		for i := 0; i < v.List().Len(); i++ {
+			check(v.List().Get(i).Enum())
+		}
+		return
+	}
+	if !fd.IsMap() {
+		check(v.Enum())
+	}
+}
+
+// label names a list element by its name field when it has one, so paths
+// read static_resources.clusters[sds-bridge] rather than [0].
+func label(m protoreflect.Message, i int) string {
+	if fd := m.Descriptor().Fields().ByName("name"); fd != nil && fd.Kind() == protoreflect.StringKind && !fd.IsList() {
+		if s := m.Get(fd).String(); s != "" {
+			return s
+		}
+	}
+	return fmt.Sprint(i)
+}
+
+func join(path, field string) string {
+	if path == "" {
+		return field
+	}
+	return path + "." + field
+}
+
+// BridgeSocket returns the unix socket path of the bridge's cluster, to
+// compare with the bridge's sds.socket.
+func BridgeSocket(b *bootstrapv3.Bootstrap) (string, error) {
+	for _, cl := range b.GetStaticResources().GetClusters() {
+		if cl.GetName() != BridgeCluster {
+			continue
+		}
+		var paths []string
+		for _, le := range cl.GetLoadAssignment().GetEndpoints() {
+			for _, e := range le.GetLbEndpoints() {
+				if p := e.GetEndpoint().GetAddress().GetPipe().GetPath(); p != "" && !slices.Contains(paths, p) {
+					paths = append(paths, p)
+				}
+			}
+		}
+		if len(paths) != 1 {
+			return "", fmt.Errorf("envoyboot: cluster %q has %d socket paths %q, want one", BridgeCluster, len(paths), paths)
+		}
+		return paths[0], nil
+	}
+	return "", fmt.Errorf("envoyboot: no cluster %q", BridgeCluster)
+}
