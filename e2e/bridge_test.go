@@ -27,8 +27,17 @@ type bridgeWorkloadAPI struct {
 }
 
 type bridgeSDS struct {
-	Socket     string `yaml:"socket"`
+	// Enabled false turns SDS off (it is on by default, on
+	// /run/sds-bridge/sds.sock): a bridge that only writes files says so.
+	Enabled    *bool  `yaml:"enabled,omitempty"`
+	Socket     string `yaml:"socket,omitempty"`
 	SocketMode string `yaml:"socket_mode,omitempty"`
+}
+
+// noSDS is the sds section of a bridge that only writes files.
+func noSDS() *bridgeSDS {
+	off := false
+	return &bridgeSDS{Enabled: &off}
 }
 
 type bridgeFolder struct {

@@ -133,6 +133,10 @@ func (c *envoyClient) run() {
 		}
 		next := maps.Clone(secrets)
 		rejected := c.check(resp, next)
+		if rejected == nil && resp.GetNonce() == "" {
+			// A stream response needs a nonce to be ACKed by.
+			rejected = errors.New("stream response without a nonce")
+		}
 		st := sdsState{Version: resp.GetVersionInfo(), Nonce: resp.GetNonce(), Rejected: rejected}
 		var req *discoveryv3.DiscoveryRequest
 		if rejected == nil {
@@ -165,8 +169,8 @@ func (c *envoyClient) check(resp *discoveryv3.DiscoveryResponse, into map[string
 	if resp.GetTypeUrl() != resourcev3.SecretType {
 		return fmt.Errorf("type_url %q, want %q", resp.GetTypeUrl(), resourcev3.SecretType)
 	}
-	if resp.GetVersionInfo() == "" || resp.GetNonce() == "" {
-		return fmt.Errorf("response without version (%q) or nonce (%q)", resp.GetVersionInfo(), resp.GetNonce())
+	if resp.GetVersionInfo() == "" {
+		return fmt.Errorf("response without a version")
 	}
 	var errs []error
 	for _, a := range resp.GetResources() {

@@ -148,7 +148,7 @@ func startSPIRE(t testing.TB, workDir string, entries ...spireEntry) *spire {
 	socket_path = %q
 	trust_domain = "example.org"
 	data_dir = %q
-	log_level = "DEBUG"
+	log_level = "INFO"
 	ca_ttl = "1h"
 	default_x509_svid_ttl = "1m"
 	agent_ttl = "10m"
@@ -177,7 +177,7 @@ plugins {
 	agentData := filepath.Join(dir, "agent-data")
 	writeFile(t, s.agentConf, []byte(fmt.Sprintf(`agent {
 	data_dir = %q
-	log_level = "DEBUG"
+	log_level = "INFO"
 	server_address = "127.0.0.1"
 	server_port = "%d"
 	socket_path = %q
