@@ -90,16 +90,7 @@ func Check(b *bootstrapv3.Bootstrap, served ServedNames) error {
 	c.dynamicClusters = dr.GetCdsConfig() != nil || dr.GetCdsResourcesLocator() != ""
 	if ads := dr.GetAdsConfig(); ads != nil {
 		c.hasADS = true
-		for _, g := range ads.GetGrpcServices() {
-			if eg := g.GetEnvoyGrpc(); eg != nil {
-				c.adsClusters = append(c.adsClusters, eg.GetClusterName())
-			} else {
-				c.adsClusters = append(c.adsClusters, "(google_grpc)")
-			}
-		}
-		if !slices.Contains(c.adsClusters, BridgeCluster) && len(c.adsClusters) > 0 {
-			c.adsOther = true
-		}
+		c.adsOther = !c.grpcToBridge(ads.GetGrpcServices())
 	}
 
 	c.walk(b.ProtoReflect(), "", nil)
@@ -123,9 +114,9 @@ type checker struct {
 	// cannot be checked; envoy_grpc clusters must be static anyway.
 	dynamicClusters bool
 	hasADS          bool
-	adsClusters     []string
-	adsOther        bool
+	adsOther        bool // ads_config points somewhere other than the bridge
 	askedBridge     bool
+	asked           []string // secret names asked of the bridge
 	// current is the index of the static cluster being walked, -1 outside.
 	current int
 	errs    []error
@@ -377,6 +368,9 @@ func (c *checker) checkSecret(s *tlsv3.SdsSecretConfig, path string, in protoref
 		return
 	}
 	c.askedBridge = true
+	if !slices.Contains(c.asked, name) {
+		c.asked = append(c.asked, name)
+	}
 	if err := c.served.serves(name, kind); err != nil {
 		c.errorf(join(path, "name"), "secret %q (%s) is not served: %v", name, kind, err)
 	}
@@ -459,6 +453,19 @@ func join(path, field string) string {
 		return field
 	}
 	return path + "." + field
+}
+
+// SecretNames lists, sorted, the secret names b asks of the bridge,
+// whether the bridge serves them or not.
+func SecretNames(b *bootstrapv3.Bootstrap) []string {
+	c := &checker{served: DefaultNames(), clusters: map[string]int{}, secrets: map[string]bool{}, current: -1}
+	if ads := b.GetDynamicResources().GetAdsConfig(); ads != nil {
+		c.hasADS = true
+		c.adsOther = !c.grpcToBridge(ads.GetGrpcServices())
+	}
+	c.walk(b.ProtoReflect(), "", nil)
+	slices.Sort(c.asked)
+	return c.asked
 }
 
 // BridgeSocket returns the unix socket path of the bridge's cluster, to

@@ -1,6 +1,7 @@
 package envoyboot
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -249,5 +250,25 @@ func BenchmarkValidate(b *testing.B) {
 		if err := Validate(y, DefaultNames()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestSecretNames(t *testing.T) {
+	for _, tr := range transports {
+		b, err := Build(exampleOptions(ModeOutbound, tr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := SecretNames(b); !slices.Equal(got, []string{"ALL", "default"}) {
+			t.Errorf("%s: SecretNames = %q", tr, got)
+		}
+	}
+	b, err := Build(exampleOptions(ModeInbound, TransportADS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.DynamicResources = nil // secrets over ADS with no ADS: nothing is asked of the bridge
+	if got := SecretNames(b); len(got) != 0 {
+		t.Errorf("SecretNames without ads_config = %q", got)
 	}
 }
