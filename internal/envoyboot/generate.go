@@ -167,6 +167,10 @@ func (o Options) withDefaults() Options {
 }
 
 func (o Options) validate() error {
+	if o.Mode != ModeInbound && o.Mode != ModeOutbound {
+		// Every other default depends on the mode.
+		return fmt.Errorf("mode %q: want inbound or outbound", o.Mode)
+	}
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	switch o.Transport {
@@ -210,8 +214,6 @@ func (o Options) validate() error {
 		} else if _, err := spiffeid.FromString(o.UpstreamSPIFFEID); err != nil {
 			bad("upstream SPIFFE ID %q: %w", o.UpstreamSPIFFEID, err)
 		}
-	default:
-		bad("mode %q: want inbound or outbound", o.Mode)
 	}
 	return errors.Join(errs...)
 }

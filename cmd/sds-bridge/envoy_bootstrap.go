@@ -1,0 +1,138 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/sds-bridge/sds-bridge/internal/config"
+	"github.com/sds-bridge/sds-bridge/internal/envoyboot"
+)
+
+// envoyBootstrapUsage is the line for the top-level usage text.
+const envoyBootstrapUsage = `  sds-bridge envoy-bootstrap [--config FILE] [--mode inbound|outbound] [--transport sotw|delta|ads] [--listen-port N] [--app-port N]
+                             [--upstream HOST:PORT] [--allow-spiffe-id ID ...] [--upstream-spiffe-id ID] [--check FILE]`
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
+
+// runEnvoyBootstrap prints an Envoy bootstrap that takes its certificates
+// from a bridge running with the same config (socket path, secret names),
+// or with --check says whether an existing bootstrap fits that bridge.
+func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sds-bridge envoy-bootstrap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		common    commonFlags
+		allowed   stringList
+		upstream  string
+		upstreamI string
+		check     string
+		o         envoyboot.Options
+	)
+	fs.StringVar(&common.configFile, "config", "", "the bridge's YAML config: its sds.socket and secret names go into the bootstrap")
+	fs.StringVar(&common.sdsSocket, "sds-socket", "", "the bridge's SDS socket (overrides sds.socket)")
+	mode := fs.String("mode", "inbound", "inbound: mTLS listener in front of a local app; outbound: local listener to an upstream over mTLS")
+	transport := fs.String("transport", "sotw", "how Envoy subscribes: sotw, delta (DELTA_GRPC) or ads")
+	listenPort := fs.Uint("listen-port", 0, fmt.Sprintf("Envoy's listener port (default %d inbound, %d outbound)", envoyboot.DefaultInboundListenPort, envoyboot.DefaultOutboundListenPort))
+	appPort := fs.Uint("app-port", envoyboot.DefaultAppPort, "inbound: the local app's port on 127.0.0.1")
+	fs.StringVar(&upstream, "upstream", "", "outbound: the upstream's HOST:PORT (required)")
+	fs.Var(&allowed, "allow-spiffe-id", "inbound: a caller's SPIFFE ID, or spiffe://<trust-domain> for all of its workloads (repeatable; at least one)")
+	fs.StringVar(&upstreamI, "upstream-spiffe-id", "", "outbound: the SPIFFE ID the upstream must present (required)")
+	fetch := fs.Duration("initial-fetch-timeout", envoyboot.DefaultInitialFetchTimeout, "how long Envoy waits for its first secrets before it starts without them; 0 waits forever")
+	fs.StringVar(&check, "check", "", "instead of printing a bootstrap, check the bootstrap in FILE against the bridge's config")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("envoy-bootstrap: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := common.load(nil)
+	if err != nil {
+		return err
+	}
+	if !cfg.SDS.On() {
+		return errors.New("envoy-bootstrap: sds.enabled is false in the config: the bridge serves no SDS socket for Envoy")
+	}
+	names := envoyboot.NamesFromConfig(cfg)
+
+	if check != "" {
+		return checkBootstrap(check, cfg, names, stdout)
+	}
+
+	o.Mode = envoyboot.Mode(*mode)
+	o.Transport = envoyboot.Transport(*transport)
+	o.SDSSocket = cfg.SDS.Socket
+	o.Names = names
+	o.AllowedSPIFFEIDs = allowed
+	o.UpstreamSPIFFEID = upstreamI
+	if *listenPort > 65535 || *appPort > 65535 {
+		return fmt.Errorf("envoy-bootstrap: --listen-port and --app-port must be at most 65535")
+	}
+	o.ListenPort, o.AppPort = uint32(*listenPort), uint32(*appPort)
+	if upstream != "" {
+		if o.UpstreamAddress, o.UpstreamPort, err = envoyboot.SplitHostPort(upstream); err != nil {
+			return fmt.Errorf("envoy-bootstrap: --upstream %w", err)
+		}
+	}
+	switch {
+	case *fetch < 0:
+		return fmt.Errorf("envoy-bootstrap: --initial-fetch-timeout %s must not be negative", *fetch)
+	case *fetch == 0:
+		o.InitialFetchTimeout = -1 // envoyboot: wait forever
+	default:
+		o.InitialFetchTimeout = *fetch
+	}
+	if o.Mode == envoyboot.ModeInbound && (upstream != "" || upstreamI != "") {
+		return errors.New("envoy-bootstrap: --upstream and --upstream-spiffe-id are for --mode outbound")
+	}
+	if o.Mode == envoyboot.ModeOutbound && len(allowed) > 0 {
+		return errors.New("envoy-bootstrap: --allow-spiffe-id is for --mode inbound")
+	}
+
+	out, err := envoyboot.Generate(o)
+	if err != nil {
+		return fmt.Errorf("envoy-bootstrap: %w", err)
+	}
+	// Generate builds from Envoy's protos; the validator also checks what
+	// the protos cannot (served names, cluster references).
+	if err := envoyboot.Validate(out, names); err != nil {
+		return fmt.Errorf("envoy-bootstrap: the generated bootstrap does not validate (a bug, please report it): %w", err)
+	}
+	_, err = stdout.Write(out)
+	return err
+}
+
+// checkBootstrap validates the bootstrap in path for a bridge running with cfg.
+func checkBootstrap(path string, cfg *config.Config, names envoyboot.ServedNames, stdout io.Writer) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("envoy-bootstrap: --check: %w", err)
+	}
+	if err := envoyboot.Validate(data, names); err != nil {
+		return fmt.Errorf("envoy-bootstrap: %s: %w", path, err)
+	}
+	b, err := envoyboot.Parse(data)
+	if err != nil {
+		return fmt.Errorf("envoy-bootstrap: %s: %w", path, err)
+	}
+	sock, err := envoyboot.BridgeSocket(b)
+	if err != nil {
+		return fmt.Errorf("envoy-bootstrap: %s: %w", path, err)
+	}
+	if sock != cfg.SDS.Socket {
+		return fmt.Errorf("envoy-bootstrap: %s: cluster %q connects to %s, but the bridge listens on %s (sds.socket)", path, envoyboot.BridgeCluster, sock, cfg.SDS.Socket)
+	}
+	fmt.Fprintf(stdout, "ok: %s asks the bridge on %s for %s\n", path, sock, strings.Join(envoyboot.SecretNames(b), ", "))
+	return nil
+}
