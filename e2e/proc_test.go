@@ -150,6 +150,12 @@ func startProc(t testing.TB, s cmdSpec, logPath string) *proc {
 	fmt.Fprintf(logf, "==== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), s.Path, strings.Join(s.Args, " "))
 	cmd := s.command(nil)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// If the test binary dies (a -timeout panic, a kill), its children die
+	// with it instead of holding ports and sockets.
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("e2e: start %s: %v", s.Name, err)
 	}
