@@ -29,7 +29,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 )
 
 // Names the bridge serves, as SPIRE's agent names them.
@@ -200,7 +199,7 @@ func loadable(s *tlsv3.Secret) error {
 		_, err := tlsCertificate(s)
 		return err
 	case s.GetValidationContext() != nil:
-		_, err := trustFromSecret(s, spiffeid.RequireTrustDomainFromString("example.org"))
+		_, err := trustFromSecret(s, spiffeid.RequireTrustDomainFromString(trustDomain))
 		return err
 	default:
 		return fmt.Errorf("neither tls_certificate nor validation_context")
@@ -381,7 +380,7 @@ func startEnvoyListener(t testing.TB, secrets map[string]*tlsv3.Secret, certName
 	if err != nil {
 		t.Fatal(err)
 	}
-	trust, err := trustFromSecret(vcSecret, spiffeid.RequireTrustDomainFromString("example.org"))
+	trust, err := trustFromSecret(vcSecret, spiffeid.RequireTrustDomainFromString(trustDomain))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,9 +467,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// isCanceled reports whether a stream ended because the client closed it.
-func isCanceled(err error) bool {
-	return err == nil || errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled
 }

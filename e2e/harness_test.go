@@ -94,7 +94,7 @@ func waitNewSVID(t testing.TB, ctx context.Context, src *workloadapi.X509Source,
 func TestPostgresHarness(t *testing.T) {
 	_, pgUser := requirePostgres(t)
 	work := newWorkDir(t)
-	td := spiffeid.RequireTrustDomainFromString("example.org")
+	td := spiffeid.RequireTrustDomainFromString(trustDomain)
 	authority, err := ca.New(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)

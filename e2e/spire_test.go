@@ -21,6 +21,9 @@ import (
 // the same version. Only this exact version is served by the module proxy.
 const spireVersion = "v1.13.3"
 
+// trustDomain is the trust domain of every test's SPIRE deployment.
+const trustDomain = "example.org"
+
 // x509SVIDTTL is the entries' X.509-SVID TTL in seconds. SPIRE back-dates
 // NotBefore by 10 s and the agent renews at half the lifetime, so a new SVID
 // arrives about every 5 s.
@@ -130,7 +133,7 @@ func startSPIRE(t testing.TB, workDir string, entries ...spireEntry) *spire {
 	dir := filepath.Join(workDir, "spire")
 	mkdirOwned(t, dir, 0o755, nil)
 	s := &spire{
-		TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"),
+		TrustDomain: spiffeid.RequireTrustDomainFromString(trustDomain),
 		Dir:         dir,
 		AgentSocket: filepath.Join(dir, "agent.sock"),
 		bins:        spireBins,
@@ -146,7 +149,7 @@ func startSPIRE(t testing.TB, workDir string, entries ...spireEntry) *spire {
 	bind_address = "127.0.0.1"
 	bind_port = "%d"
 	socket_path = %q
-	trust_domain = "example.org"
+	trust_domain = %q
 	data_dir = %q
 	log_level = "INFO"
 	ca_ttl = "1h"
@@ -170,7 +173,7 @@ plugins {
 		plugin_data {}
 	}
 }
-`, port, s.serverSock, filepath.Join(dir, "server-data"), filepath.Join(dir, "server-data", "datastore.sqlite3"))), 0o644, nil)
+`, port, s.serverSock, trustDomain, filepath.Join(dir, "server-data"), filepath.Join(dir, "server-data", "datastore.sqlite3"))), 0o644, nil)
 
 	// The agent keeps its key on disk so that a restarted agent reuses its
 	// own SVID (a join token works only once).
@@ -182,7 +185,7 @@ plugins {
 	server_port = "%d"
 	socket_path = %q
 	trust_bundle_path = %q
-	trust_domain = "example.org"
+	trust_domain = %q
 	experimental {
 		sync_interval = "1s"
 	}
@@ -200,7 +203,7 @@ plugins {
 		plugin_data {}
 	}
 }
-`, agentData, port, s.AgentSocket, filepath.Join(dir, "bundle.pem"), agentData)), 0o644, nil)
+`, agentData, port, s.AgentSocket, filepath.Join(dir, "bundle.pem"), trustDomain, agentData)), 0o644, nil)
 
 	server := startProc(t, cmdSpec{Name: "spire-server", Path: s.bins.Server, Args: []string{"run", "-config", serverConf}, Dir: dir},
 		filepath.Join(dir, "server.log"))
