@@ -125,11 +125,9 @@ func TestAgentRestart(t *testing.T) {
 	final := envoy.Latest().Secrets
 	l := startEnvoyListener(t, final, sdsDefault, sdsAll)
 	clientTLS := tlsconfig.MTLSClientConfig(workload, workload, tlsconfig.AuthorizeID(backendID))
-	if _, _, err := dialMTLS(ctx, l.Addr, clientTLS); err != nil {
-		t.Fatal(err)
-	}
-	if res := l.Wait(ctx); res.Err != nil {
-		t.Fatal(res.Err)
+	_, _, dialErr := dialMTLS(ctx, l.Addr, clientTLS)
+	if res := l.Wait(ctx, dialErr); dialErr != nil || res.Err != nil {
+		t.Fatalf("mTLS with the last SDS material: client: %v; server: %v", dialErr, res.Err)
 	}
 	b.Running(t)
 	if !envoy.Open() {

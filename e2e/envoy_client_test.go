@@ -431,8 +431,13 @@ func (l *envoyListener) serveOne() {
 	}
 }
 
-// Wait returns what the server saw of its one connection.
-func (l *envoyListener) Wait(ctx context.Context) listenerResult {
+// Wait returns what the server saw of its one connection. When the client
+// could not even connect (dialErr), nothing will arrive: the listener is
+// closed first so Accept returns.
+func (l *envoyListener) Wait(ctx context.Context, dialErr error) listenerResult {
+	if dialErr != nil {
+		_ = l.ln.Close()
+	}
 	select {
 	case r := <-l.result:
 		return r

@@ -104,7 +104,7 @@ func TestEnvoyPattern(t *testing.T) {
 		// server side.
 		l := startEnvoyListener(t, st.Secrets, sdsDefault, sdsAll)
 		presented, line, dialErr := dialMTLS(ctx, l.Addr, clientTLS)
-		res := l.Wait(ctx)
+		res := l.Wait(ctx, dialErr)
 		if dialErr != nil || res.Err != nil {
 			t.Fatalf("version %s: mTLS with the SDS material failed: client: %v; server: %v", st.Version, dialErr, res.Err)
 		}
@@ -119,5 +119,25 @@ func TestEnvoyPattern(t *testing.T) {
 	b.Running(t)
 	if !envoy.Open() {
 		t.Fatalf("SDS stream ended: %v", envoy.Err())
+	}
+
+	// Every name SPIRE's agent answers to, in one unary fetch.
+	conn := dialSDS(t, socket)
+	names := []string{sdsDefault, frontendID.String(), sdsRootCA, s.TrustDomain.IDString(), sdsAll}
+	secrets, version, err := fetchSecrets(ctx, conn, names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		if secrets[name] == nil {
+			t.Errorf("FetchSecrets %v (version %s): no %q, got %v", names, version, name, sortedKeys(secrets))
+		}
+	}
+	if byName, byDefault := secrets[frontendID.String()], secrets[sdsDefault]; byName != nil && byDefault != nil {
+		a, errA := leafOf(byName)
+		b, errB := leafOf(byDefault)
+		if errA != nil || errB != nil || !a.Equal(b) {
+			t.Errorf("%q and %q are different SVIDs in one response (%v, %v)", frontendID, sdsDefault, errA, errB)
+		}
 	}
 }
