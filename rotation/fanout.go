@@ -19,6 +19,12 @@ type SinkStatus struct {
 	// AppliedAt and Took describe the last successful Apply.
 	AppliedAt time.Time
 	Took      time.Duration
+	// Latency is, for the last successful Apply, the time from the
+	// Workload API delivering the Update (its ReceivedAt) to the end of
+	// Apply: queueing behind a slow Apply included.
+	Latency time.Duration
+	// Failures counts the failed Applies since start.
+	Failures uint64
 }
 
 // deliverer feeds one sink from its own goroutine. It holds at most one
@@ -81,6 +87,9 @@ func (d *deliverer) run(ctx context.Context) {
 			d.status.Generation = u.Generation
 			d.status.AppliedAt = start.Add(took)
 			d.status.Took = took
+			d.status.Latency = d.status.AppliedAt.Sub(u.ReceivedAt)
+		} else {
+			d.status.Failures++
 		}
 		if d.next == nil {
 			d.status.Pending = 0
