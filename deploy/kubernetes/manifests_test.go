@@ -537,20 +537,26 @@ func checkAdmin(t *testing.T, c container, cfg *config.Config) {
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		t.Errorf("%s: admin.listen %s is loopback; the kubelet probes over the pod IP", c.Name, cfg.Admin.Listen)
 	}
-	want := map[string]*probe{"/livez": c.LivenessProbe, "/readyz": c.ReadinessProbe}
+	probes := []struct {
+		kind, path string
+		p          *probe
+	}{{"liveness", "/livez", c.LivenessProbe}, {"readiness", "/readyz", c.ReadinessProbe}}
 	if c.StartupProbe != nil {
-		want["/readyz "] = c.StartupProbe
+		probes = append(probes, struct {
+			kind, path string
+			p          *probe
+		}{"startup", "/readyz", c.StartupProbe})
 	}
-	for path, pr := range want {
-		if pr == nil || pr.HTTPGet == nil {
-			t.Errorf("%s: no HTTP probe on %s", c.Name, strings.TrimSpace(path))
+	for _, pr := range probes {
+		if pr.p == nil || pr.p.HTTPGet == nil {
+			t.Errorf("%s: no HTTP %s probe on %s", c.Name, pr.kind, pr.path)
 			continue
 		}
-		if pr.HTTPGet.Path != strings.TrimSpace(path) {
-			t.Errorf("%s: probe path %s, want %s", c.Name, pr.HTTPGet.Path, strings.TrimSpace(path))
+		if pr.p.HTTPGet.Path != pr.path {
+			t.Errorf("%s: %s probe path %s, want %s", c.Name, pr.kind, pr.p.HTTPGet.Path, pr.path)
 		}
-		if got := containerPort(c, pr.HTTPGet.Port); strconv.Itoa(int(got)) != port {
-			t.Errorf("%s: probe on port %d, admin.listen is %s", c.Name, got, cfg.Admin.Listen)
+		if got := containerPort(c, pr.p.HTTPGet.Port); strconv.Itoa(int(got)) != port {
+			t.Errorf("%s: %s probe on port %d, admin.listen is %s", c.Name, pr.kind, got, cfg.Admin.Listen)
 		}
 	}
 }
