@@ -186,8 +186,8 @@ var ErrReloadAction = errors.New("filesink: generation swapped in, reload action
 // A failing action does not stop the next one; the errors are joined.
 func (f *Folder) runActions(ctx context.Context, ev Event) error {
 	var errs []error
-	for _, a := range f.cfg.Actions {
-		if err := f.runAction(ctx, a, ev); err != nil {
+	for i, a := range f.cfg.Actions {
+		if err := f.runAction(ctx, i, a, ev); err != nil {
 			errs = append(errs, err)
 		}
 		if ctx.Err() != nil {
@@ -200,10 +200,11 @@ func (f *Folder) runActions(ctx context.Context, ev Event) error {
 	return fmt.Errorf("%w: %w", ErrReloadAction, errors.Join(errs...))
 }
 
-func (f *Folder) runAction(ctx context.Context, a Action, ev Event) error {
+func (f *Folder) runAction(ctx context.Context, i int, a Action, ev Event) error {
 	backoff := f.cfg.ActionBackoff
 	for attempt := 1; ; attempt++ {
 		err := a.Run(ctx, ev)
+		f.stats.attempted(i, ev.Generation, attempt, err, f.cfg.Now())
 		if err == nil {
 			f.log.Info("filesink: reload action done", "action", a.Name(), "generation", ev.Generation, "attempt", attempt)
 			return nil

@@ -15,8 +15,8 @@
 // previous generation directory is kept until the next swap so such a
 // reader can finish.
 //
-// Reload actions (signal a pid file, run a command) run after the swap is
-// durable. Prepare removes stale leftovers (expired, not yet valid,
+// Reload actions (signal a pid file, run a command, SELECT pg_reload_conf())
+// run after the swap is durable; Stats counts their failures. Prepare removes stale leftovers (expired, not yet valid,
 // mismatched or unverifiable material, old generations) at start-up, and
 // Inspect is the reader behind the `wait` and `check` commands.
 package filesink
@@ -118,6 +118,8 @@ type Folder struct {
 	// mu serialises Prepare and Apply: the swap reads and replaces shared
 	// on-disk state.
 	mu sync.Mutex
+
+	stats statsRecorder
 }
 
 var _ rotation.Sink = (*Folder)(nil)
@@ -139,6 +141,7 @@ func New(cfg Config) (*Folder, error) {
 		},
 	}
 	f.log = cfg.Logger.With("sink", f.Name())
+	f.stats.init(cfg.Actions)
 	return f, nil
 }
 
@@ -291,9 +294,11 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 	now := f.cfg.Now()
 	set, err := render(f.names, u, f.cfg.CertMode, f.cfg.KeyMode, now)
 	if err != nil {
+		f.stats.written(err)
 		return err
 	}
 	genDir, err := f.swap(set, u.Generation, now)
+	f.stats.written(err)
 	if err != nil {
 		return err
 	}

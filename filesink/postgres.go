@@ -1,0 +1,167 @@
+package filesink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const defaultPostgresTimeout = 10 * time.Second
+
+// PostgresAction makes a PostgreSQL server reload its configuration, and
+// with it ssl_cert_file, ssl_key_file and ssl_ca_file, by running
+// SELECT pg_reload_conf() over a connection: for pods where the bridge
+// cannot signal the server (no shared process namespace). The role needs
+// superuser or EXECUTE on pg_reload_conf().
+//
+// The DSN may hold a password; it never appears in Name, logs or errors.
+type PostgresAction struct {
+	// DSN is a libpq connection string, as keywords ("host=/run/postgresql
+	// user=postgres") or a URL ("postgres://user@host/db"). The PG*
+	// environment variables and ~/.pgpass fill in what it leaves out.
+	DSN string
+	// Timeout bounds connecting and the query together; default 10 s.
+	Timeout time.Duration
+}
+
+// Name implements Action; the password is redacted.
+func (a PostgresAction) Name() string { return "postgres:" + RedactDSN(a.DSN) }
+
+func (a PostgresAction) validate() error {
+	if strings.TrimSpace(a.DSN) == "" {
+		return errors.New("postgres action: dsn must be set")
+	}
+	if isURLDSN(a.DSN) {
+		if _, err := url.Parse(a.DSN); err != nil {
+			// url's error quotes the whole input, password included.
+			return fmt.Errorf("postgres action: dsn %s is not a valid URL", RedactDSN(a.DSN))
+		}
+	} else if !strings.Contains(a.DSN, "=") {
+		return fmt.Errorf("postgres action: dsn %q: want keyword=value pairs or a postgres:// URL", RedactDSN(a.DSN))
+	}
+	if a.Timeout < 0 {
+		return fmt.Errorf("postgres action: timeout %s: must not be negative", a.Timeout)
+	}
+	return nil
+}
+
+// Run connects, runs SELECT pg_reload_conf() and disconnects. The DSN is
+// parsed here, not at start-up: it may name client certificates in the
+// very folder this sink writes.
+func (a PostgresAction) Run(ctx context.Context, _ Event) (err error) {
+	where := "filesink: postgres action " + RedactDSN(a.DSN)
+	defer func() {
+		if err != nil {
+			err = redactError(err, dsnPassword(a.DSN))
+		}
+	}()
+	if err := a.validate(); err != nil {
+		return fmt.Errorf("filesink: %w", err)
+	}
+	timeout := a.Timeout
+	if timeout == 0 {
+		timeout = defaultPostgresTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	cfg, err := pgx.ParseConfig(a.DSN)
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	// One statement, no parameters: the simple protocol needs no prepare
+	// round trip and also works through transaction-pooling proxies.
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	var reloaded bool
+	if err := conn.QueryRow(ctx, "SELECT pg_reload_conf()").Scan(&reloaded); err != nil {
+		return fmt.Errorf("%s: SELECT pg_reload_conf(): %w", where, err)
+	}
+	if !reloaded {
+		return fmt.Errorf("%s: pg_reload_conf() returned false: the server could not signal its postmaster", where)
+	}
+	return nil
+}
+
+func isURLDSN(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+const redacted = "xxxxx"
+
+// kvPassword matches password=… in a keyword/value DSN, quoted or not.
+var kvPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]*)`)
+
+// RedactDSN returns dsn with its password replaced by "xxxxx", for logs
+// and errors.
+func RedactDSN(dsn string) string {
+	if isURLDSN(dsn) {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "postgres://(unparsable URL)"
+		}
+		if q := u.Query(); q.Has("password") {
+			q.Set("password", redacted)
+			u.RawQuery = q.Encode()
+		}
+		return u.Redacted()
+	}
+	return kvPassword.ReplaceAllString(dsn, "${1}"+redacted)
+}
+
+// dsnPassword extracts the password written in dsn, if any.
+func dsnPassword(dsn string) string {
+	if isURLDSN(dsn) {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return ""
+		}
+		if p, ok := u.User.Password(); ok {
+			return p
+		}
+		return u.Query().Get("password")
+	}
+	m := kvPassword.FindStringSubmatch(dsn)
+	if m == nil {
+		return ""
+	}
+	p := m[2]
+	if len(p) >= 2 && p[0] == '\'' && p[len(p)-1] == '\'' {
+		p = strings.NewReplacer(`\'`, `'`, `\\`, `\`).Replace(p[1 : len(p)-1])
+	}
+	return p
+}
+
+// redactedError hides a password that a driver error might echo, keeping
+// the error chain for errors.Is.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// redactError returns err, or a copy whose text never contains password.
+// Very short passwords are not searched for: replacing every "a" in a
+// message would destroy it while protecting nothing.
+func redactError(err error, password string) error {
+	if len(password) < 4 || !strings.Contains(err.Error(), password) {
+		return err
+	}
+	return &redactedError{msg: strings.ReplaceAll(err.Error(), password, redacted), err: err}
+}
