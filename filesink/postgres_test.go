@@ -40,10 +40,10 @@ type pgServer struct {
 	answer pgAnswer
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	conns    []net.Conn
-	queries  []string
-	users    []string
+	mu        sync.Mutex
+	conns     []net.Conn
+	queries   []string
+	users     []string
 	passwords []string
 }
 
