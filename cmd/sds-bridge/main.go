@@ -20,6 +20,7 @@ Usage:
   sds-bridge dev     [--config FILE] [--dir DIR] [--sds-socket PATH] [--svid-ttl DUR] [--trust-domain TD] [--admin ADDR]
   sds-bridge wait    --dir DIR [--layout L] [--min-validity DUR] [--timeout DUR]
   sds-bridge check   --dir DIR [--layout L] [--min-validity DUR]
+` + envoyBootstrapUsage + `
   sds-bridge version
 
 Run "sds-bridge <command> --help" for the flags of a command.
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDev(ctx, rest, stdout, stderr)
 	case "wait":
 		return runWait(ctx, rest, stdout, stderr)
+	case "envoy-bootstrap":
+		return runEnvoyBootstrap(rest, stdout, stderr)
 	case "check":
 		return runCheck(rest, stdout, stderr)
 	case "version", "--version":
