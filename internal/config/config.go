@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -33,6 +35,9 @@ const (
 	DefaultKeyFileName        = "svid_key.pem"
 	DefaultBundleFileName     = "svid_bundle.pem"
 	DefaultActionTimeout      = Duration(30 * time.Second)
+	DefaultPostgresTimeout    = Duration(10 * time.Second)
+	DefaultAdminListen        = "127.0.0.1:8081"
+	DefaultMinValidityPercent = 10
 )
 
 // Config is the whole file. Field comments give the YAML key.
@@ -79,8 +84,9 @@ type Folder struct {
 
 // Action is one reload action; exactly one of its fields is set.
 type Action struct {
-	Signal *SignalAction `yaml:"signal"`
-	Exec   *ExecAction   `yaml:"exec"`
+	Signal   *SignalAction   `yaml:"signal"`
+	Exec     *ExecAction     `yaml:"exec"`
+	Postgres *PostgresAction `yaml:"postgres"`
 }
 
 // SignalAction signals the process whose pid is on the first line of PIDFile.
@@ -95,9 +101,36 @@ type ExecAction struct {
 	Timeout Duration `yaml:"timeout"`
 }
 
-// Admin is the health and metrics HTTP listener.
+// PostgresAction runs SELECT pg_reload_conf() over a connection to DSN.
+// The DSN may hold a password: errors about it never repeat its value.
+type PostgresAction struct {
+	DSN     string   `yaml:"dsn"`
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Admin is the health, metrics and status HTTP listener.
 type Admin struct {
-	Listen string `yaml:"listen"`
+	// Listen is a pointer so that an absent key means the default
+	// (loopback) and an explicit "" turns the listener off.
+	Listen *string `yaml:"listen"`
+	// MinValidity: /readyz fails when the current SVID, or the leaf in a
+	// credential folder, expires sooner than this.
+	MinValidity Duration `yaml:"min_validity"`
+	// MinValidityPercent: /readyz fails when an SVID has less than this
+	// percentage of its lifetime left (SPIRE rotates at 50%, so getting
+	// here means rotation is stuck). A pointer: absent means 10, 0 is off.
+	MinValidityPercent *int `yaml:"min_validity_percent"`
+	// RequireSDSAck: /readyz also waits for at least one SDS client to
+	// acknowledge the current generation.
+	RequireSDSAck bool `yaml:"require_sds_ack"`
+}
+
+// Address is where the admin listener listens; "" when it is off.
+func (a Admin) Address() string {
+	if a.Listen == nil {
+		return DefaultAdminListen
+	}
+	return *a.Listen
 }
 
 // Load reads, defaults and validates the file at path.
@@ -199,7 +232,18 @@ func (c *Config) Default() {
 			if a.Exec != nil && a.Exec.Timeout == 0 {
 				a.Exec.Timeout = DefaultActionTimeout
 			}
+			if a.Postgres != nil && a.Postgres.Timeout == 0 {
+				a.Postgres.Timeout = DefaultPostgresTimeout
+			}
 		}
+	}
+	if c.Admin.Listen == nil {
+		listen := DefaultAdminListen
+		c.Admin.Listen = &listen
+	}
+	if c.Admin.MinValidityPercent == nil {
+		p := DefaultMinValidityPercent
+		c.Admin.MinValidityPercent = &p
 	}
 }
 
@@ -282,8 +326,8 @@ func (c *Config) Validate() error {
 		for j, a := range f.OnRotate {
 			akey := fmt.Sprintf("%s.on_rotate[%d]", key, j)
 			switch {
-			case (a.Signal == nil) == (a.Exec == nil):
-				bad(akey, "set exactly one of signal, exec")
+			case countSet(a.Signal != nil, a.Exec != nil, a.Postgres != nil) != 1:
+				bad(akey, "set exactly one of signal, exec, postgres")
 			case a.Signal != nil:
 				if !filepath.IsAbs(a.Signal.PIDFile) {
 					bad(akey+".signal.pid_file", "%q must be an absolute path", a.Signal.PIDFile)
@@ -298,13 +342,61 @@ func (c *Config) Validate() error {
 				if a.Exec.Timeout < 0 {
 					bad(akey+".exec.timeout", "%s must not be negative", a.Exec.Timeout)
 				}
+			case a.Postgres != nil:
+				if err := checkDSN(a.Postgres.DSN); err != nil {
+					bad(akey+".postgres.dsn", "%v", err)
+				}
+				if a.Postgres.Timeout < 0 {
+					bad(akey+".postgres.timeout", "%s must not be negative", a.Postgres.Timeout)
+				}
 			}
 		}
+	}
+	if addr := c.Admin.Address(); addr != "" {
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			bad("admin.listen", "%q must be host:port, e.g. 127.0.0.1:8081 (or \"\" for no admin listener)", addr)
+		}
+	}
+	if c.Admin.MinValidity < 0 {
+		bad("admin.min_validity", "%s must not be negative", c.Admin.MinValidity)
+	}
+	if p := c.Admin.MinValidityPercent; p != nil && (*p < 0 || *p > 99) {
+		bad("admin.min_validity_percent", "%d must be between 0 (off) and 99", *p)
+	}
+	if c.Admin.RequireSDSAck && !c.SDS.On() {
+		bad("admin.require_sds_ack", "true needs sds.enabled: no SDS client can acknowledge anything")
 	}
 	if !c.SDS.On() && len(c.Files) == 0 {
 		errs = append(errs, errors.New("nothing to deliver to: sds.enabled is false and files is empty"))
 	}
 	return errors.Join(errs...)
+}
+
+func countSet(set ...bool) int {
+	n := 0
+	for _, b := range set {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+// checkDSN checks the shape of a libpq connection string without echoing
+// it: it may hold a password. The driver parses it for real when the
+// action runs (it may name certificates not written yet).
+func checkDSN(dsn string) error {
+	switch {
+	case strings.TrimSpace(dsn) == "":
+		return errors.New("missing: a libpq connection string, e.g. \"host=/var/run/postgresql user=postgres\"")
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		if _, err := url.Parse(dsn); err != nil {
+			return errors.New("not a valid postgres:// URL (value not shown: it may hold a password)")
+		}
+	case !strings.Contains(dsn, "="):
+		return errors.New("want keyword=value pairs or a postgres:// URL (value not shown: it may hold a password)")
+	}
+	return nil
 }
 
 // ParseOwner reads "uid:gid" (numbers).

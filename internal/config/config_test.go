@@ -35,6 +35,27 @@ func TestDefaults(t *testing.T) {
 		f.CertFileName != "svid.pem" || f.KeyFileName != "svid_key.pem" || f.BundleFileName != "svid_bundle.pem" {
 		t.Errorf("folder defaults = %+v", f)
 	}
+	if a := c.Admin; a.Address() != "127.0.0.1:8081" || *a.MinValidityPercent != 10 || a.MinValidity != 0 || a.RequireSDSAck {
+		t.Errorf("admin defaults = %+v (listen %q)", a, a.Address())
+	}
+}
+
+// An absent admin.listen means loopback; an explicit "" turns it off.
+func TestAdminListenOff(t *testing.T) {
+	for yamlText, want := range map[string]string{
+		"files:\n  - dir: /a\n":                                    "127.0.0.1:8081",
+		"files:\n  - dir: /a\nadmin:\n  listen: \"\"\n":            "",
+		"files:\n  - dir: /a\nadmin:\n  listen: 0.0.0.0:9090\n":    "0.0.0.0:9090",
+		"files:\n  - dir: /a\nadmin:\n  min_validity_percent: 0\n": "127.0.0.1:8081",
+	} {
+		c, err := parseDefaultValidate(t, yamlText)
+		if err != nil {
+			t.Fatalf("%q: %v", yamlText, err)
+		}
+		if got := c.Admin.Address(); got != want {
+			t.Errorf("%q: admin address %q, want %q", yamlText, got, want)
+		}
+	}
 }
 
 func TestFullConfig(t *testing.T) {
@@ -58,10 +79,14 @@ files:
     on_rotate:
       - signal: {pid_file: /pgdata/postmaster.pid}
       - exec: {command: ["/usr/bin/true", "x"], timeout: 3s}
+      - postgres: {dsn: "host=/run/postgresql user=postgres password=pw"}
   - dir: /spiffe
     layout: spiffe
 admin:
   listen: 127.0.0.1:8081
+  min_validity: 5m
+  min_validity_percent: 0
+  require_sds_ack: true
 `)
 	if err != nil {
 		t.Fatal(err)
@@ -72,6 +97,12 @@ admin:
 	a := c.Files[0].OnRotate
 	if a[0].Signal.Signal != "SIGHUP" || a[1].Exec.Timeout != Duration(3*time.Second) {
 		t.Errorf("actions = %+v %+v", a[0].Signal, a[1].Exec)
+	}
+	if a[2].Postgres.DSN != "host=/run/postgresql user=postgres password=pw" || a[2].Postgres.Timeout != DefaultPostgresTimeout {
+		t.Errorf("postgres action = %+v", a[2].Postgres)
+	}
+	if ad := c.Admin; time.Duration(ad.MinValidity) != 5*time.Minute || *ad.MinValidityPercent != 0 || !ad.RequireSDSAck {
+		t.Errorf("admin = %+v", ad)
 	}
 	if uid, gid, _ := ParseOwner(c.Files[0].Owner); uid != 999 || gid != 998 {
 		t.Errorf("owner = %d:%d", uid, gid)
@@ -105,6 +136,13 @@ func TestErrorsNameKeyAndValue(t *testing.T) {
 		{"bad signal", "files:\n  - dir: /a\n    on_rotate:\n      - signal: {pid_file: /p, signal: SIGFOO}\n", []string{"files[0].on_rotate[0].signal.signal", `"SIGFOO"`}},
 		{"empty command", "files:\n  - dir: /a\n    on_rotate:\n      - exec: {command: []}\n", []string{"files[0].on_rotate[0].exec.command"}},
 		{"nothing to do", "sds:\n  enabled: false\n", []string{"nothing to deliver"}},
+		{"postgres without dsn", "files:\n  - dir: /a\n    on_rotate:\n      - postgres: {timeout: 1s}\n", []string{"files[0].on_rotate[0].postgres.dsn: missing"}},
+		{"postgres and exec", "files:\n  - dir: /a\n    on_rotate:\n      - postgres: {dsn: host=x}\n        exec: {command: [x]}\n", []string{"files[0].on_rotate[0]", "signal, exec, postgres"}},
+		{"postgres bad timeout", "files:\n  - dir: /a\n    on_rotate:\n      - postgres: {dsn: host=x, timeout: -1s}\n", []string{"files[0].on_rotate[0].postgres.timeout", "-1s"}},
+		{"admin listen without port", "files:\n  - dir: /a\nadmin:\n  listen: localhost\n", []string{"admin.listen", `"localhost"`}},
+		{"admin percent too big", "files:\n  - dir: /a\nadmin:\n  min_validity_percent: 100\n", []string{"admin.min_validity_percent", "100"}},
+		{"admin negative validity", "files:\n  - dir: /a\nadmin:\n  min_validity: -1m\n", []string{"admin.min_validity", "-1m"}},
+		{"ack without sds", "sds:\n  enabled: false\nfiles:\n  - dir: /a\nadmin:\n  require_sds_ack: true\n", []string{"admin.require_sds_ack"}},
 		{"shadowing name", "sds:\n  default_svid_name: spiffe://x\n", []string{"sds.default_svid_name", `"spiffe://x"`}},
 		{"duplicate names", "sds:\n  default_bundle_name: ALL\n", []string{`"ALL"`, "also the value of"}},
 	} {
@@ -119,6 +157,16 @@ func TestErrorsNameKeyAndValue(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A malformed DSN is reported by key, never by value: it may hold a password.
+func TestDSNErrorsHideThePassword(t *testing.T) {
+	for _, dsn := range []string{"postgres://u:hunter22@db:bad port/x", "hunter22"} {
+		_, err := parseDefaultValidate(t, "files:\n  - dir: /a\n    on_rotate:\n      - postgres: {dsn: \""+dsn+"\"}\n")
+		if err == nil || !strings.Contains(err.Error(), "files[0].on_rotate[0].postgres.dsn") || strings.Contains(err.Error(), "hunter22") {
+			t.Errorf("dsn %q: error %v, want the key named and no password", dsn, err)
+		}
 	}
 }
 
