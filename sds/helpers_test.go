@@ -35,12 +35,20 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if socket := os.Getenv(clientRoleEnv); socket != "" {
+		// A child process: the SDS client of TestPeerOfAnotherUID.
+		os.Exit(runClientRole(socket))
+	}
 	goleak.VerifyTestMain(m)
 }
 
 // testTimeout bounds every wait so a broken server fails a test instead of
 // hanging it; it is not a speed assertion.
 const testTimeout = 30 * time.Second
+
+func contextWithTestTimeout() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), testTimeout)
+}
 
 var (
 	exampleTD = spiffeid.RequireTrustDomainFromString("example.org")

@@ -50,6 +50,12 @@ type Config struct {
 	SocketPath string
 	// SocketMode is the socket's file mode; zero means 0600.
 	SocketMode os.FileMode
+	// AllowedUIDs and AllowedGIDs say who may fetch secrets: a connection
+	// is served if the peer's uid is in AllowedUIDs or its primary gid in
+	// AllowedGIDs, as the kernel reports them (SO_PEERCRED). With both
+	// empty, only the bridge's own effective uid and root are served.
+	// Anyone else gets PermissionDenied on every RPC.
+	AllowedUIDs, AllowedGIDs []int
 	// Names are the resource names of default SVID and bundles.
 	Names Names
 	// Logger defaults to slog.Default().
@@ -74,6 +80,12 @@ func (c Config) validate() error {
 	if c.SocketMode&^os.ModePerm != 0 {
 		return fmt.Errorf("sds: config: SocketMode %s has bits other than permissions", c.SocketMode)
 	}
+	if err := validateIDs("AllowedUIDs", c.AllowedUIDs); err != nil {
+		return err
+	}
+	if err := validateIDs("AllowedGIDs", c.AllowedGIDs); err != nil {
+		return err
+	}
 	return c.Names.Validate()
 }
 
@@ -85,6 +97,9 @@ type Stats struct {
 	Pushes int64
 	// NACKs counts requests that rejected a response.
 	NACKs int64
+	// RefusedPeers counts connections refused because the peer's uid and
+	// gid are not allowed.
+	RefusedPeers int64
 	// Generation is the Update being served; 0 before the first one.
 	Generation uint64
 	// Version is the SDS version being served; empty before the first Update.
@@ -94,6 +109,7 @@ type Stats struct {
 // Server is the SDS server and a rotation.Sink.
 type Server struct {
 	cfg     Config
+	policy  accessPolicy
 	cache   *secretCache
 	tracker *tracker
 	xds     server.Server
@@ -106,6 +122,8 @@ type Server struct {
 	mu sync.Mutex
 	// updates is how often the LinearCache version was bumped.
 	updates uint64
+
+	refusedPeers atomic.Int64
 }
 
 var _ rotation.Sink = (*Server)(nil)
@@ -125,6 +143,7 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:         cfg,
+		policy:      newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
 		cache:       c,
 		tracker:     t,
 		stopStreams: cancel,
@@ -236,6 +255,8 @@ func (s *Server) Stats() Stats {
 		StreamsOpen: s.tracker.streamsOpen.Load(),
 		Pushes:      s.tracker.pushes.Load(),
 		NACKs:       s.tracker.nacks.Load(),
+
+		RefusedPeers: s.refusedPeers.Load(),
 	}
 	if snap := s.cache.current.Load(); snap != nil {
 		st.Generation, st.Version = snap.generation, snap.version
@@ -256,17 +277,28 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	defer removeSocket()
 
-	gs := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-		// Envoy's connection_keepalive may ping every few seconds, also on
-		// an idle connection; grpc-go's default (5 min) would answer with
-		// GOAWAY "too_many_pings" and force reconnects.
-		MinTime:             5 * time.Second,
-		PermitWithoutStream: true,
-	}))
+	gs := grpc.NewServer(
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			// Envoy's connection_keepalive may ping every few seconds, also on
+			// an idle connection; grpc-go's default (5 min) would answer with
+			// GOAWAY "too_many_pings" and force reconnects.
+			MinTime:             5 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.Creds(&peerCreds{policy: s.policy, log: s.cfg.Logger, refused: &s.refusedPeers}),
+		grpc.ChainUnaryInterceptor(authorizeUnary),
+		grpc.ChainStreamInterceptor(authorizeStream),
+	)
 	s.Register(gs)
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(l) }()
-	s.cfg.Logger.Info("sds: listening", "socket", s.cfg.SocketPath, "mode", fmt.Sprintf("%04o", s.cfg.SocketMode))
+	s.cfg.Logger.Info("sds: listening", "socket", s.cfg.SocketPath, "mode", fmt.Sprintf("%04o", s.cfg.SocketMode),
+		"allowed", s.policy.String())
+	if s.cfg.SocketMode&0o077 != 0 && len(s.cfg.AllowedUIDs) == 0 && len(s.cfg.AllowedGIDs) == 0 {
+		s.cfg.Logger.Warn("sds: the socket mode lets other users connect, but with no allow-list only the bridge's own uid "+
+			"and root are served; list Envoy's uid or gid in sds.allowed_uids or sds.allowed_gids",
+			"mode", fmt.Sprintf("%04o", s.cfg.SocketMode), "allowed", s.policy.String())
+	}
 
 	select {
 	case err := <-served:

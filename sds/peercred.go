@@ -1,0 +1,193 @@
+package sds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Who may fetch secrets. The socket's file mode is the first gate (only
+// who may write to the socket can connect); the peer's credentials, as the
+// kernel reports them for the connection (SO_PEERCRED), are the second: the
+// bridge hands out private keys and must know to whom.
+
+// accessPolicy decides from a peer's uid and (primary) gid.
+type accessPolicy struct {
+	uids, gids []uint32 // sorted
+}
+
+// newAccessPolicy builds the policy of cfg. With both lists empty only the
+// bridge's own uid and root are allowed: the same peers a 0600 socket owned
+// by the bridge admits, so the default never widens what the mode allows.
+func newAccessPolicy(uids, gids []int) accessPolicy {
+	var p accessPolicy
+	if len(uids) == 0 && len(gids) == 0 {
+		p.uids = []uint32{0, uint32(os.Geteuid())}
+	}
+	for _, u := range uids {
+		p.uids = append(p.uids, uint32(u))
+	}
+	for _, g := range gids {
+		p.gids = append(p.gids, uint32(g))
+	}
+	slices.Sort(p.uids)
+	p.uids = slices.Compact(p.uids)
+	slices.Sort(p.gids)
+	p.gids = slices.Compact(p.gids)
+	return p
+}
+
+func (p accessPolicy) allows(uid, gid uint32) bool {
+	_, uidOK := slices.BinarySearch(p.uids, uid)
+	_, gidOK := slices.BinarySearch(p.gids, gid)
+	return uidOK || gidOK
+}
+
+func (p accessPolicy) String() string {
+	join := func(ids []uint32) string {
+		s := make([]string, len(ids))
+		for i, id := range ids {
+			s[i] = strconv.FormatUint(uint64(id), 10)
+		}
+		return "[" + strings.Join(s, " ") + "]"
+	}
+	return "uids " + join(p.uids) + " gids " + join(p.gids)
+}
+
+// validateIDs checks an allow-list of uids or gids from the config.
+func validateIDs(key string, ids []int) error {
+	for _, id := range ids {
+		if id < 0 || id > math.MaxUint32-1 {
+			// (uid_t)-1 means "no change" to the kernel, never a real peer.
+			return fmt.Errorf("sds: config: %s: %d is not a valid id", key, id)
+		}
+	}
+	return nil
+}
+
+// peerInfo is the credentials.AuthInfo of a connection: who the kernel
+// says is at the other end and whether the policy lets them in.
+type peerInfo struct {
+	credentials.CommonAuthInfo
+	UID, GID uint32
+	PID      int32
+	// Err is set when the credentials could not be read; the peer is then
+	// refused.
+	Err     error
+	Allowed bool
+}
+
+// AuthType implements credentials.AuthInfo.
+func (peerInfo) AuthType() string { return "peercred" }
+
+func (p peerInfo) logAttrs() []any {
+	if p.Err != nil {
+		return []any{"error", p.Err}
+	}
+	return []any{"uid", p.UID, "gid", p.GID, "pid", p.PID}
+}
+
+// peerCreds is a grpc TransportCredentials for the unix socket: no
+// handshake on the wire, only SO_PEERCRED. A refused peer is not dropped
+// here, which would show the client only a broken connection: the
+// connection is kept and every RPC on it fails with PermissionDenied
+// (authorizeUnary, authorizeStream), which Envoy logs with its reason.
+type peerCreds struct {
+	policy  accessPolicy
+	log     *slog.Logger
+	refused *atomic.Int64
+}
+
+var _ credentials.TransportCredentials = (*peerCreds)(nil)
+
+func (c *peerCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	info := peerInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		info.Err = fmt.Errorf("connection over %s, not a unix socket", conn.LocalAddr().Network())
+	} else {
+		info.UID, info.GID, info.PID, info.Err = peerCredentials(uc)
+	}
+	if info.Err == nil {
+		// A unix socket never leaves the host: as private as the local
+		// credentials of grpc-go consider it.
+		info.SecurityLevel = credentials.PrivacyAndIntegrity
+		info.Allowed = c.policy.allows(info.UID, info.GID)
+	}
+	if !info.Allowed {
+		c.refused.Add(1)
+		c.log.Warn("sds: refused connection: peer is not allowed to fetch secrets (sds.allowed_uids, sds.allowed_gids)",
+			info.logAttrs()...)
+	} else {
+		c.log.Debug("sds: connection", info.logAttrs()...)
+	}
+	return conn, info, nil
+}
+
+func (c *peerCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("sds: peer credentials are server-side only")
+}
+
+func (c *peerCreds) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "peercred"}
+}
+
+func (c *peerCreds) Clone() credentials.TransportCredentials {
+	clone := *c
+	return &clone
+}
+
+func (c *peerCreds) OverrideServerName(string) error { return nil }
+
+// errRefusedPeer is the status every RPC of a refused peer gets. It names
+// no allowed id: the peer learns only that it is not one of them.
+func errRefusedPeer(info peerInfo) error {
+	if info.Err != nil {
+		return status.Error(codes.PermissionDenied, "sds: the peer's credentials could not be verified; secrets are refused")
+	}
+	return status.Errorf(codes.PermissionDenied, "sds: peer uid %d gid %d is not allowed to fetch secrets from this socket", info.UID, info.GID)
+}
+
+// authorize checks the connection behind ctx.
+func authorize(ctx context.Context) error {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return status.Error(codes.PermissionDenied, "sds: unknown peer; secrets are refused")
+	}
+	info, ok := p.AuthInfo.(peerInfo)
+	if !ok {
+		return status.Error(codes.PermissionDenied, "sds: peer without credentials; secrets are refused")
+	}
+	if !info.Allowed {
+		return errRefusedPeer(info)
+	}
+	return nil
+}
+
+func authorizeUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := authorize(ctx); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func authorizeStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := authorize(ss.Context()); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}
