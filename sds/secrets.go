@@ -37,7 +37,7 @@ type Names struct {
 	AllBundles string
 	// DisableSPIFFECertValidation serves plain trusted_ca validation
 	// contexts instead of Envoy's SPIFFE certificate validator, like SPIRE's
-	// disable_spiffe_cert_validation. See BuildSecrets for what ALL becomes.
+	// disable_spiffe_cert_validation. AllBundles is then not served.
 	DisableSPIFFECertValidation bool
 }
 
@@ -92,10 +92,10 @@ func (n Names) Validate() error {
 // and private_key (PKCS#8 PEM), both inline. A validation_context uses
 // Envoy's SPIFFE certificate validator with one trust_domains entry per
 // bundle (sorted by name); with names.DisableSPIFFECertValidation it is a
-// plain inline trusted_ca PEM instead. SPIRE refuses to serve ALL in that
-// mode; here ALL then carries the roots of every trust domain concatenated,
-// which lets any trusted root vouch for any trust domain, so SAN matching in
-// Envoy must do the trust-domain check.
+// plain inline trusted_ca PEM instead, and names.AllBundles is not built at
+// all, as SPIRE does: the roots of several trust domains in one trusted_ca
+// would let a federated CA mint SVIDs in any trust domain, this one
+// included. A client asking for it gets the usual "not served" treatment.
 //
 // Empty names are replaced by the defaults. BuildSecrets is pure: the same
 // Update gives equal protos.
@@ -162,11 +162,13 @@ func buildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, er
 		}
 		add(s)
 	}
-	all, err := validationContext(names.AllBundles, bundles, names.DisableSPIFFECertValidation)
-	if err != nil {
-		return nil, err
+	if !names.DisableSPIFFECertValidation {
+		all, err := validationContext(names.AllBundles, bundles, false)
+		if err != nil {
+			return nil, err
+		}
+		add(all)
 	}
-	add(all)
 	return out, nil
 }
 
@@ -181,7 +183,8 @@ func tlsCertificate(name string, chainPEM, keyPEM []byte) *tlsv3.Secret {
 }
 
 // validationContext builds SPIRE's spiffeBuilder shape (one trust domain per
-// bundle, in the order given) or, with plain set, its rootCABuilder shape.
+// bundle, in the order given) or, with plain set, its rootCABuilder shape;
+// plain is only ever given one bundle.
 func validationContext(name string, bundles []*x509bundle.Bundle, plain bool) (*tlsv3.Secret, error) {
 	if plain {
 		var roots []byte

@@ -188,7 +188,9 @@ func TestBuildSecrets(t *testing.T) {
 			},
 		},
 		{
-			name:   "SPIFFE validation disabled: trusted_ca, ALL concatenates every root",
+			// As SPIRE: one trusted_ca with the roots of several trust
+			// domains would let other.org's CA mint example.org IDs.
+			name:   "SPIFFE validation disabled: trusted_ca per trust domain, no ALL",
 			update: newUpdate(1, []*x509svid.SVID{web}, own, fed),
 			names:  Names{DisableSPIFFECertValidation: true},
 			expectSecrets: map[string]*tlsv3.Secret{
@@ -197,7 +199,6 @@ func TestBuildSecrets(t *testing.T) {
 				"ROOTCA":                   wantCA("ROOTCA", own),
 				"spiffe://example.org":     wantCA("spiffe://example.org", own),
 				"spiffe://other.org":       wantCA("spiffe://other.org", fed),
-				"ALL":                      wantCA("ALL", own, fed),
 			},
 		},
 		{

@@ -149,6 +149,11 @@ func New(cfg Config) (*Server, error) {
 		stopStreams: cancel,
 	}
 	s.xds = server.NewServer(ctx, c, t, sotw.WithLogger(cacheLogger{cfg.Logger}))
+	if cfg.Names.DisableSPIFFECertValidation {
+		cfg.Logger.Warn("sds: SPIFFE certificate validation is disabled: the secret " + strconv.Quote(cfg.Names.AllBundles) +
+			" is not served, as in SPIRE: plain trusted_ca roots of several trust domains would let any of their CAs " +
+			"vouch for any trust domain, including this one; use the per-trust-domain secrets (spiffe://<trust-domain>)")
+	}
 	return s, nil
 }
 
