@@ -132,8 +132,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	var sdsServer *sds.Server
 	if cfg.SDS.On() {
 		srv, err := sds.New(sds.Config{
-			SocketPath: cfg.SDS.Socket,
-			SocketMode: os.FileMode(cfg.SDS.SocketMode),
+			SocketPath:  cfg.SDS.Socket,
+			SocketMode:  os.FileMode(cfg.SDS.SocketMode),
+			AllowedUIDs: cfg.SDS.AllowedUIDs,
+			AllowedGIDs: cfg.SDS.AllowedGIDs,
 			Names: sds.Names{
 				DefaultSVID:                 cfg.SDS.DefaultSVIDName,
 				DefaultBundle:               cfg.SDS.DefaultBundleName,

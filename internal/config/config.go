@@ -64,6 +64,10 @@ type SDS struct {
 	DefaultBundleName           string `yaml:"default_bundle_name"`
 	DefaultAllBundlesName       string `yaml:"default_all_bundles_name"`
 	DisableSPIFFECertValidation bool   `yaml:"disable_spiffe_cert_validation"`
+	// AllowedUIDs and AllowedGIDs are the peers (uid, or primary gid) that
+	// may fetch secrets; both empty means the bridge's own uid and root.
+	AllowedUIDs []int `yaml:"allowed_uids"`
+	AllowedGIDs []int `yaml:"allowed_gids"`
 }
 
 // On reports whether the SDS server runs.
@@ -265,6 +269,13 @@ func (c *Config) Validate() error {
 		}
 		if c.SDS.SocketMode&0o007 != 0 {
 			bad("sds.socket_mode", "%q lets every local user fetch private keys; use 0600 or 0660", c.SDS.SocketMode)
+		}
+		for key, ids := range map[string][]int{"sds.allowed_uids": c.SDS.AllowedUIDs, "sds.allowed_gids": c.SDS.AllowedGIDs} {
+			for i, id := range ids {
+				if id < 0 || id >= 1<<32-1 {
+					bad(fmt.Sprintf("%s[%d]", key, i), "%d is not a valid id", id)
+				}
+			}
 		}
 		names := map[string]string{}
 		for key, name := range map[string]string{

@@ -1,0 +1,54 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestAllowedPeers(t *testing.T) {
+	c, err := parseDefaultValidate(t, "sds:\n  socket_mode: \"0660\"\n  allowed_uids: [101, 0]\n  allowed_gids: [999]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.SDS.AllowedUIDs; len(got) != 2 || got[0] != 101 || got[1] != 0 {
+		t.Errorf("allowed_uids = %v", got)
+	}
+	if got := c.SDS.AllowedGIDs; len(got) != 1 || got[0] != 999 {
+		t.Errorf("allowed_gids = %v", got)
+	}
+	c, err = parseDefaultValidate(t, "sds: {}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SDS.AllowedUIDs != nil || c.SDS.AllowedGIDs != nil {
+		t.Errorf("allow-lists defaulted to %v %v; empty must stay empty (the sds package's safe default)", c.SDS.AllowedUIDs, c.SDS.AllowedGIDs)
+	}
+}
+
+func TestHardeningErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"negative uid", "sds:\n  allowed_uids: [101, -1]\n", []string{"sds.allowed_uids[1]", "-1"}},
+		{"uid out of range", "sds:\n  allowed_gids: [4294967295]\n", []string{"sds.allowed_gids[0]", "4294967295"}},
+		{"uid as a name", "sds:\n  allowed_uids: [envoy]\n", []string{"line 2", "envoy"}},
+		{"uids not a list", "sds:\n  allowed_uids: 101\n", []string{"line 2"}},
+		{"misspelled key", "sds:\n  allowed_uid: [101]\n", []string{`unknown key "allowed_uid"`}},
+		{"world-writable key", "files:\n  - dir: /a\n    key_mode: \"0777\"\n", []string{"files[0].key_mode", `"0777"`}},
+		{"world-writable cert", "files:\n  - dir: /a\n    cert_mode: \"0666\"\n", []string{"files[0].cert_mode", `"0666"`}},
+		{"group-writable socket for all", "sds:\n  socket_mode: \"0777\"\n", []string{"sds.socket_mode", `"0777"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseDefaultValidate(t, tc.yaml)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
