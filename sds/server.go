@@ -28,6 +28,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -112,7 +113,10 @@ type Server struct {
 	policy  accessPolicy
 	cache   *secretCache
 	tracker *tracker
-	xds     server.Server
+	clients *clients
+	// health answers grpc.health.v1 on the SDS socket.
+	health *health.Server
+	xds    server.Server
 	// stopStreams ends every open stream; go-control-plane's streams only
 	// end with their client or with this context.
 	stopStreams context.CancelFunc
@@ -140,15 +144,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	c := newSecretCache(versionPrefix(), cacheLogger{cfg.Logger})
 	t := newTracker(cfg.Logger, c)
+	cl := newClients(c)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:         cfg,
 		policy:      newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
 		cache:       c,
 		tracker:     t,
+		clients:     cl,
+		health:      newHealth(),
 		stopStreams: cancel,
 	}
-	s.xds = server.NewServer(ctx, c, t, sotw.WithLogger(cacheLogger{cfg.Logger}))
+	s.xds = server.NewServer(ctx, c, callbacks{t, cl}, sotw.WithLogger(cacheLogger{cfg.Logger}))
 	if cfg.Names.DisableSPIFFECertValidation {
 		cfg.Logger.Warn("sds: SPIFFE certificate validation is disabled: the secret " + strconv.Quote(cfg.Names.AllBundles) +
 			" is not served, as in SPIRE: plain trusted_ca roots of several trust domains would let any of their CAs " +
@@ -175,10 +182,11 @@ func versionPrefix() string {
 // Name identifies the sink.
 func (s *Server) Name() string { return "sds" }
 
-// Register adds the SDS and ADS services to gs.
+// Register adds the SDS, ADS and grpc.health.v1 services to gs.
 func (s *Server) Register(gs *grpc.Server) {
 	secretv3.RegisterSecretDiscoveryServiceServer(gs, s.xds)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, s.xds)
+	s.registerHealth(gs)
 }
 
 // Apply builds every Secret of u and replaces the served set in one step,
@@ -235,6 +243,7 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 	s.cache.SetResources(resources)
 	s.cache.current.Store(snap)
 	s.tracker.recheck(snap)
+	s.markServing()
 	s.cfg.Logger.Info("sds: serving secrets", "generation", u.Generation, "version", snap.version,
 		"secrets", len(resources), "streams", s.tracker.streamsOpen.Load())
 	return nil
@@ -313,6 +322,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 
 	s.stopStreams()
+	s.health.Shutdown() // watchers see NOT_SERVING before the socket goes
 	stopped := make(chan struct{})
 	go func() {
 		gs.GracefulStop()
