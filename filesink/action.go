@@ -79,7 +79,7 @@ func (a SignalAction) Run(ctx context.Context, _ Event) error {
 }
 
 func readPID(path string) (int, error) {
-	data, err := os.ReadFile(path)
+	data, err := readBounded(path)
 	if err != nil {
 		return 0, fmt.Errorf("filesink: signal action: read pid file: %w", err)
 	}

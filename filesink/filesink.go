@@ -85,6 +85,10 @@ type Owner struct {
 type Config struct {
 	// Dir is the absolute path of the folder; it is created (0755) if missing.
 	Dir string
+	// AllowWorldWritableDir lets Dir be writable by every user. By default
+	// such a folder is refused: anyone could plant links or files at the
+	// names consumers open, or remove the set.
+	AllowWorldWritableDir bool
 	// Layout defaults to LayoutSPIFFEHelper.
 	Layout Layout
 	// File names of LayoutSPIFFEHelper; defaults svid.pem, svid_key.pem,

@@ -42,6 +42,9 @@ func (f *Folder) swap(set *fileSet, generation uint64, now time.Time) (genName s
 	if err := os.MkdirAll(dir, folderMode); err != nil {
 		return "", fmt.Errorf("filesink: create folder: %w", err)
 	}
+	if err := f.checkFolder(); err != nil {
+		return "", err
+	}
 	genName, err = makeGenerationDir(dir, now, generation)
 	if err != nil {
 		return "", err

@@ -233,10 +233,14 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 	}
 	readFile := func(name string) ([]byte, string, bool) {
 		path := filepath.Join(dir, name)
-		data, err := os.ReadFile(path)
+		data, err := readBounded(path)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			add(ReasonMissing, path, "missing file "+path, err)
+			return nil, path, false
+		case errors.Is(err, errNotRegular), errors.Is(err, errTooLarge):
+			// A FIFO, device or huge file planted at a managed name.
+			add(ReasonMalformed, path, fmt.Sprintf("cannot read %s: %v", path, err), err, name)
 			return nil, path, false
 		case err != nil:
 			add(ReasonUnreadable, path, fmt.Sprintf("cannot read %s: %v", path, err), err)
@@ -297,7 +301,7 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 				continue
 			}
 			path := filepath.Join(dir, e.Name())
-			data, err := os.ReadFile(path)
+			data, err := readBounded(path)
 			if err != nil {
 				// A dangling link is the same as no bundle for td.
 				continue
@@ -378,7 +382,7 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 // readGeneration trusts the marker only if it describes this certificate:
 // a marker left beside files another tool rewrote would lie.
 func readGeneration(path, serial string) uint64 {
-	data, err := os.ReadFile(path)
+	data, err := readBounded(path)
 	if err != nil {
 		return 0
 	}

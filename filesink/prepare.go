@@ -33,6 +33,9 @@ func (f *Folder) Prepare(ctx context.Context) error {
 	if err := os.MkdirAll(dir, folderMode); err != nil {
 		return fmt.Errorf("filesink: create folder: %w", err)
 	}
+	if err := f.checkFolder(); err != nil {
+		return err
+	}
 	now := f.cfg.Now()
 	if err := f.removeTempLinks(); err != nil {
 		return err
@@ -110,7 +113,9 @@ func (f *Folder) prepareData(now time.Time) (string, error) {
 	// delete; a link elsewhere is dropped but its target left alone.
 	ours := why == "" && strings.HasPrefix(target, "..") && !strings.ContainsRune(target, '/')
 	if why == "" {
-		switch st, err := os.Stat(filepath.Join(dir, target)); {
+		// Lstat: a "generation" that is itself a link (out of the folder)
+		// is not one of ours.
+		switch st, err := os.Lstat(filepath.Join(dir, target)); {
 		case !ours:
 			why = fmt.Sprintf("points outside the folder (%s)", target)
 		case err != nil:
