@@ -203,6 +203,8 @@ func folderConfig(f config.Folder, log *slog.Logger) (filesink.Config, error) {
 		CertMode:       os.FileMode(f.CertMode),
 		KeyMode:        os.FileMode(f.KeyMode),
 		Logger:         log.With("component", "files", "dir", f.Dir),
+
+		AllowWorldWritableDir: f.AllowWorldWritableDir,
 	}
 	if f.Owner != "" {
 		uid, gid, err := config.ParseOwner(f.Owner)

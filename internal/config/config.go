@@ -84,6 +84,9 @@ type Folder struct {
 	KeyMode        Mode     `yaml:"key_mode"`
 	Owner          string   `yaml:"owner"`
 	OnRotate       []Action `yaml:"on_rotate"`
+	// AllowWorldWritableDir accepts a dir every user may write to; by
+	// default such a folder is refused.
+	AllowWorldWritableDir bool `yaml:"allow_world_writable_dir"`
 }
 
 // Action is one reload action; exactly one of its fields is set.

@@ -25,6 +25,19 @@ func TestAllowedPeers(t *testing.T) {
 	}
 }
 
+func TestAllowWorldWritableDir(t *testing.T) {
+	c, err := parseDefaultValidate(t, "files:\n  - dir: /a\n  - dir: /tmp/shared\n    allow_world_writable_dir: true\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Files[0].AllowWorldWritableDir || !c.Files[1].AllowWorldWritableDir {
+		t.Errorf("allow_world_writable_dir = %t, %t; want false by default", c.Files[0].AllowWorldWritableDir, c.Files[1].AllowWorldWritableDir)
+	}
+	if _, err := parseDefaultValidate(t, "files:\n  - dir: /a\n    allow_world_writable_dir: maybe\n"); err == nil {
+		t.Error("allow_world_writable_dir: maybe accepted")
+	}
+}
+
 func TestHardeningErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, yaml string
