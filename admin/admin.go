@@ -1,0 +1,218 @@
+// Package admin serves the bridge's health, metrics and status over HTTP.
+//
+//   - /livez answers 200 while the process serves HTTP.
+//   - /readyz answers 200 only when the truth is good: the current
+//     generation reached every sink, every credential folder holds a valid
+//     set, no SVID is near its expiry without a rotation, and (if asked
+//     for) an SDS client acknowledged the current generation. Otherwise 503,
+//     with one line per problem.
+//   - /metrics is Prometheus text, every bridge metric prefixed sds_bridge_.
+//     Counters are read from the components at scrape time (they keep their
+//     own counts), so there is one source of truth; only the delivery
+//     latency histogram is fed, through rotation's OnSinkDone hook.
+//   - /status is JSON for `sds-bridge status`.
+//
+// Nothing here changes what the bridge delivers.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/rotation"
+	"github.com/sds-bridge/sds-bridge/sds"
+)
+
+// DefaultDeliveryGrace is how long a sink may take to apply a new
+// generation before /readyz reports it as not delivered.
+const DefaultDeliveryGrace = 10 * time.Second
+
+// shutdownGrace bounds how long Serve waits for requests in flight.
+const shutdownGrace = 2 * time.Second
+
+// Source is what admin reads from the rotation source (*rotation.Source).
+type Source interface {
+	Current() *rotation.Update
+	SinkStatuses() []rotation.SinkStatus
+	Counters() rotation.Counters
+}
+
+// SDS is what admin reads from the SDS server (*sds.Server).
+type SDS interface {
+	Stats() sds.Stats
+	Clients() []sds.Client
+}
+
+// Folder is what admin reads from a credential folder (*filesink.Folder).
+type Folder interface {
+	Name() string
+	Dir() string
+	InspectConfig(minValidity time.Duration) filesink.InspectConfig
+	Stats() filesink.Stats
+}
+
+// Config configures a Server.
+type Config struct {
+	// Source is required.
+	Source Source
+	// SDS is nil when the bridge serves no SDS.
+	SDS SDS
+	// Folders are the credential folders, in config order.
+	Folders []Folder
+	// MinValidity: not ready when an SVID or a folder's leaf expires
+	// sooner than this.
+	MinValidity time.Duration
+	// MinValidityPercent: not ready when an SVID has less than this
+	// percentage of its lifetime left; 0 turns the check off.
+	MinValidityPercent int
+	// RequireSDSAck: not ready until an SDS client acknowledged the
+	// current generation.
+	RequireSDSAck bool
+	// DeliveryGrace defaults to DefaultDeliveryGrace.
+	DeliveryGrace time.Duration
+	// Version is the bridge's version, shown in metrics and status.
+	Version string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Now defaults to time.Now; tests move the clock.
+	Now func() time.Time
+}
+
+// Server is the admin HTTP handler set.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	registry *prometheus.Registry
+	latency  *prometheus.HistogramVec
+	mux      *http.ServeMux
+
+	// mu guards lastReady, used to log readiness changes once.
+	mu        sync.Mutex
+	lastReady *bool
+}
+
+// New checks cfg and builds the handlers and the metrics registry.
+func New(cfg Config) (*Server, error) {
+	if cfg.Source == nil {
+		return nil, errors.New("admin: config: Source is nil")
+	}
+	if cfg.MinValidity < 0 {
+		return nil, fmt.Errorf("admin: config: MinValidity %s is negative", cfg.MinValidity)
+	}
+	if cfg.MinValidityPercent < 0 || cfg.MinValidityPercent > 99 {
+		return nil, fmt.Errorf("admin: config: MinValidityPercent %d is not between 0 and 99", cfg.MinValidityPercent)
+	}
+	if cfg.RequireSDSAck && cfg.SDS == nil {
+		return nil, errors.New("admin: config: RequireSDSAck without an SDS server")
+	}
+	if cfg.DeliveryGrace == 0 {
+		cfg.DeliveryGrace = DefaultDeliveryGrace
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry(), mux: http.NewServeMux()}
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "sds_bridge_sink_delivery_seconds",
+		Help: "Time from the Workload API delivering an update to a sink having applied it (reload actions included), per sink.",
+		// From an in-memory SDS push to a folder whose reload action retries.
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	}, []string{"sink"})
+	if err := s.registry.Register(s.latency); err != nil {
+		return nil, fmt.Errorf("admin: register latency histogram: %w", err)
+	}
+	for _, c := range []prometheus.Collector{
+		&collector{s: s},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := s.registry.Register(c); err != nil {
+			return nil, fmt.Errorf("admin: register collector: %w", err)
+		}
+	}
+	s.mux.HandleFunc("GET /livez", s.livez)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelError),
+	}))
+	s.mux.HandleFunc("GET /status", s.status)
+	s.mux.HandleFunc("GET /{$}", s.index)
+	return s, nil
+}
+
+// ObserveSink is the rotation.Config.OnSinkDone hook: it records the
+// delivery latency of every successful Apply. It does not block.
+func (s *Server) ObserveSink(st rotation.SinkStatus) {
+	if st.Err == nil && st.Generation > 0 {
+		s.latency.WithLabelValues(st.Name).Observe(st.Latency.Seconds())
+	}
+}
+
+// Handler serves every endpoint.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Serve serves on l until ctx ends, then gives requests in flight a short
+// grace and closes l.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(l) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("admin: serve on %s: %w", l.Addr(), err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := hs.Shutdown(shutdownCtx); err != nil {
+		hs.Close()
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("admin: serve on %s: %w", l.Addr(), err)
+	}
+	return nil
+}
+
+func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "sds-bridge admin: /livez /readyz /metrics /status")
+}
+
+func (s *Server) livez(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	now := s.cfg.Now()
+	problems := s.Problems(now)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if len(problems) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		for _, p := range problems {
+			fmt.Fprintln(w, p)
+		}
+		return
+	}
+	cur := s.cfg.Source.Current()
+	fmt.Fprintf(w, "ready: generation %d delivered to %d sinks\n", cur.Generation, len(s.cfg.Source.SinkStatuses()))
+}

@@ -1,0 +1,549 @@
+package admin
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"go.uber.org/goleak"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/rotation"
+	"github.com/sds-bridge/sds-bridge/sds"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const testTimeout = 20 * time.Second
+
+var (
+	td   = spiffeid.RequireTrustDomainFromString("example.org")
+	dbID = spiffeid.RequireFromPath(td, "/db")
+)
+
+// syncBuffer collects log output written from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	sb strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.sb.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.sb.String()
+}
+
+// bridge is the real thing wired as cmd wires it: a fake Workload API (a
+// real gRPC server), the rotation source, an SDS server on a unix socket,
+// credential folders on disk and the admin server on a loopback port.
+type bridge struct {
+	t       *testing.T
+	ca      *ca.CA
+	wl      *devapi.Server
+	src     *rotation.Source
+	sds     *sds.Server
+	sdsPath string
+	folders []*filesink.Folder
+	admin   *Server
+	url     string
+	logs    *syncBuffer
+	// skew moves the admin server's clock.
+	skew atomic.Int64
+}
+
+type bridgeOptions struct {
+	folders       []filesink.Config
+	requireSDSAck bool
+	minValidity   time.Duration
+}
+
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func startBridge(t *testing.T, o bridgeOptions) *bridge {
+	t.Helper()
+	b := &bridge{t: t, logs: &syncBuffer{}}
+	log := slog.New(slog.NewTextHandler(b.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("bridge logs:\n%s", b.logs.String())
+		}
+	})
+	var err error
+	if b.ca, err = ca.New(td, 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	sock := shortDir(t)
+	b.wl = devapi.NewServer(devapi.ServerConfig{SocketPath: filepath.Join(sock, "wl.sock"), Logger: log})
+	if err := b.wl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.wl.Stop)
+
+	b.sdsPath = filepath.Join(sock, "sds.sock")
+	if b.sds, err = sds.New(sds.Config{SocketPath: b.sdsPath, Logger: log}); err != nil {
+		t.Fatal(err)
+	}
+	sinks := []rotation.Sink{b.sds}
+	for _, fc := range o.folders {
+		fc.Logger = log
+		f, err := filesink.New(fc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Prepare(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		b.folders = append(b.folders, f)
+		sinks = append(sinks, f)
+	}
+	b.src, err = rotation.New(rotation.Config{
+		Address:            b.wl.Address(),
+		FirstUpdateTimeout: -1,
+		Sinks:              sinks,
+		OnSinkDone:         func(st rotation.SinkStatus) { b.admin.ObserveSink(st) },
+		Logger:             log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var folders []Folder
+	for _, f := range b.folders {
+		folders = append(folders, f)
+	}
+	b.admin, err = New(Config{
+		Source:             b.src,
+		SDS:                b.sds,
+		Folders:            folders,
+		MinValidity:        o.minValidity,
+		MinValidityPercent: 10,
+		RequireSDSAck:      o.requireSDSAck,
+		Version:            "test",
+		Logger:             log,
+		Now:                func() time.Time { return time.Now().Add(time.Duration(b.skew.Load())) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.url = "http://" + l.Addr().String()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 3)
+	go func() { errs <- b.src.Run(ctx) }()
+	go func() { errs <- b.sds.Serve(ctx) }()
+	go func() { errs <- b.admin.Serve(ctx, l) }()
+	waitFor(t, "SDS socket", func() bool {
+		_, err := os.Stat(b.sdsPath)
+		return err == nil
+	})
+	t.Cleanup(func() {
+		cancel()
+		for range 3 {
+			if err := <-errs; err != nil {
+				t.Errorf("bridge component: %v", err)
+			}
+		}
+	})
+	return b
+}
+
+// push makes the fake Workload API hand out a fresh SVID valid for ttl.
+func (b *bridge) push(ttl time.Duration) *x509svid.SVID {
+	b.t.Helper()
+	svid, err := b.ca.Issue(dbID, ttl)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	resp, err := devapi.X509Response([]*x509svid.SVID{svid}, []*x509bundle.Bundle{b.ca.Bundle()})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.wl.SetX509(resp)
+	return svid
+}
+
+// waitSinks waits until every sink has generation gen, except those
+// listed in failed, which must have failed that many times.
+func (b *bridge) waitSinks(gen uint64, failed map[string]uint64) {
+	b.t.Helper()
+	waitFor(b.t, fmt.Sprintf("generation %d applied by every sink (failures %v)", gen, failed), func() bool {
+		for _, st := range b.src.SinkStatuses() {
+			if n, ok := failed[st.Name]; ok {
+				if st.Failures != n {
+					return false
+				}
+			} else if st.Generation != gen {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// client has no keep-alive: no connection (and goroutine) outlives a test.
+var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: testTimeout}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+func (b *bridge) readyz() (int, string) {
+	b.t.Helper()
+	return get(b.t, b.url+"/readyz")
+}
+
+// expectReadyz checks /readyz: its code and that each want is in the body.
+func (b *bridge) expectReadyz(code int, want ...string) string {
+	b.t.Helper()
+	got, body := b.readyz()
+	if got != code {
+		b.t.Fatalf("/readyz = %d, want %d; body:\n%s", got, code, body)
+	}
+	for _, w := range want {
+		if !strings.Contains(body, w) {
+			b.t.Errorf("/readyz body does not say %q:\n%s", w, body)
+		}
+	}
+	return body
+}
+
+func TestReadyzTellsTheTruth(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pg")
+	b := startBridge(t, bridgeOptions{folders: []filesink.Config{{Dir: dir}}})
+
+	if code, body := get(t, b.url+"/livez"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("/livez = %d %q", code, body)
+	}
+	b.expectReadyz(http.StatusServiceUnavailable, "no SVID yet")
+
+	b.push(10 * time.Minute)
+	b.waitSinks(1, nil)
+	b.expectReadyz(http.StatusOK, "ready: generation 1 delivered to 2 sinks")
+
+	t.Run("folder unwritable", func(t *testing.T) {
+		// A file where the folder should be: the next generation cannot be
+		// written (root ignores permissions, not this).
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dir, []byte("in the way"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b.push(10 * time.Minute)
+		b.waitSinks(2, map[string]uint64{"files:" + dir: 1})
+		body := b.expectReadyz(http.StatusServiceUnavailable,
+			"sink files:"+dir+": last apply failed (it has generation 1, current is 2)",
+			"folder "+dir+": ")
+		if strings.Contains(body, "sink sds") {
+			t.Errorf("SDS is reported although it got generation 2:\n%s", body)
+		}
+		if lines := strings.Count(body, "\n"); lines != 2 {
+			t.Errorf("/readyz has %d lines, want one per problem (2):\n%s", lines, body)
+		}
+
+		// Recovery: the folder is writable again and the next rotation lands.
+		if err := os.Remove(dir); err != nil {
+			t.Fatal(err)
+		}
+		b.push(10 * time.Minute)
+		b.waitSinks(3, nil)
+		b.expectReadyz(http.StatusOK, "generation 3")
+	})
+
+	t.Run("SVID near expiry without rotation", func(t *testing.T) {
+		// No rotation comes; 95% of the 10 minute lifetime passes.
+		b.skew.Store(int64(9*time.Minute + 30*time.Second))
+		b.expectReadyz(http.StatusServiceUnavailable, "default SVID "+dbID.String(), "of its lifetime left", "rotation is stuck")
+		b.skew.Store(int64(11 * time.Minute))
+		b.expectReadyz(http.StatusServiceUnavailable, "expired at", "folder "+dir+": ", "expired at")
+
+		// A rotation arrives (longer-lived SVID): ready again at the same clock.
+		b.skew.Store(int64(9*time.Minute + 30*time.Second))
+		b.push(time.Hour)
+		b.waitSinks(4, nil)
+		b.expectReadyz(http.StatusOK, "generation 4")
+		b.skew.Store(0)
+	})
+
+	if !strings.Contains(b.logs.String(), `msg="admin: not ready"`) {
+		t.Errorf("readiness changes are not logged")
+	}
+}
+
+func TestReadyzMinValidity(t *testing.T) {
+	b := startBridge(t, bridgeOptions{minValidity: time.Hour})
+	b.push(30 * time.Minute)
+	b.waitSinks(1, nil)
+	b.expectReadyz(http.StatusServiceUnavailable, "sooner than admin.min_validity 1h0m0s")
+	b.push(2 * time.Hour)
+	b.waitSinks(2, nil)
+	b.expectReadyz(http.StatusOK)
+}
+
+// sotwClient subscribes to secrets over SotW SDS and ACKs as Envoy does.
+type sotwClient struct {
+	t      *testing.T
+	stream secretv3.SecretDiscoveryService_StreamSecretsClient
+}
+
+func newSotWClient(t *testing.T, path, node string) *sotwClient {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &sotwClient{t: t, stream: stream}
+	c.send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, ResourceNames: []string{"default"}, TypeUrl: resource.SecretType})
+	return c
+}
+
+func (c *sotwClient) send(req *discoveryv3.DiscoveryRequest) {
+	c.t.Helper()
+	if err := c.stream.Send(req); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// answer receives one push and ACKs it, or NACKs it with nack.
+func (c *sotwClient) answer(nack string) *discoveryv3.DiscoveryResponse {
+	c.t.Helper()
+	resp, err := c.stream.Recv()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	req := &discoveryv3.DiscoveryRequest{VersionInfo: resp.GetVersionInfo(), ResourceNames: []string{"default"},
+		TypeUrl: resource.SecretType, ResponseNonce: resp.GetNonce()}
+	if nack != "" {
+		req.VersionInfo = ""
+		req.ErrorDetail = &rpcstatus.Status{Code: 3, Message: nack}
+	}
+	c.send(req)
+	return resp
+}
+
+func TestReadyzRequiresSDSAck(t *testing.T) {
+	b := startBridge(t, bridgeOptions{requireSDSAck: true})
+	b.push(time.Hour)
+	b.waitSinks(1, nil)
+	b.expectReadyz(http.StatusServiceUnavailable, "no SDS client connected: nobody has acknowledged generation 1")
+
+	c := newSotWClient(t, b.sdsPath, "envoy-1")
+	c.answer("Failed to load private key")
+	waitFor(t, "NACK seen", func() bool { return b.sds.Stats().NACKs == 1 })
+	b.expectReadyz(http.StatusServiceUnavailable, "no SDS client has acknowledged any secrets yet (1 connected")
+
+	b.push(time.Hour)
+	b.waitSinks(2, nil)
+	c.answer("")
+	waitFor(t, "ACK of generation 2", func() bool { return b.admin.ackProblem(2, false) == "" })
+	b.expectReadyz(http.StatusOK)
+}
+
+// metrics scrapes /metrics into "name{labels}" → value.
+func metrics(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	code, body := get(t, url+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics = %d:\n%s", code, body)
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
+func TestMetricsAndStatus(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pg")
+	failing := filesink.ExecAction{Command: []string{"/bin/sh", "-c", "echo reload refused >&2; exit 3"}}
+	b := startBridge(t, bridgeOptions{folders: []filesink.Config{{
+		Dir: dir, Actions: []filesink.Action{failing}, ActionAttempts: 2, ActionBackoff: time.Millisecond,
+	}}})
+	c := newSotWClient(t, b.sdsPath, "envoy-1")
+
+	svid := b.push(time.Hour)
+	b.waitSinks(1, map[string]uint64{"files:" + dir: 1})
+	c.answer("")
+	// Refused: a leaf that expired already.
+	expired, err := b.ca.IssueWith(dbID, time.Hour, ca.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := devapi.X509Response([]*x509svid.SVID{expired}, []*x509bundle.Bundle{b.ca.Bundle()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.wl.SetX509(resp)
+	waitFor(t, "refused update", func() bool { return b.src.Counters().Refused == 1 })
+	waitFor(t, "ACK of generation 1", func() bool {
+		cl := b.sds.Clients()
+		return len(cl) == 1 && cl[0].AckedGeneration == 1
+	})
+
+	m := metrics(t, b.url)
+	files := "files:" + dir
+	for series, want := range map[string]float64{
+		`sds_bridge_build_info{version="test"}`: 1,
+		`sds_bridge_ready`:                      0, // the action fails
+		`sds_bridge_rotations_total`:            1,
+		`sds_bridge_generation`:                 1,
+		`sds_bridge_refused_updates_total`:      1,
+		`sds_bridge_workload_api_errors_total`:  0,
+		`sds_bridge_svid_not_after_timestamp_seconds{spiffe_id="` + dbID.String() + `"}`:      float64(svid.Certificates[0].NotAfter.Unix()),
+		`sds_bridge_sink_generation{sink="sds"}`:                                              1,
+		`sds_bridge_sink_generation{sink="` + files + `"}`:                                    0,
+		`sds_bridge_sink_apply_failures_total{sink="sds"}`:                                    0,
+		`sds_bridge_sink_apply_failures_total{sink="` + files + `"}`:                          1,
+		`sds_bridge_sink_delivery_seconds_count{sink="sds"}`:                                  1,
+		`sds_bridge_sds_streams_open`:                                                         1,
+		`sds_bridge_sds_pushes_total`:                                                         1,
+		`sds_bridge_sds_nacks_total`:                                                          0,
+		`sds_bridge_sds_refused_peers_total`:                                                  0,
+		`sds_bridge_sds_clients_current`:                                                      1,
+		`sds_bridge_file_write_failures_total{folder="` + dir + `"}`:                          0,
+		`sds_bridge_reload_action_failures_total{action="exec:/bin/sh",folder="` + dir + `"}`: 2,
+	} {
+		got, ok := m[series]
+		if !ok {
+			t.Errorf("/metrics has no %s", series)
+			continue
+		}
+		if got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	if _, ok := m[`sds_bridge_sink_delivery_seconds_count{sink="`+files+`"}`]; ok {
+		t.Errorf("a failed delivery was observed in the latency histogram")
+	}
+	if _, ok := m["go_goroutines"]; !ok {
+		t.Errorf("/metrics lacks the Go runtime metrics")
+	}
+
+	// The Workload API goes away and comes back: counted.
+	b.wl.Stop()
+	waitFor(t, "watch error counted", func() bool { return b.src.Counters().WatchErrors > 0 })
+	if err := b.wl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if got := metrics(t, b.url)["sds_bridge_workload_api_errors_total"]; got < 1 {
+		t.Errorf("sds_bridge_workload_api_errors_total = %v after the Workload API went away", got)
+	}
+
+	// /status: the same truth as JSON, and as text for a human.
+	code, body := get(t, b.url+"/status")
+	if code != http.StatusOK {
+		t.Fatalf("/status = %d", code)
+	}
+	var st Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("/status is not a Status: %v\n%s", err, body)
+	}
+	serial := svid.Certificates[0].SerialNumber.Text(16)
+	if st.Ready || st.Generation != 1 || len(st.SVIDs) != 1 || st.SVIDs[0].Serial != serial || !st.SVIDs[0].Default ||
+		!st.SVIDs[0].NotAfter.Equal(svid.Certificates[0].NotAfter) || len(st.Bundles) != 1 || st.WorkloadAPI.Refused != 1 {
+		t.Errorf("status header = %+v", st)
+	}
+	if len(st.Folders) != 1 || st.Folders[0].Material == nil || st.Folders[0].Material.Serial != serial {
+		t.Fatalf("status folders = %+v, want the folder with serial %s", st.Folders, serial)
+	}
+	a := st.Folders[0].Actions
+	if len(a) != 1 || a[0].OK || a[0].Generation != 1 || a[0].Attempts != 2 || a[0].Failures != 2 || !strings.Contains(a[0].Error, "reload refused") {
+		t.Errorf("status action = %+v, want failed twice for generation 1 with the stderr tail", a)
+	}
+	if st.SDS == nil || len(st.SDS.Clients) != 1 || st.SDS.Clients[0].Node != "envoy-1" || st.SDS.Clients[0].AckedGeneration != 1 {
+		t.Errorf("status sds = %+v", st.SDS)
+	}
+	var text strings.Builder
+	if err := st.WriteText(&text, st.Time); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"NOT READY", dbID.String(), "serial " + serial, "not after " + stamp(svid.Certificates[0].NotAfter),
+		files + ": last apply failed", dir + ": generation 1, serial " + serial,
+		"exec:/bin/sh: FAILED for generation 1 after 2 attempts", "envoy-1", "acknowledged generation 1",
+	} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("status text lacks %q:\n%s", want, text.String())
+		}
+	}
+}

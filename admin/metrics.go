@@ -1,0 +1,118 @@
+package admin
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// desc builds a sds_bridge_ metric description.
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("sds_bridge_"+name, help, labels, nil)
+}
+
+// The metrics read at scrape time. docs/admin.md lists them; keep it in step.
+var (
+	descBuildInfo = desc("build_info", "Always 1; the version label is the bridge's version.", "version")
+	descReady     = desc("ready", "1 when /readyz would answer 200, else 0.")
+
+	descRotations = desc("rotations_total", "Validated Workload API updates published to the sinks since start (each is a new generation).")
+	descGen       = desc("generation", "The current generation; 0 before the first update.")
+	descRefused   = desc("refused_updates_total", "Workload API updates refused by validation (expired, not yet valid, mismatched key, unverifiable chain); the last good update stays.")
+	descWatchErrs = desc("workload_api_errors_total", "Workload API watch errors (connection lost, bad response); each is followed by a reconnect with backoff.")
+	descNotAfter  = desc("svid_not_after_timestamp_seconds", "NotAfter of each current SVID's leaf, in Unix seconds.", "spiffe_id")
+
+	descSinkGen      = desc("sink_generation", "The generation each sink has applied.", "sink")
+	descSinkFailures = desc("sink_apply_failures_total", "Failed Applies per sink (for a folder: a failed write or a reload action that gave up).", "sink")
+
+	descStreams      = desc("sds_streams_open", "Open SDS streams (SotW, Delta, ADS).")
+	descPushes       = desc("sds_pushes_total", "SDS responses sent on streams.")
+	descNACKs        = desc("sds_nacks_total", "SDS responses a client rejected (NACK); the client keeps its last accepted secrets.")
+	descAckedCurrent = desc("sds_clients_current", "Open SDS streams whose last acknowledged version is the current generation.")
+	descRefusedPeers = desc("sds_refused_peers_total", "SDS connections refused because the peer's uid/gid is not allowed (sds.allowed_uids, sds.allowed_gids).")
+
+	descWriteFailures  = desc("file_write_failures_total", "Updates a credential folder refused or failed to write; the consumers keep the previous set.", "folder")
+	descActionFailures = desc("reload_action_failures_total", "Failed reload action attempts per folder and action (each is retried with backoff).", "folder", "action")
+)
+
+// collector reads every count from the component that keeps it, at
+// scrape time.
+type collector struct{ s *Server }
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		descBuildInfo, descReady, descRotations, descGen, descRefused, descWatchErrs, descNotAfter,
+		descSinkGen, descSinkFailures, descStreams, descPushes, descNACKs, descAckedCurrent, descRefusedPeers,
+		descWriteFailures, descActionFailures,
+	} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+
+	gauge(descBuildInfo, 1, s.cfg.Version)
+	ready := 0.0
+	if len(s.Problems(s.cfg.Now())) == 0 {
+		ready = 1
+	}
+	gauge(descReady, ready)
+
+	cur := s.cfg.Source.Current()
+	var gen uint64
+	if cur != nil {
+		gen = cur.Generation
+		for _, svid := range cur.SVIDs {
+			gauge(descNotAfter, float64(svid.Certificates[0].NotAfter.Unix()), svid.ID.String())
+		}
+	}
+	// Generations count published updates, starting at 1.
+	counter(descRotations, float64(gen))
+	gauge(descGen, float64(gen))
+	counts := s.cfg.Source.Counters()
+	counter(descRefused, float64(counts.Refused))
+	counter(descWatchErrs, float64(counts.WatchErrors))
+
+	for _, st := range s.cfg.Source.SinkStatuses() {
+		gauge(descSinkGen, float64(st.Generation), st.Name)
+		counter(descSinkFailures, float64(st.Failures), st.Name)
+	}
+
+	if s.cfg.SDS != nil {
+		st := s.cfg.SDS.Stats()
+		gauge(descStreams, float64(st.StreamsOpen))
+		counter(descPushes, float64(st.Pushes))
+		counter(descNACKs, float64(st.NACKs))
+		counter(descRefusedPeers, float64(st.RefusedPeers))
+		current := 0
+		for _, cl := range s.cfg.SDS.Clients() {
+			if gen > 0 && cl.AckedGeneration == gen {
+				current++
+			}
+		}
+		gauge(descAckedCurrent, float64(current))
+	}
+
+	for _, f := range s.cfg.Folders {
+		st := f.Stats()
+		counter(descWriteFailures, float64(st.WriteFailures), f.Dir())
+		// Two actions may share a name (the same program twice): one
+		// series each name, summed, as a scrape must not repeat a series.
+		failures := map[string]uint64{}
+		var names []string
+		for _, a := range st.Actions {
+			if _, seen := failures[a.Action]; !seen {
+				names = append(names, a.Action)
+			}
+			failures[a.Action] += a.Failures
+		}
+		for _, name := range names {
+			counter(descActionFailures, float64(failures[name]), f.Dir(), name)
+		}
+	}
+}

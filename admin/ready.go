@@ -1,0 +1,143 @@
+package admin
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/rotation"
+)
+
+// Problems returns why the bridge is not ready at now, one operator-facing
+// line each; none means ready. It reads files (one Inspect per folder) and
+// takes no lock the delivery path holds.
+func (s *Server) Problems(now time.Time) []string {
+	problems := s.problems(now)
+	s.noteReadiness(problems)
+	return problems
+}
+
+func (s *Server) problems(now time.Time) []string {
+	cur := s.cfg.Source.Current()
+	if cur == nil {
+		line := "no SVID yet: waiting for the first valid X.509 context from the Workload API"
+		if c := s.cfg.Source.Counters(); c.Refused > 0 || c.WatchErrors > 0 {
+			line += fmt.Sprintf(" (%d refused, %d watch errors so far; see the log)", c.Refused, c.WatchErrors)
+		}
+		return []string{line}
+	}
+	var out []string
+	add := func(format string, args ...any) { out = append(out, oneLine(fmt.Sprintf(format, args...))) }
+
+	for i, svid := range cur.SVIDs {
+		leaf := svid.Certificates[0]
+		left := leaf.NotAfter.Sub(now)
+		life := leaf.NotAfter.Sub(leaf.NotBefore)
+		what := fmt.Sprintf("SVID %s (serial %s, generation %d)", svid.ID, leaf.SerialNumber.Text(16), cur.Generation)
+		if i == 0 {
+			what = "default " + what
+		}
+		switch {
+		case left <= 0:
+			add("%s expired at %s and no newer one has arrived: is the SPIRE agent running and reaching its server?",
+				what, stamp(leaf.NotAfter))
+		case left < s.cfg.MinValidity:
+			add("%s expires at %s, in %s, sooner than admin.min_validity %s, and no newer one has arrived",
+				what, stamp(leaf.NotAfter), round(left), s.cfg.MinValidity)
+		case s.cfg.MinValidityPercent > 0 && life > 0 && left*100 < life*time.Duration(s.cfg.MinValidityPercent):
+			add("%s has %d%% of its lifetime left (expires at %s, in %s; admin.min_validity_percent %d) and no newer one has arrived: SPIRE rotates at 50%%, so rotation is stuck; is the agent reaching its server?",
+				what, int(left*100/life), stamp(leaf.NotAfter), round(left), s.cfg.MinValidityPercent)
+		}
+	}
+
+	statuses := s.cfg.Source.SinkStatuses()
+	bySink := make(map[string]rotation.SinkStatus, len(statuses))
+	inGrace := now.Sub(cur.ReceivedAt) < s.cfg.DeliveryGrace
+	for _, st := range statuses {
+		bySink[st.Name] = st
+		switch {
+		case st.Err != nil:
+			add("sink %s: last apply failed (it has generation %d, current is %d): %v", st.Name, st.Generation, cur.Generation, st.Err)
+		case st.Generation < cur.Generation && !inGrace:
+			add("sink %s has generation %d, current is %d (received %s ago, still not applied)",
+				st.Name, st.Generation, cur.Generation, round(now.Sub(cur.ReceivedAt)))
+		}
+	}
+
+	leafSerial := cur.Leaf().SerialNumber.Text(16)
+	for _, f := range s.cfg.Folders {
+		ic := f.InspectConfig(s.cfg.MinValidity)
+		ic.Now = now
+		m, err := filesink.Inspect(ic)
+		if err != nil {
+			add("folder %s: %s", f.Dir(), strings.TrimPrefix(err.Error(), "filesink: "))
+			continue
+		}
+		st, ok := bySink[f.Name()]
+		if ok && st.Err == nil && st.Generation == cur.Generation && m.Serial != leafSerial {
+			add("folder %s holds serial %s, not the current SVID's serial %s (generation %d): something else wrote to it",
+				f.Dir(), m.Serial, leafSerial, cur.Generation)
+		}
+	}
+
+	if s.cfg.RequireSDSAck && s.cfg.SDS != nil {
+		if line := s.ackProblem(cur.Generation, inGrace); line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// ackProblem says why no SDS client counts as having the current
+// generation. Within the delivery grace, a client that acknowledged an
+// earlier generation of this process still counts.
+func (s *Server) ackProblem(gen uint64, inGrace bool) string {
+	clients := s.cfg.SDS.Clients()
+	var newest uint64
+	for _, c := range clients {
+		if c.AckedGeneration == gen || (inGrace && c.AckedGeneration > 0) {
+			return ""
+		}
+		newest = max(newest, c.AckedGeneration)
+	}
+	switch {
+	case len(clients) == 0:
+		return fmt.Sprintf("no SDS client connected: nobody has acknowledged generation %d (admin.require_sds_ack)", gen)
+	case newest == 0:
+		return fmt.Sprintf("no SDS client has acknowledged any secrets yet (%d connected; admin.require_sds_ack)", len(clients))
+	default:
+		return fmt.Sprintf("no SDS client has acknowledged generation %d (%d connected, newest acknowledged %d; admin.require_sds_ack)",
+			gen, len(clients), newest)
+	}
+}
+
+// noteReadiness logs when readiness changes, so the log shows when and why
+// the bridge stopped (or started) being ready.
+func (s *Server) noteReadiness(problems []string) {
+	ready := len(problems) == 0
+	s.mu.Lock()
+	changed := s.lastReady == nil || *s.lastReady != ready
+	s.lastReady = &ready
+	s.mu.Unlock()
+	if !changed {
+		return
+	}
+	if ready {
+		s.log.Info("admin: ready")
+		return
+	}
+	s.log.Warn("admin: not ready", "problems", problems)
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// round keeps durations readable: whole seconds, or milliseconds below one.
+func round(d time.Duration) time.Duration {
+	if d > -time.Second && d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Second)
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
