@@ -19,6 +19,11 @@ type bridgeConfig struct {
 	WorkloadAPI bridgeWorkloadAPI `yaml:"workload_api"`
 	SDS         *bridgeSDS        `yaml:"sds,omitempty"`
 	Files       []bridgeFolder    `yaml:"files,omitempty"`
+	Admin       *bridgeAdmin      `yaml:"admin,omitempty"`
+}
+
+type bridgeAdmin struct {
+	Listen string `yaml:"listen"`
 }
 
 type bridgeWorkloadAPI struct {
@@ -78,6 +83,11 @@ type bridge struct {
 func startBridge(t testing.TB, workDir, name string, cfg bridgeConfig, u *osUser) *bridge {
 	t.Helper()
 	requireBridge(t)
+	if cfg.Admin == nil {
+		// The admin listener has a fixed default port; several bridges
+		// on one host (and parallel runs) each need their own.
+		cfg.Admin = &bridgeAdmin{Listen: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	}
 	data, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatalf("e2e: bridge config: %v", err)
