@@ -547,3 +547,15 @@ func TestMetricsAndStatus(t *testing.T) {
 		}
 	}
 }
+
+// CAs back-date NotBefore (the dev CA and SPIRE by 10 s): a 4 s SVID that
+// just arrived has its whole life ahead and is ready; with 5% of the 4 s
+// left and no rotation, it is not.
+func TestLifetimeCountsFromArrival(t *testing.T) {
+	b := startBridge(t, bridgeOptions{})
+	b.push(4 * time.Second)
+	b.waitSinks(1, nil)
+	b.expectReadyz(http.StatusOK)
+	b.skew.Store(int64(3800 * time.Millisecond))
+	b.expectReadyz(http.StatusServiceUnavailable, "of its lifetime left")
+}

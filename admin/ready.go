@@ -33,7 +33,12 @@ func (s *Server) problems(now time.Time) []string {
 	for i, svid := range cur.SVIDs {
 		leaf := svid.Certificates[0]
 		left := leaf.NotAfter.Sub(now)
-		life := leaf.NotAfter.Sub(leaf.NotBefore)
+		// The lifetime counts from when this SVID reached the bridge (or its
+		// NotBefore if later): CAs back-date NotBefore (SPIRE and the dev
+		// CA by 10 s), which would make a short-lived SVID look old, and an
+		// SVID picked up late in its life (a bridge restart) gets judged by
+		// what it had left when it arrived.
+		life := leaf.NotAfter.Sub(laterOf(leaf.NotBefore, cur.ReceivedAt))
 		what := fmt.Sprintf("SVID %s (serial %s, generation %d)", svid.ID, leaf.SerialNumber.Text(16), cur.Generation)
 		if i == 0 {
 			what = "default " + what
@@ -128,6 +133,13 @@ func (s *Server) noteReadiness(problems []string) {
 		return
 	}
 	s.log.Warn("admin: not ready", "problems", problems)
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }

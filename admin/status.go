@@ -235,7 +235,7 @@ func (st Status) WriteText(w io.Writer, now time.Time) error {
 	p("Bundles")
 	rows = nil
 	for _, bd := range st.Bundles {
-		rows = append(rows, []string{bd.TrustDomain, fmt.Sprintf("%d authorities", bd.Authorities)})
+		rows = append(rows, []string{bd.TrustDomain, plural(bd.Authorities, "root")})
 	}
 	table(rows)
 	if st.WorkloadAPI.Refused > 0 || st.WorkloadAPI.WatchErrors > 0 {
@@ -247,7 +247,7 @@ func (st Status) WriteText(w io.Writer, now time.Time) error {
 	var details []string
 	for _, s := range st.Sinks {
 		row := []string{s.Name, fmt.Sprintf("generation %d", s.Generation), "applied " + ago(s.AppliedAt, now),
-			"delivery " + seconds(s.LatencySeconds), fmt.Sprintf("%d failures", s.Failures)}
+			"delivery " + seconds(s.LatencySeconds), plural(int(s.Failures), "failure")}
 		if s.Pending > 0 {
 			row = append(row, fmt.Sprintf("generation %d pending", s.Pending))
 		}
@@ -278,10 +278,10 @@ func (st Status) WriteText(w io.Writer, now time.Time) error {
 			case a.Generation == 0:
 				p("    %s: not run yet", a.Action)
 			case a.OK:
-				p("    %s: ok for generation %d (%s, %d attempts); %d failed attempts since start", a.Action, a.Generation, ago(a.At, now), a.Attempts, a.Failures)
+				p("    %s: ok for generation %d (%s, %s); %s since start", a.Action, a.Generation, ago(a.At, now), plural(a.Attempts, "attempt"), plural(int(a.Failures), "failed attempt"))
 			default:
-				p("    %s: FAILED for generation %d after %d attempts (%s); %d failed attempts since start: %s",
-					a.Action, a.Generation, a.Attempts, ago(a.At, now), a.Failures, a.Error)
+				p("    %s: FAILED for generation %d after %s (%s); %s since start: %s",
+					a.Action, a.Generation, plural(a.Attempts, "attempt"), ago(a.At, now), plural(int(a.Failures), "failed attempt"), a.Error)
 			}
 		}
 	}
@@ -333,6 +333,13 @@ func left(t, now time.Time) string {
 
 func seconds(s float64) string {
 	return round(time.Duration(s * float64(time.Second))).String()
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func orNone(s string) string {
