@@ -548,14 +548,17 @@ func TestMetricsAndStatus(t *testing.T) {
 	}
 }
 
-// CAs back-date NotBefore (the dev CA and SPIRE by 10 s): a 4 s SVID that
-// just arrived has its whole life ahead and is ready; with 5% of the 4 s
-// left and no rotation, it is not.
+// CAs back-date NotBefore (the dev CA and SPIRE by 10 s). A 3 s SVID
+// (dev --svid-ttl 3s) with 1.2 s left has 40% of the life it arrived with,
+// though only 9% counted from NotBefore: it is ready. With 0.1 s left and
+// no rotation, it is not.
 func TestLifetimeCountsFromArrival(t *testing.T) {
 	b := startBridge(t, bridgeOptions{})
-	b.push(4 * time.Second)
+	svid := b.push(3 * time.Second)
 	b.waitSinks(1, nil)
+	notAfter := svid.Certificates[0].NotAfter
+	b.skew.Store(int64(time.Until(notAfter) - 1200*time.Millisecond))
 	b.expectReadyz(http.StatusOK)
-	b.skew.Store(int64(3800 * time.Millisecond))
+	b.skew.Store(int64(time.Until(notAfter) - 100*time.Millisecond))
 	b.expectReadyz(http.StatusServiceUnavailable, "of its lifetime left")
 }
