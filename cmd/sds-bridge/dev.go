@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
@@ -102,6 +103,19 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	for _, f := range cfg.Files {
 		fmt.Fprintf(stdout, "  credential folder:  %s  (layout %s)\n", f.Dir, f.Layout)
+		for _, a := range f.OnRotate {
+			switch {
+			case a.Signal != nil:
+				fmt.Fprintf(stdout, "    on rotate: %s to the pid in %s\n", a.Signal.Signal, a.Signal.PIDFile)
+			case a.Exec != nil:
+				fmt.Fprintf(stdout, "    on rotate: run %q\n", a.Exec.Command)
+			case a.Postgres != nil:
+				fmt.Fprintf(stdout, "    on rotate: SELECT pg_reload_conf() on %s\n", filesink.RedactDSN(a.Postgres.DSN))
+			}
+		}
+	}
+	if a := cfg.Admin.Address(); a != "" {
+		fmt.Fprintf(stdout, "  admin:              http://%s  (/livez /readyz /metrics /status; the log has the bound port)\n", a)
 	}
 
 	g, ctx := errgroup.WithContext(ctx)

@@ -20,6 +20,7 @@ Usage:
   sds-bridge dev     [--config FILE] [--dir DIR] [--sds-socket PATH] [--svid-ttl DUR] [--trust-domain TD] [--admin ADDR]
   sds-bridge wait    --dir DIR [--layout L] [--min-validity DUR] [--timeout DUR]
   sds-bridge check   --dir DIR [--layout L] [--min-validity DUR]
+  sds-bridge status  [--admin ADDR | --config FILE] [--json]
 ` + envoyBootstrapUsage + `
   sds-bridge version
 
@@ -67,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runEnvoyBootstrap(rest, stdout, stderr)
 	case "check":
 		return runCheck(rest, stdout, stderr)
+	case "status":
+		return runStatus(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "sds-bridge", version)
 		return nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -28,6 +30,21 @@ type commonFlags struct {
 	layout     string
 	logFormat  string
 	logLevel   string
+	admin      optionalString
+}
+
+// optionalString is a string flag that knows whether it was given, so that
+// --admin "" (off) differs from no --admin (the config's or the default).
+type optionalString struct {
+	value string
+	set   bool
+}
+
+func (o *optionalString) String() string { return o.value }
+
+func (o *optionalString) Set(v string) error {
+	o.value, o.set = v, true
+	return nil
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
@@ -37,6 +54,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.layout, "layout", "spiffe-helper", "layout of the --dir folder: spiffe-helper or spiffe")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Var(&c.admin, "admin", `admin HTTP address for /livez, /readyz, /metrics, /status (admin.listen; default 127.0.0.1:8081; "" turns it off)`)
 }
 
 // load reads the config file (if any), applies the flags over it, then
@@ -67,6 +85,10 @@ func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
 			return nil, fmt.Errorf("--dir: %w", err)
 		}
 		cfg.Files = append(cfg.Files, config.Folder{Dir: abs, Layout: c.layout})
+	}
+	if c.admin.set {
+		listen := c.admin.value
+		cfg.Admin.Listen = &listen
 	}
 	if apply != nil {
 		apply(cfg)
@@ -129,6 +151,7 @@ func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 // that can fail on bad input is built before anything starts.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	var sinks []rotation.Sink
+	var folders []admin.Folder
 	var sdsServer *sds.Server
 	if cfg.SDS.On() {
 		srv, err := sds.New(sds.Config{
@@ -165,21 +188,56 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return fmt.Errorf("files[%d]: %w", i, err)
 		}
 		sinks = append(sinks, folder)
+		folders = append(folders, folder)
 	}
+	// The admin server reads the source, and the source feeds the admin's
+	// latency histogram: adm is set below, before the source runs.
+	var adm *admin.Server
 	src, err := rotation.New(rotation.Config{
 		Address:            cfg.WorkloadAPI.Address,
 		FirstUpdateTimeout: time.Duration(cfg.WorkloadAPI.FirstUpdateTimeout),
 		Sinks:              sinks,
-		Logger:             log.With("component", "rotation"),
+		OnSinkDone: func(st rotation.SinkStatus) {
+			if adm != nil {
+				adm.ObserveSink(st)
+			}
+		},
+		Logger: log.With("component", "rotation"),
 	})
 	if err != nil {
 		return err
+	}
+	var adminListener net.Listener
+	if addr := cfg.Admin.Address(); addr != "" {
+		ac := admin.Config{
+			Source:             src,
+			Folders:            folders,
+			MinValidity:        time.Duration(cfg.Admin.MinValidity),
+			MinValidityPercent: *cfg.Admin.MinValidityPercent,
+			RequireSDSAck:      cfg.Admin.RequireSDSAck,
+			Version:            version,
+			Logger:             log.With("component", "admin"),
+		}
+		if sdsServer != nil {
+			ac.SDS = sdsServer
+		}
+		if adm, err = admin.New(ac); err != nil {
+			return err
+		}
+		if adminListener, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("admin.listen %q: %w", addr, err)
+		}
+		defer adminListener.Close()
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if sdsServer != nil {
 		g.Go(func() error { return sdsServer.Serve(ctx) })
 		log.Info("serving Envoy SDS", "socket", cfg.SDS.Socket)
+	}
+	if adminListener != nil {
+		g.Go(func() error { return adm.Serve(ctx, adminListener) })
+		log.Info("admin: listening", "addr", adminListener.Addr().String(), "endpoints", "/livez /readyz /metrics /status")
 	}
 	g.Go(func() error { return src.Run(ctx) })
 	for _, f := range cfg.Files {
@@ -223,6 +281,8 @@ func folderConfig(f config.Folder, log *slog.Logger) (filesink.Config, error) {
 			fc.Actions = append(fc.Actions, &filesink.SignalAction{PIDFile: a.Signal.PIDFile, Signal: sig})
 		case a.Exec != nil:
 			fc.Actions = append(fc.Actions, &filesink.ExecAction{Command: a.Exec.Command, Timeout: time.Duration(a.Exec.Timeout)})
+		case a.Postgres != nil:
+			fc.Actions = append(fc.Actions, &filesink.PostgresAction{DSN: a.Postgres.DSN, Timeout: time.Duration(a.Postgres.Timeout)})
 		}
 	}
 	return fc, nil
