@@ -112,7 +112,7 @@ func (c *secretCache) Fetch(_ context.Context, req *cache.Request) (cache.Respon
 		resp.Resources = append(resp.Resources, a)
 	}
 	if len(resp.Resources) == 0 {
-		return nil, status.Errorf(codes.NotFound, "sds: none of the requested secrets %q is served; served: %q", names, snap.names)
+		return nil, status.Errorf(codes.NotFound, "sds: none of the requested secrets %q is served; served: %q", clipNames(names), clipNames(snap.names))
 	}
 	return &cache.PassthroughResponse{Request: req, DiscoveryResponse: resp}, nil
 }
@@ -136,7 +136,13 @@ type cacheLogger struct{ log *slog.Logger }
 
 func (l cacheLogger) logf(level slog.Level, format string, args []any) {
 	if l.log.Enabled(context.Background(), level) {
-		l.log.Log(context.Background(), level, "sds: go-control-plane: "+fmt.Sprintf(format, args...))
+		// go-control-plane prints whole subscriptions, which a client
+		// can make megabytes long.
+		msg := fmt.Sprintf(format, args...)
+		if len(msg) > maxLoggedLine {
+			msg = fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(msg[:maxLoggedLine], ""), len(msg))
+		}
+		l.log.Log(context.Background(), level, "sds: go-control-plane: "+msg)
 	}
 }
 

@@ -2,6 +2,7 @@ package sds
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -11,6 +12,8 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // tracker implements go-control-plane's server callbacks: it counts
@@ -46,6 +49,49 @@ type streamState struct {
 	requested bool
 	// unknown is the last reported set of unknown names, joined.
 	unknown string
+	// nackedNonce is the response the last logged NACK rejected: a client
+	// repeating a NACK is counted each time but logged once.
+	nackedNonce string
+}
+
+// Bounds on what one request can put into a log line: names, node ids
+// and error details are chosen by the client.
+const (
+	maxLoggedNames = 16
+	maxLoggedText  = 256
+	maxLoggedLine  = 2048
+)
+
+// maxNamesPerStream bounds one stream's subscription. Envoy asks for a
+// handful of secrets; go-control-plane keeps a few hundred bytes per
+// subscribed name, so without a bound a single stream could hold hundreds
+// of MiB (a 4 MiB request holds ~500,000 short names, and Delta requests
+// add up).
+const maxNamesPerStream = 1 << 17
+
+func errTooManyNames(n int) error {
+	return status.Errorf(codes.ResourceExhausted, "sds: the stream subscribes to %d secret names, more than the %d allowed", n, maxNamesPerStream)
+}
+
+// clip bounds a client-chosen string for the logs.
+func clip(s string) string {
+	if len(s) <= maxLoggedText {
+		return s
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(s[:maxLoggedText], ""), len(s))
+}
+
+// clipNames bounds a client-chosen list of names for the logs.
+func clipNames(names []string) []string {
+	if len(names) <= maxLoggedNames {
+		out := make([]string, len(names))
+		for i, n := range names {
+			out[i] = clip(n)
+		}
+		return out
+	}
+	out := clipNames(names[:maxLoggedNames])
+	return append(out, fmt.Sprintf("… and %d more", len(names)-maxLoggedNames))
 }
 
 func newTracker(log *slog.Logger, c *secretCache) *tracker {
@@ -65,7 +111,7 @@ func (t *tracker) closed(k streamKey, node *corev3.Node) {
 	t.mu.Lock()
 	delete(t.streams, k)
 	t.mu.Unlock()
-	t.log.Debug("sds: stream closed", "stream", k.id, "delta", k.delta, "node", node.GetId())
+	t.log.Debug("sds: stream closed", "stream", k.id, "delta", k.delta, "node", clip(node.GetId()))
 }
 
 func (t *tracker) OnStreamOpen(_ context.Context, id int64, typeURL string) error {
@@ -101,6 +147,9 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 	t.request(k, st, req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	// SotW: every request carries the whole subscription; none means
 	// (legacy) wildcard.
+	if n := len(req.GetResourceNames()); n > maxNamesPerStream {
+		return errTooManyNames(n)
+	}
 	clear(st.names)
 	st.wildcard = len(req.GetResourceNames()) == 0
 	for _, n := range req.GetResourceNames() {
@@ -150,6 +199,9 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 		}
 		delete(st.names, n)
 	}
+	if n := len(st.names); n > maxNamesPerStream {
+		return errTooManyNames(n)
+	}
 	t.checkUnknown(k, st, t.cache.current.Load())
 	return nil
 }
@@ -161,13 +213,18 @@ func (t *tracker) request(k streamKey, st *streamState, version, nonce, errMsg s
 		t.nacks.Add(1)
 		// The client keeps its last accepted secrets; nothing is resent
 		// until the next Update.
-		t.log.Error("sds: client rejected secrets", "stream", k.id, "delta", k.delta, "node", st.node,
-			"kept_version", version, "nonce", nonce, "error", errMsg)
+		level := slog.LevelError
+		if nonce != "" && nonce == st.nackedNonce {
+			level = slog.LevelDebug // the same rejection again: counted, not logged twice
+		}
+		st.nackedNonce = nonce
+		t.log.Log(context.Background(), level, "sds: client rejected secrets", "stream", k.id, "delta", k.delta,
+			"node", clip(st.node), "kept_version", clip(version), "nonce", clip(nonce), "error", clip(errMsg))
 	case nonce != "":
-		t.log.Debug("sds: client acknowledged secrets", "stream", k.id, "delta", k.delta, "node", st.node,
-			"version", version, "nonce", nonce)
+		t.log.Debug("sds: client acknowledged secrets", "stream", k.id, "delta", k.delta, "node", clip(st.node),
+			"version", clip(version), "nonce", clip(nonce))
 	default:
-		t.log.Debug("sds: request", "stream", k.id, "delta", k.delta, "node", st.node, "version", version)
+		t.log.Debug("sds: request", "stream", k.id, "delta", k.delta, "node", clip(st.node), "version", clip(version))
 	}
 }
 
@@ -194,7 +251,7 @@ func (t *tracker) checkUnknown(k streamKey, st *streamState, snap *snapshot) {
 		return
 	}
 	t.log.Warn("sds: requested secrets are not served; they stay pending", "stream", k.id, "delta", k.delta,
-		"node", st.node, "unknown", unknown, "served", snap.names)
+		"node", clip(st.node), "unknown", clipNames(unknown), "served", clipNames(snap.names))
 }
 
 // recheck re-evaluates every stream after an Update: names may have
@@ -231,13 +288,13 @@ func (t *tracker) OnFetchRequest(_ context.Context, req *discoveryv3.DiscoveryRe
 		}
 	}
 	if len(unknown) > 0 {
-		t.log.Warn("sds: fetch asks for secrets that are not served", "node", req.GetNode().GetId(),
-			"unknown", unknown, "served", snap.names)
+		t.log.Warn("sds: fetch asks for secrets that are not served", "node", clip(req.GetNode().GetId()),
+			"unknown", clipNames(unknown), "served", clipNames(snap.names))
 	}
 	return nil
 }
 
 func (t *tracker) OnFetchResponse(req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	t.log.Debug("sds: fetch", "node", req.GetNode().GetId(), "version", resp.GetVersionInfo(),
+	t.log.Debug("sds: fetch", "node", clip(req.GetNode().GetId()), "version", resp.GetVersionInfo(),
 		"count", len(resp.GetResources()))
 }
