@@ -111,7 +111,7 @@ func (f *Folder) swap(set *fileSet, generation uint64, now time.Time) (genName s
 func makeGenerationDir(dir string, now time.Time, generation uint64) (string, error) {
 	for attempt := 0; attempt < 100; attempt++ {
 		name := generationDirName(now, generation, attempt)
-		err := os.Mkdir(filepath.Join(dir, name), generationDirMode)
+		err := mkdir(filepath.Join(dir, name), generationDirMode)
 		if err == nil {
 			return name, nil
 		}
@@ -125,7 +125,7 @@ func makeGenerationDir(dir string, now time.Time, generation uint64) (string, er
 // writeNewFile creates path exclusively (a generation directory is never
 // written twice) and makes it durable.
 func writeNewFile(path string, data []byte, mode os.FileMode, owner *Owner) (err error) {
-	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	fh, err := openFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return fmt.Errorf("filesink: write generation file: %w", err)
 	}

@@ -9,6 +9,14 @@ import (
 	"syscall"
 )
 
+// mkdir and openFile create a generation: variables so that tests can make
+// them fail as a full or read-only disk does (root, which runs the tests,
+// is not stopped by permissions).
+var (
+	mkdir    = os.Mkdir
+	openFile = os.OpenFile
+)
+
 // maxFileSize bounds what is read from a credential folder (and from a pid
 // file): a real set is a few KiB, and a planted link to /dev/zero or a huge
 // file must not exhaust memory.
