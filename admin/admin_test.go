@@ -68,7 +68,7 @@ func (b *syncBuffer) String() string {
 // real gRPC server), the rotation source, an SDS server on a unix socket,
 // credential folders on disk and the admin server on a loopback port.
 type bridge struct {
-	t       *testing.T
+	t       testing.TB
 	ca      *ca.CA
 	wl      *devapi.Server
 	src     *rotation.Source
@@ -88,7 +88,7 @@ type bridgeOptions struct {
 	minValidity   time.Duration
 }
 
-func shortDir(t *testing.T) string {
+func shortDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "sb")
 	if err != nil {
@@ -98,7 +98,7 @@ func shortDir(t *testing.T) string {
 	return dir
 }
 
-func startBridge(t *testing.T, o bridgeOptions) *bridge {
+func startBridge(t testing.TB, o bridgeOptions) *bridge {
 	t.Helper()
 	b := &bridge{t: t, logs: &syncBuffer{}}
 	log := slog.New(slog.NewTextHandler(b.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -222,7 +222,7 @@ func (b *bridge) waitSinks(gen uint64, failed map[string]uint64) {
 	})
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(testTimeout)
 	for !cond() {
@@ -236,7 +236,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // client has no keep-alive: no connection (and goroutine) outlives a test.
 var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: testTimeout}
 
-func get(t *testing.T, url string) (int, string) {
+func get(t testing.TB, url string) (int, string) {
 	t.Helper()
 	resp, err := client.Get(url)
 	if err != nil {
@@ -410,7 +410,7 @@ func TestReadyzRequiresSDSAck(t *testing.T) {
 }
 
 // metrics scrapes /metrics into "name{labels}" → value.
-func metrics(t *testing.T, url string) map[string]float64 {
+func metrics(t testing.TB, url string) map[string]float64 {
 	t.Helper()
 	code, body := get(t, url+"/metrics")
 	if code != http.StatusOK {
@@ -561,4 +561,30 @@ func TestLifetimeCountsFromArrival(t *testing.T) {
 	b.expectReadyz(http.StatusOK)
 	b.skew.Store(int64(time.Until(notAfter) - 100*time.Millisecond))
 	b.expectReadyz(http.StatusServiceUnavailable, "of its lifetime left")
+}
+
+// BenchmarkReadyz is the cost of one /readyz probe over HTTP with one
+// credential folder (read and verified from disk each time) and SDS.
+func BenchmarkReadyz(b *testing.B) {
+	bb := startBridge(b, bridgeOptions{folders: []filesink.Config{{Dir: filepath.Join(b.TempDir(), "pg")}}})
+	bb.push(time.Hour)
+	bb.waitSinks(1, nil)
+	for b.Loop() {
+		if code, body := bb.readyz(); code != http.StatusOK {
+			b.Fatalf("/readyz = %d: %s", code, body)
+		}
+	}
+}
+
+// BenchmarkMetricsScrape is the cost of one /metrics scrape, readiness and
+// the Go runtime metrics included.
+func BenchmarkMetricsScrape(b *testing.B) {
+	bb := startBridge(b, bridgeOptions{folders: []filesink.Config{{Dir: filepath.Join(b.TempDir(), "pg")}}})
+	bb.push(time.Hour)
+	bb.waitSinks(1, nil)
+	for b.Loop() {
+		if code, _ := get(b, bb.url+"/metrics"); code != http.StatusOK {
+			b.Fatalf("/metrics = %d", code)
+		}
+	}
 }
