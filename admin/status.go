@@ -287,7 +287,8 @@ func (st Status) WriteText(w io.Writer, now time.Time) error {
 	}
 
 	if sds := st.SDS; sds != nil {
-		p("\nSDS: version %s (generation %d), %d streams open, %d pushes, %d NACKs", orNone(sds.Version), sds.Generation, sds.StreamsOpen, sds.Pushes, sds.NACKs)
+		p("\nSDS: version %s (generation %d), %s open, %s, %s", orNone(sds.Version), sds.Generation,
+			plural(int(sds.StreamsOpen), "stream"), plural(int(sds.Pushes), "push"), plural(int(sds.NACKs), "NACK"))
 		rows, details = nil, nil
 		for _, c := range sds.Clients {
 			kind := "sotw"
@@ -338,6 +339,9 @@ func seconds(s float64) string {
 func plural(n int, what string) string {
 	if n == 1 {
 		return "1 " + what
+	}
+	if strings.HasSuffix(what, "sh") {
+		return fmt.Sprintf("%d %ses", n, what)
 	}
 	return fmt.Sprintf("%d %ss", n, what)
 }
