@@ -529,13 +529,13 @@ func checkWorkloadAPI(t *testing.T, o *objects, p *pod, c container, cfg *config
 }
 
 func checkAdmin(t *testing.T, c container, cfg *config.Config) {
-	host, port, err := net.SplitHostPort(cfg.Admin.Listen)
+	host, port, err := net.SplitHostPort(cfg.Admin.Address())
 	if err != nil {
-		t.Errorf("%s: admin.listen %q: %v", c.Name, cfg.Admin.Listen, err)
+		t.Errorf("%s: admin.listen %q: %v", c.Name, cfg.Admin.Address(), err)
 		return
 	}
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		t.Errorf("%s: admin.listen %s is loopback; the kubelet probes over the pod IP", c.Name, cfg.Admin.Listen)
+		t.Errorf("%s: admin.listen %s is loopback; the kubelet probes over the pod IP", c.Name, cfg.Admin.Address())
 	}
 	probes := []struct {
 		kind, path string
