@@ -556,7 +556,7 @@ func checkAdmin(t *testing.T, c container, cfg *config.Config) {
 			t.Errorf("%s: %s probe path %s, want %s", c.Name, pr.kind, pr.p.HTTPGet.Path, pr.path)
 		}
 		if got := containerPort(c, pr.p.HTTPGet.Port); strconv.Itoa(int(got)) != port {
-			t.Errorf("%s: %s probe on port %d, admin.listen is %s", c.Name, pr.kind, got, cfg.Admin.Listen)
+			t.Errorf("%s: %s probe on port %d, admin.listen is %s", c.Name, pr.kind, got, cfg.Admin.Address())
 		}
 	}
 }
