@@ -55,8 +55,13 @@ type bridgeFolder struct {
 }
 
 type bridgeAction struct {
-	Signal *bridgeSignal `yaml:"signal,omitempty"`
-	Exec   *bridgeExec   `yaml:"exec,omitempty"`
+	Signal   *bridgeSignal   `yaml:"signal,omitempty"`
+	Exec     *bridgeExec     `yaml:"exec,omitempty"`
+	Postgres *bridgePostgres `yaml:"postgres,omitempty"`
+}
+
+type bridgePostgres struct {
+	DSN string `yaml:"dsn"`
 }
 
 type bridgeSignal struct {

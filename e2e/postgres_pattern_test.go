@@ -61,12 +61,25 @@ func newDBStack(t *testing.T) *dbStack {
 	return d
 }
 
+// reloadBy names how the database's bridge reloads PostgreSQL.
+type reloadBy string
+
+const (
+	reloadBySignal   reloadBy = "signal"   // SIGHUP through postmaster.pid
+	reloadByPostgres reloadBy = "postgres" // SELECT pg_reload_conf() over the local socket
+)
+
 // StartDBBridge starts the database's bridge as the database user. It
 // writes the spiffe-helper layout with the key owned by that user and
-// reloads PostgreSQL through postmaster.pid after each swap; until the
-// server runs there is no such file, which the bridge must tolerate.
-func (d *dbStack) StartDBBridge(t *testing.T) *bridge {
+// reloads PostgreSQL after each swap (through postmaster.pid, or with
+// pg_reload_conf()); until the server runs neither works, which the bridge
+// must tolerate.
+func (d *dbStack) StartDBBridge(t *testing.T, how reloadBy) *bridge {
 	t.Helper()
+	action := bridgeAction{Signal: &bridgeSignal{PIDFile: d.PG.PIDFile(), Signal: "SIGHUP"}}
+	if how == reloadByPostgres {
+		action = bridgeAction{Postgres: &bridgePostgres{DSN: d.PG.LocalDSN()}}
+	}
 	return startBridge(t, d.Work, "db", bridgeConfig{
 		WorkloadAPI: bridgeWorkloadAPI{Address: d.SPIRE.WorkloadAPIAddr(), FirstUpdateTimeout: "60s"},
 		SDS:         noSDS(),
@@ -76,7 +89,7 @@ func (d *dbStack) StartDBBridge(t *testing.T) *bridge {
 			CertMode: "0644",
 			KeyMode:  "0600",
 			Owner:    d.PGUser.Owner(),
-			OnRotate: []bridgeAction{{Signal: &bridgeSignal{PIDFile: d.PG.PIDFile(), Signal: "SIGHUP"}}},
+			OnRotate: []bridgeAction{action},
 		}},
 	}, d.PGUser)
 }
@@ -114,8 +127,14 @@ func (d *dbStack) Connect(ctx context.Context) (pgConn, error) {
 // certificate a client sees follows each rotation of the folder because the
 // bridge reloads the server (SIGHUP via postmaster.pid) after every swap.
 func TestPostgresPattern(t *testing.T) {
+	for _, how := range []reloadBy{reloadBySignal, reloadByPostgres} {
+		t.Run("reload by "+string(how), func(t *testing.T) { testPostgresPattern(t, how) })
+	}
+}
+
+func testPostgresPattern(t *testing.T, how reloadBy) {
 	d := newDBStack(t)
-	dbBridge, clientBridge := d.StartDBBridge(t), d.StartClientBridge(t)
+	dbBridge, clientBridge := d.StartDBBridge(t, how), d.StartClientBridge(t)
 	d.WaitReady(t, d.DB, d.PGUser)
 	d.WaitReady(t, d.Client, nil)
 	d.PG.Start(t)
@@ -295,7 +314,7 @@ func TestStaleFolderFromPreviousPod(t *testing.T) {
 	// A consumer waiting before the bridge starts is released only once
 	// fresh material is in place.
 	waiter := startBridgeWait(t, d.Work, "db", d.PGUser, "--dir", d.DB.Dir, "--layout", layoutHelper, "--timeout", "90s")
-	dbBridge := d.StartDBBridge(t)
+	dbBridge := d.StartDBBridge(t, reloadBySignal)
 	if err := waiter.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -149,6 +149,8 @@ log_connections = on
 	// would need a check PostgreSQL does not have.
 	writeFile(t, filepath.Join(p.DataDir, "pg_hba.conf"), []byte(`# e2e: TCP needs TLS and a client certificate; the local socket is for nothing here.
 hostssl all all 127.0.0.1/32 cert clientname=DN map=spiffe
+# The database's own bridge (same OS user) reloads the server with pg_reload_conf().
+local all postgres peer
 `), 0o600, u)
 	writeFile(t, filepath.Join(p.DataDir, "pg_ident.conf"), []byte(`# e2e: any subject DN of a verified SVID may log in as postgres
 spiffe /^.*$ postgres
@@ -174,6 +176,12 @@ func (p *postgres) cmd(tool string, args ...string) cmdSpec {
 
 // PIDFile is postmaster.pid: the bridge's `signal` reload action reads it.
 func (p *postgres) PIDFile() string { return filepath.Join(p.DataDir, "postmaster.pid") }
+
+// LocalDSN reaches the server over its unix socket as the postgres role, for
+// a client running as the server's OS user (peer authentication).
+func (p *postgres) LocalDSN() string {
+	return fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", p.Dir, p.Port)
+}
 
 // Start starts the server with pg_ctl and waits until it accepts
 // connections. The server is stopped when the test ends.
