@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin
 E2E_TIMEOUT ?= 45m
 
-.PHONY: all build test unit vet e2e e2e-deps bench fmt-check clean
+.PHONY: all build test unit vet e2e e2e-deps bench fuzz fmt-check clean
 
 all: build
 
@@ -33,6 +33,18 @@ e2e-deps:
 
 e2e: e2e-deps
 	$(GO) test -tags e2e -race -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/
+
+# Each fuzz target for FUZZTIME; seeds are committed under */testdata/fuzz.
+# Minimizing every new input for the default 60 s would eat most of the
+# time on inputs that take a certificate verification each.
+FUZZTIME ?= 60s
+FUZZMINIMIZE ?= 200x
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzFetch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./sds
+	$(GO) test -run '^$$' -fuzz '^FuzzBuildSecrets$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./sds
+	$(GO) test -run '^$$' -fuzz '^FuzzInspect$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./filesink
+	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./rotation
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -68,6 +70,11 @@ func (n Names) Validate() error {
 		switch {
 		case f.value == "":
 			return fmt.Errorf("sds: names: %s is empty", f.key)
+		case !utf8.ValidString(f.value) || strings.ContainsFunc(f.value, unicode.IsControl):
+			// A proto string must be UTF-8, or no response could carry it.
+			return fmt.Errorf("sds: names: %s %q must be printable UTF-8", f.key, f.value)
+		case f.value == "*":
+			return fmt.Errorf("sds: names: %s %q is the wildcard of xDS requests", f.key, f.value)
 		case strings.HasPrefix(strings.ToLower(f.value), "spiffe://"):
 			return fmt.Errorf("sds: names: %s %q would collide with SPIFFE ID and trust domain names", f.key, f.value)
 		case seen[f.value] != "":
