@@ -37,6 +37,11 @@ type ServedNames struct {
 	// AllBundles names the validation_context of every trust domain, for
 	// Envoy's SPIFFE certificate validator ("ALL").
 	AllBundles string
+	// AllBundlesOff is set when the bridge runs with
+	// sds.disable_spiffe_cert_validation: it then does not serve AllBundles,
+	// as SPIRE does not, since plain trusted_ca over every trust domain would
+	// let a federated CA speak for our own.
+	AllBundlesOff bool
 }
 
 // DefaultNames are the names the bridge serves with its default config.
@@ -47,7 +52,8 @@ func DefaultNames() ServedNames {
 // NamesFromConfig are the names a bridge running with c serves; c must be
 // defaulted (config.Load does that).
 func NamesFromConfig(c *config.Config) ServedNames {
-	return ServedNames{SVID: c.SDS.DefaultSVIDName, Bundle: c.SDS.DefaultBundleName, AllBundles: c.SDS.DefaultAllBundlesName}
+	return ServedNames{SVID: c.SDS.DefaultSVIDName, Bundle: c.SDS.DefaultBundleName, AllBundles: c.SDS.DefaultAllBundlesName,
+		AllBundlesOff: c.SDS.DisableSPIFFECertValidation}
 }
 
 func (n ServedNames) withDefaults() ServedNames {
@@ -96,6 +102,9 @@ func (n ServedNames) serves(name string, k secretKind) error {
 		}
 		return fmt.Errorf("the bridge serves certificates as %q or as an SVID's SPIFFE ID (spiffe://<trust-domain>/<path>)%s", n.SVID, hint(name, n))
 	case kindValidation:
+		if name == n.AllBundles && n.AllBundlesOff {
+			return fmt.Errorf("the bridge does not serve %q while sds.disable_spiffe_cert_validation is true (as SPIRE); use %q or spiffe://<trust-domain>", name, n.Bundle)
+		}
 		if name == n.Bundle || name == n.AllBundles {
 			return nil
 		}

@@ -228,6 +228,21 @@ func TestValidateAcceptsEveryServedName(t *testing.T) {
 	}
 }
 
+// With SPIFFE validation disabled the bridge does not serve ALL (as SPIRE),
+// so a bootstrap that asks for it is refused and ROOTCA still passes.
+func TestValidateKnowsALLIsOffWithoutSPIFFEValidation(t *testing.T) {
+	names := DefaultNames()
+	names.AllBundlesOff = true
+	in := generated(t, ModeInbound, TransportSotW)
+	err := Validate([]byte(in), names)
+	if err == nil || !strings.Contains(err.Error(), "disable_spiffe_cert_validation") {
+		t.Fatalf("ALL with validation off: %v", err)
+	}
+	if err := Validate([]byte(edit(t, in, "name: ALL\n", "name: ROOTCA\n")), names); err != nil {
+		t.Errorf("ROOTCA with validation off: %v", err)
+	}
+}
+
 // Every problem is reported, not only the first.
 func TestValidateReportsEveryProblem(t *testing.T) {
 	y := generated(t, ModeInbound, TransportSotW)
