@@ -26,6 +26,12 @@ type Config struct {
 	// FirstUpdateTimeout bounds the wait for the first valid update; Run
 	// fails after it. Zero means DefaultFirstUpdateTimeout; negative waits forever.
 	FirstUpdateTimeout time.Duration
+	// DefaultSVIDHint picks the default SVID (Update.SVIDs[0]) when the
+	// Workload API returns several: the first SVID whose hint, else whose
+	// SPIFFE ID, equals it (workload_api.default_svid_hint). Empty, or no
+	// match, keeps the Workload API's first SVID; a miss is logged once per
+	// change of the SVID set, naming what is available.
+	DefaultSVIDHint string
 	// Sinks receive every Update.
 	Sinks []Sink
 	// OnSinkDone, when set, is called after each Apply with the sink's status
@@ -50,6 +56,9 @@ type Source struct {
 	refused    uint64
 	watchErrs  uint64
 	lastErr    error
+	// hintMiss is the SVID set last reported as not matching
+	// DefaultSVIDHint, so the warning is not repeated every rotation.
+	hintMiss string
 }
 
 // New checks cfg and applies defaults.
@@ -173,18 +182,29 @@ func (s *Source) OnX509ContextUpdate(xc *workloadapi.X509Context) {
 		s.log.Error("refused Workload API update; keeping the last good one", "error", err, "kept_generation", keeping)
 		return
 	}
-	if sameMaterial(s.current, xc.SVIDs, bundles) {
+	svids, matched := orderSVIDs(xc.SVIDs, s.cfg.DefaultSVIDHint)
+	var warnMiss string
+	if matched {
+		s.hintMiss = ""
+	} else if avail := DescribeSVIDs(xc.SVIDs); avail != s.hintMiss {
+		s.hintMiss, warnMiss = avail, avail
+	}
+	if sameMaterial(s.current, svids, bundles) {
 		s.mu.Unlock()
 		s.log.Debug("Workload API resent the current material; nothing to rotate")
 		return
 	}
 	s.generation++
-	u := &Update{Generation: s.generation, SVIDs: xc.SVIDs, Bundles: bundles, ReceivedAt: received}
+	u := &Update{Generation: s.generation, SVIDs: svids, Bundles: bundles, ReceivedAt: received}
 	first := s.current == nil
 	s.current = u
 	s.lastErr = nil
 	s.mu.Unlock()
 
+	if warnMiss != "" {
+		s.log.Warn("workload_api.default_svid_hint matches no SVID; the Workload API's first SVID stays the default",
+			"default_svid_hint", s.cfg.DefaultSVIDHint, "available", warnMiss, "default_spiffe_id", svids[0].ID.String())
+	}
 	leaf := u.Leaf()
 	s.log.Info("rotation", "generation", u.Generation, "spiffe_id", u.DefaultSVID().ID.String(),
 		"serial", fmt.Sprintf("%x", leaf.SerialNumber), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339),
