@@ -65,6 +65,13 @@ const (
 	// TrustBundleSuffix ends every trust bundle file of LayoutSPIFFE.
 	TrustBundleSuffix = ".spiffe-trust-bundle.pem"
 
+	// FederatedDirName is the directory of federated bundles of
+	// LayoutSPIFFEHelper with IncludeFederatedDomains, inside each
+	// generation; the stable name is a link to "..data/federated".
+	FederatedDirName = "federated"
+	// FederatedBundleSuffix ends every file in FederatedDirName.
+	FederatedBundleSuffix = ".pem"
+
 	// DataLink is the symlink that names the current generation directory.
 	DataLink = "..data"
 
@@ -72,6 +79,17 @@ const (
 	defaultActionBackoff  = 200 * time.Millisecond
 	generationDirMode     = os.FileMode(0o755)
 	folderMode            = os.FileMode(0o755)
+)
+
+// FederatedMode says how LayoutSPIFFEHelper delivers federated bundles.
+type FederatedMode string
+
+const (
+	// FederatedSeparate writes federated/<td>.pem only (the default).
+	FederatedSeparate FederatedMode = "separate"
+	// FederatedConcatenate also appends every federated root to the bundle
+	// file: an explicit opt-in, see Config.FederatedBundle.
+	FederatedConcatenate FederatedMode = "concatenate"
 )
 
 // Owner is applied with chown to every written file and generation
@@ -94,6 +112,30 @@ type Config struct {
 	// File names of LayoutSPIFFEHelper; defaults svid.pem, svid_key.pem,
 	// svid_bundle.pem. They must be empty for LayoutSPIFFE.
 	CertFileName, KeyFileName, BundleFileName string
+	// SVID chooses the SVID written here when the workload has several: a
+	// Workload API hint or a SPIFFE ID (files[].svid), matched as
+	// rotation.FindSVID does. Empty means the default SVID. An Update
+	// without it is refused: the folder keeps its last good set and Apply
+	// returns an error (counted, readiness red) rather than write another
+	// identity than the one configured.
+	SVID string
+	// IncludeFederatedDomains (LayoutSPIFFEHelper) writes every federated
+	// trust domain's bundle as its own file, FederatedDirName/<td>.pem,
+	// reached through the stable link FederatedDirName. LayoutSPIFFE always
+	// writes one file per trust domain.
+	IncludeFederatedDomains bool
+	// FederatedBundle (LayoutSPIFFEHelper, needs IncludeFederatedDomains)
+	// is FederatedSeparate (default) or FederatedConcatenate, which also
+	// appends every federated root to the bundle file for consumers that
+	// read one CA file. That is dangerous: a consumer that does not check
+	// SPIFFE IDs then accepts certificates any federated CA issues for any
+	// name, this trust domain's included.
+	FederatedBundle FederatedMode
+	// AddIntermediatesToBundle (LayoutSPIFFEHelper) appends the SVID's
+	// intermediates to the bundle file, as spiffe-helper's
+	// add_intermediates_to_bundle does for MySQL, which wants every CA
+	// certificate in its ssl-ca file.
+	AddIntermediatesToBundle bool
 	// CertMode applies to certificates, bundles and the marker (default
 	// 0644); KeyMode to files holding the private key (default 0600) and
 	// must not grant anything to others.
@@ -138,10 +180,14 @@ func New(cfg Config) (*Folder, error) {
 	f := &Folder{
 		cfg: cfg,
 		names: fileNames{
-			layout: cfg.Layout,
-			cert:   cfg.CertFileName,
-			key:    cfg.KeyFileName,
-			bundle: cfg.BundleFileName,
+			layout:        cfg.Layout,
+			cert:          cfg.CertFileName,
+			key:           cfg.KeyFileName,
+			bundle:        cfg.BundleFileName,
+			svid:          cfg.SVID,
+			federated:     cfg.IncludeFederatedDomains,
+			concatenate:   cfg.FederatedBundle == FederatedConcatenate,
+			intermediates: cfg.AddIntermediatesToBundle,
 		},
 	}
 	f.log = cfg.Logger.With("sink", f.Name())
@@ -166,6 +212,9 @@ func (c Config) withDefaults() Config {
 		if c.BundleFileName == "" {
 			c.BundleFileName = DefaultBundleFileName
 		}
+	}
+	if c.FederatedBundle == "" {
+		c.FederatedBundle = FederatedSeparate
 	}
 	if c.CertMode == 0 {
 		c.CertMode = DefaultCertMode
@@ -207,10 +256,32 @@ func (c Config) validate() error {
 				return fmt.Errorf("filesink: %s %q: already used by %s", n.key, n.value, other)
 			}
 			seen[n.value] = n.key
+			if c.IncludeFederatedDomains && n.value == FederatedDirName {
+				return fmt.Errorf("filesink: %s %q: reserved for federated bundles (include_federated_domains)", n.key, n.value)
+			}
+		}
+		switch c.FederatedBundle {
+		case FederatedSeparate:
+		case FederatedConcatenate:
+			if !c.IncludeFederatedDomains {
+				return fmt.Errorf("filesink: federated_bundle %q: needs include_federated_domains", c.FederatedBundle)
+			}
+		default:
+			return fmt.Errorf("filesink: federated_bundle %q: want %q or %q", c.FederatedBundle, FederatedSeparate, FederatedConcatenate)
 		}
 	case LayoutSPIFFE:
 		if c.CertFileName != "" || c.KeyFileName != "" || c.BundleFileName != "" {
 			return fmt.Errorf("filesink: layout %q: file names are fixed by the standard; cert/key/bundle file names apply only to layout %q", c.Layout, LayoutSPIFFEHelper)
+		}
+		// The standard already writes one file per trust domain and forbids
+		// anything else in the bundle files.
+		switch {
+		case c.IncludeFederatedDomains:
+			return fmt.Errorf("filesink: layout %q: include_federated_domains applies only to layout %q (this layout always writes every trust domain)", c.Layout, LayoutSPIFFEHelper)
+		case c.FederatedBundle != FederatedSeparate:
+			return fmt.Errorf("filesink: layout %q: federated_bundle %q applies only to layout %q", c.Layout, c.FederatedBundle, LayoutSPIFFEHelper)
+		case c.AddIntermediatesToBundle:
+			return fmt.Errorf("filesink: layout %q: add_intermediates_to_bundle applies only to layout %q", c.Layout, LayoutSPIFFEHelper)
 		}
 	default:
 		return fmt.Errorf("filesink: layout %q: want %q or %q", c.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)

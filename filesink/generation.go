@@ -69,8 +69,18 @@ func (f *Folder) swap(set *fileSet, generation uint64, now time.Time) (genName s
 	if err := os.Chmod(genPath, generationDirMode); err != nil {
 		return "", fmt.Errorf("filesink: chmod generation directory: %w", err)
 	}
+	for _, sub := range set.dirs {
+		if err := makeSubdir(filepath.Join(genPath, sub), f.cfg.Owner); err != nil {
+			return "", err
+		}
+	}
 	for _, file := range set.files {
 		if err := writeNewFile(filepath.Join(genPath, file.name), file.data, file.mode, f.cfg.Owner); err != nil {
+			return "", err
+		}
+	}
+	for _, sub := range set.dirs {
+		if err := syncDir(filepath.Join(genPath, sub)); err != nil {
 			return "", err
 		}
 	}
@@ -89,8 +99,13 @@ func (f *Folder) swap(set *fileSet, generation uint64, now time.Time) (genName s
 
 	want := make(map[string]bool, len(set.files))
 	for _, file := range set.files {
-		want[file.name] = true
-		if err := ensureLink(dir, file.name); err != nil {
+		want[topName(file.name)] = true
+	}
+	for _, sub := range set.dirs {
+		want[sub] = true
+	}
+	for name := range want {
+		if err := ensureLink(dir, name); err != nil {
 			return genName, err
 		}
 	}
@@ -120,6 +135,23 @@ func makeGenerationDir(dir string, now time.Time, generation uint64) (string, er
 		}
 	}
 	return "", fmt.Errorf("filesink: create generation directory for generation %d: 100 names taken", generation)
+}
+
+// makeSubdir creates a directory inside a generation, with the same owner
+// and mode as the generation directory itself.
+func makeSubdir(path string, owner *Owner) error {
+	if err := mkdir(path, generationDirMode); err != nil {
+		return fmt.Errorf("filesink: create generation subdirectory: %w", err)
+	}
+	if owner != nil {
+		if err := os.Chown(path, owner.UID, owner.GID); err != nil {
+			return fmt.Errorf("filesink: chown generation subdirectory: %w", err)
+		}
+	}
+	if err := os.Chmod(path, generationDirMode); err != nil {
+		return fmt.Errorf("filesink: chmod generation subdirectory: %w", err)
+	}
+	return nil
 }
 
 // writeNewFile creates path exclusively (a generation directory is never

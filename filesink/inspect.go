@@ -282,6 +282,33 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 				}
 			}
 		}
+		// include_federated_domains: federated/<td>.pem. They only add to
+		// Material.TrustDomains; the own trust domain's roots always come
+		// from the bundle file.
+		fedEntries, _ := os.ReadDir(filepath.Join(dir, FederatedDirName))
+		for _, e := range fedEntries {
+			base, ok := strings.CutSuffix(e.Name(), FederatedBundleSuffix)
+			if !ok {
+				continue
+			}
+			td, err := spiffeid.TrustDomainFromString(base)
+			if err != nil || td.Name() != base {
+				continue
+			}
+			path := filepath.Join(dir, FederatedDirName, e.Name())
+			data, err := readBounded(path)
+			if err != nil {
+				continue
+			}
+			roots, err := parseCerts(data)
+			if err != nil {
+				add(ReasonMalformed, path, fmt.Sprintf("%s: cannot parse bundle: %v", path, err), err)
+				continue
+			}
+			if _, own := bundles[td]; !own {
+				bundles[td] = roots
+			}
+		}
 	case LayoutSPIFFE:
 		pair = []string{CredentialFileName}
 		if data, path, ok := readFile(CredentialFileName); ok {

@@ -20,6 +20,17 @@ import (
 type fileNames struct {
 	layout            Layout
 	cert, key, bundle string // LayoutSPIFFEHelper only
+	// svid chooses the SVID (hint or SPIFFE ID); empty is the default one.
+	svid string
+	// LayoutSPIFFEHelper only: federated/<td>.pem files, federated roots
+	// appended to the bundle file, intermediates appended to it.
+	federated, concatenate, intermediates bool
+}
+
+// federatedFile is the LayoutSPIFFEHelper path, inside a generation, of
+// td's bundle.
+func federatedFile(td spiffeid.TrustDomain) string {
+	return FederatedDirName + "/" + td.Name() + FederatedBundleSuffix
 }
 
 // trustBundleFile is the LayoutSPIFFE file name of td's bundle.
@@ -58,19 +69,33 @@ type genFile struct {
 
 // fileSet is everything one Update puts into a folder.
 type fileSet struct {
-	files  []genFile // including the marker
+	files []genFile // including the marker; a name may have one directory level
+	// dirs are subdirectories created in the generation even when empty
+	// (federated/ with no federation yet: consumers may point at it).
+	dirs   []string
 	marker marker
 }
 
 // render turns u into the files of the layout. It refuses material that
-// must never reach a consumer: an expired or not yet valid default leaf, or
-// no bundle for the own trust domain.
+// must never reach a consumer: no SVID matching names.svid, an expired or
+// not yet valid leaf, or no bundle for the SVID's own trust domain.
 func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, now time.Time) (*fileSet, error) {
-	if len(u.SVIDs) == 0 || len(u.SVIDs[0].Certificates) == 0 {
+	if len(u.SVIDs) == 0 {
 		return nil, fmt.Errorf("filesink: generation %d: no SVID to write", u.Generation)
 	}
 	svid := u.DefaultSVID()
-	leaf := u.Leaf()
+	if names.svid != "" {
+		i := rotation.FindSVID(u.SVIDs, names.svid)
+		if i < 0 {
+			return nil, fmt.Errorf("filesink: generation %d: svid %q: no SVID has this hint or SPIFFE ID (the Workload API sent %s); keeping the last good set",
+				u.Generation, names.svid, rotation.DescribeSVIDs(u.SVIDs))
+		}
+		svid = u.SVIDs[i]
+	}
+	if len(svid.Certificates) == 0 {
+		return nil, fmt.Errorf("filesink: generation %d: SVID %s has no certificate", u.Generation, svid.ID)
+	}
+	leaf := svid.Certificates[0]
 	serial := leaf.SerialNumber.Text(16)
 	switch {
 	case now.After(leaf.NotAfter):
@@ -80,19 +105,23 @@ func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, 
 		return nil, fmt.Errorf("filesink: generation %d: refusing to write SVID %s (serial %s): not valid until %s",
 			u.Generation, svid.ID, serial, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
-	own := u.OwnBundle()
+	ownTD := svid.ID.TrustDomain()
+	own, _ := u.Bundle(ownTD)
 	if own == nil || len(own.X509Authorities()) == 0 {
-		return nil, fmt.Errorf("filesink: generation %d: no X.509 bundle for own trust domain %s", u.Generation, u.TrustDomain())
+		return nil, fmt.Errorf("filesink: generation %d: no X.509 bundle for own trust domain %s", u.Generation, ownTD)
 	}
 
 	// The chain is leaf plus intermediates: a root the Workload API might
 	// include belongs in the bundle file only.
-	var chain []byte
+	var chain, intermediates []byte
 	for _, c := range svid.Certificates {
 		if c != leaf && own.HasX509Authority(c) {
 			continue
 		}
 		chain = append(chain, encodeCert(c)...)
+		if c != leaf {
+			intermediates = append(intermediates, encodeCert(c)...)
+		}
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(svid.PrivateKey)
 	if err != nil {
@@ -109,11 +138,30 @@ func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, 
 	}}
 	switch names.layout {
 	case LayoutSPIFFEHelper:
+		bundle := encodeCerts(own.X509Authorities())
+		if names.intermediates {
+			bundle = append(bundle, intermediates...)
+		}
+		var federated []genFile
+		if names.federated {
+			set.dirs = []string{FederatedDirName}
+			for _, b := range u.Bundles {
+				if b.TrustDomain() == ownTD || len(b.X509Authorities()) == 0 {
+					continue
+				}
+				roots := encodeCerts(b.X509Authorities())
+				federated = append(federated, genFile{name: federatedFile(b.TrustDomain()), data: roots, mode: certMode})
+				if names.concatenate {
+					bundle = append(bundle, roots...)
+				}
+			}
+		}
 		set.files = []genFile{
 			{name: names.cert, data: chain, mode: certMode},
 			{name: names.key, data: keyPEM, mode: keyMode},
-			{name: names.bundle, data: encodeCerts(own.X509Authorities()), mode: certMode},
+			{name: names.bundle, data: bundle, mode: certMode},
 		}
+		set.files = append(set.files, federated...)
 	case LayoutSPIFFE:
 		cred := make([]byte, 0, len(keyPEM)+len(chain))
 		cred = append(append(cred, keyPEM...), chain...)
@@ -152,7 +200,19 @@ func uniqueNames(files []genFile) error {
 		}
 		seen[f.name] = true
 	}
+	for _, f := range files {
+		if dir, _, ok := strings.Cut(f.name, "/"); ok && seen[dir] {
+			return fmt.Errorf("%q is both a file and the directory of %q", dir, f.name)
+		}
+	}
 	return nil
+}
+
+// topName is the name in the folder that makes name reachable: the name
+// itself, or for "federated/x.pem" its directory's link.
+func topName(name string) string {
+	dir, _, _ := strings.Cut(name, "/")
+	return dir
 }
 
 func encodeCert(c *x509.Certificate) []byte {
