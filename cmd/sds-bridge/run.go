@@ -196,6 +196,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	src, err := rotation.New(rotation.Config{
 		Address:            cfg.WorkloadAPI.Address,
 		FirstUpdateTimeout: time.Duration(cfg.WorkloadAPI.FirstUpdateTimeout),
+		DefaultSVIDHint:    cfg.WorkloadAPI.DefaultSVIDHint,
 		Sinks:              sinks,
 		OnSinkDone: func(st rotation.SinkStatus) {
 			if adm != nil {
@@ -263,6 +264,11 @@ func folderConfig(f config.Folder, log *slog.Logger) (filesink.Config, error) {
 		Logger:         log.With("component", "files", "dir", f.Dir),
 
 		AllowWorldWritableDir: f.AllowWorldWritableDir,
+
+		SVID:                     f.SVID,
+		IncludeFederatedDomains:  f.IncludeFederatedDomains,
+		FederatedBundle:          filesink.FederatedMode(f.FederatedBundle),
+		AddIntermediatesToBundle: f.AddIntermediatesToBundle,
 	}
 	if f.Owner != "" {
 		uid, gid, err := config.ParseOwner(f.Owner)

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -52,6 +53,9 @@ type Config struct {
 type WorkloadAPI struct {
 	Address            string   `yaml:"address"`
 	FirstUpdateTimeout Duration `yaml:"first_update_timeout"`
+	// DefaultSVIDHint picks the default SVID among several: a Workload API
+	// hint or a SPIFFE ID.
+	DefaultSVIDHint string `yaml:"default_svid_hint"`
 }
 
 // SDS is the Envoy-facing server.
@@ -87,6 +91,14 @@ type Folder struct {
 	// AllowWorldWritableDir accepts a dir every user may write to; by
 	// default such a folder is refused.
 	AllowWorldWritableDir bool `yaml:"allow_world_writable_dir"`
+	// SVID chooses this folder's SVID (a hint or a SPIFFE ID); empty is
+	// the default SVID.
+	SVID string `yaml:"svid"`
+	// IncludeFederatedDomains, FederatedBundle and AddIntermediatesToBundle
+	// shape the spiffe-helper layout's bundles (filesink.Config).
+	IncludeFederatedDomains  bool   `yaml:"include_federated_domains"`
+	FederatedBundle          string `yaml:"federated_bundle"`
+	AddIntermediatesToBundle bool   `yaml:"add_intermediates_to_bundle"`
 }
 
 // Action is one reload action; exactly one of its fields is set.
@@ -266,6 +278,9 @@ func (c *Config) Validate() error {
 	if c.WorkloadAPI.FirstUpdateTimeout < 0 {
 		bad("workload_api.first_update_timeout", "%s must not be negative", c.WorkloadAPI.FirstUpdateTimeout)
 	}
+	if err := checkSVIDChoice(c.WorkloadAPI.DefaultSVIDHint); err != nil {
+		bad("workload_api.default_svid_hint", "%q: %v", c.WorkloadAPI.DefaultSVIDHint, err)
+	}
 	if c.SDS.On() {
 		if !filepath.IsAbs(c.SDS.Socket) {
 			bad("sds.socket", "%q must be an absolute path", c.SDS.Socket)
@@ -337,6 +352,30 @@ func (c *Config) Validate() error {
 				bad(key+".owner", "%q: %v", f.Owner, err)
 			}
 		}
+		if err := checkSVIDChoice(f.SVID); err != nil {
+			bad(key+".svid", "%q: %v", f.SVID, err)
+		}
+		switch f.FederatedBundle {
+		case "", "separate":
+		case "concatenate":
+			if !f.IncludeFederatedDomains {
+				bad(key+".federated_bundle", "%q needs include_federated_domains: true", f.FederatedBundle)
+			}
+		default:
+			bad(key+".federated_bundle", "%q is not one of separate, concatenate", f.FederatedBundle)
+		}
+		if f.Layout == "spiffe" {
+			// The standard's layout already writes one file per trust domain.
+			if f.IncludeFederatedDomains {
+				bad(key+".include_federated_domains", "true applies only to layout spiffe-helper; layout spiffe always writes every trust domain")
+			}
+			if f.FederatedBundle != "" {
+				bad(key+".federated_bundle", "%q applies only to layout spiffe-helper", f.FederatedBundle)
+			}
+			if f.AddIntermediatesToBundle {
+				bad(key+".add_intermediates_to_bundle", "true applies only to layout spiffe-helper")
+			}
+		}
 		for j, a := range f.OnRotate {
 			akey := fmt.Sprintf("%s.on_rotate[%d]", key, j)
 			switch {
@@ -384,6 +423,22 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("nothing to deliver to: sds.enabled is false and files is empty"))
 	}
 	return errors.Join(errs...)
+}
+
+// checkSVIDChoice checks a hint-or-SPIFFE-ID value: anything that looks
+// like a SPIFFE ID must be one, or it could never match.
+func checkSVIDChoice(v string) error {
+	switch {
+	case v == "":
+		return nil
+	case strings.TrimSpace(v) != v:
+		return errors.New("has leading or trailing spaces; it would never match a hint or SPIFFE ID")
+	case strings.HasPrefix(strings.ToLower(v), "spiffe://"):
+		if _, err := spiffeid.FromString(v); err != nil {
+			return fmt.Errorf("not a valid SPIFFE ID: %v", err)
+		}
+	}
+	return nil
 }
 
 func countSet(set ...bool) int {
