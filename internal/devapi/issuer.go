@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -31,6 +32,14 @@ type IssuerConfig struct {
 	// SPIFFEIDs are issued in this order (the first is the default SVID);
 	// all must belong to TrustDomain. Default: spiffe://<td>/dev.
 	SPIFFEIDs []spiffeid.ID
+	// Hints sets the Workload API hint of some of SPIFFEIDs, as
+	// `spire-server entry create -hint` does, so that default_svid_hint
+	// and files[].svid can be tried without SPIRE.
+	Hints map[spiffeid.ID]string
+	// FederatedWith lists trust domains this one federates with: each gets
+	// its own in-memory CA whose bundle is sent as a federated bundle (no
+	// SVIDs: SPIRE never issues a workload an SVID of another domain).
+	FederatedWith []spiffeid.TrustDomain
 	// TTL is the SVID lifetime; SVIDs are re-issued at half of it.
 	// Default 30s.
 	TTL time.Duration
@@ -53,6 +62,8 @@ type Issuer struct {
 	// NewIssuer before Run starts).
 	ca   *ca.CA
 	prev *ca.CA
+	// federated are the CAs of FederatedWith, in that order.
+	federated []*ca.CA
 }
 
 // NewIssuer validates cfg, applies defaults and creates the CA. Nothing is
@@ -101,16 +112,37 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 		seen[id] = true
 	}
 	cfg.SPIFFEIDs = append([]spiffeid.ID(nil), cfg.SPIFFEIDs...)
+	for id := range cfg.Hints {
+		if !seen[id] {
+			return nil, fmt.Errorf("devapi: issuer: hint for %q, which is not in SPIFFEIDs", id)
+		}
+	}
+	cfg.Hints = maps.Clone(cfg.Hints)
+	cfg.FederatedWith = append([]spiffeid.TrustDomain(nil), cfg.FederatedWith...)
 
 	c, err := ca.New(cfg.TrustDomain, cfg.RootTTL)
 	if err != nil {
 		return nil, fmt.Errorf("devapi: issuer: %w", err)
 	}
+	var federated []*ca.CA
+	seenTD := map[spiffeid.TrustDomain]bool{cfg.TrustDomain: true}
+	for _, td := range cfg.FederatedWith {
+		if td.IsZero() || seenTD[td] {
+			return nil, fmt.Errorf("devapi: issuer: federated trust domain %q: empty, listed twice or the own one", td)
+		}
+		seenTD[td] = true
+		fc, err := ca.New(td, cfg.RootTTL)
+		if err != nil {
+			return nil, fmt.Errorf("devapi: issuer: federated CA %s: %w", td, err)
+		}
+		federated = append(federated, fc)
+	}
 	return &Issuer{
-		cfg: cfg,
-		srv: srv,
-		log: cfg.Logger.With("component", "devapi-issuer", "trust_domain", cfg.TrustDomain.String()),
-		ca:  c,
+		cfg:       cfg,
+		srv:       srv,
+		log:       cfg.Logger.With("component", "devapi-issuer", "trust_domain", cfg.TrustDomain.String()),
+		ca:        c,
+		federated: federated,
 	}, nil
 }
 
@@ -118,6 +150,8 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 func (i *Issuer) Config() IssuerConfig {
 	cfg := i.cfg
 	cfg.SPIFFEIDs = append([]spiffeid.ID(nil), i.cfg.SPIFFEIDs...)
+	cfg.Hints = maps.Clone(i.cfg.Hints)
+	cfg.FederatedWith = append([]spiffeid.TrustDomain(nil), i.cfg.FederatedWith...)
 	return cfg
 }
 
@@ -152,13 +186,26 @@ func (i *Issuer) issue(now time.Time) error {
 	}
 	svids := make([]*x509svid.SVID, 0, len(i.cfg.SPIFFEIDs))
 	for _, id := range i.cfg.SPIFFEIDs {
-		svid, err := i.ca.Issue(id, i.cfg.TTL)
+		svid, err := i.ca.IssueWith(id, i.cfg.TTL, ca.SVIDOptions{Hint: i.cfg.Hints[id]})
 		if err != nil {
 			return fmt.Errorf("devapi: issuer: %w", err)
 		}
 		svids = append(svids, svid)
 	}
-	resp, err := X509Response(svids, []*x509bundle.Bundle{i.bundleAt(now)})
+	federated := make([]*x509bundle.Bundle, 0, len(i.federated))
+	for k, fc := range i.federated {
+		// A federated root that would expire is simply replaced: nothing
+		// here holds an SVID it signed.
+		if now.Add(i.cfg.TTL).After(fc.Root().NotAfter) {
+			next, err := ca.New(fc.TrustDomain(), i.cfg.RootTTL)
+			if err != nil {
+				return fmt.Errorf("devapi: issuer: rotate federated root of %s: %w", fc.TrustDomain(), err)
+			}
+			i.federated[k], fc = next, next
+		}
+		federated = append(federated, fc.Bundle())
+	}
+	resp, err := X509Response(svids, []*x509bundle.Bundle{i.bundleAt(now)}, federated...)
 	if err != nil {
 		return fmt.Errorf("devapi: issuer: %w", err)
 	}
