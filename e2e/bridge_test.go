@@ -29,6 +29,7 @@ type bridgeAdmin struct {
 type bridgeWorkloadAPI struct {
 	Address            string `yaml:"address"`
 	FirstUpdateTimeout string `yaml:"first_update_timeout,omitempty"`
+	DefaultSVIDHint    string `yaml:"default_svid_hint,omitempty"`
 }
 
 type bridgeSDS struct {
@@ -52,6 +53,8 @@ type bridgeFolder struct {
 	KeyMode  string         `yaml:"key_mode,omitempty"`
 	Owner    string         `yaml:"owner,omitempty"`
 	OnRotate []bridgeAction `yaml:"on_rotate,omitempty"`
+	// SVID picks one of several SVIDs by hint or SPIFFE ID.
+	SVID string `yaml:"svid,omitempty"`
 }
 
 type bridgeAction struct {

@@ -105,6 +105,9 @@ func goTool() string {
 type spireEntry struct {
 	Path     string // "/backend"
 	Selector string // "unix:uid:0", "unix:user:postgres"
+	// Hint, if set, is the entry's Workload API hint (entry create -hint),
+	// which tells two SVIDs of one workload apart.
+	Hint string
 }
 
 // spire is a running SPIRE server and agent on loopback for one test.
@@ -232,11 +235,15 @@ plugins {
 		t.Fatalf("e2e: no join token in %q", tokenOut)
 	}
 	for _, e := range entries {
-		mustRun(t, ctx, s.serverCmd("entry", "create",
+		args := []string{"entry", "create",
 			"-parentID", s.agentID().String(),
 			"-spiffeID", s.ID(e.Path).String(),
 			"-selector", e.Selector,
-			"-x509SVIDTTL", strconv.Itoa(x509SVIDTTL)))
+			"-x509SVIDTTL", strconv.Itoa(x509SVIDTTL)}
+		if e.Hint != "" {
+			args = append(args, "-hint", e.Hint)
+		}
+		mustRun(t, ctx, s.serverCmd(args...))
 		if e.Selector == fmt.Sprintf("unix:uid:%d", os.Getuid()) {
 			s.waitFetch = true
 		}
