@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -16,6 +17,9 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
+
+// devSecondHint is the Workload API hint of --second-spiffe-id's SVID.
+const devSecondHint = "second"
 
 // devHome is where dev puts everything unless told otherwise.
 const devHome = "sds-bridge-dev"
@@ -31,6 +35,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	ttl := fs.Duration("svid-ttl", devapi.DefaultTTL, "lifetime of each development SVID; a new one is issued at half of it")
 	tdName := fs.String("trust-domain", "example.org", "trust domain of the development CA")
 	idFlag := fs.String("spiffe-id", "", "SPIFFE ID to issue (default spiffe://<trust-domain>/dev)")
+	secondFlag := fs.String("second-spiffe-id", "", `also issue this SPIFFE ID, with Workload API hint "`+devSecondHint+`" (try workload_api.default_svid_hint, files[].svid)`)
+	var federateWith []spiffeid.TrustDomain
+	fs.Func("federate-with", "also send a federated bundle for trust domain TD from a second in-memory CA (repeatable)", func(v string) error {
+		td, err := spiffeid.TrustDomainFromString(v)
+		if err != nil {
+			return err
+		}
+		federateWith = append(federateWith, td)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,6 +65,27 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		if id.TrustDomain() != td {
 			return fmt.Errorf("--spiffe-id %q: not in trust domain %q", *idFlag, td.Name())
+		}
+	}
+	ids := []spiffeid.ID{id}
+	var hints map[spiffeid.ID]string
+	if *secondFlag != "" {
+		second, err := spiffeid.FromString(*secondFlag)
+		if err != nil {
+			return fmt.Errorf("--second-spiffe-id %q: %w", *secondFlag, err)
+		}
+		if second.TrustDomain() != td {
+			return fmt.Errorf("--second-spiffe-id %q: not in trust domain %q", *secondFlag, td.Name())
+		}
+		if second == id {
+			return fmt.Errorf("--second-spiffe-id %q: the same as the first SPIFFE ID", *secondFlag)
+		}
+		ids = append(ids, second)
+		hints = map[spiffeid.ID]string{second: devSecondHint}
+	}
+	for _, fed := range federateWith {
+		if fed == td {
+			return fmt.Errorf("--federate-with %q: that is the own trust domain", fed.Name())
 		}
 	}
 	log, err := common.logger(stderr)
@@ -86,20 +121,34 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	wl := devapi.NewServer(devapi.ServerConfig{SocketPath: wlSocket, Logger: log})
 	issuer, err := devapi.NewIssuer(devapi.IssuerConfig{
-		TrustDomain: td,
-		SPIFFEIDs:   []spiffeid.ID{id},
-		TTL:         *ttl,
-		Logger:      log,
+		TrustDomain:   td,
+		SPIFFEIDs:     ids,
+		Hints:         hints,
+		FederatedWith: federateWith,
+		TTL:           *ttl,
+		Logger:        log,
 	}, wl)
 	if err != nil {
 		return err
 	}
 
 	fmt.Fprintf(stdout, "sds-bridge dev — FOR DEVELOPMENT ONLY: an in-memory CA issues %s for %s every %s.\n", id, *ttl, *ttl/2)
+	if len(ids) > 1 {
+		fmt.Fprintf(stdout, "  second SVID:        %s  (hint %q)\n", ids[1], devSecondHint)
+	}
+	for _, fed := range federateWith {
+		fmt.Fprintf(stdout, "  federated bundle:   spiffe://%s  (an in-memory CA of its own)\n", fed.Name())
+	}
 	fmt.Fprintf(stdout, "  Workload API (dev): %s\n", "unix://"+wlSocket)
 	if cfg.SDS.On() {
-		fmt.Fprintf(stdout, "  Envoy SDS socket:   %s  (names: %s, %s, %s, %s, spiffe://%s)\n", cfg.SDS.Socket,
-			cfg.SDS.DefaultSVIDName, cfg.SDS.DefaultBundleName, cfg.SDS.DefaultAllBundlesName, id, td.Name())
+		names := []string{cfg.SDS.DefaultSVIDName, cfg.SDS.DefaultBundleName, cfg.SDS.DefaultAllBundlesName}
+		for _, i := range ids {
+			names = append(names, i.String())
+		}
+		for _, d := range append([]spiffeid.TrustDomain{td}, federateWith...) {
+			names = append(names, d.IDString())
+		}
+		fmt.Fprintf(stdout, "  Envoy SDS socket:   %s  (names: %s)\n", cfg.SDS.Socket, strings.Join(names, ", "))
 	}
 	for _, f := range cfg.Files {
 		fmt.Fprintf(stdout, "  credential folder:  %s  (layout %s)\n", f.Dir, f.Layout)

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sds-bridge/sds-bridge/filesink"
+)
+
+// dev --second-spiffe-id --federate-with lets every multi-SVID and
+// federation feature be tried without SPIRE.
+func TestDevIssuesASecondSVIDAndAFederatedBundle(t *testing.T) {
+	dir := shortDir(t)
+	second, plainDir, sock := filepath.Join(dir, "second"), filepath.Join(dir, "plain"), filepath.Join(dir, "sds.sock")
+	conf := filepath.Join(dir, "bridge.yaml")
+	if err := os.WriteFile(conf, []byte(`files:
+  - dir: `+second+`
+    svid: second
+    include_federated_domains: true
+  - dir: `+plainDir+`
+    layout: spiffe
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDev(t, dir, "--config", conf, "--admin", "", "--sds-socket", sock,
+		"--second-spiffe-id", "spiffe://example.org/second", "--federate-with", "partner.test")
+
+	holds := func(cfg filesink.InspectConfig, want string) {
+		t.Helper()
+		waitFor(t, cfg.Dir+" holding "+want, func() bool {
+			m, err := filesink.Inspect(cfg)
+			return err == nil && m.SPIFFEID.String() == want
+		})
+	}
+	holds(filesink.InspectConfig{Dir: second}, "spiffe://example.org/second")
+	holds(filesink.InspectConfig{Dir: plainDir, Layout: filesink.LayoutSPIFFE}, "spiffe://example.org/dev")
+	for _, f := range []string{filepath.Join(second, "federated", "partner.test.pem"), filepath.Join(plainDir, "partner.test.spiffe-trust-bundle.pem")} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("federated bundle file: %v", err)
+		}
+	}
+	if out := d.stdout.String(); !strings.Contains(out, `spiffe://example.org/second  (hint "second")`) || !strings.Contains(out, "spiffe://partner.test") {
+		t.Errorf("dev's banner does not mention the second SVID and the federated bundle:\n%s", out)
+	}
+
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	names := []string{"default", "ALL", "spiffe://example.org/dev", "spiffe://example.org/second", "spiffe://partner.test"}
+	resp, err := secretv3.NewSecretDiscoveryServiceClient(conn).FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{
+		Node: &corev3.Node{Id: "test"}, ResourceNames: names, TypeUrl: resource.SecretType})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string]*tlsv3.Secret{}
+	for _, a := range resp.GetResources() {
+		s := &tlsv3.Secret{}
+		if err := a.UnmarshalTo(s); err != nil {
+			t.Fatal(err)
+		}
+		secrets[s.GetName()] = s
+	}
+	for _, n := range names {
+		if secrets[n] == nil {
+			t.Fatalf("SDS lacks %q: has %v", n, secrets)
+		}
+	}
+	for name, want := range map[string]string{"default": "spiffe://example.org/dev", "spiffe://example.org/second": "spiffe://example.org/second"} {
+		leaf := parseCerts(t, secrets[name].GetTlsCertificate().GetCertificateChain().GetInlineBytes())[0]
+		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != want {
+			t.Errorf("SDS %q serves %v, want %s", name, leaf.URIs, want)
+		}
+	}
+	if got := validationRoots(t, secrets["ALL"]); len(got) != 2 || got["example.org"] == nil || got["partner.test"] == nil {
+		t.Errorf("ALL trusts %d trust domains, want example.org and partner.test", len(got))
+	}
+}
+
+func TestDevRefusesBadIdentityFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--second-spiffe-id", "spiffe://other.org/x"}, `--second-spiffe-id "spiffe://other.org/x": not in trust domain "example.org"`},
+		{[]string{"--second-spiffe-id", "spiffe://example.org/dev"}, "the same as the first"},
+		{[]string{"--second-spiffe-id", "not-an-id"}, `--second-spiffe-id "not-an-id"`},
+		{[]string{"--federate-with", "example.org"}, `--federate-with "example.org": that is the own trust domain`},
+		{[]string{"--federate-with", "Bad Domain"}, `"Bad Domain"`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out syncBuffer
+			err := run(t.Context(), append([]string{"dev"}, tc.args...), &out, &out)
+			if err == nil || !strings.Contains(err.Error()+out.String(), tc.want) {
+				t.Fatalf("dev %v: error %v (output %q), want one containing %q", tc.args, err, out.String(), tc.want)
+			}
+		})
+	}
+}
