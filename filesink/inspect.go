@@ -420,6 +420,20 @@ func readGeneration(path, serial string) uint64 {
 	return m.Generation
 }
 
+// readMarkerSVID is the svid choice a marker was written for ("" when
+// none, or no readable marker).
+func readMarkerSVID(path string) string {
+	data, err := readBounded(path)
+	if err != nil {
+		return ""
+	}
+	var m marker
+	if err := json.Unmarshal(data, &m); err != nil {
+		return ""
+	}
+	return m.SVID
+}
+
 // oneLine keeps an operator-facing message on one line even when a cause
 // spans several.
 func oneLine(s string) string {

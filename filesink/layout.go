@@ -58,6 +58,10 @@ type marker struct {
 	Serial     string    `json:"serial"`
 	NotAfter   time.Time `json:"not_after"`
 	WrittenAt  time.Time `json:"written_at"`
+	// SVID is the folder's svid choice when it was written, so that
+	// Prepare can tell a set written for another choice (the config
+	// changed) from current material.
+	SVID string `json:"svid,omitempty"`
 }
 
 // genFile is one file of a generation.
@@ -135,6 +139,7 @@ func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, 
 		Serial:     serial,
 		NotAfter:   leaf.NotAfter.UTC(),
 		WrittenAt:  now.UTC(),
+		SVID:       names.svid,
 	}}
 	switch names.layout {
 	case LayoutSPIFFEHelper:

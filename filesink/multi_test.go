@@ -282,3 +282,38 @@ func TestNewValidatesFederationKeys(t *testing.T) {
 		})
 	}
 }
+
+// A set written for another svid choice is valid material of the wrong
+// identity once the config changes: Prepare removes it, so that nothing
+// reports the folder ready before the chosen SVID is written.
+func TestPrepareRemovesASetWrittenForAnotherSVID(t *testing.T) {
+	c := newCA(t, "example.org")
+	first, second := twoSVIDs(t, c)
+	dir := filepath.Join(t.TempDir(), "creds")
+	f, _ := newFolder(t, Config{Dir: dir, SVID: "admin"})
+	if err := f.Apply(t.Context(), multiUpdate(1, []*x509svid.SVID{first, second}, c.Bundle())); err != nil {
+		t.Fatal(err)
+	}
+
+	same, _ := newFolder(t, Config{Dir: dir, SVID: "admin"})
+	if err := same.Prepare(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := Inspect(same.InspectConfig(0)); err != nil || m.SPIFFEID != second.ID {
+		t.Fatalf("same choice: Prepare did not keep the set: %+v, %v", m, err)
+	}
+
+	other, logs := newFolder(t, Config{Dir: dir})
+	if err := other.Prepare(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Inspect(other.InspectConfig(0)); !errors.Is(err, ErrMissing) {
+		t.Errorf("Inspect after Prepare with another svid choice: %v, want missing files", err)
+	}
+	if got := listDir(t, dir); len(got) != 0 {
+		t.Errorf("folder after Prepare: %v, want empty", got)
+	}
+	if !strings.Contains(logs.String(), `written for svid \"admin\"`) {
+		t.Errorf("Prepare did not say why it removed the set:\n%s", logs)
+	}
+}

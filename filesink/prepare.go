@@ -127,10 +127,17 @@ func (f *Folder) prepareData(now time.Time) (string, error) {
 	reason, detail := "broken-data-link", why
 	if why == "" {
 		_, problems := checkSet(f.names, filepath.Join(dir, target), now, 0)
-		if len(problems) == 0 {
+		switch written := readMarkerSVID(filepath.Join(dir, target, MarkerFileName)); {
+		case len(problems) > 0:
+			reason, detail = problems[0].err.Reason.String(), "generation "+target+": "+problems[0].err.Detail
+		case written != f.names.svid:
+			// Valid, but another identity than the one now configured: a
+			// consumer must not be told it is ready on it.
+			reason = "other-svid"
+			detail = fmt.Sprintf("generation %s was written for svid %q, the folder now wants %q", target, written, f.names.svid)
+		default:
 			return target, nil
 		}
-		reason, detail = problems[0].err.Reason.String(), "generation "+target+": "+problems[0].err.Detail
 	}
 
 	// Links go first so that no stable name is ever left pointing into a
