@@ -79,10 +79,19 @@ func (s *Server) problems(now time.Time) []string {
 			add("folder %s: %s", f.Dir(), strings.TrimPrefix(err.Error(), "filesink: "))
 			continue
 		}
+		want := leafSerial
+		// A folder that chose another SVID (files[].svid) must hold that
+		// one's serial; when the SVID is missing its apply failed, which
+		// is reported above.
+		if c, ok := f.(interface{ SVIDChoice() string }); ok && c.SVIDChoice() != "" {
+			if i := rotation.FindSVID(cur.SVIDs, c.SVIDChoice()); i >= 0 {
+				want = cur.SVIDs[i].Certificates[0].SerialNumber.Text(16)
+			}
+		}
 		st, ok := bySink[f.Name()]
-		if ok && st.Err == nil && st.Generation == cur.Generation && m.Serial != leafSerial {
+		if ok && st.Err == nil && st.Generation == cur.Generation && m.Serial != want {
 			add("folder %s holds serial %s, not the current SVID's serial %s (generation %d): something else wrote to it",
-				f.Dir(), m.Serial, leafSerial, cur.Generation)
+				f.Dir(), m.Serial, want, cur.Generation)
 		}
 	}
 

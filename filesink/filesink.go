@@ -337,6 +337,10 @@ func validFileName(name string) error {
 // Name identifies the sink in logs, readiness and metrics.
 func (f *Folder) Name() string { return "files:" + f.cfg.Dir }
 
+// SVIDChoice is the configured svid (hint or SPIFFE ID); "" means the
+// default SVID. Readiness uses it to know which serial the folder must hold.
+func (f *Folder) SVIDChoice() string { return f.cfg.SVID }
+
 // Dir is the folder's absolute path.
 func (f *Folder) Dir() string { return f.cfg.Dir }
 
