@@ -39,6 +39,8 @@ const (
 	DefaultPostgresTimeout    = Duration(10 * time.Second)
 	DefaultAdminListen        = "127.0.0.1:8081"
 	DefaultMinValidityPercent = 10
+	DefaultJWTMode            = Mode(0o600)
+	DefaultJWTBundleMode      = Mode(0o600)
 )
 
 // Config is the whole file. Field comments give the YAML key.
@@ -99,6 +101,21 @@ type Folder struct {
 	IncludeFederatedDomains  bool   `yaml:"include_federated_domains"`
 	FederatedBundle          string `yaml:"federated_bundle"`
 	AddIntermediatesToBundle bool   `yaml:"add_intermediates_to_bundle"`
+	// JWTSVIDs are JWT-SVIDs written into Dir, each refreshed before half
+	// its lifetime is gone; JWTBundleFileName gets the JWT bundles of every
+	// trust domain (package jwtfiles). They are written one file at a time,
+	// outside the X.509 generation swap.
+	JWTSVIDs          []JWTSVID `yaml:"jwt_svids"`
+	JWTBundleFileName string    `yaml:"jwt_bundle_file_name"`
+	JWTMode           Mode      `yaml:"jwt_mode"`
+	JWTBundleMode     Mode      `yaml:"jwt_bundle_mode"`
+}
+
+// JWTSVID is one JWT-SVID file: a token for Audience (and ExtraAudiences).
+type JWTSVID struct {
+	Audience       string   `yaml:"audience"`
+	ExtraAudiences []string `yaml:"extra_audiences"`
+	FileName       string   `yaml:"file_name"`
 }
 
 // Action is one reload action; exactly one of its fields is set.
@@ -232,6 +249,12 @@ func (c *Config) Default() {
 		}
 		if f.KeyMode == 0 {
 			f.KeyMode = DefaultKeyMode
+		}
+		if f.JWTMode == 0 {
+			f.JWTMode = DefaultJWTMode
+		}
+		if f.JWTBundleMode == 0 {
+			f.JWTBundleMode = DefaultJWTBundleMode
 		}
 		if f.Layout == "spiffe-helper" {
 			if f.CertFileName == "" {
@@ -376,6 +399,7 @@ func (c *Config) Validate() error {
 				bad(key+".add_intermediates_to_bundle", "true applies only to layout spiffe-helper")
 			}
 		}
+		validateJWT(key, f, bad)
 		for j, a := range f.OnRotate {
 			akey := fmt.Sprintf("%s.on_rotate[%d]", key, j)
 			switch {
@@ -423,6 +447,52 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("nothing to deliver to: sds.enabled is false and files is empty"))
 	}
 	return errors.Join(errs...)
+}
+
+// validateJWT checks a folder's JWT keys: a token is a bearer credential,
+// so jwt_mode may not open it to every user, and no two files (JWT or
+// X.509) may share a name.
+func validateJWT(key string, f Folder, bad func(key string, format string, args ...any)) {
+	names := map[string]string{}
+	for k, name := range map[string]string{"cert_file_name": f.CertFileName, "key_file_name": f.KeyFileName, "bundle_file_name": f.BundleFileName} {
+		if name != "" {
+			names[name] = k
+		}
+	}
+	plain := func(k, name string) {
+		switch {
+		case name == "":
+			bad(key+"."+k, "missing")
+			return
+		case strings.ContainsRune(name, '/') || strings.HasPrefix(name, "."):
+			bad(key+"."+k, "%q must be a plain file name", name)
+		}
+		if other, dup := names[name]; dup {
+			bad(key+"."+k, "%q is also %s", name, other)
+		}
+		names[name] = k
+	}
+	for i, j := range f.JWTSVIDs {
+		jkey := fmt.Sprintf("jwt_svids[%d]", i)
+		if strings.TrimSpace(j.Audience) == "" {
+			bad(key+"."+jkey+".audience", "missing: a JWT-SVID is always issued for an audience")
+		}
+		for n, a := range j.ExtraAudiences {
+			if strings.TrimSpace(a) == "" {
+				bad(fmt.Sprintf("%s.%s.extra_audiences[%d]", key, jkey, n), "empty audience")
+			}
+		}
+		plain(jkey+".file_name", j.FileName)
+	}
+	if f.JWTBundleFileName != "" {
+		plain("jwt_bundle_file_name", f.JWTBundleFileName)
+	}
+	if f.JWTMode&0o007 != 0 {
+		bad(key+".jwt_mode", "%q lets every user read or replace a bearer token", f.JWTMode)
+	}
+	if f.JWTBundleMode&0o002 != 0 {
+		bad(key+".jwt_bundle_mode", "%q makes the JWT bundle writable by every user", f.JWTBundleMode)
+	}
 }
 
 // checkSVIDChoice checks a hint-or-SPIFFE-ID value: anything that looks

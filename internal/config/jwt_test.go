@@ -1,0 +1,65 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestJWTKeys(t *testing.T) {
+	c, err := parseDefaultValidate(t, `files:
+  - dir: /a
+    jwt_svids:
+      - audience: https://api.example.org
+        extra_audiences: [billing]
+        file_name: api.token
+    jwt_bundle_file_name: jwt_bundle.json
+    jwt_mode: "0640"
+  - dir: /b
+    jwt_bundle_file_name: bundle.json
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.Files[0]
+	want := JWTSVID{Audience: "https://api.example.org", ExtraAudiences: []string{"billing"}, FileName: "api.token"}
+	if len(f.JWTSVIDs) != 1 || f.JWTSVIDs[0].Audience != want.Audience || f.JWTSVIDs[0].FileName != want.FileName ||
+		len(f.JWTSVIDs[0].ExtraAudiences) != 1 || f.JWTSVIDs[0].ExtraAudiences[0] != "billing" {
+		t.Errorf("files[0].jwt_svids = %+v, want [%+v]", f.JWTSVIDs, want)
+	}
+	if f.JWTBundleFileName != "jwt_bundle.json" || f.JWTMode != 0o640 || f.JWTBundleMode != DefaultJWTBundleMode {
+		t.Errorf("files[0] jwt keys = %q %v %v", f.JWTBundleFileName, f.JWTMode, f.JWTBundleMode)
+	}
+	if c.Files[1].JWTMode != DefaultJWTMode {
+		t.Errorf("files[1].jwt_mode = %v, want the default %v", c.Files[1].JWTMode, DefaultJWTMode)
+	}
+}
+
+func TestJWTErrorsNameKeyAndValue(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"no audience", "files:\n  - dir: /a\n    jwt_svids: [{file_name: t}]\n", []string{"files[0].jwt_svids[0].audience", "missing"}},
+		{"no file name", "files:\n  - dir: /a\n    jwt_svids: [{audience: x}]\n", []string{"files[0].jwt_svids[0].file_name", "missing"}},
+		{"path as file name", "files:\n  - dir: /a\n    jwt_svids: [{audience: x, file_name: ../t}]\n", []string{"files[0].jwt_svids[0].file_name", `"../t"`}},
+		{"empty extra audience", "files:\n  - dir: /a\n    jwt_svids: [{audience: x, file_name: t, extra_audiences: [\"\"]}]\n", []string{"files[0].jwt_svids[0].extra_audiences[0]"}},
+		{"same name as the key", "files:\n  - dir: /a\n    jwt_svids: [{audience: x, file_name: svid_key.pem}]\n", []string{"files[0].jwt_svids[0].file_name", `"svid_key.pem"`, "key_file_name"}},
+		{"two tokens one file", "files:\n  - dir: /a\n    jwt_svids: [{audience: x, file_name: t}, {audience: y, file_name: t}]\n", []string{"files[0].jwt_svids[1].file_name", `"t"`}},
+		{"bundle over a token", "files:\n  - dir: /a\n    jwt_svids: [{audience: x, file_name: t}]\n    jwt_bundle_file_name: t\n", []string{"files[0].jwt_bundle_file_name", `"t"`}},
+		{"world-readable token", "files:\n  - dir: /a\n    jwt_mode: \"0644\"\n", []string{"files[0].jwt_mode", `"0644"`}},
+		{"world-writable bundle", "files:\n  - dir: /a\n    jwt_bundle_mode: \"0666\"\n", []string{"files[0].jwt_bundle_mode", `"0666"`}},
+		{"decimal mode", "files:\n  - dir: /a\n    jwt_mode: 600\n", []string{"quoted octal"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseDefaultValidate(t, tc.yaml)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
