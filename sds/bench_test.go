@@ -28,7 +28,7 @@ const streamsPerConn = 100
 // only runs once every stream is waiting for the next push.
 func BenchmarkApplyToStreams(b *testing.B) {
 	for _, delta := range []bool{false, true} {
-		for _, n := range []int{1, 100, 1000} {
+		for _, n := range []int{1, 100, 1000, 10000} {
 			kind := "sotw"
 			if delta {
 				kind = "delta"

@@ -39,6 +39,10 @@ func TestMain(m *testing.M) {
 		// A child process: the SDS client of TestPeerOfAnotherUID.
 		os.Exit(runClientRole(socket))
 	}
+	if arg := os.Getenv(benchClientsEnv); arg != "" {
+		// A child process: the SDS clients of BenchmarkStreamMemory.
+		os.Exit(runBenchClients(arg))
+	}
 	goleak.VerifyTestMain(m)
 }
 
