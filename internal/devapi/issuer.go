@@ -137,6 +137,8 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 		}
 		federated = append(federated, fc)
 	}
+	// JWT-SVIDs live as long as the X.509 ones, so both rotate alike.
+	srv.SetJWTTTL(cfg.TTL)
 	return &Issuer{
 		cfg:       cfg,
 		srv:       srv,

@@ -9,8 +9,9 @@
 //   - the project's tests, as the fake Workload API (SPIRE agent) that can be
 //     stopped and started again on the same socket.
 //
-// Only the X.509 profile is implemented. FetchJWTSVID, FetchJWTBundles,
-// ValidateJWTSVID and the WIT profile answer codes.Unimplemented.
+// The X.509 profile serves what it is given; the JWT profile (jwt.go)
+// issues JWT-SVIDs for the SPIFFE IDs of the current X.509 response, for
+// any audience. The WIT profile answers codes.Unimplemented.
 package devapi
 
 import (
@@ -72,6 +73,8 @@ type Server struct {
 	streams map[chan struct{}]struct{}
 	// streamsChanged is closed and replaced whenever len(streams) changes.
 	streamsChanged chan struct{}
+	// jwt is the JWT profile's state (jwt.go).
+	jwt jwtState
 
 	// life serializes Start and Stop.
 	life      sync.Mutex
@@ -324,6 +327,7 @@ func (s *Server) wakeLocked() {
 		default:
 		}
 	}
+	s.wakeJWTLocked()
 }
 
 // checkSecurityHeader refuses a call without the Workload API header, with

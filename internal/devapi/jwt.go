@@ -1,0 +1,249 @@
+package devapi
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// jwtState is the JWT profile's part of a Server, guarded by Server.mu.
+// JWT-SVIDs are issued on request for the SPIFFE IDs of the current X.509
+// response, so the JWT identities always follow what SetX509 pushed; one
+// signing key per Server serves every trust domain (a dev shortcut: SPIRE
+// has one per trust domain).
+type jwtState struct {
+	key *ecdsa.PrivateKey
+	kid string
+	ttl time.Duration
+	// streams holds one wake-up channel per open FetchJWTBundles stream;
+	// they are woken with the X.509 ones, since the bundles' trust domains
+	// come from the X.509 response.
+	streams map[chan struct{}]struct{}
+}
+
+// SetJWTTTL sets the lifetime of the JWT-SVIDs the Server issues from now
+// on; zero or negative means DefaultTTL.
+func (s *Server) SetJWTTTL(ttl time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.jwt.ttl = ttl
+}
+
+// keyLocked returns the signing key, creating it on first use.
+func (s *Server) jwtKeyLocked() (*ecdsa.PrivateKey, string, error) {
+	if s.jwt.key == nil {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, "", fmt.Errorf("devapi: JWT signing key: %w", err)
+		}
+		var kid [16]byte
+		_, _ = rand.Read(kid[:])
+		s.jwt.key, s.jwt.kid = key, hex.EncodeToString(kid[:])
+	}
+	return s.jwt.key, s.jwt.kid, nil
+}
+
+// FetchJWTSVID implements the Workload API: a JWT-SVID for the requested
+// audience for every SVID of the current X.509 response (with its hint), or
+// only for the requested SPIFFE ID, as SPIRE's agent answers.
+func (s *Server) FetchJWTSVID(_ context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
+	if len(req.GetAudience()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.x509Err != nil {
+		return nil, s.x509Err
+	}
+	ttl := s.jwt.ttl
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	key, kid, err := s.jwtKeyLocked()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	resp := &workload.JWTSVIDResponse{}
+	now := time.Now()
+	for _, x := range s.x509.GetSvids() {
+		if req.GetSpiffeId() != "" && req.GetSpiffeId() != x.GetSpiffeId() {
+			continue
+		}
+		token, err := signJWTSVID(key, kid, x.GetSpiffeId(), req.GetAudience(), now, ttl)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: x.GetSpiffeId(), Svid: token, Hint: x.GetHint()})
+	}
+	if len(resp.Svids) == 0 {
+		// SPIRE's text when the caller has no (matching) entry.
+		return nil, status.Error(codes.PermissionDenied, "no identity issued")
+	}
+	return resp, nil
+}
+
+func signJWTSVID(key *ecdsa.PrivateKey, kid, subject string, audience []string, now time.Time, ttl time.Duration) (string, error) {
+	signer, err := jose.NewSigner(
+		jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
+		(&jose.SignerOptions{}).WithType("JWT"),
+	)
+	if err != nil {
+		return "", fmt.Errorf("devapi: JWT signer: %w", err)
+	}
+	token, err := jwt.Signed(signer).Claims(jwt.Claims{
+		Subject:  subject,
+		Audience: jwt.Audience(audience),
+		IssuedAt: jwt.NewNumericDate(now),
+		Expiry:   jwt.NewNumericDate(now.Add(ttl)),
+	}).Serialize()
+	if err != nil {
+		return "", fmt.Errorf("devapi: sign JWT-SVID: %w", err)
+	}
+	return token, nil
+}
+
+// jwtBundlesLocked is the FetchJWTBundles answer: the signing key as a
+// JWKS for every trust domain of the current response's SVIDs.
+func (s *Server) jwtBundlesLocked() (*workload.JWTBundlesResponse, error) {
+	if s.x509 == nil {
+		return nil, nil
+	}
+	key, kid, err := s.jwtKeyLocked()
+	if err != nil {
+		return nil, err
+	}
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: kid, Use: "jwt-svid", Algorithm: string(jose.ES256)}}})
+	if err != nil {
+		return nil, fmt.Errorf("devapi: marshal JWKS: %w", err)
+	}
+	out := &workload.JWTBundlesResponse{Bundles: map[string][]byte{}}
+	for _, x := range s.x509.GetSvids() {
+		if id, err := spiffeid.FromString(x.GetSpiffeId()); err == nil {
+			out.Bundles[id.TrustDomain().IDString()] = jwks
+		}
+	}
+	return out, nil
+}
+
+// FetchJWTBundles implements the Workload API: the JWT bundles at once,
+// then again whenever they change.
+func (s *Server) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
+	wake := make(chan struct{}, 1)
+	s.mu.Lock()
+	if s.jwt.streams == nil {
+		s.jwt.streams = make(map[chan struct{}]struct{})
+	}
+	s.jwt.streams[wake] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.jwt.streams, wake)
+		s.mu.Unlock()
+	}()
+	var sent *workload.JWTBundlesResponse
+	for {
+		s.mu.Lock()
+		msg, err := s.jwtBundlesLocked()
+		if err == nil {
+			err = s.x509Err
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return status.Convert(err).Err()
+		}
+		if msg != nil && !proto.Equal(msg, sent) {
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+			sent = msg
+		}
+		select {
+		case <-wake:
+		case <-stream.Context().Done():
+			return status.FromContextError(stream.Context().Err()).Err()
+		}
+	}
+}
+
+// wakeJWTLocked never blocks, like wakeLocked.
+func (s *Server) wakeJWTLocked() {
+	for wake := range s.jwt.streams {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// ValidateJWTSVID implements the Workload API: the token must be signed by
+// this Server's key, for a SPIFFE ID it currently issues, and name the
+// audience.
+func (s *Server) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSVIDRequest) (*workload.ValidateJWTSVIDResponse, error) {
+	if req.GetAudience() == "" {
+		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
+	}
+	if req.GetSvid() == "" {
+		return nil, status.Error(codes.InvalidArgument, "svid must be specified")
+	}
+	s.mu.Lock()
+	resp, err := s.jwtBundlesLocked()
+	s.mu.Unlock()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	set := jwtbundle.NewSet()
+	for tdID, jwks := range resp.GetBundles() {
+		td, err := spiffeid.TrustDomainFromString(tdID)
+		if err != nil {
+			continue
+		}
+		b, err := jwtbundle.Parse(td, jwks)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		set.Add(b)
+	}
+	svid, err := jwtsvid.ParseAndValidate(req.GetSvid(), set, []string{req.GetAudience()})
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	claims, err := structpb.NewStruct(jsonClaims(svid.Claims))
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &workload.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: claims}, nil
+}
+
+// jsonClaims turns go-jose's claim values into what structpb accepts
+// ([]string is not one of them).
+func jsonClaims(in map[string]any) map[string]any {
+	out := make(map[string]any, len(in))
+	for k, v := range in {
+		if ss, ok := v.([]string); ok {
+			vs := make([]any, len(ss))
+			for i, s := range ss {
+				vs[i] = s
+			}
+			v = vs
+		}
+		out[k] = v
+	}
+	return out
+}
