@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin
 E2E_TIMEOUT ?= 45m
 
-.PHONY: all build test unit vet e2e e2e-deps bench fuzz fmt-check clean
+.PHONY: all build test unit vet e2e e2e-deps bench bench-spire fuzz fmt-check clean
 
 all: build
 
@@ -48,6 +48,12 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Side by side with SPIRE Agent's own SDS, against one real agent (see
+# docs/benchmarks.md). Its own build tag keeps it out of `make e2e`.
+BENCH_SPIRE_WINDOW ?= 2m
+bench-spire: e2e-deps
+	$(GO) test -tags e2e,benchspire -run '^TestBenchSPIRE$$' -count=1 -timeout 15m -v ./e2e/ -args -bench-window=$(BENCH_SPIRE_WINDOW)
 
 clean:
 	rm -rf $(BIN) sds-bridge-dev
