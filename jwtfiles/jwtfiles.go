@@ -1,0 +1,369 @@
+// Package jwtfiles writes JWT-SVIDs and JWT bundles from the SPIFFE
+// Workload API to files, for HTTP clients that send a bearer token and
+// servers that verify one, as spiffe-helper's jwt_svids and
+// jwt_bundle_file_name do.
+//
+// It is not a rotation.Sink: X.509 updates carry no JWTs, and JWT-SVIDs are
+// fetched per audience, on request. Each token has its own time.Timer and is
+// fetched again when half of its lifetime is gone (no polling); a failed
+// fetch is retried with backoff while the last good token stays in place.
+// JWT bundles are watched as a stream. Every file is replaced atomically on
+// its own (filesink.WriteFile), and the folder's reload actions run after
+// each new file.
+package jwtfiles
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sds-bridge/sds-bridge/filesink"
+)
+
+// Defaults of Config and Folder.
+const (
+	DefaultMode       = os.FileMode(0o600)
+	DefaultBundleMode = os.FileMode(0o600)
+	DefaultMinRetry   = time.Second
+	DefaultMaxRetry   = 30 * time.Second
+)
+
+// Config configures a Writer.
+type Config struct {
+	// Address is the Workload API address (unix:///path or tcp://host:port);
+	// "" means $SPIFFE_ENDPOINT_SOCKET.
+	Address string
+	// DefaultSVIDHint picks the token among several SVIDs for a folder
+	// without its own SVID choice: a hint or a SPIFFE ID. Empty: the first.
+	DefaultSVIDHint string
+	Folders         []Folder
+	// MinRetry and MaxRetry bound the backoff after a failed fetch or
+	// write; defaults 1s and 30s.
+	MinRetry, MaxRetry time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Folder is the JWT part of one credential folder.
+type Folder struct {
+	// Dir must exist when Run starts (filesink.Folder.Prepare makes it).
+	Dir   string
+	SVIDs []SVIDFile
+	// BundleFileName, if set, gets every trust domain's JWT bundle.
+	BundleFileName string
+	// SVID chooses the identity: a hint or a SPIFFE ID; empty means
+	// Config.DefaultSVIDHint.
+	SVID string
+	// Mode (tokens) and BundleMode default to 0600.
+	Mode, BundleMode os.FileMode
+	Owner            *filesink.Owner
+	// Actions run after each new file in Dir, in order.
+	Actions []filesink.Action
+}
+
+// SVIDFile is one token file.
+type SVIDFile struct {
+	Audience       string
+	ExtraAudiences []string
+	FileName       string
+}
+
+// Writer keeps the JWT files of its folders current.
+type Writer struct {
+	cfg Config
+	log *slog.Logger
+	// actionMu serializes a folder's actions: a token and the bundle may
+	// land at the same moment, and a consumer should see one reload at a
+	// time.
+	actionMu sync.Mutex
+}
+
+// New checks cfg and applies defaults. Nothing is fetched until Run.
+func New(cfg Config) (*Writer, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MinRetry <= 0 {
+		cfg.MinRetry = DefaultMinRetry
+	}
+	if cfg.MaxRetry < cfg.MinRetry {
+		cfg.MaxRetry = max(DefaultMaxRetry, cfg.MinRetry)
+	}
+	cfg.Folders = append([]Folder(nil), cfg.Folders...)
+	for i := range cfg.Folders {
+		f := &cfg.Folders[i]
+		if !filepath.IsAbs(f.Dir) {
+			return nil, fmt.Errorf("jwtfiles: folder %d: dir %q must be an absolute path", i, f.Dir)
+		}
+		if f.Mode == 0 {
+			f.Mode = DefaultMode
+		}
+		if f.BundleMode == 0 {
+			f.BundleMode = DefaultBundleMode
+		}
+		for j, s := range f.SVIDs {
+			if s.Audience == "" {
+				return nil, fmt.Errorf("jwtfiles: %s: token %d: audience missing", f.Dir, j)
+			}
+			if s.FileName == "" || strings.ContainsRune(s.FileName, '/') {
+				return nil, fmt.Errorf("jwtfiles: %s: token %d: file name %q must be a plain file name", f.Dir, j, s.FileName)
+			}
+		}
+		if strings.ContainsRune(f.BundleFileName, '/') {
+			return nil, fmt.Errorf("jwtfiles: %s: bundle file name %q must be a plain file name", f.Dir, f.BundleFileName)
+		}
+	}
+	return &Writer{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Empty reports whether there is nothing to write, so a caller can skip Run
+// and its Workload API connection.
+func (w *Writer) Empty() bool {
+	for _, f := range w.cfg.Folders {
+		if len(f.SVIDs) > 0 || f.BundleFileName != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// Run fetches, writes and refreshes until ctx ends, then returns nil. Files
+// already written stay: a token is valid until it expires.
+func (w *Writer) Run(ctx context.Context) error {
+	if w.Empty() {
+		<-ctx.Done()
+		return nil
+	}
+	var opts []workloadapi.ClientOption
+	if w.cfg.Address != "" {
+		opts = append(opts, workloadapi.WithAddr(w.cfg.Address))
+	}
+	client, err := workloadapi.New(ctx, opts...)
+	if err != nil {
+		return fmt.Errorf("jwtfiles: workload API client: %w", err)
+	}
+	defer client.Close()
+
+	var wg sync.WaitGroup
+	bundles := false
+	for i := range w.cfg.Folders {
+		f := &w.cfg.Folders[i]
+		for _, s := range f.SVIDs {
+			wg.Go(func() { w.runToken(ctx, client, f, s) })
+		}
+		bundles = bundles || f.BundleFileName != ""
+	}
+	if bundles {
+		wg.Go(func() { w.runBundles(ctx, client) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// runToken keeps one token file current: fetch, write, run actions, sleep
+// until half of the token's lifetime is gone; on failure retry with
+// backoff, leaving the last good file in place.
+func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Folder, s SVIDFile) {
+	path := filepath.Join(f.Dir, s.FileName)
+	log := w.log.With("file", path, "audience", s.Audience)
+	retry := w.cfg.MinRetry
+	var last *jwtsvid.SVID
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		fetched := time.Now()
+		svid, err := w.fetch(ctx, client, f, s)
+		if err == nil {
+			err = filesink.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			attrs := []any{"error", err, "retry_in", retry}
+			if last != nil && time.Now().Before(last.Expiry) {
+				attrs = append(attrs, "kept_token_expires", last.Expiry)
+				log.Warn("jwtfiles: refreshing JWT-SVID failed; the file keeps the last token", attrs...)
+			} else {
+				log.Error("jwtfiles: no valid JWT-SVID", attrs...)
+			}
+			timer.Reset(retry)
+			retry = min(2*retry, w.cfg.MaxRetry)
+			continue
+		}
+		retry = w.cfg.MinRetry
+		last = svid
+		next := refreshIn(svid, fetched)
+		log.Info("jwtfiles: wrote JWT-SVID", "spiffe_id", svid.ID.String(), "expires", svid.Expiry, "refresh_in", next.Round(time.Millisecond))
+		w.runActions(ctx, f, filesink.Event{Dir: f.Dir, SPIFFEID: svid.ID.String(), NotAfter: svid.Expiry})
+		timer.Reset(next)
+	}
+}
+
+// fetch asks for the folder's chosen identity: a SPIFFE ID is sent as the
+// subject; a hint picks among every SVID's token.
+func (w *Writer) fetch(ctx context.Context, client *workloadapi.Client, f *Folder, s SVIDFile) (*jwtsvid.SVID, error) {
+	choice, fromFolder := f.SVID, true
+	if choice == "" {
+		choice, fromFolder = w.cfg.DefaultSVIDHint, false
+	}
+	params := jwtsvid.Params{Audience: s.Audience, ExtraAudiences: s.ExtraAudiences}
+	if id, err := spiffeid.FromString(choice); err == nil {
+		params.Subject = id
+		svid, err := client.FetchJWTSVID(ctx, params)
+		if err != nil {
+			return nil, fmt.Errorf("jwtfiles: fetch JWT-SVID for %s: %w", id, err)
+		}
+		return svid, nil
+	}
+	svids, err := client.FetchJWTSVIDs(ctx, params)
+	if err != nil {
+		return nil, fmt.Errorf("jwtfiles: fetch JWT-SVID: %w", err)
+	}
+	if choice == "" {
+		return svids[0], nil
+	}
+	for _, svid := range svids {
+		if svid.Hint == choice {
+			return svid, nil
+		}
+	}
+	if !fromFolder {
+		// As for X.509: a default hint that matches nothing falls back to
+		// the first SVID; a folder's own choice never does.
+		return svids[0], nil
+	}
+	return nil, fmt.Errorf("jwtfiles: fetch JWT-SVID: no SVID with hint %q among %d", choice, len(svids))
+}
+
+// refreshIn is the time until half of the token's lifetime is gone,
+// counted from its iat claim (or from when it was fetched).
+func refreshIn(svid *jwtsvid.SVID, fetched time.Time) time.Duration {
+	start := fetched
+	if iat, ok := svid.Claims["iat"].(float64); ok {
+		if t := time.Unix(int64(iat), 0); t.Before(fetched) {
+			start = t
+		}
+	}
+	return max(time.Until(start.Add(svid.Expiry.Sub(start)/2)), 0)
+}
+
+// bundleWatcher receives JWT bundle updates from go-spiffe.
+type bundleWatcher struct {
+	w    *Writer
+	ctx  context.Context
+	last []byte
+}
+
+func (b *bundleWatcher) OnJWTBundlesUpdate(set *jwtbundle.Set) {
+	data, err := MarshalBundles(set)
+	if err != nil {
+		b.w.log.Error("jwtfiles: JWT bundles not written", "error", err)
+		return
+	}
+	if string(data) == string(b.last) {
+		return
+	}
+	ok := true
+	for i := range b.w.cfg.Folders {
+		f := &b.w.cfg.Folders[i]
+		if f.BundleFileName == "" {
+			continue
+		}
+		path := filepath.Join(f.Dir, f.BundleFileName)
+		if err := filesink.WriteFile(path, data, f.BundleMode, f.Owner); err != nil {
+			// The next update tries again; the file keeps the last bundles.
+			b.w.log.Error("jwtfiles: JWT bundles not written", "file", path, "error", err)
+			ok = false
+			continue
+		}
+		b.w.log.Info("jwtfiles: wrote JWT bundles", "file", path, "trust_domains", set.Len())
+		b.w.runActions(b.ctx, f, filesink.Event{Dir: f.Dir})
+	}
+	if ok {
+		b.last = data
+	}
+}
+
+func (b *bundleWatcher) OnJWTBundlesWatchError(err error) {
+	if b.ctx.Err() == nil && status.Code(err) != codes.Canceled {
+		b.w.log.Warn("jwtfiles: watching JWT bundles failed; retrying", "error", err)
+	}
+}
+
+func (w *Writer) runBundles(ctx context.Context, client *workloadapi.Client) {
+	err := client.WatchJWTBundles(ctx, &bundleWatcher{w: w, ctx: ctx})
+	if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+		w.log.Error("jwtfiles: stopped watching JWT bundles", "error", err)
+	}
+}
+
+// MarshalBundles renders a JWT bundle set as spiffe-helper writes its
+// jwt_bundle_file_name: a JSON object from trust domain name to the
+// base64 (standard encoding) of that trust domain's JWKS.
+func MarshalBundles(set *jwtbundle.Set) ([]byte, error) {
+	out := make(map[string]string, set.Len())
+	for _, b := range set.Bundles() {
+		jwks, err := b.Marshal()
+		if err != nil {
+			return nil, fmt.Errorf("jwtfiles: marshal JWT bundle of %s: %w", b.TrustDomain(), err)
+		}
+		out[b.TrustDomain().Name()] = base64.StdEncoding.EncodeToString(jwks)
+	}
+	return json.Marshal(out)
+}
+
+// ParseBundles reads what MarshalBundles wrote.
+func ParseBundles(data []byte) (*jwtbundle.Set, error) {
+	var in map[string]string
+	if err := json.Unmarshal(data, &in); err != nil {
+		return nil, fmt.Errorf("jwtfiles: parse JWT bundles: %w", err)
+	}
+	set := jwtbundle.NewSet()
+	for name, enc := range in {
+		td, err := spiffeid.TrustDomainFromString(name)
+		if err != nil {
+			return nil, fmt.Errorf("jwtfiles: parse JWT bundles: trust domain %q: %w", name, err)
+		}
+		jwks, err := base64.StdEncoding.DecodeString(enc)
+		if err != nil {
+			return nil, fmt.Errorf("jwtfiles: parse JWT bundles of %s: %w", name, err)
+		}
+		b, err := jwtbundle.Parse(td, jwks)
+		if err != nil {
+			return nil, fmt.Errorf("jwtfiles: parse JWT bundles of %s: %w", name, err)
+		}
+		set.Add(b)
+	}
+	return set, nil
+}
+
+func (w *Writer) runActions(ctx context.Context, f *Folder, ev filesink.Event) {
+	w.actionMu.Lock()
+	defer w.actionMu.Unlock()
+	for _, a := range f.Actions {
+		if err := a.Run(ctx, ev); err != nil && ctx.Err() == nil {
+			w.log.Error("jwtfiles: reload action failed", "dir", f.Dir, "action", a.Name(), "error", err)
+		}
+	}
+}

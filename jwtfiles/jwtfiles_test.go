@@ -1,0 +1,245 @@
+package jwtfiles
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"go.uber.org/goleak"
+
+	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// hangGuard bounds every wait so a broken writer fails the test instead of
+// hanging it; it is not a speed requirement.
+const hangGuard = 30 * time.Second
+
+type tLogWriter struct{ tb testing.TB }
+
+func (w tLogWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func testLogger(tb testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tLogWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func socketPath(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "sb")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return filepath.Join(dir, "api.sock")
+}
+
+// countAction counts the events it is run with: a real filesink.Action.
+type countAction struct {
+	mu     sync.Mutex
+	events []filesink.Event
+}
+
+func (a *countAction) Name() string { return "count" }
+
+func (a *countAction) Run(_ context.Context, e filesink.Event) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.events = append(a.events, e)
+	return nil
+}
+
+func (a *countAction) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.events)
+}
+
+// devWorkloadAPI runs a dev Workload API whose issuer is started by the
+// returned func, so a test can have the writer wait for it first.
+func devWorkloadAPI(t *testing.T, ttl time.Duration, ids ...spiffeid.ID) (*devapi.Server, func()) {
+	t.Helper()
+	srv := devapi.NewServer(devapi.ServerConfig{SocketPath: socketPath(t), Logger: testLogger(t)})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	iss, err := devapi.NewIssuer(devapi.IssuerConfig{
+		TrustDomain: spiffeid.RequireTrustDomainFromString("dev.test"),
+		SPIFFEIDs:   ids,
+		Hints:       map[spiffeid.ID]string{ids[len(ids)-1]: "last"},
+		TTL:         ttl,
+		Logger:      testLogger(t),
+	}, srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- iss.Run(ctx) }()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("issuer: %v", err)
+			}
+		})
+	}
+}
+
+func runWriter(t *testing.T, cfg Config) {
+	t.Helper()
+	cfg.Logger = testLogger(t)
+	cfg.MinRetry, cfg.MaxRetry = 50*time.Millisecond, 200*time.Millisecond
+	w, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+// waitFile returns the file's content once ok accepts it.
+func waitFile(t *testing.T, path, what string, ok func([]byte) bool) []byte {
+	t.Helper()
+	deadline := time.Now().Add(hangGuard)
+	for time.Now().Before(deadline) {
+		if data, err := os.ReadFile(path); err == nil && ok(data) {
+			return data
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s never appeared in %s", what, path)
+	return nil
+}
+
+func TestTokensAndBundlesWrittenAndRefreshed(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("dev.test")
+	first, second := spiffeid.RequireFromPath(td, "/first"), spiffeid.RequireFromPath(td, "/second")
+	srv, startIssuer := devWorkloadAPI(t, 2*time.Second, first, second)
+	dir := t.TempDir()
+	action := &countAction{}
+	runWriter(t, Config{
+		Address: srv.Address(),
+		Folders: []Folder{{
+			Dir: dir,
+			SVIDs: []SVIDFile{
+				{Audience: "https://api.example.org", ExtraAudiences: []string{"billing"}, FileName: "api.token"},
+				{Audience: "other", FileName: "other.token"},
+			},
+			BundleFileName: "jwt_bundle.json",
+			Actions:        []filesink.Action{action},
+		}},
+	})
+	// The writer starts before any identity exists: it must retry.
+	startIssuer()
+
+	bundleData := waitFile(t, filepath.Join(dir, "jwt_bundle.json"), "JWT bundles", func(b []byte) bool { return len(b) > 0 })
+	bundles, err := ParseBundles(bundleData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bundles.Has(td) || bundles.Len() != 1 {
+		t.Fatalf("%d JWT bundles in the file, want the one of %s", bundles.Len(), td)
+	}
+	path := filepath.Join(dir, "api.token")
+	token := waitFile(t, path, "a JWT-SVID", func(b []byte) bool { return len(b) > 0 })
+	svid, err := jwtsvid.ParseAndValidate(string(token), bundles, []string{"billing"})
+	if err != nil {
+		t.Fatalf("token file does not verify with the bundle file: %v", err)
+	}
+	if svid.ID != first {
+		t.Errorf("subject %s, want the default SVID %s", svid.ID, first)
+	}
+	for name, want := range map[string]os.FileMode{"api.token": DefaultMode, "jwt_bundle.json": DefaultBundleMode} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %v", name, fi.Mode().Perm(), err, want)
+		}
+	}
+
+	// The next token comes before this one expires, with a later expiry.
+	refreshed := waitFile(t, path, "a refreshed JWT-SVID", func(b []byte) bool { return string(b) != string(token) })
+	next, err := jwtsvid.ParseAndValidate(string(refreshed), bundles, []string{"https://api.example.org"})
+	if err != nil {
+		t.Fatalf("refreshed token: %v", err)
+	}
+	if !next.Expiry.After(svid.Expiry) {
+		t.Errorf("refreshed token expires %s, not after the first (%s)", next.Expiry, svid.Expiry)
+	}
+	if n := action.count(); n < 3 {
+		t.Errorf("actions ran %d times, want at least 3 (two tokens, the bundle)", n)
+	}
+
+	other := waitFile(t, filepath.Join(dir, "other.token"), "the second token", func(b []byte) bool { return len(b) > 0 })
+	if _, err := jwtsvid.ParseAndValidate(string(other), bundles, []string{"other"}); err != nil {
+		t.Errorf("other.token: %v", err)
+	}
+}
+
+func TestFolderChoosesItsSVIDByHint(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("dev.test")
+	first, last := spiffeid.RequireFromPath(td, "/first"), spiffeid.RequireFromPath(td, "/last")
+	srv, startIssuer := devWorkloadAPI(t, time.Minute, first, last)
+	startIssuer()
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	runWriter(t, Config{
+		Address:         srv.Address(),
+		DefaultSVIDHint: "no-such-hint",
+		Folders: []Folder{
+			{Dir: dirs[0], SVID: "last", SVIDs: []SVIDFile{{Audience: "a", FileName: "t"}}, Mode: 0o640},
+			{Dir: dirs[1], SVID: last.String(), SVIDs: []SVIDFile{{Audience: "a", FileName: "t"}}},
+			{Dir: dirs[2], SVIDs: []SVIDFile{{Audience: "a", FileName: "t"}}},
+		},
+	})
+	for i, want := range []spiffeid.ID{last, last, first} {
+		data := waitFile(t, filepath.Join(dirs[i], "t"), "a token", func(b []byte) bool { return len(b) > 0 })
+		svid, err := jwtsvid.ParseInsecure(string(data), []string{"a"})
+		if err != nil {
+			t.Fatalf("folder %d: %v", i, err)
+		}
+		if svid.ID != want {
+			t.Errorf("folder %d: subject %s, want %s", i, svid.ID, want)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(dirs[0], "t")); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v (%v), want 0640", fi.Mode().Perm(), err)
+	}
+}
+
+func TestNewRefusesBadFolders(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		f    Folder
+		want string
+	}{
+		{"relative dir", Folder{Dir: "rel"}, "absolute"},
+		{"no audience", Folder{Dir: "/a", SVIDs: []SVIDFile{{FileName: "t"}}}, "audience"},
+		{"path as file name", Folder{Dir: "/a", SVIDs: []SVIDFile{{Audience: "a", FileName: "x/t"}}}, `"x/t"`},
+		{"path as bundle name", Folder{Dir: "/a", BundleFileName: "x/b"}, `"x/b"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(Config{Folders: []Folder{tc.f}})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New: %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
