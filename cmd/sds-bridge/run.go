@@ -18,6 +18,7 @@ import (
 	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/config"
+	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/sds"
 )
@@ -151,6 +152,7 @@ func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 // that can fail on bad input is built before anything starts.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	var sinks []rotation.Sink
+	var jwtFolders []jwtfiles.Folder
 	var folders []admin.Folder
 	var sdsServer *sds.Server
 	if cfg.SDS.On() {
@@ -188,7 +190,17 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			return fmt.Errorf("files[%d]: %w", i, err)
 		}
 		sinks = append(sinks, folder)
+		jwtFolders = append(jwtFolders, jwtFolder(f, fc))
 		folders = append(folders, folder)
+	}
+	jwtWriter, err := jwtfiles.New(jwtfiles.Config{
+		Address:         cfg.WorkloadAPI.Address,
+		DefaultSVIDHint: cfg.WorkloadAPI.DefaultSVIDHint,
+		Folders:         jwtFolders,
+		Logger:          log.With("component", "jwtfiles"),
+	})
+	if err != nil {
+		return err
 	}
 	// The admin server reads the source, and the source feeds the admin's
 	// latency histogram: adm is set below, before the source runs.
@@ -241,6 +253,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		log.Info("admin: listening", "addr", adminListener.Addr().String(), "endpoints", "/livez /readyz /metrics /status")
 	}
 	g.Go(func() error { return src.Run(ctx) })
+	// JWT-SVIDs have their own Workload API calls and timers: they are not
+	// in the X.509 updates the source fans out.
+	if !jwtWriter.Empty() {
+		g.Go(func() error { return jwtWriter.Run(ctx) })
+	}
 	for _, f := range cfg.Files {
 		log.Info("writing credential folder", "dir", f.Dir, "layout", f.Layout)
 	}
@@ -292,6 +309,23 @@ func folderConfig(f config.Folder, log *slog.Logger) (filesink.Config, error) {
 		}
 	}
 	return fc, nil
+}
+
+// jwtFolder is the JWT part of a folder, with the folder's reload actions.
+func jwtFolder(f config.Folder, fc filesink.Config) jwtfiles.Folder {
+	jf := jwtfiles.Folder{
+		Dir:            f.Dir,
+		BundleFileName: f.JWTBundleFileName,
+		SVID:           f.SVID,
+		Mode:           os.FileMode(f.JWTMode),
+		BundleMode:     os.FileMode(f.JWTBundleMode),
+		Owner:          fc.Owner,
+		Actions:        fc.Actions,
+	}
+	for _, j := range f.JWTSVIDs {
+		jf.SVIDs = append(jf.SVIDs, jwtfiles.SVIDFile{Audience: j.Audience, ExtraAudiences: j.ExtraAudiences, FileName: j.FileName})
+	}
+	return jf
 }
 
 // layoutFlag checks a --layout value early, with the flag's name in the error.

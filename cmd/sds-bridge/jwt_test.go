@@ -1,0 +1,70 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+
+	"github.com/sds-bridge/sds-bridge/jwtfiles"
+)
+
+// dev --config with jwt_svids writes JWT-SVIDs its embedded Workload API
+// issues, verifiable with the JWT bundle file, and refreshes them.
+func TestDevWritesAndRefreshesJWTSVIDs(t *testing.T) {
+	dir := shortDir(t)
+	folder := filepath.Join(dir, "certs")
+	conf := filepath.Join(dir, "bridge.yaml")
+	if err := os.WriteFile(conf, []byte(`sds:
+  enabled: false
+files:
+  - dir: `+folder+`
+    jwt_svids:
+      - audience: https://api.example.org
+        extra_audiences: [billing]
+        file_name: api.token
+    jwt_bundle_file_name: jwt_bundle.json
+    jwt_mode: "0640"
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startDev(t, dir, "--config", conf, "--admin", "", "--svid-ttl", "2s")
+
+	tokenPath, bundlePath := filepath.Join(folder, "api.token"), filepath.Join(folder, "jwt_bundle.json")
+	var bundles *jwtbundle.Set
+	waitFor(t, "the JWT bundle file", func() bool {
+		data, err := os.ReadFile(bundlePath)
+		if err != nil {
+			return false
+		}
+		bundles, err = jwtfiles.ParseBundles(data)
+		return err == nil && bundles.Len() == 1
+	})
+	var first *jwtsvid.SVID
+	waitFor(t, "a JWT-SVID file", func() bool {
+		data, err := os.ReadFile(tokenPath)
+		if err != nil || len(data) == 0 {
+			return false
+		}
+		if first, err = jwtsvid.ParseAndValidate(string(data), bundles, []string{"billing"}); err != nil {
+			t.Fatalf("token does not verify with the bundle file: %v", err)
+		}
+		return true
+	})
+	if first.ID.String() != "spiffe://example.org/dev" {
+		t.Errorf("subject %s, want dev's SVID", first.ID)
+	}
+	if fi, err := os.Stat(tokenPath); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("token mode %v (%v), want 0640", fi.Mode().Perm(), err)
+	}
+	waitFor(t, "a refreshed JWT-SVID", func() bool {
+		data, err := os.ReadFile(tokenPath)
+		if err != nil || string(data) == first.Marshal() {
+			return false
+		}
+		next, err := jwtsvid.ParseAndValidate(string(data), bundles, []string{"https://api.example.org"})
+		return err == nil && next.Expiry.After(first.Expiry)
+	})
+}
