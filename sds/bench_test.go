@@ -81,12 +81,16 @@ func benchmarkApply(b *testing.B, n int, delta bool) {
 		}
 	}
 	waitReceived := func() {
+		// One timer for the whole wait: a timer per stream would be most
+		// of what this benchmark allocates.
+		timeout := time.NewTimer(testTimeout)
+		defer timeout.Stop()
 		for range n {
 			select {
 			case <-received:
 			case err := <-errs:
 				b.Fatalf("client: %v", err)
-			case <-time.After(testTimeout):
+			case <-timeout.C:
 				b.Fatal("timed out waiting for pushes")
 			}
 		}

@@ -220,6 +220,9 @@ func (t *tracker) request(k streamKey, st *streamState, version, nonce, errMsg s
 		st.nackedNonce = nonce
 		t.log.Log(context.Background(), level, "sds: client rejected secrets", "stream", k.id, "delta", k.delta,
 			"node", clip(st.node), "kept_version", clip(version), "nonce", clip(nonce), "error", clip(errMsg))
+	case !t.debug():
+		// Every ACK passes here: building the attributes of a line that
+		// is not logged would cost allocations per stream per Update.
 	case nonce != "":
 		t.log.Debug("sds: client acknowledged secrets", "stream", k.id, "delta", k.delta, "node", clip(st.node),
 			"version", clip(version), "nonce", clip(nonce))
@@ -264,14 +267,24 @@ func (t *tracker) recheck(snap *snapshot) {
 	}
 }
 
+// debug reports whether debug lines are logged; the push and ACK paths
+// check it first, so that they allocate nothing for logging otherwise.
+func (t *tracker) debug() bool { return t.log.Enabled(context.Background(), slog.LevelDebug) }
+
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 	t.pushes.Add(1)
+	if !t.debug() {
+		return
+	}
 	t.log.Debug("sds: push", "stream", id, "version", resp.GetVersionInfo(), "nonce", resp.GetNonce(),
 		"count", len(resp.GetResources()))
 }
 
 func (t *tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 	t.pushes.Add(1)
+	if !t.debug() {
+		return
+	}
 	t.log.Debug("sds: push", "stream", id, "delta", true, "version", resp.GetSystemVersionInfo(),
 		"nonce", resp.GetNonce(), "count", len(resp.GetResources()), "removed", len(resp.GetRemovedResources()))
 }

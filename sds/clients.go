@@ -46,8 +46,11 @@ const maxSentNonces = 16
 
 type clientState struct {
 	Client
-	sent      map[string]string // response nonce → version
-	sentOrder []string
+	sent map[string]string // response nonce → version
+	// sentOrder is a ring of the nonces in sent, oldest at sentNext once
+	// full: a fixed array, so recording a push allocates nothing.
+	sentOrder [maxSentNonces]string
+	sentNext  int
 }
 
 // clients follows every stream's ACKs and NACKs. It is fed by the same
@@ -97,7 +100,7 @@ func (c *clients) open(k streamKey) {
 	defer c.mu.Unlock()
 	c.streams[k] = &clientState{
 		Client: Client{Stream: k.id, Delta: k.delta, OpenedAt: c.now()},
-		sent:   make(map[string]string),
+		sent:   make(map[string]string, maxSentNonces),
 	}
 }
 
@@ -127,12 +130,12 @@ func (c *clients) sent(k streamKey, nonce, version string) {
 	if st == nil || nonce == "" {
 		return
 	}
-	st.sent[nonce] = version
-	st.sentOrder = append(st.sentOrder, nonce)
-	if len(st.sentOrder) > maxSentNonces {
-		delete(st.sent, st.sentOrder[0])
-		st.sentOrder = st.sentOrder[1:]
+	if oldest := st.sentOrder[st.sentNext]; oldest != "" {
+		delete(st.sent, oldest)
 	}
+	st.sent[nonce] = version
+	st.sentOrder[st.sentNext] = nonce
+	st.sentNext = (st.sentNext + 1) % maxSentNonces
 }
 
 // request records an ACK or NACK. version is what the client says it
