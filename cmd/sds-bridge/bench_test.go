@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -18,12 +21,15 @@ import (
 	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -472,4 +478,191 @@ func readProc(b *testing.B, pid int) procStatus {
 		}
 	}
 	return st
+}
+
+// BenchmarkRotation measures one rotation through the bridge, in process:
+// from the Workload API pushing a new SVID until an Envoy-behaving SDS
+// client holds its leaf (ns/op), with and without a credential folder
+// written alongside (its fsyncs compete for the two cores). "watcher" is
+// the reference: the same push until a plain go-spiffe watcher has it, the
+// Workload API hop that any consumer pays. The bridge's own share is the
+// difference.
+func BenchmarkRotation(b *testing.B) {
+	b.Run("watcher", benchmarkWatcherRotation)
+	b.Run("sds", func(b *testing.B) { benchmarkBridgeRotation(b, false) })
+	b.Run("sds+folder", func(b *testing.B) { benchmarkBridgeRotation(b, true) })
+}
+
+// rotatingAPI is a Workload API with two SVIDs to push in turn.
+type rotatingAPI struct {
+	*devapi.Server
+	resps   [2]*workload.X509SVIDResponse
+	serials [2]string
+}
+
+func newRotatingAPI(b *testing.B) *rotatingAPI {
+	b.Helper()
+	td := spiffeid.RequireTrustDomainFromString("example.org")
+	authority, err := ca.New(td, 2*time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &rotatingAPI{}
+	for i := range r.resps {
+		svid, err := authority.Issue(spiffeid.RequireFromPath(td, "/bench"), time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if r.resps[i], err = devapi.X509Response([]*x509svid.SVID{svid}, []*x509bundle.Bundle{authority.Bundle()}); err != nil {
+			b.Fatal(err)
+		}
+		r.serials[i] = svid.Certificates[0].SerialNumber.String()
+	}
+	r.Server = devapi.NewServer(devapi.ServerConfig{SocketPath: filepath.Join(benchDir(b), "wl.sock"),
+		Logger: slog.New(slog.DiscardHandler)})
+	r.SetX509(r.resps[0])
+	if err := r.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(r.Stop)
+	return r
+}
+
+// rotate pushes the i-th SVID (alternating) and returns its leaf serial.
+func (r *rotatingAPI) rotate(i int) string {
+	r.SetX509(r.resps[i%2])
+	return r.serials[i%2]
+}
+
+func benchmarkWatcherRotation(b *testing.B) {
+	api := newRotatingAPI(b)
+	serials := make(chan string, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(api.Address()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- client.WatchX509Context(ctx, x509Watcher(func(xc *workloadapi.X509Context) {
+			serials <- xc.DefaultSVID().Certificates[0].SerialNumber.String()
+		}))
+	}()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+		client.Close()
+	})
+	waitSerial(b, serials, api.serials[0])
+	i := 0
+	for b.Loop() {
+		i++
+		waitSerial(b, serials, api.rotate(i))
+	}
+}
+
+// x509Watcher adapts a func to workloadapi.X509ContextWatcher.
+type x509Watcher func(*workloadapi.X509Context)
+
+func (w x509Watcher) OnX509ContextUpdate(xc *workloadapi.X509Context) { w(xc) }
+func (x509Watcher) OnX509ContextWatchError(error)                     {}
+
+func benchmarkBridgeRotation(b *testing.B, withFolder bool) {
+	api := newRotatingAPI(b)
+	dir := benchDir(b)
+	socket := filepath.Join(dir, "sds.sock")
+	args := []string{"run", "--workload-api", api.Address(), "--sds-socket", socket, "--admin", "", "--log-level", "warn"}
+	if withFolder {
+		args = append(args, "--dir", filepath.Join(dir, "certs"))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, io.Discard, io.Discard) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("run: %v", err)
+		}
+	})
+	// The socket appears once the bridge serves; gRPC's quick backoff
+	// (fetchWhenServing) covers the moment before.
+	fetchWhenServing(b, socket)
+	serials := make(chan string, 16)
+	streamDone := envoySerials(b, socket, serials)
+	waitSerial(b, serials, api.serials[0])
+	i := 0
+	for b.Loop() {
+		i++
+		waitSerial(b, serials, api.rotate(i))
+	}
+	b.StopTimer()
+	streamDone()
+}
+
+// envoySerials runs an Envoy-behaving SotW client on "default" that ACKs
+// every response and sends each leaf serial on out.
+func envoySerials(b *testing.B, socket string, out chan<- string) (stop func()) {
+	b.Helper()
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
+	if err != nil {
+		cancel()
+		conn.Close()
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		names := []string{"default"}
+		req := &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "bench"}, ResourceNames: names, TypeUrl: resource.SecretType}
+		for {
+			if err := stream.Send(req); err != nil {
+				return
+			}
+			resp, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			req = &discoveryv3.DiscoveryRequest{ResourceNames: names, TypeUrl: resource.SecretType,
+				VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}
+			for _, a := range resp.GetResources() {
+				s := &tlsv3.Secret{}
+				if err := a.UnmarshalTo(s); err != nil {
+					continue
+				}
+				chain := s.GetTlsCertificate().GetCertificateChain().GetInlineBytes()
+				if block, _ := pem.Decode(chain); block != nil {
+					if leaf, err := x509.ParseCertificate(block.Bytes); err == nil {
+						out <- leaf.SerialNumber.String()
+					}
+				}
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		conn.Close()
+	}
+}
+
+// waitSerial waits until serial arrives on serials, skipping others.
+func waitSerial(b *testing.B, serials <-chan string, serial string) {
+	b.Helper()
+	timeout := time.NewTimer(benchTimeout)
+	defer timeout.Stop()
+	for {
+		select {
+		case got := <-serials:
+			if got == serial {
+				return
+			}
+		case <-timeout.C:
+			b.Fatalf("serial %s never arrived", serial)
+		}
+	}
 }
