@@ -1,0 +1,501 @@
+// Package helperconf converts a spiffe-helper helper.conf (HCL v1, parsed
+// with hashicorp's HCL library as spiffe-helper does) into an equivalent
+// sds-bridge YAML configuration.
+//
+// Every key spiffe-helper documents is either mapped or reported as not
+// supported, with the reason, both as a comment in the YAML and as a Note
+// for the command to print. Conversions that change meaning are flagged
+// loudly, the worst being file modes: spiffe-helper reads
+// `cert_file_mode = 444` as the decimal number 444, which is the octal
+// mode 0674, not 0444.
+package helperconf
+
+import (
+	"bytes"
+	"encoding/csv"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/hcl"
+	"github.com/hashicorp/hcl/hcl/ast"
+	"github.com/hashicorp/hcl/hcl/token"
+
+	"github.com/sds-bridge/sds-bridge/internal/config"
+)
+
+// helperConf is helper.conf as spiffe-helper declares it (hcl tags from
+// its cmd/spiffe-helper/config), file modes aside: they are read from the
+// syntax tree, where the literal's spelling (444 or 0444) is still known.
+type helperConf struct {
+	AgentAddress             string       `hcl:"agent_address"`
+	Cmd                      string       `hcl:"cmd"`
+	CmdArgs                  string       `hcl:"cmd_args"`
+	CertDir                  string       `hcl:"cert_dir"`
+	SVIDFileName             string       `hcl:"svid_file_name"`
+	SVIDKeyFileName          string       `hcl:"svid_key_file_name"`
+	SVIDBundleFileName       string       `hcl:"svid_bundle_file_name"`
+	RenewSignal              string       `hcl:"renew_signal"`
+	PIDFileName              string       `hcl:"pid_file_name"`
+	DaemonMode               *bool        `hcl:"daemon_mode"`
+	AddIntermediatesToBundle bool         `hcl:"add_intermediates_to_bundle"`
+	IncludeFederatedDomains  bool         `hcl:"include_federated_domains"`
+	OmitExpired              bool         `hcl:"omit_expired"`
+	Hint                     string       `hcl:"hint"`
+	JWTSVIDs                 []jwtSVID    `hcl:"jwt_svids"`
+	JWTBundleFileName        string       `hcl:"jwt_bundle_file_name"`
+	HealthChecks             healthChecks `hcl:"health_checks"`
+}
+
+type jwtSVID struct {
+	Audience       string   `hcl:"jwt_audience"`
+	ExtraAudiences []string `hcl:"jwt_extra_audiences"`
+	FileName       string   `hcl:"jwt_svid_file_name"`
+}
+
+type healthChecks struct {
+	ListenerEnabled bool   `hcl:"listener_enabled"`
+	BindPort        int    `hcl:"bind_port"`
+	LivenessPath    string `hcl:"liveness_path"`
+	ReadinessPath   string `hcl:"readiness_path"`
+}
+
+// modeKeys are spiffe-helper's file mode keys, its defaults and the
+// sds-bridge key each becomes.
+var modeKeys = []struct {
+	helper, bridge string
+	def            config.Mode
+	// private: other users must get no access (the bridge refuses it).
+	private bool
+}{
+	{"cert_file_mode", "cert_mode", 0o644, false},
+	{"key_file_mode", "key_mode", 0o600, true},
+	{"jwt_svid_file_mode", "jwt_mode", 0o600, true},
+	{"jwt_bundle_file_mode", "jwt_bundle_mode", 0o600, false},
+}
+
+var knownKeys = []string{
+	"agent_address", "cmd", "cmd_args", "cert_dir", "svid_file_name", "svid_key_file_name",
+	"svid_bundle_file_name", "renew_signal", "pid_file_name", "daemon_mode",
+	"add_intermediates_to_bundle", "include_federated_domains", "omit_expired", "hint",
+	"cert_file_mode", "key_file_mode", "jwt_svid_file_mode", "jwt_bundle_file_mode",
+	"jwt_svids", "jwt_bundle_file_name", "health_checks",
+}
+
+// spiffeHelperDefaultAgent is where spiffe-helper looks without
+// agent_address or $SPIFFE_ENDPOINT_SOCKET.
+const spiffeHelperDefaultAgent = "/tmp/spire-agent/public/api.sock"
+
+// Options tunes a conversion.
+type Options struct {
+	// BaseDir resolves relative paths (cert_dir, pid_file_name) as
+	// spiffe-helper would from its working directory; default: the
+	// current directory.
+	BaseDir string
+}
+
+// Note is one thing the user must know about the conversion.
+type Note struct {
+	// Key is the helper.conf key.
+	Key string
+	// Unsupported: the key's behaviour is not reproduced.
+	Unsupported bool
+	Text        string
+}
+
+func (n Note) String() string {
+	kind := "warning"
+	if n.Unsupported {
+		kind = "not supported"
+	}
+	return fmt.Sprintf("%s: %s: %s", n.Key, kind, n.Text)
+}
+
+// Result is a converted helper.conf.
+type Result struct {
+	// YAML is the sds-bridge configuration, with the notes as comments.
+	YAML  []byte
+	Notes []Note
+}
+
+// Convert parses helper.conf src and returns the equivalent sds-bridge
+// YAML. It fails only when src is not valid HCL or has values of the wrong
+// type, as spiffe-helper would; everything else becomes a Note.
+func Convert(src []byte, opts Options) (*Result, error) {
+	if opts.BaseDir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, fmt.Errorf("helperconf: %w", err)
+		}
+		opts.BaseDir = wd
+	}
+	file, err := hcl.ParseBytes(src)
+	if err != nil {
+		return nil, fmt.Errorf("helperconf: parse HCL: %w", err)
+	}
+	var hc helperConf
+	if err := hcl.DecodeObject(&hc, file); err != nil {
+		return nil, fmt.Errorf("helperconf: decode: %w", err)
+	}
+	c := &converter{opts: opts}
+	root, _ := file.Node.(*ast.ObjectList)
+	c.convert(&hc, root)
+	return &Result{YAML: c.out.Bytes(), Notes: c.notes}, nil
+}
+
+type converter struct {
+	opts  Options
+	out   bytes.Buffer
+	notes []Note
+}
+
+func (c *converter) warn(key, format string, args ...any) string {
+	n := Note{Key: key, Text: fmt.Sprintf(format, args...)}
+	c.notes = append(c.notes, n)
+	return "WARNING (" + key + "): " + n.Text
+}
+
+func (c *converter) unsupported(key, format string, args ...any) string {
+	n := Note{Key: key, Unsupported: true, Text: fmt.Sprintf(format, args...)}
+	c.notes = append(c.notes, n)
+	return "NOT SUPPORTED (" + key + "): " + n.Text
+}
+
+// comment writes text as wrapped YAML comment lines.
+func (c *converter) comment(indent int, text string) {
+	pad := strings.Repeat(" ", indent) + "# "
+	line := pad
+	for _, w := range strings.Fields(text) {
+		if len(line) > len(pad) && len(line)+1+len(w) > 79 {
+			c.out.WriteString(strings.TrimRight(line, " ") + "\n")
+			line = pad
+		}
+		if len(line) > len(pad) {
+			line += " "
+		}
+		line += w
+	}
+	c.out.WriteString(line + "\n")
+}
+
+func (c *converter) line(indent int, s string) {
+	c.out.WriteString(strings.Repeat(" ", indent) + s + "\n")
+}
+
+func q(s string) string { return strconv.Quote(s) }
+
+func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
+	c.comment(0, "sds-bridge configuration converted from a spiffe-helper helper.conf by `sds-bridge import-spiffe-helper`. Review every WARNING and NOT SUPPORTED comment before use.")
+
+	// Keys this converter does not know: a newer spiffe-helper's, or typos
+	// (spiffe-helper itself refuses unknown keys).
+	var unknown []string
+	if root != nil {
+		for _, item := range root.Items {
+			if len(item.Keys) > 0 {
+				k := item.Keys[0].Token.Value()
+				if name, ok := k.(string); ok && !slices.Contains(knownKeys, name) && !slices.Contains(unknown, name) {
+					unknown = append(unknown, name)
+				}
+			}
+		}
+	}
+	for _, k := range unknown {
+		c.comment(0, c.unsupported(k, "unknown key; not converted (spiffe-helper refuses unknown keys too)"))
+	}
+
+	// workload_api
+	c.line(0, "workload_api:")
+	switch a := hc.AgentAddress; {
+	case a == "":
+		c.comment(2, c.warn("agent_address", "not set: the bridge uses $SPIFFE_ENDPOINT_SOCKET; spiffe-helper also fell back to %s (and the deprecated $SPIRE_AGENT_ADDRESS), the bridge does not", spiffeHelperDefaultAgent))
+	case strings.HasPrefix(a, "unix://"), strings.HasPrefix(a, "tcp://"):
+		c.line(2, "address: "+q(a)+" # agent_address")
+	case strings.HasPrefix(a, "unix:"):
+		c.line(2, "address: "+q("unix://"+strings.TrimPrefix(a, "unix:"))+" # agent_address")
+	default:
+		c.line(2, "address: "+q("unix://"+c.abs(2, "agent_address", a))+" # agent_address (a socket path)")
+	}
+
+	// spiffe-helper has no SDS; the converted config mirrors what it did.
+	c.line(0, "sds:")
+	c.comment(2, "spiffe-helper serves no SDS; set enabled: true (and socket) to also serve Envoy.")
+	c.line(2, "enabled: false")
+
+	// health_checks
+	c.line(0, "admin:")
+	h := hc.HealthChecks
+	if h.ListenerEnabled {
+		port := h.BindPort
+		if port == 0 {
+			port = 8081 // spiffe-helper's default bind_port
+		}
+		c.comment(2, "health_checks: spiffe-helper listened on every interface. The bridge answers /livez and /readyz (and /metrics, /status).")
+		if (h.LivenessPath != "" && h.LivenessPath != "/livez") || (h.ReadinessPath != "" && h.ReadinessPath != "/readyz") {
+			c.comment(2, c.unsupported("health_checks", "liveness_path %q and readiness_path %q: the paths are fixed, /livez and /readyz; point your probes there", h.LivenessPath, h.ReadinessPath))
+		}
+		c.line(2, "listen: "+q(fmt.Sprintf("0.0.0.0:%d", port))+" # health_checks.bind_port")
+	} else {
+		c.comment(2, "spiffe-helper had no health listener (health_checks.listener_enabled is false); set e.g. 127.0.0.1:8081 for /livez, /readyz, /metrics and /status.")
+		c.line(2, `listen: ""`)
+	}
+
+	// files[0]
+	c.line(0, "files:")
+	dir := hc.CertDir
+	if dir == "" {
+		c.comment(4, c.warn("cert_dir", "not set: spiffe-helper wrote into its working directory; resolved against %s", c.opts.BaseDir))
+		dir = c.opts.BaseDir
+	} else {
+		dir = c.abs(2, "cert_dir", dir)
+	}
+	c.line(2, "- dir: "+q(dir)+" # cert_dir")
+	c.line(4, "layout: spiffe-helper")
+	x509Names := countSet(hc.SVIDFileName, hc.SVIDKeyFileName, hc.SVIDBundleFileName)
+	if x509Names == 0 {
+		c.comment(4, c.warn("svid_file_name", "no X.509 file names set (a JWT-only helper.conf): the bridge always writes the X.509 files too, under the default names svid.pem, svid_key.pem, svid_bundle.pem"))
+	} else if x509Names != 3 {
+		c.comment(4, c.warn("svid_file_name", "spiffe-helper refuses a helper.conf with only some of svid_file_name, svid_key_file_name, svid_bundle_file_name; the missing ones get the bridge's defaults"))
+	}
+	for _, kv := range [][3]string{
+		{"cert_file_name", hc.SVIDFileName, "svid_file_name"},
+		{"key_file_name", hc.SVIDKeyFileName, "svid_key_file_name"},
+		{"bundle_file_name", hc.SVIDBundleFileName, "svid_bundle_file_name"},
+	} {
+		if kv[1] != "" {
+			c.line(4, kv[0]+": "+q(kv[1])+" # "+kv[2])
+		}
+	}
+	if hc.Hint != "" {
+		c.line(4, "svid: "+q(hc.Hint)+" # hint")
+	}
+	if hc.AddIntermediatesToBundle {
+		c.line(4, "add_intermediates_to_bundle: true # add_intermediates_to_bundle")
+	}
+	if hc.IncludeFederatedDomains {
+		c.comment(4, c.warn("include_federated_domains", "spiffe-helper appends the federated roots to svid_bundle_file_name; federated_bundle: concatenate keeps that. A consumer that does not check SPIFFE IDs then accepts certificates any federated CA issues. The bridge also writes federated/<trust-domain>.pem; prefer federated_bundle: separate if your consumer can read those"))
+		c.line(4, "include_federated_domains: true # include_federated_domains")
+		c.line(4, "federated_bundle: concatenate")
+	}
+	if hc.OmitExpired {
+		c.comment(4, c.unsupported("omit_expired", "the bridge writes bundles as the Workload API sends them (SPIRE drops expired roots itself) and never writes an expired SVID"))
+	}
+	c.modes(root)
+
+	// JWT
+	if len(hc.JWTSVIDs) > 0 {
+		c.line(4, "jwt_svids:")
+		for i, j := range hc.JWTSVIDs {
+			key := fmt.Sprintf("jwt_svids[%d]", i)
+			if j.Audience == "" || j.FileName == "" {
+				c.comment(6, c.unsupported(key, "jwt_audience and jwt_svid_file_name are both required (spiffe-helper refuses this entry too); skipped"))
+				continue
+			}
+			c.line(6, "- audience: "+q(j.Audience)+" # jwt_audience")
+			if len(j.ExtraAudiences) > 0 {
+				var qs []string
+				for _, a := range j.ExtraAudiences {
+					qs = append(qs, q(a))
+				}
+				c.line(8, "extra_audiences: ["+strings.Join(qs, ", ")+"] # jwt_extra_audiences")
+			}
+			c.line(8, "file_name: "+q(j.FileName)+" # jwt_svid_file_name")
+		}
+	}
+	if hc.JWTBundleFileName != "" {
+		c.line(4, "jwt_bundle_file_name: "+q(hc.JWTBundleFileName)+" # jwt_bundle_file_name")
+	}
+
+	c.actions(hc)
+
+	if hc.DaemonMode != nil && !*hc.DaemonMode {
+		c.comment(0, c.unsupported("daemon_mode", "false (write once, then exit) has no equivalent: the bridge always keeps running and rotating. For an init container, run the bridge as a sidecar and `sds-bridge wait --dir %s` in the init container", dir))
+	}
+}
+
+// actions maps cmd, cmd_args, renew_signal and pid_file_name.
+func (c *converter) actions(hc *helperConf) {
+	var lines []string
+	var comments []string
+	if hc.PIDFileName != "" {
+		switch _, err := config.ParseSignal(hc.RenewSignal); {
+		case hc.RenewSignal == "":
+			comments = append(comments, c.unsupported("pid_file_name", "set without renew_signal (spiffe-helper refuses that): no signal action"))
+		case err != nil:
+			comments = append(comments, c.unsupported("renew_signal", "%q: %v; no signal action", hc.RenewSignal, err))
+		default:
+			lines = append(lines,
+				"- signal: # pid_file_name + renew_signal",
+				"    pid_file: "+q(c.abs(4, "pid_file_name", hc.PIDFileName)),
+				"    signal: "+q(sigName(hc.RenewSignal)))
+		}
+	}
+	if hc.Cmd != "" {
+		shell := slices.Contains([]string{"sh", "bash", "dash", "ash", "zsh"}, filepath.Base(hc.Cmd))
+		args, note := splitCmdArgs(hc.CmdArgs, shell)
+		if note != "" {
+			comments = append(comments, c.warn("cmd_args", "%s", note))
+		}
+		argv := append([]string{hc.Cmd}, args...)
+		var qs []string
+		for _, a := range argv {
+			qs = append(qs, q(a))
+		}
+		exec := "- exec: {command: [" + strings.Join(qs, ", ") + "]} # cmd + cmd_args"
+		if hc.RenewSignal != "" && hc.PIDFileName == "" {
+			// The signal went to the child spiffe-helper started: the
+			// program is long-running, and running it at every rotation
+			// would start a second copy each time.
+			comments = append(comments, c.unsupported("cmd", "spiffe-helper starts %q once, keeps it as its child and sends it renew_signal %s on every renewal. The bridge does not start or supervise programs: run it on its own (its own container or service) and add a signal action with a pid file it writes. The exec action below is left commented out", hc.Cmd, hc.RenewSignal))
+			comments = append(comments, "- exec: {command: ["+strings.Join(qs, ", ")+"]}")
+		} else {
+			comments = append(comments, c.warn("cmd", "spiffe-helper starts %q on a renewal when it is not running (so a command that exits runs on every renewal); the bridge runs it after every rotation and waits for it (30s timeout): right for a reload command, wrong for a long-running program", hc.Cmd))
+			lines = append(lines, exec)
+		}
+	} else if hc.CmdArgs != "" {
+		comments = append(comments, c.unsupported("cmd_args", "set without cmd: ignored, as spiffe-helper does"))
+	}
+	if hc.RenewSignal != "" && hc.Cmd == "" && hc.PIDFileName == "" {
+		comments = append(comments, c.unsupported("renew_signal", "set without cmd or pid_file_name: nothing to signal"))
+	}
+	if len(lines) == 0 && len(comments) == 0 {
+		return
+	}
+	for _, cm := range comments {
+		c.comment(4, cm)
+	}
+	if len(lines) > 0 {
+		c.line(4, "on_rotate:")
+		for _, l := range lines {
+			c.line(6, l)
+		}
+	}
+}
+
+// splitCmdArgs splits cmd_args exactly as spiffe-helper does: encoding/csv
+// with a space as the separator. So "a b" groups words, single quotes are
+// ordinary characters, two spaces make an empty argument, and nothing is
+// expanded by a shell (unless the program is one: shell). note says what
+// in s a shell user might misread.
+func splitCmdArgs(s string, shell bool) (args []string, note string) {
+	if s == "" {
+		return nil, ""
+	}
+	r := csv.NewReader(strings.NewReader(s))
+	r.Comma = ' '
+	args, err := r.Read()
+	if err != nil {
+		// spiffe-helper fails on such a string too; fall back to spaces.
+		return strings.Fields(s), fmt.Sprintf("%q cannot be split as spiffe-helper splits it (%v): spiffe-helper cannot start this command either; split at spaces instead, check the result", s, err)
+	}
+	var why []string
+	if strings.ContainsAny(s, `"`) {
+		why = append(why, `double quotes group words CSV-style (as spiffe-helper reads them)`)
+	}
+	if strings.ContainsAny(s, `'\`) {
+		why = append(why, `single quotes and backslashes are kept as ordinary characters, not shell quoting`)
+	}
+	if !shell && strings.ContainsAny(s, "$`|;&<>*?~") {
+		why = append(why, "shell syntax ($, |, ;, &, <, >, globs) reaches the program as is: neither spiffe-helper nor the bridge puts a shell in between (cmd = \"/bin/sh\" with -c \"...\" if you need one)")
+	}
+	if slices.Contains(args, "") {
+		why = append(why, "repeated spaces make empty arguments")
+	}
+	if len(why) == 0 {
+		return args, ""
+	}
+	return args, fmt.Sprintf("%q split into %d arguments as spiffe-helper splits it: %s", s, len(args), strings.Join(why, "; "))
+}
+
+// modes converts the four file modes from their literal spelling.
+func (c *converter) modes(root *ast.ObjectList) {
+	for _, m := range modeKeys {
+		text, ok := literal(root, m.helper)
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseInt(text, 0, 64)
+		if err != nil || v <= 0 {
+			c.comment(4, c.unsupported(m.helper, "%q is not a positive number (spiffe-helper refuses it); the bridge's default %s is used", text, m.def))
+			continue
+		}
+		decimal := !strings.HasPrefix(text, "0") // 0644, 0o644, 0x1a4 are not decimal
+		// os.WriteFile keeps only the permission bits of a larger number.
+		mode := config.Mode(v & 0o777)
+		if decimal {
+			c.comment(4, c.warn(m.helper, "%s has no leading 0, so spiffe-helper read it as DECIMAL %d = octal %04o: it created files with mode %s (less its umask), not %04s. Kept as spiffe-helper applied it; you probably meant \"%04s\"", text, v, v, mode, text, text))
+		}
+		if mode == 0 {
+			c.comment(4, c.unsupported(m.helper, "%s leaves no permission bits; the bridge's default %s is used", text, m.def))
+			continue
+		}
+		if m.private && mode&0o007 != 0 {
+			safe := mode &^ 0o007
+			c.comment(4, c.warn(m.helper, "%s gives every user access to a private credential, which the bridge refuses; using %s", mode, safe))
+			mode = safe
+		}
+		if !m.private && mode&0o002 != 0 {
+			safe := mode &^ 0o002
+			c.comment(4, c.warn(m.helper, "%s lets every user replace the file, which the bridge refuses; using %s", mode, safe))
+			mode = safe
+		}
+		if mode == 0 {
+			mode = m.def
+		}
+		c.line(4, m.bridge+": "+q(mode.String())+" # "+m.helper+" = "+text)
+	}
+}
+
+// literal is the source spelling of a top-level number or string.
+func literal(root *ast.ObjectList, key string) (string, bool) {
+	if root == nil {
+		return "", false
+	}
+	items := root.Filter(key).Items
+	if len(items) == 0 {
+		return "", false
+	}
+	lit, ok := items[len(items)-1].Val.(*ast.LiteralType)
+	if !ok {
+		return "", false
+	}
+	switch lit.Token.Type {
+	case token.NUMBER:
+		return lit.Token.Text, true
+	case token.STRING:
+		s, _ := lit.Token.Value().(string)
+		return s, true
+	}
+	return lit.Token.Text, true
+}
+
+func (c *converter) abs(indent int, key, p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	a := filepath.Join(c.opts.BaseDir, p)
+	c.comment(indent, c.warn(key, "%q is relative to spiffe-helper's working directory; resolved to %s", p, a))
+	return a
+}
+
+// sigName spells a signal the way the config documents it ("SIGHUP").
+func sigName(s string) string {
+	s = strings.ToUpper(s)
+	if !strings.HasPrefix(s, "SIG") {
+		s = "SIG" + s
+	}
+	return s
+}
+
+func countSet(ss ...string) int {
+	n := 0
+	for _, s := range ss {
+		if s != "" {
+			n++
+		}
+	}
+	return n
+}

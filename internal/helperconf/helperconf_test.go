@@ -1,0 +1,170 @@
+package helperconf
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl"
+	"github.com/hashicorp/hcl/hcl/ast"
+
+	"github.com/sds-bridge/sds-bridge/internal/config"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden .yaml files from the current output")
+
+// golden is what a helper.conf turns into: the YAML, then the notes the
+// command prints on stderr.
+func golden(r *Result) []byte {
+	var b bytes.Buffer
+	b.Write(r.YAML)
+	b.WriteString("# --- notes printed on stderr ---\n")
+	for _, n := range r.Notes {
+		b.WriteString("# " + n.String() + "\n")
+	}
+	return b.Bytes()
+}
+
+func TestConvertGolden(t *testing.T) {
+	confs, err := filepath.Glob("testdata/*.conf")
+	if err != nil || len(confs) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, conf := range confs {
+		t.Run(filepath.Base(conf), func(t *testing.T) {
+			src, err := os.ReadFile(conf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := Convert(src, Options{BaseDir: "/srv/app"})
+			if err != nil {
+				t.Fatalf("Convert: %v", err)
+			}
+			want := strings.TrimSuffix(conf, ".conf") + ".yaml"
+			got := golden(r)
+			if *update {
+				if err := os.WriteFile(want, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			wantData, err := os.ReadFile(want)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if !bytes.Equal(got, wantData) {
+				t.Errorf("output differs from %s (go test -update rewrites it):\n%s", want, got)
+			}
+			// The output is a config the bridge accepts as it is.
+			c, err := config.Parse(bytes.NewReader(r.YAML))
+			if err != nil {
+				t.Fatalf("config.Parse: %v\n%s", err, r.YAML)
+			}
+			c.Default()
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Validate: %v\n%s", err, r.YAML)
+			}
+			if len(c.Files) != 1 {
+				t.Errorf("%d folders, want 1", len(c.Files))
+			}
+		})
+	}
+}
+
+// Every key spiffe-helper documents appears in some testdata file, so the
+// golden files show what each one becomes.
+func TestTestdataCoversEveryKey(t *testing.T) {
+	confs, _ := filepath.Glob("testdata/*.conf")
+	seen := map[string]bool{}
+	for _, conf := range confs {
+		src, err := os.ReadFile(conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := hcl.ParseBytes(src)
+		if err != nil {
+			t.Fatalf("%s: %v", conf, err)
+		}
+		for _, item := range f.Node.(*ast.ObjectList).Items {
+			if k, ok := item.Keys[0].Token.Value().(string); ok {
+				seen[k] = true
+			}
+		}
+	}
+	for _, k := range knownKeys {
+		if !seen[k] {
+			t.Errorf("no testdata helper.conf sets %s", k)
+		}
+	}
+}
+
+func TestDecimalModesConvertedAsSpiffeHelperAppliedThem(t *testing.T) {
+	for _, tc := range []struct {
+		line, want string
+		loud       bool
+	}{
+		{"cert_file_mode = 444", `cert_mode: "0674"`, true},
+		{"cert_file_mode = 0444", `cert_mode: "0444"`, false},
+		{`cert_file_mode = "0440"`, `cert_mode: "0440"`, false},
+		{"key_file_mode = 384", `key_mode: "0600"`, true},      // 384 = 0600: someone did the arithmetic
+		{"key_file_mode = 0644", `key_mode: "0640"`, true},     // world-readable key: refused by the bridge
+		{"jwt_svid_file_mode = 416", `jwt_mode: "0640"`, true}, // 416 = 0640
+		{`cert_file_mode = "abc"`, "", true},                   // not a number: the default, noted
+	} {
+		t.Run(tc.line, func(t *testing.T) {
+			r, err := Convert([]byte("cert_dir = \"/c\"\n"+tc.line+"\n"), Options{BaseDir: "/"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.want == "" && strings.Contains(string(r.YAML), "cert_mode:") {
+				t.Errorf("output sets cert_mode:\n%s", r.YAML)
+			}
+			if !strings.Contains(string(r.YAML), tc.want) {
+				t.Errorf("output lacks %s:\n%s", tc.want, r.YAML)
+			}
+			key := strings.Fields(tc.line)[0]
+			loud := slices.ContainsFunc(r.Notes, func(n Note) bool { return n.Key == key })
+			if loud != tc.loud {
+				t.Errorf("a note about %s: %v, want %v (notes %v)", key, loud, tc.loud, r.Notes)
+			}
+		})
+	}
+}
+
+func TestSplitCmdArgsLikeSpiffeHelper(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+		note bool
+	}{
+		{"", nil, false},
+		{"-s reload", []string{"-s", "reload"}, false},
+		{`-c "kill -HUP 1"`, []string{"-c", "kill -HUP 1"}, true},
+		{`-c 'kill -HUP 1'`, []string{"-c", "'kill", "-HUP", "1'"}, true},
+		{"a  b", []string{"a", "", "b"}, true},
+		{"--path=$HOME", []string{"--path=$HOME"}, true},
+		{"-c", []string{"-c"}, false},
+		{`a"b c`, []string{`a"b`, "c"}, true}, // spiffe-helper cannot parse it; split at spaces
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, note := splitCmdArgs(tc.in, false)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("args %q, want %q", got, tc.want)
+			}
+			if (note != "") != tc.note {
+				t.Errorf("note %q, want one: %v", note, tc.note)
+			}
+		})
+	}
+}
+
+func TestConvertRefusesInvalidHCL(t *testing.T) {
+	for _, src := range []string{"cert_dir = [", "cert_dir = {", "daemon_mode = \"maybe\"", "jwt_svids = 3"} {
+		if _, err := Convert([]byte(src), Options{BaseDir: "/"}); err == nil {
+			t.Errorf("Convert(%q) = nil error", src)
+		}
+	}
+}
