@@ -21,6 +21,8 @@ Usage:
   sds-bridge wait    --dir DIR [--layout L] [--min-validity DUR] [--timeout DUR]
   sds-bridge check   --dir DIR [--layout L] [--min-validity DUR]
   sds-bridge status  [--admin ADDR | --config FILE] [--json]
+  sds-bridge import-spiffe-helper [--base-dir DIR] helper.conf   (prints the equivalent YAML;
+                     run and dev also take --spiffe-helper-config helper.conf instead of --config)
 ` + envoyBootstrapUsage + `
   sds-bridge version
 
@@ -70,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCheck(rest, stdout, stderr)
 	case "status":
 		return runStatus(ctx, rest, stdout, stderr)
+	case "import-spiffe-helper":
+		return runImport(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "sds-bridge", version)
 		return nil

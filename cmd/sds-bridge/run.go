@@ -32,6 +32,11 @@ type commonFlags struct {
 	logFormat  string
 	logLevel   string
 	admin      optionalString
+
+	// spiffeHelperConfig is a helper.conf converted on the fly, instead of
+	// configFile; its notes go to stderr.
+	spiffeHelperConfig string
+	stderr             io.Writer
 }
 
 // optionalString is a string flag that knows whether it was given, so that
@@ -50,6 +55,8 @@ func (o *optionalString) Set(v string) error {
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.configFile, "config", "", "YAML config file (see README for every key)")
+	fs.StringVar(&c.spiffeHelperConfig, "spiffe-helper-config", "", "a spiffe-helper helper.conf to use instead of --config, converted as import-spiffe-helper does")
+	c.stderr = fs.Output()
 	fs.StringVar(&c.sdsSocket, "sds-socket", "", "unix socket for Envoy's SDS (sds.socket)")
 	fs.StringVar(&c.dir, "dir", "", "add one credential folder at DIR (files[].dir)")
 	fs.StringVar(&c.layout, "layout", "spiffe-helper", "layout of the --dir folder: spiffe-helper or spiffe")
@@ -61,6 +68,9 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 // load reads the config file (if any), applies the flags over it, then
 // defaults and validates the result.
 func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
+	if c.configFile != "" && c.spiffeHelperConfig != "" {
+		return nil, errors.New("--config and --spiffe-helper-config: give only one")
+	}
 	cfg := &config.Config{}
 	if c.configFile != "" {
 		f, err := os.Open(c.configFile)
@@ -72,6 +82,14 @@ func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("config %s: %w", c.configFile, err)
 		}
+	}
+	if c.spiffeHelperConfig != "" {
+		res, converted, err := convertHelperConf(c.spiffeHelperConfig, "")
+		if err != nil {
+			return nil, err
+		}
+		printNotes(c.stderr, c.spiffeHelperConfig, res.Notes)
+		cfg = converted
 	}
 	if c.sdsSocket != "" {
 		abs, err := filepath.Abs(c.sdsSocket)
@@ -99,6 +117,9 @@ func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
 		where := "flags"
 		if c.configFile != "" {
 			where = "config " + c.configFile
+		}
+		if c.spiffeHelperConfig != "" {
+			where = "spiffe-helper config " + c.spiffeHelperConfig + " (converted)"
 		}
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}

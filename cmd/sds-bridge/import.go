@@ -1,0 +1,69 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/sds-bridge/sds-bridge/internal/config"
+	"github.com/sds-bridge/sds-bridge/internal/helperconf"
+)
+
+// runImport prints the sds-bridge YAML equivalent to a spiffe-helper
+// helper.conf on stdout and every note about it on stderr.
+func runImport(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sds-bridge import-spiffe-helper", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	baseDir := fs.String("base-dir", "", "spiffe-helper's working directory, against which relative cert_dir and pid_file_name are resolved (default: the current directory)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: sds-bridge import-spiffe-helper [--base-dir DIR] helper.conf > sds-bridge.yaml")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitCode(2)
+	}
+	res, _, err := convertHelperConf(fs.Arg(0), *baseDir)
+	if err != nil {
+		return err
+	}
+	printNotes(stderr, fs.Arg(0), res.Notes)
+	_, err = stdout.Write(res.YAML)
+	return err
+}
+
+// convertHelperConf converts the helper.conf at path and checks that the
+// result is a configuration the bridge accepts (parsed, not yet defaulted).
+func convertHelperConf(path, baseDir string) (*helperconf.Result, *config.Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("spiffe-helper config: %w", err)
+	}
+	if baseDir != "" {
+		if baseDir, err = filepath.Abs(baseDir); err != nil {
+			return nil, nil, fmt.Errorf("--base-dir: %w", err)
+		}
+	}
+	res, err := helperconf.Convert(src, helperconf.Options{BaseDir: baseDir})
+	if err != nil {
+		return nil, nil, fmt.Errorf("spiffe-helper config %s: %w", path, err)
+	}
+	cfg, err := config.Parse(bytes.NewReader(res.YAML))
+	if err != nil {
+		// A converter bug, not the user's: say so.
+		return nil, nil, fmt.Errorf("spiffe-helper config %s: the converted YAML does not parse (please report): %w", path, err)
+	}
+	return res, cfg, nil
+}
+
+func printNotes(w io.Writer, path string, notes []helperconf.Note) {
+	for _, n := range notes {
+		fmt.Fprintf(w, "sds-bridge: %s: %s\n", path, n)
+	}
+}
