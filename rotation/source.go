@@ -201,6 +201,14 @@ func (s *Source) OnX509ContextUpdate(xc *workloadapi.X509Context) {
 	s.lastErr = nil
 	s.mu.Unlock()
 
+	// Sinks and readiness first: a log line is a write to stderr, which a
+	// slow log reader (a full pipe) can hold up.
+	for _, d := range s.deliverers {
+		d.offer(u)
+	}
+	if first {
+		close(s.firstReady)
+	}
 	if warnMiss != "" {
 		s.log.Warn("workload_api.default_svid_hint matches no SVID; the Workload API's first SVID stays the default",
 			"default_svid_hint", s.cfg.DefaultSVIDHint, "available", warnMiss, "default_spiffe_id", svids[0].ID.String())
@@ -209,12 +217,6 @@ func (s *Source) OnX509ContextUpdate(xc *workloadapi.X509Context) {
 	s.log.Info("rotation", "generation", u.Generation, "spiffe_id", u.DefaultSVID().ID.String(),
 		"serial", fmt.Sprintf("%x", leaf.SerialNumber), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339),
 		"svids", len(u.SVIDs), "bundles", len(u.Bundles))
-	for _, d := range s.deliverers {
-		d.offer(u)
-	}
-	if first {
-		close(s.firstReady)
-	}
 }
 
 // OnX509ContextWatchError implements workloadapi.X509ContextWatcher.
