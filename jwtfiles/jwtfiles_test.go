@@ -12,6 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"go.uber.org/goleak"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
@@ -241,5 +242,113 @@ func TestNewRefusesBadFolders(t *testing.T) {
 				t.Errorf("New: %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// logSeen signals the first log record whose message contains want.
+type logSeen struct {
+	slog.Handler
+	want string
+	once sync.Once
+	seen chan struct{}
+}
+
+func (h *logSeen) Handle(ctx context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, h.want) {
+		h.once.Do(func() { close(h.seen) })
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *logSeen) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logSeen{Handler: h.Handler.WithAttrs(as), want: h.want, seen: h.seen}
+}
+
+// When the Workload API goes away the file keeps the last token (still
+// valid), and a new one comes once the API is back.
+func TestFailedRefreshKeepsTheLastToken(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("dev.test")
+	srv, startIssuer := devWorkloadAPI(t, 4*time.Second, spiffeid.RequireFromPath(td, "/w"))
+	startIssuer()
+	dir := t.TempDir()
+	failed := &logSeen{Handler: testLogger(t).Handler(), want: "the file keeps the last token", seen: make(chan struct{})}
+	w, err := New(Config{
+		Address:  srv.Address(),
+		Folders:  []Folder{{Dir: dir, SVIDs: []SVIDFile{{Audience: "a", FileName: "t"}}}},
+		MinRetry: 50 * time.Millisecond, MaxRetry: 200 * time.Millisecond,
+		Logger: slog.New(failed),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	path := filepath.Join(dir, "t")
+	token := waitFile(t, path, "a token", func(b []byte) bool { return len(b) > 0 })
+	srv.Stop()
+	select {
+	case <-failed.seen:
+	case <-time.After(hangGuard):
+		t.Fatal("no failed refresh was logged")
+	}
+	if got, err := os.ReadFile(path); err != nil || string(got) != string(token) {
+		t.Fatalf("after a failed refresh the file holds %q (%v), want the last token", got, err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, path, "a new token after the Workload API came back", func(b []byte) bool { return len(b) > 0 && string(b) != string(token) })
+}
+
+// BenchmarkFetchAndWrite is one token refresh: FetchJWTSVIDs from the dev
+// Workload API (which signs a new ES256 token) plus the atomic write.
+func BenchmarkFetchAndWrite(b *testing.B) {
+	srv := devapi.NewServer(devapi.ServerConfig{SocketPath: socketPath(b), Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Stop()
+	iss, err := devapi.NewIssuer(devapi.IssuerConfig{TTL: time.Minute, Logger: slog.New(slog.DiscardHandler)}, srv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- iss.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	w, err := New(Config{Address: srv.Address(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(srv.Address()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	f := &Folder{Dir: b.TempDir(), Mode: DefaultMode}
+	s := SVIDFile{Audience: "a", FileName: "t"}
+	// The issuer pushes its first SVID asynchronously.
+	for {
+		if _, err := w.fetch(ctx, client, f, s); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for b.Loop() {
+		svid, err := w.fetch(ctx, client, f, s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := filesink.WriteFile(filepath.Join(f.Dir, s.FileName), []byte(svid.Marshal()), f.Mode, nil); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

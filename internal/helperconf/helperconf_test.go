@@ -168,3 +168,15 @@ func TestConvertRefusesInvalidHCL(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkConvert(b *testing.B) {
+	src, err := os.ReadFile("testdata/jwt-init.conf")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := Convert(src, Options{BaseDir: "/srv/app"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
