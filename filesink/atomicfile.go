@@ -10,6 +10,12 @@ import (
 	"path/filepath"
 )
 
+const tempInfix = ".tmp-"
+
+// TempPattern is the filepath.Glob pattern of the temporary files
+// WriteFile uses for name; a crash can leave one behind.
+func TempPattern(name string) string { return "." + name + tempInfix + "*" }
+
 // WriteFile replaces the single file at path with data, atomically: readers
 // see the old content or the new one, never a mix. It is for files that
 // change alone (a JWT-SVID, a JWT bundle), outside the generation swap that
@@ -27,7 +33,7 @@ func WriteFile(path string, data []byte, mode os.FileMode, owner *Owner) (err er
 	}
 	var suffix [6]byte
 	_, _ = rand.Read(suffix[:])
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(suffix[:]))
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+tempInfix+hex.EncodeToString(suffix[:]))
 	defer func() {
 		if err != nil {
 			_ = os.Remove(tmp)

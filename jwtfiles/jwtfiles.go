@@ -158,6 +158,7 @@ func (w *Writer) Run(ctx context.Context) error {
 		return fmt.Errorf("jwtfiles: workload API client: %w", err)
 	}
 	defer client.Close()
+	w.removeLeftovers()
 
 	var wg sync.WaitGroup
 	bundles := false
@@ -173,6 +174,28 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// removeLeftovers removes temporary files a crash in the middle of
+// filesink.WriteFile left behind, so they do not pile up across restarts.
+func (w *Writer) removeLeftovers() {
+	for _, f := range w.cfg.Folders {
+		names := []string{f.BundleFileName}
+		for _, s := range f.SVIDs {
+			names = append(names, s.FileName)
+		}
+		for _, name := range names {
+			if name == "" {
+				continue
+			}
+			tmps, _ := filepath.Glob(filepath.Join(f.Dir, filesink.TempPattern(name)))
+			for _, tmp := range tmps {
+				if err := os.Remove(tmp); err == nil {
+					w.log.Info("jwtfiles: removed a leftover temporary file", "file", tmp)
+				}
+			}
+		}
+	}
 }
 
 // runToken keeps one token file current: fetch, write, run actions, sleep

@@ -137,6 +137,11 @@ func TestTokensAndBundlesWrittenAndRefreshed(t *testing.T) {
 	first, second := spiffeid.RequireFromPath(td, "/first"), spiffeid.RequireFromPath(td, "/second")
 	srv, startIssuer := devWorkloadAPI(t, 2*time.Second, first, second)
 	dir := t.TempDir()
+	// What a crash inside filesink.WriteFile leaves behind.
+	leftover := filepath.Join(dir, ".api.token.tmp-0123456789ab")
+	if err := os.WriteFile(leftover, []byte("half a token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	action := &countAction{}
 	runWriter(t, Config{
 		Address: srv.Address(),
@@ -157,6 +162,9 @@ func TestTokensAndBundlesWrittenAndRefreshed(t *testing.T) {
 	bundles, err := ParseBundles(bundleData)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Errorf("leftover temporary file still there: %v", err)
 	}
 	if !bundles.Has(td) || bundles.Len() != 1 {
 		t.Fatalf("%d JWT bundles in the file, want the one of %s", bundles.Len(), td)
