@@ -55,6 +55,14 @@ type bridgeFolder struct {
 	OnRotate []bridgeAction `yaml:"on_rotate,omitempty"`
 	// SVID picks one of several SVIDs by hint or SPIFFE ID.
 	SVID string `yaml:"svid,omitempty"`
+	// JWTSVIDs and JWTBundleFileName add JWT-SVID files to the folder.
+	JWTSVIDs          []bridgeJWTSVID `yaml:"jwt_svids,omitempty"`
+	JWTBundleFileName string          `yaml:"jwt_bundle_file_name,omitempty"`
+}
+
+type bridgeJWTSVID struct {
+	Audience string `yaml:"audience"`
+	FileName string `yaml:"file_name"`
 }
 
 type bridgeAction struct {

@@ -4,11 +4,17 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
@@ -31,7 +37,8 @@ func TestTwoSVIDsForOneWorkload(t *testing.T) {
 		WorkloadAPI: bridgeWorkloadAPI{Address: s.WorkloadAPIAddr(), FirstUpdateTimeout: "60s", DefaultSVIDHint: backend.String()},
 		SDS:         &bridgeSDS{Socket: socket},
 		Files: []bridgeFolder{
-			{Dir: adminDir, Layout: layoutHelper, SVID: "admin"},
+			{Dir: adminDir, Layout: layoutHelper, SVID: "admin",
+				JWTSVIDs: []bridgeJWTSVID{{Audience: "db", FileName: "jwt.token"}}, JWTBundleFileName: "jwt_bundle.json"},
 			{Dir: defaultDir, Layout: layoutSPIFFE},
 		},
 	}, nil)
@@ -66,6 +73,15 @@ func TestTwoSVIDsForOneWorkload(t *testing.T) {
 		}
 	}
 
+	// The folder's JWT-SVID comes from the real agent for the folder's
+	// identity and verifies against the JWT bundle file written beside it.
+	if err := poll(ctx, "JWT-SVID file for "+admin.String(), 200*time.Millisecond, func() error {
+		return checkJWTFile(adminDir+"/jwt.token", adminDir+"/jwt_bundle.json", admin, "db")
+	}); err != nil {
+		b.Running(t)
+		t.Fatal(err)
+	}
+
 	names := []string{sdsDefault, sdsAll, backend.String(), admin.String()}
 	if err := poll(ctx, "SDS serving both SVIDs", 200*time.Millisecond, func() error {
 		secrets, version, err := fetchSecrets(ctx, conn, names...)
@@ -91,4 +107,46 @@ func TestTwoSVIDsForOneWorkload(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Running(t)
+}
+
+// checkJWTFile reads a token file and a JWT bundle file in spiffe-helper's
+// format ({"<trust domain>": "<base64 JWKS>"}) and verifies the token for
+// audience against it, as an HTTP client of the folder would.
+func checkJWTFile(tokenPath, bundlePath string, want spiffeid.ID, audience string) error {
+	token, err := os.ReadFile(tokenPath)
+	if err != nil {
+		return err
+	}
+	raw, err := os.ReadFile(bundlePath)
+	if err != nil {
+		return err
+	}
+	var byTD map[string]string
+	if err := json.Unmarshal(raw, &byTD); err != nil {
+		return fmt.Errorf("%s: %w", bundlePath, err)
+	}
+	set := jwtbundle.NewSet()
+	for name, b64 := range byTD {
+		td, err := spiffeid.TrustDomainFromString(name)
+		if err != nil {
+			return fmt.Errorf("%s: trust domain %q: %w", bundlePath, name, err)
+		}
+		jwks, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			return fmt.Errorf("%s: %q: %w", bundlePath, name, err)
+		}
+		b, err := jwtbundle.Parse(td, jwks)
+		if err != nil {
+			return fmt.Errorf("%s: %q: %w", bundlePath, name, err)
+		}
+		set.Add(b)
+	}
+	svid, err := jwtsvid.ParseAndValidate(strings.TrimSpace(string(token)), set, []string{audience})
+	if err != nil {
+		return fmt.Errorf("%s: %w", tokenPath, err)
+	}
+	if svid.ID != want {
+		return fmt.Errorf("%s: token for %s, want %s", tokenPath, svid.ID, want)
+	}
+	return nil
 }
