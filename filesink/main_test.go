@@ -1,7 +1,6 @@
 package filesink
 
 import (
-	"bytes"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
@@ -11,10 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sds-bridge/sds-bridge/internal/testlog"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -121,23 +121,8 @@ func update(gen uint64, svid *x509svid.SVID, bundles ...*x509bundle.Bundle) *rot
 	return &rotation.Update{Generation: gen, SVIDs: []*x509svid.SVID{svid}, Bundles: sorted, ReceivedAt: time.Now()}
 }
 
-// syncBuffer collects log output; slog handlers may write from any goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects log output written from many goroutines.
+type syncBuffer = testlog.Buffer
 
 // newFolder creates a Folder in a fresh directory unless cfg says where;
 // unless cfg has a logger, logs go to the returned buffer and to the test

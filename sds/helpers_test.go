@@ -1,7 +1,6 @@
 package sds
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sds-bridge/sds-bridge/internal/testlog"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -101,23 +102,8 @@ func (r *rotator) next() *rotation.Update {
 	return newUpdate(r.gen, []*x509svid.SVID{issue(r.t, r.ca, r.id)}, r.ca.Bundle())
 }
 
-// syncBuffer collects log output written from server goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects log output written from many goroutines.
+type syncBuffer = testlog.Buffer
 
 func testLogger(t testing.TB) (*slog.Logger, *syncBuffer) {
 	buf := &syncBuffer{}

@@ -1,16 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/sds-bridge/sds-bridge/internal/testlog"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.uber.org/goleak"
@@ -22,23 +22,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // hangs, never a speed requirement.
 const testTimeout = 30 * time.Second
 
-// syncBuffer collects output written from the command's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects log output written from many goroutines.
+type syncBuffer = testlog.Buffer
 
 // shortDir is a temporary directory with a short path: unix sockets live in
 // it (sun_path holds about 100 bytes).
