@@ -11,9 +11,15 @@ import (
 	"github.com/sds-bridge/sds-bridge/filesink"
 )
 
-// waitPoll is how often wait looks at the folder again; it runs only while a
-// consumer is starting, never inside the daemon.
-const waitPoll = 200 * time.Millisecond
+// waitPoll is how often wait looks at the folder again when it cannot be
+// told of changes; it runs only while a consumer is starting, never inside
+// the daemon. With change notification (inotify) wait looks again on every
+// change, and only every waitPollNotified for what no file event announces
+// (a leaf whose NotBefore is still ahead).
+const (
+	waitPoll         = 200 * time.Millisecond
+	waitPollNotified = time.Second
+)
 
 type folderFlags struct {
 	dir         string
@@ -83,7 +89,13 @@ func runWait(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	tick := time.NewTicker(waitPoll)
+	poll := waitPoll
+	changes, stopWatch, werr := watchFolderChanges(ic.Dir)
+	if werr == nil {
+		defer stopWatch()
+		poll = waitPollNotified
+	}
+	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for {
 		ic.Now = time.Now()
@@ -96,6 +108,11 @@ func runWait(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		case <-ctx.Done():
 			return fmt.Errorf("wait %s: not ready after %s: %w", ic.Dir, *timeout, err)
 		case <-tick.C:
+		case _, ok := <-changes:
+			if !ok { // notification failed: back to the short tick
+				changes = nil
+				tick.Reset(waitPoll)
+			}
 		}
 	}
 }

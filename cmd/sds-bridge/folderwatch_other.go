@@ -1,0 +1,11 @@
+//go:build !linux
+
+package main
+
+import "errors"
+
+// watchFolderChanges is only implemented with inotify; elsewhere `wait`
+// looks at the folder on every tick.
+func watchFolderChanges(string) (<-chan struct{}, func(), error) {
+	return nil, nil, errors.New("folder change notification is only implemented on Linux")
+}
