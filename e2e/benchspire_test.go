@@ -24,6 +24,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"golang.org/x/sys/unix"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -73,6 +74,9 @@ func TestBenchSPIRE(t *testing.T) {
 	spire := newLeafClient(t, "spire", dialSDS(t, s.AgentSocket))
 	bridgeConn := dialSDS(t, socket)
 	ours := newLeafClient(t, "bridge", bridgeConn)
+	// What the bridge itself receives: a go-spiffe watcher on the same
+	// agent. Its lag is the agent's, not the bridge's.
+	input := watchWorkloadAPI(t, s.WorkloadAPIAddr())
 	// Both clients have their first SVID before the window opens: only
 	// rotations pushed while everything watches are counted.
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -83,6 +87,9 @@ func TestBenchSPIRE(t *testing.T) {
 		}
 	}
 	if err := fw.waitFirst(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := input.waitFirst(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -106,6 +113,7 @@ func TestBenchSPIRE(t *testing.T) {
 		t.Fatalf("SPIRE pushed no rotation in %s", *benchWindow)
 	}
 	sdsLag, sdsMissed := lags(rotations, ours.seen())
+	inputLag, inputMissed := lags(rotations, input.seen())
 	folderLag, folderMissed := lags(rotations, fw.seen())
 	if sdsMissed == len(rotations) || folderMissed == len(rotations) {
 		t.Errorf("the bridge missed every rotation (SDS missed %d, folder missed %d of %d)", sdsMissed, folderMissed, len(rotations))
@@ -130,6 +138,7 @@ func TestBenchSPIRE(t *testing.T) {
 			fmtLag(l[len(l)-1]), missed, len(rotations), float64(quantile(l, 0.5))/float64(floor),
 			map[bool]string{true: "RTT", false: "fsync"}[floor == floorRPC])
 	}
+	row("go-spiffe watcher (bridge's input)", inputLag, inputMissed, floorRPC)
 	row("bridge SDS client", sdsLag, sdsMissed, floorRPC)
 	row("bridge folder (..data swapped)", folderLag, folderMissed, floorFsync)
 	tw.Flush()
@@ -549,4 +558,76 @@ func syncPath(path string) error {
 // statusDetail is the error_detail of a NACK.
 func statusDetail(err error) *statuspb.Status {
 	return &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+}
+
+// apiWatch records when a go-spiffe X509Context watcher on the Workload API
+// first had each default leaf: what the bridge receives, as early as any
+// Workload API client can.
+type apiWatch struct {
+	first chan struct{}
+	done  chan struct{}
+
+	mu      sync.Mutex
+	serials map[string]time.Time
+	err     error
+}
+
+func watchWorkloadAPI(t testing.TB, addr string) *apiWatch {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
+	if err != nil {
+		cancel()
+		t.Fatalf("e2e: Workload API client: %v", err)
+	}
+	w := &apiWatch{first: make(chan struct{}), done: make(chan struct{}), serials: map[string]time.Time{}}
+	go func() {
+		defer close(w.done)
+		err := client.WatchX509Context(ctx, w)
+		w.mu.Lock()
+		w.err = err
+		w.mu.Unlock()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-w.done
+		_ = client.Close()
+	})
+	return w
+}
+
+func (w *apiWatch) OnX509ContextUpdate(xc *workloadapi.X509Context) {
+	at := time.Now()
+	serial := xc.DefaultSVID().Certificates[0].SerialNumber.String()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.serials[serial]; !ok {
+		if len(w.serials) == 0 {
+			close(w.first)
+		}
+		w.serials[serial] = at
+	}
+}
+
+func (w *apiWatch) OnX509ContextWatchError(error) {}
+
+func (w *apiWatch) waitFirst(ctx context.Context) error {
+	select {
+	case <-w.first:
+		return nil
+	case <-ctx.Done():
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return fmt.Errorf("e2e: the Workload API watcher got no SVID: %w (%v)", ctx.Err(), w.err)
+	}
+}
+
+func (w *apiWatch) seen() map[string]time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]time.Time, len(w.serials))
+	for k, v := range w.serials {
+		out[k] = v
+	}
+	return out
 }
