@@ -86,10 +86,10 @@ func TestBenchSPIRE(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := fw.waitFirst(ctx); err != nil {
+	if err := fw.waitFirst(ctx, "the folder was never swapped"); err != nil {
 		t.Fatal(err)
 	}
-	if err := input.waitFirst(ctx); err != nil {
+	if err := input.waitFirst(ctx, "the Workload API watcher got no SVID"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -203,11 +203,7 @@ type leafClient struct {
 	stream grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
 	cancel context.CancelFunc
 	done   chan struct{}
-	first  chan struct{}
-
-	mu      sync.Mutex
-	serials map[string]time.Time
-	err     error
+	serialTimes
 }
 
 func newLeafClient(t testing.TB, name string, conn *grpc.ClientConn) *leafClient {
@@ -218,8 +214,7 @@ func newLeafClient(t testing.TB, name string, conn *grpc.ClientConn) *leafClient
 		cancel()
 		t.Fatalf("e2e: %s: open SDS stream: %v", name, err)
 	}
-	c := &leafClient{name: name, stream: stream, cancel: cancel, done: make(chan struct{}), first: make(chan struct{}),
-		serials: map[string]time.Time{}}
+	c := &leafClient{name: name, stream: stream, cancel: cancel, done: make(chan struct{}), serialTimes: newSerialTimes()}
 	go c.run()
 	t.Cleanup(func() {
 		c.cancel()
@@ -257,22 +252,7 @@ func (c *leafClient) run() {
 		if serial == "" {
 			continue // this response did not carry default
 		}
-		c.mu.Lock()
-		if _, ok := c.serials[serial]; !ok {
-			if len(c.serials) == 0 {
-				close(c.first)
-			}
-			c.serials[serial] = at
-		}
-		c.mu.Unlock()
-	}
-}
-
-func (c *leafClient) fail(err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err == nil {
-		c.err = err
+		c.record(serial, at)
 	}
 }
 
@@ -304,20 +284,12 @@ func (c *leafClient) waitFirst(ctx context.Context) error {
 	case <-c.first:
 		return nil
 	case <-c.done:
+		c.mu.Lock()
+		defer c.mu.Unlock()
 		return fmt.Errorf("e2e: %s SDS stream ended: %v", c.name, c.err)
 	case <-ctx.Done():
 		return fmt.Errorf("e2e: %s SDS client got no SVID: %w", c.name, ctx.Err())
 	}
-}
-
-func (c *leafClient) seen() map[string]time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make(map[string]time.Time, len(c.serials))
-	for k, v := range c.serials {
-		out[k] = v
-	}
-	return out
 }
 
 // seenBetween is the serials first seen within [from, to].
@@ -331,17 +303,67 @@ func (c *leafClient) seenBetween(from, to time.Time) map[string]time.Time {
 	return out
 }
 
-// folderWatch records, from inotify, when ..data was renamed onto a
-// generation holding each leaf serial.
-type folderWatch struct {
-	dir   string
-	f     *os.File
-	done  chan struct{}
-	first chan struct{}
+// serialTimes records when each leaf serial was first seen by one watcher.
+type serialTimes struct {
+	first chan struct{} // closed at the first serial
 
 	mu      sync.Mutex
 	serials map[string]time.Time
 	err     error
+}
+
+func newSerialTimes() serialTimes {
+	return serialTimes{first: make(chan struct{}), serials: map[string]time.Time{}}
+}
+
+func (s *serialTimes) record(serial string, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.serials[serial]; !ok {
+		if len(s.serials) == 0 {
+			close(s.first)
+		}
+		s.serials[serial] = at
+	}
+}
+
+// fail keeps the first error.
+func (s *serialTimes) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+func (s *serialTimes) waitFirst(ctx context.Context, what string) error {
+	select {
+	case <-s.first:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return fmt.Errorf("e2e: %s: %w (watch error: %v)", what, ctx.Err(), s.err)
+	}
+}
+
+func (s *serialTimes) seen() map[string]time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]time.Time, len(s.serials))
+	for k, v := range s.serials {
+		out[k] = v
+	}
+	return out
+}
+
+// folderWatch records, from inotify, when ..data was renamed onto a
+// generation holding each leaf serial.
+type folderWatch struct {
+	dir  string
+	f    *os.File
+	done chan struct{}
+	serialTimes
 }
 
 func watchFolder(t testing.TB, dir string) *folderWatch {
@@ -357,7 +379,7 @@ func watchFolder(t testing.TB, dir string) *folderWatch {
 	// A non-blocking descriptor in an *os.File waits in Go's poller, and
 	// Close wakes the reader.
 	w := &folderWatch{dir: dir, f: os.NewFile(uintptr(fd), "inotify"), done: make(chan struct{}),
-		first: make(chan struct{}), serials: map[string]time.Time{}}
+		serialTimes: newSerialTimes()}
 	go w.run()
 	t.Cleanup(func() {
 		w.f.Close()
@@ -398,45 +420,12 @@ func (w *folderWatch) run() {
 			w.fail(err)
 			continue
 		}
-		serial := certs[0].SerialNumber.String()
-		w.mu.Lock()
-		if _, ok := w.serials[serial]; !ok {
-			if len(w.serials) == 0 {
-				close(w.first)
-			}
-			w.serials[serial] = at
-		}
-		w.mu.Unlock()
+		w.record(certs[0].SerialNumber.String(), at)
 	}
 }
 
 func (w *folderWatch) fail(err error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err == nil {
-		w.err = fmt.Errorf("e2e: folder watch: %w", err)
-	}
-}
-
-func (w *folderWatch) waitFirst(ctx context.Context) error {
-	select {
-	case <-w.first:
-		return nil
-	case <-ctx.Done():
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return fmt.Errorf("e2e: the folder was never swapped: %w (watch error: %v)", ctx.Err(), w.err)
-	}
-}
-
-func (w *folderWatch) seen() map[string]time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make(map[string]time.Time, len(w.serials))
-	for k, v := range w.serials {
-		out[k] = v
-	}
-	return out
+	w.serialTimes.fail(fmt.Errorf("e2e: folder watch: %w", err))
 }
 
 // procStat is what /proc says about a process.
@@ -564,12 +553,8 @@ func statusDetail(err error) *statuspb.Status {
 // first had each default leaf: what the bridge receives, as early as any
 // Workload API client can.
 type apiWatch struct {
-	first chan struct{}
-	done  chan struct{}
-
-	mu      sync.Mutex
-	serials map[string]time.Time
-	err     error
+	done chan struct{}
+	serialTimes
 }
 
 func watchWorkloadAPI(t testing.TB, addr string) *apiWatch {
@@ -580,13 +565,10 @@ func watchWorkloadAPI(t testing.TB, addr string) *apiWatch {
 		cancel()
 		t.Fatalf("e2e: Workload API client: %v", err)
 	}
-	w := &apiWatch{first: make(chan struct{}), done: make(chan struct{}), serials: map[string]time.Time{}}
+	w := &apiWatch{done: make(chan struct{}), serialTimes: newSerialTimes()}
 	go func() {
 		defer close(w.done)
-		err := client.WatchX509Context(ctx, w)
-		w.mu.Lock()
-		w.err = err
-		w.mu.Unlock()
+		w.fail(client.WatchX509Context(ctx, w))
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -598,36 +580,7 @@ func watchWorkloadAPI(t testing.TB, addr string) *apiWatch {
 
 func (w *apiWatch) OnX509ContextUpdate(xc *workloadapi.X509Context) {
 	at := time.Now()
-	serial := xc.DefaultSVID().Certificates[0].SerialNumber.String()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if _, ok := w.serials[serial]; !ok {
-		if len(w.serials) == 0 {
-			close(w.first)
-		}
-		w.serials[serial] = at
-	}
+	w.record(xc.DefaultSVID().Certificates[0].SerialNumber.String(), at)
 }
 
 func (w *apiWatch) OnX509ContextWatchError(error) {}
-
-func (w *apiWatch) waitFirst(ctx context.Context) error {
-	select {
-	case <-w.first:
-		return nil
-	case <-ctx.Done():
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return fmt.Errorf("e2e: the Workload API watcher got no SVID: %w (%v)", ctx.Err(), w.err)
-	}
-}
-
-func (w *apiWatch) seen() map[string]time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make(map[string]time.Time, len(w.serials))
-	for k, v := range w.serials {
-		out[k] = v
-	}
-	return out
-}
