@@ -22,6 +22,7 @@
 package filesink
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -203,15 +204,9 @@ func (c Config) withDefaults() Config {
 		c.Layout = LayoutSPIFFEHelper
 	}
 	if c.Layout == LayoutSPIFFEHelper {
-		if c.CertFileName == "" {
-			c.CertFileName = DefaultCertFileName
-		}
-		if c.KeyFileName == "" {
-			c.KeyFileName = DefaultKeyFileName
-		}
-		if c.BundleFileName == "" {
-			c.BundleFileName = DefaultBundleFileName
-		}
+		c.CertFileName = cmp.Or(c.CertFileName, DefaultCertFileName)
+		c.KeyFileName = cmp.Or(c.KeyFileName, DefaultKeyFileName)
+		c.BundleFileName = cmp.Or(c.BundleFileName, DefaultBundleFileName)
 	}
 	if c.FederatedBundle == "" {
 		c.FederatedBundle = FederatedSeparate

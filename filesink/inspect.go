@@ -1,6 +1,7 @@
 package filesink
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -156,9 +157,9 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 	names := fileNames{layout: cfg.Layout, cert: cfg.CertFileName, key: cfg.KeyFileName, bundle: cfg.BundleFileName}
 	switch cfg.Layout {
 	case LayoutSPIFFEHelper:
-		names.cert = cmpOr(names.cert, DefaultCertFileName)
-		names.key = cmpOr(names.key, DefaultKeyFileName)
-		names.bundle = cmpOr(names.bundle, DefaultBundleFileName)
+		names.cert = cmp.Or(names.cert, DefaultCertFileName)
+		names.key = cmp.Or(names.key, DefaultKeyFileName)
+		names.bundle = cmp.Or(names.bundle, DefaultBundleFileName)
 	case LayoutSPIFFE:
 	default:
 		return nil, fmt.Errorf("filesink: layout %q: want %q or %q", cfg.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
@@ -194,13 +195,6 @@ func (n fileNames) required(m *Material) []string {
 		return []string{CredentialFileName, trustBundleFile(m.SPIFFEID.TrustDomain())}
 	}
 	return []string{n.cert, n.key, n.bundle}
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // problem is one finding of checkSet; remove lists the base names Prepare
