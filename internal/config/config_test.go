@@ -16,6 +16,30 @@ func parseDefaultValidate(t *testing.T, yamlText string) (*Config, error) {
 	return c, c.Validate()
 }
 
+// errorCase is a config that must be refused with an error containing
+// every string in want (the key and the value, as a rule).
+type errorCase struct {
+	name, yaml string
+	want       []string
+}
+
+func checkErrors(t *testing.T, cases []errorCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseDefaultValidate(t, tc.yaml)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	c, err := parseDefaultValidate(t, "files:\n  - dir: /certs\n")
 	if err != nil {
@@ -113,10 +137,7 @@ admin:
 }
 
 func TestErrorsNameKeyAndValue(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml string
-		want       []string
-	}{
+	checkErrors(t, []errorCase{
 		{"unknown top key", "sdss: {}\n", []string{`unknown key "sdss"`, "line 1"}},
 		{"unknown nested key", "files:\n  - dir: /a\n    keymode: \"0600\"\n", []string{`unknown key "keymode"`}},
 		{"wrong type", "files: yes\n", []string{"line 1", "cannot unmarshal"}},
@@ -145,19 +166,7 @@ func TestErrorsNameKeyAndValue(t *testing.T) {
 		{"ack without sds", "sds:\n  enabled: false\nfiles:\n  - dir: /a\nadmin:\n  require_sds_ack: true\n", []string{"admin.require_sds_ack"}},
 		{"shadowing name", "sds:\n  default_svid_name: spiffe://x\n", []string{"sds.default_svid_name", `"spiffe://x"`}},
 		{"duplicate names", "sds:\n  default_bundle_name: ALL\n", []string{`"ALL"`, "also the value of"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseDefaultValidate(t, tc.yaml)
-			if err == nil {
-				t.Fatal("no error")
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
-		})
-	}
+	})
 }
 
 // A malformed DSN is reported by key, never by value: it may hold a password.

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"strings"
 	"testing"
 )
 
@@ -34,10 +33,7 @@ files:
 }
 
 func TestSVIDAndFederationErrorsNameKeyAndValue(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml string
-		want       []string
-	}{
+	checkErrors(t, []errorCase{
 		{"bad default hint id", "workload_api:\n  default_svid_hint: spiffe://Bad Domain/x\n", []string{"workload_api.default_svid_hint", `"spiffe://Bad Domain/x"`, "not a valid SPIFFE ID"}},
 		{"spaced default hint", "workload_api:\n  default_svid_hint: \" internal\"\n", []string{"workload_api.default_svid_hint", `" internal"`}},
 		{"bad folder svid", "files:\n  - dir: /a\n    svid: spiffe://\n", []string{"files[0].svid", `"spiffe://"`}},
@@ -47,17 +43,5 @@ func TestSVIDAndFederationErrorsNameKeyAndValue(t *testing.T) {
 		{"federated_bundle in spiffe layout", "files:\n  - dir: /a\n    layout: spiffe\n    federated_bundle: separate\n", []string{"files[0].federated_bundle", `"separate"`}},
 		{"intermediates in spiffe layout", "files:\n  - dir: /a\n    layout: spiffe\n    add_intermediates_to_bundle: true\n", []string{"files[0].add_intermediates_to_bundle"}},
 		{"include not a bool", "files:\n  - dir: /a\n    include_federated_domains: sometimes\n", []string{"sometimes"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseDefaultValidate(t, tc.yaml)
-			if err == nil {
-				t.Fatal("no error")
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
-		})
-	}
+	})
 }

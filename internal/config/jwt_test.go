@@ -1,7 +1,6 @@
 package config
 
 import (
-	"strings"
 	"testing"
 )
 
@@ -35,10 +34,7 @@ func TestJWTKeys(t *testing.T) {
 }
 
 func TestJWTErrorsNameKeyAndValue(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml string
-		want       []string
-	}{
+	checkErrors(t, []errorCase{
 		{"no audience", "files:\n  - dir: /a\n    jwt_svids: [{file_name: t}]\n", []string{"files[0].jwt_svids[0].audience", "missing"}},
 		{"no file name", "files:\n  - dir: /a\n    jwt_svids: [{audience: x}]\n", []string{"files[0].jwt_svids[0].file_name", "missing"}},
 		{"path as file name", "files:\n  - dir: /a\n    jwt_svids: [{audience: x, file_name: ../t}]\n", []string{"files[0].jwt_svids[0].file_name", `"../t"`}},
@@ -49,17 +45,5 @@ func TestJWTErrorsNameKeyAndValue(t *testing.T) {
 		{"world-readable token", "files:\n  - dir: /a\n    jwt_mode: \"0644\"\n", []string{"files[0].jwt_mode", `"0644"`}},
 		{"world-writable bundle", "files:\n  - dir: /a\n    jwt_bundle_mode: \"0666\"\n", []string{"files[0].jwt_bundle_mode", `"0666"`}},
 		{"decimal mode", "files:\n  - dir: /a\n    jwt_mode: 600\n", []string{"quoted octal"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseDefaultValidate(t, tc.yaml)
-			if err == nil {
-				t.Fatal("no error")
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not contain %q", err, w)
-				}
-			}
-		})
-	}
+	})
 }
