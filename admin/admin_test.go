@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/testlog"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -40,15 +40,13 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-const testTimeout = 20 * time.Second
-
 var (
 	td   = spiffeid.RequireTrustDomainFromString("example.org")
 	dbID = spiffeid.RequireFromPath(td, "/db")
 )
 
 // syncBuffer collects log output written from many goroutines.
-type syncBuffer = testlog.Buffer
+type syncBuffer = testkit.LogBuffer
 
 // bridge is the real thing wired as cmd wires it: a fake Workload API (a
 // real gRPC server), the rotation source, an SDS server on a unix socket,
@@ -160,7 +158,7 @@ func startBridge(t testing.TB, o bridgeOptions) *bridge {
 	go func() { errs <- b.src.Run(ctx) }()
 	go func() { errs <- b.sds.Serve(ctx) }()
 	go func() { errs <- b.admin.Serve(ctx, l) }()
-	waitFor(t, "SDS socket", func() bool {
+	testkit.Eventually(t, "SDS socket", func() bool {
 		_, err := os.Stat(b.sdsPath)
 		return err == nil
 	})
@@ -194,7 +192,7 @@ func (b *bridge) push(ttl time.Duration) *x509svid.SVID {
 // listed in failed, which must have failed that many times.
 func (b *bridge) waitSinks(gen uint64, failed map[string]uint64) {
 	b.t.Helper()
-	waitFor(b.t, fmt.Sprintf("generation %d applied by every sink (failures %v)", gen, failed), func() bool {
+	testkit.Eventually(b.t, fmt.Sprintf("generation %d applied by every sink (failures %v)", gen, failed), func() bool {
 		for _, st := range b.src.SinkStatuses() {
 			if n, ok := failed[st.Name]; ok {
 				if st.Failures != n {
@@ -208,19 +206,8 @@ func (b *bridge) waitSinks(gen uint64, failed map[string]uint64) {
 	})
 }
 
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // client has no keep-alive: no connection (and goroutine) outlives a test.
-var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: testTimeout}
+var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: testkit.Timeout}
 
 func get(t testing.TB, url string) (int, string) {
 	t.Helper()
@@ -385,13 +372,13 @@ func TestReadyzRequiresSDSAck(t *testing.T) {
 
 	c := newSotWClient(t, b.sdsPath, "envoy-1")
 	c.answer("Failed to load private key")
-	waitFor(t, "NACK seen", func() bool { return b.sds.Stats().NACKs == 1 })
+	testkit.Eventually(t, "NACK seen", func() bool { return b.sds.Stats().NACKs == 1 })
 	b.expectReadyz(http.StatusServiceUnavailable, "no SDS client has acknowledged any secrets yet (1 connected")
 
 	b.push(time.Hour)
 	b.waitSinks(2, nil)
 	c.answer("")
-	waitFor(t, "ACK of generation 2", func() bool { return b.admin.ackProblem(2, false) == "" })
+	testkit.Eventually(t, "ACK of generation 2", func() bool { return b.admin.ackProblem(2, false) == "" })
 	b.expectReadyz(http.StatusOK)
 }
 
@@ -440,8 +427,8 @@ func TestMetricsAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.wl.SetX509(resp)
-	waitFor(t, "refused update", func() bool { return b.src.Counters().Refused == 1 })
-	waitFor(t, "ACK of generation 1", func() bool {
+	testkit.Eventually(t, "refused update", func() bool { return b.src.Counters().Refused == 1 })
+	testkit.Eventually(t, "ACK of generation 1", func() bool {
 		cl := b.sds.Clients()
 		return len(cl) == 1 && cl[0].AckedGeneration == 1
 	})
@@ -487,7 +474,7 @@ func TestMetricsAndStatus(t *testing.T) {
 
 	// The Workload API goes away and comes back: counted.
 	b.wl.Stop()
-	waitFor(t, "watch error counted", func() bool { return b.src.Counters().WatchErrors > 0 })
+	testkit.Eventually(t, "watch error counted", func() bool { return b.src.Counters().WatchErrors > 0 })
 	if err := b.wl.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 func TestWorldWritableFolder(t *testing.T) {
@@ -224,7 +225,7 @@ func TestPlantedSpecialFilesDoNotHang(t *testing.T) {
 	}
 	huge.Close()
 
-	// A hang fails the test after testTimeout instead of hanging it; this
+	// A hang fails the test after testkit.Timeout instead of hanging it; this
 	// is a bound, not a speed assertion.
 	done := make(chan error, 1)
 	go func() {
@@ -236,7 +237,7 @@ func TestPlantedSpecialFilesDoNotHang(t *testing.T) {
 		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "not a regular file") {
 			t.Errorf("Inspect = %v, want the FIFO reported as malformed", err)
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(testkit.Timeout):
 		t.Fatal("Inspect hangs on a FIFO at a managed name")
 	}
 	if err := f.Prepare(t.Context()); err != nil {

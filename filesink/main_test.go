@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/testlog"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -122,7 +122,7 @@ func update(gen uint64, svid *x509svid.SVID, bundles ...*x509bundle.Bundle) *rot
 }
 
 // syncBuffer collects log output written from many goroutines.
-type syncBuffer = testlog.Buffer
+type syncBuffer = testkit.LogBuffer
 
 // newFolder creates a Folder in a fresh directory unless cfg says where;
 // unless cfg has a logger, logs go to the returned buffer and to the test

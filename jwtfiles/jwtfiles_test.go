@@ -17,24 +17,10 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// hangGuard bounds every wait so a broken writer fails the test instead of
-// hanging it; it is not a speed requirement.
-const hangGuard = 30 * time.Second
-
-type tLogWriter struct{ tb testing.TB }
-
-func (w tLogWriter) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tLogWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
 
 func socketPath(tb testing.TB) string {
 	tb.Helper()
@@ -71,7 +57,7 @@ func (a *countAction) count() int {
 // returned func, so a test can have the writer wait for it first.
 func devWorkloadAPI(t *testing.T, ttl time.Duration, ids ...spiffeid.ID) (*devapi.Server, func()) {
 	t.Helper()
-	srv := devapi.NewServer(devapi.ServerConfig{SocketPath: socketPath(t), Logger: testLogger(t)})
+	srv := devapi.NewServer(devapi.ServerConfig{SocketPath: socketPath(t), Logger: testkit.Logger(t)})
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +67,7 @@ func devWorkloadAPI(t *testing.T, ttl time.Duration, ids ...spiffeid.ID) (*devap
 		SPIFFEIDs:   ids,
 		Hints:       map[spiffeid.ID]string{ids[len(ids)-1]: "last"},
 		TTL:         ttl,
-		Logger:      testLogger(t),
+		Logger:      testkit.Logger(t),
 	}, srv)
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +87,7 @@ func devWorkloadAPI(t *testing.T, ttl time.Duration, ids ...spiffeid.ID) (*devap
 
 func runWriter(t *testing.T, cfg Config) {
 	t.Helper()
-	cfg.Logger = testLogger(t)
+	cfg.Logger = testkit.Logger(t)
 	cfg.MinRetry, cfg.MaxRetry = 50*time.Millisecond, 200*time.Millisecond
 	w, err := New(cfg)
 	if err != nil {
@@ -121,7 +107,7 @@ func runWriter(t *testing.T, cfg Config) {
 // waitFile returns the file's content once ok accepts it.
 func waitFile(t *testing.T, path, what string, ok func([]byte) bool) []byte {
 	t.Helper()
-	deadline := time.Now().Add(hangGuard)
+	deadline := time.Now().Add(testkit.Timeout)
 	for time.Now().Before(deadline) {
 		if data, err := os.ReadFile(path); err == nil && ok(data) {
 			return data
@@ -279,7 +265,7 @@ func TestFailedRefreshKeepsTheLastToken(t *testing.T) {
 	srv, startIssuer := devWorkloadAPI(t, 4*time.Second, spiffeid.RequireFromPath(td, "/w"))
 	startIssuer()
 	dir := t.TempDir()
-	failed := &logSeen{Handler: testLogger(t).Handler(), want: "the file keeps the last token", seen: make(chan struct{})}
+	failed := &logSeen{Handler: testkit.Logger(t).Handler(), want: "the file keeps the last token", seen: make(chan struct{})}
 	w, err := New(Config{
 		Address:  srv.Address(),
 		Folders:  []Folder{{Dir: dir, SVIDs: []SVIDFile{{Audience: "a", FileName: "t"}}}},
@@ -304,7 +290,7 @@ func TestFailedRefreshKeepsTheLastToken(t *testing.T) {
 	srv.Stop()
 	select {
 	case <-failed.seen:
-	case <-time.After(hangGuard):
+	case <-time.After(testkit.Timeout):
 		t.Fatal("no failed refresh was logged")
 	}
 	if got, err := os.ReadFile(path); err != nil || string(got) != string(token) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 // TestMalformedWorkloadAPIResponses sends what a broken or hostile agent
@@ -81,7 +82,7 @@ func TestMalformedWorkloadAPIResponses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := h.src.Counters()
 			h.wl.SetX509(proto.Clone(tc.build(t)).(*workload.X509SVIDResponse))
-			waitFor(t, tc.name+" counted", func() bool {
+			testkit.Eventually(t, tc.name+" counted", func() bool {
 				c := h.src.Counters()
 				return c.Refused > before.Refused || c.WatchErrors > before.WatchErrors
 			})

@@ -29,6 +29,7 @@ import (
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/sds"
 )
@@ -123,7 +124,7 @@ func TestTwoSVIDsAndAFederatedBundleReachBothSinks(t *testing.T) {
 			}
 		}
 	})
-	waitUntil(t, "the SDS socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	testkit.Eventually(t, "the SDS socket", func() bool { _, err := os.Stat(sock); return err == nil })
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +142,7 @@ func TestTwoSVIDsAndAFederatedBundleReachBothSinks(t *testing.T) {
 	settle := func(gen uint64) {
 		t.Helper()
 		for _, f := range folders {
-			waitUntil(t, fmt.Sprintf("%s to apply generation %d", f.Name(), gen), func() bool {
+			testkit.Eventually(t, fmt.Sprintf("%s to apply generation %d", f.Name(), gen), func() bool {
 				st := statusOf(f)
 				return st.Generation == gen || (st.Err != nil && st.Failures == gen)
 			})
@@ -225,8 +226,8 @@ func TestTwoSVIDsAndAFederatedBundleReachBothSinks(t *testing.T) {
 func fetchSecrets(t *testing.T, conn *grpc.ClientConn, names []string, gen uint64) map[string]*tlsv3.Secret {
 	t.Helper()
 	var out map[string]*tlsv3.Secret
-	waitUntil(t, fmt.Sprintf("SDS generation %d", gen), func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), isolationTimeout)
+	testkit.Eventually(t, fmt.Sprintf("SDS generation %d", gen), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
 		defer cancel()
 		stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
 		if err != nil {

@@ -23,22 +23,10 @@ import (
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/sds"
 )
-
-const isolationTimeout = 30 * time.Second
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(isolationTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // TestBrokenFolderDoesNotStopSDS wires the real source to both real sinks
 // and breaks the folder's disk (its directory replaced by a file, as when
@@ -107,13 +95,13 @@ func TestBrokenFolderDoesNotStopSDS(t *testing.T) {
 	})
 
 	// An Envoy on the SDS socket.
-	waitUntil(t, "the SDS socket", func() bool { _, err := os.Stat(filepath.Join(tmp, "sds.sock")); return err == nil })
+	testkit.Eventually(t, "the SDS socket", func() bool { _, err := os.Stat(filepath.Join(tmp, "sds.sock")); return err == nil })
 	conn, err := grpc.NewClient("unix://"+filepath.Join(tmp, "sds.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	sctx, scancel := context.WithTimeout(context.Background(), isolationTimeout)
+	sctx, scancel := context.WithTimeout(context.Background(), testkit.Timeout)
 	t.Cleanup(scancel)
 	stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(sctx)
 	if err != nil {
@@ -148,7 +136,7 @@ func TestBrokenFolderDoesNotStopSDS(t *testing.T) {
 
 	push()
 	envoyGets(1)
-	waitUntil(t, "generation 1 on disk", func() bool { return folderStatus().Generation == 1 })
+	testkit.Eventually(t, "generation 1 on disk", func() bool { return folderStatus().Generation == 1 })
 
 	// The disk goes away under the folder.
 	if err := os.Rename(dir, dir+".away"); err != nil {
@@ -160,7 +148,7 @@ func TestBrokenFolderDoesNotStopSDS(t *testing.T) {
 	for gen := uint64(2); gen <= 3; gen++ {
 		push()
 		envoyGets(gen)
-		waitUntil(t, fmt.Sprintf("the folder's failure of generation %d", gen), func() bool {
+		testkit.Eventually(t, fmt.Sprintf("the folder's failure of generation %d", gen), func() bool {
 			st := folderStatus()
 			return st.Failures == gen-1 && st.Err != nil
 		})
@@ -181,7 +169,7 @@ func TestBrokenFolderDoesNotStopSDS(t *testing.T) {
 	}
 	push()
 	envoyGets(4)
-	waitUntil(t, "generation 4 on disk", func() bool { return folderStatus().Generation == 4 })
+	testkit.Eventually(t, "generation 4 on disk", func() bool { return folderStatus().Generation == 4 })
 	if m, err := filesink.Inspect(filesink.InspectConfig{Dir: dir}); err != nil || m.Generation != 4 {
 		t.Errorf("folder after recovery: %+v, %v", m, err)
 	}

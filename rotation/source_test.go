@@ -18,6 +18,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -215,7 +216,7 @@ func TestBadUpdatesAreRefusedAndTheLastGoodKept(t *testing.T) {
 	for _, tc := range bad {
 		before := h.src.Counters()
 		h.push(tc.svid)
-		waitFor(t, tc.name+" counted", func() bool {
+		testkit.Eventually(t, tc.name+" counted", func() bool {
 			c := h.src.Counters()
 			return c.Refused > before.Refused || c.WatchErrors > before.WatchErrors
 		})
@@ -252,7 +253,7 @@ func TestWorkloadAPIGoesAwayAndComesBack(t *testing.T) {
 	sink.waitGen(t, 1)
 
 	h.wl.Stop()
-	waitFor(t, "watch error after the agent went away", func() bool { return h.src.Counters().WatchErrors > 0 })
+	testkit.Eventually(t, "watch error after the agent went away", func() bool { return h.src.Counters().WatchErrors > 0 })
 	if cur := h.src.Current(); cur == nil || cur.Generation != 1 {
 		t.Fatal("last good update lost while the Workload API is away")
 	}
@@ -329,16 +330,5 @@ func TestNoAddressIsAClearError(t *testing.T) {
 	_, err := New(Config{})
 	if err == nil || !strings.Contains(err.Error(), "SPIFFE_ENDPOINT_SOCKET") {
 		t.Fatalf("New without address: %v", err)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -81,7 +82,7 @@ func TestWrongTypeURL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+			ctx, cancel := context.WithTimeout(t.Context(), testkit.Timeout)
 			defer cancel()
 			var n int
 			var err error
@@ -291,7 +292,7 @@ func TestGarbageNode(t *testing.T) {
 		Locality:             &corev3.Locality{Region: garbage},
 	}
 	conn := dial(t, s.cfg.SocketPath)
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), testkit.Timeout)
 	defer cancel()
 	stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
 	if err != nil {
@@ -312,7 +313,7 @@ func TestGarbageNode(t *testing.T) {
 		ResponseNonce: resp.GetNonce(), ErrorDetail: &rpcstatus.Status{Message: garbage}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "NACK counted", func() bool { return s.Stats().NACKs == 1 })
+	testkit.Eventually(t, "NACK counted", func() bool { return s.Stats().NACKs == 1 })
 	_, err = secretv3.NewSecretDiscoveryServiceClient(conn).FetchSecrets(t.Context(), &discoveryv3.DiscoveryRequest{Node: node, ResourceNames: []string{"nope"}})
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("Fetch from a garbage node: %v", err)
@@ -351,7 +352,7 @@ func TestNACKStorm(t *testing.T) {
 	for range storm {
 		c.nack(resp, "Failed to load private key")
 	}
-	waitFor(t, "every NACK counted", func() bool { return s.Stats().NACKs == storm })
+	testkit.Eventually(t, "every NACK counted", func() bool { return s.Stats().NACKs == storm })
 	waitPending(t, s, "default", 1)
 	if st := s.Stats(); st.Pushes != 1 {
 		t.Fatalf("Pushes = %d after %d NACKs, want 1: the server resent", st.Pushes, storm)
@@ -369,7 +370,7 @@ func TestNACKStorm(t *testing.T) {
 		t.Fatalf("after the storm: version %q, want %q", got, want)
 	}
 	c.nack(resp, "again")
-	waitFor(t, "NACK of generation 2", func() bool { return s.Stats().NACKs == storm+1 })
+	testkit.Eventually(t, "NACK of generation 2", func() bool { return s.Stats().NACKs == storm+1 })
 	if n := strings.Count(logs.String(), "level=ERROR msg=\"sds: client rejected secrets\""); n != 2 {
 		t.Errorf("%d error lines, want 2: a NACK of a new response is logged", n)
 	}
@@ -412,7 +413,7 @@ func TestClientThatNeverReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), testkit.Timeout)
 	defer cancel()
 	stuck, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
 	if err != nil {
@@ -421,7 +422,7 @@ func TestClientThatNeverReads(t *testing.T) {
 	if err := stuck.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType}); err != nil { // wildcard
 		t.Fatal(err)
 	}
-	waitFor(t, "the push to the stuck stream", func() bool { return s.Stats().Pushes == 1 })
+	testkit.Eventually(t, "the push to the stuck stream", func() bool { return s.Stats().Pushes == 1 })
 
 	// Another stream on the same connection, and rotation, go on.
 	c := newEnvoyClient(t, conn, []string{"default"}, "")

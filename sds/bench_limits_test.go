@@ -20,6 +20,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -69,14 +70,14 @@ func benchmarkStreamMemory(b *testing.B, n int, child bool) {
 		} else {
 			closeAll = openStreamsHere(b, s.cfg.SocketPath, n)
 		}
-		waitFor(b, "every stream waiting", func() bool { return s.cache.NumWatches("default") == n })
+		testkit.Eventually(b, "every stream waiting", func() bool { return s.cache.NumWatches("default") == n })
 		b.StopTimer()
 		after := memNow(b)
 		heap += float64(after.heap - before.heap)
 		rss += float64(after.rss - before.rss)
 		b.StartTimer()
 		closeAll()
-		waitFor(b, "every stream closed", func() bool { return s.Stats().StreamsOpen == 0 })
+		testkit.Eventually(b, "every stream closed", func() bool { return s.Stats().StreamsOpen == 0 })
 	}
 	b.ReportMetric(heap/float64(b.N*n), "bytes/stream")
 	b.ReportMetric(rss/float64(b.N*n), "rss-bytes/stream")

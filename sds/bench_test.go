@@ -15,6 +15,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -83,7 +84,7 @@ func benchmarkApply(b *testing.B, n int, delta bool) {
 	waitReceived := func() {
 		// One timer for the whole wait: a timer per stream would be most
 		// of what this benchmark allocates.
-		timeout := time.NewTimer(testTimeout)
+		timeout := time.NewTimer(testkit.Timeout)
 		defer timeout.Stop()
 		for range n {
 			select {
@@ -100,7 +101,7 @@ func benchmarkApply(b *testing.B, n int, delta bool) {
 	var elapsed time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		waitFor(b, "every stream waiting", func() bool { return s.cache.NumWatches("default") == n })
+		testkit.Eventually(b, "every stream waiting", func() bool { return s.cache.NumWatches("default") == n })
 		b.StartTimer()
 		start := time.Now()
 		apply()

@@ -8,6 +8,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -30,7 +31,7 @@ func TestClientsFollowACKsAndNACKs(t *testing.T) {
 		}
 		c.ack(c.recv())
 	}
-	waitFor(t, "ACK of generation 2", func() bool {
+	testkit.Eventually(t, "ACK of generation 2", func() bool {
 		cl := s.Clients()
 		return len(cl) == 1 && cl[0].AckedGeneration == 2
 	})
@@ -42,7 +43,7 @@ func TestClientsFollowACKsAndNACKs(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.nack(c.recv(), "Failed to load private key")
-	waitFor(t, "NACK of generation 3", func() bool { return s.Clients()[0].NACK != "" })
+	testkit.Eventually(t, "NACK of generation 3", func() bool { return s.Clients()[0].NACK != "" })
 	got := s.Clients()[0]
 	if got.NACK != "Failed to load private key" || got.NACKedVersion != versionOf(s, 3) || got.AckedGeneration != 2 {
 		t.Errorf("after NACK of 3: %+v, want generation 2 still accepted and 3 rejected", got)
@@ -67,7 +68,7 @@ func TestClientsFollowACKsAndNACKs(t *testing.T) {
 	if err := delta.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.SecretType, ResponseNonce: resp.GetNonce()}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "Delta ACK", func() bool {
+	testkit.Eventually(t, "Delta ACK", func() bool {
 		for _, c := range s.Clients() {
 			if c.Delta && c.AckedGeneration == 3 {
 				return true
@@ -81,7 +82,7 @@ func TestClientsFollowACKsAndNACKs(t *testing.T) {
 	}
 
 	cancel()
-	waitFor(t, "closed Delta stream gone", func() bool { return len(s.Clients()) == 1 })
+	testkit.Eventually(t, "closed Delta stream gone", func() bool { return len(s.Clients()) == 1 })
 }
 
 // grpc.health.v1 on the SDS socket says NOT_SERVING until the first

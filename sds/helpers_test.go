@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/testlog"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -47,12 +47,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testTimeout bounds every wait so a broken server fails a test instead of
-// hanging it; it is not a speed assertion.
-const testTimeout = 30 * time.Second
-
 func contextWithTestTimeout() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), testTimeout)
+	return context.WithTimeout(context.Background(), testkit.Timeout)
 }
 
 var (
@@ -103,7 +99,7 @@ func (r *rotator) next() *rotation.Update {
 }
 
 // syncBuffer collects log output written from many goroutines.
-type syncBuffer = testlog.Buffer
+type syncBuffer = testkit.LogBuffer
 
 func testLogger(t testing.TB) (*slog.Logger, *syncBuffer) {
 	buf := &syncBuffer{}
@@ -149,7 +145,7 @@ func serve(t testing.TB, s *Server) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
-	waitFor(t, "socket "+s.cfg.SocketPath, func() bool {
+	testkit.Eventually(t, "socket "+s.cfg.SocketPath, func() bool {
 		select {
 		case err := <-done:
 			done <- err
@@ -184,23 +180,11 @@ func dial(t testing.TB, path string) *grpc.ClientConn {
 	return conn
 }
 
-// waitFor polls cond until it holds; it fails the test after testTimeout.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // waitPending waits until n watches wait on name: the server took the
 // last request and did not answer it.
 func waitPending(t testing.TB, s *Server, name string, n int) {
 	t.Helper()
-	waitFor(t, "pending watch on "+name, func() bool { return s.cache.NumWatches(name) == n })
+	testkit.Eventually(t, "pending watch on "+name, func() bool { return s.cache.NumWatches(name) == n })
 }
 
 // envoyClient subscribes to secrets over SotW SDS the way Envoy does: it
@@ -216,7 +200,7 @@ type envoyClient struct {
 
 func newEnvoyClient(t testing.TB, conn *grpc.ClientConn, names []string, version string) *envoyClient {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
 	t.Cleanup(cancel)
 	stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
 	if err != nil {

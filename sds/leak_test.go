@@ -14,6 +14,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 // heapInUse is the heap in use after the collector has run.
@@ -94,7 +95,7 @@ func TestTenThousandStreamsLeaveNothingBehind(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "warm-up streams closed", func() bool { return s.Stats().StreamsOpen == 0 })
+	testkit.Eventually(t, "warm-up streams closed", func() bool { return s.Stats().StreamsOpen == 0 })
 	baseGoroutines, baseHeap := runtime.NumGoroutine(), heapInUse()
 
 	var next atomic.Int64
@@ -122,7 +123,7 @@ func TestTenThousandStreamsLeaveNothingBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	waitFor(t, "every stream closed on the server", func() bool {
+	testkit.Eventually(t, "every stream closed on the server", func() bool {
 		s.tracker.mu.Lock()
 		n := len(s.tracker.streams)
 		s.tracker.mu.Unlock()
@@ -134,7 +135,7 @@ func TestTenThousandStreamsLeaveNothingBehind(t *testing.T) {
 	// Stream goroutines end shortly after the stream; wait for them, with
 	// a bound that a leak of one per stream could never meet.
 	const slack = 10
-	waitFor(t, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= baseGoroutines+slack })
+	testkit.Eventually(t, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= baseGoroutines+slack })
 	goroutines, heap := runtime.NumGoroutine(), heapInUse()
 	t.Logf("%d streams: goroutines %d → %d, heap in use %.1f → %.1f MiB, pushes %d",
 		streams, baseGoroutines, goroutines, float64(baseHeap)/(1<<20), float64(heap)/(1<<20), s.Stats().Pushes)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -57,7 +58,7 @@ func TestSotWStreamFollowsRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.nack(expectPush(u4), "Failed to load private key")
-	waitFor(t, "NACK counted", func() bool { return s.Stats().NACKs == 1 })
+	testkit.Eventually(t, "NACK counted", func() bool { return s.Stats().NACKs == 1 })
 	waitPending(t, s, "default", 1)
 
 	// A generation the sink never saw (5) leaves no trace but the version
@@ -84,7 +85,7 @@ func TestSotWStreamFollowsRotation(t *testing.T) {
 func TestADSClientReceivesSecrets(t *testing.T) {
 	s := startServer(t, Config{})
 	r := &rotator{t: t, ca: newCA(t, exampleTD), id: webID}
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
 	t.Cleanup(cancel)
 	client := adsclient.NewADSClient(ctx, &corev3.Node{Id: "ads"}, resource.SecretType)
 	if err := client.InitConnect(dial(t, s.cfg.SocketPath)); err != nil {
@@ -111,7 +112,7 @@ func TestADSClientReceivesSecrets(t *testing.T) {
 
 func TestADSRefusesOtherTypes(t *testing.T) {
 	s := startServer(t, Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
 	t.Cleanup(cancel)
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(dial(t, s.cfg.SocketPath)).StreamAggregatedResources(ctx)
 	if err != nil {
@@ -129,7 +130,7 @@ func TestADSRefusesOtherTypes(t *testing.T) {
 func TestDeltaStream(t *testing.T) {
 	s := startServer(t, Config{})
 	r := &rotator{t: t, ca: newCA(t, exampleTD), id: webID}
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
 	t.Cleanup(cancel)
 	stream, err := secretv3.NewSecretDiscoveryServiceClient(dial(t, s.cfg.SocketPath)).DeltaSecrets(ctx)
 	if err != nil {

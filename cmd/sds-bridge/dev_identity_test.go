@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 // dev --second-spiffe-id --federate-with lets every multi-SVID and
@@ -38,7 +39,7 @@ func TestDevIssuesASecondSVIDAndAFederatedBundle(t *testing.T) {
 
 	holds := func(cfg filesink.InspectConfig, want string) {
 		t.Helper()
-		waitFor(t, cfg.Dir+" holding "+want, func() bool {
+		testkit.Eventually(t, cfg.Dir+" holding "+want, func() bool {
 			m, err := filesink.Inspect(cfg)
 			return err == nil && m.SPIFFEID.String() == want
 		})
@@ -59,7 +60,7 @@ func TestDevIssuesASecondSVIDAndAFederatedBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), testkit.Timeout)
 	defer cancel()
 	names := []string{"default", "ALL", "spiffe://example.org/dev", "spiffe://example.org/second", "spiffe://partner.test"}
 	resp, err := secretv3.NewSecretDiscoveryServiceClient(conn).FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{

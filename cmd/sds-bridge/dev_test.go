@@ -26,6 +26,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 // devBridge is `sds-bridge dev` running in this process.
@@ -75,7 +76,7 @@ var adminAddr = regexp.MustCompile(`msg="admin: listening" addr=(\S+)`)
 func (d *devBridge) adminURL() string {
 	d.t.Helper()
 	var addr string
-	waitFor(d.t, "the admin listening log line", func() bool {
+	testkit.Eventually(d.t, "the admin listening log line", func() bool {
 		m := adminAddr.FindStringSubmatch(d.stderr.String())
 		if m != nil {
 			addr = m[1]
@@ -125,11 +126,11 @@ admin:
 	if code, body := httpGet(t, url+"/livez"); code != http.StatusOK || body != "ok\n" {
 		t.Errorf("/livez = %d %q", code, body)
 	}
-	waitFor(t, "/readyz 200", func() bool {
+	testkit.Eventually(t, "/readyz 200", func() bool {
 		code, _ := httpGet(t, url+"/readyz")
 		return code == http.StatusOK
 	})
-	waitFor(t, "generation 3", func() bool { return d.status(url).Generation >= 3 })
+	testkit.Eventually(t, "generation 3", func() bool { return d.status(url).Generation >= 3 })
 
 	_, metrics := httpGet(t, url+"/metrics")
 	for _, want := range []string{
@@ -202,7 +203,7 @@ func TestDevServesTheLeafOnDiskOverSDS(t *testing.T) {
 	dir := shortDir(t)
 	certs, sock := filepath.Join(dir, "certs"), filepath.Join(dir, "sds.sock")
 	d := startDev(t, dir, "--svid-ttl", "2s", "--admin", "", "--sds-socket", sock, "--dir", certs)
-	waitFor(t, "SDS socket", func() bool {
+	testkit.Eventually(t, "SDS socket", func() bool {
 		_, err := os.Stat(sock)
 		return err == nil
 	})
@@ -212,7 +213,7 @@ func TestDevServesTheLeafOnDiskOverSDS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), testkit.Timeout)
 	defer cancel()
 	stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
 	if err != nil {
@@ -250,7 +251,7 @@ func TestDevServesTheLeafOnDiskOverSDS(t *testing.T) {
 			t.Fatalf("version %q does not end in the generation: %v", resp.GetVersionInfo(), err)
 		}
 		// The folder gets each generation a little after SDS does.
-		waitFor(t, fmt.Sprintf("generation %d on disk", gen), func() bool { return diskGeneration(certs) >= gen })
+		testkit.Eventually(t, fmt.Sprintf("generation %d on disk", gen), func() bool { return diskGeneration(certs) >= gen })
 		matched = compareWithDisk(t, certs, gen, secrets)
 	}
 	if strings.Contains(d.stderr.String(), "admin: listening") {

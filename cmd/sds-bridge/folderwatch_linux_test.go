@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 // watchFolderChanges sees the folder appear (watching its parent), then
@@ -23,7 +25,7 @@ func TestWatchFolderChanges(t *testing.T) {
 			if !ok {
 				t.Fatalf("%s: the watch failed", what)
 			}
-		case <-time.After(testTimeout):
+		case <-time.After(testkit.Timeout):
 			t.Fatalf("%s: no change reported", what)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/helperconf"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 )
 
@@ -74,14 +75,14 @@ jwt_svids = [{ jwt_audience = "api", jwt_svid_file_name = "api.token" }]
 		t.Fatal(err)
 	}
 	startDev(t, dir, "--spiffe-helper-config", conf)
-	waitFor(t, "the X.509 files under helper.conf's names", func() bool {
+	testkit.Eventually(t, "the X.509 files under helper.conf's names", func() bool {
 		m, err := filesink.Inspect(filesink.InspectConfig{Dir: certs, CertFileName: "tls.crt", KeyFileName: "tls.key", BundleFileName: "ca.crt"})
 		return err == nil && m.SPIFFEID.String() == "spiffe://example.org/dev"
 	})
 	if fi, err := os.Stat(filepath.Join(certs, "tls.crt")); err != nil || fi.Mode().Perm() != 0o640 {
 		t.Errorf("tls.crt mode %v (%v), want 0640 from cert_file_mode", fi.Mode().Perm(), err)
 	}
-	waitFor(t, "a JWT-SVID that verifies with the JWT bundle file", func() bool {
+	testkit.Eventually(t, "a JWT-SVID that verifies with the JWT bundle file", func() bool {
 		token, err1 := os.ReadFile(filepath.Join(certs, "api.token"))
 		bundle, err2 := os.ReadFile(filepath.Join(certs, "bundle.json"))
 		if err1 != nil || err2 != nil {

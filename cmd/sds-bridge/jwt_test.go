@@ -8,6 +8,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 )
 
@@ -34,7 +35,7 @@ files:
 
 	tokenPath, bundlePath := filepath.Join(folder, "api.token"), filepath.Join(folder, "jwt_bundle.json")
 	var bundles *jwtbundle.Set
-	waitFor(t, "the JWT bundle file", func() bool {
+	testkit.Eventually(t, "the JWT bundle file", func() bool {
 		data, err := os.ReadFile(bundlePath)
 		if err != nil {
 			return false
@@ -43,7 +44,7 @@ files:
 		return err == nil && bundles.Len() == 1
 	})
 	var first *jwtsvid.SVID
-	waitFor(t, "a JWT-SVID file", func() bool {
+	testkit.Eventually(t, "a JWT-SVID file", func() bool {
 		data, err := os.ReadFile(tokenPath)
 		if err != nil || len(data) == 0 {
 			return false
@@ -59,7 +60,7 @@ files:
 	if fi, err := os.Stat(tokenPath); err != nil || fi.Mode().Perm() != 0o640 {
 		t.Errorf("token mode %v (%v), want 0640", fi.Mode().Perm(), err)
 	}
-	waitFor(t, "a refreshed JWT-SVID", func() bool {
+	testkit.Eventually(t, "a refreshed JWT-SVID", func() bool {
 		data, err := os.ReadFile(tokenPath)
 		if err != nil || string(data) == first.Marshal() {
 			return false

@@ -8,9 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/testlog"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.uber.org/goleak"
@@ -18,12 +17,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// testTimeout bounds every wait in these tests; it is a deadline against
-// hangs, never a speed requirement.
-const testTimeout = 30 * time.Second
-
 // syncBuffer collects log output written from many goroutines.
-type syncBuffer = testlog.Buffer
+type syncBuffer = testkit.LogBuffer
 
 // shortDir is a temporary directory with a short path: unix sockets live in
 // it (sun_path holds about 100 bytes).
@@ -35,17 +30,6 @@ func shortDir(t testing.TB) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // writeSet writes a spiffe-helper layout as plain files, the way another
@@ -84,7 +68,7 @@ func certsPEM(certs []*x509.Certificate) []byte {
 }
 
 // httpClient keeps no connections: nothing outlives a test.
-var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: testTimeout}
+var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: testkit.Timeout}
 
 func httpGet(t testing.TB, url string) (int, string) {
 	t.Helper()

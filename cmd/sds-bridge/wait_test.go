@@ -15,6 +15,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -152,7 +153,7 @@ func TestWaitReturnsOnceTheBridgeWrites(t *testing.T) {
 		if err != nil {
 			t.Fatalf("wait: %v", err)
 		}
-	case <-time.After(testTimeout):
+	case <-time.After(testkit.Timeout):
 		t.Fatal("wait did not return after the bridge wrote the folder")
 	}
 	if want := "serial " + svid.Certificates[0].SerialNumber.Text(16); !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "generation 1") {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
@@ -21,7 +22,7 @@ func TestIssuerSendsHintsAndFederatedBundles(t *testing.T) {
 		Hints:         map[spiffeid.ID]string{second: "second"},
 		FederatedWith: []spiffeid.TrustDomain{fed},
 		TTL:           time.Minute,
-		Logger:        testLogger(t),
+		Logger:        testkit.Logger(t),
 	}, srv)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +56,7 @@ func TestIssuerSendsHintsAndFederatedBundles(t *testing.T) {
 }
 
 func TestNewIssuerRefusesBadHintsAndFederation(t *testing.T) {
-	srv := NewServer(ServerConfig{SocketPath: "unused.sock", Logger: testLogger(t)})
+	srv := NewServer(ServerConfig{SocketPath: "unused.sock", Logger: testkit.Logger(t)})
 	td := spiffeid.RequireTrustDomainFromString("dev.test")
 	a := spiffeid.RequireFromPath(td, "/a")
 	for _, tc := range []struct {

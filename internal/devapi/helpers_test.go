@@ -3,10 +3,8 @@ package devapi
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,29 +19,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// hangGuard bounds every wait so a broken server fails the test instead of
-// hanging it; it is not a speed requirement.
-const hangGuard = 30 * time.Second
-
-// tLogWriter sends slog output to the test log.
-type tLogWriter struct{ tb testing.TB }
-
-func (w tLogWriter) Write(p []byte) (int, error) {
-	w.tb.Helper()
-	w.tb.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(tb testing.TB) *slog.Logger {
-	if _, ok := tb.(*testing.B); ok {
-		return slog.New(slog.DiscardHandler)
-	}
-	return slog.New(slog.NewTextHandler(tLogWriter{tb}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
 
 // socketPath is short enough for sun_path, unlike t.TempDir() under long
 // test names.
@@ -59,7 +38,7 @@ func socketPath(tb testing.TB) string {
 
 func startServer(tb testing.TB) *Server {
 	tb.Helper()
-	srv := NewServer(ServerConfig{SocketPath: socketPath(tb), Logger: testLogger(tb)})
+	srv := NewServer(ServerConfig{SocketPath: socketPath(tb), Logger: testkit.Logger(tb)})
 	if err := srv.Start(); err != nil {
 		tb.Fatal(err)
 	}
@@ -125,7 +104,7 @@ func watch(tb testing.TB, addr string) *x509Watcher {
 // next returns the first update satisfying want, skipping others.
 func (w *x509Watcher) next(tb testing.TB, what string, want func(*workloadapi.X509Context) bool) *workloadapi.X509Context {
 	tb.Helper()
-	guard := time.NewTimer(hangGuard)
+	guard := time.NewTimer(testkit.Timeout)
 	defer guard.Stop()
 	for {
 		select {
@@ -161,7 +140,7 @@ func withHeader(ctx context.Context) context.Context {
 }
 
 func guardCtx(tb testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
 	tb.Cleanup(cancel)
 	return ctx
 }

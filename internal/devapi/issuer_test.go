@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -17,7 +18,7 @@ func TestIssuerRotatesAtHalfLife(t *testing.T) {
 	td := spiffeid.RequireTrustDomainFromString("dev.test")
 	ids := []spiffeid.ID{spiffeid.RequireFromPath(td, "/backend"), spiffeid.RequireFromPath(td, "/frontend")}
 	const ttl = 2 * time.Second
-	iss, err := NewIssuer(IssuerConfig{TrustDomain: td, SPIFFEIDs: ids, TTL: ttl, Logger: testLogger(t)}, srv)
+	iss, err := NewIssuer(IssuerConfig{TrustDomain: td, SPIFFEIDs: ids, TTL: ttl, Logger: testkit.Logger(t)}, srv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,13 +60,13 @@ func TestIssuerRotatesAtHalfLife(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-	case <-time.After(hangGuard):
+	case <-time.After(testkit.Timeout):
 		t.Fatal("Run did not return after ctx ended")
 	}
 }
 
 func TestNewIssuerConfig(t *testing.T) {
-	srv := NewServer(ServerConfig{SocketPath: "unused.sock", Logger: testLogger(t)})
+	srv := NewServer(ServerConfig{SocketPath: "unused.sock", Logger: testkit.Logger(t)})
 	td := spiffeid.RequireTrustDomainFromString("dev.test")
 	other := spiffeid.RequireFromString("spiffe://elsewhere.test/a")
 	a := spiffeid.RequireFromPath(td, "/a")
@@ -115,9 +116,9 @@ func TestNewIssuerConfig(t *testing.T) {
 // root is replaced before an SVID could outlive it, and the old root stays
 // in the bundle while it is valid so older SVIDs still verify.
 func TestIssuerRootRotation(t *testing.T) {
-	srv := NewServer(ServerConfig{SocketPath: "unused.sock", Logger: testLogger(t)})
+	srv := NewServer(ServerConfig{SocketPath: "unused.sock", Logger: testkit.Logger(t)})
 	const ttl, rootTTL = time.Minute, time.Hour
-	iss, err := NewIssuer(IssuerConfig{TTL: ttl, RootTTL: rootTTL, Logger: testLogger(t)}, srv)
+	iss, err := NewIssuer(IssuerConfig{TTL: ttl, RootTTL: rootTTL, Logger: testkit.Logger(t)}, srv)
 	if err != nil {
 		t.Fatal(err)
 	}

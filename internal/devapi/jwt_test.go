@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -24,7 +25,7 @@ func TestJWTSVIDsForAnyAudience(t *testing.T) {
 		SPIFFEIDs:   []spiffeid.ID{first, second},
 		Hints:       map[spiffeid.ID]string{second: "second"},
 		TTL:         time.Minute,
-		Logger:      testLogger(t),
+		Logger:      testkit.Logger(t),
 	}, srv)
 	if err != nil {
 		t.Fatal(err)

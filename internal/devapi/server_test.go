@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 func mustResponse(tb testing.TB, svids []*x509svid.SVID, bundles []*x509bundle.Bundle, federated ...*x509bundle.Bundle) *workload.X509SVIDResponse {
@@ -119,7 +120,7 @@ func TestWatcherSeesEveryPushInOrder(t *testing.T) {
 				t.Fatalf("push %d: watcher got serial %s, want %s", i,
 					got.DefaultSVID().Certificates[0].SerialNumber, svid.Certificates[0].SerialNumber)
 			}
-		case <-time.After(hangGuard):
+		case <-time.After(testkit.Timeout):
 			t.Fatalf("push %d never reached the watcher", i)
 		}
 	}
@@ -171,7 +172,7 @@ func TestSecurityHeaderRequired(t *testing.T) {
 	for _, h := range headers {
 		for _, c := range calls {
 			t.Run(h.name+"/"+c.name, func(t *testing.T) {
-				ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+				ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
 				defer cancel()
 				if h.md != nil {
 					ctx = metadata.NewOutgoingContext(ctx, h.md)
@@ -209,7 +210,7 @@ func TestWatcherReconnectsAfterRestartOnSameSocket(t *testing.T) {
 			return srv
 		}},
 		{"new server", func(t *testing.T, srv *Server, resp *workload.X509SVIDResponse) *Server {
-			next := NewServer(ServerConfig{SocketPath: srv.SocketPath(), Logger: testLogger(t)})
+			next := NewServer(ServerConfig{SocketPath: srv.SocketPath(), Logger: testkit.Logger(t)})
 			next.SetX509(resp)
 			if err := next.Start(); err != nil {
 				t.Fatal(err)
@@ -236,7 +237,7 @@ func TestWatcherReconnectsAfterRestartOnSameSocket(t *testing.T) {
 			select {
 			case err := <-w.errs:
 				t.Logf("watcher saw the API go away: %v", err)
-			case <-time.After(hangGuard):
+			case <-time.After(testkit.Timeout):
 				t.Fatal("watcher never noticed the API went away")
 			}
 
@@ -286,7 +287,7 @@ func TestStartHandlesExistingSocketFile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := socketPath(t)
 			tc.prepare(t, path)
-			srv := NewServer(ServerConfig{SocketPath: path, Logger: testLogger(t)})
+			srv := NewServer(ServerConfig{SocketPath: path, Logger: testkit.Logger(t)})
 			err := srv.Start()
 			defer srv.Stop()
 			if (err != nil) != tc.wantErr {
@@ -322,7 +323,7 @@ func TestStartWhileServingFails(t *testing.T) {
 }
 
 func TestServeRunsUntilContextEnds(t *testing.T) {
-	srv := NewServer(ServerConfig{SocketPath: socketPath(t), Logger: testLogger(t)})
+	srv := NewServer(ServerConfig{SocketPath: socketPath(t), Logger: testkit.Logger(t)})
 	own := newCA(t, "example.org")
 	svid := mustIssue(t, own, "/a", ca.SVIDOptions{})
 	srv.SetX509(mustResponse(t, []*x509svid.SVID{svid}, []*x509bundle.Bundle{own.Bundle()}))
@@ -354,7 +355,7 @@ func TestServeRunsUntilContextEnds(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Serve: %v", err)
 		}
-	case <-time.After(hangGuard):
+	case <-time.After(testkit.Timeout):
 		t.Fatal("Serve did not return after ctx ended")
 	}
 	if _, err := os.Lstat(srv.SocketPath()); !os.IsNotExist(err) {
@@ -447,7 +448,7 @@ func TestSetX509ErrorEndsStreamsUntilNextResponse(t *testing.T) {
 		if status.Code(err) != codes.PermissionDenied {
 			t.Errorf("watcher error %v, want PermissionDenied", err)
 		}
-	case <-time.After(hangGuard):
+	case <-time.After(testkit.Timeout):
 		t.Fatal("watcher saw no error")
 	}
 	own := newCA(t, "example.org")
