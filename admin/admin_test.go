@@ -72,16 +72,6 @@ type bridgeOptions struct {
 	minValidity   time.Duration
 }
 
-func shortDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 func startBridge(t testing.TB, o bridgeOptions) *bridge {
 	t.Helper()
 	b := &bridge{t: t, logs: &syncBuffer{}}
@@ -95,7 +85,7 @@ func startBridge(t testing.TB, o bridgeOptions) *bridge {
 	if b.ca, err = ca.New(td, 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	sock := shortDir(t)
+	sock := testkit.ShortDir(t)
 	b.wl = devapi.NewServer(devapi.ServerConfig{SocketPath: filepath.Join(sock, "wl.sock"), Logger: log})
 	if err := b.wl.Start(); err != nil {
 		t.Fatal(err)

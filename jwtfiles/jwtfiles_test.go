@@ -23,13 +23,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func socketPath(tb testing.TB) string {
-	tb.Helper()
-	dir, err := os.MkdirTemp("", "sb")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return filepath.Join(dir, "api.sock")
+	return filepath.Join(testkit.ShortDir(tb), "api.sock")
 }
 
 // countAction counts the events it is run with: a real filesink.Action.

@@ -39,11 +39,7 @@ import (
 // SDS server and three folders, one per way of choosing an SVID, then
 // ends the federation.
 func TestTwoSVIDsAndAFederatedBundleReachBothSinks(t *testing.T) {
-	tmp, err := os.MkdirTemp("", "sb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tmp) })
+	tmp := testkit.ShortDir(t)
 	log := slog.New(slog.DiscardHandler)
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	fedTD := spiffeid.RequireTrustDomainFromString("partner.test")

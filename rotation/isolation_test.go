@@ -34,11 +34,7 @@ import (
 // folder's failure is visible in its status, and the folder catches up
 // once the disk is back (invariant 4: sinks are isolated).
 func TestBrokenFolderDoesNotStopSDS(t *testing.T) {
-	tmp, err := os.MkdirTemp("", "sb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(tmp) })
+	tmp := testkit.ShortDir(t)
 	log := slog.New(slog.DiscardHandler)
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	id := spiffeid.RequireFromPath(td, "/db")

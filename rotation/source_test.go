@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -97,16 +96,6 @@ type harness struct {
 	err chan error
 }
 
-func socketDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 // start runs a fake Workload API and a Source with the given sinks.
 func start(t *testing.T, cfg Config, sinks ...Sink) *harness {
 	t.Helper()
@@ -114,7 +103,7 @@ func start(t *testing.T, cfg Config, sinks ...Sink) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wl := devapi.NewServer(devapi.ServerConfig{SocketPath: filepath.Join(socketDir(t), "wl.sock"), Logger: slog.New(slog.DiscardHandler)})
+	wl := devapi.NewServer(devapi.ServerConfig{SocketPath: filepath.Join(testkit.ShortDir(t), "wl.sock"), Logger: slog.New(slog.DiscardHandler)})
 	if err := wl.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +294,7 @@ func TestFirstUpdateTimeoutSaysWhatToCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = authority
-	wl := devapi.NewServer(devapi.ServerConfig{SocketPath: filepath.Join(socketDir(t), "wl.sock"), Logger: slog.New(slog.DiscardHandler)})
+	wl := devapi.NewServer(devapi.ServerConfig{SocketPath: filepath.Join(testkit.ShortDir(t), "wl.sock"), Logger: slog.New(slog.DiscardHandler)})
 	if err := wl.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -65,9 +65,17 @@ func newSecretCache(prefix string, logger cacheLogger) *secretCache {
 // version is the version string LinearCache reports after its n-th update.
 func (c *secretCache) version(n uint64) string { return c.prefix + strconv.FormatUint(n, 10) }
 
+// checkType refuses other resource types, which an ADS stream can ask for.
+func checkType(typeURL string) error {
+	if typeURL != resource.SecretType {
+		return status.Errorf(codes.InvalidArgument, "sds: this server serves only %s, not %s", resource.SecretType, typeURL)
+	}
+	return nil
+}
+
 func (c *secretCache) CreateWatch(req *cache.Request, sub cache.Subscription, out chan cache.Response) (func(), error) {
-	if t := req.GetTypeUrl(); t != resource.SecretType {
-		return nil, status.Errorf(codes.InvalidArgument, "sds: this server serves only %s, not %s", resource.SecretType, t)
+	if err := checkType(req.GetTypeUrl()); err != nil {
+		return nil, err
 	}
 	if !strings.HasPrefix(req.GetVersionInfo(), c.prefix) {
 		r := proto.Clone(req).(*discoveryv3.DiscoveryRequest)
@@ -78,8 +86,8 @@ func (c *secretCache) CreateWatch(req *cache.Request, sub cache.Subscription, ou
 }
 
 func (c *secretCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription, out chan cache.DeltaResponse) (func(), error) {
-	if t := req.GetTypeUrl(); t != resource.SecretType {
-		return nil, status.Errorf(codes.InvalidArgument, "sds: this server serves only %s, not %s", resource.SecretType, t)
+	if err := checkType(req.GetTypeUrl()); err != nil {
+		return nil, err
 	}
 	return c.LinearCache.CreateDeltaWatch(req, sub, out)
 }
@@ -88,8 +96,8 @@ func (c *secretCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscr
 // (all of them for an empty list) at the current version. Unknown names are
 // left out; if none is known the error lists what is served.
 func (c *secretCache) Fetch(_ context.Context, req *cache.Request) (cache.Response, error) {
-	if t := req.GetTypeUrl(); t != resource.SecretType {
-		return nil, status.Errorf(codes.InvalidArgument, "sds: this server serves only %s, not %s", resource.SecretType, t)
+	if err := checkType(req.GetTypeUrl()); err != nil {
+		return nil, err
 	}
 	snap := c.current.Load()
 	if snap == nil {

@@ -108,12 +108,7 @@ func testLogger(t testing.TB) (*slog.Logger, *syncBuffer) {
 
 // socketPath is a short path for a unix socket (sun_path is ~104 bytes).
 func socketPath(t testing.TB) string {
-	dir, err := os.MkdirTemp("", "sb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return filepath.Join(dir, "sds.sock")
+	return filepath.Join(testkit.ShortDir(t), "sds.sock")
 }
 
 // startServer builds a Server and serves it until the test ends.

@@ -22,7 +22,7 @@ import (
 // dev --second-spiffe-id --federate-with lets every multi-SVID and
 // federation feature be tried without SPIRE.
 func TestDevIssuesASecondSVIDAndAFederatedBundle(t *testing.T) {
-	dir := shortDir(t)
+	dir := testkit.ShortDir(t)
 	second, plainDir, sock := filepath.Join(dir, "second"), filepath.Join(dir, "plain"), filepath.Join(dir, "sds.sock")
 	conf := filepath.Join(dir, "bridge.yaml")
 	if err := os.WriteFile(conf, []byte(`files:

@@ -103,7 +103,7 @@ func (d *devBridge) status(url string) admin.Status {
 // exec action once per rotation, and /livez, /readyz, /metrics, /status
 // and `sds-bridge status` answer.
 func TestDevRunsActionsAndServesAdmin(t *testing.T) {
-	dir := shortDir(t)
+	dir := testkit.ShortDir(t)
 	certs := filepath.Join(dir, "certs")
 	actions := filepath.Join(dir, "actions.log")
 	cfg := filepath.Join(dir, "bridge.yaml")
@@ -200,7 +200,7 @@ func generationsIn(t *testing.T, logs, pattern string) []uint64 {
 // Issue 2's "done when": an SDS client on dev's socket gets the very leaf
 // that is on disk, and ROOTCA and ALL are answered with the folder's roots.
 func TestDevServesTheLeafOnDiskOverSDS(t *testing.T) {
-	dir := shortDir(t)
+	dir := testkit.ShortDir(t)
 	certs, sock := filepath.Join(dir, "certs"), filepath.Join(dir, "sds.sock")
 	d := startDev(t, dir, "--svid-ttl", "2s", "--admin", "", "--sds-socket", sock, "--dir", certs)
 	testkit.Eventually(t, "SDS socket", func() bool {

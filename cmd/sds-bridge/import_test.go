@@ -59,7 +59,7 @@ func TestRunRefusesConfigAndSpiffeHelperConfigTogether(t *testing.T) {
 // A helper.conf given to dev writes what spiffe-helper wrote: the X.509
 // files under its names and the JWT-SVID and JWT bundle files.
 func TestDevRunsASpiffeHelperConfig(t *testing.T) {
-	dir := shortDir(t)
+	dir := testkit.ShortDir(t)
 	certs := filepath.Join(dir, "certs")
 	conf := filepath.Join(dir, "helper.conf")
 	if err := os.WriteFile(conf, []byte(`

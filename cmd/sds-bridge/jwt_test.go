@@ -15,7 +15,7 @@ import (
 // dev --config with jwt_svids writes JWT-SVIDs its embedded Workload API
 // issues, verifiable with the JWT bundle file, and refreshes them.
 func TestDevWritesAndRefreshesJWTSVIDs(t *testing.T) {
-	dir := shortDir(t)
+	dir := testkit.ShortDir(t)
 	folder := filepath.Join(dir, "certs")
 	conf := filepath.Join(dir, "bridge.yaml")
 	if err := os.WriteFile(conf, []byte(`sds:

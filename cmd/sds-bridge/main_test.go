@@ -20,18 +20,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // syncBuffer collects log output written from many goroutines.
 type syncBuffer = testkit.LogBuffer
 
-// shortDir is a temporary directory with a short path: unix sockets live in
-// it (sun_path holds about 100 bytes).
-func shortDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
 // writeSet writes a spiffe-helper layout as plain files, the way another
 // tool (or a previous pod) left them: leaf and chain, PKCS#8 key, roots.
 func writeSet(t testing.TB, dir string, certs []*x509.Certificate, key any, roots []*x509.Certificate) {

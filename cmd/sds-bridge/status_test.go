@@ -5,6 +5,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 func TestStatusURL(t *testing.T) {
@@ -48,7 +50,7 @@ func TestAdminPortTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	dir := shortDir(t)
+	dir := testkit.ShortDir(t)
 	t.Chdir(dir)
 	var out syncBuffer
 	err = run(t.Context(), []string{"dev", "--admin", l.Addr().String(), "--sds-socket", dir + "/sds.sock", "--dir", dir + "/certs"}, &out, &out)

@@ -3,7 +3,6 @@ package devapi
 import (
 	"context"
 	"errors"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -27,13 +26,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // socketPath is short enough for sun_path, unlike t.TempDir() under long
 // test names.
 func socketPath(tb testing.TB) string {
-	tb.Helper()
-	dir, err := os.MkdirTemp("", "sb")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return filepath.Join(dir, "api.sock")
+	return filepath.Join(testkit.ShortDir(tb), "api.sock")
 }
 
 func startServer(tb testing.TB) *Server {

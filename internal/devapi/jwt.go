@@ -29,9 +29,11 @@ import (
 // signing key per Server serves every trust domain (a dev shortcut: SPIRE
 // has one per trust domain).
 type jwtState struct {
-	key *ecdsa.PrivateKey
-	kid string
-	ttl time.Duration
+	// signer signs with the Server's key and jwks is that key's public
+	// half as a JWKS; both are made once, on first use.
+	signer jose.Signer
+	jwks   []byte
+	ttl    time.Duration
 	// streams holds one wake-up channel per open FetchJWTBundles stream;
 	// they are woken with the X.509 ones, since the bundles' trust domains
 	// come from the X.509 response.
@@ -46,18 +48,31 @@ func (s *Server) SetJWTTTL(ttl time.Duration) {
 	s.jwt.ttl = ttl
 }
 
-// keyLocked returns the signing key, creating it on first use.
-func (s *Server) jwtKeyLocked() (*ecdsa.PrivateKey, string, error) {
-	if s.jwt.key == nil {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, "", fmt.Errorf("devapi: JWT signing key: %w", err)
-		}
-		var kid [16]byte
-		_, _ = rand.Read(kid[:])
-		s.jwt.key, s.jwt.kid = key, hex.EncodeToString(kid[:])
+// jwtKeyLocked creates the signing key, its signer and its JWKS on first use.
+func (s *Server) jwtKeyLocked() error {
+	if s.jwt.signer != nil {
+		return nil
 	}
-	return s.jwt.key, s.jwt.kid, nil
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("devapi: JWT signing key: %w", err)
+	}
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	kid := hex.EncodeToString(id[:])
+	signer, err := jose.NewSigner(
+		jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
+		(&jose.SignerOptions{}).WithType("JWT"),
+	)
+	if err != nil {
+		return fmt.Errorf("devapi: JWT signer: %w", err)
+	}
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: kid, Use: "jwt-svid", Algorithm: string(jose.ES256)}}})
+	if err != nil {
+		return fmt.Errorf("devapi: marshal JWKS: %w", err)
+	}
+	s.jwt.signer, s.jwt.jwks = signer, jwks
+	return nil
 }
 
 // FetchJWTSVID implements the Workload API: a JWT-SVID for the requested
@@ -76,8 +91,7 @@ func (s *Server) FetchJWTSVID(_ context.Context, req *workload.JWTSVIDRequest) (
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
-	key, kid, err := s.jwtKeyLocked()
-	if err != nil {
+	if err := s.jwtKeyLocked(); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	resp := &workload.JWTSVIDResponse{}
@@ -86,7 +100,7 @@ func (s *Server) FetchJWTSVID(_ context.Context, req *workload.JWTSVIDRequest) (
 		if req.GetSpiffeId() != "" && req.GetSpiffeId() != x.GetSpiffeId() {
 			continue
 		}
-		token, err := signJWTSVID(key, kid, x.GetSpiffeId(), req.GetAudience(), now, ttl)
+		token, err := signJWTSVID(s.jwt.signer, x.GetSpiffeId(), req.GetAudience(), now, ttl)
 		if err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
 		}
@@ -99,14 +113,7 @@ func (s *Server) FetchJWTSVID(_ context.Context, req *workload.JWTSVIDRequest) (
 	return resp, nil
 }
 
-func signJWTSVID(key *ecdsa.PrivateKey, kid, subject string, audience []string, now time.Time, ttl time.Duration) (string, error) {
-	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
-		(&jose.SignerOptions{}).WithType("JWT"),
-	)
-	if err != nil {
-		return "", fmt.Errorf("devapi: JWT signer: %w", err)
-	}
+func signJWTSVID(signer jose.Signer, subject string, audience []string, now time.Time, ttl time.Duration) (string, error) {
 	token, err := jwt.Signed(signer).Claims(jwt.Claims{
 		Subject:  subject,
 		Audience: jwt.Audience(audience),
@@ -125,18 +132,13 @@ func (s *Server) jwtBundlesLocked() (*workload.JWTBundlesResponse, error) {
 	if s.x509 == nil {
 		return nil, nil
 	}
-	key, kid, err := s.jwtKeyLocked()
-	if err != nil {
+	if err := s.jwtKeyLocked(); err != nil {
 		return nil, err
-	}
-	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: kid, Use: "jwt-svid", Algorithm: string(jose.ES256)}}})
-	if err != nil {
-		return nil, fmt.Errorf("devapi: marshal JWKS: %w", err)
 	}
 	out := &workload.JWTBundlesResponse{Bundles: map[string][]byte{}}
 	for _, x := range s.x509.GetSvids() {
 		if id, err := spiffeid.FromString(x.GetSpiffeId()); err == nil {
-			out.Bundles[id.TrustDomain().IDString()] = jwks
+			out.Bundles[id.TrustDomain().IDString()] = s.jwt.jwks
 		}
 	}
 	return out, nil

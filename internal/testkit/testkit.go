@@ -6,6 +6,7 @@ package testkit
 import (
 	"bytes"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -63,4 +64,17 @@ func Eventually(tb testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// ShortDir is a temporary directory with a short path, removed after the
+// test: unix sockets live in it (sun_path holds about 100 bytes, which
+// t.TempDir() under a long test name can exceed).
+func ShortDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "sb")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
 }
