@@ -58,6 +58,8 @@ type SDS interface {
 type Folder interface {
 	Name() string
 	Dir() string
+	// SVIDChoice is files[].svid; "" is the default SVID.
+	SVIDChoice() string
 	InspectConfig(minValidity time.Duration) filesink.InspectConfig
 	Stats() filesink.Stats
 }

@@ -13,13 +13,41 @@ import (
 // line each; none means ready. It reads files (one Inspect per folder) and
 // takes no lock the delivery path holds.
 func (s *Server) Problems(now time.Time) []string {
-	problems := s.problems(now)
+	cur := s.cfg.Source.Current()
+	var folders []folderCheck
+	if cur != nil {
+		folders = s.inspectFolders(now)
+	}
+	return s.judge(now, cur, folders)
+}
+
+// folderCheck is one folder's Inspect as readiness judges it (with
+// admin.min_validity).
+type folderCheck struct {
+	m   *filesink.Material
+	err error
+}
+
+// inspectFolders reads every folder once, in config order.
+func (s *Server) inspectFolders(now time.Time) []folderCheck {
+	out := make([]folderCheck, len(s.cfg.Folders))
+	for i, f := range s.cfg.Folders {
+		ic := f.InspectConfig(s.cfg.MinValidity)
+		ic.Now = now
+		out[i].m, out[i].err = filesink.Inspect(ic)
+	}
+	return out
+}
+
+// judge is Problems on an Update and folder checks already read, so that
+// Status reads each folder once.
+func (s *Server) judge(now time.Time, cur *rotation.Update, folders []folderCheck) []string {
+	problems := s.problems(now, cur, folders)
 	s.noteReadiness(problems)
 	return problems
 }
 
-func (s *Server) problems(now time.Time) []string {
-	cur := s.cfg.Source.Current()
+func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderCheck) []string {
 	if cur == nil {
 		line := "no SVID yet: waiting for the first valid X.509 context from the Workload API"
 		if c := s.cfg.Source.Counters(); c.Refused > 0 || c.WatchErrors > 0 {
@@ -71,10 +99,8 @@ func (s *Server) problems(now time.Time) []string {
 	}
 
 	leafSerial := cur.Leaf().SerialNumber.Text(16)
-	for _, f := range s.cfg.Folders {
-		ic := f.InspectConfig(s.cfg.MinValidity)
-		ic.Now = now
-		m, err := filesink.Inspect(ic)
+	for i, f := range s.cfg.Folders {
+		m, err := folders[i].m, folders[i].err
 		if err != nil {
 			add("folder %s: %s", f.Dir(), strings.TrimPrefix(err.Error(), "filesink: "))
 			continue
@@ -83,8 +109,8 @@ func (s *Server) problems(now time.Time) []string {
 		// A folder that chose another SVID (files[].svid) must hold that
 		// one's serial; when the SVID is missing its apply failed, which
 		// is reported above.
-		if c, ok := f.(interface{ SVIDChoice() string }); ok && c.SVIDChoice() != "" {
-			if i := rotation.FindSVID(cur.SVIDs, c.SVIDChoice()); i >= 0 {
+		if choice := f.SVIDChoice(); choice != "" {
+			if i := rotation.FindSVID(cur.SVIDs, choice); i >= 0 {
 				want = cur.SVIDs[i].Certificates[0].SerialNumber.Text(16)
 			}
 		}

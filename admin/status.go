@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -123,9 +124,11 @@ type ClientStatus struct {
 func (s *Server) Status(now time.Time) Status {
 	st := Status{Version: s.cfg.Version, Time: now, SVIDs: []SVIDStatus{}, Bundles: []BundleStatus{},
 		Sinks: []SinkStatus{}, Folders: []FolderStatus{}}
-	st.Problems = s.Problems(now)
+	cur := s.cfg.Source.Current()
+	folders := s.inspectFolders(now)
+	st.Problems = s.judge(now, cur, folders)
 	st.Ready = len(st.Problems) == 0
-	if cur := s.cfg.Source.Current(); cur != nil {
+	if cur != nil {
 		st.Generation, st.ReceivedAt = cur.Generation, cur.ReceivedAt
 		for i, svid := range cur.SVIDs {
 			leaf := svid.Certificates[0]
@@ -146,11 +149,18 @@ func (s *Server) Status(now time.Time) Status {
 			TookSeconds: ss.Took.Seconds(), LatencySeconds: ss.Latency.Seconds(), Failures: ss.Failures, Error: errText(ss.Err),
 		})
 	}
-	for _, f := range s.cfg.Folders {
+	for i, f := range s.cfg.Folders {
 		fs := FolderStatus{Dir: f.Dir(), Actions: []ActionStatus{}}
-		ic := f.InspectConfig(0)
-		ic.Now = now
-		if m, err := filesink.Inspect(ic); err != nil {
+		// Status shows what is on disk even when it expires within
+		// admin.min_validity (readiness says so); only then is the folder
+		// read a second time, without that limit.
+		m, err := folders[i].m, folders[i].err
+		if errors.Is(err, filesink.ErrExpiringSoon) {
+			ic := f.InspectConfig(0)
+			ic.Now = now
+			m, err = filesink.Inspect(ic)
+		}
+		if err != nil {
 			fs.Problem = strings.TrimPrefix(err.Error(), "filesink: ")
 		} else {
 			fs.Material = &MaterialStatus{SPIFFEID: m.SPIFFEID.String(), Serial: m.Serial, NotAfter: m.NotAfter, Generation: m.Generation}
