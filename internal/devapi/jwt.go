@@ -184,16 +184,6 @@ func (s *Server) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.Serv
 	}
 }
 
-// wakeJWTLocked never blocks, like wakeLocked.
-func (s *Server) wakeJWTLocked() {
-	for wake := range s.jwt.streams {
-		select {
-		case wake <- struct{}{}:
-		default:
-		}
-	}
-}
-
 // ValidateJWTSVID implements the Workload API: the token must be signed by
 // this Server's key, for a SPIFFE ID it currently issues, and name the
 // audience.

@@ -318,16 +318,21 @@ func (s *Server) streamsChangedLocked() {
 	s.streamsChanged = make(chan struct{})
 }
 
-// wakeLocked never blocks: a pending wake-up already makes the stream read
-// the newest state, so a second one adds nothing.
+// wakeLocked wakes every X.509 and JWT bundle stream.
 func (s *Server) wakeLocked() {
-	for wake := range s.streams {
+	wakeAll(s.streams)
+	wakeAll(s.jwt.streams)
+}
+
+// wakeAll never blocks: a pending wake-up already makes the stream read
+// the newest state, so a second one adds nothing.
+func wakeAll(streams map[chan struct{}]struct{}) {
+	for wake := range streams {
 		select {
 		case wake <- struct{}{}:
 		default:
 		}
 	}
-	s.wakeJWTLocked()
 }
 
 // checkSecurityHeader refuses a call without the Workload API header, with
