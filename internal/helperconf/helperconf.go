@@ -63,18 +63,18 @@ type healthChecks struct {
 	ReadinessPath   string `hcl:"readiness_path"`
 }
 
-// modeKeys are spiffe-helper's file mode keys, its defaults and the
-// sds-bridge key each becomes.
+// modeKeys are spiffe-helper's file mode keys, the sds-bridge key each
+// becomes and that key's default, used when a mode cannot be converted.
 var modeKeys = []struct {
 	helper, bridge string
 	def            config.Mode
 	// private: other users must get no access (the bridge refuses it).
 	private bool
 }{
-	{"cert_file_mode", "cert_mode", 0o644, false},
-	{"key_file_mode", "key_mode", 0o600, true},
-	{"jwt_svid_file_mode", "jwt_mode", 0o600, true},
-	{"jwt_bundle_file_mode", "jwt_bundle_mode", 0o600, false},
+	{"cert_file_mode", "cert_mode", config.DefaultCertMode, false},
+	{"key_file_mode", "key_mode", config.DefaultKeyMode, true},
+	{"jwt_svid_file_mode", "jwt_mode", config.DefaultJWTMode, true},
+	{"jwt_bundle_file_mode", "jwt_bundle_mode", config.DefaultJWTBundleMode, false},
 }
 
 var knownKeys = []string{
