@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -83,30 +84,9 @@ func keyMatches(key crypto.Signer, leaf *x509.Certificate) error {
 // sameMaterial reports whether two updates carry identical SVIDs and bundles,
 // as after a Workload API reconnect; such a repeat is not a rotation.
 func sameMaterial(a *Update, svids []*x509svid.SVID, bundles []*x509bundle.Bundle) bool {
-	if a == nil || len(a.SVIDs) != len(svids) || len(a.Bundles) != len(bundles) {
-		return false
-	}
-	for i, s := range svids {
-		if !sameChain(a.SVIDs[i].Certificates, s.Certificates) {
-			return false
-		}
-	}
-	for i, b := range bundles {
-		if !a.Bundles[i].Equal(b) {
-			return false
-		}
-	}
-	return true
-}
-
-func sameChain(a, b []*x509.Certificate) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !a[i].Equal(b[i]) {
-			return false
-		}
-	}
-	return true
+	return a != nil &&
+		slices.EqualFunc(a.SVIDs, svids, func(x, y *x509svid.SVID) bool {
+			return slices.EqualFunc(x.Certificates, y.Certificates, (*x509.Certificate).Equal)
+		}) &&
+		slices.EqualFunc(a.Bundles, bundles, (*x509bundle.Bundle).Equal)
 }
