@@ -350,15 +350,15 @@ func (c *Config) Validate() error {
 		}
 		switch f.Layout {
 		case "spiffe-helper":
-			for k, name := range map[string]string{"cert_file_name": f.CertFileName, "key_file_name": f.KeyFileName, "bundle_file_name": f.BundleFileName} {
-				if strings.ContainsRune(name, '/') || strings.HasPrefix(name, "..") {
-					bad(key+"."+k, "%q must be a plain file name", name)
+			for _, n := range f.x509FileNames() {
+				if strings.ContainsRune(n.name, '/') || strings.HasPrefix(n.name, "..") {
+					bad(key+"."+n.key, "%q must be a plain file name", n.name)
 				}
 			}
 		case "spiffe":
-			for k, name := range map[string]string{"cert_file_name": f.CertFileName, "key_file_name": f.KeyFileName, "bundle_file_name": f.BundleFileName} {
-				if name != "" {
-					bad(key+"."+k, "%q: file names are fixed by the spiffe layout", name)
+			for _, n := range f.x509FileNames() {
+				if n.name != "" {
+					bad(key+"."+n.key, "%q: file names are fixed by the spiffe layout", n.name)
 				}
 			}
 		default:
@@ -454,9 +454,9 @@ func (c *Config) Validate() error {
 // X.509) may share a name.
 func validateJWT(key string, f Folder, bad func(key string, format string, args ...any)) {
 	names := map[string]string{}
-	for k, name := range map[string]string{"cert_file_name": f.CertFileName, "key_file_name": f.KeyFileName, "bundle_file_name": f.BundleFileName} {
-		if name != "" {
-			names[name] = k
+	for _, n := range f.x509FileNames() {
+		if n.name != "" {
+			names[n.name] = n.key
 		}
 	}
 	plain := func(k, name string) {
@@ -492,6 +492,16 @@ func validateJWT(key string, f Folder, bad func(key string, format string, args 
 	}
 	if f.JWTBundleMode&0o002 != 0 {
 		bad(key+".jwt_bundle_mode", "%q makes the JWT bundle writable by every user", f.JWTBundleMode)
+	}
+}
+
+// x509FileNames are the folder's spiffe-helper layout file names, each
+// with its key, in the order the keys are documented.
+func (f Folder) x509FileNames() []struct{ key, name string } {
+	return []struct{ key, name string }{
+		{"cert_file_name", f.CertFileName},
+		{"key_file_name", f.KeyFileName},
+		{"bundle_file_name", f.BundleFileName},
 	}
 }
 
