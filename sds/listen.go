@@ -7,8 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"syscall"
-	"time"
+
+	"github.com/sds-bridge/sds-bridge/internal/unixsock"
 )
 
 // maxSocketPath is the longest unix socket path every supported OS binds
@@ -25,8 +25,8 @@ func listenUnix(path string, mode os.FileMode) (l *net.UnixListener, remove func
 	if err := mkdirAll(dir); err != nil {
 		return nil, nil, fmt.Errorf("sds: create socket directory %q: %w", dir, err)
 	}
-	if err := removeStaleSocket(path); err != nil {
-		return nil, nil, err
+	if err := unixsock.RemoveStale(path); err != nil {
+		return nil, nil, fmt.Errorf("sds: %w", err)
 	}
 
 	// Bind in a private (0700) directory, set the mode, then rename into
@@ -101,33 +101,4 @@ func mkdirAll(dir string) error {
 		}
 	}
 	return nil
-}
-
-// removeStaleSocket removes a socket left behind by a previous run.
-func removeStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("sds: stat socket path %q: %w", path, err)
-	}
-	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("sds: socket path %q exists and is not a socket (mode %s); refusing to remove it", path, fi.Mode())
-	}
-	// A live socket belongs to a running server, perhaps another bridge:
-	// taking its path over would cut its clients off.
-	conn, err := net.DialTimeout("unix", path, time.Second)
-	switch {
-	case err == nil:
-		conn.Close()
-		return fmt.Errorf("sds: socket %q is in use by another process", path)
-	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, fs.ErrNotExist):
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("sds: remove stale socket %q: %w", path, err)
-		}
-		return nil
-	default:
-		return fmt.Errorf("sds: cannot tell whether socket %q is stale: %w", path, err)
-	}
 }

@@ -18,14 +18,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
+	"github.com/sds-bridge/sds-bridge/internal/unixsock"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -118,8 +116,8 @@ func (s *Server) Start() error {
 	if s.grpc != nil {
 		return errors.New("devapi: start: already serving")
 	}
-	if err := removeStaleSocket(s.path); err != nil {
-		return err
+	if err := unixsock.RemoveStale(s.path); err != nil {
+		return fmt.Errorf("devapi: %w", err)
 	}
 	lis, err := net.Listen("unix", s.path)
 	if err != nil {
@@ -367,27 +365,4 @@ func bundlesOf(resp *workload.X509SVIDResponse) *workload.X509BundlesResponse {
 		}
 	}
 	return out
-}
-
-// removeStaleSocket removes a socket file nobody listens on. It refuses to
-// remove anything else, or a socket a live server still answers on.
-func removeStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("devapi: inspect socket %q: %w", path, err)
-	}
-	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("devapi: %q exists and is not a socket (mode %s); refusing to remove it", path, fi.Mode())
-	}
-	if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		_ = conn.Close()
-		return fmt.Errorf("devapi: socket %q is in use by a running server", path)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("devapi: remove stale socket %q: %w", path, err)
-	}
-	return nil
 }
