@@ -8,12 +8,8 @@ import (
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
@@ -55,32 +51,15 @@ func TestDevIssuesASecondSVIDAndAFederatedBundle(t *testing.T) {
 		t.Errorf("dev's banner does not mention the second SVID and the federated bundle:\n%s", out)
 	}
 
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), testkit.Timeout)
 	defer cancel()
 	names := []string{"default", "ALL", "spiffe://example.org/dev", "spiffe://example.org/second", "spiffe://partner.test"}
-	resp, err := secretv3.NewSecretDiscoveryServiceClient(conn).FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{
+	resp, err := sdsClient(t, sock).FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{
 		Node: &corev3.Node{Id: "test"}, ResourceNames: names, TypeUrl: resource.SecretType})
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets := map[string]*tlsv3.Secret{}
-	for _, a := range resp.GetResources() {
-		s := &tlsv3.Secret{}
-		if err := a.UnmarshalTo(s); err != nil {
-			t.Fatal(err)
-		}
-		secrets[s.GetName()] = s
-	}
-	for _, n := range names {
-		if secrets[n] == nil {
-			t.Fatalf("SDS lacks %q: has %v", n, secrets)
-		}
-	}
+	secrets := secretsByName(t, resp, names)
 	for name, want := range map[string]string{"default": "spiffe://example.org/dev", "spiffe://example.org/second": "spiffe://example.org/second"} {
 		leaf := parseCerts(t, secrets[name].GetTlsCertificate().GetCertificateChain().GetInlineBytes())[0]
 		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != want {

@@ -208,14 +208,9 @@ func TestDevServesTheLeafOnDiskOverSDS(t *testing.T) {
 		return err == nil
 	})
 
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), testkit.Timeout)
 	defer cancel()
-	stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
+	stream, err := sdsClient(t, sock).StreamSecrets(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,19 +228,7 @@ func TestDevServesTheLeafOnDiskOverSDS(t *testing.T) {
 		// the same generation; with 2 s SVIDs it may already be ahead.
 		req = &discoveryv3.DiscoveryRequest{VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce(),
 			ResourceNames: names, TypeUrl: resource.SecretType}
-		secrets := map[string]*tlsv3.Secret{}
-		for _, a := range resp.GetResources() {
-			s := &tlsv3.Secret{}
-			if err := a.UnmarshalTo(s); err != nil {
-				t.Fatal(err)
-			}
-			secrets[s.GetName()] = s
-		}
-		for _, n := range names {
-			if secrets[n] == nil {
-				t.Fatalf("push %s lacks %q: has %v", resp.GetVersionInfo(), n, secrets)
-			}
-		}
+		secrets := secretsByName(t, resp, names)
 		gen, err := strconv.ParseUint(resp.GetVersionInfo()[strings.LastIndexByte(resp.GetVersionInfo(), '-')+1:], 10, 64)
 		if err != nil {
 			t.Fatalf("version %q does not end in the generation: %v", resp.GetVersionInfo(), err)
@@ -257,6 +240,38 @@ func TestDevServesTheLeafOnDiskOverSDS(t *testing.T) {
 	if strings.Contains(d.stderr.String(), "admin: listening") {
 		t.Errorf(`--admin "" still started the admin listener`)
 	}
+}
+
+// sdsClient is an SDS client on the bridge's socket, closed when the test
+// ends.
+func sdsClient(t *testing.T, sock string) secretv3.SecretDiscoveryServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return secretv3.NewSecretDiscoveryServiceClient(conn)
+}
+
+// secretsByName unpacks resp's Secrets by name; it fails the test unless
+// every one of names is there.
+func secretsByName(t *testing.T, resp *discoveryv3.DiscoveryResponse, names []string) map[string]*tlsv3.Secret {
+	t.Helper()
+	secrets := map[string]*tlsv3.Secret{}
+	for _, a := range resp.GetResources() {
+		s := &tlsv3.Secret{}
+		if err := a.UnmarshalTo(s); err != nil {
+			t.Fatal(err)
+		}
+		secrets[s.GetName()] = s
+	}
+	for _, n := range names {
+		if secrets[n] == nil {
+			t.Fatalf("response %s lacks %q: has %v", resp.GetVersionInfo(), n, secrets)
+		}
+	}
+	return secrets
 }
 
 // generationDir resolves the folder's ..data once and reads the marker of
