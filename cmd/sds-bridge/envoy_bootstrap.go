@@ -119,11 +119,11 @@ func checkBootstrap(path string, cfg *config.Config, names envoyboot.ServedNames
 	if err != nil {
 		return fmt.Errorf("envoy-bootstrap: --check: %w", err)
 	}
-	if err := envoyboot.Validate(data, names); err != nil {
-		return fmt.Errorf("envoy-bootstrap: %s: %w", path, err)
-	}
 	b, err := envoyboot.Parse(data)
 	if err != nil {
+		return fmt.Errorf("envoy-bootstrap: %s: %w", path, err)
+	}
+	if err := envoyboot.Check(b, names); err != nil {
 		return fmt.Errorf("envoy-bootstrap: %s: %w", path, err)
 	}
 	sock, err := envoyboot.BridgeSocket(b)
