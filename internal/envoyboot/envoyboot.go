@@ -12,6 +12,7 @@
 package envoyboot
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 
@@ -58,15 +59,9 @@ func NamesFromConfig(c *config.Config) ServedNames {
 
 func (n ServedNames) withDefaults() ServedNames {
 	d := DefaultNames()
-	if n.SVID == "" {
-		n.SVID = d.SVID
-	}
-	if n.Bundle == "" {
-		n.Bundle = d.Bundle
-	}
-	if n.AllBundles == "" {
-		n.AllBundles = d.AllBundles
-	}
+	n.SVID = cmp.Or(n.SVID, d.SVID)
+	n.Bundle = cmp.Or(n.Bundle, d.Bundle)
+	n.AllBundles = cmp.Or(n.AllBundles, d.AllBundles)
 	return n
 }
 

@@ -1,6 +1,7 @@
 package envoyboot
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -122,47 +123,23 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	if o.Transport == "" {
-		o.Transport = TransportSotW
-	}
-	if o.SDSSocket == "" {
-		o.SDSSocket = config.DefaultSDSSocket
-	}
+	o.Transport = cmp.Or(o.Transport, TransportSotW)
+	o.SDSSocket = cmp.Or(o.SDSSocket, config.DefaultSDSSocket)
 	o.Names = o.Names.withDefaults()
 	switch o.Mode {
 	case ModeInbound:
-		if o.ListenAddress == "" {
-			o.ListenAddress = "0.0.0.0"
-		}
-		if o.ListenPort == 0 {
-			o.ListenPort = DefaultInboundListenPort
-		}
+		o.ListenAddress = cmp.Or(o.ListenAddress, "0.0.0.0")
+		o.ListenPort = cmp.Or(o.ListenPort, DefaultInboundListenPort)
 	case ModeOutbound:
-		if o.ListenAddress == "" {
-			o.ListenAddress = "127.0.0.1"
-		}
-		if o.ListenPort == 0 {
-			o.ListenPort = DefaultOutboundListenPort
-		}
+		o.ListenAddress = cmp.Or(o.ListenAddress, "127.0.0.1")
+		o.ListenPort = cmp.Or(o.ListenPort, DefaultOutboundListenPort)
 	}
-	if o.AppAddress == "" {
-		o.AppAddress = "127.0.0.1"
-	}
-	if o.AppPort == 0 {
-		o.AppPort = DefaultAppPort
-	}
-	if o.InitialFetchTimeout == 0 {
-		o.InitialFetchTimeout = DefaultInitialFetchTimeout
-	}
-	if o.AdminPort == 0 {
-		o.AdminPort = DefaultAdminPort
-	}
-	if o.NodeID == "" {
-		o.NodeID = "sidecar-" + string(o.Mode)
-	}
-	if o.NodeCluster == "" {
-		o.NodeCluster = "sds-bridge-sidecar"
-	}
+	o.AppAddress = cmp.Or(o.AppAddress, "127.0.0.1")
+	o.AppPort = cmp.Or(o.AppPort, DefaultAppPort)
+	o.InitialFetchTimeout = cmp.Or(o.InitialFetchTimeout, DefaultInitialFetchTimeout)
+	o.AdminPort = cmp.Or(o.AdminPort, DefaultAdminPort)
+	o.NodeID = cmp.Or(o.NodeID, "sidecar-"+string(o.Mode))
+	o.NodeCluster = cmp.Or(o.NodeCluster, "sds-bridge-sidecar")
 	return o
 }
 
