@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +37,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 // idleWindow is how long BenchmarkIdle watches the bridge doing nothing.
@@ -59,12 +59,12 @@ var helperNames = []string{"..data", "svid.pem", "svid_key.pem", "svid_bundle.pe
 // and package init, config) and from then until ready
 // (wlapi-to-ready-ns: first update, validation, both sinks).
 func BenchmarkStartup(b *testing.B) {
-	bin := benchBinary(b)
+	bin := buildBridge(b)
 	wl := benchWorkloadAPI(b, time.Hour)
 	var toWL, toReady time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		dir := benchDir(b)
+		dir := testkit.ShortDir(b)
 		folder, socket := filepath.Join(dir, "certs"), filepath.Join(dir, "sds.sock")
 		if err := os.Mkdir(folder, 0o755); err != nil {
 			b.Fatal(err)
@@ -116,12 +116,12 @@ func BenchmarkStartup(b *testing.B) {
 // minute, VmRSS at the end, and its anonymous part (the Go heap, stacks
 // and runtime; the rest is pages of the binary mapped from the page cache).
 func BenchmarkIdle(b *testing.B) {
-	bin := benchBinary(b)
+	bin := buildBridge(b)
 	wl := benchWorkloadAPI(b, time.Hour)
 	var cpu float64
 	var last procStatus
 	for b.Loop() {
-		dir := benchDir(b)
+		dir := testkit.ShortDir(b)
 		folder, socket := filepath.Join(dir, "certs"), filepath.Join(dir, "sds.sock")
 		if err := os.Mkdir(folder, 0o755); err != nil {
 			b.Fatal(err)
@@ -150,20 +150,6 @@ func BenchmarkIdle(b *testing.B) {
 	b.ReportMetric(float64(last.rssAnon)/(1<<20), "rss-anon-MiB")
 }
 
-// benchBinary builds the sds-bridge binary once per benchmark.
-func benchBinary(b *testing.B) string {
-	b.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(b.TempDir(), "sds-bridge")
-	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // benchWorkloadAPI serves one SVID of ttl, set before anyone connects.
 func benchWorkloadAPI(b *testing.B, ttl time.Duration) *devapi.Server {
 	b.Helper()
@@ -180,7 +166,7 @@ func benchWorkloadAPI(b *testing.B, ttl time.Duration) *devapi.Server {
 	if err != nil {
 		b.Fatal(err)
 	}
-	wl := devapi.NewServer(devapi.ServerConfig{SocketPath: filepath.Join(benchDir(b), "wl.sock"),
+	wl := devapi.NewServer(devapi.ServerConfig{SocketPath: filepath.Join(testkit.ShortDir(b), "wl.sock"),
 		Logger: slog.New(slog.DiscardHandler)})
 	wl.SetX509(resp)
 	if err := wl.Start(); err != nil {
@@ -188,17 +174,6 @@ func benchWorkloadAPI(b *testing.B, ttl time.Duration) *devapi.Server {
 	}
 	b.Cleanup(wl.Stop)
 	return wl
-}
-
-// benchDir is a short temp dir (unix socket paths must stay short).
-func benchDir(b *testing.B) string {
-	b.Helper()
-	dir, err := os.MkdirTemp("", "sb")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 // waitReady waits, without polling, until the folder is swapped in and
@@ -518,7 +493,7 @@ func newRotatingAPI(b *testing.B) *rotatingAPI {
 		}
 		r.serials[i] = svid.Certificates[0].SerialNumber.String()
 	}
-	r.Server = devapi.NewServer(devapi.ServerConfig{SocketPath: filepath.Join(benchDir(b), "wl.sock"),
+	r.Server = devapi.NewServer(devapi.ServerConfig{SocketPath: filepath.Join(testkit.ShortDir(b), "wl.sock"),
 		Logger: slog.New(slog.DiscardHandler)})
 	r.SetX509(r.resps[0])
 	if err := r.Start(); err != nil {
@@ -569,7 +544,7 @@ func (x509Watcher) OnX509ContextWatchError(error)                     {}
 
 func benchmarkBridgeRotation(b *testing.B, withFolder bool) {
 	api := newRotatingAPI(b)
-	dir := benchDir(b)
+	dir := testkit.ShortDir(b)
 	socket := filepath.Join(dir, "sds.sock")
 	args := []string{"run", "--workload-api", api.Address(), "--sds-socket", socket, "--admin", "", "--log-level", "warn"}
 	if withFolder {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -11,38 +10,21 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 // signalTestTimeout bounds every wait of the signal test against hangs.
 const signalTestTimeout = 30 * time.Second
 
-// bridgeLog collects a child's stderr while the test reads it.
-type bridgeLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *bridgeLog) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *bridgeLog) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // buildBridge builds the real binary: the signal must reach a process
-// that runs main() with its own signal handling.
-func buildBridge(t *testing.T) string {
+// that runs main() with its own signal handling, and the benchmarks time
+// a process start.
+func buildBridge(t testing.TB) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
@@ -121,11 +103,7 @@ func checkConsistent(t *testing.T, dir string) *filesink.Material {
 // the next start must clean up after it.
 func TestSignalDuringSwaps(t *testing.T) {
 	bin := buildBridge(t)
-	work, err := os.MkdirTemp("", "sb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(work) })
+	work := testkit.ShortDir(t)
 	dir := filepath.Join(work, "certs")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 
@@ -136,7 +114,7 @@ func TestSignalDuringSwaps(t *testing.T) {
 		if i%2 == 1 {
 			sig = syscall.SIGKILL
 		}
-		var stderr bridgeLog
+		var stderr testkit.LogBuffer
 		cmd := exec.Command(bin, "dev", "--svid-ttl", "1s", "--dir", dir,
 			"--sds-socket", filepath.Join(work, "sds.sock"), "--admin", "", "--log-level", "debug")
 		cmd.Dir = work // dev keeps its Workload API socket under ./sds-bridge-dev
@@ -206,7 +184,7 @@ func TestSignalDuringSwaps(t *testing.T) {
 	cmd := exec.Command(bin, "dev", "--svid-ttl", "1s", "--dir", dir,
 		"--sds-socket", filepath.Join(work, "sds.sock"), "--admin", "")
 	cmd.Dir = work
-	var stderr bridgeLog
+	var stderr testkit.LogBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
