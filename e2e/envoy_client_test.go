@@ -131,7 +131,7 @@ func (c *envoyClient) run() {
 			return
 		}
 		next := maps.Clone(secrets)
-		rejected := c.check(resp, next)
+		rejected := checkSecrets(resp, next)
 		if rejected == nil && resp.GetNonce() == "" {
 			// A stream response needs a nonce to be ACKed by.
 			rejected = errors.New("stream response without a nonce")
@@ -163,8 +163,8 @@ func (c *envoyClient) run() {
 	}
 }
 
-// check decodes and validates every resource of resp into into.
-func (c *envoyClient) check(resp *discoveryv3.DiscoveryResponse, into map[string]*tlsv3.Secret) error {
+// checkSecrets decodes and validates every resource of resp into into.
+func checkSecrets(resp *discoveryv3.DiscoveryResponse, into map[string]*tlsv3.Secret) error {
 	if resp.GetTypeUrl() != resourcev3.SecretType {
 		return fmt.Errorf("type_url %q, want %q", resp.GetTypeUrl(), resourcev3.SecretType)
 	}
@@ -275,8 +275,7 @@ func fetchSecrets(ctx context.Context, conn *grpc.ClientConn, names ...string) (
 		return nil, "", fmt.Errorf("e2e: FetchSecrets %v: %w", names, err)
 	}
 	out := map[string]*tlsv3.Secret{}
-	c := &envoyClient{}
-	if err := c.check(resp, out); err != nil {
+	if err := checkSecrets(resp, out); err != nil {
 		return nil, "", fmt.Errorf("e2e: FetchSecrets %v: %w", names, err)
 	}
 	return out, resp.GetVersionInfo(), nil
