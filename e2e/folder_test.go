@@ -5,7 +5,6 @@ package e2e
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -30,7 +29,6 @@ const (
 	helperKey    = "svid_key.pem"
 	helperBundle = "svid_bundle.pem"
 	spiffeCred   = "credential-bundle.private-key.pem"
-	markerFile   = "sds-bridge.json"
 )
 
 func spiffeBundleName(td spiffeid.TrustDomain) string { return td.Name() + ".spiffe-trust-bundle.pem" }
@@ -140,27 +138,6 @@ func (f folder) Leaf() (*x509.Certificate, error) {
 		return nil, err
 	}
 	return svid.Certificates[0], nil
-}
-
-// marker is the bridge's sds-bridge.json, read only for logs: its schema
-// belongs to the bridge.
-type marker struct {
-	Generation uint64 `json:"generation"`
-	SPIFFEID   string `json:"spiffe_id"`
-	Serial     string `json:"serial"`
-	NotAfter   string `json:"not_after"`
-}
-
-func (f folder) Marker() (marker, error) {
-	var m marker
-	data, err := os.ReadFile(filepath.Join(f.Dir, markerFile))
-	if err != nil {
-		return m, fmt.Errorf("e2e: read marker: %w", err)
-	}
-	if err := json.Unmarshal(data, &m); err != nil {
-		return m, fmt.Errorf("e2e: parse marker: %w", err)
-	}
-	return m, nil
 }
 
 // writePlainFolder writes svid and bundle as plain files in layout, the way
