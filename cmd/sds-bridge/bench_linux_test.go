@@ -60,7 +60,7 @@ var helperNames = []string{"..data", "svid.pem", "svid_key.pem", "svid_bundle.pe
 // (wlapi-to-ready-ns: first update, validation, both sinks).
 func BenchmarkStartup(b *testing.B) {
 	bin := buildBridge(b)
-	wl := benchWorkloadAPI(b, time.Hour)
+	wl := newRotatingAPI(b) // not rotated: it keeps serving its first 1 h SVID
 	var toWL, toReady time.Duration
 	for b.Loop() {
 		b.StopTimer()
@@ -117,7 +117,7 @@ func BenchmarkStartup(b *testing.B) {
 // and runtime; the rest is pages of the binary mapped from the page cache).
 func BenchmarkIdle(b *testing.B) {
 	bin := buildBridge(b)
-	wl := benchWorkloadAPI(b, time.Hour)
+	wl := newRotatingAPI(b) // not rotated: it keeps serving its first 1 h SVID
 	var cpu float64
 	var last procStatus
 	for b.Loop() {
@@ -148,32 +148,6 @@ func BenchmarkIdle(b *testing.B) {
 	b.ReportMetric(cpu/float64(b.N)*float64(time.Minute)/float64(*idleWindow), "cpu-s/min")
 	b.ReportMetric(float64(last.rss)/(1<<20), "rss-MiB")
 	b.ReportMetric(float64(last.rssAnon)/(1<<20), "rss-anon-MiB")
-}
-
-// benchWorkloadAPI serves one SVID of ttl, set before anyone connects.
-func benchWorkloadAPI(b *testing.B, ttl time.Duration) *devapi.Server {
-	b.Helper()
-	td := spiffeid.RequireTrustDomainFromString("example.org")
-	authority, err := ca.New(td, 2*ttl)
-	if err != nil {
-		b.Fatal(err)
-	}
-	svid, err := authority.Issue(spiffeid.RequireFromPath(td, "/bench"), ttl)
-	if err != nil {
-		b.Fatal(err)
-	}
-	resp, err := devapi.X509Response([]*x509svid.SVID{svid}, []*x509bundle.Bundle{authority.Bundle()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	wl := devapi.NewServer(devapi.ServerConfig{SocketPath: filepath.Join(testkit.ShortDir(b), "wl.sock"),
-		Logger: slog.New(slog.DiscardHandler)})
-	wl.SetX509(resp)
-	if err := wl.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(wl.Stop)
-	return wl
 }
 
 // waitReady waits, without polling, until the folder is swapped in and
@@ -468,7 +442,8 @@ func BenchmarkRotation(b *testing.B) {
 	b.Run("sds+folder", func(b *testing.B) { benchmarkBridgeRotation(b, true) })
 }
 
-// rotatingAPI is a Workload API with two SVIDs to push in turn.
+// rotatingAPI is a Workload API with two 1 h SVIDs to push in turn; it
+// serves the first from the start, before anyone connects.
 type rotatingAPI struct {
 	*devapi.Server
 	resps   [2]*workload.X509SVIDResponse
