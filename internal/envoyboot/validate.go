@@ -59,12 +59,7 @@ func Validate(bootstrapYAML []byte, served ServedNames) error {
 
 // Check is Validate for a parsed bootstrap.
 func Check(b *bootstrapv3.Bootstrap, served ServedNames) error {
-	c := &checker{
-		served:   served.withDefaults(),
-		clusters: map[string]int{},
-		secrets:  map[string]bool{},
-		current:  -1,
-	}
+	c := newChecker(b, served)
 	if err := b.ValidateAll(); err != nil {
 		c.errorf("", "%v", err)
 	}
@@ -88,10 +83,6 @@ func Check(b *bootstrapv3.Bootstrap, served ServedNames) error {
 	}
 	dr := b.GetDynamicResources()
 	c.dynamicClusters = dr.GetCdsConfig() != nil || dr.GetCdsResourcesLocator() != ""
-	if ads := dr.GetAdsConfig(); ads != nil {
-		c.hasADS = true
-		c.adsOther = !c.grpcToBridge(ads.GetGrpcServices())
-	}
 
 	c.walk(b.ProtoReflect(), "", nil)
 
@@ -104,6 +95,17 @@ func Check(b *bootstrapv3.Bootstrap, served ServedNames) error {
 		return nil
 	}
 	return fmt.Errorf("envoyboot: invalid bootstrap:\n%w", errors.Join(c.errs...))
+}
+
+// newChecker is a checker for b that knows, before the walk, whether ADS
+// reaches the bridge.
+func newChecker(b *bootstrapv3.Bootstrap, served ServedNames) *checker {
+	c := &checker{served: served.withDefaults(), clusters: map[string]int{}, secrets: map[string]bool{}, current: -1}
+	if ads := b.GetDynamicResources().GetAdsConfig(); ads != nil {
+		c.hasADS = true
+		c.adsOther = !c.grpcToBridge(ads.GetGrpcServices())
+	}
+	return c
 }
 
 type checker struct {
@@ -458,11 +460,7 @@ func join(path, field string) string {
 // SecretNames lists, sorted, the secret names b asks of the bridge,
 // whether the bridge serves them or not.
 func SecretNames(b *bootstrapv3.Bootstrap) []string {
-	c := &checker{served: DefaultNames(), clusters: map[string]int{}, secrets: map[string]bool{}, current: -1}
-	if ads := b.GetDynamicResources().GetAdsConfig(); ads != nil {
-		c.hasADS = true
-		c.adsOther = !c.grpcToBridge(ads.GetGrpcServices())
-	}
+	c := newChecker(b, DefaultNames())
 	c.walk(b.ProtoReflect(), "", nil)
 	slices.Sort(c.asked)
 	return c.asked
