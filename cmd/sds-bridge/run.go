@@ -73,14 +73,9 @@ func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
 	}
 	cfg := &config.Config{}
 	if c.configFile != "" {
-		f, err := os.Open(c.configFile)
-		if err != nil {
-			return nil, fmt.Errorf("config: %w", err)
-		}
-		cfg, err = config.Parse(f)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("config %s: %w", c.configFile, err)
+		var err error
+		if cfg, err = config.Read(c.configFile); err != nil {
+			return nil, err
 		}
 	}
 	if c.spiffeHelperConfig != "" {

@@ -171,6 +171,20 @@ func (a Admin) Address() string {
 
 // Load reads, defaults and validates the file at path.
 func Load(path string) (*Config, error) {
+	c, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	c.Default()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Read parses the file at path without defaulting or validating it, for
+// callers that lay flags over the file first.
+func Read(path string) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -178,10 +192,6 @@ func Load(path string) (*Config, error) {
 	defer f.Close()
 	c, err := Parse(f)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	c.Default()
-	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil
