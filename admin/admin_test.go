@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -196,26 +195,9 @@ func (b *bridge) waitSinks(gen uint64, failed map[string]uint64) {
 	})
 }
 
-// client has no keep-alive: no connection (and goroutine) outlives a test.
-var client = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: testkit.Timeout}
-
-func get(t testing.TB, url string) (int, string) {
-	t.Helper()
-	resp, err := client.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(body)
-}
-
 func (b *bridge) readyz() (int, string) {
 	b.t.Helper()
-	return get(b.t, b.url+"/readyz")
+	return testkit.Get(b.t, b.url+"/readyz")
 }
 
 // expectReadyz checks /readyz: its code and that each want is in the body.
@@ -237,7 +219,7 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "pg")
 	b := startBridge(t, bridgeOptions{folders: []filesink.Config{{Dir: dir}}})
 
-	if code, body := get(t, b.url+"/livez"); code != http.StatusOK || body != "ok\n" {
+	if code, body := testkit.Get(t, b.url+"/livez"); code != http.StatusOK || body != "ok\n" {
 		t.Errorf("/livez = %d %q", code, body)
 	}
 	b.expectReadyz(http.StatusServiceUnavailable, "no SVID yet")
@@ -375,7 +357,7 @@ func TestReadyzRequiresSDSAck(t *testing.T) {
 // metrics scrapes /metrics into "name{labels}" → value.
 func metrics(t testing.TB, url string) map[string]float64 {
 	t.Helper()
-	code, body := get(t, url+"/metrics")
+	code, body := testkit.Get(t, url+"/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics = %d:\n%s", code, body)
 	}
@@ -473,7 +455,7 @@ func TestMetricsAndStatus(t *testing.T) {
 	}
 
 	// /status: the same truth as JSON, and as text for a human.
-	code, body := get(t, b.url+"/status")
+	code, body := testkit.Get(t, b.url+"/status")
 	if code != http.StatusOK {
 		t.Fatalf("/status = %d", code)
 	}
@@ -546,7 +528,7 @@ func BenchmarkMetricsScrape(b *testing.B) {
 	bb.push(time.Hour)
 	bb.waitSinks(1, nil)
 	for b.Loop() {
-		if code, _ := get(b, bb.url+"/metrics"); code != http.StatusOK {
+		if code, _ := testkit.Get(b, bb.url+"/metrics"); code != http.StatusOK {
 			b.Fatalf("/metrics = %d", code)
 		}
 	}

@@ -88,7 +88,7 @@ func (d *devBridge) adminURL() string {
 
 func (d *devBridge) status(url string) admin.Status {
 	d.t.Helper()
-	code, body := httpGet(d.t, url+"/status")
+	code, body := testkit.Get(d.t, url+"/status")
 	if code != http.StatusOK {
 		d.t.Fatalf("/status = %d: %s", code, body)
 	}
@@ -123,16 +123,16 @@ admin:
 	d := startDev(t, dir, "--config", cfg, "--admin", "127.0.0.1:0", "--svid-ttl", "4s")
 	url := d.adminURL()
 
-	if code, body := httpGet(t, url+"/livez"); code != http.StatusOK || body != "ok\n" {
+	if code, body := testkit.Get(t, url+"/livez"); code != http.StatusOK || body != "ok\n" {
 		t.Errorf("/livez = %d %q", code, body)
 	}
 	testkit.Eventually(t, "/readyz 200", func() bool {
-		code, _ := httpGet(t, url+"/readyz")
+		code, _ := testkit.Get(t, url+"/readyz")
 		return code == http.StatusOK
 	})
 	testkit.Eventually(t, "generation 3", func() bool { return d.status(url).Generation >= 3 })
 
-	_, metrics := httpGet(t, url+"/metrics")
+	_, metrics := testkit.Get(t, url+"/metrics")
 	for _, want := range []string{
 		"sds_bridge_rotations_total ",
 		`sds_bridge_sink_generation{sink="files:` + certs + `"}`,

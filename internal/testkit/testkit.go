@@ -5,7 +5,9 @@ package testkit
 
 import (
 	"bytes"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -77,4 +79,24 @@ func ShortDir(tb testing.TB) string {
 	}
 	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
+}
+
+// httpClient keeps no connections: no connection (and goroutine) outlives
+// a test.
+var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: Timeout}
+
+// Get fetches url and returns its status code and body; a transport error
+// fails the test.
+func Get(tb testing.TB, url string) (int, string) {
+	tb.Helper()
+	resp, err := httpClient.Get(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
 }
