@@ -76,6 +76,10 @@ const (
 	// DataLink is the symlink that names the current generation directory.
 	DataLink = "..data"
 
+	// LockFileName is the lock file (internal/flock) that makes a folder
+	// belong to one running bridge; taken before Prepare touches anything.
+	LockFileName = "..sds-bridge.lock"
+
 	defaultActionAttempts = 3
 	defaultActionBackoff  = 200 * time.Millisecond
 	generationDirMode     = os.FileMode(0o755)
