@@ -8,8 +8,13 @@ E2E_TIMEOUT ?= 45m
 
 all: build
 
+# VERSION (e.g. make build VERSION=v1.2.3) is stamped with -X; without it the
+# binary reports its module version and VCS revision from the build info.
+VERSION ?=
+LDFLAGS := $(if $(VERSION),-X main.version=$(VERSION))
+
 build:
-	$(GO) build -o $(BIN)/sds-bridge ./cmd/sds-bridge
+	$(GO) build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN)/sds-bridge ./cmd/sds-bridge
 
 test: unit e2e
 

@@ -29,9 +29,6 @@ Usage:
 Run "sds-bridge <command> --help" for the flags of a command.
 `
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -75,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "import-spiffe-helper":
 		return runImport(rest, stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "sds-bridge", version)
+		fmt.Fprintln(stdout, "sds-bridge", versionString())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

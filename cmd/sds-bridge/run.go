@@ -244,7 +244,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			MinValidity:        time.Duration(cfg.Admin.MinValidity),
 			MinValidityPercent: *cfg.Admin.MinValidityPercent,
 			RequireSDSAck:      cfg.Admin.RequireSDSAck,
-			Version:            version,
+			Version:            versionString(),
 			Logger:             log.With("component", "admin"),
 		}
 		if sdsServer != nil {
