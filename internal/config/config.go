@@ -558,19 +558,37 @@ func checkDSN(dsn string) error {
 	return nil
 }
 
-// ParseOwner reads "uid:gid" (numbers).
+// MaxID is the largest uid or gid chown can apply: 1<<32-1 is (uid_t)-1,
+// which chown reads as "leave unchanged".
+const MaxID = 1<<32 - 2
+
+// ParseOwner reads "uid:gid" (numbers). Each id must be within 0..MaxID:
+// a larger one would be truncated to 32 bits by chown, and
+// "4294967296:0" would quietly mean root.
 func ParseOwner(s string) (uid, gid int, err error) {
 	u, g, ok := strings.Cut(s, ":")
 	if !ok {
 		return 0, 0, errors.New(`want "uid:gid", e.g. "999:999"`)
 	}
-	if uid, err = strconv.Atoi(u); err != nil || uid < 0 {
-		return 0, 0, fmt.Errorf("uid %q is not a number", u)
+	if uid, err = parseID(u); err != nil {
+		return 0, 0, fmt.Errorf("uid %w", err)
 	}
-	if gid, err = strconv.Atoi(g); err != nil || gid < 0 {
-		return 0, 0, fmt.Errorf("gid %q is not a number", g)
+	if gid, err = parseID(g); err != nil {
+		return 0, 0, fmt.Errorf("gid %w", err)
 	}
 	return uid, gid, nil
+}
+
+func parseID(s string) (int, error) {
+	// ParseUint, not Atoi: no sign, and no wrap-around on 32-bit ints.
+	v, err := strconv.ParseUint(s, 10, 64)
+	switch {
+	case err != nil && !errors.Is(err, strconv.ErrRange):
+		return 0, fmt.Errorf("%q is not a number", s)
+	case err != nil || v > MaxID:
+		return 0, fmt.Errorf("%s is out of range: want 0 to %d", s, MaxID)
+	}
+	return int(v), nil
 }
 
 var signals = map[string]syscall.Signal{

@@ -1,0 +1,47 @@
+package config
+
+import (
+	"testing"
+)
+
+// ParseOwner takes only ids chown can apply: 4294967295 is (uid_t)-1,
+// "leave unchanged", and anything larger would be truncated to 32 bits —
+// "4294967296:0" must not become root.
+func TestParseOwnerRefusesIDsChownCannotApply(t *testing.T) {
+	for _, tc := range []struct {
+		in       string
+		uid, gid int
+		ok       bool
+	}{
+		{"0:0", 0, 0, true},
+		{"999:998", 999, 998, true},
+		{"4294967294:4294967294", 4294967294, 4294967294, true},
+		{"4294967295:0", 0, 0, false},
+		{"0:4294967295", 0, 0, false},
+		{"4294967296:0", 0, 0, false},
+		{"0:4294967296", 0, 0, false},
+		{"18446744073709551616:0", 0, 0, false},
+		{"-1:0", 0, 0, false},
+		{"+5:0", 0, 0, false},
+		{":0", 0, 0, false},
+		{"999", 0, 0, false},
+	} {
+		uid, gid, err := ParseOwner(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("ParseOwner(%q) = %d, %d, %v; want ok %v", tc.in, uid, gid, err, tc.ok)
+			continue
+		}
+		if tc.ok && (uid != tc.uid || gid != tc.gid) {
+			t.Errorf("ParseOwner(%q) = %d:%d, want %d:%d", tc.in, uid, gid, tc.uid, tc.gid)
+		}
+	}
+}
+
+// An owner chown cannot apply is refused by key and value.
+func TestOwnerOutOfRangeIsRefusedByKey(t *testing.T) {
+	checkErrors(t, []errorCase{
+		{"uid 2^32", "files:\n  - dir: /a\n    owner: \"4294967296:0\"\n", []string{"files[0].owner", `"4294967296:0"`, "uid 4294967296"}},
+		{"gid is (gid_t)-1", "files:\n  - dir: /a\n    owner: \"0:4294967295\"\n", []string{"files[0].owner", `"0:4294967295"`, "gid 4294967295"}},
+		{"second folder", "files:\n  - dir: /a\n  - dir: /b\n    owner: \"1:99999999999\"\n", []string{"files[1].owner", `"1:99999999999"`}},
+	})
+}
