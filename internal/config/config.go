@@ -377,8 +377,14 @@ func (c *Config) Validate() error {
 		if f.KeyMode&0o007 != 0 {
 			bad(key+".key_mode", "%q makes the private key readable or writable by every user", f.KeyMode)
 		}
+		if f.KeyMode&0o400 == 0 {
+			bad(key+".key_mode", "%q: the owner must be able to read the private key", f.KeyMode)
+		}
 		if f.CertMode&0o002 != 0 {
 			bad(key+".cert_mode", "%q makes the certificate writable by every user", f.CertMode)
+		}
+		if f.CertMode&0o400 == 0 {
+			bad(key+".cert_mode", "%q: the owner must be able to read the certificate", f.CertMode)
 		}
 		if f.Owner != "" {
 			if _, _, err := ParseOwner(f.Owner); err != nil {
@@ -500,8 +506,14 @@ func validateJWT(key string, f Folder, bad func(key string, format string, args 
 	if f.JWTMode&0o007 != 0 {
 		bad(key+".jwt_mode", "%q lets every user read or replace a bearer token", f.JWTMode)
 	}
+	if f.JWTMode&0o400 == 0 {
+		bad(key+".jwt_mode", "%q: the owner must be able to read the token", f.JWTMode)
+	}
 	if f.JWTBundleMode&0o002 != 0 {
 		bad(key+".jwt_bundle_mode", "%q makes the JWT bundle writable by every user", f.JWTBundleMode)
+	}
+	if f.JWTBundleMode&0o400 == 0 {
+		bad(key+".jwt_bundle_mode", "%q: the owner must be able to read the JWT bundle", f.JWTBundleMode)
 	}
 }
 

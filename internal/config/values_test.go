@@ -45,3 +45,16 @@ func TestOwnerOutOfRangeIsRefusedByKey(t *testing.T) {
 		{"second folder", "files:\n  - dir: /a\n  - dir: /b\n    owner: \"1:99999999999\"\n", []string{"files[1].owner", `"1:99999999999"`}},
 	})
 }
+
+// Every mode a file is written with must let its owner read it: a
+// certificate, key or token its owner cannot read is useless, and filesink
+// would refuse the key only at start, without the key's name.
+func TestModesWithoutOwnerReadAreRefused(t *testing.T) {
+	checkErrors(t, []errorCase{
+		{"cert not owner-readable", "files:\n  - dir: /a\n    cert_mode: \"0200\"\n", []string{"files[0].cert_mode", `"0200"`, "owner"}},
+		{"cert group-readable only", "files:\n  - dir: /a\n    cert_mode: \"0044\"\n", []string{"files[0].cert_mode", `"0044"`}},
+		{"key not owner-readable", "files:\n  - dir: /a\n    key_mode: \"0060\"\n", []string{"files[0].key_mode", `"0060"`, "owner"}},
+		{"token not owner-readable", "files:\n  - dir: /a\n    jwt_mode: \"0240\"\n", []string{"files[0].jwt_mode", `"0240"`, "owner"}},
+		{"jwt bundle not owner-readable", "files:\n  - dir: /a\n    jwt_bundle_mode: \"0044\"\n", []string{"files[0].jwt_bundle_mode", `"0044"`, "owner"}},
+	})
+}

@@ -445,6 +445,11 @@ func (c *converter) modes(root *ast.ObjectList) {
 		if mode == 0 {
 			mode = m.def
 		}
+		if mode&0o400 == 0 {
+			safe := mode | 0o400
+			c.comment(4, c.warn(m.helper, "%s does not let the file's owner read it, which the bridge refuses; using %s", mode, safe))
+			mode = safe
+		}
 		c.line(4, m.bridge+": "+q(mode.String())+" # "+m.helper+" = "+text)
 	}
 }

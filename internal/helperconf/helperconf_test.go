@@ -112,7 +112,10 @@ func TestDecimalModesConvertedAsSpiffeHelperAppliedThem(t *testing.T) {
 		{"key_file_mode = 384", `key_mode: "0600"`, true},      // 384 = 0600: someone did the arithmetic
 		{"key_file_mode = 0644", `key_mode: "0640"`, true},     // world-readable key: refused by the bridge
 		{"jwt_svid_file_mode = 416", `jwt_mode: "0640"`, true}, // 416 = 0640
-		{`cert_file_mode = "abc"`, "", true},                   // not a number: the default, noted
+		{"key_file_mode = 600", `key_mode: "0530"`, true},      // 600 = 01130: the owner could not read it
+		{"cert_file_mode = 0204", `cert_mode: "0604"`, true},   // write-only for the owner
+		{"jwt_bundle_file_mode = 04", `jwt_bundle_mode: "0404"`, true},
+		{`cert_file_mode = "abc"`, "", true}, // not a number: the default, noted
 	} {
 		t.Run(tc.line, func(t *testing.T) {
 			r, err := Convert([]byte("cert_dir = \"/c\"\n"+tc.line+"\n"), Options{BaseDir: "/"})
