@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -210,9 +211,85 @@ func Parse(r io.Reader) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
+		var ve *valueError
+		if errors.As(err, &ve) {
+			if key := keyAt(data, ve.line, ve.column); key != "" {
+				return nil, fmt.Errorf("%s: %w", key, err)
+			}
+		}
 		return nil, friendlyYAMLError(err)
 	}
 	return c, nil
+}
+
+// valueError is a value Mode or Duration refused. yaml.v3 hands an
+// unmarshaler the value's node but not its key: Parse finds the key by the
+// node's position.
+type valueError struct {
+	line, column int
+	msg          string
+}
+
+func (e *valueError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
+
+func refuse(n *yaml.Node, format string, args ...any) error {
+	return &valueError{line: n.Line, column: n.Column, msg: fmt.Sprintf(format, args...)}
+}
+
+// keyAt is the dotted key ("files[0].on_rotate[1].exec.timeout") whose
+// value starts at line and column of the YAML in data; "" if none does.
+func keyAt(data []byte, line, column int) string {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil {
+		return ""
+	}
+	var find func(n *yaml.Node, path string) string
+	find = func(n *yaml.Node, path string) string {
+		if n.Line == line && n.Column == column && path != "" {
+			return path
+		}
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				if k := find(c, path); k != "" {
+					return k
+				}
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				p := n.Content[i].Value
+				if path != "" {
+					p = path + "." + p
+				}
+				if k := find(n.Content[i+1], p); k != "" {
+					return k
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				if k := find(c, fmt.Sprintf("%s[%d]", path, i)); k != "" {
+					return k
+				}
+			}
+		}
+		return ""
+	}
+	return find(&doc, "")
+}
+
+// describe shows a value that should have been a scalar, on one line.
+func describe(n *yaml.Node) string {
+	kind := map[yaml.Kind]string{yaml.MappingNode: "a map", yaml.SequenceNode: "a list", yaml.AliasNode: "an alias"}[n.Kind]
+	if kind == "" {
+		return fmt.Sprintf("%q", n.Value)
+	}
+	flow := *n
+	flow.Style |= yaml.FlowStyle
+	text, err := yaml.Marshal(&flow)
+	if err != nil {
+		return kind
+	}
+	return kind + " " + strings.TrimSpace(string(text))
 }
 
 // friendlyYAMLError rewrites yaml.v3's "field x not found in type config.Folder"
@@ -627,12 +704,15 @@ type Mode os.FileMode
 
 // UnmarshalYAML accepts only quoted octal strings.
 func (m *Mode) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
-		return fmt.Errorf("line %d: mode %s must be a quoted octal string such as \"0640\"", n.Line, n.Value)
+	switch {
+	case n.Kind != yaml.ScalarNode:
+		return refuse(n, "mode: want a quoted octal string such as \"0640\", not %s", describe(n))
+	case n.Tag != "!!str":
+		return refuse(n, "mode %s must be a quoted octal string such as \"0640\"", n.Value)
 	}
 	v, err := ParseMode(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return refuse(n, "%v", err)
 	}
 	*m = v
 	return nil
@@ -653,11 +733,21 @@ func (m Mode) String() string { return fmt.Sprintf("%04o", uint32(m)) }
 // Duration is a time.Duration written as "30s", "5m".
 type Duration time.Duration
 
+// durationSyntax is what time.ParseDuration reads; a value that matches
+// it and still fails to parse does not fit in a time.Duration.
+var durationSyntax = regexp.MustCompile(`^[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$`)
+
 // UnmarshalYAML accepts Go duration strings.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return refuse(n, "duration: want a number with a unit, such as \"30s\" or \"2m\", not %s", describe(n))
+	}
 	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: duration %q: want a number with a unit, such as \"30s\" or \"2m\"", n.Line, n.Value)
+	switch {
+	case err != nil && durationSyntax.MatchString(n.Value):
+		return refuse(n, "duration %q is out of range: at most 2562047h (about 292 years)", n.Value)
+	case err != nil:
+		return refuse(n, "duration %q: want a number with a unit, such as \"30s\" or \"2m\"", n.Value)
 	}
 	*d = Duration(v)
 	return nil

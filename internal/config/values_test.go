@@ -58,3 +58,18 @@ func TestModesWithoutOwnerReadAreRefused(t *testing.T) {
 		{"jwt bundle not owner-readable", "files:\n  - dir: /a\n    jwt_bundle_mode: \"0044\"\n", []string{"files[0].jwt_bundle_mode", `"0044"`, "owner"}},
 	})
 }
+
+// Every Duration key names itself and its value when the value overflows
+// time.Duration or is not a scalar (yaml.v3 gives the unmarshaler no key).
+func TestBadDurationsNameKeyAndValue(t *testing.T) {
+	action := "files:\n  - dir: /a\n    on_rotate:\n      - "
+	checkErrors(t, []errorCase{
+		{"overflow", "workload_api:\n  first_update_timeout: 999999999999h\n", []string{"workload_api.first_update_timeout", `"999999999999h"`, "out of range"}},
+		{"overflow in flow style", action + "exec: {command: [x], timeout: 99999999999999m}\n", []string{"files[0].on_rotate[0].exec.timeout", `"99999999999999m"`, "out of range"}},
+		{"map", action + "postgres:\n          dsn: host=x\n          timeout: {s: 1}\n", []string{"files[0].on_rotate[0].postgres.timeout", "map", "{s: 1}"}},
+		{"list", "files:\n  - dir: /a\nadmin:\n  min_validity: [1s, 2s]\n", []string{"admin.min_validity", "list", "[1s, 2s]"}},
+		{"second folder, second action", "files:\n  - dir: /a\n  - dir: /b\n    on_rotate:\n      - exec: {command: [x]}\n      - exec: {command: [y], timeout: 1e9h}\n", []string{"files[1].on_rotate[1].exec.timeout", `"1e9h"`}},
+		{"no unit", "workload_api:\n  first_update_timeout: 30\n", []string{"workload_api.first_update_timeout", `"30"`, "unit"}},
+		{"mode as a map", "files:\n  - dir: /a\n    key_mode: {a: b}\n", []string{"files[0].key_mode", "{a: b}"}},
+	})
+}
