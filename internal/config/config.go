@@ -398,26 +398,31 @@ func (c *Config) Validate() error {
 		if c.SDS.SocketMode&0o007 != 0 {
 			bad("sds.socket_mode", "%q lets every local user fetch private keys; use 0600 or 0660", c.SDS.SocketMode)
 		}
-		for key, ids := range map[string][]int{"sds.allowed_uids": c.SDS.AllowedUIDs, "sds.allowed_gids": c.SDS.AllowedGIDs} {
-			for i, id := range ids {
+		// Slices, not maps: the errors come in the order the keys are documented.
+		for _, l := range []struct {
+			key string
+			ids []int
+		}{{"sds.allowed_uids", c.SDS.AllowedUIDs}, {"sds.allowed_gids", c.SDS.AllowedGIDs}} {
+			for i, id := range l.ids {
 				if id < 0 || id >= 1<<32-1 {
-					bad(fmt.Sprintf("%s[%d]", key, i), "%d is not a valid id", id)
+					bad(fmt.Sprintf("%s[%d]", l.key, i), "%d is not a valid id", id)
 				}
 			}
 		}
 		names := map[string]string{}
-		for key, name := range map[string]string{
-			"sds.default_svid_name":        c.SDS.DefaultSVIDName,
-			"sds.default_bundle_name":      c.SDS.DefaultBundleName,
-			"sds.default_all_bundles_name": c.SDS.DefaultAllBundlesName,
+		for _, n := range []struct{ key, name string }{
+			{"sds.default_svid_name", c.SDS.DefaultSVIDName},
+			{"sds.default_bundle_name", c.SDS.DefaultBundleName},
+			{"sds.default_all_bundles_name", c.SDS.DefaultAllBundlesName},
 		} {
-			if strings.HasPrefix(name, "spiffe://") {
-				bad(key, "%q would shadow a SPIFFE ID or trust domain name", name)
+			if strings.HasPrefix(n.name, "spiffe://") {
+				bad(n.key, "%q would shadow a SPIFFE ID or trust domain name", n.name)
 			}
-			if other, dup := names[name]; dup {
-				bad(key, "%q is also the value of %s", name, other)
+			if other, dup := names[n.name]; dup {
+				bad(n.key, "%q is also the value of %s", n.name, other)
+				continue
 			}
-			names[name] = key
+			names[n.name] = n.key
 		}
 	}
 	dirs := map[string]int{}

@@ -73,3 +73,24 @@ func TestBadDurationsNameKeyAndValue(t *testing.T) {
 		{"mode as a map", "files:\n  - dir: /a\n    key_mode: {a: b}\n", []string{"files[0].key_mode", "{a: b}"}},
 	})
 }
+
+// Validate reports the same errors in the same order every time (no map
+// iteration decides it), and the same key is the duplicate every time.
+func TestValidateErrorsComeInAStableOrder(t *testing.T) {
+	const yamlText = "sds:\n  allowed_uids: [-1]\n  allowed_gids: [-2]\n  default_svid_name: X\n  default_bundle_name: X\n  default_all_bundles_name: X\n"
+	_, first := parseDefaultValidate(t, yamlText)
+	if first == nil {
+		t.Fatal("no error")
+	}
+	want := "sds.allowed_uids[0]: -1 is not a valid id\nsds.allowed_gids[0]: -2 is not a valid id\n" +
+		"sds.default_bundle_name: \"X\" is also the value of sds.default_svid_name\n" +
+		"sds.default_all_bundles_name: \"X\" is also the value of sds.default_svid_name"
+	if first.Error() != want {
+		t.Errorf("errors:\n%s\nwant:\n%s", first, want)
+	}
+	for range 50 {
+		if _, err := parseDefaultValidate(t, yamlText); err.Error() != first.Error() {
+			t.Fatalf("errors changed order:\n%s\nthen:\n%s", first, err)
+		}
+	}
+}
