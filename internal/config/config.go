@@ -376,11 +376,23 @@ func (c *Config) Default() {
 	}
 }
 
+// KeyError is one value Validate refused. Key is the dotted YAML key
+// ("files[0].owner"), so that a caller that wrote the YAML itself (the
+// helper.conf converter) can say which of its own keys it came from.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *KeyError) Unwrap() error { return e.Err }
+
 // Validate checks a defaulted Config; every error names the key and value.
+// The result joins one *KeyError per refused value, in a stable order.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key string, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
 	}
 	if a := c.WorkloadAPI.Address; a != "" && !strings.HasPrefix(a, "unix://") && !strings.HasPrefix(a, "tcp://") {
 		bad("workload_api.address", "%q must start with unix:// or tcp://", a)
