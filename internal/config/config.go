@@ -416,7 +416,7 @@ func (c *Config) Validate() error {
 			ids []int
 		}{{"sds.allowed_uids", c.SDS.AllowedUIDs}, {"sds.allowed_gids", c.SDS.AllowedGIDs}} {
 			for i, id := range l.ids {
-				if id < 0 || id >= 1<<32-1 {
+				if id < 0 || id > MaxID {
 					bad(fmt.Sprintf("%s[%d]", l.key, i), "%d is not a valid id", id)
 				}
 			}
@@ -454,8 +454,14 @@ func (c *Config) Validate() error {
 		}
 		switch f.Layout {
 		case "spiffe-helper":
+			seen := map[string]string{}
 			for _, n := range f.x509FileNames() {
-				if strings.ContainsRune(n.name, '/') || strings.HasPrefix(n.name, "..") {
+				if other, dup := seen[n.name]; dup {
+					bad(key+"."+n.key, "%q is also %s", n.name, other)
+					continue
+				}
+				seen[n.name] = n.key
+				if strings.ContainsRune(n.name, '/') || strings.HasPrefix(n.name, "..") || n.name == "." {
 					bad(key+"."+n.key, "%q must be a plain file name", n.name)
 				}
 			}

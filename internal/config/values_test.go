@@ -94,3 +94,13 @@ func TestValidateErrorsComeInAStableOrder(t *testing.T) {
 		}
 	}
 }
+
+// The X.509 file names get the checks filesink would make at start, but by
+// key: "." is the folder itself, and two keys cannot name one file.
+func TestX509FileNamesAreCheckedByKey(t *testing.T) {
+	checkErrors(t, []errorCase{
+		{"dot", "files:\n  - dir: /a\n    cert_file_name: \".\"\n", []string{"files[0].cert_file_name", `"."`}},
+		{"key over cert", "files:\n  - dir: /a\n    key_file_name: svid.pem\n", []string{"files[0].key_file_name", `"svid.pem"`, "cert_file_name"}},
+		{"bundle over key", "files:\n  - dir: /a\n  - dir: /b\n    key_file_name: k\n    bundle_file_name: k\n", []string{"files[1].bundle_file_name", `"k"`, "key_file_name"}},
+	})
+}
