@@ -217,6 +217,12 @@ func Parse(r io.Reader) (*Config, error) {
 				return nil, fmt.Errorf("%s: %w", key, err)
 			}
 		}
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for i, m := range te.Errors {
+				te.Errors[i] = typeErrorWithKey(data, m)
+			}
+		}
 		return nil, friendlyYAMLError(err)
 	}
 	return c, nil
@@ -239,21 +245,54 @@ func refuse(n *yaml.Node, format string, args ...any) error {
 // keyAt is the dotted key ("files[0].on_rotate[1].exec.timeout") whose
 // value starts at line and column of the YAML in data; "" if none does.
 func keyAt(data []byte, line, column int) string {
-	var doc yaml.Node
-	if yaml.Unmarshal(data, &doc) != nil {
+	keys := keysWhere(data, func(n *yaml.Node) bool { return n.Line == line && n.Column == column })
+	if len(keys) == 0 {
 		return ""
 	}
-	var find func(n *yaml.Node, path string) string
-	find = func(n *yaml.Node, path string) string {
-		if n.Line == line && n.Column == column && path != "" {
-			return path
+	return keys[0]
+}
+
+// yaml.v3's words for a value of the wrong type; it shortens a long value
+// to its first 7 bytes and "...".
+var typeErrorText = regexp.MustCompile("^line ([0-9]+): cannot unmarshal !![a-z]+ `([^`]*)`")
+
+// typeErrorWithKey puts the key in front of one of yaml.v3's "line 2:
+// cannot unmarshal !!str `envoy` into int", when one scalar on that line
+// has that value.
+func typeErrorWithKey(data []byte, msg string) string {
+	m := typeErrorText.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	line, _ := strconv.Atoi(m[1])
+	shown, cut := strings.CutSuffix(m[2], "...")
+	keys := keysWhere(data, func(n *yaml.Node) bool {
+		return n.Kind == yaml.ScalarNode && n.Line == line &&
+			(n.Value == shown || cut && strings.HasPrefix(n.Value, shown))
+	})
+	if len(keys) != 1 {
+		return msg
+	}
+	return keys[0] + ": " + msg
+}
+
+// keysWhere lists, in document order, the dotted keys of the values in
+// the YAML in data for which match holds.
+func keysWhere(data []byte, match func(*yaml.Node) bool) []string {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil {
+		return nil
+	}
+	var keys []string
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		if path != "" && match(n) {
+			keys = append(keys, path)
 		}
 		switch n.Kind {
 		case yaml.DocumentNode:
 			for _, c := range n.Content {
-				if k := find(c, path); k != "" {
-					return k
-				}
+				walk(c, path)
 			}
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content); i += 2 {
@@ -261,20 +300,16 @@ func keyAt(data []byte, line, column int) string {
 				if path != "" {
 					p = path + "." + p
 				}
-				if k := find(n.Content[i+1], p); k != "" {
-					return k
-				}
+				walk(n.Content[i+1], p)
 			}
 		case yaml.SequenceNode:
 			for i, c := range n.Content {
-				if k := find(c, fmt.Sprintf("%s[%d]", path, i)); k != "" {
-					return k
-				}
+				walk(c, fmt.Sprintf("%s[%d]", path, i))
 			}
 		}
-		return ""
 	}
-	return find(&doc, "")
+	walk(&doc, "")
+	return keys
 }
 
 // describe shows a value that should have been a scalar, on one line.

@@ -104,3 +104,13 @@ func TestX509FileNamesAreCheckedByKey(t *testing.T) {
 		{"bundle over key", "files:\n  - dir: /a\n  - dir: /b\n    key_file_name: k\n    bundle_file_name: k\n", []string{"files[1].bundle_file_name", `"k"`, "key_file_name"}},
 	})
 }
+
+// A value of the wrong type names its key too, not only its line.
+func TestWrongTypesNameTheKey(t *testing.T) {
+	checkErrors(t, []errorCase{
+		{"uid as a name", "sds:\n  allowed_uids: [101, envoy]\n", []string{"sds.allowed_uids[1]", "envoy", "line 2"}},
+		{"bool", "files:\n  - dir: /a\n    allow_world_writable_dir: maybe\n", []string{"files[0].allow_world_writable_dir", "maybe"}},
+		{"long value", "admin:\n  min_validity_percent: tenpercentplease\n", []string{"admin.min_validity_percent", "tenperc"}},
+		{"files not a list", "files: yes\n", []string{"files:", "yes", "line 1"}},
+	})
+}
