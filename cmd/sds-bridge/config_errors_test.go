@@ -18,6 +18,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		{"misspelled key", "sds:\n  allowed_uid: [101]\n", []string{`unknown key "allowed_uid"`, "line 2"}},
 		{"world-writable key mode", "files:\n  - dir: /tmp/x\n    key_mode: \"0777\"\n", []string{"files[0].key_mode", `"0777"`}},
 		{"negative uid", "sds:\n  allowed_uids: [-1]\n", []string{"sds.allowed_uids[0]", "-1"}},
+		{"owner beyond 32 bits", "files:\n  - dir: /tmp/x\n    owner: \"4294967296:0\"\n", []string{"files[0].owner", `"4294967296:0"`}},
 		{"world-accessible socket", "sds:\n  socket_mode: \"0666\"\n", []string{"sds.socket_mode", `"0666"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

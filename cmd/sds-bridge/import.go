@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
 	"io"
@@ -30,16 +29,20 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 		return exitCode(2)
 	}
 	res, _, err := convertHelperConf(fs.Arg(0), *baseDir)
+	if res != nil {
+		printNotes(stderr, fs.Arg(0), res.Notes)
+	}
 	if err != nil {
+		// No YAML: `> sds-bridge.yaml` must not leave a config run refuses.
 		return err
 	}
-	printNotes(stderr, fs.Arg(0), res.Notes)
 	_, err = stdout.Write(res.YAML)
 	return err
 }
 
-// convertHelperConf converts the helper.conf at path and checks that the
-// result is a configuration the bridge accepts (parsed, not yet defaulted).
+// convertHelperConf converts the helper.conf at path and checks the result
+// as run checks a config, naming helper.conf's keys; the Config is parsed,
+// not yet defaulted. A refused conversion still returns its notes.
 func convertHelperConf(path, baseDir string) (*helperconf.Result, *config.Config, error) {
 	src, err := os.ReadFile(path)
 	if err != nil {
@@ -54,10 +57,9 @@ func convertHelperConf(path, baseDir string) (*helperconf.Result, *config.Config
 	if err != nil {
 		return nil, nil, fmt.Errorf("spiffe-helper config %s: %w", path, err)
 	}
-	cfg, err := config.Parse(bytes.NewReader(res.YAML))
+	cfg, err := res.Config()
 	if err != nil {
-		// A converter bug, not the user's: say so.
-		return nil, nil, fmt.Errorf("spiffe-helper config %s: the converted YAML does not parse (please report): %w", path, err)
+		return res, nil, fmt.Errorf("spiffe-helper config %s: %w", path, err)
 	}
 	return res, cfg, nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,4 +97,57 @@ jwt_svids = [{ jwt_audience = "api", jwt_svid_file_name = "api.token" }]
 		_, err = jwtsvid.ParseAndValidate(string(token), set, []string{"api"})
 		return err == nil
 	})
+}
+
+// import-spiffe-helper and run --spiffe-helper-config refuse a file name
+// run would refuse (a path, or a name the swap reserves), naming the
+// helper.conf key and the value, and import prints no YAML for it.
+func TestImportRefusesFileNamesRunRefuses(t *testing.T) {
+	for _, tc := range []struct{ key, value string }{
+		{"svid_file_name", "../etc/cron.d/x"},
+		{"svid_key_file_name", "keys/svid_key.pem"},
+		{"svid_bundle_file_name", ".."},
+		{"jwt_svid_file_name", "/etc/passwd"},
+		{"jwt_bundle_file_name", "..data"},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			names := map[string]string{
+				"svid_file_name": "svid.pem", "svid_key_file_name": "svid_key.pem", "svid_bundle_file_name": "bundle.pem",
+				"jwt_svid_file_name": "api.token", "jwt_bundle_file_name": "bundle.json",
+			}
+			names[tc.key] = tc.value
+			conf := filepath.Join(t.TempDir(), "helper.conf")
+			src := fmt.Sprintf("cert_dir = \"/certs\"\nsvid_file_name = %q\nsvid_key_file_name = %q\nsvid_bundle_file_name = %q\n"+
+				"jwt_svids = [{ jwt_audience = \"api\", jwt_svid_file_name = %q }]\njwt_bundle_file_name = %q\n",
+				names["svid_file_name"], names["svid_key_file_name"], names["svid_bundle_file_name"], names["jwt_svid_file_name"], names["jwt_bundle_file_name"])
+			if err := os.WriteFile(conf, []byte(src), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{tc.key, fmt.Sprintf("%q", tc.value), conf}
+
+			var stdout, stderr syncBuffer
+			err := run(t.Context(), []string{"import-spiffe-helper", conf}, &stdout, &stderr)
+			if err == nil {
+				t.Fatalf("import-spiffe-helper accepted %s = %q:\n%s", tc.key, tc.value, stdout.String())
+			}
+			for _, w := range want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("import error %q does not contain %q", err, w)
+				}
+			}
+			if stdout.String() != "" {
+				t.Errorf("import printed YAML for a refused helper.conf:\n%s", stdout.String())
+			}
+
+			err = run(t.Context(), []string{"run", "--spiffe-helper-config", conf, "--workload-api", "unix:///nonexistent.sock"}, io.Discard, io.Discard)
+			if err == nil {
+				t.Fatalf("run --spiffe-helper-config accepted %s = %q", tc.key, tc.value)
+			}
+			for _, w := range want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("run error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -210,9 +211,120 @@ func Parse(r io.Reader) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
+		var ve *valueError
+		if errors.As(err, &ve) {
+			if key := keyAt(data, ve.line, ve.column); key != "" {
+				return nil, fmt.Errorf("%s: %w", key, err)
+			}
+		}
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for i, m := range te.Errors {
+				te.Errors[i] = typeErrorWithKey(data, m)
+			}
+		}
 		return nil, friendlyYAMLError(err)
 	}
 	return c, nil
+}
+
+// valueError is a value Mode or Duration refused. yaml.v3 hands an
+// unmarshaler the value's node but not its key: Parse finds the key by the
+// node's position.
+type valueError struct {
+	line, column int
+	msg          string
+}
+
+func (e *valueError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
+
+func refuse(n *yaml.Node, format string, args ...any) error {
+	return &valueError{line: n.Line, column: n.Column, msg: fmt.Sprintf(format, args...)}
+}
+
+// keyAt is the dotted key ("files[0].on_rotate[1].exec.timeout") whose
+// value starts at line and column of the YAML in data; "" if none does.
+func keyAt(data []byte, line, column int) string {
+	keys := keysWhere(data, func(n *yaml.Node) bool { return n.Line == line && n.Column == column })
+	if len(keys) == 0 {
+		return ""
+	}
+	return keys[0]
+}
+
+// yaml.v3's words for a value of the wrong type; it shortens a long value
+// to its first 7 bytes and "...".
+var typeErrorText = regexp.MustCompile("^line ([0-9]+): cannot unmarshal !![a-z]+ `([^`]*)`")
+
+// typeErrorWithKey puts the key in front of one of yaml.v3's "line 2:
+// cannot unmarshal !!str `envoy` into int", when one scalar on that line
+// has that value.
+func typeErrorWithKey(data []byte, msg string) string {
+	m := typeErrorText.FindStringSubmatch(msg)
+	if m == nil {
+		return msg
+	}
+	line, _ := strconv.Atoi(m[1])
+	shown, cut := strings.CutSuffix(m[2], "...")
+	keys := keysWhere(data, func(n *yaml.Node) bool {
+		return n.Kind == yaml.ScalarNode && n.Line == line &&
+			(n.Value == shown || cut && strings.HasPrefix(n.Value, shown))
+	})
+	if len(keys) != 1 {
+		return msg
+	}
+	return keys[0] + ": " + msg
+}
+
+// keysWhere lists, in document order, the dotted keys of the values in
+// the YAML in data for which match holds.
+func keysWhere(data []byte, match func(*yaml.Node) bool) []string {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil {
+		return nil
+	}
+	var keys []string
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		if path != "" && match(n) {
+			keys = append(keys, path)
+		}
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				p := n.Content[i].Value
+				if path != "" {
+					p = path + "." + p
+				}
+				walk(n.Content[i+1], p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, fmt.Sprintf("%s[%d]", path, i))
+			}
+		}
+	}
+	walk(&doc, "")
+	return keys
+}
+
+// describe shows a value that should have been a scalar, on one line.
+func describe(n *yaml.Node) string {
+	kind := map[yaml.Kind]string{yaml.MappingNode: "a map", yaml.SequenceNode: "a list", yaml.AliasNode: "an alias"}[n.Kind]
+	if kind == "" {
+		return fmt.Sprintf("%q", n.Value)
+	}
+	flow := *n
+	flow.Style |= yaml.FlowStyle
+	text, err := yaml.Marshal(&flow)
+	if err != nil {
+		return kind
+	}
+	return kind + " " + strings.TrimSpace(string(text))
 }
 
 // friendlyYAMLError rewrites yaml.v3's "field x not found in type config.Folder"
@@ -299,11 +411,23 @@ func (c *Config) Default() {
 	}
 }
 
+// KeyError is one value Validate refused. Key is the dotted YAML key
+// ("files[0].owner"), so that a caller that wrote the YAML itself (the
+// helper.conf converter) can say which of its own keys it came from.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *KeyError) Unwrap() error { return e.Err }
+
 // Validate checks a defaulted Config; every error names the key and value.
+// The result joins one *KeyError per refused value, in a stable order.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key string, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
 	}
 	if a := c.WorkloadAPI.Address; a != "" && !strings.HasPrefix(a, "unix://") && !strings.HasPrefix(a, "tcp://") {
 		bad("workload_api.address", "%q must start with unix:// or tcp://", a)
@@ -321,26 +445,31 @@ func (c *Config) Validate() error {
 		if c.SDS.SocketMode&0o007 != 0 {
 			bad("sds.socket_mode", "%q lets every local user fetch private keys; use 0600 or 0660", c.SDS.SocketMode)
 		}
-		for key, ids := range map[string][]int{"sds.allowed_uids": c.SDS.AllowedUIDs, "sds.allowed_gids": c.SDS.AllowedGIDs} {
-			for i, id := range ids {
-				if id < 0 || id >= 1<<32-1 {
-					bad(fmt.Sprintf("%s[%d]", key, i), "%d is not a valid id", id)
+		// Slices, not maps: the errors come in the order the keys are documented.
+		for _, l := range []struct {
+			key string
+			ids []int
+		}{{"sds.allowed_uids", c.SDS.AllowedUIDs}, {"sds.allowed_gids", c.SDS.AllowedGIDs}} {
+			for i, id := range l.ids {
+				if id < 0 || id > MaxID {
+					bad(fmt.Sprintf("%s[%d]", l.key, i), "%d is not a valid id", id)
 				}
 			}
 		}
 		names := map[string]string{}
-		for key, name := range map[string]string{
-			"sds.default_svid_name":        c.SDS.DefaultSVIDName,
-			"sds.default_bundle_name":      c.SDS.DefaultBundleName,
-			"sds.default_all_bundles_name": c.SDS.DefaultAllBundlesName,
+		for _, n := range []struct{ key, name string }{
+			{"sds.default_svid_name", c.SDS.DefaultSVIDName},
+			{"sds.default_bundle_name", c.SDS.DefaultBundleName},
+			{"sds.default_all_bundles_name", c.SDS.DefaultAllBundlesName},
 		} {
-			if strings.HasPrefix(name, "spiffe://") {
-				bad(key, "%q would shadow a SPIFFE ID or trust domain name", name)
+			if strings.HasPrefix(n.name, "spiffe://") {
+				bad(n.key, "%q would shadow a SPIFFE ID or trust domain name", n.name)
 			}
-			if other, dup := names[name]; dup {
-				bad(key, "%q is also the value of %s", name, other)
+			if other, dup := names[n.name]; dup {
+				bad(n.key, "%q is also the value of %s", n.name, other)
+				continue
 			}
-			names[name] = key
+			names[n.name] = n.key
 		}
 	}
 	dirs := map[string]int{}
@@ -360,8 +489,14 @@ func (c *Config) Validate() error {
 		}
 		switch f.Layout {
 		case "spiffe-helper":
+			seen := map[string]string{}
 			for _, n := range f.x509FileNames() {
-				if strings.ContainsRune(n.name, '/') || strings.HasPrefix(n.name, "..") {
+				if other, dup := seen[n.name]; dup {
+					bad(key+"."+n.key, "%q is also %s", n.name, other)
+					continue
+				}
+				seen[n.name] = n.key
+				if strings.ContainsRune(n.name, '/') || strings.HasPrefix(n.name, "..") || n.name == "." {
 					bad(key+"."+n.key, "%q must be a plain file name", n.name)
 				}
 			}
@@ -377,8 +512,14 @@ func (c *Config) Validate() error {
 		if f.KeyMode&0o007 != 0 {
 			bad(key+".key_mode", "%q makes the private key readable or writable by every user", f.KeyMode)
 		}
+		if f.KeyMode&0o400 == 0 {
+			bad(key+".key_mode", "%q: the owner must be able to read the private key", f.KeyMode)
+		}
 		if f.CertMode&0o002 != 0 {
 			bad(key+".cert_mode", "%q makes the certificate writable by every user", f.CertMode)
+		}
+		if f.CertMode&0o400 == 0 {
+			bad(key+".cert_mode", "%q: the owner must be able to read the certificate", f.CertMode)
 		}
 		if f.Owner != "" {
 			if _, _, err := ParseOwner(f.Owner); err != nil {
@@ -500,8 +641,14 @@ func validateJWT(key string, f Folder, bad func(key string, format string, args 
 	if f.JWTMode&0o007 != 0 {
 		bad(key+".jwt_mode", "%q lets every user read or replace a bearer token", f.JWTMode)
 	}
+	if f.JWTMode&0o400 == 0 {
+		bad(key+".jwt_mode", "%q: the owner must be able to read the token", f.JWTMode)
+	}
 	if f.JWTBundleMode&0o002 != 0 {
 		bad(key+".jwt_bundle_mode", "%q makes the JWT bundle writable by every user", f.JWTBundleMode)
+	}
+	if f.JWTBundleMode&0o400 == 0 {
+		bad(key+".jwt_bundle_mode", "%q: the owner must be able to read the JWT bundle", f.JWTBundleMode)
 	}
 }
 
@@ -558,19 +705,37 @@ func checkDSN(dsn string) error {
 	return nil
 }
 
-// ParseOwner reads "uid:gid" (numbers).
+// MaxID is the largest uid or gid chown can apply: 1<<32-1 is (uid_t)-1,
+// which chown reads as "leave unchanged".
+const MaxID = 1<<32 - 2
+
+// ParseOwner reads "uid:gid" (numbers). Each id must be within 0..MaxID:
+// a larger one would be truncated to 32 bits by chown, and
+// "4294967296:0" would quietly mean root.
 func ParseOwner(s string) (uid, gid int, err error) {
 	u, g, ok := strings.Cut(s, ":")
 	if !ok {
 		return 0, 0, errors.New(`want "uid:gid", e.g. "999:999"`)
 	}
-	if uid, err = strconv.Atoi(u); err != nil || uid < 0 {
-		return 0, 0, fmt.Errorf("uid %q is not a number", u)
+	if uid, err = parseID(u); err != nil {
+		return 0, 0, fmt.Errorf("uid %w", err)
 	}
-	if gid, err = strconv.Atoi(g); err != nil || gid < 0 {
-		return 0, 0, fmt.Errorf("gid %q is not a number", g)
+	if gid, err = parseID(g); err != nil {
+		return 0, 0, fmt.Errorf("gid %w", err)
 	}
 	return uid, gid, nil
+}
+
+func parseID(s string) (int, error) {
+	// ParseUint, not Atoi: no sign, and no wrap-around on 32-bit ints.
+	v, err := strconv.ParseUint(s, 10, 64)
+	switch {
+	case err != nil && !errors.Is(err, strconv.ErrRange):
+		return 0, fmt.Errorf("%q is not a number", s)
+	case err != nil || v > MaxID:
+		return 0, fmt.Errorf("%s is out of range: want 0 to %d", s, MaxID)
+	}
+	return int(v), nil
 }
 
 var signals = map[string]syscall.Signal{
@@ -597,12 +762,15 @@ type Mode os.FileMode
 
 // UnmarshalYAML accepts only quoted octal strings.
 func (m *Mode) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
-		return fmt.Errorf("line %d: mode %s must be a quoted octal string such as \"0640\"", n.Line, n.Value)
+	switch {
+	case n.Kind != yaml.ScalarNode:
+		return refuse(n, "mode: want a quoted octal string such as \"0640\", not %s", describe(n))
+	case n.Tag != "!!str":
+		return refuse(n, "mode %s must be a quoted octal string such as \"0640\"", n.Value)
 	}
 	v, err := ParseMode(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return refuse(n, "%v", err)
 	}
 	*m = v
 	return nil
@@ -623,11 +791,21 @@ func (m Mode) String() string { return fmt.Sprintf("%04o", uint32(m)) }
 // Duration is a time.Duration written as "30s", "5m".
 type Duration time.Duration
 
+// durationSyntax is what time.ParseDuration reads; a value that matches
+// it and still fails to parse does not fit in a time.Duration.
+var durationSyntax = regexp.MustCompile(`^[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$`)
+
 // UnmarshalYAML accepts Go duration strings.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return refuse(n, "duration: want a number with a unit, such as \"30s\" or \"2m\", not %s", describe(n))
+	}
 	v, err := time.ParseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: duration %q: want a number with a unit, such as \"30s\" or \"2m\"", n.Line, n.Value)
+	switch {
+	case err != nil && durationSyntax.MatchString(n.Value):
+		return refuse(n, "duration %q is out of range: at most 2562047h (about 292 years)", n.Value)
+	case err != nil:
+		return refuse(n, "duration %q: want a number with a unit, such as \"30s\" or \"2m\"", n.Value)
 	}
 	*d = Duration(v)
 	return nil

@@ -13,6 +13,7 @@ package helperconf
 import (
 	"bytes"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -119,6 +120,57 @@ type Result struct {
 	// YAML is the sds-bridge configuration, with the notes as comments.
 	YAML  []byte
 	Notes []Note
+	// origins maps a YAML key ("files[0].cert_file_name") to the
+	// helper.conf key its value came from ("svid_file_name").
+	origins map[string]string
+}
+
+// Config parses the converted YAML and checks it exactly as `sds-bridge
+// run` checks a config (Default, then Validate), so that a value run would
+// refuse — a file name that is a path, say — is refused at conversion,
+// with the helper.conf key and the value. The Config returned is parsed but
+// not defaulted: a caller may lay flags over it first.
+func (r *Result) Config() (*config.Config, error) {
+	c, err := config.Parse(bytes.NewReader(r.YAML))
+	if err != nil {
+		// A converter bug, not the user's: say so.
+		return nil, fmt.Errorf("helperconf: the converted YAML does not parse (please report): %w", err)
+	}
+	// Default changes values behind pointers: check a copy of its own.
+	check, err := config.Parse(bytes.NewReader(r.YAML))
+	if err != nil {
+		return nil, err
+	}
+	check.Default()
+	err = check.Validate()
+	if err == nil {
+		return c, nil
+	}
+	errs := []error{err}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = joined.Unwrap()
+	}
+	for i, e := range errs {
+		var ke *config.KeyError
+		if errors.As(e, &ke) {
+			if from := r.origin(ke.Key); from != "" {
+				errs[i] = fmt.Errorf("%s: %w (as sds-bridge's %s)", from, ke.Err, ke.Key)
+			}
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// origin is the helper.conf key behind a YAML key or the nearest key
+// enclosing it; "" for a value the converter made up.
+func (r *Result) origin(key string) string {
+	for key != "" {
+		if from, ok := r.origins[key]; ok {
+			return from
+		}
+		key = key[:max(strings.LastIndexAny(key, ".["), 0)]
+	}
+	return ""
 }
 
 // Convert parses helper.conf src and returns the equivalent sds-bridge
@@ -140,17 +192,21 @@ func Convert(src []byte, opts Options) (*Result, error) {
 	if err := hcl.DecodeObject(&hc, file); err != nil {
 		return nil, fmt.Errorf("helperconf: decode: %w", err)
 	}
-	c := &converter{opts: opts}
+	c := &converter{opts: opts, origins: map[string]string{}}
 	root, _ := file.Node.(*ast.ObjectList)
 	c.convert(&hc, root)
-	return &Result{YAML: c.out.Bytes(), Notes: c.notes}, nil
+	return &Result{YAML: c.out.Bytes(), Notes: c.notes, origins: c.origins}, nil
 }
 
 type converter struct {
-	opts  Options
-	out   bytes.Buffer
-	notes []Note
+	opts    Options
+	out     bytes.Buffer
+	notes   []Note
+	origins map[string]string
 }
+
+// from records that the YAML key's value came from the helper.conf key.
+func (c *converter) from(key, helperKey string) { c.origins[key] = helperKey }
 
 func (c *converter) warn(key, format string, args ...any) string {
 	n := Note{Key: key, Text: fmt.Sprintf(format, args...)}
@@ -213,10 +269,13 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 	case a == "":
 		c.comment(2, c.warn("agent_address", "not set: the bridge uses $SPIFFE_ENDPOINT_SOCKET; spiffe-helper also fell back to %s (and the deprecated $SPIRE_AGENT_ADDRESS), the bridge does not", spiffeHelperDefaultAgent))
 	case strings.HasPrefix(a, "unix://"), strings.HasPrefix(a, "tcp://"):
+		c.from("workload_api.address", "agent_address")
 		c.line(2, "address: "+q(a)+" # agent_address")
 	case strings.HasPrefix(a, "unix:"):
+		c.from("workload_api.address", "agent_address")
 		c.line(2, "address: "+q("unix://"+strings.TrimPrefix(a, "unix:"))+" # agent_address")
 	default:
+		c.from("workload_api.address", "agent_address")
 		c.line(2, "address: "+q("unix://"+c.abs(2, "agent_address", a))+" # agent_address (a socket path)")
 	}
 
@@ -237,6 +296,7 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 		if (h.LivenessPath != "" && h.LivenessPath != "/livez") || (h.ReadinessPath != "" && h.ReadinessPath != "/readyz") {
 			c.comment(2, c.unsupported("health_checks", "liveness_path %q and readiness_path %q: the paths are fixed, /livez and /readyz; point your probes there", h.LivenessPath, h.ReadinessPath))
 		}
+		c.from("admin.listen", "health_checks.bind_port")
 		c.line(2, "listen: "+q(fmt.Sprintf("0.0.0.0:%d", port))+" # health_checks.bind_port")
 	} else {
 		c.comment(2, "spiffe-helper had no health listener (health_checks.listener_enabled is false); set e.g. 127.0.0.1:8081 for /livez, /readyz, /metrics and /status.")
@@ -252,6 +312,7 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 	} else {
 		dir = c.abs(2, "cert_dir", dir)
 	}
+	c.from("files[0].dir", "cert_dir")
 	c.line(2, "- dir: "+q(dir)+" # cert_dir")
 	c.line(4, "layout: spiffe-helper")
 	x509Names := countSet(hc.SVIDFileName, hc.SVIDKeyFileName, hc.SVIDBundleFileName)
@@ -266,10 +327,12 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 		{"bundle_file_name", hc.SVIDBundleFileName, "svid_bundle_file_name"},
 	} {
 		if kv[1] != "" {
+			c.from("files[0]."+kv[0], kv[2])
 			c.line(4, kv[0]+": "+q(kv[1])+" # "+kv[2])
 		}
 	}
 	if hc.Hint != "" {
+		c.from("files[0].svid", "hint")
 		c.line(4, "svid: "+q(hc.Hint)+" # hint")
 	}
 	if hc.AddIntermediatesToBundle {
@@ -288,24 +351,32 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 	// JWT
 	if len(hc.JWTSVIDs) > 0 {
 		c.line(4, "jwt_svids:")
+		n := 0 // the YAML's index: skipped entries leave gaps in helper.conf's
 		for i, j := range hc.JWTSVIDs {
 			key := fmt.Sprintf("jwt_svids[%d]", i)
 			if j.Audience == "" || j.FileName == "" {
 				c.comment(6, c.unsupported(key, "jwt_audience and jwt_svid_file_name are both required (spiffe-helper refuses this entry too); skipped"))
 				continue
 			}
+			out := fmt.Sprintf("files[0].jwt_svids[%d]", n)
+			n++
+			c.from(out, key)
+			c.from(out+".audience", key+".jwt_audience")
 			c.line(6, "- audience: "+q(j.Audience)+" # jwt_audience")
 			if len(j.ExtraAudiences) > 0 {
 				var qs []string
-				for _, a := range j.ExtraAudiences {
+				for k, a := range j.ExtraAudiences {
+					c.from(fmt.Sprintf("%s.extra_audiences[%d]", out, k), fmt.Sprintf("%s.jwt_extra_audiences[%d]", key, k))
 					qs = append(qs, q(a))
 				}
 				c.line(8, "extra_audiences: ["+strings.Join(qs, ", ")+"] # jwt_extra_audiences")
 			}
+			c.from(out+".file_name", key+".jwt_svid_file_name")
 			c.line(8, "file_name: "+q(j.FileName)+" # jwt_svid_file_name")
 		}
 	}
 	if hc.JWTBundleFileName != "" {
+		c.from("files[0].jwt_bundle_file_name", "jwt_bundle_file_name")
 		c.line(4, "jwt_bundle_file_name: "+q(hc.JWTBundleFileName)+" # jwt_bundle_file_name")
 	}
 
@@ -320,6 +391,7 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 func (c *converter) actions(hc *helperConf) {
 	var lines []string
 	var comments []string
+	actions := 0 // on_rotate entries so far
 	if hc.PIDFileName != "" {
 		switch _, err := config.ParseSignal(hc.RenewSignal); {
 		case hc.RenewSignal == "":
@@ -327,6 +399,9 @@ func (c *converter) actions(hc *helperConf) {
 		case err != nil:
 			comments = append(comments, c.unsupported("renew_signal", "%q: %v; no signal action", hc.RenewSignal, err))
 		default:
+			c.from("files[0].on_rotate[0].signal.pid_file", "pid_file_name")
+			c.from("files[0].on_rotate[0].signal.signal", "renew_signal")
+			actions++
 			lines = append(lines,
 				"- signal: # pid_file_name + renew_signal",
 				"    pid_file: "+q(c.abs(4, "pid_file_name", hc.PIDFileName)),
@@ -352,6 +427,7 @@ func (c *converter) actions(hc *helperConf) {
 			comments = append(comments, c.unsupported("cmd", "spiffe-helper starts %q once, keeps it as its child and sends it renew_signal %s on every renewal. The bridge does not start or supervise programs: run it on its own (its own container or service) and add a signal action with a pid file it writes. The exec action below is left commented out", hc.Cmd, hc.RenewSignal))
 			comments = append(comments, "- exec: {command: ["+strings.Join(qs, ", ")+"]}")
 		} else {
+			c.from(fmt.Sprintf("files[0].on_rotate[%d].exec", actions), "cmd")
 			comments = append(comments, c.warn("cmd", "spiffe-helper starts %q on a renewal when it is not running (so a command that exits runs on every renewal); the bridge runs it after every rotation and waits for it (30s timeout): right for a reload command, wrong for a long-running program", hc.Cmd))
 			lines = append(lines, exec)
 		}
@@ -445,6 +521,12 @@ func (c *converter) modes(root *ast.ObjectList) {
 		if mode == 0 {
 			mode = m.def
 		}
+		if mode&0o400 == 0 {
+			safe := mode | 0o400
+			c.comment(4, c.warn(m.helper, "%s does not let the file's owner read it, which the bridge refuses; using %s", mode, safe))
+			mode = safe
+		}
+		c.from("files[0]."+m.bridge, m.helper)
 		c.line(4, m.bridge+": "+q(mode.String())+" # "+m.helper+" = "+text)
 	}
 }
