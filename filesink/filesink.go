@@ -171,6 +171,10 @@ type Folder struct {
 	mu sync.Mutex
 
 	stats statsRecorder
+
+	// hooks is nil outside tests: a per-Folder seam, so tests that fail or
+	// race a swap can still run in parallel.
+	hooks *hooks
 }
 
 var _ rotation.Sink = (*Folder)(nil)

@@ -33,6 +33,20 @@ func generationDirName(now time.Time, generation uint64, attempt int) string {
 	return name
 }
 
+// hooks lets a test act between the steps of a swap, as a fault or an
+// attacker that can write the folder would.
+type hooks struct {
+	// afterMkdir runs right after a directory of a new generation was
+	// created; name is relative to the folder ("..<ts>-g1", "..<ts>-g1/federated").
+	afterMkdir func(name string)
+}
+
+func (f *Folder) afterMkdir(name string) {
+	if f.hooks != nil && f.hooks.afterMkdir != nil {
+		f.hooks.afterMkdir(name)
+	}
+}
+
 // swap writes set into a new generation directory, makes it current by
 // renaming a symlink over ..data, points the stable names at it and removes
 // generations older than the previous one. It returns the new directory's
@@ -49,6 +63,7 @@ func (f *Folder) swap(set *fileSet, generation uint64, now time.Time) (genName s
 	if err != nil {
 		return "", err
 	}
+	f.afterMkdir(genName)
 	genPath := filepath.Join(dir, genName)
 	swapped := false
 	defer func() {
@@ -73,6 +88,7 @@ func (f *Folder) swap(set *fileSet, generation uint64, now time.Time) (genName s
 		if err := makeSubdir(filepath.Join(genPath, sub), f.cfg.Owner); err != nil {
 			return "", err
 		}
+		f.afterMkdir(genName + "/" + sub)
 	}
 	for _, file := range set.files {
 		if err := writeNewFile(filepath.Join(genPath, file.name), file.data, file.mode, f.cfg.Owner); err != nil {
