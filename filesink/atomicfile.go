@@ -77,7 +77,8 @@ func RemoveTemps(dir, name string) ([]string, error) {
 	}
 	var removed []string
 	for _, e := range entries {
-		if ok, _ := filepath.Match(TempPattern(name), e.Name()); !ok || !isTempSuffix(e.Name(), name) {
+		// A directory is never one of WriteFile's temporary files.
+		if e.IsDir() || !isTempName(e.Name(), name) {
 			continue
 		}
 		if err := root.Remove(e.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -88,9 +89,10 @@ func RemoveTemps(dir, name string) ([]string, error) {
 	return removed, nil
 }
 
-// isTempSuffix reports whether temp is exactly a name WriteFile makes for
-// name: the prefix, then 12 lower-case hexadecimal digits.
-func isTempSuffix(temp, name string) bool {
+// isTempName reports whether temp is exactly a name WriteFile makes for
+// name (TempPattern, with 12 lower-case hexadecimal digits for the star):
+// ".<name>.tmp-mine" is someone else's.
+func isTempName(temp, name string) bool {
 	rest, ok := strings.CutPrefix(temp, "."+name+tempInfix)
 	if !ok || len(rest) != 12 {
 		return false
