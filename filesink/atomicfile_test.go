@@ -3,6 +3,7 @@ package filesink
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -58,6 +59,43 @@ func TestWriteFileRefusesNonRegular(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(target); string(got) != "keep" {
 		t.Errorf("symlink target changed to %q", got)
+	}
+}
+
+// TestRemoveTempsRemovesOnlyWriteFilesOwnNames: of the names that look
+// like WriteFile's temporary files, only the exact ones it makes go (a link
+// among them is removed, never followed); an operator's ".token.tmp-mine",
+// a directory, and other files' temporaries stay.
+func TestRemoveTempsRemovesOnlyWriteFilesOwnNames(t *testing.T) {
+	t.Parallel()
+	dir, outside := t.TempDir(), filepath.Join(t.TempDir(), "passwd")
+	if err := os.WriteFile(outside, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{".token.tmp-0123456789ab", ".token.tmp-mine", ".token.tmp-0123456789AB", ".other.tmp-0123456789ab", "token"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, ".token.tmp-abcdef012345")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, ".token.tmp-ffffffffffff"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := RemoveTemps(dir, "token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{".token.tmp-0123456789ab", ".token.tmp-abcdef012345"}; !slices.Equal(removed, want) {
+		t.Errorf("removed %v, want %v", removed, want)
+	}
+	want := []string{".other.tmp-0123456789ab", ".token.tmp-0123456789AB", ".token.tmp-ffffffffffff", ".token.tmp-mine", "token"}
+	if got := listDir(t, dir); !slices.Equal(got, want) {
+		t.Errorf("left %v, want %v", got, want)
+	}
+	if b, err := os.ReadFile(outside); err != nil || string(b) != "keep" {
+		t.Errorf("the link's target: %q, %v", b, err)
 	}
 }
 

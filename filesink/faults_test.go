@@ -4,8 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"os"
-	"path/filepath"
+	"path"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -29,36 +28,36 @@ func (a *countingAction) Run(context.Context, Event) error {
 // previous set, no half generation is left, no reload action runs, the
 // failure is counted, and the next swap after the fault works.
 func TestDiskFaults(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
-		name   string
-		inject func()
-		errno  syscall.Errno
+		name  string
+		fault func(op, name string) error
+		errno syscall.Errno
 	}{
 		{
 			name: "read-only: generation directory cannot be created",
-			inject: func() {
-				mkdir = func(name string, _ os.FileMode) error {
+			fault: func(op, name string) error {
+				if op == "mkdir" {
 					return &fs.PathError{Op: "mkdir", Path: name, Err: syscall.EROFS}
 				}
+				return nil
 			},
 			errno: syscall.EROFS,
 		},
 		{
 			name: "full: the key file cannot be created",
-			inject: func() {
-				openFile = func(name string, flag int, perm os.FileMode) (*os.File, error) {
-					if filepath.Base(name) == DefaultKeyFileName {
-						return nil, &fs.PathError{Op: "open", Path: name, Err: syscall.ENOSPC}
-					}
-					return os.OpenFile(name, flag, perm)
+			fault: func(op, name string) error {
+				if op == "create" && path.Base(name) == DefaultKeyFileName {
+					return &fs.PathError{Op: "open", Path: name, Err: syscall.ENOSPC}
 				}
+				return nil
 			},
 			errno: syscall.ENOSPC,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			t.Cleanup(func() { mkdir, openFile = os.Mkdir, os.OpenFile })
+			t.Parallel()
 			c := newCA(t, "example.org")
 			action := &countingAction{}
 			f, _ := newFolder(t, Config{Actions: []Action{action}})
@@ -74,7 +73,7 @@ func TestDiskFaults(t *testing.T) {
 			}
 			entriesBefore := listDir(t, f.Dir())
 
-			tt.inject()
+			f.hooks = &hooks{fault: tt.fault}
 			err = f.Apply(t.Context(), update(2, c.issue(t, ca.SVIDOptions{}), c.Bundle()))
 			if !errors.Is(err, tt.errno) || !strings.HasPrefix(err.Error(), "filesink: ") {
 				t.Fatalf("Apply = %v, want %v", err, tt.errno)
@@ -93,7 +92,7 @@ func TestDiskFaults(t *testing.T) {
 				t.Errorf("Stats = %+v, want one write failure", st)
 			}
 
-			mkdir, openFile = os.Mkdir, os.OpenFile
+			f.hooks = nil
 			if err := f.Apply(t.Context(), update(3, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
 				t.Fatalf("Apply after the fault: %v", err)
 			}

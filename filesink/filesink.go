@@ -171,6 +171,15 @@ type Folder struct {
 	mu sync.Mutex
 
 	stats statsRecorder
+
+	// unmakeable and foreign (guarded by mu) are the stable names that
+	// could not be made and the ".." entries that are not ours, each
+	// logged once rather than on every rotation.
+	unmakeable, foreign map[string]bool
+
+	// hooks is nil outside tests: a per-Folder seam, so tests that fail or
+	// race a swap can still run in parallel.
+	hooks *hooks
 }
 
 var _ rotation.Sink = (*Folder)(nil)
@@ -194,6 +203,8 @@ func New(cfg Config) (*Folder, error) {
 			concatenate:   cfg.FederatedBundle == FederatedConcatenate,
 			intermediates: cfg.AddIntermediatesToBundle,
 		},
+		unmakeable: map[string]bool{},
+		foreign:    map[string]bool{},
 	}
 	f.log = cfg.Logger.With("sink", f.Name())
 	f.stats.init(cfg.Actions)
@@ -375,7 +386,7 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 		f.stats.written(err)
 		return err
 	}
-	genDir, err := f.swap(set, u.Generation, now)
+	genDir, err := f.swapInFolder(set, u.Generation, now)
 	f.stats.written(err)
 	if err != nil {
 		return err
@@ -389,4 +400,14 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 		SPIFFEID:   set.marker.SPIFFEID,
 		NotAfter:   set.marker.NotAfter,
 	})
+}
+
+// swapInFolder opens the folder for one swap.
+func (f *Folder) swapInFolder(set *fileSet, generation uint64, now time.Time) (string, error) {
+	root, err := f.openFolder()
+	if err != nil {
+		return "", err
+	}
+	defer root.Close()
+	return f.swap(root, set, generation, now)
 }

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
-	"path/filepath"
+	"path"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -33,69 +35,136 @@ func generationDirName(now time.Time, generation uint64, attempt int) string {
 	return name
 }
 
+// generationNamePattern matches every name generationDirName makes, and
+// nothing else: only these directories are ever removed as generations.
+var generationNamePattern = regexp.MustCompile(`^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d\.\d{9}-g\d+(-\d+)?$`)
+
+// isOwnName reports whether a ".." name in the folder is one the bridge
+// makes: a generation, ..data, a temporary link or the lock file.
+func isOwnName(name string) bool {
+	return name == DataLink || name == dataTmpLink || name == LockFileName ||
+		strings.HasPrefix(name, linkTmpPrefix) || generationNamePattern.MatchString(name)
+}
+
+// hooks lets a test act between the steps of a swap, as a fault or an
+// attacker that can write the folder would. A Folder's hooks are its own,
+// so such tests run in parallel.
+type hooks struct {
+	// afterMkdir runs right after a directory of a new generation was
+	// created; name is relative to the folder ("..<ts>-g1", "..<ts>-g1/federated").
+	afterMkdir func(name string)
+	// fault, if it returns an error, makes the operation op ("mkdir" of a
+	// generation directory, "create" of a generation file) fail with it
+	// instead of running, as a full or read-only disk would (root, which
+	// runs the tests, is not stopped by permissions).
+	fault func(op, name string) error
+}
+
+func (f *Folder) afterMkdir(name string) {
+	if f.hooks != nil && f.hooks.afterMkdir != nil {
+		f.hooks.afterMkdir(name)
+	}
+}
+
+func (f *Folder) fault(op, name string) error {
+	if f.hooks != nil && f.hooks.fault != nil {
+		return f.hooks.fault(op, name)
+	}
+	return nil
+}
+
 // swap writes set into a new generation directory, makes it current by
 // renaming a symlink over ..data, points the stable names at it and removes
 // generations older than the previous one. It returns the new directory's
 // name. Everything the consumers can see is fsynced before it returns.
-func (f *Folder) swap(set *fileSet, generation uint64, now time.Time) (genName string, err error) {
-	dir := f.cfg.Dir
-	if err := os.MkdirAll(dir, folderMode); err != nil {
-		return "", fmt.Errorf("filesink: create folder: %w", err)
-	}
-	if err := f.checkFolder(); err != nil {
-		return "", err
-	}
-	genName, err = makeGenerationDir(dir, now, generation)
+//
+// Every step goes through root, and the generation's own steps through
+// handles of the directories it created: a uid that can write the folder
+// and swaps a new directory for a link between two steps makes the swap
+// fail; it never leads a create, chown or chmod out of the folder.
+func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.Time) (genName string, err error) {
+	genName, err = f.makeGenerationDir(root, now, generation)
 	if err != nil {
 		return "", err
 	}
-	genPath := filepath.Join(dir, genName)
+	f.afterMkdir(genName)
+	created := genName // a failed swap returns "" as genName
 	swapped := false
 	defer func() {
 		// A half-written generation is never named by ..data; drop it so it
-		// does not pile up. Once swapped in, it is live and must stay.
+		// does not pile up. Once swapped in, it is live and must stay. If an
+		// attacker put a link in its place, only the link goes.
 		if err != nil && !swapped {
-			if rerr := os.RemoveAll(genPath); rerr != nil {
-				f.log.Warn("filesink: remove unfinished generation directory", "path", genPath, "err", rerr)
+			if rerr := root.RemoveAll(created); rerr != nil {
+				f.log.Warn("filesink: remove unfinished generation directory", "dir", created, "err", rerr)
 			}
 		}
 	}()
-	if f.cfg.Owner != nil {
-		if err := os.Chown(genPath, f.cfg.Owner.UID, f.cfg.Owner.GID); err != nil {
-			return "", fmt.Errorf("filesink: chown generation directory: %w", err)
-		}
+	gen, err := openOwnDir(root, genName, f.cfg.Owner)
+	if err != nil {
+		return "", fmt.Errorf("filesink: generation directory: %w", err)
 	}
-	// Mkdir is subject to the umask; the configured mode is not.
-	if err := os.Chmod(genPath, generationDirMode); err != nil {
-		return "", fmt.Errorf("filesink: chmod generation directory: %w", err)
-	}
+	defer gen.Close()
+	dirs := map[string]*os.Root{".": gen}
 	for _, sub := range set.dirs {
-		if err := makeSubdir(filepath.Join(genPath, sub), f.cfg.Owner); err != nil {
-			return "", err
+		if err := f.fault("mkdir", path.Join(genName, sub)); err != nil {
+			return "", fmt.Errorf("filesink: create generation subdirectory: %w", err)
 		}
+		if err := gen.Mkdir(sub, generationDirMode); err != nil {
+			return "", fmt.Errorf("filesink: create generation subdirectory: %w", err)
+		}
+		f.afterMkdir(genName + "/" + sub)
+		d, err := openOwnDir(gen, sub, f.cfg.Owner)
+		if err != nil {
+			return "", fmt.Errorf("filesink: generation subdirectory: %w", err)
+		}
+		defer d.Close()
+		dirs[sub] = d
 	}
 	for _, file := range set.files {
-		if err := writeNewFile(filepath.Join(genPath, file.name), file.data, file.mode, f.cfg.Owner); err != nil {
+		d, ok := dirs[path.Dir(file.name)]
+		if !ok {
+			return "", fmt.Errorf("filesink: write generation file %s: no directory %s in the set", file.name, path.Dir(file.name))
+		}
+		if err := f.fault("create", path.Join(genName, file.name)); err != nil {
+			return "", fmt.Errorf("filesink: write generation file: %w", err)
+		}
+		if err := writeNewFile(d, path.Base(file.name), file.data, file.mode, f.cfg.Owner); err != nil {
 			return "", err
 		}
 	}
 	for _, sub := range set.dirs {
-		if err := syncDir(filepath.Join(genPath, sub)); err != nil {
+		if err := syncDir(dirs[sub]); err != nil {
 			return "", err
 		}
 	}
-	if err := syncDir(genPath); err != nil {
+	if err := syncDir(gen); err != nil {
 		return "", err
 	}
 	// The generation's own entry must be durable before ..data may name it.
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(root); err != nil {
 		return "", err
 	}
-	prev, _ := os.Readlink(filepath.Join(dir, DataLink))
-	if err := replaceSymlink(dir, dataTmpLink, genName, DataLink); err != nil {
+	// ..data must name the directory just written, not what an attacker
+	// put at its name meanwhile. (Who can write the folder can still
+	// repoint any link there afterwards; the bridge only never helps.)
+	if err := sameDir(root, genName, gen); err != nil {
+		return "", fmt.Errorf("filesink: generation directory: %w", err)
+	}
+	prev, _ := root.Readlink(DataLink)
+	if err := replaceSymlink(root, dataTmpLink, genName, DataLink); err != nil {
 		return "", err
 	}
 	swapped = true
+	// The previous generation stays until the next swap: a reader that
+	// resolved ..data just before this swap can still finish its set. Older
+	// ones go whatever fails below, or every failed swap would leave one
+	// more directory holding a private key.
+	defer func() {
+		for _, name := range f.removeGenerations(root, genName, prev) {
+			f.log.Debug("filesink: removed old generation directory", "dir", name)
+		}
+	}()
 
 	want := make(map[string]bool, len(set.files))
 	for _, file := range set.files {
@@ -104,29 +173,37 @@ func (f *Folder) swap(set *fileSet, generation uint64, now time.Time) (genName s
 	for _, sub := range set.dirs {
 		want[sub] = true
 	}
-	for name := range want {
-		if err := ensureLink(dir, name); err != nil {
-			return genName, err
-		}
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		errs = append(errs, f.reportStableName(name, ensureLink(root, name)))
 	}
-	if err := f.removeStaleNames(want); err != nil {
-		return genName, err
-	}
-	if err := syncDir(dir); err != nil {
-		return genName, err
-	}
-	// The previous generation stays until the next swap: a reader that
-	// resolved ..data just before this swap can still finish its set.
-	for _, name := range f.removeGenerations(genName, prev) {
-		f.log.Debug("filesink: removed old generation directory", "dir", name)
-	}
-	return genName, nil
+	errs = append(errs, f.removeStaleNames(root, want), syncDir(root))
+	return genName, errors.Join(errs...)
 }
 
-func makeGenerationDir(dir string, now time.Time, generation uint64) (string, error) {
+// reportStableName logs a stable name that cannot be made (a directory
+// someone put there) once, not on every rotation, and passes err on so the
+// sink still counts the failure; it forgets the name once it works again.
+func (f *Folder) reportStableName(name string, err error) error {
+	if err == nil {
+		delete(f.unmakeable, name)
+		return nil
+	}
+	if !f.unmakeable[name] {
+		f.unmakeable[name] = true
+		f.log.Error("filesink: a stable name cannot be made; consumers opening it do not get the current generation until what is there is removed",
+			"name", name, "err", err)
+	}
+	return err
+}
+
+func (f *Folder) makeGenerationDir(root *os.Root, now time.Time, generation uint64) (string, error) {
 	for attempt := 0; attempt < 100; attempt++ {
 		name := generationDirName(now, generation, attempt)
-		err := mkdir(filepath.Join(dir, name), generationDirMode)
+		err := f.fault("mkdir", name)
+		if err == nil {
+			err = root.Mkdir(name, generationDirMode)
+		}
 		if err == nil {
 			return name, nil
 		}
@@ -137,27 +214,72 @@ func makeGenerationDir(dir string, now time.Time, generation uint64) (string, er
 	return "", fmt.Errorf("filesink: create generation directory for generation %d: 100 names taken", generation)
 }
 
-// makeSubdir creates a directory inside a generation, with the same owner
-// and mode as the generation directory itself.
-func makeSubdir(path string, owner *Owner) error {
-	if err := mkdir(path, generationDirMode); err != nil {
-		return fmt.Errorf("filesink: create generation subdirectory: %w", err)
+// openOwnDir opens the directory name that was just created in parent and
+// gives it owner and mode through the open handle. The handle must be the
+// very entry now at name, not a link: a uid that can write parent may have
+// renamed the new directory away and put a link (out of the folder, or to
+// another directory in it) in its place, and the chown must not follow it.
+func openOwnDir(parent *os.Root, name string, owner *Owner) (_ *os.Root, err error) {
+	d, err := parent.OpenRoot(name)
+	if err != nil {
+		if escapes(err) {
+			return nil, fmt.Errorf("%s was replaced by a link out of the folder", name)
+		}
+		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	// OpenRoot follows a link that stays inside parent: make sure what
+	// was opened is the entry at name itself.
+	if err := sameDir(parent, name, d); err != nil {
+		return nil, err
+	}
+	fh, err := d.Open(".")
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
 	if owner != nil {
-		if err := os.Chown(path, owner.UID, owner.GID); err != nil {
-			return fmt.Errorf("filesink: chown generation subdirectory: %w", err)
+		if err := fh.Chown(owner.UID, owner.GID); err != nil {
+			return nil, fmt.Errorf("chown %s: %w", name, err)
 		}
 	}
-	if err := os.Chmod(path, generationDirMode); err != nil {
-		return fmt.Errorf("filesink: chmod generation subdirectory: %w", err)
+	// Mkdir is subject to the umask; the configured mode is not.
+	if err := fh.Chmod(generationDirMode); err != nil {
+		return nil, fmt.Errorf("chmod %s: %w", name, err)
+	}
+	return d, nil
+}
+
+// sameDir checks that the entry at name in parent (not followed if a link)
+// is the directory d is a handle of.
+func sameDir(parent *os.Root, name string, d *os.Root) error {
+	opened, err := d.Stat(".")
+	if err != nil {
+		return err
+	}
+	there, err := parent.Lstat(name)
+	if err != nil {
+		return err
+	}
+	if !there.IsDir() || !os.SameFile(opened, there) {
+		what := "another directory"
+		if !there.IsDir() {
+			what = "a " + kindOf(there.Mode())
+		}
+		return fmt.Errorf("%s was replaced while being written (%s in its place)", name, what)
 	}
 	return nil
 }
 
-// writeNewFile creates path exclusively (a generation directory is never
-// written twice) and makes it durable.
-func writeNewFile(path string, data []byte, mode os.FileMode, owner *Owner) (err error) {
-	fh, err := openFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+// writeNewFile creates name in dir exclusively (a generation directory is
+// never written twice; O_EXCL never follows a link planted at the name)
+// and makes it durable.
+func writeNewFile(dir *os.Root, name string, data []byte, mode os.FileMode, owner *Owner) (err error) {
+	fh, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return fmt.Errorf("filesink: write generation file: %w", err)
 	}
@@ -184,34 +306,46 @@ func writeNewFile(path string, data []byte, mode os.FileMode, owner *Owner) (err
 	return nil
 }
 
-func syncDir(path string) error {
-	d, err := os.Open(path)
+// syncDir fsyncs the directory dir is a handle of.
+func syncDir(dir *os.Root) error {
+	d, err := dir.Open(".")
 	if err != nil {
 		return fmt.Errorf("filesink: fsync directory: %w", err)
 	}
 	serr := d.Sync()
 	cerr := d.Close()
 	if serr != nil {
-		return fmt.Errorf("filesink: fsync directory %s: %w", path, serr)
+		return fmt.Errorf("filesink: fsync directory %s: %w", dir.Name(), serr)
 	}
 	if cerr != nil {
-		return fmt.Errorf("filesink: close directory %s: %w", path, cerr)
+		return fmt.Errorf("filesink: close directory %s: %w", dir.Name(), cerr)
 	}
 	return nil
 }
 
-// replaceSymlink atomically makes dir/name a symlink to target, replacing
+// readDirNames lists the folder through its handle.
+func readDirNames(root *os.Root) ([]fs.DirEntry, error) {
+	d, err := root.Open(".")
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	entries, err := d.ReadDir(-1)
+	slices.SortFunc(entries, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+	return entries, err
+}
+
+// replaceSymlink atomically makes name a symlink to target, replacing
 // whatever non-directory is there, via a temporary link renamed over it.
-func replaceSymlink(dir, tmpName, target, name string) error {
-	tmp := filepath.Join(dir, tmpName)
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+func replaceSymlink(root *os.Root, tmpName, target, name string) error {
+	if err := root.Remove(tmpName); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("filesink: remove leftover link: %w", err)
 	}
-	if err := os.Symlink(target, tmp); err != nil {
+	if err := root.Symlink(target, tmpName); err != nil {
 		return fmt.Errorf("filesink: create link %s: %w", name, err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		_ = os.Remove(tmp)
+	if err := root.Rename(tmpName, name); err != nil {
+		_ = root.Remove(tmpName)
 		return fmt.Errorf("filesink: swap link %s: %w", name, err)
 	}
 	return nil
@@ -223,16 +357,16 @@ func stableTarget(name string) string { return DataLink + "/" + name }
 
 // ensureLink creates the stable name once and repairs it if it is not the
 // expected symlink (a regular file left by another tool, a wrong target).
-func ensureLink(dir, name string) error {
-	if target, err := os.Readlink(filepath.Join(dir, name)); err == nil && target == stableTarget(name) {
+func ensureLink(root *os.Root, name string) error {
+	if target, err := root.Readlink(name); err == nil && target == stableTarget(name) {
 		return nil
 	}
-	return replaceSymlink(dir, linkTmpPrefix+name, stableTarget(name), name)
+	return replaceSymlink(root, linkTmpPrefix+name, stableTarget(name), name)
 }
 
-// isStableLink reports whether dir/name is one of our symlinks into ..data.
-func isStableLink(dir, name string) bool {
-	target, err := os.Readlink(filepath.Join(dir, name))
+// isStableLink reports whether name is one of our symlinks into ..data.
+func isStableLink(root *os.Root, name string) bool {
+	target, err := root.Readlink(name)
 	return err == nil && strings.HasPrefix(target, DataLink+"/")
 }
 
@@ -240,9 +374,8 @@ func isStableLink(dir, name string) bool {
 // has: our links into ..data (a trust domain that went away, a renamed
 // file) and, in the spiffe layout, trust bundle files of trust domains that
 // are no longer delivered.
-func (f *Folder) removeStaleNames(want map[string]bool) error {
-	dir := f.cfg.Dir
-	entries, err := os.ReadDir(dir)
+func (f *Folder) removeStaleNames(root *os.Root, want map[string]bool) error {
+	entries, err := readDirNames(root)
 	if err != nil {
 		return fmt.Errorf("filesink: list folder: %w", err)
 	}
@@ -254,14 +387,14 @@ func (f *Folder) removeStaleNames(want map[string]bool) error {
 		stale := false
 		switch {
 		case e.Type()&fs.ModeSymlink != 0:
-			stale = isStableLink(dir, name)
+			stale = isStableLink(root, name)
 		case e.Type().IsRegular() && f.names.layout == LayoutSPIFFE:
 			_, stale = trustDomainOfBundleFile(name)
 		}
 		if !stale {
 			continue
 		}
-		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("filesink: remove stale file: %w", err)
 		}
 		f.log.Info("filesink: removed file no longer in the current generation", "file", name)
@@ -269,12 +402,13 @@ func (f *Folder) removeStaleNames(want map[string]bool) error {
 	return nil
 }
 
-// removeGenerations removes every generation directory ("..*" directories)
-// except keep and returns the names removed. Failures are logged: a
-// leftover directory is untidy, not wrong, and the next swap tries again.
-func (f *Folder) removeGenerations(keep ...string) []string {
-	dir := f.cfg.Dir
-	entries, err := os.ReadDir(dir)
+// removeGenerations removes every generation directory except keep and
+// returns the names removed. Only names generationDirName makes are
+// touched: any other ".." entry is someone else's, left alone and logged
+// once. Failures are logged: a leftover directory is untidy, not wrong,
+// and the next swap tries again.
+func (f *Folder) removeGenerations(root *os.Root, keep ...string) []string {
+	entries, err := readDirNames(root)
 	if err != nil {
 		f.log.Warn("filesink: list folder for old generations", "err", err)
 		return nil
@@ -282,14 +416,46 @@ func (f *Folder) removeGenerations(keep ...string) []string {
 	var removed []string
 	for _, e := range entries {
 		name := e.Name()
-		if !e.IsDir() || !strings.HasPrefix(name, "..") || slices.Contains(keep, name) {
+		if !strings.HasPrefix(name, "..") || slices.Contains(keep, name) {
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+		if !isOwnName(name) {
+			f.reportForeign(name, e.Type())
+			continue
+		}
+		if !generationNamePattern.MatchString(name) {
+			continue
+		}
+		// RemoveAll through root: a link at a generation's name goes, its
+		// target stays; nothing below is followed out of the folder.
+		if err := root.RemoveAll(name); err != nil {
 			f.log.Warn("filesink: remove old generation directory", "dir", name, "err", err)
 			continue
 		}
 		removed = append(removed, name)
 	}
 	return removed
+}
+
+// reportForeign logs once that a ".." entry the bridge did not make (a
+// user's ..keep/, an operator's file) stays where it is.
+func (f *Folder) reportForeign(name string, typ fs.FileMode) {
+	if f.foreign[name] {
+		return
+	}
+	f.foreign[name] = true
+	f.log.Info("filesink: not ours, left alone", "name", name, "type", kindOf(typ))
+}
+
+// kindOf names a file type for a log line or an error.
+func kindOf(typ fs.FileMode) string {
+	switch {
+	case typ.IsDir():
+		return "directory"
+	case typ&fs.ModeSymlink != 0:
+		return "link"
+	case typ.IsRegular():
+		return "file"
+	}
+	return "special file"
 }

@@ -9,14 +9,6 @@ import (
 	"syscall"
 )
 
-// mkdir and openFile create a generation: variables so that tests can make
-// them fail as a full or read-only disk does (root, which runs the tests,
-// is not stopped by permissions).
-var (
-	mkdir    = os.Mkdir
-	openFile = os.OpenFile
-)
-
 // maxFileSize bounds what is read from a credential folder (and from a pid
 // file): a real set is a few KiB, and a planted link to /dev/zero or a huge
 // file must not exhaust memory.
@@ -29,16 +21,48 @@ var (
 	errTooLarge   = fmt.Errorf("larger than %d bytes", maxFileSize)
 )
 
-// readBounded reads a regular file of at most maxFileSize bytes. It opens
-// without blocking, so a FIFO planted at a managed name cannot hang the
-// bridge or `wait`, and refuses anything but a regular file (devices,
-// FIFOs, sockets; a directory is reported as EISDIR, as read(2) would).
+// errOutside is a name that resolves out of the folder (a planted link):
+// never followed, and removed by Prepare like a malformed file.
+var errOutside = errors.New("leads out of the folder")
+
+// readBounded reads a regular file of at most maxFileSize bytes by path
+// (a pid file, which lives anywhere); readBoundedIn is the same inside a
+// folder.
 func readBounded(path string) ([]byte, error) {
 	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer fh.Close()
+	return readOpened(fh, path)
+}
+
+// readBoundedIn reads name through root, which keeps every step of the
+// path, links included, inside the folder.
+func readBoundedIn(root *os.Root, name string) ([]byte, error) {
+	fh, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if escapes(err) {
+			return nil, fmt.Errorf("%s: %w", name, errOutside)
+		}
+		return nil, err
+	}
+	defer fh.Close()
+	return readOpened(fh, name)
+}
+
+// escapes reports os.Root's refusal of a path (a link) that leaves the
+// root. The os package has no exported error for it; its text is stable.
+func escapes(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe) && pe.Err != nil && pe.Err.Error() == "path escapes from parent"
+}
+
+// readOpened reads a file opened without blocking, so a FIFO planted at a
+// managed name cannot hang the bridge or `wait`, and refuses anything but
+// a regular file (devices, FIFOs, sockets; a directory is reported as
+// EISDIR, as read(2) would).
+func readOpened(fh *os.File, path string) ([]byte, error) {
 	fi, err := fh.Stat()
 	if err != nil {
 		return nil, err
@@ -68,17 +92,36 @@ func readBounded(path string) ([]byte, error) {
 // anyone could then plant links or files at the names consumers open, or
 // remove the set. The sticky bit does not help: it stops removal, not the
 // planting of names the bridge has not created yet.
-func (f *Folder) checkFolder() error {
-	fi, err := os.Stat(f.cfg.Dir)
+func (f *Folder) checkFolder(root *os.Root) error {
+	fi, err := root.Stat(".")
 	if err != nil {
 		return fmt.Errorf("filesink: folder: %w", err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("filesink: folder %s is not a directory (%s)", f.cfg.Dir, fi.Mode().Type())
 	}
 	if fi.Mode().Perm()&0o002 != 0 && !f.cfg.AllowWorldWritableDir {
 		return fmt.Errorf("filesink: folder %s is writable by every user (mode %04o), so anyone could replace the credentials; "+
 			"remove the write bit for others (chmod o-w) or set allow_world_writable_dir", f.cfg.Dir, fi.Mode().Perm())
 	}
 	return nil
+}
+
+// openFolder creates the folder if missing and opens the handle every
+// operation of one Prepare or Apply goes through. The path itself is the
+// operator's; it is opened anew each time so that a recreated folder works.
+func (f *Folder) openFolder() (*os.Root, error) {
+	dir := f.cfg.Dir
+	if err := os.MkdirAll(dir, folderMode); err != nil {
+		return nil, fmt.Errorf("filesink: create folder: %w", err)
+	}
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("filesink: folder %s is not a directory (%s)", dir, fi.Mode().Type())
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("filesink: open folder: %w", err)
+	}
+	if err := f.checkFolder(root); err != nil {
+		root.Close()
+		return nil, err
+	}
+	return root, nil
 }

@@ -270,7 +270,12 @@ func TestGenerationFilesAreCreatedExclusively(t *testing.T) {
 	if err := os.Symlink(o.file, filepath.Join(dir, "svid.pem")); err != nil {
 		t.Fatal(err)
 	}
-	err := writeNewFile(filepath.Join(dir, "svid.pem"), []byte("secret"), 0o600, nil)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	err = writeNewFile(root, "svid.pem", []byte("secret"), 0o600, nil)
 	if !errors.Is(err, os.ErrExist) {
 		t.Fatalf("writeNewFile over a link = %v, want ErrExist", err)
 	}

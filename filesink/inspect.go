@@ -164,29 +164,91 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 	default:
 		return nil, fmt.Errorf("filesink: layout %q: want %q or %q", cfg.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
 	}
-	dir := cfg.Dir
-	if target, err := os.Readlink(filepath.Join(cfg.Dir, DataLink)); err == nil {
-		if !filepath.IsAbs(target) {
-			target = filepath.Join(cfg.Dir, target)
+	folder := openSetDir(nil, cfg.Dir, cfg.Dir)
+	defer folder.close()
+	set := folder
+	if folder.root != nil {
+		if target, err := folder.root.Readlink(DataLink); err == nil {
+			if filepath.IsAbs(target) {
+				set = openSetDir(nil, target, target)
+			} else {
+				set = openSetDir(folder.root, target, filepath.Join(cfg.Dir, target))
+			}
+			defer set.close()
 		}
-		dir = target
 	}
-	m, problems := checkSet(names, dir, cfg.Now, cfg.MinValidity)
+	m, problems := checkSet(names, set, cfg.Now, cfg.MinValidity)
 	if len(problems) > 0 {
 		return nil, problems[0].err
 	}
-	if dir != cfg.Dir {
+	if set.path != cfg.Dir {
 		// Consumers open the stable names, not ..data: a set that is
 		// complete but not linked yet (or any more) is not ready for them.
 		for _, name := range names.required(m) {
 			path := filepath.Join(cfg.Dir, name)
-			if _, err := os.Stat(path); err != nil {
+			if _, err := folder.root.Stat(name); err != nil {
 				return nil, &MaterialError{Reason: ReasonMissing, Path: path, Err: err,
-					Detail: oneLine(fmt.Sprintf("missing file %s (%s has it; the link is missing or broken)", path, filepath.Base(dir)))}
+					Detail: oneLine(fmt.Sprintf("missing file %s (%s has it; the link is missing or broken)", path, filepath.Base(set.path)))}
 			}
 		}
 	}
 	return m, nil
+}
+
+// setDir is a directory a set is read from: a handle that keeps every read
+// inside it (nil if it could not be opened: err says why), and its path
+// for messages.
+type setDir struct {
+	root *os.Root
+	err  error
+	path string
+}
+
+// openSetDir opens name inside parent, or the path name if parent is nil.
+func openSetDir(parent *os.Root, name, path string) setDir {
+	d := setDir{path: path}
+	if parent == nil {
+		d.root, d.err = os.OpenRoot(name)
+	} else {
+		d.root, d.err = parent.OpenRoot(name)
+	}
+	return d
+}
+
+func (d setDir) close() {
+	if d.root != nil {
+		d.root.Close()
+	}
+}
+
+func (d setDir) join(name string) string { return filepath.Join(d.path, name) }
+
+func (d setDir) read(name string) ([]byte, error) {
+	if d.root == nil {
+		return nil, d.err
+	}
+	return readBoundedIn(d.root, name)
+}
+
+func (d setDir) readDir(name string) []fs.DirEntry {
+	if d.root == nil {
+		return nil
+	}
+	sub, err := d.root.OpenRoot(name)
+	if err != nil {
+		return nil
+	}
+	defer sub.Close()
+	entries, _ := readDirNames(sub)
+	return entries
+}
+
+func (d setDir) stat(name string) error {
+	if d.root == nil {
+		return d.err
+	}
+	_, err := d.root.Stat(name)
+	return err
 }
 
 // required are the stable names a consumer of the layout opens.
@@ -208,7 +270,7 @@ type problem struct {
 // found, the one a consumer would hit first in front. Checks stop at the
 // first problem of the certificate itself: an expired certificate is not
 // also reported as unverifiable.
-func checkSet(names fileNames, dir string, now time.Time, minValidity time.Duration) (*Material, []problem) {
+func checkSet(names fileNames, dir setDir, now time.Time, minValidity time.Duration) (*Material, []problem) {
 	var (
 		problems   []problem
 		certPath   string
@@ -226,13 +288,13 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 		})
 	}
 	readFile := func(name string) ([]byte, string, bool) {
-		path := filepath.Join(dir, name)
-		data, err := readBounded(path)
+		path := dir.join(name)
+		data, err := dir.read(name)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			add(ReasonMissing, path, "missing file "+path, err)
 			return nil, path, false
-		case errors.Is(err, errNotRegular), errors.Is(err, errTooLarge):
+		case errors.Is(err, errNotRegular), errors.Is(err, errTooLarge), errors.Is(err, errOutside):
 			// A FIFO, device or huge file planted at a managed name.
 			add(ReasonMalformed, path, fmt.Sprintf("cannot read %s: %v", path, err), err, name)
 			return nil, path, false
@@ -264,7 +326,7 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 				key = k
 			}
 		}
-		bundlePath := filepath.Join(dir, names.bundle)
+		bundlePath := dir.join(names.bundle)
 		bundleFile = func(spiffeid.TrustDomain) string { return bundlePath }
 		if data, path, ok := readFile(names.bundle); ok {
 			roots, err := parseCerts(data)
@@ -279,7 +341,7 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 		// include_federated_domains: federated/<td>.pem. They only add to
 		// Material.TrustDomains; the own trust domain's roots always come
 		// from the bundle file.
-		fedEntries, _ := os.ReadDir(filepath.Join(dir, FederatedDirName))
+		fedEntries := dir.readDir(FederatedDirName)
 		for _, e := range fedEntries {
 			base, ok := strings.CutSuffix(e.Name(), FederatedBundleSuffix)
 			if !ok {
@@ -289,8 +351,8 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 			if err != nil || td.Name() != base {
 				continue
 			}
-			path := filepath.Join(dir, FederatedDirName, e.Name())
-			data, err := readBounded(path)
+			path := dir.join(FederatedDirName + "/" + e.Name())
+			data, err := dir.read(FederatedDirName + "/" + e.Name())
 			if err != nil {
 				continue
 			}
@@ -314,15 +376,15 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 				certs, key = c, k
 			}
 		}
-		bundleFile = func(td spiffeid.TrustDomain) string { return filepath.Join(dir, trustBundleFile(td)) }
-		entries, _ := os.ReadDir(dir)
+		bundleFile = func(td spiffeid.TrustDomain) string { return dir.join(trustBundleFile(td)) }
+		entries := dir.readDir(".")
 		for _, e := range entries {
 			td, ok := trustDomainOfBundleFile(e.Name())
 			if !ok {
 				continue
 			}
-			path := filepath.Join(dir, e.Name())
-			data, err := readBounded(path)
+			path := dir.join(e.Name())
+			data, err := dir.read(e.Name())
 			if err != nil {
 				// A dangling link is the same as no bundle for td.
 				continue
@@ -365,7 +427,7 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 	roots, haveBundle := bundles[td]
 	if !haveBundle {
 		path := bundleFile(td)
-		if _, err := os.Stat(path); names.layout == LayoutSPIFFE && errors.Is(err, fs.ErrNotExist) {
+		if err := dir.stat(trustBundleFile(td)); names.layout == LayoutSPIFFE && errors.Is(err, fs.ErrNotExist) {
 			add(ReasonMissing, path, "missing file "+path, err)
 		}
 		// Without the bundle the chain cannot be verified: at start-up that
@@ -386,12 +448,12 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 		return nil, problems
 	}
 	m := &Material{
-		Dir:        dir,
+		Dir:        dir.path,
 		SPIFFEID:   id,
 		Serial:     serial,
 		NotBefore:  leaf.NotBefore,
 		NotAfter:   leaf.NotAfter,
-		Generation: readGeneration(filepath.Join(dir, MarkerFileName), serial),
+		Generation: readGeneration(dir, serial),
 	}
 	for td := range bundles {
 		m.TrustDomains = append(m.TrustDomains, td)
@@ -402,8 +464,8 @@ func checkSet(names fileNames, dir string, now time.Time, minValidity time.Durat
 
 // readGeneration trusts the marker only if it describes this certificate:
 // a marker left beside files another tool rewrote would lie.
-func readGeneration(path, serial string) uint64 {
-	data, err := readBounded(path)
+func readGeneration(dir setDir, serial string) uint64 {
+	data, err := dir.read(MarkerFileName)
 	if err != nil {
 		return 0
 	}
@@ -416,8 +478,8 @@ func readGeneration(path, serial string) uint64 {
 
 // readMarkerSVID is the svid choice a marker was written for ("" when
 // none, or no readable marker).
-func readMarkerSVID(path string) string {
-	data, err := readBounded(path)
+func readMarkerSVID(dir setDir) string {
+	data, err := dir.read(MarkerFileName)
 	if err != nil {
 		return ""
 	}

@@ -29,32 +29,32 @@ func (f *Folder) Prepare(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("filesink: prepare: %w", err)
 	}
-	dir := f.cfg.Dir
-	if err := os.MkdirAll(dir, folderMode); err != nil {
-		return fmt.Errorf("filesink: create folder: %w", err)
-	}
-	if err := f.checkFolder(); err != nil {
+	root, err := f.openFolder()
+	if err != nil {
 		return err
 	}
+	defer root.Close()
+	dir := f.cfg.Dir
 	now := f.cfg.Now()
-	if err := f.removeTempLinks(); err != nil {
+	if err := f.removeTempLinks(root); err != nil {
 		return err
 	}
 
-	keep, err := f.prepareData(now)
+	keep, err := f.prepareData(root, now)
 	if err != nil {
 		return err
 	}
 
 	// The stable names as a consumer opens them.
-	_, problems := checkSet(f.names, dir, now, 0)
+	folder := setDir{root: root, path: dir}
+	_, problems := checkSet(f.names, folder, now, 0)
 	removed := map[string]bool{}
 	for _, p := range problems {
 		for _, name := range p.remove {
 			if removed[name] {
 				continue
 			}
-			ok, err := f.removeFile(name, p.err.Reason.String(), p.err.Detail)
+			ok, err := f.removeFile(root, name, p.err.Reason.String(), p.err.Detail)
 			if err != nil {
 				return err
 			}
@@ -63,18 +63,18 @@ func (f *Folder) Prepare(ctx context.Context) error {
 	}
 	if removed[f.primaryName()] {
 		// The marker describes the certificate that just went away.
-		if _, err := f.removeFile(MarkerFileName, "stale-marker", "describes removed material"); err != nil {
+		if _, err := f.removeFile(root, MarkerFileName, "stale-marker", "describes removed material"); err != nil {
 			return err
 		}
 	}
 
-	for _, name := range f.removeGenerations(keep) {
+	for _, name := range f.removeGenerations(root, keep) {
 		f.log.Warn("filesink: removed leftover generation directory", "dir", filepath.Join(dir, name))
 	}
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(root); err != nil {
 		return err
 	}
-	if m, problems := checkSet(f.names, dir, now, 0); len(problems) == 0 {
+	if m, problems := checkSet(f.names, folder, now, 0); len(problems) == 0 {
 		f.log.Info("filesink: kept valid material from before the start",
 			"spiffe_id", m.SPIFFEID, "serial", m.Serial, "not_after", m.NotAfter, "generation", m.Generation)
 	}
@@ -92,10 +92,8 @@ func (f *Folder) primaryName() string {
 // prepareData judges the generation behind ..data as a set and removes it
 // with every link into it if it is not usable. It returns the name of the
 // generation directory to keep ("" if none).
-func (f *Folder) prepareData(now time.Time) (string, error) {
-	dir := f.cfg.Dir
-	link := filepath.Join(dir, DataLink)
-	fi, err := os.Lstat(link)
+func (f *Folder) prepareData(root *os.Root, now time.Time) (string, error) {
+	fi, err := root.Lstat(DataLink)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
@@ -106,7 +104,7 @@ func (f *Folder) prepareData(now time.Time) (string, error) {
 	target := ""
 	if fi.Mode()&fs.ModeSymlink == 0 {
 		why = "not a symlink"
-	} else if target, err = os.Readlink(link); err != nil {
+	} else if target, err = root.Readlink(DataLink); err != nil {
 		return "", fmt.Errorf("filesink: read %s: %w", DataLink, err)
 	}
 	// Only a generation directory inside the folder is ours to judge and
@@ -115,7 +113,7 @@ func (f *Folder) prepareData(now time.Time) (string, error) {
 	if why == "" {
 		// Lstat: a "generation" that is itself a link (out of the folder)
 		// is not one of ours.
-		switch st, err := os.Lstat(filepath.Join(dir, target)); {
+		switch st, err := root.Lstat(target); {
 		case !ours:
 			why = fmt.Sprintf("points outside the folder (%s)", target)
 		case err != nil:
@@ -126,8 +124,11 @@ func (f *Folder) prepareData(now time.Time) (string, error) {
 	}
 	reason, detail := "broken-data-link", why
 	if why == "" {
-		_, problems := checkSet(f.names, filepath.Join(dir, target), now, 0)
-		switch written := readMarkerSVID(filepath.Join(dir, target, MarkerFileName)); {
+		gen := openSetDir(root, target, filepath.Join(f.cfg.Dir, target))
+		_, problems := checkSet(f.names, gen, now, 0)
+		written := readMarkerSVID(gen)
+		gen.close()
+		switch {
 		case len(problems) > 0:
 			reason, detail = problems[0].err.Reason.String(), "generation "+target+": "+problems[0].err.Detail
 		case written != f.names.svid:
@@ -142,29 +143,35 @@ func (f *Folder) prepareData(now time.Time) (string, error) {
 
 	// Links go first so that no stable name is ever left pointing into a
 	// generation that is half deleted.
-	entries, err := os.ReadDir(dir)
+	entries, err := readDirNames(root)
 	if err != nil {
 		return "", fmt.Errorf("filesink: list folder: %w", err)
 	}
 	for _, e := range entries {
-		if e.Type()&fs.ModeSymlink != 0 && isStableLink(dir, e.Name()) {
-			if _, err := f.removeFile(e.Name(), reason, detail); err != nil {
+		if e.Type()&fs.ModeSymlink != 0 && isStableLink(root, e.Name()) {
+			if _, err := f.removeFile(root, e.Name(), reason, detail); err != nil {
 				return "", err
 			}
 		}
 	}
-	if err := os.RemoveAll(link); err != nil {
-		return "", fmt.Errorf("filesink: remove %s: %w", DataLink, err)
+	link := filepath.Join(f.cfg.Dir, DataLink)
+	if fi.IsDir() {
+		// ..data is our name even when someone made it a directory.
+		if err := root.RemoveAll(DataLink); err != nil {
+			return "", fmt.Errorf("filesink: remove %s: %w", DataLink, err)
+		}
+		f.log.Warn("filesink: removed directory", "dir", link, "reason", reason, "why", detail)
+	} else if _, err := f.removeFile(root, DataLink, reason, detail); err != nil {
+		return "", err
 	}
-	f.log.Warn("filesink: removed stale file", "file", link, "reason", reason, "why", detail)
 	// Prepare's removeGenerations deletes the generation directory itself.
 	return "", nil
 }
 
 // removeTempLinks drops the temporary links a crash in the middle of a swap
 // can leave behind.
-func (f *Folder) removeTempLinks() error {
-	entries, err := os.ReadDir(f.cfg.Dir)
+func (f *Folder) removeTempLinks(root *os.Root) error {
+	entries, err := readDirNames(root)
 	if err != nil {
 		return fmt.Errorf("filesink: list folder: %w", err)
 	}
@@ -173,18 +180,23 @@ func (f *Folder) removeTempLinks() error {
 		if e.IsDir() || (name != dataTmpLink && !strings.HasPrefix(name, linkTmpPrefix)) {
 			continue
 		}
-		if _, err := f.removeFile(name, "leftover-temporary", "left by an interrupted swap"); err != nil {
+		if _, err := f.removeFile(root, name, "leftover-temporary", "left by an interrupted swap"); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// removeFile removes dir/name (a file or a link, never a directory) and logs
+// removeFile removes name (a file or a link, never a directory) and logs
 // one line naming it and why. It reports whether something was removed.
-func (f *Folder) removeFile(name, reason, detail string) (bool, error) {
+func (f *Folder) removeFile(root *os.Root, name, reason, detail string) (bool, error) {
 	path := filepath.Join(f.cfg.Dir, name)
-	err := os.Remove(path)
+	if fi, err := root.Lstat(name); err == nil && fi.IsDir() {
+		// A directory at a managed name is not ours to delete; the swap
+		// reports the name it cannot make.
+		return false, nil
+	}
+	err := root.Remove(name)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return false, nil

@@ -178,6 +178,7 @@ func (w *Writer) Run(ctx context.Context) error {
 
 // removeLeftovers removes temporary files a crash in the middle of
 // filesink.WriteFile left behind, so they do not pile up across restarts.
+// Only names WriteFile makes go, through a handle of the folder.
 func (w *Writer) removeLeftovers() {
 	for _, f := range w.cfg.Folders {
 		names := []string{f.BundleFileName}
@@ -188,11 +189,12 @@ func (w *Writer) removeLeftovers() {
 			if name == "" {
 				continue
 			}
-			tmps, _ := filepath.Glob(filepath.Join(f.Dir, filesink.TempPattern(name)))
-			for _, tmp := range tmps {
-				if err := os.Remove(tmp); err == nil {
-					w.log.Info("jwtfiles: removed a leftover temporary file", "file", tmp)
-				}
+			removed, err := filesink.RemoveTemps(f.Dir, name)
+			for _, tmp := range removed {
+				w.log.Info("jwtfiles: removed a leftover temporary file", "file", filepath.Join(f.Dir, tmp))
+			}
+			if err != nil {
+				w.log.Warn("jwtfiles: leftover temporary files not removed", "error", err)
 			}
 		}
 	}

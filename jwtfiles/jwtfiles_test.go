@@ -340,3 +340,46 @@ func BenchmarkFetchAndWrite(b *testing.B) {
 		}
 	}
 }
+
+// TestOnlyWriteFilesOwnLeftoversAreRemoved: at start, the temporary files
+// a crash inside filesink.WriteFile leaves behind go, but an operator's
+// file that merely starts like one (".api.token.tmp-mine") and a link's
+// target outside the folder are left alone.
+func TestOnlyWriteFilesOwnLeftoversAreRemoved(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "passwd")
+	if err := os.WriteFile(outside, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{".api.token.tmp-0123456789ab", ".jwt_bundle.json.tmp-0123456789ab", ".api.token.tmp-mine"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, ".api.token.tmp-abcdef012345")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(Config{
+		Logger:  testkit.Logger(t),
+		Folders: []Folder{{Dir: dir, SVIDs: []SVIDFile{{Audience: "a", FileName: "api.token"}}, BundleFileName: "jwt_bundle.json"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.removeLeftovers()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if want := []string{".api.token.tmp-mine"}; strings.Join(left, " ") != strings.Join(want, " ") {
+		t.Errorf("left %v, want %v", left, want)
+	}
+	if b, err := os.ReadFile(outside); err != nil || string(b) != "keep" {
+		t.Errorf("the link's target: %q, %v", b, err)
+	}
+}
