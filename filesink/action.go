@@ -313,11 +313,9 @@ func (f *Folder) runAction(ctx context.Context, i int, a Action, ev Event) error
 type lateReloads struct {
 	mu      sync.Mutex
 	waiting map[int]bool
-	// watcher numbers the goroutine that watches; 0: none. A watcher whose
-	// ctx ended is replaced by the next waitForServer with a live one.
-	watcher    uint64
-	watcherCtx context.Context
-	started    uint64
+	// watching is the context of the goroutine that watches; nil: none.
+	// One whose context ended is replaced by the next waitForServer.
+	watching context.Context
 }
 
 func (l *lateReloads) forget(i int) {
@@ -343,6 +341,20 @@ func (l *lateReloads) list() []int {
 	return out
 }
 
+// stop reports whether the watcher of ctx should end (its context ended,
+// another replaced it, or nothing waits any more), and if so, ends its turn.
+func (l *lateReloads) stop(ctx context.Context) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.watching == ctx && ctx.Err() == nil && len(l.waiting) > 0 {
+		return false
+	}
+	if l.watching == ctx {
+		l.watching = nil
+	}
+	return true
+}
+
 // waitForServer remembers that action i found no server and, if the action
 // can tell when its server appears, makes sure a goroutine watches for it:
 // that goroutine runs the action once when it does (a server may have read
@@ -359,45 +371,29 @@ func (f *Folder) waitForServer(ctx context.Context, i int, a Action) {
 		l.waiting = map[int]bool{}
 	}
 	l.waiting[i] = true
-	if l.watcher != 0 && l.watcherCtx.Err() == nil {
+	if l.watching != nil && l.watching.Err() == nil {
 		return
 	}
-	l.started++
-	l.watcher, l.watcherCtx = l.started, ctx
-	go f.watchForServers(ctx, l.started)
+	l.watching = ctx
+	go f.watchForServers(ctx)
 }
 
 // watchForServers polls every waiting action's server and reloads each one
 // that has appeared. It ends when ctx ends or nothing waits any more.
-func (f *Folder) watchForServers(ctx context.Context, id uint64) {
-	l := &f.late
+func (f *Folder) watchForServers(ctx context.Context) {
 	t := time.NewTicker(f.cfg.NoServerPoll)
 	defer t.Stop()
-	for {
+	for !f.late.stop(ctx) {
 		select {
 		case <-ctx.Done():
-			l.mu.Lock()
-			if l.watcher == id {
-				l.watcher, l.watcherCtx = 0, nil
-			}
-			l.mu.Unlock()
-			return
+			continue
 		case <-t.C:
 		}
-		for _, i := range l.list() {
+		for _, i := range f.late.list() {
 			if f.cfg.Actions[i].(serverWatcher).serverUp() {
 				f.reloadLate(ctx, i)
 			}
 		}
-		l.mu.Lock()
-		if l.watcher != id || len(l.waiting) == 0 {
-			if l.watcher == id {
-				l.watcher, l.watcherCtx = 0, nil
-			}
-			l.mu.Unlock()
-			return
-		}
-		l.mu.Unlock()
 	}
 }
 
