@@ -64,6 +64,13 @@ func TestPostgresStartedAfterTheBridge(t *testing.T) {
 	if took > 5*time.Second {
 		t.Fatalf("/readyz became 200 %s after the folder was written, want within 5s", took)
 	}
+	// And it stays 200: the reload action's outcome (no server) is no
+	// failure. 2 s is longer than the action's retries would take.
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if code, body, err := httpGet(ctx, admin+"/readyz"); err != nil || code != http.StatusOK {
+			t.Fatalf("/readyz went %d (%v) without PostgreSQL: %s", code, err, oneLine(body))
+		}
+	}
 	if _, err := os.Stat(d.PG.PIDFile()); !os.IsNotExist(err) {
 		t.Fatalf("postmaster.pid appeared before PostgreSQL was started: %v", err)
 	}
