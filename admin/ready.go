@@ -119,6 +119,17 @@ func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderC
 			add("folder %s holds serial %s, not the current SVID's serial %s (generation %d): something else wrote to it",
 				f.Dir(), m.Serial, want, cur.Generation)
 		}
+		// After an apply that went well, an action can still fail: the
+		// reload of a server that appeared later, or a re-run (SIGHUP).
+		// The sink's status does not show that; a failed apply it does,
+		// above. No server to reload is not a failure.
+		if ok && st.Err == nil {
+			for _, a := range f.Stats().Actions {
+				if a.Failed() {
+					add("folder %s: reload action %s failed for generation %d: %v", f.Dir(), a.Action, a.Generation, a.Err)
+				}
+			}
+		}
 	}
 
 	if s.cfg.RequireSDSAck && s.cfg.SDS != nil {

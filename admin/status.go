@@ -86,13 +86,41 @@ type MaterialStatus struct {
 
 // ActionStatus is the last run of one reload action.
 type ActionStatus struct {
-	Action     string    `json:"action"`
-	Generation uint64    `json:"generation"`
-	Attempts   int       `json:"attempts"`
-	OK         bool      `json:"ok"`
-	Error      string    `json:"error,omitempty"`
-	At         time.Time `json:"at,omitzero"`
-	Failures   uint64    `json:"failures"`
+	Action     string `json:"action"`
+	Generation uint64 `json:"generation"`
+	Attempts   int    `json:"attempts"`
+	// State is one of the Action* states.
+	State string `json:"state"`
+	OK    bool   `json:"ok"`
+	// Error is why the last run failed; NoServer why there was no server
+	// to reload (not a failure).
+	Error    string    `json:"error,omitempty"`
+	NoServer string    `json:"no_server,omitempty"`
+	At       time.Time `json:"at,omitzero"`
+	Failures uint64    `json:"failures"`
+}
+
+// ActionStatus.State values.
+const (
+	ActionNotRun   = "not run yet"
+	ActionOK       = "ok"
+	ActionFailed   = "failed"
+	ActionNoServer = "no server to reload"
+)
+
+func actionStatus(a filesink.ActionStats) ActionStatus {
+	st := ActionStatus{Action: a.Action, Generation: a.Generation, Attempts: a.Attempts, At: a.At, Failures: a.Failures}
+	switch {
+	case a.Generation == 0:
+		st.State = ActionNotRun
+	case a.NoServer():
+		st.State, st.NoServer = ActionNoServer, errText(a.Err)
+	case a.Failed():
+		st.State, st.Error = ActionFailed, errText(a.Err)
+	default:
+		st.State, st.OK = ActionOK, true
+	}
+	return st
 }
 
 // SDSStatus is the SDS server and its clients.
@@ -168,10 +196,7 @@ func (s *Server) Status(now time.Time) Status {
 		fst := f.Stats()
 		fs.WriteFailures, fs.LastWriteError = fst.WriteFailures, errText(fst.LastWriteErr)
 		for _, a := range fst.Actions {
-			fs.Actions = append(fs.Actions, ActionStatus{
-				Action: a.Action, Generation: a.Generation, Attempts: a.Attempts, OK: a.Generation > 0 && a.Err == nil,
-				Error: errText(a.Err), At: a.At, Failures: a.Failures,
-			})
+			fs.Actions = append(fs.Actions, actionStatus(a))
 		}
 		st.Folders = append(st.Folders, fs)
 	}
@@ -287,6 +312,9 @@ func (st Status) WriteText(w io.Writer, now time.Time) error {
 			switch {
 			case a.Generation == 0:
 				p("    %s: not run yet", a.Action)
+			case a.State == ActionNoServer:
+				p("    %s: no server to reload for generation %d (%s): it reads the files in place when it starts; %s since start: %s",
+					a.Action, a.Generation, ago(a.At, now), plural(int(a.Failures), "failed attempt"), a.NoServer)
 			case a.OK:
 				p("    %s: ok for generation %d (%s, %s); %s since start", a.Action, a.Generation, ago(a.At, now), plural(a.Attempts, "attempt"), plural(int(a.Failures), "failed attempt"))
 			default:

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 // sighupWaiter is a child process that waits for SIGHUP.
@@ -317,4 +318,192 @@ func TestActionsRunAfterSwapWithRetries(t *testing.T) {
 			t.Fatalf("Apply() error = %v, want the timeout", err)
 		}
 	})
+}
+
+// deadPID is the pid of a child process that has exited and been reaped.
+func deadPID(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], helperArg, "fail", "0")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid
+}
+
+// A signal action whose server is not running (no pid file yet, or a pid
+// file left by a process that is gone) has no server to reload: not a
+// failure. It is tried once, not counted, Apply succeeds and Stats says
+// so. A pid file that cannot be understood is still a failure.
+func TestSignalActionWithoutServerIsNoServerToReload(t *testing.T) {
+	c := newCA(t, "example.org")
+	for _, tc := range []struct {
+		name    string
+		content func(t *testing.T) *string
+		want    string
+	}{
+		{"no pid file", func(*testing.T) *string { return nil }, "no such file or directory"},
+		{"pid file of a process that is gone", func(t *testing.T) *string {
+			return ptr(fmt.Sprintf("%d\n/var/lib/postgresql/data\n", deadPID(t)))
+		}, "no such process"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "postmaster.pid")
+			if content := tc.content(t); content != nil {
+				if err := os.WriteFile(pidFile, []byte(*content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a := SignalAction{PIDFile: pidFile}
+			err := a.Run(t.Context(), Event{})
+			if !errors.Is(err, ErrNoServer) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Run() = %v, want ErrNoServer and %q", err, tc.want)
+			}
+
+			f, logs := newFolder(t, Config{Actions: []Action{a}, ActionAttempts: 3, ActionBackoff: time.Millisecond})
+			if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+				t.Fatalf("Apply() = %v, want no error: there is no server to reload", err)
+			}
+			st := f.Stats().Actions[0]
+			if !st.NoServer() || st.Failed() || st.Attempts != 1 || st.Failures != 0 || st.Generation != 1 {
+				t.Errorf("action stats = %+v, want no server for generation 1 after 1 attempt, no failure", st)
+			}
+			if strings.Contains(logs.String(), "reload action failed") || strings.Count(logs.String(), "it reads the files in place when it starts") != 1 {
+				t.Errorf("logs:\n%s\nwant one no-server line and no failure", logs.String())
+			}
+		})
+	}
+
+	t.Run("a pid file that is not one is a failure", func(t *testing.T) {
+		pidFile := filepath.Join(t.TempDir(), "postmaster.pid")
+		if err := os.WriteFile(pidFile, []byte("postgres\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, _ := newFolder(t, Config{Actions: []Action{SignalAction{PIDFile: pidFile}}, ActionAttempts: 2, ActionBackoff: time.Millisecond})
+		err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle()))
+		if !errors.Is(err, ErrReloadAction) || errors.Is(err, ErrNoServer) {
+			t.Fatalf("Apply() = %v, want a reload failure", err)
+		}
+		if st := f.Stats().Actions[0]; !st.Failed() || st.Failures != 2 {
+			t.Errorf("action stats = %+v, want failed twice", st)
+		}
+	})
+}
+
+// got reports whether the helper has recorded a SIGHUP, without waiting.
+func (w *sighupWaiter) got() bool {
+	got, err := os.ReadFile(w.gotFile)
+	return err == nil && string(got) == syscall.SIGHUP.String()
+}
+
+// A server that starts after the swap (the Kubernetes order: the bridge is
+// a sidecar that starts first) is reloaded once when its pid file appears:
+// it may have read the files just before the swap. Then the folder stops
+// watching: a later process gets nothing until the next generation.
+func TestServerStartedAfterTheSwapIsReloadedOnce(t *testing.T) {
+	c := newCA(t, "example.org")
+	const poll = 10 * time.Millisecond
+	pidFile := filepath.Join(t.TempDir(), "postmaster.pid")
+	f, logs := newFolder(t, Config{Actions: []Action{SignalAction{PIDFile: pidFile}}, NoServerPoll: poll, ActionBackoff: time.Millisecond})
+	if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+		t.Fatalf("Apply() before the server exists = %v, want no error", err)
+	}
+
+	w := startSighupWaiter(t)
+	writePIDFile(t, pidFile, w.pid)
+	if !w.wait(t) {
+		t.Fatalf("process %d, started after the swap, did not get SIGHUP", w.pid)
+	}
+	testkit.Eventually(t, "the late reload recorded", func() bool {
+		st := f.Stats().Actions[0]
+		return st.Generation == 1 && st.Err == nil && st.Attempts == 1
+	})
+	if n := strings.Count(logs.String(), "server appeared after the swap"); n != 1 {
+		t.Errorf("%d late reloads logged, want 1:\n%s", n, logs.String())
+	}
+
+	later := startSighupWaiter(t)
+	writePIDFile(t, pidFile, later.pid)
+	time.Sleep(20 * poll)
+	if later.got() {
+		t.Errorf("a process started after the late reload got SIGHUP too: the folder kept watching")
+	}
+}
+
+// The watch for a late server ends with the context of the Apply that
+// started it, and sends nothing after that.
+func TestWatchForLateServerEndsWithItsContext(t *testing.T) {
+	c := newCA(t, "example.org")
+	const poll = 10 * time.Millisecond
+	pidFile := filepath.Join(t.TempDir(), "postmaster.pid")
+	f, _ := newFolder(t, Config{Actions: []Action{SignalAction{PIDFile: pidFile}}, NoServerPoll: poll})
+	ctx, cancel := context.WithCancel(t.Context())
+	if err := f.Apply(ctx, update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	w := startSighupWaiter(t)
+	writePIDFile(t, pidFile, w.pid)
+	time.Sleep(20 * poll)
+	if w.got() {
+		t.Errorf("SIGHUP sent after the Apply's context ended")
+	}
+	if st := f.Stats().Actions[0]; !st.NoServer() {
+		t.Errorf("action stats = %+v, want still no server", st)
+	}
+}
+
+// RerunActions (what SIGHUP does) runs every action again for the
+// generation in place, with the rules of a swap: no server is no failure,
+// a failure is retried and returned. Before the first swap it does nothing.
+func TestRerunActions(t *testing.T) {
+	c := newCA(t, "example.org")
+	dir := t.TempDir()
+	pidFile, failFlag := filepath.Join(dir, "postmaster.pid"), filepath.Join(dir, "fail")
+	recorder := &scriptedAction{name: "recorder"}
+	refusing := ExecAction{Command: []string{"/bin/sh", "-c", `test ! -e "$0"`, failFlag}}
+	f, _ := newFolder(t, Config{
+		Actions:        []Action{recorder, SignalAction{PIDFile: pidFile}, refusing},
+		ActionAttempts: 2, ActionBackoff: time.Millisecond,
+	})
+
+	if err := f.RerunActions(t.Context()); err != nil || recorder.calls != 0 {
+		t.Fatalf("before the first swap: RerunActions() = %v with %d runs, want nothing done", err, recorder.calls)
+	}
+
+	first := startSighupWaiter(t)
+	writePIDFile(t, pidFile, first.pid)
+	svid := c.issue(t, ca.SVIDOptions{})
+	if err := f.Apply(t.Context(), update(4, svid, c.Bundle())); err != nil {
+		t.Fatal(err)
+	}
+	if !first.wait(t) {
+		t.Fatal("the swap did not signal the server")
+	}
+
+	second := startSighupWaiter(t)
+	writePIDFile(t, pidFile, second.pid)
+	if err := f.RerunActions(t.Context()); err != nil {
+		t.Fatalf("RerunActions() = %v", err)
+	}
+	if !second.wait(t) {
+		t.Error("RerunActions did not signal the server")
+	}
+	if recorder.calls != 2 || recorder.events[1] != recorder.events[0] || recorder.events[1].Generation != 4 {
+		t.Errorf("recorder events = %+v, want generation 4 twice", recorder.events)
+	}
+
+	if err := os.Remove(pidFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(failFlag, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := f.RerunActions(t.Context())
+	if !errors.Is(err, ErrReloadAction) || errors.Is(err, ErrNoServer) || !strings.Contains(err.Error(), "gave up after 2 attempts") {
+		t.Fatalf("RerunActions() = %v, want the exec failure only", err)
+	}
+	st := f.Stats().Actions
+	if !st[1].NoServer() || st[1].Failures != 0 || !st[2].Failed() || st[2].Generation != 4 {
+		t.Errorf("action stats = %+v, want the signal action without server and the exec action failed", st)
+	}
 }

@@ -82,6 +82,7 @@ const (
 
 	defaultActionAttempts = 3
 	defaultActionBackoff  = 200 * time.Millisecond
+	defaultNoServerPoll   = time.Second
 	generationDirMode     = os.FileMode(0o755)
 	folderMode            = os.FileMode(0o755)
 )
@@ -154,6 +155,10 @@ type Config struct {
 	// (default 200 ms), doubled after each further failure.
 	ActionAttempts int
 	ActionBackoff  time.Duration
+	// NoServerPoll is how often an action that found no server to reload
+	// (ErrNoServer) checks whether its server has appeared, to reload it
+	// once then; default 1 s. Only signal actions can tell.
+	NoServerPoll time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Now defaults to time.Now; tests move the clock.
@@ -169,6 +174,10 @@ type Folder struct {
 	// mu serialises Prepare and Apply: the swap reads and replaces shared
 	// on-disk state.
 	mu sync.Mutex
+	// last is the event of the generation swapped in last (nil before the
+	// first swap), for RerunActions and late reloads; guarded by mu.
+	last *Event
+	late lateReloads
 
 	stats statsRecorder
 
@@ -191,6 +200,9 @@ func New(cfg Config) (*Folder, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	// Actions that remember (has the server ever answered?) get memory of
+	// their own: the caller's values stay as they were.
+	cfg.Actions = withMemory(cfg.Actions)
 	f := &Folder{
 		cfg: cfg,
 		names: fileNames{
@@ -237,6 +249,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ActionBackoff == 0 {
 		c.ActionBackoff = defaultActionBackoff
+	}
+	if c.NoServerPoll == 0 {
+		c.NoServerPoll = defaultNoServerPoll
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -317,6 +332,9 @@ func (c Config) validate() error {
 	if c.ActionBackoff < 0 {
 		return fmt.Errorf("filesink: action backoff %s: must not be negative", c.ActionBackoff)
 	}
+	if c.NoServerPoll < 0 {
+		return fmt.Errorf("filesink: no-server poll %s: must not be negative", c.NoServerPoll)
+	}
 	for i, a := range c.Actions {
 		if a == nil {
 			return fmt.Errorf("filesink: action %d: nil", i)
@@ -370,7 +388,8 @@ func (f *Folder) InspectConfig(minValidity time.Duration) InspectConfig {
 // actions. Material whose default leaf is expired or not yet valid is
 // refused and the folder is left untouched. A write error is returned and
 // no action runs; action errors are logged and returned joined, while the
-// swapped-in generation stays.
+// swapped-in generation stays. An action that finds no server to reload
+// (ErrNoServer) is no error: see Stats.
 func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

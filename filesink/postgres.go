@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,6 +23,11 @@ const defaultPostgresTimeout = 10 * time.Second
 // superuser or EXECUTE on pg_reload_conf().
 //
 // The DSN may hold a password; it never appears in Name, logs or errors.
+//
+// A refused connection (or a missing unix socket) before the server has
+// ever answered this action is ErrNoServer: the server has not started and
+// reads the files in place when it does. Once a connection succeeded, a
+// refused one is a failure.
 type PostgresAction struct {
 	// DSN is a libpq connection string, as keywords ("host=/run/postgresql
 	// user=postgres") or a URL ("postgres://user@host/db"). The PG*
@@ -28,7 +35,20 @@ type PostgresAction struct {
 	DSN string
 	// Timeout bounds connecting and the query together; default 10 s.
 	Timeout time.Duration
+
+	// answered is set once a connection succeeded. Until then, a refused
+	// connection or a missing socket is ErrNoServer (the server has not
+	// started yet); after that it is a failure (the server went away).
+	// New gives each folder's copy its own; nil remembers nothing.
+	answered *atomic.Bool
 }
+
+func (a PostgresAction) withMemory() Action {
+	a.answered = new(atomic.Bool)
+	return a
+}
+
+func (a PostgresAction) everAnswered() bool { return a.answered != nil && a.answered.Load() }
 
 // Name implements Action; the password is redacted.
 func (a PostgresAction) Name() string { return "postgres:" + RedactDSN(a.DSN) }
@@ -80,7 +100,13 @@ func (a PostgresAction) Run(ctx context.Context, _ Event) (err error) {
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
+		if noListener(err) && !a.everAnswered() {
+			return fmt.Errorf("%s: %w (it has not answered yet): %w", where, ErrNoServer, err)
+		}
 		return fmt.Errorf("%s: %w", where, err)
+	}
+	if a.answered != nil {
+		a.answered.Store(true)
 	}
 	defer func() {
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -95,6 +121,12 @@ func (a PostgresAction) Run(ctx context.Context, _ Event) (err error) {
 		return fmt.Errorf("%s: pg_reload_conf() returned false: the server could not signal its postmaster", where)
 	}
 	return nil
+}
+
+// noListener reports whether a connection failed because nothing listens
+// at the address: refused on TCP, or no socket file at a unix path.
+func noListener(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
 }
 
 func isURLDSN(dsn string) bool {

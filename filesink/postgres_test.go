@@ -49,11 +49,25 @@ type pgServer struct {
 
 func startPGServer(t *testing.T, answer pgAnswer) *pgServer {
 	t.Helper()
+	return startPGServerIn(t, pgSocketDir(t), answer)
+}
+
+// pgSocketDir is a short directory for a server's socket (unix socket
+// paths are limited to ~104 bytes).
+func pgSocketDir(t *testing.T) string {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "sbpg")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// startPGServerIn listens at dir/.s.PGSQL.5432, as PostgreSQL does with
+// unix_socket_directories = dir.
+func startPGServerIn(t *testing.T, dir string, answer pgAnswer) *pgServer {
+	t.Helper()
 	l, err := net.Listen("unix", filepath.Join(dir, ".s.PGSQL.5432"))
 	if err != nil {
 		t.Fatal(err)
@@ -61,16 +75,20 @@ func startPGServer(t *testing.T, answer pgAnswer) *pgServer {
 	s := &pgServer{t: t, dir: dir, l: l, answer: answer}
 	s.wg.Add(1)
 	go s.accept()
-	t.Cleanup(func() {
-		l.Close()
-		s.mu.Lock()
-		for _, c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
-	})
+	t.Cleanup(s.stop)
 	return s
+}
+
+// stop closes the listener (which removes the socket file) and every
+// connection, as a server that exits.
+func (s *pgServer) stop() {
+	s.l.Close()
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
 }
 
 func (s *pgServer) accept() {
@@ -301,5 +319,99 @@ func TestPostgresActionValidates(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "hunter22") {
 			t.Errorf("New with %+v: %v, want an error containing %q and no password", tc.a, err, tc.want)
 		}
+	}
+}
+
+// pgDSN is a DSN for a server whose socket is (or will be) in dir.
+func pgDSN(dir string) string {
+	return fmt.Sprintf(`host=%s port=5432 user=bridge dbname=postgres sslmode=disable password='s3cret pass\'word'`, dir)
+}
+
+// Nothing listening where the DSN points, before the server ever answered,
+// is no server to reload: a socket file nobody listens on (refused), no
+// socket file, a closed TCP port. The action says ErrNoServer, and through
+// a folder it is tried once, not counted, and Apply succeeds.
+func TestPostgresActionNoServerBeforeItEverAnswered(t *testing.T) {
+	c := newCA(t, "example.org")
+	refusedDir := pgSocketDir(t)
+	l, err := net.Listen("unix", filepath.Join(refusedDir, ".s.PGSQL.5432"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := tcp.Addr().(*net.TCPAddr).Port
+	tcp.Close()
+
+	for _, tc := range []struct{ name, dsn, want string }{
+		{"socket file, nobody listening", pgDSN(refusedDir), "connection refused"},
+		{"no socket file", pgDSN(pgSocketDir(t)), "no such file or directory"},
+		{"closed TCP port", fmt.Sprintf("host=127.0.0.1 port=%d user=bridge sslmode=disable password=hunter22", port), "connection refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := PostgresAction{DSN: tc.dsn, Timeout: 5 * time.Second}.Run(t.Context(), Event{})
+			if !errors.Is(err, ErrNoServer) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Run() = %v, want ErrNoServer and %q", err, tc.want)
+			}
+
+			f, logs := newFolder(t, Config{Actions: []Action{PostgresAction{DSN: tc.dsn}}, ActionAttempts: 3, ActionBackoff: time.Millisecond})
+			if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+				t.Fatalf("Apply() = %v, want no error: there is no server to reload", err)
+			}
+			a := f.Stats().Actions[0]
+			if !a.NoServer() || a.Failed() || a.Attempts != 1 || a.Failures != 0 || a.Generation != 1 {
+				t.Errorf("action stats = %+v, want no server for generation 1 after 1 attempt, no failure", a)
+			}
+			if strings.Contains(logs.String(), "reload action failed") || !strings.Contains(logs.String(), "no server to reload") {
+				t.Errorf("logs:\n%s\nwant one no-server line and no failure", logs.String())
+			}
+		})
+	}
+}
+
+// Once the server answered, a refused connection means it went away: a
+// failure, retried and returned, as any reload that does not happen.
+func TestPostgresActionRefusedAfterItAnsweredIsAFailure(t *testing.T) {
+	c := newCA(t, "example.org")
+	dir := pgSocketDir(t)
+	action := PostgresAction{DSN: pgDSN(dir)}
+	f, _ := newFolder(t, Config{Actions: []Action{action}, ActionAttempts: 2, ActionBackoff: time.Millisecond})
+	apply := func(gen uint64) error {
+		return f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle()))
+	}
+
+	if err := apply(1); err != nil {
+		t.Fatalf("generation 1, server not started yet: Apply() = %v, want no error", err)
+	}
+	if a := f.Stats().Actions[0]; !a.NoServer() {
+		t.Fatalf("generation 1: action stats = %+v, want no server", a)
+	}
+
+	srv := startPGServerIn(t, dir, answerTrue)
+	if err := apply(2); err != nil {
+		t.Fatalf("generation 2, server up: Apply() = %v", err)
+	}
+	if q, _, _ := srv.seen(); len(q) != 1 {
+		t.Fatalf("generation 2: the server saw %q, want one reload", q)
+	}
+
+	srv.stop()
+	err := apply(3)
+	if !errors.Is(err, ErrReloadAction) || errors.Is(err, ErrNoServer) || !strings.Contains(err.Error(), "gave up after 2 attempts") {
+		t.Fatalf("generation 3, server gone: Apply() = %v, want a reload failure after 2 attempts", err)
+	}
+	if a := f.Stats().Actions[0]; !a.Failed() || a.NoServer() || a.Failures != 2 || a.Generation != 3 {
+		t.Errorf("generation 3: action stats = %+v, want failed twice", a)
+	}
+
+	// The same value in another folder has that folder's memory: the
+	// server never answered there.
+	other, _ := newFolder(t, Config{Actions: []Action{action}})
+	if err := other.Apply(t.Context(), update(4, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+		t.Errorf("a second folder whose server never answered: Apply() = %v, want no server", err)
 	}
 }

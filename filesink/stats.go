@@ -1,6 +1,7 @@
 package filesink
 
 import (
+	"errors"
 	"sync"
 	"time"
 )
@@ -24,15 +25,25 @@ type ActionStats struct {
 	Action string
 	// Generation, Attempts, Err and At describe its latest run: the
 	// generation it ran for (0: never ran), how many attempts that took so
-	// far, the last attempt's error (nil: it succeeded) and when that
-	// attempt ended.
+	// far, the last attempt's error and when that attempt ended. Err is nil
+	// when it succeeded, and wraps ErrNoServer when there was no server to
+	// reload, which is not a failure (see NoServer).
 	Generation uint64
 	Attempts   int
 	Err        error
 	At         time.Time
-	// Failures counts failed attempts since start.
+	// Failures counts failed attempts since start; finding no server to
+	// reload is not one.
 	Failures uint64
 }
+
+// NoServer reports whether the latest run found no server to reload: no
+// failure, the server reads the files in place when it starts.
+func (a ActionStats) NoServer() bool { return errors.Is(a.Err, ErrNoServer) }
+
+// Failed reports whether the latest run failed against a server that is
+// there (a refused signal, an SQL error, a command's exit status).
+func (a ActionStats) Failed() bool { return a.Err != nil && !a.NoServer() }
 
 // statsRecorder has its own lock: Stats must answer while an Apply (and
 // its actions, which may take long) holds the folder's.
@@ -65,7 +76,7 @@ func (r *statsRecorder) attempted(i int, generation uint64, attempt int, err err
 	}
 	a := &r.stats.Actions[i]
 	a.Generation, a.Attempts, a.Err, a.At = generation, attempt, err, at
-	if err != nil {
+	if a.Failed() {
 		a.Failures++
 	}
 }

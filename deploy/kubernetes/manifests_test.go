@@ -6,6 +6,7 @@ package kubernetes_test
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -499,6 +500,62 @@ func TestBridgeSidecars(t *testing.T) {
 	}
 	if bridges < 2 {
 		t.Errorf("found %d sds-bridge sidecars; want at least the backend's and PostgreSQL's", bridges)
+	}
+}
+
+// TestFolderConsumerStartsOnTheWrittenFolderAndNeitherWaitsForTheOther:
+// in a pod where a bridge writes a credential folder for a consumer
+// (PostgreSQL), the bridge's startupProbe on /readyz holds back every
+// container after it until the folder holds the current set; it is probed
+// often (the consumer starts soon after) and for longer than the bridge's
+// own first_update_timeout (the kubelet does not kill a bridge still within
+// it). Its readiness must not wait for the consumer: every reload action is
+// one whose missing server is "no server to reload", never a failure
+// (signal, postgres); an exec action would fail until the consumer runs
+// and hold the pod NotReady.
+func TestFolderConsumerStartsOnTheWrittenFolderAndNeitherWaitsForTheOther(t *testing.T) {
+	o := load(t)
+	folders := 0
+	for _, p := range o.pods {
+		t.Run(p.owner, func(t *testing.T) {
+			for _, c := range p.spec.InitContainers {
+				if !isBridge(c) || len(c.Args) == 0 || c.Args[0] != "run" {
+					continue
+				}
+				file, ok := flagValue(c.Args, "--config")
+				if !ok {
+					t.Fatalf("%s: run without --config", c.Name)
+				}
+				cfg := loadConfig(t, o.fileFromConfigMap(t, p, c, file))
+				if len(cfg.Files) == 0 {
+					continue
+				}
+				folders++
+				sp := c.StartupProbe
+				if sp == nil || sp.HTTPGet == nil || sp.HTTPGet.Path != "/readyz" {
+					t.Errorf("%s: writes a folder but has no startupProbe on /readyz: its consumer may start before the folder is written", c.Name)
+					continue
+				}
+				period, failures := cmp.Or(sp.PeriodSeconds, 10), cmp.Or(sp.FailureThreshold, 3)
+				if period > 2 {
+					t.Errorf("%s: startupProbe every %ds: the consumer starts up to that long after the folder is written; want at most 2s", c.Name, period)
+				}
+				budget := time.Duration(period*failures) * time.Second
+				if first := time.Duration(cfg.WorkloadAPI.FirstUpdateTimeout); budget <= first {
+					t.Errorf("%s: startupProbe gives up after %s, before workload_api.first_update_timeout %s: the kubelet would kill a bridge still waiting for its first SVID", c.Name, budget, first)
+				}
+				for _, f := range cfg.Files {
+					for i, a := range f.OnRotate {
+						if a.Signal == nil && a.Postgres == nil {
+							t.Errorf("%s: files %s: on_rotate[%d] is neither signal nor postgres: it fails while the consumer has not started, and the bridge (and the pod) would not be ready", c.Name, f.Dir, i)
+						}
+					}
+				}
+			}
+		})
+	}
+	if folders == 0 {
+		t.Errorf("no bridge writes a credential folder; want PostgreSQL's")
 	}
 }
 
