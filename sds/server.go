@@ -300,7 +300,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			PermitWithoutStream: true,
 		}),
 		grpc.Creds(&peerCreds{policy: s.policy, log: s.cfg.Logger, refused: &s.refusedPeers}),
-		grpc.ChainUnaryInterceptor(authorizeUnary),
+		grpc.ChainUnaryInterceptor(authorizeUnary, checkFetchType),
 		grpc.ChainStreamInterceptor(authorizeStream),
 	)
 	s.Register(gs)
