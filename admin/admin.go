@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +41,21 @@ const DefaultDeliveryGrace = 10 * time.Second
 
 // shutdownGrace bounds how long Serve waits for requests in flight.
 const shutdownGrace = 2 * time.Second
+
+// What an admin client can hold: the port is reachable by every local user
+// (and by the pod network when listen is not loopback), and each connection
+// is one of the bridge's descriptors, which folder swaps need too.
+const (
+	// DefaultMaxConnections is Config.MaxConnections when zero: probes and
+	// scrapes open a handful at a time.
+	DefaultMaxConnections = 64
+	// DefaultHeaderTimeout is Config.HeaderTimeout when zero.
+	DefaultHeaderTimeout = 5 * time.Second
+	// maxHeaderBytes: no endpoint takes anything but a short GET.
+	maxHeaderBytes = 16 << 10
+	// overCapLogEvery rate-limits the log line about refused connections.
+	overCapLogEvery = 10 * time.Second
+)
 
 // Source is what admin reads from the rotation source (*rotation.Source).
 type Source interface {
@@ -83,6 +99,13 @@ type Config struct {
 	RequireSDSAck bool
 	// DeliveryGrace defaults to DefaultDeliveryGrace.
 	DeliveryGrace time.Duration
+	// MaxConnections caps the connections open at once; zero means
+	// DefaultMaxConnections. One over the cap is closed at once.
+	MaxConnections int
+	// HeaderTimeout bounds reading a request's headers, and how long an
+	// idle keep-alive connection is kept (twice as long); zero means
+	// DefaultHeaderTimeout.
+	HeaderTimeout time.Duration
 	// Version is the bridge's version, shown in metrics and status.
 	Version string
 	// Logger defaults to slog.Default().
@@ -117,6 +140,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.RequireSDSAck && cfg.SDS == nil {
 		return nil, errors.New("admin: config: RequireSDSAck without an SDS server")
+	}
+	if cfg.MaxConnections < 0 {
+		return nil, fmt.Errorf("admin: config: MaxConnections %d is negative", cfg.MaxConnections)
+	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.HeaderTimeout < 0 {
+		return nil, fmt.Errorf("admin: config: HeaderTimeout %s is negative", cfg.HeaderTimeout)
+	}
+	if cfg.HeaderTimeout == 0 {
+		cfg.HeaderTimeout = DefaultHeaderTimeout
 	}
 	if cfg.DeliveryGrace == 0 {
 		cfg.DeliveryGrace = DefaultDeliveryGrace
@@ -168,12 +203,21 @@ func (s *Server) ObserveSink(st rotation.SinkStatus) {
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // Serve serves on l until ctx ends, then gives requests in flight a short
-// grace and closes l.
+// grace and closes l. At most Config.MaxConnections are open at once, and
+// every timeout is set, so a client cannot hold descriptors by being slow
+// or idle.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	l = &capListener{Listener: l, max: int64(s.cfg.MaxConnections), log: s.log}
 	hs := &http.Server{
 		Handler:           s.mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ReadHeaderTimeout: s.cfg.HeaderTimeout,
+		ReadTimeout:       2 * s.cfg.HeaderTimeout,
+		// /metrics and /status are built in memory; a client that does
+		// not read them in this time is not a scraper.
+		WriteTimeout:   30 * time.Second,
+		IdleTimeout:    2 * s.cfg.HeaderTimeout,
+		MaxHeaderBytes: maxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(l) }()
@@ -217,4 +261,61 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	cur := s.cfg.Source.Current()
 	fmt.Fprintf(w, "ready: generation %d delivered to %d sinks\n", cur.Generation, len(s.cfg.Source.SinkStatuses()))
+}
+
+// capListener accepts at most max connections at a time; one over the cap
+// is closed at once and logged (rate-limited). Closing rather than leaving
+// it in the kernel's backlog (netutil.LimitListener) matters here: a burst
+// of idle connections would otherwise queue ahead of the kubelet's probes
+// for as long as it takes the timeouts to work through it.
+type capListener struct {
+	net.Listener
+	max  int64
+	open atomic.Int64
+	log  *slog.Logger
+
+	mu         sync.Mutex
+	lastLog    time.Time
+	unreported int64
+}
+
+// Accept runs on one goroutine (http.Server's loop) and the count only
+// falls elsewhere, so the cap is never exceeded.
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Load() >= l.max {
+			c.Close()
+			l.logOverCap(c.RemoteAddr())
+			continue
+		}
+		l.open.Add(1)
+		return &cappedConn{Conn: c, l: l}, nil
+	}
+}
+
+func (l *capListener) logOverCap(from net.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.unreported++
+	if now := time.Now(); l.lastLog.IsZero() || now.Sub(l.lastLog) >= overCapLogEvery {
+		l.log.Warn("admin: connections closed at once: too many open (admin.max_connections)",
+			"closed", l.unreported, "max", l.max, "last_from", from.String())
+		l.lastLog, l.unreported = now, 0
+	}
+}
+
+type cappedConn struct {
+	net.Conn
+	l    *capListener
+	once sync.Once
+}
+
+func (c *cappedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.open.Add(-1) })
+	return err
 }

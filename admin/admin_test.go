@@ -37,7 +37,13 @@ import (
 	"github.com/sds-bridge/sds-bridge/sds"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(floodRoleEnv); addr != "" {
+		// A child process: the attacker of TestIdleAdminClientsCannotHoldDescriptors.
+		os.Exit(runFloodRole(addr))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 var (
 	td   = spiffeid.RequireTrustDomainFromString("example.org")

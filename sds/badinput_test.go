@@ -119,15 +119,47 @@ func TestWrongTypeURL(t *testing.T) {
 			}
 		})
 	}
-	// FetchSecrets is secrets whatever the request says: go-control-plane
-	// sets the type URL itself.
-	resp, err := client.FetchSecrets(t.Context(), &discoveryv3.DiscoveryRequest{TypeUrl: resource.ClusterType, ResourceNames: []string{"default"}})
-	if err != nil || len(resp.GetResources()) != 1 || resp.GetTypeUrl() != resource.SecretType {
-		t.Errorf("FetchSecrets with a cluster type URL = %v, %v", resp, err)
-	}
 	// The refusals ended those streams only.
 	c := newEnvoyClient(t, conn, []string{"default"}, "")
 	c.recv()
+}
+
+// TestFetchSecretsOfAnotherTypeIsInvalidArgument: the unary FetchSecrets
+// refuses another type URL with InvalidArgument, as the streams do, although
+// go-control-plane overwrites the type URL before the cache sees it; an
+// empty or the Secret type URL is served.
+func TestFetchSecretsOfAnotherTypeIsInvalidArgument(t *testing.T) {
+	s := startServer(t, Config{})
+	if err := s.Apply(t.Context(), (&rotator{t: t, ca: newCA(t, exampleTD), id: webID}).next()); err != nil {
+		t.Fatal(err)
+	}
+	client := secretClient(t, s.cfg.SocketPath)
+	tests := []struct {
+		typeURL    string
+		expectCode codes.Code
+	}{
+		{typeURL: resource.ClusterType, expectCode: codes.InvalidArgument},
+		{typeURL: "\x00not a type\n", expectCode: codes.InvalidArgument},
+		{typeURL: "", expectCode: codes.OK},
+		{typeURL: resource.SecretType, expectCode: codes.OK},
+	}
+	for _, tt := range tests {
+		resp, err := client.FetchSecrets(t.Context(), &discoveryv3.DiscoveryRequest{TypeUrl: tt.typeURL, ResourceNames: []string{"default"}})
+		if status.Code(err) != tt.expectCode {
+			t.Errorf("FetchSecrets(type %q) = %v, want %v", tt.typeURL, err, tt.expectCode)
+			continue
+		}
+		if err != nil {
+			want := "sds: this server serves only " + resource.SecretType + ", not " + tt.typeURL
+			if got := status.Convert(err).Message(); got != want {
+				t.Errorf("FetchSecrets(type %q): message %q, want %q", tt.typeURL, got, want)
+			}
+			continue
+		}
+		if len(resp.GetResources()) != 1 || resp.GetTypeUrl() != resource.SecretType {
+			t.Errorf("FetchSecrets(type %q) = %v, want the default secret", tt.typeURL, resp)
+		}
+	}
 }
 
 func TestEmptyNameListIsWildcard(t *testing.T) {

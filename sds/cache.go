@@ -10,9 +10,11 @@ import (
 	"sync/atomic"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -71,6 +73,23 @@ func checkType(typeURL string) error {
 		return status.Errorf(codes.InvalidArgument, "sds: this server serves only %s, not %s", resource.SecretType, typeURL)
 	}
 	return nil
+}
+
+// checkFetchType refuses a FetchSecrets for another resource type with
+// InvalidArgument, as the streams are refused (checkType). go-control-plane
+// overwrites the request's type URL with the Secret type before the cache
+// and the callbacks see it, so this runs before, as a unary interceptor, on
+// the request as the client sent it. An empty type URL means the RPC's own
+// type, as on a stream.
+func checkFetchType(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if info.FullMethod == secretv3.SecretDiscoveryService_FetchSecrets_FullMethodName {
+		if r, ok := req.(*discoveryv3.DiscoveryRequest); ok && r.GetTypeUrl() != "" {
+			if err := checkType(r.GetTypeUrl()); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return handler(ctx, req)
 }
 
 func (c *secretCache) CreateWatch(req *cache.Request, sub cache.Subscription, out chan cache.Response) (func(), error) {

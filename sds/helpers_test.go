@@ -40,6 +40,11 @@ func TestMain(m *testing.M) {
 		// A child process: the SDS client of TestPeerOfAnotherUID.
 		os.Exit(runClientRole(socket))
 	}
+	if socket := os.Getenv(floodRoleEnv); socket != "" {
+		// A child process: the attacker of
+		// TestARefusedPeerCannotExhaustDescriptorsAndRotationGoesOn.
+		os.Exit(runFloodRole(socket))
+	}
 	if arg := os.Getenv(benchClientsEnv); arg != "" {
 		// A child process: the SDS clients of BenchmarkStreamMemory.
 		os.Exit(runBenchClients(arg))

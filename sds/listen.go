@@ -8,8 +8,22 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/sds-bridge/sds-bridge/internal/flock"
 	"github.com/sds-bridge/sds-bridge/internal/unixsock"
 )
+
+// LockSocket makes the socket path belong to this process until the lock
+// is released: an exclusive lock on "<socket>.lock" beside it, created with
+// the socket's directory (0755) if missing. Take it before anything the
+// bridge owns is touched, so a second bridge on the same socket stops
+// there; a *flock.HeldError names the running bridge's pid.
+func LockSocket(path string) (*flock.Lock, error) {
+	dir := filepath.Dir(path)
+	if err := mkdirAll(dir); err != nil {
+		return nil, fmt.Errorf("sds: create socket directory %q: %w", dir, err)
+	}
+	return flock.Acquire(dir, filepath.Base(path)+".lock")
+}
 
 // maxSocketPath is the longest unix socket path every supported OS binds
 // (sun_path is 104 bytes on the BSDs, 108 on Linux, NUL included).

@@ -105,7 +105,8 @@ func (p peerInfo) logAttrs() []any {
 // handshake on the wire, only SO_PEERCRED. A refused peer is not dropped
 // here, which would show the client only a broken connection: the
 // connection is kept and every RPC on it fails with PermissionDenied
-// (authorizeUnary, authorizeStream), which Envoy logs with its reason.
+// (authorizeUnary, authorizeStream), which Envoy logs with its reason,
+// until limitListener closes it after Config.RefusedPeerGrace.
 type peerCreds struct {
 	policy  accessPolicy
 	log     *slog.Logger
@@ -114,19 +115,30 @@ type peerCreds struct {
 
 var _ credentials.TransportCredentials = (*peerCreds)(nil)
 
-func (c *peerCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+// identify asks the kernel who is at the other end of c and whether the
+// policy lets them in.
+func (p accessPolicy) identify(c *net.UnixConn) peerInfo {
 	info := peerInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}
-	uc, ok := conn.(*net.UnixConn)
-	if !ok {
-		info.Err = fmt.Errorf("connection over %s, not a unix socket", conn.LocalAddr().Network())
-	} else {
-		info.UID, info.GID, info.PID, info.Err = peerCredentials(uc)
-	}
+	info.UID, info.GID, info.PID, info.Err = peerCredentials(c)
 	if info.Err == nil {
 		// A unix socket never leaves the host: as private as the local
 		// credentials of grpc-go consider it.
 		info.SecurityLevel = credentials.PrivacyAndIntegrity
-		info.Allowed = c.policy.allows(info.UID, info.GID)
+		info.Allowed = p.allows(info.UID, info.GID)
+	}
+	return info
+}
+
+func (c *peerCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	var info peerInfo
+	switch pc := conn.(type) {
+	case *peerConn: // limitListener already asked
+		info = pc.info
+	case *net.UnixConn:
+		info = c.policy.identify(pc)
+	default:
+		info = peerInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}
+		info.Err = fmt.Errorf("connection over %s, not a unix socket", conn.LocalAddr().Network())
 	}
 	if !info.Allowed {
 		c.refused.Add(1)

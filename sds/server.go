@@ -57,6 +57,14 @@ type Config struct {
 	// empty, only the bridge's own effective uid and root are served.
 	// Anyone else gets PermissionDenied on every RPC.
 	AllowedUIDs, AllowedGIDs []int
+	// MaxConnections caps the connections open at once; zero means
+	// DefaultMaxConnections. Peers the allow-lists refuse may hold an
+	// eighth of it together. A connection over the cap is closed at once
+	// and counted (Stats.ConnectionsOverCap).
+	MaxConnections int
+	// RefusedPeerGrace is how long a refused peer's connection stays open
+	// for the PermissionDenied answers; zero means DefaultRefusedPeerGrace.
+	RefusedPeerGrace time.Duration
 	// Names are the resource names of default SVID and bundles.
 	Names Names
 	// Logger defaults to slog.Default().
@@ -66,6 +74,12 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.SocketMode == 0 {
 		c.SocketMode = DefaultSocketMode
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.RefusedPeerGrace == 0 {
+		c.RefusedPeerGrace = DefaultRefusedPeerGrace
 	}
 	c.Names = c.Names.WithDefaults()
 	if c.Logger == nil {
@@ -80,6 +94,12 @@ func (c Config) validate() error {
 	}
 	if c.SocketMode&^os.ModePerm != 0 {
 		return fmt.Errorf("sds: config: SocketMode %s has bits other than permissions", c.SocketMode)
+	}
+	if c.MaxConnections < 0 {
+		return fmt.Errorf("sds: config: MaxConnections %d is negative", c.MaxConnections)
+	}
+	if c.RefusedPeerGrace < 0 {
+		return fmt.Errorf("sds: config: RefusedPeerGrace %s is negative", c.RefusedPeerGrace)
 	}
 	if err := validateIDs("AllowedUIDs", c.AllowedUIDs); err != nil {
 		return err
@@ -101,6 +121,11 @@ type Stats struct {
 	// RefusedPeers counts connections refused because the peer's uid and
 	// gid are not allowed.
 	RefusedPeers int64
+	// ConnectionsOpen counts the connections open now, allowed or not.
+	ConnectionsOpen int64
+	// ConnectionsOverCap counts connections closed at once because
+	// MaxConnections (or the refused peers' share of it) was reached.
+	ConnectionsOverCap int64
 	// Generation is the Update being served; 0 before the first one.
 	Generation uint64
 	// Version is the SDS version being served; empty before the first Update.
@@ -128,6 +153,9 @@ type Server struct {
 	updates uint64
 
 	refusedPeers atomic.Int64
+	overCap      atomic.Int64
+	// listener is set by Serve.
+	listener atomic.Pointer[limitListener]
 }
 
 var _ rotation.Sink = (*Server)(nil)
@@ -270,7 +298,11 @@ func (s *Server) Stats() Stats {
 		Pushes:      s.tracker.pushes.Load(),
 		NACKs:       s.tracker.nacks.Load(),
 
-		RefusedPeers: s.refusedPeers.Load(),
+		RefusedPeers:       s.refusedPeers.Load(),
+		ConnectionsOverCap: s.overCap.Load(),
+	}
+	if l := s.listener.Load(); l != nil {
+		st.ConnectionsOpen = l.open.Load()
 	}
 	if snap := s.cache.current.Load(); snap != nil {
 		st.Generation, st.Version = snap.generation, snap.version
@@ -285,11 +317,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	if !s.serving.CompareAndSwap(false, true) {
 		return errors.New("sds: Serve called twice")
 	}
-	l, removeSocket, err := listenUnix(s.cfg.SocketPath, s.cfg.SocketMode)
+	ul, removeSocket, err := listenUnix(s.cfg.SocketPath, s.cfg.SocketMode)
 	if err != nil {
 		return err
 	}
 	defer removeSocket()
+	l := newLimitListener(ul, s.policy, s.cfg.MaxConnections, s.cfg.RefusedPeerGrace, &s.overCap, s.cfg.Logger)
+	s.listener.Store(l)
 
 	gs := grpc.NewServer(
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
@@ -300,14 +334,14 @@ func (s *Server) Serve(ctx context.Context) error {
 			PermitWithoutStream: true,
 		}),
 		grpc.Creds(&peerCreds{policy: s.policy, log: s.cfg.Logger, refused: &s.refusedPeers}),
-		grpc.ChainUnaryInterceptor(authorizeUnary),
+		grpc.ChainUnaryInterceptor(authorizeUnary, checkFetchType),
 		grpc.ChainStreamInterceptor(authorizeStream),
 	)
 	s.Register(gs)
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(l) }()
 	s.cfg.Logger.Info("sds: listening", "socket", s.cfg.SocketPath, "mode", fmt.Sprintf("%04o", s.cfg.SocketMode),
-		"allowed", s.policy.String())
+		"allowed", s.policy.String(), "max_connections", s.cfg.MaxConnections, "max_refused", refusedShare(s.cfg.MaxConnections))
 	if s.cfg.SocketMode&0o077 != 0 && len(s.cfg.AllowedUIDs) == 0 && len(s.cfg.AllowedGIDs) == 0 {
 		s.cfg.Logger.Warn("sds: the socket mode lets other users connect, but with no allow-list only the bridge's own uid "+
 			"and root are served; list Envoy's uid or gid in sds.allowed_uids or sds.allowed_gids",

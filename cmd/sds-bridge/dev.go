@@ -115,6 +115,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	// The locks come before the development Workload API is set up: a
+	// second dev on the same folder or socket must not touch the first
+	// one's Workload API socket either.
+	release, err := lockOwned(cfg)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if err := os.MkdirAll(filepath.Dir(wlSocket), 0o755); err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
@@ -170,7 +178,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return wl.Serve(ctx) })
 	g.Go(func() error { return issuer.Run(ctx) })
-	g.Go(func() error { return serve(ctx, cfg, log) })
+	g.Go(func() error { return serveOwned(ctx, cfg, log) })
 	return g.Wait()
 }
 

@@ -1,23 +1,28 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/config"
+	"github.com/sds-bridge/sds-bridge/internal/flock"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/sds"
@@ -164,9 +169,60 @@ func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 	return serve(ctx, cfg, log)
 }
 
-// serve wires config → source → sinks and runs until ctx ends. Everything
-// that can fail on bad input is built before anything starts.
+// serve takes what the bridge owns (lockOwned), then wires config →
+// source → sinks and runs until ctx ends.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	release, err := lockOwned(cfg)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return serveOwned(ctx, cfg, log)
+}
+
+// lockOwned makes the SDS socket and every credential folder belong to this
+// process: one exclusive lock each, taken before any start-up cleanup,
+// write or socket removal. A second bridge on any of them (the same folder
+// with another socket or SVID, the same socket with another folder) fails
+// here, naming the running bridge's pid, and has touched nothing but the
+// lock files (and a missing folder, created empty to hold its lock). The
+// socket goes first: a bridge refused on the socket creates no folder.
+// release gives every lock up; call it once serving has ended.
+func lockOwned(cfg *config.Config) (release func(), err error) {
+	var locks []*flock.Lock
+	releaseAll := func() {
+		for _, l := range slices.Backward(locks) {
+			l.Release()
+		}
+	}
+	defer func() {
+		if err != nil {
+			releaseAll()
+		}
+	}()
+	if cfg.SDS.On() {
+		l, err := sds.LockSocket(cfg.SDS.Socket)
+		if err != nil {
+			return nil, fmt.Errorf("sds.socket %q: %w", cfg.SDS.Socket, err)
+		}
+		locks = append(locks, l)
+	}
+	for i, f := range cfg.Files {
+		if err := os.MkdirAll(f.Dir, 0o755); err != nil {
+			return nil, fmt.Errorf("files[%d].dir %q: create folder: %w", i, f.Dir, err)
+		}
+		l, err := flock.Acquire(f.Dir, filesink.LockFileName)
+		if err != nil {
+			return nil, fmt.Errorf("files[%d].dir %q: %w", i, f.Dir, err)
+		}
+		locks = append(locks, l)
+	}
+	return releaseAll, nil
+}
+
+// serveOwned is serve once the locks are held. Everything that can fail on
+// bad input is built before anything starts.
+func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	var sinks []rotation.Sink
 	var jwtFolders []jwtfiles.Folder
 	var folders []admin.Folder
@@ -177,6 +233,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			SocketMode:  os.FileMode(cfg.SDS.SocketMode),
 			AllowedUIDs: cfg.SDS.AllowedUIDs,
 			AllowedGIDs: cfg.SDS.AllowedGIDs,
+			// Zero is the server's default.
+			MaxConnections: cfg.SDS.MaxConnections,
 			Names: sds.Names{
 				DefaultSVID:                 cfg.SDS.DefaultSVIDName,
 				DefaultBundle:               cfg.SDS.DefaultBundleName,
@@ -244,6 +302,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 			MinValidity:        time.Duration(cfg.Admin.MinValidity),
 			MinValidityPercent: *cfg.Admin.MinValidityPercent,
 			RequireSDSAck:      cfg.Admin.RequireSDSAck,
+			MaxConnections:     cfg.Admin.MaxConnections,
 			Version:            versionString(),
 			Logger:             log.With("component", "admin"),
 		}
@@ -258,6 +317,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		defer adminListener.Close()
 	}
+
+	logDescriptorBudget(cfg, log)
 
 	g, ctx := errgroup.WithContext(ctx)
 	if sdsServer != nil {
@@ -283,6 +344,42 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return nil
 	}
 	return err
+}
+
+// minDescriptorsLeft is what the connection caps must leave of the
+// descriptor limit for everything else: Workload API and SDS listener,
+// folder swaps (a few per file, briefly), reload actions, logs.
+const minDescriptorsLeft = 256
+
+// logDescriptorBudget logs how the descriptor limit is shared, and warns
+// when the connection caps leave too little for folder swaps. There is
+// nothing to raise: on Linux the Go runtime sets the soft RLIMIT_NOFILE to
+// the hard limit when the process starts (and gives exec'd reload actions
+// the original back), so the limit read here is the most the bridge can
+// have.
+func logDescriptorBudget(cfg *config.Config, log *slog.Logger) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		log.Warn("descriptors: cannot read RLIMIT_NOFILE", "error", err)
+		return
+	}
+	var sdsMax, adminMax int
+	if cfg.SDS.On() {
+		sdsMax = cmp.Or(cfg.SDS.MaxConnections, sds.DefaultMaxConnections)
+	}
+	if cfg.Admin.Address() != "" {
+		adminMax = cmp.Or(cfg.Admin.MaxConnections, admin.DefaultMaxConnections)
+	}
+	limit := int64(min(lim.Cur, math.MaxInt64))
+	left := limit - int64(sdsMax) - int64(adminMax)
+	attrs := []any{"limit", limit, "sds_max_connections", sdsMax, "admin_max_connections", adminMax, "left", left}
+	if left < minDescriptorsLeft {
+		log.Warn("descriptors: the connection caps leave too few for folder swaps and reload actions; "+
+			"lower sds.max_connections or admin.max_connections, or raise the limit (ulimit -n, LimitNOFILE)",
+			append(attrs, "want_left", minDescriptorsLeft)...)
+		return
+	}
+	log.Info("descriptors", attrs...)
 }
 
 func folderConfig(f config.Folder, log *slog.Logger) (filesink.Config, error) {

@@ -75,6 +75,9 @@ type SDS struct {
 	// may fetch secrets; both empty means the bridge's own uid and root.
 	AllowedUIDs []int `yaml:"allowed_uids"`
 	AllowedGIDs []int `yaml:"allowed_gids"`
+	// MaxConnections caps the SDS connections open at once (refused
+	// peers get an eighth of it); 0 or absent is the SDS server's default.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // On reports whether the SDS server runs.
@@ -160,6 +163,9 @@ type Admin struct {
 	// RequireSDSAck: /readyz also waits for at least one SDS client to
 	// acknowledge the current generation.
 	RequireSDSAck bool `yaml:"require_sds_ack"`
+	// MaxConnections caps the admin connections open at once; 0 or
+	// absent is the admin server's default.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // Address is where the admin listener listens; "" when it is off.
@@ -445,6 +451,9 @@ func (c *Config) Validate() error {
 		if c.SDS.SocketMode&0o007 != 0 {
 			bad("sds.socket_mode", "%q lets every local user fetch private keys; use 0600 or 0660", c.SDS.SocketMode)
 		}
+		if c.SDS.MaxConnections < 0 {
+			bad("sds.max_connections", "%d must not be negative", c.SDS.MaxConnections)
+		}
 		// Slices, not maps: the errors come in the order the keys are documented.
 		for _, l := range []struct {
 			key string
@@ -590,6 +599,9 @@ func (c *Config) Validate() error {
 	}
 	if p := c.Admin.MinValidityPercent; p != nil && (*p < 0 || *p > 99) {
 		bad("admin.min_validity_percent", "%d must be between 0 (off) and 99", *p)
+	}
+	if c.Admin.MaxConnections < 0 {
+		bad("admin.max_connections", "%d must not be negative", c.Admin.MaxConnections)
 	}
 	if c.Admin.RequireSDSAck && !c.SDS.On() {
 		bad("admin.require_sds_ack", "true needs sds.enabled: no SDS client can acknowledge anything")
