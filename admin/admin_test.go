@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -75,6 +76,9 @@ type bridgeOptions struct {
 	folders       []filesink.Config
 	requireSDSAck bool
 	minValidity   time.Duration
+	// retryBackoff is rotation.Config.RetryBackoff; zero means an hour, so
+	// a failed apply stays failed unless the test calls RetryNow.
+	retryBackoff time.Duration
 }
 
 func startBridge(t testing.TB, o bridgeOptions) *bridge {
@@ -118,6 +122,7 @@ func startBridge(t testing.TB, o bridgeOptions) *bridge {
 		Address:            b.wl.Address(),
 		FirstUpdateTimeout: -1,
 		Sinks:              sinks,
+		RetryBackoff:       cmp.Or(o.retryBackoff, time.Hour),
 		OnSinkDone:         func(st rotation.SinkStatus) { b.admin.ObserveSink(st) },
 		Logger:             log,
 	})
@@ -425,6 +430,8 @@ func TestMetricsAndStatus(t *testing.T) {
 		`sds_bridge_sink_generation{sink="` + files + `"}`:                                    0,
 		`sds_bridge_sink_apply_failures_total{sink="sds"}`:                                    0,
 		`sds_bridge_sink_apply_failures_total{sink="` + files + `"}`:                          1,
+		`sds_bridge_sink_retries_total{sink="sds"}`:                                           0,
+		`sds_bridge_sink_retries_total{sink="` + files + `"}`:                                 0,
 		`sds_bridge_sink_delivery_seconds_count{sink="sds"}`:                                  1,
 		`sds_bridge_sds_streams_open`:                                                         1,
 		`sds_bridge_sds_pushes_total`:                                                         1,

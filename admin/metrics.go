@@ -22,6 +22,7 @@ var (
 
 	descSinkGen      = desc("sink_generation", "The generation each sink has applied.", "sink")
 	descSinkFailures = desc("sink_apply_failures_total", "Failed Applies per sink (for a folder: a failed write or a reload action that gave up).", "sink")
+	descSinkRetries  = desc("sink_retries_total", "Applies per sink that repeated an update whose apply had failed (retried with backoff until it succeeds or a newer update replaces it).", "sink")
 
 	descStreams      = desc("sds_streams_open", "Open SDS streams (SotW, Delta, ADS).")
 	descPushes       = desc("sds_pushes_total", "SDS responses sent on streams.")
@@ -40,7 +41,7 @@ type collector struct{ s *Server }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descBuildInfo, descReady, descRotations, descGen, descRefused, descWatchErrs, descNotAfter,
-		descSinkGen, descSinkFailures, descStreams, descPushes, descNACKs, descAckedCurrent, descRefusedPeers,
+		descSinkGen, descSinkFailures, descSinkRetries, descStreams, descPushes, descNACKs, descAckedCurrent, descRefusedPeers,
 		descWriteFailures, descActionFailures,
 	} {
 		ch <- d
@@ -81,6 +82,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, st := range s.cfg.Source.SinkStatuses() {
 		gauge(descSinkGen, float64(st.Generation), st.Name)
 		counter(descSinkFailures, float64(st.Failures), st.Name)
+		counter(descSinkRetries, float64(st.Retries), st.Name)
 	}
 
 	if s.cfg.SDS != nil {

@@ -90,6 +90,9 @@ func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderC
 	for _, st := range statuses {
 		bySink[st.Name] = st
 		switch {
+		case st.Retrying():
+			add("sink %s: last apply failed (it has generation %d, current is %d), %s",
+				st.Name, st.Generation, cur.Generation, retryText(st.Pending, st.RetryingSince, int(st.Attempts), st.NextRetryAt, errText(st.Err), now))
 		case st.Err != nil:
 			add("sink %s: last apply failed (it has generation %d, current is %d): %v", st.Name, st.Generation, cur.Generation, st.Err)
 		case st.Generation < cur.Generation && !inGrace:
@@ -179,6 +182,18 @@ func (s *Server) noteReadiness(problems []string) {
 		return
 	}
 	s.log.Warn("admin: not ready", "problems", problems)
+}
+
+// retryText says what a sink that failed does about it: "retrying
+// generation 7 since 2026-…Z, 4 attempts, next in 8s, last error: …".
+// /readyz and `sds-bridge status` say it alike.
+func retryText(gen uint64, since time.Time, attempts int, next time.Time, lastErr string, now time.Time) string {
+	when := "now"
+	if d := next.Sub(now); !next.IsZero() && d > 0 {
+		when = "in " + round(d).String()
+	}
+	return fmt.Sprintf("retrying generation %d since %s, %s, next %s, last error: %s",
+		gen, stamp(since), plural(attempts, "attempt"), when, lastErr)
 }
 
 func laterOf(a, b time.Time) time.Time {

@@ -63,6 +63,13 @@ type SinkStatus struct {
 	LatencySeconds float64   `json:"latency_seconds"`
 	Failures       uint64    `json:"failures"`
 	Error          string    `json:"error,omitempty"`
+	// RetryingSince, Attempts and NextRetryAt are set while the sink
+	// retries Pending after failed applies; Error is the last one's.
+	RetryingSince time.Time `json:"retrying_since,omitzero"`
+	Attempts      uint64    `json:"attempts,omitempty"`
+	NextRetryAt   time.Time `json:"next_retry_at,omitzero"`
+	// Retries counts applies since start that repeated a failed one.
+	Retries uint64 `json:"retries"`
 }
 
 // FolderStatus is what is on disk in one credential folder.
@@ -175,6 +182,7 @@ func (s *Server) Status(now time.Time) Status {
 		st.Sinks = append(st.Sinks, SinkStatus{
 			Name: ss.Name, Generation: ss.Generation, Pending: ss.Pending, AppliedAt: ss.AppliedAt,
 			TookSeconds: ss.Took.Seconds(), LatencySeconds: ss.Latency.Seconds(), Failures: ss.Failures, Error: errText(ss.Err),
+			RetryingSince: ss.RetryingSince, Attempts: ss.Attempts, NextRetryAt: ss.NextRetryAt, Retries: ss.Retries,
 		})
 	}
 	for i, f := range s.cfg.Folders {
@@ -282,12 +290,16 @@ func (st Status) WriteText(w io.Writer, now time.Time) error {
 	var details []string
 	for _, s := range st.Sinks {
 		row := []string{s.Name, fmt.Sprintf("generation %d", s.Generation), "applied " + ago(s.AppliedAt, now),
-			"delivery " + seconds(s.LatencySeconds), plural(int(s.Failures), "failure")}
+			"delivery " + seconds(s.LatencySeconds), plural(int(s.Failures), "failure"), plural(int(s.Retries), "retry")}
 		if s.Pending > 0 {
 			row = append(row, fmt.Sprintf("generation %d pending", s.Pending))
 		}
 		rows = append(rows, row)
-		if s.Error != "" {
+		switch {
+		case !s.RetryingSince.IsZero():
+			details = append(details, fmt.Sprintf("  %s: last apply failed, %s", s.Name,
+				retryText(s.Pending, s.RetryingSince, int(s.Attempts), s.NextRetryAt, s.Error, now)))
+		case s.Error != "":
 			details = append(details, fmt.Sprintf("  %s: last apply failed: %s", s.Name, s.Error))
 		}
 	}
@@ -380,6 +392,9 @@ func plural(n int, what string) string {
 	}
 	if strings.HasSuffix(what, "sh") {
 		return fmt.Sprintf("%d %ses", n, what)
+	}
+	if strings.HasSuffix(what, "ry") {
+		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(what, "y"))
 	}
 	return fmt.Sprintf("%d %ss", n, what)
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
 // Event describes the generation an action reacts to.
@@ -201,8 +203,17 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 func (t *tailBuffer) String() string { return string(bytes.TrimSpace(t.buf)) }
 
 // ErrReloadAction marks an Apply error that came from a reload action: the
-// new generation is in place, but a consumer may not have picked it up.
-var ErrReloadAction = errors.New("filesink: generation swapped in, reload action failed")
+// new generation is in place, but a consumer may not have picked it up. It
+// wraps rotation.ErrUpdateInPlace: the source does not swap the same
+// generation in again for it (the action has had its retries).
+var ErrReloadAction error = reloadActionError{}
+
+type reloadActionError struct{}
+
+func (reloadActionError) Error() string {
+	return "filesink: generation swapped in, reload action failed"
+}
+func (reloadActionError) Unwrap() error { return rotation.ErrUpdateInPlace }
 
 // ErrNoServer marks an action's outcome, not a failure: there is no server
 // to reload (no pid file, a pid file naming a process that is gone, a

@@ -2,52 +2,90 @@ package rotation
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
 )
+
+// Defaults of Config.RetryBackoff and Config.MaxRetryBackoff.
+const (
+	DefaultRetryBackoff    = time.Second
+	DefaultMaxRetryBackoff = 30 * time.Second
+)
+
+// ErrUpdateInPlace is wrapped by an Apply error that came after the Update
+// was already in place: a step that follows it failed (a folder's reload
+// action, which has its own retries). Such an Update is not applied again,
+// which would only repeat the part that worked; the error is reported as
+// any other.
+var ErrUpdateInPlace = errors.New("rotation: update in place, a later step failed")
 
 // SinkStatus is what one sink did with the newest Update handed to it.
 type SinkStatus struct {
 	Name string
 	// Generation is the last generation the sink applied without error.
 	Generation uint64
-	// Pending is the newest generation handed to the sink and not yet applied.
+	// Pending is the newest generation handed to the sink and not yet
+	// applied; while the sink is retrying, the one its next attempt applies.
 	Pending uint64
-	// Err is the error of the last Apply, nil after a success.
+	// Err is the error of the last Apply, nil after a success. While the
+	// sink is retrying it is the last attempt's error.
 	Err error
 	// AppliedAt and Took describe the last successful Apply.
 	AppliedAt time.Time
 	Took      time.Duration
 	// Latency is, for the last successful Apply, the time from the
 	// Workload API delivering the Update (its ReceivedAt) to the end of
-	// Apply: queueing behind a slow Apply included.
+	// Apply: queueing behind a slow Apply and failed attempts included.
 	Latency time.Duration
-	// Failures counts the failed Applies since start.
+	// Failures counts the failed Applies since start, retries included.
 	Failures uint64
+	// RetryingSince is when the current run of failed Applies began (the
+	// first failure after a success, whatever its generation); zero when
+	// the sink is not retrying.
+	RetryingSince time.Time
+	// Attempts counts the failed Applies since RetryingSince.
+	Attempts uint64
+	// NextRetryAt is when the sink applies Pending again; zero when no
+	// retry is scheduled (not retrying, or an attempt is running now).
+	NextRetryAt time.Time
+	// Retries counts the Applies since start that repeated an Update
+	// whose previous Apply had failed.
+	Retries uint64
 }
+
+// Retrying reports whether the sink is waiting to apply an Update again
+// after a failed Apply.
+func (st SinkStatus) Retrying() bool { return !st.RetryingSince.IsZero() }
 
 // deliverer feeds one sink from its own goroutine. It holds at most one
 // waiting Update: a slow sink skips the ones it could not take in time and
-// gets the newest, and never holds up the source or another sink.
+// gets the newest, and never holds up the source or another sink. An
+// Update whose Apply failed goes back into that slot, and a timer wakes
+// the goroutine to apply it again, unless a newer one has replaced it.
 type deliverer struct {
-	sink   Sink
-	log    *slog.Logger
-	notify chan struct{}
-	onDone func(SinkStatus)
+	sink       Sink
+	log        *slog.Logger
+	notify     chan struct{}
+	onDone     func(SinkStatus)
+	backoff    time.Duration
+	maxBackoff time.Duration
 
 	mu     sync.Mutex
 	next   *Update
 	status SinkStatus
 }
 
-func newDeliverer(sink Sink, log *slog.Logger, onDone func(SinkStatus)) *deliverer {
+func newDeliverer(sink Sink, cfg Config) *deliverer {
 	return &deliverer{
-		sink:   sink,
-		log:    log.With("sink", sink.Name()),
-		notify: make(chan struct{}, 1),
-		onDone: onDone,
-		status: SinkStatus{Name: sink.Name()},
+		sink:       sink,
+		log:        cfg.Logger.With("sink", sink.Name()),
+		notify:     make(chan struct{}, 1),
+		onDone:     cfg.OnSinkDone,
+		backoff:    cfg.RetryBackoff,
+		maxBackoff: cfg.MaxRetryBackoff,
+		status:     SinkStatus{Name: sink.Name()},
 	}
 }
 
@@ -57,39 +95,105 @@ func (d *deliverer) offer(u *Update) {
 	d.next = u
 	d.status.Pending = u.Generation
 	d.mu.Unlock()
+	d.wake()
+}
+
+func (d *deliverer) wake() {
 	select {
 	case d.notify <- struct{}{}:
 	default:
 	}
 }
 
+// retryNow wakes the goroutine if an Update waits for its retry timer, and
+// reports whether one did.
+func (d *deliverer) retryNow() bool {
+	d.mu.Lock()
+	waiting := d.next != nil
+	d.mu.Unlock()
+	if waiting {
+		d.wake()
+	}
+	return waiting
+}
+
 func (d *deliverer) run(ctx context.Context) {
+	retry := time.NewTimer(0)
+	retry.Stop()
+	defer retry.Stop()
+	// failedGen is the generation whose last Apply failed (0: none), and
+	// wait the delay before its next attempt: both belong to this
+	// goroutine alone.
+	var (
+		failedGen uint64
+		wait      time.Duration
+	)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-d.notify:
+		case <-retry.C:
 		}
 		d.mu.Lock()
 		u := d.next
 		d.next = nil
+		if u != nil {
+			d.status.NextRetryAt = time.Time{}
+			if u.Generation == failedGen {
+				d.status.Retries++
+			}
+		}
 		d.mu.Unlock()
 		if u == nil {
 			continue
 		}
+		// Whatever woke us, this attempt replaces the scheduled one.
+		retry.Stop()
+
 		start := time.Now()
 		err := d.sink.Apply(ctx, u)
 		took := time.Since(start)
+		end := start.Add(took)
+		retrying := err != nil && ctx.Err() == nil && !errors.Is(err, ErrUpdateInPlace)
+		if retrying {
+			// A newer Update starts again from the shortest delay.
+			if u.Generation != failedGen {
+				wait = d.backoff
+			} else {
+				wait = min(2*wait, d.maxBackoff)
+			}
+			failedGen = u.Generation
+		} else {
+			failedGen = 0
+		}
 
 		d.mu.Lock()
+		wasRetrying := d.status.Retrying()
 		d.status.Err = err
 		if err == nil {
 			d.status.Generation = u.Generation
-			d.status.AppliedAt = start.Add(took)
+			d.status.AppliedAt = end
 			d.status.Took = took
-			d.status.Latency = d.status.AppliedAt.Sub(u.ReceivedAt)
+			d.status.Latency = end.Sub(u.ReceivedAt)
 		} else {
 			d.status.Failures++
+		}
+		since, attempts := d.status.RetryingSince, d.status.Attempts
+		if retrying {
+			if !wasRetrying {
+				d.status.RetryingSince = end
+			}
+			d.status.Attempts++
+			d.status.NextRetryAt = end.Add(wait)
+			// Unless a newer Update came in meanwhile (it is applied at
+			// once), the slot takes this one back for the retry.
+			if d.next == nil {
+				d.next = u
+			}
+			retry.Reset(wait)
+		} else {
+			d.status.RetryingSince, d.status.Attempts, d.status.NextRetryAt = time.Time{}, 0, time.Time{}
 		}
 		if d.next == nil {
 			d.status.Pending = 0
@@ -97,12 +201,17 @@ func (d *deliverer) run(ctx context.Context) {
 		st := d.status
 		d.mu.Unlock()
 
-		if err != nil {
-			if ctx.Err() == nil {
-				d.log.Error("sink failed to apply update", "generation", u.Generation, "error", err)
-			}
-		} else {
+		switch {
+		case err == nil && wasRetrying:
+			d.log.Info("sink applied update after failed attempts", "generation", u.Generation,
+				"failed_attempts", attempts, "failing_since", since.UTC().Format(time.RFC3339), "took", took)
+		case err == nil:
 			d.log.Debug("sink applied update", "generation", u.Generation, "took", took)
+		case retrying:
+			d.log.Error("sink failed to apply update; retrying", "generation", u.Generation, "error", err,
+				"attempt", st.Attempts, "retry_in", wait)
+		case ctx.Err() == nil:
+			d.log.Error("sink failed to apply update", "generation", u.Generation, "error", err)
 		}
 		if d.onDone != nil {
 			d.onDone(st)

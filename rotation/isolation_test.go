@@ -73,7 +73,9 @@ func TestBrokenFolderDoesNotStopSDS(t *testing.T) {
 	if err := folder.Prepare(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	src, err := rotation.New(rotation.Config{Address: wl.Address(), Sinks: []rotation.Sink{sdsServer, folder}, Logger: log})
+	// The folder catches up by the next rotation here (retries are
+	// TestFolderCatchesUpWithoutANewRotation's), so none comes in between.
+	src, err := rotation.New(rotation.Config{Address: wl.Address(), Sinks: []rotation.Sink{sdsServer, folder}, Logger: log, RetryBackoff: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

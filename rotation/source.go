@@ -34,6 +34,13 @@ type Config struct {
 	DefaultSVIDHint string
 	// Sinks receive every Update.
 	Sinks []Sink
+	// RetryBackoff is the delay before a sink applies an Update again after
+	// a failed Apply; it doubles with each failure of the same Update, up
+	// to MaxRetryBackoff. A newer Update is applied at once and starts
+	// again from RetryBackoff. Zero means DefaultRetryBackoff and
+	// DefaultMaxRetryBackoff.
+	RetryBackoff    time.Duration
+	MaxRetryBackoff time.Duration
 	// OnSinkDone, when set, is called after each Apply with the sink's status
 	// (metrics and readiness hook). It must not block.
 	OnSinkDone func(SinkStatus)
@@ -72,6 +79,15 @@ func New(cfg Config) (*Source, error) {
 	if cfg.FirstUpdateTimeout == 0 {
 		cfg.FirstUpdateTimeout = DefaultFirstUpdateTimeout
 	}
+	if cfg.RetryBackoff == 0 {
+		cfg.RetryBackoff = DefaultRetryBackoff
+	}
+	if cfg.MaxRetryBackoff == 0 {
+		cfg.MaxRetryBackoff = max(DefaultMaxRetryBackoff, cfg.RetryBackoff)
+	}
+	if cfg.RetryBackoff < 0 || cfg.MaxRetryBackoff < cfg.RetryBackoff {
+		return nil, fmt.Errorf("rotation: retry backoff %s up to %s: want 0 < backoff <= maximum", cfg.RetryBackoff, cfg.MaxRetryBackoff)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -80,7 +96,7 @@ func New(cfg Config) (*Source, error) {
 	}
 	s := &Source{cfg: cfg, log: cfg.Logger, firstReady: make(chan struct{})}
 	for _, sink := range cfg.Sinks {
-		s.deliverers = append(s.deliverers, newDeliverer(sink, cfg.Logger, cfg.OnSinkDone))
+		s.deliverers = append(s.deliverers, newDeliverer(sink, cfg))
 	}
 	return s, nil
 }
@@ -151,6 +167,24 @@ func (s *Source) SinkStatuses() []SinkStatus {
 		out[i] = d.snapshot()
 	}
 	return out
+}
+
+// RetryNow makes every sink that is behind (an Update whose Apply failed
+// waits for its retry timer) apply the newest Update now, instead of when
+// its backoff ends; a sink in the middle of an Apply is not woken. It returns the
+// names of the sinks woken, and does not wait for them. A sink that holds
+// the current Update is left alone, including a folder whose reload
+// action failed after its swap (ErrUpdateInPlace): re-running actions is
+// the folder's business. Meant for SIGHUP: an operator who freed the disk
+// need not wait for the backoff.
+func (s *Source) RetryNow() []string {
+	var woken []string
+	for _, d := range s.deliverers {
+		if d.retryNow() {
+			woken = append(woken, d.sink.Name())
+		}
+	}
+	return woken
 }
 
 // Counters are totals since start.

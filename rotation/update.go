@@ -58,7 +58,9 @@ func (u *Update) Leaf() *x509.Certificate { return u.SVIDs[0].Certificates[0] }
 type Sink interface {
 	// Name identifies the sink in logs, readiness and metrics ("sds", "files:/dir").
 	Name() string
-	// Apply delivers u. An error is recorded and logged; the sink gets the
-	// next Update as usual.
+	// Apply delivers u. An error is recorded and logged, and u is applied
+	// again with backoff (Config.RetryBackoff) until it succeeds or a newer
+	// Update replaces it, unless the error wraps ErrUpdateInPlace. Apply
+	// must therefore be safe to repeat with the same Update.
 	Apply(ctx context.Context, u *Update) error
 }
