@@ -8,10 +8,13 @@ import (
 	"time"
 )
 
-// Defaults of Config.RetryBackoff and Config.MaxRetryBackoff.
+// Defaults of Config.RetryBackoff and Config.MaxRetryBackoff. The maximum
+// is short on purpose: a disk that was full is caught up within 5 s of
+// being freed, however long it was full, and a failed attempt costs a few
+// KiB of writes.
 const (
 	DefaultRetryBackoff    = time.Second
-	DefaultMaxRetryBackoff = 30 * time.Second
+	DefaultMaxRetryBackoff = 4 * time.Second
 )
 
 // ErrUpdateInPlace is wrapped by an Apply error that came after the Update

@@ -223,7 +223,10 @@ func lockOwned(cfg *config.Config) (release func(), err error) {
 // serveOwned is serve once the locks are held. Everything that can fail on
 // bad input is built before anything starts.
 func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	hups, stopHangup := catchHangup()
+	defer stopHangup()
 	var sinks []rotation.Sink
+	var fileSinks []*filesink.Folder
 	var jwtFolders []jwtfiles.Folder
 	var folders []admin.Folder
 	var sdsServer *sds.Server
@@ -264,6 +267,7 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 			return fmt.Errorf("files[%d]: %w", i, err)
 		}
 		sinks = append(sinks, folder)
+		fileSinks = append(fileSinks, folder)
 		jwtFolders = append(jwtFolders, jwtFolder(f, fc))
 		folders = append(folders, folder)
 	}
@@ -330,6 +334,7 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 		log.Info("admin: listening", "addr", adminListener.Addr().String(), "endpoints", "/livez /readyz /metrics /status")
 	}
 	g.Go(func() error { return src.Run(ctx) })
+	g.Go(func() error { return onHangup(ctx, hups, src, fileSinks, log) })
 	// JWT-SVIDs have their own Workload API calls and timers: they are not
 	// in the X.509 updates the source fans out.
 	if !jwtWriter.Empty() {

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sds-bridge/sds-bridge/filesink"
+)
+
+// catchHangup makes SIGHUP mean what operators expect of a daemon: reload,
+// not die (the default would end the bridge with status 129 and leave its
+// socket behind). It must be called before anything slow, so a HUP sent
+// during start-up is not fatal either; stop undoes it.
+func catchHangup() (hups <-chan os.Signal, stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	return ch, func() { signal.Stop(ch) }
+}
+
+// behindRetrier makes every sink that is waiting to retry the current
+// Update apply it now, and names them (rotation.Source).
+type behindRetrier interface{ RetryNow() []string }
+
+// onHangup serves every SIGHUP until ctx ends: sinks that are behind the
+// current generation re-apply it at once (instead of at their next
+// backoff step), and every folder's reload actions run again on the
+// generation in place — for a consumer restarted by hand, or one whose
+// reload was lost. Several HUPs while one is handled count as one.
+func onHangup(ctx context.Context, hups <-chan os.Signal, src behindRetrier, folders []*filesink.Folder, log *slog.Logger) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hups:
+		}
+		woken := src.RetryNow()
+		log.Info("SIGHUP: re-applying what is behind and re-running reload actions", "retrying_now", woken, "folders", len(folders))
+		for _, f := range folders {
+			if err := f.RerunActions(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("SIGHUP: reload actions failed", "dir", f.Dir(), "err", err)
+			}
+		}
+	}
+}
