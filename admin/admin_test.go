@@ -437,6 +437,8 @@ func TestMetricsAndStatus(t *testing.T) {
 		`sds_bridge_sds_pushes_total`:                                                         1,
 		`sds_bridge_sds_nacks_total`:                                                          0,
 		`sds_bridge_sds_refused_peers_total`:                                                  0,
+		`sds_bridge_sds_connections_open`:                                                     1,
+		`sds_bridge_sds_connections_over_cap_total`:                                           0,
 		`sds_bridge_sds_clients_current`:                                                      1,
 		`sds_bridge_file_write_failures_total{folder="` + dir + `"}`:                          0,
 		`sds_bridge_reload_action_failures_total{action="exec:/bin/sh",folder="` + dir + `"}`: 2,

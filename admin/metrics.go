@@ -29,6 +29,8 @@ var (
 	descNACKs        = desc("sds_nacks_total", "SDS responses a client rejected (NACK); the client keeps its last accepted secrets.")
 	descAckedCurrent = desc("sds_clients_current", "Open SDS streams whose last acknowledged version is the current generation.")
 	descRefusedPeers = desc("sds_refused_peers_total", "SDS connections refused because the peer's uid/gid is not allowed (sds.allowed_uids, sds.allowed_gids).")
+	descConnsOpen    = desc("sds_connections_open", "Connections open on the SDS socket now, allowed peers or not.")
+	descConnsOverCap = desc("sds_connections_over_cap_total", "SDS connections closed at once because sds.max_connections (or refused peers' share of it) was reached.")
 
 	descWriteFailures  = desc("file_write_failures_total", "Updates a credential folder refused or failed to write; the consumers keep the previous set.", "folder")
 	descActionFailures = desc("reload_action_failures_total", "Failed reload action attempts per folder and action (each is retried with backoff).", "folder", "action")
@@ -42,6 +44,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descBuildInfo, descReady, descRotations, descGen, descRefused, descWatchErrs, descNotAfter,
 		descSinkGen, descSinkFailures, descSinkRetries, descStreams, descPushes, descNACKs, descAckedCurrent, descRefusedPeers,
+		descConnsOpen, descConnsOverCap,
 		descWriteFailures, descActionFailures,
 	} {
 		ch <- d
@@ -91,6 +94,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descPushes, float64(st.Pushes))
 		counter(descNACKs, float64(st.NACKs))
 		counter(descRefusedPeers, float64(st.RefusedPeers))
+		gauge(descConnsOpen, float64(st.ConnectionsOpen))
+		counter(descConnsOverCap, float64(st.ConnectionsOverCap))
 		current := 0
 		for _, cl := range s.cfg.SDS.Clients() {
 			if gen > 0 && cl.AckedGeneration == gen {
