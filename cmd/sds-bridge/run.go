@@ -307,6 +307,8 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 			MinValidityPercent: *cfg.Admin.MinValidityPercent,
 			RequireSDSAck:      cfg.Admin.RequireSDSAck,
 			MaxConnections:     cfg.Admin.MaxConnections,
+			LivenessPath:       cfg.Admin.LivenessPath,
+			ReadinessPath:      cfg.Admin.ReadinessPath,
 			Version:            versionString(),
 			Logger:             log.With("component", "admin"),
 		}
@@ -331,7 +333,7 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 	}
 	if adminListener != nil {
 		g.Go(func() error { return adm.Serve(ctx, adminListener) })
-		log.Info("admin: listening", "addr", adminListener.Addr().String(), "endpoints", "/livez /readyz /metrics /status")
+		log.Info("admin: listening", "addr", adminListener.Addr().String(), "endpoints", cfg.Admin.LivenessPath+" "+cfg.Admin.ReadinessPath+" /metrics /status")
 	}
 	g.Go(func() error { return src.Run(ctx) })
 	g.Go(func() error { return onHangup(ctx, hups, src, fileSinks, log) })
