@@ -89,6 +89,12 @@ func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
 			return nil, err
 		}
 		printNotes(c.stderr, c.spiffeHelperConfig, res.Notes)
+		if keys := res.Unsupported(); len(keys) > 0 {
+			// A daemon must not start doing less than helper.conf said
+			// with the difference only in its log: convert, review, run.
+			return nil, fmt.Errorf("%w; convert it with `sds-bridge import-spiffe-helper --allow-unsupported %s > sds-bridge.yaml`, review the NOT SUPPORTED comments, then use --config sds-bridge.yaml",
+				unsupportedError(c.spiffeHelperConfig, keys), c.spiffeHelperConfig)
+		}
 		cfg = converted
 	}
 	if c.sdsSocket != "" {
