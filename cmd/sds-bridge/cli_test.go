@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -35,6 +38,46 @@ func TestHelpOnEverySubcommandExits0(t *testing.T) {
 			}
 			if out := stdout.String() + stderr.String(); !strings.Contains(out, "sds-bridge") {
 				t.Errorf("%s %s printed no usage: %q", cmd, h, out)
+			}
+		}
+	}
+}
+
+// The README's command table has a row for every subcommand, and that row
+// names every flag the subcommand's -h lists.
+func TestREADMECommandTableListsEverySubcommandAndFlag(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(readme), "| command | does |\n")
+	if !ok {
+		t.Fatal("README has no '| command | does |' table")
+	}
+	table, _, _ = strings.Cut(table, "\n\n")
+	rows := map[string]string{}
+	for _, line := range strings.Split(table, "\n") {
+		if cmd, ok := strings.CutPrefix(line, "| `"); ok {
+			name := strings.FieldsFunc(cmd, func(r rune) bool { return r == ' ' || r == '`' })[0]
+			rows[name] = line
+		}
+	}
+	flagLine := regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`)
+	for _, cmd := range subcommands {
+		row, ok := rows[cmd]
+		if !ok {
+			t.Errorf("README command table has no row for %s", cmd)
+			continue
+		}
+		var help syncBuffer
+		_ = run(t.Context(), []string{cmd, "-h"}, &help, &help)
+		flags := flagLine.FindAllStringSubmatch(help.String(), -1)
+		if cmd != "version" && len(flags) == 0 {
+			t.Errorf("%s -h lists no flags (the test reads nothing):\n%s", cmd, help.String())
+		}
+		for _, f := range flags {
+			if !strings.Contains(row, "--"+f[1]) {
+				t.Errorf("README row for %s lacks --%s", cmd, f[1])
 			}
 		}
 	}

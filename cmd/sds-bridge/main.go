@@ -21,7 +21,7 @@ Usage:
   sds-bridge wait    --dir DIR [--layout L] [--min-validity DUR] [--timeout DUR]
   sds-bridge check   --dir DIR [--layout L] [--min-validity DUR]
   sds-bridge status  [--admin ADDR | --config FILE] [--json]
-  sds-bridge import-spiffe-helper [--base-dir DIR] helper.conf   (prints the equivalent YAML;
+  sds-bridge import-spiffe-helper [--base-dir DIR] [--allow-unsupported] helper.conf   (prints the equivalent YAML;
                      run and dev also take --spiffe-helper-config helper.conf instead of --config)
 ` + envoyBootstrapUsage + `
   sds-bridge version
