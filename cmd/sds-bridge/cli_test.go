@@ -1,11 +1,15 @@
 package main
 
 import (
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 // No arguments: the usage on stderr, nothing on stdout, exit status 2,
@@ -79,6 +83,44 @@ func TestREADMECommandTableListsEverySubcommandAndFlag(t *testing.T) {
 			if !strings.Contains(row, "--"+f[1]) {
 				t.Errorf("README row for %s lacks --%s", cmd, f[1])
 			}
+		}
+	}
+}
+
+// dev's banner shows the admin address it bound: with --admin
+// 127.0.0.1:0 that is the port it got (the one the log names), never :0.
+func TestDevBannerShowsTheBoundAdminAddress(t *testing.T) {
+	dir := testkit.ShortDir(t)
+	d := startDev(t, dir, "--admin", "127.0.0.1:0", "--dir", filepath.Join(dir, "certs"), "--sds-socket", filepath.Join(dir, "sds.sock"))
+	url := d.adminURL()
+	if strings.HasSuffix(url, ":0") {
+		t.Fatalf("the log names %s", url)
+	}
+	testkit.Eventually(t, "the banner's admin line", func() bool {
+		return strings.Contains(d.stdout.String(), "  admin:              "+url+"  (/livez /readyz /metrics /status)\n")
+	})
+	if strings.Contains(d.stdout.String(), "127.0.0.1:0 ") {
+		t.Errorf("the banner still shows port 0:\n%s", d.stdout.String())
+	}
+}
+
+// A busy admin port fails start-up with a way out: --admin 127.0.0.1:0
+// (any free port) or --admin "" (none).
+func TestBusyAdminPortSuggestsAnotherAdminFlag(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	dir := testkit.ShortDir(t)
+	err = run(t.Context(), []string{"run", "--admin", l.Addr().String(), "--workload-api", "unix://" + filepath.Join(dir, "none.sock"),
+		"--dir", filepath.Join(dir, "certs"), "--sds-socket", filepath.Join(dir, "sds.sock")}, io.Discard, io.Discard)
+	if err == nil {
+		t.Fatal("run started on a busy admin port")
+	}
+	for _, want := range []string{l.Addr().String(), "--admin 127.0.0.1:0", `--admin ""`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
 		}
 	}
 }

@@ -183,7 +183,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer release()
-	return serveOwned(ctx, cfg, log)
+	return serveOwned(ctx, cfg, log, nil)
 }
 
 // lockOwned makes the SDS socket and every credential folder belong to this
@@ -227,8 +227,9 @@ func lockOwned(cfg *config.Config) (release func(), err error) {
 }
 
 // serveOwned is serve once the locks are held. Everything that can fail on
-// bad input is built before anything starts.
-func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+// bad input is built before anything starts. adminBound, if not nil, is
+// told the address the admin listener bound (a port 0 resolved).
+func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, adminBound func(addr string)) error {
 	hups, stopHangup := catchHangup()
 	defer stopHangup()
 	var sinks []rotation.Sink
@@ -325,9 +326,15 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 			return err
 		}
 		if adminListener, err = net.Listen("tcp", addr); err != nil {
+			if errors.Is(err, unix.EADDRINUSE) {
+				return fmt.Errorf("admin.listen %q: %w: another process has that port; pass --admin 127.0.0.1:0 for any free port, or --admin \"\" for no admin listener", addr, err)
+			}
 			return fmt.Errorf("admin.listen %q: %w", addr, err)
 		}
 		defer adminListener.Close()
+		if adminBound != nil {
+			adminBound(adminListener.Addr().String())
+		}
 	}
 
 	logDescriptorBudget(cfg, log)
