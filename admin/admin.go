@@ -16,12 +16,14 @@
 package admin
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,6 +108,12 @@ type Config struct {
 	// idle keep-alive connection is kept (twice as long); zero means
 	// DefaultHeaderTimeout.
 	HeaderTimeout time.Duration
+	// LivenessPath and ReadinessPath are where the two probes are
+	// served; "" means /livez and /readyz. The config validates them
+	// (admin.liveness_path, admin.readiness_path); New only refuses the
+	// ones it cannot register.
+	LivenessPath  string
+	ReadinessPath string
 	// Version is the bridge's version, shown in metrics and status.
 	Version string
 	// Logger defaults to slog.Default().
@@ -156,6 +164,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DeliveryGrace == 0 {
 		cfg.DeliveryGrace = DefaultDeliveryGrace
 	}
+	cfg.LivenessPath = cmp.Or(cfg.LivenessPath, "/livez")
+	cfg.ReadinessPath = cmp.Or(cfg.ReadinessPath, "/readyz")
+	if err := checkPaths(cfg.LivenessPath, cfg.ReadinessPath); err != nil {
+		return nil, err
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -181,8 +194,8 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("admin: register collector: %w", err)
 		}
 	}
-	s.mux.HandleFunc("GET /livez", s.livez)
-	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.HandleFunc("GET "+cfg.LivenessPath, s.livez)
+	s.mux.HandleFunc("GET "+cfg.ReadinessPath, s.readyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelError),
 	}))
@@ -239,7 +252,20 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintln(w, "sds-bridge admin: /livez /readyz /metrics /status")
+	fmt.Fprintln(w, "sds-bridge admin:", s.cfg.LivenessPath, s.cfg.ReadinessPath, "/metrics /status")
+}
+
+// checkPaths refuses probe paths that ServeMux would panic on or that
+// would shadow another endpoint.
+func checkPaths(liveness, readiness string) error {
+	taken := map[string]bool{"/": true, "/metrics": true, "/status": true}
+	for _, p := range []string{liveness, readiness} {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "{}? \t\n") || taken[p] {
+			return fmt.Errorf("admin: config: probe path %q is not a free plain path", p)
+		}
+		taken[p] = true
+	}
+	return nil
 }
 
 func (s *Server) livez(w http.ResponseWriter, _ *http.Request) {

@@ -171,14 +171,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		}
 	}
-	if a := cfg.Admin.Address(); a != "" {
-		fmt.Fprintf(stdout, "  admin:              http://%s  (/livez /readyz /metrics /status; the log has the bound port)\n", a)
+	// The admin line waits for the bind: --admin 127.0.0.1:0 shows the
+	// port it got.
+	adminBound := func(addr string) {
+		fmt.Fprintf(stdout, "  admin:              http://%s  (%s %s /metrics /status)\n", addr, cfg.Admin.LivenessPath, cfg.Admin.ReadinessPath)
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return wl.Serve(ctx) })
 	g.Go(func() error { return issuer.Run(ctx) })
-	g.Go(func() error { return serveOwned(ctx, cfg, log) })
+	g.Go(func() error { return serveOwned(ctx, cfg, log, adminBound) })
 	return g.Wait()
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/helperconf"
@@ -17,8 +18,9 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sds-bridge import-spiffe-helper", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	baseDir := fs.String("base-dir", "", "spiffe-helper's working directory, against which relative cert_dir and pid_file_name are resolved (default: the current directory)")
+	allow := fs.Bool("allow-unsupported", false, "print the YAML even when some helper.conf keys cannot be carried over (each is a NOT SUPPORTED comment in it)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: sds-bridge import-spiffe-helper [--base-dir DIR] helper.conf > sds-bridge.yaml")
+		fmt.Fprintln(stderr, "Usage: sds-bridge import-spiffe-helper [--base-dir DIR] [--allow-unsupported] helper.conf > sds-bridge.yaml")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -35,6 +37,10 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		// No YAML: `> sds-bridge.yaml` must not leave a config run refuses.
 		return err
+	}
+	if keys := res.Unsupported(); len(keys) > 0 && !*allow {
+		// Nor one that silently behaves otherwise than helper.conf did.
+		return fmt.Errorf("%w; --allow-unsupported prints the YAML anyway", unsupportedError(fs.Arg(0), keys))
 	}
 	_, err = stdout.Write(res.YAML)
 	return err
@@ -62,6 +68,12 @@ func convertHelperConf(path, baseDir string) (*helperconf.Result, *config.Config
 		return res, nil, fmt.Errorf("spiffe-helper config %s: %w", path, err)
 	}
 	return res, cfg, nil
+}
+
+// unsupportedError names the helper.conf keys a conversion does not carry
+// over; the caller says what to do about them.
+func unsupportedError(path string, keys []string) error {
+	return fmt.Errorf("spiffe-helper config %s: cannot carry over %s (see the notes above)", path, strings.Join(keys, ", "))
 }
 
 func printNotes(w io.Writer, path string, notes []helperconf.Note) {

@@ -151,3 +151,85 @@ func TestImportRefusesFileNamesRunRefuses(t *testing.T) {
 		})
 	}
 }
+
+// A helper.conf with keys the bridge cannot carry over makes
+// import-spiffe-helper exit non-zero, naming each key and printing no
+// YAML, unless --allow-unsupported is given; run and dev with
+// --spiffe-helper-config refuse it the same way and say how to convert it.
+func TestUnsupportedKeysRefusedUnlessAllowed(t *testing.T) {
+	conf := filepath.Join("..", "..", "internal", "helperconf", "testdata", "unsupported-key.conf")
+	keys := []string{"renew_singal", "omit_expired"}
+
+	var stdout, stderr syncBuffer
+	err := run(t.Context(), []string{"import-spiffe-helper", conf}, &stdout, &stderr)
+	if err == nil {
+		t.Fatalf("import-spiffe-helper accepted unsupported keys:\n%s", stdout.String())
+	}
+	for _, want := range append(keys, "--allow-unsupported", conf) {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("import error %q does not name %q", err, want)
+		}
+	}
+	if stdout.String() != "" {
+		t.Errorf("import printed YAML for a refused helper.conf:\n%s", stdout.String())
+	}
+	for _, k := range keys {
+		if !strings.Contains(stderr.String(), k+": not supported:") {
+			t.Errorf("stderr lacks the note on %s:\n%s", k, stderr.String())
+		}
+	}
+
+	var yaml syncBuffer
+	if err := run(t.Context(), []string{"import-spiffe-helper", "--allow-unsupported", conf}, &yaml, io.Discard); err != nil {
+		t.Fatalf("import-spiffe-helper --allow-unsupported: %v", err)
+	}
+	if !strings.Contains(yaml.String(), "NOT SUPPORTED (omit_expired)") {
+		t.Errorf("--allow-unsupported YAML lacks the NOT SUPPORTED comment:\n%s", yaml.String())
+	}
+
+	for _, cmd := range []string{"run", "dev"} {
+		err := run(t.Context(), []string{cmd, "--spiffe-helper-config", conf, "--admin", ""}, io.Discard, io.Discard)
+		if err == nil {
+			t.Fatalf("%s --spiffe-helper-config accepted unsupported keys", cmd)
+		}
+		for _, want := range append(keys, "import-spiffe-helper --allow-unsupported", "--config") {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s error %q does not contain %q", cmd, err, want)
+			}
+		}
+	}
+}
+
+// spiffe-helper's health_checks, defaults included, become the admin
+// listener on the same port and probe paths, with nothing left behind.
+func TestImportedHealthChecksKeepPortAndPaths(t *testing.T) {
+	dir := testkit.ShortDir(t)
+	conf := filepath.Join(dir, "helper.conf")
+	if err := os.WriteFile(conf, []byte(`
+cert_dir = "`+filepath.Join(dir, "certs")+`"
+svid_file_name = "tls.crt"
+svid_key_file_name = "tls.key"
+svid_bundle_file_name = "ca.crt"
+health_checks {
+  listener_enabled = true
+  liveness_path = "/healthz/live"
+  readiness_path = "/healthz/ready"
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, cfg, err := convertHelperConf(conf, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := res.Unsupported(); len(keys) > 0 {
+		t.Fatalf("health_checks not carried over: %v", keys)
+	}
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if a := cfg.Admin; a.Address() != "0.0.0.0:8081" || a.LivenessPath != "/healthz/live" || a.ReadinessPath != "/healthz/ready" {
+		t.Errorf("admin %q %q %q, want 0.0.0.0:8081 /healthz/live /healthz/ready", a.Address(), a.LivenessPath, a.ReadinessPath)
+	}
+}

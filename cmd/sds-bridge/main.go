@@ -21,7 +21,7 @@ Usage:
   sds-bridge wait    --dir DIR [--layout L] [--min-validity DUR] [--timeout DUR]
   sds-bridge check   --dir DIR [--layout L] [--min-validity DUR]
   sds-bridge status  [--admin ADDR | --config FILE] [--json]
-  sds-bridge import-spiffe-helper [--base-dir DIR] helper.conf   (prints the equivalent YAML;
+  sds-bridge import-spiffe-helper [--base-dir DIR] [--allow-unsupported] helper.conf   (prints the equivalent YAML;
                      run and dev also take --spiffe-helper-config helper.conf instead of --config)
 ` + envoyBootstrapUsage + `
   sds-bridge version
@@ -33,16 +33,27 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "sds-bridge:", err)
-		}
-		var ec exitCode
-		if errors.As(err, &ec) {
-			os.Exit(int(ec))
-		}
-		os.Exit(1)
+	os.Exit(exitStatus(err, os.Stderr))
+}
+
+// exitStatus prints err (if it says anything) and returns the process's
+// exit status: 0 for success and for -h/--help (the usage was asked for and
+// printed), the status an exitCode carries (its usage or verdict already
+// printed), 1 otherwise.
+func exitStatus(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
+	var ec exitCode
+	if errors.As(err, &ec) {
+		// A bare exitCode says only "exit status 2": nothing to add.
+		if err != error(ec) {
+			fmt.Fprintln(stderr, "sds-bridge:", err)
+		}
+		return int(ec)
+	}
+	fmt.Fprintln(stderr, "sds-bridge:", err)
+	return 1
 }
 
 // exitCode lets a command pick its exit status (check: 1 = not valid, 2 = usage).

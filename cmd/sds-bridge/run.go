@@ -89,6 +89,12 @@ func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
 			return nil, err
 		}
 		printNotes(c.stderr, c.spiffeHelperConfig, res.Notes)
+		if keys := res.Unsupported(); len(keys) > 0 {
+			// A daemon must not start doing less than helper.conf said
+			// with the difference only in its log: convert, review, run.
+			return nil, fmt.Errorf("%w; convert it with `sds-bridge import-spiffe-helper --allow-unsupported %s > sds-bridge.yaml`, review the NOT SUPPORTED comments, then use --config sds-bridge.yaml",
+				unsupportedError(c.spiffeHelperConfig, keys), c.spiffeHelperConfig)
+		}
 		cfg = converted
 	}
 	if c.sdsSocket != "" {
@@ -177,7 +183,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer release()
-	return serveOwned(ctx, cfg, log)
+	return serveOwned(ctx, cfg, log, nil)
 }
 
 // lockOwned makes the SDS socket and every credential folder belong to this
@@ -221,8 +227,9 @@ func lockOwned(cfg *config.Config) (release func(), err error) {
 }
 
 // serveOwned is serve once the locks are held. Everything that can fail on
-// bad input is built before anything starts.
-func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+// bad input is built before anything starts. adminBound, if not nil, is
+// told the address the admin listener bound (a port 0 resolved).
+func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, adminBound func(addr string)) error {
 	hups, stopHangup := catchHangup()
 	defer stopHangup()
 	var sinks []rotation.Sink
@@ -307,6 +314,8 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 			MinValidityPercent: *cfg.Admin.MinValidityPercent,
 			RequireSDSAck:      cfg.Admin.RequireSDSAck,
 			MaxConnections:     cfg.Admin.MaxConnections,
+			LivenessPath:       cfg.Admin.LivenessPath,
+			ReadinessPath:      cfg.Admin.ReadinessPath,
 			Version:            versionString(),
 			Logger:             log.With("component", "admin"),
 		}
@@ -317,9 +326,15 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 			return err
 		}
 		if adminListener, err = net.Listen("tcp", addr); err != nil {
+			if errors.Is(err, unix.EADDRINUSE) {
+				return fmt.Errorf("admin.listen %q: %w: another process has that port; pass --admin 127.0.0.1:0 for any free port, or --admin \"\" for no admin listener", addr, err)
+			}
 			return fmt.Errorf("admin.listen %q: %w", addr, err)
 		}
 		defer adminListener.Close()
+		if adminBound != nil {
+			adminBound(adminListener.Addr().String())
+		}
 	}
 
 	logDescriptorBudget(cfg, log)
@@ -331,7 +346,7 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger) error
 	}
 	if adminListener != nil {
 		g.Go(func() error { return adm.Serve(ctx, adminListener) })
-		log.Info("admin: listening", "addr", adminListener.Addr().String(), "endpoints", "/livez /readyz /metrics /status")
+		log.Info("admin: listening", "addr", adminListener.Addr().String(), "endpoints", cfg.Admin.LivenessPath+" "+cfg.Admin.ReadinessPath+" /metrics /status")
 	}
 	g.Go(func() error { return src.Run(ctx) })
 	g.Go(func() error { return onHangup(ctx, hups, src, fileSinks, log) })

@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,6 +41,8 @@ const (
 	DefaultActionTimeout      = Duration(30 * time.Second)
 	DefaultPostgresTimeout    = Duration(10 * time.Second)
 	DefaultAdminListen        = "127.0.0.1:8081"
+	DefaultLivenessPath       = "/livez"
+	DefaultReadinessPath      = "/readyz"
 	DefaultMinValidityPercent = 10
 	DefaultJWTMode            = Mode(0o600)
 	DefaultJWTBundleMode      = Mode(0o600)
@@ -166,7 +170,15 @@ type Admin struct {
 	// MaxConnections caps the admin connections open at once; 0 or
 	// absent is the admin server's default.
 	MaxConnections int `yaml:"max_connections"`
+	// LivenessPath and ReadinessPath are where /livez and /readyz are
+	// served, so that probes written for another tool (spiffe-helper
+	// serves /live and /ready) keep working unchanged.
+	LivenessPath  string `yaml:"liveness_path"`
+	ReadinessPath string `yaml:"readiness_path"`
 }
+
+// reservedAdminPaths are the admin paths that cannot be moved.
+var reservedAdminPaths = []string{"/", "/metrics", "/status"}
 
 // Address is where the admin listener listens; "" when it is off.
 func (a Admin) Address() string {
@@ -415,6 +427,12 @@ func (c *Config) Default() {
 		p := DefaultMinValidityPercent
 		c.Admin.MinValidityPercent = &p
 	}
+	if c.Admin.LivenessPath == "" {
+		c.Admin.LivenessPath = DefaultLivenessPath
+	}
+	if c.Admin.ReadinessPath == "" {
+		c.Admin.ReadinessPath = DefaultReadinessPath
+	}
 }
 
 // KeyError is one value Validate refused. Key is the dotted YAML key
@@ -602,6 +620,24 @@ func (c *Config) Validate() error {
 	}
 	if c.Admin.MaxConnections < 0 {
 		bad("admin.max_connections", "%d must not be negative", c.Admin.MaxConnections)
+	}
+	for _, p := range []struct{ key, path string }{
+		{"admin.liveness_path", c.Admin.LivenessPath},
+		{"admin.readiness_path", c.Admin.ReadinessPath},
+	} {
+		// Empty is the default (Validate may run before Default).
+		if p.path == "" {
+			continue
+		}
+		switch {
+		case !strings.HasPrefix(p.path, "/") || path.Clean(p.path) != p.path || strings.ContainsAny(p.path, "{}?#% \t\n"):
+			bad(p.key, "%q must be a plain absolute URL path such as %q", p.path, "/live")
+		case slices.Contains(reservedAdminPaths, p.path):
+			bad(p.key, "%q is already served by the admin listener (%s)", p.path, strings.Join(reservedAdminPaths, " "))
+		}
+	}
+	if l, r := c.Admin.LivenessPath, c.Admin.ReadinessPath; l != "" && l == r {
+		bad("admin.readiness_path", "%q is also admin.liveness_path: the two probes need their own paths", r)
 	}
 	if c.Admin.RequireSDSAck && !c.SDS.On() {
 		bad("admin.require_sds_ack", "true needs sds.enabled: no SDS client can acknowledge anything")

@@ -186,3 +186,40 @@ func TestParseSignal(t *testing.T) {
 		}
 	}
 }
+
+// admin.liveness_path and admin.readiness_path default to /livez and
+// /readyz and take another path, so a probe written for spiffe-helper
+// (/live, /ready) keeps working.
+func TestAdminProbePathsDefaultAndMove(t *testing.T) {
+	c, err := parseDefaultValidate(t, "files:\n  - dir: /a\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Admin.LivenessPath != "/livez" || c.Admin.ReadinessPath != "/readyz" {
+		t.Errorf("default paths %q %q, want /livez /readyz", c.Admin.LivenessPath, c.Admin.ReadinessPath)
+	}
+	c, err = parseDefaultValidate(t, "files:\n  - dir: /a\nadmin:\n  liveness_path: /live\n  readiness_path: /health/ready\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Admin.LivenessPath != "/live" || c.Admin.ReadinessPath != "/health/ready" {
+		t.Errorf("paths %q %q, want /live /health/ready", c.Admin.LivenessPath, c.Admin.ReadinessPath)
+	}
+}
+
+// A probe path must be a plain path of its own: not relative, not a mux
+// pattern, not an endpoint the admin listener already serves, not the
+// other probe's.
+func TestAdminProbePathsValidated(t *testing.T) {
+	a := "files:\n  - dir: /a\nadmin:\n"
+	checkErrors(t, []errorCase{
+		{"relative", a + "  liveness_path: live\n", []string{"admin.liveness_path", `"live"`, "absolute"}},
+		{"pattern", a + "  readiness_path: \"/ready/{x}\"\n", []string{"admin.readiness_path", `"/ready/{x}"`}},
+		{"not clean", a + "  liveness_path: /live/\n", []string{"admin.liveness_path", `"/live/"`}},
+		{"metrics", a + "  liveness_path: /metrics\n", []string{"admin.liveness_path", `"/metrics"`, "already served"}},
+		{"status", a + "  readiness_path: /status\n", []string{"admin.readiness_path", `"/status"`, "already served"}},
+		{"root", a + "  readiness_path: /\n", []string{"admin.readiness_path", `"/"`, "already served"}},
+		{"each other", a + "  liveness_path: /health\n  readiness_path: /health\n", []string{"admin.readiness_path", `"/health"`, "admin.liveness_path"}},
+		{"the other's default", a + "  liveness_path: /readyz\n", []string{"admin.readiness_path", `"/readyz"`, "admin.liveness_path"}},
+	})
+}

@@ -12,6 +12,7 @@ package helperconf
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -86,9 +87,22 @@ var knownKeys = []string{
 	"jwt_svids", "jwt_bundle_file_name", "health_checks",
 }
 
-// spiffeHelperDefaultAgent is where spiffe-helper looks without
-// agent_address or $SPIFFE_ENDPOINT_SOCKET.
-const spiffeHelperDefaultAgent = "/tmp/spire-agent/public/api.sock"
+// spiffe-helper's defaults: where it looks without agent_address or
+// $SPIFFE_ENDPOINT_SOCKET, and its health_checks listener.
+const (
+	spiffeHelperDefaultAgent  = "/tmp/spire-agent/public/api.sock"
+	spiffeHelperBindPort      = 8081
+	spiffeHelperLivenessPath  = "/live"
+	spiffeHelperReadinessPath = "/ready"
+)
+
+// windowsPipe reports whether an agent_address is a Windows named pipe,
+// as spiffe-helper on Windows takes it (\\.\pipe\name, or the
+// go-spiffe npipe: scheme).
+func windowsPipe(a string) bool {
+	l := strings.ToLower(strings.ReplaceAll(a, "/", `\`))
+	return strings.HasPrefix(l, "npipe:") || strings.HasPrefix(l, `\\.\pipe\`) || strings.HasPrefix(l, `\\?\pipe\`)
+}
 
 // Options tunes a conversion.
 type Options struct {
@@ -171,6 +185,18 @@ func (r *Result) origin(key string) string {
 		key = key[:max(strings.LastIndexAny(key, ".["), 0)]
 	}
 	return ""
+}
+
+// Unsupported lists the helper.conf keys whose behaviour the conversion
+// does not carry over, each once, in the order noted.
+func (r *Result) Unsupported() []string {
+	var keys []string
+	for _, n := range r.Notes {
+		if n.Unsupported && !slices.Contains(keys, n.Key) {
+			keys = append(keys, n.Key)
+		}
+	}
+	return keys
 }
 
 // Convert parses helper.conf src and returns the equivalent sds-bridge
@@ -266,6 +292,8 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 	// workload_api
 	c.line(0, "workload_api:")
 	switch a := hc.AgentAddress; {
+	case windowsPipe(a):
+		c.comment(2, c.unsupported("agent_address", "%s is a Windows named pipe: the bridge reads the Workload API over a unix socket or tcp:// only, so this helper.conf is for a Windows host the bridge does not run on. Not converted; set workload_api.address to the agent's socket on the Linux host", a))
 	case a == "":
 		c.comment(2, c.warn("agent_address", "not set: the bridge uses $SPIFFE_ENDPOINT_SOCKET; spiffe-helper also fell back to %s (and the deprecated $SPIRE_AGENT_ADDRESS), the bridge does not", spiffeHelperDefaultAgent))
 	case strings.HasPrefix(a, "unix://"), strings.HasPrefix(a, "tcp://"):
@@ -288,16 +316,13 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 	c.line(0, "admin:")
 	h := hc.HealthChecks
 	if h.ListenerEnabled {
-		port := h.BindPort
-		if port == 0 {
-			port = 8081 // spiffe-helper's default bind_port
-		}
-		c.comment(2, "health_checks: spiffe-helper listened on every interface. The bridge answers /livez and /readyz (and /metrics, /status).")
-		if (h.LivenessPath != "" && h.LivenessPath != "/livez") || (h.ReadinessPath != "" && h.ReadinessPath != "/readyz") {
-			c.comment(2, c.unsupported("health_checks", "liveness_path %q and readiness_path %q: the paths are fixed, /livez and /readyz; point your probes there", h.LivenessPath, h.ReadinessPath))
-		}
+		c.comment(2, "health_checks: spiffe-helper listened on every interface. The bridge answers the same two probe paths, and /metrics and /status.")
 		c.from("admin.listen", "health_checks.bind_port")
-		c.line(2, "listen: "+q(fmt.Sprintf("0.0.0.0:%d", port))+" # health_checks.bind_port")
+		c.line(2, "listen: "+q(fmt.Sprintf("0.0.0.0:%d", cmp.Or(h.BindPort, spiffeHelperBindPort)))+" # health_checks.bind_port")
+		c.from("admin.liveness_path", "health_checks.liveness_path")
+		c.line(2, "liveness_path: "+q(cmp.Or(h.LivenessPath, spiffeHelperLivenessPath))+" # health_checks.liveness_path")
+		c.from("admin.readiness_path", "health_checks.readiness_path")
+		c.line(2, "readiness_path: "+q(cmp.Or(h.ReadinessPath, spiffeHelperReadinessPath))+" # health_checks.readiness_path")
 	} else {
 		c.comment(2, "spiffe-helper had no health listener (health_checks.listener_enabled is false); set e.g. 127.0.0.1:8081 for /livez, /readyz, /metrics and /status.")
 		c.line(2, `listen: ""`)
@@ -432,10 +457,10 @@ func (c *converter) actions(hc *helperConf) {
 			lines = append(lines, exec)
 		}
 	} else if hc.CmdArgs != "" {
-		comments = append(comments, c.unsupported("cmd_args", "set without cmd: ignored, as spiffe-helper does"))
+		comments = append(comments, c.warn("cmd_args", "set without cmd: ignored, as spiffe-helper does"))
 	}
 	if hc.RenewSignal != "" && hc.Cmd == "" && hc.PIDFileName == "" {
-		comments = append(comments, c.unsupported("renew_signal", "set without cmd or pid_file_name: nothing to signal"))
+		comments = append(comments, c.warn("renew_signal", "set without cmd or pid_file_name: nothing to signal, in spiffe-helper as in the bridge"))
 	}
 	if len(lines) == 0 && len(comments) == 0 {
 		return
@@ -558,9 +583,20 @@ func (c *converter) abs(indent int, key, p string) string {
 	if filepath.IsAbs(p) {
 		return p
 	}
+	if windowsPath(p) {
+		// Joined to BaseDir it would become a nonsense unix path.
+		c.comment(indent, c.unsupported(key, "%s is a Windows path; the bridge runs on Linux. Kept as is, so the conversion is refused: give the Linux path", p))
+		return p
+	}
 	a := filepath.Join(c.opts.BaseDir, p)
 	c.comment(indent, c.warn(key, "%q is relative to spiffe-helper's working directory; resolved to %s", p, a))
 	return a
+}
+
+// windowsPath: a drive letter (C:\certs, C:/certs) or a UNC path.
+func windowsPath(p string) bool {
+	return strings.HasPrefix(p, `\\`) || len(p) >= 3 && p[1] == ':' && (p[2] == '\\' || p[2] == '/') &&
+		('a' <= p[0]|0x20 && p[0]|0x20 <= 'z')
 }
 
 // sigName spells a signal the way the config documents it ("SIGHUP").

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -23,6 +24,9 @@ func golden(r *Result) []byte {
 	b.WriteString("# --- notes printed on stderr ---\n")
 	for _, n := range r.Notes {
 		b.WriteString("# " + n.String() + "\n")
+	}
+	if keys := r.Unsupported(); len(keys) > 0 {
+		b.WriteString("# --- import-spiffe-helper refuses it without --allow-unsupported: " + strings.Join(keys, ", ") + " ---\n")
 	}
 	return b.Bytes()
 }
@@ -194,6 +198,27 @@ func BenchmarkConvert(b *testing.B) {
 	for b.Loop() {
 		if _, err := Convert(src, Options{BaseDir: "/srv/app"}); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// A Windows agent_address (a named pipe, in either spelling) is refused by
+// name, never joined to the base directory as if it were a socket path.
+func TestWindowsAgentAddressIsRefusedNotMadeAPath(t *testing.T) {
+	for _, addr := range []string{`\\.\pipe\spire-agent\public\api`, `npipe:spire-agent\public\api`, `//./pipe/agent`, `NPIPE:agent`} {
+		src := "cert_dir = \"/c\"\nagent_address = " + strconv.Quote(addr) + "\n"
+		r, err := Convert([]byte(src), Options{BaseDir: "/srv/app"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(r.Unsupported(), []string{"agent_address"}) {
+			t.Errorf("%s: unsupported keys %v, want [agent_address]", addr, r.Unsupported())
+		}
+		if strings.Contains(string(r.YAML), "address:") || strings.Contains(string(r.YAML), "/srv/app") {
+			t.Errorf("%s became an address:\n%s", addr, r.YAML)
+		}
+		if !strings.Contains(r.Notes[0].Text, "Windows named pipe") {
+			t.Errorf("%s: note %q does not say why", addr, r.Notes[0])
 		}
 	}
 }
