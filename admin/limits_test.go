@@ -26,14 +26,7 @@ const floodRoleEnv = "ADMIN_TEST_FLOOD_ADDR"
 const floodAttempts = 2000
 
 func runFloodRole(addr string) int {
-	var held []net.Conn
-	for range floodAttempts {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			continue
-		}
-		held = append(held, c)
-	}
+	held := testkit.HoldConnections("tcp", addr, floodAttempts)
 	fmt.Printf("opened %d\n", len(held))
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	for _, c := range held {

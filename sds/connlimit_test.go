@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,17 +28,8 @@ const floodRoleEnv = "SDS_TEST_FLOOD_SOCKET"
 const floodAttempts = 2000
 
 func runFloodRole(socket string) int {
-	var held []net.Conn
-	failed := 0
-	for range floodAttempts {
-		c, err := net.DialTimeout("unix", socket, time.Second)
-		if err != nil {
-			failed++
-			continue
-		}
-		held = append(held, c)
-	}
-	fmt.Printf("opened %d failed %d\n", len(held), failed)
+	held := testkit.HoldConnections("unix", socket, floodAttempts)
+	fmt.Printf("opened %d failed %d\n", len(held), floodAttempts-len(held))
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	for _, c := range held {
 		c.Close()
@@ -62,25 +51,7 @@ func openFDs(t testing.TB) int {
 // it could open; closing stdin (the returned stop) ends it.
 func startFlood(t *testing.T, socket string, uid, gid uint32) (opened int, stop func()) {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "sbbin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "sds.test")
-	if err := os.Link(self, bin); err != nil {
-		copyFile(t, self, bin)
-	}
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), floodRoleEnv+"="+socket, "GORACE=atexit_sleep_ms=0")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	cmd := testkit.SelfAs(t, uid, gid, floodRoleEnv+"="+socket)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
