@@ -37,16 +37,6 @@ func runFloodRole(socket string) int {
 	return 0
 }
 
-// openFDs counts this process's open descriptors.
-func openFDs(t testing.TB) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
-}
-
 // startFlood runs the attacker as uid:gid and returns once it holds what
 // it could open; closing stdin (the returned stop) ends it.
 func startFlood(t *testing.T, socket string, uid, gid uint32) (opened int, stop func()) {
@@ -104,7 +94,7 @@ func TestARefusedPeerCannotExhaustDescriptorsAndRotationGoesOn(t *testing.T) {
 	if err := s.Apply(t.Context(), r.next()); err != nil {
 		t.Fatal(err)
 	}
-	base := openFDs(t)
+	base := testkit.OpenFDs(t, os.Getpid())
 
 	opened, _ := startFlood(t, s.cfg.SocketPath, nobody, nobody)
 	floodStart := time.Now()
@@ -116,7 +106,7 @@ func TestARefusedPeerCannotExhaustDescriptorsAndRotationGoesOn(t *testing.T) {
 		st := s.Stats()
 		return st.ConnectionsOverCap+st.ConnectionsOpen >= int64(opened) || time.Since(floodStart) > grace/2
 	})
-	held := openFDs(t) - base
+	held := testkit.OpenFDs(t, os.Getpid()) - base
 	st := s.Stats()
 	t.Logf("while the attacker holds %d connections: the bridge holds %d more descriptors, %d connections open, %d closed over the cap",
 		opened, held, st.ConnectionsOpen, st.ConnectionsOverCap)

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -45,15 +44,6 @@ func runFloodRole(targets string) int {
 		c.Close()
 	}
 	return 0
-}
-
-func procFDs(t *testing.T, pid int) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
 }
 
 var bridgeAdminAddr = regexp.MustCompile(`msg="admin: listening" addr=(\S+)`)
@@ -94,7 +84,7 @@ func TestAFloodOfRefusedAndAdminConnectionsDoesNotStarveRotation(t *testing.T) {
 		return err == nil && f.Generation >= 1
 	})
 	pid := bridge.cmd.Process.Pid
-	base := procFDs(t, pid)
+	base := testkit.OpenFDs(t, pid)
 
 	// Group 0 may connect (socket mode 0660, owned by root); uid 65534 is
 	// not on the allow-list.
@@ -130,7 +120,7 @@ func TestAFloodOfRefusedAndAdminConnectionsDoesNotStarveRotation(t *testing.T) {
 		}
 		opened += n
 	}
-	held := procFDs(t, pid) - base
+	held := testkit.OpenFDs(t, pid) - base
 	t.Logf("while the attacker holds %d connections, the bridge holds %d more descriptors (%d in all)", opened, held, base+held)
 	// Refused peers' share of the SDS cap (128/8) and the admin cap (64),
 	// plus a few the runtime opens.

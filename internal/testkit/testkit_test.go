@@ -82,3 +82,18 @@ func TestSelfAsHelper(t *testing.T) {
 	}
 	fmt.Printf("uid %d gid %d\n", os.Getuid(), os.Getgid())
 }
+
+func TestOpenFDsCountsADescriptor(t *testing.T) {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("no /proc")
+	}
+	base := OpenFDs(t, os.Getpid())
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if got := OpenFDs(t, os.Getpid()); got != base+1 {
+		t.Errorf("OpenFDs = %d after opening a file, want %d", got, base+1)
+	}
+}

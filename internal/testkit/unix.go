@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,6 +47,17 @@ func SnapshotTree(tb testing.TB, dir string) string {
 		tb.Fatal(err)
 	}
 	return b.String()
+}
+
+// OpenFDs counts the open descriptors of process pid (os.Getpid() for
+// this one), read from /proc: Linux only.
+func OpenFDs(tb testing.TB, pid int) int {
+	tb.Helper()
+	entries, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return len(entries)
 }
 
 // SelfAs returns an unstarted command that runs this test binary as
