@@ -211,6 +211,20 @@ func (b *bridge) readyz() (int, string) {
 	return testkit.Get(b.t, b.url+"/readyz")
 }
 
+// status fetches /status; anything but a 200 with a Status fails the test.
+func (b *bridge) status() Status {
+	b.t.Helper()
+	code, body := testkit.Get(b.t, b.url+"/status")
+	if code != http.StatusOK {
+		b.t.Fatalf("/status = %d", code)
+	}
+	var st Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		b.t.Fatalf("/status is not a Status: %v\n%s", err, body)
+	}
+	return st
+}
+
 // expectReadyz checks /readyz: its code and that each want is in the body.
 func (b *bridge) expectReadyz(code int, want ...string) string {
 	b.t.Helper()
@@ -470,14 +484,7 @@ func TestMetricsAndStatus(t *testing.T) {
 	}
 
 	// /status: the same truth as JSON, and as text for a human.
-	code, body := testkit.Get(t, b.url+"/status")
-	if code != http.StatusOK {
-		t.Fatalf("/status = %d", code)
-	}
-	var st Status
-	if err := json.Unmarshal([]byte(body), &st); err != nil {
-		t.Fatalf("/status is not a Status: %v\n%s", err, body)
-	}
+	st := b.status()
 	serial := svid.Certificates[0].SerialNumber.Text(16)
 	if st.Ready || st.Generation != 1 || len(st.SVIDs) != 1 || st.SVIDs[0].Serial != serial || !st.SVIDs[0].Default ||
 		!st.SVIDs[0].NotAfter.Equal(svid.Certificates[0].NotAfter) || len(st.Bundles) != 1 || st.WorkloadAPI.Refused != 1 {

@@ -26,14 +26,7 @@ const floodRoleEnv = "ADMIN_TEST_FLOOD_ADDR"
 const floodAttempts = 2000
 
 func runFloodRole(addr string) int {
-	var held []net.Conn
-	for range floodAttempts {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			continue
-		}
-		held = append(held, c)
-	}
+	held := testkit.HoldConnections("tcp", addr, floodAttempts)
 	fmt.Printf("opened %d\n", len(held))
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	for _, c := range held {
@@ -48,15 +41,6 @@ type noSource struct{}
 func (noSource) Current() *rotation.Update           { return nil }
 func (noSource) SinkStatuses() []rotation.SinkStatus { return nil }
 func (noSource) Counters() rotation.Counters         { return rotation.Counters{} }
-
-func openFDs(t testing.TB) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
-}
 
 // TestIdleAdminClientsCannotHoldDescriptors: a local client that opens as
 // many idle connections to the admin port as it can (2000 tries) holds at
@@ -95,7 +79,7 @@ func TestIdleAdminClientsCannotHoldDescriptors(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	}
 	testkit.Eventually(t, "/livez", live)
-	base := openFDs(t)
+	base := testkit.OpenFDs(t, os.Getpid())
 
 	self, err := os.Executable()
 	if err != nil {
@@ -126,7 +110,7 @@ func TestIdleAdminClientsCannotHoldDescriptors(t *testing.T) {
 	if opened < 10*maxConns {
 		t.Fatalf("the attacker opened only %d connections: the test would prove nothing", opened)
 	}
-	held := openFDs(t) - base
+	held := testkit.OpenFDs(t, os.Getpid()) - base
 	t.Logf("the attacker holds %d connections; the admin server holds %d more descriptors", opened, held)
 	// A descriptor per accepted connection, plus a few the runtime opens.
 	if held > maxConns+8 {
@@ -137,7 +121,7 @@ func TestIdleAdminClientsCannotHoldDescriptors(t *testing.T) {
 	t.Logf("/livez answered %s into the flood", time.Since(start).Round(time.Millisecond))
 	// What stays is ours: the attacker's stdin and stdout pipes and its
 	// pidfd.
-	testkit.Eventually(t, "the idle connections closed", func() bool { return openFDs(t)-base <= 4 })
+	testkit.Eventually(t, "the idle connections closed", func() bool { return testkit.OpenFDs(t, os.Getpid())-base <= 4 })
 	if !strings.Contains(logs.String(), "admin.max_connections") {
 		t.Errorf("the over-cap closing was not logged:\n%s", logs)
 	}

@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 // The Kubernetes order: the bridge starts before PostgreSQL, so its first
@@ -31,14 +29,7 @@ func TestNoServerToReloadKeepsTheBridgeReady(t *testing.T) {
 	b.waitSinks(1, nil)
 	b.expectReadyz(http.StatusOK, "ready: generation 1")
 
-	code, body := testkit.Get(t, b.url+"/status")
-	if code != http.StatusOK {
-		t.Fatalf("/status = %d", code)
-	}
-	var st Status
-	if err := json.Unmarshal([]byte(body), &st); err != nil {
-		t.Fatalf("/status is not a Status: %v\n%s", err, body)
-	}
+	st := b.status()
 	if !st.Ready || len(st.Folders) != 1 || len(st.Folders[0].Actions) != 2 {
 		t.Fatalf("status = %+v, want ready with one folder and two actions", st)
 	}

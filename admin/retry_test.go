@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -65,14 +64,7 @@ func TestRetryingFolderIsShownEverywhere(t *testing.T) {
 		}
 	}
 
-	code, body := testkit.Get(t, b.url+"/status")
-	if code != http.StatusOK {
-		t.Fatalf("/status = %d", code)
-	}
-	var doc Status
-	if err := json.Unmarshal([]byte(body), &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := b.status()
 	var fs *SinkStatus
 	for i := range doc.Sinks {
 		if doc.Sinks[i].Name == files {
@@ -108,7 +100,7 @@ func TestRetryingFolderIsShownEverywhere(t *testing.T) {
 	if got := metrics(t, b.url)[`sds_bridge_sink_retries_total{sink="`+files+`"}`]; got != 2 {
 		t.Errorf("sds_bridge_sink_retries_total = %v after the retry that worked, want 2", got)
 	}
-	code, body = testkit.Get(t, b.url+"/status")
+	code, body := testkit.Get(t, b.url+"/status")
 	if code != http.StatusOK || strings.Contains(body, "retrying_since") || strings.Contains(body, "next_retry_at") {
 		t.Errorf("/status after recovery = %d:\n%s", code, body)
 	}

@@ -1,9 +1,7 @@
 package filesink
 
 import (
-	"crypto/sha256"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 // attackTarget is what an attacker who can write the folder points a link
@@ -47,36 +46,7 @@ func newAttackTarget(t *testing.T) attackTarget {
 // chmod, write or remove through a planted link would change.
 func (a attackTarget) snapshot(t *testing.T) string {
 	t.Helper()
-	return snapshotTree(t, a.dir)
-}
-
-func snapshotTree(t *testing.T, dir string) string {
-	t.Helper()
-	var b strings.Builder
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(path)
-		if err != nil {
-			return err
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		fmt.Fprintf(&b, "%s %s %d:%d size=%d mtime=%d", path, fi.Mode(), st.Uid, st.Gid, fi.Size(), fi.ModTime().UnixNano())
-		if fi.Mode().IsRegular() {
-			data, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&b, " sha256=%x", sha256.Sum256(data))
-		}
-		b.WriteString("\n")
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
+	return testkit.SnapshotTree(t, a.dir)
 }
 
 // stealAndLink does what an attacker that can write the parent of path
@@ -137,7 +107,7 @@ func TestAGenerationDirectoryReplacedByALinkLeadsNothingOutTheFolder(t *testing.
 			if err != nil {
 				t.Fatal(err)
 			}
-			liveBefore := snapshotTree(t, filepath.Join(f.Dir(), live))
+			liveBefore := testkit.SnapshotTree(t, filepath.Join(f.Dir(), live))
 
 			attacked := 0
 			f.hooks = &hooks{afterMkdir: func(name string) {
@@ -160,7 +130,7 @@ func TestAGenerationDirectoryReplacedByALinkLeadsNothingOutTheFolder(t *testing.
 			if after := a.snapshot(t); after != before {
 				t.Errorf("outside the folder changed:\nbefore:\n%safter:\n%s", before, after)
 			}
-			if after := snapshotTree(t, filepath.Join(f.Dir(), live)); after != liveBefore {
+			if after := testkit.SnapshotTree(t, filepath.Join(f.Dir(), live)); after != liveBefore {
 				t.Errorf("the live generation changed:\nbefore:\n%safter:\n%s", liveBefore, after)
 			}
 			if _, err := Inspect(InspectConfig{Dir: f.Dir()}); err != nil {

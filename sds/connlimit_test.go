@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,17 +28,8 @@ const floodRoleEnv = "SDS_TEST_FLOOD_SOCKET"
 const floodAttempts = 2000
 
 func runFloodRole(socket string) int {
-	var held []net.Conn
-	failed := 0
-	for range floodAttempts {
-		c, err := net.DialTimeout("unix", socket, time.Second)
-		if err != nil {
-			failed++
-			continue
-		}
-		held = append(held, c)
-	}
-	fmt.Printf("opened %d failed %d\n", len(held), failed)
+	held := testkit.HoldConnections("unix", socket, floodAttempts)
+	fmt.Printf("opened %d failed %d\n", len(held), floodAttempts-len(held))
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	for _, c := range held {
 		c.Close()
@@ -48,39 +37,11 @@ func runFloodRole(socket string) int {
 	return 0
 }
 
-// openFDs counts this process's open descriptors.
-func openFDs(t testing.TB) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
-}
-
 // startFlood runs the attacker as uid:gid and returns once it holds what
 // it could open; closing stdin (the returned stop) ends it.
 func startFlood(t *testing.T, socket string, uid, gid uint32) (opened int, stop func()) {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "sbbin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "sds.test")
-	if err := os.Link(self, bin); err != nil {
-		copyFile(t, self, bin)
-	}
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), floodRoleEnv+"="+socket, "GORACE=atexit_sleep_ms=0")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	cmd := testkit.SelfAs(t, uid, gid, floodRoleEnv+"="+socket)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +94,7 @@ func TestARefusedPeerCannotExhaustDescriptorsAndRotationGoesOn(t *testing.T) {
 	if err := s.Apply(t.Context(), r.next()); err != nil {
 		t.Fatal(err)
 	}
-	base := openFDs(t)
+	base := testkit.OpenFDs(t, os.Getpid())
 
 	opened, _ := startFlood(t, s.cfg.SocketPath, nobody, nobody)
 	floodStart := time.Now()
@@ -145,7 +106,7 @@ func TestARefusedPeerCannotExhaustDescriptorsAndRotationGoesOn(t *testing.T) {
 		st := s.Stats()
 		return st.ConnectionsOverCap+st.ConnectionsOpen >= int64(opened) || time.Since(floodStart) > grace/2
 	})
-	held := openFDs(t) - base
+	held := testkit.OpenFDs(t, os.Getpid()) - base
 	st := s.Stats()
 	t.Logf("while the attacker holds %d connections: the bridge holds %d more descriptors, %d connections open, %d closed over the cap",
 		opened, held, st.ConnectionsOpen, st.ConnectionsOverCap)

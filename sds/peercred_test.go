@@ -3,13 +3,10 @@ package sds
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -20,6 +17,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 // clientRoleEnv makes the test binary an SDS client (see TestMain): it
@@ -60,56 +59,16 @@ func runClientRole(socket string) int {
 }
 
 // runAs runs the test binary as the client role under uid:gid and returns
-// its output. The binary is hard-linked (or copied) into a directory every
-// user may enter: the go tool's build directory is private to root.
+// its output.
 func runAs(t *testing.T, socket string, uid, gid uint32) (out string, pid int) {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "sbbin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "sds.test")
-	if err := os.Link(self, bin); err != nil {
-		copyFile(t, self, bin)
-	}
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(bin)
-	// Under -race, a process sleeps a second at exit unless told not to.
-	cmd.Env = append(os.Environ(), clientRoleEnv+"="+socket, "GORACE=atexit_sleep_ms=0")
+	cmd := testkit.SelfAs(t, uid, gid, clientRoleEnv+"="+socket)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("client as %d:%d: %v\nstdout:\n%s\nstderr:\n%s", uid, gid, err, &stdout, &stderr)
 	}
 	return stdout.String(), cmd.Process.Pid
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	src, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.Close()
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // openSocketPath is a socket path in a directory every user may enter.

@@ -7,12 +7,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,31 +35,15 @@ func runFloodRole(targets string) int {
 	var held []net.Conn
 	for _, target := range strings.Split(targets, ",") {
 		network, addr, _ := strings.Cut(target, ":")
-		n := 0
-		for range floodAttempts {
-			c, err := net.DialTimeout(network, addr, time.Second)
-			if err != nil {
-				continue
-			}
-			held = append(held, c)
-			n++
-		}
-		fmt.Printf("opened %d %s\n", n, target)
+		conns := testkit.HoldConnections(network, addr, floodAttempts)
+		held = append(held, conns...)
+		fmt.Printf("opened %d %s\n", len(conns), target)
 	}
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	for _, c := range held {
 		c.Close()
 	}
 	return 0
-}
-
-func procFDs(t *testing.T, pid int) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
 }
 
 var bridgeAdminAddr = regexp.MustCompile(`msg="admin: listening" addr=(\S+)`)
@@ -103,29 +84,11 @@ func TestAFloodOfRefusedAndAdminConnectionsDoesNotStarveRotation(t *testing.T) {
 		return err == nil && f.Generation >= 1
 	})
 	pid := bridge.cmd.Process.Pid
-	base := procFDs(t, pid)
+	base := testkit.OpenFDs(t, pid)
 
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	binDir, err := os.MkdirTemp("", "sbbin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(binDir) })
-	if err := os.Chmod(binDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	attackerBin := filepath.Join(binDir, "attacker")
-	if err := os.Link(self, attackerBin); err != nil {
-		t.Fatalf("link the test binary for the attacker: %v", err)
-	}
-	attacker := exec.Command(attackerBin)
-	attacker.Env = append(os.Environ(), floodRoleEnv+"=unix:"+socket+",tcp:"+adminAddr, "GORACE=atexit_sleep_ms=0")
 	// Group 0 may connect (socket mode 0660, owned by root); uid 65534 is
 	// not on the allow-list.
-	attacker.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 0}}
+	attacker := testkit.SelfAs(t, 65534, 0, floodRoleEnv+"=unix:"+socket+",tcp:"+adminAddr)
 	attacker.Stderr = os.Stderr
 	stdin, err := attacker.StdinPipe()
 	if err != nil {
@@ -157,7 +120,7 @@ func TestAFloodOfRefusedAndAdminConnectionsDoesNotStarveRotation(t *testing.T) {
 		}
 		opened += n
 	}
-	held := procFDs(t, pid) - base
+	held := testkit.OpenFDs(t, pid) - base
 	t.Logf("while the attacker holds %d connections, the bridge holds %d more descriptors (%d in all)", opened, held, base+held)
 	// Refused peers' share of the SDS cap (128/8) and the admin cap (64),
 	// plus a few the runtime opens.

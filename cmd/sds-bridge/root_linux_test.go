@@ -2,10 +2,7 @@ package main
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,7 +42,7 @@ func TestAFolderOwnerCannotLeadTheRootBridgeOutOfTheFolder(t *testing.T) {
 	}
 	bin := buildBridge(t)
 	// Not t.TempDir: its parents are 0700, and the attacker must reach
-	// the folder and run a copy of this test binary.
+	// the folder.
 	base, err := os.MkdirTemp("", "sdsroot")
 	if err != nil {
 		t.Fatal(err)
@@ -68,17 +65,10 @@ func TestAFolderOwnerCannotLeadTheRootBridgeOutOfTheFolder(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(secret, "shadow"), []byte("root:$6$hash\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	before := snapshotTree(t, secret)
+	before := testkit.SnapshotTree(t, secret)
 
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	attackerBin := filepath.Join(base, "attacker.test")
-	copyFile(t, self, attackerBin, 0o755)
-	attacker := exec.Command(attackerBin, "-test.run=^TestRootAttackerHelper$", "-test.count=1")
-	attacker.Env = append(os.Environ(), attackerDirEnv+"="+dir, attackerTargetEnv+"="+secret)
-	attacker.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: attackerID, Gid: attackerID}}
+	attacker := testkit.SelfAs(t, attackerID, attackerID, attackerDirEnv+"="+dir, attackerTargetEnv+"="+secret)
+	attacker.Args = append(attacker.Args, "-test.run=^TestRootAttackerHelper$", "-test.count=1")
 	attackerOut, err := attacker.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +131,7 @@ func TestAFolderOwnerCannotLeadTheRootBridgeOutOfTheFolder(t *testing.T) {
 	if n == 0 {
 		t.Fatalf("the attacker never replaced a generation directory: the test proves nothing\nattacker:\n%s\nbridge:\n%s", &attackerErr, &stderr)
 	}
-	if after := snapshotTree(t, secret); after != before {
+	if after := testkit.SnapshotTree(t, secret); after != before {
 		t.Errorf("the root-only directory outside the folder changed:\nbefore:\n%safter:\n%s\nbridge log:\n%s", before, after, &stderr)
 	}
 	if refused := strings.Count(stderr.String(), "was replaced"); refused == 0 {
@@ -189,55 +179,5 @@ func TestRootAttackerHelper(t *testing.T) {
 				fmt.Println("hit", name)
 			}
 		}
-	}
-}
-
-// snapshotTree lists every entry below dir with its type, mode, owner,
-// size, modification time and content hash.
-func snapshotTree(t *testing.T, dir string) string {
-	t.Helper()
-	var b strings.Builder
-	err := filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(path)
-		if err != nil {
-			return err
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		fmt.Fprintf(&b, "%s %s %d:%d size=%d mtime=%d", path, fi.Mode(), st.Uid, st.Gid, fi.Size(), fi.ModTime().UnixNano())
-		if fi.Mode().IsRegular() {
-			data, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(&b, " sha256=%x", sha256.Sum256(data))
-		}
-		b.WriteString("\n")
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
-}
-
-func copyFile(t *testing.T, from, to string, mode os.FileMode) {
-	t.Helper()
-	src, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
 	}
 }

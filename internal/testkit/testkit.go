@@ -1,12 +1,15 @@
 // Package testkit is what the tests of every package share: reading logs
-// written from many goroutines, sending logs to the test's own log, and a
-// bounded wait for a condition. Nothing here is used outside tests.
+// written from many goroutines, sending logs to the test's own log, a
+// bounded wait for a condition, snapshots of a directory tree, and
+// re-running the test binary as another uid to flood a server with
+// connections. Nothing here is used outside tests.
 package testkit
 
 import (
 	"bytes"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -99,4 +102,20 @@ func Get(tb testing.TB, url string) (int, string) {
 		tb.Fatal(err)
 	}
 	return resp.StatusCode, string(body)
+}
+
+// HoldConnections dials network addr attempts times (each dial bounded by
+// a second) and returns the connections it opened, for the caller to hold
+// and close: the attacker of a connection-cap test. Failed dials are not
+// retried; attempts minus the length of the result is how many failed.
+func HoldConnections(network, addr string, attempts int) []net.Conn {
+	var held []net.Conn
+	for range attempts {
+		c, err := net.DialTimeout(network, addr, time.Second)
+		if err != nil {
+			continue
+		}
+		held = append(held, c)
+	}
+	return held
 }
