@@ -101,7 +101,7 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
 
 	out, err := envoyboot.Generate(o)
 	if err != nil {
-		return fmt.Errorf("envoy-bootstrap: %w", err)
+		return fmt.Errorf("envoy-bootstrap: %w", asFlags(err))
 	}
 	// Generate builds from Envoy's protos; the validator also checks what
 	// the protos cannot (served names, cluster references).
@@ -132,4 +132,41 @@ func checkBootstrap(path string, names envoyboot.ServedNames, stdout, stderr io.
 	}
 	fmt.Fprintf(stdout, "ok: %s asks the bridge on %s for %s\n", path, names.Socket, strings.Join(r.Asked, ", "))
 	return nil
+}
+
+// flagOf is the flag that sets each envoyboot.Options field.
+var flagOf = map[string]string{
+	"Mode":             "--mode",
+	"Transport":        "--transport",
+	"SDSSocket":        "--sds-socket (or sds.socket)",
+	"ListenPort":       "--listen-port",
+	"AppPort":          "--app-port",
+	"AllowedSPIFFEIDs": "--allow-spiffe-id",
+	"UpstreamAddress":  "--upstream",
+	"UpstreamPort":     "--upstream",
+	"UpstreamSPIFFEID": "--upstream-spiffe-id",
+}
+
+// asFlags rewrites envoyboot's option errors to name the flag to pass.
+func asFlags(err error) error {
+	var oe *envoyboot.OptionError
+	if !errors.As(err, &oe) {
+		return err
+	}
+	switch e := err.(type) {
+	case *envoyboot.OptionError:
+		if f, ok := flagOf[e.Option]; ok {
+			return fmt.Errorf("%s: %s", f, e.Msg)
+		}
+	case interface{ Unwrap() []error }:
+		var out []error
+		for _, inner := range e.Unwrap() {
+			out = append(out, asFlags(inner))
+		}
+		return errors.Join(out...)
+	case interface{ Unwrap() error }:
+		// "envoyboot: …" around the option errors: the flags say it all.
+		return asFlags(e.Unwrap())
+	}
+	return err
 }
