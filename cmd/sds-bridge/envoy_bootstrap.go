@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/envoyboot"
 )
 
@@ -67,7 +66,7 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
 	names := envoyboot.NamesFromConfig(cfg)
 
 	if check != "" {
-		return checkBootstrap(check, cfg, names, stdout)
+		return checkBootstrap(check, names, stdout, stderr)
 	}
 
 	o.Mode = envoyboot.Mode(*mode)
@@ -102,7 +101,7 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
 
 	out, err := envoyboot.Generate(o)
 	if err != nil {
-		return fmt.Errorf("envoy-bootstrap: %w", err)
+		return fmt.Errorf("envoy-bootstrap: %w", asFlags(err))
 	}
 	// Generate builds from Envoy's protos; the validator also checks what
 	// the protos cannot (served names, cluster references).
@@ -113,26 +112,61 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
 	return err
 }
 
-// checkBootstrap validates the bootstrap in path for a bridge running with cfg.
-func checkBootstrap(path string, cfg *config.Config, names envoyboot.ServedNames, stdout io.Writer) error {
+// checkBootstrap validates the bootstrap in path for a bridge serving
+// names on names.Socket. Like Envoy, it loads a bootstrap with deprecated
+// fields and warns about each (on stderr, with its YAML line).
+func checkBootstrap(path string, names envoyboot.ServedNames, stdout, stderr io.Writer) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("envoy-bootstrap: --check: %w", err)
 	}
-	b, err := envoyboot.Parse(data)
+	r, err := envoyboot.Lint(data, names)
+	for _, w := range r.Warnings {
+		fmt.Fprintf(stderr, "warning: %s: %s\n", path, w)
+	}
 	if err != nil {
 		return fmt.Errorf("envoy-bootstrap: %s: %w", path, err)
 	}
-	if err := envoyboot.Check(b, names); err != nil {
-		return fmt.Errorf("envoy-bootstrap: %s: %w", path, err)
+	if len(r.Asked) == 0 {
+		return fmt.Errorf("envoy-bootstrap: %s asks the bridge on %s (sds.socket) for no secret: no sds_config reaches a cluster dialling that socket", path, names.Socket)
 	}
-	sock, err := envoyboot.BridgeSocket(b)
-	if err != nil {
-		return fmt.Errorf("envoy-bootstrap: %s: %w", path, err)
-	}
-	if sock != cfg.SDS.Socket {
-		return fmt.Errorf("envoy-bootstrap: %s: cluster %q connects to %s, but the bridge listens on %s (sds.socket)", path, envoyboot.BridgeCluster, sock, cfg.SDS.Socket)
-	}
-	fmt.Fprintf(stdout, "ok: %s asks the bridge on %s for %s\n", path, sock, strings.Join(envoyboot.SecretNames(b), ", "))
+	fmt.Fprintf(stdout, "ok: %s asks the bridge on %s for %s\n", path, names.Socket, strings.Join(r.Asked, ", "))
 	return nil
+}
+
+// flagOf is the flag that sets each envoyboot.Options field.
+var flagOf = map[string]string{
+	"Mode":             "--mode",
+	"Transport":        "--transport",
+	"SDSSocket":        "--sds-socket (or sds.socket)",
+	"ListenPort":       "--listen-port",
+	"AppPort":          "--app-port",
+	"AllowedSPIFFEIDs": "--allow-spiffe-id",
+	"UpstreamAddress":  "--upstream",
+	"UpstreamPort":     "--upstream",
+	"UpstreamSPIFFEID": "--upstream-spiffe-id",
+}
+
+// asFlags rewrites envoyboot's option errors to name the flag to pass.
+func asFlags(err error) error {
+	var oe *envoyboot.OptionError
+	if !errors.As(err, &oe) {
+		return err
+	}
+	switch e := err.(type) {
+	case *envoyboot.OptionError:
+		if f, ok := flagOf[e.Option]; ok {
+			return fmt.Errorf("%s: %s", f, e.Msg)
+		}
+	case interface{ Unwrap() []error }:
+		var out []error
+		for _, inner := range e.Unwrap() {
+			out = append(out, asFlags(inner))
+		}
+		return errors.Join(out...)
+	case interface{ Unwrap() error }:
+		// "envoyboot: …" around the option errors: the flags say it all.
+		return asFlags(e.Unwrap())
+	}
+	return err
 }

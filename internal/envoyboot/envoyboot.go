@@ -21,9 +21,11 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/config"
 )
 
-// BridgeCluster is the name of the static cluster that reaches sds-bridge's
-// SDS socket. Validate treats it as "the bridge": every secret fetched
-// through it must be one the bridge serves.
+// BridgeCluster is the name Generate gives the static cluster that reaches
+// sds-bridge's SDS socket. Validate finds the bridge by the socket its
+// cluster dials (ServedNames.Socket), whatever the cluster is called: a
+// bootstrap written for SPIRE Agent's SDS names it spire_agent, say. Only
+// when no socket is given is the cluster of this name taken for the bridge.
 const BridgeCluster = "sds-bridge"
 
 // ServedNames are the configurable resource names the bridge serves
@@ -43,18 +45,23 @@ type ServedNames struct {
 	// as SPIRE does not, since plain trusted_ca over every trust domain would
 	// let a federated CA speak for our own.
 	AllBundlesOff bool
+	// Socket is the bridge's unix socket (config sds.socket): every static
+	// cluster with a pipe endpoint on this path is the bridge. Empty: the
+	// cluster named BridgeCluster is.
+	Socket string
 }
 
 // DefaultNames are the names the bridge serves with its default config.
 func DefaultNames() ServedNames {
-	return ServedNames{SVID: config.DefaultSVIDName, Bundle: config.DefaultBundleName, AllBundles: config.DefaultAllBundlesName}
+	return ServedNames{SVID: config.DefaultSVIDName, Bundle: config.DefaultBundleName, AllBundles: config.DefaultAllBundlesName,
+		Socket: config.DefaultSDSSocket}
 }
 
 // NamesFromConfig are the names a bridge running with c serves; c must be
 // defaulted (config.Load does that).
 func NamesFromConfig(c *config.Config) ServedNames {
 	return ServedNames{SVID: c.SDS.DefaultSVIDName, Bundle: c.SDS.DefaultBundleName, AllBundles: c.SDS.DefaultAllBundlesName,
-		AllBundlesOff: c.SDS.DisableSPIFFECertValidation}
+		AllBundlesOff: c.SDS.DisableSPIFFECertValidation, Socket: c.SDS.Socket}
 }
 
 func (n ServedNames) withDefaults() ServedNames {

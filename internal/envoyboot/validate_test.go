@@ -56,7 +56,7 @@ func TestValidateRefusesYAMLMistakes(t *testing.T) {
 	}{
 		{"unknown top-level field", edit(t, in, "node:\n", "nodes: {}\nnode:\n"), []string{`unknown field "nodes"`, "YAML line 4"}},
 		{"unknown field in typed_config", edit(t, in, "stat_prefix: inbound", "stat_prefx: inbound"), []string{`unknown field "stat_prefx"`}},
-		{"misspelt enum", edit(t, in, "api_type: GRPC", "api_type: gRPC"), []string{"api_type", "gRPC", "YAML line 53"}},
+		{"misspelt enum", edit(t, in, "api_type: GRPC", "api_type: GRCP"), []string{"api_type", "GRCP", "YAML line 53"}},
 		{"unresolvable typed_config", edit(t, in, "envoy.extensions.filters.http.router.v3.Router", "envoy.extensions.filters.http.routr.v3.Router"), []string{"unable to resolve", "routr"}},
 		{"wrong type for a field", edit(t, in, "port_value: 8443", "port_value: [8443]"), []string{"port_value"}},
 		{"duplicate key", edit(t, in, "  id: sidecar-inbound\n", "  id: sidecar-inbound\n  id: again\n"), []string{"already defined"}},
@@ -74,7 +74,6 @@ func TestValidateRefusesYAMLMistakes(t *testing.T) {
 		{"SPIFFE ID asked for as a bundle", edit(t, in, "name: ALL\n", "name: spiffe://example.org/backend\n"), []string{`secret "spiffe://example.org/backend" (validation_context) is not served`}},
 		{"unserved bundle name", edit(t, out, "name: ALL\n", "name: all-bundles\n"), []string{`secret "all-bundles" (validation_context) is not served`}},
 		{"resource_api_version missing", dropLine(t, in, "resource_api_version: V3"), []string{"resource_api_version is AUTO"}},
-		{"deprecated field", edit(t, in, "      connect_timeout: 1s\n", "      connect_timeout: 1s\n      http2_protocol_options: {}\n"), []string{"http2_protocol_options: field is deprecated"}},
 		{"unknown field in TypedStruct", edit(t, in,
 			"typed_config:\n                      '@type': type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
 			"typed_config:\n                      '@type': type.googleapis.com/xds.type.v3.TypedStruct\n                      type_url: type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n                      value: {dynamic_stat: true}"),
@@ -119,7 +118,7 @@ func TestValidateRefusesStructuralMistakes(t *testing.T) {
 		}, "is not a pipe"},
 		{"bridge cluster missing", ModeInbound, TransportSotW, func(b *bootstrapv3.Bootstrap) {
 			b.StaticResources.Clusters = b.StaticResources.Clusters[1:]
-		}, `no cluster "sds-bridge"`},
+		}, `no static cluster dials the bridge's socket /run/sds-bridge/sds.sock`},
 		{"duplicate cluster", ModeInbound, TransportSotW, func(b *bootstrapv3.Bootstrap) {
 			b.StaticResources.Clusters = append(b.StaticResources.Clusters, proto.Clone(b.StaticResources.Clusters[1]).(*clusterv3.Cluster))
 		}, `cluster "local_app" is already static_resources.clusters[1]`},

@@ -58,28 +58,36 @@ func blockStyle(n *yaml.Node) {
 // typed_configs whose type is not known are errors. It does not run
 // validation; Validate does.
 func Parse(data []byte) (*bootstrapv3.Bootstrap, error) {
+	b, _, err := parse(data)
+	return b, err
+}
+
+// parse is Parse that also returns the YAML, read leniently where Envoy is
+// (normalize), for the lines in messages.
+func parse(data []byte) (*bootstrapv3.Bootstrap, *yaml.Node, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, errors.New("envoyboot: parse: empty document")
+			return nil, nil, errors.New("envoyboot: parse: empty document")
 		}
-		return nil, fmt.Errorf("envoyboot: parse: %w", err)
+		return nil, nil, fmt.Errorf("envoyboot: parse: %w", err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, errors.New("envoyboot: parse: more than one YAML document; Envoy reads a single bootstrap")
+		return nil, nil, errors.New("envoyboot: parse: more than one YAML document; Envoy reads a single bootstrap")
 	}
+	normalize(doc.Content[0], (&bootstrapv3.Bootstrap{}).ProtoReflect().Descriptor())
 	var v any
 	if err := doc.Decode(&v); err != nil {
-		return nil, fmt.Errorf("envoyboot: parse: %w", err)
+		return nil, nil, fmt.Errorf("envoyboot: parse: %w", err)
 	}
 	if _, ok := v.(map[string]any); !ok {
-		return nil, fmt.Errorf("envoyboot: parse: the document is a %T, not a mapping", v)
+		return nil, nil, fmt.Errorf("envoyboot: parse: the document is a %T, not a mapping", v)
 	}
 	js, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("envoyboot: parse: YAML → JSON: %w", err)
+		return nil, nil, fmt.Errorf("envoyboot: parse: YAML → JSON: %w", err)
 	}
 	b := &bootstrapv3.Bootstrap{}
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(js, b); err != nil {
@@ -87,9 +95,9 @@ func Parse(data []byte) (*bootstrapv3.Bootstrap, error) {
 		if strings.Contains(msg, "unable to resolve") {
 			msg += "; a misspelt @type, or an extension internal/envoyboot/extensions.go does not import"
 		}
-		return nil, fmt.Errorf("envoyboot: parse: %s", msg)
+		return nil, nil, fmt.Errorf("envoyboot: parse: %s", msg)
 	}
-	return b, nil
+	return b, &doc, nil
 }
 
 var (
