@@ -156,6 +156,11 @@ func TestApplySPIFFEHelperLayout(t *testing.T) {
 				Serial:     svid.Certificates[0].SerialNumber.Text(16),
 				NotAfter:   svid.Certificates[0].NotAfter.UTC(),
 				WrittenAt:  now.UTC(),
+				// The folder describes itself: layout and the names written.
+				Layout:         LayoutSPIFFEHelper,
+				CertFileName:   tt.cert,
+				KeyFileName:    tt.key,
+				BundleFileName: tt.bundle,
 			}
 			if m != want {
 				t.Errorf("marker = %+v, want %+v", m, want)

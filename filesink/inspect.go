@@ -36,6 +36,7 @@ const (
 	ReasonKeyMismatch                    // the key is not the leaf's
 	ReasonUntrusted                      // the chain does not verify against the bundle
 	ReasonUnreadable                     // a file is there but cannot be read (permissions)
+	ReasonOtherSVID                      // a valid set, but not of the SVID the folder is configured for
 )
 
 // Sentinel errors, one per Reason: errors.Is(err, ErrExpired).
@@ -48,6 +49,7 @@ var (
 	ErrKeyMismatch  = errors.New("private key does not match certificate")
 	ErrUntrusted    = errors.New("certificate chain does not verify against bundle")
 	ErrUnreadable   = errors.New("file not readable")
+	ErrOtherSVID    = errors.New("folder holds another SVID than configured")
 )
 
 func (r Reason) String() string {
@@ -68,6 +70,8 @@ func (r Reason) String() string {
 		return "untrusted"
 	case ReasonUnreadable:
 		return "unreadable"
+	case ReasonOtherSVID:
+		return "other-svid"
 	}
 	return fmt.Sprintf("Reason(%d)", int(r))
 }
@@ -90,6 +94,8 @@ func (r Reason) sentinel() error {
 		return ErrUntrusted
 	case ReasonUnreadable:
 		return ErrUnreadable
+	case ReasonOtherSVID:
+		return ErrOtherSVID
 	}
 	return nil
 }
@@ -120,10 +126,20 @@ func (e *MaterialError) Unwrap() []error {
 
 // InspectConfig tells Inspect where and what to read.
 type InspectConfig struct {
-	Dir    string
-	Layout Layout // default LayoutSPIFFEHelper
-	// File names of LayoutSPIFFEHelper; empty means the defaults.
+	Dir string
+	// Layout and the file names of LayoutSPIFFEHelper: empty means what
+	// the folder's marker says it was written with, else
+	// LayoutSPIFFEHelper and the default names.
+	Layout                                    Layout
 	CertFileName, KeyFileName, BundleFileName string
+	// CheckSVID makes Inspect require the SVID the folder is configured
+	// for: SVID (files[].svid, a hint or a SPIFFE ID), or when that is
+	// empty DefaultSVIDHint (workload_api.default_svid_hint). A SPIFFE ID
+	// is compared with the certificate; a hint with the marker, which
+	// records the hint of the SVID written and the choice it was written
+	// for.
+	CheckSVID             bool
+	SVID, DefaultSVIDHint string
 	// MinValidity is how long the leaf must still be valid (0: not expired).
 	MinValidity time.Duration
 	// Now defaults to the current time.
@@ -148,21 +164,8 @@ type Material struct {
 // once if present, else the plain files — and checks it as a consumer
 // would. The error is a *MaterialError whose message is one line.
 func Inspect(cfg InspectConfig) (*Material, error) {
-	if cfg.Layout == "" {
-		cfg.Layout = LayoutSPIFFEHelper
-	}
 	if cfg.Now.IsZero() {
 		cfg.Now = time.Now()
-	}
-	names := fileNames{layout: cfg.Layout, cert: cfg.CertFileName, key: cfg.KeyFileName, bundle: cfg.BundleFileName}
-	switch cfg.Layout {
-	case LayoutSPIFFEHelper:
-		names.cert = cmp.Or(names.cert, DefaultCertFileName)
-		names.key = cmp.Or(names.key, DefaultKeyFileName)
-		names.bundle = cmp.Or(names.bundle, DefaultBundleFileName)
-	case LayoutSPIFFE:
-	default:
-		return nil, fmt.Errorf("filesink: layout %q: want %q or %q", cfg.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
 	}
 	folder := openSetDir(nil, cfg.Dir, cfg.Dir)
 	defer folder.close()
@@ -177,9 +180,19 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 			defer set.close()
 		}
 	}
+	written := readMarkerIn(set)
+	names, err := inspectNames(cfg, written)
+	if err != nil {
+		return nil, err
+	}
 	m, problems := checkSet(names, set, cfg.Now, cfg.MinValidity)
 	if len(problems) > 0 {
 		return nil, problems[0].err
+	}
+	if cfg.CheckSVID {
+		if err := checkSVID(cfg, m, set, written); err != nil {
+			return nil, err
+		}
 	}
 	if set.path != cfg.Dir {
 		// Consumers open the stable names, not ..data: a set that is
@@ -193,6 +206,73 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 		}
 	}
 	return m, nil
+}
+
+// inspectNames are the names Inspect reads: those given, else those the
+// marker records, else the defaults. A marker's names are used only for
+// the layout it was written with, and only if they are plain file names
+// (the folder may be writable by its consumer).
+func inspectNames(cfg InspectConfig, written *marker) (fileNames, error) {
+	names := fileNames{layout: cfg.Layout, cert: cfg.CertFileName, key: cfg.KeyFileName, bundle: cfg.BundleFileName}
+	if written != nil && (names.layout == "" || names.layout == written.Layout) {
+		names.layout = cmp.Or(names.layout, written.Layout)
+		if written.Layout == LayoutSPIFFEHelper {
+			for _, n := range []struct {
+				dst *string
+				v   string
+			}{{&names.cert, written.CertFileName}, {&names.key, written.KeyFileName}, {&names.bundle, written.BundleFileName}} {
+				if *n.dst == "" && validFileName(n.v) == nil {
+					*n.dst = n.v
+				}
+			}
+		}
+	}
+	names.layout = cmp.Or(names.layout, LayoutSPIFFEHelper)
+	switch names.layout {
+	case LayoutSPIFFEHelper:
+		names.cert = cmp.Or(names.cert, DefaultCertFileName)
+		names.key = cmp.Or(names.key, DefaultKeyFileName)
+		names.bundle = cmp.Or(names.bundle, DefaultBundleFileName)
+	case LayoutSPIFFE:
+	default:
+		return fileNames{}, fmt.Errorf("filesink: layout %q: want %q or %q", names.layout, LayoutSPIFFEHelper, LayoutSPIFFE)
+	}
+	return names, nil
+}
+
+// checkSVID tells a valid set of another identity from the configured
+// one: after a config change, or a folder shared by mistake, a consumer
+// must not start on it.
+func checkSVID(cfg InspectConfig, m *Material, set setDir, written *marker) error {
+	path := set.join(MarkerFileName)
+	if written != nil && written.Serial != m.Serial {
+		written = nil // describes other files: says nothing about these
+	}
+	fail := func(format string, args ...any) error {
+		return &MaterialError{Reason: ReasonOtherSVID, Path: path,
+			Detail: oneLine(fmt.Sprintf("%s holds %s (serial %s), ", set.path, m.SPIFFEID, m.Serial) + fmt.Sprintf(format, args...))}
+	}
+	if written != nil && written.SVID != cfg.SVID {
+		return fail("written for svid %q, but the folder is configured for svid %q", written.SVID, cfg.SVID)
+	}
+	want := cmp.Or(cfg.SVID, cfg.DefaultSVIDHint)
+	if want == "" || want == m.SPIFFEID.String() {
+		return nil
+	}
+	if written != nil && written.Hint == want {
+		return nil
+	}
+	key := "svid"
+	if cfg.SVID == "" {
+		key = "workload_api.default_svid_hint"
+	}
+	if _, err := spiffeid.FromString(want); err == nil {
+		return fail("not the configured %s %s", key, want)
+	}
+	if written == nil {
+		return fail("and no marker (%s) for it tells its hint: cannot tell it is the configured %s %q", MarkerFileName, key, want)
+	}
+	return fail("whose hint is %q, not the configured %s %q", written.Hint, key, want)
 }
 
 // setDir is a directory a set is read from: a handle that keeps every read
@@ -465,29 +545,33 @@ func checkSet(names fileNames, dir setDir, now time.Time, minValidity time.Durat
 // readGeneration trusts the marker only if it describes this certificate:
 // a marker left beside files another tool rewrote would lie.
 func readGeneration(dir setDir, serial string) uint64 {
+	if m := readMarkerIn(dir); m != nil && m.Serial == serial {
+		return m.Generation
+	}
+	return 0
+}
+
+// readMarkerIn is the folder's marker, nil if there is none or it cannot
+// be read.
+func readMarkerIn(dir setDir) *marker {
 	data, err := dir.read(MarkerFileName)
 	if err != nil {
-		return 0
+		return nil
 	}
 	var m marker
-	if err := json.Unmarshal(data, &m); err != nil || m.Serial != serial {
-		return 0
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil
 	}
-	return m.Generation
+	return &m
 }
 
 // readMarkerSVID is the svid choice a marker was written for ("" when
 // none, or no readable marker).
 func readMarkerSVID(dir setDir) string {
-	data, err := dir.read(MarkerFileName)
-	if err != nil {
-		return ""
+	if m := readMarkerIn(dir); m != nil {
+		return m.SVID
 	}
-	var m marker
-	if err := json.Unmarshal(data, &m); err != nil {
-		return ""
-	}
-	return m.SVID
+	return ""
 }
 
 // oneLine keeps an operator-facing message on one line even when a cause

@@ -8,7 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
 func TestInspect(t *testing.T) {
@@ -198,4 +202,106 @@ func TestInspect(t *testing.T) {
 			t.Error("Inspect accepted an unknown layout")
 		}
 	})
+}
+
+// A folder is self-describing: written with custom names (three of
+// spiffe-helper's four examples use them), Inspect told only the folder
+// reads the names it was written with, from the marker.
+func TestInspectReadsTheNamesTheFolderWasWrittenWith(t *testing.T) {
+	c := newCA(t, "example.org")
+	svid := c.issue(t, ca.SVIDOptions{})
+	for _, cfg := range []Config{
+		{CertFileName: "server.crt", KeyFileName: "server.key", BundleFileName: "root.crt"},
+		{Layout: LayoutSPIFFE},
+	} {
+		t.Run(string(cfg.Layout)+cfg.CertFileName, func(t *testing.T) {
+			f, _ := newFolder(t, cfg)
+			if err := f.Prepare(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Apply(t.Context(), update(1, svid, c.Bundle())); err != nil {
+				t.Fatal(err)
+			}
+			m, err := Inspect(InspectConfig{Dir: f.Dir()})
+			if err != nil {
+				t.Fatalf("Inspect with the folder alone: %v", err)
+			}
+			if m.Generation != 1 || m.SPIFFEID != svid.ID {
+				t.Errorf("Inspect = generation %d %s, want 1 %s", m.Generation, m.SPIFFEID, svid.ID)
+			}
+			// Guard: names given explicitly still win, so the marker is
+			// what made the difference above.
+			if cfg.CertFileName != "" {
+				if _, err := Inspect(InspectConfig{Dir: f.Dir(), CertFileName: DefaultCertFileName}); !errors.Is(err, ErrMissing) {
+					t.Errorf("Inspect with cert_file_name %s = %v, want %v", DefaultCertFileName, err, ErrMissing)
+				}
+			}
+		})
+	}
+}
+
+// A valid set of another identity than the folder is configured for is
+// not ready: told by SPIFFE ID from the certificate, by hint from the
+// marker, and a set written for another svid choice is refused even when
+// the choice is the default.
+func TestInspectRefusesASetOfAnotherSVIDThanConfigured(t *testing.T) {
+	c := newCA(t, "example.org")
+	db := c.issue(t, ca.SVIDOptions{Hint: "db"})
+	web, err := c.IssueWith(c.id("/web"), time.Hour, ca.SVIDOptions{Hint: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &rotation.Update{Generation: 1, SVIDs: []*x509svid.SVID{db, web}, Bundles: []*x509bundle.Bundle{c.Bundle()}, ReceivedAt: time.Now()}
+	written := func(t *testing.T, svid string) string {
+		f, _ := newFolder(t, Config{SVID: svid})
+		if err := f.Prepare(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Apply(t.Context(), u); err != nil {
+			t.Fatal(err)
+		}
+		return f.Dir()
+	}
+	for _, tc := range []struct {
+		name, writtenFor string
+		cfg              InspectConfig
+		wantMsg          string // "" means ready
+	}{
+		{name: "the configured SPIFFE ID", writtenFor: web.ID.String(), cfg: InspectConfig{SVID: web.ID.String()}},
+		{name: "the configured hint", writtenFor: "web", cfg: InspectConfig{SVID: "web"}},
+		{name: "the default, as configured", cfg: InspectConfig{}},
+		{name: "the default hint", cfg: InspectConfig{DefaultSVIDHint: "db"}},
+		{name: "default written, SPIFFE ID configured", cfg: InspectConfig{SVID: web.ID.String()},
+			wantMsg: `written for svid "", but the folder is configured for svid "spiffe://example.org/web"`},
+		{name: "hint written, default configured", writtenFor: "web", cfg: InspectConfig{},
+			wantMsg: `written for svid "web", but the folder is configured for svid ""`},
+		{name: "default hint names another SVID", cfg: InspectConfig{DefaultSVIDHint: web.ID.String()},
+			wantMsg: "holds spiffe://example.org/db (serial " + db.Certificates[0].SerialNumber.Text(16) + "), not the configured workload_api.default_svid_hint spiffe://example.org/web"},
+		{name: "default hint is another hint", cfg: InspectConfig{DefaultSVIDHint: "web"},
+			wantMsg: `whose hint is "db", not the configured workload_api.default_svid_hint "web"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := written(t, tc.writtenFor)
+			cfg := tc.cfg
+			cfg.Dir, cfg.CheckSVID = dir, true
+			_, err := Inspect(cfg)
+			if tc.wantMsg == "" {
+				if err != nil {
+					t.Fatalf("Inspect = %v, want ready", err)
+				}
+				return
+			}
+			var me *MaterialError
+			if !errors.As(err, &me) || me.Reason != ReasonOtherSVID || !errors.Is(err, ErrOtherSVID) {
+				t.Fatalf("Inspect = %v, want reason %s", err, ReasonOtherSVID)
+			}
+			if !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Errorf("Inspect = %q, want it to say %q", err, tc.wantMsg)
+			}
+			// Guard: the set itself is fine, only the identity is wrong.
+			if _, err := Inspect(InspectConfig{Dir: dir}); err != nil {
+				t.Errorf("Inspect without CheckSVID = %v", err)
+			}
+		})
+	}
 }

@@ -62,6 +62,15 @@ type marker struct {
 	// Prepare can tell a set written for another choice (the config
 	// changed) from current material.
 	SVID string `json:"svid,omitempty"`
+	// Hint is the Workload API's hint of the SVID written, so that a
+	// folder chosen by hint can be checked against its choice.
+	Hint string `json:"hint,omitempty"`
+	// Layout and the file names make the folder self-describing: `check
+	// --dir` reads what was written, without being told the names.
+	Layout         Layout `json:"layout,omitempty"`
+	CertFileName   string `json:"cert_file_name,omitempty"`
+	KeyFileName    string `json:"key_file_name,omitempty"`
+	BundleFileName string `json:"bundle_file_name,omitempty"`
 }
 
 // genFile is one file of a generation.
@@ -140,7 +149,12 @@ func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, 
 		NotAfter:   leaf.NotAfter.UTC(),
 		WrittenAt:  now.UTC(),
 		SVID:       names.svid,
+		Hint:       svid.Hint,
+		Layout:     names.layout,
 	}}
+	if names.layout == LayoutSPIFFEHelper {
+		set.marker.CertFileName, set.marker.KeyFileName, set.marker.BundleFileName = names.cert, names.key, names.bundle
+	}
 	switch names.layout {
 	case LayoutSPIFFEHelper:
 		bundle := encodeCerts(own.X509Authorities())

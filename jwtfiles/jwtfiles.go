@@ -176,6 +176,96 @@ func (w *Writer) Run(ctx context.Context) error {
 	return nil
 }
 
+// Once fetches every token and the JWT bundles once and writes them,
+// retrying a failed fetch or write with backoff until ctx ends (give it a
+// deadline). It runs no reload actions: `run --once` writes the JWT files
+// before the X.509 set, whose swap then runs each folder's actions once,
+// with every file in place.
+func (w *Writer) Once(ctx context.Context) error {
+	if w.Empty() {
+		return nil
+	}
+	var opts []workloadapi.ClientOption
+	if w.cfg.Address != "" {
+		opts = append(opts, workloadapi.WithAddr(w.cfg.Address))
+	}
+	client, err := workloadapi.New(ctx, opts...)
+	if err != nil {
+		return fmt.Errorf("jwtfiles: workload API client: %w", err)
+	}
+	defer client.Close()
+	w.removeLeftovers()
+	bundles := false
+	for i := range w.cfg.Folders {
+		f := &w.cfg.Folders[i]
+		for _, s := range f.SVIDs {
+			path := filepath.Join(f.Dir, s.FileName)
+			err := w.retry(ctx, path, func() error {
+				svid, err := w.fetch(ctx, client, f, s)
+				if err != nil {
+					return err
+				}
+				if err := filesink.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner); err != nil {
+					return err
+				}
+				w.log.Info("jwtfiles: wrote JWT-SVID", "file", path, "audience", s.Audience, "spiffe_id", svid.ID.String(), "expires", svid.Expiry)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		bundles = bundles || f.BundleFileName != ""
+	}
+	if !bundles {
+		return nil
+	}
+	var data []byte
+	if err := w.retry(ctx, "JWT bundles", func() error {
+		set, err := client.FetchJWTBundles(ctx)
+		if err != nil {
+			return fmt.Errorf("jwtfiles: fetch JWT bundles: %w", err)
+		}
+		data, err = MarshalBundles(set)
+		return err
+	}); err != nil {
+		return err
+	}
+	for i := range w.cfg.Folders {
+		f := &w.cfg.Folders[i]
+		if f.BundleFileName == "" {
+			continue
+		}
+		path := filepath.Join(f.Dir, f.BundleFileName)
+		if err := w.retry(ctx, path, func() error { return filesink.WriteFile(path, data, f.BundleMode, f.Owner) }); err != nil {
+			return err
+		}
+		w.log.Info("jwtfiles: wrote JWT bundles", "file", path)
+	}
+	return nil
+}
+
+// retry runs op until it succeeds, with backoff, or ctx ends; the error
+// then is op's last, saying what was given up on.
+func (w *Writer) retry(ctx context.Context, what string, op func() error) error {
+	wait := w.cfg.MinRetry
+	for {
+		err := op()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() == nil {
+			w.log.Warn("jwtfiles: retrying", "what", what, "error", err, "retry_in", wait)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("jwtfiles: %s: gave up (%v): %w", what, context.Cause(ctx), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, w.cfg.MaxRetry)
+	}
+}
+
 // removeLeftovers removes temporary files a crash in the middle of
 // filesink.WriteFile left behind, so they do not pile up across restarts.
 // Only names WriteFile makes go, through a handle of the folder.

@@ -383,3 +383,65 @@ func TestOnlyWriteFilesOwnLeftoversAreRemoved(t *testing.T) {
 		t.Errorf("the link's target: %q, %v", b, err)
 	}
 }
+
+// Once (run --once) writes every token and the JWT bundles and returns,
+// retrying while the Workload API has no identity yet; it runs no reload
+// action (the X.509 swap after it does), and it gives up, saying why,
+// when its context ends first.
+func TestOnceWritesEveryFileAndReturns(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("dev.test")
+	id := spiffeid.RequireFromPath(td, "/once")
+	srv, startIssuer := devWorkloadAPI(t, time.Minute, id)
+	dir := t.TempDir()
+	action := &countAction{}
+	w, err := New(Config{
+		Address: srv.Address(),
+		Folders: []Folder{{
+			Dir:            dir,
+			SVIDs:          []SVIDFile{{Audience: "db", FileName: "db.token"}},
+			BundleFileName: "jwt_bundle.json",
+			Actions:        []filesink.Action{action},
+		}},
+		MinRetry: 50 * time.Millisecond, MaxRetry: 200 * time.Millisecond,
+		Logger: testkit.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// No identity yet, and a short deadline: Once fails with the reason.
+	short, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	err = w.Once(short)
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), "gave up") || !strings.Contains(err.Error(), "db.token") {
+		t.Fatalf("Once without an identity = %v, want it to give up on db.token", err)
+	}
+
+	startIssuer()
+	if err := w.Once(t.Context()); err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	bundles, err := ParseBundles(readFile(t, filepath.Join(dir, "jwt_bundle.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, err := jwtsvid.ParseAndValidate(string(readFile(t, filepath.Join(dir, "db.token"))), bundles, []string{"db"})
+	if err != nil {
+		t.Fatalf("token file does not verify with the bundle file: %v", err)
+	}
+	if svid.ID != id {
+		t.Errorf("subject %s, want %s", svid.ID, id)
+	}
+	if n := action.count(); n != 0 {
+		t.Errorf("Once ran the actions %d times, want none", n)
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}

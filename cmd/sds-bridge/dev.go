@@ -177,10 +177,22 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "  admin:              http://%s  (%s %s /metrics /status)\n", addr, cfg.Admin.LivenessPath, cfg.Admin.ReadinessPath)
 	}
 
+	if common.once {
+		fmt.Fprintln(stdout, "  --once: writes every folder once, runs its reload actions and exits; no Envoy SDS, no admin")
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return wl.Serve(ctx) })
 	g.Go(func() error { return issuer.Run(ctx) })
-	g.Go(func() error { return serveOwned(ctx, cfg, log, adminBound) })
+	g.Go(func() error {
+		err := serveOwned(ctx, cfg, log, common.mode(), adminBound)
+		if common.once {
+			cancel() // the development Workload API has served its purpose
+		}
+		return err
+	})
 	return g.Wait()
 }
 

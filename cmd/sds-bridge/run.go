@@ -37,6 +37,9 @@ type commonFlags struct {
 	logFormat  string
 	logLevel   string
 	admin      optionalString
+	// once writes every folder once and exits (runOnce); the converted
+	// config of a helper.conf with daemon_mode = false sets it too.
+	once bool
 
 	// spiffeHelperConfig is a helper.conf converted on the fly, instead of
 	// configFile; its notes go to stderr.
@@ -67,6 +70,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.layout, "layout", "spiffe-helper", "layout of the --dir folder: spiffe-helper or spiffe")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&c.once, "once", false, "write every credential folder (and its JWT files) once, run its reload actions, then exit 0; exit 1 with the reason after workload_api.first_update_timeout. Envoy SDS and the admin listener are not served (spiffe-helper's daemon_mode = false)")
 	fs.Var(&c.admin, "admin", `admin HTTP address for /livez, /readyz, /metrics, /status (admin.listen; default 127.0.0.1:8081; "" turns it off)`)
 }
 
@@ -96,6 +100,7 @@ func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
 				unsupportedError(c.spiffeHelperConfig, keys), c.spiffeHelperConfig)
 		}
 		cfg = converted
+		c.once = c.once || res.Once
 	}
 	if c.sdsSocket != "" {
 		abs, err := filepath.Abs(c.sdsSocket)
@@ -117,6 +122,15 @@ func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
 	}
 	if apply != nil {
 		apply(cfg)
+	}
+	if c.once {
+		// Nothing would be there to answer Envoy or a probe a moment later.
+		off, none := false, ""
+		cfg.SDS.Enabled = &off
+		cfg.Admin.Listen = &none
+		if len(cfg.Files) == 0 {
+			return nil, errors.New("--once: no credential folder to write (files[] or --dir)")
+		}
 	}
 	cfg.Default()
 	if err := cfg.Validate(); err != nil {
@@ -172,18 +186,35 @@ func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, log)
+	return serve(ctx, cfg, log, common.mode())
+}
+
+// runMode is how long serving lasts.
+type runMode int
+
+const (
+	// daemon serves and rotates until stopped.
+	daemon runMode = iota
+	// oneShot writes every folder once, runs its actions and returns.
+	oneShot
+)
+
+func (c *commonFlags) mode() runMode {
+	if c.once {
+		return oneShot
+	}
+	return daemon
 }
 
 // serve takes what the bridge owns (lockOwned), then wires config →
 // source → sinks and runs until ctx ends.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, mode runMode) error {
 	release, err := lockOwned(cfg)
 	if err != nil {
 		return err
 	}
 	defer release()
-	return serveOwned(ctx, cfg, log, nil)
+	return serveOwned(ctx, cfg, log, mode, nil)
 }
 
 // lockOwned makes the SDS socket and every credential folder belong to this
@@ -229,7 +260,7 @@ func lockOwned(cfg *config.Config) (release func(), err error) {
 // serveOwned is serve once the locks are held. Everything that can fail on
 // bad input is built before anything starts. adminBound, if not nil, is
 // told the address the admin listener bound (a port 0 resolved).
-func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, adminBound func(addr string)) error {
+func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode runMode, adminBound func(addr string)) error {
 	hups, stopHangup := catchHangup()
 	defer stopHangup()
 	var sinks []rotation.Sink
@@ -290,6 +321,7 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, admin
 	// The admin server reads the source, and the source feeds the admin's
 	// latency histogram: adm is set below, before the source runs.
 	var adm *admin.Server
+	applied := make(chan struct{}, 1) // a sink has applied, or failed to
 	src, err := rotation.New(rotation.Config{
 		Address:            cfg.WorkloadAPI.Address,
 		FirstUpdateTimeout: time.Duration(cfg.WorkloadAPI.FirstUpdateTimeout),
@@ -298,6 +330,10 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, admin
 		OnSinkDone: func(st rotation.SinkStatus) {
 			if adm != nil {
 				adm.ObserveSink(st)
+			}
+			select {
+			case applied <- struct{}{}:
+			default:
 			}
 		},
 		Logger: log.With("component", "rotation"),
@@ -337,6 +373,9 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, admin
 		}
 	}
 
+	if mode == oneShot {
+		return once(ctx, cfg, src, applied, jwtWriter, log)
+	}
 	logDescriptorBudget(cfg, log)
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -364,6 +403,55 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, admin
 		return nil
 	}
 	return err
+}
+
+// once writes the JWT files, then lets the source write every folder once
+// (each swap runs its folder's reload actions, with every file in place)
+// and returns when all have, or with the first folder's error, or the
+// source's at workload_api.first_update_timeout.
+func once(ctx context.Context, cfg *config.Config, src *rotation.Source, applied <-chan struct{}, jwtWriter *jwtfiles.Writer, log *slog.Logger) error {
+	log.Info("--once: writing every credential folder once, then exiting; Envoy SDS is not served", "folders", len(cfg.Files))
+	timeout := time.Duration(cfg.WorkloadAPI.FirstUpdateTimeout)
+	if !jwtWriter.Empty() {
+		jctx, cancel := ctx, context.CancelFunc(func() {})
+		if timeout > 0 {
+			jctx, cancel = context.WithTimeoutCause(ctx, timeout,
+				fmt.Errorf("no JWT-SVID within workload_api.first_update_timeout (%s): is the agent reachable, and is there a registration entry for this workload?", timeout))
+		}
+		err := jwtWriter.Once(jctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("--once: %w", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- src.Run(ctx) }()
+	stop := func() { cancel(); <-ran }
+	for {
+		select {
+		case err := <-ran:
+			if err == nil {
+				err = errors.New("stopped before every credential folder was written")
+			}
+			return fmt.Errorf("--once: %w", err)
+		case <-applied:
+		}
+		done := true
+		for _, st := range src.SinkStatuses() {
+			if st.Err != nil {
+				stop()
+				return fmt.Errorf("--once: %s: %w", st.Name, st.Err)
+			}
+			done = done && st.Generation > 0
+		}
+		if done {
+			stop()
+			log.Info("--once: every credential folder written and its reload actions run; exiting")
+			return nil
+		}
+	}
 }
 
 // minDescriptorsLeft is what the connection caps must leave of the

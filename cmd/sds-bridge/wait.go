@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/config"
 )
 
 // waitPoll is how often wait looks at the folder again when it cannot be
@@ -22,30 +24,101 @@ const (
 )
 
 type folderFlags struct {
+	configFile  string
 	dir         string
 	layout      string
 	minValidity time.Duration
 }
 
 func (f *folderFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.dir, "dir", "", "credential folder to test (required)")
-	fs.StringVar(&f.layout, "layout", "spiffe-helper", "folder layout: spiffe-helper or spiffe")
+	fs.StringVar(&f.configFile, "config", "", "the bridge's config file: test every folder it writes (files[]), with its layout, names and svid; --dir picks one")
+	fs.StringVar(&f.dir, "dir", "", "credential folder to test (required without --config)")
+	fs.StringVar(&f.layout, "layout", "", "folder layout: spiffe-helper or spiffe (default: what the folder's sds-bridge.json says it was written with, else spiffe-helper)")
 	fs.DurationVar(&f.minValidity, "min-validity", 0, "the leaf must stay valid at least this long")
 }
 
-func (f *folderFlags) inspectConfig() (filesink.InspectConfig, error) {
-	if f.dir == "" {
-		return filesink.InspectConfig{}, fmt.Errorf("--dir is required")
+// inspectConfigs are the folders to test: --dir alone (layout and names
+// from the folder's marker), or the folders of --config, each with its
+// layout, names and svid choice, which the folder must hold.
+func (f *folderFlags) inspectConfigs() ([]filesink.InspectConfig, error) {
+	var dir string
+	if f.dir != "" {
+		abs, err := filepath.Abs(f.dir)
+		if err != nil {
+			return nil, fmt.Errorf("--dir: %w", err)
+		}
+		dir = abs
 	}
-	layout, err := layoutFlag(f.layout)
+	if f.configFile == "" {
+		if dir == "" {
+			return nil, fmt.Errorf("--dir or --config is required")
+		}
+		ic := filesink.InspectConfig{Dir: dir, MinValidity: f.minValidity}
+		if f.layout != "" {
+			layout, err := layoutFlag(f.layout)
+			if err != nil {
+				return nil, err
+			}
+			ic.Layout = layout
+		}
+		return []filesink.InspectConfig{ic}, nil
+	}
+	if f.layout != "" {
+		return nil, fmt.Errorf("--layout and --config: the config says each folder's layout; give only one")
+	}
+	cfg, err := config.Read(f.configFile)
 	if err != nil {
-		return filesink.InspectConfig{}, err
+		return nil, err
 	}
-	dir, err := filepath.Abs(f.dir)
-	if err != nil {
-		return filesink.InspectConfig{}, fmt.Errorf("--dir: %w", err)
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", f.configFile, err)
 	}
-	return filesink.InspectConfig{Dir: dir, Layout: layout, MinValidity: f.minValidity}, nil
+	var ics []filesink.InspectConfig
+	var dirs []string
+	for _, fo := range cfg.Files {
+		dirs = append(dirs, fo.Dir)
+		if dir != "" && filepath.Clean(fo.Dir) != dir {
+			continue
+		}
+		ics = append(ics, filesink.InspectConfig{
+			Dir:             filepath.Clean(fo.Dir),
+			Layout:          filesink.Layout(fo.Layout),
+			CertFileName:    fo.CertFileName,
+			KeyFileName:     fo.KeyFileName,
+			BundleFileName:  fo.BundleFileName,
+			MinValidity:     f.minValidity,
+			CheckSVID:       true,
+			SVID:            fo.SVID,
+			DefaultSVIDHint: cfg.WorkloadAPI.DefaultSVIDHint,
+		})
+	}
+	switch {
+	case len(dirs) == 0:
+		return nil, fmt.Errorf("config %s: no credential folder (files[]) to test", f.configFile)
+	case len(ics) == 0:
+		return nil, fmt.Errorf("--dir %s: not a folder of config %s (files[].dir: %s)", dir, f.configFile, strings.Join(dirs, ", "))
+	}
+	return ics, nil
+}
+
+// inspectAll tests every folder; the lines say what each holds (the
+// folder named when there are several), err is the first folder's problem.
+func inspectAll(ics []filesink.InspectConfig) (lines []string, err error) {
+	now := time.Now()
+	for _, ic := range ics {
+		ic.Now = now
+		m, ierr := filesink.Inspect(ic)
+		if ierr != nil {
+			return nil, fmt.Errorf("%s: %w", ic.Dir, ierr)
+		}
+		line := describe(m)
+		if len(ics) > 1 {
+			line = ic.Dir + ": " + line
+		}
+		lines = append(lines, line)
+	}
+	return lines, nil
 }
 
 func describe(m *filesink.Material) string {
@@ -61,16 +134,17 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ic, err := ff.inspectConfig()
+	ics, err := ff.inspectConfigs()
 	if err != nil {
 		return err
 	}
-	ic.Now = time.Now()
-	m, err := filesink.Inspect(ic)
+	lines, err := inspectAll(ics)
 	if err != nil {
-		return fmt.Errorf("check %s: %w", ic.Dir, err)
+		return fmt.Errorf("check %w", err)
 	}
-	fmt.Fprintln(stdout, "ok:", describe(m))
+	for _, l := range lines {
+		fmt.Fprintln(stdout, "ok:", l)
+	}
 	return nil
 }
 
@@ -83,30 +157,34 @@ func runWait(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ic, err := ff.inspectConfig()
+	ics, err := ff.inspectConfigs()
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	poll := waitPoll
-	changes, stopWatch, werr := watchFolderChanges(ic.Dir)
-	if werr == nil {
-		defer stopWatch()
-		poll = waitPollNotified
+	var changes <-chan struct{}
+	if len(ics) == 1 { // several folders: the short tick
+		ch, stopWatch, werr := watchFolderChanges(ics[0].Dir)
+		if werr == nil {
+			defer stopWatch()
+			changes, poll = ch, waitPollNotified
+		}
 	}
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for {
-		ic.Now = time.Now()
-		m, err := filesink.Inspect(ic)
+		lines, err := inspectAll(ics)
 		if err == nil {
-			fmt.Fprintln(stdout, "ready:", describe(m))
+			for _, l := range lines {
+				fmt.Fprintln(stdout, "ready:", l)
+			}
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait %s: not ready after %s: %w", ic.Dir, *timeout, err)
+			return fmt.Errorf("wait: not ready after %s: %w", *timeout, err)
 		case <-tick.C:
 		case _, ok := <-changes:
 			if !ok { // notification failed: back to the short tick

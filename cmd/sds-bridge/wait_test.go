@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -184,4 +185,117 @@ func BenchmarkWaitNoticesWrite(b *testing.B) {
 		total += (<-returned).Sub(written)
 	}
 	b.ReportMetric(float64(total)/float64(time.Millisecond)/float64(b.N), "ms-after-write/op")
+}
+
+// A folder written with custom names, as three of spiffe-helper's four
+// examples configure (server.crt, server.key, root.crt), is gated by
+// `check --dir` alone (the folder says its names) and by `check --config`
+// (the config says them); before, check looked for svid.pem.
+func TestCheckAFolderWithCustomNames(t *testing.T) {
+	authority := newCA(t)
+	base := t.TempDir()
+	dir := filepath.Join(base, "certs")
+	other := filepath.Join(base, "other")
+	f, err := filesink.New(filesink.Config{Dir: dir, CertFileName: "server.crt", KeyFileName: "server.key", BundleFileName: "root.crt",
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Prepare(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	svid := issue(t, authority, time.Hour, ca.SVIDOptions{})
+	if err := f.Apply(t.Context(), update(1, svid, authority)); err != nil {
+		t.Fatal(err)
+	}
+	if err := newFolderWriter(t, other).Apply(t.Context(), update(1, svid, authority)); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(base, "bridge.yaml")
+	writeConfig(t, cfgFile, `
+sds: {enabled: false}
+files:
+  - dir: `+dir+`
+    cert_file_name: server.crt
+    key_file_name: server.key
+    bundle_file_name: root.crt
+  - dir: `+other+`
+`)
+	serial := "serial " + svid.Certificates[0].SerialNumber.Text(16)
+	for _, args := range [][]string{
+		{"check", "--dir", dir},
+		{"check", "--config", cfgFile, "--dir", dir},
+		{"check", "--config", cfgFile},
+		{"wait", "--config", cfgFile, "--timeout", "5s"},
+	} {
+		var out bytes.Buffer
+		if err := run(t.Context(), args, &out, &out); err != nil {
+			t.Errorf("%s: %v", strings.Join(args, " "), err)
+			continue
+		}
+		if !strings.Contains(out.String(), serial) {
+			t.Errorf("%s printed %q, want %q", strings.Join(args, " "), out.String(), serial)
+		}
+	}
+	// Both folders of the config were tested, each named.
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"check", "--config", cfgFile}, &out, &out); err != nil ||
+		!strings.Contains(out.String(), dir+": ") || !strings.Contains(out.String(), other+": ") {
+		t.Errorf("check --config = %v, printed %q; want a line per folder", err, out.String())
+	}
+	// Guard: the names matter, so the passes above are not vacuous.
+	if err := run(t.Context(), []string{"check", "--dir", dir, "--layout", "spiffe"}, &out, &out); err == nil {
+		t.Error("check --layout spiffe of a spiffe-helper folder passed")
+	}
+	// --dir must be one of the config's folders.
+	err = run(t.Context(), []string{"check", "--config", cfgFile, "--dir", base}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "not a folder of config") {
+		t.Errorf("check --dir outside the config = %v, want it refused", err)
+	}
+}
+
+// A folder holding another SVID than its config chooses (the config
+// changed, or two workloads share a path) fails check and wait with a
+// reason naming both.
+func TestCheckRefusesAFolderOfAnotherSVID(t *testing.T) {
+	authority := newCA(t)
+	base := t.TempDir()
+	dir := filepath.Join(base, "certs")
+	svid := issue(t, authority, time.Hour, ca.SVIDOptions{})
+	if err := newFolderWriter(t, dir).Apply(t.Context(), update(1, svid, authority)); err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(base, "bridge.yaml")
+	writeConfig(t, cfgFile, `
+sds: {enabled: false}
+files:
+  - dir: `+dir+`
+    svid: spiffe://example.org/web
+`)
+	var out bytes.Buffer
+	err := run(t.Context(), []string{"check", "--config", cfgFile}, &out, &out)
+	want := []string{dir, "holds " + dbID.String(), `configured for svid "spiffe://example.org/web"`}
+	if err == nil {
+		t.Fatalf("check --config passed: %q", out.String())
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("check --config = %q, want it to say %q", err, w)
+		}
+	}
+	err = run(t.Context(), []string{"wait", "--config", cfgFile, "--timeout", "300ms"}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), want[1]) {
+		t.Errorf("wait --config = %v, want it to say %q", err, want[1])
+	}
+	// Guard: the set itself is valid; only the identity is wrong.
+	if err := run(t.Context(), []string{"check", "--dir", dir}, &out, &out); err != nil {
+		t.Errorf("check --dir: %v", err)
+	}
+}
+
+func writeConfig(t testing.TB, path, yaml string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -134,6 +134,10 @@ type Result struct {
 	// YAML is the sds-bridge configuration, with the notes as comments.
 	YAML  []byte
 	Notes []Note
+	// Once is daemon_mode = false: the config is meant for `run --once`
+	// (a run-time flag: the same config serves a sidecar and its init
+	// container).
+	Once bool
 	// origins maps a YAML key ("files[0].cert_file_name") to the
 	// helper.conf key its value came from ("svid_file_name").
 	origins map[string]string
@@ -221,7 +225,7 @@ func Convert(src []byte, opts Options) (*Result, error) {
 	c := &converter{opts: opts, origins: map[string]string{}}
 	root, _ := file.Node.(*ast.ObjectList)
 	c.convert(&hc, root)
-	return &Result{YAML: c.out.Bytes(), Notes: c.notes, origins: c.origins}, nil
+	return &Result{YAML: c.out.Bytes(), Notes: c.notes, Once: c.once, origins: c.origins}, nil
 }
 
 type converter struct {
@@ -229,6 +233,7 @@ type converter struct {
 	out     bytes.Buffer
 	notes   []Note
 	origins map[string]string
+	once    bool
 }
 
 // from records that the YAML key's value came from the helper.conf key.
@@ -408,7 +413,8 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 	c.actions(hc)
 
 	if hc.DaemonMode != nil && !*hc.DaemonMode {
-		c.comment(0, c.unsupported("daemon_mode", "false (write once, then exit) has no equivalent: the bridge always keeps running and rotating. For an init container, run the bridge as a sidecar and `sds-bridge wait --dir %s` in the init container", dir))
+		c.once = true
+		c.comment(0, c.warn("daemon_mode", "false (write once, then exit): run this config with `sds-bridge run --once --config FILE`, which writes every folder, runs its reload actions and exits (non-zero after workload_api.first_update_timeout); `run --spiffe-helper-config` of this file does so by itself. Without --once the bridge keeps running and rotating"))
 	}
 }
 

@@ -222,3 +222,35 @@ func TestWindowsAgentAddressIsRefusedNotMadeAPath(t *testing.T) {
 		}
 	}
 }
+
+// daemon_mode = false maps to `run --once` (Result.Once) and says so;
+// true and unset keep the daemon.
+func TestDaemonModeFalseMeansOnce(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want bool
+	}{
+		{"daemon_mode = false", true},
+		{"daemon_mode = true", false},
+		{"", false},
+	} {
+		r, err := Convert([]byte("agent_address = \"/run/spire/agent.sock\"\ncert_dir = \"/certs\"\n"+tc.line+"\n"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Once != tc.want {
+			t.Errorf("%q: Once = %v, want %v", tc.line, r.Once, tc.want)
+		}
+		for _, n := range r.Notes {
+			if n.Key != "daemon_mode" {
+				continue
+			}
+			if !tc.want || n.Unsupported || !strings.Contains(n.Text, "run --once") {
+				t.Errorf("%q: note %s, want one that says run --once and is not 'not supported'", tc.line, n)
+			}
+		}
+		if tc.want && !strings.Contains(string(r.YAML), "run --once") {
+			t.Errorf("%q: YAML does not tell to run with --once:\n%s", tc.line, r.YAML)
+		}
+	}
+}
