@@ -168,11 +168,17 @@ func TestBaseAndDemoRenderAndDecodeStrictly(t *testing.T) {
 // TestEveryPodTemplatePassesRestricted: every container of every pod
 // template (the bridge sidecars, the `wait` init container, PostgreSQL,
 // Envoy and the demo apps) passes Pod Security Standards "restricted" at the
-// latest version, so the namespace can enforce it.
+// latest version, and the namespace enforces it.
 func TestEveryPodTemplatePassesRestricted(t *testing.T) {
 	ev := evaluator(t)
 	for _, k := range []string{"base", "demo"} {
-		for _, w := range workloads(t, render(t, dir(t, k))) {
+		objs := render(t, dir(t, k))
+		for _, o := range objs {
+			if ns, ok := o.obj.(*corev1.Namespace); ok && ns.Labels[psapi.EnforceLevelLabel] != string(psapi.LevelRestricted) {
+				t.Errorf("%s: Namespace %s does not enforce restricted (label %s)", k, ns.Name, psapi.EnforceLevelLabel)
+			}
+		}
+		for _, w := range workloads(t, objs) {
 			t.Run(k+"/"+w.owner, func(t *testing.T) {
 				for _, v := range restrictedViolations(t, ev, w) {
 					t.Errorf("restricted: %s", v)
