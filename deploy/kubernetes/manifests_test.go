@@ -873,3 +873,99 @@ func TestReadmeNamesEveryManifest(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresLoginsArePerWorkload: a network login to PostgreSQL is a
+// verified client certificate whose subject CN (SPIRE's first DNS name of
+// the entry) is mapped, by exact name, to a role. pg_ident.conf holds no
+// regular expression (`spiffe /^.*$ app` let every SVID of the trust domain
+// in), and every name it maps is the first DNS name the ClusterSPIFFEID gives
+// a service account here, so the mapping names real workloads.
+func TestPostgresLoginsArePerWorkload(t *testing.T) {
+	o := load(t)
+	cm, ok := o.configMaps["postgres-config"]
+	if !ok {
+		t.Fatal("no ConfigMap postgres-config")
+	}
+	maps := map[string]bool{}
+	hostLines := 0
+	for _, l := range confLines(cm.Data["pg_hba.conf"]) {
+		f := strings.Fields(l)
+		if f[0] == "local" {
+			continue
+		}
+		hostLines++
+		if f[0] != "hostssl" || len(f) < 5 || f[4] != "cert" {
+			t.Errorf("pg_hba.conf: %q: a network login must be hostssl … cert", l)
+			continue
+		}
+		if !slices.Contains(f[5:], "clientname=CN") {
+			t.Errorf("pg_hba.conf: %q: want clientname=CN (the SVID's first DNS name); DN or none takes a name that is not the workload's", l)
+		}
+		m := ""
+		for _, opt := range f[5:] {
+			if v, ok := strings.CutPrefix(opt, "map="); ok {
+				m = v
+			}
+		}
+		if m == "" {
+			t.Errorf("pg_hba.conf: %q: no map=: the CN itself would be the role", l)
+			continue
+		}
+		maps[m] = true
+	}
+	if hostLines == 0 {
+		t.Fatal("pg_hba.conf allows no network login")
+	}
+	// First DNS name per service account, as the ClusterSPIFFEID makes it.
+	firstDNS := map[string]string{}
+	for _, c := range o.spiffeIDs {
+		if len(c.Spec.DNSNameTemplates) == 0 {
+			continue
+		}
+		for sa := range o.serviceAccounts {
+			r := strings.NewReplacer("{{ .PodSpec.ServiceAccountName }}", sa, "{{ .PodMeta.Namespace }}", ns)
+			firstDNS[r.Replace(c.Spec.DNSNameTemplates[0])] = sa
+		}
+	}
+	mapped := 0
+	for _, l := range confLines(cm.Data["pg_ident.conf"]) {
+		f := strings.Fields(l)
+		if len(f) != 3 {
+			t.Errorf("pg_ident.conf: %q: want MAPNAME SYSTEM-USERNAME PG-USERNAME", l)
+			continue
+		}
+		if !maps[f[0]] {
+			continue
+		}
+		mapped++
+		if strings.HasPrefix(f[1], "/") || strings.HasPrefix(f[1], `"/`) {
+			t.Errorf("pg_ident.conf: %q: a regular expression; map exact workload names", l)
+			continue
+		}
+		sa, ok := firstDNS[f[1]]
+		if !ok {
+			t.Errorf("pg_ident.conf: %q: %s is no service account's first DNS name in the ClusterSPIFFEID", l, f[1])
+		}
+		if sa == "postgres" {
+			t.Errorf("pg_ident.conf: %q: the server's own identity logs in", l)
+		}
+	}
+	if mapped == 0 {
+		t.Error("pg_ident.conf maps no workload: nobody can log in over the network")
+	}
+}
+
+// confLines returns the non-empty, non-comment lines of a PostgreSQL
+// config file.
+func confLines(s string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if i := strings.Index(l, "#"); i >= 0 {
+			l = l[:i]
+		}
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
