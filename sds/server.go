@@ -1,10 +1,12 @@
 // Package sds serves the bridge's SVIDs and trust bundles to Envoy over the
 // Secret Discovery Service (SDS v3) on a unix socket.
 //
-// Every rotation.Update becomes one set of Envoy Secret resources (see
-// BuildSecrets), named as SPIRE Agent's SDS names them, and replaces the
-// whole set in a go-control-plane LinearCache, so every open SotW, Delta
-// and ADS stream is pushed. The SDS version is "<process start>-<Generation>":
+// Every rotation.Update becomes Envoy Secret resources (see BuildSecrets),
+// named as SPIRE Agent's SDS names them, in two variants: with Envoy's
+// SPIFFE validator and with plain trusted_ca. Each replaces the whole set
+// in its go-control-plane LinearCache, so every open SotW, Delta and ADS
+// stream is pushed; each client is served the variant SPIRE Agent would
+// give it (see Validation). The SDS version is "<process start>-<Generation>":
 // it tells which Update a client holds and never repeats across restarts.
 package sds
 
@@ -185,7 +187,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Names.DisableSPIFFECertValidation {
 		cfg.Logger.Warn("sds: SPIFFE certificate validation is disabled: the secret " + strconv.Quote(cfg.Names.AllBundles) +
 			" is not served, as in SPIRE: plain trusted_ca roots of several trust domains would let any of their CAs " +
-			"vouch for any trust domain, including this one; use the per-trust-domain secrets (spiffe://<trust-domain>)")
+			"vouch for any trust domain, including this one; use the per-trust-domain secrets (spiffe://<trust-domain>), " +
+			"or node metadata " + DisableSPIFFECertValidationKey + ": false in the Envoys that want the SPIFFE validator")
 	}
 	return s, nil
 }
