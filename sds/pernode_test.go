@@ -10,6 +10,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	adsclient "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
@@ -315,5 +316,38 @@ func TestValidationFor(t *testing.T) {
 		if got, _ := validationFor(tt.node, tt.disabled); got != tt.want {
 			t.Errorf("%s: %s, want %s", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestADSClientGetsItsOwnValidation: an ADS stream is routed by its node
+// too; a wildcard subscription from an Envoy that disabled the SPIFFE
+// validator gets every secret of the trusted_ca variant (no ALL).
+func TestADSClientGetsItsOwnValidation(t *testing.T) {
+	s := startServer(t, Config{})
+	r := &rotator{t: t, ca: newCA(t, exampleTD), id: webID}
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
+	t.Cleanup(cancel)
+	node := envoyNode(t, "ads", map[string]any{"disable_spiffe_cert_validation": true}, 0)
+	client := adsclient.NewADSClient(ctx, node, resource.SecretType)
+	if err := client.InitConnect(dial(t, s.cfg.SocketPath)); err != nil {
+		t.Fatal(err)
+	}
+	u := r.next()
+	if err := s.Apply(t.Context(), u); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Fetch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := unpack(t, resp.Resources)
+	if d := diffSecrets(built(t, u, Names{DisableSPIFFECertValidation: true}), got); d != "" {
+		t.Fatalf("secrets (-want +got):\n%s", d)
+	}
+	if _, ok := got["ALL"]; ok {
+		t.Error("ALL served to an Envoy that disabled the SPIFFE validator")
+	}
+	if err := client.Ack(); err != nil {
+		t.Fatal(err)
 	}
 }
