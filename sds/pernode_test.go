@@ -165,7 +165,7 @@ func TestEachEnvoyGetsTheValidationSPIREWouldGiveIt(t *testing.T) {
 				byNode[c.Node] = c
 			}
 			for _, c := range tc.clients {
-				got := byNode[c.Node()]
+				got := byNode[c.name] // the node id is the case's name
 				if got.Validation != c.want || got.ValidationReason != c.why {
 					t.Errorf("Clients() for %s: validation %s (%q), want %s (%q)", c.name, got.Validation, got.ValidationReason, c.want, c.why)
 				}
@@ -173,9 +173,6 @@ func TestEachEnvoyGetsTheValidationSPIREWouldGiveIt(t *testing.T) {
 		})
 	}
 }
-
-// Node is the node id the case's Envoy sends.
-func (c perNodeCase) Node() string { return c.name }
 
 // TestALLIsServedOnlyWithTheSPIFFEValidator: as in SPIRE, the AllBundles
 // secret exists only as a SPIFFE validator (plain trusted_ca roots of
