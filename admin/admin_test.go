@@ -497,7 +497,8 @@ func TestMetricsAndStatus(t *testing.T) {
 	if len(a) != 1 || a[0].OK || a[0].Generation != 1 || a[0].Attempts != 2 || a[0].Failures != 2 || !strings.Contains(a[0].Error, "reload refused") {
 		t.Errorf("status action = %+v, want failed twice for generation 1 with the stderr tail", a)
 	}
-	if st.SDS == nil || len(st.SDS.Clients) != 1 || st.SDS.Clients[0].Node != "envoy-1" || st.SDS.Clients[0].AckedGeneration != 1 {
+	if st.SDS == nil || len(st.SDS.Clients) != 1 || st.SDS.Clients[0].Node != "envoy-1" || st.SDS.Clients[0].AckedGeneration != 1 ||
+		st.SDS.Clients[0].Validation != "spiffe" || st.SDS.Clients[0].ValidationReason != "config sds.disable_spiffe_cert_validation: false" {
 		t.Errorf("status sds = %+v", st.SDS)
 	}
 	var text strings.Builder
@@ -508,6 +509,7 @@ func TestMetricsAndStatus(t *testing.T) {
 		"NOT READY", dbID.String(), "serial " + serial, "not after " + stamp(svid.Certificates[0].NotAfter),
 		files + ": last apply failed", dir + ": generation 1, serial " + serial,
 		"exec:/bin/sh: FAILED for generation 1 after 2 attempts", "envoy-1", "acknowledged generation 1",
+		"validation spiffe (config sds.disable_spiffe_cert_validation: false)",
 	} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("status text lacks %q:\n%s", want, text.String())

@@ -142,17 +142,23 @@ type SDSStatus struct {
 
 // ClientStatus is one open SDS stream.
 type ClientStatus struct {
-	Node            string    `json:"node"`
-	Cluster         string    `json:"cluster,omitempty"`
-	Stream          int64     `json:"stream"`
-	Delta           bool      `json:"delta"`
-	OpenedAt        time.Time `json:"opened_at"`
-	AckedVersion    string    `json:"acked_version,omitempty"`
-	AckedGeneration uint64    `json:"acked_generation"`
-	AckedAt         time.Time `json:"acked_at,omitzero"`
-	NACKedVersion   string    `json:"nacked_version,omitempty"`
-	NACK            string    `json:"nack,omitempty"`
-	NACKedAt        time.Time `json:"nacked_at,omitzero"`
+	Node    string `json:"node"`
+	Cluster string `json:"cluster,omitempty"`
+	Stream  int64  `json:"stream"`
+	Delta   bool   `json:"delta"`
+	// Validation is the kind of validation_context the client gets
+	// ("spiffe": Envoy's SPIFFE validator, "trusted_ca": plain roots, no
+	// ALL), chosen per client as SPIRE Agent's SDS chooses; ValidationReason
+	// says why (its Envoy version, its node metadata, or the config).
+	Validation       string    `json:"validation"`
+	ValidationReason string    `json:"validation_reason"`
+	OpenedAt         time.Time `json:"opened_at"`
+	AckedVersion     string    `json:"acked_version,omitempty"`
+	AckedGeneration  uint64    `json:"acked_generation"`
+	AckedAt          time.Time `json:"acked_at,omitzero"`
+	NACKedVersion    string    `json:"nacked_version,omitempty"`
+	NACK             string    `json:"nack,omitempty"`
+	NACKedAt         time.Time `json:"nacked_at,omitzero"`
 }
 
 // Status gathers the document at now.
@@ -215,6 +221,7 @@ func (s *Server) Status(now time.Time) Status {
 		for _, c := range s.cfg.SDS.Clients() {
 			sst.Clients = append(sst.Clients, ClientStatus{
 				Node: c.Node, Cluster: c.Cluster, Stream: c.Stream, Delta: c.Delta, OpenedAt: c.OpenedAt,
+				Validation: c.Validation.String(), ValidationReason: c.ValidationReason,
 				AckedVersion: c.AckedVersion, AckedGeneration: c.AckedGeneration, AckedAt: c.AckedAt,
 				NACKedVersion: c.NACKedVersion, NACK: c.NACK, NACKedAt: c.NACKedAt,
 			})
@@ -353,7 +360,11 @@ func (st Status) WriteText(w io.Writer, now time.Time) error {
 			if c.AckedVersion != "" {
 				acked = fmt.Sprintf("acknowledged generation %d (version %s, %s)", c.AckedGeneration, c.AckedVersion, ago(c.AckedAt, now))
 			}
-			rows = append(rows, []string{node, fmt.Sprintf("%s stream %d", kind, c.Stream), "connected " + ago(c.OpenedAt, now), acked})
+			validation := "validation " + c.Validation
+			if c.ValidationReason != "" {
+				validation += " (" + c.ValidationReason + ")"
+			}
+			rows = append(rows, []string{node, fmt.Sprintf("%s stream %d", kind, c.Stream), "connected " + ago(c.OpenedAt, now), validation, acked})
 			if c.NACK != "" {
 				details = append(details, fmt.Sprintf("  %s (%s stream %d) rejected version %s %s: %s", node, kind, c.Stream, c.NACKedVersion, ago(c.NACKedAt, now), c.NACK))
 			}

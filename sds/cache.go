@@ -2,13 +2,16 @@ package sds
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -21,8 +24,11 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// secretCache is a LinearCache of Secrets with the three things it lacks
-// for SDS:
+// secretCache serves Secrets from two LinearCaches, one per Validation,
+// and routes every watch and fetch by the requesting node, as SPIRE Agent's
+// SDS chooses per request (validationFor). Apply updates both together, so
+// they report the same version for a generation. It adds what LinearCache
+// lacks for SDS:
 //   - Fetch, which LinearCache does not implement, answered from the
 //     current snapshot;
 //   - waiting: LinearCache answers a request without a version of its own
@@ -33,8 +39,12 @@ import (
 //     one of their secrets exists, as SPIRE Agent's SDS waits;
 //   - a clear error for other resource types on an ADS stream.
 type secretCache struct {
-	*cache.LinearCache
-	prefix string
+	// variants is indexed by Validation.
+	variants [2]*cache.LinearCache
+	prefix   string
+	// disabled is Names.DisableSPIFFECertValidation: the choice for a node
+	// that does not make its own.
+	disabled bool
 
 	// current is the snapshot served by Fetch and used to tell known from
 	// unknown names; nil until the first Update.
@@ -47,25 +57,69 @@ var _ cache.Cache = (*secretCache)(nil)
 type snapshot struct {
 	generation uint64
 	version    string
-	secrets    map[string]types.Resource
-	names      []string // sorted
+	// variants is indexed by Validation.
+	variants [2]served
 }
 
-func (s *snapshot) has(name string) bool {
+// served is the set of Secrets of one Validation.
+type served struct {
+	secrets map[string]types.Resource
+	names   []string // sorted
+}
+
+func newServed(secrets map[string]types.Resource) served {
+	return served{secrets: secrets, names: slices.Sorted(maps.Keys(secrets))}
+}
+
+func (s *served) has(name string) bool {
 	_, ok := s.secrets[name]
 	return ok
 }
 
-func newSecretCache(prefix string, logger cacheLogger) *secretCache {
-	return &secretCache{
-		LinearCache: cache.NewLinearCache(resource.SecretType,
-			cache.WithVersionPrefix(prefix), cache.WithLogger(logger)),
-		prefix: prefix,
+func newSecretCache(prefix string, disabled bool, logger cacheLogger) *secretCache {
+	c := &secretCache{prefix: prefix, disabled: disabled}
+	for i := range c.variants {
+		c.variants[i] = cache.NewLinearCache(resource.SecretType,
+			cache.WithVersionPrefix(prefix), cache.WithLogger(logger))
 	}
+	return c
+}
+
+// validation is what node gets.
+func (c *secretCache) validation(node *corev3.Node) Validation {
+	v, _ := validationFor(node, c.disabled)
+	return v
 }
 
 // version is the version string LinearCache reports after its n-th update.
 func (c *secretCache) version(n uint64) string { return c.prefix + strconv.FormatUint(n, 10) }
+
+// set replaces the served Secrets of every variant; each LinearCache
+// version moves by one.
+func (c *secretCache) set(s *snapshot) {
+	for v, sv := range s.variants {
+		c.variants[v].SetResources(sv.secrets)
+	}
+	c.current.Store(s)
+}
+
+// skip moves every LinearCache version by one without a change.
+func (c *secretCache) skip() error {
+	var errs []error
+	for _, lc := range c.variants {
+		errs = append(errs, lc.UpdateResources(nil, nil))
+	}
+	return errors.Join(errs...)
+}
+
+// NumWatches counts the watches waiting on name, in every variant.
+func (c *secretCache) NumWatches(name string) int {
+	n := 0
+	for _, lc := range c.variants {
+		n += lc.NumWatches(name)
+	}
+	return n
+}
 
 // checkType refuses other resource types, which an ADS stream can ask for.
 func checkType(typeURL string) error {
@@ -101,18 +155,19 @@ func (c *secretCache) CreateWatch(req *cache.Request, sub cache.Subscription, ou
 		r.VersionInfo = c.version(0)
 		req = r
 	}
-	return c.LinearCache.CreateWatch(req, sub, out)
+	return c.variants[c.validation(req.GetNode())].CreateWatch(req, sub, out)
 }
 
 func (c *secretCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription, out chan cache.DeltaResponse) (func(), error) {
 	if err := checkType(req.GetTypeUrl()); err != nil {
 		return nil, err
 	}
-	return c.LinearCache.CreateDeltaWatch(req, sub, out)
+	return c.variants[c.validation(req.GetNode())].CreateDeltaWatch(req, sub, out)
 }
 
 // Fetch answers the unary FetchSecrets: the requested names that exist
-// (all of them for an empty list) at the current version. Unknown names are
+// (all of them for an empty list) at the current version, in the variant
+// the requesting node gets. Unknown names are
 // left out; if none is known the error lists what is served.
 func (c *secretCache) Fetch(_ context.Context, req *cache.Request) (cache.Response, error) {
 	if err := checkType(req.GetTypeUrl()); err != nil {
@@ -122,13 +177,14 @@ func (c *secretCache) Fetch(_ context.Context, req *cache.Request) (cache.Respon
 	if snap == nil {
 		return nil, status.Error(codes.Unavailable, "sds: no secrets yet: waiting for the first Workload API update")
 	}
+	sv := &snap.variants[c.validation(req.GetNode())]
 	names := requestedNames(req.GetResourceNames())
 	if len(names) == 0 {
-		names = snap.names
+		names = sv.names
 	}
 	resp := &discoveryv3.DiscoveryResponse{VersionInfo: snap.version, TypeUrl: resource.SecretType}
 	for _, name := range names {
-		res, ok := snap.secrets[name]
+		res, ok := sv.secrets[name]
 		if !ok {
 			continue
 		}
@@ -139,7 +195,7 @@ func (c *secretCache) Fetch(_ context.Context, req *cache.Request) (cache.Respon
 		resp.Resources = append(resp.Resources, a)
 	}
 	if len(resp.Resources) == 0 {
-		return nil, status.Errorf(codes.NotFound, "sds: none of the requested secrets %q is served; served: %q", clipNames(names), clipNames(snap.names))
+		return nil, status.Errorf(codes.NotFound, "sds: none of the requested secrets %q is served; served: %q", clipNames(names), clipNames(sv.names))
 	}
 	return &cache.PassthroughResponse{Request: req, DiscoveryResponse: resp}, nil
 }

@@ -1,6 +1,7 @@
 package sds
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -42,9 +43,11 @@ type streamKey struct {
 }
 
 type streamState struct {
-	node     string
-	names    map[string]struct{}
-	wildcard bool
+	node string
+	// validation is what the stream's node gets (validationFor).
+	validation Validation
+	names      map[string]struct{}
+	wildcard   bool
 	// requested is set once the stream sent its first request.
 	requested bool
 	// unknown is the last reported set of unknown names, joined.
@@ -101,7 +104,7 @@ func newTracker(log *slog.Logger, c *secretCache) *tracker {
 func (t *tracker) open(k streamKey, typeURL string) {
 	t.streamsOpen.Add(1)
 	t.mu.Lock()
-	t.streams[k] = &streamState{names: make(map[string]struct{})}
+	t.streams[k] = &streamState{names: make(map[string]struct{}), validation: t.cache.validation(nil)}
 	t.mu.Unlock()
 	t.log.Debug("sds: stream opened", "stream", k.id, "delta", k.delta, "type", typeURL)
 }
@@ -141,8 +144,9 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 	if st == nil {
 		return nil
 	}
-	if n := req.GetNode().GetId(); n != "" {
-		st.node = n
+	if node := req.GetNode(); node != nil {
+		st.node = cmp.Or(node.GetId(), st.node)
+		st.validation = t.cache.validation(node)
 	}
 	t.request(k, st, req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	// SotW: every request carries the whole subscription; none means
@@ -176,8 +180,11 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 	}
 	first := !st.requested
 	st.requested = true
-	if n := req.GetNode().GetId(); n != "" {
-		st.node = n
+	// Delta requests after the first may come without a node (the
+	// server fills it in only after the callbacks).
+	if node := req.GetNode(); node != nil {
+		st.node = cmp.Or(node.GetId(), st.node)
+		st.validation = t.cache.validation(node)
 	}
 	t.request(k, st, "", req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	// Delta: requests change the subscription; a first request without
@@ -238,9 +245,10 @@ func (t *tracker) checkUnknown(k streamKey, st *streamState, snap *snapshot) {
 	if snap == nil {
 		return
 	}
+	sv := &snap.variants[st.validation]
 	var unknown []string
 	for n := range st.names {
-		if !snap.has(n) {
+		if !sv.has(n) {
 			unknown = append(unknown, n)
 		}
 	}
@@ -254,7 +262,7 @@ func (t *tracker) checkUnknown(k streamKey, st *streamState, snap *snapshot) {
 		return
 	}
 	t.log.Warn("sds: requested secrets are not served; they stay pending", "stream", k.id, "delta", k.delta,
-		"node", clip(st.node), "unknown", clipNames(unknown), "served", clipNames(snap.names))
+		"node", clip(st.node), "unknown", clipNames(unknown), "served", clipNames(sv.names), "validation", st.validation)
 }
 
 // recheck re-evaluates every stream after an Update: names may have
@@ -294,15 +302,17 @@ func (t *tracker) OnFetchRequest(_ context.Context, req *discoveryv3.DiscoveryRe
 	if snap == nil {
 		return nil
 	}
+	v := t.cache.validation(req.GetNode())
+	sv := &snap.variants[v]
 	var unknown []string
 	for _, n := range requestedNames(req.GetResourceNames()) {
-		if !snap.has(n) {
+		if !sv.has(n) {
 			unknown = append(unknown, n)
 		}
 	}
 	if len(unknown) > 0 {
 		t.log.Warn("sds: fetch asks for secrets that are not served", "node", clip(req.GetNode().GetId()),
-			"unknown", clipNames(unknown), "served", clipNames(snap.names))
+			"unknown", clipNames(unknown), "served", clipNames(sv.names), "validation", v)
 	}
 	return nil
 }

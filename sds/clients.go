@@ -25,7 +25,13 @@ type Client struct {
 	Delta  bool
 	// Node and Cluster are the node's id and cluster, from its requests.
 	Node, Cluster string
-	OpenedAt      time.Time
+	// Validation is the kind of validation_context the client gets, and
+	// ValidationReason why: its Envoy version, its node metadata
+	// disable_spiffe_cert_validation or the bridge's config, as SPIRE
+	// Agent's SDS decides.
+	Validation       Validation
+	ValidationReason string
+	OpenedAt         time.Time
 	// AckedVersion is the last SDS version the client accepted; empty
 	// until its first ACK. AckedGeneration is the rotation generation of
 	// that version (the SDS version is "<prefix><generation>"), 0 when the
@@ -46,7 +52,8 @@ const maxSentNonces = 16
 
 type clientState struct {
 	Client
-	sent map[string]string // response nonce → version
+	reason validationReason
+	sent   map[string]string // response nonce → version
 	// sentOrder is a ring of the nonces in sent, oldest at sentNext once
 	// full: a fixed array, so recording a push allocates nothing.
 	sentOrder [maxSentNonces]string
@@ -73,7 +80,9 @@ func (s *Server) Clients() []Client {
 	s.clients.mu.Lock()
 	out := make([]Client, 0, len(s.clients.streams))
 	for _, st := range s.clients.streams {
-		out = append(out, st.Client)
+		c := st.Client
+		c.ValidationReason = st.reason.String()
+		out = append(out, c)
 	}
 	s.clients.mu.Unlock()
 	slices.SortFunc(out, func(a, b Client) int {
@@ -98,8 +107,10 @@ func boolInt(b bool) int {
 func (c *clients) open(k streamKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	v, why := validationFor(nil, c.cache.disabled)
 	c.streams[k] = &clientState{
-		Client: Client{Stream: k.id, Delta: k.delta, OpenedAt: c.now()},
+		Client: Client{Stream: k.id, Delta: k.delta, Validation: v, OpenedAt: c.now()},
+		reason: why,
 		sent:   make(map[string]string, maxSentNonces),
 	}
 }
@@ -146,6 +157,9 @@ func (c *clients) request(k streamKey, node *corev3.Node, version, nonce string,
 	st := c.streams[k]
 	if st == nil {
 		return
+	}
+	if node != nil {
+		st.Validation, st.reason = validationFor(node, c.cache.disabled)
 	}
 	if id := node.GetId(); id != "" {
 		st.Node = id

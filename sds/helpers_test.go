@@ -200,6 +200,13 @@ type envoyClient struct {
 
 func newEnvoyClient(t testing.TB, conn *grpc.ClientConn, names []string, version string) *envoyClient {
 	t.Helper()
+	return newEnvoyClientAs(t, conn, &corev3.Node{Id: "envoy-" + t.Name(), Cluster: "test"}, names, version)
+}
+
+// newEnvoyClientAs is newEnvoyClient for the given node, which only the
+// first request carries, as Envoy sends it.
+func newEnvoyClientAs(t testing.TB, conn *grpc.ClientConn, node *corev3.Node, names []string, version string) *envoyClient {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
 	t.Cleanup(cancel)
 	stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
@@ -208,7 +215,7 @@ func newEnvoyClient(t testing.TB, conn *grpc.ClientConn, names []string, version
 	}
 	c := &envoyClient{t: t, stream: stream, names: names, version: version}
 	c.send(&discoveryv3.DiscoveryRequest{
-		Node:          &corev3.Node{Id: "envoy-" + t.Name(), Cluster: "test"},
+		Node:          node,
 		VersionInfo:   version,
 		ResourceNames: names,
 		TypeUrl:       resource.SecretType,

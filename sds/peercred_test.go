@@ -236,7 +236,9 @@ func TestAccessPolicy(t *testing.T) {
 func TestOpenSocketModeWithoutAllowListWarns(t *testing.T) {
 	logger, logs := testLogger(t)
 	startServer(t, Config{SocketMode: 0o660, Logger: logger})
-	if !strings.Contains(logs.String(), "list Envoy's uid or gid in sds.allowed_uids") {
-		t.Errorf("no warning for a group-accessible socket without an allow-list:\n%s", logs)
-	}
+	// Serve logs just after the socket accepts, which is when startServer
+	// returns.
+	testkit.Eventually(t, "a warning for a group-accessible socket without an allow-list", func() bool {
+		return strings.Contains(logs.String(), "list Envoy's uid or gid in sds.allowed_uids")
+	})
 }

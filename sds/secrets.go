@@ -39,7 +39,9 @@ type Names struct {
 	AllBundles string
 	// DisableSPIFFECertValidation serves plain trusted_ca validation
 	// contexts instead of Envoy's SPIFFE certificate validator, like SPIRE's
-	// disable_spiffe_cert_validation. AllBundles is then not served.
+	// disable_spiffe_cert_validation. AllBundles is then not served. The
+	// Server uses it as the default only: each Envoy may choose otherwise
+	// (see Validation), as with SPIRE Agent.
 	DisableSPIFFECertValidation bool
 }
 

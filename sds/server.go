@@ -1,10 +1,12 @@
 // Package sds serves the bridge's SVIDs and trust bundles to Envoy over the
 // Secret Discovery Service (SDS v3) on a unix socket.
 //
-// Every rotation.Update becomes one set of Envoy Secret resources (see
-// BuildSecrets), named as SPIRE Agent's SDS names them, and replaces the
-// whole set in a go-control-plane LinearCache, so every open SotW, Delta
-// and ADS stream is pushed. The SDS version is "<process start>-<Generation>":
+// Every rotation.Update becomes Envoy Secret resources (see BuildSecrets),
+// named as SPIRE Agent's SDS names them, in two variants: with Envoy's
+// SPIFFE validator and with plain trusted_ca. Each replaces the whole set
+// in its go-control-plane LinearCache, so every open SotW, Delta and ADS
+// stream is pushed; each client is served the variant SPIRE Agent would
+// give it (see Validation). The SDS version is "<process start>-<Generation>":
 // it tells which Update a client holds and never repeats across restarts.
 package sds
 
@@ -13,9 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -170,7 +170,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	c := newSecretCache(versionPrefix(), cacheLogger{cfg.Logger})
+	c := newSecretCache(versionPrefix(), cfg.Names.DisableSPIFFECertValidation, cacheLogger{cfg.Logger})
 	t := newTracker(cfg.Logger, c)
 	cl := newClients(c)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -187,7 +187,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Names.DisableSPIFFECertValidation {
 		cfg.Logger.Warn("sds: SPIFFE certificate validation is disabled: the secret " + strconv.Quote(cfg.Names.AllBundles) +
 			" is not served, as in SPIRE: plain trusted_ca roots of several trust domains would let any of their CAs " +
-			"vouch for any trust domain, including this one; use the per-trust-domain secrets (spiffe://<trust-domain>)")
+			"vouch for any trust domain, including this one; use the per-trust-domain secrets (spiffe://<trust-domain>), " +
+			"or node metadata " + DisableSPIFFECertValidationKey + ": false in the Envoys that want the SPIFFE validator")
 	}
 	return s, nil
 }
@@ -227,18 +228,25 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
 	}
-	secrets, err := buildSecrets(u, s.cfg.Names)
-	if err != nil {
-		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
-	}
-	resources := make(map[string]types.Resource, len(secrets))
-	for name, sec := range secrets {
-		// Envoy would NACK what its own validation rejects; refuse it here
-		// and keep serving the last good set.
-		if err := sec.ValidateAll(); err != nil {
-			return fmt.Errorf("sds: apply generation %d: secret %q: %w", u.Generation, name, err)
+	// Both variants, as every client gets one of them (validationFor).
+	var variants [2]served
+	for _, v := range []Validation{ValidationSPIFFE, ValidationTrustedCA} {
+		names := s.cfg.Names
+		names.DisableSPIFFECertValidation = v == ValidationTrustedCA
+		secrets, err := buildSecrets(u, names)
+		if err != nil {
+			return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
 		}
-		resources[name] = sec
+		resources := make(map[string]types.Resource, len(secrets))
+		for name, sec := range secrets {
+			// Envoy would NACK what its own validation rejects; refuse it
+			// here and keep serving the last good set.
+			if err := sec.ValidateAll(); err != nil {
+				return fmt.Errorf("sds: apply generation %d: secret %q (%s): %w", u.Generation, name, v, err)
+			}
+			resources[name] = sec
+		}
+		variants[v] = newServed(resources)
 	}
 
 	s.mu.Lock()
@@ -256,7 +264,7 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 	default:
 		for ; gap > 0; gap-- {
 			s.updates++
-			if err := s.cache.UpdateResources(nil, nil); err != nil {
+			if err := s.cache.skip(); err != nil {
 				s.cfg.Logger.Error("sds: skip version", "version", s.cache.version(s.updates), "error", err)
 			}
 		}
@@ -265,27 +273,32 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 	snap := &snapshot{
 		generation: u.Generation,
 		version:    s.cache.version(s.updates),
-		secrets:    resources,
-		names:      slices.Sorted(maps.Keys(resources)),
+		variants:   variants,
 	}
-	s.cache.SetResources(resources)
-	s.cache.current.Store(snap)
+	s.cache.set(snap)
 	s.tracker.recheck(snap)
 	s.markServing()
 	s.cfg.Logger.Info("sds: serving secrets", "generation", u.Generation, "version", snap.version,
-		"secrets", len(resources), "streams", s.tracker.streamsOpen.Load())
+		"secrets", len(variants[s.cache.validation(nil)].secrets), "streams", s.tracker.streamsOpen.Load())
 	return nil
 }
 
-// Secrets returns the Secrets being served and their version; nil before
-// the first Update. The protos are shared and must not be modified.
+// Secrets returns the Secrets served to a client that makes no choice of
+// its own (see Validation) and their version; nil before the first Update.
+// The protos are shared and must not be modified.
 func (s *Server) Secrets() (map[string]*tlsv3.Secret, string) {
+	return s.SecretsFor(s.cache.validation(nil))
+}
+
+// SecretsFor is Secrets for the clients that get validation v.
+func (s *Server) SecretsFor(v Validation) (map[string]*tlsv3.Secret, string) {
 	snap := s.cache.current.Load()
-	if snap == nil {
+	if snap == nil || v < 0 || int(v) >= len(snap.variants) {
 		return nil, ""
 	}
-	out := make(map[string]*tlsv3.Secret, len(snap.secrets))
-	for name, r := range snap.secrets {
+	sv := snap.variants[v]
+	out := make(map[string]*tlsv3.Secret, len(sv.secrets))
+	for name, r := range sv.secrets {
 		out[name] = r.(*tlsv3.Secret)
 	}
 	return out, snap.version

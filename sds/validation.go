@@ -1,0 +1,110 @@
+package sds
+
+import (
+	"fmt"
+	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Validation is the kind of validation_context a client gets. SPIRE Agent's
+// SDS chooses it per request, from the requesting Envoy's node; so does the
+// bridge.
+type Validation int
+
+const (
+	// ValidationSPIFFE is Envoy's SPIFFE certificate validator
+	// (envoy.tls.cert_validator.spiffe), one trust domain per bundle; the
+	// AllBundles secret is served.
+	ValidationSPIFFE Validation = iota
+	// ValidationTrustedCA is a plain inline trusted_ca; the AllBundles
+	// secret is not served.
+	ValidationTrustedCA
+)
+
+// String is the name /status shows: "spiffe" or "trusted_ca".
+func (v Validation) String() string {
+	switch v {
+	case ValidationSPIFFE:
+		return "spiffe"
+	case ValidationTrustedCA:
+		return "trusted_ca"
+	}
+	return "Validation(" + strconv.Itoa(int(v)) + ")"
+}
+
+// DisableSPIFFECertValidationKey is the node metadata key with which an
+// Envoy overrides the bridge's DisableSPIFFECertValidation, as with SPIRE
+// Agent.
+const DisableSPIFFECertValidationKey = "disable_spiffe_cert_validation"
+
+// validationFor is SPIRE Agent's choice (sdsv3 handler,
+// getValidationContextBuilder) for one node, given the configured default,
+// and why:
+//   - an Envoy that reports a user-agent build version older than 1.18
+//     gets trusted_ca whatever else is said: it lacks the SPIFFE validator;
+//   - else node metadata disable_spiffe_cert_validation, a bool or a string
+//     strconv.ParseBool accepts, decides; any other value is ignored;
+//   - else the configured default.
+//
+// It runs on every request and allocates nothing; the reason is formatted
+// only when shown.
+func validationFor(node *corev3.Node, disabledByConfig bool) (Validation, validationReason) {
+	if v := node.GetUserAgentBuildVersion().GetVersion(); v != nil && (v.GetMajorNumber() < 1 || (v.GetMajorNumber() == 1 && v.GetMinorNumber() < 18)) {
+		return ValidationTrustedCA, validationReason{by: byOldEnvoy, agent: node.GetUserAgentName(),
+			major: v.GetMajorNumber(), minor: v.GetMinorNumber()}
+	}
+	if disabled, ok := metadataBool(node, DisableSPIFFECertValidationKey); ok {
+		return validationOf(disabled), validationReason{by: byMetadata, disabled: disabled}
+	}
+	return validationOf(disabledByConfig), validationReason{by: byConfig, disabled: disabledByConfig}
+}
+
+// validationReason says why validationFor chose as it did.
+type validationReason struct {
+	by           uint8
+	agent        string
+	major, minor uint32
+	disabled     bool
+}
+
+const (
+	byConfig = iota
+	byMetadata
+	byOldEnvoy
+)
+
+func (r validationReason) String() string {
+	switch r.by {
+	case byOldEnvoy:
+		agent := r.agent
+		if agent == "" {
+			agent = "client"
+		}
+		return fmt.Sprintf("%s %d.%d lacks the SPIFFE validator (1.18+)", clip(agent), r.major, r.minor)
+	case byMetadata:
+		return fmt.Sprintf("node metadata %s: %t", DisableSPIFFECertValidationKey, r.disabled)
+	}
+	return fmt.Sprintf("config sds.disable_spiffe_cert_validation: %t", r.disabled)
+}
+
+func validationOf(disabled bool) Validation {
+	if disabled {
+		return ValidationTrustedCA
+	}
+	return ValidationSPIFFE
+}
+
+// metadataBool reads a bool, or a string that parses as one, as SPIRE's
+// parseBool does; ok is false for a missing key or any other value.
+func metadataBool(node *corev3.Node, key string) (value, ok bool) {
+	switch v := node.GetMetadata().GetFields()[key].GetKind().(type) {
+	case *structpb.Value_BoolValue:
+		return v.BoolValue, true
+	case *structpb.Value_StringValue:
+		b, err := strconv.ParseBool(v.StringValue)
+		return b, err == nil
+	}
+	return false, false
+}
