@@ -330,7 +330,7 @@ func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Fo
 		last = svid
 		next := refreshIn(svid, fetched)
 		log.Info("jwtfiles: wrote JWT-SVID", "spiffe_id", svid.ID.String(), "expires", svid.Expiry, "refresh_in", next.Round(time.Millisecond))
-		w.runActions(ctx, f, filesink.Event{Dir: f.Dir, SPIFFEID: svid.ID.String(), NotAfter: svid.Expiry})
+		w.runActions(ctx, f, filesink.Event{Kind: filesink.EventJWT, Dir: f.Dir, SPIFFEID: svid.ID.String(), NotAfter: svid.Expiry})
 		timer.Reset(next)
 	}
 }
@@ -413,7 +413,7 @@ func (b *bundleWatcher) OnJWTBundlesUpdate(set *jwtbundle.Set) {
 			continue
 		}
 		b.w.log.Info("jwtfiles: wrote JWT bundles", "file", path, "trust_domains", set.Len())
-		b.w.runActions(b.ctx, f, filesink.Event{Dir: f.Dir})
+		b.w.runActions(b.ctx, f, filesink.Event{Kind: filesink.EventJWT, Dir: f.Dir})
 	}
 	if ok {
 		b.last = data
