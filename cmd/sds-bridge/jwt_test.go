@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
+	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 )
@@ -116,6 +117,43 @@ files:
 				t.Errorf("%s: ran on event %q, want only %q (all: %v)", filepath.Base(path), ev, want, events(path))
 				break
 			}
+		}
+	}
+}
+
+// run hands the JWT writer to the admin server: the token files show in
+// /status and /metrics, and count for /readyz.
+func TestAdminShowsJWTSVIDs(t *testing.T) {
+	dir := testkit.ShortDir(t)
+	folder := filepath.Join(dir, "certs")
+	conf := filepath.Join(dir, "bridge.yaml")
+	if err := os.WriteFile(conf, []byte(`sds:
+  enabled: false
+files:
+  - dir: `+folder+`
+    jwt_svids:
+      - audience: https://api.example.org
+        file_name: api.token
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDev(t, dir, "--config", conf, "--admin", "127.0.0.1:0")
+	url := d.adminURL()
+	var st admin.Status
+	testkit.Eventually(t, "the JWT-SVID in /status, and ready", func() bool {
+		st = d.status(url)
+		return st.Ready && len(st.JWTSVIDs) == 1 && !st.JWTSVIDs[0].Expiry.IsZero()
+	})
+	if j := st.JWTSVIDs[0]; j.Dir != folder || j.File != "api.token" || j.Audience != "https://api.example.org" {
+		t.Errorf("/status jwt_svids[0] = %+v", j)
+	}
+	_, body := testkit.Get(t, url+"/metrics")
+	for _, series := range []string{
+		`sds_bridge_jwt_svid_expiry_timestamp_seconds{file="api.token",folder="` + folder + `"}`,
+		`sds_bridge_jwt_refresh_failures_total{file="api.token",folder="` + folder + `"}`,
+	} {
+		if !strings.Contains(body, series) {
+			t.Errorf("/metrics has no %s", series)
 		}
 	}
 }

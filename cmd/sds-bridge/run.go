@@ -358,6 +358,9 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode 
 		if sdsServer != nil {
 			ac.SDS = sdsServer
 		}
+		if !jwtWriter.Empty() {
+			ac.JWT = jwtWriter
+		}
 		if adm, err = admin.New(ac); err != nil {
 			return err
 		}
