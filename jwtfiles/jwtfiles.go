@@ -8,8 +8,9 @@
 // fetched again when half of its lifetime is gone (no polling); a failed
 // fetch is retried with backoff while the last good token stays in place.
 // JWT bundles are watched as a stream. Every file is replaced atomically on
-// its own (filesink.WriteFile), and the folder's reload actions run after
-// each new file.
+// its own (filesink.WriteFile), and the folder's actions for JWT events
+// (on_rotate[].on: jwt) run after each new file. Tokens reports each token
+// file's state for the admin endpoints.
 package jwtfiles
 
 import (
@@ -73,7 +74,8 @@ type Folder struct {
 	// Mode (tokens) and BundleMode default to 0600.
 	Mode, BundleMode os.FileMode
 	Owner            *filesink.Owner
-	// Actions run after each new file in Dir, in order.
+	// Actions run after each new file in Dir, in order, with an Event of
+	// Kind filesink.EventJWT: the folder's actions whose on lists jwt.
 	Actions []filesink.Action
 }
 
