@@ -4,7 +4,10 @@
 //   - /readyz answers 200 only when the truth is good: the current
 //     generation reached every sink, every credential folder holds a valid
 //     set, no SVID is near its expiry without a rotation, and (if asked
-//     for) an SDS client acknowledged the current generation. Otherwise 503,
+//     for) an SDS client acknowledged the current generation, and every
+//     JWT-SVID file holds a token that is not near its expiry (a failing
+//     refresh alone is not a problem while the kept token is good: /status
+//     shows it). Otherwise 503,
 //     with one line per problem.
 //   - /metrics is Prometheus text, every bridge metric prefixed sds_bridge_.
 //     Counters are read from the components at scrape time (they keep their
@@ -33,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/sds"
 )
@@ -82,6 +86,11 @@ type Folder interface {
 	Stats() filesink.Stats
 }
 
+// JWT is what admin reads from the JWT-SVID writer (*jwtfiles.Writer).
+type JWT interface {
+	Tokens() []jwtfiles.TokenStatus
+}
+
 // Config configures a Server.
 type Config struct {
 	// Source is required.
@@ -90,11 +99,13 @@ type Config struct {
 	SDS SDS
 	// Folders are the credential folders, in config order.
 	Folders []Folder
-	// MinValidity: not ready when an SVID or a folder's leaf expires
-	// sooner than this.
+	// JWT is nil when no folder writes JWT-SVIDs.
+	JWT JWT
+	// MinValidity: not ready when an SVID, a folder's leaf or a JWT-SVID
+	// expires sooner than this.
 	MinValidity time.Duration
-	// MinValidityPercent: not ready when an SVID has less than this
-	// percentage of its lifetime left; 0 turns the check off.
+	// MinValidityPercent: not ready when an SVID or a JWT-SVID has less
+	// than this percentage of its lifetime left; 0 turns the check off.
 	MinValidityPercent int
 	// RequireSDSAck: not ready until an SDS client acknowledged the
 	// current generation.

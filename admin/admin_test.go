@@ -34,6 +34,7 @@ import (
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/sds"
 )
@@ -79,6 +80,10 @@ type bridgeOptions struct {
 	// retryBackoff is rotation.Config.RetryBackoff; zero means an hour, so
 	// a failed apply stays failed unless the test calls RetryNow.
 	retryBackoff time.Duration
+	// jwt, if set, runs a jwtfiles.Writer on the same Workload API, its
+	// tokens issued with lifetime jwtTTL.
+	jwt    []jwtfiles.Folder
+	jwtTTL time.Duration
 }
 
 func startBridge(t testing.TB, o bridgeOptions) *bridge {
@@ -133,10 +138,24 @@ func startBridge(t testing.TB, o bridgeOptions) *bridge {
 	for _, f := range b.folders {
 		folders = append(folders, f)
 	}
+	var jwtWriter *jwtfiles.Writer
+	var jwt JWT
+	if o.jwt != nil {
+		b.wl.SetJWTTTL(o.jwtTTL)
+		jwtWriter, err = jwtfiles.New(jwtfiles.Config{
+			Address: b.wl.Address(), Folders: o.jwt, Logger: log,
+			MinRetry: 50 * time.Millisecond, MaxRetry: 200 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		jwt = jwtWriter
+	}
 	b.admin, err = New(Config{
 		Source:             b.src,
 		SDS:                b.sds,
 		Folders:            folders,
+		JWT:                jwt,
 		MinValidity:        o.minValidity,
 		MinValidityPercent: 10,
 		RequireSDSAck:      o.requireSDSAck,
@@ -154,17 +173,22 @@ func startBridge(t testing.TB, o bridgeOptions) *bridge {
 	b.url = "http://" + l.Addr().String()
 
 	ctx, cancel := context.WithCancel(context.Background())
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
 	go func() { errs <- b.src.Run(ctx) }()
 	go func() { errs <- b.sds.Serve(ctx) }()
 	go func() { errs <- b.admin.Serve(ctx, l) }()
+	running := 3
+	if jwtWriter != nil {
+		go func() { errs <- jwtWriter.Run(ctx) }()
+		running++
+	}
 	testkit.Eventually(t, "SDS socket", func() bool {
 		_, err := os.Stat(b.sdsPath)
 		return err == nil
 	})
 	t.Cleanup(func() {
 		cancel()
-		for range 3 {
+		for range running {
 			if err := <-errs; err != nil {
 				t.Errorf("bridge component: %v", err)
 			}

@@ -34,6 +34,9 @@ var (
 
 	descWriteFailures  = desc("file_write_failures_total", "Updates a credential folder refused or failed to write; the consumers keep the previous set.", "folder")
 	descActionFailures = desc("reload_action_failures_total", "Failed reload action attempts per folder and action (each is retried with backoff).", "folder", "action")
+
+	descJWTExpiry   = desc("jwt_svid_expiry_timestamp_seconds", "Expiry (exp claim) of the JWT-SVID each file holds, in Unix seconds; absent before the first token.", "folder", "file")
+	descJWTFailures = desc("jwt_refresh_failures_total", "Failed JWT-SVID fetches or writes per file (each is retried with backoff; the file keeps its last token).", "folder", "file")
 )
 
 // collector reads every count from the component that keeps it, at
@@ -45,7 +48,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		descBuildInfo, descReady, descRotations, descGen, descRefused, descWatchErrs, descNotAfter,
 		descSinkGen, descSinkFailures, descSinkRetries, descStreams, descPushes, descNACKs, descAckedCurrent, descRefusedPeers,
 		descConnsOpen, descConnsOverCap,
-		descWriteFailures, descActionFailures,
+		descWriteFailures, descActionFailures, descJWTExpiry, descJWTFailures,
 	} {
 		ch <- d
 	}
@@ -120,6 +123,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, name := range names {
 			counter(descActionFailures, float64(failures[name]), f.Dir(), name)
+		}
+	}
+
+	if s.cfg.JWT != nil {
+		for _, t := range s.cfg.JWT.Tokens() {
+			if !t.Expiry.IsZero() {
+				gauge(descJWTExpiry, float64(t.Expiry.Unix()), t.Dir, t.FileName)
+			}
+			counter(descJWTFailures, float64(t.Failures), t.Dir, t.FileName)
 		}
 	}
 }

@@ -2,10 +2,12 @@ package admin
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -60,25 +62,24 @@ func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderC
 
 	for i, svid := range cur.SVIDs {
 		leaf := svid.Certificates[0]
-		left := leaf.NotAfter.Sub(now)
 		// The lifetime counts from when this SVID reached the bridge (or its
 		// NotBefore if later): CAs back-date NotBefore (SPIRE and the dev
 		// CA by 10 s), which would make a short-lived SVID look old, and an
 		// SVID picked up late in its life (a bridge restart) gets judged by
 		// what it had left when it arrived.
-		life := leaf.NotAfter.Sub(laterOf(leaf.NotBefore, cur.ReceivedAt))
+		state, left, life := s.expiry(leaf.NotAfter, laterOf(leaf.NotBefore, cur.ReceivedAt), now)
 		what := fmt.Sprintf("SVID %s (serial %s, generation %d)", svid.ID, leaf.SerialNumber.Text(16), cur.Generation)
 		if i == 0 {
 			what = "default " + what
 		}
-		switch {
-		case left <= 0:
+		switch state {
+		case expired:
 			add("%s expired at %s and no newer one has arrived: is the SPIRE agent running and reaching its server?",
 				what, stamp(leaf.NotAfter))
-		case left < s.cfg.MinValidity:
+		case belowMinValidity:
 			add("%s expires at %s, in %s, sooner than admin.min_validity %s, and no newer one has arrived",
 				what, stamp(leaf.NotAfter), round(left), s.cfg.MinValidity)
-		case s.cfg.MinValidityPercent > 0 && life > 0 && left*100 < life*time.Duration(s.cfg.MinValidityPercent):
+		case belowMinValidityPercent:
 			add("%s has %d%% of its lifetime left (expires at %s, in %s; admin.min_validity_percent %d) and no newer one has arrived: SPIRE rotates at 50%%, so rotation is stuck; is the agent reaching its server?",
 				what, int(left*100/life), stamp(leaf.NotAfter), round(left), s.cfg.MinValidityPercent)
 		}
@@ -135,12 +136,79 @@ func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderC
 		}
 	}
 
+	if s.cfg.JWT != nil {
+		for _, t := range s.cfg.JWT.Tokens() {
+			if line := s.tokenProblem(t, now); line != "" {
+				out = append(out, oneLine(line))
+			}
+		}
+	}
+
 	if s.cfg.RequireSDSAck && s.cfg.SDS != nil {
 		if line := s.ackProblem(cur.Generation, inGrace); line != "" {
 			out = append(out, line)
 		}
 	}
 	return out
+}
+
+// expiryState is how close a credential is to its expiry.
+type expiryState int
+
+const (
+	fresh expiryState = iota
+	expired
+	belowMinValidity        // admin.min_validity
+	belowMinValidityPercent // admin.min_validity_percent
+)
+
+// expiry is the one rule for X.509 SVIDs and JWT-SVIDs alike: expired at
+// notAfter, or too close to it by admin.min_validity, or by
+// admin.min_validity_percent of the lifetime counted from start.
+func (s *Server) expiry(notAfter, start, now time.Time) (state expiryState, left, life time.Duration) {
+	left, life = notAfter.Sub(now), notAfter.Sub(start)
+	switch {
+	case left <= 0:
+		return expired, left, life
+	case left < s.cfg.MinValidity:
+		return belowMinValidity, left, life
+	case s.cfg.MinValidityPercent > 0 && life > 0 && left*100 < life*time.Duration(s.cfg.MinValidityPercent):
+		return belowMinValidityPercent, left, life
+	}
+	return fresh, left, life
+}
+
+// tokenProblem says why a JWT-SVID file is not good at now; "" when it
+// is. A failed refresh is not a problem while the token in the file is
+// good by the rules for X.509 SVIDs (it is refreshed at half its
+// lifetime, so a failure leaves time to recover); it is named when the
+// token is not.
+func (s *Server) tokenProblem(t jwtfiles.TokenStatus, now time.Time) string {
+	what := fmt.Sprintf("JWT-SVID %s (audience %q)", filepath.Join(t.Dir, t.FileName), t.Audience)
+	failing := ""
+	if t.LastError != nil {
+		failing = fmt.Sprintf("; refreshing it failed %s, last at %s: %s", plural(int(t.Failures), "time"), stamp(t.LastErrorAt), errText(t.LastError))
+	}
+	if t.RefreshedAt.IsZero() {
+		if failing == "" {
+			return what + ": none written yet, waiting for the first fetch from the Workload API"
+		}
+		return what + ": none written yet" + failing + ": is there a registration entry for this workload, and does the agent issue JWT-SVIDs?"
+	}
+	// As for X.509: from when the token reached the bridge, or its iat if
+	// later.
+	state, left, life := s.expiry(t.Expiry, laterOf(t.IssuedAt, t.FetchedAt), now)
+	switch state {
+	case expired:
+		return fmt.Sprintf("%s expired at %s and no new token has been written%s", what, stamp(t.Expiry), failing)
+	case belowMinValidity:
+		return fmt.Sprintf("%s expires at %s, in %s, sooner than admin.min_validity %s, and no new token has been written%s",
+			what, stamp(t.Expiry), round(left), s.cfg.MinValidity, failing)
+	case belowMinValidityPercent:
+		return fmt.Sprintf("%s has %d%% of its lifetime left (expires at %s, in %s; admin.min_validity_percent %d) and no new token has been written: it is refreshed at 50%%, so refreshing is stuck%s",
+			what, int(left*100/life), stamp(t.Expiry), round(left), s.cfg.MinValidityPercent, failing)
+	}
+	return ""
 }
 
 // ackProblem says why no SDS client counts as having the current

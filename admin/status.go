@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -27,6 +28,8 @@ type Status struct {
 	WorkloadAPI WorkloadAPIStatus `json:"workload_api"`
 	Sinks       []SinkStatus      `json:"sinks"`
 	Folders     []FolderStatus    `json:"folders"`
+	// JWTSVIDs are the JWT-SVID files of every folder, in config order.
+	JWTSVIDs []JWTSVIDStatus `json:"jwt_svids"`
 	// SDS is absent when the bridge serves no SDS.
 	SDS *SDSStatus `json:"sds,omitempty"`
 }
@@ -81,6 +84,25 @@ type FolderStatus struct {
 	WriteFailures  uint64          `json:"write_failures"`
 	LastWriteError string          `json:"last_write_error,omitempty"`
 	Actions        []ActionStatus  `json:"actions"`
+}
+
+// JWTSVIDStatus is one JWT-SVID file: the token it holds and how its
+// refresh goes.
+type JWTSVIDStatus struct {
+	Dir      string `json:"dir"`
+	File     string `json:"file"`
+	Audience string `json:"audience"`
+	// SPIFFEID, Expiry and LastRefresh are the token written last;
+	// absent before the first.
+	SPIFFEID    string    `json:"spiffe_id,omitempty"`
+	Expiry      time.Time `json:"expiry,omitzero"`
+	LastRefresh time.Time `json:"last_refresh,omitzero"`
+	NextRefresh time.Time `json:"next_refresh,omitzero"`
+	// Failures counts failed refreshes since start; LastError is the last
+	// attempt's, absent once one succeeded.
+	Failures    uint64    `json:"refresh_failures"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 }
 
 // MaterialStatus describes the set in a folder.
@@ -164,7 +186,7 @@ type ClientStatus struct {
 // Status gathers the document at now.
 func (s *Server) Status(now time.Time) Status {
 	st := Status{Version: s.cfg.Version, Time: now, SVIDs: []SVIDStatus{}, Bundles: []BundleStatus{},
-		Sinks: []SinkStatus{}, Folders: []FolderStatus{}}
+		Sinks: []SinkStatus{}, Folders: []FolderStatus{}, JWTSVIDs: []JWTSVIDStatus{}}
 	cur := s.cfg.Source.Current()
 	folders := s.inspectFolders(now)
 	st.Problems = s.judge(now, cur, folders)
@@ -213,6 +235,15 @@ func (s *Server) Status(now time.Time) Status {
 			fs.Actions = append(fs.Actions, actionStatus(a))
 		}
 		st.Folders = append(st.Folders, fs)
+	}
+	if s.cfg.JWT != nil {
+		for _, t := range s.cfg.JWT.Tokens() {
+			st.JWTSVIDs = append(st.JWTSVIDs, JWTSVIDStatus{
+				Dir: t.Dir, File: t.FileName, Audience: t.Audience, SPIFFEID: t.SPIFFEID, Expiry: t.Expiry,
+				LastRefresh: t.RefreshedAt, NextRefresh: t.NextRefreshAt, Failures: t.Failures,
+				LastError: errText(t.LastError), LastErrorAt: t.LastErrorAt,
+			})
+		}
 	}
 	if s.cfg.SDS != nil {
 		ss := s.cfg.SDS.Stats()
@@ -343,6 +374,24 @@ func (st Status) WriteText(w io.Writer, now time.Time) error {
 		}
 	}
 
+	if len(st.JWTSVIDs) > 0 {
+		p("\nJWT-SVID files")
+	}
+	for _, j := range st.JWTSVIDs {
+		path := filepath.Join(j.Dir, j.File)
+		if j.LastRefresh.IsZero() {
+			p("  %s: audience %q, NO TOKEN YET", path, j.Audience)
+		} else {
+			p("  %s: audience %q, %s, expires %s (%s), refreshed %s, next refresh %s",
+				path, j.Audience, j.SPIFFEID, stamp(j.Expiry), left(j.Expiry, now), ago(j.LastRefresh, now), until(j.NextRefresh, now))
+		}
+		if j.LastError != "" {
+			p("    refresh FAILING: %s since start, last %s: %s", plural(int(j.Failures), "failure"), ago(j.LastErrorAt, now), j.LastError)
+		} else if j.Failures > 0 {
+			p("    %s since start", plural(int(j.Failures), "failed refresh"))
+		}
+	}
+
 	if sds := st.SDS; sds != nil {
 		p("\nSDS: version %s (generation %d), %s open, %s, %s", orNone(sds.Version), sds.Generation,
 			plural(int(sds.StreamsOpen), "stream"), plural(int(sds.Pushes), "push"), plural(int(sds.NACKs), "NACK"))
@@ -383,6 +432,16 @@ func ago(t, now time.Time) string {
 		return "never"
 	}
 	return round(now.Sub(t)).String() + " ago"
+}
+
+func until(t, now time.Time) string {
+	if t.IsZero() {
+		return "not scheduled"
+	}
+	if d := t.Sub(now); d > 0 {
+		return "in " + round(d).String()
+	}
+	return "now"
 }
 
 func left(t, now time.Time) string {

@@ -19,12 +19,25 @@ import (
 
 // Event describes the generation an action reacts to.
 type Event struct {
+	// Kind is what changed: EventX509 (a new set swapped in) or EventJWT
+	// (a JWT-SVID or the JWT bundles rewritten); "" is EventX509.
+	Kind EventKind
 	// Dir is the credential folder (the stable names live there).
 	Dir        string
 	Generation uint64
 	SPIFFEID   string
 	NotAfter   time.Time
 }
+
+// EventKind is what an Event reports; its values are the config's
+// on_rotate[].on values.
+type EventKind string
+
+// Event kinds.
+const (
+	EventX509 EventKind = "x509"
+	EventJWT  EventKind = "jwt"
+)
 
 // Action tells a consumer that a new generation is in place. Run must
 // return when ctx ends.
@@ -118,8 +131,9 @@ func readPID(path string) (int, error) {
 }
 
 // ExecAction runs a command directly (no shell) with the event in its
-// environment: SDS_BRIDGE_DIR, SDS_BRIDGE_GENERATION, SDS_BRIDGE_SPIFFE_ID
-// and SDS_BRIDGE_NOT_AFTER (RFC 3339). A command still running at Timeout is
+// environment: SDS_BRIDGE_EVENT (x509 or jwt), SDS_BRIDGE_DIR,
+// SDS_BRIDGE_GENERATION, SDS_BRIDGE_SPIFFE_ID and SDS_BRIDGE_NOT_AFTER (RFC
+// 3339; for jwt the token's expiry). A command still running at Timeout is
 // killed with its whole process group.
 type ExecAction struct {
 	Command []string
@@ -158,7 +172,12 @@ func (a ExecAction) Run(ctx context.Context, e Event) error {
 	defer cancel()
 
 	cmd := exec.CommandContext(runCtx, a.Command[0], a.Command[1:]...)
+	kind := e.Kind
+	if kind == "" {
+		kind = EventX509
+	}
 	cmd.Env = append(os.Environ(),
+		"SDS_BRIDGE_EVENT="+string(kind),
 		"SDS_BRIDGE_DIR="+e.Dir,
 		"SDS_BRIDGE_GENERATION="+strconv.FormatUint(e.Generation, 10),
 		"SDS_BRIDGE_SPIFFE_ID="+e.SPIFFEID,

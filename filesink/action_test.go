@@ -143,7 +143,21 @@ func TestExecAction(t *testing.T) {
 		if err := a.Run(t.Context(), ev); err != nil {
 			t.Fatal(err)
 		}
-		want := "SDS_BRIDGE_DIR=/run/creds\nSDS_BRIDGE_GENERATION=17\nSDS_BRIDGE_SPIFFE_ID=spiffe://example.org/db\nSDS_BRIDGE_NOT_AFTER=2030-01-02T03:04:05Z\n"
+		want := "SDS_BRIDGE_EVENT=x509\nSDS_BRIDGE_DIR=/run/creds\nSDS_BRIDGE_GENERATION=17\nSDS_BRIDGE_SPIFFE_ID=spiffe://example.org/db\nSDS_BRIDGE_NOT_AFTER=2030-01-02T03:04:05Z\n"
+		if got := string(readFile(t, out)); got != want {
+			t.Errorf("environment:\n%s\nwant:\n%s", got, want)
+		}
+	})
+
+	// An action that runs on both events can tell a JWT refresh from a
+	// new X.509 set.
+	t.Run("jwt event", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "env")
+		a := ExecAction{Command: []string{os.Args[0], helperArg, "dump-env", out}}
+		if err := a.Run(t.Context(), Event{Kind: EventJWT, Dir: "/run/creds", SPIFFEID: "spiffe://example.org/db", NotAfter: notAfter}); err != nil {
+			t.Fatal(err)
+		}
+		want := "SDS_BRIDGE_EVENT=jwt\nSDS_BRIDGE_DIR=/run/creds\nSDS_BRIDGE_GENERATION=0\nSDS_BRIDGE_SPIFFE_ID=spiffe://example.org/db\nSDS_BRIDGE_NOT_AFTER=2030-01-02T03:04:05Z\n"
 		if got := string(readFile(t, out)); got != want {
 			t.Errorf("environment:\n%s\nwant:\n%s", got, want)
 		}
@@ -246,7 +260,7 @@ func TestActionsRunAfterSwapWithRetries(t *testing.T) {
 		if want := []string{"first", "first", "first", "second"}; !slices.Equal(order, want) {
 			t.Errorf("calls = %v, want %v", order, want)
 		}
-		want := Event{Dir: f.Dir(), Generation: 5, SPIFFEID: svid.ID.String(), NotAfter: svid.Certificates[0].NotAfter.UTC()}
+		want := Event{Kind: EventX509, Dir: f.Dir(), Generation: 5, SPIFFEID: svid.ID.String(), NotAfter: svid.Certificates[0].NotAfter.UTC()}
 		if second.events[0] != want {
 			t.Errorf("event = %+v, want %+v", second.events[0], want)
 		}

@@ -414,6 +414,7 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 		"generation", u.Generation, "spiffe_id", set.marker.SPIFFEID,
 		"serial", set.marker.Serial, "not_after", set.marker.NotAfter, "generation_dir", genDir)
 	return f.runActions(ctx, Event{
+		Kind:       EventX509,
 		Dir:        f.cfg.Dir,
 		Generation: u.Generation,
 		SPIFFEID:   set.marker.SPIFFEID,

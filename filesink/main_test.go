@@ -63,7 +63,7 @@ func runHelper(args []string) int {
 		}
 	case "dump-env": // <out file>
 		var b strings.Builder
-		for _, k := range []string{"SDS_BRIDGE_DIR", "SDS_BRIDGE_GENERATION", "SDS_BRIDGE_SPIFFE_ID", "SDS_BRIDGE_NOT_AFTER"} {
+		for _, k := range []string{"SDS_BRIDGE_EVENT", "SDS_BRIDGE_DIR", "SDS_BRIDGE_GENERATION", "SDS_BRIDGE_SPIFFE_ID", "SDS_BRIDGE_NOT_AFTER"} {
 			fmt.Fprintf(&b, "%s=%s\n", k, os.Getenv(k))
 		}
 		if err := os.WriteFile(args[1], []byte(b.String()), 0o644); err != nil {

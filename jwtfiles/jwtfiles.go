@@ -8,8 +8,9 @@
 // fetched again when half of its lifetime is gone (no polling); a failed
 // fetch is retried with backoff while the last good token stays in place.
 // JWT bundles are watched as a stream. Every file is replaced atomically on
-// its own (filesink.WriteFile), and the folder's reload actions run after
-// each new file.
+// its own (filesink.WriteFile), and the folder's actions for JWT events
+// (on_rotate[].on: jwt) run after each new file. Tokens reports each token
+// file's state for the admin endpoints.
 package jwtfiles
 
 import (
@@ -21,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -72,7 +74,8 @@ type Folder struct {
 	// Mode (tokens) and BundleMode default to 0600.
 	Mode, BundleMode os.FileMode
 	Owner            *filesink.Owner
-	// Actions run after each new file in Dir, in order.
+	// Actions run after each new file in Dir, in order, with an Event of
+	// Kind filesink.EventJWT: the folder's actions whose on lists jwt.
 	Actions []filesink.Action
 }
 
@@ -83,10 +86,37 @@ type SVIDFile struct {
 	FileName       string
 }
 
+// TokenStatus is one token file: the last token written and how its
+// refresh goes. Writer.Tokens reports it; /readyz judges it.
+type TokenStatus struct {
+	Dir, FileName string
+	Audience      string
+	// SPIFFEID, Expiry and IssuedAt (its iat claim; zero without one)
+	// are the last token written, FetchedAt when it was fetched and
+	// RefreshedAt when it was written; all zero before the first.
+	SPIFFEID    string
+	Expiry      time.Time
+	IssuedAt    time.Time
+	FetchedAt   time.Time
+	RefreshedAt time.Time
+	// NextRefreshAt is when the next fetch is due (a retry after a
+	// failure).
+	NextRefreshAt time.Time
+	// Failures counts failed fetches or writes since start. LastError is
+	// the last attempt's, nil once one succeeded; LastErrorAt when it
+	// failed.
+	Failures    uint64
+	LastError   error
+	LastErrorAt time.Time
+}
+
 // Writer keeps the JWT files of its folders current.
 type Writer struct {
 	cfg Config
 	log *slog.Logger
+	// mu guards tokens, one per SVIDFile in config order.
+	mu     sync.Mutex
+	tokens []TokenStatus
 	// actionMu serializes a folder's actions: a token and the bundle may
 	// land at the same moment, and a consumer should see one reload at a
 	// time.
@@ -128,7 +158,40 @@ func New(cfg Config) (*Writer, error) {
 			return nil, fmt.Errorf("jwtfiles: %s: bundle file name %q must be a plain file name", f.Dir, f.BundleFileName)
 		}
 	}
-	return &Writer{cfg: cfg, log: cfg.Logger}, nil
+	w := &Writer{cfg: cfg, log: cfg.Logger}
+	for _, f := range cfg.Folders {
+		for _, s := range f.SVIDs {
+			w.tokens = append(w.tokens, TokenStatus{Dir: f.Dir, FileName: s.FileName, Audience: s.Audience})
+		}
+	}
+	return w, nil
+}
+
+// Tokens reports every token file, in config order.
+func (w *Writer) Tokens() []TokenStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.tokens)
+}
+
+// noteToken records one refresh attempt of token i: svid written at now
+// (fetched at fetched), or err.
+func (w *Writer) noteToken(i int, svid *jwtsvid.SVID, fetched, now time.Time, err error, next time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t := &w.tokens[i]
+	t.NextRefreshAt = next
+	if err != nil {
+		t.Failures++
+		t.LastError, t.LastErrorAt = err, now
+		return
+	}
+	t.LastError, t.LastErrorAt = nil, time.Time{}
+	t.SPIFFEID, t.Expiry, t.FetchedAt, t.RefreshedAt = svid.ID.String(), svid.Expiry, fetched, now
+	t.IssuedAt = time.Time{}
+	if iat, ok := svid.Claims["iat"].(float64); ok {
+		t.IssuedAt = time.Unix(int64(iat), 0)
+	}
 }
 
 // Empty reports whether there is nothing to write, so a caller can skip Run
@@ -162,10 +225,13 @@ func (w *Writer) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	bundles := false
+	token := 0
 	for i := range w.cfg.Folders {
 		f := &w.cfg.Folders[i]
 		for _, s := range f.SVIDs {
-			wg.Go(func() { w.runToken(ctx, client, f, s) })
+			index := token
+			wg.Go(func() { w.runToken(ctx, client, f, s, index) })
+			token++
 		}
 		bundles = bundles || f.BundleFileName != ""
 	}
@@ -293,7 +359,8 @@ func (w *Writer) removeLeftovers() {
 // runToken keeps one token file current: fetch, write, run actions, sleep
 // until half of the token's lifetime is gone; on failure retry with
 // backoff, leaving the last good file in place.
-func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Folder, s SVIDFile) {
+// Its status is w.tokens[index].
+func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Folder, s SVIDFile, index int) {
 	path := filepath.Join(f.Dir, s.FileName)
 	log := w.log.With("file", path, "audience", s.Audience)
 	retry := w.cfg.MinRetry
@@ -322,6 +389,7 @@ func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Fo
 			} else {
 				log.Error("jwtfiles: no valid JWT-SVID", attrs...)
 			}
+			w.noteToken(index, nil, fetched, time.Now(), err, time.Now().Add(retry))
 			timer.Reset(retry)
 			retry = min(2*retry, w.cfg.MaxRetry)
 			continue
@@ -329,8 +397,9 @@ func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Fo
 		retry = w.cfg.MinRetry
 		last = svid
 		next := refreshIn(svid, fetched)
+		w.noteToken(index, svid, fetched, time.Now(), nil, time.Now().Add(next))
 		log.Info("jwtfiles: wrote JWT-SVID", "spiffe_id", svid.ID.String(), "expires", svid.Expiry, "refresh_in", next.Round(time.Millisecond))
-		w.runActions(ctx, f, filesink.Event{Dir: f.Dir, SPIFFEID: svid.ID.String(), NotAfter: svid.Expiry})
+		w.runActions(ctx, f, filesink.Event{Kind: filesink.EventJWT, Dir: f.Dir, SPIFFEID: svid.ID.String(), NotAfter: svid.Expiry})
 		timer.Reset(next)
 	}
 }
@@ -413,7 +482,7 @@ func (b *bundleWatcher) OnJWTBundlesUpdate(set *jwtbundle.Set) {
 			continue
 		}
 		b.w.log.Info("jwtfiles: wrote JWT bundles", "file", path, "trust_domains", set.Len())
-		b.w.runActions(b.ctx, f, filesink.Event{Dir: f.Dir})
+		b.w.runActions(b.ctx, f, filesink.Event{Kind: filesink.EventJWT, Dir: f.Dir})
 	}
 	if ok {
 		b.last = data

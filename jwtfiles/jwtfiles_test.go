@@ -176,6 +176,14 @@ func TestTokensAndBundlesWrittenAndRefreshed(t *testing.T) {
 	if n := action.count(); n < 3 {
 		t.Errorf("actions ran %d times, want at least 3 (two tokens, the bundle)", n)
 	}
+	action.mu.Lock()
+	for _, e := range action.events {
+		if e.Kind != filesink.EventJWT {
+			t.Errorf("action ran with event kind %q, want %q", e.Kind, filesink.EventJWT)
+			break
+		}
+	}
+	action.mu.Unlock()
 
 	other := waitFile(t, filepath.Join(dir, "other.token"), "the second token", func(b []byte) bool { return len(b) > 0 })
 	if _, err := jwtsvid.ParseAndValidate(string(other), bundles, []string{"other"}); err != nil {
@@ -294,6 +302,79 @@ func TestFailedRefreshKeepsTheLastToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFile(t, path, "a new token after the Workload API came back", func(b []byte) bool { return len(b) > 0 && string(b) != string(token) })
+}
+
+// tokenStatus waits until ok accepts the status of the writer's only token.
+func tokenStatus(t *testing.T, w *Writer, what string, ok func(TokenStatus) bool) TokenStatus {
+	t.Helper()
+	deadline := time.Now().Add(testkit.Timeout)
+	for time.Now().Before(deadline) {
+		if ts := w.Tokens(); len(ts) == 1 && ok(ts[0]) {
+			return ts[0]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("token status never showed %s: %+v", what, w.Tokens())
+	return TokenStatus{}
+}
+
+// Tokens reports the token the file holds, and a failing refresh (with the
+// last good token kept) until a refresh succeeds again: what /readyz,
+// /status and the metrics show.
+func TestTokensReportExpiryAndRefreshFailures(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("dev.test")
+	srv, startIssuer := devWorkloadAPI(t, 4*time.Second, spiffeid.RequireFromPath(td, "/w"))
+	startIssuer()
+	dir := t.TempDir()
+	w, err := New(Config{
+		Address:  srv.Address(),
+		Folders:  []Folder{{Dir: dir, SVIDs: []SVIDFile{{Audience: "a", FileName: "t"}}}},
+		MinRetry: 50 * time.Millisecond, MaxRetry: 200 * time.Millisecond,
+		Logger: testkit.Logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts := w.Tokens(); len(ts) != 1 || ts[0].Audience != "a" || ts[0].Dir != dir || ts[0].FileName != "t" || !ts[0].Expiry.IsZero() {
+		t.Fatalf("before Run, Tokens() = %+v, want the one file with no token yet", ts)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	path := filepath.Join(dir, "t")
+	written := tokenStatus(t, w, "a token", func(ts TokenStatus) bool { return !ts.RefreshedAt.IsZero() })
+	// The file is judged by itself, not by what the writer remembers.
+	onDisk, err := jwtsvid.ParseInsecure(string(readFile(t, path)), []string{"a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !written.Expiry.Equal(onDisk.Expiry) || written.SPIFFEID != onDisk.ID.String() || written.LastError != nil {
+		t.Errorf("status %+v, want expiry %s and subject %s of the token in the file, no error", written, onDisk.Expiry, onDisk.ID)
+	}
+
+	srv.Stop()
+	failing := tokenStatus(t, w, "a failed refresh", func(ts TokenStatus) bool { return ts.LastError != nil })
+	if failing.Failures == 0 || failing.LastErrorAt.IsZero() || failing.Expiry.IsZero() {
+		t.Errorf("failing refresh: %+v, want failures counted and the kept token's expiry", failing)
+	}
+	if onDisk, err := jwtsvid.ParseInsecure(string(readFile(t, path)), []string{"a"}); err != nil || !onDisk.Expiry.Equal(failing.Expiry) {
+		t.Errorf("while failing, status expiry %s, file's token %v (%v): want the kept token's", failing.Expiry, onDisk, err)
+	}
+
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	back := tokenStatus(t, w, "a refresh after the Workload API came back", func(ts TokenStatus) bool { return ts.LastError == nil && ts.RefreshedAt.After(failing.LastErrorAt) })
+	if back.Failures < failing.Failures {
+		t.Errorf("failures went from %d to %d: the count is since start", failing.Failures, back.Failures)
+	}
 }
 
 // BenchmarkFetchAndWrite is one token refresh: FetchJWTSVIDs from the dev

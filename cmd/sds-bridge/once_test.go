@@ -156,3 +156,36 @@ daemon_mode = false
 		t.Errorf("check --dir after the run: %v", err)
 	}
 }
+
+// Under --once an action that runs on jwt only still runs, once, after the
+// X.509 set and the JWT files are in place: --once has no later refresh to
+// run it.
+func TestDevOnceRunsAnActionOnJWTOnlyOnce(t *testing.T) {
+	dir := testkit.ShortDir(t)
+	certs := filepath.Join(dir, "certs")
+	actions := filepath.Join(dir, "actions.log")
+	cfg := filepath.Join(dir, "bridge.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`
+sds:
+  enabled: false
+files:
+  - dir: %s
+    jwt_svids: [{audience: db, file_name: db.token}]
+    on_rotate:
+      - exec:
+          command: ["/bin/sh", "-c", 'test -s %s/db.token && echo "$SDS_BRIDGE_EVENT" >> %s']
+        on: [jwt]
+`, certs, certs, actions))
+
+	out, err := runToExit(t, dir, "dev", "--once", "--config", cfg, "--admin", "")
+	if err != nil {
+		t.Fatalf("dev --once: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(actions)
+	if err != nil {
+		t.Fatalf("the jwt action did not run (or ran before the token was written): %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(string(data)); got != "x509" {
+		t.Errorf("the action ran for events %q, want once, after the swap", got)
+	}
+}

@@ -291,7 +291,7 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode 
 		sinks = append(sinks, srv)
 	}
 	for i, f := range cfg.Files {
-		fc, err := folderConfig(f, log)
+		fc, jwtActions, err := folderConfig(f, log, mode)
 		if err != nil {
 			return fmt.Errorf("files[%d]: %w", i, err)
 		}
@@ -306,7 +306,7 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode 
 		}
 		sinks = append(sinks, folder)
 		fileSinks = append(fileSinks, folder)
-		jwtFolders = append(jwtFolders, jwtFolder(f, fc))
+		jwtFolders = append(jwtFolders, jwtFolder(f, fc.Owner, jwtActions))
 		folders = append(folders, folder)
 	}
 	jwtWriter, err := jwtfiles.New(jwtfiles.Config{
@@ -357,6 +357,9 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode 
 		}
 		if sdsServer != nil {
 			ac.SDS = sdsServer
+		}
+		if !jwtWriter.Empty() {
+			ac.JWT = jwtWriter
 		}
 		if adm, err = admin.New(ac); err != nil {
 			return err
@@ -490,7 +493,10 @@ func logDescriptorBudget(cfg *config.Config, log *slog.Logger) {
 	log.Info("descriptors", attrs...)
 }
 
-func folderConfig(f config.Folder, log *slog.Logger) (filesink.Config, error) {
+// folderConfig is the folder's filesink config, with the reload actions an
+// X.509 swap runs, and the actions a JWT refresh runs (on_rotate[].on).
+func folderConfig(f config.Folder, log *slog.Logger, mode runMode) (filesink.Config, []filesink.Action, error) {
+	var jwtActions []filesink.Action
 	fc := filesink.Config{
 		Dir:            f.Dir,
 		Layout:         filesink.Layout(f.Layout),
@@ -511,37 +517,48 @@ func folderConfig(f config.Folder, log *slog.Logger) (filesink.Config, error) {
 	if f.Owner != "" {
 		uid, gid, err := config.ParseOwner(f.Owner)
 		if err != nil {
-			return fc, fmt.Errorf("owner %q: %w", f.Owner, err)
+			return fc, nil, fmt.Errorf("owner %q: %w", f.Owner, err)
 		}
 		fc.Owner = &filesink.Owner{UID: uid, GID: gid}
 	}
 	for _, a := range f.OnRotate {
+		var action filesink.Action
 		switch {
 		case a.Signal != nil:
 			sig, err := config.ParseSignal(a.Signal.Signal)
 			if err != nil {
-				return fc, fmt.Errorf("on_rotate signal %q: %w", a.Signal.Signal, err)
+				return fc, nil, fmt.Errorf("on_rotate signal %q: %w", a.Signal.Signal, err)
 			}
-			fc.Actions = append(fc.Actions, &filesink.SignalAction{PIDFile: a.Signal.PIDFile, Signal: sig})
+			action = &filesink.SignalAction{PIDFile: a.Signal.PIDFile, Signal: sig}
 		case a.Exec != nil:
-			fc.Actions = append(fc.Actions, &filesink.ExecAction{Command: a.Exec.Command, Timeout: time.Duration(a.Exec.Timeout)})
+			action = &filesink.ExecAction{Command: a.Exec.Command, Timeout: time.Duration(a.Exec.Timeout)}
 		case a.Postgres != nil:
-			fc.Actions = append(fc.Actions, &filesink.PostgresAction{DSN: a.Postgres.DSN, Timeout: time.Duration(a.Postgres.Timeout)})
+			action = &filesink.PostgresAction{DSN: a.Postgres.DSN, Timeout: time.Duration(a.Postgres.Timeout)}
+		}
+		// --once runs every action once, after the X.509 swap, when
+		// the JWT files are already in place (jwtfiles.Writer.Once runs
+		// none).
+		if a.RunsOn(config.EventX509) || mode == oneShot {
+			fc.Actions = append(fc.Actions, action)
+		}
+		if a.RunsOn(config.EventJWT) {
+			jwtActions = append(jwtActions, action)
 		}
 	}
-	return fc, nil
+	return fc, jwtActions, nil
 }
 
-// jwtFolder is the JWT part of a folder, with the folder's reload actions.
-func jwtFolder(f config.Folder, fc filesink.Config) jwtfiles.Folder {
+// jwtFolder is the JWT part of a folder, with the reload actions whose on
+// lists jwt.
+func jwtFolder(f config.Folder, owner *filesink.Owner, actions []filesink.Action) jwtfiles.Folder {
 	jf := jwtfiles.Folder{
 		Dir:            f.Dir,
 		BundleFileName: f.JWTBundleFileName,
 		SVID:           f.SVID,
 		Mode:           os.FileMode(f.JWTMode),
 		BundleMode:     os.FileMode(f.JWTBundleMode),
-		Owner:          fc.Owner,
-		Actions:        fc.Actions,
+		Owner:          owner,
+		Actions:        actions,
 	}
 	for _, j := range f.JWTSVIDs {
 		jf.SVIDs = append(jf.SVIDs, jwtfiles.SVIDFile{Audience: j.Audience, ExtraAudiences: j.ExtraAudiences, FileName: j.FileName})

@@ -126,11 +126,35 @@ type JWTSVID struct {
 	FileName       string   `yaml:"file_name"`
 }
 
-// Action is one reload action; exactly one of its fields is set.
+// Action is one reload action; exactly one of Signal, Exec and Postgres is
+// set.
 type Action struct {
 	Signal   *SignalAction   `yaml:"signal"`
 	Exec     *ExecAction     `yaml:"exec"`
 	Postgres *PostgresAction `yaml:"postgres"`
+	// On lists the events that run the action: EventX509 (a new X.509
+	// set swapped in) and EventJWT (a JWT-SVID or the JWT bundles
+	// rewritten); default [x509], as most consumers (PostgreSQL, nginx)
+	// read no JWT.
+	On []string `yaml:"on"`
+}
+
+// The events of on_rotate[].on.
+const (
+	EventX509 = "x509"
+	EventJWT  = "jwt"
+)
+
+// Events are the values on_rotate[].on takes.
+var Events = []string{EventX509, EventJWT}
+
+// RunsOn reports whether event (EventX509 or EventJWT) runs the action; an
+// action without on (before Default) runs on EventX509 only.
+func (a Action) RunsOn(event string) bool {
+	if len(a.On) == 0 {
+		return event == EventX509
+	}
+	return slices.Contains(a.On, event)
 }
 
 // SignalAction signals the process whose pid is on the first line of PIDFile.
@@ -407,7 +431,11 @@ func (c *Config) Default() {
 				f.BundleFileName = DefaultBundleFileName
 			}
 		}
-		for _, a := range f.OnRotate {
+		for j := range f.OnRotate {
+			a := &f.OnRotate[j]
+			if len(a.On) == 0 {
+				a.On = []string{EventX509}
+			}
 			if a.Signal != nil && a.Signal.Signal == "" {
 				a.Signal.Signal = "SIGHUP"
 			}
@@ -580,6 +608,10 @@ func (c *Config) Validate() error {
 		validateJWT(key, f, bad)
 		for j, a := range f.OnRotate {
 			akey := fmt.Sprintf("%s.on_rotate[%d]", key, j)
+			validateOn(akey+".on", a.On, bad)
+			if slices.Equal(a.On, []string{EventJWT}) && len(f.JWTSVIDs) == 0 && f.JWTBundleFileName == "" {
+				bad(akey+".on", "[jwt] but the folder writes no JWT files (jwt_svids, jwt_bundle_file_name): the action would never run")
+			}
 			switch {
 			case countSet(a.Signal != nil, a.Exec != nil, a.Postgres != nil) != 1:
 				bad(akey, "set exactly one of signal, exec, postgres")
@@ -646,6 +678,19 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("nothing to deliver to: sds.enabled is false and files is empty"))
 	}
 	return errors.Join(errs...)
+}
+
+// validateOn checks an action's on: known events, each once. Empty is the
+// default (Validate may run before Default).
+func validateOn(key string, on []string, bad func(key string, format string, args ...any)) {
+	for i, ev := range on {
+		switch {
+		case !slices.Contains(Events, ev):
+			bad(fmt.Sprintf("%s[%d]", key, i), "%q is not an event: want %s", ev, strings.Join(Events, " or "))
+		case slices.Index(on, ev) < i:
+			bad(fmt.Sprintf("%s[%d]", key, i), "%q is listed twice", ev)
+		}
+	}
 }
 
 // validateJWT checks a folder's JWT keys: a token is a bearer credential,

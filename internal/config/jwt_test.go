@@ -47,3 +47,42 @@ func TestJWTErrorsNameKeyAndValue(t *testing.T) {
 		{"decimal mode", "files:\n  - dir: /a\n    jwt_mode: 600\n", []string{"quoted octal"}},
 	})
 }
+
+// An action runs on X.509 swaps unless it says otherwise: a JWT refresh
+// every few minutes must not reload a server that reads no JWT.
+func TestOnRotateOnDefaultsToX509(t *testing.T) {
+	c, err := parseDefaultValidate(t, `files:
+  - dir: /a
+    jwt_svids: [{audience: x, file_name: t}]
+    on_rotate:
+      - signal: {pid_file: /run/pg.pid}
+      - exec: {command: [/bin/true]}
+        on: [x509, jwt]
+      - exec: {command: [/bin/false]}
+        on: [jwt]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type runs struct{ x509, jwt bool }
+	want := []runs{{true, false}, {true, true}, {false, true}}
+	for i, a := range c.Files[0].OnRotate {
+		if got := (runs{a.RunsOn(EventX509), a.RunsOn(EventJWT)}); got != want[i] {
+			t.Errorf("on_rotate[%d] (on %v) runs on x509, jwt = %v, want %v", i, a.On, got, want[i])
+		}
+	}
+	if on := c.Files[0].OnRotate[0].On; len(on) != 1 || on[0] != EventX509 {
+		t.Errorf("on_rotate[0].on after Default = %v, want [x509]", on)
+	}
+}
+
+func TestOnRotateOnErrorsNameKeyAndValue(t *testing.T) {
+	const folder = "files:\n  - dir: /a\n    jwt_svids: [{audience: x, file_name: t}]\n    on_rotate:\n      - signal: {pid_file: /p}\n"
+	checkErrors(t, []errorCase{
+		{"unknown event", folder + "        on: [x509, rotate]\n", []string{"files[0].on_rotate[0].on[1]", `"rotate"`, "x509 or jwt"}},
+		{"upper case", folder + "        on: [JWT]\n", []string{"files[0].on_rotate[0].on[0]", `"JWT"`}},
+		{"twice", folder + "        on: [jwt, jwt]\n", []string{"files[0].on_rotate[0].on[1]", `"jwt"`, "twice"}},
+		{"jwt without JWT files", "files:\n  - dir: /a\n    on_rotate:\n      - signal: {pid_file: /p}\n        on: [jwt]\n", []string{"files[0].on_rotate[0].on", "never run"}},
+		{"a string, not a list", folder + "        on: jwt\n", []string{"on"}},
+	})
+}

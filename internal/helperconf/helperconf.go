@@ -471,6 +471,17 @@ func (c *converter) actions(hc *helperConf) {
 	if len(lines) == 0 && len(comments) == 0 {
 		return
 	}
+	if len(hc.JWTSVIDs) > 0 && len(lines) > 0 {
+		// spiffe-helper signals and runs cmd after a JWT-SVID update too;
+		// the bridge runs an action on X.509 swaps only unless on says so.
+		comments = append(comments, "jwt_svids: spiffe-helper also signals or runs cmd after every JWT-SVID update, so each action has on: [x509, jwt]; drop jwt where the program reads no token")
+		lines = withOnJWT(lines)
+		for i := range lines {
+			if strings.HasPrefix(lines[i], "  on: ") {
+				c.from(fmt.Sprintf("files[0].on_rotate[%d].on", onIndex(lines, i)), "jwt_svids")
+			}
+		}
+	}
 	for _, cm := range comments {
 		c.comment(4, cm)
 	}
@@ -480,6 +491,30 @@ func (c *converter) actions(hc *helperConf) {
 			c.line(6, l)
 		}
 	}
+}
+
+// withOnJWT adds on: [x509, jwt] to every action in lines (each starts
+// with "- ", its keys indented under it).
+func withOnJWT(lines []string) []string {
+	var out []string
+	for i, l := range lines {
+		out = append(out, l)
+		if i+1 == len(lines) || strings.HasPrefix(lines[i+1], "- ") {
+			out = append(out, "  on: [x509, jwt]")
+		}
+	}
+	return out
+}
+
+// onIndex is the on_rotate index of the action the line at i belongs to.
+func onIndex(lines []string, i int) int {
+	n := -1
+	for _, l := range lines[:i+1] {
+		if strings.HasPrefix(l, "- ") {
+			n++
+		}
+	}
+	return n
 }
 
 // splitCmdArgs splits cmd_args exactly as spiffe-helper does: encoding/csv

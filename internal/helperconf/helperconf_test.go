@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/hcl"
 	"github.com/hashicorp/hcl/hcl/ast"
+
+	"github.com/sds-bridge/sds-bridge/internal/config"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden .yaml files from the current output")
@@ -252,5 +254,39 @@ func TestDaemonModeFalseMeansOnce(t *testing.T) {
 		if tc.want && !strings.Contains(string(r.YAML), "run --once") {
 			t.Errorf("%q: YAML does not tell to run with --once:\n%s", tc.line, r.YAML)
 		}
+	}
+}
+
+// spiffe-helper signals and runs cmd after JWT-SVID updates as well as
+// X.509 ones: with jwt_svids, every converted action runs on both events;
+// without, on X.509 swaps only (the bridge's default).
+func TestActionsRunOnJWTWhenTheHelperHasJWTSVIDs(t *testing.T) {
+	const actions = "agent_address = \"/run/spire/agent.sock\"\ncert_dir = \"/certs\"\npid_file_name = \"/run/app.pid\"\nrenew_signal = \"SIGHUP\"\ncmd = \"/bin/reload\"\n"
+	for _, tc := range []struct {
+		name, extra string
+		jwt         bool
+	}{
+		{"jwt_svids", "jwt_svids = [{jwt_audience = \"a\", jwt_svid_file_name = \"a.token\"}]\n", true},
+		{"x509 only", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := Convert([]byte(actions+tc.extra), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := r.Config()
+			if err != nil {
+				t.Fatalf("Config: %v\n%s", err, r.YAML)
+			}
+			c.Default()
+			if got := len(c.Files[0].OnRotate); got != 2 {
+				t.Fatalf("%d actions, want the signal and the exec:\n%s", got, r.YAML)
+			}
+			for i, a := range c.Files[0].OnRotate {
+				if !a.RunsOn(config.EventX509) || a.RunsOn(config.EventJWT) != tc.jwt {
+					t.Errorf("on_rotate[%d].on = %v, want x509, and jwt %v:\n%s", i, a.On, tc.jwt, r.YAML)
+				}
+			}
+		})
 	}
 }
