@@ -678,20 +678,19 @@ func (c *Config) Validate() error {
 	if c.Admin.RequireSDSAck && !c.SDS.On() {
 		bad("admin.require_sds_ack", "true needs sds.enabled: no SDS client can acknowledge anything")
 	}
-	if sv := c.Supervise; sv.On() {
-		if sv.Command[0] == "" {
-			bad("supervise.command[0]", "empty: give the program and its arguments as a list")
-		}
-		if _, err := sv.Signal(); sv.RenewSignal != "" && err != nil {
-			bad("supervise.renew_signal", "%q: %v (or none)", sv.RenewSignal, err)
-		}
-		switch sv.Restart {
-		case "", "never", "on-failure":
-		default:
-			bad("supervise.restart", "%q is not one of never, on-failure", sv.Restart)
-		}
-	} else if c.Supervise.RenewSignal != "" || c.Supervise.Restart != "" {
-		bad("supervise.command", "missing: renew_signal and restart need a program to supervise")
+	// renew_signal and restart without a command are checked too: the
+	// example config shows them with supervision off.
+	sv := c.Supervise
+	if sv.On() && sv.Command[0] == "" {
+		bad("supervise.command[0]", "empty: give the program and its arguments as a list")
+	}
+	if _, err := sv.Signal(); sv.RenewSignal != "" && err != nil {
+		bad("supervise.renew_signal", "%q: %v (or none)", sv.RenewSignal, err)
+	}
+	switch sv.Restart {
+	case "", "never", "on-failure":
+	default:
+		bad("supervise.restart", "%q is not one of never, on-failure", sv.Restart)
 	}
 	if !c.SDS.On() && len(c.Files) == 0 {
 		errs = append(errs, errors.New("nothing to deliver to: sds.enabled is false and files is empty"))

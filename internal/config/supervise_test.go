@@ -39,7 +39,7 @@ func TestSuperviseBadValuesAreRefusedByKey(t *testing.T) {
 		{"signal", "files:\n  - dir: /a\nsupervise:\n  command: [x]\n  renew_signal: SIGFOO\n", []string{"supervise.renew_signal", `"SIGFOO"`}},
 		{"restart", "files:\n  - dir: /a\nsupervise:\n  command: [x]\n  restart: always\n", []string{"supervise.restart", `"always"`, "on-failure"}},
 		{"empty program", "files:\n  - dir: /a\nsupervise:\n  command: [\"\"]\n", []string{"supervise.command[0]"}},
-		{"no command", "files:\n  - dir: /a\nsupervise:\n  renew_signal: SIGHUP\n", []string{"supervise.command", "missing"}},
+		{"signal, supervision off", "files:\n  - dir: /a\nsupervise:\n  renew_signal: HUPP\n", []string{"supervise.renew_signal", `"HUPP"`}},
 		{"unknown key", "files:\n  - dir: /a\nsupervise:\n  cmd: [x]\n", []string{"cmd"}},
 	})
 }
