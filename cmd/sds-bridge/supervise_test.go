@@ -167,3 +167,37 @@ func TestProgramArgumentsNeedTheSeparatorAndNoOnce(t *testing.T) {
 		}
 	}
 }
+
+// While one folder cannot be written (its svid is never issued), the
+// program does not start, however many times the other folder is swapped:
+// "every folder holds a complete set", not "some sink applied".
+func TestTheProgramDoesNotStartWhileAFolderIsIncomplete(t *testing.T) {
+	dir := testkit.ShortDir(t)
+	log := filepath.Join(dir, "child.log")
+	cfg := filepath.Join(dir, "bridge.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`
+sds:
+  socket: %s
+admin:
+  listen: ""
+files:
+  - dir: %s
+  - dir: %s
+    svid: spiffe://example.org/never-issued
+`, filepath.Join(dir, "sds.sock"), filepath.Join(dir, "a"), filepath.Join(dir, "b")))
+	d := startDev(t, dir, "--svid-ttl", "2s", "--config", cfg, "--", "/bin/sh", "-c", `echo start >> "$1"`, "sh", log)
+	// Three swaps of folder a (one a second with 2 s SVIDs).
+	testkit.Eventually(t, "three swaps of the complete folder", func() bool {
+		return strings.Count(d.stderr.String(), "swapped in new generation") >= 3
+	})
+	if _, err := os.Stat(log); !os.IsNotExist(err) {
+		t.Fatalf("the program started while folder b held nothing: %v\n%s", err, d.stderr)
+	}
+	if strings.Contains(d.stderr.String(), "supervise: started") {
+		t.Fatalf("the bridge started the program:\n%s", d.stderr)
+	}
+	d.stop() // and stops cleanly (status 0) without ever starting it
+	if !strings.Contains(d.stderr.String(), "the program was not started") {
+		t.Errorf("no log line saying the program was not started:\n%s", d.stderr)
+	}
+}
