@@ -48,9 +48,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("dev: unexpected argument %q", fs.Arg(0))
+	program, err := programArgs(fs, args)
+	if err != nil {
+		return err
 	}
+	common.program = program
 	if *ttl < time.Second {
 		return fmt.Errorf("--svid-ttl %s: must be at least 1s", *ttl)
 	}
@@ -177,6 +179,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "  admin:              http://%s  (%s %s /metrics /status)\n", addr, cfg.Admin.LivenessPath, cfg.Admin.ReadinessPath)
 	}
 
+	if sv := cfg.Supervise; sv.On() {
+		fmt.Fprintf(stdout, "  supervised program: %q  (starts once every folder holds a set; %s after each swap; restart %s)\n", sv.Command, sv.RenewSignal, sv.Restart)
+	}
 	if common.once {
 		fmt.Fprintln(stdout, "  --once: writes every folder once, runs its reload actions and exits; no Envoy SDS, no admin")
 	}
@@ -188,9 +193,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g.Go(func() error { return issuer.Run(ctx) })
 	g.Go(func() error {
 		err := serveOwned(ctx, cfg, log, common.mode(), adminBound)
-		if common.once {
-			cancel() // the development Workload API has served its purpose
-		}
+		// The development Workload API has served its purpose (--once, or
+		// the supervised program exited).
+		cancel()
 		return err
 	})
 	return g.Wait()

@@ -16,8 +16,8 @@ import (
 const usage = `sds-bridge: one SPIFFE rotation source for Envoy (SDS) and files.
 
 Usage:
-  sds-bridge run     [--config FILE] [--workload-api ADDR] [--sds-socket PATH] [--dir DIR] [--layout L] [--admin ADDR]
-  sds-bridge dev     [--config FILE] [--dir DIR] [--sds-socket PATH] [--svid-ttl DUR] [--trust-domain TD] [--admin ADDR]
+  sds-bridge run     [--config FILE] [--workload-api ADDR] [--sds-socket PATH] [--dir DIR] [--layout L] [--admin ADDR] [-- PROGRAM ARGS...]
+  sds-bridge dev     [--config FILE] [--dir DIR] [--sds-socket PATH] [--svid-ttl DUR] [--trust-domain TD] [--admin ADDR] [-- PROGRAM ARGS...]
   sds-bridge wait    --dir DIR [--layout L] [--min-validity DUR] [--timeout DUR]
   sds-bridge check   --dir DIR [--layout L] [--min-validity DUR]
   sds-bridge status  [--admin ADDR | --config FILE] [--json]
@@ -43,6 +43,12 @@ func main() {
 func exitStatus(err error, stderr io.Writer) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	// A supervised program's exit (supervise.ExitError): its status.
+	var child interface{ ExitCode() int }
+	if errors.As(err, &child) {
+		fmt.Fprintln(stderr, "sds-bridge:", err)
+		return child.ExitCode()
 	}
 	var ec exitCode
 	if errors.As(err, &ec) {

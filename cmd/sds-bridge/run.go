@@ -40,6 +40,9 @@ type commonFlags struct {
 	// once writes every folder once and exits (runOnce); the converted
 	// config of a helper.conf with daemon_mode = false sets it too.
 	once bool
+	// program is what follows "--": the program to supervise
+	// (supervise.command), over the config's.
+	program []string
 
 	// spiffeHelperConfig is a helper.conf converted on the fly, instead of
 	// configFile; its notes go to stderr.
@@ -120,8 +123,14 @@ func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
 		listen := c.admin.value
 		cfg.Admin.Listen = &listen
 	}
+	if len(c.program) > 0 {
+		cfg.Supervise.Command = c.program
+	}
 	if apply != nil {
 		apply(cfg)
+	}
+	if c.once && cfg.Supervise.On() {
+		return nil, errors.New("--once and a program to supervise (supervise.command or -- PROGRAM): a one-shot run starts no program")
 	}
 	if c.once {
 		// Nothing would be there to answer Envoy or a probe a moment later.
@@ -164,15 +173,20 @@ func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
 
 func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sds-bridge run", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: sds-bridge run [flags] [-- PROGRAM ARGS...]\n\nPROGRAM (supervise.command) starts once every folder holds a complete set, gets supervise.renew_signal after each swap and SIGTERM/SIGINT forwarded; the bridge exits with its status.")
+		fs.PrintDefaults()
+	}
 	fs.SetOutput(stderr)
 	var common commonFlags
 	common.register(fs)
 	workloadAPI := fs.String("workload-api", "", "Workload API address, e.g. unix:///run/spire/sockets/agent.sock (workload_api.address; default $SPIFFE_ENDPOINT_SOCKET)")
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("run: unexpected argument %q", fs.Arg(0))
+	if common.program, err = programArgs(fs, args); err != nil {
+		return err
 	}
 	log, err := common.logger(stderr)
 	if err != nil {
@@ -263,6 +277,14 @@ func lockOwned(cfg *config.Config) (release func(), err error) {
 func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode runMode, adminBound func(addr string)) error {
 	hups, stopHangup := catchHangup()
 	defer stopHangup()
+	if mode == oneShot && cfg.Supervise.On() {
+		return errors.New("--once: a one-shot run starts no program (supervise.command)")
+	}
+	sup, stopSignals, err := newSupervisor(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopSignals()
 	var sinks []rotation.Sink
 	var fileSinks []*filesink.Folder
 	var jwtFolders []jwtfiles.Folder
@@ -321,6 +343,7 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode 
 	// The admin server reads the source, and the source feeds the admin's
 	// latency histogram: adm is set below, before the source runs.
 	var adm *admin.Server
+	var gate *startGate
 	applied := make(chan struct{}, 1) // a sink has applied, or failed to
 	src, err := rotation.New(rotation.Config{
 		Address:            cfg.WorkloadAPI.Address,
@@ -331,6 +354,7 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode 
 			if adm != nil {
 				adm.ObserveSink(st)
 			}
+			gate.observe(st)
 			select {
 			case applied <- struct{}{}:
 			default:
@@ -340,6 +364,13 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode 
 	})
 	if err != nil {
 		return err
+	}
+	if sup != nil {
+		var names []string
+		for _, f := range fileSinks {
+			names = append(names, f.Name())
+		}
+		gate = newStartGate(sup, sinks, names)
 	}
 	var adminListener net.Listener
 	if addr := cfg.Admin.Address(); addr != "" {
@@ -381,7 +412,18 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode 
 	}
 	logDescriptorBudget(cfg, log)
 
+	// The child's exit ends the bridge, with the child's status.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var childErr error
 	g, ctx := errgroup.WithContext(ctx)
+	if sup != nil {
+		g.Go(func() error {
+			childErr = sup.Run(ctx)
+			cancel()
+			return nil
+		})
+	}
 	if sdsServer != nil {
 		g.Go(func() error { return sdsServer.Serve(ctx) })
 		log.Info("serving Envoy SDS", "socket", cfg.SDS.Socket)
@@ -403,7 +445,7 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode 
 	err = g.Wait()
 	if err == nil || errors.Is(err, context.Canceled) {
 		log.Info("stopped; credential folders keep the last good material")
-		return nil
+		return childErr
 	}
 	return err
 }

@@ -46,6 +46,8 @@ const (
 	DefaultMinValidityPercent = 10
 	DefaultJWTMode            = Mode(0o600)
 	DefaultJWTBundleMode      = Mode(0o600)
+	DefaultRenewSignal        = "SIGHUP"
+	DefaultRestart            = "never"
 )
 
 // Config is the whole file. Field comments give the YAML key.
@@ -54,6 +56,32 @@ type Config struct {
 	SDS         SDS         `yaml:"sds"`
 	Files       []Folder    `yaml:"files"`
 	Admin       Admin       `yaml:"admin"`
+	// Supervise runs the consumer as the bridge's child; off without a
+	// command.
+	Supervise Supervise `yaml:"supervise"`
+}
+
+// Supervise is the program the bridge starts once every folder holds a
+// complete set, signals after each swap, and whose exit it exits with.
+type Supervise struct {
+	// Command is the program and its arguments (no shell).
+	Command []string `yaml:"command"`
+	// RenewSignal is sent after each swap; default SIGHUP, "none" for no
+	// signal.
+	RenewSignal string `yaml:"renew_signal"`
+	// Restart is never (the default) or on-failure.
+	Restart string `yaml:"restart"`
+}
+
+// On reports whether a program is supervised.
+func (s Supervise) On() bool { return len(s.Command) > 0 }
+
+// Signal is RenewSignal parsed; 0 for "none".
+func (s Supervise) Signal() (syscall.Signal, error) {
+	if strings.EqualFold(s.RenewSignal, "none") {
+		return 0, nil
+	}
+	return ParseSignal(s.RenewSignal)
 }
 
 // WorkloadAPI is where SVIDs come from.
@@ -455,6 +483,14 @@ func (c *Config) Default() {
 		p := DefaultMinValidityPercent
 		c.Admin.MinValidityPercent = &p
 	}
+	if c.Supervise.On() {
+		if c.Supervise.RenewSignal == "" {
+			c.Supervise.RenewSignal = DefaultRenewSignal
+		}
+		if c.Supervise.Restart == "" {
+			c.Supervise.Restart = DefaultRestart
+		}
+	}
 	if c.Admin.LivenessPath == "" {
 		c.Admin.LivenessPath = DefaultLivenessPath
 	}
@@ -673,6 +709,20 @@ func (c *Config) Validate() error {
 	}
 	if c.Admin.RequireSDSAck && !c.SDS.On() {
 		bad("admin.require_sds_ack", "true needs sds.enabled: no SDS client can acknowledge anything")
+	}
+	// renew_signal and restart without a command are checked too: the
+	// example config shows them with supervision off.
+	sv := c.Supervise
+	if sv.On() && sv.Command[0] == "" {
+		bad("supervise.command[0]", "empty: give the program and its arguments as a list")
+	}
+	if _, err := sv.Signal(); sv.RenewSignal != "" && err != nil {
+		bad("supervise.renew_signal", "%q: %v (or none)", sv.RenewSignal, err)
+	}
+	switch sv.Restart {
+	case "", "never", "on-failure":
+	default:
+		bad("supervise.restart", "%q is not one of never, on-failure", sv.Restart)
 	}
 	if !c.SDS.On() && len(c.Files) == 0 {
 		errs = append(errs, errors.New("nothing to deliver to: sds.enabled is false and files is empty"))

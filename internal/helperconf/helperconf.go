@@ -234,6 +234,10 @@ type converter struct {
 	notes   []Note
 	origins map[string]string
 	once    bool
+	// supervise holds the lines of a top-level supervise block (cmd +
+	// renew_signal without pid_file_name), superviseNote its comment.
+	supervise     []string
+	superviseNote string
 }
 
 // from records that the YAML key's value came from the helper.conf key.
@@ -411,8 +415,15 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 	}
 
 	c.actions(hc)
+	if len(c.supervise) > 0 {
+		c.line(0, "supervise:")
+		c.comment(2, c.superviseNote)
+		for _, l := range c.supervise {
+			c.line(2, l)
+		}
+	}
 
-	if hc.DaemonMode != nil && !*hc.DaemonMode {
+	if daemonOff(hc) {
 		c.once = true
 		c.comment(0, c.warn("daemon_mode", "false (write once, then exit): run this config with `sds-bridge run --once --config FILE`, which writes every folder, runs its reload actions and exits (non-zero after workload_api.first_update_timeout); `run --spiffe-helper-config` of this file does so by itself. Without --once the bridge keeps running and rotating"))
 	}
@@ -451,13 +462,29 @@ func (c *converter) actions(hc *helperConf) {
 			qs = append(qs, q(a))
 		}
 		exec := "- exec: {command: [" + strings.Join(qs, ", ") + "]} # cmd + cmd_args"
-		if hc.RenewSignal != "" && hc.PIDFileName == "" {
+		_, sigErr := config.ParseSignal(hc.RenewSignal)
+		switch {
+		case hc.RenewSignal != "" && hc.PIDFileName == "" && sigErr == nil && !daemonOff(hc):
 			// The signal went to the child spiffe-helper started: the
-			// program is long-running, and running it at every rotation
-			// would start a second copy each time.
-			comments = append(comments, c.unsupported("cmd", "spiffe-helper starts %q once, keeps it as its child and sends it renew_signal %s on every renewal. The bridge does not start or supervise programs: run it on its own (its own container or service) and add a signal action with a pid file it writes. The exec action below is left commented out", hc.Cmd, hc.RenewSignal))
+			// program is long-running, and the bridge supervises it.
+			c.from("supervise.command", "cmd")
+			c.from("supervise.renew_signal", "renew_signal")
+			c.supervise = []string{
+				"command: [" + strings.Join(qs, ", ") + "] # cmd + cmd_args",
+				"renew_signal: " + q(sigName(hc.RenewSignal)) + " # renew_signal",
+			}
+			c.superviseNote = c.warn("cmd", "spiffe-helper starts %q once, keeps it as its child and sends it renew_signal %s on every renewal: so does the bridge (supervise), starting it only once the folder holds a complete, valid set and forwarding SIGTERM/SIGINT to it. When it exits the bridge exits with its status (spiffe-helper kept running and started it again at the next renewal; restart: on-failure restarts it)", hc.Cmd, sigName(hc.RenewSignal))
+		case hc.RenewSignal != "" && hc.PIDFileName == "":
+			// A long-running child the bridge cannot supervise as
+			// spiffe-helper did: running it at every rotation would start
+			// a second copy each time.
+			why := fmt.Sprintf("renew_signal %q is not a signal the bridge sends", hc.RenewSignal)
+			if sigErr == nil {
+				why = "daemon_mode = false (run --once) starts no program"
+			}
+			comments = append(comments, c.unsupported("cmd", "spiffe-helper starts %q once, keeps it as its child and sends it renew_signal %s on every renewal; not converted: %s. The exec action below is left commented out", hc.Cmd, hc.RenewSignal, why))
 			comments = append(comments, "- exec: {command: ["+strings.Join(qs, ", ")+"]}")
-		} else {
+		default:
 			c.from(fmt.Sprintf("files[0].on_rotate[%d].exec", actions), "cmd")
 			comments = append(comments, c.warn("cmd", "spiffe-helper starts %q on a renewal when it is not running (so a command that exits runs on every renewal); the bridge runs it after every rotation and waits for it (30s timeout): right for a reload command, wrong for a long-running program", hc.Cmd))
 			lines = append(lines, exec)
@@ -516,6 +543,9 @@ func onIndex(lines []string, i int) int {
 	}
 	return n
 }
+
+// daemonOff: daemon_mode = false.
+func daemonOff(hc *helperConf) bool { return hc.DaemonMode != nil && !*hc.DaemonMode }
 
 // splitCmdArgs splits cmd_args exactly as spiffe-helper does: encoding/csv
 // with a space as the separator. So "a b" groups words, single quotes are

@@ -290,3 +290,41 @@ func TestActionsRunOnJWTWhenTheHelperHasJWTSVIDs(t *testing.T) {
 		})
 	}
 }
+
+// A long-running cmd that spiffe-helper signals (renew_signal without
+// pid_file_name) becomes the supervised program, with cmd_args split as
+// spiffe-helper splits them; nothing is left unsupported, and run accepts
+// the result. Under daemon_mode = false (no program runs with --once) or
+// with a signal the bridge cannot send it stays NOT SUPPORTED.
+func TestLongRunningCmdWithRenewSignalIsSupervised(t *testing.T) {
+	base := "cert_dir = \"/certs\"\ncmd = \"mosquitto\"\ncmd_args = \"-c /etc/mosquitto/mosquitto.conf\"\n"
+	r, err := Convert([]byte(base+"renew_signal = \"hup\"\n"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := r.Unsupported(); len(keys) != 0 {
+		t.Fatalf("unsupported %v:\n%s", keys, r.YAML)
+	}
+	c, err := r.Config()
+	if err != nil {
+		t.Fatalf("run refuses the conversion: %v\n%s", err, r.YAML)
+	}
+	if got := c.Supervise.Command; !slices.Equal(got, []string{"mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"}) || c.Supervise.RenewSignal != "SIGHUP" {
+		t.Fatalf("supervise = %+v", c.Supervise)
+	}
+	if len(c.Files) != 1 || len(c.Files[0].OnRotate) != 0 {
+		t.Fatalf("files = %+v, want one folder and no reload action (the signal goes to the child)", c.Files)
+	}
+	for _, extra := range []string{"renew_signal = \"SIGHUP\"\ndaemon_mode = false\n", "renew_signal = \"SIGWINCH\"\n"} {
+		r, err := Convert([]byte(base+extra), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(r.Unsupported(), "cmd") {
+			t.Errorf("%q: cmd not reported unsupported:\n%s", extra, r.YAML)
+		}
+		if c, err := r.Config(); err != nil || c.Supervise.On() {
+			t.Errorf("%q: supervise = %+v (%v), want none", extra, c.Supervise, err)
+		}
+	}
+}

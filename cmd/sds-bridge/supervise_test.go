@@ -1,0 +1,203 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
+)
+
+// superviseChild is the supervised program of these tests: at its start
+// it records whether `sds-bridge check --config` passes (every folder
+// holds a complete, valid set), then every HUP, and on INT or TERM exits
+// with 3 or 42. Arguments: log, bridge binary, config.
+const superviseChild = `log=$1
+trap 'echo HUP >> "$log"' HUP
+trap 'echo INT >> "$log"; exit 3' INT
+trap 'echo TERM >> "$log"; exit 42' TERM
+if "$2" check --config "$3" >/dev/null 2>&1; then echo start-ready $$ >> "$log"; else echo start-NOT-READY $$ >> "$log"; fi
+while :; do sleep 0.05; done`
+
+// childLog is the child's log, one event per line.
+func childLog(path string) []string {
+	b, _ := os.ReadFile(path)
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
+
+// startSupervisingDev runs the real binary as `dev --svid-ttl 2s --config
+// CFG -- sh -c superviseChild`, CFG having two folders, and returns it
+// with the child's log.
+func startSupervisingDev(t *testing.T, bin string) (cmd *exec.Cmd, exited chan error, stderr *testkit.LogBuffer, log string) {
+	t.Helper()
+	work := testkit.ShortDir(t)
+	log = filepath.Join(work, "child.log")
+	cfg := filepath.Join(work, "bridge.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`
+sds:
+  socket: %s
+admin:
+  listen: ""
+files:
+  - dir: %s
+  - dir: %s
+    cert_file_name: server.crt
+    key_file_name: server.key
+    bundle_file_name: root.crt
+`, filepath.Join(work, "sds.sock"), filepath.Join(work, "a"), filepath.Join(work, "b")))
+	cmd = exec.Command(bin, "dev", "--svid-ttl", "2s", "--config", cfg, "--", "/bin/sh", "-c", superviseChild, "sh", log, bin, cfg)
+	cmd.Dir = work // dev keeps its Workload API socket under ./sds-bridge-dev
+	stderr = &testkit.LogBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited = make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		exited <- nil
+		if t.Failed() {
+			t.Logf("bridge log:\n%s\nchild log: %q", stderr, childLog(log))
+		}
+	})
+	return cmd, exited, stderr, log
+}
+
+// waitExit waits for the bridge to exit and returns its status.
+func waitExit(t *testing.T, exited chan error) int {
+	t.Helper()
+	select {
+	case err := <-exited:
+		exited <- err
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		if ee != nil {
+			return ee.ExitCode()
+		}
+		return 0
+	case <-time.After(testkit.Timeout):
+		t.Fatal("the bridge did not exit")
+		return -1
+	}
+}
+
+// The supervised program starts once, when every folder already holds a
+// complete, valid set (check --config passes at its first instruction),
+// gets SIGHUP after the swaps that follow (≥ 3 with 2 s SVIDs), never a
+// second start; SIGTERM to the bridge reaches it, and the bridge exits
+// with its status (42). SIGINT likewise (3).
+func TestSupervisedProgramStartsOnCompleteFoldersGetsHUPsAndForwardedSignals(t *testing.T) {
+	bin := buildBridge(t)
+	for _, tc := range []struct {
+		sig    syscall.Signal
+		name   string
+		status int
+	}{{syscall.SIGTERM, "TERM", 42}, {syscall.SIGINT, "INT", 3}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, exited, _, log := startSupervisingDev(t, bin)
+			testkit.Eventually(t, "three HUPs to the child", func() bool {
+				return strings.Count(strings.Join(childLog(log), " "), "HUP") >= 3
+			})
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			if got := waitExit(t, exited); got != tc.status {
+				t.Fatalf("the bridge exited %d after %s, want the child's %d", got, tc.name, tc.status)
+			}
+			events := childLog(log)
+			if !strings.HasPrefix(events[0], "start-ready ") {
+				t.Fatalf("the child's first event is %q, want a start with every folder complete", events[0])
+			}
+			starts := 0
+			for _, e := range events {
+				if strings.HasPrefix(e, "start") {
+					starts++
+				}
+			}
+			if starts != 1 || events[len(events)-1] != tc.name {
+				t.Fatalf("child events %q: want one start, HUPs, then %s", events, tc.name)
+			}
+			t.Logf("child events: %q", events)
+		})
+	}
+}
+
+// A program that exits on its own ends the bridge with its status, and
+// a program that exits 0 ends it with 0.
+func TestTheBridgeExitsWithItsProgramsStatus(t *testing.T) {
+	for _, tc := range []struct {
+		script string
+		status int
+	}{{"exit 5", 5}, {"exit 0", 0}, {"kill -KILL $$", 128 + 9}} {
+		dir := testkit.ShortDir(t)
+		out, err := runToExit(t, dir, "dev", "--svid-ttl", "2s", "--dir", filepath.Join(dir, "certs"),
+			"--sds-socket", filepath.Join(dir, "sds.sock"), "--admin", "", "--", "/bin/sh", "-c", tc.script)
+		got := exitStatus(err, &syncBuffer{})
+		if got != tc.status {
+			t.Errorf("sh -c %q: the bridge's status is %d (%v), want %d\n%s", tc.script, got, err, tc.status, out)
+		}
+	}
+}
+
+// Arguments after the flags are a program only after "--"; a program
+// cannot go with --once.
+func TestProgramArgumentsNeedTheSeparatorAndNoOnce(t *testing.T) {
+	dir := testkit.ShortDir(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--dir", dir, "postgres"}, "-- PROGRAM"},
+		{[]string{"run", "--once", "--dir", dir, "--", "postgres"}, "--once"},
+		{[]string{"dev", "--dir", dir, "postgres"}, "-- PROGRAM"},
+	} {
+		err := run(t.Context(), tc.args, &syncBuffer{}, &syncBuffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q = %v, want an error saying %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// While one folder cannot be written (its svid is never issued), the
+// program does not start, however many times the other folder is swapped:
+// "every folder holds a complete set", not "some sink applied".
+func TestTheProgramDoesNotStartWhileAFolderIsIncomplete(t *testing.T) {
+	dir := testkit.ShortDir(t)
+	log := filepath.Join(dir, "child.log")
+	cfg := filepath.Join(dir, "bridge.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`
+sds:
+  socket: %s
+admin:
+  listen: ""
+files:
+  - dir: %s
+  - dir: %s
+    svid: spiffe://example.org/never-issued
+`, filepath.Join(dir, "sds.sock"), filepath.Join(dir, "a"), filepath.Join(dir, "b")))
+	d := startDev(t, dir, "--svid-ttl", "2s", "--config", cfg, "--", "/bin/sh", "-c", `echo start >> "$1"`, "sh", log)
+	// Three swaps of folder a (one a second with 2 s SVIDs).
+	testkit.Eventually(t, "three swaps of the complete folder", func() bool {
+		return strings.Count(d.stderr.String(), "swapped in new generation") >= 3
+	})
+	if _, err := os.Stat(log); !os.IsNotExist(err) {
+		t.Fatalf("the program started while folder b held nothing: %v\n%s", err, d.stderr)
+	}
+	if strings.Contains(d.stderr.String(), "supervise: started") {
+		t.Fatalf("the bridge started the program:\n%s", d.stderr)
+	}
+	d.stop() // and stops cleanly (status 0) without ever starting it
+	if !strings.Contains(d.stderr.String(), "the program was not started") {
+		t.Errorf("no log line saying the program was not started:\n%s", d.stderr)
+	}
+}

@@ -1,0 +1,321 @@
+// Package supervise runs the program the credentials are for as the
+// bridge's child, as spiffe-helper runs its cmd: the child starts only once
+// every sink holds a complete, valid set (so it can never meet a previous
+// pod's files), gets a renew signal after each swap, receives the SIGTERM
+// or SIGINT the bridge caught, and its exit status becomes the bridge's.
+package supervise
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Restart says what happens when the child exits on its own.
+type Restart string
+
+const (
+	// RestartNever ends supervision with the child's exit: the bridge
+	// exits with its status (the default).
+	RestartNever Restart = "never"
+	// RestartOnFailure starts the child again, with backoff, when it exits
+	// with a non-zero status or is killed by a signal nobody forwarded.
+	RestartOnFailure Restart = "on-failure"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultStopTimeout = 30 * time.Second
+	DefaultStartGrace  = time.Second
+	DefaultMinBackoff  = time.Second
+	DefaultMaxBackoff  = 30 * time.Second
+	// signalWait is how long a stop that did not come with a caught signal
+	// waits for one before choosing SIGTERM: the bridge's own signal
+	// handling may cancel its context a moment before the signal reaches
+	// Config.Signals.
+	signalWait = 100 * time.Millisecond
+)
+
+// Config is what to run and how.
+type Config struct {
+	// Command is the program and its arguments (no shell).
+	Command []string
+	// RenewSignal is sent to the child after each swap; 0 sends nothing.
+	RenewSignal syscall.Signal
+	Restart     Restart
+	// Signals are the SIGINT/SIGTERM the bridge caught, each forwarded to
+	// the child as is. When the context of Run ends without one, the child
+	// gets SIGTERM.
+	Signals <-chan os.Signal
+	// StopTimeout is how long a stopping child may take before SIGKILL.
+	StopTimeout time.Duration
+	// StartGrace holds back renew signals for this long after a start, so
+	// that a swap right after it does not hit a program that has not yet
+	// installed its handler (SIGHUP's default action is to terminate).
+	// Swaps in it are sent as one signal when it ends.
+	StartGrace time.Duration
+	// MinBackoff and MaxBackoff bound the wait between restarts.
+	MinBackoff, MaxBackoff time.Duration
+	// Stdout and Stderr are the child's; default the bridge's own.
+	Stdout, Stderr io.Writer
+	Logger         *slog.Logger
+}
+
+// Supervisor runs one child. Ready and Renewed may be called from any
+// goroutine, before or during Run.
+type Supervisor struct {
+	cfg       Config
+	ready     chan struct{}
+	readyOnce sync.Once
+	renew     chan struct{} // one slot: swaps while one is pending are one
+}
+
+// New checks cfg and applies defaults.
+func New(cfg Config) (*Supervisor, error) {
+	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
+		return nil, errors.New("supervise: no command")
+	}
+	switch cfg.Restart {
+	case "":
+		cfg.Restart = RestartNever
+	case RestartNever, RestartOnFailure:
+	default:
+		return nil, fmt.Errorf("supervise: restart %q: want %s or %s", cfg.Restart, RestartNever, RestartOnFailure)
+	}
+	cfg.StopTimeout = cmp.Or(cfg.StopTimeout, DefaultStopTimeout)
+	cfg.StartGrace = cmp.Or(cfg.StartGrace, DefaultStartGrace)
+	cfg.MinBackoff = cmp.Or(cfg.MinBackoff, DefaultMinBackoff)
+	cfg.MaxBackoff = max(cmp.Or(cfg.MaxBackoff, DefaultMaxBackoff), cfg.MinBackoff)
+	cfg.Stdout = cmp.Or[io.Writer](cfg.Stdout, os.Stdout)
+	cfg.Stderr = cmp.Or[io.Writer](cfg.Stderr, os.Stderr)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Supervisor{cfg: cfg, ready: make(chan struct{}), renew: make(chan struct{}, 1)}, nil
+}
+
+// Ready says every sink holds a complete, valid set: the child may start.
+func (s *Supervisor) Ready() { s.readyOnce.Do(func() { close(s.ready) }) }
+
+// Renewed says a folder was swapped: a started child gets RenewSignal.
+func (s *Supervisor) Renewed() {
+	select {
+	case s.renew <- struct{}{}:
+	default:
+	}
+}
+
+// ExitError is a child's exit with a non-zero status, or by a signal.
+type ExitError struct {
+	Program string
+	// Code is the process's exit status, or 128 + the signal that killed
+	// it, as a shell reports it.
+	Code   int
+	Signal syscall.Signal // 0 when the child exited
+}
+
+func (e *ExitError) Error() string {
+	if e.Signal != 0 {
+		return fmt.Sprintf("supervise: %s killed by %s (status %d)", e.Program, signalName(e.Signal), e.Code)
+	}
+	return fmt.Sprintf("supervise: %s exited with status %d", e.Program, e.Code)
+}
+
+// ExitCode is the status the bridge exits with.
+func (e *ExitError) ExitCode() int { return e.Code }
+
+// Run waits for Ready, starts the child and supervises it until it exits
+// without a restart. It returns nil when the child exited with status 0
+// (or was never started because ctx ended first), an *ExitError for any
+// other exit, or the error starting it. When ctx ends the child is
+// stopped (a forwarded signal, else SIGTERM; SIGKILL after StopTimeout)
+// and Run returns once it has exited.
+func (s *Supervisor) Run(ctx context.Context) error {
+	log := s.cfg.Logger
+	select {
+	case <-ctx.Done():
+		log.Info("supervise: stopped before every folder held a complete set; the program was not started", "command", s.cfg.Command)
+		return nil
+	case <-s.ready:
+	}
+	backoff := s.cfg.MinBackoff
+	for {
+		// Swaps so far are in the files the child reads when it starts.
+		select {
+		case <-s.renew:
+		default:
+		}
+		started := time.Now()
+		c, done, err := s.start()
+		if err != nil {
+			return fmt.Errorf("supervise: start %q: %w", s.cfg.Command[0], err)
+		}
+		log.Info("supervise: started", "command", s.cfg.Command, "pid", c.Process.Pid)
+		waitErr, stopping := s.watch(ctx, c, done, started)
+		exit := exitError(s.cfg.Command[0], waitErr)
+		ran := time.Since(started).Round(time.Millisecond)
+		if exit == nil {
+			log.Info("supervise: exited with status 0", "pid", c.Process.Pid, "ran", ran)
+			return nil
+		}
+		var ee *ExitError
+		if !errors.As(exit, &ee) {
+			return exit
+		}
+		if stopping || s.cfg.Restart != RestartOnFailure {
+			log.Info("supervise: exited", "pid", c.Process.Pid, "status", ee.Code, "ran", ran, "err", ee)
+			return ee
+		}
+		if ran > s.cfg.MaxBackoff {
+			backoff = s.cfg.MinBackoff // it ran a while: a new failure
+		}
+		log.Warn("supervise: exited; restarting (restart: on-failure)", "pid", c.Process.Pid, "status", ee.Code, "ran", ran, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return ee
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, s.cfg.MaxBackoff)
+	}
+}
+
+// start starts the child from a goroutine locked to its OS thread, which
+// waits for it: Pdeathsig fires when the thread that forked the child
+// ends, so that thread must live as long as the child (a killed bridge
+// takes its child along).
+func (s *Supervisor) start() (*exec.Cmd, <-chan error, error) {
+	c := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
+	c.Stdin = nil
+	c.Stdout, c.Stderr = s.cfg.Stdout, s.cfg.Stderr
+	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	started := make(chan error, 1)
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := c.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		done <- c.Wait()
+	}()
+	if err := <-started; err != nil {
+		return nil, nil, err
+	}
+	return c, done, nil
+}
+
+// watch signals the running child until it exits and returns Wait's
+// error; stopping is true when the bridge asked it to stop (a forwarded
+// signal, or ctx ended).
+func (s *Supervisor) watch(ctx context.Context, c *exec.Cmd, done <-chan error, started time.Time) (waitErr error, stopping bool) {
+	log := s.cfg.Logger
+	pid := c.Process.Pid
+	send := func(sig syscall.Signal, why string) {
+		if err := c.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			log.Warn("supervise: signal failed", "pid", pid, "signal", signalName(sig), "why", why, "err", err)
+			return
+		}
+		log.Info("supervise: signalled", "pid", pid, "signal", signalName(sig), "why", why)
+	}
+	var graceC, killC <-chan time.Time
+	stop := func() {
+		stopping = true
+		killC = time.After(s.cfg.StopTimeout)
+	}
+	ctxDone := ctx.Done()
+	for {
+		select {
+		case err := <-done:
+			return err, stopping
+		case <-s.renew:
+			if stopping || s.cfg.RenewSignal == 0 {
+				continue
+			}
+			if wait := s.cfg.StartGrace - time.Since(started); wait > 0 {
+				if graceC == nil {
+					graceC = time.After(wait)
+				}
+				continue
+			}
+			send(s.cfg.RenewSignal, "a folder was swapped")
+		case <-graceC:
+			graceC = nil
+			if !stopping {
+				send(s.cfg.RenewSignal, "a folder was swapped while the program started")
+			}
+		case sig := <-s.cfg.Signals:
+			if sys, ok := sig.(syscall.Signal); ok {
+				send(sys, "the bridge received it")
+			}
+			if !stopping {
+				stop()
+			}
+		case <-ctxDone:
+			ctxDone = nil
+			if stopping {
+				continue
+			}
+			select {
+			case sig := <-s.cfg.Signals:
+				if sys, ok := sig.(syscall.Signal); ok {
+					send(sys, "the bridge received it")
+				}
+			case <-time.After(signalWait):
+				send(syscall.SIGTERM, "the bridge is stopping")
+			case err := <-done:
+				return err, true
+			}
+			stop()
+		case <-killC:
+			killC = nil
+			send(syscall.SIGKILL, fmt.Sprintf("still running %s after it was asked to stop", s.cfg.StopTimeout))
+		}
+	}
+}
+
+// exitError turns Wait's error into nil (status 0), an *ExitError, or
+// the error itself.
+func exitError(program string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var xe *exec.ExitError
+	if !errors.As(err, &xe) {
+		return fmt.Errorf("supervise: wait for %s: %w", program, err)
+	}
+	if ws, ok := xe.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return &ExitError{Program: program, Code: 128 + int(ws.Signal()), Signal: ws.Signal()}
+	}
+	return &ExitError{Program: program, Code: xe.ExitCode()}
+}
+
+func signalName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGQUIT:
+		return "SIGQUIT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGKILL:
+		return "SIGKILL"
+	case syscall.SIGUSR1:
+		return "SIGUSR1"
+	case syscall.SIGUSR2:
+		return "SIGUSR2"
+	}
+	return s.String()
+}
