@@ -24,14 +24,13 @@ build:
 IMAGE_VERSION = $(or $(VERSION),dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 IMAGE_TAG ?= sds-bridge:$(IMAGE_VERSION)
-IMAGE_LICENSES ?= NOASSERTION
 
 image:
 	CGO_ENABLED=0 GOOS=linux $(GO) build -buildvcs=auto -trimpath \
 		-ldflags "-s -w -X main.version=$(IMAGE_VERSION)" -o $(BIN)/image/sds-bridge ./cmd/sds-bridge
 	$(GO) -C tools/image run . -binary $(abspath $(BIN)/image/sds-bridge) \
 		-out $(abspath $(BIN)/sds-bridge-image.tar) -tag $(IMAGE_TAG) \
-		-version $(IMAGE_VERSION) -revision "$(REVISION)" -licenses "$(IMAGE_LICENSES)"
+		-version $(IMAGE_VERSION) -revision "$(REVISION)"
 
 # tools/image is its own module (go-containerregistry stays out of the
 # daemon's go.mod), so ./... does not reach it; its test runs `make image`.

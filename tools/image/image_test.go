@@ -469,3 +469,43 @@ func TestADynamicBinaryIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestTheDockerfileBuildsTheSameImage keeps the Dockerfile, which cannot be
+// built here, in step with the builder: the same passwd and group entries,
+// user, entrypoint, cmd, working dir and labels, and a scratch final stage
+// fed by a static build.
+func TestTheDockerfileBuildsTheSameImage(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	df := string(b)
+	want := []string{
+		"printf '" + strings.ReplaceAll(passwdEntry, "\n", `\n`) + "' > /rootfs/etc/passwd",
+		"printf '" + strings.ReplaceAll(groupEntry, "\n", `\n`) + "' > /rootfs/etc/group",
+		"CGO_ENABLED=0 ",
+		"-trimpath",
+		`-X main.version=${VERSION}`,
+		"\nFROM scratch\n",
+		"\nCOPY --from=build /rootfs/ /\n",
+		"\nWORKDIR /\n",
+		"\nUSER " + user + "\n",
+		"\nENTRYPOINT [\"/sds-bridge\"]\n",
+		"\nCMD [\"run\"]\n",
+	}
+	labels := Labels(Config{Version: "${VERSION}", Revision: "${REVISION}", Source: defaultSource, Licenses: defaultLicenses})
+	for k, v := range labels {
+		want = append(want, k+`="`+v+`"`)
+	}
+	for _, w := range want {
+		if !strings.Contains(df, w) {
+			t.Errorf("Dockerfile lacks %q", w)
+		}
+	}
+	if n := strings.Count(df, "org.opencontainers.image."); n != len(labels) {
+		t.Errorf("Dockerfile has %d OCI labels, the builder %d", n, len(labels))
+	}
+	if n := strings.Count(df, "\nCOPY --from="); n != 1 {
+		t.Errorf("Dockerfile's final stage has %d COPY --from lines, want one layer", n)
+	}
+}

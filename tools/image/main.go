@@ -36,10 +36,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// The non-root user the image runs as; the Dockerfile writes the same entry.
+// The non-root user the image runs as, and the labels' fixed values; the
+// Dockerfile says the same (image_test.go compares them).
 const (
-	uid      = 65532
-	userName = "sds-bridge"
+	user            = "65532:65532"
+	passwdEntry     = "sds-bridge:x:65532:65532:sds-bridge:/:/sbin/nologin\n"
+	groupEntry      = "sds-bridge:x:65532:\n"
+	defaultSource   = "https://github.com/sds-bridge/sds-bridge"
+	defaultLicenses = "NOASSERTION" // the repository has no licence file yet
 )
 
 // Config is what one image is built from.
@@ -69,8 +73,8 @@ func run(args []string) error {
 	fs.StringVar(&c.Tag, "tag", "sds-bridge:dev", "image name and tag recorded in the tarball")
 	fs.StringVar(&c.Version, "version", "dev", "version label")
 	fs.StringVar(&c.Revision, "revision", "", "VCS revision label")
-	fs.StringVar(&c.Source, "source", "https://github.com/sds-bridge/sds-bridge", "source label")
-	fs.StringVar(&c.Licenses, "licenses", "NOASSERTION", "licenses label (SPDX)")
+	fs.StringVar(&c.Source, "source", defaultSource, "source label")
+	fs.StringVar(&c.Licenses, "licenses", defaultLicenses, "licenses label (SPDX)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -200,7 +204,7 @@ func image(c Config, bin []byte, arch string) (v1.Image, error) {
 	cf.OS = "linux"
 	cf.Architecture = arch
 	cf.Config = v1.Config{
-		User:       fmt.Sprintf("%d:%d", uid, uid),
+		User:       user,
 		Entrypoint: []string{"/sds-bridge"},
 		Cmd:        []string{"run"},
 		WorkingDir: "/",
@@ -211,8 +215,6 @@ func image(c Config, bin []byte, arch string) (v1.Image, error) {
 
 // rootfs is the one layer: everything the binary needs and nothing else.
 func rootfs(bin []byte, mtime time.Time) ([]byte, error) {
-	passwd := fmt.Sprintf("%s:x:%d:%d:%s:/:/sbin/nologin\n", userName, uid, uid, userName)
-	group := fmt.Sprintf("%s:x:%d:\n", userName, uid)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	entries := []struct {
@@ -222,8 +224,8 @@ func rootfs(bin []byte, mtime time.Time) ([]byte, error) {
 		dir  bool
 	}{
 		{name: "etc/", mode: 0o755, dir: true},
-		{name: "etc/group", mode: 0o644, body: []byte(group)},
-		{name: "etc/passwd", mode: 0o644, body: []byte(passwd)},
+		{name: "etc/group", mode: 0o644, body: []byte(groupEntry)},
+		{name: "etc/passwd", mode: 0o644, body: []byte(passwdEntry)},
 		{name: "sds-bridge", mode: 0o755, body: bin},
 	}
 	for _, e := range entries {
