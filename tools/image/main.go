@@ -60,7 +60,7 @@ type Config struct {
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "image:", err)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
@@ -79,7 +79,7 @@ func run(args []string) error {
 		return err
 	}
 	if c.Binary == "" || c.Out == "" {
-		return errors.New("-binary and -out are required")
+		return errors.New("image: -binary and -out are required")
 	}
 	created, err := sourceDateEpoch(os.Getenv("SOURCE_DATE_EPOCH"))
 	if err != nil {
@@ -101,7 +101,7 @@ func sourceDateEpoch(s string) (time.Time, error) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH %q: not a number of seconds", s)
+		return time.Time{}, fmt.Errorf("image: SOURCE_DATE_EPOCH %q: not a number of seconds", s)
 	}
 	return time.Unix(n, 0).UTC(), nil
 }
