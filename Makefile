@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin
 E2E_TIMEOUT ?= 45m
 
-.PHONY: all build test unit unit-kustomize vet e2e e2e-deps bench bench-spire fuzz fmt-check clean
+.PHONY: all build image image-test test unit unit-kustomize vet e2e e2e-deps bench bench-spire fuzz fmt-check clean
 
 all: build
 
@@ -16,18 +16,41 @@ LDFLAGS := $(if $(VERSION),-X main.version=$(VERSION))
 build:
 	$(GO) build -buildvcs=auto -ldflags "$(LDFLAGS)" -o $(BIN)/sds-bridge ./cmd/sds-bridge
 
+# The container image, with Go tooling only (no Docker engine; see
+# tools/image and the Dockerfile, which builds the same image with Docker):
+# a static binary stamped with IMAGE_VERSION, then bin/sds-bridge-image.tar,
+# an OCI layout that is also a `docker save` archive (docker/podman load).
+# Every timestamp is SOURCE_DATE_EPOCH (default 0): same inputs, same digest.
+IMAGE_VERSION = $(or $(VERSION),dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+IMAGE_TAG ?= sds-bridge:$(IMAGE_VERSION)
+
+image:
+	CGO_ENABLED=0 GOOS=linux $(GO) build -buildvcs=auto -trimpath \
+		-ldflags "-s -w -X main.version=$(IMAGE_VERSION)" -o $(BIN)/image/sds-bridge ./cmd/sds-bridge
+	$(GO) -C tools/image run . -binary $(abspath $(BIN)/image/sds-bridge) \
+		-out $(abspath $(BIN)/sds-bridge-image.tar) -tag $(IMAGE_TAG) \
+		-version $(IMAGE_VERSION) -revision "$(REVISION)"
+
+# tools/image is its own module (go-containerregistry stays out of the
+# daemon's go.mod), so ./... does not reach it; its test runs `make image`.
+image-test:
+	$(GO) -C tools/image test -count=1 ./...
+
 test: unit e2e
 
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/
 	$(GO) vet -tags e2e,benchspire ./e2e/
+	$(GO) -C tools/image vet ./...
 
 fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 unit: fmt-check vet unit-kustomize
 	$(GO) test -race -count=1 ./...
+	$(MAKE) image-test
 
 # deploy/kubernetes rendered by kustomize, decoded strictly and checked against
 # Pod Security "restricted". A module of its own: kustomize and k8s.io stay out
