@@ -205,6 +205,21 @@ func (w *Writer) Empty() bool {
 	return true
 }
 
+// connect opens the Workload API client and removes temporary files a
+// crash left, before the first write.
+func (w *Writer) connect(ctx context.Context) (*workloadapi.Client, error) {
+	var opts []workloadapi.ClientOption
+	if w.cfg.Address != "" {
+		opts = append(opts, workloadapi.WithAddr(w.cfg.Address))
+	}
+	client, err := workloadapi.New(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("jwtfiles: workload API client: %w", err)
+	}
+	w.removeLeftovers()
+	return client, nil
+}
+
 // Run fetches, writes and refreshes until ctx ends, then returns nil. Files
 // already written stay: a token is valid until it expires.
 func (w *Writer) Run(ctx context.Context) error {
@@ -212,16 +227,11 @@ func (w *Writer) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	var opts []workloadapi.ClientOption
-	if w.cfg.Address != "" {
-		opts = append(opts, workloadapi.WithAddr(w.cfg.Address))
-	}
-	client, err := workloadapi.New(ctx, opts...)
+	client, err := w.connect(ctx)
 	if err != nil {
-		return fmt.Errorf("jwtfiles: workload API client: %w", err)
+		return err
 	}
 	defer client.Close()
-	w.removeLeftovers()
 
 	var wg sync.WaitGroup
 	bundles := false
@@ -251,16 +261,11 @@ func (w *Writer) Once(ctx context.Context) error {
 	if w.Empty() {
 		return nil
 	}
-	var opts []workloadapi.ClientOption
-	if w.cfg.Address != "" {
-		opts = append(opts, workloadapi.WithAddr(w.cfg.Address))
-	}
-	client, err := workloadapi.New(ctx, opts...)
+	client, err := w.connect(ctx)
 	if err != nil {
-		return fmt.Errorf("jwtfiles: workload API client: %w", err)
+		return err
 	}
 	defer client.Close()
-	w.removeLeftovers()
 	bundles := false
 	for i := range w.cfg.Folders {
 		f := &w.cfg.Folders[i]
