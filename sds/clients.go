@@ -4,8 +4,6 @@ import (
 	"cmp"
 	"context"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -34,7 +32,7 @@ type Client struct {
 	OpenedAt         time.Time
 	// AckedVersion is the last SDS version the client accepted; empty
 	// until its first ACK. AckedGeneration is the rotation generation of
-	// that version (the SDS version is "<prefix><generation>"), 0 when the
+	// that version (the SDS version is "<prefix>-<generation>"), 0 when the
 	// version was not issued by this process.
 	AckedVersion    string
 	AckedGeneration uint64
@@ -121,19 +119,6 @@ func (c *clients) closed(k streamKey) {
 	delete(c.streams, k)
 }
 
-// generation reads the generation out of a version this process issued.
-func (c *clients) generation(version string) uint64 {
-	n, ok := strings.CutPrefix(version, c.cache.prefix)
-	if !ok {
-		return 0
-	}
-	g, err := strconv.ParseUint(n, 10, 64)
-	if err != nil {
-		return 0
-	}
-	return g
-}
-
 func (c *clients) sent(k streamKey, nonce, version string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -178,7 +163,7 @@ func (c *clients) request(k streamKey, node *corev3.Node, version, nonce string,
 		if version == "" {
 			version = answered // Delta requests carry no version
 		}
-		st.AckedVersion, st.AckedGeneration, st.AckedAt = version, c.generation(version), c.now()
+		st.AckedVersion, st.AckedGeneration, st.AckedAt = version, c.cache.generation(version), c.now()
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 // through the nonce, and only the newest maxSentNonces responses can still
 // be answered.
 func TestClientsRememberTheNewestNonces(t *testing.T) {
-	c := newClients(newSecretCache("p-", false, cacheLogger{log: slog.New(slog.DiscardHandler)}))
+	c := newClients(newSecretCache("p", false, cacheLogger{log: slog.New(slog.DiscardHandler)}))
 	k := streamKey{delta: true, id: 1}
 	c.open(k)
 	const sent = 3*maxSentNonces + 5

@@ -3,10 +3,10 @@
 //
 // Every rotation.Update becomes Envoy Secret resources (see BuildSecrets),
 // named as SPIRE Agent's SDS names them, in two variants: with Envoy's
-// SPIFFE validator and with plain trusted_ca. Each replaces the whole set
-// in its go-control-plane LinearCache, so every open SotW, Delta and ADS
-// stream is pushed; each client is served the variant SPIRE Agent would
-// give it (see Validation). The SDS version is "<process start>-<Generation>":
+// SPIFFE validator and with plain trusted_ca. Both replace the served set
+// at once in the bridge's own go-control-plane cache, so every open SotW,
+// Delta and ADS stream is pushed; each client is served the variant SPIRE
+// Agent would give it (see Validation). The SDS version is "<process start>-<Generation>":
 // it tells which Update a client holds and never repeats across restarts.
 package sds
 
@@ -17,14 +17,12 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
@@ -40,10 +38,6 @@ const DefaultSocketMode os.FileMode = 0o600
 
 // stopGrace is how long Serve waits for streams to end before it cuts them.
 const stopGrace = 1500 * time.Millisecond
-
-// maxVersionGap bounds how many skipped generations Apply catches up on, so
-// a wild Generation cannot stall it.
-const maxVersionGap = 1 << 16
 
 // Config configures a Server.
 type Config struct {
@@ -147,11 +141,6 @@ type Server struct {
 	stopStreams context.CancelFunc
 	serving     atomic.Bool
 
-	// mu serializes Apply: the cache counter must move with Generation.
-	mu sync.Mutex
-	// updates is how often the LinearCache version was bumped.
-	updates uint64
-
 	refusedPeers atomic.Int64
 	overCap      atomic.Int64
 	// listener is set by Serve.
@@ -203,7 +192,7 @@ func versionPrefix() string {
 			now = last + 1
 		}
 		if lastPrefix.CompareAndSwap(last, now) {
-			return strconv.FormatInt(now, 36) + "-"
+			return strconv.FormatInt(now, 36)
 		}
 	}
 }
@@ -220,7 +209,7 @@ func (s *Server) Register(gs *grpc.Server) {
 
 // Apply builds every Secret of u and replaces the served set in one step,
 // which pushes every open stream. The SDS version becomes
-// "<prefix><u.Generation>". On error the previous set stays served.
+// "<prefix>-<u.Generation>". On error the previous set stays served.
 func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 	if u == nil {
 		return errors.New("sds: apply: nil update")
@@ -229,7 +218,7 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
 	}
 	// Both variants, as every client gets one of them (validationFor).
-	var variants [2]served
+	var variants [2]map[string]*tlsv3.Secret
 	for _, v := range []Validation{ValidationSPIFFE, ValidationTrustedCA} {
 		names := s.cfg.Names
 		names.DisableSPIFFECertValidation = v == ValidationTrustedCA
@@ -237,49 +226,23 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 		if err != nil {
 			return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
 		}
-		resources := make(map[string]types.Resource, len(secrets))
 		for name, sec := range secrets {
 			// Envoy would NACK what its own validation rejects; refuse it
 			// here and keep serving the last good set.
 			if err := sec.ValidateAll(); err != nil {
 				return fmt.Errorf("sds: apply generation %d: secret %q (%s): %w", u.Generation, name, v, err)
 			}
-			resources[name] = sec
 		}
-		variants[v] = newServed(resources)
+		variants[v] = secrets
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	// LinearCache's version is prefix + the number of updates it has seen.
-	// Bump it without changes over generations this sink skipped, so the
-	// version Envoy holds names the generation.
-	switch gap := u.Generation - s.updates - 1; {
-	case u.Generation <= s.updates:
-		s.cfg.Logger.Warn("sds: generation did not advance; the SDS version no longer equals the generation",
-			"generation", u.Generation, "version", s.cache.version(s.updates+1))
-	case gap > maxVersionGap:
-		s.cfg.Logger.Warn("sds: generation jumped too far; the SDS version no longer equals the generation",
-			"generation", u.Generation, "version", s.cache.version(s.updates+1))
-	default:
-		for ; gap > 0; gap-- {
-			s.updates++
-			if err := s.cache.skip(); err != nil {
-				s.cfg.Logger.Error("sds: skip version", "version", s.cache.version(s.updates), "error", err)
-			}
-		}
+	snap, err := s.cache.publish(u.Generation, variants)
+	if err != nil {
+		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
 	}
-	s.updates++
-	snap := &snapshot{
-		generation: u.Generation,
-		version:    s.cache.version(s.updates),
-		variants:   variants,
-	}
-	s.cache.set(snap)
 	s.tracker.recheck(snap)
 	s.markServing()
 	s.cfg.Logger.Info("sds: serving secrets", "generation", u.Generation, "version", snap.version,
-		"secrets", len(variants[s.cache.validation(nil)].secrets), "streams", s.tracker.streamsOpen.Load())
+		"secrets", len(snap.variants[s.cache.validation(nil)].secrets), "streams", s.tracker.streamsOpen.Load())
 	return nil
 }
 
@@ -299,7 +262,7 @@ func (s *Server) SecretsFor(v Validation) (map[string]*tlsv3.Secret, string) {
 	sv := snap.variants[v]
 	out := make(map[string]*tlsv3.Secret, len(sv.secrets))
 	for name, r := range sv.secrets {
-		out[name] = r.(*tlsv3.Secret)
+		out[name] = r.secret
 	}
 	return out, snap.version
 }

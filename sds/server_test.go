@@ -2,6 +2,7 @@ package sds
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -79,6 +80,44 @@ func TestSotWStreamFollowsRotation(t *testing.T) {
 	}
 	if l := logs.String(); !strings.Contains(l, "client rejected secrets") || !strings.Contains(l, `error="Failed to load private key"`) {
 		t.Errorf("NACK not logged with its error:\n%s", l)
+	}
+}
+
+// TestWireVersionNamesTheGenerationAfterSkips checks the SDS version a
+// client sees is "<prefix>-<generation>" whatever generations the sink
+// never saw: the version is chosen, not counted. The prefix comes from the
+// first push, the rest from the generation alone, so this does not read
+// back what the server computed.
+func TestWireVersionNamesTheGenerationAfterSkips(t *testing.T) {
+	s := startServer(t, Config{})
+	r := &rotator{t: t, ca: newCA(t, exampleTD), id: webID}
+	c := newEnvoyClient(t, dial(t, s.cfg.SocketPath), []string{"default"}, "")
+	waitPending(t, s, "default", 1)
+
+	var prefix string
+	// 1<<20 is further than any catch-up loop over skipped generations
+	// should go.
+	for _, gen := range []uint64{1, 2, 5, 5 + 1<<20} {
+		r.gen = gen - 1
+		if err := s.Apply(t.Context(), r.next()); err != nil {
+			t.Fatal(err)
+		}
+		resp := c.recv()
+		got := resp.GetVersionInfo()
+		if gen == 1 {
+			p, ok := strings.CutSuffix(got, "-1")
+			if !ok || p == "" {
+				t.Fatalf("first version %q is not <prefix>-1", got)
+			}
+			prefix = p
+		}
+		if want := prefix + "-" + strconv.FormatUint(gen, 10); got != want {
+			t.Fatalf("generation %d: version on the wire %q, want %q", gen, got, want)
+		}
+		if st := s.Stats(); st.Version != got || st.Generation != gen {
+			t.Errorf("generation %d: Stats version %q generation %d, want %q %d", gen, st.Version, st.Generation, got, gen)
+		}
+		c.ack(resp)
 	}
 }
 
