@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -17,20 +18,22 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// tracker implements go-control-plane's server callbacks: it counts
-// streams, pushes and NACKs, logs NACKs, and warns once per change when a
-// stream asks for secrets that are not served. It never changes what is
-// sent, so a NACK cannot trigger a resend loop.
+// tracker implements go-control-plane's server callbacks and holds the one
+// state per open stream: it counts streams, pushes and NACKs, logs NACKs,
+// warns once per change when a stream asks for secrets that are not
+// served, and follows each stream's ACKs and NACKs for Clients. It never
+// changes what is sent, so a NACK cannot trigger a resend loop.
 type tracker struct {
 	log   *slog.Logger
 	cache *secretCache
+	now   func() time.Time
 
 	streamsOpen atomic.Int64
 	pushes      atomic.Int64
 	nacks       atomic.Int64
 
 	mu      sync.Mutex
-	streams map[streamKey]*streamState
+	streams map[streamKey]*stream
 }
 
 var _ server.Callbacks = (*tracker)(nil)
@@ -42,12 +45,16 @@ type streamKey struct {
 	id    int64
 }
 
-type streamState struct {
-	node string
-	// validation is what the stream's node gets (validationFor).
-	validation Validation
-	names      map[string]struct{}
-	wildcard   bool
+// stream is one open stream: what it subscribes to, for the warnings about
+// unknown names, and what it has accepted, for Clients.
+type stream struct {
+	// Client is what Clients shows; its Node and Validation are also what
+	// the logs and the unknown-name checks use.
+	Client
+	reason validationReason
+
+	names    map[string]struct{}
+	wildcard bool
 	// requested is set once the stream sent its first request.
 	requested bool
 	// unknown is the last reported set of unknown names, joined.
@@ -55,7 +62,17 @@ type streamState struct {
 	// nackedNonce is the response the last logged NACK rejected: a client
 	// repeating a NACK is counted each time but logged once.
 	nackedNonce string
+
+	sent map[string]string // response nonce → version
+	// sentOrder is a ring of the nonces in sent, oldest at sentNext once
+	// full: a fixed array, so recording a push allocates nothing.
+	sentOrder [maxSentNonces]string
+	sentNext  int
 }
+
+// maxSentNonces bounds the nonce → version memory per stream: a client
+// answers responses in order, so only the newest few can still be ACKed.
+const maxSentNonces = 16
 
 // Bounds on what one request can put into a log line: names, node ids
 // and error details are chosen by the client.
@@ -98,13 +115,20 @@ func clipNames(names []string) []string {
 }
 
 func newTracker(log *slog.Logger, c *secretCache) *tracker {
-	return &tracker{log: log, cache: c, streams: make(map[streamKey]*streamState)}
+	return &tracker{log: log, cache: c, now: time.Now, streams: make(map[streamKey]*stream)}
 }
 
 func (t *tracker) open(k streamKey, typeURL string) {
 	t.streamsOpen.Add(1)
+	v, why := validationFor(nil, t.cache.disabled)
+	st := &stream{
+		Client: Client{Stream: k.id, Delta: k.delta, Validation: v, OpenedAt: t.now()},
+		reason: why,
+		names:  make(map[string]struct{}),
+		sent:   make(map[string]string, maxSentNonces),
+	}
 	t.mu.Lock()
-	t.streams[k] = &streamState{names: make(map[string]struct{}), validation: t.cache.validation(nil)}
+	t.streams[k] = st
 	t.mu.Unlock()
 	t.log.Debug("sds: stream opened", "stream", k.id, "delta", k.delta, "type", typeURL)
 }
@@ -144,11 +168,7 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 	if st == nil {
 		return nil
 	}
-	if node := req.GetNode(); node != nil {
-		st.node = cmp.Or(node.GetId(), st.node)
-		st.validation = t.cache.validation(node)
-	}
-	t.request(k, st, req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	t.request(k, st, req.GetNode(), req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	// SotW: every request carries the whole subscription; none means
 	// (legacy) wildcard.
 	if n := len(req.GetResourceNames()); n > maxNamesPerStream {
@@ -181,12 +201,8 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 	first := !st.requested
 	st.requested = true
 	// Delta requests after the first may come without a node (the
-	// server fills it in only after the callbacks).
-	if node := req.GetNode(); node != nil {
-		st.node = cmp.Or(node.GetId(), st.node)
-		st.validation = t.cache.validation(node)
-	}
-	t.request(k, st, "", req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+	// server fills it in only after the callbacks), and carry no version.
+	t.request(k, st, req.GetNode(), "", req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	// Delta: requests change the subscription; a first request without
 	// names is a (legacy) wildcard subscription.
 	if first && len(req.GetResourceNamesSubscribe()) == 0 {
@@ -213,8 +229,29 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 	return nil
 }
 
-// request logs one request; called with t.mu held.
-func (t *tracker) request(k streamKey, st *streamState, version, nonce, errMsg string, nack bool) {
+// request records and logs one request: the node, if it says, and the
+// ACK or NACK of the response its nonce names. version is what the client
+// says it holds (SotW only). Called with t.mu held.
+func (t *tracker) request(k streamKey, st *stream, node *corev3.Node, version, nonce, errMsg string, nack bool) {
+	if node != nil {
+		st.Validation, st.reason = validationFor(node, t.cache.disabled)
+	}
+	if id := node.GetId(); id != "" {
+		st.Node = id
+	}
+	if cl := node.GetCluster(); cl != "" {
+		st.Cluster = cl
+	}
+	if nonce != "" { // else a first request, or a new subscription: no answer to a response
+		answered, known := st.sent[nonce]
+		switch {
+		case nack:
+			st.NACKedVersion, st.NACK, st.NACKedAt = answered, errMsg, t.now()
+		case version != "" || known:
+			acked := cmp.Or(version, answered) // Delta requests carry no version
+			st.AckedVersion, st.AckedGeneration, st.AckedAt = acked, t.cache.generation(acked), t.now()
+		}
+	}
 	switch {
 	case nack:
 		t.nacks.Add(1)
@@ -226,26 +263,26 @@ func (t *tracker) request(k streamKey, st *streamState, version, nonce, errMsg s
 		}
 		st.nackedNonce = nonce
 		t.log.Log(context.Background(), level, "sds: client rejected secrets", "stream", k.id, "delta", k.delta,
-			"node", clip(st.node), "kept_version", clip(version), "nonce", clip(nonce), "error", clip(errMsg))
+			"node", clip(st.Node), "kept_version", clip(version), "nonce", clip(nonce), "error", clip(errMsg))
 	case !t.debug():
 		// Every ACK passes here: building the attributes of a line that
 		// is not logged would cost allocations per stream per Update.
 	case nonce != "":
-		t.log.Debug("sds: client acknowledged secrets", "stream", k.id, "delta", k.delta, "node", clip(st.node),
+		t.log.Debug("sds: client acknowledged secrets", "stream", k.id, "delta", k.delta, "node", clip(st.Node),
 			"version", clip(version), "nonce", clip(nonce))
 	default:
-		t.log.Debug("sds: request", "stream", k.id, "delta", k.delta, "node", clip(st.node), "version", clip(version))
+		t.log.Debug("sds: request", "stream", k.id, "delta", k.delta, "node", clip(st.Node), "version", clip(version))
 	}
 }
 
 // checkUnknown warns when the set of requested but unserved names of a
 // stream changes; called with t.mu held. Before the first Update every name
 // is unknown and requests simply wait, so nothing is reported then.
-func (t *tracker) checkUnknown(k streamKey, st *streamState, snap *snapshot) {
+func (t *tracker) checkUnknown(k streamKey, st *stream, snap *snapshot) {
 	if snap == nil {
 		return
 	}
-	sv := &snap.variants[st.validation]
+	sv := &snap.variants[st.Validation]
 	var unknown []string
 	for n := range st.names {
 		if !sv.has(n) {
@@ -262,7 +299,7 @@ func (t *tracker) checkUnknown(k streamKey, st *streamState, snap *snapshot) {
 		return
 	}
 	t.log.Warn("sds: requested secrets are not served; they stay pending", "stream", k.id, "delta", k.delta,
-		"node", clip(st.node), "unknown", clipNames(unknown), "served", clipNames(sv.names), "validation", st.validation)
+		"node", clip(st.Node), "unknown", clipNames(unknown), "served", clipNames(sv.names), "validation", st.Validation)
 }
 
 // recheck re-evaluates every stream after an Update: names may have
@@ -279,7 +316,28 @@ func (t *tracker) recheck(snap *snapshot) {
 // check it first, so that they allocate nothing for logging otherwise.
 func (t *tracker) debug() bool { return t.log.Enabled(context.Background(), slog.LevelDebug) }
 
+// sent remembers which version the response with nonce carried, so that
+// an ACK without a version (Delta) names it.
+func (t *tracker) sent(k streamKey, typeURL, nonce, version string) {
+	if typeURL != resource.SecretType || nonce == "" {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.streams[k]
+	if st == nil {
+		return
+	}
+	if oldest := st.sentOrder[st.sentNext]; oldest != "" {
+		delete(st.sent, oldest)
+	}
+	st.sent[nonce] = version
+	st.sentOrder[st.sentNext] = nonce
+	st.sentNext = (st.sentNext + 1) % maxSentNonces
+}
+
 func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	t.sent(streamKey{id: id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
 	t.pushes.Add(1)
 	if !t.debug() {
 		return
@@ -289,6 +347,7 @@ func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.D
 }
 
 func (t *tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	t.sent(streamKey{delta: true, id: id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
 	t.pushes.Add(1)
 	if !t.debug() {
 		return

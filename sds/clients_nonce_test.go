@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"log/slog"
 	"testing"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
 
 // TestClientsRememberTheNewestNonces checks the nonce → version memory of
@@ -11,12 +14,13 @@ import (
 // through the nonce, and only the newest maxSentNonces responses can still
 // be answered.
 func TestClientsRememberTheNewestNonces(t *testing.T) {
-	c := newClients(newSecretCache("p", false, cacheLogger{log: slog.New(slog.DiscardHandler)}))
+	log := slog.New(slog.DiscardHandler)
+	c := newTracker(log, newSecretCache("p", false, cacheLogger{log: log}))
 	k := streamKey{delta: true, id: 1}
-	c.open(k)
+	c.open(k, resource.SecretType)
 	const sent = 3*maxSentNonces + 5
 	for i := range sent {
-		c.sent(k, fmt.Sprintf("n%d", i), fmt.Sprintf("p-%d", i))
+		c.sent(k, resource.SecretType, fmt.Sprintf("n%d", i), fmt.Sprintf("p-%d", i))
 	}
 	tests := []struct {
 		nonce       string
@@ -30,7 +34,9 @@ func TestClientsRememberTheNewestNonces(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.nonce, func(t *testing.T) {
 			c.streams[k].AckedVersion = ""
-			c.request(k, nil, "", tt.nonce, false, "")
+			if err := c.OnStreamDeltaRequest(k.id, &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.SecretType, ResponseNonce: tt.nonce}); err != nil {
+				t.Fatal(err)
+			}
 			if got := c.streams[k].AckedVersion; got != tt.wantVersion {
 				t.Errorf("ACK of %s: acked version %q, want %q", tt.nonce, got, tt.wantVersion)
 			}

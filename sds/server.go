@@ -132,7 +132,6 @@ type Server struct {
 	policy  accessPolicy
 	cache   *secretCache
 	tracker *tracker
-	clients *clients
 	// health answers grpc.health.v1 on the SDS socket.
 	health *health.Server
 	xds    server.Server
@@ -161,18 +160,16 @@ func New(cfg Config) (*Server, error) {
 	}
 	c := newSecretCache(versionPrefix(), cfg.Names.DisableSPIFFECertValidation, cacheLogger{cfg.Logger})
 	t := newTracker(cfg.Logger, c)
-	cl := newClients(c)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:         cfg,
 		policy:      newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
 		cache:       c,
 		tracker:     t,
-		clients:     cl,
 		health:      newHealth(),
 		stopStreams: cancel,
 	}
-	s.xds = server.NewServer(ctx, c, callbacks{t, cl}, sotw.WithLogger(cacheLogger{cfg.Logger}))
+	s.xds = server.NewServer(ctx, c, t, sotw.WithLogger(cacheLogger{cfg.Logger}))
 	if cfg.Names.DisableSPIFFECertValidation {
 		cfg.Logger.Warn("sds: SPIFFE certificate validation is disabled: the secret " + strconv.Quote(cfg.Names.AllBundles) +
 			" is not served, as in SPIRE: plain trusted_ca roots of several trust domains would let any of their CAs " +
