@@ -288,6 +288,7 @@ func newPod(t testing.TB, workDir, name string, obj k8sObject, cms map[string]ma
 		p.mu.Unlock()
 	})
 	mkdirOwned(t, p.dir, 0o755, nil)
+	mkdirOwned(t, filepath.Join(p.dir, "logs"), 0o777, nil)
 	p.makeVolumes()
 	return p
 }
@@ -347,7 +348,13 @@ func (p *pod) makeVolumes() {
 		host := filepath.Join(p.dir, "vol", v.Name)
 		switch {
 		case v.EmptyDir != nil:
-			p.mkVolumeDir(host, 0o777)
+			// As the kubelet makes them: a directory 0777, or a tmpfs
+			// whose root is 1777 (medium: Memory).
+			mode := os.FileMode(0o777)
+			if v.EmptyDir["medium"] == "Memory" {
+				mode |= os.ModeSticky
+			}
+			p.mkVolumeDir(host, mode)
 		case v.ConfigMap != nil:
 			p.mkVolumeDir(host, 0o755)
 			data, ok := p.cms[v.ConfigMap.Name]
@@ -397,7 +404,10 @@ func (p *pod) makeVolumes() {
 }
 
 func (p *pod) mkVolumeDir(dir string, mode os.FileMode) {
-	mkdirOwned(p.t, dir, mode, nil)
+	mkdirOwned(p.t, dir, mode.Perm(), nil)
+	if err := os.Chmod(dir, mode); err != nil {
+		p.t.Fatal(err)
+	}
 	if fg := p.fsGroup(); fg >= 0 {
 		if err := os.Chown(dir, 0, fg); err != nil {
 			p.t.Fatal(err)
@@ -518,7 +528,9 @@ func (p *pod) argv(c container) []string {
 }
 
 func (p *pod) logPath(c container, what string) string {
-	return filepath.Join(p.dir, c.Name+what+".log")
+	// The temporary server's log is written by pg_ctl as the container's
+	// user: the node's log dir is open to all.
+	return filepath.Join(p.dir, "logs", c.Name+what+".log")
 }
 
 // Run starts the pod in the kubelet's order and returns when every
@@ -544,18 +556,42 @@ func (p *pod) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	// The containers start one after another without waiting for each
+	// other's probes; readiness and liveness wait for a startupProbe.
+	startupErrs := make(chan error, len(p.spec.Containers))
 	for _, c := range p.spec.Containers {
 		if err := p.start(ctx, c); err != nil {
 			return err
 		}
-		if c.StartupProbe != nil {
-			if err := p.awaitStartup(ctx, c); err != nil {
-				return err
+		p.markStarting(c)
+		go func() {
+			if c.StartupProbe != nil {
+				if err := p.awaitStartup(ctx, c); err != nil {
+					startupErrs <- err
+					return
+				}
+			}
+			p.startProbes(ctx, c)
+			startupErrs <- nil
+		}()
+	}
+	go func() {
+		for range p.spec.Containers {
+			if err := <-startupErrs; err != nil {
+				p.mu.Lock()
+				p.broken = append(p.broken, err.Error())
+				p.mu.Unlock()
 			}
 		}
-		p.startProbes(ctx, c)
-	}
+	}()
 	return nil
+}
+
+// markStarting records a started container that is not ready yet.
+func (p *pod) markStarting(c container) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.probes[c.Name] = &probeState{lastErr: "startupProbe has not passed"}
 }
 
 func (p *pod) runToCompletion(ctx context.Context, c container) error {
@@ -732,7 +768,7 @@ type envoyBootstrap struct {
 }
 
 // sdsNameRE finds the SDS secret names a bootstrap subscribes to.
-var sdsNameRE = regexp.MustCompile(`(?m)(?:tls_certificate_sds_secret_configs:\s*\n\s*-\s*|validation_context_sds_secret_config:\s*\n(?:\s*#.*\n)*\s*)name:\s*(\S+)`)
+var sdsNameRE = regexp.MustCompile(`(?m)(?:tls_certificate_sds_secret_configs:\s*\n(?:\s*#.*\n)*\s*-\s*|validation_context_sds_secret_config:\s*\n(?:\s*#.*\n)*\s*)name:\s*(\S+)`)
 
 func (p *pod) startEnvoy(c container) (*envoyProc, error) {
 	args := p.argv(c)
@@ -899,6 +935,13 @@ func (p *pod) awaitStartup(ctx context.Context, c container) error {
 		if err == nil {
 			return nil
 		}
+		p.mu.Lock()
+		alive := p.running[c.Name]
+		p.mu.Unlock()
+		if alive != nil && !alive() {
+			// The kubelet would restart it, into CrashLoopBackOff.
+			return fmt.Errorf("container %s exited before its startupProbe passed (last probe: %v)", c.Name, err)
+		}
 		if fails++; fails >= pr.failures() {
 			return fmt.Errorf("container %s: startupProbe failed %d times: %v", c.Name, fails, err)
 		}
@@ -1017,6 +1060,9 @@ func (p *pod) WaitReady(ctx context.Context, limit time.Duration) (time.Duration
 		if ok, _ := p.Ready(); ok {
 			return time.Since(p.Started), nil
 		}
+		if b := p.Broken(); len(b) > 0 {
+			return 0, fmt.Errorf("pod %s: %s", p.name, strings.Join(b, "; "))
+		}
 		if time.Now().After(deadline) {
 			_, why := p.Ready()
 			return 0, fmt.Errorf("pod %s not Ready %s after it started: %s", p.name, limit, why)
@@ -1087,12 +1133,14 @@ func TestPodsRunInKubeletOrderAndStayReadyAcrossRotations(t *testing.T) {
 		}
 	}
 	var readyIn [2]time.Duration
+	var readyErr [2]error
+	var wg sync.WaitGroup
 	for i, pd := range []*pod{pgPod, bePod} {
-		d, err := pd.WaitReady(ctx, 15*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		readyIn[i] = d
+		wg.Go(func() { readyIn[i], readyErr[i] = pd.WaitReady(ctx, 15*time.Second) })
+	}
+	wg.Wait()
+	if err := errors.Join(readyErr[:]...); err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("Pod Ready after start: postgres-0 %s, backend %s (limit 15s)", readyIn[0].Round(time.Millisecond), readyIn[1].Round(time.Millisecond))
 
@@ -1287,7 +1335,9 @@ func testPodMutation(t *testing.T, env podEnv, base string, m podMutation) {
 	}
 	writeFile(t, path, []byte(strings.Replace(string(raw), m.old, m.new, 1)), 0o644, nil)
 	obj, cms := podTemplate(t, renderBase(t, dir), m.kind, m.obj)
-	ctx, cancel := context.WithCancel(t.Context())
+	// What the kubelet does after 15 s does not matter here: the pod
+	// missed the limit the unchanged base meets.
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer cancel()
 	pd := newPod(t, filepath.Dir(dir), m.obj, obj, cms, env)
 	err = pd.Run(ctx)
