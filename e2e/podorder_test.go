@@ -258,9 +258,18 @@ type pod struct {
 	running map[string]func() bool // container → still running
 	envoys  map[string]*envoyProc
 	broken  []string // liveness failures, exits: a kubelet would restart
+	// failed is every failed readiness or liveness probe run, with its
+	// time: the kubelet flips Ready only after failureThreshold of them,
+	// which a 20 s rotation window could hide.
+	failed  []probeFailure
 	stopped bool
 
 	Started time.Time
+}
+
+type probeFailure struct {
+	at  time.Time
+	why string
 }
 
 type mountMap struct {
@@ -293,7 +302,8 @@ func newPod(t testing.TB, workDir, name string, obj k8sObject, cms map[string]ma
 	return p
 }
 
-// isPostgresImage tells the image adapters apart by repository name.
+// imageKind is an image's repository name without registry and tag: it
+// picks the local program that stands in for the image.
 func imageKind(image string) string {
 	repo := image
 	if i := strings.LastIndexByte(repo, '/'); i >= 0 {
@@ -1003,6 +1013,11 @@ func (p *pod) pollProbe(ctx context.Context, c container, pr *probe, report func
 		if ctx.Err() != nil {
 			return
 		}
+		if err != nil {
+			p.mu.Lock()
+			p.failed = append(p.failed, probeFailure{at: time.Now(), why: c.Name + ": " + err.Error()})
+			p.mu.Unlock()
+		}
 		if err == nil {
 			fails = 0
 			report(true, nil)
@@ -1044,6 +1059,19 @@ func (p *pod) Ready() (ready bool, why string) {
 		}
 	}
 	return len(not) == 0, strings.Join(not, "; ")
+}
+
+// ProbeFailuresSince lists the probe runs that failed after since.
+func (p *pod) ProbeFailuresSince(since time.Time) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, f := range p.failed {
+		if f.at.After(since) {
+			out = append(out, f.at.Format("15:04:05.000")+" "+f.why)
+		}
+	}
+	return out
 }
 
 // Broken is what a kubelet would have restarted a container for.
@@ -1144,7 +1172,9 @@ func TestPodsRunInKubeletOrderAndStayReadyAcrossRotations(t *testing.T) {
 	}
 	t.Logf("Pod Ready after start: postgres-0 %s, backend %s (limit 15s)", readyIn[0].Round(time.Millisecond), readyIn[1].Round(time.Millisecond))
 
-	// Stays Ready: checked every 100 ms while rotations go by.
+	// Stays Ready: checked every 100 ms while rotations go by, and no
+	// probe run may fail from now on.
+	readySince := time.Now()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	notReady := make(chan string, 1)
 	var watchWG sync.WaitGroup
@@ -1187,6 +1217,15 @@ func TestPodsRunInKubeletOrderAndStayReadyAcrossRotations(t *testing.T) {
 	case why := <-notReady:
 		t.Fatalf("a pod left Ready: %s", why)
 	default:
+	}
+	for _, pd := range []*pod{pgPod, bePod} {
+		if f := pd.ProbeFailuresSince(readySince); len(f) > 0 {
+			t.Errorf("pod %s: probe runs failed while Ready (%s): %s", pd.name, time.Since(readySince).Round(time.Second), strings.Join(f, "; "))
+		}
+	}
+	t.Logf("both pods Ready for %s, across %d rotations of PostgreSQL's certificate, no probe run failed", time.Since(readySince).Round(100*time.Millisecond), len(serials)-1)
+	if t.Failed() {
+		return
 	}
 
 	// Mutations that would break a real pod break the run.
