@@ -69,8 +69,19 @@ import (
 //
 // Not modelled (a real cluster adds them): read-only mounts and root
 // filesystems (beyond checking the postgres image writes only to writable
-// mounts), restarts after a failed liveness probe or an exit (either fails
-// the test here), resource limits, seccomp, the CSI driver itself.
+// mounts); separate PID namespaces (every process here sees every other,
+// so dropping shareProcessNamespace would not break this run, while it
+// stops the bridge's SIGHUP in a cluster); restarts after a failed
+// liveness probe or an exit (either fails the test here); resource
+// limits, seccomp, capabilities; the CSI driver itself; Envoy's uid (the
+// stand-in runs in the test process, as root, which the bridge's SDS
+// socket also serves).
+//
+// Timing follows the kubelet: a probe runs when its container starts (or
+// its startupProbe passed) and then every periodSeconds; Ready flips on
+// one success and back after failureThreshold failures in a row.
+// Containers start one after another without waiting for each other;
+// only a native sidecar's startupProbe holds back what follows it.
 
 // renderBase builds dir (a kustomization) with the kustomizetest module's
 // render command and returns the objects.
@@ -131,10 +142,9 @@ type podSpec struct {
 		RunAsGroup *int `yaml:"runAsGroup"`
 		FSGroup    *int `yaml:"fsGroup"`
 	} `yaml:"securityContext"`
-	ShareProcessNamespace bool        `yaml:"shareProcessNamespace"`
-	InitContainers        []container `yaml:"initContainers"`
-	Containers            []container `yaml:"containers"`
-	Volumes               []volume    `yaml:"volumes"`
+	InitContainers []container `yaml:"initContainers"`
+	Containers     []container `yaml:"containers"`
+	Volumes        []volume    `yaml:"volumes"`
 }
 
 type container struct {
