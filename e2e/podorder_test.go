@@ -41,12 +41,15 @@ import (
 //     holds the ConfigMap's keys (or its items) as files; the SPIFFE CSI
 //     volume (csi.spiffe.io) holds the test agent's socket under the name
 //     the SPIRE Helm chart gives it, spire-agent.sock (a symlink).
-//   - paths: one pod-wide table mountPath → host dir. Every string a
-//     container gets from the manifest (command, args, env values, exec
-//     probes) and every file of a configMap volume is rewritten through it
-//     in one pass, so "/spiffe-certs/svid.pem" in PostgreSQL's args and
-//     "/spiffe-certs" in the bridge's config name the same host file only
-//     if the manifest mounts the same volume at both paths.
+//   - paths: each container has its table mountPath → host dir, from its
+//     own volumeMounts only. Every string a container gets from the
+//     manifest (command, args, env values, exec probes) and every file of
+//     a configMap volume it mounts (a copy per container) is rewritten
+//     through it in one pass, so "/spiffe-certs/svid.pem" in PostgreSQL's
+//     args and "/spiffe-certs" in the bridge's config name the same host
+//     file only if both containers mount the same volume at those paths;
+//     a path a container does not mount stays as it is and fails as in
+//     the container.
 //   - ports: the pod's network namespace is a table port → free loopback
 //     port, filled on first use. Addresses host:port in args and config
 //     files (0.0.0.0, 127.0.0.1, localhost, [::]) become 127.0.0.1:<mapped>;
@@ -66,6 +69,12 @@ import (
 //     SDS cluster's pipe, the secret names, the listener's port, bound once
 //     the secrets arrived); http-echo → a tiny in-process HTTP server on
 //     -listen.
+//
+// One divergence from Envoy: the stand-in binds its listener only once its
+// secrets arrived, while Envoy also binds after initial_fetch_timeout
+// (10 s) without them, so the backend's tcpSocket readinessProbe would
+// pass in a cluster with no certificate at all; the rotation checks below
+// (a login with the SDS certificate) are what proves Envoy got them.
 //
 // Not modelled (a real cluster adds them): read-only mounts and root
 // filesystems (beyond checking the postgres image writes only to writable
@@ -252,15 +261,18 @@ type podEnv struct {
 
 // pod is one Pod template run as local processes.
 type pod struct {
-	t      testing.TB
-	name   string
-	obj    k8sObject
-	spec   podSpec
-	cms    map[string]map[string]string
-	env    podEnv
-	dir    string
-	vols   map[string]string // volume name → host dir
-	mounts []mountMap        // longest mountPath first
+	t    testing.TB
+	name string
+	obj  k8sObject
+	spec podSpec
+	cms  map[string]map[string]string
+	env  podEnv
+	dir  string
+	vols map[string]string // volume name → host dir
+	// cmFiles are the files of each configMap volume, by volume name:
+	// written once per container that mounts it, rewritten through that
+	// container's mounts.
+	cmFiles map[string]map[string]string
 
 	mu      sync.Mutex
 	ports   map[int]int // pod port → loopback port
@@ -296,6 +308,7 @@ func newPod(t testing.TB, workDir, name string, obj k8sObject, cms map[string]ma
 		t: t, name: name, obj: obj, spec: obj.Spec.Template.Spec, cms: cms, env: env,
 		dir:     filepath.Join(workDir, name),
 		vols:    map[string]string{},
+		cmFiles: map[string]map[string]string{},
 		ports:   map[int]int{},
 		probes:  map[string]*probeState{},
 		running: map[string]func() bool{},
@@ -393,7 +406,11 @@ func (p *pod) makeVolumes() {
 				}
 				files[it.Key] = it.Path
 			}
-			defer func() { p.writeConfigFiles(host, data, files) }() // once every mount is known
+			content := map[string]string{}
+			for key, rel := range files {
+				content[rel] = data[key]
+			}
+			p.cmFiles[v.Name] = content
 		case v.CSI != nil && v.CSI.Driver == "csi.spiffe.io":
 			p.mkVolumeDir(host, 0o755)
 			if err := os.Symlink(p.env.AgentSocket, filepath.Join(host, "spire-agent.sock")); err != nil {
@@ -404,23 +421,39 @@ func (p *pod) makeVolumes() {
 		}
 		p.vols[v.Name] = host
 	}
-	seen := map[string]string{}
 	for _, c := range slices.Concat(p.spec.InitContainers, p.spec.Containers) {
 		for _, m := range c.VolumeMounts {
-			host, ok := p.vols[m.Name]
-			if !ok {
+			if _, ok := p.vols[m.Name]; !ok {
 				t.Fatalf("e2e: %s/%s mounts volume %s, which the pod does not declare", p.name, c.Name, m.Name)
 			}
-			if prev, ok := seen[m.MountPath]; ok && prev != m.Name {
-				t.Fatalf("e2e: %s: %s is volume %s in one container and %s in another: one path table cannot map both", p.name, m.MountPath, prev, m.Name)
-			}
-			if _, ok := seen[m.MountPath]; !ok {
-				seen[m.MountPath] = m.Name
-				p.mounts = append(p.mounts, mountMap{path: m.MountPath, host: host})
+			if files, ok := p.cmFiles[m.Name]; ok {
+				dir := p.hostDir(c, m.Name)
+				mkdirOwned(t, dir, 0o755, nil)
+				for rel, data := range files {
+					p.writeConfigFile(c, filepath.Join(dir, rel), data)
+				}
 			}
 		}
 	}
-	sort.Slice(p.mounts, func(i, j int) bool { return len(p.mounts[i].path) > len(p.mounts[j].path) })
+}
+
+// hostDir is where a container's volume lives on the host: the shared dir,
+// or for a configMap the container's own copy (rewritten for its mounts).
+func (p *pod) hostDir(c container, vol string) string {
+	if _, ok := p.cmFiles[vol]; ok {
+		return filepath.Join(p.vols[vol], c.Name)
+	}
+	return p.vols[vol]
+}
+
+// mountsOf is a container's path table, longest mountPath first.
+func (p *pod) mountsOf(c container) []mountMap {
+	var out []mountMap
+	for _, m := range c.VolumeMounts {
+		out = append(out, mountMap{path: m.MountPath, host: p.hostDir(c, m.Name)})
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i].path) > len(out[j].path) })
+	return out
 }
 
 func (p *pod) mkVolumeDir(dir string, mode os.FileMode) {
@@ -438,15 +471,13 @@ func (p *pod) mkVolumeDir(dir string, mode os.FileMode) {
 	}
 }
 
-func (p *pod) writeConfigFiles(dir string, data, files map[string]string) {
+func (p *pod) writeConfigFile(c container, path, data string) {
+	s := p.sub(c, data)
 	uid, gid := p.spec.SecurityContext.RunAsUser, p.spec.SecurityContext.RunAsGroup
-	for key, rel := range files {
-		s := p.sub(data[key])
-		if uid != nil && gid != nil && *uid == 999 {
-			s = strings.ReplaceAll(s, fmt.Sprintf("%d:%d", *uid, *gid), p.env.PGUser.Owner())
-		}
-		writeFile(p.t, filepath.Join(dir, rel), []byte(s), 0o644, nil)
+	if uid != nil && gid != nil && *uid == 999 {
+		s = strings.ReplaceAll(s, fmt.Sprintf("%d:%d", *uid, *gid), p.env.PGUser.Owner())
 	}
+	writeFile(p.t, path, []byte(s), 0o644, nil)
 }
 
 // addrRE finds host:port addresses in args and config files.
@@ -455,7 +486,8 @@ var addrRE = regexp.MustCompile(`(?:0\.0\.0\.0|127\.0\.0\.1|localhost|\[::\]):([
 // sub rewrites one string of the manifest: mount paths to host dirs (in one
 // pass, so a host path is never rewritten again) and addresses to the
 // pod's loopback ports.
-func (p *pod) sub(s string) string {
+func (p *pod) sub(c container, s string) string {
+	mounts := p.mountsOf(c)
 	isPath := func(b byte) bool {
 		return b == '/' || b == '.' || b == '-' || b == '_' || (b >= '0' && b <= '9') || (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z')
 	}
@@ -465,7 +497,7 @@ func (p *pod) sub(s string) string {
 		// A path starts the string, follows a non-path character, or
 		// follows a URL scheme (unix:///spiffe-workload-api/…).
 		if s[i] == '/' && (i == 0 || !isPath(s[i-1]) || strings.HasSuffix(s[:i], "://")) {
-			for _, m := range p.mounts {
+			for _, m := range mounts {
 				end := i + len(m.path)
 				if strings.HasPrefix(s[i:], m.path) && (end == len(s) || s[end] == '/' || !isPath(s[end])) {
 					out.WriteString(m.host)
@@ -524,14 +556,14 @@ func (p *pod) mountOf(c container, path string) (host string, writable, ok bool)
 		return "", false, false
 	}
 	m := c.VolumeMounts[best]
-	return p.vols[m.Name] + strings.TrimPrefix(path, m.MountPath), !m.ReadOnly, true
+	return p.hostDir(c, m.Name) + strings.TrimPrefix(path, m.MountPath), !m.ReadOnly, true
 }
 
 // containerEnv is the manifest's env, rewritten, plus what the image sets.
 func (p *pod) containerEnv(c container) []string {
 	var env []string
 	for _, e := range c.Env {
-		env = append(env, e.Name+"="+p.sub(e.Value))
+		env = append(env, e.Name+"="+p.sub(c, e.Value))
 	}
 	if imageKind(c.Image) == "postgres" {
 		env = append(env, fmt.Sprintf("PGPORT=%d", p.port(5432)), "PATH="+p.env.PGBinDir+":"+os.Getenv("PATH"))
@@ -542,7 +574,7 @@ func (p *pod) containerEnv(c container) []string {
 func (p *pod) argv(c container) []string {
 	var out []string
 	for _, a := range slices.Concat(c.Command, c.Args) {
-		out = append(out, p.sub(a))
+		out = append(out, p.sub(c, a))
 	}
 	return out
 }
@@ -924,7 +956,7 @@ func (p *pod) probeOnce(ctx context.Context, c container, pr *probe) error {
 	case pr.Exec != nil:
 		argv := make([]string, len(pr.Exec.Command))
 		for i, a := range pr.Exec.Command {
-			argv[i] = p.sub(a)
+			argv[i] = p.sub(c, a)
 		}
 		path := argv[0]
 		if !filepath.IsAbs(path) && imageKind(c.Image) == "postgres" {
@@ -965,8 +997,8 @@ func (p *pod) awaitStartup(ctx context.Context, c container) error {
 		if fails++; fails >= pr.failures() {
 			return fmt.Errorf("container %s: startupProbe failed %d times: %v", c.Name, fails, err)
 		}
-		if err := sleepCtx(ctx, pr.period()); err != nil {
-			return fmt.Errorf("container %s: startupProbe: %w", c.Name, err)
+		if serr := sleepCtx(ctx, pr.period()); serr != nil {
+			return fmt.Errorf("container %s: startupProbe not passed: %w (last probe: %v)", c.Name, serr, err)
 		}
 	}
 }
@@ -1160,13 +1192,11 @@ func TestPodsRunInKubeletOrderAndStayReadyAcrossRotations(t *testing.T) {
 	beObj, _ := podTemplate(t, objs, "Deployment", "backend")
 	bePod := newPod(t, workDir, "backend", beObj, cms, env)
 
-	// The two pods start at once, as on a node.
-	errs := make(chan error, 2)
+	// One after the other (Run returns once a pod's containers are
+	// started, a few seconds): the runner's helpers may end the test,
+	// which only the test's goroutine may do.
 	for _, pd := range []*pod{pgPod, bePod} {
-		go func() { errs <- pd.Run(ctx) }()
-	}
-	for range 2 {
-		if err := <-errs; err != nil {
+		if err := pd.Run(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1244,14 +1274,23 @@ func TestPodsRunInKubeletOrderAndStayReadyAcrossRotations(t *testing.T) {
 		{
 			name: "readinessProbe path typo",
 			file: "backend.yaml", kind: "Deployment", obj: "backend",
-			old: "readinessProbe:\n            httpGet:\n              path: /readyz",
-			new: "readinessProbe:\n            httpGet:\n              path: /ready",
+			old:  "readinessProbe:\n            httpGet:\n              path: /readyz",
+			new:  "readinessProbe:\n            httpGet:\n              path: /ready",
+			want: "sds-bridge: GET /ready: 404",
+		},
+		{
+			name: "credential folder mounted elsewhere in the wait init container",
+			file: "postgres.yaml", kind: "StatefulSet", obj: "postgres",
+			old:  "              mountPath: /spiffe-certs\n              readOnly: true\n      containers:",
+			new:  "              mountPath: /spiffe-cert\n              readOnly: true\n      containers:",
+			want: "init container wait-for-credentials",
 		},
 		{
 			name: "admin port moved in the config, not in the probes",
 			file: "backend.yaml", kind: "Deployment", obj: "backend",
-			old: "listen: 0.0.0.0:8081",
-			new: "listen: 0.0.0.0:8082",
+			old:  "listen: 0.0.0.0:8081",
+			new:  "listen: 0.0.0.0:8082",
+			want: "container sds-bridge: startupProbe not passed",
 		},
 	} {
 		t.Run(m.name, func(t *testing.T) { testPodMutation(t, env, base, m) })
@@ -1365,6 +1404,7 @@ func connectAsApp(ctx context.Context, port int, envoy *envoyProc, serverID stri
 // podMutation is one change to a copy of the base.
 type podMutation struct {
 	name, file, kind, obj, old, new string
+	want                            string // in the reason the pod is not Ready
 }
 
 // testPodMutation runs the pod of a mutated copy of the base and expects
@@ -1385,8 +1425,9 @@ func testPodMutation(t *testing.T, env podEnv, base string, m podMutation) {
 	writeFile(t, path, []byte(strings.Replace(string(raw), m.old, m.new, 1)), 0o644, nil)
 	obj, cms := podTemplate(t, renderBase(t, dir), m.kind, m.obj)
 	// What the kubelet does after 15 s does not matter here: the pod
-	// missed the limit the unchanged base meets.
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	// missed the limit the unchanged base meets. (A bit longer, so that
+	// WaitReady's own limit says why.)
+	ctx, cancel := context.WithTimeout(t.Context(), 16*time.Second)
 	defer cancel()
 	pd := newPod(t, filepath.Dir(dir), m.obj, obj, cms, env)
 	err = pd.Run(ctx)
@@ -1395,6 +1436,11 @@ func testPodMutation(t *testing.T, env podEnv, base string, m podMutation) {
 	}
 	if err == nil {
 		t.Fatalf("mutation %q: pod %s Ready after %s: the run did not notice", m.name, m.obj, time.Since(pd.Started).Round(time.Millisecond))
+	}
+	// Not Ready for the reason the mutation gives, not any other: a run
+	// broken by something else would prove nothing.
+	if !strings.Contains(err.Error(), m.want) {
+		t.Fatalf("mutation %q: pod %s not Ready, but not for the expected reason (%q): %v", m.name, m.obj, m.want, err)
 	}
 	t.Logf("mutation %q breaks the pod as it would in a cluster: %v", m.name, err)
 }
