@@ -33,6 +33,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/atomicfile"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -99,11 +100,8 @@ const (
 )
 
 // Owner is applied with chown to every written file and generation
-// directory. PostgreSQL accepts a key owned by the database user with mode
-// 0600, or owned by root with mode 0640.
-type Owner struct {
-	UID, GID int
-}
+// directory.
+type Owner = atomicfile.Owner
 
 // Config describes one credential folder.
 type Config struct {

@@ -8,7 +8,7 @@
 // fetched again when half of its lifetime is gone (no polling); a failed
 // fetch is retried with backoff while the last good token stays in place.
 // JWT bundles are watched as a stream. Every file is replaced atomically on
-// its own (filesink.WriteFile), and the folder's actions for JWT events
+// its own (atomicfile.WriteFile), and the folder's actions for JWT events
 // (on_rotate[].on: jwt) run after each new file. Tokens reports each token
 // file's state for the admin endpoints.
 package jwtfiles
@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sds-bridge/sds-bridge/atomicfile"
 	"github.com/sds-bridge/sds-bridge/filesink"
 )
 
@@ -73,7 +74,7 @@ type Folder struct {
 	SVID string
 	// Mode (tokens) and BundleMode default to 0600.
 	Mode, BundleMode os.FileMode
-	Owner            *filesink.Owner
+	Owner            *atomicfile.Owner
 	// Actions run after each new file in Dir, in order, with an Event of
 	// Kind filesink.EventJWT: the folder's actions whose on lists jwt.
 	Actions []filesink.Action
@@ -276,7 +277,7 @@ func (w *Writer) Once(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				if err := filesink.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner); err != nil {
+				if err := atomicfile.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner); err != nil {
 					return err
 				}
 				w.log.Info("jwtfiles: wrote JWT-SVID", "file", path, "audience", s.Audience, "spiffe_id", svid.ID.String(), "expires", svid.Expiry)
@@ -308,7 +309,7 @@ func (w *Writer) Once(ctx context.Context) error {
 			continue
 		}
 		path := filepath.Join(f.Dir, f.BundleFileName)
-		if err := w.retry(ctx, path, func() error { return filesink.WriteFile(path, data, f.BundleMode, f.Owner) }); err != nil {
+		if err := w.retry(ctx, path, func() error { return atomicfile.WriteFile(path, data, f.BundleMode, f.Owner) }); err != nil {
 			return err
 		}
 		w.log.Info("jwtfiles: wrote JWT bundles", "file", path)
@@ -338,7 +339,7 @@ func (w *Writer) retry(ctx context.Context, what string, op func() error) error 
 }
 
 // removeLeftovers removes temporary files a crash in the middle of
-// filesink.WriteFile left behind, so they do not pile up across restarts.
+// atomicfile.WriteFile left behind, so they do not pile up across restarts.
 // Only names WriteFile makes go, through a handle of the folder.
 func (w *Writer) removeLeftovers() {
 	for _, f := range w.cfg.Folders {
@@ -350,7 +351,7 @@ func (w *Writer) removeLeftovers() {
 			if name == "" {
 				continue
 			}
-			removed, err := filesink.RemoveTemps(f.Dir, name)
+			removed, err := atomicfile.RemoveTemps(f.Dir, name)
 			for _, tmp := range removed {
 				w.log.Info("jwtfiles: removed a leftover temporary file", "file", filepath.Join(f.Dir, tmp))
 			}
@@ -381,7 +382,7 @@ func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Fo
 		fetched := time.Now()
 		svid, err := w.fetch(ctx, client, f, s)
 		if err == nil {
-			err = filesink.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner)
+			err = atomicfile.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -480,7 +481,7 @@ func (b *bundleWatcher) OnJWTBundlesUpdate(set *jwtbundle.Set) {
 			continue
 		}
 		path := filepath.Join(f.Dir, f.BundleFileName)
-		if err := filesink.WriteFile(path, data, f.BundleMode, f.Owner); err != nil {
+		if err := atomicfile.WriteFile(path, data, f.BundleMode, f.Owner); err != nil {
 			// The next update tries again; the file keeps the last bundles.
 			b.w.log.Error("jwtfiles: JWT bundles not written", "file", path, "error", err)
 			ok = false
