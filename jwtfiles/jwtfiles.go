@@ -35,7 +35,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sds-bridge/sds-bridge/atomicfile"
-	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/reload"
 )
 
 // Defaults of Config and Folder.
@@ -64,7 +64,7 @@ type Config struct {
 
 // Folder is the JWT part of one credential folder.
 type Folder struct {
-	// Dir must exist when Run starts (filesink.Folder.Prepare makes it).
+	// Dir must exist when Run starts (the folder's X.509 writer makes it).
 	Dir   string
 	SVIDs []SVIDFile
 	// BundleFileName, if set, gets every trust domain's JWT bundle.
@@ -75,9 +75,11 @@ type Folder struct {
 	// Mode (tokens) and BundleMode default to 0600.
 	Mode, BundleMode os.FileMode
 	Owner            *atomicfile.Owner
-	// Actions run after each new file in Dir, in order, with an Event of
-	// Kind filesink.EventJWT: the folder's actions whose on lists jwt.
-	Actions []filesink.Action
+	// Reload, if set, runs the folder's actions whose on lists jwt after
+	// each new file in Dir, with an Event of Kind reload.EventJWT. It is the
+	// same Runner the folder's X.509 writer uses, so the two never reload a
+	// consumer at the same time.
+	Reload *reload.Runner
 }
 
 // SVIDFile is one token file.
@@ -118,10 +120,6 @@ type Writer struct {
 	// mu guards tokens, one per SVIDFile in config order.
 	mu     sync.Mutex
 	tokens []TokenStatus
-	// actionMu serializes a folder's actions: a token and the bundle may
-	// land at the same moment, and a consumer should see one reload at a
-	// time.
-	actionMu sync.Mutex
 }
 
 // New checks cfg and applies defaults. Nothing is fetched until Run.
@@ -405,7 +403,7 @@ func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Fo
 		next := refreshIn(svid, fetched)
 		w.noteToken(index, svid, fetched, time.Now(), nil, time.Now().Add(next))
 		log.Info("jwtfiles: wrote JWT-SVID", "spiffe_id", svid.ID.String(), "expires", svid.Expiry, "refresh_in", next.Round(time.Millisecond))
-		w.runActions(ctx, f, filesink.Event{Kind: filesink.EventJWT, Dir: f.Dir, SPIFFEID: svid.ID.String(), NotAfter: svid.Expiry})
+		w.runActions(ctx, f, reload.Event{Kind: reload.EventJWT, Dir: f.Dir, SPIFFEID: svid.ID.String(), NotAfter: svid.Expiry})
 		timer.Reset(next)
 	}
 }
@@ -488,7 +486,7 @@ func (b *bundleWatcher) OnJWTBundlesUpdate(set *jwtbundle.Set) {
 			continue
 		}
 		b.w.log.Info("jwtfiles: wrote JWT bundles", "file", path, "trust_domains", set.Len())
-		b.w.runActions(b.ctx, f, filesink.Event{Kind: filesink.EventJWT, Dir: f.Dir})
+		b.w.runActions(b.ctx, f, reload.Event{Kind: reload.EventJWT, Dir: f.Dir})
 	}
 	if ok {
 		b.last = data
@@ -548,12 +546,10 @@ func ParseBundles(data []byte) (*jwtbundle.Set, error) {
 	return set, nil
 }
 
-func (w *Writer) runActions(ctx context.Context, f *Folder, ev filesink.Event) {
-	w.actionMu.Lock()
-	defer w.actionMu.Unlock()
-	for _, a := range f.Actions {
-		if err := a.Run(ctx, ev); err != nil && ctx.Err() == nil {
-			w.log.Error("jwtfiles: reload action failed", "dir", f.Dir, "action", a.Name(), "error", err)
-		}
+// runActions runs the folder's JWT actions, after any run of its X.509
+// ones in progress; the Runner logs a failure.
+func (w *Writer) runActions(ctx context.Context, f *Folder, ev reload.Event) {
+	if f.Reload != nil {
+		_ = f.Reload.Run(ctx, ev)
 	}
 }
