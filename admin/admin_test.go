@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/testkit"
-
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
@@ -34,7 +32,9 @@ import (
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
+	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/sds"
 )
@@ -429,9 +429,9 @@ func metrics(t testing.TB, url string) map[string]float64 {
 
 func TestMetricsAndStatus(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "pg")
-	failing := filesink.ExecAction{Command: []string{"/bin/sh", "-c", "echo reload refused >&2; exit 3"}}
+	failing := reload.ExecAction{Command: []string{"/bin/sh", "-c", "echo reload refused >&2; exit 3"}}
 	b := startBridge(t, bridgeOptions{folders: []filesink.Config{{
-		Dir: dir, Actions: []filesink.Action{failing}, ActionAttempts: 2, ActionBackoff: time.Millisecond,
+		Dir: dir, Reload: newRunner(t, reload.Config{Actions: []reload.Action{failing}, Attempts: 2, Backoff: time.Millisecond}),
 	}}})
 	c := newSotWClient(t, b.sdsPath, "envoy-1")
 
@@ -580,4 +580,14 @@ func BenchmarkMetricsScrape(b *testing.B) {
 			b.Fatalf("/metrics = %d", code)
 		}
 	}
+}
+
+// newRunner is a folder's reload runner for cfg.
+func newRunner(t testing.TB, cfg reload.Config) *reload.Runner {
+	t.Helper()
+	r, err := reload.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/reload"
 )
 
 // The Kubernetes order: the bridge starts before PostgreSQL, so its first
@@ -20,10 +21,10 @@ import (
 func TestNoServerToReloadKeepsTheBridgeReady(t *testing.T) {
 	dir, aside := filepath.Join(t.TempDir(), "pg"), t.TempDir()
 	pidFile, failFlag := filepath.Join(aside, "postmaster.pid"), filepath.Join(aside, "fail")
-	signal := filesink.SignalAction{PIDFile: pidFile}
-	refusing := filesink.ExecAction{Command: []string{"/bin/sh", "-c", `test ! -e "$0"`, failFlag}}
+	signal := reload.SignalAction{PIDFile: pidFile}
+	refusing := reload.ExecAction{Command: []string{"/bin/sh", "-c", `test ! -e "$0"`, failFlag}}
 	b := startBridge(t, bridgeOptions{folders: []filesink.Config{{
-		Dir: dir, Actions: []filesink.Action{signal, refusing}, ActionAttempts: 2, ActionBackoff: time.Millisecond,
+		Dir: dir, Reload: newRunner(t, reload.Config{Actions: []reload.Action{signal, refusing}, Attempts: 2, Backoff: time.Millisecond}),
 	}}})
 	b.push(time.Hour)
 	b.waitSinks(1, nil)

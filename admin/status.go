@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/reload"
 )
 
 // Status is the JSON document of /status: what every consumer has and
@@ -137,7 +138,7 @@ const (
 	ActionNoServer = "no server to reload"
 )
 
-func actionStatus(a filesink.ActionStats) ActionStatus {
+func actionStatus(a reload.ActionStats) ActionStatus {
 	st := ActionStatus{Action: a.Action, Generation: a.Generation, Attempts: a.Attempts, At: a.At, Failures: a.Failures}
 	switch {
 	case a.Generation == 0:

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/reload"
 )
 
 // countingAction counts its runs.
@@ -18,7 +19,7 @@ type countingAction struct{ runs atomic.Int64 }
 
 func (a *countingAction) Name() string { return "counting" }
 
-func (a *countingAction) Run(context.Context, Event) error {
+func (a *countingAction) Run(context.Context, reload.Event) error {
 	a.runs.Add(1)
 	return nil
 }
@@ -60,7 +61,7 @@ func TestDiskFaults(t *testing.T) {
 			t.Parallel()
 			c := newCA(t, "example.org")
 			action := &countingAction{}
-			f, _ := newFolder(t, Config{Actions: []Action{action}})
+			f, _ := newFolder(t, Config{Reload: newRunner(t, reload.Config{Actions: []reload.Action{action}})})
 			if err := f.Prepare(t.Context()); err != nil {
 				t.Fatal(err)
 			}

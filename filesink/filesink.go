@@ -15,8 +15,8 @@
 // previous generation directory is kept until the next swap so such a
 // reader can finish.
 //
-// Reload actions (signal a pid file, run a command, SELECT pg_reload_conf())
-// run after the swap is durable; Stats counts their failures. Prepare removes stale leftovers (expired, not yet valid,
+// The folder's reload.Runner, if any, runs after the swap is durable;
+// Stats counts write failures and reports the runner's actions. Prepare removes stale leftovers (expired, not yet valid,
 // mismatched or unverifiable material, old generations) at start-up, and
 // Inspect is the reader behind the `wait` and `check` commands.
 package filesink
@@ -33,6 +33,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/atomicfile"
+	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -80,11 +82,8 @@ const (
 	// belong to one running bridge; taken before Prepare touches anything.
 	LockFileName = "..sds-bridge.lock"
 
-	defaultActionAttempts = 3
-	defaultActionBackoff  = 200 * time.Millisecond
-	defaultNoServerPoll   = time.Second
-	generationDirMode     = os.FileMode(0o755)
-	folderMode            = os.FileMode(0o755)
+	generationDirMode = os.FileMode(0o755)
+	folderMode        = os.FileMode(0o755)
 )
 
 // FederatedMode says how LayoutSPIFFEHelper delivers federated bundles.
@@ -99,11 +98,8 @@ const (
 )
 
 // Owner is applied with chown to every written file and generation
-// directory. PostgreSQL accepts a key owned by the database user with mode
-// 0600, or owned by root with mode 0640.
-type Owner struct {
-	UID, GID int
-}
+// directory.
+type Owner = atomicfile.Owner
 
 // Config describes one credential folder.
 type Config struct {
@@ -148,17 +144,10 @@ type Config struct {
 	CertMode, KeyMode os.FileMode
 	// Owner, if set, is chowned onto files and generation directories.
 	Owner *Owner
-	// Actions run in order after every swap, once the files are durable.
-	Actions []Action
-	// ActionAttempts is how often an action is tried per generation
-	// (default 3); ActionBackoff the pause after the first failure
-	// (default 200 ms), doubled after each further failure.
-	ActionAttempts int
-	ActionBackoff  time.Duration
-	// NoServerPoll is how often an action that found no server to reload
-	// (ErrNoServer) checks whether its server has appeared, to reload it
-	// once then; default 1 s. Only signal actions can tell.
-	NoServerPoll time.Duration
+	// Reload, if set, runs the folder's reload actions after every swap,
+	// once the files are durable (an EventX509). The folder's JWT writer
+	// shares it, so the two never reload a consumer at the same time.
+	Reload *reload.Runner
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Now defaults to time.Now; tests move the clock.
@@ -174,12 +163,8 @@ type Folder struct {
 	// mu serialises Prepare and Apply: the swap reads and replaces shared
 	// on-disk state.
 	mu sync.Mutex
-	// last is the event of the generation swapped in last (nil before the
-	// first swap), for RerunActions and late reloads; guarded by mu.
-	last *Event
-	late lateReloads
 
-	stats statsRecorder
+	stats writeStats
 
 	// unmakeable and foreign (guarded by mu) are the stable names that
 	// could not be made and the ".." entries that are not ours, each
@@ -200,9 +185,6 @@ func New(cfg Config) (*Folder, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	// Actions that remember (has the server ever answered?) get memory of
-	// their own: the caller's values stay as they were.
-	cfg.Actions = withMemory(cfg.Actions)
 	f := &Folder{
 		cfg: cfg,
 		names: fileNames{
@@ -219,7 +201,6 @@ func New(cfg Config) (*Folder, error) {
 		foreign:    map[string]bool{},
 	}
 	f.log = cfg.Logger.With("sink", f.Name())
-	f.stats.init(cfg.Actions)
 	return f, nil
 }
 
@@ -243,15 +224,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.KeyMode == 0 {
 		c.KeyMode = DefaultKeyMode
-	}
-	if c.ActionAttempts == 0 {
-		c.ActionAttempts = defaultActionAttempts
-	}
-	if c.ActionBackoff == 0 {
-		c.ActionBackoff = defaultActionBackoff
-	}
-	if c.NoServerPoll == 0 {
-		c.NoServerPoll = defaultNoServerPoll
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -326,25 +298,6 @@ func (c Config) validate() error {
 	if c.Owner != nil && (c.Owner.UID < 0 || c.Owner.GID < 0) {
 		return fmt.Errorf("filesink: owner %d:%d: uid and gid must not be negative", c.Owner.UID, c.Owner.GID)
 	}
-	if c.ActionAttempts < 1 {
-		return fmt.Errorf("filesink: action attempts %d: must be at least 1", c.ActionAttempts)
-	}
-	if c.ActionBackoff < 0 {
-		return fmt.Errorf("filesink: action backoff %s: must not be negative", c.ActionBackoff)
-	}
-	if c.NoServerPoll < 0 {
-		return fmt.Errorf("filesink: no-server poll %s: must not be negative", c.NoServerPoll)
-	}
-	for i, a := range c.Actions {
-		if a == nil {
-			return fmt.Errorf("filesink: action %d: nil", i)
-		}
-		if v, ok := a.(interface{ validate() error }); ok {
-			if err := v.validate(); err != nil {
-				return fmt.Errorf("filesink: action %d: %w", i, err)
-			}
-		}
-	}
 	return nil
 }
 
@@ -389,7 +342,7 @@ func (f *Folder) InspectConfig(minValidity time.Duration) InspectConfig {
 // refused and the folder is left untouched. A write error is returned and
 // no action runs; action errors are logged and returned joined, while the
 // swapped-in generation stays. An action that finds no server to reload
-// (ErrNoServer) is no error: see Stats.
+// (reload.ErrNoServer) is no error: see Stats.
 func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -413,14 +366,48 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 	f.log.Info("filesink: swapped in new generation",
 		"generation", u.Generation, "spiffe_id", set.marker.SPIFFEID,
 		"serial", set.marker.Serial, "not_after", set.marker.NotAfter, "generation_dir", genDir)
-	return f.runActions(ctx, Event{
-		Kind:       EventX509,
+	if f.cfg.Reload == nil {
+		return nil
+	}
+	err = f.cfg.Reload.Run(ctx, reload.Event{
+		Kind:       reload.EventX509,
 		Dir:        f.cfg.Dir,
 		Generation: u.Generation,
 		SPIFFEID:   set.marker.SPIFFEID,
 		NotAfter:   set.marker.NotAfter,
 	})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrReloadAction, err)
+	}
+	return nil
 }
+
+// RerunActions runs every reload action again for the generation in place
+// (the last one swapped in), with the same rules as after a swap: retries,
+// and no server to reload is not a failure. It is what SIGHUP does. Before
+// the first swap there is nothing to reload and it returns nil.
+func (f *Folder) RerunActions(ctx context.Context) error {
+	if f.cfg.Reload == nil {
+		return nil
+	}
+	if err := f.cfg.Reload.Rerun(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrReloadAction, err)
+	}
+	return nil
+}
+
+// ErrReloadAction marks an Apply error that came from a reload action: the
+// new generation is in place, but a consumer may not have picked it up. It
+// wraps rotation.ErrUpdateInPlace: the source does not swap the same
+// generation in again for it (the action has had its retries).
+var ErrReloadAction error = reloadActionError{}
+
+type reloadActionError struct{}
+
+func (reloadActionError) Error() string {
+	return "filesink: generation swapped in, reload action failed"
+}
+func (reloadActionError) Unwrap() error { return rotation.ErrUpdateInPlace }
 
 // swapInFolder opens the folder for one swap.
 func (f *Folder) swapInFolder(set *fileSet, generation uint64, now time.Time) (string, error) {

@@ -37,10 +37,6 @@ func TestNewValidates(t *testing.T) {
 		{"marker as file name", Config{Dir: abs, BundleFileName: MarkerFileName}, "already used"},
 		{"names in spiffe layout", Config{Dir: abs, Layout: LayoutSPIFFE, CertFileName: "c.pem"}, "fixed by the standard"},
 		{"negative owner", Config{Dir: abs, Owner: &Owner{UID: -1}}, "owner"},
-		{"nil action", Config{Dir: abs, Actions: []Action{nil}}, "action 0: nil"},
-		{"empty exec", Config{Dir: abs, Actions: []Action{ExecAction{}}}, "command must not be empty"},
-		{"signal without pid file", Config{Dir: abs, Actions: []Action{SignalAction{}}}, "pid file"},
-		{"zero attempts", Config{Dir: abs, ActionAttempts: -1}, "attempts"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,8 +55,7 @@ func TestNewValidates(t *testing.T) {
 		t.Errorf("Name() = %q, want %q", got, want)
 	}
 	if f.cfg.Layout != LayoutSPIFFEHelper || f.cfg.CertMode != 0o644 || f.cfg.KeyMode != 0o600 ||
-		f.cfg.CertFileName != "svid.pem" || f.cfg.KeyFileName != "svid_key.pem" || f.cfg.BundleFileName != "svid_bundle.pem" ||
-		f.cfg.ActionAttempts != 3 || f.cfg.ActionBackoff != 200*time.Millisecond {
+		f.cfg.CertFileName != "svid.pem" || f.cfg.KeyFileName != "svid_key.pem" || f.cfg.BundleFileName != "svid_bundle.pem" {
 		t.Errorf("defaults not applied: %+v", f.cfg)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sds-bridge/sds-bridge/atomicfile"
 )
 
 const (
@@ -276,49 +278,18 @@ func sameDir(parent *os.Root, name string, d *os.Root) error {
 }
 
 // writeNewFile creates name in dir exclusively (a generation directory is
-// never written twice; O_EXCL never follows a link planted at the name)
-// and makes it durable.
-func writeNewFile(dir *os.Root, name string, data []byte, mode os.FileMode, owner *Owner) (err error) {
-	fh, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return fmt.Errorf("filesink: write generation file: %w", err)
-	}
-	defer func() {
-		if cerr := fh.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("filesink: close generation file: %w", cerr)
-		}
-	}()
-	if owner != nil {
-		if err := fh.Chown(owner.UID, owner.GID); err != nil {
-			return fmt.Errorf("filesink: chown generation file: %w", err)
-		}
-	}
-	// After chown (which may clear mode bits), and independent of the umask.
-	if err := fh.Chmod(mode); err != nil {
-		return fmt.Errorf("filesink: chmod generation file: %w", err)
-	}
-	if _, err := fh.Write(data); err != nil {
-		return fmt.Errorf("filesink: write generation file: %w", err)
-	}
-	if err := fh.Sync(); err != nil {
-		return fmt.Errorf("filesink: fsync generation file: %w", err)
+// never written twice) and makes it durable.
+func writeNewFile(dir *os.Root, name string, data []byte, mode os.FileMode, owner *Owner) error {
+	if err := atomicfile.CreateNew(dir, name, data, mode, owner); err != nil {
+		return fmt.Errorf("filesink: generation file %s: %w", name, err)
 	}
 	return nil
 }
 
 // syncDir fsyncs the directory dir is a handle of.
 func syncDir(dir *os.Root) error {
-	d, err := dir.Open(".")
-	if err != nil {
-		return fmt.Errorf("filesink: fsync directory: %w", err)
-	}
-	serr := d.Sync()
-	cerr := d.Close()
-	if serr != nil {
-		return fmt.Errorf("filesink: fsync directory %s: %w", dir.Name(), serr)
-	}
-	if cerr != nil {
-		return fmt.Errorf("filesink: close directory %s: %w", dir.Name(), cerr)
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return fmt.Errorf("filesink: %w", err)
 	}
 	return nil
 }

@@ -2,19 +2,13 @@ package filesink
 
 import (
 	"crypto/x509"
-	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/sds-bridge/sds-bridge/internal/testkit"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -22,67 +16,13 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
+	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// helperArg makes the test binary act as a child process for the action
-// tests (a process to signal, a command to exec).
-const helperArg = "filesink-test-helper"
-
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == helperArg {
-		os.Exit(runHelper(os.Args[2:]))
-	}
 	goleak.VerifyTestMain(m)
-}
-
-func runHelper(args []string) int {
-	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "helper: no mode")
-		return 2
-	}
-	switch args[0] {
-	case "wait-sighup": // <ready file> <got file>
-		ch := make(chan os.Signal, 1)
-		signal.Notify(ch, syscall.SIGHUP)
-		// Ready only once the handler is installed: before that, SIGHUP
-		// would kill the process.
-		if err := os.WriteFile(args[1], []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 2
-		}
-		select {
-		case s := <-ch:
-			if err := os.WriteFile(args[2], []byte(s.String()), 0o644); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 2
-			}
-			return 0
-		case <-time.After(30 * time.Second):
-			return 3
-		}
-	case "dump-env": // <out file>
-		var b strings.Builder
-		for _, k := range []string{"SDS_BRIDGE_EVENT", "SDS_BRIDGE_DIR", "SDS_BRIDGE_GENERATION", "SDS_BRIDGE_SPIFFE_ID", "SDS_BRIDGE_NOT_AFTER"} {
-			fmt.Fprintf(&b, "%s=%s\n", k, os.Getenv(k))
-		}
-		if err := os.WriteFile(args[1], []byte(b.String()), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 2
-		}
-		return 0
-	case "fail": // <exit code> <stderr line>...
-		code, _ := strconv.Atoi(args[1])
-		for _, l := range args[2:] {
-			fmt.Fprintln(os.Stderr, l)
-		}
-		return code
-	case "sleep":
-		time.Sleep(60 * time.Second)
-		return 0
-	}
-	fmt.Fprintln(os.Stderr, "helper: unknown mode", args[0])
-	return 2
 }
 
 // testCA is a CA with its trust domain, for short test code.
@@ -194,4 +134,14 @@ func listDir(t testing.TB, dir string) []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// newRunner is a folder's reload runner for cfg.
+func newRunner(t testing.TB, cfg reload.Config) *reload.Runner {
+	t.Helper()
+	r, err := reload.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

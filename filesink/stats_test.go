@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/reload"
 )
 
 // A failed write is counted and cleared by the next good swap; action
@@ -16,7 +17,7 @@ func TestStats(t *testing.T) {
 	parent := t.TempDir()
 	dir := filepath.Join(parent, "creds")
 	ok := &scriptedAction{name: "ok"}
-	f, _ := newFolder(t, Config{Dir: dir, Actions: []Action{ok}, ActionBackoff: time.Millisecond})
+	f, _ := newFolder(t, Config{Dir: dir, Reload: newRunner(t, reload.Config{Actions: []reload.Action{ok}, Backoff: time.Millisecond})})
 	if st := f.Stats(); st.WriteFailures != 0 || len(st.Actions) != 1 || st.Actions[0].Action != "ok" || st.Actions[0].Generation != 0 {
 		t.Fatalf("fresh Stats() = %+v", st)
 	}

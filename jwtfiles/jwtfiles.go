@@ -8,7 +8,7 @@
 // fetched again when half of its lifetime is gone (no polling); a failed
 // fetch is retried with backoff while the last good token stays in place.
 // JWT bundles are watched as a stream. Every file is replaced atomically on
-// its own (filesink.WriteFile), and the folder's actions for JWT events
+// its own (atomicfile.WriteFile), and the folder's actions for JWT events
 // (on_rotate[].on: jwt) run after each new file. Tokens reports each token
 // file's state for the admin endpoints.
 package jwtfiles
@@ -34,7 +34,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/atomicfile"
+	"github.com/sds-bridge/sds-bridge/reload"
 )
 
 // Defaults of Config and Folder.
@@ -63,7 +64,7 @@ type Config struct {
 
 // Folder is the JWT part of one credential folder.
 type Folder struct {
-	// Dir must exist when Run starts (filesink.Folder.Prepare makes it).
+	// Dir must exist when Run starts (the folder's X.509 writer makes it).
 	Dir   string
 	SVIDs []SVIDFile
 	// BundleFileName, if set, gets every trust domain's JWT bundle.
@@ -73,10 +74,12 @@ type Folder struct {
 	SVID string
 	// Mode (tokens) and BundleMode default to 0600.
 	Mode, BundleMode os.FileMode
-	Owner            *filesink.Owner
-	// Actions run after each new file in Dir, in order, with an Event of
-	// Kind filesink.EventJWT: the folder's actions whose on lists jwt.
-	Actions []filesink.Action
+	Owner            *atomicfile.Owner
+	// Reload, if set, runs the folder's actions whose on lists jwt after
+	// each new file in Dir, with an Event of Kind reload.EventJWT. It is the
+	// same Runner the folder's X.509 writer uses, so the two never reload a
+	// consumer at the same time.
+	Reload *reload.Runner
 }
 
 // SVIDFile is one token file.
@@ -117,10 +120,6 @@ type Writer struct {
 	// mu guards tokens, one per SVIDFile in config order.
 	mu     sync.Mutex
 	tokens []TokenStatus
-	// actionMu serializes a folder's actions: a token and the bundle may
-	// land at the same moment, and a consumer should see one reload at a
-	// time.
-	actionMu sync.Mutex
 }
 
 // New checks cfg and applies defaults. Nothing is fetched until Run.
@@ -276,7 +275,7 @@ func (w *Writer) Once(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				if err := filesink.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner); err != nil {
+				if err := atomicfile.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner); err != nil {
 					return err
 				}
 				w.log.Info("jwtfiles: wrote JWT-SVID", "file", path, "audience", s.Audience, "spiffe_id", svid.ID.String(), "expires", svid.Expiry)
@@ -308,7 +307,7 @@ func (w *Writer) Once(ctx context.Context) error {
 			continue
 		}
 		path := filepath.Join(f.Dir, f.BundleFileName)
-		if err := w.retry(ctx, path, func() error { return filesink.WriteFile(path, data, f.BundleMode, f.Owner) }); err != nil {
+		if err := w.retry(ctx, path, func() error { return atomicfile.WriteFile(path, data, f.BundleMode, f.Owner) }); err != nil {
 			return err
 		}
 		w.log.Info("jwtfiles: wrote JWT bundles", "file", path)
@@ -338,7 +337,7 @@ func (w *Writer) retry(ctx context.Context, what string, op func() error) error 
 }
 
 // removeLeftovers removes temporary files a crash in the middle of
-// filesink.WriteFile left behind, so they do not pile up across restarts.
+// atomicfile.WriteFile left behind, so they do not pile up across restarts.
 // Only names WriteFile makes go, through a handle of the folder.
 func (w *Writer) removeLeftovers() {
 	for _, f := range w.cfg.Folders {
@@ -350,7 +349,7 @@ func (w *Writer) removeLeftovers() {
 			if name == "" {
 				continue
 			}
-			removed, err := filesink.RemoveTemps(f.Dir, name)
+			removed, err := atomicfile.RemoveTemps(f.Dir, name)
 			for _, tmp := range removed {
 				w.log.Info("jwtfiles: removed a leftover temporary file", "file", filepath.Join(f.Dir, tmp))
 			}
@@ -381,7 +380,7 @@ func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Fo
 		fetched := time.Now()
 		svid, err := w.fetch(ctx, client, f, s)
 		if err == nil {
-			err = filesink.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner)
+			err = atomicfile.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -404,7 +403,7 @@ func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Fo
 		next := refreshIn(svid, fetched)
 		w.noteToken(index, svid, fetched, time.Now(), nil, time.Now().Add(next))
 		log.Info("jwtfiles: wrote JWT-SVID", "spiffe_id", svid.ID.String(), "expires", svid.Expiry, "refresh_in", next.Round(time.Millisecond))
-		w.runActions(ctx, f, filesink.Event{Kind: filesink.EventJWT, Dir: f.Dir, SPIFFEID: svid.ID.String(), NotAfter: svid.Expiry})
+		w.runActions(ctx, f, reload.Event{Kind: reload.EventJWT, Dir: f.Dir, SPIFFEID: svid.ID.String(), NotAfter: svid.Expiry})
 		timer.Reset(next)
 	}
 }
@@ -480,14 +479,14 @@ func (b *bundleWatcher) OnJWTBundlesUpdate(set *jwtbundle.Set) {
 			continue
 		}
 		path := filepath.Join(f.Dir, f.BundleFileName)
-		if err := filesink.WriteFile(path, data, f.BundleMode, f.Owner); err != nil {
+		if err := atomicfile.WriteFile(path, data, f.BundleMode, f.Owner); err != nil {
 			// The next update tries again; the file keeps the last bundles.
 			b.w.log.Error("jwtfiles: JWT bundles not written", "file", path, "error", err)
 			ok = false
 			continue
 		}
 		b.w.log.Info("jwtfiles: wrote JWT bundles", "file", path, "trust_domains", set.Len())
-		b.w.runActions(b.ctx, f, filesink.Event{Kind: filesink.EventJWT, Dir: f.Dir})
+		b.w.runActions(b.ctx, f, reload.Event{Kind: reload.EventJWT, Dir: f.Dir})
 	}
 	if ok {
 		b.last = data
@@ -547,12 +546,10 @@ func ParseBundles(data []byte) (*jwtbundle.Set, error) {
 	return set, nil
 }
 
-func (w *Writer) runActions(ctx context.Context, f *Folder, ev filesink.Event) {
-	w.actionMu.Lock()
-	defer w.actionMu.Unlock()
-	for _, a := range f.Actions {
-		if err := a.Run(ctx, ev); err != nil && ctx.Err() == nil {
-			w.log.Error("jwtfiles: reload action failed", "dir", f.Dir, "action", a.Name(), "error", err)
-		}
+// runActions runs the folder's JWT actions, after any run of its X.509
+// ones in progress; the Runner logs a failure.
+func (w *Writer) runActions(ctx context.Context, f *Folder, ev reload.Event) {
+	if f.Reload != nil {
+		_ = f.Reload.Run(ctx, ev)
 	}
 }

@@ -15,9 +15,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"go.uber.org/goleak"
 
-	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/atomicfile"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
+	"github.com/sds-bridge/sds-bridge/reload"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -26,15 +27,15 @@ func socketPath(tb testing.TB) string {
 	return filepath.Join(testkit.ShortDir(tb), "api.sock")
 }
 
-// countAction counts the events it is run with: a real filesink.Action.
+// countAction counts the events it is run with: a real reload.Action.
 type countAction struct {
 	mu     sync.Mutex
-	events []filesink.Event
+	events []reload.Event
 }
 
 func (a *countAction) Name() string { return "count" }
 
-func (a *countAction) Run(_ context.Context, e filesink.Event) error {
+func (a *countAction) Run(_ context.Context, e reload.Event) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.events = append(a.events, e)
@@ -117,7 +118,7 @@ func TestTokensAndBundlesWrittenAndRefreshed(t *testing.T) {
 	first, second := spiffeid.RequireFromPath(td, "/first"), spiffeid.RequireFromPath(td, "/second")
 	srv, startIssuer := devWorkloadAPI(t, 2*time.Second, first, second)
 	dir := t.TempDir()
-	// What a crash inside filesink.WriteFile leaves behind.
+	// What a crash inside atomicfile.WriteFile leaves behind.
 	leftover := filepath.Join(dir, ".api.token.tmp-0123456789ab")
 	if err := os.WriteFile(leftover, []byte("half a token"), 0o600); err != nil {
 		t.Fatal(err)
@@ -132,7 +133,7 @@ func TestTokensAndBundlesWrittenAndRefreshed(t *testing.T) {
 				{Audience: "other", FileName: "other.token"},
 			},
 			BundleFileName: "jwt_bundle.json",
-			Actions:        []filesink.Action{action},
+			Reload:         jwtRunner(t, action),
 		}},
 	})
 	// The writer starts before any identity exists: it must retry.
@@ -178,8 +179,8 @@ func TestTokensAndBundlesWrittenAndRefreshed(t *testing.T) {
 	}
 	action.mu.Lock()
 	for _, e := range action.events {
-		if e.Kind != filesink.EventJWT {
-			t.Errorf("action ran with event kind %q, want %q", e.Kind, filesink.EventJWT)
+		if e.Kind != reload.EventJWT {
+			t.Errorf("action ran with event kind %q, want %q", e.Kind, reload.EventJWT)
 			break
 		}
 	}
@@ -416,14 +417,14 @@ func BenchmarkFetchAndWrite(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := filesink.WriteFile(filepath.Join(f.Dir, s.FileName), []byte(svid.Marshal()), f.Mode, nil); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(f.Dir, s.FileName), []byte(svid.Marshal()), f.Mode, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
 // TestOnlyWriteFilesOwnLeftoversAreRemoved: at start, the temporary files
-// a crash inside filesink.WriteFile leaves behind go, but an operator's
+// a crash inside atomicfile.WriteFile leaves behind go, but an operator's
 // file that merely starts like one (".api.token.tmp-mine") and a link's
 // target outside the folder are left alone.
 func TestOnlyWriteFilesOwnLeftoversAreRemoved(t *testing.T) {
@@ -481,7 +482,7 @@ func TestOnceWritesEveryFileAndReturns(t *testing.T) {
 			Dir:            dir,
 			SVIDs:          []SVIDFile{{Audience: "db", FileName: "db.token"}},
 			BundleFileName: "jwt_bundle.json",
-			Actions:        []filesink.Action{action},
+			Reload:         jwtRunner(t, action),
 		}},
 		MinRetry: 50 * time.Millisecond, MaxRetry: 200 * time.Millisecond,
 		Logger: testkit.Logger(t),
@@ -525,4 +526,14 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// jwtRunner is a folder's reload runner with action as its one JWT action.
+func jwtRunner(t testing.TB, action reload.Action) *reload.Runner {
+	t.Helper()
+	r, err := reload.New(reload.Config{JWTActions: []reload.Action{action}, Logger: testkit.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

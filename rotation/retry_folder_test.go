@@ -17,6 +17,7 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
+	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -140,8 +141,12 @@ func TestFolderCatchesUpWithoutANewRotation(t *testing.T) {
 // swapped in again: filesink.ErrReloadAction is an update in place. The
 // failure stays visible; the generation on disk is the current one.
 func TestFolderWhoseReloadActionFailedIsNotSwappedAgain(t *testing.T) {
-	failing := filesink.ExecAction{Command: []string{"/bin/sh", "-c", "exit 3"}}
-	b := startFolderBridge(t, filesink.Config{Actions: []filesink.Action{failing}, ActionAttempts: 1},
+	failing := reload.ExecAction{Command: []string{"/bin/sh", "-c", "exit 3"}}
+	runner, err := reload.New(reload.Config{Actions: []reload.Action{failing}, Attempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startFolderBridge(t, filesink.Config{Reload: runner},
 		rotation.Config{RetryBackoff: time.Millisecond})
 	b.push()
 	st := b.status("the action's failure", func(st rotation.SinkStatus) bool { return st.Failures == 1 })

@@ -13,9 +13,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/reload/pgreload"
 )
 
 // devSecondHint is the Workload API hint of --second-spiffe-id's SVID.
@@ -169,7 +169,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			case a.Exec != nil:
 				fmt.Fprintf(stdout, "    on rotate: run %q\n", a.Exec.Command)
 			case a.Postgres != nil:
-				fmt.Fprintf(stdout, "    on rotate: SELECT pg_reload_conf() on %s\n", filesink.RedactDSN(a.Postgres.DSN))
+				fmt.Fprintf(stdout, "    on rotate: SELECT pg_reload_conf() on %s\n", pgreload.RedactDSN(a.Postgres.DSN))
 			}
 		}
 	}

@@ -24,6 +24,8 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/flock"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
+	"github.com/sds-bridge/sds-bridge/reload"
+	"github.com/sds-bridge/sds-bridge/reload/pgreload"
 	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/sds"
 )
@@ -313,7 +315,7 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode 
 		sinks = append(sinks, srv)
 	}
 	for i, f := range cfg.Files {
-		fc, jwtActions, err := folderConfig(f, log, mode)
+		fc, runner, err := folderConfig(f, log, mode)
 		if err != nil {
 			return fmt.Errorf("files[%d]: %w", i, err)
 		}
@@ -328,7 +330,7 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode 
 		}
 		sinks = append(sinks, folder)
 		fileSinks = append(fileSinks, folder)
-		jwtFolders = append(jwtFolders, jwtFolder(f, fc.Owner, jwtActions))
+		jwtFolders = append(jwtFolders, jwtFolder(f, fc.Owner, runner))
 		folders = append(folders, folder)
 	}
 	jwtWriter, err := jwtfiles.New(jwtfiles.Config{
@@ -535,10 +537,11 @@ func logDescriptorBudget(cfg *config.Config, log *slog.Logger) {
 	log.Info("descriptors", attrs...)
 }
 
-// folderConfig is the folder's filesink config, with the reload actions an
-// X.509 swap runs, and the actions a JWT refresh runs (on_rotate[].on).
-func folderConfig(f config.Folder, log *slog.Logger, mode runMode) (filesink.Config, []filesink.Action, error) {
-	var jwtActions []filesink.Action
+// folderConfig is the folder's filesink config and its one reload runner,
+// with the actions an X.509 swap runs and those a JWT refresh runs
+// (on_rotate[].on); the X.509 and JWT writers share the runner.
+func folderConfig(f config.Folder, log *slog.Logger, mode runMode) (filesink.Config, *reload.Runner, error) {
+	rc := reload.Config{Logger: log.With("component", "reload", "dir", f.Dir)}
 	fc := filesink.Config{
 		Dir:            f.Dir,
 		Layout:         filesink.Layout(f.Layout),
@@ -564,35 +567,39 @@ func folderConfig(f config.Folder, log *slog.Logger, mode runMode) (filesink.Con
 		fc.Owner = &filesink.Owner{UID: uid, GID: gid}
 	}
 	for _, a := range f.OnRotate {
-		var action filesink.Action
+		var action reload.Action
 		switch {
 		case a.Signal != nil:
 			sig, err := config.ParseSignal(a.Signal.Signal)
 			if err != nil {
 				return fc, nil, fmt.Errorf("on_rotate signal %q: %w", a.Signal.Signal, err)
 			}
-			action = &filesink.SignalAction{PIDFile: a.Signal.PIDFile, Signal: sig}
+			action = &reload.SignalAction{PIDFile: a.Signal.PIDFile, Signal: sig}
 		case a.Exec != nil:
-			action = &filesink.ExecAction{Command: a.Exec.Command, Timeout: time.Duration(a.Exec.Timeout)}
+			action = &reload.ExecAction{Command: a.Exec.Command, Timeout: time.Duration(a.Exec.Timeout)}
 		case a.Postgres != nil:
-			action = &filesink.PostgresAction{DSN: a.Postgres.DSN, Timeout: time.Duration(a.Postgres.Timeout)}
+			action = &pgreload.Action{DSN: a.Postgres.DSN, Timeout: time.Duration(a.Postgres.Timeout)}
 		}
 		// --once runs every action once, after the X.509 swap, when
 		// the JWT files are already in place (jwtfiles.Writer.Once runs
 		// none).
 		if a.RunsOn(config.EventX509) || mode == oneShot {
-			fc.Actions = append(fc.Actions, action)
+			rc.Actions = append(rc.Actions, action)
 		}
 		if a.RunsOn(config.EventJWT) {
-			jwtActions = append(jwtActions, action)
+			rc.JWTActions = append(rc.JWTActions, action)
 		}
 	}
-	return fc, jwtActions, nil
+	runner, err := reload.New(rc)
+	if err != nil {
+		return fc, nil, err
+	}
+	fc.Reload = runner
+	return fc, runner, nil
 }
 
-// jwtFolder is the JWT part of a folder, with the reload actions whose on
-// lists jwt.
-func jwtFolder(f config.Folder, owner *filesink.Owner, actions []filesink.Action) jwtfiles.Folder {
+// jwtFolder is the JWT part of a folder, with the folder's reload runner.
+func jwtFolder(f config.Folder, owner *filesink.Owner, runner *reload.Runner) jwtfiles.Folder {
 	jf := jwtfiles.Folder{
 		Dir:            f.Dir,
 		BundleFileName: f.JWTBundleFileName,
@@ -600,7 +607,7 @@ func jwtFolder(f config.Folder, owner *filesink.Owner, actions []filesink.Action
 		Mode:           os.FileMode(f.JWTMode),
 		BundleMode:     os.FileMode(f.JWTBundleMode),
 		Owner:          owner,
-		Actions:        actions,
+		Reload:         runner,
 	}
 	for _, j := range f.JWTSVIDs {
 		jf.SVIDs = append(jf.SVIDs, jwtfiles.SVIDFile{Audience: j.Audience, ExtraAudiences: j.ExtraAudiences, FileName: j.FileName})

@@ -1,4 +1,7 @@
-package filesink
+// Package pgreload is the reload action that runs SELECT pg_reload_conf()
+// on a PostgreSQL server. It is the only package that links pgx: only the
+// wiring imports it.
+package pgreload
 
 import (
 	"context"
@@ -12,11 +15,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/sds-bridge/sds-bridge/reload"
 )
 
 const defaultPostgresTimeout = 10 * time.Second
 
-// PostgresAction makes a PostgreSQL server reload its configuration, and
+// Action makes a PostgreSQL server reload its configuration, and
 // with it ssl_cert_file, ssl_key_file and ssl_ca_file, by running
 // SELECT pg_reload_conf() over a connection: for pods where the bridge
 // cannot signal the server (no shared process namespace). The role needs
@@ -25,10 +30,10 @@ const defaultPostgresTimeout = 10 * time.Second
 // The DSN may hold a password; it never appears in Name, logs or errors.
 //
 // A refused connection (or a missing unix socket) before the server has
-// ever answered this action is ErrNoServer: the server has not started and
+// ever answered this action is reload.ErrNoServer: the server has not started and
 // reads the files in place when it does. Once a connection succeeded, a
 // refused one is a failure.
-type PostgresAction struct {
+type Action struct {
 	// DSN is a libpq connection string, as keywords ("host=/run/postgresql
 	// user=postgres") or a URL ("postgres://user@host/db"). The PG*
 	// environment variables and ~/.pgpass fill in what it leaves out.
@@ -37,23 +42,25 @@ type PostgresAction struct {
 	Timeout time.Duration
 
 	// answered is set once a connection succeeded. Until then, a refused
-	// connection or a missing socket is ErrNoServer (the server has not
+	// connection or a missing socket is reload.ErrNoServer (the server has not
 	// started yet); after that it is a failure (the server went away).
 	// New gives each folder's copy its own; nil remembers nothing.
 	answered *atomic.Bool
 }
 
-func (a PostgresAction) withMemory() Action {
+// WithMemory implements reload.Rememberer.
+func (a Action) WithMemory() reload.Action {
 	a.answered = new(atomic.Bool)
 	return a
 }
 
-func (a PostgresAction) everAnswered() bool { return a.answered != nil && a.answered.Load() }
+func (a Action) everAnswered() bool { return a.answered != nil && a.answered.Load() }
 
-// Name implements Action; the password is redacted.
-func (a PostgresAction) Name() string { return "postgres:" + RedactDSN(a.DSN) }
+// Name implements reload.Action; the password is redacted.
+func (a Action) Name() string { return "postgres:" + RedactDSN(a.DSN) }
 
-func (a PostgresAction) validate() error {
+// Validate implements reload.Validator.
+func (a Action) Validate() error {
 	if strings.TrimSpace(a.DSN) == "" {
 		return errors.New("postgres action: dsn must be set")
 	}
@@ -74,15 +81,15 @@ func (a PostgresAction) validate() error {
 // Run connects, runs SELECT pg_reload_conf() and disconnects. The DSN is
 // parsed here, not at start-up: it may name client certificates in the
 // very folder this sink writes.
-func (a PostgresAction) Run(ctx context.Context, _ Event) (err error) {
-	where := "filesink: postgres action " + RedactDSN(a.DSN)
+func (a Action) Run(ctx context.Context, _ reload.Event) (err error) {
+	where := "reload: postgres action " + RedactDSN(a.DSN)
 	defer func() {
 		if err != nil {
 			err = redactError(err, dsnPassword(a.DSN))
 		}
 	}()
-	if err := a.validate(); err != nil {
-		return fmt.Errorf("filesink: %w", err)
+	if err := a.Validate(); err != nil {
+		return fmt.Errorf("reload: %w", err)
 	}
 	timeout := a.Timeout
 	if timeout == 0 {
@@ -101,7 +108,7 @@ func (a PostgresAction) Run(ctx context.Context, _ Event) (err error) {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		if noListener(err) && !a.everAnswered() {
-			return fmt.Errorf("%s: %w (it has not answered yet): %w", where, ErrNoServer, err)
+			return fmt.Errorf("%s: %w (it has not answered yet): %w", where, reload.ErrNoServer, err)
 		}
 		return fmt.Errorf("%s: %w", where, err)
 	}

@@ -1,8 +1,9 @@
-package filesink
+package pgreload
 
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,8 +13,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/goleak"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
+	"github.com/sds-bridge/sds-bridge/reload"
 )
 
 // The real PostgreSQL (pg_reload_conf() making the server re-read its
@@ -204,8 +207,8 @@ func (s *pgServer) dsn() string {
 
 func TestPostgresActionReloads(t *testing.T) {
 	srv := startPGServer(t, answerTrue)
-	a := PostgresAction{DSN: srv.dsn()}
-	if err := a.Run(t.Context(), Event{Generation: 1}); err != nil {
+	a := Action{DSN: srv.dsn()}
+	if err := a.Run(t.Context(), reload.Event{Generation: 1}); err != nil {
 		t.Fatal(err)
 	}
 	queries, users, passwords := srv.seen()
@@ -244,8 +247,8 @@ func TestPostgresActionFailures(t *testing.T) {
 			if !tc.noSrv {
 				dsn = startPGServer(t, tc.answer).dsn()
 			}
-			a := PostgresAction{DSN: dsn, Timeout: tc.timeout}
-			err := a.Run(t.Context(), Event{})
+			a := Action{DSN: dsn, Timeout: tc.timeout}
+			err := a.Run(t.Context(), reload.Event{})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Run() = %v, want an error containing %q", err, tc.want)
 			}
@@ -256,16 +259,15 @@ func TestPostgresActionFailures(t *testing.T) {
 	}
 }
 
-// Through a folder, the failures are retried, logged, counted and shown in
+// Through a runner, the failures are retried, logged, counted and shown in
 // Stats, and the password appears nowhere.
 func TestPostgresActionInFolder(t *testing.T) {
-	c := newCA(t, "example.org")
 	srv := startPGServer(t, answerPermissionDenied)
-	a := PostgresAction{DSN: srv.dsn()}
-	f, logs := newFolder(t, Config{Actions: []Action{a}, ActionAttempts: 2, ActionBackoff: time.Millisecond})
-	err := f.Apply(t.Context(), update(3, c.issue(t, ca.SVIDOptions{}), c.Bundle()))
-	if !errors.Is(err, ErrReloadAction) {
-		t.Fatalf("Apply() = %v, want ErrReloadAction", err)
+	a := Action{DSN: srv.dsn()}
+	r, logs := newRunner(t, reload.Config{Actions: []reload.Action{a}, Attempts: 2, Backoff: time.Millisecond})
+	err := r.Run(t.Context(), reload.Event{Generation: 3})
+	if err == nil {
+		t.Fatalf("Run() = %v, want the failure", err)
 	}
 	if queries, _, _ := srv.seen(); len(queries) != 2 {
 		t.Errorf("%d attempts reached the server, want 2", len(queries))
@@ -275,16 +277,13 @@ func TestPostgresActionInFolder(t *testing.T) {
 			t.Errorf("%s show the password:\n%s", what, text)
 		}
 	}
-	st := f.Stats()
-	if len(st.Actions) != 1 {
-		t.Fatalf("Stats().Actions = %+v, want one", st.Actions)
+	st := r.Stats()
+	if len(st) != 1 {
+		t.Fatalf("Stats() = %+v, want one", st)
 	}
-	got := st.Actions[0]
+	got := st[0]
 	if got.Action != a.Name() || got.Generation != 3 || got.Attempts != 2 || got.Failures != 2 || got.Err == nil {
 		t.Errorf("action stats = %+v, want generation 3, 2 attempts, 2 failures, an error", got)
-	}
-	if st.WriteFailures != 0 || st.LastWriteErr != nil {
-		t.Errorf("write stats = %d, %v; want none (the swap worked)", st.WriteFailures, st.LastWriteErr)
 	}
 }
 
@@ -307,15 +306,15 @@ func TestRedactDSN(t *testing.T) {
 
 func TestPostgresActionValidates(t *testing.T) {
 	for _, tc := range []struct {
-		a    PostgresAction
+		a    Action
 		want string
 	}{
-		{PostgresAction{}, "dsn must be set"},
-		{PostgresAction{DSN: "just-a-host"}, "want keyword=value pairs"},
-		{PostgresAction{DSN: "postgres://u:hunter22@db:bad port/x"}, "not a valid URL"},
-		{PostgresAction{DSN: "host=db", Timeout: -time.Second}, "must not be negative"},
+		{Action{}, "dsn must be set"},
+		{Action{DSN: "just-a-host"}, "want keyword=value pairs"},
+		{Action{DSN: "postgres://u:hunter22@db:bad port/x"}, "not a valid URL"},
+		{Action{DSN: "host=db", Timeout: -time.Second}, "must not be negative"},
 	} {
-		_, err := New(Config{Dir: t.TempDir(), Actions: []Action{tc.a}})
+		_, err := reload.New(reload.Config{Actions: []reload.Action{tc.a}})
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "hunter22") {
 			t.Errorf("New with %+v: %v, want an error containing %q and no password", tc.a, err, tc.want)
 		}
@@ -329,10 +328,9 @@ func pgDSN(dir string) string {
 
 // Nothing listening where the DSN points, before the server ever answered,
 // is no server to reload: a socket file nobody listens on (refused), no
-// socket file, a closed TCP port. The action says ErrNoServer, and through
-// a folder it is tried once, not counted, and Apply succeeds.
+// socket file, a closed TCP port. The action says reload.ErrNoServer, and through
+// a runner it is tried once, not counted, and Run succeeds.
 func TestPostgresActionNoServerBeforeItEverAnswered(t *testing.T) {
-	c := newCA(t, "example.org")
 	refusedDir := pgSocketDir(t)
 	l, err := net.Listen("unix", filepath.Join(refusedDir, ".s.PGSQL.5432"))
 	if err != nil {
@@ -353,16 +351,16 @@ func TestPostgresActionNoServerBeforeItEverAnswered(t *testing.T) {
 		{"closed TCP port", fmt.Sprintf("host=127.0.0.1 port=%d user=bridge sslmode=disable password=hunter22", port), "connection refused"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := PostgresAction{DSN: tc.dsn, Timeout: 5 * time.Second}.Run(t.Context(), Event{})
-			if !errors.Is(err, ErrNoServer) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Run() = %v, want ErrNoServer and %q", err, tc.want)
+			err := Action{DSN: tc.dsn, Timeout: 5 * time.Second}.Run(t.Context(), reload.Event{})
+			if !errors.Is(err, reload.ErrNoServer) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Run() = %v, want reload.ErrNoServer and %q", err, tc.want)
 			}
 
-			f, logs := newFolder(t, Config{Actions: []Action{PostgresAction{DSN: tc.dsn}}, ActionAttempts: 3, ActionBackoff: time.Millisecond})
-			if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
-				t.Fatalf("Apply() = %v, want no error: there is no server to reload", err)
+			r, logs := newRunner(t, reload.Config{Actions: []reload.Action{Action{DSN: tc.dsn}}, Attempts: 3, Backoff: time.Millisecond})
+			if err := r.Run(t.Context(), reload.Event{Generation: 1}); err != nil {
+				t.Fatalf("Run() = %v, want no error: there is no server to reload", err)
 			}
-			a := f.Stats().Actions[0]
+			a := r.Stats()[0]
 			if !a.NoServer() || a.Failed() || a.Attempts != 1 || a.Failures != 0 || a.Generation != 1 {
 				t.Errorf("action stats = %+v, want no server for generation 1 after 1 attempt, no failure", a)
 			}
@@ -376,24 +374,23 @@ func TestPostgresActionNoServerBeforeItEverAnswered(t *testing.T) {
 // Once the server answered, a refused connection means it went away: a
 // failure, retried and returned, as any reload that does not happen.
 func TestPostgresActionRefusedAfterItAnsweredIsAFailure(t *testing.T) {
-	c := newCA(t, "example.org")
 	dir := pgSocketDir(t)
-	action := PostgresAction{DSN: pgDSN(dir)}
-	f, _ := newFolder(t, Config{Actions: []Action{action}, ActionAttempts: 2, ActionBackoff: time.Millisecond})
+	action := Action{DSN: pgDSN(dir)}
+	r, _ := newRunner(t, reload.Config{Actions: []reload.Action{action}, Attempts: 2, Backoff: time.Millisecond})
 	apply := func(gen uint64) error {
-		return f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle()))
+		return r.Run(t.Context(), reload.Event{Generation: gen})
 	}
 
 	if err := apply(1); err != nil {
-		t.Fatalf("generation 1, server not started yet: Apply() = %v, want no error", err)
+		t.Fatalf("generation 1, server not started yet: Run() = %v, want no error", err)
 	}
-	if a := f.Stats().Actions[0]; !a.NoServer() {
+	if a := r.Stats()[0]; !a.NoServer() {
 		t.Fatalf("generation 1: action stats = %+v, want no server", a)
 	}
 
 	srv := startPGServerIn(t, dir, answerTrue)
 	if err := apply(2); err != nil {
-		t.Fatalf("generation 2, server up: Apply() = %v", err)
+		t.Fatalf("generation 2, server up: Run() = %v", err)
 	}
 	if q, _, _ := srv.seen(); len(q) != 1 {
 		t.Fatalf("generation 2: the server saw %q, want one reload", q)
@@ -401,17 +398,39 @@ func TestPostgresActionRefusedAfterItAnsweredIsAFailure(t *testing.T) {
 
 	srv.stop()
 	err := apply(3)
-	if !errors.Is(err, ErrReloadAction) || errors.Is(err, ErrNoServer) || !strings.Contains(err.Error(), "gave up after 2 attempts") {
-		t.Fatalf("generation 3, server gone: Apply() = %v, want a reload failure after 2 attempts", err)
+	if err == nil || errors.Is(err, reload.ErrNoServer) || !strings.Contains(err.Error(), "gave up after 2 attempts") {
+		t.Fatalf("generation 3, server gone: Run() = %v, want a reload failure after 2 attempts", err)
 	}
-	if a := f.Stats().Actions[0]; !a.Failed() || a.NoServer() || a.Failures != 2 || a.Generation != 3 {
+	if a := r.Stats()[0]; !a.Failed() || a.NoServer() || a.Failures != 2 || a.Generation != 3 {
 		t.Errorf("generation 3: action stats = %+v, want failed twice", a)
 	}
 
-	// The same value in another folder has that folder's memory: the
-	// server never answered there.
-	other, _ := newFolder(t, Config{Actions: []Action{action}})
-	if err := other.Apply(t.Context(), update(4, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
-		t.Errorf("a second folder whose server never answered: Apply() = %v, want no server", err)
+	// The same value in another folder's runner has that runner's memory:
+	// the server never answered there.
+	other, _ := newRunner(t, reload.Config{Actions: []reload.Action{action}})
+	if err := other.Run(t.Context(), reload.Event{Generation: 4}); err != nil {
+		t.Errorf("a second folder whose server never answered: Run() = %v, want no server", err)
 	}
+}
+
+// newRunner makes a reload.Runner for cfg, logging to the returned buffer
+// (and to the test log on failure).
+func newRunner(t testing.TB, cfg reload.Config) (*reload.Runner, *testkit.LogBuffer) {
+	t.Helper()
+	logs := &testkit.LogBuffer{}
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r, err := reload.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("reload logs:\n%s", logs.String())
+		}
+	})
+	return r, logs
+}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
 }

@@ -1,4 +1,4 @@
-package filesink
+package atomicfile
 
 import (
 	"os"
@@ -109,4 +109,17 @@ func BenchmarkWriteFile(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func listDir(t testing.TB, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
 }

@@ -1,0 +1,163 @@
+// Package atomicfile replaces single files atomically and durably, for files
+// that change alone (a JWT-SVID, a JWT bundle), and holds the durable
+// create-and-fsync steps the credential folder's generation swap is built
+// from. Every step goes through an *os.Root, so no link planted in the
+// directory can lead a write out of it.
+package atomicfile
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Owner is applied with chown to a written file. PostgreSQL accepts a key
+// owned by the database user with mode 0600, or owned by root with mode
+// 0640.
+type Owner struct {
+	UID, GID int
+}
+
+const tempInfix = ".tmp-"
+
+// TempPattern is the filepath.Glob pattern of the temporary files
+// WriteFile uses for name; a crash can leave one behind.
+func TempPattern(name string) string { return "." + name + tempInfix + "*" }
+
+// WriteFile replaces the single file at path with data, atomically: readers
+// see the old content or the new one, never a mix. It is for files that
+// change alone (a JWT-SVID, a JWT bundle), outside the generation swap that
+// keeps a certificate, its key and its bundle consistent. The new content is
+// written to a temporary file in the same directory (created with mode and
+// owner before any byte is written), fsynced, renamed over path, and the
+// directory is fsynced. A path that exists and is not a regular file
+// (a directory, a symlink, a FIFO) is refused: replacing it would change
+// something the caller did not create.
+func WriteFile(path string, data []byte, mode os.FileMode, owner *Owner) (err error) {
+	// The directory is the caller's; inside it, every step goes through one
+	// handle that no link planted in the directory can lead out of.
+	root, err := os.OpenRoot(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+	}
+	defer root.Close()
+	name := filepath.Base(path)
+	if fi, err := root.Lstat(name); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("atomicfile: write %s: exists and is not a regular file (%s)", path, fi.Mode().Type())
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+	}
+	var suffix [6]byte
+	_, _ = rand.Read(suffix[:])
+	tmp := "." + name + tempInfix + hex.EncodeToString(suffix[:])
+	defer func() {
+		if err != nil {
+			_ = root.Remove(tmp)
+		}
+	}()
+	if err := CreateNew(root, tmp, data, mode, owner); err != nil {
+		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+	}
+	// rename(2) replaces a link planted at name meanwhile; it never
+	// writes through it.
+	if err := root.Rename(tmp, name); err != nil {
+		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+	}
+	if err := SyncDir(root); err != nil {
+		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+	}
+	return nil
+}
+
+// CreateNew creates name in dir exclusively (O_EXCL never follows a link
+// planted at the name), with owner and then mode set before any byte is
+// written, and makes its content durable. The caller fsyncs dir.
+func CreateNew(dir *os.Root, name string, data []byte, mode os.FileMode, owner *Owner) (err error) {
+	fh, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	defer func() {
+		if cerr := fh.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close: %w", cerr)
+		}
+	}()
+	if owner != nil {
+		if err := fh.Chown(owner.UID, owner.GID); err != nil {
+			return fmt.Errorf("chown: %w", err)
+		}
+	}
+	// After chown (which may clear mode bits), and independent of the umask.
+	if err := fh.Chmod(mode); err != nil {
+		return fmt.Errorf("chmod: %w", err)
+	}
+	if _, err := fh.Write(data); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := fh.Sync(); err != nil {
+		return fmt.Errorf("fsync: %w", err)
+	}
+	return nil
+}
+
+// SyncDir fsyncs the directory dir is a handle of: what a rename, create or
+// remove in it changed is durable once it returns.
+func SyncDir(dir *os.Root) error {
+	d, err := dir.Open(".")
+	if err != nil {
+		return fmt.Errorf("fsync directory: %w", err)
+	}
+	serr := d.Sync()
+	cerr := d.Close()
+	if serr != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir.Name(), serr)
+	}
+	if cerr != nil {
+		return fmt.Errorf("close directory %s: %w", dir.Name(), cerr)
+	}
+	return nil
+}
+
+// RemoveTemps removes the temporary files WriteFile left behind for name
+// in dir (a crash between create and rename), through a handle of dir, and
+// returns the names removed.
+func RemoveTemps(dir, name string) ([]string, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("atomicfile: remove temporary files in %s: %w", dir, err)
+	}
+	defer root.Close()
+	entries, err := fs.ReadDir(root.FS(), ".")
+	if err != nil {
+		return nil, fmt.Errorf("atomicfile: remove temporary files in %s: %w", dir, err)
+	}
+	var removed []string
+	for _, e := range entries {
+		// A directory is never one of WriteFile's temporary files.
+		if e.IsDir() || !isTempName(e.Name(), name) {
+			continue
+		}
+		if err := root.Remove(e.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return removed, fmt.Errorf("atomicfile: remove temporary file %s: %w", filepath.Join(dir, e.Name()), err)
+		}
+		removed = append(removed, e.Name())
+	}
+	return removed, nil
+}
+
+// isTempName reports whether temp is exactly a name WriteFile makes for
+// name (TempPattern, with 12 lower-case hexadecimal digits for the star):
+// ".<name>.tmp-mine" is someone else's.
+func isTempName(temp, name string) bool {
+	rest, ok := strings.CutPrefix(temp, "."+name+tempInfix)
+	if !ok || len(rest) != 12 {
+		return false
+	}
+	_, err := hex.DecodeString(rest)
+	return err == nil && strings.ToLower(rest) == rest
+}

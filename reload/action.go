@@ -1,0 +1,262 @@
+// Package reload runs a credential folder's reload actions: signal a pid
+// file, run a command (and, in pgreload, SELECT pg_reload_conf()). One
+// Runner per folder serialises every run, whether a new X.509 set or a new
+// JWT file triggered it, so a consumer is never reloaded twice at once.
+package reload
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Event describes the generation an action reacts to.
+type Event struct {
+	// Kind is what changed: EventX509 (a new set swapped in) or EventJWT
+	// (a JWT-SVID or the JWT bundles rewritten); "" is EventX509.
+	Kind EventKind
+	// Dir is the credential folder (the stable names live there).
+	Dir        string
+	Generation uint64
+	SPIFFEID   string
+	NotAfter   time.Time
+}
+
+// EventKind is what an Event reports; its values are the config's
+// on_rotate[].on values.
+type EventKind string
+
+// Event kinds.
+const (
+	EventX509 EventKind = "x509"
+	EventJWT  EventKind = "jwt"
+)
+
+// Action tells a consumer that a new generation is in place. Run must
+// return when ctx ends.
+type Action interface {
+	// Name identifies the action in logs ("signal:/var/lib/postgresql/data/postmaster.pid").
+	Name() string
+	Run(ctx context.Context, e Event) error
+}
+
+const (
+	defaultExecTimeout = 30 * time.Second
+	// execWaitDelay bounds how long Run waits for the output pipes after the
+	// process is gone (a grandchild may still hold them open).
+	execWaitDelay = time.Second
+	stderrTail    = 1024
+)
+
+// SignalAction signals the process whose pid is on the first line of
+// PIDFile, e.g. PostgreSQL's postmaster.pid: SIGHUP makes PostgreSQL
+// reload ssl_cert_file, ssl_key_file and ssl_ca_file.
+type SignalAction struct {
+	PIDFile string
+	// Signal defaults to SIGHUP.
+	Signal syscall.Signal
+}
+
+// Name implements Action.
+func (a SignalAction) Name() string { return "signal:" + a.PIDFile }
+
+// Validate implements Validator.
+func (a SignalAction) Validate() error {
+	if a.PIDFile == "" {
+		return errors.New("signal action: pid file must be set")
+	}
+	return nil
+}
+
+// Run re-reads the pid file every time: the process may have restarted
+// with another pid since the last generation. A missing pid file, or one
+// naming a process that is gone, is ErrNoServer: the server is not running
+// and reads the current files when it starts.
+func (a SignalAction) Run(ctx context.Context, _ Event) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("reload: signal action: %w", err)
+	}
+	sig := a.Signal
+	if sig == 0 {
+		sig = syscall.SIGHUP
+	}
+	pid, err := readPID(a.PIDFile)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("reload: signal action: %w: send %s to pid %d from %s: %w", ErrNoServer, sig, pid, a.PIDFile, err)
+		}
+		return fmt.Errorf("reload: signal action: send %s to pid %d from %s: %w", sig, pid, a.PIDFile, err)
+	}
+	return nil
+}
+
+// serverUp implements serverWatcher: the pid file names a live process.
+// EPERM counts as live: the process exists, and Run reports why it cannot
+// be signalled.
+func (a SignalAction) serverUp() bool {
+	pid, err := readPID(a.PIDFile)
+	if err != nil {
+		return false
+	}
+	err = syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+func readPID(path string) (int, error) {
+	data, err := readPIDFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("reload: signal action: %w: read pid file: %w", ErrNoServer, err)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reload: signal action: read pid file: %w", err)
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	first = strings.TrimSpace(first)
+	pid, err := strconv.Atoi(first)
+	// 0 and negative pids would signal whole process groups.
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("reload: signal action: pid file %s: first line %q is not a process id", path, first)
+	}
+	return pid, nil
+}
+
+// ExecAction runs a command directly (no shell) with the event in its
+// environment: SDS_BRIDGE_EVENT (x509 or jwt), SDS_BRIDGE_DIR,
+// SDS_BRIDGE_GENERATION, SDS_BRIDGE_SPIFFE_ID and SDS_BRIDGE_NOT_AFTER (RFC
+// 3339; for jwt the token's expiry). A command still running at Timeout is
+// killed with its whole process group.
+type ExecAction struct {
+	Command []string
+	// Timeout defaults to 30 s.
+	Timeout time.Duration
+}
+
+// Name implements Action.
+func (a ExecAction) Name() string {
+	if len(a.Command) == 0 {
+		return "exec:"
+	}
+	return "exec:" + a.Command[0]
+}
+
+// Validate implements Validator.
+func (a ExecAction) Validate() error {
+	if len(a.Command) == 0 || a.Command[0] == "" {
+		return errors.New("exec action: command must not be empty")
+	}
+	if a.Timeout < 0 {
+		return fmt.Errorf("exec action: timeout %s: must not be negative", a.Timeout)
+	}
+	return nil
+}
+
+// Run implements Action.
+func (a ExecAction) Run(ctx context.Context, e Event) error {
+	if err := a.Validate(); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	timeout := a.Timeout
+	if timeout == 0 {
+		timeout = defaultExecTimeout
+	}
+	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	cmd := exec.CommandContext(runCtx, a.Command[0], a.Command[1:]...)
+	kind := e.Kind
+	if kind == "" {
+		kind = EventX509
+	}
+	cmd.Env = append(os.Environ(),
+		"SDS_BRIDGE_EVENT="+string(kind),
+		"SDS_BRIDGE_DIR="+e.Dir,
+		"SDS_BRIDGE_GENERATION="+strconv.FormatUint(e.Generation, 10),
+		"SDS_BRIDGE_SPIFFE_ID="+e.SPIFFEID,
+		"SDS_BRIDGE_NOT_AFTER="+e.NotAfter.UTC().Format(time.RFC3339),
+	)
+	// Its own process group, so a timeout also kills what a script started.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = execWaitDelay
+	stderr := &tailBuffer{max: stderrTail}
+	cmd.Stderr = stderr
+
+	err := cmd.Run()
+	if err == nil {
+		return nil
+	}
+	where := "reload: exec " + a.Command[0]
+	if errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		where += fmt.Sprintf(": killed after timeout %s", timeout)
+	}
+	if tail := stderr.String(); tail != "" {
+		return fmt.Errorf("%s: %w; stderr: %q", where, err, tail)
+	}
+	return fmt.Errorf("%s: %w", where, err)
+}
+
+// tailBuffer keeps the last max bytes written: the end of stderr is where
+// the reason for a failure usually is.
+type tailBuffer struct {
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(bytes.TrimSpace(t.buf)) }
+
+// ErrNoServer marks an action's outcome, not a failure: there is no server
+// to reload (no pid file, a pid file naming a process that is gone, a
+// PostgreSQL server that refused the connection before it ever answered).
+// A server that starts later reads the files in place, so the action is
+// not retried, not counted as a failure, and Apply does not return it.
+// In Kubernetes the bridge is a sidecar that starts before its database:
+// its first swap always meets this.
+var ErrNoServer = errors.New("no server to reload")
+
+// maxPIDFileSize bounds what is read from a pid file: postmaster.pid is a
+// few lines, and a planted link to /dev/zero must not exhaust memory.
+const maxPIDFileSize = 1 << 20
+
+// readPIDFile reads a regular file of at most maxPIDFileSize bytes,
+// opened without blocking so that a FIFO at the path cannot hang a reload.
+func readPIDFile(path string) ([]byte, error) {
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	data, err := io.ReadAll(io.LimitReader(fh, maxPIDFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxPIDFileSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxPIDFileSize)
+	}
+	return data, nil
+}

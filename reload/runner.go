@@ -1,0 +1,361 @@
+package reload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	DefaultAttempts     = 3
+	DefaultBackoff      = 200 * time.Millisecond
+	DefaultNoServerPoll = time.Second
+	maxBackoff          = 30 * time.Second
+)
+
+// Validator is an Action that can check its settings before the first run;
+// New calls it.
+type Validator interface {
+	Validate() error
+}
+
+// Rememberer is an Action that keeps what it learnt across runs (whether
+// its server ever answered); New gives each Runner's copy memory of its own.
+type Rememberer interface {
+	WithMemory() Action
+}
+
+// serverWatcher is an Action that can tell cheaply when its server has
+// appeared, so that a Runner can reload it once then (see waitForServer).
+type serverWatcher interface {
+	serverUp() bool
+}
+
+// Config describes one folder's reload actions.
+type Config struct {
+	// Actions run in order for every EventX509 (a new set swapped in), each
+	// with retries; Stats reports them.
+	Actions []Action
+	// JWTActions run in order, once each, for every EventJWT (a JWT-SVID or
+	// the JWT bundles rewritten); a failure is logged. An action may be in
+	// both lists (the same pointer): it then shares its memory.
+	JWTActions []Action
+	// Attempts is how often an X.509 action is tried per generation
+	// (default 3); Backoff the pause after the first failure (default
+	// 200 ms), doubled after each further failure.
+	Attempts int
+	Backoff  time.Duration
+	// NoServerPoll is how often an action that found no server to reload
+	// (ErrNoServer) checks whether its server has appeared, to reload it
+	// once then; default 1 s. Only signal actions can tell.
+	NoServerPoll time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Now defaults to time.Now; tests move the clock.
+	Now func() time.Time
+}
+
+// Runner runs one folder's reload actions, one run at a time: the X.509
+// writer and the JWT writer of a folder share it, so a token and a new set
+// landing together never reload a consumer twice at once.
+type Runner struct {
+	cfg Config
+	log *slog.Logger
+
+	// mu serialises every run of the actions, whatever triggered it.
+	mu sync.Mutex
+	// last is the X.509 event run last (nil before the first), for Rerun
+	// and late reloads; guarded by mu.
+	last *Event
+	late lateReloads
+
+	stats statsRecorder
+}
+
+// New applies defaults to cfg, validates it and returns the runner.
+func New(cfg Config) (*Runner, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg.Actions, cfg.JWTActions = withMemory(cfg.Actions, cfg.JWTActions)
+	r := &Runner{cfg: cfg, log: cfg.Logger}
+	r.stats.init(cfg.Actions)
+	return r, nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Attempts == 0 {
+		c.Attempts = DefaultAttempts
+	}
+	if c.Backoff == 0 {
+		c.Backoff = DefaultBackoff
+	}
+	if c.NoServerPoll == 0 {
+		c.NoServerPoll = DefaultNoServerPoll
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.Attempts < 1 {
+		return fmt.Errorf("reload: action attempts %d: must be at least 1", c.Attempts)
+	}
+	if c.Backoff < 0 {
+		return fmt.Errorf("reload: action backoff %s: must not be negative", c.Backoff)
+	}
+	if c.NoServerPoll < 0 {
+		return fmt.Errorf("reload: no-server poll %s: must not be negative", c.NoServerPoll)
+	}
+	for _, list := range []struct {
+		what    string
+		actions []Action
+	}{{"action", c.Actions}, {"jwt action", c.JWTActions}} {
+		for i, a := range list.actions {
+			if a == nil {
+				return fmt.Errorf("reload: %s %d: nil", list.what, i)
+			}
+			if v, ok := a.(Validator); ok {
+				if err := v.Validate(); err != nil {
+					return fmt.Errorf("reload: %s %d: %w", list.what, i, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// withMemory returns copies of both lists in which every Rememberer has
+// its own memory, shared by nobody outside this Runner; an action given in
+// both lists (the same pointer) keeps one memory for both.
+func withMemory(x509, jwt []Action) (x, j []Action) {
+	given := map[Action]Action{}
+	own := func(actions []Action) []Action {
+		out := make([]Action, len(actions))
+		for i, a := range actions {
+			comparable := reflect.TypeOf(a).Comparable()
+			if comparable {
+				if m, ok := given[a]; ok {
+					out[i] = m
+					continue
+				}
+			}
+			m := a
+			if r, ok := a.(Rememberer); ok {
+				m = r.WithMemory()
+			}
+			if comparable {
+				given[a] = m
+			}
+			out[i] = m
+		}
+		return out
+	}
+	return own(x509), own(jwt)
+}
+
+// Empty reports whether there is no action at all.
+func (r *Runner) Empty() bool { return len(r.cfg.Actions) == 0 && len(r.cfg.JWTActions) == 0 }
+
+// Run runs the actions for ev, in order, after any run in progress. For
+// EventX509 each action gets its retries, no server to reload is not a
+// failure (see Stats), and the failures are returned joined. For EventJWT
+// each action runs once and a failure is logged, not returned.
+func (r *Runner) Run(ctx context.Context, ev Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ev.Kind == EventJWT {
+		r.runJWT(ctx, ev)
+		return nil
+	}
+	return r.runX509(ctx, ev)
+}
+
+// Rerun runs every X.509 action again for the generation in place (the
+// last one run for), with the same rules as Run. It is what SIGHUP does.
+// Before the first run there is nothing to reload and it returns nil.
+func (r *Runner) Rerun(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last == nil {
+		r.log.Info("reload: no generation swapped in yet: no reload action to run again")
+		return nil
+	}
+	r.log.Info("reload: running reload actions again", "generation", r.last.Generation)
+	return r.runX509(ctx, *r.last)
+}
+
+func (r *Runner) runJWT(ctx context.Context, ev Event) {
+	for _, a := range r.cfg.JWTActions {
+		if err := a.Run(ctx, ev); err != nil && ctx.Err() == nil {
+			r.log.Error("reload: JWT reload action failed", "dir", ev.Dir, "action", a.Name(), "error", err)
+		}
+	}
+}
+
+// runX509 runs every action once for ev, in order, each with retries. A
+// failing action does not stop the next one; the errors are joined. It is
+// called with r.mu held.
+func (r *Runner) runX509(ctx context.Context, ev Event) error {
+	r.last = &ev
+	var errs []error
+	for i, a := range r.cfg.Actions {
+		if err := r.runAction(ctx, i, a, ev); err != nil {
+			errs = append(errs, err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Runner) runAction(ctx context.Context, i int, a Action, ev Event) error {
+	backoff := r.cfg.Backoff
+	for attempt := 1; ; attempt++ {
+		err := a.Run(ctx, ev)
+		r.stats.attempted(i, ev.Generation, attempt, err, r.cfg.Now())
+		switch {
+		case err == nil:
+			r.late.forget(i)
+			r.log.Info("reload: reload action done", "action", a.Name(), "generation", ev.Generation, "attempt", attempt)
+			return nil
+		case errors.Is(err, ErrNoServer):
+			r.log.Info("reload: no server to reload: it reads the files in place when it starts",
+				"action", a.Name(), "generation", ev.Generation, "reason", err)
+			r.waitForServer(ctx, i, a)
+			return nil
+		}
+		r.late.forget(i)
+		r.log.Warn("reload: reload action failed", "action", a.Name(), "generation", ev.Generation,
+			"attempt", attempt, "attempts", r.cfg.Attempts, "err", err)
+		if attempt >= r.cfg.Attempts {
+			return fmt.Errorf("%w (action %s, generation %d, gave up after %d attempts)", err, a.Name(), ev.Generation, attempt)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (action %s, generation %d, stopped after %d attempts: %w)", err, a.Name(), ev.Generation, attempt, ctx.Err())
+		case <-t.C:
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// lateReloads are the actions that found no server and wait for it to
+// appear, and the one goroutine that watches for them. It has its own lock:
+// the watcher reads it without holding the runner's.
+type lateReloads struct {
+	mu      sync.Mutex
+	waiting map[int]bool
+	// watching is the context of the goroutine that watches; nil: none.
+	// One whose context ended is replaced by the next waitForServer.
+	watching context.Context
+}
+
+func (l *lateReloads) forget(i int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.waiting, i)
+}
+
+func (l *lateReloads) isWaiting(i int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.waiting[i]
+}
+
+func (l *lateReloads) list() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]int, 0, len(l.waiting))
+	for i := range l.waiting {
+		out = append(out, i)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// stop reports whether the watcher of ctx should end (its context ended,
+// another replaced it, or nothing waits any more), and if so, ends its turn.
+func (l *lateReloads) stop(ctx context.Context) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.watching == ctx && ctx.Err() == nil && len(l.waiting) > 0 {
+		return false
+	}
+	if l.watching == ctx {
+		l.watching = nil
+	}
+	return true
+}
+
+// waitForServer remembers that action i found no server and, if the action
+// can tell when its server appears, makes sure a goroutine watches for it:
+// that goroutine runs the action once when it does (a server may have read
+// the files just before a swap), then ends. It lives at most as long as ctx,
+// the context of the Run (or Rerun) that found no server.
+func (r *Runner) waitForServer(ctx context.Context, i int, a Action) {
+	if _, ok := a.(serverWatcher); !ok || ctx.Err() != nil {
+		return
+	}
+	l := &r.late
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.waiting == nil {
+		l.waiting = map[int]bool{}
+	}
+	l.waiting[i] = true
+	if l.watching != nil && l.watching.Err() == nil {
+		return
+	}
+	l.watching = ctx
+	go r.watchForServers(ctx)
+}
+
+// watchForServers polls every waiting action's server and reloads each one
+// that has appeared. It ends when ctx ends or nothing waits any more.
+func (r *Runner) watchForServers(ctx context.Context) {
+	t := time.NewTicker(r.cfg.NoServerPoll)
+	defer t.Stop()
+	for !r.late.stop(ctx) {
+		select {
+		case <-ctx.Done():
+			continue
+		case <-t.C:
+		}
+		for _, i := range r.late.list() {
+			if r.cfg.Actions[i].(serverWatcher).serverUp() {
+				r.reloadLate(ctx, i)
+			}
+		}
+	}
+}
+
+// reloadLate runs action i once for the generation in place, now that its
+// server is up, unless a Run ran it meanwhile.
+func (r *Runner) reloadLate(ctx context.Context, i int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.late.isWaiting(i) || r.last == nil || ctx.Err() != nil {
+		return
+	}
+	a := r.cfg.Actions[i]
+	r.log.Info("reload: the server appeared after the swap: reloading it once anyway",
+		"action", a.Name(), "generation", r.last.Generation)
+	// The outcome lands in Stats and the log, as for any run.
+	_ = r.runAction(ctx, i, a, *r.last)
+}
