@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/oneline"
 )
 
 // Status is the JSON document of /status: what every consumer has and
@@ -266,7 +267,7 @@ func errText(err error) string {
 	if err == nil {
 		return ""
 	}
-	return oneLine(err.Error())
+	return oneline.Of(err.Error())
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {

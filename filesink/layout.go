@@ -13,6 +13,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/sds-bridge/sds-bridge/internal/certcheck"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -110,13 +111,11 @@ func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, 
 	}
 	leaf := svid.Certificates[0]
 	serial := leaf.SerialNumber.Text(16)
-	switch {
-	case now.After(leaf.NotAfter):
-		return nil, fmt.Errorf("filesink: generation %d: refusing to write SVID %s (serial %s): expired at %s",
-			u.Generation, svid.ID, serial, leaf.NotAfter.UTC().Format(time.RFC3339))
-	case now.Before(leaf.NotBefore):
-		return nil, fmt.Errorf("filesink: generation %d: refusing to write SVID %s (serial %s): not valid until %s",
-			u.Generation, svid.ID, serial, leaf.NotBefore.UTC().Format(time.RFC3339))
+	// Checked again at write time: a retried Update may have expired since
+	// rotation accepted it.
+	if err := certcheck.Window(leaf, now); err != nil {
+		return nil, fmt.Errorf("filesink: generation %d: refusing to write SVID %s (serial %s): %w",
+			u.Generation, svid.ID, serial, err)
 	}
 	ownTD := svid.ID.TrustDomain()
 	own, _ := u.Bundle(ownTD)
