@@ -16,6 +16,7 @@ import (
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/internal/unixsock"
 )
 
 // devSecondHint is the Workload API hint of --second-spiffe-id's SVID.
@@ -23,9 +24,6 @@ const devSecondHint = "second"
 
 // devHome is where dev puts everything unless told otherwise.
 const devHome = "sds-bridge-dev"
-
-// maxSocketPath keeps unix socket paths under the kernel's sun_path limit.
-const maxSocketPath = 100
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sds-bridge dev", flag.ContinueOnError)
@@ -204,7 +202,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // devSocketPath returns want, or a short path under the temp dir when want is
 // longer than a unix socket path may be.
 func devSocketPath(want string) (string, error) {
-	if len(want) <= maxSocketPath {
+	if len(want) <= unixsock.MaxPath {
 		return want, nil
 	}
 	dir, err := os.MkdirTemp("", "sds-bridge-dev")
