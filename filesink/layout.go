@@ -91,12 +91,10 @@ type fileSet struct {
 }
 
 // render turns u into the files of the layout. It refuses material that
-// must never reach a consumer: no SVID matching names.svid, an expired or
-// not yet valid leaf, or no bundle for the SVID's own trust domain.
+// must never reach a consumer: no SVID matching names.svid, or a leaf that
+// is expired or not yet valid at write time. The rest of the Update's shape
+// (an SVID, a certificate, the own bundle) is rotation.NewUpdate's promise.
 func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, now time.Time) (*fileSet, error) {
-	if len(u.SVIDs) == 0 {
-		return nil, fmt.Errorf("filesink: generation %d: no SVID to write", u.Generation)
-	}
 	svid := u.DefaultSVID()
 	if names.svid != "" {
 		i := rotation.FindSVID(u.SVIDs, names.svid)
@@ -105,9 +103,6 @@ func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, 
 				u.Generation, names.svid, rotation.DescribeSVIDs(u.SVIDs))
 		}
 		svid = u.SVIDs[i]
-	}
-	if len(svid.Certificates) == 0 {
-		return nil, fmt.Errorf("filesink: generation %d: SVID %s has no certificate", u.Generation, svid.ID)
 	}
 	leaf := svid.Certificates[0]
 	serial := leaf.SerialNumber.Text(16)
@@ -118,10 +113,7 @@ func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, 
 			u.Generation, svid.ID, serial, err)
 	}
 	ownTD := svid.ID.TrustDomain()
-	own, _ := u.Bundle(ownTD)
-	if own == nil || len(own.X509Authorities()) == 0 {
-		return nil, fmt.Errorf("filesink: generation %d: no X.509 bundle for own trust domain %s", u.Generation, ownTD)
-	}
+	own, _ := u.Bundle(ownTD) // rotation.NewUpdate guarantees one with authorities
 
 	// The chain is leaf plus intermediates: a root the Workload API might
 	// include belongs in the bundle file only.

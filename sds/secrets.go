@@ -3,7 +3,6 @@ package sds
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -122,24 +121,18 @@ func BuildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, er
 
 // buildSecrets is BuildSecrets for valid names; its errors are unprefixed.
 func buildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
-	if u == nil || len(u.SVIDs) == 0 {
-		return nil, errors.New("update has no SVIDs")
+	if u == nil {
+		return nil, errors.New("nil update has no SVIDs")
 	}
+	// rotation.NewUpdate guarantees SVIDs, sorted bundles and a non-empty
+	// own bundle. A federated bundle may still be empty: it is not served.
 	own := u.OwnBundle()
-	if own == nil || own.Empty() {
-		return nil, fmt.Errorf("no bundle for own trust domain %q", u.TrustDomain())
-	}
-
-	// Sorted copies: Update is shared with other sinks and must not change.
 	bundles := make([]*x509bundle.Bundle, 0, len(u.Bundles))
 	for _, b := range u.Bundles {
-		if b != nil && !b.Empty() {
+		if !b.Empty() {
 			bundles = append(bundles, b)
 		}
 	}
-	slices.SortFunc(bundles, func(a, b *x509bundle.Bundle) int {
-		return strings.Compare(a.TrustDomain().Name(), b.TrustDomain().Name())
-	})
 
 	out := make(map[string]*tlsv3.Secret, len(u.SVIDs)+len(bundles)+3)
 	add := func(s *tlsv3.Secret) {

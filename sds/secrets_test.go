@@ -258,7 +258,7 @@ func TestBuildSecrets(t *testing.T) {
 }
 
 func TestBuildSecretsErrors(t *testing.T) {
-	exampleCA, otherCA := newCA(t, exampleTD), newCA(t, otherTD)
+	exampleCA := newCA(t, exampleTD)
 	web := issue(t, exampleCA, webID)
 	tests := []struct {
 		name      string
@@ -267,9 +267,6 @@ func TestBuildSecretsErrors(t *testing.T) {
 		expectErr string
 	}{
 		{"nil update", nil, Names{}, "update has no SVIDs"},
-		{"no SVIDs", newUpdate(1, nil, exampleCA.Bundle()), Names{}, "update has no SVIDs"},
-		{"no own bundle", newUpdate(1, []*x509svid.SVID{web}, otherCA.Bundle()), Names{}, `no bundle for own trust domain "example.org"`},
-		{"empty own bundle", newUpdate(1, []*x509svid.SVID{web}, x509bundle.New(exampleTD)), Names{}, `no bundle for own trust domain "example.org"`},
 		{"name like a SPIFFE ID", newUpdate(1, []*x509svid.SVID{web}, exampleCA.Bundle()), Names{DefaultSVID: "spiffe://example.org/x"}, "DefaultSVID \"spiffe://example.org/x\" would collide"},
 		{"duplicate names", newUpdate(1, []*x509svid.SVID{web}, exampleCA.Bundle()), Names{DefaultBundle: "ALL"}, `DefaultBundle and AllBundles are both "ALL"`},
 	}
