@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -56,6 +57,62 @@ func (n Names) WithDefaults() Names {
 		n.AllBundles = DefaultAllBundlesName
 	}
 	return n
+}
+
+// SecretKind is what a served secret holds.
+type SecretKind int
+
+// The two kinds of secret the bridge serves.
+const (
+	TLSCertificate    SecretKind = iota + 1 // an SVID's chain and key
+	ValidationContext                       // one or more trust bundles
+)
+
+func (k SecretKind) String() string {
+	switch k {
+	case TLSCertificate:
+		return "tls_certificate"
+	case ValidationContext:
+		return "validation_context"
+	}
+	return "other secret"
+}
+
+// Serves reports whether the bridge serves a secret called name, and of
+// which kind, for names set with defaults filled in: DefaultSVID,
+// DefaultBundle, AllBundles (unless DisableSPIFFECertValidation), an
+// SVID's SPIFFE ID and a trust domain's spiffe://<td>. Whether a given
+// SPIFFE ID is in the current Update is not known here: such a name is
+// served as soon as the Workload API sends that identity.
+func (n Names) Serves(name string) (SecretKind, bool) {
+	switch name {
+	case "":
+		return 0, false
+	case n.DefaultSVID:
+		return TLSCertificate, true
+	case n.DefaultBundle:
+		return ValidationContext, true
+	case n.AllBundles:
+		return ValidationContext, !n.DisableSPIFFECertValidation
+	}
+	id, err := spiffeid.FromString(name)
+	switch {
+	case err != nil:
+		return 0, false
+	case id.Path() == "":
+		return ValidationContext, true
+	}
+	return TLSCertificate, true
+}
+
+// Fixed lists the configured names served whatever the Workload API sends:
+// DefaultSVID, DefaultBundle and, unless DisableSPIFFECertValidation,
+// AllBundles.
+func (n Names) Fixed() []string {
+	if n.DisableSPIFFECertValidation {
+		return []string{n.DefaultSVID, n.DefaultBundle}
+	}
+	return []string{n.DefaultSVID, n.DefaultBundle, n.AllBundles}
 }
 
 // Validate reports names that are empty, equal to each other or could

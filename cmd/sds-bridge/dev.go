@@ -149,7 +149,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "  Workload API (dev): %s\n", "unix://"+wlSocket)
 	if cfg.SDS.On() {
-		names := []string{cfg.SDS.DefaultSVIDName, cfg.SDS.DefaultBundleName, cfg.SDS.DefaultAllBundlesName}
+		names := cfg.SDS.Names().Fixed()
 		for _, i := range ids {
 			names = append(names, i.String())
 		}
