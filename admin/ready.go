@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/oneline"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -58,7 +59,7 @@ func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderC
 		return []string{line}
 	}
 	var out []string
-	add := func(format string, args ...any) { out = append(out, oneLine(fmt.Sprintf(format, args...))) }
+	add := func(format string, args ...any) { out = append(out, oneline.Of(fmt.Sprintf(format, args...))) }
 
 	for i, svid := range cur.SVIDs {
 		leaf := svid.Certificates[0]
@@ -139,7 +140,7 @@ func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderC
 	if s.cfg.JWT != nil {
 		for _, t := range s.cfg.JWT.Tokens() {
 			if line := s.tokenProblem(t, now); line != "" {
-				out = append(out, oneLine(line))
+				out = append(out, oneline.Of(line))
 			}
 		}
 	}
@@ -280,5 +281,3 @@ func round(d time.Duration) time.Duration {
 	}
 	return d.Round(time.Second)
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

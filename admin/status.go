@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/oneline"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
 
@@ -267,7 +268,7 @@ func errText(err error) string {
 	if err == nil {
 		return ""
 	}
-	return oneLine(err.Error())
+	return oneline.Of(err.Error())
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {

@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
 func TestNewValidates(t *testing.T) {
@@ -344,14 +345,12 @@ func TestApplyRefusesInvalidLeaf(t *testing.T) {
 		})
 	}
 
+	// An Update without the own bundle cannot reach Apply at all: it is
+	// refused where it is built (the filesink no longer checks again).
 	t.Run("no own bundle", func(t *testing.T) {
-		f, _ := newFolder(t, Config{})
-		err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), newCA(t, "other.org").Bundle()))
-		if err == nil || !strings.Contains(err.Error(), "no X.509 bundle") {
-			t.Fatalf("Apply() error = %v, want a missing-bundle error", err)
-		}
-		if _, err := os.Stat(f.Dir()); !os.IsNotExist(err) {
-			t.Errorf("folder was created for a refused update: %v", err)
+		_, err := rotation.NewUpdate(1, []*x509svid.SVID{c.issue(t, ca.SVIDOptions{})}, []*x509bundle.Bundle{newCA(t, "other.org").Bundle()}, time.Now())
+		if err == nil || !strings.Contains(err.Error(), "no bundle for own trust domain") {
+			t.Fatalf("NewUpdate() error = %v, want a missing-bundle error", err)
 		}
 	})
 }

@@ -3,9 +3,6 @@ package filesink
 import (
 	"cmp"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -21,6 +18,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/sds-bridge/sds-bridge/internal/certcheck"
+	"github.com/sds-bridge/sds-bridge/internal/oneline"
 )
 
 // Reason says what is wrong with the material in a credential folder.
@@ -201,7 +201,7 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 			path := filepath.Join(cfg.Dir, name)
 			if _, err := folder.root.Stat(name); err != nil {
 				return nil, &MaterialError{Reason: ReasonMissing, Path: path, Err: err,
-					Detail: oneLine(fmt.Sprintf("missing file %s (%s has it; the link is missing or broken)", path, filepath.Base(set.path)))}
+					Detail: oneline.Of(fmt.Sprintf("missing file %s (%s has it; the link is missing or broken)", path, filepath.Base(set.path)))}
 			}
 		}
 	}
@@ -250,7 +250,7 @@ func checkSVID(cfg InspectConfig, m *Material, set setDir, written *marker) erro
 	}
 	fail := func(format string, args ...any) error {
 		return &MaterialError{Reason: ReasonOtherSVID, Path: path,
-			Detail: oneLine(fmt.Sprintf("%s holds %s (serial %s), ", set.path, m.SPIFFEID, m.Serial) + fmt.Sprintf(format, args...))}
+			Detail: oneline.Of(fmt.Sprintf("%s holds %s (serial %s), ", set.path, m.SPIFFEID, m.Serial) + fmt.Sprintf(format, args...))}
 	}
 	if written != nil && written.SVID != cfg.SVID {
 		return fail("written for svid %q, but the folder is configured for svid %q", written.SVID, cfg.SVID)
@@ -363,7 +363,7 @@ func checkSet(names fileNames, dir setDir, now time.Time, minValidity time.Durat
 	)
 	add := func(r Reason, path, detail string, cause error, remove ...string) {
 		problems = append(problems, problem{
-			err:    &MaterialError{Reason: r, Path: path, Detail: oneLine(detail), Err: cause},
+			err:    &MaterialError{Reason: r, Path: path, Detail: oneline.Of(detail), Err: cause},
 			remove: remove,
 		})
 	}
@@ -489,16 +489,16 @@ func checkSet(names fileNames, dir setDir, now time.Time, minValidity time.Durat
 		return nil, problems
 	}
 	what := fmt.Sprintf("%s: certificate %s (serial %s)", certPath, id, serial)
-	switch {
-	case now.Before(leaf.NotBefore):
-		add(ReasonNotYetValid, certPath, fmt.Sprintf("%s not valid until %s", what, leaf.NotBefore.UTC().Format(time.RFC3339)), nil, pair...)
-		return nil, problems
-	case now.After(leaf.NotAfter):
-		add(ReasonExpired, certPath, fmt.Sprintf("%s expired at %s", what, leaf.NotAfter.UTC().Format(time.RFC3339)), nil, pair...)
+	if err := certcheck.Window(leaf, now); err != nil {
+		reason := ReasonExpired
+		if errors.Is(err, certcheck.ErrNotYetValid) {
+			reason = ReasonNotYetValid
+		}
+		add(reason, certPath, fmt.Sprintf("%s %v", what, err), nil, pair...)
 		return nil, problems
 	}
 	if key != nil {
-		if !keyMatches(key, leaf.PublicKey) {
+		if certcheck.KeyMatches(key, leaf) != nil {
 			add(ReasonKeyMismatch, keyPath, fmt.Sprintf("%s: private key does not match certificate %s (serial %s) in %s", keyPath, id, serial, certPath), nil, pair...)
 			return nil, problems
 		}
@@ -516,7 +516,7 @@ func checkSet(names fileNames, dir setDir, now time.Time, minValidity time.Durat
 		return nil, problems
 	}
 	bundle := x509bundle.FromX509Authorities(td, roots)
-	if _, _, err := x509svid.Verify(certs, bundle, x509svid.WithTime(now)); err != nil {
+	if err := certcheck.Chain(certs, bundle, now); err != nil {
 		add(ReasonUntrusted, certPath, fmt.Sprintf("%s: chain does not verify against bundle %s: %v", what, bundleFile(td), err), err, pair...)
 		return nil, problems
 	}
@@ -572,12 +572,6 @@ func readMarkerSVID(dir setDir) string {
 		return m.SVID
 	}
 	return ""
-}
-
-// oneLine keeps an operator-facing message on one line even when a cause
-// spans several.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }
 
 // parseCerts parses a file of CERTIFICATE blocks only.
@@ -659,20 +653,4 @@ func parseKeyBlock(b *pem.Block) (crypto.PrivateKey, error) {
 		return x509.ParsePKCS1PrivateKey(b.Bytes)
 	}
 	return nil, fmt.Errorf("unexpected PEM block %q", b.Type)
-}
-
-func keyMatches(key crypto.PrivateKey, pub crypto.PublicKey) bool {
-	var own crypto.PublicKey
-	switch k := key.(type) {
-	case *ecdsa.PrivateKey:
-		own = k.Public()
-	case *rsa.PrivateKey:
-		own = k.Public()
-	case ed25519.PrivateKey:
-		own = k.Public()
-	default:
-		return false
-	}
-	eq, ok := own.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && eq.Equal(pub)
 }

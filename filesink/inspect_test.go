@@ -251,7 +251,10 @@ func TestInspectRefusesASetOfAnotherSVIDThanConfigured(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &rotation.Update{Generation: 1, SVIDs: []*x509svid.SVID{db, web}, Bundles: []*x509bundle.Bundle{c.Bundle()}, ReceivedAt: time.Now()}
+	u, err := rotation.NewUpdate(1, []*x509svid.SVID{db, web}, []*x509bundle.Bundle{c.Bundle()}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	written := func(t *testing.T, svid string) string {
 		f, _ := newFolder(t, Config{SVID: svid})
 		if err := f.Prepare(t.Context()); err != nil {

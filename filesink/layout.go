@@ -13,6 +13,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/sds-bridge/sds-bridge/internal/certcheck"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -90,12 +91,10 @@ type fileSet struct {
 }
 
 // render turns u into the files of the layout. It refuses material that
-// must never reach a consumer: no SVID matching names.svid, an expired or
-// not yet valid leaf, or no bundle for the SVID's own trust domain.
+// must never reach a consumer: no SVID matching names.svid, or a leaf that
+// is expired or not yet valid at write time. The rest of the Update's shape
+// (an SVID, a certificate, the own bundle) is rotation.NewUpdate's promise.
 func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, now time.Time) (*fileSet, error) {
-	if len(u.SVIDs) == 0 {
-		return nil, fmt.Errorf("filesink: generation %d: no SVID to write", u.Generation)
-	}
 	svid := u.DefaultSVID()
 	if names.svid != "" {
 		i := rotation.FindSVID(u.SVIDs, names.svid)
@@ -105,24 +104,16 @@ func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, 
 		}
 		svid = u.SVIDs[i]
 	}
-	if len(svid.Certificates) == 0 {
-		return nil, fmt.Errorf("filesink: generation %d: SVID %s has no certificate", u.Generation, svid.ID)
-	}
 	leaf := svid.Certificates[0]
 	serial := leaf.SerialNumber.Text(16)
-	switch {
-	case now.After(leaf.NotAfter):
-		return nil, fmt.Errorf("filesink: generation %d: refusing to write SVID %s (serial %s): expired at %s",
-			u.Generation, svid.ID, serial, leaf.NotAfter.UTC().Format(time.RFC3339))
-	case now.Before(leaf.NotBefore):
-		return nil, fmt.Errorf("filesink: generation %d: refusing to write SVID %s (serial %s): not valid until %s",
-			u.Generation, svid.ID, serial, leaf.NotBefore.UTC().Format(time.RFC3339))
+	// Checked again at write time: a retried Update may have expired since
+	// rotation accepted it.
+	if err := certcheck.Window(leaf, now); err != nil {
+		return nil, fmt.Errorf("filesink: generation %d: refusing to write SVID %s (serial %s): %w",
+			u.Generation, svid.ID, serial, err)
 	}
 	ownTD := svid.ID.TrustDomain()
-	own, _ := u.Bundle(ownTD)
-	if own == nil || len(own.X509Authorities()) == 0 {
-		return nil, fmt.Errorf("filesink: generation %d: no X.509 bundle for own trust domain %s", u.Generation, ownTD)
-	}
+	own, _ := u.Bundle(ownTD) // rotation.NewUpdate guarantees one with authorities
 
 	// The chain is leaf plus intermediates: a root the Workload API might
 	// include belongs in the bundle file only.

@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -52,13 +50,15 @@ func (c testCA) issue(t testing.TB, opts ca.SVIDOptions) *x509svid.SVID {
 	return s
 }
 
-// update wraps svid into an Update carrying the given bundles (sorted by
-// trust domain, as rotation does).
+// update wraps svid into an Update carrying the given bundles, built as
+// rotation builds it. Test data that breaks NewUpdate's rules is a bug in
+// the test: it panics.
 func update(gen uint64, svid *x509svid.SVID, bundles ...*x509bundle.Bundle) *rotation.Update {
-	sorted := slices.SortedFunc(slices.Values(bundles), func(a, b *x509bundle.Bundle) int {
-		return strings.Compare(a.TrustDomain().Name(), b.TrustDomain().Name())
-	})
-	return &rotation.Update{Generation: gen, SVIDs: []*x509svid.SVID{svid}, Bundles: sorted, ReceivedAt: time.Now()}
+	u, err := rotation.NewUpdate(gen, []*x509svid.SVID{svid}, bundles, time.Now())
+	if err != nil {
+		panic(err)
+	}
+	return u
 }
 
 // syncBuffer collects log output written from many goroutines.

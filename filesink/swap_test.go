@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/certcheck"
 )
 
 // swapStats counts what the concurrent readers saw.
@@ -175,7 +176,7 @@ func readStable(dir string, s *swapStats) {
 		s.fail("svid_bundle.pem read through the stable name does not parse: %v", err)
 		return
 	}
-	if !keyMatches(key, certs[0].PublicKey) {
+	if certcheck.KeyMatches(key, certs[0]) != nil {
 		s.stableCrossGen.Add(1) // documented: use ..data for a matching pair
 	}
 	s.stableSets.Add(1)

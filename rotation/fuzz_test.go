@@ -9,6 +9,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/sds-bridge/sds-bridge/internal/certcheck"
 )
 
 // FuzzValidate parses arbitrary certificate, key and bundle bytes (DER as
@@ -47,10 +49,10 @@ func FuzzValidate(f *testing.F) {
 		if len(bundles) != 1 || bundles[0].TrustDomain() != td {
 			t.Errorf("bundles %v", bundles)
 		}
-		if now.Before(leaf.NotBefore) || !now.Before(leaf.NotAfter) {
+		if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
 			t.Errorf("accepted a leaf outside %s..%s at %s", leaf.NotBefore, leaf.NotAfter, now)
 		}
-		if err := keyMatches(svid.PrivateKey, leaf); err != nil {
+		if err := certcheck.KeyMatches(svid.PrivateKey, leaf); err != nil {
 			t.Errorf("accepted a key that is not the leaf's: %v", err)
 		}
 		roots := x509.NewCertPool()

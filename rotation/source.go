@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
@@ -204,7 +205,20 @@ func (s *Source) Counters() Counters {
 func (s *Source) OnX509ContextUpdate(xc *workloadapi.X509Context) {
 	received := s.cfg.Now()
 	bundles, err := Validate(xc, received)
+	var (
+		svids   []*x509svid.SVID
+		matched bool
+		u       *Update
+	)
+	if err == nil {
+		svids, matched = orderSVIDs(xc.SVIDs, s.cfg.DefaultSVIDHint)
+	}
 	s.mu.Lock()
+	if err == nil {
+		if u, err = NewUpdate(s.generation+1, svids, bundles, received); err != nil {
+			err = fmt.Errorf("%w: %w", ErrRefused, err)
+		}
+	}
 	if err != nil {
 		s.refused++
 		s.lastErr = err
@@ -216,20 +230,18 @@ func (s *Source) OnX509ContextUpdate(xc *workloadapi.X509Context) {
 		s.log.Error("refused Workload API update; keeping the last good one", "error", err, "kept_generation", keeping)
 		return
 	}
-	svids, matched := orderSVIDs(xc.SVIDs, s.cfg.DefaultSVIDHint)
 	var warnMiss string
 	if matched {
 		s.hintMiss = ""
 	} else if avail := DescribeSVIDs(xc.SVIDs); avail != s.hintMiss {
 		s.hintMiss, warnMiss = avail, avail
 	}
-	if sameMaterial(s.current, svids, bundles) {
+	if sameMaterial(s.current, u.SVIDs, u.Bundles) {
 		s.mu.Unlock()
 		s.log.Debug("Workload API resent the current material; nothing to rotate")
 		return
 	}
-	s.generation++
-	u := &Update{Generation: s.generation, SVIDs: svids, Bundles: bundles, ReceivedAt: received}
+	s.generation = u.Generation
 	first := s.current == nil
 	s.current = u
 	s.lastErr = nil
@@ -245,7 +257,7 @@ func (s *Source) OnX509ContextUpdate(xc *workloadapi.X509Context) {
 	}
 	if warnMiss != "" {
 		s.log.Warn("workload_api.default_svid_hint matches no SVID; the Workload API's first SVID stays the default",
-			"default_svid_hint", s.cfg.DefaultSVIDHint, "available", warnMiss, "default_spiffe_id", svids[0].ID.String())
+			"default_svid_hint", s.cfg.DefaultSVIDHint, "available", warnMiss, "default_spiffe_id", u.SVIDs[0].ID.String())
 	}
 	leaf := u.Leaf()
 	s.log.Info("rotation", "generation", u.Generation, "spiffe_id", u.DefaultSVID().ID.String(),

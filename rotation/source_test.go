@@ -274,6 +274,17 @@ func TestSlowOrFailingSinkDoesNotHoldOthers(t *testing.T) {
 	if got := slow.generations(); len(got) != 2 || got[0] != 1 || got[1] != 3 {
 		t.Errorf("slow sink generations = %v, want [1 3]", got)
 	}
+	// A sink's status is recorded just after its Apply returns, which is
+	// after the recording sink saw the generation.
+	statusesSettled := func() bool {
+		for _, st := range h.src.SinkStatuses() {
+			if st.Name != "failing" && st.Generation != 3 {
+				return false
+			}
+		}
+		return true
+	}
+	testkit.Eventually(t, "every sink's status recorded", statusesSettled)
 	for _, st := range h.src.SinkStatuses() {
 		switch st.Name {
 		case "failing":

@@ -5,6 +5,10 @@ package rotation
 import (
 	"context"
 	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -13,17 +17,58 @@ import (
 )
 
 // Update is one validated Workload API X.509 context. It is shared by every
-// sink and must never be modified after it is published.
+// sink and must never be modified after it is published. Build it with
+// NewUpdate, which establishes the invariants below; sinks rely on them and
+// do not check them again.
 type Update struct {
 	// Generation increases by one for every Update published by this process.
 	Generation uint64
-	// SVIDs holds every SVID of the workload; SVIDs[0] is the default one.
+	// SVIDs holds every SVID of the workload, at least one, each with at
+	// least one certificate (its leaf first); SVIDs[0] is the default one.
 	SVIDs []*x509svid.SVID
 	// Bundles holds one bundle per trust domain (own and federated), sorted
-	// by trust domain name.
+	// by trust domain name. The trust domain of every SVID has a bundle
+	// with at least one X.509 authority.
 	Bundles []*x509bundle.Bundle
 	// ReceivedAt is when the Workload API delivered the context.
 	ReceivedAt time.Time
+}
+
+// NewUpdate checks the shape every sink relies on and returns the Update:
+// at least one SVID, each with a certificate; no nil or repeated bundle; a
+// bundle with X.509 authorities for every SVID's trust domain. bundles is
+// copied and sorted by trust domain name; svids keeps its order (the first
+// is the default SVID). It does not verify certificates: that is
+// Validate's job, before.
+func NewUpdate(generation uint64, svids []*x509svid.SVID, bundles []*x509bundle.Bundle, receivedAt time.Time) (*Update, error) {
+	if len(svids) == 0 {
+		return nil, errors.New("rotation: update has no SVIDs")
+	}
+	sorted := slices.Clone(bundles)
+	for _, b := range sorted {
+		if b == nil {
+			return nil, errors.New("rotation: update has a nil bundle")
+		}
+	}
+	slices.SortFunc(sorted, func(a, b *x509bundle.Bundle) int {
+		return strings.Compare(a.TrustDomain().Name(), b.TrustDomain().Name())
+	})
+	for i := 1; i < len(sorted); i++ {
+		if sorted[i].TrustDomain() == sorted[i-1].TrustDomain() {
+			return nil, fmt.Errorf("rotation: update has two bundles for trust domain %q", sorted[i].TrustDomain().Name())
+		}
+	}
+	u := &Update{Generation: generation, SVIDs: svids, Bundles: sorted, ReceivedAt: receivedAt}
+	for _, svid := range svids {
+		if svid == nil || len(svid.Certificates) == 0 {
+			return nil, errors.New("rotation: update has an SVID without a certificate")
+		}
+		td := svid.ID.TrustDomain()
+		if b, ok := u.Bundle(td); !ok || len(b.X509Authorities()) == 0 {
+			return nil, fmt.Errorf("rotation: no bundle for own trust domain %q of SVID %s", td.Name(), svid.ID)
+		}
+	}
+	return u, nil
 }
 
 // DefaultSVID is the SVID served as "default" and written to folders.
@@ -42,8 +87,8 @@ func (u *Update) Bundle(td spiffeid.TrustDomain) (*x509bundle.Bundle, bool) {
 	return nil, false
 }
 
-// OwnBundle is the bundle of the default SVID's trust domain; validation
-// guarantees it exists.
+// OwnBundle is the bundle of the default SVID's trust domain; NewUpdate
+// guarantees it exists and is not empty.
 func (u *Update) OwnBundle() *x509bundle.Bundle {
 	b, _ := u.Bundle(u.TrustDomain())
 	return b

@@ -1,8 +1,6 @@
 package rotation
 
 import (
-	"bytes"
-	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -12,6 +10,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/sds-bridge/sds-bridge/internal/certcheck"
 )
 
 // ErrRefused marks an X.509 context that failed validation; the wrapped
@@ -43,40 +43,17 @@ func validateSVID(svid *x509svid.SVID, bundles *x509bundle.Set, now time.Time) e
 		return errors.New("no certificate")
 	}
 	leaf := svid.Certificates[0]
-	if now.Before(leaf.NotBefore) {
-		return fmt.Errorf("leaf (serial %x) is not valid until %s", leaf.SerialNumber, leaf.NotBefore.UTC().Format(time.RFC3339))
+	if err := certcheck.Window(leaf, now); err != nil {
+		return fmt.Errorf("leaf (serial %x) %w", leaf.SerialNumber, err)
 	}
-	if !now.Before(leaf.NotAfter) {
-		return fmt.Errorf("leaf (serial %x) expired at %s", leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
-	}
-	if err := keyMatches(svid.PrivateKey, leaf); err != nil {
+	if err := certcheck.KeyMatches(svid.PrivateKey, leaf); err != nil {
 		return err
 	}
 	if _, ok := bundles.Get(svid.ID.TrustDomain()); !ok {
 		return fmt.Errorf("no bundle for its trust domain %q", svid.ID.TrustDomain().Name())
 	}
-	if _, _, err := x509svid.Verify(svid.Certificates, bundles, x509svid.WithTime(now)); err != nil {
+	if err := certcheck.Chain(svid.Certificates, bundles, now); err != nil {
 		return fmt.Errorf("chain does not verify against the bundle of %q: %w", svid.ID.TrustDomain().Name(), err)
-	}
-	return nil
-}
-
-// keyMatches compares public keys by their DER encoding, which works for
-// every key type crypto/x509 knows.
-func keyMatches(key crypto.Signer, leaf *x509.Certificate) error {
-	if key == nil {
-		return errors.New("no private key")
-	}
-	got, err := x509.MarshalPKIXPublicKey(key.Public())
-	if err != nil {
-		return fmt.Errorf("private key: %w", err)
-	}
-	want, err := x509.MarshalPKIXPublicKey(leaf.PublicKey)
-	if err != nil {
-		return fmt.Errorf("leaf public key: %w", err)
-	}
-	if !bytes.Equal(got, want) {
-		return errors.New("private key does not match the leaf certificate")
 	}
 	return nil
 }

@@ -69,3 +69,26 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+// Validate draws the validity window as certcheck and crypto/x509 do: a
+// context whose leaf reaches NotAfter exactly is still accepted (it used to
+// be refused here while filesink's readiness accepted it), one second later
+// it is refused.
+func TestValidateAcceptsALeafAtExactlyNotAfter(t *testing.T) {
+	own, err := ca.New(td, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, err := own.Issue(svcID, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xc := &workloadapi.X509Context{SVIDs: []*x509svid.SVID{svid}, Bundles: x509bundle.NewSet(own.Bundle())}
+	notAfter := svid.Certificates[0].NotAfter
+	if _, err := Validate(xc, notAfter); err != nil {
+		t.Errorf("at NotAfter: %v", err)
+	}
+	if _, err := Validate(xc, notAfter.Add(time.Second)); err == nil || !strings.Contains(err.Error(), "expired at") {
+		t.Errorf("a second after NotAfter: %v, want expired", err)
+	}
+}

@@ -7,8 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -81,13 +79,14 @@ func issue(t testing.TB, c *ca.CA, id spiffeid.ID) *x509svid.SVID {
 	return s
 }
 
-// newUpdate is what rotation would publish: bundles sorted by trust domain.
+// newUpdate is what rotation would publish, built by rotation.NewUpdate.
+// Test data that breaks NewUpdate's rules is a bug in the test: it panics.
 func newUpdate(gen uint64, svids []*x509svid.SVID, bundles ...*x509bundle.Bundle) *rotation.Update {
-	bs := slices.Clone(bundles)
-	slices.SortFunc(bs, func(a, b *x509bundle.Bundle) int {
-		return strings.Compare(a.TrustDomain().Name(), b.TrustDomain().Name())
-	})
-	return &rotation.Update{Generation: gen, SVIDs: svids, Bundles: bs, ReceivedAt: time.Now()}
+	u, err := rotation.NewUpdate(gen, svids, bundles, time.Now())
+	if err != nil {
+		panic(err)
+	}
+	return u
 }
 
 // rotator hands out Updates of one workload with a fresh SVID each time.

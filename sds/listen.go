@@ -25,10 +25,6 @@ func LockSocket(path string) (*flock.Lock, error) {
 	return flock.Acquire(dir, filepath.Base(path)+".lock")
 }
 
-// maxSocketPath is the longest unix socket path every supported OS binds
-// (sun_path is 104 bytes on the BSDs, 108 on Linux, NUL included).
-const maxSocketPath = 103
-
 // listenUnix listens on the unix socket path with mode. It creates the
 // parent directory (0755) if missing and removes a stale socket, but refuses
 // to remove anything that is not a socket or a socket somebody still
@@ -52,7 +48,7 @@ func listenUnix(path string, mode os.FileMode) (l *net.UnixListener, remove func
 	}
 	defer os.RemoveAll(tmpDir)
 	bindPath := filepath.Join(tmpDir, "s")
-	if len(bindPath) > maxSocketPath {
+	if len(bindPath) > unixsock.MaxPath {
 		// The detour does not fit in sun_path: bind in place. The parent
 		// directory is then the only guard until the chmod below.
 		bindPath = path

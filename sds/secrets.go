@@ -3,7 +3,6 @@ package sds
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -11,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -57,6 +57,62 @@ func (n Names) WithDefaults() Names {
 		n.AllBundles = DefaultAllBundlesName
 	}
 	return n
+}
+
+// SecretKind is what a served secret holds.
+type SecretKind int
+
+// The two kinds of secret the bridge serves.
+const (
+	TLSCertificate    SecretKind = iota + 1 // an SVID's chain and key
+	ValidationContext                       // one or more trust bundles
+)
+
+func (k SecretKind) String() string {
+	switch k {
+	case TLSCertificate:
+		return "tls_certificate"
+	case ValidationContext:
+		return "validation_context"
+	}
+	return "other secret"
+}
+
+// Serves reports whether the bridge serves a secret called name, and of
+// which kind, for names set with defaults filled in: DefaultSVID,
+// DefaultBundle, AllBundles (unless DisableSPIFFECertValidation), an
+// SVID's SPIFFE ID and a trust domain's spiffe://<td>. Whether a given
+// SPIFFE ID is in the current Update is not known here: such a name is
+// served as soon as the Workload API sends that identity.
+func (n Names) Serves(name string) (SecretKind, bool) {
+	switch name {
+	case "":
+		return 0, false
+	case n.DefaultSVID:
+		return TLSCertificate, true
+	case n.DefaultBundle:
+		return ValidationContext, true
+	case n.AllBundles:
+		return ValidationContext, !n.DisableSPIFFECertValidation
+	}
+	id, err := spiffeid.FromString(name)
+	switch {
+	case err != nil:
+		return 0, false
+	case id.Path() == "":
+		return ValidationContext, true
+	}
+	return TLSCertificate, true
+}
+
+// Fixed lists the configured names served whatever the Workload API sends:
+// DefaultSVID, DefaultBundle and, unless DisableSPIFFECertValidation,
+// AllBundles.
+func (n Names) Fixed() []string {
+	if n.DisableSPIFFECertValidation {
+		return []string{n.DefaultSVID, n.DefaultBundle}
+	}
+	return []string{n.DefaultSVID, n.DefaultBundle, n.AllBundles}
 }
 
 // Validate reports names that are empty, equal to each other or could
@@ -122,24 +178,18 @@ func BuildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, er
 
 // buildSecrets is BuildSecrets for valid names; its errors are unprefixed.
 func buildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
-	if u == nil || len(u.SVIDs) == 0 {
-		return nil, errors.New("update has no SVIDs")
+	if u == nil {
+		return nil, errors.New("nil update has no SVIDs")
 	}
+	// rotation.NewUpdate guarantees SVIDs, sorted bundles and a non-empty
+	// own bundle. A federated bundle may still be empty: it is not served.
 	own := u.OwnBundle()
-	if own == nil || own.Empty() {
-		return nil, fmt.Errorf("no bundle for own trust domain %q", u.TrustDomain())
-	}
-
-	// Sorted copies: Update is shared with other sinks and must not change.
 	bundles := make([]*x509bundle.Bundle, 0, len(u.Bundles))
 	for _, b := range u.Bundles {
-		if b != nil && !b.Empty() {
+		if !b.Empty() {
 			bundles = append(bundles, b)
 		}
 	}
-	slices.SortFunc(bundles, func(a, b *x509bundle.Bundle) int {
-		return strings.Compare(a.TrustDomain().Name(), b.TrustDomain().Name())
-	})
 
 	out := make(map[string]*tlsv3.Secret, len(u.SVIDs)+len(bundles)+3)
 	add := func(s *tlsv3.Secret) {

@@ -258,7 +258,7 @@ func TestBuildSecrets(t *testing.T) {
 }
 
 func TestBuildSecretsErrors(t *testing.T) {
-	exampleCA, otherCA := newCA(t, exampleTD), newCA(t, otherTD)
+	exampleCA := newCA(t, exampleTD)
 	web := issue(t, exampleCA, webID)
 	tests := []struct {
 		name      string
@@ -267,9 +267,6 @@ func TestBuildSecretsErrors(t *testing.T) {
 		expectErr string
 	}{
 		{"nil update", nil, Names{}, "update has no SVIDs"},
-		{"no SVIDs", newUpdate(1, nil, exampleCA.Bundle()), Names{}, "update has no SVIDs"},
-		{"no own bundle", newUpdate(1, []*x509svid.SVID{web}, otherCA.Bundle()), Names{}, `no bundle for own trust domain "example.org"`},
-		{"empty own bundle", newUpdate(1, []*x509svid.SVID{web}, x509bundle.New(exampleTD)), Names{}, `no bundle for own trust domain "example.org"`},
 		{"name like a SPIFFE ID", newUpdate(1, []*x509svid.SVID{web}, exampleCA.Bundle()), Names{DefaultSVID: "spiffe://example.org/x"}, "DefaultSVID \"spiffe://example.org/x\" would collide"},
 		{"duplicate names", newUpdate(1, []*x509svid.SVID{web}, exampleCA.Bundle()), Names{DefaultBundle: "ALL"}, `DefaultBundle and AllBundles are both "ALL"`},
 	}
@@ -283,5 +280,42 @@ func TestBuildSecretsErrors(t *testing.T) {
 				t.Errorf("error %q lacks the package prefix", err)
 			}
 		})
+	}
+}
+
+// Serves answers for every name BuildSecrets builds, with the kind it
+// builds: checked against BuildSecrets itself for both validation modes,
+// so Serves and what is served cannot drift apart.
+func TestServesAgreesWithBuildSecrets(t *testing.T) {
+	exampleCA, otherCA := newCA(t, exampleTD), newCA(t, otherTD)
+	u := newUpdate(1, []*x509svid.SVID{issue(t, exampleCA, webID), issue(t, exampleCA, backendID)}, exampleCA.Bundle(), otherCA.Bundle())
+	for _, disable := range []bool{false, true} {
+		names := Names{DefaultSVID: "svid", DefaultBundle: "bundle", AllBundles: "every", DisableSPIFFECertValidation: disable}
+		secrets, err := BuildSecrets(u, names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, sec := range secrets {
+			want := ValidationContext
+			if sec.GetTlsCertificate() != nil {
+				want = TLSCertificate
+			}
+			if got, ok := names.Serves(name); !ok || got != want {
+				t.Errorf("disable=%t: Serves(%q) = %s, %t; built as %s", disable, name, got, ok, want)
+			}
+		}
+		for _, name := range names.Fixed() {
+			if _, ok := secrets[name]; !ok {
+				t.Errorf("disable=%t: Fixed lists %q, which is not built", disable, name)
+			}
+		}
+		if _, ok := names.Serves("every"); ok == disable {
+			t.Errorf("disable=%t: Serves(AllBundles) = %t", disable, ok)
+		}
+		for _, name := range []string{"", "default", "ROOTCA", "Svid", "spiffe://Example.org", "*"} {
+			if kind, ok := names.Serves(name); ok {
+				t.Errorf("Serves(%q) = %s, want not served", name, kind)
+			}
+		}
 	}
 }

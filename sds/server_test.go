@@ -2,6 +2,7 @@ package sds
 
 import (
 	"context"
+	"crypto"
 	"strconv"
 	"strings"
 	"testing"
@@ -391,9 +392,13 @@ func TestApplyRefusesBadUpdate(t *testing.T) {
 	if err := s.Apply(t.Context(), good); err != nil {
 		t.Fatal(err)
 	}
-	bad := newUpdate(2, nil, exampleCA.Bundle())
+	// An Update without SVIDs can no longer be built (rotation.NewUpdate);
+	// a key that cannot be encoded is what Apply itself still refuses.
+	unencodable := *issue(t, exampleCA, webID)
+	unencodable.PrivateKey = opaqueKey{unencodable.PrivateKey}
+	bad := newUpdate(2, []*x509svid.SVID{&unencodable}, exampleCA.Bundle())
 	if err := s.Apply(t.Context(), bad); err == nil || !strings.HasPrefix(err.Error(), "sds: apply generation 2: ") {
-		t.Fatalf("Apply(no SVIDs) = %v, want an error naming generation 2", err)
+		t.Fatalf("Apply(unencodable key) = %v, want an error naming generation 2", err)
 	}
 	secrets, version := s.Secrets()
 	if version != versionOf(s, 1) {
@@ -403,6 +408,9 @@ func TestApplyRefusesBadUpdate(t *testing.T) {
 		t.Errorf("secrets changed after a refused Update (-want +got):\n%s", d)
 	}
 }
+
+// opaqueKey hides a key's concrete type, so x509 cannot encode it.
+type opaqueKey struct{ crypto.Signer }
 
 func TestNewValidatesConfig(t *testing.T) {
 	tests := []struct {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/internal/unixsock"
 	"github.com/sds-bridge/sds-bridge/reload/pgreload"
 )
 
@@ -23,9 +24,6 @@ const devSecondHint = "second"
 
 // devHome is where dev puts everything unless told otherwise.
 const devHome = "sds-bridge-dev"
-
-// maxSocketPath keeps unix socket paths under the kernel's sun_path limit.
-const maxSocketPath = 100
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sds-bridge dev", flag.ContinueOnError)
@@ -151,7 +149,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "  Workload API (dev): %s\n", "unix://"+wlSocket)
 	if cfg.SDS.On() {
-		names := []string{cfg.SDS.DefaultSVIDName, cfg.SDS.DefaultBundleName, cfg.SDS.DefaultAllBundlesName}
+		names := cfg.SDS.Names().Fixed()
 		for _, i := range ids {
 			names = append(names, i.String())
 		}
@@ -204,7 +202,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // devSocketPath returns want, or a short path under the temp dir when want is
 // longer than a unix socket path may be.
 func devSocketPath(want string) (string, error) {
-	if len(want) <= maxSocketPath {
+	if len(want) <= unixsock.MaxPath {
 		return want, nil
 	}
 	dir, err := os.MkdirTemp("", "sds-bridge-dev")

@@ -300,13 +300,8 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode 
 			AllowedGIDs: cfg.SDS.AllowedGIDs,
 			// Zero is the server's default.
 			MaxConnections: cfg.SDS.MaxConnections,
-			Names: sds.Names{
-				DefaultSVID:                 cfg.SDS.DefaultSVIDName,
-				DefaultBundle:               cfg.SDS.DefaultBundleName,
-				AllBundles:                  cfg.SDS.DefaultAllBundlesName,
-				DisableSPIFFECertValidation: cfg.SDS.DisableSPIFFECertValidation,
-			},
-			Logger: log.With("component", "sds"),
+			Names:          cfg.SDS.Names(),
+			Logger:         log.With("component", "sds"),
 		})
 		if err != nil {
 			return err

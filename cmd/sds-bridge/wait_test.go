@@ -128,7 +128,11 @@ func newFolderWriter(t testing.TB, dir string) *filesink.Folder {
 }
 
 func update(gen uint64, svid *x509svid.SVID, c *ca.CA) *rotation.Update {
-	return &rotation.Update{Generation: gen, SVIDs: []*x509svid.SVID{svid}, Bundles: []*x509bundle.Bundle{c.Bundle()}, ReceivedAt: time.Now()}
+	u, err := rotation.NewUpdate(gen, []*x509svid.SVID{svid}, []*x509bundle.Bundle{c.Bundle()}, time.Now())
+	if err != nil {
+		panic(err)
+	}
+	return u
 }
 
 // wait, started on an empty folder, returns success once the bridge has

@@ -22,15 +22,17 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sds-bridge/sds-bridge/sds"
 )
 
 // Defaults every key falls back to; the README lists them.
 const (
 	DefaultSDSSocket          = "/run/sds-bridge/sds.sock"
 	DefaultSocketMode         = Mode(0o600)
-	DefaultSVIDName           = "default"
-	DefaultBundleName         = "ROOTCA"
-	DefaultAllBundlesName     = "ALL"
+	DefaultSVIDName           = sds.DefaultSVIDName
+	DefaultBundleName         = sds.DefaultBundleName
+	DefaultAllBundlesName     = sds.DefaultAllBundlesName
 	DefaultFirstUpdateTimeout = Duration(60 * time.Second)
 	DefaultLayout             = "spiffe-helper"
 	DefaultCertMode           = Mode(0o644)
@@ -114,6 +116,17 @@ type SDS struct {
 
 // On reports whether the SDS server runs.
 func (s SDS) On() bool { return s.Enabled == nil || *s.Enabled }
+
+// Names are the secret names this section makes the SDS server serve; the
+// section must be defaulted (Load does that).
+func (s SDS) Names() sds.Names {
+	return sds.Names{
+		DefaultSVID:                 s.DefaultSVIDName,
+		DefaultBundle:               s.DefaultBundleName,
+		AllBundles:                  s.DefaultAllBundlesName,
+		DisableSPIFFECertValidation: s.DisableSPIFFECertValidation,
+	}
+}
 
 // Folder is one credential folder.
 type Folder struct {

@@ -12,13 +12,11 @@
 package envoyboot
 
 import (
-	"cmp"
 	"fmt"
 	"strings"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"github.com/sds-bridge/sds-bridge/internal/config"
+	"github.com/sds-bridge/sds-bridge/sds"
 )
 
 // BridgeCluster is the name Generate gives the static cluster that reaches
@@ -53,65 +51,52 @@ type ServedNames struct {
 
 // DefaultNames are the names the bridge serves with its default config.
 func DefaultNames() ServedNames {
-	return ServedNames{SVID: config.DefaultSVIDName, Bundle: config.DefaultBundleName, AllBundles: config.DefaultAllBundlesName,
-		Socket: config.DefaultSDSSocket}
+	return fromSDS(sds.Names{}.WithDefaults(), config.DefaultSDSSocket)
 }
 
 // NamesFromConfig are the names a bridge running with c serves; c must be
 // defaulted (config.Load does that).
 func NamesFromConfig(c *config.Config) ServedNames {
-	return ServedNames{SVID: c.SDS.DefaultSVIDName, Bundle: c.SDS.DefaultBundleName, AllBundles: c.SDS.DefaultAllBundlesName,
-		AllBundlesOff: c.SDS.DisableSPIFFECertValidation, Socket: c.SDS.Socket}
+	return fromSDS(c.SDS.Names(), c.SDS.Socket)
+}
+
+func fromSDS(n sds.Names, socket string) ServedNames {
+	return ServedNames{SVID: n.DefaultSVID, Bundle: n.DefaultBundle, AllBundles: n.AllBundles,
+		AllBundlesOff: n.DisableSPIFFECertValidation, Socket: socket}
+}
+
+// sds is n as the SDS server models it: sds.Names owns what is served.
+func (n ServedNames) sds() sds.Names {
+	return sds.Names{DefaultSVID: n.SVID, DefaultBundle: n.Bundle, AllBundles: n.AllBundles,
+		DisableSPIFFECertValidation: n.AllBundlesOff}
 }
 
 func (n ServedNames) withDefaults() ServedNames {
-	d := DefaultNames()
-	n.SVID = cmp.Or(n.SVID, d.SVID)
-	n.Bundle = cmp.Or(n.Bundle, d.Bundle)
-	n.AllBundles = cmp.Or(n.AllBundles, d.AllBundles)
-	return n
+	return fromSDS(n.sds().WithDefaults(), n.Socket)
 }
 
-// secretKind is what an SDS request expects the secret to contain.
-type secretKind int
+// secretKind is what an SDS request expects the secret to contain: one the
+// bridge serves, or kindOther.
+type secretKind = sds.SecretKind
 
 const (
-	kindCertificate secretKind = iota // tls_certificate
-	kindValidation                    // validation_context
-	kindOther                         // session ticket keys, generic secrets: never served by the bridge
+	kindCertificate            = sds.TLSCertificate
+	kindValidation             = sds.ValidationContext
+	kindOther       secretKind = 0 // session ticket keys, generic secrets: never served by the bridge
 )
-
-func (k secretKind) String() string {
-	switch k {
-	case kindCertificate:
-		return "tls_certificate"
-	case kindValidation:
-		return "validation_context"
-	}
-	return "other secret"
-}
 
 // serves reports whether the bridge answers name with a secret of kind k,
 // and if not, why.
 func (n ServedNames) serves(name string, k secretKind) error {
+	if got, ok := n.sds().Serves(name); ok && got == k {
+		return nil
+	}
 	switch k {
 	case kindCertificate:
-		if name == n.SVID {
-			return nil
-		}
-		if id, err := spiffeid.FromString(name); err == nil && id.Path() != "" {
-			return nil
-		}
 		return fmt.Errorf("the bridge serves certificates as %q or as an SVID's SPIFFE ID (spiffe://<trust-domain>/<path>)%s", n.SVID, hint(name, n))
 	case kindValidation:
 		if name == n.AllBundles && n.AllBundlesOff {
 			return fmt.Errorf("the bridge does not serve %q while sds.disable_spiffe_cert_validation is true (as SPIRE); use %q or spiffe://<trust-domain>", name, n.Bundle)
-		}
-		if name == n.Bundle || name == n.AllBundles {
-			return nil
-		}
-		if id, err := spiffeid.FromString(name); err == nil && id.Path() == "" {
-			return nil
 		}
 		return fmt.Errorf("the bridge serves validation contexts as %q, %q or spiffe://<trust-domain>%s", n.Bundle, n.AllBundles, hint(name, n))
 	}

@@ -13,6 +13,11 @@ import (
 	"time"
 )
 
+// MaxPath is the longest unix socket path every supported OS binds:
+// sun_path is 104 bytes on the BSDs and macOS, 108 on Linux, NUL included.
+// Longer paths must be bound elsewhere (or the bind fails).
+const MaxPath = 103
+
 // RemoveStale removes the socket file at path if nothing listens on it.
 // A missing path is fine. A non-socket, a live socket (perhaps another
 // bridge: taking its path over would cut its clients off) or a socket whose
