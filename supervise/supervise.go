@@ -18,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Restart says what happens when the child exits on its own.
@@ -300,22 +302,5 @@ func exitError(program string, err error) error {
 	return &ExitError{Program: program, Code: xe.ExitCode()}
 }
 
-func signalName(s syscall.Signal) string {
-	switch s {
-	case syscall.SIGHUP:
-		return "SIGHUP"
-	case syscall.SIGINT:
-		return "SIGINT"
-	case syscall.SIGQUIT:
-		return "SIGQUIT"
-	case syscall.SIGTERM:
-		return "SIGTERM"
-	case syscall.SIGKILL:
-		return "SIGKILL"
-	case syscall.SIGUSR1:
-		return "SIGUSR1"
-	case syscall.SIGUSR2:
-		return "SIGUSR2"
-	}
-	return s.String()
-}
+// signalName is "SIGHUP" rather than syscall's "hangup".
+func signalName(s syscall.Signal) string { return cmp.Or(unix.SignalName(s), s.String()) }
