@@ -279,9 +279,6 @@ func lockOwned(cfg *config.Config) (release func(), err error) {
 func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode runMode, adminBound func(addr string)) error {
 	hups, stopHangup := catchHangup()
 	defer stopHangup()
-	if mode == oneShot && cfg.Supervise.On() {
-		return errors.New("--once: a one-shot run starts no program (supervise.command)")
-	}
 	sup, stopSignals, err := newSupervisor(cfg, log)
 	if err != nil {
 		return err
