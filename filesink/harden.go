@@ -9,9 +9,9 @@ import (
 	"syscall"
 )
 
-// maxFileSize bounds what is read from a credential folder (and from a pid
-// file): a real set is a few KiB, and a planted link to /dev/zero or a huge
-// file must not exhaust memory.
+// maxFileSize bounds what is read from a credential folder: a real set is
+// a few KiB, and a planted link to /dev/zero or a huge file must not
+// exhaust memory.
 const maxFileSize = 1 << 20
 
 // Reasons a managed name cannot be read as material; Prepare removes such
@@ -25,20 +25,12 @@ var (
 // never followed, and removed by Prepare like a malformed file.
 var errOutside = errors.New("leads out of the folder")
 
-// readBounded reads a regular file of at most maxFileSize bytes by path
-// (a pid file, which lives anywhere); readBoundedIn is the same inside a
-// folder.
-func readBounded(path string) ([]byte, error) {
-	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	return readOpened(fh, path)
-}
-
 // readBoundedIn reads name through root, which keeps every step of the
-// path, links included, inside the folder.
+// path, links included, inside the folder. It reads a regular file of at
+// most maxFileSize bytes, opened without blocking so a FIFO planted at a
+// managed name cannot hang the bridge or `wait`, and refuses anything but a
+// regular file (devices, FIFOs, sockets; a directory is reported as EISDIR,
+// as read(2) would).
 func readBoundedIn(root *os.Root, name string) ([]byte, error) {
 	fh, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
@@ -48,34 +40,19 @@ func readBoundedIn(root *os.Root, name string) ([]byte, error) {
 		return nil, err
 	}
 	defer fh.Close()
-	return readOpened(fh, name)
-}
-
-// escapes reports os.Root's refusal of a path (a link) that leaves the
-// root. The os package has no exported error for it; its text is stable.
-func escapes(err error) bool {
-	var pe *fs.PathError
-	return errors.As(err, &pe) && pe.Err != nil && pe.Err.Error() == "path escapes from parent"
-}
-
-// readOpened reads a file opened without blocking, so a FIFO planted at a
-// managed name cannot hang the bridge or `wait`, and refuses anything but
-// a regular file (devices, FIFOs, sockets; a directory is reported as
-// EISDIR, as read(2) would).
-func readOpened(fh *os.File, path string) ([]byte, error) {
 	fi, err := fh.Stat()
 	if err != nil {
 		return nil, err
 	}
 	if fi.IsDir() {
 		// Not something Prepare may remove: reported as unreadable.
-		return nil, &fs.PathError{Op: "read", Path: path, Err: syscall.EISDIR}
+		return nil, &fs.PathError{Op: "read", Path: name, Err: syscall.EISDIR}
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: %w (%s)", path, errNotRegular, fi.Mode().Type())
+		return nil, fmt.Errorf("%s: %w (%s)", name, errNotRegular, fi.Mode().Type())
 	}
 	if fi.Size() > maxFileSize {
-		return nil, fmt.Errorf("%s: %w", path, errTooLarge)
+		return nil, fmt.Errorf("%s: %w", name, errTooLarge)
 	}
 	// The size can change under us; never read past the bound.
 	data, err := io.ReadAll(io.LimitReader(fh, maxFileSize+1))
@@ -83,9 +60,16 @@ func readOpened(fh *os.File, path string) ([]byte, error) {
 		return nil, err
 	}
 	if len(data) > maxFileSize {
-		return nil, fmt.Errorf("%s: %w", path, errTooLarge)
+		return nil, fmt.Errorf("%s: %w", name, errTooLarge)
 	}
 	return data, nil
+}
+
+// escapes reports os.Root's refusal of a path (a link) that leaves the
+// root. The os package has no exported error for it; its text is stable.
+func escapes(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe) && pe.Err != nil && pe.Err.Error() == "path escapes from parent"
 }
 
 // checkFolder refuses a folder every user may write to (unless allowed):
