@@ -271,11 +271,8 @@ func (w *Writer) Once(ctx context.Context) error {
 		for _, s := range f.SVIDs {
 			path := filepath.Join(f.Dir, s.FileName)
 			err := w.retry(ctx, path, func() error {
-				svid, err := w.fetch(ctx, client, f, s)
+				svid, err := w.writeToken(ctx, client, f, s, path)
 				if err != nil {
-					return err
-				}
-				if err := atomicfile.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner); err != nil {
 					return err
 				}
 				w.log.Info("jwtfiles: wrote JWT-SVID", "file", path, "audience", s.Audience, "spiffe_id", svid.ID.String(), "expires", svid.Expiry)
@@ -378,10 +375,7 @@ func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Fo
 		case <-timer.C:
 		}
 		fetched := time.Now()
-		svid, err := w.fetch(ctx, client, f, s)
-		if err == nil {
-			err = atomicfile.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner)
-		}
+		svid, err := w.writeToken(ctx, client, f, s, path)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -406,6 +400,18 @@ func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Fo
 		w.runActions(ctx, f, reload.Event{Kind: reload.EventJWT, Dir: f.Dir, SPIFFEID: svid.ID.String(), NotAfter: svid.Expiry})
 		timer.Reset(next)
 	}
+}
+
+// writeToken fetches s's token and writes it to path (f's token file).
+func (w *Writer) writeToken(ctx context.Context, client *workloadapi.Client, f *Folder, s SVIDFile, path string) (*jwtsvid.SVID, error) {
+	svid, err := w.fetch(ctx, client, f, s)
+	if err != nil {
+		return nil, err
+	}
+	if err := atomicfile.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner); err != nil {
+		return nil, err
+	}
+	return svid, nil
 }
 
 // fetch asks for the folder's chosen identity: a SPIFFE ID is sent as the
