@@ -23,11 +23,10 @@ type Owner struct {
 	UID, GID int
 }
 
+// tempInfix is in the name of WriteFile's temporary file for name:
+// "." + name + tempInfix + 12 lower-case hexadecimal digits. A crash can
+// leave one behind; RemoveTemps removes them.
 const tempInfix = ".tmp-"
-
-// TempPattern is the filepath.Glob pattern of the temporary files
-// WriteFile uses for name; a crash can leave one behind.
-func TempPattern(name string) string { return "." + name + tempInfix + "*" }
 
 // WriteFile replaces the single file at path with data, atomically: readers
 // see the old content or the new one, never a mix. It is for files that
@@ -151,8 +150,7 @@ func RemoveTemps(dir, name string) ([]string, error) {
 }
 
 // isTempName reports whether temp is exactly a name WriteFile makes for
-// name (TempPattern, with 12 lower-case hexadecimal digits for the star):
-// ".<name>.tmp-mine" is someone else's.
+// name (see tempInfix): ".<name>.tmp-mine" is someone else's.
 func isTempName(temp, name string) bool {
 	rest, ok := strings.CutPrefix(temp, "."+name+tempInfix)
 	if !ok || len(rest) != 12 {
