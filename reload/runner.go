@@ -13,9 +13,9 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultAttempts     = 3
-	DefaultBackoff      = 200 * time.Millisecond
-	DefaultNoServerPoll = time.Second
+	defaultAttempts     = 3
+	defaultBackoff      = 200 * time.Millisecond
+	defaultNoServerPoll = time.Second
 	maxBackoff          = 30 * time.Second
 )
 
@@ -92,13 +92,13 @@ func New(cfg Config) (*Runner, error) {
 
 func (c Config) withDefaults() Config {
 	if c.Attempts == 0 {
-		c.Attempts = DefaultAttempts
+		c.Attempts = defaultAttempts
 	}
 	if c.Backoff == 0 {
-		c.Backoff = DefaultBackoff
+		c.Backoff = defaultBackoff
 	}
 	if c.NoServerPoll == 0 {
-		c.NoServerPoll = DefaultNoServerPoll
+		c.NoServerPoll = defaultNoServerPoll
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -165,9 +165,6 @@ func withMemory(x509, jwt []Action) (x, j []Action) {
 	}
 	return own(x509), own(jwt)
 }
-
-// Empty reports whether there is no action at all.
-func (r *Runner) Empty() bool { return len(r.cfg.Actions) == 0 && len(r.cfg.JWTActions) == 0 }
 
 // Run runs the actions for ev, in order, after any run in progress. For
 // EventX509 each action gets its retries, no server to reload is not a
