@@ -24,6 +24,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sds-bridge/sds-bridge/sds"
+	"github.com/sds-bridge/sds-bridge/supervise"
 )
 
 // Defaults every key falls back to; the README lists them.
@@ -49,7 +50,7 @@ const (
 	DefaultJWTMode            = Mode(0o600)
 	DefaultJWTBundleMode      = Mode(0o600)
 	DefaultRenewSignal        = "SIGHUP"
-	DefaultRestart            = "never"
+	DefaultRestart            = string(supervise.RestartNever)
 )
 
 // Config is the whole file. Field comments give the YAML key.
@@ -733,7 +734,7 @@ func (c *Config) Validate() error {
 		bad("supervise.renew_signal", "%q: %v (or none)", sv.RenewSignal, err)
 	}
 	switch sv.Restart {
-	case "", "never", "on-failure":
+	case "", string(supervise.RestartNever), string(supervise.RestartOnFailure):
 	default:
 		bad("supervise.restart", "%q is not one of never, on-failure", sv.Restart)
 	}
