@@ -176,21 +176,6 @@ func (c *secretCache) publish(generation uint64, secrets [2]map[string]*tlsv3.Se
 	return snap, nil
 }
 
-// NumWatches counts the watches waiting on name (wildcard watches aside).
-func (c *secretCache) NumWatches(name string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for w := range c.watches {
-		if !w.sub.IsWildcard() {
-			if _, ok := w.sub.SubscribedResources()[name]; ok {
-				n++
-			}
-		}
-	}
-	return n
-}
-
 // checkType refuses other resource types, which an ADS stream can ask for.
 func checkType(typeURL string) error {
 	if typeURL != resource.SecretType {

@@ -319,3 +319,18 @@ func isEnd(err error) bool {
 func secretClient(t testing.TB, path string) secretv3.SecretDiscoveryServiceClient {
 	return secretv3.NewSecretDiscoveryServiceClient(dial(t, path))
 }
+
+// NumWatches counts the watches waiting on name (wildcard watches aside).
+func (c *secretCache) NumWatches(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for w := range c.watches {
+		if !w.sub.IsWildcard() {
+			if _, ok := w.sub.SubscribedResources()[name]; ok {
+				n++
+			}
+		}
+	}
+	return n
+}

@@ -247,16 +247,11 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 // its own (see Validation) and their version; nil before the first Update.
 // The protos are shared and must not be modified.
 func (s *Server) Secrets() (map[string]*tlsv3.Secret, string) {
-	return s.SecretsFor(s.cache.validation(nil))
-}
-
-// SecretsFor is Secrets for the clients that get validation v.
-func (s *Server) SecretsFor(v Validation) (map[string]*tlsv3.Secret, string) {
 	snap := s.cache.current.Load()
-	if snap == nil || v < 0 || int(v) >= len(snap.variants) {
+	if snap == nil {
 		return nil, ""
 	}
-	sv := snap.variants[v]
+	sv := snap.variants[s.cache.validation(nil)]
 	out := make(map[string]*tlsv3.Secret, len(sv.secrets))
 	for name, r := range sv.secrets {
 		out[name] = r.secret
