@@ -502,12 +502,7 @@ func (c *converter) actions(hc *helperConf) {
 		// spiffe-helper signals and runs cmd after a JWT-SVID update too;
 		// the bridge runs an action on X.509 swaps only unless on says so.
 		comments = append(comments, "jwt_svids: spiffe-helper also signals or runs cmd after every JWT-SVID update, so each action has on: [x509, jwt]; drop jwt where the program reads no token")
-		lines = withOnJWT(lines)
-		for i := range lines {
-			if strings.HasPrefix(lines[i], "  on: ") {
-				c.from(fmt.Sprintf("files[0].on_rotate[%d].on", onIndex(lines, i)), "jwt_svids")
-			}
-		}
+		lines = c.withOnJWT(lines)
 	}
 	for _, cm := range comments {
 		c.comment(4, cm)
@@ -521,27 +516,19 @@ func (c *converter) actions(hc *helperConf) {
 }
 
 // withOnJWT adds on: [x509, jwt] to every action in lines (each starts
-// with "- ", its keys indented under it).
-func withOnJWT(lines []string) []string {
+// with "- ", its keys indented under it), noting where each came from.
+func (c *converter) withOnJWT(lines []string) []string {
 	var out []string
+	n := 0 // on_rotate index
 	for i, l := range lines {
 		out = append(out, l)
 		if i+1 == len(lines) || strings.HasPrefix(lines[i+1], "- ") {
 			out = append(out, "  on: [x509, jwt]")
-		}
-	}
-	return out
-}
-
-// onIndex is the on_rotate index of the action the line at i belongs to.
-func onIndex(lines []string, i int) int {
-	n := -1
-	for _, l := range lines[:i+1] {
-		if strings.HasPrefix(l, "- ") {
+			c.from(fmt.Sprintf("files[0].on_rotate[%d].on", n), "jwt_svids")
 			n++
 		}
 	}
-	return n
+	return out
 }
 
 // daemonOff: daemon_mode = false.
