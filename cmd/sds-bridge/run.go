@@ -364,7 +364,7 @@ func serveOwned(ctx context.Context, cfg *config.Config, log *slog.Logger, mode 
 		for _, f := range fileSinks {
 			names = append(names, f.Name())
 		}
-		gate = newStartGate(sup, sinks, names)
+		gate = newStartGate(sup, len(sinks), names)
 	}
 	var adminListener net.Listener
 	if addr := cfg.Admin.Address(); addr != "" {

@@ -68,8 +68,8 @@ type startGate struct {
 	applied map[string]uint64 // generation each sink has applied
 }
 
-func newStartGate(sup *supervise.Supervisor, sinks []rotation.Sink, folderNames []string) *startGate {
-	g := &startGate{sup: sup, sinks: len(sinks), folders: map[string]bool{}, applied: map[string]uint64{}}
+func newStartGate(sup *supervise.Supervisor, sinks int, folderNames []string) *startGate {
+	g := &startGate{sup: sup, sinks: sinks, folders: map[string]bool{}, applied: map[string]uint64{}}
 	for _, n := range folderNames {
 		g.folders[n] = true
 	}
