@@ -181,8 +181,6 @@ func (o Options) validate() error {
 			bad(p.option, "%s %d is not a TCP port", p.what, p.port)
 		}
 	}
-	var peers []string
-	peersOption := "AllowedSPIFFEIDs"
 	switch o.Mode {
 	case ModeInbound:
 		if net.ParseIP(o.AppAddress) == nil {
@@ -194,12 +192,13 @@ func (o Options) validate() error {
 		for _, id := range o.AllowedSPIFFEIDs {
 			if _, err := spiffeid.FromString(id); err != nil {
 				bad("AllowedSPIFFEIDs", "allowed SPIFFE ID %q: %v", id, err)
-			} else {
-				peers = append(peers, id)
 			}
 		}
+		// Outbound names one peer, so only inbound can span trust domains.
+		if tds := trustDomains(o.AllowedSPIFFEIDs); o.Names.AllBundlesOff && len(tds) > 1 {
+			bad("AllowedSPIFFEIDs", "peers in trust domains %s: with sds.disable_spiffe_cert_validation Envoy checks peers against one trust domain's bundle (plain trusted_ca), so name peers of one trust domain, or enable the SPIFFE validator", strings.Join(tds, ", "))
+		}
 	case ModeOutbound:
-		peersOption = "UpstreamSPIFFEID"
 		if o.UpstreamAddress == "" || o.UpstreamPort == 0 {
 			bad("UpstreamAddress", "outbound: upstream address and port are required")
 		}
@@ -207,12 +206,7 @@ func (o Options) validate() error {
 			bad("UpstreamSPIFFEID", "outbound: the upstream's SPIFFE ID is required; without it any workload of a trusted domain could impersonate the upstream")
 		} else if _, err := spiffeid.FromString(o.UpstreamSPIFFEID); err != nil {
 			bad("UpstreamSPIFFEID", "upstream SPIFFE ID %q: %v", o.UpstreamSPIFFEID, err)
-		} else {
-			peers = append(peers, o.UpstreamSPIFFEID)
 		}
-	}
-	if tds := trustDomains(peers); o.Names.AllBundlesOff && len(tds) > 1 {
-		bad(peersOption, "peers in trust domains %s: with sds.disable_spiffe_cert_validation Envoy checks peers against one trust domain's bundle (plain trusted_ca), so name peers of one trust domain, or enable the SPIFFE validator", strings.Join(tds, ", "))
 	}
 	return errors.Join(errs...)
 }

@@ -134,8 +134,7 @@ func isNull(n *yaml.Node) bool {
 
 // mapValue is the value of key in mapping n, or nil.
 func mapValue(n *yaml.Node, key string) *yaml.Node {
-	k, v := mapEntry(n, key)
-	_ = k
+	_, v := mapEntry(n, key)
 	return v
 }
 
