@@ -66,13 +66,9 @@ func (f *folderFlags) inspectConfigs() ([]filesink.InspectConfig, error) {
 	if f.layout != "" {
 		return nil, fmt.Errorf("--layout and --config: the config says each folder's layout; give only one")
 	}
-	cfg, err := config.Read(f.configFile)
+	cfg, err := config.Load(f.configFile)
 	if err != nil {
 		return nil, err
-	}
-	cfg.Default()
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", f.configFile, err)
 	}
 	var ics []filesink.InspectConfig
 	var dirs []string
