@@ -434,12 +434,13 @@ func (c *converter) actions(hc *helperConf) {
 	var lines []string
 	var comments []string
 	actions := 0 // on_rotate entries so far
+	_, sigErr := config.ParseSignal(hc.RenewSignal)
 	if hc.PIDFileName != "" {
-		switch _, err := config.ParseSignal(hc.RenewSignal); {
+		switch {
 		case hc.RenewSignal == "":
 			comments = append(comments, c.unsupported("pid_file_name", "set without renew_signal (spiffe-helper refuses that): no signal action"))
-		case err != nil:
-			comments = append(comments, c.unsupported("renew_signal", "%q: %v; no signal action", hc.RenewSignal, err))
+		case sigErr != nil:
+			comments = append(comments, c.unsupported("renew_signal", "%q: %v; no signal action", hc.RenewSignal, sigErr))
 		default:
 			c.from("files[0].on_rotate[0].signal.pid_file", "pid_file_name")
 			c.from("files[0].on_rotate[0].signal.signal", "renew_signal")
@@ -462,7 +463,6 @@ func (c *converter) actions(hc *helperConf) {
 			qs = append(qs, q(a))
 		}
 		exec := "- exec: {command: [" + strings.Join(qs, ", ") + "]} # cmd + cmd_args"
-		_, sigErr := config.ParseSignal(hc.RenewSignal)
 		switch {
 		case hc.RenewSignal != "" && hc.PIDFileName == "" && sigErr == nil && !daemonOff(hc):
 			// The signal went to the child spiffe-helper started: the
