@@ -144,7 +144,8 @@ func check(b *bootstrapv3.Bootstrap, doc *yaml.Node, served ServedNames) (Result
 // clusters are the bridge and whether ADS reaches it.
 func newChecker(b *bootstrapv3.Bootstrap, served ServedNames) *checker {
 	c := &checker{served: served.withDefaults(), clusters: map[string]int{}, secrets: map[string]bool{},
-		bridge: map[string]bool{}, current: -1, cl: b.GetStaticResources().GetClusters()}
+		bridge: map[string]bool{}, current: -1, cl: b.GetStaticResources().GetClusters(),
+		lines: map[string]int{}, maps: map[string]*yaml.Node{}, aliases: map[string]string{}}
 	for _, cl := range b.GetStaticResources().GetClusters() {
 		if c.dialsBridge(cl) {
 			c.bridge[cl.GetName()] = true
@@ -301,9 +302,6 @@ func (c *checker) walk(m protoreflect.Message, path string, in protoreflect.Fiel
 		}
 		c.line(path, n)
 		if n.Kind == yaml.MappingNode {
-			if c.maps == nil {
-				c.maps = map[string]*yaml.Node{}
-			}
 			c.maps[path] = n
 		}
 	}
@@ -333,9 +331,6 @@ func (c *checker) walk(m protoreflect.Message, path string, in protoreflect.Fiel
 				e := l.Get(i).Message()
 				ep := fmt.Sprintf("%s[%s]", p, label(e, i))
 				if byIndex := fmt.Sprintf("%s[%d]", p, i); byIndex != ep {
-					if c.aliases == nil {
-						c.aliases = map[string]string{}
-					}
 					c.aliases[byIndex] = ep
 				}
 				var en *yaml.Node
@@ -375,9 +370,6 @@ func (c *checker) walk(m protoreflect.Message, path string, in protoreflect.Fiel
 func (c *checker) line(path string, n *yaml.Node) {
 	if n == nil || path == "" || n.Line == 0 {
 		return
-	}
-	if c.lines == nil {
-		c.lines = map[string]int{}
 	}
 	if _, ok := c.lines[path]; !ok {
 		c.lines[path] = n.Line
@@ -652,6 +644,9 @@ func (c *checker) checkSecret(s *tlsv3.SdsSecretConfig, path string, in protoref
 
 // notBridge says why cs does not reach the bridge, and what would.
 func (c *checker) notBridge(cs *corev3.ConfigSource) string {
+	if c.served.Socket == "" {
+		return fmt.Sprintf("use envoy_grpc with cluster_name %q (or ads with an ads_config pointing there)", BridgeCluster)
+	}
 	gs := cs.GetApiConfigSource().GetGrpcServices()
 	if cs.GetAds() != nil {
 		gs = nil
@@ -659,25 +654,21 @@ func (c *checker) notBridge(cs *corev3.ConfigSource) string {
 			gs = c.adsGrpcServices
 		}
 	}
-	fix := fmt.Sprintf("use envoy_grpc with cluster_name %q (or ads with an ads_config pointing there)", BridgeCluster)
-	if c.served.Socket != "" && len(c.bridge) == 0 {
-		fix = fmt.Sprintf("no static cluster dials the bridge's socket %s (sds.socket): give one a pipe endpoint on that path and fetch secrets over envoy_grpc (or ADS) from it", c.served.Socket)
-	} else if c.served.Socket != "" {
-		fix = fmt.Sprintf("fetch it over envoy_grpc (or ADS) from a static cluster whose pipe endpoint is the bridge's socket %s (sds.socket)", c.served.Socket)
-	}
 	for _, g := range gs {
 		name := g.GetEnvoyGrpc().GetClusterName()
 		i, ok := c.clusters[name]
-		if !ok || c.served.Socket == "" {
+		if !ok {
 			continue
 		}
-		cl := c.cl[i]
-		if paths := pipePaths(cl); len(paths) > 0 {
+		if paths := pipePaths(c.cl[i]); len(paths) > 0 {
 			return fmt.Sprintf("cluster %q dials %s, but the bridge listens on %s (sds.socket)", name, strings.Join(paths, ", "), c.served.Socket)
 		}
 		return fmt.Sprintf("cluster %q has no pipe endpoint (its endpoint is not a pipe): the bridge listens on the unix socket %s (sds.socket)", name, c.served.Socket)
 	}
-	return fix
+	if len(c.bridge) == 0 {
+		return fmt.Sprintf("no static cluster dials the bridge's socket %s (sds.socket): give one a pipe endpoint on that path and fetch secrets over envoy_grpc (or ADS) from it", c.served.Socket)
+	}
+	return fmt.Sprintf("fetch it over envoy_grpc (or ADS) from a static cluster whose pipe endpoint is the bridge's socket %s (sds.socket)", c.served.Socket)
 }
 
 // checkBridgeCluster: gRPC needs HTTP/2, and the bridge listens only on a
