@@ -52,7 +52,7 @@ var ErrKeyMismatch = errors.New("private key does not match the leaf certificate
 // crypto/x509 knows. A nil key, or one without a public half, is an error.
 func KeyMatches(key crypto.PrivateKey, leaf *x509.Certificate) error {
 	signer, ok := key.(interface{ Public() crypto.PublicKey })
-	if key == nil || !ok {
+	if !ok { // a nil key too
 		return errors.New("no private key")
 	}
 	got, err := x509.MarshalPKIXPublicKey(signer.Public())
