@@ -72,13 +72,42 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 	if srv == nil {
 		return nil, errors.New("devapi: issuer: nil server")
 	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c, err := ca.New(cfg.TrustDomain, cfg.RootTTL)
+	if err != nil {
+		return nil, fmt.Errorf("devapi: issuer: %w", err)
+	}
+	federated, err := federatedCAs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// JWT-SVIDs live as long as the X.509 ones, so both rotate alike.
+	srv.SetJWTTTL(cfg.TTL)
+	return &Issuer{
+		cfg:       cfg,
+		srv:       srv,
+		log:       cfg.Logger.With("component", "devapi-issuer", "trust_domain", cfg.TrustDomain.String()),
+		ca:        c,
+		federated: federated,
+	}, nil
+}
+
+// withDefaults fills what cfg leaves zero and copies its slices and map, so
+// that the caller's later changes do not reach the issuer.
+func (cfg IssuerConfig) withDefaults() (IssuerConfig, error) {
 	if cfg.TrustDomain.IsZero() {
 		cfg.TrustDomain = DefaultTrustDomain
 	}
 	if len(cfg.SPIFFEIDs) == 0 {
 		id, err := spiffeid.FromPath(cfg.TrustDomain, "/dev")
 		if err != nil {
-			return nil, fmt.Errorf("devapi: issuer: default SPIFFE ID: %w", err)
+			return cfg, fmt.Errorf("devapi: issuer: default SPIFFE ID: %w", err)
 		}
 		cfg.SPIFFEIDs = []spiffeid.ID{id}
 	}
@@ -91,39 +120,42 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.SPIFFEIDs = append([]spiffeid.ID(nil), cfg.SPIFFEIDs...)
+	cfg.Hints = maps.Clone(cfg.Hints)
+	cfg.FederatedWith = append([]spiffeid.TrustDomain(nil), cfg.FederatedWith...)
+	return cfg, nil
+}
 
+func (cfg IssuerConfig) validate() error {
 	if cfg.TTL < 0 {
-		return nil, fmt.Errorf("devapi: issuer: TTL %s must be positive", cfg.TTL)
+		return fmt.Errorf("devapi: issuer: TTL %s must be positive", cfg.TTL)
 	}
 	if cfg.RootTTL <= cfg.TTL {
-		return nil, fmt.Errorf("devapi: issuer: root TTL %s must exceed SVID TTL %s", cfg.RootTTL, cfg.TTL)
+		return fmt.Errorf("devapi: issuer: root TTL %s must exceed SVID TTL %s", cfg.RootTTL, cfg.TTL)
 	}
 	seen := make(map[spiffeid.ID]bool, len(cfg.SPIFFEIDs))
 	for _, id := range cfg.SPIFFEIDs {
 		if id.IsZero() {
-			return nil, errors.New("devapi: issuer: empty SPIFFE ID")
+			return errors.New("devapi: issuer: empty SPIFFE ID")
 		}
 		if !id.MemberOf(cfg.TrustDomain) {
-			return nil, fmt.Errorf("devapi: issuer: SPIFFE ID %q is not in trust domain %q", id, cfg.TrustDomain)
+			return fmt.Errorf("devapi: issuer: SPIFFE ID %q is not in trust domain %q", id, cfg.TrustDomain)
 		}
 		if seen[id] {
-			return nil, fmt.Errorf("devapi: issuer: SPIFFE ID %q listed twice", id)
+			return fmt.Errorf("devapi: issuer: SPIFFE ID %q listed twice", id)
 		}
 		seen[id] = true
 	}
-	cfg.SPIFFEIDs = append([]spiffeid.ID(nil), cfg.SPIFFEIDs...)
 	for id := range cfg.Hints {
 		if !seen[id] {
-			return nil, fmt.Errorf("devapi: issuer: hint for %q, which is not in SPIFFEIDs", id)
+			return fmt.Errorf("devapi: issuer: hint for %q, which is not in SPIFFEIDs", id)
 		}
 	}
-	cfg.Hints = maps.Clone(cfg.Hints)
-	cfg.FederatedWith = append([]spiffeid.TrustDomain(nil), cfg.FederatedWith...)
+	return nil
+}
 
-	c, err := ca.New(cfg.TrustDomain, cfg.RootTTL)
-	if err != nil {
-		return nil, fmt.Errorf("devapi: issuer: %w", err)
-	}
+// federatedCAs creates one CA per cfg.FederatedWith, in that order.
+func federatedCAs(cfg IssuerConfig) ([]*ca.CA, error) {
 	var federated []*ca.CA
 	seenTD := map[spiffeid.TrustDomain]bool{cfg.TrustDomain: true}
 	for _, td := range cfg.FederatedWith {
@@ -137,15 +169,7 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 		}
 		federated = append(federated, fc)
 	}
-	// JWT-SVIDs live as long as the X.509 ones, so both rotate alike.
-	srv.SetJWTTTL(cfg.TTL)
-	return &Issuer{
-		cfg:       cfg,
-		srv:       srv,
-		log:       cfg.Logger.With("component", "devapi-issuer", "trust_domain", cfg.TrustDomain.String()),
-		ca:        c,
-		federated: federated,
-	}, nil
+	return federated, nil
 }
 
 // Config is the configuration in effect, defaults applied.
