@@ -326,26 +326,7 @@ func (c *checker) walk(m protoreflect.Message, path string, in protoreflect.Fiel
 		}
 		switch {
 		case fd.IsList():
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				e := l.Get(i).Message()
-				ep := fmt.Sprintf("%s[%s]", p, label(e, i))
-				if byIndex := fmt.Sprintf("%s[%d]", p, i); byIndex != ep {
-					c.aliases[byIndex] = ep
-				}
-				var en *yaml.Node
-				if vn != nil && vn.Kind == yaml.SequenceNode && i < len(vn.Content) {
-					en = vn.Content[i]
-					c.line(fmt.Sprintf("%s[%d]", p, i), deref(en))
-				}
-				if m.Descriptor().FullName() == "envoy.config.bootstrap.v3.Bootstrap.StaticResources" && fd.Name() == "clusters" {
-					c.current = i
-					c.walk(e, ep, fd, en)
-					c.current = -1
-					continue
-				}
-				c.walk(e, ep, fd, en)
-			}
+			c.walkList(m, fd, v.List(), p, vn)
 		case fd.IsMap():
 			if fd.MapValue().Message() == nil {
 				return true
@@ -363,6 +344,32 @@ func (c *checker) walk(m protoreflect.Message, path string, in protoreflect.Fiel
 		}
 		return true
 	})
+}
+
+// walkList walks the messages of list field fd of m, at path p; vn is the
+// list's YAML. Elements get a path by label (a name where they have one),
+// with their index form kept as an alias for messages that use it.
+func (c *checker) walkList(m protoreflect.Message, fd protoreflect.FieldDescriptor, l protoreflect.List, p string, vn *yaml.Node) {
+	clusters := m.Descriptor().FullName() == "envoy.config.bootstrap.v3.Bootstrap.StaticResources" && fd.Name() == "clusters"
+	for i := 0; i < l.Len(); i++ {
+		e := l.Get(i).Message()
+		ep := fmt.Sprintf("%s[%s]", p, label(e, i))
+		if byIndex := fmt.Sprintf("%s[%d]", p, i); byIndex != ep {
+			c.aliases[byIndex] = ep
+		}
+		var en *yaml.Node
+		if vn != nil && vn.Kind == yaml.SequenceNode && i < len(vn.Content) {
+			en = vn.Content[i]
+			c.line(fmt.Sprintf("%s[%d]", p, i), deref(en))
+		}
+		if clusters {
+			c.current = i
+		}
+		c.walk(e, ep, fd, en)
+		if clusters {
+			c.current = -1
+		}
+	}
 }
 
 // line records the YAML line of path, the first time it is seen (a
