@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/atomicfile"
+	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -181,9 +182,9 @@ var _ rotation.Sink = (*Folder)(nil)
 // New applies defaults to cfg, validates it and returns the folder. It does
 // not touch the disk; call Prepare before the first Apply.
 func New(cfg Config) (*Folder, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
-		return nil, err
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("filesink: %w", err)
 	}
 	f := &Folder{
 		cfg: cfg,
@@ -204,7 +205,8 @@ func New(cfg Config) (*Folder, error) {
 	return f, nil
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults fills every unset field with its default.
+func (c Config) WithDefaults() Config {
 	if c.Dir != "" {
 		c.Dir = filepath.Clean(c.Dir)
 	}
@@ -234,71 +236,102 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-func (c Config) validate() error {
+// Validate checks a defaulted Config. It joins one *fielderr.Error per
+// refused field, keyed as the YAML config's files[] entry spells it
+// ("key_mode"), in the order the keys are documented.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fielderr.New(key, format, args...))
+	}
 	if !filepath.IsAbs(c.Dir) {
-		return fmt.Errorf("filesink: dir %q: must be an absolute path", c.Dir)
+		bad("dir", "%q must be an absolute path", c.Dir)
 	}
 	switch c.Layout {
 	case LayoutSPIFFEHelper:
-		seen := map[string]string{MarkerFileName: "marker"}
-		for _, n := range []struct{ key, value string }{
-			{"cert_file_name", c.CertFileName},
-			{"key_file_name", c.KeyFileName},
-			{"bundle_file_name", c.BundleFileName},
-		} {
-			if err := validFileName(n.value); err != nil {
-				return fmt.Errorf("filesink: %s %q: %w", n.key, n.value, err)
-			}
-			if other, dup := seen[n.value]; dup {
-				return fmt.Errorf("filesink: %s %q: already used by %s", n.key, n.value, other)
-			}
-			seen[n.value] = n.key
-			if c.IncludeFederatedDomains && n.value == FederatedDirName {
-				return fmt.Errorf("filesink: %s %q: reserved for federated bundles (include_federated_domains)", n.key, n.value)
-			}
-		}
-		switch c.FederatedBundle {
-		case FederatedSeparate:
-		case FederatedConcatenate:
-			if !c.IncludeFederatedDomains {
-				return fmt.Errorf("filesink: federated_bundle %q: needs include_federated_domains", c.FederatedBundle)
-			}
-		default:
-			return fmt.Errorf("filesink: federated_bundle %q: want %q or %q", c.FederatedBundle, FederatedSeparate, FederatedConcatenate)
-		}
+		c.validateHelperLayout(bad)
 	case LayoutSPIFFE:
-		if c.CertFileName != "" || c.KeyFileName != "" || c.BundleFileName != "" {
-			return fmt.Errorf("filesink: layout %q: file names are fixed by the standard; cert/key/bundle file names apply only to layout %q", c.Layout, LayoutSPIFFEHelper)
+		c.validateSPIFFELayout(bad)
+	default:
+		bad("layout", "%q is not one of %s, %s", c.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
+	}
+	validateMode("cert_mode", "certificate", c.CertMode, 0o002, "writable by every user", bad)
+	validateMode("key_mode", "private key", c.KeyMode, 0o007, "readable, writable or executable by every user", bad)
+	if c.Owner != nil && (c.Owner.UID < 0 || c.Owner.GID < 0) {
+		bad("owner", "%d:%d: uid and gid must not be negative", c.Owner.UID, c.Owner.GID)
+	}
+	return errors.Join(errs...)
+}
+
+// validateHelperLayout checks the spiffe-helper layout's file names and
+// federation keys.
+func (c Config) validateHelperLayout(bad func(key, format string, args ...any)) {
+	seen := map[string]string{MarkerFileName: "the marker"}
+	for _, n := range []struct{ key, value string }{
+		{"cert_file_name", c.CertFileName},
+		{"key_file_name", c.KeyFileName},
+		{"bundle_file_name", c.BundleFileName},
+	} {
+		if err := validFileName(n.value); err != nil {
+			bad(n.key, "%q %v", n.value, err)
+			continue
 		}
-		// The standard already writes one file per trust domain and forbids
-		// anything else in the bundle files.
-		switch {
-		case c.IncludeFederatedDomains:
-			return fmt.Errorf("filesink: layout %q: include_federated_domains applies only to layout %q (this layout always writes every trust domain)", c.Layout, LayoutSPIFFEHelper)
-		case c.FederatedBundle != FederatedSeparate:
-			return fmt.Errorf("filesink: layout %q: federated_bundle %q applies only to layout %q", c.Layout, c.FederatedBundle, LayoutSPIFFEHelper)
-		case c.AddIntermediatesToBundle:
-			return fmt.Errorf("filesink: layout %q: add_intermediates_to_bundle applies only to layout %q", c.Layout, LayoutSPIFFEHelper)
+		if other, dup := seen[n.value]; dup {
+			bad(n.key, "%q is also %s: already used", n.value, other)
+			continue
+		}
+		seen[n.value] = n.key
+		if c.IncludeFederatedDomains && n.value == FederatedDirName {
+			bad(n.key, "%q is reserved for federated bundles (include_federated_domains)", n.value)
+		}
+	}
+	switch c.FederatedBundle {
+	case FederatedSeparate:
+	case FederatedConcatenate:
+		if !c.IncludeFederatedDomains {
+			bad("federated_bundle", "%q needs include_federated_domains: true", c.FederatedBundle)
 		}
 	default:
-		return fmt.Errorf("filesink: layout %q: want %q or %q", c.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
+		bad("federated_bundle", "%q is not one of %s, %s", c.FederatedBundle, FederatedSeparate, FederatedConcatenate)
 	}
-	if c.CertMode&^os.ModePerm != 0 {
-		return fmt.Errorf("filesink: cert mode %#o: only permission bits are allowed", c.CertMode)
+}
+
+// validateSPIFFELayout refuses what the standard's layout fixes: its file
+// names, and one file per trust domain with nothing else in it.
+func (c Config) validateSPIFFELayout(bad func(key, format string, args ...any)) {
+	for _, n := range []struct{ key, value string }{
+		{"cert_file_name", c.CertFileName},
+		{"key_file_name", c.KeyFileName},
+		{"bundle_file_name", c.BundleFileName},
+	} {
+		if n.value != "" {
+			bad(n.key, "%q: file names are fixed by the standard (layout %s); they apply only to layout %s", n.value, LayoutSPIFFE, LayoutSPIFFEHelper)
+		}
 	}
-	if c.KeyMode&^os.ModePerm != 0 {
-		return fmt.Errorf("filesink: key mode %#o: only permission bits are allowed", c.KeyMode)
+	if c.IncludeFederatedDomains {
+		bad("include_federated_domains", "true applies only to layout %s; layout %s always writes every trust domain", LayoutSPIFFEHelper, LayoutSPIFFE)
 	}
-	if c.KeyMode&0o007 != 0 {
-		return fmt.Errorf("filesink: key mode %#o: a private key must not be readable, writable or executable by others", c.KeyMode)
+	if c.FederatedBundle != FederatedSeparate && c.FederatedBundle != "" {
+		bad("federated_bundle", "%q applies only to layout %s", c.FederatedBundle, LayoutSPIFFEHelper)
 	}
-	if c.KeyMode&0o400 == 0 {
-		return fmt.Errorf("filesink: key mode %#o: the owner must be able to read the key", c.KeyMode)
+	if c.AddIntermediatesToBundle {
+		bad("add_intermediates_to_bundle", "true applies only to layout %s", LayoutSPIFFEHelper)
 	}
-	if c.Owner != nil && (c.Owner.UID < 0 || c.Owner.GID < 0) {
-		return fmt.Errorf("filesink: owner %d:%d: uid and gid must not be negative", c.Owner.UID, c.Owner.GID)
+}
+
+// validateMode checks the mode of a file holding what: permission bits
+// only, none of forbidden (why says what they would allow), and readable
+// by its owner (a file its owner cannot read is useless).
+func validateMode(key, what string, m os.FileMode, forbidden os.FileMode, why string, bad func(key, format string, args ...any)) {
+	shown := fmt.Sprintf("%04o", uint32(m))
+	switch {
+	case m&^os.ModePerm != 0:
+		bad(key, "%#o: only permission bits are allowed", uint32(m))
+	case m&forbidden != 0:
+		bad(key, "%q makes the %s %s", shown, what, why)
+	case m&0o400 == 0:
+		bad(key, "%q: the owner must be able to read the %s", shown, what)
 	}
-	return nil
 }
 
 // validFileName keeps configured names inside the folder and away from the
@@ -306,7 +339,7 @@ func (c Config) validate() error {
 func validFileName(name string) error {
 	switch {
 	case name == "":
-		return errors.New("must not be empty")
+		return errors.New("missing: a file name is needed")
 	case name != filepath.Base(name) || strings.ContainsRune(name, '/'):
 		return errors.New("must be a plain file name, not a path")
 	case strings.HasPrefix(name, ".."), name == ".":

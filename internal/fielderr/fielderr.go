@@ -1,0 +1,57 @@
+// Package fielderr is the error a component's config validation returns
+// for one refused field: its key, as the YAML config spells it below the
+// component's section ("key_mode"), and why. The config package puts the
+// section's key in front ("files[1].key_mode"), so a rule is written once,
+// in the component, and still reported by the user's key.
+package fielderr
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error is one refused field.
+type Error struct {
+	// Key is the dotted key of the field ("on_rotate[0].signal.pid_file").
+	Key string
+	Err error
+}
+
+func (e *Error) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// New is the error for key, with a message made as fmt.Errorf makes one.
+func New(key, format string, args ...any) *Error {
+	return &Error{Key: key, Err: fmt.Errorf(format, args...)}
+}
+
+// Under puts prefix in front of the key of err, or of each error err joins,
+// keeping their order; an error that is not an *Error gets prefix as its
+// key. Nil gives nil.
+func Under(prefix string, err error) []error {
+	if err == nil {
+		return nil
+	}
+	var errs []error
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range joined.Unwrap() {
+			errs = append(errs, Under(prefix, e)...)
+		}
+		return errs
+	}
+	var fe *Error
+	if errors.As(err, &fe) && fe == err {
+		return []error{&Error{Key: join(prefix, fe.Key), Err: fe.Err}}
+	}
+	return []error{&Error{Key: prefix, Err: err}}
+}
+
+func join(prefix, key string) string {
+	switch {
+	case prefix == "":
+		return key
+	case key == "" || key[0] == '[':
+		return prefix + key
+	}
+	return prefix + "." + key
+}
