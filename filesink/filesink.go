@@ -218,7 +218,8 @@ func (c Config) WithDefaults() Config {
 		c.KeyFileName = cmp.Or(c.KeyFileName, DefaultKeyFileName)
 		c.BundleFileName = cmp.Or(c.BundleFileName, DefaultBundleFileName)
 	}
-	if c.FederatedBundle == "" {
+	if c.Layout == LayoutSPIFFEHelper && c.FederatedBundle == "" {
+		// The spiffe layout takes no federated_bundle at all.
 		c.FederatedBundle = FederatedSeparate
 	}
 	if c.CertMode == 0 {
@@ -244,12 +245,15 @@ func (c Config) Validate() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fielderr.New(key, format, args...))
 	}
-	if !filepath.IsAbs(c.Dir) {
+	switch {
+	case c.Dir == "":
+		bad("dir", "missing: an absolute path is needed")
+	case !filepath.IsAbs(c.Dir):
 		bad("dir", "%q must be an absolute path", c.Dir)
 	}
 	switch c.Layout {
 	case LayoutSPIFFEHelper:
-		c.validateHelperLayout(bad)
+		errs = append(errs, c.validateHelperLayout(bad)...)
 	case LayoutSPIFFE:
 		c.validateSPIFFELayout(bad)
 	default:
@@ -260,29 +264,34 @@ func (c Config) Validate() error {
 	if c.Owner != nil && (c.Owner.UID < 0 || c.Owner.GID < 0) {
 		bad("owner", "%d:%d: uid and gid must not be negative", c.Owner.UID, c.Owner.GID)
 	}
+	if err := rotation.CheckSVIDChoice(c.SVID); err != nil {
+		bad("svid", "%q: %v", c.SVID, err)
+	}
 	return errors.Join(errs...)
 }
 
 // validateHelperLayout checks the spiffe-helper layout's file names and
 // federation keys.
-func (c Config) validateHelperLayout(bad func(key, format string, args ...any)) {
-	seen := map[string]string{MarkerFileName: "the marker"}
+func (c Config) validateHelperLayout(bad func(key, format string, args ...any)) []error {
+	var clashes []error
+	seen := map[string]string{}
 	for _, n := range []struct{ key, value string }{
 		{"cert_file_name", c.CertFileName},
 		{"key_file_name", c.KeyFileName},
 		{"bundle_file_name", c.BundleFileName},
 	} {
-		if err := validFileName(n.value); err != nil {
+		err := validFileName(n.value)
+		switch {
+		case err != nil:
 			bad(n.key, "%q %v", n.value, err)
-			continue
-		}
-		if other, dup := seen[n.value]; dup {
-			bad(n.key, "%q is also %s: already used", n.value, other)
-			continue
-		}
-		seen[n.value] = n.key
-		if c.IncludeFederatedDomains && n.value == FederatedDirName {
+		case n.value == MarkerFileName:
+			bad(n.key, "%q is already used by the generation marker", n.value)
+		case seen[n.value] != "":
+			clashes = append(clashes, fielderr.Clash(n.key, seen[n.value], fmt.Sprintf("%q is already used by", n.value), ""))
+		case c.IncludeFederatedDomains && n.value == FederatedDirName:
 			bad(n.key, "%q is reserved for federated bundles (include_federated_domains)", n.value)
+		default:
+			seen[n.value] = n.key
 		}
 	}
 	switch c.FederatedBundle {
@@ -294,6 +303,7 @@ func (c Config) validateHelperLayout(bad func(key, format string, args ...any)) 
 	default:
 		bad("federated_bundle", "%q is not one of %s, %s", c.FederatedBundle, FederatedSeparate, FederatedConcatenate)
 	}
+	return clashes
 }
 
 // validateSPIFFELayout refuses what the standard's layout fixes: its file
@@ -311,7 +321,7 @@ func (c Config) validateSPIFFELayout(bad func(key, format string, args ...any)) 
 	if c.IncludeFederatedDomains {
 		bad("include_federated_domains", "true applies only to layout %s; layout %s always writes every trust domain", LayoutSPIFFEHelper, LayoutSPIFFE)
 	}
-	if c.FederatedBundle != FederatedSeparate && c.FederatedBundle != "" {
+	if c.FederatedBundle != "" {
 		bad("federated_bundle", "%q applies only to layout %s", c.FederatedBundle, LayoutSPIFFEHelper)
 	}
 	if c.AddIntermediatesToBundle {
@@ -342,7 +352,9 @@ func validFileName(name string) error {
 		return errors.New("missing: a file name is needed")
 	case name != filepath.Base(name) || strings.ContainsRune(name, '/'):
 		return errors.New("must be a plain file name, not a path")
-	case strings.HasPrefix(name, ".."), name == ".":
+	case name == ".":
+		return errors.New("is the folder itself, not a file name")
+	case strings.HasPrefix(name, ".."):
 		return errors.New(`must not start with ".." (reserved for generation directories)`)
 	}
 	return nil

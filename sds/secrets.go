@@ -142,7 +142,7 @@ func (n Names) Validate() error {
 		case strings.HasPrefix(f.value, "spiffe://"):
 			err = fielderr.New(f.key, "%q would shadow a SPIFFE ID or trust domain name", f.value)
 		case seen[f.value] != "":
-			err = fielderr.New(f.key, "%q is also the value of %s", f.value, seen[f.value])
+			err = fielderr.Clash(f.key, seen[f.value], fmt.Sprintf("%q is also the value of", f.value), "")
 		default:
 			seen[f.value] = f.key
 		}

@@ -15,6 +15,9 @@ type Error struct {
 	// Key is the dotted key of the field ("on_rotate[0].signal.pid_file").
 	Key string
 	Err error
+	// Peer is the key of the field this one clashes with, if any; the
+	// message names it, and Under prefixes it as it prefixes Key.
+	Peer string
 }
 
 func (e *Error) Error() string { return e.Key + ": " + e.Err.Error() }
@@ -24,6 +27,16 @@ func (e *Error) Unwrap() error { return e.Err }
 func New(key, format string, args ...any) *Error {
 	return &Error{Key: key, Err: fmt.Errorf(format, args...)}
 }
+
+// Clash is the error for key whose value clashes with the field at peer:
+// the message is before, the peer's key, then after.
+func Clash(key, peer, before, after string) *Error {
+	return &Error{Key: key, Peer: peer, Err: clash{before, peer, after}}
+}
+
+type clash struct{ before, peer, after string }
+
+func (c clash) Error() string { return c.before + " " + c.peer + c.after }
 
 // Under puts prefix in front of the key of err, or of each error err joins,
 // keeping their order; an error that is not an *Error gets prefix as its
@@ -41,7 +54,12 @@ func Under(prefix string, err error) []error {
 	}
 	var fe *Error
 	if errors.As(err, &fe) && fe == err {
-		return []error{&Error{Key: join(prefix, fe.Key), Err: fe.Err}}
+		out := &Error{Key: join(prefix, fe.Key), Err: fe.Err}
+		if c, ok := fe.Err.(clash); ok {
+			out.Peer = join(prefix, fe.Peer)
+			out.Err = clash{c.before, out.Peer, c.after}
+		}
+		return []error{out}
 	}
 	return []error{&Error{Key: prefix, Err: err}}
 }
