@@ -116,6 +116,20 @@ func (n Names) Fixed() []string {
 	return []string{n.DefaultSVID, n.DefaultBundle, n.AllBundles}
 }
 
+// Served lists the names served when the Workload API sends SVIDs for ids
+// and bundles for domains: Fixed, each SPIFFE ID, then each trust
+// domain's spiffe://<td>.
+func (n Names) Served(ids []spiffeid.ID, domains []spiffeid.TrustDomain) []string {
+	names := n.Fixed()
+	for _, id := range ids {
+		names = append(names, id.String())
+	}
+	for _, td := range domains {
+		names = append(names, td.IDString())
+	}
+	return names
+}
+
 // Validate reports names that are empty, equal to each other or could
 // be taken for a SPIFFE ID or trust domain name. A name is one of those
 // exactly when it starts with "spiffe://" in lower case, as go-spiffe (and

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -88,14 +87,11 @@ func newJWTWriter(cfg *config.Config, runners []*reload.Runner, log *slog.Logger
 // sourceConfig is the rotation source feeding sinks; notify hears each
 // sink's status.
 func sourceConfig(cfg *config.Config, sinks []rotation.Sink, notify func(rotation.SinkStatus), log *slog.Logger) rotation.Config {
-	return rotation.Config{
-		Address:            cfg.WorkloadAPI.Address,
-		FirstUpdateTimeout: time.Duration(cfg.WorkloadAPI.FirstUpdateTimeout),
-		DefaultSVIDHint:    cfg.WorkloadAPI.DefaultSVIDHint,
-		Sinks:              sinks,
-		OnSinkDone:         notify,
-		Logger:             log.With("component", "rotation"),
-	}
+	rc := cfg.WorkloadAPI.SourceConfig()
+	rc.Sinks = sinks
+	rc.OnSinkDone = notify
+	rc.Logger = log.With("component", "rotation")
+	return rc
 }
 
 // buildAdmin makes the admin server and binds its listener, if on; the
