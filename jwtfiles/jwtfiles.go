@@ -104,9 +104,6 @@ func (f Folder) Validate() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fielderr.New(key, format, args...))
 	}
-	if !filepath.IsAbs(f.Dir) {
-		bad("dir", "%q must be an absolute path", f.Dir)
-	}
 	names := map[string]string{}
 	plain := func(key, name string) {
 		if err := validFileName(name); err != nil {
@@ -217,6 +214,10 @@ func New(cfg Config) (*Writer, error) {
 	cfg.Folders = append([]Folder(nil), cfg.Folders...)
 	for i := range cfg.Folders {
 		f := cfg.Folders[i].WithDefaults()
+		// Dir is the folder's key: its X.509 writer checks it for the config.
+		if !filepath.IsAbs(f.Dir) {
+			return nil, fmt.Errorf("jwtfiles: folder %d: dir %q must be an absolute path", i, f.Dir)
+		}
 		if err := f.Validate(); err != nil {
 			return nil, fmt.Errorf("jwtfiles: folder %d (%s): %w", i, f.Dir, err)
 		}

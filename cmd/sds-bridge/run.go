@@ -13,6 +13,7 @@ import (
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/bridge"
 	"github.com/sds-bridge/sds-bridge/internal/config"
+	"github.com/sds-bridge/sds-bridge/internal/helperconf"
 )
 
 // commonFlags are the flags run and dev share; set ones override the config file.
@@ -78,19 +79,12 @@ func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
 		}
 	}
 	if c.spiffeHelperConfig != "" {
-		res, converted, err := convertHelperConf(c.spiffeHelperConfig, "")
+		converted, once, err := helperconf.Load(c.stderr, c.spiffeHelperConfig)
 		if err != nil {
 			return nil, err
 		}
-		printNotes(c.stderr, c.spiffeHelperConfig, res.Notes)
-		if keys := res.Unsupported(); len(keys) > 0 {
-			// A daemon must not start doing less than helper.conf said
-			// with the difference only in its log: convert, review, run.
-			return nil, fmt.Errorf("%w; convert it with `sds-bridge import-spiffe-helper --allow-unsupported %s > sds-bridge.yaml`, review the NOT SUPPORTED comments, then use --config sds-bridge.yaml",
-				unsupportedError(c.spiffeHelperConfig, keys), c.spiffeHelperConfig)
-		}
 		cfg = converted
-		c.once = c.once || res.Once
+		c.once = c.once || once
 	}
 	if c.sdsSocket != "" {
 		abs, err := filepath.Abs(c.sdsSocket)
