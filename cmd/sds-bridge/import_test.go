@@ -199,4 +199,3 @@ func TestUnsupportedKeysRefusedUnlessAllowed(t *testing.T) {
 		}
 	}
 }
-

@@ -72,12 +72,11 @@ type Bridge struct {
 // server, prepared folders with their reload runners, JWT writer,
 // rotation source, supervisor and admin listener. On error everything
 // taken is given back.
-func New(ctx context.Context, o Options) (b *Bridge, err error) {
-	b = &Bridge{cfg: o.Config, log: o.Logger, once: o.Once, beside: o.Beside, applied: make(chan struct{}, 1)}
+func New(ctx context.Context, o Options) (_ *Bridge, err error) {
+	b := &Bridge{cfg: o.Config, log: o.Logger, once: o.Once, beside: o.Beside, applied: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			b.close()
-			b = nil
 		}
 	}()
 	unlock, err := Lock(o.Config)
