@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"strings"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
@@ -67,7 +66,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 
 // load reads the config file (if any), applies the flags over it, then
 // defaults and validates the result.
-func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
+func (c *commonFlags) load(then func(*config.Config)) (*config.Config, error) {
 	if c.configFile != "" && c.spiffeHelperConfig != "" {
 		return nil, errors.New("--config and --spiffe-helper-config: give only one")
 	}
@@ -86,41 +85,12 @@ func (c *commonFlags) load(apply func(*config.Config)) (*config.Config, error) {
 		cfg = converted
 		c.once = c.once || once
 	}
-	if c.sdsSocket != "" {
-		abs, err := filepath.Abs(c.sdsSocket)
-		if err != nil {
-			return nil, fmt.Errorf("--sds-socket: %w", err)
-		}
-		cfg.SDS.Socket = abs
-	}
-	if c.dir != "" {
-		abs, err := filepath.Abs(c.dir)
-		if err != nil {
-			return nil, fmt.Errorf("--dir: %w", err)
-		}
-		cfg.Files = append(cfg.Files, config.Folder{Dir: abs, Layout: c.layout})
-	}
+	o := config.Overrides{SDSSocket: c.sdsSocket, Dir: c.dir, Layout: c.layout, Program: c.program, Then: then, Once: c.once}
 	if c.admin.set {
-		listen := c.admin.value
-		cfg.Admin.Listen = &listen
+		o.Admin = &c.admin.value
 	}
-	if len(c.program) > 0 {
-		cfg.Supervise.Command = c.program
-	}
-	if apply != nil {
-		apply(cfg)
-	}
-	if c.once && cfg.Supervise.On() {
-		return nil, errors.New("--once and a program to supervise (supervise.command or -- PROGRAM): a one-shot run starts no program")
-	}
-	if c.once {
-		// Nothing would be there to answer Envoy or a probe a moment later.
-		off, none := false, ""
-		cfg.SDS.Enabled = &off
-		cfg.Admin.Listen = &none
-		if len(cfg.Files) == 0 {
-			return nil, errors.New("--once: no credential folder to write (files[] or --dir)")
-		}
+	if err := o.Apply(cfg); err != nil {
+		return nil, err
 	}
 	cfg.Default()
 	if err := cfg.Validate(); err != nil {
@@ -158,18 +128,9 @@ func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "Usage: sds-bridge run [flags] [-- PROGRAM ARGS...]\n\nPROGRAM (supervise.command) starts once every folder holds a complete set, gets supervise.renew_signal after each swap and SIGTERM/SIGINT forwarded; the bridge exits with its status.")
 		fs.PrintDefaults()
 	}
-	fs.SetOutput(stderr)
 	var common commonFlags
-	common.register(fs)
 	workloadAPI := fs.String("workload-api", "", "Workload API address, e.g. unix:///run/spire/sockets/agent.sock (workload_api.address; default $SPIFFE_ENDPOINT_SOCKET)")
-	err := fs.Parse(args)
-	if err != nil {
-		return err
-	}
-	if common.program, err = programArgs(fs, args); err != nil {
-		return err
-	}
-	log, err := common.logger(stderr)
+	log, err := common.parse(fs, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -186,6 +147,21 @@ func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	return b.Run(ctx)
+}
+
+// parse registers the common flags on fs (next to the command's own),
+// parses args and returns the logger they ask for.
+func (c *commonFlags) parse(fs *flag.FlagSet, args []string, stderr io.Writer) (*slog.Logger, error) {
+	fs.SetOutput(stderr)
+	c.register(fs)
+	err := fs.Parse(args)
+	if err != nil {
+		return nil, err
+	}
+	if c.program, err = programArgs(fs, args); err != nil {
+		return nil, err
+	}
+	return c.logger(stderr)
 }
 
 // options are the bridge's options for cfg, as the flags say.

@@ -130,4 +130,3 @@ func (b *Bridge) buildAdmin(version string) error {
 	b.observers.add(adm.ObserveSink)
 	return nil
 }
-

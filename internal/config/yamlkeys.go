@@ -121,4 +121,3 @@ func friendlyYAMLError(err error) error {
 	}
 	return errors.New(msg)
 }
-
