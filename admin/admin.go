@@ -180,21 +180,18 @@ func (c Config) WithDefaults() Config {
 // It joins one *fielderr.Error per refused field, keyed as the YAML
 // config's admin section spells it.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fielderr.New(key, format, args...))
-	}
+	var errs fielderr.List
 	if c.MinValidity < 0 {
-		bad("min_validity", "%s must not be negative", c.MinValidity)
+		errs.Add("min_validity", "%s must not be negative", c.MinValidity)
 	}
 	if c.MinValidityPercent < 0 || c.MinValidityPercent > 99 {
-		bad("min_validity_percent", "%d must be between 0 (off) and 99", c.MinValidityPercent)
+		errs.Add("min_validity_percent", "%d must be between 0 (off) and 99", c.MinValidityPercent)
 	}
 	if c.MaxConnections < 0 {
-		bad("max_connections", "%d must not be negative", c.MaxConnections)
+		errs.Add("max_connections", "%d must not be negative", c.MaxConnections)
 	}
 	if c.HeaderTimeout < 0 {
-		bad("header_timeout", "%s must not be negative", c.HeaderTimeout)
+		errs.Add("header_timeout", "%s must not be negative", c.HeaderTimeout)
 	}
 	for _, p := range []struct{ key, path string }{
 		{"liveness_path", c.LivenessPath},
@@ -203,15 +200,15 @@ func (c Config) Validate() error {
 		switch {
 		// The mux would panic on a pattern, or route a path it cleans elsewhere.
 		case !strings.HasPrefix(p.path, "/") || path.Clean(p.path) != p.path || strings.ContainsAny(p.path, "{}?#% \t\n"):
-			bad(p.key, "%q must be a plain absolute URL path such as %q", p.path, "/live")
+			errs.Add(p.key, "%q must be a plain absolute URL path such as %q", p.path, "/live")
 		case slices.Contains(ReservedPaths, p.path):
-			bad(p.key, "%q is already served by the admin listener (%s)", p.path, strings.Join(ReservedPaths, " "))
+			errs.Add(p.key, "%q is already served by the admin listener (%s)", p.path, strings.Join(ReservedPaths, " "))
 		}
 	}
 	if c.LivenessPath == c.ReadinessPath {
-		errs = append(errs, fielderr.Clash("readiness_path", "liveness_path", fmt.Sprintf("%q is also", c.ReadinessPath), ": the two probes need their own paths"))
+		errs.Clash("readiness_path", "liveness_path", fmt.Sprintf("%q is also", c.ReadinessPath), ": the two probes need their own paths")
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // New checks cfg and builds the handlers and the metrics registry.

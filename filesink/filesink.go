@@ -241,39 +241,35 @@ func (c Config) WithDefaults() Config {
 // refused field, keyed as the YAML config's files[] entry spells it
 // ("key_mode"), in the order the keys are documented.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fielderr.New(key, format, args...))
-	}
+	var errs fielderr.List
 	switch {
 	case c.Dir == "":
-		bad("dir", "missing: an absolute path is needed")
+		errs.Add("dir", "missing: an absolute path is needed")
 	case !filepath.IsAbs(c.Dir):
-		bad("dir", "%q must be an absolute path", c.Dir)
+		errs.Add("dir", "%q must be an absolute path", c.Dir)
 	}
 	switch c.Layout {
 	case LayoutSPIFFEHelper:
-		errs = append(errs, c.validateHelperLayout(bad)...)
+		c.validateHelperLayout(&errs)
 	case LayoutSPIFFE:
-		c.validateSPIFFELayout(bad)
+		c.validateSPIFFELayout(&errs)
 	default:
-		bad("layout", "%q is not one of %s, %s", c.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
+		errs.Add("layout", "%q is not one of %s, %s", c.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
 	}
-	validateMode("cert_mode", "certificate", c.CertMode, 0o002, "writable by every user", bad)
-	validateMode("key_mode", "private key", c.KeyMode, 0o007, "readable, writable or executable by every user", bad)
+	validateMode(&errs, "cert_mode", "certificate", c.CertMode, 0o002, "writable by every user")
+	validateMode(&errs, "key_mode", "private key", c.KeyMode, 0o007, "readable, writable or executable by every user")
 	if c.Owner != nil && (c.Owner.UID < 0 || c.Owner.GID < 0) {
-		bad("owner", "%d:%d: uid and gid must not be negative", c.Owner.UID, c.Owner.GID)
+		errs.Add("owner", "%d:%d: uid and gid must not be negative", c.Owner.UID, c.Owner.GID)
 	}
 	if err := rotation.CheckSVIDChoice(c.SVID); err != nil {
-		bad("svid", "%q: %v", c.SVID, err)
+		errs.Add("svid", "%q: %v", c.SVID, err)
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // validateHelperLayout checks the spiffe-helper layout's file names and
 // federation keys.
-func (c Config) validateHelperLayout(bad func(key, format string, args ...any)) []error {
-	var clashes []error
+func (c Config) validateHelperLayout(errs *fielderr.List) {
 	seen := map[string]string{}
 	for _, n := range []struct{ key, value string }{
 		{"cert_file_name", c.CertFileName},
@@ -283,13 +279,13 @@ func (c Config) validateHelperLayout(bad func(key, format string, args ...any)) 
 		err := validFileName(n.value)
 		switch {
 		case err != nil:
-			bad(n.key, "%q %v", n.value, err)
+			errs.Add(n.key, "%q %v", n.value, err)
 		case n.value == MarkerFileName:
-			bad(n.key, "%q is already used by the generation marker", n.value)
+			errs.Add(n.key, "%q is already used by the generation marker", n.value)
 		case seen[n.value] != "":
-			clashes = append(clashes, fielderr.Clash(n.key, seen[n.value], fmt.Sprintf("%q is already used by", n.value), ""))
+			errs.Clash(n.key, seen[n.value], fmt.Sprintf("%q is already used by", n.value), "")
 		case c.IncludeFederatedDomains && n.value == FederatedDirName:
-			bad(n.key, "%q is reserved for federated bundles (include_federated_domains)", n.value)
+			errs.Add(n.key, "%q is reserved for federated bundles (include_federated_domains)", n.value)
 		default:
 			seen[n.value] = n.key
 		}
@@ -298,49 +294,48 @@ func (c Config) validateHelperLayout(bad func(key, format string, args ...any)) 
 	case FederatedSeparate:
 	case FederatedConcatenate:
 		if !c.IncludeFederatedDomains {
-			bad("federated_bundle", "%q needs include_federated_domains: true", c.FederatedBundle)
+			errs.Add("federated_bundle", "%q needs include_federated_domains: true", c.FederatedBundle)
 		}
 	default:
-		bad("federated_bundle", "%q is not one of %s, %s", c.FederatedBundle, FederatedSeparate, FederatedConcatenate)
+		errs.Add("federated_bundle", "%q is not one of %s, %s", c.FederatedBundle, FederatedSeparate, FederatedConcatenate)
 	}
-	return clashes
 }
 
 // validateSPIFFELayout refuses what the standard's layout fixes: its file
 // names, and one file per trust domain with nothing else in it.
-func (c Config) validateSPIFFELayout(bad func(key, format string, args ...any)) {
+func (c Config) validateSPIFFELayout(errs *fielderr.List) {
 	for _, n := range []struct{ key, value string }{
 		{"cert_file_name", c.CertFileName},
 		{"key_file_name", c.KeyFileName},
 		{"bundle_file_name", c.BundleFileName},
 	} {
 		if n.value != "" {
-			bad(n.key, "%q: file names are fixed by the standard (layout %s); they apply only to layout %s", n.value, LayoutSPIFFE, LayoutSPIFFEHelper)
+			errs.Add(n.key, "%q: file names are fixed by the standard (layout %s); they apply only to layout %s", n.value, LayoutSPIFFE, LayoutSPIFFEHelper)
 		}
 	}
 	if c.IncludeFederatedDomains {
-		bad("include_federated_domains", "true applies only to layout %s; layout %s always writes every trust domain", LayoutSPIFFEHelper, LayoutSPIFFE)
+		errs.Add("include_federated_domains", "true applies only to layout %s; layout %s always writes every trust domain", LayoutSPIFFEHelper, LayoutSPIFFE)
 	}
 	if c.FederatedBundle != "" {
-		bad("federated_bundle", "%q applies only to layout %s", c.FederatedBundle, LayoutSPIFFEHelper)
+		errs.Add("federated_bundle", "%q applies only to layout %s", c.FederatedBundle, LayoutSPIFFEHelper)
 	}
 	if c.AddIntermediatesToBundle {
-		bad("add_intermediates_to_bundle", "true applies only to layout %s", LayoutSPIFFEHelper)
+		errs.Add("add_intermediates_to_bundle", "true applies only to layout %s", LayoutSPIFFEHelper)
 	}
 }
 
 // validateMode checks the mode of a file holding what: permission bits
 // only, none of forbidden (why says what they would allow), and readable
 // by its owner (a file its owner cannot read is useless).
-func validateMode(key, what string, m os.FileMode, forbidden os.FileMode, why string, bad func(key, format string, args ...any)) {
+func validateMode(errs *fielderr.List, key, what string, m os.FileMode, forbidden os.FileMode, why string) {
 	shown := fmt.Sprintf("%04o", uint32(m))
 	switch {
 	case m&^os.ModePerm != 0:
-		bad(key, "%#o: only permission bits are allowed", uint32(m))
+		errs.Add(key, "%#o: only permission bits are allowed", uint32(m))
 	case m&forbidden != 0:
-		bad(key, "%q makes the %s %s", shown, what, why)
+		errs.Add(key, "%q makes the %s %s", shown, what, why)
 	case m&0o400 == 0:
-		bad(key, "%q: the owner must be able to read the %s", shown, what)
+		errs.Add(key, "%q: the owner must be able to read the %s", shown, what)
 	}
 }
 

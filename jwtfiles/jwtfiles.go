@@ -100,29 +100,26 @@ func (f Folder) WithDefaults() Folder {
 // who can read it. It joins one *fielderr.Error per refused field, keyed
 // as the YAML config's files[] entry spells it ("jwt_svids[0].file_name").
 func (f Folder) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fielderr.New(key, format, args...))
-	}
+	var errs fielderr.List
 	names := map[string]string{}
 	plain := func(key, name string) {
 		if err := validFileName(name); err != nil {
-			bad(key, "%v", err)
+			errs.Add(key, "%v", err)
 			return
 		}
 		if other, dup := names[name]; dup {
-			errs = append(errs, fielderr.Clash(key, other, fmt.Sprintf("%q is also", name), ""))
+			errs.Clash(key, other, fmt.Sprintf("%q is also", name), "")
 		}
 		names[name] = key
 	}
 	for i, s := range f.SVIDs {
 		key := fmt.Sprintf("jwt_svids[%d]", i)
 		if strings.TrimSpace(s.Audience) == "" {
-			bad(key+".audience", "missing: a JWT-SVID is always issued for an audience")
+			errs.Add(key+".audience", "missing: a JWT-SVID is always issued for an audience")
 		}
 		for n, a := range s.ExtraAudiences {
 			if strings.TrimSpace(a) == "" {
-				bad(fmt.Sprintf("%s.extra_audiences[%d]", key, n), "empty audience")
+				errs.Add(fmt.Sprintf("%s.extra_audiences[%d]", key, n), "empty audience")
 			}
 		}
 		plain(key+".file_name", s.FileName)
@@ -132,17 +129,17 @@ func (f Folder) Validate() error {
 	}
 	switch {
 	case f.Mode&0o007 != 0:
-		bad("jwt_mode", "%q lets every user read or replace a bearer token", modeString(f.Mode))
+		errs.Add("jwt_mode", "%q lets every user read or replace a bearer token", modeString(f.Mode))
 	case f.Mode&0o400 == 0:
-		bad("jwt_mode", "%q: the owner must be able to read the token", modeString(f.Mode))
+		errs.Add("jwt_mode", "%q: the owner must be able to read the token", modeString(f.Mode))
 	}
 	switch {
 	case f.BundleMode&0o002 != 0:
-		bad("jwt_bundle_mode", "%q makes the JWT bundle writable by every user", modeString(f.BundleMode))
+		errs.Add("jwt_bundle_mode", "%q makes the JWT bundle writable by every user", modeString(f.BundleMode))
 	case f.BundleMode&0o400 == 0:
-		bad("jwt_bundle_mode", "%q: the owner must be able to read the JWT bundle", modeString(f.BundleMode))
+		errs.Add("jwt_bundle_mode", "%q: the owner must be able to read the JWT bundle", modeString(f.BundleMode))
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // validFileName keeps a token or bundle file a plain name in the folder.

@@ -158,14 +158,14 @@ func (a ExecAction) Name() string {
 // Validate implements Validator; the errors' keys are the YAML config's
 // (on_rotate[].exec.command, .timeout).
 func (a ExecAction) Validate() error {
-	var errs []error
+	var errs fielderr.List
 	if len(a.Command) == 0 || a.Command[0] == "" {
-		errs = append(errs, fielderr.New("command", "missing: give the program and its arguments as a list"))
+		errs.Add("command", "missing: give the program and its arguments as a list")
 	}
 	if a.Timeout < 0 {
-		errs = append(errs, fielderr.New("timeout", "%s must not be negative", a.Timeout))
+		errs.Add("timeout", "%s must not be negative", a.Timeout)
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // Run implements Action.

@@ -59,14 +59,14 @@ type Config struct {
 // dial (or "" for $SPIFFE_ENDPOINT_SOCKET) and a default SVID choice that
 // can match. It joins one *fielderr.Error per refused field.
 func (c Config) Validate() error {
-	var errs []error
+	var errs fielderr.List
 	if a := c.Address; a != "" && !strings.HasPrefix(a, "unix://") && !strings.HasPrefix(a, "tcp://") {
-		errs = append(errs, fielderr.New("address", "%q must start with unix:// or tcp://", a))
+		errs.Add("address", "%q must start with unix:// or tcp://", a)
 	}
 	if err := CheckSVIDChoice(c.DefaultSVIDHint); err != nil {
-		errs = append(errs, fielderr.New("default_svid_hint", "%q: %v", c.DefaultSVIDHint, err))
+		errs.Add("default_svid_hint", "%q: %v", c.DefaultSVIDHint, err)
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // CheckSVIDChoice checks a hint-or-SPIFFE-ID value as FindSVID matches

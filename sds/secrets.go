@@ -141,30 +141,26 @@ func (n Names) Validate() error {
 		{"default_bundle_name", n.DefaultBundle},
 		{"default_all_bundles_name", n.AllBundles},
 	}
-	var errs []error
+	var errs fielderr.List
 	seen := make(map[string]string, len(fields))
 	for _, f := range fields {
-		var err *fielderr.Error
 		switch {
 		case f.value == "":
-			err = fielderr.New(f.key, "missing")
+			errs.Add(f.key, "missing")
 		case !utf8.ValidString(f.value) || strings.ContainsFunc(f.value, unicode.IsControl):
 			// A proto string must be UTF-8, or no response could carry it.
-			err = fielderr.New(f.key, "%q must be printable UTF-8", f.value)
+			errs.Add(f.key, "%q must be printable UTF-8", f.value)
 		case f.value == "*":
-			err = fielderr.New(f.key, "%q is the wildcard of xDS requests", f.value)
+			errs.Add(f.key, "%q is the wildcard of xDS requests", f.value)
 		case strings.HasPrefix(f.value, "spiffe://"):
-			err = fielderr.New(f.key, "%q would shadow a SPIFFE ID or trust domain name", f.value)
+			errs.Add(f.key, "%q would shadow a SPIFFE ID or trust domain name", f.value)
 		case seen[f.value] != "":
-			err = fielderr.Clash(f.key, seen[f.value], fmt.Sprintf("%q is also the value of", f.value), "")
+			errs.Clash(f.key, seen[f.value], fmt.Sprintf("%q is also the value of", f.value), "")
 		default:
 			seen[f.value] = f.key
 		}
-		if err != nil {
-			errs = append(errs, err)
-		}
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // BuildSecrets turns u into every Secret the bridge serves, keyed by

@@ -90,21 +90,18 @@ func (c Config) WithDefaults() Config {
 // refused field, keyed as the YAML config's sds section spells it, in the
 // order the keys are documented.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fielderr.New(key, format, args...))
-	}
+	var errs fielderr.List
 	if !filepath.IsAbs(c.SocketPath) {
-		bad("socket", "%q must be an absolute path", c.SocketPath)
+		errs.Add("socket", "%q must be an absolute path", c.SocketPath)
 	}
 	if c.SocketMode&^os.ModePerm != 0 {
-		bad("socket_mode", "%#o has bits other than permissions", uint32(c.SocketMode))
+		errs.Add("socket_mode", "%#o has bits other than permissions", uint32(c.SocketMode))
 	}
 	if c.MaxConnections < 0 {
-		bad("max_connections", "%d must not be negative", c.MaxConnections)
+		errs.Add("max_connections", "%d must not be negative", c.MaxConnections)
 	}
 	if c.RefusedPeerGrace < 0 {
-		bad("refused_peer_grace", "%s must not be negative", c.RefusedPeerGrace)
+		errs.Add("refused_peer_grace", "%s must not be negative", c.RefusedPeerGrace)
 	}
 	for _, l := range []struct {
 		key string
@@ -113,12 +110,12 @@ func (c Config) Validate() error {
 		for i, id := range l.ids {
 			// (uid_t)-1 means "no change" to the kernel, never a real peer.
 			if id < 0 || id > math.MaxUint32-1 {
-				bad(fmt.Sprintf("%s[%d]", l.key, i), "%d is not a valid id", id)
+				errs.Add(fmt.Sprintf("%s[%d]", l.key, i), "%d is not a valid id", id)
 			}
 		}
 	}
-	errs = append(errs, fielderr.Under("", c.Names.Validate())...)
-	return errors.Join(errs...)
+	errs.Under("", c.Names.Validate())
+	return errs.Err()
 }
 
 // Stats are the Server's counters.

@@ -73,3 +73,21 @@ func join(prefix, key string) string {
 	}
 	return prefix + "." + key
 }
+
+// List collects refused fields in the order they are found; Err joins
+// them.
+type List []error
+
+// Add refuses key, with a message made as fmt.Errorf makes one.
+func (l *List) Add(key, format string, args ...any) { *l = append(*l, New(key, format, args...)) }
+
+// Clash refuses key for clashing with peer (see Clash).
+func (l *List) Clash(key, peer, before, after string) {
+	*l = append(*l, Clash(key, peer, before, after))
+}
+
+// Under adds err's refusals with prefix in front of their keys (see Under).
+func (l *List) Under(prefix string, err error) { *l = append(*l, Under(prefix, err)...) }
+
+// Err is nil for an empty List, else every refusal joined.
+func (l List) Err() error { return errors.Join(l...) }

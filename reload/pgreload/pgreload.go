@@ -67,22 +67,22 @@ func (a Action) Name() string { return "postgres:" + RedactDSN(a.DSN) }
 // it for real when the action runs (it may name certificates not written
 // yet).
 func (a Action) Validate() error {
-	var errs []error
+	var errs fielderr.List
 	switch {
 	case strings.TrimSpace(a.DSN) == "":
-		errs = append(errs, fielderr.New("dsn", "missing: a libpq connection string, e.g. \"host=/var/run/postgresql user=postgres\""))
+		errs.Add("dsn", "missing: a libpq connection string, e.g. \"host=/var/run/postgresql user=postgres\"")
 	case isURLDSN(a.DSN):
 		if _, err := url.Parse(a.DSN); err != nil {
 			// url's error quotes the whole input, password included.
-			errs = append(errs, fielderr.New("dsn", "not a valid postgres:// URL (value not shown: it may hold a password)"))
+			errs.Add("dsn", "not a valid postgres:// URL (value not shown: it may hold a password)")
 		}
 	case !strings.Contains(a.DSN, "="):
-		errs = append(errs, fielderr.New("dsn", "want keyword=value pairs or a postgres:// URL (value not shown: it may hold a password)"))
+		errs.Add("dsn", "want keyword=value pairs or a postgres:// URL (value not shown: it may hold a password)")
 	}
 	if a.Timeout < 0 {
-		errs = append(errs, fielderr.New("timeout", "%s must not be negative", a.Timeout))
+		errs.Add("timeout", "%s must not be negative", a.Timeout)
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // Run connects, runs SELECT pg_reload_conf() and disconnects. The DSN is
