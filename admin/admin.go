@@ -167,9 +167,7 @@ func (c Config) WithDefaults() Config {
 	c.DeliveryGrace = cmp.Or(c.DeliveryGrace, DefaultDeliveryGrace)
 	c.LivenessPath = cmp.Or(c.LivenessPath, DefaultLivenessPath)
 	c.ReadinessPath = cmp.Or(c.ReadinessPath, DefaultReadinessPath)
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	if c.Now == nil {
 		c.Now = time.Now
 	}
