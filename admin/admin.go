@@ -26,6 +26,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/sds"
@@ -146,45 +149,77 @@ type Server struct {
 	lastReady *bool
 }
 
+// DefaultLivenessPath and DefaultReadinessPath are where the probes are
+// served unless Config moves them.
+const (
+	DefaultLivenessPath  = "/livez"
+	DefaultReadinessPath = "/readyz"
+)
+
+// ReservedPaths are the admin paths that cannot be moved, so no probe may
+// take them.
+var ReservedPaths = []string{"/", "/metrics", "/status"}
+
+// WithDefaults fills every unset field with its default.
+func (c Config) WithDefaults() Config {
+	c.MaxConnections = cmp.Or(c.MaxConnections, DefaultMaxConnections)
+	c.HeaderTimeout = cmp.Or(c.HeaderTimeout, DefaultHeaderTimeout)
+	c.DeliveryGrace = cmp.Or(c.DeliveryGrace, DefaultDeliveryGrace)
+	c.LivenessPath = cmp.Or(c.LivenessPath, DefaultLivenessPath)
+	c.ReadinessPath = cmp.Or(c.ReadinessPath, DefaultReadinessPath)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate checks a defaulted Config's values (not its parts: Source, SDS).
+// It joins one *fielderr.Error per refused field, keyed as the YAML
+// config's admin section spells it.
+func (c Config) Validate() error {
+	var errs fielderr.List
+	if c.MinValidity < 0 {
+		errs.Add("min_validity", "%s must not be negative", c.MinValidity)
+	}
+	if c.MinValidityPercent < 0 || c.MinValidityPercent > 99 {
+		errs.Add("min_validity_percent", "%d must be between 0 (off) and 99", c.MinValidityPercent)
+	}
+	if c.MaxConnections < 0 {
+		errs.Add("max_connections", "%d must not be negative", c.MaxConnections)
+	}
+	if c.HeaderTimeout < 0 {
+		errs.Add("header_timeout", "%s must not be negative", c.HeaderTimeout)
+	}
+	for _, p := range []struct{ key, path string }{
+		{"liveness_path", c.LivenessPath},
+		{"readiness_path", c.ReadinessPath},
+	} {
+		switch {
+		// The mux would panic on a pattern, or route a path it cleans elsewhere.
+		case !strings.HasPrefix(p.path, "/") || path.Clean(p.path) != p.path || strings.ContainsAny(p.path, "{}?#% \t\n"):
+			errs.Add(p.key, "%q must be a plain absolute URL path such as %q", p.path, "/live")
+		case slices.Contains(ReservedPaths, p.path):
+			errs.Add(p.key, "%q is already served by the admin listener (%s)", p.path, strings.Join(ReservedPaths, " "))
+		}
+	}
+	if c.LivenessPath == c.ReadinessPath {
+		errs.Clash("readiness_path", "liveness_path", fmt.Sprintf("%q is also", c.ReadinessPath), ": the two probes need their own paths")
+	}
+	return errs.Err()
+}
+
 // New checks cfg and builds the handlers and the metrics registry.
 func New(cfg Config) (*Server, error) {
 	if cfg.Source == nil {
 		return nil, errors.New("admin: config: Source is nil")
 	}
-	if cfg.MinValidity < 0 {
-		return nil, fmt.Errorf("admin: config: MinValidity %s is negative", cfg.MinValidity)
-	}
-	if cfg.MinValidityPercent < 0 || cfg.MinValidityPercent > 99 {
-		return nil, fmt.Errorf("admin: config: MinValidityPercent %d is not between 0 and 99", cfg.MinValidityPercent)
-	}
 	if cfg.RequireSDSAck && cfg.SDS == nil {
 		return nil, errors.New("admin: config: RequireSDSAck without an SDS server")
 	}
-	if cfg.MaxConnections < 0 {
-		return nil, fmt.Errorf("admin: config: MaxConnections %d is negative", cfg.MaxConnections)
-	}
-	if cfg.MaxConnections == 0 {
-		cfg.MaxConnections = DefaultMaxConnections
-	}
-	if cfg.HeaderTimeout < 0 {
-		return nil, fmt.Errorf("admin: config: HeaderTimeout %s is negative", cfg.HeaderTimeout)
-	}
-	if cfg.HeaderTimeout == 0 {
-		cfg.HeaderTimeout = DefaultHeaderTimeout
-	}
-	if cfg.DeliveryGrace == 0 {
-		cfg.DeliveryGrace = DefaultDeliveryGrace
-	}
-	cfg.LivenessPath = cmp.Or(cfg.LivenessPath, "/livez")
-	cfg.ReadinessPath = cmp.Or(cfg.ReadinessPath, "/readyz")
-	if err := checkPaths(cfg.LivenessPath, cfg.ReadinessPath); err != nil {
-		return nil, err
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("admin: config: %w", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry(), mux: http.NewServeMux()}
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -264,19 +299,6 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	fmt.Fprintln(w, "sds-bridge admin:", s.cfg.LivenessPath, s.cfg.ReadinessPath, "/metrics /status")
-}
-
-// checkPaths refuses probe paths that ServeMux would panic on or that
-// would shadow another endpoint.
-func checkPaths(liveness, readiness string) error {
-	taken := map[string]bool{"/": true, "/metrics": true, "/status": true}
-	for _, p := range []string{liveness, readiness} {
-		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "{}? \t\n") || taken[p] {
-			return fmt.Errorf("admin: config: probe path %q is not a free plain path", p)
-		}
-		taken[p] = true
-	}
-	return nil
 }
 
 func (s *Server) livez(w http.ResponseWriter, _ *http.Request) {

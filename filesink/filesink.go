@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/atomicfile"
+	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -181,9 +182,9 @@ var _ rotation.Sink = (*Folder)(nil)
 // New applies defaults to cfg, validates it and returns the folder. It does
 // not touch the disk; call Prepare before the first Apply.
 func New(cfg Config) (*Folder, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
-		return nil, err
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("filesink: %w", err)
 	}
 	f := &Folder{
 		cfg: cfg,
@@ -204,7 +205,8 @@ func New(cfg Config) (*Folder, error) {
 	return f, nil
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults fills every unset field with its default.
+func (c Config) WithDefaults() Config {
 	if c.Dir != "" {
 		c.Dir = filepath.Clean(c.Dir)
 	}
@@ -216,7 +218,8 @@ func (c Config) withDefaults() Config {
 		c.KeyFileName = cmp.Or(c.KeyFileName, DefaultKeyFileName)
 		c.BundleFileName = cmp.Or(c.BundleFileName, DefaultBundleFileName)
 	}
-	if c.FederatedBundle == "" {
+	if c.Layout == LayoutSPIFFEHelper && c.FederatedBundle == "" {
+		// The spiffe layout takes no federated_bundle at all.
 		c.FederatedBundle = FederatedSeparate
 	}
 	if c.CertMode == 0 {
@@ -234,71 +237,106 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-func (c Config) validate() error {
-	if !filepath.IsAbs(c.Dir) {
-		return fmt.Errorf("filesink: dir %q: must be an absolute path", c.Dir)
+// Validate checks a defaulted Config. It joins one *fielderr.Error per
+// refused field, keyed as the YAML config's files[] entry spells it
+// ("key_mode"), in the order the keys are documented.
+func (c Config) Validate() error {
+	var errs fielderr.List
+	switch {
+	case c.Dir == "":
+		errs.Add("dir", "missing: an absolute path is needed")
+	case !filepath.IsAbs(c.Dir):
+		errs.Add("dir", "%q must be an absolute path", c.Dir)
 	}
 	switch c.Layout {
 	case LayoutSPIFFEHelper:
-		seen := map[string]string{MarkerFileName: "marker"}
-		for _, n := range []struct{ key, value string }{
-			{"cert_file_name", c.CertFileName},
-			{"key_file_name", c.KeyFileName},
-			{"bundle_file_name", c.BundleFileName},
-		} {
-			if err := validFileName(n.value); err != nil {
-				return fmt.Errorf("filesink: %s %q: %w", n.key, n.value, err)
-			}
-			if other, dup := seen[n.value]; dup {
-				return fmt.Errorf("filesink: %s %q: already used by %s", n.key, n.value, other)
-			}
-			seen[n.value] = n.key
-			if c.IncludeFederatedDomains && n.value == FederatedDirName {
-				return fmt.Errorf("filesink: %s %q: reserved for federated bundles (include_federated_domains)", n.key, n.value)
-			}
-		}
-		switch c.FederatedBundle {
-		case FederatedSeparate:
-		case FederatedConcatenate:
-			if !c.IncludeFederatedDomains {
-				return fmt.Errorf("filesink: federated_bundle %q: needs include_federated_domains", c.FederatedBundle)
-			}
-		default:
-			return fmt.Errorf("filesink: federated_bundle %q: want %q or %q", c.FederatedBundle, FederatedSeparate, FederatedConcatenate)
-		}
+		c.validateHelperLayout(&errs)
 	case LayoutSPIFFE:
-		if c.CertFileName != "" || c.KeyFileName != "" || c.BundleFileName != "" {
-			return fmt.Errorf("filesink: layout %q: file names are fixed by the standard; cert/key/bundle file names apply only to layout %q", c.Layout, LayoutSPIFFEHelper)
-		}
-		// The standard already writes one file per trust domain and forbids
-		// anything else in the bundle files.
+		c.validateSPIFFELayout(&errs)
+	default:
+		errs.Add("layout", "%q is not one of %s, %s", c.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
+	}
+	validateMode(&errs, "cert_mode", "certificate", c.CertMode, 0o002, "writable by every user")
+	validateMode(&errs, "key_mode", "private key", c.KeyMode, 0o007, "readable, writable or executable by every user")
+	if c.Owner != nil && (c.Owner.UID < 0 || c.Owner.GID < 0) {
+		errs.Add("owner", "%d:%d: uid and gid must not be negative", c.Owner.UID, c.Owner.GID)
+	}
+	if err := rotation.CheckSVIDChoice(c.SVID); err != nil {
+		errs.Add("svid", "%q: %v", c.SVID, err)
+	}
+	return errs.Err()
+}
+
+// validateHelperLayout checks the spiffe-helper layout's file names and
+// federation keys.
+func (c Config) validateHelperLayout(errs *fielderr.List) {
+	seen := map[string]string{}
+	for _, n := range []struct{ key, value string }{
+		{"cert_file_name", c.CertFileName},
+		{"key_file_name", c.KeyFileName},
+		{"bundle_file_name", c.BundleFileName},
+	} {
+		err := validFileName(n.value)
 		switch {
-		case c.IncludeFederatedDomains:
-			return fmt.Errorf("filesink: layout %q: include_federated_domains applies only to layout %q (this layout always writes every trust domain)", c.Layout, LayoutSPIFFEHelper)
-		case c.FederatedBundle != FederatedSeparate:
-			return fmt.Errorf("filesink: layout %q: federated_bundle %q applies only to layout %q", c.Layout, c.FederatedBundle, LayoutSPIFFEHelper)
-		case c.AddIntermediatesToBundle:
-			return fmt.Errorf("filesink: layout %q: add_intermediates_to_bundle applies only to layout %q", c.Layout, LayoutSPIFFEHelper)
+		case err != nil:
+			errs.Add(n.key, "%q %v", n.value, err)
+		case n.value == MarkerFileName:
+			errs.Add(n.key, "%q is already used by the generation marker", n.value)
+		case seen[n.value] != "":
+			errs.Clash(n.key, seen[n.value], fmt.Sprintf("%q is already used by", n.value), "")
+		case c.IncludeFederatedDomains && n.value == FederatedDirName:
+			errs.Add(n.key, "%q is reserved for federated bundles (include_federated_domains)", n.value)
+		default:
+			seen[n.value] = n.key
+		}
+	}
+	switch c.FederatedBundle {
+	case FederatedSeparate:
+	case FederatedConcatenate:
+		if !c.IncludeFederatedDomains {
+			errs.Add("federated_bundle", "%q needs include_federated_domains: true", c.FederatedBundle)
 		}
 	default:
-		return fmt.Errorf("filesink: layout %q: want %q or %q", c.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
+		errs.Add("federated_bundle", "%q is not one of %s, %s", c.FederatedBundle, FederatedSeparate, FederatedConcatenate)
 	}
-	if c.CertMode&^os.ModePerm != 0 {
-		return fmt.Errorf("filesink: cert mode %#o: only permission bits are allowed", c.CertMode)
+}
+
+// validateSPIFFELayout refuses what the standard's layout fixes: its file
+// names, and one file per trust domain with nothing else in it.
+func (c Config) validateSPIFFELayout(errs *fielderr.List) {
+	for _, n := range []struct{ key, value string }{
+		{"cert_file_name", c.CertFileName},
+		{"key_file_name", c.KeyFileName},
+		{"bundle_file_name", c.BundleFileName},
+	} {
+		if n.value != "" {
+			errs.Add(n.key, "%q: file names are fixed by the standard (layout %s); they apply only to layout %s", n.value, LayoutSPIFFE, LayoutSPIFFEHelper)
+		}
 	}
-	if c.KeyMode&^os.ModePerm != 0 {
-		return fmt.Errorf("filesink: key mode %#o: only permission bits are allowed", c.KeyMode)
+	if c.IncludeFederatedDomains {
+		errs.Add("include_federated_domains", "true applies only to layout %s; layout %s always writes every trust domain", LayoutSPIFFEHelper, LayoutSPIFFE)
 	}
-	if c.KeyMode&0o007 != 0 {
-		return fmt.Errorf("filesink: key mode %#o: a private key must not be readable, writable or executable by others", c.KeyMode)
+	if c.FederatedBundle != "" {
+		errs.Add("federated_bundle", "%q applies only to layout %s", c.FederatedBundle, LayoutSPIFFEHelper)
 	}
-	if c.KeyMode&0o400 == 0 {
-		return fmt.Errorf("filesink: key mode %#o: the owner must be able to read the key", c.KeyMode)
+	if c.AddIntermediatesToBundle {
+		errs.Add("add_intermediates_to_bundle", "true applies only to layout %s", LayoutSPIFFEHelper)
 	}
-	if c.Owner != nil && (c.Owner.UID < 0 || c.Owner.GID < 0) {
-		return fmt.Errorf("filesink: owner %d:%d: uid and gid must not be negative", c.Owner.UID, c.Owner.GID)
+}
+
+// validateMode checks the mode of a file holding what: permission bits
+// only, none of forbidden (why says what they would allow), and readable
+// by its owner (a file its owner cannot read is useless).
+func validateMode(errs *fielderr.List, key, what string, m os.FileMode, forbidden os.FileMode, why string) {
+	shown := fmt.Sprintf("%04o", uint32(m))
+	switch {
+	case m&^os.ModePerm != 0:
+		errs.Add(key, "%#o: only permission bits are allowed", uint32(m))
+	case m&forbidden != 0:
+		errs.Add(key, "%q makes the %s %s", shown, what, why)
+	case m&0o400 == 0:
+		errs.Add(key, "%q: the owner must be able to read the %s", shown, what)
 	}
-	return nil
 }
 
 // validFileName keeps configured names inside the folder and away from the
@@ -306,10 +344,12 @@ func (c Config) validate() error {
 func validFileName(name string) error {
 	switch {
 	case name == "":
-		return errors.New("must not be empty")
+		return errors.New("missing: a file name is needed")
 	case name != filepath.Base(name) || strings.ContainsRune(name, '/'):
 		return errors.New("must be a plain file name, not a path")
-	case strings.HasPrefix(name, ".."), name == ".":
+	case name == ".":
+		return errors.New("is the folder itself, not a file name")
+	case strings.HasPrefix(name, ".."):
 		return errors.New(`must not start with ".." (reserved for generation directories)`)
 	}
 	return nil

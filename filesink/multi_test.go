@@ -269,11 +269,11 @@ func TestNewValidatesFederationKeys(t *testing.T) {
 		cfg     Config
 		wantErr string
 	}{
-		{"concatenate without include", Config{Dir: abs, FederatedBundle: FederatedConcatenate}, `federated_bundle "concatenate": needs include_federated_domains`},
-		{"unknown federated_bundle", Config{Dir: abs, IncludeFederatedDomains: true, FederatedBundle: "merge"}, `federated_bundle "merge"`},
-		{"federated name taken", Config{Dir: abs, IncludeFederatedDomains: true, BundleFileName: "federated"}, `bundle_file_name "federated": reserved`},
-		{"include in spiffe layout", Config{Dir: abs, Layout: LayoutSPIFFE, IncludeFederatedDomains: true}, "include_federated_domains applies only"},
-		{"intermediates in spiffe layout", Config{Dir: abs, Layout: LayoutSPIFFE, AddIntermediatesToBundle: true}, "add_intermediates_to_bundle applies only"},
+		{"concatenate without include", Config{Dir: abs, FederatedBundle: FederatedConcatenate}, `federated_bundle: "concatenate" needs include_federated_domains`},
+		{"unknown federated_bundle", Config{Dir: abs, IncludeFederatedDomains: true, FederatedBundle: "merge"}, `federated_bundle: "merge"`},
+		{"federated name taken", Config{Dir: abs, IncludeFederatedDomains: true, BundleFileName: "federated"}, `bundle_file_name: "federated" is reserved`},
+		{"include in spiffe layout", Config{Dir: abs, Layout: LayoutSPIFFE, IncludeFederatedDomains: true}, "include_federated_domains: true applies only"},
+		{"intermediates in spiffe layout", Config{Dir: abs, Layout: LayoutSPIFFE, AddIntermediatesToBundle: true}, "add_intermediates_to_bundle: true applies only"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := New(tt.cfg); err == nil || !strings.Contains(err.Error(), tt.wantErr) {

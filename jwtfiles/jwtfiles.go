@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sds-bridge/sds-bridge/atomicfile"
+	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
 
@@ -81,6 +82,80 @@ type Folder struct {
 	// consumer at the same time.
 	Reload *reload.Runner
 }
+
+// WithDefaults fills the unset modes with DefaultMode and
+// DefaultBundleMode.
+func (f Folder) WithDefaults() Folder {
+	if f.Mode == 0 {
+		f.Mode = DefaultMode
+	}
+	if f.BundleMode == 0 {
+		f.BundleMode = DefaultBundleMode
+	}
+	return f
+}
+
+// Validate checks a defaulted Folder: a token is a bearer credential, so
+// Mode may not open it to other users, and every file needs an owner
+// who can read it. It joins one *fielderr.Error per refused field, keyed
+// as the YAML config's files[] entry spells it ("jwt_svids[0].file_name").
+func (f Folder) Validate() error {
+	var errs fielderr.List
+	names := map[string]string{}
+	plain := func(key, name string) {
+		if err := validFileName(name); err != nil {
+			errs.Add(key, "%v", err)
+			return
+		}
+		if other, dup := names[name]; dup {
+			errs.Clash(key, other, fmt.Sprintf("%q is also", name), "")
+		}
+		names[name] = key
+	}
+	for i, s := range f.SVIDs {
+		key := fmt.Sprintf("jwt_svids[%d]", i)
+		if strings.TrimSpace(s.Audience) == "" {
+			errs.Add(key+".audience", "missing: a JWT-SVID is always issued for an audience")
+		}
+		for n, a := range s.ExtraAudiences {
+			if strings.TrimSpace(a) == "" {
+				errs.Add(fmt.Sprintf("%s.extra_audiences[%d]", key, n), "empty audience")
+			}
+		}
+		plain(key+".file_name", s.FileName)
+	}
+	if f.BundleFileName != "" {
+		plain("jwt_bundle_file_name", f.BundleFileName)
+	}
+	switch {
+	case f.Mode&0o007 != 0:
+		errs.Add("jwt_mode", "%q lets every user read or replace a bearer token", modeString(f.Mode))
+	case f.Mode&0o400 == 0:
+		errs.Add("jwt_mode", "%q: the owner must be able to read the token", modeString(f.Mode))
+	}
+	switch {
+	case f.BundleMode&0o002 != 0:
+		errs.Add("jwt_bundle_mode", "%q makes the JWT bundle writable by every user", modeString(f.BundleMode))
+	case f.BundleMode&0o400 == 0:
+		errs.Add("jwt_bundle_mode", "%q: the owner must be able to read the JWT bundle", modeString(f.BundleMode))
+	}
+	return errs.Err()
+}
+
+// validFileName keeps a token or bundle file a plain name in the folder.
+// A name starting with "." is refused too: ".." names belong to the X.509
+// swap, and a hidden credential file is one nobody finds.
+func validFileName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("missing")
+	case strings.ContainsRune(name, '/') || strings.HasPrefix(name, "."):
+		return fmt.Errorf("%q must be a plain file name", name)
+	}
+	return nil
+}
+
+func modeString(m os.FileMode) string { return fmt.Sprintf("%04o", uint32(m)) }
 
 // SVIDFile is one token file.
 type SVIDFile struct {
@@ -135,27 +210,15 @@ func New(cfg Config) (*Writer, error) {
 	}
 	cfg.Folders = append([]Folder(nil), cfg.Folders...)
 	for i := range cfg.Folders {
-		f := &cfg.Folders[i]
+		f := cfg.Folders[i].WithDefaults()
+		// Dir is the folder's key: its X.509 writer checks it for the config.
 		if !filepath.IsAbs(f.Dir) {
 			return nil, fmt.Errorf("jwtfiles: folder %d: dir %q must be an absolute path", i, f.Dir)
 		}
-		if f.Mode == 0 {
-			f.Mode = DefaultMode
+		if err := f.Validate(); err != nil {
+			return nil, fmt.Errorf("jwtfiles: folder %d (%s): %w", i, f.Dir, err)
 		}
-		if f.BundleMode == 0 {
-			f.BundleMode = DefaultBundleMode
-		}
-		for j, s := range f.SVIDs {
-			if s.Audience == "" {
-				return nil, fmt.Errorf("jwtfiles: %s: token %d: audience missing", f.Dir, j)
-			}
-			if s.FileName == "" || strings.ContainsRune(s.FileName, '/') {
-				return nil, fmt.Errorf("jwtfiles: %s: token %d: file name %q must be a plain file name", f.Dir, j, s.FileName)
-			}
-		}
-		if strings.ContainsRune(f.BundleFileName, '/') {
-			return nil, fmt.Errorf("jwtfiles: %s: bundle file name %q must be a plain file name", f.Dir, f.BundleFileName)
-		}
+		cfg.Folders[i] = f
 	}
 	w := &Writer{cfg: cfg, log: cfg.Logger}
 	for _, f := range cfg.Folders {

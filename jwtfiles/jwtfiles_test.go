@@ -232,6 +232,8 @@ func TestNewRefusesBadFolders(t *testing.T) {
 		{"no audience", Folder{Dir: "/a", SVIDs: []SVIDFile{{FileName: "t"}}}, "audience"},
 		{"path as file name", Folder{Dir: "/a", SVIDs: []SVIDFile{{Audience: "a", FileName: "x/t"}}}, `"x/t"`},
 		{"path as bundle name", Folder{Dir: "/a", BundleFileName: "x/b"}, `"x/b"`},
+		{"hidden token", Folder{Dir: "/a", SVIDs: []SVIDFile{{Audience: "a", FileName: ".t"}}}, `jwt_svids[0].file_name: ".t"`},
+		{"two tokens one file", Folder{Dir: "/a", SVIDs: []SVIDFile{{Audience: "a", FileName: "t"}, {Audience: "b", FileName: "t"}}}, `jwt_svids[1].file_name: "t" is also jwt_svids[0].file_name`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(Config{Folders: []Folder{tc.f}})

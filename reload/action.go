@@ -12,10 +12,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 )
 
 // Event describes the generation an action reacts to.
@@ -49,7 +52,8 @@ type Action interface {
 }
 
 const (
-	defaultExecTimeout = 30 * time.Second
+	// DefaultExecTimeout bounds an ExecAction without a Timeout.
+	DefaultExecTimeout = 30 * time.Second
 	// execWaitDelay bounds how long Run waits for the output pipes after the
 	// process is gone (a grandchild may still hold them open).
 	execWaitDelay = time.Second
@@ -68,10 +72,11 @@ type SignalAction struct {
 // Name implements Action.
 func (a SignalAction) Name() string { return "signal:" + a.PIDFile }
 
-// Validate implements Validator.
+// Validate implements Validator; the error's key is the YAML config's
+// (on_rotate[].signal.pid_file).
 func (a SignalAction) Validate() error {
-	if a.PIDFile == "" {
-		return errors.New("signal action: pid file must be set")
+	if !filepath.IsAbs(a.PIDFile) {
+		return fielderr.New("pid_file", "%q must be an absolute path (the pid file of the process to signal)", a.PIDFile)
 	}
 	return nil
 }
@@ -150,15 +155,17 @@ func (a ExecAction) Name() string {
 	return "exec:" + a.Command[0]
 }
 
-// Validate implements Validator.
+// Validate implements Validator; the errors' keys are the YAML config's
+// (on_rotate[].exec.command, .timeout).
 func (a ExecAction) Validate() error {
+	var errs fielderr.List
 	if len(a.Command) == 0 || a.Command[0] == "" {
-		return errors.New("exec action: command must not be empty")
+		errs.Add("command", "missing: give the program and its arguments as a list")
 	}
 	if a.Timeout < 0 {
-		return fmt.Errorf("exec action: timeout %s: must not be negative", a.Timeout)
+		errs.Add("timeout", "%s must not be negative", a.Timeout)
 	}
-	return nil
+	return errs.Err()
 }
 
 // Run implements Action.
@@ -168,7 +175,7 @@ func (a ExecAction) Run(ctx context.Context, e Event) error {
 	}
 	timeout := a.Timeout
 	if timeout == 0 {
-		timeout = defaultExecTimeout
+		timeout = DefaultExecTimeout
 	}
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -141,7 +141,7 @@ func TestNewValidatesAndDefaults(t *testing.T) {
 	}{
 		{"nil action", Config{Actions: []Action{nil}}, "action 0: nil"},
 		{"nil jwt action", Config{JWTActions: []Action{nil}}, "jwt action 0: nil"},
-		{"empty exec", Config{Actions: []Action{ExecAction{}}}, "command must not be empty"},
+		{"empty exec", Config{Actions: []Action{ExecAction{}}}, "command: missing"},
 		{"signal without pid file", Config{Actions: []Action{SignalAction{}}}, "pid file"},
 		{"zero attempts", Config{Attempts: -1}, "attempts"},
 	}

@@ -6,14 +6,18 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 )
 
 // DefaultFirstUpdateTimeout bounds the wait for the first valid X.509 context.
@@ -50,6 +54,38 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Validate checks the values a user configures, keyed as the YAML
+// config's workload_api section spells them: an address go-spiffe can
+// dial (or "" for $SPIFFE_ENDPOINT_SOCKET) and a default SVID choice that
+// can match. It joins one *fielderr.Error per refused field.
+func (c Config) Validate() error {
+	var errs fielderr.List
+	if a := c.Address; a != "" && !strings.HasPrefix(a, "unix://") && !strings.HasPrefix(a, "tcp://") {
+		errs.Add("address", "%q must start with unix:// or tcp://", a)
+	}
+	if err := CheckSVIDChoice(c.DefaultSVIDHint); err != nil {
+		errs.Add("default_svid_hint", "%q: %v", c.DefaultSVIDHint, err)
+	}
+	return errs.Err()
+}
+
+// CheckSVIDChoice checks a hint-or-SPIFFE-ID value as FindSVID matches
+// it: anything that looks like a SPIFFE ID must be one, or it could never
+// match.
+func CheckSVIDChoice(v string) error {
+	switch {
+	case v == "":
+		return nil
+	case strings.TrimSpace(v) != v:
+		return errors.New("has leading or trailing spaces; it would never match a hint or SPIFFE ID")
+	case strings.HasPrefix(strings.ToLower(v), "spiffe://"):
+		if _, err := spiffeid.FromString(v); err != nil {
+			return fmt.Errorf("not a valid SPIFFE ID: %v", err)
+		}
+	}
+	return nil
+}
+
 // Source is the single rotation source: one Workload API watch whose
 // validated updates are fanned out to every sink.
 type Source struct {
@@ -71,6 +107,9 @@ type Source struct {
 
 // New checks cfg and applies defaults.
 func New(cfg Config) (*Source, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("rotation: %w", err)
+	}
 	if cfg.Address == "" {
 		cfg.Address = os.Getenv("SPIFFE_ENDPOINT_SOCKET")
 	}

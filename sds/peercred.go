@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"os"
 	"slices"
@@ -66,17 +65,6 @@ func (p accessPolicy) String() string {
 		return "[" + strings.Join(s, " ") + "]"
 	}
 	return "uids " + join(p.uids) + " gids " + join(p.gids)
-}
-
-// validateIDs checks an allow-list of uids or gids from the config.
-func validateIDs(key string, ids []int) error {
-	for _, id := range ids {
-		if id < 0 || id > math.MaxUint32-1 {
-			// (uid_t)-1 means "no change" to the kernel, never a real peer.
-			return fmt.Errorf("sds: config: %s: %d is not a valid id", key, id)
-		}
-	}
-	return nil
 }
 
 // peerInfo is the credentials.AuthInfo of a connection: who the kernel

@@ -224,11 +224,11 @@ func TestAccessPolicy(t *testing.T) {
 		})
 	}
 	for _, bad := range []int{-1, 1 << 32, 1<<32 - 1} {
-		if _, err := New(Config{SocketPath: "/x", AllowedUIDs: []int{bad}}); err == nil || !strings.Contains(err.Error(), "AllowedUIDs") {
-			t.Errorf("New(AllowedUIDs %d) = %v, want an error naming AllowedUIDs", bad, err)
+		if _, err := New(Config{SocketPath: "/x", AllowedUIDs: []int{bad}}); err == nil || !strings.Contains(err.Error(), "allowed_uids[0]") {
+			t.Errorf("New(AllowedUIDs %d) = %v, want an error naming allowed_uids[0]", bad, err)
 		}
-		if _, err := New(Config{SocketPath: "/x", AllowedGIDs: []int{bad}}); err == nil || !strings.Contains(err.Error(), "AllowedGIDs") {
-			t.Errorf("New(AllowedGIDs %d) = %v, want an error naming AllowedGIDs", bad, err)
+		if _, err := New(Config{SocketPath: "/x", AllowedGIDs: []int{bad}}); err == nil || !strings.Contains(err.Error(), "allowed_gids[0]") {
+			t.Errorf("New(AllowedGIDs %d) = %v, want an error naming allowed_gids[0]", bad, err)
 		}
 	}
 }

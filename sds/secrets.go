@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -115,32 +116,51 @@ func (n Names) Fixed() []string {
 	return []string{n.DefaultSVID, n.DefaultBundle, n.AllBundles}
 }
 
+// Served lists the names served when the Workload API sends SVIDs for ids
+// and bundles for domains: Fixed, each SPIFFE ID, then each trust
+// domain's spiffe://<td>.
+func (n Names) Served(ids []spiffeid.ID, domains []spiffeid.TrustDomain) []string {
+	names := n.Fixed()
+	for _, id := range ids {
+		names = append(names, id.String())
+	}
+	for _, td := range domains {
+		names = append(names, td.IDString())
+	}
+	return names
+}
+
 // Validate reports names that are empty, equal to each other or could
-// collide with a SPIFFE ID or trust domain name.
+// be taken for a SPIFFE ID or trust domain name. A name is one of those
+// exactly when it starts with "spiffe://" in lower case, as go-spiffe (and
+// so SPIRE Agent's SDS) parses them. It joins one *fielderr.Error per
+// refused name, keyed as the YAML config's sds section spells it.
 func (n Names) Validate() error {
 	fields := []struct{ key, value string }{
-		{"DefaultSVID", n.DefaultSVID},
-		{"DefaultBundle", n.DefaultBundle},
-		{"AllBundles", n.AllBundles},
+		{"default_svid_name", n.DefaultSVID},
+		{"default_bundle_name", n.DefaultBundle},
+		{"default_all_bundles_name", n.AllBundles},
 	}
+	var errs fielderr.List
 	seen := make(map[string]string, len(fields))
 	for _, f := range fields {
 		switch {
 		case f.value == "":
-			return fmt.Errorf("sds: names: %s is empty", f.key)
+			errs.Add(f.key, "missing")
 		case !utf8.ValidString(f.value) || strings.ContainsFunc(f.value, unicode.IsControl):
 			// A proto string must be UTF-8, or no response could carry it.
-			return fmt.Errorf("sds: names: %s %q must be printable UTF-8", f.key, f.value)
+			errs.Add(f.key, "%q must be printable UTF-8", f.value)
 		case f.value == "*":
-			return fmt.Errorf("sds: names: %s %q is the wildcard of xDS requests", f.key, f.value)
-		case strings.HasPrefix(strings.ToLower(f.value), "spiffe://"):
-			return fmt.Errorf("sds: names: %s %q would collide with SPIFFE ID and trust domain names", f.key, f.value)
+			errs.Add(f.key, "%q is the wildcard of xDS requests", f.value)
+		case strings.HasPrefix(f.value, "spiffe://"):
+			errs.Add(f.key, "%q would shadow a SPIFFE ID or trust domain name", f.value)
 		case seen[f.value] != "":
-			return fmt.Errorf("sds: names: %s and %s are both %q", seen[f.value], f.key, f.value)
+			errs.Clash(f.key, seen[f.value], fmt.Sprintf("%q is also the value of", f.value), "")
+		default:
+			seen[f.value] = f.key
 		}
-		seen[f.value] = f.key
 	}
-	return nil
+	return errs.Err()
 }
 
 // BuildSecrets turns u into every Secret the bridge serves, keyed by
@@ -167,7 +187,7 @@ func (n Names) Validate() error {
 func BuildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
 	names = names.WithDefaults()
 	if err := names.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sds: names: %w", err)
 	}
 	secrets, err := buildSecrets(u, names)
 	if err != nil {

@@ -267,8 +267,8 @@ func TestBuildSecretsErrors(t *testing.T) {
 		expectErr string
 	}{
 		{"nil update", nil, Names{}, "update has no SVIDs"},
-		{"name like a SPIFFE ID", newUpdate(1, []*x509svid.SVID{web}, exampleCA.Bundle()), Names{DefaultSVID: "spiffe://example.org/x"}, "DefaultSVID \"spiffe://example.org/x\" would collide"},
-		{"duplicate names", newUpdate(1, []*x509svid.SVID{web}, exampleCA.Bundle()), Names{DefaultBundle: "ALL"}, `DefaultBundle and AllBundles are both "ALL"`},
+		{"name like a SPIFFE ID", newUpdate(1, []*x509svid.SVID{web}, exampleCA.Bundle()), Names{DefaultSVID: "spiffe://example.org/x"}, `default_svid_name: "spiffe://example.org/x" would shadow a SPIFFE ID`},
+		{"duplicate names", newUpdate(1, []*x509svid.SVID{web}, exampleCA.Bundle()), Names{DefaultBundle: "ALL"}, `default_all_bundles_name: "ALL" is also the value of default_bundle_name`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

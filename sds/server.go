@@ -15,7 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -29,6 +31,7 @@ import (
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -65,7 +68,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults fills every unset field with its default.
+func (c Config) WithDefaults() Config {
 	if c.SocketMode == 0 {
 		c.SocketMode = DefaultSocketMode
 	}
@@ -82,26 +86,36 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-func (c Config) validate() error {
-	if c.SocketPath == "" {
-		return errors.New("sds: config: SocketPath is empty")
+// Validate checks a defaulted Config. It joins one *fielderr.Error per
+// refused field, keyed as the YAML config's sds section spells it, in the
+// order the keys are documented.
+func (c Config) Validate() error {
+	var errs fielderr.List
+	if !filepath.IsAbs(c.SocketPath) {
+		errs.Add("socket", "%q must be an absolute path", c.SocketPath)
 	}
 	if c.SocketMode&^os.ModePerm != 0 {
-		return fmt.Errorf("sds: config: SocketMode %s has bits other than permissions", c.SocketMode)
+		errs.Add("socket_mode", "%#o has bits other than permissions", uint32(c.SocketMode))
 	}
 	if c.MaxConnections < 0 {
-		return fmt.Errorf("sds: config: MaxConnections %d is negative", c.MaxConnections)
+		errs.Add("max_connections", "%d must not be negative", c.MaxConnections)
 	}
 	if c.RefusedPeerGrace < 0 {
-		return fmt.Errorf("sds: config: RefusedPeerGrace %s is negative", c.RefusedPeerGrace)
+		errs.Add("refused_peer_grace", "%s must not be negative", c.RefusedPeerGrace)
 	}
-	if err := validateIDs("AllowedUIDs", c.AllowedUIDs); err != nil {
-		return err
+	for _, l := range []struct {
+		key string
+		ids []int
+	}{{"allowed_uids", c.AllowedUIDs}, {"allowed_gids", c.AllowedGIDs}} {
+		for i, id := range l.ids {
+			// (uid_t)-1 means "no change" to the kernel, never a real peer.
+			if id < 0 || id > math.MaxUint32-1 {
+				errs.Add(fmt.Sprintf("%s[%d]", l.key, i), "%d is not a valid id", id)
+			}
+		}
 	}
-	if err := validateIDs("AllowedGIDs", c.AllowedGIDs); err != nil {
-		return err
-	}
-	return c.Names.Validate()
+	errs.Under("", c.Names.Validate())
+	return errs.Err()
 }
 
 // Stats are the Server's counters.
@@ -154,9 +168,9 @@ var lastPrefix atomic.Int64
 
 // New builds a Server from cfg. It does not listen until Serve.
 func New(cfg Config) (*Server, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
-		return nil, err
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("sds: config: %w", err)
 	}
 	c := newSecretCache(versionPrefix(), cfg.Names.DisableSPIFFECertValidation, cacheLogger{cfg.Logger})
 	t := newTracker(cfg.Logger, c)

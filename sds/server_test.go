@@ -418,9 +418,9 @@ func TestNewValidatesConfig(t *testing.T) {
 		cfg       Config
 		expectErr string
 	}{
-		{"no socket", Config{}, "SocketPath is empty"},
+		{"no socket", Config{}, `socket: "" must be an absolute path`},
 		{"setuid mode", Config{SocketPath: "/x", SocketMode: 0o4600}, "has bits other than permissions"},
-		{"bad names", Config{SocketPath: "/x", Names: Names{AllBundles: "spiffe://example.org"}}, "AllBundles"},
+		{"bad names", Config{SocketPath: "/x", Names: Names{AllBundles: "spiffe://example.org"}}, "default_all_bundles_name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

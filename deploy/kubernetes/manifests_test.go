@@ -760,10 +760,10 @@ func checkFolder(t *testing.T, o *objects, p *pod, bridge container, f config.Fo
 			t.Errorf("postgres args lack -c %s=%s", k, v)
 		}
 	}
-	uid, _, err := config.ParseOwner(f.Owner)
-	if err != nil {
-		t.Errorf("files owner %q: PostgreSQL needs its key owned by its uid: %v", f.Owner, err)
-	} else if int64(uid) != uidOf(p, *pg) {
+	var uid int
+	if f.Owner == nil {
+		t.Errorf("files owner unset: PostgreSQL needs its key owned by its uid")
+	} else if uid = f.Owner.UID; int64(uid) != uidOf(p, *pg) {
 		t.Errorf("files owner uid %d, postgres runs as uid %d: PostgreSQL refuses the key", uid, uidOf(p, *pg))
 	}
 	if uidOf(p, bridge) != int64(uid) {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -119,7 +120,7 @@ admin:
 		t.Errorf("sds = %+v", c.SDS)
 	}
 	a := c.Files[0].OnRotate
-	if a[0].Signal.Signal != "SIGHUP" || a[1].Exec.Timeout != Duration(3*time.Second) {
+	if a[0].Signal.Signal != Signal(syscall.SIGHUP) || a[1].Exec.Timeout != Duration(3*time.Second) {
 		t.Errorf("actions = %+v %+v", a[0].Signal, a[1].Exec)
 	}
 	if a[2].Postgres.DSN != "host=/run/postgresql user=postgres password=pw" || a[2].Postgres.Timeout != DefaultPostgresTimeout {
@@ -128,8 +129,8 @@ admin:
 	if ad := c.Admin; time.Duration(ad.MinValidity) != 5*time.Minute || *ad.MinValidityPercent != 0 || !ad.RequireSDSAck {
 		t.Errorf("admin = %+v", ad)
 	}
-	if uid, gid, _ := ParseOwner(c.Files[0].Owner); uid != 999 || gid != 998 {
-		t.Errorf("owner = %d:%d", uid, gid)
+	if o := c.Files[0].Owner; o == nil || o.UID != 999 || o.GID != 998 {
+		t.Errorf("owner = %v", o)
 	}
 	if c.Files[1].CertFileName != "" {
 		t.Errorf("spiffe layout got a spiffe-helper file name: %+v", c.Files[1])

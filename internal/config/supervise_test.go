@@ -14,21 +14,21 @@ func TestSuperviseParsesAndDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	sv := c.Supervise
-	if !sv.On() || !slices.Equal(sv.Command, []string{"postgres", "-D", "/data"}) || sv.RenewSignal != "SIGHUP" || sv.Restart != "never" {
+	if !sv.On() || !slices.Equal(sv.Command, []string{"postgres", "-D", "/data"}) || sv.RenewSignal != Signal(syscall.SIGHUP) || sv.Restart != "never" {
 		t.Fatalf("supervise = %+v, want the command, SIGHUP, never", sv)
 	}
-	if sig, err := sv.Signal(); err != nil || sig != syscall.SIGHUP {
-		t.Fatalf("Signal() = %v, %v", sig, err)
+	if sig := sv.RenewSignal.Signal(); sig != syscall.SIGHUP {
+		t.Fatalf("Signal() = %v", sig)
 	}
 	c, err = parseDefaultValidate(t, "files:\n  - dir: /certs\nsupervise:\n  command: [mosquitto]\n  renew_signal: none\n  restart: on-failure\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sig, err := c.Supervise.Signal(); err != nil || sig != 0 || c.Supervise.Restart != "on-failure" {
-		t.Fatalf("Signal() = %v, %v; restart %q", sig, err, c.Supervise.Restart)
+	if sig := c.Supervise.RenewSignal.Signal(); sig != 0 || c.Supervise.Restart != "on-failure" {
+		t.Fatalf("Signal() = %v; restart %q", sig, c.Supervise.Restart)
 	}
 	c, err = parseDefaultValidate(t, "files:\n  - dir: /certs\n")
-	if err != nil || c.Supervise.On() || c.Supervise.RenewSignal != "" {
+	if err != nil || c.Supervise.On() || c.Supervise.RenewSignal != 0 {
 		t.Fatalf("no supervise block: %+v, %v", c.Supervise, err)
 	}
 }

@@ -280,9 +280,18 @@ func q(s string) string { return strconv.Quote(s) }
 
 func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 	c.comment(0, "sds-bridge configuration converted from a spiffe-helper helper.conf by `sds-bridge import-spiffe-helper`. Review every WARNING and NOT SUPPORTED comment before use.")
+	c.unknownKeys(root)
+	c.workloadAPI(hc)
+	c.sdsAndAdmin(hc)
+	c.folder(hc, root)
+	c.jwt(hc)
+	c.actions(hc)
+	c.superviseAndDaemonMode(hc)
+}
 
-	// Keys this converter does not know: a newer spiffe-helper's, or typos
-	// (spiffe-helper itself refuses unknown keys).
+// unknownKeys notes keys this converter does not know: a newer
+// spiffe-helper's, or typos (spiffe-helper itself refuses unknown keys).
+func (c *converter) unknownKeys(root *ast.ObjectList) {
 	var unknown []string
 	if root != nil {
 		for _, item := range root.Items {
@@ -297,8 +306,10 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 	for _, k := range unknown {
 		c.comment(0, c.unsupported(k, "unknown key; not converted (spiffe-helper refuses unknown keys too)"))
 	}
+}
 
-	// workload_api
+// workloadAPI maps agent_address.
+func (c *converter) workloadAPI(hc *helperConf) {
 	c.line(0, "workload_api:")
 	switch a := hc.AgentAddress; {
 	case windowsPipe(a):
@@ -315,13 +326,15 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 		c.from("workload_api.address", "agent_address")
 		c.line(2, "address: "+q("unix://"+c.abs(2, "agent_address", a))+" # agent_address (a socket path)")
 	}
+}
 
-	// spiffe-helper has no SDS; the converted config mirrors what it did.
+// sdsAndAdmin turns SDS off (spiffe-helper has none) and maps
+// health_checks onto the admin listener.
+func (c *converter) sdsAndAdmin(hc *helperConf) {
 	c.line(0, "sds:")
 	c.comment(2, "spiffe-helper serves no SDS; set enabled: true (and socket) to also serve Envoy.")
 	c.line(2, "enabled: false")
 
-	// health_checks
 	c.line(0, "admin:")
 	h := hc.HealthChecks
 	if h.ListenerEnabled {
@@ -336,8 +349,10 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 		c.comment(2, "spiffe-helper had no health listener (health_checks.listener_enabled is false); set e.g. 127.0.0.1:8081 for /livez, /readyz, /metrics and /status.")
 		c.line(2, `listen: ""`)
 	}
+}
 
-	// files[0]
+// folder maps cert_dir and the X.509 keys onto files[0].
+func (c *converter) folder(hc *helperConf, root *ast.ObjectList) {
 	c.line(0, "files:")
 	dir := hc.CertDir
 	if dir == "" {
@@ -381,8 +396,10 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 		c.comment(4, c.unsupported("omit_expired", "the bridge writes bundles as the Workload API sends them (SPIRE drops expired roots itself) and never writes an expired SVID"))
 	}
 	c.modes(root)
+}
 
-	// JWT
+// jwt maps jwt_svids and jwt_bundle_file_name.
+func (c *converter) jwt(hc *helperConf) {
 	if len(hc.JWTSVIDs) > 0 {
 		c.line(4, "jwt_svids:")
 		n := 0 // the YAML's index: skipped entries leave gaps in helper.conf's
@@ -413,8 +430,11 @@ func (c *converter) convert(hc *helperConf, root *ast.ObjectList) {
 		c.from("files[0].jwt_bundle_file_name", "jwt_bundle_file_name")
 		c.line(4, "jwt_bundle_file_name: "+q(hc.JWTBundleFileName)+" # jwt_bundle_file_name")
 	}
+}
 
-	c.actions(hc)
+// superviseAndDaemonMode writes the supervise block actions chose, and
+// notes daemon_mode = false.
+func (c *converter) superviseAndDaemonMode(hc *helperConf) {
 	if len(c.supervise) > 0 {
 		c.line(0, "supervise:")
 		c.comment(2, c.superviseNote)
@@ -451,47 +471,8 @@ func (c *converter) actions(hc *helperConf) {
 				"    signal: "+q(sigName(hc.RenewSignal)))
 		}
 	}
-	if hc.Cmd != "" {
-		shell := slices.Contains([]string{"sh", "bash", "dash", "ash", "zsh"}, filepath.Base(hc.Cmd))
-		args, note := splitCmdArgs(hc.CmdArgs, shell)
-		if note != "" {
-			comments = append(comments, c.warn("cmd_args", "%s", note))
-		}
-		argv := append([]string{hc.Cmd}, args...)
-		var qs []string
-		for _, a := range argv {
-			qs = append(qs, q(a))
-		}
-		exec := "- exec: {command: [" + strings.Join(qs, ", ") + "]} # cmd + cmd_args"
-		switch {
-		case hc.RenewSignal != "" && hc.PIDFileName == "" && sigErr == nil && !daemonOff(hc):
-			// The signal went to the child spiffe-helper started: the
-			// program is long-running, and the bridge supervises it.
-			c.from("supervise.command", "cmd")
-			c.from("supervise.renew_signal", "renew_signal")
-			c.supervise = []string{
-				"command: [" + strings.Join(qs, ", ") + "] # cmd + cmd_args",
-				"renew_signal: " + q(sigName(hc.RenewSignal)) + " # renew_signal",
-			}
-			c.superviseNote = c.warn("cmd", "spiffe-helper starts %q once, keeps it as its child and sends it renew_signal %s on every renewal: so does the bridge (supervise), starting it only once the folder holds a complete, valid set and forwarding SIGTERM/SIGINT to it. When it exits the bridge exits with its status (spiffe-helper kept running and started it again at the next renewal; restart: on-failure restarts it)", hc.Cmd, sigName(hc.RenewSignal))
-		case hc.RenewSignal != "" && hc.PIDFileName == "":
-			// A long-running child the bridge cannot supervise as
-			// spiffe-helper did: running it at every rotation would start
-			// a second copy each time.
-			why := fmt.Sprintf("renew_signal %q is not a signal the bridge sends", hc.RenewSignal)
-			if sigErr == nil {
-				why = "daemon_mode = false (run --once) starts no program"
-			}
-			comments = append(comments, c.unsupported("cmd", "spiffe-helper starts %q once, keeps it as its child and sends it renew_signal %s on every renewal; not converted: %s. The exec action below is left commented out", hc.Cmd, hc.RenewSignal, why))
-			comments = append(comments, "- exec: {command: ["+strings.Join(qs, ", ")+"]}")
-		default:
-			c.from(fmt.Sprintf("files[0].on_rotate[%d].exec", actions), "cmd")
-			comments = append(comments, c.warn("cmd", "spiffe-helper starts %q on a renewal when it is not running (so a command that exits runs on every renewal); the bridge runs it after every rotation and waits for it (30s timeout): right for a reload command, wrong for a long-running program", hc.Cmd))
-			lines = append(lines, exec)
-		}
-	} else if hc.CmdArgs != "" {
-		comments = append(comments, c.warn("cmd_args", "set without cmd: ignored, as spiffe-helper does"))
-	}
+	cmdLines, cmdComments := c.cmdAction(hc, sigErr, actions)
+	lines, comments = append(lines, cmdLines...), append(comments, cmdComments...)
 	if hc.RenewSignal != "" && hc.Cmd == "" && hc.PIDFileName == "" {
 		comments = append(comments, c.warn("renew_signal", "set without cmd or pid_file_name: nothing to signal, in spiffe-helper as in the bridge"))
 	}
@@ -513,6 +494,56 @@ func (c *converter) actions(hc *helperConf) {
 			c.line(6, l)
 		}
 	}
+}
+
+// cmdAction maps cmd and cmd_args: a supervised program, an exec action
+// (on_rotate[actions]) or, when neither fits, a note; it returns the
+// action's lines and the notes for on_rotate.
+func (c *converter) cmdAction(hc *helperConf, sigErr error, actions int) (lines, comments []string) {
+	if hc.Cmd == "" {
+		if hc.CmdArgs != "" {
+			comments = append(comments, c.warn("cmd_args", "set without cmd: ignored, as spiffe-helper does"))
+		}
+		return nil, comments
+	}
+	shell := slices.Contains([]string{"sh", "bash", "dash", "ash", "zsh"}, filepath.Base(hc.Cmd))
+	args, note := splitCmdArgs(hc.CmdArgs, shell)
+	if note != "" {
+		comments = append(comments, c.warn("cmd_args", "%s", note))
+	}
+	argv := append([]string{hc.Cmd}, args...)
+	var qs []string
+	for _, a := range argv {
+		qs = append(qs, q(a))
+	}
+	exec := "- exec: {command: [" + strings.Join(qs, ", ") + "]} # cmd + cmd_args"
+	switch {
+	case hc.RenewSignal != "" && hc.PIDFileName == "" && sigErr == nil && !daemonOff(hc):
+		// The signal went to the child spiffe-helper started: the
+		// program is long-running, and the bridge supervises it.
+		c.from("supervise.command", "cmd")
+		c.from("supervise.renew_signal", "renew_signal")
+		c.supervise = []string{
+			"command: [" + strings.Join(qs, ", ") + "] # cmd + cmd_args",
+			"renew_signal: " + q(sigName(hc.RenewSignal)) + " # renew_signal",
+		}
+		c.superviseNote = c.warn("cmd", "spiffe-helper starts %q once, keeps it as its child and sends it renew_signal %s on every renewal: so does the bridge (supervise), starting it only once the folder holds a complete, valid set and forwarding SIGTERM/SIGINT to it. When it exits the bridge exits with its status (spiffe-helper kept running and started it again at the next renewal; restart: on-failure restarts it)", hc.Cmd, sigName(hc.RenewSignal))
+	case hc.RenewSignal != "" && hc.PIDFileName == "":
+		// A long-running child the bridge cannot supervise as
+		// spiffe-helper did: running it at every rotation would start
+		// a second copy each time.
+		why := fmt.Sprintf("renew_signal %q is not a signal the bridge sends", hc.RenewSignal)
+		if sigErr == nil {
+			why = "daemon_mode = false (run --once) starts no program"
+		}
+		comments = append(comments, c.unsupported("cmd", "spiffe-helper starts %q once, keeps it as its child and sends it renew_signal %s on every renewal; not converted: %s. The exec action below is left commented out", hc.Cmd, hc.RenewSignal, why))
+		comments = append(comments, "- exec: {command: ["+strings.Join(qs, ", ")+"]}")
+	default:
+		c.from(fmt.Sprintf("files[0].on_rotate[%d].exec", actions), "cmd")
+		comments = append(comments, c.warn("cmd", "spiffe-helper starts %q on a renewal when it is not running (so a command that exits runs on every renewal); the bridge runs it after every rotation and waits for it (30s timeout): right for a reload command, wrong for a long-running program", hc.Cmd))
+		lines = append(lines, exec)
+	}
+	return lines, comments
 }
 
 // withOnJWT adds on: [x509, jwt] to every action in lines (each starts

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/hashicorp/hcl"
@@ -309,7 +310,7 @@ func TestLongRunningCmdWithRenewSignalIsSupervised(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run refuses the conversion: %v\n%s", err, r.YAML)
 	}
-	if got := c.Supervise.Command; !slices.Equal(got, []string{"mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"}) || c.Supervise.RenewSignal != "SIGHUP" {
+	if got := c.Supervise.Command; !slices.Equal(got, []string{"mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"}) || c.Supervise.RenewSignal != config.Signal(syscall.SIGHUP) {
 		t.Fatalf("supervise = %+v", c.Supervise)
 	}
 	if len(c.Files) != 1 || len(c.Files[0].OnRotate) != 0 {

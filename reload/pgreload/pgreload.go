@@ -16,10 +16,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
 
-const defaultPostgresTimeout = 10 * time.Second
+// DefaultTimeout bounds an Action without a Timeout.
+const DefaultTimeout = 10 * time.Second
 
 // Action makes a PostgreSQL server reload its configuration, and
 // with it ssl_cert_file, ssl_key_file and ssl_ca_file, by running
@@ -59,23 +61,28 @@ func (a Action) everAnswered() bool { return a.answered != nil && a.answered.Loa
 // Name implements reload.Action; the password is redacted.
 func (a Action) Name() string { return "postgres:" + RedactDSN(a.DSN) }
 
-// Validate implements reload.Validator.
+// Validate implements reload.Validator; the errors' keys are the YAML
+// config's (on_rotate[].postgres.dsn, .timeout). It checks the DSN's shape
+// only, and never repeats it: it may hold a password. The driver parses
+// it for real when the action runs (it may name certificates not written
+// yet).
 func (a Action) Validate() error {
-	if strings.TrimSpace(a.DSN) == "" {
-		return errors.New("postgres action: dsn must be set")
-	}
-	if isURLDSN(a.DSN) {
+	var errs fielderr.List
+	switch {
+	case strings.TrimSpace(a.DSN) == "":
+		errs.Add("dsn", "missing: a libpq connection string, e.g. \"host=/var/run/postgresql user=postgres\"")
+	case isURLDSN(a.DSN):
 		if _, err := url.Parse(a.DSN); err != nil {
 			// url's error quotes the whole input, password included.
-			return fmt.Errorf("postgres action: dsn %s is not a valid URL", RedactDSN(a.DSN))
+			errs.Add("dsn", "not a valid postgres:// URL (value not shown: it may hold a password)")
 		}
-	} else if !strings.Contains(a.DSN, "=") {
-		return fmt.Errorf("postgres action: dsn %q: want keyword=value pairs or a postgres:// URL", RedactDSN(a.DSN))
+	case !strings.Contains(a.DSN, "="):
+		errs.Add("dsn", "want keyword=value pairs or a postgres:// URL (value not shown: it may hold a password)")
 	}
 	if a.Timeout < 0 {
-		return fmt.Errorf("postgres action: timeout %s: must not be negative", a.Timeout)
+		errs.Add("timeout", "%s must not be negative", a.Timeout)
 	}
-	return nil
+	return errs.Err()
 }
 
 // Run connects, runs SELECT pg_reload_conf() and disconnects. The DSN is
@@ -93,7 +100,7 @@ func (a Action) Run(ctx context.Context, _ reload.Event) (err error) {
 	}
 	timeout := a.Timeout
 	if timeout == 0 {
-		timeout = defaultPostgresTimeout
+		timeout = DefaultTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -309,9 +309,9 @@ func TestPostgresActionValidates(t *testing.T) {
 		a    Action
 		want string
 	}{
-		{Action{}, "dsn must be set"},
+		{Action{}, "dsn: missing"},
 		{Action{DSN: "just-a-host"}, "want keyword=value pairs"},
-		{Action{DSN: "postgres://u:hunter22@db:bad port/x"}, "not a valid URL"},
+		{Action{DSN: "postgres://u:hunter22@db:bad port/x"}, "not a valid postgres:// URL"},
 		{Action{DSN: "host=db", Timeout: -time.Second}, "must not be negative"},
 	} {
 		_, err := reload.New(reload.Config{Actions: []reload.Action{tc.a}})

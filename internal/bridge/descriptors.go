@@ -1,0 +1,49 @@
+package bridge
+
+import (
+	"cmp"
+	"log/slog"
+	"math"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sds-bridge/sds-bridge/admin"
+	"github.com/sds-bridge/sds-bridge/internal/config"
+	"github.com/sds-bridge/sds-bridge/sds"
+)
+
+// minDescriptorsLeft is what the connection caps must leave of the
+// descriptor limit for everything else: Workload API and SDS listener,
+// folder swaps (a few per file, briefly), reload actions, logs.
+const minDescriptorsLeft = 256
+
+// logDescriptorBudget logs how the descriptor limit is shared, and warns
+// when the connection caps leave too little for folder swaps. There is
+// nothing to raise: on Linux the Go runtime sets the soft RLIMIT_NOFILE to
+// the hard limit when the process starts (and gives exec'd reload actions
+// the original back), so the limit read here is the most the bridge can
+// have.
+func logDescriptorBudget(cfg *config.Config, log *slog.Logger) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		log.Warn("descriptors: cannot read RLIMIT_NOFILE", "error", err)
+		return
+	}
+	var sdsMax, adminMax int
+	if cfg.SDS.On() {
+		sdsMax = cmp.Or(cfg.SDS.MaxConnections, sds.DefaultMaxConnections)
+	}
+	if cfg.Admin.Address() != "" {
+		adminMax = cmp.Or(cfg.Admin.MaxConnections, admin.DefaultMaxConnections)
+	}
+	limit := int64(min(lim.Cur, math.MaxInt64))
+	left := limit - int64(sdsMax) - int64(adminMax)
+	attrs := []any{"limit", limit, "sds_max_connections", sdsMax, "admin_max_connections", adminMax, "left", left}
+	if left < minDescriptorsLeft {
+		log.Warn("descriptors: the connection caps leave too few for folder swaps and reload actions; "+
+			"lower sds.max_connections or admin.max_connections, or raise the limit (ulimit -n, LimitNOFILE)",
+			append(attrs, "want_left", minDescriptorsLeft)...)
+		return
+	}
+	log.Info("descriptors", attrs...)
+}

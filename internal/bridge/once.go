@@ -1,0 +1,63 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// runOnce writes the JWT files, then lets the source write every folder
+// once (each swap runs its folder's reload actions, with every file in
+// place) and returns when all have, or with the first folder's error, or
+// the source's at workload_api.first_update_timeout.
+func (b *Bridge) runOnce(ctx context.Context) error {
+	b.log.Info("--once: writing every credential folder once, then exiting; Envoy SDS is not served", "folders", len(b.cfg.Files))
+	if err := b.jwtOnce(ctx); err != nil {
+		return fmt.Errorf("--once: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- b.src.Run(ctx) }()
+	stop := func() { cancel(); <-ran }
+	for {
+		select {
+		case err := <-ran:
+			if err == nil {
+				err = errors.New("stopped before every credential folder was written")
+			}
+			return fmt.Errorf("--once: %w", err)
+		case <-b.applied:
+		}
+		done := true
+		for _, st := range b.src.SinkStatuses() {
+			if st.Err != nil {
+				stop()
+				return fmt.Errorf("--once: %s: %w", st.Name, st.Err)
+			}
+			done = done && st.Generation > 0
+		}
+		if done {
+			stop()
+			b.log.Info("--once: every credential folder written and its reload actions run; exiting")
+			return nil
+		}
+	}
+}
+
+// jwtOnce writes every JWT file once, within
+// workload_api.first_update_timeout.
+func (b *Bridge) jwtOnce(ctx context.Context) error {
+	if b.jwt.Empty() {
+		return nil
+	}
+	timeout := time.Duration(b.cfg.WorkloadAPI.FirstUpdateTimeout)
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, timeout,
+			fmt.Errorf("no JWT-SVID within workload_api.first_update_timeout (%s): is the agent reachable, and is there a registration entry for this workload?", timeout))
+		defer cancel()
+	}
+	return b.jwt.Once(ctx)
+}

@@ -1,0 +1,175 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/sds-bridge/sds-bridge/internal/fielderr"
+	"github.com/sds-bridge/sds-bridge/reload"
+	"github.com/sds-bridge/sds-bridge/supervise"
+)
+
+// Validate checks a defaulted Config; every error names the key and value.
+// Each section is mapped onto its component's config and checked by the
+// component's own Validate, whose keys get the section's key in front;
+// what spans components (two folders on one directory, a JWT file over an
+// X.509 file, require_sds_ack without SDS) is checked here. The result
+// joins one *KeyError per refused value, in a stable order: the order of
+// the sections, and of the keys within each.
+func (c *Config) Validate() error {
+	var errs fielderr.List
+	errs.Under("workload_api", c.WorkloadAPI.validate())
+	if c.SDS.On() {
+		errs.Under("sds", c.SDS.validate())
+	}
+	dirs := map[string]int{}
+	for i, f := range c.Files {
+		key := fmt.Sprintf("files[%d]", i)
+		errs.Under(key, f.validate())
+		if f.Dir == "" || !filepath.IsAbs(f.Dir) {
+			continue
+		}
+		clean := filepath.Clean(f.Dir)
+		if j, dup := dirs[clean]; dup {
+			errs.Add(key+".dir", "%q is already files[%d].dir; two folders cannot share a directory", f.Dir, j)
+		}
+		dirs[clean] = i
+	}
+	errs.Under("admin", c.Admin.validate(c.SDS.On()))
+	errs.Under("supervise", c.Supervise.validate())
+	if !c.SDS.On() && len(c.Files) == 0 {
+		errs = append(errs, errors.New("nothing to deliver to: sds.enabled is false and files is empty"))
+	}
+	return errs.Err()
+}
+
+// validate checks the section as rotation does, and refuses a negative
+// first_update_timeout (rotation reads it as "wait forever", which only a
+// caller that means it may ask for).
+func (w WorkloadAPI) validate() error {
+	errs := fielderr.List{w.SourceConfig().Validate()}
+	if w.FirstUpdateTimeout < 0 {
+		errs.Add("first_update_timeout", "%s must not be negative", w.FirstUpdateTimeout)
+	}
+	return errs.Err()
+}
+
+// validate checks the section as the SDS server does, and refuses a
+// socket every local user may connect to (the server takes it, for tests
+// of its peer checks).
+func (s SDS) validate() error {
+	errs := fielderr.List{s.ServerConfig().WithDefaults().Validate()}
+	if s.SocketMode&0o007 != 0 {
+		errs.Add("socket_mode", "%q lets every local user fetch private keys; use 0600 or 0660", s.SocketMode)
+	}
+	return errs.Err()
+}
+
+// validate checks a folder as filesink and jwtfiles do, that its JWT files
+// do not take its X.509 files' names, and each reload action.
+func (f Folder) validate() error {
+	errs := fielderr.List{f.FileSinkConfig().WithDefaults().Validate()}
+	errs = append(errs, f.JWTFolder().WithDefaults().Validate())
+	errs = append(errs, f.jwtOverX509()...)
+	for j, a := range f.OnRotate {
+		errs.Under(fmt.Sprintf("on_rotate[%d]", j), a.validate(f))
+	}
+	return errs.Err()
+}
+
+// jwtOverX509 refuses a JWT file named as one of the folder's X.509 files.
+func (f Folder) jwtOverX509() []error {
+	x509 := map[string]string{}
+	for _, n := range []struct{ key, name string }{
+		{"cert_file_name", f.CertFileName},
+		{"key_file_name", f.KeyFileName},
+		{"bundle_file_name", f.BundleFileName},
+	} {
+		if n.name != "" {
+			x509[n.name] = n.key
+		}
+	}
+	var errs fielderr.List
+	check := func(key, name string) {
+		if other, dup := x509[name]; dup {
+			errs.Clash(key, other, fmt.Sprintf("%q is also", name), "")
+		}
+	}
+	for i, j := range f.JWTSVIDs {
+		check(fmt.Sprintf("jwt_svids[%d].file_name", i), j.FileName)
+	}
+	if f.JWTBundleFileName != "" {
+		check("jwt_bundle_file_name", f.JWTBundleFileName)
+	}
+	return errs
+}
+
+// validate checks an action's on and that exactly one kind is set, then
+// the action as reload runs it.
+func (a Action) validate(f Folder) error {
+	var errs fielderr.List
+	for i, ev := range a.On {
+		switch {
+		case !slices.Contains(Events, ev):
+			errs.Add(fmt.Sprintf("on[%d]", i), "%q is not an event: want %s", ev, strings.Join(Events, " or "))
+		case slices.Index(a.On, ev) < i:
+			errs.Add(fmt.Sprintf("on[%d]", i), "%q is listed twice", ev)
+		}
+	}
+	if slices.Equal(a.On, []string{EventJWT}) && len(f.JWTSVIDs) == 0 && f.JWTBundleFileName == "" {
+		errs.Add("on", "[jwt] but the folder writes no JWT files (jwt_svids, jwt_bundle_file_name): the action would never run")
+	}
+	switch {
+	case countSet(a.Signal != nil, a.Exec != nil, a.Postgres != nil) != 1:
+		errs = append(errs, errors.New("set exactly one of signal, exec, postgres"))
+	case a.Signal != nil && a.Signal.Signal == NoSignal:
+		errs.Add("signal.signal", "none: a signal action must send a signal")
+	default:
+		errs.Under(a.kind(), a.reloadAction().(reload.Validator).Validate())
+	}
+	return errs.Err()
+}
+
+// validate checks the section as admin does, and what admin cannot see:
+// the listen address and whether SDS runs at all.
+func (a Admin) validate(sdsOn bool) error {
+	errs := fielderr.List{a.ServerConfig().WithDefaults().Validate()}
+	if addr := a.Address(); addr != "" {
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			errs.Add("listen", "%q must be host:port, e.g. 127.0.0.1:8081 (or \"\" for no admin listener)", addr)
+		}
+	}
+	if a.RequireSDSAck && !sdsOn {
+		errs.Add("require_sds_ack", "true needs sds.enabled: no SDS client can acknowledge anything")
+	}
+	return errs.Err()
+}
+
+// validate checks the section; renew_signal and restart without a command
+// are checked too: the example config shows them with supervision off.
+func (s Supervise) validate() error {
+	var errs fielderr.List
+	if s.On() && s.Command[0] == "" {
+		errs.Add("command[0]", "empty: give the program and its arguments as a list")
+	}
+	switch s.Restart {
+	case "", string(supervise.RestartNever), string(supervise.RestartOnFailure):
+	default:
+		errs.Add("restart", "%q is not one of never, on-failure", s.Restart)
+	}
+	return errs.Err()
+}
+
+func countSet(set ...bool) int {
+	n := 0
+	for _, b := range set {
+		if b {
+			n++
+		}
+	}
+	return n
+}

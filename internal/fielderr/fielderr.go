@@ -1,0 +1,93 @@
+// Package fielderr is the error a component's config validation returns
+// for one refused field: its key, as the YAML config spells it below the
+// component's section ("key_mode"), and why. The config package puts the
+// section's key in front ("files[1].key_mode"), so a rule is written once,
+// in the component, and still reported by the user's key.
+package fielderr
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error is one refused field.
+type Error struct {
+	// Key is the dotted key of the field ("on_rotate[0].signal.pid_file").
+	Key string
+	Err error
+	// Peer is the key of the field this one clashes with, if any; the
+	// message names it, and Under prefixes it as it prefixes Key.
+	Peer string
+}
+
+func (e *Error) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// New is the error for key, with a message made as fmt.Errorf makes one.
+func New(key, format string, args ...any) *Error {
+	return &Error{Key: key, Err: fmt.Errorf(format, args...)}
+}
+
+// Clash is the error for key whose value clashes with the field at peer:
+// the message is before, the peer's key, then after.
+func Clash(key, peer, before, after string) *Error {
+	return &Error{Key: key, Peer: peer, Err: clash{before, peer, after}}
+}
+
+type clash struct{ before, peer, after string }
+
+func (c clash) Error() string { return c.before + " " + c.peer + c.after }
+
+// Under puts prefix in front of the key of err, or of each error err joins,
+// keeping their order; an error that is not an *Error gets prefix as its
+// key. Nil gives nil.
+func Under(prefix string, err error) []error {
+	if err == nil {
+		return nil
+	}
+	var errs []error
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range joined.Unwrap() {
+			errs = append(errs, Under(prefix, e)...)
+		}
+		return errs
+	}
+	var fe *Error
+	if errors.As(err, &fe) && fe == err {
+		out := &Error{Key: join(prefix, fe.Key), Err: fe.Err}
+		if c, ok := fe.Err.(clash); ok {
+			out.Peer = join(prefix, fe.Peer)
+			out.Err = clash{c.before, out.Peer, c.after}
+		}
+		return []error{out}
+	}
+	return []error{&Error{Key: prefix, Err: err}}
+}
+
+func join(prefix, key string) string {
+	switch {
+	case prefix == "":
+		return key
+	case key == "" || key[0] == '[':
+		return prefix + key
+	}
+	return prefix + "." + key
+}
+
+// List collects refused fields in the order they are found; Err joins
+// them.
+type List []error
+
+// Add refuses key, with a message made as fmt.Errorf makes one.
+func (l *List) Add(key, format string, args ...any) { *l = append(*l, New(key, format, args...)) }
+
+// Clash refuses key for clashing with peer (see Clash).
+func (l *List) Clash(key, peer, before, after string) {
+	*l = append(*l, Clash(key, peer, before, after))
+}
+
+// Under adds err's refusals with prefix in front of their keys (see Under).
+func (l *List) Under(prefix string, err error) { *l = append(*l, Under(prefix, err)...) }
+
+// Err is nil for an empty List, else every refusal joined.
+func (l List) Err() error { return errors.Join(l...) }

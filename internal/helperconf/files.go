@@ -1,0 +1,89 @@
+package helperconf
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/sds-bridge/sds-bridge/internal/config"
+)
+
+// Import writes the sds-bridge YAML equivalent to the helper.conf at path
+// to stdout, and every note about it to stderr (import-spiffe-helper).
+// baseDir is spiffe-helper's working directory ("" for the current one).
+// Without allowUnsupported, a helper.conf with keys the conversion cannot
+// carry over gives an error and no YAML.
+func Import(stdout, stderr io.Writer, path, baseDir string, allowUnsupported bool) error {
+	res, _, err := ConvertFile(path, baseDir)
+	if res != nil {
+		PrintNotes(stderr, path, res.Notes)
+	}
+	if err != nil {
+		// No YAML: `> sds-bridge.yaml` must not leave a config run refuses.
+		return err
+	}
+	if keys := res.Unsupported(); len(keys) > 0 && !allowUnsupported {
+		// Nor one that silently behaves otherwise than helper.conf did.
+		return fmt.Errorf("%w; --allow-unsupported prints the YAML anyway", unsupportedError(path, keys))
+	}
+	_, err = stdout.Write(res.YAML)
+	return err
+}
+
+// Load converts the helper.conf at path for run and dev
+// (--spiffe-helper-config), with its notes on stderr. The config is
+// parsed, not yet defaulted; once is set for daemon_mode = false. A
+// helper.conf with keys the conversion cannot carry over is refused.
+func Load(stderr io.Writer, path string) (cfg *config.Config, once bool, err error) {
+	res, cfg, err := ConvertFile(path, "")
+	if err != nil {
+		return nil, false, err
+	}
+	PrintNotes(stderr, path, res.Notes)
+	if keys := res.Unsupported(); len(keys) > 0 {
+		// A daemon must not start doing less than helper.conf said
+		// with the difference only in its log: convert, review, run.
+		return nil, false, fmt.Errorf("%w; convert it with `sds-bridge import-spiffe-helper --allow-unsupported %s > sds-bridge.yaml`, review the NOT SUPPORTED comments, then use --config sds-bridge.yaml",
+			unsupportedError(path, keys), path)
+	}
+	return cfg, res.Once, nil
+}
+
+// ConvertFile converts the helper.conf at path and checks the result as
+// run checks a config, naming helper.conf's keys; the Config is parsed,
+// not yet defaulted. A refused conversion still returns its notes.
+func ConvertFile(path, baseDir string) (*Result, *config.Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("spiffe-helper config: %w", err)
+	}
+	if baseDir != "" {
+		if baseDir, err = filepath.Abs(baseDir); err != nil {
+			return nil, nil, fmt.Errorf("--base-dir: %w", err)
+		}
+	}
+	res, err := Convert(src, Options{BaseDir: baseDir})
+	if err != nil {
+		return nil, nil, fmt.Errorf("spiffe-helper config %s: %w", path, err)
+	}
+	cfg, err := res.Config()
+	if err != nil {
+		return res, nil, fmt.Errorf("spiffe-helper config %s: %w", path, err)
+	}
+	return res, cfg, nil
+}
+
+// unsupportedError names the helper.conf keys a conversion does not carry
+// over; the caller says what to do about them.
+func unsupportedError(path string, keys []string) error {
+	return fmt.Errorf("spiffe-helper config %s: cannot carry over %s (see the notes above)", path, strings.Join(keys, ", "))
+}
+
+// PrintNotes writes each note about the helper.conf at path on a line.
+func PrintNotes(w io.Writer, path string, notes []Note) {
+	for _, n := range notes {
+		fmt.Fprintf(w, "sds-bridge: %s: %s\n", path, n)
+	}
+}

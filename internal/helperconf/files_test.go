@@ -1,0 +1,43 @@
+package helperconf
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
+)
+
+// spiffe-helper's health_checks, defaults included, become the admin
+// listener on the same port and probe paths, with nothing left behind.
+func TestImportedHealthChecksKeepPortAndPaths(t *testing.T) {
+	dir := testkit.ShortDir(t)
+	conf := filepath.Join(dir, "helper.conf")
+	if err := os.WriteFile(conf, []byte(`
+cert_dir = "`+filepath.Join(dir, "certs")+`"
+svid_file_name = "tls.crt"
+svid_key_file_name = "tls.key"
+svid_bundle_file_name = "ca.crt"
+health_checks {
+  listener_enabled = true
+  liveness_path = "/healthz/live"
+  readiness_path = "/healthz/ready"
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, cfg, err := ConvertFile(conf, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := res.Unsupported(); len(keys) > 0 {
+		t.Fatalf("health_checks not carried over: %v", keys)
+	}
+	cfg.Default()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if a := cfg.Admin; a.Address() != "0.0.0.0:8081" || a.LivenessPath != "/healthz/live" || a.ReadinessPath != "/healthz/ready" {
+		t.Errorf("admin %q %q %q, want 0.0.0.0:8081 /healthz/live /healthz/ready", a.Address(), a.LivenessPath, a.ReadinessPath)
+	}
+}
