@@ -87,8 +87,11 @@ bench:
 # Side by side with SPIRE Agent's own SDS, against one real agent (see
 # docs/benchmarks.md). Its own build tag keeps it out of `make e2e`.
 BENCH_SPIRE_WINDOW ?= 2m
+# BENCH_SPIRE_BASELINE=<git rev> also runs the bridge built at that revision,
+# side by side, as the "before" of every row.
+BENCH_SPIRE_BASELINE ?=
 bench-spire: e2e-deps
-	$(GO) test -tags e2e,benchspire -run '^TestBenchSPIRE$$' -count=1 -timeout 15m -v ./e2e/ -args -bench-window=$(BENCH_SPIRE_WINDOW)
+	$(GO) test -tags e2e,benchspire -run '^TestBenchSPIRE$$' -count=1 -timeout 15m -v ./e2e/ -args -bench-window=$(BENCH_SPIRE_WINDOW) -bench-baseline=$(BENCH_SPIRE_BASELINE)
 
 clean:
 	rm -rf $(BIN) sds-bridge-dev
