@@ -47,7 +47,7 @@ func (td *traceData) breakdown(r rotation) *breakdown {
 		return b
 	}
 	b.add("api-wake", "Workload API bytes arrive: gRPC's reader made runnable (netpoll)", reader, woke)
-	b.running("api-run", "reader running", reader, woke, hi)
+	rRun := b.running("api-run", "reader running", reader, woke, hi)
 	watch, wWoke := td.first(woke, hi, func(g *goroutine, t transition) bool {
 		return g.role == roleWatch && t.to == trace.GoRunnable
 	})
@@ -55,6 +55,7 @@ func (td *traceData) breakdown(r rotation) *breakdown {
 		return b
 	}
 	b.add("watch-wake", "go-spiffe watcher handed the response", watch, wWoke)
+	b.note(reader, rRun, wWoke, "reader from running to handing over the response")
 	wRun := b.running("watch-run", "watcher running (parse, validate, offer)", watch, wWoke, hi)
 	for _, sink := range []struct{ role, key string }{{roleSDSSink, "sds"}, {roleFolderSink, "folder"}} {
 		g, offered := td.first(wRun, hi, func(g *goroutine, t transition) bool {
@@ -65,8 +66,11 @@ func (td *traceData) breakdown(r rotation) *breakdown {
 			continue
 		}
 		b.add(sink.key+"-offer", "validated Update offered: "+sink.role+" made runnable", g, offered)
-		b.note(watch, wRun, offered, "watcher from running to the offer")
+		if sink.role == roleSDSSink {
+			b.note(watch, wRun, offered, "watcher from running to the offer (parse, validate)")
+		}
 		run := b.running(sink.key+"-run", sink.role+" running Apply", g, offered, hi)
+		b.busy(offered, run, sink.role+" waiting for a P")
 		if sink.role == roleSDSSink {
 			b.sdsPath(g, run, hi, r.sdsClient)
 		} else {
@@ -111,33 +115,28 @@ func (b *breakdown) sdsPath(sink *goroutine, run, hi trace.Time, client time.Tim
 // folderPath: the folder sink writes a generation, fsyncing as it goes,
 // then renames ..data onto it.
 func (b *breakdown) folderPath(sink *goroutine, run, hi trace.Time, watched time.Time) {
-	n, last := 0, run
-	var syncTotal time.Duration
+	n, calls, last := 0, 0, run
+	var syncTotal, callTotal time.Duration
+loop:
 	for i, t := range sink.trans {
 		if t.at < run || t.at > hi || t.to != trace.GoSyscall {
 			continue
 		}
 		end := sink.syscallEnd(i)
+		calls++
+		callTotal += time.Duration(end - t.at)
 		switch {
-		case strings.Contains(t.stack, "Fsync") || strings.Contains(t.stack, ".Sync\n") || strings.Contains(t.stack, "SyncDir"):
+		case strings.Contains(t.stack, "(*FD).Fsync"):
 			n++
 			syncTotal += time.Duration(end - t.at)
 			b.add(fmt.Sprintf("fsync-%d", n), fmt.Sprintf("fsync #%d (%s)", n, fmtDur(time.Duration(end-t.at))), sink, t.at)
-		case strings.Contains(t.stack, "replaceSymlink") || strings.Contains(t.stack, "Rename"):
-			what := "rename"
-			if strings.Contains(t.stack, "replaceSymlink") {
-				what = "rename of ..data"
-			}
-			b.add("rename", what, sink, t.at)
+		case strings.Contains(t.stack, "replaceSymlink") && strings.Contains(t.stack, "Rename"):
+			b.add("rename", "rename of ..data", sink, t.at)
 			last = end
-		}
-		if strings.Contains(t.stack, "replaceSymlink") {
-			break
+			break loop
 		}
 	}
-	if n > 0 {
-		b.notes = append(b.notes, fmt.Sprintf("folder sink: %d fsyncs, %s in them", n, fmtDur(syncTotal)))
-	}
+	b.notes = append(b.notes, fmt.Sprintf("folder sink: %d syscalls in %s, of which %d fsyncs in %s", calls, fmtDur(callTotal), n, fmtDur(syncTotal)))
 	b.note(sink, run, last, "folder sink from running to the ..data rename")
 	if !watched.IsZero() {
 		b.marks = append(b.marks, mark{key: "folder-watch", what: "..data rename seen by the folder watch (outside the bridge)", at: b.td.traceTime(watched)})
@@ -220,6 +219,49 @@ func (b *breakdown) note(g *goroutine, from, to trace.Time, what string) {
 		s += fmt.Sprintf(", blocked on %q %s", r, fmtDur(d))
 	}
 	b.notes = append(b.notes, s)
+}
+
+// busy notes which goroutines ran during [from, to], the longest first:
+// what a runnable goroutine waited behind.
+func (b *breakdown) busy(from, to trace.Time, what string) {
+	if to-from < trace.Time(50*time.Microsecond) {
+		return
+	}
+	type ran struct {
+		g *goroutine
+		d time.Duration
+	}
+	var all []ran
+	for _, g := range b.td.gs {
+		if d := g.runningIn(from, to); d > 0 {
+			all = append(all, ran{g, d})
+		}
+	}
+	slices.SortFunc(all, func(x, y ran) int { return int(y.d - x.d) })
+	s := fmt.Sprintf("%s (%s), the Ps ran:", what, fmtDur(time.Duration(to-from)))
+	for _, r := range all[:min(len(all), 4)] {
+		s += fmt.Sprintf(" %s g%d %s;", r.g.label(), r.g.id, fmtDur(r.d))
+	}
+	b.notes = append(b.notes, strings.TrimSuffix(s, ";"))
+}
+
+// runningIn is how long g was running within [from, to].
+func (g *goroutine) runningIn(from, to trace.Time) time.Duration {
+	var d time.Duration
+	running, since := false, from
+	for _, t := range g.trans {
+		if t.at >= to {
+			break
+		}
+		if t.at > from && running {
+			d += time.Duration(t.at - since)
+		}
+		running, since = t.to == trace.GoRunning, max(t.at, from)
+	}
+	if running {
+		d += time.Duration(to - since)
+	}
+	return d
 }
 
 func (b *breakdown) print(w io.Writer) {

@@ -23,6 +23,7 @@ type goroutine struct {
 	id    trace.GoID
 	role  string
 	funcs map[string]bool // every function seen on its own stacks
+	last  string          // the last of its own stacks
 	trans []transition    // in time order
 }
 
@@ -87,10 +88,13 @@ func (td *traceData) add(ev trace.Event) {
 		for f := range st.Stack.Frames() {
 			g.funcs[f.Func] = true
 		}
-		for f := range ev.Stack().Frames() {
-			if ev.Goroutine() == id {
+		if ev.Goroutine() == id {
+			for f := range ev.Stack().Frames() {
 				g.funcs[f.Func] = true
 			}
+		}
+		if st.Stack != trace.NoStack {
+			g.last = stackString(st.Stack)
 		}
 	}
 	if ev.Goroutine() != id {
@@ -165,4 +169,19 @@ func (td *traceData) wall(t trace.Time) time.Time {
 // traceTime converts a wall-clock time to trace time.
 func (td *traceData) traceTime(w time.Time) trace.Time {
 	return td.clock.Trace + trace.Time(w.Sub(td.clock.Wall))
+}
+
+// label is g's role, or else the first function of its last stack that is
+// not the runtime's or the standard library's plumbing.
+func (g *goroutine) label() string {
+	if g.role != "" {
+		return g.role
+	}
+	for f := range strings.SplitSeq(g.last, "\n") {
+		// Outside the standard library a path starts with a host name.
+		if i := strings.Index(f, "/"); i > 0 && strings.Contains(f[:i], ".") {
+			return f
+		}
+	}
+	return "?"
 }
