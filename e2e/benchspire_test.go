@@ -25,7 +25,7 @@ var (
 	benchBaseline = flag.String("bench-baseline", "", "TestBenchSPIRE: also run the bridge built at this git revision")
 	// benchTraceRotations is how many rotations each bridge is traced for
 	// after the window (0: no trace).
-	benchTraceRotations = flag.Int("bench-trace-rotations", 3, "TestBenchSPIRE: rotations to trace after the window")
+	benchTraceRotations = flag.Int("bench-trace-rotations", 5, "TestBenchSPIRE: rotations to trace after the window")
 )
 
 // TestBenchSPIRE is the side-by-side benchmark (make bench-spire): one real

@@ -285,45 +285,67 @@ func (b *breakdown) print(w io.Writer) {
 	}
 }
 
-// summarize prints each step's median time after the Workload API bytes
-// arrived, over every rotation that had it.
+// steps are the hand-offs the summary reports, as (from, to) mark keys.
+var steps = []struct{ from, to, what string }{
+	{"api-wake", "watch-wake", "gRPC reader: bytes arrived → response handed to go-spiffe"},
+	{"watch-wake", "sds-offer", "go-spiffe watcher: scheduled, parse, validate → Update offered"},
+	{"sds-offer", "sds-run", "SDS sink waits for a P"},
+	{"sds-run", "stream-wake", "SDS sink Apply → stream goroutine woken"},
+	{"stream-wake", "sds-write", "stream goroutine → gRPC's writer → write(2)"},
+	{"sds-write", "sds-client", "socket → the SDS client has it (outside the bridge)"},
+	{"api-wake", "sds-write", "SDS path in the bridge: bytes in → bytes out"},
+	{"folder-offer", "folder-run", "folder sink waits for a P"},
+	{"folder-run", "rename", "folder sink Apply → rename of ..data"},
+	{"rename", "folder-watch", "rename → the folder watch has it (outside the bridge)"},
+	{"api-wake", "rename", "folder path in the bridge: bytes in → ..data renamed"},
+}
+
+// summarize prints the median of each step over every rotation that had
+// both of its marks.
 func summarize(w io.Writer, all []*breakdown) {
-	if len(all) < 2 {
-		return
-	}
-	byKey := map[string][]time.Duration{}
-	var order []string
-	for _, b := range all {
-		var base trace.Time
-		for _, m := range b.marks {
-			if m.key == "api-wake" {
-				base = m.at
+	fmt.Fprintf(w, "median of each hand-off over %d rotations (n: rotations that had it):\n", len(all))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	for _, st := range steps {
+		var d []time.Duration
+		for _, b := range all {
+			from, ok1 := b.at(st.from)
+			to, ok2 := b.at(st.to)
+			if ok1 && ok2 {
+				d = append(d, time.Duration(to-from))
 			}
 		}
-		if base == 0 {
+		if len(d) == 0 {
 			continue
 		}
-		for _, m := range b.marks {
-			if _, ok := byKey[m.key]; !ok {
-				order = append(order, m.key)
-			}
-			byKey[m.key] = append(byKey[m.key], time.Duration(m.at-base))
-		}
-	}
-	fmt.Fprintf(w, "median over %d rotations, ms after the Workload API bytes arrived:\n", len(all))
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, k := range order {
-		d := byKey[k]
 		slices.Sort(d)
-		fmt.Fprintf(tw, "  %s\t%s\t(%d)\n", k, fmtMs(d[len(d)/2]), len(d))
+		fmt.Fprintf(tw, "  %s\t%s\tn=%d\t\n", st.what, fmtDur(d[len(d)/2]), len(d))
 	}
 	tw.Flush()
+	first := 0
+	for _, b := range all {
+		f, ok1 := b.at("folder-run")
+		s, ok2 := b.at("sds-run")
+		if ok1 && ok2 && f < s {
+			first++
+		}
+	}
+	fmt.Fprintf(w, "  the folder sink ran before the SDS sink in %d of %d rotations\n", first, len(all))
+}
+
+// at is when the mark key happened in b.
+func (b *breakdown) at(key string) (trace.Time, bool) {
+	for _, m := range b.marks {
+		if m.key == key {
+			return m.at, true
+		}
+	}
+	return 0, false
 }
 
 func fmtMs(d time.Duration) string { return fmt.Sprintf("%+.3f", float64(d)/float64(time.Millisecond)) }
 
 func fmtDur(d time.Duration) string {
-	if d < time.Millisecond {
+	if d < time.Millisecond && d > -time.Millisecond {
 		return fmt.Sprintf("%d µs", d.Microseconds())
 	}
 	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))

@@ -73,8 +73,11 @@ func run(path string, rotations []rotation) error {
 	var all []*breakdown
 	for i, r := range rotations {
 		b := tr.breakdown(r)
-		fmt.Printf("rotation %d of %d (ms after SPIRE's own SDS client had the leaf; goroutine in brackets):\n", i+1, len(rotations))
-		b.print(os.Stdout)
+		// One timeline in full; the summary covers them all.
+		if i == 0 {
+			fmt.Printf("first rotation (ms after SPIRE's own SDS client had the leaf; goroutine in brackets):\n")
+			b.print(os.Stdout)
+		}
 		all = append(all, b)
 	}
 	summarize(os.Stdout, all)
