@@ -238,27 +238,46 @@ func (b *breakdown) busy(from, to trace.Time, what string) {
 		}
 	}
 	slices.SortFunc(all, func(x, y ran) int { return int(y.d - x.d) })
-	s := fmt.Sprintf("%s (%s), the Ps ran:", what, fmtDur(time.Duration(to-from)))
+	var idle time.Duration
+	for _, changes := range b.td.procs {
+		idle += idleIn(changes, from, to)
+	}
+	s := fmt.Sprintf("%s (%s; Ps idle meanwhile %s), the Ps ran:", what, fmtDur(time.Duration(to-from)), fmtDur(idle))
 	for _, r := range all[:min(len(all), 4)] {
 		s += fmt.Sprintf(" %s g%d %s;", r.g.label(), r.g.id, fmtDur(r.d))
 	}
 	b.notes = append(b.notes, strings.TrimSuffix(s, ";"))
 }
 
+// idleIn is how long a P was idle within [from, to].
+func idleIn(changes []procChange, from, to trace.Time) time.Duration {
+	return timeIn(len(changes), func(i int) trace.Time { return changes[i].at },
+		func(i int) bool { return !changes[i].running }, from, to)
+}
+
 // runningIn is how long g was running within [from, to].
 func (g *goroutine) runningIn(from, to trace.Time) time.Duration {
+	return timeIn(len(g.trans), func(i int) trace.Time { return g.trans[i].at },
+		func(i int) bool { return g.trans[i].to == trace.GoRunning }, from, to)
+}
+
+// timeIn is how long, within [from, to], a series of n changes in time
+// order (change i at at(i)) was in the state that in(i) says change i
+// entered.
+func timeIn(n int, at func(int) trace.Time, in func(int) bool, from, to trace.Time) time.Duration {
 	var d time.Duration
-	running, since := false, from
-	for _, t := range g.trans {
-		if t.at >= to {
+	inState, since := false, from
+	for i := range n {
+		t := at(i)
+		if t >= to {
 			break
 		}
-		if t.at > from && running {
-			d += time.Duration(t.at - since)
+		if t > from && inState {
+			d += time.Duration(t - since)
 		}
-		running, since = t.to == trace.GoRunning, max(t.at, from)
+		inState, since = in(i), max(t, from)
 	}
-	if running {
+	if inState {
 		d += time.Duration(to - since)
 	}
 	return d

@@ -18,6 +18,12 @@ type transition struct {
 	stack    string     // the stack of whoever emitted the event, one function a line
 }
 
+// procChange is a P starting (running) or stopping (idle).
+type procChange struct {
+	at      trace.Time
+	running bool
+}
+
 // goroutine is what the trace says about one goroutine.
 type goroutine struct {
 	id    trace.GoID
@@ -30,6 +36,7 @@ type goroutine struct {
 // traceData is a whole trace, by goroutine.
 type traceData struct {
 	gs    map[trace.GoID]*goroutine
+	procs map[trace.ProcID][]procChange
 	clock *trace.ClockSnapshot
 }
 
@@ -38,7 +45,7 @@ func load(r io.Reader) (*traceData, error) {
 	if err != nil {
 		return nil, err
 	}
-	td := &traceData{gs: map[trace.GoID]*goroutine{}}
+	td := &traceData{gs: map[trace.GoID]*goroutine{}, procs: map[trace.ProcID][]procChange{}}
 	for {
 		ev, err := rd.ReadEvent()
 		if err == io.EOF {
@@ -76,6 +83,12 @@ func (td *traceData) g(id trace.GoID) *goroutine {
 
 func (td *traceData) add(ev trace.Event) {
 	st := ev.StateTransition()
+	if st.Resource.Kind == trace.ResourceProc {
+		_, to := st.Proc()
+		id := st.Resource.Proc()
+		td.procs[id] = append(td.procs[id], procChange{at: ev.Time(), running: to == trace.ProcRunning})
+		return
+	}
 	if st.Resource.Kind != trace.ResourceGoroutine {
 		return
 	}
