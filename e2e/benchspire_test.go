@@ -65,24 +65,7 @@ func TestBenchSPIRE(t *testing.T) {
 	helper := startSpiffeHelper(t, s, work, filepath.Join(folders, "helper"))
 	spire := newLeafClient(t, "spire", dialSDS(t, s.AgentSocket))
 	input := watchWorkloadAPI(t, s.WorkloadAPIAddr())
-	// Everything has its first SVID before the window opens: only
-	// rotations pushed while everything watches are counted.
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	waits := []func() error{
-		func() error { return spire.waitFirst(ctx) },
-		func() error { return input.waitFirst(ctx, "the Workload API watcher got no SVID") },
-		func() error { return helper.folder.waitFirst(ctx, "spiffe-helper wrote no SVID") },
-	}
-	for _, b := range bridges {
-		waits = append(waits, func() error { return b.sds.waitFirst(ctx) },
-			func() error { return b.folder.waitFirst(ctx, b.label+": the folder was never swapped") })
-	}
-	for _, wait := range waits {
-		if err := wait(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	waitAllFirst(t, spire, input, helper, bridges)
 
 	procs := []*benchProc{{name: "spire-agent", pid: s.agent.PID()}, {name: "spiffe-helper", pid: helper.proc.PID()}}
 	for _, b := range bridges {
@@ -126,6 +109,28 @@ func TestBenchSPIRE(t *testing.T) {
 
 	if *benchTraceRotations > 0 {
 		traceBridges(t, spire, bridges, *benchTraceRotations)
+	}
+}
+
+// waitAllFirst waits until every watcher has its first SVID: only
+// rotations pushed while everything watches are counted.
+func waitAllFirst(t testing.TB, spire *leafClient, input *apiWatch, helper *benchHelper, bridges []*benchBridge) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	waits := []func() error{
+		func() error { return spire.waitFirst(ctx) },
+		func() error { return input.waitFirst(ctx, "the Workload API watcher got no SVID") },
+		func() error { return helper.folder.waitFirst(ctx, "spiffe-helper wrote no SVID") },
+	}
+	for _, b := range bridges {
+		waits = append(waits, func() error { return b.sds.waitFirst(ctx) },
+			func() error { return b.folder.waitFirst(ctx, b.label+": the folder was never swapped") })
+	}
+	for _, wait := range waits {
+		if err := wait(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
