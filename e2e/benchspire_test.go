@@ -151,7 +151,9 @@ func lagTable(t testing.TB, out io.Writer, rotations map[string]time.Time, floor
 		}
 		med := quantile(l, 0.5)
 		helperRatio := "-"
-		if vsHelper && len(helperLag) > 0 {
+		// A ratio to a lag at or below zero (the helper can write before
+		// SPIRE's own client reads) says nothing.
+		if vsHelper && len(helperLag) > 0 && quantile(helperLag, 0.5) > 0 {
 			helperRatio = fmt.Sprintf("%.2f×", float64(med)/float64(quantile(helperLag, 0.5)))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%.1f× %s\t%s\t\n", name, fmtLag(med), fmtLag(quantile(l, 0.9)),
