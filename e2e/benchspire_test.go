@@ -4,156 +4,199 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"text/tabwriter"
 	"time"
-	"unsafe"
-
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/spiffe/go-spiffe/v2/workloadapi"
-	"golang.org/x/sys/unix"
-	statuspb "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// benchWindow is how long TestBenchSPIRE watches rotations; with the
-// suite's 20 s X.509 TTL the agent rotates about every 5 s.
-var benchWindow = flag.Duration("bench-window", 2*time.Minute, "TestBenchSPIRE: how long to watch rotations")
+var (
+	// benchWindow is how long TestBenchSPIRE watches rotations; with the
+	// suite's 20 s X.509 TTL the agent rotates about every 5 s.
+	benchWindow = flag.Duration("bench-window", 2*time.Minute, "TestBenchSPIRE: how long to watch rotations")
+	// benchBaseline, a git revision, adds the bridge built at it as the
+	// "before" of every row.
+	benchBaseline = flag.String("bench-baseline", "", "TestBenchSPIRE: also run the bridge built at this git revision")
+	// benchTraceRotations is how many rotations each bridge is traced for
+	// after the window (0: no trace).
+	benchTraceRotations = flag.Int("bench-trace-rotations", 5, "TestBenchSPIRE: rotations to trace after the window")
+)
 
 // TestBenchSPIRE is the side-by-side benchmark (make bench-spire): one real
-// SPIRE agent, one entry for this uid, and
+// SPIRE agent, one entry for this uid, and, all as processes of that uid
+// (so they get the very same SVID):
 //   - an Envoy-behaving SotW client on the agent's own SDS (the Workload
 //     API socket),
-//   - the bridge, as a process of the same uid, so it gets the same SVID,
-//   - an Envoy-behaving SotW client on the bridge's SDS socket,
-//   - an inotify watch on the bridge's credential folder.
+//   - spiffe-helper writing its folder, watched with inotify,
+//   - the bridge (and, with -bench-baseline, the bridge built at that
+//     revision), each with an Envoy-behaving SotW client on its SDS socket
+//     and an inotify watch on its credential folder,
+//   - a go-spiffe watcher: what the bridges and the helper receive.
 //
 // For every rotation it takes the moment SPIRE's own SDS client got the new
-// leaf as time zero and reports how much later the bridge's SDS client and
-// the folder (..data renamed onto the new generation) had it: median, p90,
-// max and missed rotations. It also reports CPU seconds and RSS of
-// spire-agent and of the bridge over the same window, and, measured in the
-// same run, the machine's floors: a gRPC round trip on the bridge's socket
-// and an fsync'd rename in the folder's file system. Everything is printed
-// as ratios too, since absolute times depend on a noisy machine.
+// leaf as time zero and reports how much later each of the others had it:
+// median, p90, max and missed rotations. It also reports CPU seconds and
+// resident memory (VmRSS, RssAnon, RssFile) of every process at ready and at
+// the end of the window, the machine's floors measured in the same run (a
+// gRPC round trip on the bridge's socket, an fsync'd rename in the folders'
+// file system), and then a runtime trace of each bridge over a few
+// rotations, broken down by e2e/traceparse.
 //
-// It fails only if the harness cannot run or if the bridge misses every
+// It fails only if the harness cannot run or if a bridge misses every
 // rotation; the figures are for the reader, not assertions.
 func TestBenchSPIRE(t *testing.T) {
 	requireBridge(t)
 	work := newWorkDir(t)
+	folders := tmpfsDir(t)
 	s := startSPIRE(t, work, spireEntry{Path: "/bench", Selector: fmt.Sprintf("unix:uid:%d", os.Getuid())})
 
-	folder := filepath.Join(work, "creds")
-	mkdirOwned(t, folder, 0o755, nil)
-	socket := filepath.Join(work, "sds.sock")
-	fw := watchFolder(t, folder)
-	b := startBridge(t, work, "bench", bridgeConfig{
-		WorkloadAPI: bridgeWorkloadAPI{Address: s.WorkloadAPIAddr(), FirstUpdateTimeout: "60s"},
-		SDS:         &bridgeSDS{Socket: socket},
-		Files:       []bridgeFolder{{Dir: folder, Layout: layoutHelper}},
-	}, nil)
-	waitForSocket(t, b, socket)
-
+	var bridges []*benchBridge
+	if *benchBaseline != "" {
+		bin, commit := baselineBridge(t, *benchBaseline)
+		bridges = append(bridges, startBenchBridge(t, s, work, folders, "base", "baseline "+commit, bin))
+	}
+	bridges = append(bridges, startBenchBridge(t, s, work, folders, "cur", "current", benchBridgeBinary(t, "..", newWorkDir(t))))
+	helper := startSpiffeHelper(t, s, work, filepath.Join(folders, "helper"))
 	spire := newLeafClient(t, "spire", dialSDS(t, s.AgentSocket))
-	bridgeConn := dialSDS(t, socket)
-	ours := newLeafClient(t, "bridge", bridgeConn)
-	// What the bridge itself receives: a go-spiffe watcher on the same
-	// agent. Its lag is the agent's, not the bridge's.
 	input := watchWorkloadAPI(t, s.WorkloadAPIAddr())
-	// Both clients have their first SVID before the window opens: only
-	// rotations pushed while everything watches are counted.
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	for _, c := range []*leafClient{spire, ours} {
-		if err := c.waitFirst(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := fw.waitFirst(ctx, "the folder was never swapped"); err != nil {
-		t.Fatal(err)
-	}
-	if err := input.waitFirst(ctx, "the Workload API watcher got no SVID"); err != nil {
-		t.Fatal(err)
-	}
+	waitAllFirst(t, spire, input, helper, bridges)
 
-	agentPID, bridgePID := s.agent.PID(), b.proc.PID()
-	agentBefore, bridgeBefore := readProcStat(t, agentPID), readProcStat(t, bridgePID)
+	procs := []*benchProc{{name: "spire-agent", pid: s.agent.PID()}, {name: "spiffe-helper", pid: helper.proc.PID()}}
+	for _, b := range bridges {
+		procs = append(procs, &benchProc{name: "sds-bridge " + b.label, pid: b.b.proc.PID()})
+	}
+	for _, p := range procs {
+		p.ready = readProcStat(t, p.pid)
+	}
 	opened := time.Now()
-	t.Logf("watching rotations for %s (agent pid %d, bridge pid %d)", *benchWindow, agentPID, bridgePID)
+	t.Logf("watching rotations for %s", *benchWindow)
 	time.Sleep(*benchWindow)
 	closed := time.Now()
-	agentAfter, bridgeAfter := readProcStat(t, agentPID), readProcStat(t, bridgePID)
+	for _, p := range procs {
+		p.end = readProcStat(t, p.pid)
+	}
 	// A rotation SPIRE pushed just before the window closed still gets its
 	// chance to arrive.
 	time.Sleep(2 * time.Second)
-	b.Running(t)
-
-	floorRPC := grpcRoundTrip(t, bridgeConn, 2000)
-	floorFsync := fsyncRename(t, filepath.Join(work, "fsync"), 200)
+	for _, b := range bridges {
+		b.b.Running(t)
+	}
 
 	rotations := spire.seenBetween(opened, closed)
 	if len(rotations) == 0 {
 		t.Fatalf("SPIRE pushed no rotation in %s", *benchWindow)
 	}
-	sdsLag, sdsMissed := lags(rotations, ours.seen())
-	inputLag, inputMissed := lags(rotations, input.seen())
-	folderLag, folderMissed := lags(rotations, fw.seen())
-	if sdsMissed == len(rotations) || folderMissed == len(rotations) {
-		t.Errorf("the bridge missed every rotation (SDS missed %d, folder missed %d of %d)", sdsMissed, folderMissed, len(rotations))
-	}
-
-	window := closed.Sub(opened)
-	perMin := func(d time.Duration) float64 { return d.Seconds() * float64(time.Minute) / float64(window) }
 	out := &strings.Builder{}
-	fmt.Fprintf(out, "\nsds-bridge next to SPIRE Agent %s's own SDS: %d rotations in %s (X.509 TTL %d s)\n",
-		spireVersion, len(rotations), window.Round(time.Second), x509SVIDTTL)
+	fmt.Fprintf(out, "\nsds-bridge next to SPIRE Agent %s's own SDS and spiffe-helper %s: %d rotations in %s (X.509 TTL %d s)\n",
+		spireVersion, spiffeHelperVersion, len(rotations), closed.Sub(opened).Round(time.Second), x509SVIDTTL)
 	fmt.Fprintf(out, "time zero is when SPIRE's own SDS client got the new leaf; floors measured in this run:\n")
-	fmt.Fprintf(out, "  gRPC round trip on the bridge's socket (grpc.health.v1 Check): %s\n", floorRPC.Round(time.Microsecond))
-	fmt.Fprintf(out, "  fsync'd rename of a small file in the folder's file system:     %s\n\n", floorFsync.Round(time.Microsecond))
+	floors := benchFloors{
+		rpc:   grpcRoundTrip(t, bridges[len(bridges)-1].conn, 2000),
+		fsync: fsyncRename(t, filepath.Join(folders, "fsync"), 200),
+	}
+	fmt.Fprintf(out, "  gRPC round trip on the bridge's socket (grpc.health.v1 Check): %s\n", floors.rpc.Round(time.Microsecond))
+	fmt.Fprintf(out, "  fsync'd rename of a small file in the folders' file system (%s): %s\n\n", fsType(folders), floors.fsync.Round(time.Microsecond))
+	lagTable(t, out, rotations, floors, input, helper, bridges)
+	fmt.Fprintln(out)
+	memTable(out, procs, closed.Sub(opened))
+	fmt.Print(out.String())
+
+	if *benchTraceRotations > 0 {
+		traceBridges(t, spire, bridges, *benchTraceRotations)
+	}
+}
+
+// waitAllFirst waits until every watcher has its first SVID: only
+// rotations pushed while everything watches are counted.
+func waitAllFirst(t testing.TB, spire *leafClient, input *apiWatch, helper *benchHelper, bridges []*benchBridge) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	waits := []func() error{
+		func() error { return spire.waitFirst(ctx) },
+		func() error { return input.waitFirst(ctx, "the Workload API watcher got no SVID") },
+		func() error { return helper.folder.waitFirst(ctx, "spiffe-helper wrote no SVID") },
+	}
+	for _, b := range bridges {
+		waits = append(waits, func() error { return b.sds.waitFirst(ctx) },
+			func() error { return b.folder.waitFirst(ctx, b.label+": the folder was never swapped") })
+	}
+	for _, wait := range waits {
+		if err := wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// benchFloors are the machine's own costs, measured in the same run.
+type benchFloors struct{ rpc, fsync time.Duration }
+
+// lagTable prints, per watcher, how long after SPIRE's own SDS client it had
+// each rotation's leaf.
+func lagTable(t testing.TB, out io.Writer, rotations map[string]time.Time, floors benchFloors,
+	input *apiWatch, helper *benchHelper, bridges []*benchBridge) {
+	helperLag, helperMissed := lags(rotations, helper.folder.seen())
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "after SPIRE's push\tmedian\tp90\tmax\tmissed\tmedian / floor\t")
-	row := func(name string, l []time.Duration, missed int, floor time.Duration) {
+	fmt.Fprintln(tw, "after SPIRE's push\tmedian\tp90\tmax\tmissed\tmedian / floor\tmedian / helper's\t")
+	row := func(name string, l []time.Duration, missed int, floor time.Duration, floorName string, vsHelper bool) {
 		if len(l) == 0 {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t%d/%d\t-\t\n", name, missed, len(rotations))
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t%d/%d\t-\t-\t\n", name, missed, len(rotations))
 			return
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%.1f× %s\t\n", name, fmtLag(quantile(l, 0.5)), fmtLag(quantile(l, 0.9)),
-			fmtLag(l[len(l)-1]), missed, len(rotations), float64(quantile(l, 0.5))/float64(floor),
-			map[bool]string{true: "RTT", false: "fsync"}[floor == floorRPC])
+		med := quantile(l, 0.5)
+		helperRatio := "-"
+		// A ratio to a lag at or below zero (the helper can write before
+		// SPIRE's own client reads) says nothing.
+		if vsHelper && len(helperLag) > 0 && quantile(helperLag, 0.5) > 0 {
+			helperRatio = fmt.Sprintf("%.2f×", float64(med)/float64(quantile(helperLag, 0.5)))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%.1f× %s\t%s\t\n", name, fmtLag(med), fmtLag(quantile(l, 0.9)),
+			fmtLag(l[len(l)-1]), missed, len(rotations), float64(med)/float64(floor), floorName, helperRatio)
 	}
-	row("go-spiffe watcher (bridge's input)", inputLag, inputMissed, floorRPC)
-	row("bridge SDS client", sdsLag, sdsMissed, floorRPC)
-	row("bridge folder (..data swapped)", folderLag, folderMissed, floorFsync)
+	inputLag, inputMissed := lags(rotations, input.seen())
+	row("go-spiffe watcher (everyone's input)", inputLag, inputMissed, floors.rpc, "RTT", false)
+	row("spiffe-helper folder (svid.pem written)", helperLag, helperMissed, floors.fsync, "fsync", false)
+	for _, b := range bridges {
+		sdsLag, sdsMissed := lags(rotations, b.sds.seen())
+		folderLag, folderMissed := lags(rotations, b.folder.seen())
+		if sdsMissed == len(rotations) || folderMissed == len(rotations) {
+			t.Errorf("bridge %s missed every rotation (SDS missed %d, folder missed %d of %d)", b.label, sdsMissed, folderMissed, len(rotations))
+		}
+		row("bridge "+b.label+" SDS client", sdsLag, sdsMissed, floors.rpc, "RTT", false)
+		row("bridge "+b.label+" folder (..data swapped)", folderLag, folderMissed, floors.fsync, "fsync", true)
+	}
 	tw.Flush()
-	fmt.Fprintln(out)
-	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "over the window\tCPU s/min\tRSS MiB\tpeak RSS MiB\t")
-	agentCPU, bridgeCPU := agentAfter.cpu-agentBefore.cpu, bridgeAfter.cpu-bridgeBefore.cpu
-	fmt.Fprintf(tw, "spire-agent\t%.3f\t%.1f\t%.1f\t\n", perMin(agentCPU), mib(agentAfter.rss), mib(agentAfter.hwm))
-	fmt.Fprintf(tw, "sds-bridge\t%.3f\t%.1f\t%.1f\t\n", perMin(bridgeCPU), mib(bridgeAfter.rss), mib(bridgeAfter.hwm))
-	fmt.Fprintf(tw, "bridge / agent\t%s\t%.2f\t%.2f\t\n", ratio(bridgeCPU, agentCPU),
-		float64(bridgeAfter.rss)/float64(agentAfter.rss), float64(bridgeAfter.hwm)/float64(agentAfter.hwm))
+}
+
+// benchProc is one measured process: /proc at ready and at the window's end.
+type benchProc struct {
+	name       string
+	pid        int
+	ready, end procStat
+}
+
+// memTable prints CPU over the window and resident memory at ready and at
+// the window's end, in MiB.
+func memTable(out io.Writer, procs []*benchProc, window time.Duration) {
+	perMin := func(d time.Duration) float64 { return d.Seconds() * float64(time.Minute) / float64(window) }
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "MiB, at ready → end of window\tCPU s/min\tVmRSS\tRssAnon\tRssFile\tpeak VmRSS\t")
+	span := func(a, b int64) string { return fmt.Sprintf("%.1f → %.1f", mib(a), mib(b)) }
+	for _, p := range procs {
+		fmt.Fprintf(tw, "%s\t%.3f\t%s\t%s\t%s\t%.1f\t\n", p.name, perMin(p.end.cpu-p.ready.cpu),
+			span(p.ready.mem.VmRSS, p.end.mem.VmRSS), span(p.ready.mem.RssAnon, p.end.mem.RssAnon),
+			span(p.ready.mem.RssFile, p.end.mem.RssFile), mib(p.end.mem.VmHWM))
+	}
 	tw.Flush()
 	fmt.Fprintf(out, "(CPU is utime+stime from /proc, in 10 ms ticks; the agent's includes its syncs with the server and serving\n"+
-		" both the bridge's Workload API stream and the SDS client; the bridge's, its SDS client and one fsync'd folder swap per rotation.)\n")
-	fmt.Print(out.String())
+		" every Workload API stream and the SDS client. Peak VmRSS is the kernel's VmHWM. RssFile is the binary's pages,\n"+
+		" shared by every copy on a node; RssAnon is what each pod pays on its own.)\n")
 }
 
 func fmtLag(d time.Duration) string {
@@ -192,395 +235,3 @@ func lags(rotations, got map[string]time.Time) (sorted []time.Duration, missed i
 	slices.Sort(sorted)
 	return sorted, missed
 }
-
-// leafClient is an Envoy-behaving SotW client on "default" and "ALL": it
-// ACKs every response with its version and nonce (NACKs what it cannot
-// load, keeping the last accepted version) and records when it first held
-// each default leaf, by serial. The time is taken as the response
-// arrives, before it is decoded.
-type leafClient struct {
-	name   string
-	stream grpc.BidiStreamingClient[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
-	cancel context.CancelFunc
-	done   chan struct{}
-	serialTimes
-}
-
-func newLeafClient(t testing.TB, name string, conn *grpc.ClientConn) *leafClient {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).StreamSecrets(ctx)
-	if err != nil {
-		cancel()
-		t.Fatalf("e2e: %s: open SDS stream: %v", name, err)
-	}
-	c := &leafClient{name: name, stream: stream, cancel: cancel, done: make(chan struct{}), serialTimes: newSerialTimes()}
-	go c.run()
-	t.Cleanup(func() {
-		c.cancel()
-		<-c.done
-	})
-	return c
-}
-
-func (c *leafClient) run() {
-	defer close(c.done)
-	names := []string{sdsDefault, sdsAll}
-	req := &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "bench-" + c.name, Cluster: "bench"},
-		ResourceNames: names, TypeUrl: resourcev3.SecretType}
-	accepted := ""
-	for {
-		if err := c.stream.Send(req); err != nil {
-			c.fail(err)
-			return
-		}
-		resp, err := c.stream.Recv()
-		at := time.Now()
-		if err != nil {
-			c.fail(err)
-			return
-		}
-		serial, err := defaultLeafSerial(resp)
-		req = &discoveryv3.DiscoveryRequest{ResourceNames: names, TypeUrl: resourcev3.SecretType, ResponseNonce: resp.GetNonce()}
-		if err != nil {
-			req.VersionInfo = accepted
-			req.ErrorDetail = statusDetail(err)
-			continue
-		}
-		accepted = resp.GetVersionInfo()
-		req.VersionInfo = accepted
-		if serial == "" {
-			continue // this response did not carry default
-		}
-		c.record(serial, at)
-	}
-}
-
-// defaultLeafSerial is the leaf serial of the "default" secret in resp ("" when
-// resp does not carry it), after the checks Envoy makes before using it.
-func defaultLeafSerial(resp *discoveryv3.DiscoveryResponse) (string, error) {
-	for _, a := range resp.GetResources() {
-		s := &tlsv3.Secret{}
-		if err := a.UnmarshalTo(s); err != nil {
-			return "", err
-		}
-		if err := s.ValidateAll(); err != nil {
-			return "", err
-		}
-		if s.GetName() != sdsDefault {
-			continue
-		}
-		leaf, err := leafOf(s)
-		if err != nil {
-			return "", err
-		}
-		return leaf.SerialNumber.String(), nil
-	}
-	return "", nil
-}
-
-func (c *leafClient) waitFirst(ctx context.Context) error {
-	select {
-	case <-c.first:
-		return nil
-	case <-c.done:
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return fmt.Errorf("e2e: %s SDS stream ended: %v", c.name, c.err)
-	case <-ctx.Done():
-		return fmt.Errorf("e2e: %s SDS client got no SVID: %w", c.name, ctx.Err())
-	}
-}
-
-// seenBetween is the serials first seen within [from, to].
-func (c *leafClient) seenBetween(from, to time.Time) map[string]time.Time {
-	out := map[string]time.Time{}
-	for k, v := range c.seen() {
-		if !v.Before(from) && !v.After(to) {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-// serialTimes records when each leaf serial was first seen by one watcher.
-type serialTimes struct {
-	first chan struct{} // closed at the first serial
-
-	mu      sync.Mutex
-	serials map[string]time.Time
-	err     error
-}
-
-func newSerialTimes() serialTimes {
-	return serialTimes{first: make(chan struct{}), serials: map[string]time.Time{}}
-}
-
-func (s *serialTimes) record(serial string, at time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.serials[serial]; !ok {
-		if len(s.serials) == 0 {
-			close(s.first)
-		}
-		s.serials[serial] = at
-	}
-}
-
-// fail keeps the first error.
-func (s *serialTimes) fail(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err == nil {
-		s.err = err
-	}
-}
-
-func (s *serialTimes) waitFirst(ctx context.Context, what string) error {
-	select {
-	case <-s.first:
-		return nil
-	case <-ctx.Done():
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return fmt.Errorf("e2e: %s: %w (watch error: %v)", what, ctx.Err(), s.err)
-	}
-}
-
-func (s *serialTimes) seen() map[string]time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]time.Time, len(s.serials))
-	for k, v := range s.serials {
-		out[k] = v
-	}
-	return out
-}
-
-// folderWatch records, from inotify, when ..data was renamed onto a
-// generation holding each leaf serial.
-type folderWatch struct {
-	dir  string
-	f    *os.File
-	done chan struct{}
-	serialTimes
-}
-
-func watchFolder(t testing.TB, dir string) *folderWatch {
-	t.Helper()
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		t.Fatalf("e2e: inotify: %v", err)
-	}
-	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
-		unix.Close(fd)
-		t.Fatalf("e2e: inotify watch %s: %v", dir, err)
-	}
-	// A non-blocking descriptor in an *os.File waits in Go's poller, and
-	// Close wakes the reader.
-	w := &folderWatch{dir: dir, f: os.NewFile(uintptr(fd), "inotify"), done: make(chan struct{}),
-		serialTimes: newSerialTimes()}
-	go w.run()
-	t.Cleanup(func() {
-		w.f.Close()
-		<-w.done
-	})
-	return w
-}
-
-func (w *folderWatch) run() {
-	defer close(w.done)
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := w.f.Read(buf)
-		at := time.Now()
-		if err != nil {
-			if !errors.Is(err, os.ErrClosed) && !errors.Is(err, io.EOF) {
-				w.fail(err)
-			}
-			return
-		}
-		swapped := false
-		for off := 0; off+unix.SizeofInotifyEvent <= n; {
-			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
-			name := strings.TrimRight(string(buf[off+unix.SizeofInotifyEvent:off+unix.SizeofInotifyEvent+int(ev.Len)]), "\x00")
-			off += unix.SizeofInotifyEvent + int(ev.Len)
-			if ev.Mask&unix.IN_Q_OVERFLOW != 0 {
-				w.fail(errors.New("inotify queue overflow"))
-			}
-			swapped = swapped || name == "..data"
-		}
-		if !swapped {
-			continue
-		}
-		// ..data names the generation; its certificate file is complete
-		// and fsynced before the rename.
-		certs, err := parseCertsFile(filepath.Join(w.dir, "..data", helperCert))
-		if err != nil {
-			w.fail(err)
-			continue
-		}
-		w.record(certs[0].SerialNumber.String(), at)
-	}
-}
-
-func (w *folderWatch) fail(err error) {
-	w.serialTimes.fail(fmt.Errorf("e2e: folder watch: %w", err))
-}
-
-// procStat is what /proc says about a process.
-type procStat struct {
-	cpu      time.Duration // utime + stime
-	rss, hwm int64         // VmRSS, VmHWM in bytes
-}
-
-// clockTick is USER_HZ, the unit of utime and stime; 100 on every Linux
-// architecture Go supports.
-const clockTick = 100
-
-func readProcStat(t testing.TB, pid int) procStat {
-	t.Helper()
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatalf("e2e: %v", err)
-	}
-	// The command name may hold spaces; the fields after it do not.
-	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
-	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		t.Fatalf("e2e: /proc/%d/stat: %v", pid, err)
-	}
-	st := procStat{cpu: time.Duration(utime+stime) * time.Second / clockTick}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatalf("e2e: %v", err)
-	}
-	for line := range strings.SplitSeq(string(status), "\n") {
-		key, v, _ := strings.Cut(line, ":")
-		if key != "VmRSS" && key != "VmHWM" {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		if err != nil {
-			t.Fatalf("e2e: /proc/%d/status %s: %v", pid, key, err)
-		}
-		if key == "VmRSS" {
-			st.rss = kb << 10
-		} else {
-			st.hwm = kb << 10
-		}
-	}
-	return st
-}
-
-// grpcRoundTrip is the median of n grpc.health.v1 Checks on conn.
-func grpcRoundTrip(t testing.TB, conn *grpc.ClientConn, n int) time.Duration {
-	t.Helper()
-	client := healthpb.NewHealthClient(conn)
-	times := make([]time.Duration, 0, n)
-	for range n {
-		start := time.Now()
-		if _, err := client.Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
-			t.Fatalf("e2e: health check: %v", err)
-		}
-		times = append(times, time.Since(start))
-	}
-	slices.Sort(times)
-	return quantile(times, 0.5)
-}
-
-// fsyncRename is the median of n durable replacements of a small file in
-// dir: write, fsync, rename over the target, fsync the directory.
-func fsyncRename(t testing.TB, dir string, n int) time.Duration {
-	t.Helper()
-	mkdirOwned(t, dir, 0o755, nil)
-	data := make([]byte, 1024)
-	target := filepath.Join(dir, "target")
-	times := make([]time.Duration, 0, n)
-	for i := range n {
-		start := time.Now()
-		tmp := filepath.Join(dir, fmt.Sprintf("tmp-%d", i))
-		if err := writeSynced(tmp, data); err != nil {
-			t.Fatalf("e2e: %v", err)
-		}
-		if err := os.Rename(tmp, target); err != nil {
-			t.Fatalf("e2e: %v", err)
-		}
-		if err := syncPath(dir); err != nil {
-			t.Fatalf("e2e: %v", err)
-		}
-		times = append(times, time.Since(start))
-	}
-	slices.Sort(times)
-	return quantile(times, 0.5)
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncPath(path string) error {
-	d, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	serr := d.Sync()
-	if cerr := d.Close(); serr == nil {
-		serr = cerr
-	}
-	return serr
-}
-
-// statusDetail is the error_detail of a NACK.
-func statusDetail(err error) *statuspb.Status {
-	return &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
-}
-
-// apiWatch records when a go-spiffe X509Context watcher on the Workload API
-// first had each default leaf: what the bridge receives, as early as any
-// Workload API client can.
-type apiWatch struct {
-	done chan struct{}
-	serialTimes
-}
-
-func watchWorkloadAPI(t testing.TB, addr string) *apiWatch {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	client, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
-	if err != nil {
-		cancel()
-		t.Fatalf("e2e: Workload API client: %v", err)
-	}
-	w := &apiWatch{done: make(chan struct{}), serialTimes: newSerialTimes()}
-	go func() {
-		defer close(w.done)
-		w.fail(client.WatchX509Context(ctx, w))
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-w.done
-		_ = client.Close()
-	})
-	return w
-}
-
-func (w *apiWatch) OnX509ContextUpdate(xc *workloadapi.X509Context) {
-	at := time.Now()
-	w.record(xc.DefaultSVID().Certificates[0].SerialNumber.String(), at)
-}
-
-func (w *apiWatch) OnX509ContextWatchError(error) {}

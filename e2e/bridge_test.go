@@ -99,6 +99,14 @@ type bridge struct {
 func startBridge(t testing.TB, workDir, name string, cfg bridgeConfig, u *osUser) *bridge {
 	t.Helper()
 	requireBridge(t)
+	return startBridgeBin(t, workDir, name, cfg, cmdSpec{Path: bridgeBin, User: u})
+}
+
+// startBridgeBin is startBridge for the binary, account and environment in
+// run (bench-spire runs a bridge built at another revision, and one that
+// writes a runtime trace).
+func startBridgeBin(t testing.TB, workDir, name string, cfg bridgeConfig, run cmdSpec) *bridge {
+	t.Helper()
 	if cfg.Admin == nil {
 		// The admin listener has a fixed default port; several bridges
 		// on one host (and parallel runs) each need their own.
@@ -121,13 +129,10 @@ func startBridge(t testing.TB, workDir, name string, cfg bridgeConfig, u *osUser
 			t.Errorf("e2e: bridge %s exited with %d after SIGTERM, want 0", name, code)
 		}
 	})
-	b.proc = startProc(t, cmdSpec{
-		Name: "bridge-" + name,
-		Path: bridgeBin,
-		Args: []string{"run", "--config", confPath, "--log-format", "text"},
-		Dir:  workDir,
-		User: u,
-	}, filepath.Join(workDir, "bridge-"+name+".log"))
+	run.Name = "bridge-" + name
+	run.Args = []string{"run", "--config", confPath, "--log-format", "text"}
+	run.Dir = workDir
+	b.proc = startProc(t, run, filepath.Join(workDir, "bridge-"+name+".log"))
 	return b
 }
 
