@@ -15,7 +15,7 @@ import (
 // be answered.
 func TestClientsRememberTheNewestNonces(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
-	c := newTracker(log, newSecretCache("p", false, cacheLogger{log: log}))
+	c := newTracker(log, newSecretCache("p", false, log))
 	k := streamKey{delta: true, id: 1}
 	c.open(k, resource.SecretType)
 	const sent = 3*maxSentNonces + 5

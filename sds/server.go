@@ -4,8 +4,9 @@
 // Every rotation.Update becomes Envoy Secret resources (see BuildSecrets),
 // named as SPIRE Agent's SDS names them, in two variants: with Envoy's
 // SPIFFE validator and with plain trusted_ca. Both replace the served set
-// at once in the bridge's own go-control-plane cache, so every open SotW,
-// Delta and ADS stream is pushed; each client is served the variant SPIRE
+// at once, and every open SotW, Delta and ADS stream is pushed what its
+// client lacks, by a stream loop of the bridge's own over Envoy's API
+// types (as SPIRE Agent's SDS has), one goroutine per waiting stream; each client is served the variant SPIRE
 // Agent would give it (see Validation). The SDS version is "<process start>-<Generation>":
 // it tells which Update a client holds and never repeats across restarts.
 package sds
@@ -23,8 +24,6 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/keepalive"
@@ -134,9 +133,10 @@ type Server struct {
 	tracker *tracker
 	// health answers grpc.health.v1 on the SDS socket.
 	health *health.Server
-	xds    server.Server
-	// stopStreams ends every open stream; go-control-plane's streams only
-	// end with their client or with this context.
+	xds    *xdsServer
+	// streamsDone ends every open stream when stopStreams is called (see
+	// endWithServer): they end with their client or with it.
+	streamsDone context.Context
 	stopStreams context.CancelFunc
 	serving     atomic.Bool
 
@@ -158,7 +158,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	c := newSecretCache(versionPrefix(), cfg.Names.DisableSPIFFECertValidation, cacheLogger{cfg.Logger})
+	c := newSecretCache(versionPrefix(), cfg.Names.DisableSPIFFECertValidation, cfg.Logger)
 	t := newTracker(cfg.Logger, c)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
@@ -167,9 +167,10 @@ func New(cfg Config) (*Server, error) {
 		cache:       c,
 		tracker:     t,
 		health:      newHealth(),
+		xds:         &xdsServer{cache: c, tracker: t},
+		streamsDone: ctx,
 		stopStreams: cancel,
 	}
-	s.xds = server.NewServer(ctx, c, t, sotw.WithLogger(cacheLogger{cfg.Logger}))
 	if cfg.Names.DisableSPIFFECertValidation {
 		cfg.Logger.Warn("sds: SPIFFE certificate validation is disabled: the secret " + strconv.Quote(cfg.Names.AllBundles) +
 			" is not served, as in SPIRE: plain trusted_ca roots of several trust domains would let any of their CAs " +
@@ -302,8 +303,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			PermitWithoutStream: true,
 		}),
 		grpc.Creds(&peerCreds{policy: s.policy, log: s.cfg.Logger, refused: &s.refusedPeers}),
-		grpc.ChainUnaryInterceptor(authorizeUnary, checkFetchType),
+		grpc.ChainUnaryInterceptor(authorizeUnary),
 		grpc.ChainStreamInterceptor(authorizeStream),
+		grpc.InTapHandle(endWithServer(s.streamsDone)),
 	)
 	s.Register(gs)
 	served := make(chan error, 1)
