@@ -3,6 +3,7 @@ package sds
 import (
 	"context"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -115,4 +117,105 @@ func TestStopEndsEveryStream(t *testing.T) {
 	if strings.Contains(logs.String(), "did not end in time") {
 		t.Errorf("the streams had to be cut after %s:\n%s", took, logs.String())
 	}
+}
+
+// TestStaleSotWRequestIsIgnored: a SotW request that does not name the
+// last response's nonce was sent before the client saw that response; it
+// changes nothing (the client's next request will), as in go-control-plane.
+func TestStaleSotWRequestIsIgnored(t *testing.T) {
+	logger, logs := testLogger(t)
+	s := startServer(t, Config{Logger: logger})
+	r := &rotator{t: t, ca: newCA(t, exampleTD), id: webID}
+	if err := s.Apply(t.Context(), r.next()); err != nil {
+		t.Fatal(err)
+	}
+	c := newEnvoyClient(t, dial(t, s.cfg.SocketPath), []string{"default"}, "")
+	first := c.recv()
+	c.ack(first)
+	if err := s.Apply(t.Context(), r.next()); err != nil {
+		t.Fatal(err)
+	}
+	second := c.recv()
+
+	// Names the first response: stale. "nope" is not served, so a request
+	// taken would wait on it.
+	c.names = []string{"default", "nope"}
+	c.send(&discoveryv3.DiscoveryRequest{VersionInfo: first.GetVersionInfo(), ResourceNames: c.names,
+		TypeUrl: resource.SecretType, ResponseNonce: first.GetNonce()})
+	testkit.Eventually(t, "the stale request seen", func() bool { return strings.Contains(logs.String(), `unknown=[nope]`) })
+	if n := s.cache.NumWatches("nope"); n != 0 {
+		t.Fatalf("%d requests wait on nope after a stale request, want 0", n)
+	}
+	c.ack(second)
+	waitPending(t, s, "nope", 1)
+}
+
+// TestDeltaSubscriptionChanges: a Delta client that says which versions it
+// holds is not sent them again, an unsubscribed secret is no longer sent,
+// and a secret that stops being served is reported removed.
+func TestDeltaSubscriptionChanges(t *testing.T) {
+	s := startServer(t, Config{})
+	exampleCA := newCA(t, exampleTD)
+	web, backend := issue(t, exampleCA, webID), issue(t, exampleCA, backendID)
+	u1 := newUpdate(1, []*x509svid.SVID{web, backend}, exampleCA.Bundle())
+	if err := s.Apply(t.Context(), u1); err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, s.cfg.SocketPath)
+	ctx, cancel := context.WithTimeout(t.Context(), testkit.Timeout)
+	defer cancel()
+	open := func(req *discoveryv3.DeltaDiscoveryRequest) secretv3.SecretDiscoveryService_DeltaSecretsClient {
+		t.Helper()
+		stream, err := secretv3.NewSecretDiscoveryServiceClient(conn).DeltaSecrets(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.TypeUrl = resource.SecretType
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		return stream
+	}
+	// recv checks the names sent and removed, and ACKs.
+	recv := func(stream secretv3.SecretDiscoveryService_DeltaSecretsClient, sent, removed []string) map[string]string {
+		t.Helper()
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		versions := map[string]string{}
+		var names []string
+		for _, res := range resp.GetResources() {
+			names = append(names, res.GetName())
+			versions[res.GetName()] = res.GetVersion()
+		}
+		if !slices.Equal(names, sent) || !slices.Equal(resp.GetRemovedResources(), removed) {
+			t.Fatalf("sent %q removed %q, want %q and %q", names, resp.GetRemovedResources(), sent, removed)
+		}
+		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.SecretType, ResponseNonce: resp.GetNonce()}); err != nil {
+			t.Fatal(err)
+		}
+		return versions
+	}
+	both := []string{"ROOTCA", backendID.String()}
+	held := recv(open(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: both}), both, nil)
+
+	// A reconnect holding ROOTCA at its version gets only what it lacks.
+	again := open(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: both,
+		InitialResourceVersions: map[string]string{"ROOTCA": held["ROOTCA"], backendID.String(): "old"}})
+	recv(again, []string{backendID.String()}, nil)
+
+	// Unsubscribed, ROOTCA is not sent on the next Update; the backend
+	// SVID that is no longer served is removed.
+	waitPending(t, s, "ROOTCA", 2)
+	if err := again.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.SecretType, ResourceNamesUnsubscribe: []string{"ROOTCA"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitPending(t, s, "ROOTCA", 1)
+	otherCA := newCA(t, exampleTD) // a new bundle: ROOTCA changes too
+	u2 := newUpdate(2, []*x509svid.SVID{issue(t, otherCA, webID)}, otherCA.Bundle())
+	if err := s.Apply(t.Context(), u2); err != nil {
+		t.Fatal(err)
+	}
+	recv(again, nil, []string{backendID.String()})
 }
