@@ -53,6 +53,8 @@ type secretCache struct {
 	// generation did not advance.
 	number  uint64
 	streams map[*xdsStream]struct{}
+	// ended is set by endStreams: no stream opens after.
+	ended bool
 }
 
 // snapshot is one published generation as served.
@@ -164,11 +166,26 @@ func (c *secretCache) publish(generation uint64, secrets [2]map[string]*tlsv3.Se
 	return snap, nil
 }
 
-// add makes st one of the streams publish wakes, until remove.
-func (c *secretCache) add(st *xdsStream) {
+// add makes st one of the streams publish wakes, until remove; false
+// once endStreams ran.
+func (c *secretCache) add(st *xdsStream) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended {
+		return false
+	}
 	c.streams[st] = struct{}{}
-	c.mu.Unlock()
+	return true
+}
+
+// endStreams ends every open stream, and every stream that opens after.
+func (c *secretCache) endStreams() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ended = true
+	for st := range c.streams {
+		st.end()
+	}
 }
 
 func (c *secretCache) remove(st *xdsStream) {

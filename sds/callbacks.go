@@ -59,11 +59,24 @@ type stream struct {
 	// repeating a NACK is counted each time but logged once.
 	nackedNonce string
 
-	sent map[string]string // response nonce → version
-	// sentOrder is a ring of the nonces in sent, oldest at sentNext once
-	// full: a fixed array, so recording a push allocates nothing.
-	sentOrder [maxSentNonces]string
-	sentNext  int
+	// sent is a ring of the newest responses, oldest at sentNext once
+	// full: a fixed array, so recording a push allocates nothing and a
+	// stream holds no map for it.
+	sent     [maxSentNonces]sentResponse
+	sentNext int
+}
+
+// sentResponse is the version a response carried, by its nonce.
+type sentResponse struct{ nonce, version string }
+
+// version is the version of the response with nonce, if remembered.
+func (st *stream) version(nonce string) (string, bool) {
+	for _, r := range st.sent {
+		if r.nonce == nonce {
+			return r.version, true
+		}
+	}
+	return "", false
 }
 
 // maxSentNonces bounds the nonce → version memory per stream: a client
@@ -121,7 +134,6 @@ func (t *tracker) open(k streamKey, typeURL string) {
 		Client: Client{Stream: k.id, Delta: k.delta, Validation: v, OpenedAt: t.now()},
 		reason: why,
 		names:  make(map[string]struct{}),
-		sent:   make(map[string]string, maxSentNonces),
 	}
 	t.mu.Lock()
 	t.streams[k] = st
@@ -224,7 +236,7 @@ func (t *tracker) request(k streamKey, st *stream, node *corev3.Node, version, n
 		st.Cluster = cl
 	}
 	if nonce != "" { // else a first request, or a new subscription: no answer to a response
-		answered, known := st.sent[nonce]
+		answered, known := st.version(nonce)
 		switch {
 		case nack:
 			st.NACKedVersion, st.NACK, st.NACKedAt = answered, errMsg, t.now()
@@ -309,11 +321,7 @@ func (t *tracker) sent(k streamKey, typeURL, nonce, version string) {
 	if st == nil {
 		return
 	}
-	if oldest := st.sentOrder[st.sentNext]; oldest != "" {
-		delete(st.sent, oldest)
-	}
-	st.sent[nonce] = version
-	st.sentOrder[st.sentNext] = nonce
+	st.sent[st.sentNext] = sentResponse{nonce: nonce, version: version}
 	st.sentNext = (st.sentNext + 1) % maxSentNonces
 }
 

@@ -132,13 +132,9 @@ type Server struct {
 	cache   *secretCache
 	tracker *tracker
 	// health answers grpc.health.v1 on the SDS socket.
-	health *health.Server
-	xds    *xdsServer
-	// streamsDone ends every open stream when stopStreams is called (see
-	// endWithServer): they end with their client or with it.
-	streamsDone context.Context
-	stopStreams context.CancelFunc
-	serving     atomic.Bool
+	health  *health.Server
+	xds     *xdsServer
+	serving atomic.Bool
 
 	refusedPeers atomic.Int64
 	overCap      atomic.Int64
@@ -160,16 +156,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	c := newSecretCache(versionPrefix(), cfg.Names.DisableSPIFFECertValidation, cfg.Logger)
 	t := newTracker(cfg.Logger, c)
-	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:         cfg,
-		policy:      newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
-		cache:       c,
-		tracker:     t,
-		health:      newHealth(),
-		xds:         &xdsServer{cache: c, tracker: t},
-		streamsDone: ctx,
-		stopStreams: cancel,
+		cfg:     cfg,
+		policy:  newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
+		cache:   c,
+		tracker: t,
+		health:  newHealth(),
+		xds:     &xdsServer{cache: c, tracker: t},
 	}
 	if cfg.Names.DisableSPIFFECertValidation {
 		cfg.Logger.Warn("sds: SPIFFE certificate validation is disabled: the secret " + strconv.Quote(cfg.Names.AllBundles) +
@@ -305,7 +298,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		grpc.Creds(&peerCreds{policy: s.policy, log: s.cfg.Logger, refused: &s.refusedPeers}),
 		grpc.ChainUnaryInterceptor(authorizeUnary),
 		grpc.ChainStreamInterceptor(authorizeStream),
-		grpc.InTapHandle(endWithServer(s.streamsDone)),
+		grpc.InTapHandle(endable),
 	)
 	s.Register(gs)
 	served := make(chan error, 1)
@@ -320,12 +313,12 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	select {
 	case err := <-served:
-		s.stopStreams()
+		s.cache.endStreams()
 		return fmt.Errorf("sds: serve on %q: %w", s.cfg.SocketPath, err)
 	case <-ctx.Done():
 	}
 
-	s.stopStreams()
+	s.cache.endStreams()
 	s.health.Shutdown() // watchers see NOT_SERVING before the socket goes
 	stopped := make(chan struct{})
 	go func() {

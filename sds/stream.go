@@ -91,6 +91,9 @@ func (x *xdsServer) FetchSecrets(ctx context.Context, req *discoveryv3.Discovery
 // means the client left or the server stops: the stream ends without one.
 func (x *xdsServer) sotw(ss sotwServerStream, streamType string) error {
 	st := x.open(ss, streamKey{id: x.sotwIDs.Add(1)}, streamType)
+	if st == nil {
+		return nil
+	}
 	defer x.close(st)
 	for {
 		req, err := ss.Recv()
@@ -135,6 +138,9 @@ func (x *xdsServer) sotwRequest(st *xdsStream, req *discoveryv3.DiscoveryRequest
 // delta runs one Delta stream on gRPC's handler goroutine.
 func (x *xdsServer) delta(ss deltaServerStream, streamType string) error {
 	st := x.open(ss, streamKey{delta: true, id: x.deltaIDs.Add(1)}, streamType)
+	if st == nil {
+		return nil
+	}
 	defer x.close(st)
 	for {
 		req, err := ss.Recv()
@@ -197,16 +203,19 @@ func checkType(typeURL string) error {
 	return nil
 }
 
+// open registers a new stream; nil when the server is stopping.
 func (x *xdsServer) open(ss grpc.ServerStream, k streamKey, streamType string) *xdsStream {
-	st := &xdsStream{key: k, ss: ss, cache: x.cache, tracker: x.tracker, node: &corev3.Node{}}
+	st := &xdsStream{key: k, ss: ss, end: endOf(ss.Context()), cache: x.cache, tracker: x.tracker, node: &corev3.Node{}}
+	if !x.cache.add(st) {
+		return nil
+	}
 	x.tracker.open(k, streamType)
-	x.cache.add(st)
 	return st
 }
 
 // close ends st once its handler returns. gRPC forbids a send after that,
 // so it waits for a push in flight; that push ends when the client reads,
-// leaves, or the server stops (endWithServer).
+// leaves, or the server stops (endableContext).
 func (x *xdsServer) close(st *xdsStream) {
 	x.cache.remove(st)
 	st.mu.Lock()
@@ -218,8 +227,10 @@ func (x *xdsServer) close(st *xdsStream) {
 
 // xdsStream is one open SotW or Delta stream.
 type xdsStream struct {
-	key     streamKey
-	ss      grpc.ServerStream
+	key streamKey
+	ss  grpc.ServerStream
+	// end ends the stream's context (endableContext).
+	end     context.CancelFunc
 	cache   *secretCache
 	tracker *tracker
 	// node is the last node the client sent; only the handler uses it.
@@ -387,7 +398,7 @@ func (st *xdsStream) next() any {
 	return resp
 }
 
-// xdsStreamMethods are the streams endWithServer ends.
+// xdsStreamMethods are the streams that get an endableContext.
 var xdsStreamMethods = map[string]bool{
 	secretv3.SecretDiscoveryService_StreamSecrets_FullMethodName:                    true,
 	secretv3.SecretDiscoveryService_DeltaSecrets_FullMethodName:                     true,
@@ -395,19 +406,40 @@ var xdsStreamMethods = map[string]bool{
 	discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResources_FullMethodName:  true,
 }
 
-// endWithServer makes the context of every SDS and ADS stream end when
-// stop does, which returns a handler waiting in Recv and a push waiting
-// for flow control. gRPC has no other way to end a stream from outside,
-// and a goroutine per stream to watch stop is what this server avoids:
-// context.AfterFunc starts one only when stop ends.
-func endWithServer(stop context.Context) tap.ServerInHandle {
-	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
-		if !xdsStreamMethods[info.FullMethodName] {
-			return ctx, nil
-		}
-		ctx, cancel := context.WithCancel(ctx)
-		unregister := context.AfterFunc(stop, cancel)
-		context.AfterFunc(ctx, func() { unregister() })
+// endableContext is the context of an SDS or ADS stream, with the cancel
+// that ends it when the server stops (secretCache.endStreams): a handler
+// waiting in Recv returns only when its context ends, gRPC has no other
+// way to end a stream from outside, and a goroutine per stream to wait
+// for the stop is what this server avoids. The handler finds it through
+// Value, which costs no allocation beyond the context itself.
+type endableContext struct {
+	context.Context
+	end context.CancelFunc
+}
+
+type endableKey struct{}
+
+func (c *endableContext) Value(key any) any {
+	if key == (endableKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// endable gives every SDS and ADS stream an endableContext; it is the
+// server's InTapHandle, which can replace a stream's context.
+func endable(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if !xdsStreamMethods[info.FullMethodName] {
 		return ctx, nil
 	}
+	ctx, end := context.WithCancel(ctx)
+	return &endableContext{Context: ctx, end: end}, nil
+}
+
+// endOf is the function that ends the stream of ctx.
+func endOf(ctx context.Context) context.CancelFunc {
+	if c, ok := ctx.Value(endableKey{}).(*endableContext); ok {
+		return c.end
+	}
+	return func() {}
 }
