@@ -87,10 +87,19 @@ func (x *xdsServer) FetchSecrets(ctx context.Context, req *discoveryv3.Discovery
 	return resp, nil
 }
 
-// sotw runs one SotW stream on gRPC's handler goroutine. A receive error
-// means the client left or the server stops: the stream ends without one.
+// sotw runs one SotW stream.
 func (x *xdsServer) sotw(ss sotwServerStream, streamType string) error {
-	st := x.open(ss, streamKey{id: x.sotwIDs.Add(1)}, streamType)
+	return serveStream(x, ss, streamKey{id: x.sotwIDs.Add(1)}, streamType, func(st *xdsStream, req *discoveryv3.DiscoveryRequest) error {
+		return x.sotwRequest(st, req, streamType)
+	})
+}
+
+// serveStream runs one stream on gRPC's handler goroutine: take each request,
+// then send what the stream is due. A receive error means the client left
+// or the server stops: the stream ends without one.
+func serveStream[Req, Resp any](x *xdsServer, ss grpc.BidiStreamingServer[Req, Resp], k streamKey, streamType string,
+	take func(*xdsStream, *Req) error) error {
+	st := x.open(ss, k, streamType)
 	if st == nil {
 		return nil
 	}
@@ -100,7 +109,7 @@ func (x *xdsServer) sotw(ss sotwServerStream, streamType string) error {
 		if err != nil {
 			return nil
 		}
-		if err := x.sotwRequest(st, req, streamType); err != nil {
+		if err := take(st, req); err != nil {
 			return err
 		}
 		if err := st.flush(); err != nil {
@@ -135,25 +144,11 @@ func (x *xdsServer) sotwRequest(st *xdsStream, req *discoveryv3.DiscoveryRequest
 	return nil
 }
 
-// delta runs one Delta stream on gRPC's handler goroutine.
+// delta runs one Delta stream.
 func (x *xdsServer) delta(ss deltaServerStream, streamType string) error {
-	st := x.open(ss, streamKey{delta: true, id: x.deltaIDs.Add(1)}, streamType)
-	if st == nil {
-		return nil
-	}
-	defer x.close(st)
-	for {
-		req, err := ss.Recv()
-		if err != nil {
-			return nil
-		}
-		if err := x.deltaRequest(st, req, streamType); err != nil {
-			return err
-		}
-		if err := st.flush(); err != nil {
-			return err
-		}
-	}
+	return serveStream(x, ss, streamKey{delta: true, id: x.deltaIDs.Add(1)}, streamType, func(st *xdsStream, req *discoveryv3.DeltaDiscoveryRequest) error {
+		return x.deltaRequest(st, req, streamType)
+	})
 }
 
 // deltaRequest takes one Delta request: a change of the subscription, an
