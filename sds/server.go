@@ -6,9 +6,10 @@
 // SPIFFE validator and with plain trusted_ca. Both replace the served set
 // at once, and every open SotW, Delta and ADS stream is pushed what its
 // client lacks, by a stream loop of the bridge's own over Envoy's API
-// types (as SPIRE Agent's SDS has), one goroutine per waiting stream; each client is served the variant SPIRE
-// Agent would give it (see Validation). The SDS version is "<process start>-<Generation>":
-// it tells which Update a client holds and never repeats across restarts.
+// types (as SPIRE Agent's SDS has one): one goroutine per waiting stream.
+// Each client is served the variant SPIRE Agent would give it (see
+// Validation). The SDS version is "<process start>-<Generation>": it tells
+// which Update a client holds and never repeats across restarts.
 package sds
 
 import (
