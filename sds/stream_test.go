@@ -219,3 +219,22 @@ func TestDeltaSubscriptionChanges(t *testing.T) {
 	}
 	recv(again, nil, []string{backendID.String()})
 }
+
+// TestDeltaRequestWithoutTypeIsBounded: a Delta request that leaves its
+// type URL empty (it means the stream's own) is held to the same name bound
+// as one that names it; go-control-plane passed it to the bridge's checks
+// before filling in the type, so they skipped it.
+func TestDeltaRequestWithoutTypeIsBounded(t *testing.T) {
+	s := startServer(t, Config{})
+	if err := s.Apply(t.Context(), (&rotator{t: t, ca: newCA(t, exampleTD), id: webID}).next()); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := secretClient(t, s.cfg.SocketPath).DeltaSecrets(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = stream.Send(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: hugeNames(maxNamesPerStream+1, "default")})
+	if _, err := stream.Recv(); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("Recv = %v, want ResourceExhausted", err)
+	}
+}
