@@ -125,8 +125,7 @@ func TestWrongTypeURL(t *testing.T) {
 }
 
 // TestFetchSecretsOfAnotherTypeIsInvalidArgument: the unary FetchSecrets
-// refuses another type URL with InvalidArgument, as the streams do, although
-// go-control-plane overwrites the type URL before the cache sees it; an
+// refuses another type URL with InvalidArgument, as the streams do; an
 // empty or the Secret type URL is served.
 func TestFetchSecretsOfAnotherTypeIsInvalidArgument(t *testing.T) {
 	s := startServer(t, Config{})
@@ -187,8 +186,7 @@ func hugeNames(n int, known ...string) []string {
 }
 
 func TestHugeNameList(t *testing.T) {
-	// Info, as in production: go-control-plane's debug lines format whole
-	// subscriptions before they are clipped (see TestCacheLoggerClips).
+	// Info, as in production.
 	logs := &syncBuffer{}
 	s := startServer(t, Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	r := &rotator{t: t, ca: newCA(t, exampleTD), id: webID}
@@ -291,18 +289,6 @@ func TestHugeNameList(t *testing.T) {
 		c := newEnvoyClient(t, conn, known, "")
 		c.recv()
 	})
-}
-
-func TestCacheLoggerClips(t *testing.T) {
-	logger, logs := testLogger(t)
-	names := make(map[string]struct{})
-	for _, n := range hugeNames(10_000) {
-		names[n] = struct{}{}
-	}
-	cacheLogger{logger}.Debugf("open watch for resources %v", names)
-	if l := logs.String(); len(l) > maxLoggedLine+200 || !strings.Contains(l, "bytes)") {
-		t.Errorf("%d-byte line: %.300s", len(l), l)
-	}
 }
 
 func TestGarbageNode(t *testing.T) {

@@ -12,14 +12,12 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-// tracker implements go-control-plane's server callbacks and holds the one
-// state per open stream: it counts streams, pushes and NACKs, logs NACKs,
+// tracker follows the stream loop's events (xdsServer calls its On…
+// methods) and holds what the bridge reports per open stream: it counts streams, pushes and NACKs, logs NACKs,
 // warns once per change when a stream asks for secrets that are not
 // served, and follows each stream's ACKs and NACKs for Clients. It never
 // changes what is sent, so a NACK cannot trigger a resend loop.
@@ -36,10 +34,8 @@ type tracker struct {
 	streams map[streamKey]*stream
 }
 
-var _ server.Callbacks = (*tracker)(nil)
-
-// streamKey tells streams apart: the SotW and Delta servers number their
-// streams independently.
+// streamKey tells streams apart: SotW and Delta streams are numbered
+// independently.
 type streamKey struct {
 	delta bool
 	id    int64
@@ -63,11 +59,24 @@ type stream struct {
 	// repeating a NACK is counted each time but logged once.
 	nackedNonce string
 
-	sent map[string]string // response nonce → version
-	// sentOrder is a ring of the nonces in sent, oldest at sentNext once
-	// full: a fixed array, so recording a push allocates nothing.
-	sentOrder [maxSentNonces]string
-	sentNext  int
+	// sent is a ring of the newest responses, oldest at sentNext once
+	// full: a fixed array, so recording a push allocates nothing and a
+	// stream holds no map for it.
+	sent     [maxSentNonces]sentResponse
+	sentNext int
+}
+
+// sentResponse is the version a response carried, by its nonce.
+type sentResponse struct{ nonce, version string }
+
+// version is the version of the response with nonce, if remembered.
+func (st *stream) version(nonce string) (string, bool) {
+	for _, r := range st.sent {
+		if r.nonce == nonce {
+			return r.version, true
+		}
+	}
+	return "", false
 }
 
 // maxSentNonces bounds the nonce → version memory per stream: a client
@@ -83,8 +92,8 @@ const (
 )
 
 // maxNamesPerStream bounds one stream's subscription. Envoy asks for a
-// handful of secrets; go-control-plane keeps a few hundred bytes per
-// subscribed name, so without a bound a single stream could hold hundreds
+// handful of secrets; a stream keeps a hundred bytes or more per
+// subscribed name (its subscription and the tracker's copy), so without a bound a single stream could hold hundreds
 // of MiB (a 4 MiB request holds ~500,000 short names, and Delta requests
 // add up).
 const maxNamesPerStream = 1 << 17
@@ -125,7 +134,6 @@ func (t *tracker) open(k streamKey, typeURL string) {
 		Client: Client{Stream: k.id, Delta: k.delta, Validation: v, OpenedAt: t.now()},
 		reason: why,
 		names:  make(map[string]struct{}),
-		sent:   make(map[string]string, maxSentNonces),
 	}
 	t.mu.Lock()
 	t.streams[k] = st
@@ -141,25 +149,10 @@ func (t *tracker) closed(k streamKey, node *corev3.Node) {
 	t.log.Debug("sds: stream closed", "stream", k.id, "delta", k.delta, "node", clip(node.GetId()))
 }
 
-func (t *tracker) OnStreamOpen(_ context.Context, id int64, typeURL string) error {
-	t.open(streamKey{id: id}, typeURL)
-	return nil
-}
-
-func (t *tracker) OnStreamClosed(id int64, node *corev3.Node) { t.closed(streamKey{id: id}, node) }
-
-func (t *tracker) OnDeltaStreamOpen(_ context.Context, id int64, typeURL string) error {
-	t.open(streamKey{delta: true, id: id}, typeURL)
-	return nil
-}
-
-func (t *tracker) OnDeltaStreamClosed(id int64, node *corev3.Node) {
-	t.closed(streamKey{delta: true, id: id}, node)
-}
-
+// OnStreamRequest records a SotW request; the error ends the stream.
 func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
-	if req.GetTypeUrl() != resource.SecretType {
-		return nil // CreateWatch refuses it with a clear status
+	if req.GetTypeUrl() != secretType {
+		return nil // the stream refuses it with a clear status
 	}
 	k := streamKey{id: id}
 	t.mu.Lock()
@@ -187,8 +180,9 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 	return nil
 }
 
+// OnStreamDeltaRequest records a Delta request; the error ends the stream.
 func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-	if req.GetTypeUrl() != resource.SecretType {
+	if req.GetTypeUrl() != secretType {
 		return nil
 	}
 	k := streamKey{delta: true, id: id}
@@ -200,8 +194,7 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 	}
 	first := !st.requested
 	st.requested = true
-	// Delta requests after the first may come without a node (the
-	// server fills it in only after the callbacks), and carry no version.
+	// Delta requests carry no version.
 	t.request(k, st, req.GetNode(), "", req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	// Delta: requests change the subscription; a first request without
 	// names is a (legacy) wildcard subscription.
@@ -243,7 +236,7 @@ func (t *tracker) request(k streamKey, st *stream, node *corev3.Node, version, n
 		st.Cluster = cl
 	}
 	if nonce != "" { // else a first request, or a new subscription: no answer to a response
-		answered, known := st.sent[nonce]
+		answered, known := st.version(nonce)
 		switch {
 		case nack:
 			st.NACKedVersion, st.NACK, st.NACKedAt = answered, errMsg, t.now()
@@ -319,7 +312,7 @@ func (t *tracker) debug() bool { return t.log.Enabled(context.Background(), slog
 // sent remembers which version the response with nonce carried, so that
 // an ACK without a version (Delta) names it.
 func (t *tracker) sent(k streamKey, typeURL, nonce, version string) {
-	if typeURL != resource.SecretType || nonce == "" {
+	if typeURL != secretType || nonce == "" {
 		return
 	}
 	t.mu.Lock()
@@ -328,15 +321,12 @@ func (t *tracker) sent(k streamKey, typeURL, nonce, version string) {
 	if st == nil {
 		return
 	}
-	if oldest := st.sentOrder[st.sentNext]; oldest != "" {
-		delete(st.sent, oldest)
-	}
-	st.sent[nonce] = version
-	st.sentOrder[st.sentNext] = nonce
+	st.sent[st.sentNext] = sentResponse{nonce: nonce, version: version}
 	st.sentNext = (st.sentNext + 1) % maxSentNonces
 }
 
-func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+// OnStreamResponse counts a SotW response about to be sent.
+func (t *tracker) OnStreamResponse(id int64, resp *discoveryv3.DiscoveryResponse) {
 	t.sent(streamKey{id: id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
 	t.pushes.Add(1)
 	if !t.debug() {
@@ -346,7 +336,8 @@ func (t *tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.D
 		"count", len(resp.GetResources()))
 }
 
-func (t *tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+// OnStreamDeltaResponse counts a Delta response about to be sent.
+func (t *tracker) OnStreamDeltaResponse(id int64, resp *discoveryv3.DeltaDiscoveryResponse) {
 	t.sent(streamKey{delta: true, id: id}, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
 	t.pushes.Add(1)
 	if !t.debug() {
@@ -356,10 +347,11 @@ func (t *tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryR
 		"nonce", resp.GetNonce(), "count", len(resp.GetResources()), "removed", len(resp.GetRemovedResources()))
 }
 
-func (t *tracker) OnFetchRequest(_ context.Context, req *discoveryv3.DiscoveryRequest) error {
+// OnFetchRequest warns about requested names that are not served.
+func (t *tracker) OnFetchRequest(_ context.Context, req *discoveryv3.DiscoveryRequest) {
 	snap := t.cache.current.Load()
 	if snap == nil {
-		return nil
+		return
 	}
 	v := t.cache.validation(req.GetNode())
 	sv := &snap.variants[v]
@@ -373,7 +365,6 @@ func (t *tracker) OnFetchRequest(_ context.Context, req *discoveryv3.DiscoveryRe
 		t.log.Warn("sds: fetch asks for secrets that are not served", "node", clip(req.GetNode().GetId()),
 			"unknown", clipNames(unknown), "served", clipNames(sv.names), "validation", v)
 	}
-	return nil
 }
 
 func (t *tracker) OnFetchResponse(req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {

@@ -10,7 +10,7 @@ import (
 // which node it is and which version of the secrets it has accepted. It
 // answers "what does Envoy have?" for readiness and status.
 type Client struct {
-	// Stream is go-control-plane's stream id; SotW and Delta streams are
+	// Stream is the stream's number; SotW (with ADS) and Delta streams are
 	// numbered independently, so (Stream, Delta) identifies a stream.
 	Stream int64
 	Delta  bool

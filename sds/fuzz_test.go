@@ -39,8 +39,8 @@ func fixture(t testing.TB) fuzzFixture {
 		exampleCA, otherCA := newCA(t, exampleTD), newCA(t, otherTD)
 		u := newUpdate(1, []*x509svid.SVID{issue(t, exampleCA, webID), issue(t, exampleCA, backendID)},
 			exampleCA.Bundle(), otherCA.Bundle())
-		// Not served on a socket: the fuzz drives go-control-plane's server
-		// (callbacks, cache, Fetch) directly, which is what a request meets
+		// Not served on a socket: the fuzz drives the stream tracker and
+		// FetchSecrets directly, which is what a request meets
 		// after the peer check.
 		s, err := New(Config{SocketPath: "/unused", Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
@@ -76,21 +76,17 @@ func FuzzFetch(f *testing.F) {
 		// The stream path: open, subscribe (SotW and Delta), close.
 		tr := fx.s.tracker
 		req := &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, ResourceNames: names, TypeUrl: resource.SecretType}
-		if err := tr.OnStreamOpen(t.Context(), 1, resource.SecretType); err != nil {
-			t.Fatal(err)
-		}
+		tr.open(streamKey{id: 1}, resource.SecretType)
 		if err := tr.OnStreamRequest(1, req); err != nil {
 			t.Errorf("OnStreamRequest: %v", err)
 		}
-		tr.OnStreamClosed(1, req.GetNode())
-		if err := tr.OnDeltaStreamOpen(t.Context(), 1, resource.SecretType); err != nil {
-			t.Fatal(err)
-		}
+		tr.closed(streamKey{id: 1}, req.GetNode())
+		tr.open(streamKey{delta: true, id: 1}, resource.SecretType)
 		if err := tr.OnStreamDeltaRequest(1, &discoveryv3.DeltaDiscoveryRequest{Node: req.GetNode(), ResourceNamesSubscribe: names,
 			ResourceNamesUnsubscribe: names[:len(names)/2], TypeUrl: resource.SecretType}); err != nil {
 			t.Errorf("OnStreamDeltaRequest: %v", err)
 		}
-		tr.OnDeltaStreamClosed(1, req.GetNode())
+		tr.closed(streamKey{delta: true, id: 1}, req.GetNode())
 
 		// The unary path.
 		want := map[string]bool{}

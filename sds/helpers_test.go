@@ -320,17 +320,20 @@ func secretClient(t testing.TB, path string) secretv3.SecretDiscoveryServiceClie
 	return secretv3.NewSecretDiscoveryServiceClient(dial(t, path))
 }
 
-// NumWatches counts the watches waiting on name (wildcard watches aside).
+// NumWatches counts the streams whose request on name waits for an
+// answer (wildcard subscriptions aside).
 func (c *secretCache) NumWatches(name string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
-	for w := range c.watches {
-		if !w.sub.IsWildcard() {
-			if _, ok := w.sub.SubscribedResources()[name]; ok {
+	for st := range c.streams {
+		st.mu.Lock()
+		if st.waiting && !st.sub.wildcard {
+			if _, ok := st.sub.names[name]; ok {
 				n++
 			}
 		}
+		st.mu.Unlock()
 	}
 	return n
 }

@@ -4,10 +4,12 @@
 // Every rotation.Update becomes Envoy Secret resources (see BuildSecrets),
 // named as SPIRE Agent's SDS names them, in two variants: with Envoy's
 // SPIFFE validator and with plain trusted_ca. Both replace the served set
-// at once in the bridge's own go-control-plane cache, so every open SotW,
-// Delta and ADS stream is pushed; each client is served the variant SPIRE
-// Agent would give it (see Validation). The SDS version is "<process start>-<Generation>":
-// it tells which Update a client holds and never repeats across restarts.
+// at once, and every open SotW, Delta and ADS stream is pushed what its
+// client lacks, by a stream loop of the bridge's own over Envoy's API
+// types (as SPIRE Agent's SDS has one): one goroutine per waiting stream.
+// Each client is served the variant SPIRE Agent would give it (see
+// Validation). The SDS version is "<process start>-<Generation>": it tells
+// which Update a client holds and never repeats across restarts.
 package sds
 
 import (
@@ -25,8 +27,6 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/keepalive"
@@ -147,12 +147,9 @@ type Server struct {
 	cache   *secretCache
 	tracker *tracker
 	// health answers grpc.health.v1 on the SDS socket.
-	health *health.Server
-	xds    server.Server
-	// stopStreams ends every open stream; go-control-plane's streams only
-	// end with their client or with this context.
-	stopStreams context.CancelFunc
-	serving     atomic.Bool
+	health  *health.Server
+	xds     *xdsServer
+	serving atomic.Bool
 
 	refusedPeers atomic.Int64
 	overCap      atomic.Int64
@@ -172,18 +169,16 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("sds: config: %w", err)
 	}
-	c := newSecretCache(versionPrefix(), cfg.Names.DisableSPIFFECertValidation, cacheLogger{cfg.Logger})
+	c := newSecretCache(versionPrefix(), cfg.Names.DisableSPIFFECertValidation, cfg.Logger)
 	t := newTracker(cfg.Logger, c)
-	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:         cfg,
-		policy:      newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
-		cache:       c,
-		tracker:     t,
-		health:      newHealth(),
-		stopStreams: cancel,
+		cfg:     cfg,
+		policy:  newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
+		cache:   c,
+		tracker: t,
+		health:  newHealth(),
+		xds:     &xdsServer{cache: c, tracker: t},
 	}
-	s.xds = server.NewServer(ctx, c, t, sotw.WithLogger(cacheLogger{cfg.Logger}))
 	if cfg.Names.DisableSPIFFECertValidation {
 		cfg.Logger.Warn("sds: SPIFFE certificate validation is disabled: the secret " + strconv.Quote(cfg.Names.AllBundles) +
 			" is not served, as in SPIRE: plain trusted_ca roots of several trust domains would let any of their CAs " +
@@ -316,8 +311,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			PermitWithoutStream: true,
 		}),
 		grpc.Creds(&peerCreds{policy: s.policy, log: s.cfg.Logger, refused: &s.refusedPeers}),
-		grpc.ChainUnaryInterceptor(authorizeUnary, checkFetchType),
+		grpc.ChainUnaryInterceptor(authorizeUnary),
 		grpc.ChainStreamInterceptor(authorizeStream),
+		grpc.InTapHandle(endable),
 	)
 	s.Register(gs)
 	served := make(chan error, 1)
@@ -332,12 +328,12 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	select {
 	case err := <-served:
-		s.stopStreams()
+		s.cache.endStreams()
 		return fmt.Errorf("sds: serve on %q: %w", s.cfg.SocketPath, err)
 	case <-ctx.Done():
 	}
 
-	s.stopStreams()
+	s.cache.endStreams()
 	s.health.Shutdown() // watchers see NOT_SERVING before the socket goes
 	stopped := make(chan struct{})
 	go func() {

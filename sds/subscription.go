@@ -1,0 +1,139 @@
+package sds
+
+import "slices"
+
+// subscription is what one stream asks for and what it holds, with the
+// rules of go-control-plane v0.14's stream.Subscription (legacy wildcard
+// on): a first request without names subscribes to everything until the
+// client names some; "*" names everything explicitly.
+type subscription struct {
+	wildcard bool
+	// legacyWildcard is set until the client names a secret: until then
+	// a request without names keeps the wildcard.
+	legacyWildcard bool
+	names          map[string]struct{}
+	// returned is what the client holds: name → version (SotW: the
+	// snapshot's version; Delta: the secret's hash).
+	returned map[string]string
+}
+
+const wildcardName = "*"
+
+func newSubscription(noNames bool, returned map[string]string) *subscription {
+	if returned == nil {
+		returned = make(map[string]string)
+	}
+	return &subscription{wildcard: noNames, legacyWildcard: true, names: map[string]struct{}{}, returned: returned}
+}
+
+func newSotwSubscription(names []string) *subscription {
+	s := newSubscription(len(names) == 0, nil)
+	s.setSotw(names)
+	return s
+}
+
+// setSotw takes a SotW request's names, which replace the subscription.
+// What the client holds but no longer asks for is forgotten, so that
+// asking for it again sends it.
+func (s *subscription) setSotw(names []string) {
+	if s.legacyWildcard {
+		if len(names) == 0 {
+			return
+		}
+		s.legacyWildcard = false
+	}
+	subscribed := make(map[string]struct{}, len(names))
+	explicit := false
+	for _, n := range names {
+		if n == wildcardName {
+			explicit = true
+		} else {
+			subscribed[n] = struct{}{}
+		}
+	}
+	if !explicit {
+		for n := range s.returned {
+			if _, ok := subscribed[n]; !ok {
+				delete(s.returned, n)
+			}
+		}
+	}
+	s.wildcard = explicit
+	s.names = subscribed
+}
+
+// newDeltaSubscription starts from a first Delta request; returned are
+// the versions the client says it holds (initial_resource_versions).
+func newDeltaSubscription(subscribe, unsubscribe []string, returned map[string]string) *subscription {
+	s := newSubscription(len(subscribe) == 0, returned)
+	s.updateDelta(subscribe, unsubscribe)
+	return s
+}
+
+// updateDelta takes a Delta request's changes to the subscription.
+func (s *subscription) updateDelta(subscribe, unsubscribe []string) {
+	if s.legacyWildcard {
+		if len(subscribe) == 0 {
+			return
+		}
+		s.legacyWildcard = false
+	}
+	for _, n := range subscribe {
+		if n == wildcardName {
+			s.wildcard = true
+			continue
+		}
+		s.names[n] = struct{}{}
+	}
+	for _, n := range unsubscribe {
+		if n == wildcardName {
+			s.wildcard = false
+			continue
+		}
+		if _, ok := s.names[n]; ok && s.wildcard {
+			// Still covered by the wildcard: an empty version makes it
+			// "lacking", so it is sent again.
+			s.returned[n] = ""
+		} else {
+			delete(s.returned, n)
+		}
+		delete(s.names, n)
+	}
+}
+
+// changes compares what s holds with sv, as LinearCache does: changed are
+// the subscribed secrets (all, for a wildcard) the client lacks at their
+// version, removed the ones it holds that are no longer served or no
+// longer subscribed. Both are sorted.
+func (s *subscription) changes(sv *served, version func(servedSecret) string) (changed, removed []string) {
+	lacks := func(name string, sec servedSecret) bool {
+		v, ok := s.returned[name]
+		return !ok || v != version(sec)
+	}
+	if s.wildcard {
+		for _, name := range sv.names {
+			if lacks(name, sv.secrets[name]) {
+				changed = append(changed, name)
+			}
+		}
+		for name := range s.returned {
+			if !sv.has(name) {
+				removed = append(removed, name)
+			}
+		}
+	} else {
+		for name := range s.names {
+			if sec, ok := sv.secrets[name]; ok && lacks(name, sec) {
+				changed = append(changed, name)
+			}
+		}
+		for name := range s.returned {
+			if _, ok := s.names[name]; !ok || !sv.has(name) {
+				removed = append(removed, name)
+			}
+		}
+	}
+	slices.Sort(changed)
+	slices.Sort(removed)
+	return changed, removed
+}
