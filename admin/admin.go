@@ -36,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/sds"
@@ -82,7 +83,7 @@ type Folder interface {
 	Dir() string
 	// SVIDChoice is files[].svid; "" is the default SVID.
 	SVIDChoice() string
-	InspectConfig(minValidity time.Duration) filesink.InspectConfig
+	InspectConfig(minValidity time.Duration) folderstate.Config
 	Stats() filesink.Stats
 }
 

@@ -1,12 +1,12 @@
 package admin
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -27,7 +27,7 @@ func (s *Server) Problems(now time.Time) []string {
 // folderCheck is one folder's Inspect as readiness judges it (with
 // admin.min_validity).
 type folderCheck struct {
-	m   *filesink.Material
+	m   *folderstate.Material
 	err error
 }
 
@@ -37,7 +37,7 @@ func (s *Server) inspectFolders(now time.Time) []folderCheck {
 	for i, f := range s.cfg.Folders {
 		ic := f.InspectConfig(s.cfg.MinValidity)
 		ic.Now = now
-		out[i].m, out[i].err = filesink.Inspect(ic)
+		out[i].m, out[i].err = folderstate.Inspect(ic)
 	}
 	return out
 }
@@ -107,7 +107,7 @@ func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderC
 	for i, f := range s.cfg.Folders {
 		m, err := folders[i].m, folders[i].err
 		if err != nil {
-			add("folder %s: %s", f.Dir(), strings.TrimPrefix(err.Error(), "filesink: "))
+			add("folder %s: %s", f.Dir(), folderProblem(err))
 			continue
 		}
 		want := leafSerial
@@ -280,4 +280,15 @@ func round(d time.Duration) time.Duration {
 		return d.Round(time.Millisecond)
 	}
 	return d.Round(time.Second)
+}
+
+// folderProblem is the operator's line for a folder Inspect refused: the
+// reader's one-line detail, without the package prefix the error carries
+// for logs.
+func folderProblem(err error) string {
+	var me *folderstate.MaterialError
+	if errors.As(err, &me) {
+		return me.Detail
+	}
+	return err.Error()
 }

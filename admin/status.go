@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
@@ -221,13 +221,13 @@ func (s *Server) Status(now time.Time) Status {
 		// admin.min_validity (readiness says so); only then is the folder
 		// read a second time, without that limit.
 		m, err := folders[i].m, folders[i].err
-		if errors.Is(err, filesink.ErrExpiringSoon) {
+		if errors.Is(err, folderstate.ErrExpiringSoon) {
 			ic := f.InspectConfig(0)
 			ic.Now = now
-			m, err = filesink.Inspect(ic)
+			m, err = folderstate.Inspect(ic)
 		}
 		if err != nil {
-			fs.Problem = strings.TrimPrefix(err.Error(), "filesink: ")
+			fs.Problem = folderProblem(err)
 		} else {
 			fs.Material = &MaterialStatus{SPIFFEID: m.SPIFFEID.String(), Serial: m.Serial, NotAfter: m.NotAfter, Generation: m.Generation}
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/atomicfile"
+	"github.com/sds-bridge/sds-bridge/internal/boundedfile"
 )
 
 const (
@@ -224,7 +225,7 @@ func (f *Folder) makeGenerationDir(root *os.Root, now time.Time, generation uint
 func openOwnDir(parent *os.Root, name string, owner *Owner) (_ *os.Root, err error) {
 	d, err := parent.OpenRoot(name)
 	if err != nil {
-		if escapes(err) {
+		if boundedfile.Escapes(err) {
 			return nil, fmt.Errorf("%s was replaced by a link out of the folder", name)
 		}
 		return nil, err
@@ -359,8 +360,8 @@ func (f *Folder) removeStaleNames(root *os.Root, want map[string]bool) error {
 		switch {
 		case e.Type()&fs.ModeSymlink != 0:
 			stale = isStableLink(root, name)
-		case e.Type().IsRegular() && f.names.layout == LayoutSPIFFE:
-			_, stale = trustDomainOfBundleFile(name)
+		case e.Type().IsRegular() && f.names.Kind == LayoutSPIFFE:
+			_, stale = f.names.BundleTrustDomain(name)
 		}
 		if !stale {
 			continue

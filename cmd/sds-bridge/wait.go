@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 )
 
@@ -40,7 +41,7 @@ func (f *folderFlags) register(fs *flag.FlagSet) {
 // inspectConfigs are the folders to test: --dir alone (layout and names
 // from the folder's marker), or the folders of --config, each with its
 // layout, names and svid choice, which the folder must hold.
-func (f *folderFlags) inspectConfigs() ([]filesink.InspectConfig, error) {
+func (f *folderFlags) inspectConfigs() ([]folderstate.Config, error) {
 	var dir string
 	if f.dir != "" {
 		abs, err := filepath.Abs(f.dir)
@@ -53,7 +54,7 @@ func (f *folderFlags) inspectConfigs() ([]filesink.InspectConfig, error) {
 		if dir == "" {
 			return nil, fmt.Errorf("--dir or --config is required")
 		}
-		ic := filesink.InspectConfig{Dir: dir, MinValidity: f.minValidity}
+		ic := folderstate.Config{Dir: dir, MinValidity: f.minValidity}
 		if f.layout != "" {
 			layout, err := layoutFlag(f.layout)
 			if err != nil {
@@ -61,7 +62,7 @@ func (f *folderFlags) inspectConfigs() ([]filesink.InspectConfig, error) {
 			}
 			ic.Layout = layout
 		}
-		return []filesink.InspectConfig{ic}, nil
+		return []folderstate.Config{ic}, nil
 	}
 	if f.layout != "" {
 		return nil, fmt.Errorf("--layout and --config: the config says each folder's layout; give only one")
@@ -70,14 +71,14 @@ func (f *folderFlags) inspectConfigs() ([]filesink.InspectConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ics []filesink.InspectConfig
+	var ics []folderstate.Config
 	var dirs []string
 	for _, fo := range cfg.Files {
 		dirs = append(dirs, fo.Dir)
 		if dir != "" && filepath.Clean(fo.Dir) != dir {
 			continue
 		}
-		ics = append(ics, filesink.InspectConfig{
+		ics = append(ics, folderstate.Config{
 			Dir:             filepath.Clean(fo.Dir),
 			Layout:          filesink.Layout(fo.Layout),
 			CertFileName:    fo.CertFileName,
@@ -100,11 +101,11 @@ func (f *folderFlags) inspectConfigs() ([]filesink.InspectConfig, error) {
 
 // inspectAll tests every folder; the lines say what each holds (the
 // folder named when there are several), err is the first folder's problem.
-func inspectAll(ics []filesink.InspectConfig) (lines []string, err error) {
+func inspectAll(ics []folderstate.Config) (lines []string, err error) {
 	now := time.Now()
 	for _, ic := range ics {
 		ic.Now = now
-		m, ierr := filesink.Inspect(ic)
+		m, ierr := folderstate.Inspect(ic)
 		if ierr != nil {
 			return nil, fmt.Errorf("%s: %w", ic.Dir, ierr)
 		}
@@ -117,7 +118,7 @@ func inspectAll(ics []filesink.InspectConfig) (lines []string, err error) {
 	return lines, nil
 }
 
-func describe(m *filesink.Material) string {
+func describe(m *folderstate.Material) string {
 	return fmt.Sprintf("%s serial %s valid until %s (%s left), generation %d",
 		m.SPIFFEID, m.Serial, m.NotAfter.UTC().Format(time.RFC3339), time.Until(m.NotAfter).Round(time.Second), m.Generation)
 }
