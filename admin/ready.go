@@ -8,6 +8,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
+	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -76,13 +77,13 @@ func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderC
 		switch state {
 		case expired:
 			add("%s expired at %s and no newer one has arrived: is the SPIRE agent running and reaching its server?",
-				what, stamp(leaf.NotAfter))
+				what, statusdoc.Stamp(leaf.NotAfter))
 		case belowMinValidity:
 			add("%s expires at %s, in %s, sooner than admin.min_validity %s, and no newer one has arrived",
-				what, stamp(leaf.NotAfter), round(left), s.cfg.MinValidity)
+				what, statusdoc.Stamp(leaf.NotAfter), statusdoc.Round(left), s.cfg.MinValidity)
 		case belowMinValidityPercent:
 			add("%s has %d%% of its lifetime left (expires at %s, in %s; admin.min_validity_percent %d) and no newer one has arrived: SPIRE rotates at 50%%, so rotation is stuck; is the agent reaching its server?",
-				what, int(left*100/life), stamp(leaf.NotAfter), round(left), s.cfg.MinValidityPercent)
+				what, int(left*100/life), statusdoc.Stamp(leaf.NotAfter), statusdoc.Round(left), s.cfg.MinValidityPercent)
 		}
 	}
 
@@ -94,12 +95,12 @@ func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderC
 		switch {
 		case st.Retrying():
 			add("sink %s: last apply failed (it has generation %d, current is %d), %s",
-				st.Name, st.Generation, cur.Generation, retryText(st.Pending, st.RetryingSince, int(st.Attempts), st.NextRetryAt, errText(st.Err), now))
+				st.Name, st.Generation, cur.Generation, statusdoc.RetryText(st.Pending, st.RetryingSince, int(st.Attempts), st.NextRetryAt, errText(st.Err), now))
 		case st.Err != nil:
 			add("sink %s: last apply failed (it has generation %d, current is %d): %v", st.Name, st.Generation, cur.Generation, st.Err)
 		case st.Generation < cur.Generation && !inGrace:
 			add("sink %s has generation %d, current is %d (received %s ago, still not applied)",
-				st.Name, st.Generation, cur.Generation, round(now.Sub(cur.ReceivedAt)))
+				st.Name, st.Generation, cur.Generation, statusdoc.Round(now.Sub(cur.ReceivedAt)))
 		}
 	}
 
@@ -188,7 +189,7 @@ func (s *Server) tokenProblem(t jwtfiles.TokenStatus, now time.Time) string {
 	what := fmt.Sprintf("JWT-SVID %s (audience %q)", filepath.Join(t.Dir, t.FileName), t.Audience)
 	failing := ""
 	if t.LastError != nil {
-		failing = fmt.Sprintf("; refreshing it failed %s, last at %s: %s", plural(int(t.Failures), "time"), stamp(t.LastErrorAt), errText(t.LastError))
+		failing = fmt.Sprintf("; refreshing it failed %s, last at %s: %s", statusdoc.Plural(int(t.Failures), "time"), statusdoc.Stamp(t.LastErrorAt), errText(t.LastError))
 	}
 	if t.RefreshedAt.IsZero() {
 		if failing == "" {
@@ -201,13 +202,13 @@ func (s *Server) tokenProblem(t jwtfiles.TokenStatus, now time.Time) string {
 	state, left, life := s.expiry(t.Expiry, laterOf(t.IssuedAt, t.FetchedAt), now)
 	switch state {
 	case expired:
-		return fmt.Sprintf("%s expired at %s and no new token has been written%s", what, stamp(t.Expiry), failing)
+		return fmt.Sprintf("%s expired at %s and no new token has been written%s", what, statusdoc.Stamp(t.Expiry), failing)
 	case belowMinValidity:
 		return fmt.Sprintf("%s expires at %s, in %s, sooner than admin.min_validity %s, and no new token has been written%s",
-			what, stamp(t.Expiry), round(left), s.cfg.MinValidity, failing)
+			what, statusdoc.Stamp(t.Expiry), statusdoc.Round(left), s.cfg.MinValidity, failing)
 	case belowMinValidityPercent:
 		return fmt.Sprintf("%s has %d%% of its lifetime left (expires at %s, in %s; admin.min_validity_percent %d) and no new token has been written: it is refreshed at 50%%, so refreshing is stuck%s",
-			what, int(left*100/life), stamp(t.Expiry), round(left), s.cfg.MinValidityPercent, failing)
+			what, int(left*100/life), statusdoc.Stamp(t.Expiry), statusdoc.Round(left), s.cfg.MinValidityPercent, failing)
 	}
 	return ""
 }
@@ -253,33 +254,11 @@ func (s *Server) noteReadiness(problems []string) {
 	s.log.Warn("admin: not ready", "problems", problems)
 }
 
-// retryText says what a sink that failed does about it: "retrying
-// generation 7 since 2026-…Z, 4 attempts, next in 8s, last error: …".
-// /readyz and `sds-bridge status` say it alike.
-func retryText(gen uint64, since time.Time, attempts int, next time.Time, lastErr string, now time.Time) string {
-	when := "now"
-	if d := next.Sub(now); !next.IsZero() && d > 0 {
-		when = "in " + round(d).String()
-	}
-	return fmt.Sprintf("retrying generation %d since %s, %s, next %s, last error: %s",
-		gen, stamp(since), plural(attempts, "attempt"), when, lastErr)
-}
-
 func laterOf(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
 	}
 	return b
-}
-
-func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-// round keeps durations readable: whole seconds, or milliseconds below one.
-func round(d time.Duration) time.Duration {
-	if d > -time.Second && d < time.Second {
-		return d.Round(time.Millisecond)
-	}
-	return d.Round(time.Second)
 }
 
 // folderProblem is the operator's line for a folder Inspect refused: the
