@@ -28,7 +28,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +36,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/folderstate"
+	"github.com/sds-bridge/sds-bridge/internal/connlimit"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/sds"
@@ -232,7 +232,14 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // every timeout is set, so a client cannot hold descriptors by being slow
 // or idle.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	l = &capListener{Listener: l, max: int64(s.cfg.MaxConnections), log: s.log}
+	// One over the cap is closed at once: a burst of idle connections
+	// must not queue ahead of the kubelet's probes.
+	maxConns := int64(s.cfg.MaxConnections)
+	l = connlimit.New(l, connlimit.Config{Max: maxConns, ReportEvery: overCapLogEvery,
+		Report: func(closed int64, last *connlimit.Conn) {
+			s.log.Warn("admin: connections closed at once: too many open (admin.max_connections)",
+				"closed", closed, "max", maxConns, "last_from", last.RemoteAddr().String())
+		}})
 	hs := &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: s.cfg.HeaderTimeout,
@@ -299,61 +306,4 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	cur := s.cfg.Source.Current()
 	fmt.Fprintf(w, "ready: generation %d delivered to %d sinks\n", cur.Generation, len(s.cfg.Source.SinkStatuses()))
-}
-
-// capListener accepts at most max connections at a time; one over the cap
-// is closed at once and logged (rate-limited). Closing rather than leaving
-// it in the kernel's backlog (netutil.LimitListener) matters here: a burst
-// of idle connections would otherwise queue ahead of the kubelet's probes
-// for as long as it takes the timeouts to work through it.
-type capListener struct {
-	net.Listener
-	max  int64
-	open atomic.Int64
-	log  *slog.Logger
-
-	mu         sync.Mutex
-	lastLog    time.Time
-	unreported int64
-}
-
-// Accept runs on one goroutine (http.Server's loop) and the count only
-// falls elsewhere, so the cap is never exceeded.
-func (l *capListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if l.open.Load() >= l.max {
-			c.Close()
-			l.logOverCap(c.RemoteAddr())
-			continue
-		}
-		l.open.Add(1)
-		return &cappedConn{Conn: c, l: l}, nil
-	}
-}
-
-func (l *capListener) logOverCap(from net.Addr) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.unreported++
-	if now := time.Now(); l.lastLog.IsZero() || now.Sub(l.lastLog) >= overCapLogEvery {
-		l.log.Warn("admin: connections closed at once: too many open (admin.max_connections)",
-			"closed", l.unreported, "max", l.max, "last_from", from.String())
-		l.lastLog, l.unreported = now, 0
-	}
-}
-
-type cappedConn struct {
-	net.Conn
-	l    *capListener
-	once sync.Once
-}
-
-func (c *cappedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() { c.l.open.Add(-1) })
-	return err
 }
