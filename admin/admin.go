@@ -12,7 +12,9 @@
 //   - /metrics is Prometheus text, every bridge metric prefixed sds_bridge_.
 //     Counters are read from the components at scrape time (they keep their
 //     own counts), so there is one source of truth; only the delivery
-//     latency histogram is fed, through rotation's OnSinkDone hook.
+//     latency histogram is fed, through rotation's OnSinkDone hook. A
+//     scrape never reads the disk: sds_bridge_ready judges each folder as
+//     /readyz or /status last read it.
 //   - /status is JSON for `sds-bridge status`.
 //
 // Nothing here changes what the bridge delivers.
@@ -142,9 +144,12 @@ type Server struct {
 	latency  *prometheus.HistogramVec
 	mux      *http.ServeMux
 
-	// mu guards lastReady, used to log readiness changes once.
-	mu        sync.Mutex
-	lastReady *bool
+	// mu guards lastReady, used to log readiness changes once, and
+	// lastFolders, the folders as readiness last read them (a scrape
+	// reports them rather than read the disk).
+	mu          sync.Mutex
+	lastReady   *bool
+	lastFolders []folderCheck
 }
 
 // New checks cfg and builds the handlers and the metrics registry.

@@ -592,3 +592,32 @@ func newRunner(t testing.TB, cfg reload.Config) *reload.Runner {
 	}
 	return r
 }
+
+// TestAScrapeDoesNotReadTheDisk: /metrics reports the folders as readiness
+// last read them. With the folder's files gone, a scrape still says ready
+// (it did not look), /readyz finds the files missing, and the next scrape
+// reports that reading.
+func TestAScrapeDoesNotReadTheDisk(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pg")
+	b := startBridge(t, bridgeOptions{folders: []filesink.Config{{Dir: dir}}})
+	b.push(time.Hour)
+	b.waitSinks(1, nil)
+	b.expectReadyz(http.StatusOK)
+	if got := metrics(t, b.url)["sds_bridge_ready"]; got != 1 {
+		t.Fatalf("sds_bridge_ready = %v after a ready /readyz, want 1", got)
+	}
+
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if got := metrics(t, b.url)["sds_bridge_ready"]; got != 1 {
+		t.Errorf("sds_bridge_ready = %v with the folder gone: the scrape read the disk; want 1, the last reading", got)
+	}
+	// The reader's detail, found with errors.As, not its error text.
+	if body := b.expectReadyz(http.StatusServiceUnavailable, "folder "+dir+": missing file"); strings.Contains(body, "folderstate:") {
+		t.Errorf("/readyz carries the reader's package prefix:\n%s", body)
+	}
+	if got := metrics(t, b.url)["sds_bridge_ready"]; got != 0 {
+		t.Errorf("sds_bridge_ready = %v after /readyz found the folder empty, want 0", got)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
 	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/reload"
+	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
 // Status is the JSON document of /status (internal/statusdoc).
@@ -40,16 +41,7 @@ func (s *Server) Status(now time.Time) Status {
 	st.Ready = len(st.Problems) == 0
 	if cur != nil {
 		st.Generation, st.ReceivedAt = cur.Generation, cur.ReceivedAt
-		for i, svid := range cur.SVIDs {
-			leaf := svid.Certificates[0]
-			st.SVIDs = append(st.SVIDs, statusdoc.SVIDStatus{
-				SPIFFEID: svid.ID.String(), Default: i == 0, Serial: leaf.SerialNumber.Text(16),
-				NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Hint: svid.Hint,
-			})
-		}
-		for _, b := range cur.Bundles {
-			st.Bundles = append(st.Bundles, statusdoc.BundleStatus{TrustDomain: b.TrustDomain().Name(), Authorities: len(b.X509Authorities())})
-		}
+		st.SVIDs, st.Bundles = svidStatuses(cur), bundleStatuses(cur)
 	}
 	c := s.cfg.Source.Counters()
 	st.WorkloadAPI = statusdoc.WorkloadAPIStatus{Refused: c.Refused, WatchErrors: c.WatchErrors}
@@ -61,27 +53,7 @@ func (s *Server) Status(now time.Time) Status {
 		})
 	}
 	for i, f := range s.cfg.Folders {
-		fs := statusdoc.FolderStatus{Dir: f.Dir(), Actions: []statusdoc.ActionStatus{}}
-		// Status shows what is on disk even when it expires within
-		// admin.min_validity (readiness says so); only then is the folder
-		// read a second time, without that limit.
-		m, err := folders[i].m, folders[i].err
-		if errors.Is(err, folderstate.ErrExpiringSoon) {
-			ic := f.InspectConfig(0)
-			ic.Now = now
-			m, err = folderstate.Inspect(ic)
-		}
-		if err != nil {
-			fs.Problem = folderProblem(err)
-		} else {
-			fs.Material = &statusdoc.MaterialStatus{SPIFFEID: m.SPIFFEID.String(), Serial: m.Serial, NotAfter: m.NotAfter, Generation: m.Generation}
-		}
-		fst := f.Stats()
-		fs.WriteFailures, fs.LastWriteError = fst.WriteFailures, errText(fst.LastWriteErr)
-		for _, a := range fst.Actions {
-			fs.Actions = append(fs.Actions, actionStatus(a))
-		}
-		st.Folders = append(st.Folders, fs)
+		st.Folders = append(st.Folders, folderStatus(f, folders[i], now))
 	}
 	if s.cfg.JWT != nil {
 		for _, t := range s.cfg.JWT.Tokens() {
@@ -93,20 +65,69 @@ func (s *Server) Status(now time.Time) Status {
 		}
 	}
 	if s.cfg.SDS != nil {
-		ss := s.cfg.SDS.Stats()
-		sst := &statusdoc.SDSStatus{Version: ss.Version, Generation: ss.Generation, StreamsOpen: ss.StreamsOpen,
-			Pushes: ss.Pushes, NACKs: ss.NACKs, Clients: []statusdoc.ClientStatus{}}
-		for _, c := range s.cfg.SDS.Clients() {
-			sst.Clients = append(sst.Clients, statusdoc.ClientStatus{
-				Node: c.Node, Cluster: c.Cluster, Stream: c.Stream, Delta: c.Delta, OpenedAt: c.OpenedAt,
-				Validation: c.Validation.String(), ValidationReason: c.ValidationReason,
-				AckedVersion: c.AckedVersion, AckedGeneration: c.AckedGeneration, AckedAt: c.AckedAt,
-				NACKedVersion: c.NACKedVersion, NACK: c.NACK, NACKedAt: c.NACKedAt,
-			})
-		}
-		st.SDS = sst
+		st.SDS = s.sdsStatus()
 	}
 	return st
+}
+
+func svidStatuses(cur *rotation.Update) []statusdoc.SVIDStatus {
+	out := []statusdoc.SVIDStatus{}
+	for i, svid := range cur.SVIDs {
+		leaf := svid.Certificates[0]
+		out = append(out, statusdoc.SVIDStatus{
+			SPIFFEID: svid.ID.String(), Default: i == 0, Serial: leaf.SerialNumber.Text(16),
+			NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Hint: svid.Hint,
+		})
+	}
+	return out
+}
+
+func bundleStatuses(cur *rotation.Update) []statusdoc.BundleStatus {
+	out := []statusdoc.BundleStatus{}
+	for _, b := range cur.Bundles {
+		out = append(out, statusdoc.BundleStatus{TrustDomain: b.TrustDomain().Name(), Authorities: len(b.X509Authorities())})
+	}
+	return out
+}
+
+// folderStatus is what is on disk in f, as readiness read it (checked),
+// and what its writer and actions did. It shows what is on disk even when
+// it expires within admin.min_validity (readiness says so); only then is
+// the folder read a second time, without that limit.
+func folderStatus(f Folder, checked folderCheck, now time.Time) statusdoc.FolderStatus {
+	fs := statusdoc.FolderStatus{Dir: f.Dir(), Actions: []statusdoc.ActionStatus{}}
+	m, err := checked.m, checked.err
+	if errors.Is(err, folderstate.ErrExpiringSoon) {
+		ic := f.InspectConfig(0)
+		ic.Now = now
+		m, err = folderstate.Inspect(ic)
+	}
+	if err != nil {
+		fs.Problem = folderProblem(err)
+	} else {
+		fs.Material = &statusdoc.MaterialStatus{SPIFFEID: m.SPIFFEID.String(), Serial: m.Serial, NotAfter: m.NotAfter, Generation: m.Generation}
+	}
+	fst := f.Stats()
+	fs.WriteFailures, fs.LastWriteError = fst.WriteFailures, errText(fst.LastWriteErr)
+	for _, a := range fst.Actions {
+		fs.Actions = append(fs.Actions, actionStatus(a))
+	}
+	return fs
+}
+
+func (s *Server) sdsStatus() *statusdoc.SDSStatus {
+	ss := s.cfg.SDS.Stats()
+	sst := &statusdoc.SDSStatus{Version: ss.Version, Generation: ss.Generation, StreamsOpen: ss.StreamsOpen,
+		Pushes: ss.Pushes, NACKs: ss.NACKs, Clients: []statusdoc.ClientStatus{}}
+	for _, c := range s.cfg.SDS.Clients() {
+		sst.Clients = append(sst.Clients, statusdoc.ClientStatus{
+			Node: c.Node, Cluster: c.Cluster, Stream: c.Stream, Delta: c.Delta, OpenedAt: c.OpenedAt,
+			Validation: c.Validation.String(), ValidationReason: c.ValidationReason,
+			AckedVersion: c.AckedVersion, AckedGeneration: c.AckedGeneration, AckedAt: c.AckedAt,
+			NACKedVersion: c.NACKedVersion, NACK: c.NACK, NACKedAt: c.NACKedAt,
+		})
+	}
+	return sst
 }
 
 func errText(err error) string {
