@@ -1,11 +1,7 @@
 package filesink
 
 import (
-	"bytes"
-	"crypto"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -164,19 +160,19 @@ func readStable(dir string, s *swapStats) {
 		}
 		data[i] = b
 	}
-	certs, err := strictCerts(data[0])
+	certs, err := certcheck.ParseCerts(data[0])
 	if err != nil {
 		s.stablePartial.Add(1)
 		s.fail("svid.pem read through the stable name does not parse: %v (%d bytes)", err, len(data[0]))
 		return
 	}
-	key, err := strictKey(data[1])
+	key, err := certcheck.ParseKey(data[1])
 	if err != nil {
 		s.stablePartial.Add(1)
 		s.fail("svid_key.pem read through the stable name does not parse: %v (%d bytes)", err, len(data[1]))
 		return
 	}
-	if _, err := strictCerts(data[2]); err != nil {
+	if _, err := certcheck.ParseCerts(data[2]); err != nil {
 		s.stablePartial.Add(1)
 		s.fail("svid_bundle.pem read through the stable name does not parse: %v", err)
 		return
@@ -232,48 +228,4 @@ func readResolved(dir string, s *swapStats) {
 		return
 	}
 	s.dataSets.Add(1)
-}
-
-// strictBlocks splits a PEM file as the reader does: a file cut short in
-// the middle of a block is an error, not a shorter file.
-func strictBlocks(data []byte) ([]*pem.Block, error) {
-	var blocks []*pem.Block
-	for {
-		b, rest := pem.Decode(data)
-		if b == nil {
-			break
-		}
-		blocks, data = append(blocks, b), rest
-	}
-	if len(bytes.TrimSpace(data)) != 0 || len(blocks) == 0 {
-		return nil, errors.New("truncated or not PEM")
-	}
-	return blocks, nil
-}
-
-func strictCerts(data []byte) ([]*x509.Certificate, error) {
-	blocks, err := strictBlocks(data)
-	if err != nil {
-		return nil, err
-	}
-	var certs []*x509.Certificate
-	for _, b := range blocks {
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, c)
-	}
-	return certs, nil
-}
-
-func strictKey(data []byte) (crypto.PrivateKey, error) {
-	blocks, err := strictBlocks(data)
-	if err != nil {
-		return nil, err
-	}
-	if len(blocks) != 1 {
-		return nil, fmt.Errorf("%d PEM blocks, want one key", len(blocks))
-	}
-	return x509.ParsePKCS8PrivateKey(blocks[0].Bytes)
 }

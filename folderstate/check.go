@@ -111,7 +111,7 @@ func (c *checker) readCredential(s *set) {
 		if data, path, ok := c.read(certFile, PartCredential); ok {
 			s.certPath, s.keyPath = path, path
 			var err error
-			if s.certs, s.key, err = parseCredential(data); err != nil {
+			if s.certs, s.key, err = certcheck.ParseCredential(data); err != nil {
 				malformed(certFile, fmt.Sprintf("%s: cannot parse key and chain: %v", path, err), err)
 			}
 		}
@@ -120,14 +120,14 @@ func (c *checker) readCredential(s *set) {
 	if data, path, ok := c.read(certFile, PartCredential); ok {
 		s.certPath = path
 		var err error
-		if s.certs, err = parseCerts(data); err != nil {
+		if s.certs, err = certcheck.ParseCerts(data); err != nil {
 			malformed(certFile, fmt.Sprintf("%s: cannot parse certificate chain: %v", path, err), err)
 		}
 	}
 	if data, path, ok := c.read(keyFile, PartCredential); ok {
 		s.keyPath = path
 		var err error
-		if s.key, err = parseKey(data); err != nil {
+		if s.key, err = certcheck.ParseKey(data); err != nil {
 			malformed(keyFile, fmt.Sprintf("%s: cannot parse private key: %v", path, err), err)
 		}
 	}
@@ -140,7 +140,7 @@ func (c *checker) readCredential(s *set) {
 func (c *checker) readBundles(s *set) {
 	if own := c.names.OwnBundleFile(); own != "" {
 		if data, path, ok := c.read(own, PartBundle); ok {
-			roots, err := parseCerts(data)
+			roots, err := certcheck.ParseCerts(data)
 			if err != nil {
 				c.add(Finding{Name: own, Part: PartBundle}, ReasonMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", path, err), err)
 			} else if len(s.certs) > 0 {
@@ -161,7 +161,7 @@ func (c *checker) readBundles(s *set) {
 		if err != nil {
 			continue
 		}
-		roots, err := parseCerts(data)
+		roots, err := certcheck.ParseCerts(data)
 		if err != nil {
 			c.add(Finding{Name: name, Part: PartBundle}, ReasonMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", c.dir.join(name), err), err)
 			continue

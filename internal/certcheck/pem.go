@@ -1,4 +1,4 @@
-package folderstate
+package certcheck
 
 import (
 	"bytes"
@@ -9,8 +9,9 @@ import (
 	"fmt"
 )
 
-// parseCerts parses a file of CERTIFICATE blocks only.
-func parseCerts(data []byte) ([]*x509.Certificate, error) {
+// ParseCerts parses a PEM file of CERTIFICATE blocks only, strictly: a
+// file cut short in the middle of a block is an error, not a shorter chain.
+func ParseCerts(data []byte) ([]*x509.Certificate, error) {
 	blocks, err := decodePEM(data)
 	if err != nil {
 		return nil, err
@@ -29,8 +30,8 @@ func parseCerts(data []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// parseKey parses a file holding exactly one private key.
-func parseKey(data []byte) (crypto.PrivateKey, error) {
+// ParseKey parses a PEM file holding exactly one private key.
+func ParseKey(data []byte) (crypto.PrivateKey, error) {
 	blocks, err := decodePEM(data)
 	if err != nil {
 		return nil, err
@@ -41,8 +42,9 @@ func parseKey(data []byte) (crypto.PrivateKey, error) {
 	return parseKeyBlock(blocks[0])
 }
 
-// parseCredential parses the spiffe layout's key-and-chain file.
-func parseCredential(data []byte) ([]*x509.Certificate, crypto.PrivateKey, error) {
+// ParseCredential parses a PEM file of one private key and a chain, in any
+// order (the spiffe layout's key-and-chain file).
+func ParseCredential(data []byte) ([]*x509.Certificate, crypto.PrivateKey, error) {
 	blocks, err := decodePEM(data)
 	if err != nil {
 		return nil, nil, err
