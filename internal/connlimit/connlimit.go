@@ -74,7 +74,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 		l.Open.Add(1)
 		if conn.limited {
 			l.OpenLimited.Add(1)
+			conn.mu.Lock() // the timer may fire before the assignment ends
 			conn.timer = time.AfterFunc(l.cfg.LimitedLifetime, func() { conn.Close() })
+			conn.mu.Unlock()
 		}
 		return conn, nil
 	}
@@ -102,16 +104,19 @@ type Conn struct {
 	Tag     any
 	limited bool
 	l       *Listener
-	timer   *time.Timer
 	once    sync.Once
+	mu      sync.Mutex // guards timer
+	timer   *time.Timer
 }
 
 func (c *Conn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
+		c.mu.Lock()
 		if c.timer != nil {
 			c.timer.Stop()
 		}
+		c.mu.Unlock()
 		c.l.Open.Add(-1)
 		if c.limited {
 			c.l.OpenLimited.Add(-1)
