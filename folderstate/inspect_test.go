@@ -8,20 +8,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
-	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
 func TestInspect(t *testing.T) {
-	c, other := newCA(t, "example.org"), newCA(t, "example.org")
+	c, other := newCA(t), newCA(t)
 	now := time.Now()
-	svid := c.issue(t, ca.SVIDOptions{NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)})
-	stranger := other.issue(t, ca.SVIDOptions{})
+	svid := issue(t, c, ca.SVIDOptions{NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)})
+	stranger := issue(t, other, ca.SVIDOptions{})
 	bundle := certPEM(c.Root())
 	good := map[string][]byte{"svid.pem": certPEM(svid.Certificates...), "svid_key.pem": keyPEM(t, svid), "svid_bundle.pem": bundle}
 	with := func(name string, data []byte) map[string][]byte {
@@ -121,26 +119,20 @@ func TestInspect(t *testing.T) {
 	})
 
 	t.Run("written by Apply, read through ..data", func(t *testing.T) {
-		f, _ := newFolder(t, filesink.Config{CertFileName: "server.crt", KeyFileName: "server.key", BundleFileName: "root.crt"})
-		if err := f.Apply(t.Context(), update(42, svid, c.Bundle())); err != nil {
-			t.Fatal(err)
-		}
+		f := written(t, filesink.Config{CertFileName: "server.crt", KeyFileName: "server.key", BundleFileName: "root.crt"}, 42, c, svid)
 		m, err := folderstate.Inspect(f.InspectConfig(0))
 		if err != nil {
 			t.Fatal(err)
 		}
 		target, _ := os.Readlink(filepath.Join(f.Dir(), filesink.DataLink))
 		if m.Generation != 42 || m.SPIFFEID != svid.ID || m.Dir != filepath.Join(f.Dir(), target) ||
-			len(m.TrustDomains) != 1 || m.TrustDomains[0] != c.td {
+			len(m.TrustDomains) != 1 || m.TrustDomains[0] != td {
 			t.Errorf("Inspect() = %+v", m)
 		}
 	})
 
 	t.Run("generation complete but stable name missing", func(t *testing.T) {
-		f, _ := newFolder(t, filesink.Config{})
-		if err := f.Apply(t.Context(), update(1, svid, c.Bundle())); err != nil {
-			t.Fatal(err)
-		}
+		f := written(t, filesink.Config{}, 1, c, svid)
 		if err := os.Remove(filepath.Join(f.Dir(), "svid_key.pem")); err != nil {
 			t.Fatal(err)
 		}
@@ -210,20 +202,14 @@ func TestInspect(t *testing.T) {
 // spiffe-helper's four examples use them), Inspect told only the folder
 // reads the names it was written with, from the marker.
 func TestInspectReadsTheNamesTheFolderWasWrittenWith(t *testing.T) {
-	c := newCA(t, "example.org")
-	svid := c.issue(t, ca.SVIDOptions{})
+	c := newCA(t)
+	svid := issue(t, c, ca.SVIDOptions{})
 	for _, cfg := range []filesink.Config{
 		{CertFileName: "server.crt", KeyFileName: "server.key", BundleFileName: "root.crt"},
 		{Layout: filesink.LayoutSPIFFE},
 	} {
 		t.Run(string(cfg.Layout)+cfg.CertFileName, func(t *testing.T) {
-			f, _ := newFolder(t, cfg)
-			if err := f.Prepare(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Apply(t.Context(), update(1, svid, c.Bundle())); err != nil {
-				t.Fatal(err)
-			}
+			f := written(t, cfg, 1, c, svid)
 			m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
 			if err != nil {
 				t.Fatalf("Inspect with the folder alone: %v", err)
@@ -247,25 +233,11 @@ func TestInspectReadsTheNamesTheFolderWasWrittenWith(t *testing.T) {
 // marker, and a set written for another svid choice is refused even when
 // the choice is the default.
 func TestInspectRefusesASetOfAnotherSVIDThanConfigured(t *testing.T) {
-	c := newCA(t, "example.org")
-	db := c.issue(t, ca.SVIDOptions{Hint: "db"})
-	web, err := c.IssueWith(c.id("/web"), time.Hour, ca.SVIDOptions{Hint: "web"})
+	c := newCA(t)
+	db := issue(t, c, ca.SVIDOptions{Hint: "db"})
+	web, err := c.IssueWith(spiffeid.RequireFromPath(td, "/web"), time.Hour, ca.SVIDOptions{Hint: "web"})
 	if err != nil {
 		t.Fatal(err)
-	}
-	u, err := rotation.NewUpdate(1, []*x509svid.SVID{db, web}, []*x509bundle.Bundle{c.Bundle()}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	written := func(t *testing.T, svid string) string {
-		f, _ := newFolder(t, filesink.Config{SVID: svid})
-		if err := f.Prepare(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Apply(t.Context(), u); err != nil {
-			t.Fatal(err)
-		}
-		return f.Dir()
 	}
 	for _, tc := range []struct {
 		name, writtenFor string
@@ -286,7 +258,7 @@ func TestInspectRefusesASetOfAnotherSVIDThanConfigured(t *testing.T) {
 			wantMsg: `whose hint is "db", not the configured workload_api.default_svid_hint "web"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := written(t, tc.writtenFor)
+			dir := written(t, filesink.Config{SVID: tc.writtenFor}, 1, c, db, web).Dir()
 			cfg := tc.cfg
 			cfg.Dir, cfg.CheckSVID = dir, true
 			_, err := folderstate.Inspect(cfg)

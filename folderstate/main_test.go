@@ -24,62 +24,57 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testCA is a CA with its trust domain, for short test code.
-type testCA struct {
-	*ca.CA
-	td spiffeid.TrustDomain
-}
+// td is every test CA's trust domain: two CAs are strangers all the same.
+var td = spiffeid.RequireTrustDomainFromString("example.org")
 
-func newCA(t testing.TB, td string) testCA {
+func newCA(t testing.TB) *ca.CA {
 	t.Helper()
-	d := spiffeid.RequireTrustDomainFromString(td)
-	c, err := ca.New(d, 24*time.Hour)
+	c, err := ca.New(td, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testCA{CA: c, td: d}
+	return c
 }
 
-func (c testCA) id(path string) spiffeid.ID { return spiffeid.RequireFromPath(c.td, path) }
-
-func (c testCA) issue(t testing.TB, opts ca.SVIDOptions) *x509svid.SVID {
+// issue is an SVID of c for /db, valid for an hour unless opts say
+// otherwise.
+func issue(t testing.TB, c *ca.CA, opts ca.SVIDOptions) *x509svid.SVID {
 	t.Helper()
-	s, err := c.IssueWith(c.id("/db"), time.Hour, opts)
+	s, err := c.IssueWith(spiffeid.RequireFromPath(td, "/db"), time.Hour, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-// update wraps svid into an Update carrying the given bundles.
-func update(gen uint64, svid *x509svid.SVID, bundles ...*x509bundle.Bundle) *rotation.Update {
-	u, err := rotation.NewUpdate(gen, []*x509svid.SVID{svid}, bundles, time.Now())
-	if err != nil {
-		panic(err)
-	}
-	return u
-}
-
-// newFolder is a filesink.Folder (the writer whose folders are read here)
-// in a fresh directory unless cfg says where, logging to the test log on
-// failure.
-func newFolder(t testing.TB, cfg filesink.Config) (*filesink.Folder, *testkit.LogBuffer) {
+// written is a folder that the writer (filesink: Prepare, then Apply) made
+// from cfg in a fresh directory: generation gen of svids, the first the
+// default, with c's bundle. Its log goes to the test log on failure.
+func written(t testing.TB, cfg filesink.Config, gen uint64, c *ca.CA, svids ...*x509svid.SVID) *filesink.Folder {
 	t.Helper()
-	if cfg.Dir == "" {
-		cfg.Dir = filepath.Join(t.TempDir(), "creds")
-	}
+	cfg.Dir = filepath.Join(t.TempDir(), "creds")
 	logs := &testkit.LogBuffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	f, err := filesink.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("filesink logs:\n%s", logs.String())
 		}
 	})
-	return f, logs
+	f, err := filesink.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := rotation.NewUpdate(gen, svids, []*x509bundle.Bundle{c.Bundle()}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Prepare(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Apply(t.Context(), u); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // writePlain writes files as another tool (spiffe-helper) would: regular
