@@ -56,7 +56,7 @@ func (d Dir) read(name string) ([]byte, error) {
 	if d.root == nil {
 		return nil, d.err
 	}
-	return readBoundedIn(d.root, name)
+	return boundedfile.ReadIn(d.root, name, maxFileSize)
 }
 
 // readDir lists the directory name, sorted; nothing if it cannot be read.
@@ -80,12 +80,6 @@ func (d Dir) stat(name string) error {
 	}
 	_, err := d.root.Stat(name)
 	return err
-}
-
-// readBoundedIn reads name through root, which keeps every step of the
-// path, links included, inside the folder.
-func readBoundedIn(root *os.Root, name string) ([]byte, error) {
-	return boundedfile.ReadIn(root, name, maxFileSize)
 }
 
 // notAFile reports a name that holds no file one could read as material
