@@ -12,7 +12,9 @@
 //   - /metrics is Prometheus text, every bridge metric prefixed sds_bridge_.
 //     Counters are read from the components at scrape time (they keep their
 //     own counts), so there is one source of truth; only the delivery
-//     latency histogram is fed, through rotation's OnSinkDone hook.
+//     latency histogram is fed, through rotation's OnSinkDone hook. A
+//     scrape never reads the disk: sds_bridge_ready judges each folder as
+//     /readyz or /status last read it.
 //   - /status is JSON for `sds-bridge status`.
 //
 // Nothing here changes what the bridge delivers.
@@ -30,7 +32,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/folderstate"
+	"github.com/sds-bridge/sds-bridge/internal/connlimit"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -85,7 +88,7 @@ type Folder interface {
 	Dir() string
 	// SVIDChoice is files[].svid; "" is the default SVID.
 	SVIDChoice() string
-	InspectConfig(minValidity time.Duration) filesink.InspectConfig
+	InspectConfig(minValidity time.Duration) folderstate.Config
 	Stats() filesink.Stats
 }
 
@@ -144,9 +147,12 @@ type Server struct {
 	latency  *prometheus.HistogramVec
 	mux      *http.ServeMux
 
-	// mu guards lastReady, used to log readiness changes once.
-	mu        sync.Mutex
-	lastReady *bool
+	// mu guards lastReady, used to log readiness changes once, and
+	// lastFolders, the folders as readiness last read them (a scrape
+	// reports them rather than read the disk).
+	mu          sync.Mutex
+	lastReady   *bool
+	lastFolders []folderCheck
 }
 
 // DefaultLivenessPath and DefaultReadinessPath are where the probes are
@@ -266,7 +272,14 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // every timeout is set, so a client cannot hold descriptors by being slow
 // or idle.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	l = &capListener{Listener: l, max: int64(s.cfg.MaxConnections), log: s.log}
+	// One over the cap is closed at once: a burst of idle connections
+	// must not queue ahead of the kubelet's probes.
+	maxConns := int64(s.cfg.MaxConnections)
+	l = connlimit.New(l, connlimit.Config{Max: maxConns, ReportEvery: overCapLogEvery,
+		Report: func(closed int64, last *connlimit.Conn) {
+			s.log.Warn("admin: connections closed at once: too many open (admin.max_connections)",
+				"closed", closed, "max", maxConns, "last_from", last.RemoteAddr().String())
+		}})
 	hs := &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: s.cfg.HeaderTimeout,
@@ -320,61 +333,4 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	cur := s.cfg.Source.Current()
 	fmt.Fprintf(w, "ready: generation %d delivered to %d sinks\n", cur.Generation, len(s.cfg.Source.SinkStatuses()))
-}
-
-// capListener accepts at most max connections at a time; one over the cap
-// is closed at once and logged (rate-limited). Closing rather than leaving
-// it in the kernel's backlog (netutil.LimitListener) matters here: a burst
-// of idle connections would otherwise queue ahead of the kubelet's probes
-// for as long as it takes the timeouts to work through it.
-type capListener struct {
-	net.Listener
-	max  int64
-	open atomic.Int64
-	log  *slog.Logger
-
-	mu         sync.Mutex
-	lastLog    time.Time
-	unreported int64
-}
-
-// Accept runs on one goroutine (http.Server's loop) and the count only
-// falls elsewhere, so the cap is never exceeded.
-func (l *capListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if l.open.Load() >= l.max {
-			c.Close()
-			l.logOverCap(c.RemoteAddr())
-			continue
-		}
-		l.open.Add(1)
-		return &cappedConn{Conn: c, l: l}, nil
-	}
-}
-
-func (l *capListener) logOverCap(from net.Addr) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.unreported++
-	if now := time.Now(); l.lastLog.IsZero() || now.Sub(l.lastLog) >= overCapLogEvery {
-		l.log.Warn("admin: connections closed at once: too many open (admin.max_connections)",
-			"closed", l.unreported, "max", l.max, "last_from", from.String())
-		l.lastLog, l.unreported = now, 0
-	}
-}
-
-type cappedConn struct {
-	net.Conn
-	l    *capListener
-	once sync.Once
-}
-
-func (c *cappedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() { c.l.open.Add(-1) })
-	return err
 }

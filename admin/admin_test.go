@@ -32,6 +32,7 @@ import (
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/reload"
@@ -530,7 +531,7 @@ func TestMetricsAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"NOT READY", dbID.String(), "serial " + serial, "not after " + stamp(svid.Certificates[0].NotAfter),
+		"NOT READY", dbID.String(), "serial " + serial, "not after " + statusdoc.Stamp(svid.Certificates[0].NotAfter),
 		files + ": last apply failed", dir + ": generation 1, serial " + serial,
 		"exec:/bin/sh: FAILED for generation 1 after 2 attempts", "envoy-1", "acknowledged generation 1",
 		"validation spiffe (config sds.disable_spiffe_cert_validation: false)",
@@ -590,4 +591,33 @@ func newRunner(t testing.TB, cfg reload.Config) *reload.Runner {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// TestAScrapeDoesNotReadTheDisk: /metrics reports the folders as readiness
+// last read them. With the folder's files gone, a scrape still says ready
+// (it did not look), /readyz finds the files missing, and the next scrape
+// reports that reading.
+func TestAScrapeDoesNotReadTheDisk(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pg")
+	b := startBridge(t, bridgeOptions{folders: []filesink.Config{{Dir: dir}}})
+	b.push(time.Hour)
+	b.waitSinks(1, nil)
+	b.expectReadyz(http.StatusOK)
+	if got := metrics(t, b.url)["sds_bridge_ready"]; got != 1 {
+		t.Fatalf("sds_bridge_ready = %v after a ready /readyz, want 1", got)
+	}
+
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if got := metrics(t, b.url)["sds_bridge_ready"]; got != 1 {
+		t.Errorf("sds_bridge_ready = %v with the folder gone: the scrape read the disk; want 1, the last reading", got)
+	}
+	// The reader's detail, found with errors.As, not its error text.
+	if body := b.expectReadyz(http.StatusServiceUnavailable, "folder "+dir+": missing file"); strings.Contains(body, "folderstate:") {
+		t.Errorf("/readyz carries the reader's package prefix:\n%s", body)
+	}
+	if got := metrics(t, b.url)["sds_bridge_ready"]; got != 0 {
+		t.Errorf("sds_bridge_ready = %v after /readyz found the folder empty, want 0", got)
+	}
 }

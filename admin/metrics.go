@@ -54,63 +54,86 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
+// Collect reads every value from memory: a scrape never reads the disk
+// (folders count as readiness last read them), so a slow or hung disk
+// cannot stall it, and scraping often costs no I/O.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
-	}
-
-	gauge(descBuildInfo, 1, s.cfg.Version)
+	gauge(ch, descBuildInfo, 1, s.cfg.Version)
 	ready := 0.0
-	if len(s.Problems(s.cfg.Now())) == 0 {
+	if len(s.lastProblems(s.cfg.Now())) == 0 {
 		ready = 1
 	}
-	gauge(descReady, ready)
+	gauge(ch, descReady, ready)
+	gen := s.collectSource(ch)
+	if s.cfg.SDS != nil {
+		s.collectSDS(ch, gen)
+	}
+	s.collectFolders(ch)
+	if s.cfg.JWT != nil {
+		for _, t := range s.cfg.JWT.Tokens() {
+			if !t.Expiry.IsZero() {
+				gauge(ch, descJWTExpiry, float64(t.Expiry.Unix()), t.Dir, t.FileName)
+			}
+			counter(ch, descJWTFailures, float64(t.Failures), t.Dir, t.FileName)
+		}
+	}
+}
 
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+}
+
+// collectSource reports the rotation source and its sinks, and returns
+// the current generation (0 before the first update).
+func (s *Server) collectSource(ch chan<- prometheus.Metric) uint64 {
 	cur := s.cfg.Source.Current()
 	var gen uint64
 	if cur != nil {
 		gen = cur.Generation
 		for _, svid := range cur.SVIDs {
-			gauge(descNotAfter, float64(svid.Certificates[0].NotAfter.Unix()), svid.ID.String())
+			gauge(ch, descNotAfter, float64(svid.Certificates[0].NotAfter.Unix()), svid.ID.String())
 		}
 	}
 	// Generations count published updates, starting at 1.
-	counter(descRotations, float64(gen))
-	gauge(descGen, float64(gen))
+	counter(ch, descRotations, float64(gen))
+	gauge(ch, descGen, float64(gen))
 	counts := s.cfg.Source.Counters()
-	counter(descRefused, float64(counts.Refused))
-	counter(descWatchErrs, float64(counts.WatchErrors))
-
+	counter(ch, descRefused, float64(counts.Refused))
+	counter(ch, descWatchErrs, float64(counts.WatchErrors))
 	for _, st := range s.cfg.Source.SinkStatuses() {
-		gauge(descSinkGen, float64(st.Generation), st.Name)
-		counter(descSinkFailures, float64(st.Failures), st.Name)
-		counter(descSinkRetries, float64(st.Retries), st.Name)
+		gauge(ch, descSinkGen, float64(st.Generation), st.Name)
+		counter(ch, descSinkFailures, float64(st.Failures), st.Name)
+		counter(ch, descSinkRetries, float64(st.Retries), st.Name)
 	}
+	return gen
+}
 
-	if s.cfg.SDS != nil {
-		st := s.cfg.SDS.Stats()
-		gauge(descStreams, float64(st.StreamsOpen))
-		counter(descPushes, float64(st.Pushes))
-		counter(descNACKs, float64(st.NACKs))
-		counter(descRefusedPeers, float64(st.RefusedPeers))
-		gauge(descConnsOpen, float64(st.ConnectionsOpen))
-		counter(descConnsOverCap, float64(st.ConnectionsOverCap))
-		current := 0
-		for _, cl := range s.cfg.SDS.Clients() {
-			if gen > 0 && cl.AckedGeneration == gen {
-				current++
-			}
+func (s *Server) collectSDS(ch chan<- prometheus.Metric, gen uint64) {
+	st := s.cfg.SDS.Stats()
+	gauge(ch, descStreams, float64(st.StreamsOpen))
+	counter(ch, descPushes, float64(st.Pushes))
+	counter(ch, descNACKs, float64(st.NACKs))
+	counter(ch, descRefusedPeers, float64(st.RefusedPeers))
+	gauge(ch, descConnsOpen, float64(st.ConnectionsOpen))
+	counter(ch, descConnsOverCap, float64(st.ConnectionsOverCap))
+	current := 0
+	for _, cl := range s.cfg.SDS.Clients() {
+		if gen > 0 && cl.AckedGeneration == gen {
+			current++
 		}
-		gauge(descAckedCurrent, float64(current))
 	}
+	gauge(ch, descAckedCurrent, float64(current))
+}
 
+func (s *Server) collectFolders(ch chan<- prometheus.Metric) {
 	for _, f := range s.cfg.Folders {
 		st := f.Stats()
-		counter(descWriteFailures, float64(st.WriteFailures), f.Dir())
+		counter(ch, descWriteFailures, float64(st.WriteFailures), f.Dir())
 		// Two actions may share a name (the same program twice): one
 		// series each name, summed, as a scrape must not repeat a series.
 		failures := map[string]uint64{}
@@ -122,16 +145,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			failures[a.Action] += a.Failures
 		}
 		for _, name := range names {
-			counter(descActionFailures, float64(failures[name]), f.Dir(), name)
-		}
-	}
-
-	if s.cfg.JWT != nil {
-		for _, t := range s.cfg.JWT.Tokens() {
-			if !t.Expiry.IsZero() {
-				gauge(descJWTExpiry, float64(t.Expiry.Unix()), t.Dir, t.FileName)
-			}
-			counter(descJWTFailures, float64(t.Failures), t.Dir, t.FileName)
+			counter(ch, descActionFailures, float64(failures[name]), f.Dir(), name)
 		}
 	}
 }

@@ -1,20 +1,22 @@
 package admin
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
+	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
 // Problems returns why the bridge is not ready at now, one operator-facing
-// line each; none means ready. It reads files (one Inspect per folder) and
-// takes no lock the delivery path holds.
+// line each; none means ready. It reads files (one Inspect per folder),
+// keeps what it read for /metrics, and takes no lock the delivery path
+// holds.
 func (s *Server) Problems(now time.Time) []string {
 	cur := s.cfg.Source.Current()
 	var folders []folderCheck
@@ -24,21 +26,39 @@ func (s *Server) Problems(now time.Time) []string {
 	return s.judge(now, cur, folders)
 }
 
+// lastProblems is Problems without reading the disk, for a scrape: each
+// folder as the last Problems or Status read it, and a folder not read yet
+// by its sink's state alone (a failed apply, a failed action).
+func (s *Server) lastProblems(now time.Time) []string {
+	cur := s.cfg.Source.Current()
+	var folders []folderCheck
+	if cur != nil {
+		s.mu.Lock()
+		folders = s.lastFolders
+		s.mu.Unlock()
+	}
+	return s.problems(now, cur, folders)
+}
+
 // folderCheck is one folder's Inspect as readiness judges it (with
 // admin.min_validity).
 type folderCheck struct {
-	m   *filesink.Material
+	m   *folderstate.Material
 	err error
 }
 
-// inspectFolders reads every folder once, in config order.
+// inspectFolders reads every folder once, in config order, and keeps the
+// result for lastProblems.
 func (s *Server) inspectFolders(now time.Time) []folderCheck {
 	out := make([]folderCheck, len(s.cfg.Folders))
 	for i, f := range s.cfg.Folders {
 		ic := f.InspectConfig(s.cfg.MinValidity)
 		ic.Now = now
-		out[i].m, out[i].err = filesink.Inspect(ic)
+		out[i].m, out[i].err = folderstate.Inspect(ic)
 	}
+	s.mu.Lock()
+	s.lastFolders = out
+	s.mu.Unlock()
 	return out
 }
 
@@ -50,6 +70,15 @@ func (s *Server) judge(now time.Time, cur *rotation.Update, folders []folderChec
 	return problems
 }
 
+// problemList collects one-line problems.
+type problemList []string
+
+func (p *problemList) add(format string, args ...any) {
+	*p = append(*p, oneline.Of(fmt.Sprintf(format, args...)))
+}
+
+// problems judges the current Update, the sinks, the folders (nil: none
+// read yet), the JWT-SVID files and, if required, the SDS clients.
 func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderCheck) []string {
 	if cur == nil {
 		line := "no SVID yet: waiting for the first valid X.509 context from the Workload API"
@@ -58,9 +87,29 @@ func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderC
 		}
 		return []string{line}
 	}
-	var out []string
-	add := func(format string, args ...any) { out = append(out, oneline.Of(fmt.Sprintf(format, args...))) }
+	var out problemList
+	s.svidProblems(&out, now, cur)
+	inGrace := now.Sub(cur.ReceivedAt) < s.cfg.DeliveryGrace
+	bySink := s.sinkProblems(&out, now, cur, inGrace)
+	s.folderProblems(&out, cur, folders, bySink)
+	if s.cfg.JWT != nil {
+		for _, t := range s.cfg.JWT.Tokens() {
+			if line := s.tokenProblem(t, now); line != "" {
+				out = append(out, oneline.Of(line))
+			}
+		}
+	}
+	if s.cfg.RequireSDSAck && s.cfg.SDS != nil {
+		if line := s.ackProblem(cur.Generation, inGrace); line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
 
+// svidProblems names each SVID that expired, or is too close to it,
+// without a rotation.
+func (s *Server) svidProblems(out *problemList, now time.Time, cur *rotation.Update) {
 	for i, svid := range cur.SVIDs {
 		leaf := svid.Certificates[0]
 		// The lifetime counts from when this SVID reached the bridge (or its
@@ -75,54 +124,54 @@ func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderC
 		}
 		switch state {
 		case expired:
-			add("%s expired at %s and no newer one has arrived: is the SPIRE agent running and reaching its server?",
-				what, stamp(leaf.NotAfter))
+			out.add("%s expired at %s and no newer one has arrived: is the SPIRE agent running and reaching its server?",
+				what, statusdoc.Stamp(leaf.NotAfter))
 		case belowMinValidity:
-			add("%s expires at %s, in %s, sooner than admin.min_validity %s, and no newer one has arrived",
-				what, stamp(leaf.NotAfter), round(left), s.cfg.MinValidity)
+			out.add("%s expires at %s, in %s, sooner than admin.min_validity %s, and no newer one has arrived",
+				what, statusdoc.Stamp(leaf.NotAfter), statusdoc.Round(left), s.cfg.MinValidity)
 		case belowMinValidityPercent:
-			add("%s has %d%% of its lifetime left (expires at %s, in %s; admin.min_validity_percent %d) and no newer one has arrived: SPIRE rotates at 50%%, so rotation is stuck; is the agent reaching its server?",
-				what, int(left*100/life), stamp(leaf.NotAfter), round(left), s.cfg.MinValidityPercent)
+			out.add("%s has %d%% of its lifetime left (expires at %s, in %s; admin.min_validity_percent %d) and no newer one has arrived: SPIRE rotates at 50%%, so rotation is stuck; is the agent reaching its server?",
+				what, int(left*100/life), statusdoc.Stamp(leaf.NotAfter), statusdoc.Round(left), s.cfg.MinValidityPercent)
 		}
 	}
+}
 
+// sinkProblems names each sink whose last apply failed, or that has not
+// applied the current generation after the delivery grace. It returns
+// the sinks' statuses by name.
+func (s *Server) sinkProblems(out *problemList, now time.Time, cur *rotation.Update, inGrace bool) map[string]rotation.SinkStatus {
 	statuses := s.cfg.Source.SinkStatuses()
 	bySink := make(map[string]rotation.SinkStatus, len(statuses))
-	inGrace := now.Sub(cur.ReceivedAt) < s.cfg.DeliveryGrace
 	for _, st := range statuses {
 		bySink[st.Name] = st
 		switch {
 		case st.Retrying():
-			add("sink %s: last apply failed (it has generation %d, current is %d), %s",
-				st.Name, st.Generation, cur.Generation, retryText(st.Pending, st.RetryingSince, int(st.Attempts), st.NextRetryAt, errText(st.Err), now))
+			out.add("sink %s: last apply failed (it has generation %d, current is %d), %s",
+				st.Name, st.Generation, cur.Generation, statusdoc.RetryText(st.Pending, st.RetryingSince, int(st.Attempts), st.NextRetryAt, errText(st.Err), now))
 		case st.Err != nil:
-			add("sink %s: last apply failed (it has generation %d, current is %d): %v", st.Name, st.Generation, cur.Generation, st.Err)
+			out.add("sink %s: last apply failed (it has generation %d, current is %d): %v", st.Name, st.Generation, cur.Generation, st.Err)
 		case st.Generation < cur.Generation && !inGrace:
-			add("sink %s has generation %d, current is %d (received %s ago, still not applied)",
-				st.Name, st.Generation, cur.Generation, round(now.Sub(cur.ReceivedAt)))
+			out.add("sink %s has generation %d, current is %d (received %s ago, still not applied)",
+				st.Name, st.Generation, cur.Generation, statusdoc.Round(now.Sub(cur.ReceivedAt)))
 		}
 	}
+	return bySink
+}
 
-	leafSerial := cur.Leaf().SerialNumber.Text(16)
+// folderProblems names each folder that is not usable as read (folders;
+// nil when none was read yet), holds another serial than its sink wrote,
+// or whose reload action failed after an apply that went well.
+func (s *Server) folderProblems(out *problemList, cur *rotation.Update, folders []folderCheck, bySink map[string]rotation.SinkStatus) {
 	for i, f := range s.cfg.Folders {
-		m, err := folders[i].m, folders[i].err
-		if err != nil {
-			add("folder %s: %s", f.Dir(), strings.TrimPrefix(err.Error(), "filesink: "))
-			continue
-		}
-		want := leafSerial
-		// A folder that chose another SVID (files[].svid) must hold that
-		// one's serial; when the SVID is missing its apply failed, which
-		// is reported above.
-		if choice := f.SVIDChoice(); choice != "" {
-			if i := rotation.FindSVID(cur.SVIDs, choice); i >= 0 {
-				want = cur.SVIDs[i].Certificates[0].SerialNumber.Text(16)
-			}
-		}
 		st, ok := bySink[f.Name()]
-		if ok && st.Err == nil && st.Generation == cur.Generation && m.Serial != want {
-			add("folder %s holds serial %s, not the current SVID's serial %s (generation %d): something else wrote to it",
-				f.Dir(), m.Serial, want, cur.Generation)
+		if folders != nil {
+			if m, err := folders[i].m, folders[i].err; err != nil {
+				out.add("folder %s: %s", f.Dir(), folderProblem(err))
+				continue
+			} else if want := heldSerial(cur, f.SVIDChoice()); ok && st.Err == nil && st.Generation == cur.Generation && m.Serial != want {
+				out.add("folder %s holds serial %s, not the current SVID's serial %s (generation %d): something else wrote to it",
+					f.Dir(), m.Serial, want, cur.Generation)
+			}
 		}
 		// After an apply that went well, an action can still fail: the
 		// reload of a server that appeared later, or a re-run (SIGHUP).
@@ -131,26 +180,23 @@ func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderC
 		if ok && st.Err == nil {
 			for _, a := range f.Stats().Actions {
 				if a.Failed() {
-					add("folder %s: reload action %s failed for generation %d: %v", f.Dir(), a.Action, a.Generation, a.Err)
+					out.add("folder %s: reload action %s failed for generation %d: %v", f.Dir(), a.Action, a.Generation, a.Err)
 				}
 			}
 		}
 	}
+}
 
-	if s.cfg.JWT != nil {
-		for _, t := range s.cfg.JWT.Tokens() {
-			if line := s.tokenProblem(t, now); line != "" {
-				out = append(out, oneline.Of(line))
-			}
+// heldSerial is the serial a folder must hold: the default SVID's, or
+// that of the SVID it chose (files[].svid). When the chosen SVID is
+// missing its apply failed, which is reported with the sinks.
+func heldSerial(cur *rotation.Update, choice string) string {
+	if choice != "" {
+		if i := rotation.FindSVID(cur.SVIDs, choice); i >= 0 {
+			return cur.SVIDs[i].Certificates[0].SerialNumber.Text(16)
 		}
 	}
-
-	if s.cfg.RequireSDSAck && s.cfg.SDS != nil {
-		if line := s.ackProblem(cur.Generation, inGrace); line != "" {
-			out = append(out, line)
-		}
-	}
-	return out
+	return cur.Leaf().SerialNumber.Text(16)
 }
 
 // expiryState is how close a credential is to its expiry.
@@ -188,7 +234,7 @@ func (s *Server) tokenProblem(t jwtfiles.TokenStatus, now time.Time) string {
 	what := fmt.Sprintf("JWT-SVID %s (audience %q)", filepath.Join(t.Dir, t.FileName), t.Audience)
 	failing := ""
 	if t.LastError != nil {
-		failing = fmt.Sprintf("; refreshing it failed %s, last at %s: %s", plural(int(t.Failures), "time"), stamp(t.LastErrorAt), errText(t.LastError))
+		failing = fmt.Sprintf("; refreshing it failed %s, last at %s: %s", statusdoc.Plural(int(t.Failures), "time"), statusdoc.Stamp(t.LastErrorAt), errText(t.LastError))
 	}
 	if t.RefreshedAt.IsZero() {
 		if failing == "" {
@@ -201,13 +247,13 @@ func (s *Server) tokenProblem(t jwtfiles.TokenStatus, now time.Time) string {
 	state, left, life := s.expiry(t.Expiry, laterOf(t.IssuedAt, t.FetchedAt), now)
 	switch state {
 	case expired:
-		return fmt.Sprintf("%s expired at %s and no new token has been written%s", what, stamp(t.Expiry), failing)
+		return fmt.Sprintf("%s expired at %s and no new token has been written%s", what, statusdoc.Stamp(t.Expiry), failing)
 	case belowMinValidity:
 		return fmt.Sprintf("%s expires at %s, in %s, sooner than admin.min_validity %s, and no new token has been written%s",
-			what, stamp(t.Expiry), round(left), s.cfg.MinValidity, failing)
+			what, statusdoc.Stamp(t.Expiry), statusdoc.Round(left), s.cfg.MinValidity, failing)
 	case belowMinValidityPercent:
 		return fmt.Sprintf("%s has %d%% of its lifetime left (expires at %s, in %s; admin.min_validity_percent %d) and no new token has been written: it is refreshed at 50%%, so refreshing is stuck%s",
-			what, int(left*100/life), stamp(t.Expiry), round(left), s.cfg.MinValidityPercent, failing)
+			what, int(left*100/life), statusdoc.Stamp(t.Expiry), statusdoc.Round(left), s.cfg.MinValidityPercent, failing)
 	}
 	return ""
 }
@@ -253,18 +299,6 @@ func (s *Server) noteReadiness(problems []string) {
 	s.log.Warn("admin: not ready", "problems", problems)
 }
 
-// retryText says what a sink that failed does about it: "retrying
-// generation 7 since 2026-…Z, 4 attempts, next in 8s, last error: …".
-// /readyz and `sds-bridge status` say it alike.
-func retryText(gen uint64, since time.Time, attempts int, next time.Time, lastErr string, now time.Time) string {
-	when := "now"
-	if d := next.Sub(now); !next.IsZero() && d > 0 {
-		when = "in " + round(d).String()
-	}
-	return fmt.Sprintf("retrying generation %d since %s, %s, next %s, last error: %s",
-		gen, stamp(since), plural(attempts, "attempt"), when, lastErr)
-}
-
 func laterOf(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -272,12 +306,13 @@ func laterOf(a, b time.Time) time.Time {
 	return b
 }
 
-func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-// round keeps durations readable: whole seconds, or milliseconds below one.
-func round(d time.Duration) time.Duration {
-	if d > -time.Second && d < time.Second {
-		return d.Round(time.Millisecond)
+// folderProblem is the operator's line for a folder Inspect refused: the
+// reader's one-line detail, without the package prefix the error carries
+// for logs.
+func folderProblem(err error) string {
+	var me *folderstate.MaterialError
+	if errors.As(err, &me) {
+		return me.Detail
 	}
-	return d.Round(time.Second)
+	return err.Error()
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
@@ -67,7 +68,7 @@ func TestActionsRunAfterSwapWithRetries(t *testing.T) {
 		f, _ := newFolder(t, Config{Logger: lg, Reload: newRunner(t, reload.Config{Actions: []reload.Action{first, second}, Backoff: time.Millisecond, Logger: lg})})
 		// The action sees the new generation on disk when it runs.
 		first.onRun = func(int) {
-			m, err := Inspect(f.InspectConfig(0))
+			m, err := folderstate.Inspect(f.InspectConfig(0))
 			if err != nil || m.Generation != 5 {
 				order = append(order, fmt.Sprintf("not swapped yet: %v", err))
 			}
@@ -101,7 +102,7 @@ func TestActionsRunAfterSwapWithRetries(t *testing.T) {
 		if broken.calls != 2 || next.calls != 1 {
 			t.Errorf("calls: broken %d, next %d; want 2 and 1", broken.calls, next.calls)
 		}
-		if m, err := Inspect(f.InspectConfig(0)); err != nil || m.Generation != 8 {
+		if m, err := folderstate.Inspect(f.InspectConfig(0)); err != nil || m.Generation != 8 {
 			t.Errorf("after a failed action Inspect = %+v, %v; want generation 8 in place", m, err)
 		}
 	})

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 )
 
@@ -76,7 +77,7 @@ func TestAStableNameThatCannotBeMadeIsReportedOnceAndGenerationsDoNotPileUp(t *t
 	if err := f.Apply(t.Context(), update(applies+1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatalf("Apply once the name is free: %v", err)
 	}
-	if m, err := Inspect(InspectConfig{Dir: f.Dir()}); err != nil || m.Generation != applies+1 {
+	if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != applies+1 {
 		t.Errorf("Inspect = %+v, %v; want generation %d", m, err, applies+1)
 	}
 }

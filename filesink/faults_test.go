@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
@@ -68,7 +69,7 @@ func TestDiskFaults(t *testing.T) {
 			if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
 				t.Fatal(err)
 			}
-			before, err := Inspect(InspectConfig{Dir: f.Dir()})
+			before, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -79,7 +80,7 @@ func TestDiskFaults(t *testing.T) {
 			if !errors.Is(err, tt.errno) || !strings.HasPrefix(err.Error(), "filesink: ") {
 				t.Fatalf("Apply = %v, want %v", err, tt.errno)
 			}
-			after, err := Inspect(InspectConfig{Dir: f.Dir()})
+			after, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
 			if err != nil || after.Serial != before.Serial || after.Generation != 1 {
 				t.Fatalf("after the fault: %+v, %v; want generation 1 (serial %s) kept", after, err, before.Serial)
 			}
@@ -97,7 +98,7 @@ func TestDiskFaults(t *testing.T) {
 			if err := f.Apply(t.Context(), update(3, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
 				t.Fatalf("Apply after the fault: %v", err)
 			}
-			if m, err := Inspect(InspectConfig{Dir: f.Dir()}); err != nil || m.Generation != 3 {
+			if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != 3 {
 				t.Errorf("after recovery: %+v, %v; want generation 3", m, err)
 			}
 			if st := f.Stats(); st.LastWriteErr != nil || action.runs.Load() != 2 {

@@ -16,9 +16,10 @@
 // reader can finish.
 //
 // The folder's reload.Runner, if any, runs after the swap is durable;
-// Stats counts write failures and reports the runner's actions. Prepare removes stale leftovers (expired, not yet valid,
-// mismatched or unverifiable material, old generations) at start-up, and
-// Inspect is the reader behind the `wait` and `check` commands.
+// Stats counts write failures and reports the runner's actions. Prepare
+// removes stale leftovers (expired, not yet valid, mismatched or
+// unverifiable material, old generations) at start-up, as folderstate, the
+// reader behind `wait`, `check` and readiness, judges them.
 package filesink
 
 import (
@@ -29,55 +30,47 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/atomicfile"
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
+	"github.com/sds-bridge/sds-bridge/internal/layout"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// Layout names the set of files written into a folder.
-type Layout string
+// Layout names the set of files written into a folder; internal/layout
+// knows the names of each.
+type Layout = layout.Kind
 
 const (
 	// LayoutSPIFFEHelper writes svid.pem (leaf and intermediates),
 	// svid_key.pem (PKCS#8) and svid_bundle.pem (own trust domain roots), as
 	// spiffe-helper does. It is the default.
-	LayoutSPIFFEHelper Layout = "spiffe-helper"
+	LayoutSPIFFEHelper = layout.SPIFFEHelper
 	// LayoutSPIFFE follows the SPIFFE Filesystem Delivery standard:
 	// credential-bundle.private-key.pem (key, then chain without root) and
 	// one <trust-domain>.spiffe-trust-bundle.pem per trust domain.
-	LayoutSPIFFE Layout = "spiffe"
+	LayoutSPIFFE = layout.SPIFFE
 )
 
-// Default file names and modes.
+// Default file names and modes, and the names of a folder (see
+// internal/layout).
 const (
-	DefaultCertFileName   = "svid.pem"
-	DefaultKeyFileName    = "svid_key.pem"
-	DefaultBundleFileName = "svid_bundle.pem"
+	DefaultCertFileName   = layout.DefaultCertFileName
+	DefaultKeyFileName    = layout.DefaultKeyFileName
+	DefaultBundleFileName = layout.DefaultBundleFileName
 	DefaultCertMode       = os.FileMode(0o644)
 	DefaultKeyMode        = os.FileMode(0o600)
 
-	// MarkerFileName describes the generation in every folder, whatever
-	// the layout, so one can tell what is on disk.
-	MarkerFileName = "sds-bridge.json"
-	// CredentialFileName is the key-and-chain file of LayoutSPIFFE.
-	CredentialFileName = "credential-bundle.private-key.pem"
-	// TrustBundleSuffix ends every trust bundle file of LayoutSPIFFE.
-	TrustBundleSuffix = ".spiffe-trust-bundle.pem"
-
-	// FederatedDirName is the directory of federated bundles of
-	// LayoutSPIFFEHelper with IncludeFederatedDomains, inside each
-	// generation; the stable name is a link to "..data/federated".
-	FederatedDirName = "federated"
-	// FederatedBundleSuffix ends every file in FederatedDirName.
-	FederatedBundleSuffix = ".pem"
-
-	// DataLink is the symlink that names the current generation directory.
-	DataLink = "..data"
+	MarkerFileName        = layout.MarkerFileName
+	CredentialFileName    = layout.CredentialFileName
+	TrustBundleSuffix     = layout.TrustBundleSuffix
+	FederatedDirName      = layout.FederatedDirName
+	FederatedBundleSuffix = layout.FederatedBundleSuffix
+	DataLink              = layout.DataLink
 
 	// LockFileName is the lock file (internal/flock) that makes a folder
 	// belong to one running bridge; taken before Prepare touches anything.
@@ -189,14 +182,13 @@ func New(cfg Config) (*Folder, error) {
 	f := &Folder{
 		cfg: cfg,
 		names: fileNames{
-			layout:        cfg.Layout,
-			cert:          cfg.CertFileName,
-			key:           cfg.KeyFileName,
-			bundle:        cfg.BundleFileName,
-			svid:          cfg.SVID,
-			federated:     cfg.IncludeFederatedDomains,
-			concatenate:   cfg.FederatedBundle == FederatedConcatenate,
-			intermediates: cfg.AddIntermediatesToBundle,
+			Names: layout.Names{Kind: cfg.Layout, Cert: cfg.CertFileName, Key: cfg.KeyFileName, Bundle: cfg.BundleFileName},
+			svid:  cfg.SVID,
+			opts: layout.Options{
+				Federated:     cfg.IncludeFederatedDomains,
+				Concatenate:   cfg.FederatedBundle == FederatedConcatenate,
+				Intermediates: cfg.AddIntermediatesToBundle,
+			},
 		},
 		unmakeable: map[string]bool{},
 		foreign:    map[string]bool{},
@@ -210,13 +202,10 @@ func (c Config) WithDefaults() Config {
 	if c.Dir != "" {
 		c.Dir = filepath.Clean(c.Dir)
 	}
-	if c.Layout == "" {
-		c.Layout = LayoutSPIFFEHelper
-	}
-	if c.Layout == LayoutSPIFFEHelper {
-		c.CertFileName = cmp.Or(c.CertFileName, DefaultCertFileName)
-		c.KeyFileName = cmp.Or(c.KeyFileName, DefaultKeyFileName)
-		c.BundleFileName = cmp.Or(c.BundleFileName, DefaultBundleFileName)
+	c.Layout = cmp.Or(c.Layout, LayoutSPIFFEHelper)
+	// An unknown layout keeps its names: validate refuses it.
+	if n, err := (layout.Names{Kind: c.Layout, Cert: c.CertFileName, Key: c.KeyFileName, Bundle: c.BundleFileName}).WithDefaults(); err == nil {
+		c.CertFileName, c.KeyFileName, c.BundleFileName = n.Cert, n.Key, n.Bundle
 	}
 	if c.Layout == LayoutSPIFFEHelper && c.FederatedBundle == "" {
 		// The spiffe layout takes no federated_bundle at all.
@@ -276,7 +265,7 @@ func (c Config) validateHelperLayout(errs *fielderr.List) {
 		{"key_file_name", c.KeyFileName},
 		{"bundle_file_name", c.BundleFileName},
 	} {
-		err := validFileName(n.value)
+		err := layout.ValidFileName(n.value)
 		switch {
 		case err != nil:
 			errs.Add(n.key, "%q %v", n.value, err)
@@ -339,22 +328,6 @@ func validateMode(errs *fielderr.List, key, what string, m os.FileMode, forbidde
 	}
 }
 
-// validFileName keeps configured names inside the folder and away from the
-// names the swap machinery reserves ("..data", generation directories).
-func validFileName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("missing: a file name is needed")
-	case name != filepath.Base(name) || strings.ContainsRune(name, '/'):
-		return errors.New("must be a plain file name, not a path")
-	case name == ".":
-		return errors.New("is the folder itself, not a file name")
-	case strings.HasPrefix(name, ".."):
-		return errors.New(`must not start with ".." (reserved for generation directories)`)
-	}
-	return nil
-}
-
 // Name identifies the sink in logs, readiness and metrics.
 func (f *Folder) Name() string { return "files:" + f.cfg.Dir }
 
@@ -365,9 +338,10 @@ func (f *Folder) SVIDChoice() string { return f.cfg.SVID }
 // Dir is the folder's absolute path.
 func (f *Folder) Dir() string { return f.cfg.Dir }
 
-// InspectConfig returns the configuration Inspect needs to read this folder.
-func (f *Folder) InspectConfig(minValidity time.Duration) InspectConfig {
-	return InspectConfig{
+// InspectConfig returns the configuration folderstate.Inspect needs to
+// read this folder.
+func (f *Folder) InspectConfig(minValidity time.Duration) folderstate.Config {
+	return folderstate.Config{
 		Dir:            f.cfg.Dir,
 		Layout:         f.cfg.Layout,
 		CertFileName:   f.cfg.CertFileName,

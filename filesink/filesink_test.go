@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -268,7 +269,7 @@ func TestApplySPIFFELayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkBundles(t, own, fed)
-	m, err := Inspect(InspectConfig{Dir: dir, Layout: LayoutSPIFFE})
+	m, err := folderstate.Inspect(folderstate.Config{Dir: dir, Layout: LayoutSPIFFE})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/atomicfile"
+	"github.com/sds-bridge/sds-bridge/internal/boundedfile"
 )
 
 const (
@@ -102,51 +103,11 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 			}
 		}
 	}()
-	gen, err := openOwnDir(root, genName, f.cfg.Owner)
+	gen, err := f.writeGeneration(root, genName, set)
 	if err != nil {
-		return "", fmt.Errorf("filesink: generation directory: %w", err)
+		return "", err
 	}
 	defer gen.Close()
-	dirs := map[string]*os.Root{".": gen}
-	for _, sub := range set.dirs {
-		if err := f.fault("mkdir", path.Join(genName, sub)); err != nil {
-			return "", fmt.Errorf("filesink: create generation subdirectory: %w", err)
-		}
-		if err := gen.Mkdir(sub, generationDirMode); err != nil {
-			return "", fmt.Errorf("filesink: create generation subdirectory: %w", err)
-		}
-		f.afterMkdir(genName + "/" + sub)
-		d, err := openOwnDir(gen, sub, f.cfg.Owner)
-		if err != nil {
-			return "", fmt.Errorf("filesink: generation subdirectory: %w", err)
-		}
-		defer d.Close()
-		dirs[sub] = d
-	}
-	for _, file := range set.files {
-		d, ok := dirs[path.Dir(file.name)]
-		if !ok {
-			return "", fmt.Errorf("filesink: write generation file %s: no directory %s in the set", file.name, path.Dir(file.name))
-		}
-		if err := f.fault("create", path.Join(genName, file.name)); err != nil {
-			return "", fmt.Errorf("filesink: write generation file: %w", err)
-		}
-		if err := writeNewFile(d, path.Base(file.name), file.data, file.mode, f.cfg.Owner); err != nil {
-			return "", err
-		}
-	}
-	for _, sub := range set.dirs {
-		if err := syncDir(dirs[sub]); err != nil {
-			return "", err
-		}
-	}
-	if err := syncDir(gen); err != nil {
-		return "", err
-	}
-	// The generation's own entry must be durable before ..data may name it.
-	if err := syncDir(root); err != nil {
-		return "", err
-	}
 	// ..data must name the directory just written, not what an attacker
 	// put at its name meanwhile. (Who can write the folder can still
 	// repoint any link there afterwards; the bridge only never helps.)
@@ -167,7 +128,68 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 			f.log.Debug("filesink: removed old generation directory", "dir", name)
 		}
 	}()
+	return genName, f.linkStableNames(root, set)
+}
 
+// writeGeneration fills the generation directory genName, just created,
+// with set, and makes all of it durable, its own entry in the folder
+// included, before ..data may name it. It returns the generation's handle.
+func (f *Folder) writeGeneration(root *os.Root, genName string, set *fileSet) (_ *os.Root, err error) {
+	gen, err := openOwnDir(root, genName, f.cfg.Owner)
+	if err != nil {
+		return nil, fmt.Errorf("filesink: generation directory: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			gen.Close()
+		}
+	}()
+	dirs := map[string]*os.Root{".": gen}
+	for _, sub := range set.dirs {
+		if err := f.fault("mkdir", path.Join(genName, sub)); err != nil {
+			return nil, fmt.Errorf("filesink: create generation subdirectory: %w", err)
+		}
+		if err := gen.Mkdir(sub, generationDirMode); err != nil {
+			return nil, fmt.Errorf("filesink: create generation subdirectory: %w", err)
+		}
+		f.afterMkdir(genName + "/" + sub)
+		d, err := openOwnDir(gen, sub, f.cfg.Owner)
+		if err != nil {
+			return nil, fmt.Errorf("filesink: generation subdirectory: %w", err)
+		}
+		defer d.Close()
+		dirs[sub] = d
+	}
+	for _, file := range set.files {
+		d, ok := dirs[path.Dir(file.name)]
+		if !ok {
+			return nil, fmt.Errorf("filesink: write generation file %s: no directory %s in the set", file.name, path.Dir(file.name))
+		}
+		if err := f.fault("create", path.Join(genName, file.name)); err != nil {
+			return nil, fmt.Errorf("filesink: write generation file: %w", err)
+		}
+		if err := writeNewFile(d, path.Base(file.name), file.data, file.mode, f.cfg.Owner); err != nil {
+			return nil, err
+		}
+	}
+	for _, sub := range set.dirs {
+		if err := syncDir(dirs[sub]); err != nil {
+			return nil, err
+		}
+	}
+	if err := syncDir(gen); err != nil {
+		return nil, err
+	}
+	if err := syncDir(root); err != nil {
+		return nil, err
+	}
+	return gen, nil
+}
+
+// linkStableNames points every stable name of set into ..data, removes
+// those the set no longer has and makes the folder durable. A name that
+// cannot be made does not stop the others.
+func (f *Folder) linkStableNames(root *os.Root, set *fileSet) error {
 	want := make(map[string]bool, len(set.files))
 	for _, file := range set.files {
 		want[topName(file.name)] = true
@@ -180,7 +202,7 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 		errs = append(errs, f.reportStableName(name, ensureLink(root, name)))
 	}
 	errs = append(errs, f.removeStaleNames(root, want), syncDir(root))
-	return genName, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // reportStableName logs a stable name that cannot be made (a directory
@@ -224,7 +246,7 @@ func (f *Folder) makeGenerationDir(root *os.Root, now time.Time, generation uint
 func openOwnDir(parent *os.Root, name string, owner *Owner) (_ *os.Root, err error) {
 	d, err := parent.OpenRoot(name)
 	if err != nil {
-		if escapes(err) {
+		if boundedfile.Escapes(err) {
 			return nil, fmt.Errorf("%s was replaced by a link out of the folder", name)
 		}
 		return nil, err
@@ -359,8 +381,8 @@ func (f *Folder) removeStaleNames(root *os.Root, want map[string]bool) error {
 		switch {
 		case e.Type()&fs.ModeSymlink != 0:
 			stale = isStableLink(root, name)
-		case e.Type().IsRegular() && f.names.layout == LayoutSPIFFE:
-			_, stale = trustDomainOfBundleFile(name)
+		case e.Type().IsRegular() && f.names.Kind == LayoutSPIFFE:
+			_, stale = f.names.BundleTrustDomain(name)
 		}
 		if !stale {
 			continue

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
@@ -42,7 +43,7 @@ func TestWorldWritableFolder(t *testing.T) {
 		if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
 			t.Fatal(err)
 		}
-		before, err := Inspect(InspectConfig{Dir: f.Dir()})
+		before, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +53,7 @@ func TestWorldWritableFolder(t *testing.T) {
 		if err := f.Apply(t.Context(), update(2, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err == nil {
 			t.Fatal("Apply into a world-writable folder succeeded")
 		}
-		after, err := Inspect(InspectConfig{Dir: f.Dir()})
+		after, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
 		if err != nil || after.Serial != before.Serial || after.Generation != 1 {
 			t.Fatalf("set after a refused swap: %+v, %v; want generation 1 (serial %s)", after, err, before.Serial)
 		}
@@ -195,7 +196,7 @@ func TestPlantedLinksAreReplacedNeverFollowed(t *testing.T) {
 			if err != nil || !strings.HasPrefix(data, "..") || strings.ContainsRune(data, '/') {
 				t.Errorf("..data -> %q (%v), want a generation in the folder", data, err)
 			}
-			if m, err := Inspect(InspectConfig{Dir: f.Dir()}); err != nil || m.Generation != gen {
+			if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != gen {
 				t.Errorf("Inspect = %+v, %v; want generation %d", m, err, gen)
 			}
 		})
@@ -229,12 +230,12 @@ func TestPlantedSpecialFilesDoNotHang(t *testing.T) {
 	// is a bound, not a speed assertion.
 	done := make(chan error, 1)
 	go func() {
-		_, err := Inspect(InspectConfig{Dir: f.Dir()})
+		_, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
 		done <- err
 	}()
 	select {
 	case err := <-done:
-		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "not a regular file") {
+		if !errors.Is(err, folderstate.ErrMalformed) || !strings.Contains(err.Error(), "not a regular file") {
 			t.Errorf("Inspect = %v, want the FIFO reported as malformed", err)
 		}
 	case <-time.After(testkit.Timeout):
@@ -257,7 +258,7 @@ func TestPlantedSpecialFilesDoNotHang(t *testing.T) {
 	if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Inspect(InspectConfig{Dir: f.Dir()}); err != nil {
+	if _, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil {
 		t.Fatal(err)
 	}
 }

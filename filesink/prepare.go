@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sds-bridge/sds-bridge/folderstate"
 )
 
 // Prepare cleans the folder up before the first Update, so that nothing
@@ -44,49 +46,72 @@ func (f *Folder) Prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-
 	// The stable names as a consumer opens them.
-	folder := setDir{root: root, path: dir}
-	_, problems := checkSet(f.names, folder, now, 0)
-	removed := map[string]bool{}
-	for _, p := range problems {
-		for _, name := range p.remove {
-			if removed[name] {
-				continue
-			}
-			ok, err := f.removeFile(root, name, p.err.Reason.String(), p.err.Detail)
-			if err != nil {
-				return err
-			}
-			removed[name] = ok
-		}
+	folder := folderstate.DirOf(root, dir)
+	if err := f.removeStaleFiles(root, folder, now); err != nil {
+		return err
 	}
-	if removed[f.primaryName()] {
-		// The marker describes the certificate that just went away.
-		if _, err := f.removeFile(root, MarkerFileName, "stale-marker", "describes removed material"); err != nil {
-			return err
-		}
-	}
-
 	for _, name := range f.removeGenerations(root, keep) {
 		f.log.Warn("filesink: removed leftover generation directory", "dir", filepath.Join(dir, name))
 	}
 	if err := syncDir(root); err != nil {
 		return err
 	}
-	if m, problems := checkSet(f.names, folder, now, 0); len(problems) == 0 {
+	if m, findings := folderstate.Check(f.names.Names, folder, folderstate.ReadMarker(folder), now, 0); len(findings) == 0 {
 		f.log.Info("filesink: kept valid material from before the start",
 			"spiffe_id", m.SPIFFEID, "serial", m.Serial, "not_after", m.NotAfter, "generation", m.Generation)
 	}
 	return nil
 }
 
-// primaryName is the file holding the certificate.
-func (f *Folder) primaryName() string {
-	if f.names.layout == LayoutSPIFFE {
-		return CredentialFileName
+// removeStaleFiles removes the files at the stable names that the reader
+// finds unusable, as staleNames decides, and the marker with the
+// certificate it describes.
+func (f *Folder) removeStaleFiles(root *os.Root, folder folderstate.Dir, now time.Time) error {
+	_, findings := folderstate.Check(f.names.Names, folder, nil, now, 0)
+	removed := map[string]bool{}
+	for _, fd := range findings {
+		for _, name := range f.staleNames(fd) {
+			if removed[name] {
+				continue
+			}
+			ok, err := f.removeFile(root, name, fd.Err.Reason.String(), fd.Err.Detail)
+			if err != nil {
+				return err
+			}
+			removed[name] = ok
+		}
 	}
-	return f.names.cert
+	if removed[f.names.CertFile()] {
+		// The marker describes the certificate that just went away.
+		if _, err := f.removeFile(root, MarkerFileName, "stale-marker", "describes removed material"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// staleNames is the deletion policy: what Prepare removes because of a
+// finding. Whatever is at a name but is no file (a FIFO, a device, a huge
+// file, a link out of the folder) goes; a bad certificate or key takes its
+// pair with it, as the two are only good together; a bad bundle file at a
+// stable name goes. A missing or unreadable file, or one that is merely
+// valid for less than wanted, stays: it is not stale.
+func (f *Folder) staleNames(fd folderstate.Finding) []string {
+	switch {
+	case fd.NotAFile:
+		return []string{fd.Name}
+	case fd.Err.Reason == folderstate.ReasonMissing, fd.Err.Reason == folderstate.ReasonUnreadable,
+		fd.Err.Reason == folderstate.ReasonExpiringSoon:
+		return nil
+	case fd.Part == folderstate.PartCredential:
+		return f.names.Pair()
+	case !strings.Contains(fd.Name, "/"):
+		return []string{fd.Name}
+	}
+	// A bundle inside a generation subdirectory: it goes with its
+	// generation, never alone through the stable link.
+	return nil
 }
 
 // prepareData judges the generation behind ..data as a set and removes it
@@ -100,72 +125,92 @@ func (f *Folder) prepareData(root *os.Root, now time.Time) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("filesink: inspect %s: %w", DataLink, err)
 	}
-	why := ""
-	target := ""
-	if fi.Mode()&fs.ModeSymlink == 0 {
-		why = "not a symlink"
-	} else if target, err = root.Readlink(DataLink); err != nil {
-		return "", fmt.Errorf("filesink: read %s: %w", DataLink, err)
-	}
-	// Only a generation directory inside the folder is ours to judge and
-	// delete; a link elsewhere is dropped but its target left alone.
-	ours := why == "" && strings.HasPrefix(target, "..") && !strings.ContainsRune(target, '/')
-	if why == "" {
-		// Lstat: a "generation" that is itself a link (out of the folder)
-		// is not one of ours.
-		switch st, err := root.Lstat(target); {
-		case !ours:
-			why = fmt.Sprintf("points outside the folder (%s)", target)
-		case err != nil:
-			why = fmt.Sprintf("points at a missing generation (%s)", target)
-		case !st.IsDir():
-			why = fmt.Sprintf("points at a non-directory (%s)", target)
-		}
+	target, why, err := judgeDataLink(root, fi)
+	if err != nil {
+		return "", err
 	}
 	reason, detail := "broken-data-link", why
 	if why == "" {
-		gen := openSetDir(root, target, filepath.Join(f.cfg.Dir, target))
-		_, problems := checkSet(f.names, gen, now, 0)
-		written := readMarkerSVID(gen)
-		gen.close()
-		switch {
-		case len(problems) > 0:
-			reason, detail = problems[0].err.Reason.String(), "generation "+target+": "+problems[0].err.Detail
-		case written != f.names.svid:
-			// Valid, but another identity than the one now configured: a
-			// consumer must not be told it is ready on it.
-			reason = "other-svid"
-			detail = fmt.Sprintf("generation %s was written for svid %q, the folder now wants %q", target, written, f.names.svid)
-		default:
+		if reason, detail = f.judgeGeneration(root, target, now); reason == "" {
 			return target, nil
 		}
 	}
+	return "", f.dropData(root, fi, reason, detail)
+}
 
-	// Links go first so that no stable name is ever left pointing into a
-	// generation that is half deleted.
+// judgeDataLink says why ..data (fi) cannot name a generation of ours, or
+// returns what it names.
+func judgeDataLink(root *os.Root, fi fs.FileInfo) (target, why string, err error) {
+	if fi.Mode()&fs.ModeSymlink == 0 {
+		return "", "not a symlink", nil
+	}
+	if target, err = root.Readlink(DataLink); err != nil {
+		return "", "", fmt.Errorf("filesink: read %s: %w", DataLink, err)
+	}
+	// Only a generation directory inside the folder is ours to judge and
+	// delete; a link elsewhere is dropped but its target left alone.
+	if !strings.HasPrefix(target, "..") || strings.ContainsRune(target, '/') {
+		return target, fmt.Sprintf("points outside the folder (%s)", target), nil
+	}
+	// Lstat: a "generation" that is itself a link (out of the folder) is
+	// not one of ours.
+	switch st, err := root.Lstat(target); {
+	case err != nil:
+		return target, fmt.Sprintf("points at a missing generation (%s)", target), nil
+	case !st.IsDir():
+		return target, fmt.Sprintf("points at a non-directory (%s)", target), nil
+	}
+	return target, "", nil
+}
+
+// judgeGeneration says why the generation target cannot stay current
+// (reason "" when it can): its set is not usable, or it was written for
+// another svid choice than the one now configured — valid, but a
+// consumer must not be told it is ready on another identity.
+func (f *Folder) judgeGeneration(root *os.Root, target string, now time.Time) (reason, detail string) {
+	gen := folderstate.OpenDir(root, target, filepath.Join(f.cfg.Dir, target))
+	defer gen.Close()
+	written := folderstate.ReadMarker(gen)
+	_, findings := folderstate.Check(f.names.Names, gen, written, now, 0)
+	writtenFor := ""
+	if written != nil {
+		writtenFor = written.SVID
+	}
+	switch {
+	case len(findings) > 0:
+		return findings[0].Err.Reason.String(), "generation " + target + ": " + findings[0].Err.Detail
+	case writtenFor != f.names.svid:
+		return "other-svid", fmt.Sprintf("generation %s was written for svid %q, the folder now wants %q", target, writtenFor, f.names.svid)
+	}
+	return "", ""
+}
+
+// dropData removes every stable link and then ..data (fi). Links go first
+// so that no stable name is ever left pointing into a generation that is
+// half deleted; Prepare's removeGenerations deletes the generation
+// directory itself.
+func (f *Folder) dropData(root *os.Root, fi fs.FileInfo, reason, detail string) error {
 	entries, err := readDirNames(root)
 	if err != nil {
-		return "", fmt.Errorf("filesink: list folder: %w", err)
+		return fmt.Errorf("filesink: list folder: %w", err)
 	}
 	for _, e := range entries {
 		if e.Type()&fs.ModeSymlink != 0 && isStableLink(root, e.Name()) {
 			if _, err := f.removeFile(root, e.Name(), reason, detail); err != nil {
-				return "", err
+				return err
 			}
 		}
 	}
-	link := filepath.Join(f.cfg.Dir, DataLink)
 	if fi.IsDir() {
 		// ..data is our name even when someone made it a directory.
 		if err := root.RemoveAll(DataLink); err != nil {
-			return "", fmt.Errorf("filesink: remove %s: %w", DataLink, err)
+			return fmt.Errorf("filesink: remove %s: %w", DataLink, err)
 		}
-		f.log.Warn("filesink: removed directory", "dir", link, "reason", reason, "why", detail)
-	} else if _, err := f.removeFile(root, DataLink, reason, detail); err != nil {
-		return "", err
+		f.log.Warn("filesink: removed directory", "dir", filepath.Join(f.cfg.Dir, DataLink), "reason", reason, "why", detail)
+		return nil
 	}
-	// Prepare's removeGenerations deletes the generation directory itself.
-	return "", nil
+	_, err = f.removeFile(root, DataLink, reason, detail)
+	return err
 }
 
 // removeTempLinks drops the temporary links a crash in the middle of a swap

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/certcheck"
 )
@@ -108,7 +109,7 @@ func TestSwapIsAtomicAsASet(t *testing.T) {
 	if stats.stableSets.Load() == 0 || stats.dataSets.Load() == 0 {
 		t.Error("the readers did not complete a single read; the test proves nothing")
 	}
-	m, err := Inspect(InspectConfig{Dir: dir})
+	m, err := folderstate.Inspect(folderstate.Config{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,19 +160,19 @@ func readStable(dir string, s *swapStats) {
 		}
 		data[i] = b
 	}
-	certs, err := parseCerts(data[0])
+	certs, err := certcheck.ParseCerts(data[0])
 	if err != nil {
 		s.stablePartial.Add(1)
 		s.fail("svid.pem read through the stable name does not parse: %v (%d bytes)", err, len(data[0]))
 		return
 	}
-	key, err := parseKey(data[1])
+	key, err := certcheck.ParseKey(data[1])
 	if err != nil {
 		s.stablePartial.Add(1)
 		s.fail("svid_key.pem read through the stable name does not parse: %v (%d bytes)", err, len(data[1]))
 		return
 	}
-	if _, err := parseCerts(data[2]); err != nil {
+	if _, err := certcheck.ParseCerts(data[2]); err != nil {
 		s.stablePartial.Add(1)
 		s.fail("svid_bundle.pem read through the stable name does not parse: %v", err)
 		return

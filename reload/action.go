@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/internal/boundedfile"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 )
 
@@ -244,26 +244,13 @@ var ErrNoServer = errors.New("no server to reload")
 const maxPIDFileSize = 1 << 20
 
 // readPIDFile reads a regular file of at most maxPIDFileSize bytes,
-// opened without blocking so that a FIFO at the path cannot hang a reload.
+// opened without blocking: a FIFO planted at the path must not hang a
+// reload.
 func readPIDFile(path string) ([]byte, error) {
-	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	fh, err := os.OpenFile(path, boundedfile.OpenFlags, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer fh.Close()
-	fi, err := fh.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
-	}
-	data, err := io.ReadAll(io.LimitReader(fh, maxPIDFileSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxPIDFileSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxPIDFileSize)
-	}
-	return data, nil
+	return boundedfile.Read(fh, path, maxPIDFileSize)
 }

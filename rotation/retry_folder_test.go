@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
@@ -127,7 +128,7 @@ func TestFolderCatchesUpWithoutANewRotation(t *testing.T) {
 	if cur.Generation != 2 {
 		t.Fatalf("current generation %d: another rotation came, proving nothing", cur.Generation)
 	}
-	m, err := filesink.Inspect(filesink.InspectConfig{Dir: b.dir})
+	m, err := folderstate.Inspect(folderstate.Config{Dir: b.dir})
 	if err != nil || m.Generation != 2 || m.Serial != cur.Leaf().SerialNumber.Text(16) {
 		t.Errorf("folder after recovery: %+v, %v; want generation 2, serial %s", m, err, cur.Leaf().SerialNumber.Text(16))
 	}
@@ -156,7 +157,7 @@ func TestFolderWhoseReloadActionFailedIsNotSwappedAgain(t *testing.T) {
 	if woken := b.src.RetryNow(); len(woken) != 0 {
 		t.Errorf("RetryNow woke %v: a folder would be swapped again for its action", woken)
 	}
-	if m, err := filesink.Inspect(filesink.InspectConfig{Dir: b.dir}); err != nil || m.Generation != 1 {
+	if m, err := folderstate.Inspect(folderstate.Config{Dir: b.dir}); err != nil || m.Generation != 1 {
 		t.Errorf("folder: %+v, %v; want generation 1", m, err)
 	}
 	if fs := b.folder.Stats(); fs.WriteFailures != 0 || len(fs.Actions) != 1 || fs.Actions[0].Attempts != 1 {

@@ -12,6 +12,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -33,15 +34,15 @@ func TestDevIssuesASecondSVIDAndAFederatedBundle(t *testing.T) {
 	d := startDev(t, dir, "--config", conf, "--admin", "", "--sds-socket", sock,
 		"--second-spiffe-id", "spiffe://example.org/second", "--federate-with", "partner.test")
 
-	holds := func(cfg filesink.InspectConfig, want string) {
+	holds := func(cfg folderstate.Config, want string) {
 		t.Helper()
 		testkit.Eventually(t, cfg.Dir+" holding "+want, func() bool {
-			m, err := filesink.Inspect(cfg)
+			m, err := folderstate.Inspect(cfg)
 			return err == nil && m.SPIFFEID.String() == want
 		})
 	}
-	holds(filesink.InspectConfig{Dir: second}, "spiffe://example.org/second")
-	holds(filesink.InspectConfig{Dir: plainDir, Layout: filesink.LayoutSPIFFE}, "spiffe://example.org/dev")
+	holds(folderstate.Config{Dir: second}, "spiffe://example.org/second")
+	holds(folderstate.Config{Dir: plainDir, Layout: filesink.LayoutSPIFFE}, "spiffe://example.org/dev")
 	for _, f := range []string{filepath.Join(second, "federated", "partner.test.pem"), filepath.Join(plainDir, "partner.test.spiffe-trust-bundle.pem")} {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("federated bundle file: %v", err)

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 
-	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/bridge"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/helperconf"
@@ -167,15 +165,6 @@ func (c *commonFlags) parse(fs *flag.FlagSet, args []string, stderr io.Writer) (
 // options are the bridge's options for cfg, as the flags say.
 func (c *commonFlags) options(cfg *config.Config, log *slog.Logger) bridge.Options {
 	return bridge.Options{Config: cfg, Logger: log, Once: c.once, Version: versionString()}
-}
-
-// layoutFlag checks a --layout value early, with the flag's name in the error.
-func layoutFlag(v string) (filesink.Layout, error) {
-	switch v {
-	case string(filesink.LayoutSPIFFEHelper), string(filesink.LayoutSPIFFE):
-		return filesink.Layout(v), nil
-	}
-	return "", fmt.Errorf("--layout %q: want %s", v, strings.Join([]string{string(filesink.LayoutSPIFFEHelper), string(filesink.LayoutSPIFFE)}, " or "))
 }
 
 // programArgs returns what follows "--" on the command line (the program

@@ -1,6 +1,7 @@
 // Package certcheck holds the checks an X.509-SVID must pass wherever the
 // bridge looks at one — on receipt from the Workload API and when reading a
-// folder back — so both sides agree on what "valid" means.
+// folder back — so both sides agree on what "valid" means; and the strict
+// parsing of the PEM files a folder holds (pem.go).
 package certcheck
 
 import (

@@ -1,4 +1,4 @@
-package main
+package folderstate
 
 import (
 	"errors"
@@ -16,7 +16,7 @@ const folderChangeMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM 
 	unix.IN_ATTRIB | unix.IN_DELETE | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
 
 // folderWatch tells, from inotify, that something changed in a credential
-// folder, so that `wait` looks again at once instead of on its next tick.
+// folder, so that Wait looks again at once instead of on its next tick.
 // While the folder does not exist its parent is watched, and the folder is
 // added as soon as it appears.
 type folderWatch struct {
@@ -69,7 +69,7 @@ func (w *folderWatch) run() {
 		n, err := w.f.Read(buf)
 		if err != nil {
 			if !errors.Is(err, os.ErrClosed) {
-				// Without events wait still looks on every tick.
+				// Without events Wait still looks on every tick.
 				close(w.changes)
 			}
 			return

@@ -1,10 +1,10 @@
 //go:build !linux
 
-package main
+package folderstate
 
 import "errors"
 
-// watchFolderChanges is only implemented with inotify; elsewhere `wait`
+// watchFolderChanges is only implemented with inotify; elsewhere Wait
 // looks at the folder on every tick.
 func watchFolderChanges(string) (<-chan struct{}, func(), error) {
 	return nil, nil, errors.New("folder change notification is only implemented on Linux")

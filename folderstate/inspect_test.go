@@ -1,4 +1,4 @@
-package filesink
+package folderstate_test
 
 import (
 	"errors"
@@ -8,18 +8,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
-	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
 func TestInspect(t *testing.T) {
-	c, other := newCA(t, "example.org"), newCA(t, "example.org")
+	c, other := newCA(t), newCA(t)
 	now := time.Now()
-	svid := c.issue(t, ca.SVIDOptions{NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)})
-	stranger := other.issue(t, ca.SVIDOptions{})
+	svid := issue(t, c, ca.SVIDOptions{NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)})
+	stranger := issue(t, other, ca.SVIDOptions{})
 	bundle := certPEM(c.Root())
 	good := map[string][]byte{"svid.pem": certPEM(svid.Certificates...), "svid_key.pem": keyPEM(t, svid), "svid_bundle.pem": bundle}
 	with := func(name string, data []byte) map[string][]byte {
@@ -41,60 +41,60 @@ func TestInspect(t *testing.T) {
 		now         time.Time
 		minValidity time.Duration
 		wantErr     error
-		wantReason  Reason
+		wantReason  folderstate.Reason
 		wantMsg     []string
 	}{
-		{name: "missing certificate", files: with("svid.pem", nil), wantErr: ErrMissing, wantReason: ReasonMissing, wantMsg: []string{"missing file", "svid.pem"}},
-		{name: "missing key", files: with("svid_key.pem", nil), wantErr: ErrMissing, wantReason: ReasonMissing, wantMsg: []string{"missing file", "svid_key.pem"}},
-		{name: "missing bundle", files: with("svid_bundle.pem", nil), wantErr: ErrMissing, wantReason: ReasonMissing, wantMsg: []string{"missing file", "svid_bundle.pem"}},
-		{name: "empty folder", files: map[string][]byte{}, wantErr: ErrMissing, wantReason: ReasonMissing, wantMsg: []string{"svid.pem"}},
+		{name: "missing certificate", files: with("svid.pem", nil), wantErr: folderstate.ErrMissing, wantReason: folderstate.ReasonMissing, wantMsg: []string{"missing file", "svid.pem"}},
+		{name: "missing key", files: with("svid_key.pem", nil), wantErr: folderstate.ErrMissing, wantReason: folderstate.ReasonMissing, wantMsg: []string{"missing file", "svid_key.pem"}},
+		{name: "missing bundle", files: with("svid_bundle.pem", nil), wantErr: folderstate.ErrMissing, wantReason: folderstate.ReasonMissing, wantMsg: []string{"missing file", "svid_bundle.pem"}},
+		{name: "empty folder", files: map[string][]byte{}, wantErr: folderstate.ErrMissing, wantReason: folderstate.ReasonMissing, wantMsg: []string{"svid.pem"}},
 		{
-			name: "expired", files: good, now: now.Add(2 * time.Hour), wantErr: ErrExpired, wantReason: ReasonExpired,
+			name: "expired", files: good, now: now.Add(2 * time.Hour), wantErr: folderstate.ErrExpired, wantReason: folderstate.ReasonExpired,
 			wantMsg: []string{"spiffe://example.org/db", "expired at " + svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339)},
 		},
 		{
-			name: "not yet valid", files: good, now: now.Add(-time.Hour), wantErr: ErrNotYetValid, wantReason: ReasonNotYetValid,
+			name: "not yet valid", files: good, now: now.Add(-time.Hour), wantErr: folderstate.ErrNotYetValid, wantReason: folderstate.ReasonNotYetValid,
 			wantMsg: []string{"not valid until " + svid.Certificates[0].NotBefore.UTC().Format(time.RFC3339)},
 		},
 		{
 			name: "valid for less than required", files: good, now: now, minValidity: 2 * time.Hour,
-			wantErr: ErrExpiringSoon, wantReason: ReasonExpiringSoon, wantMsg: []string{"valid for only", "less than the required 2h0m0s"},
+			wantErr: folderstate.ErrExpiringSoon, wantReason: folderstate.ReasonExpiringSoon, wantMsg: []string{"valid for only", "less than the required 2h0m0s"},
 		},
 		{
 			name: "key of another certificate", files: with("svid_key.pem", keyPEM(t, stranger)),
-			wantErr: ErrKeyMismatch, wantReason: ReasonKeyMismatch, wantMsg: []string{"svid_key.pem", "does not match certificate"},
+			wantErr: folderstate.ErrKeyMismatch, wantReason: folderstate.ReasonKeyMismatch, wantMsg: []string{"svid_key.pem", "does not match certificate"},
 		},
 		{
 			name: "chain from another CA", files: with("svid.pem", certPEM(stranger.Certificates...)),
-			wantErr: ErrKeyMismatch, wantReason: ReasonKeyMismatch, // the key is checked before the chain
+			wantErr: folderstate.ErrKeyMismatch, wantReason: folderstate.ReasonKeyMismatch, // the key is checked before the chain
 		},
 		{
 			name: "bundle of another CA", files: with("svid_bundle.pem", certPEM(other.Root())),
-			wantErr: ErrUntrusted, wantReason: ReasonUntrusted, wantMsg: []string{"does not verify against bundle", "svid_bundle.pem", "unknown authority"},
+			wantErr: folderstate.ErrUntrusted, wantReason: folderstate.ReasonUntrusted, wantMsg: []string{"does not verify against bundle", "svid_bundle.pem", "unknown authority"},
 		},
 		{
 			name: "truncated key", files: with("svid_key.pem", keyPEM(t, svid)[:40]),
-			wantErr: ErrMalformed, wantReason: ReasonMalformed, wantMsg: []string{"svid_key.pem", "cannot parse private key"},
+			wantErr: folderstate.ErrMalformed, wantReason: folderstate.ReasonMalformed, wantMsg: []string{"svid_key.pem", "cannot parse private key"},
 		},
 		{
 			name: "key where the certificate belongs", files: with("svid.pem", keyPEM(t, svid)),
-			wantErr: ErrMalformed, wantReason: ReasonMalformed, wantMsg: []string{`unexpected PEM block "PRIVATE KEY"`},
+			wantErr: folderstate.ErrMalformed, wantReason: folderstate.ReasonMalformed, wantMsg: []string{`unexpected PEM block "PRIVATE KEY"`},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			writePlain(t, dir, tt.files)
-			_, err := Inspect(InspectConfig{Dir: dir, Now: tt.now, MinValidity: tt.minValidity})
+			_, err := folderstate.Inspect(folderstate.Config{Dir: dir, Now: tt.now, MinValidity: tt.minValidity})
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Inspect() error = %v, want %v", err, tt.wantErr)
 			}
-			var me *MaterialError
+			var me *folderstate.MaterialError
 			if !errors.As(err, &me) || me.Reason != tt.wantReason {
 				t.Fatalf("Inspect() error %v: reason %v, want %v", err, me, tt.wantReason)
 			}
 			msg := err.Error()
-			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "filesink: ") {
+			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "folderstate: ") {
 				t.Errorf("message is not one prefixed line: %q", msg)
 			}
 			for _, frag := range tt.wantMsg {
@@ -108,7 +108,7 @@ func TestInspect(t *testing.T) {
 	t.Run("plain files without marker", func(t *testing.T) {
 		dir := t.TempDir()
 		writePlain(t, dir, good)
-		m, err := Inspect(InspectConfig{Dir: dir, MinValidity: 30 * time.Minute})
+		m, err := folderstate.Inspect(folderstate.Config{Dir: dir, MinValidity: 30 * time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,39 +119,33 @@ func TestInspect(t *testing.T) {
 	})
 
 	t.Run("written by Apply, read through ..data", func(t *testing.T) {
-		f, _ := newFolder(t, Config{CertFileName: "server.crt", KeyFileName: "server.key", BundleFileName: "root.crt"})
-		if err := f.Apply(t.Context(), update(42, svid, c.Bundle())); err != nil {
-			t.Fatal(err)
-		}
-		m, err := Inspect(f.InspectConfig(0))
+		f := written(t, filesink.Config{CertFileName: "server.crt", KeyFileName: "server.key", BundleFileName: "root.crt"}, 42, c, svid)
+		m, err := folderstate.Inspect(f.InspectConfig(0))
 		if err != nil {
 			t.Fatal(err)
 		}
-		target, _ := os.Readlink(filepath.Join(f.Dir(), DataLink))
+		target, _ := os.Readlink(filepath.Join(f.Dir(), filesink.DataLink))
 		if m.Generation != 42 || m.SPIFFEID != svid.ID || m.Dir != filepath.Join(f.Dir(), target) ||
-			len(m.TrustDomains) != 1 || m.TrustDomains[0] != c.td {
+			len(m.TrustDomains) != 1 || m.TrustDomains[0] != td {
 			t.Errorf("Inspect() = %+v", m)
 		}
 	})
 
 	t.Run("generation complete but stable name missing", func(t *testing.T) {
-		f, _ := newFolder(t, Config{})
-		if err := f.Apply(t.Context(), update(1, svid, c.Bundle())); err != nil {
-			t.Fatal(err)
-		}
+		f := written(t, filesink.Config{}, 1, c, svid)
 		if err := os.Remove(filepath.Join(f.Dir(), "svid_key.pem")); err != nil {
 			t.Fatal(err)
 		}
-		_, err := Inspect(f.InspectConfig(0))
-		if !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), filepath.Join(f.Dir(), "svid_key.pem")) {
+		_, err := folderstate.Inspect(f.InspectConfig(0))
+		if !errors.Is(err, folderstate.ErrMissing) || !strings.Contains(err.Error(), filepath.Join(f.Dir(), "svid_key.pem")) {
 			t.Errorf("Inspect() error = %v, want the stable name missing", err)
 		}
 	})
 
 	t.Run("marker of other material is ignored", func(t *testing.T) {
 		dir := t.TempDir()
-		writePlain(t, dir, with(MarkerFileName, []byte(`{"generation":5,"serial":"ffff"}`)))
-		m, err := Inspect(InspectConfig{Dir: dir})
+		writePlain(t, dir, with(filesink.MarkerFileName, []byte(`{"generation":5,"serial":"ffff"}`)))
+		m, err := folderstate.Inspect(folderstate.Config{Dir: dir})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,11 +157,11 @@ func TestInspect(t *testing.T) {
 	t.Run("spiffe layout: own trust bundle missing", func(t *testing.T) {
 		dir := t.TempDir()
 		writePlain(t, dir, map[string][]byte{
-			CredentialFileName:                append(keyPEM(t, svid), certPEM(svid.Certificates...)...),
-			"partner.net" + TrustBundleSuffix: certPEM(other.Root()),
+			filesink.CredentialFileName:                append(keyPEM(t, svid), certPEM(svid.Certificates...)...),
+			"partner.net" + filesink.TrustBundleSuffix: certPEM(other.Root()),
 		})
-		_, err := Inspect(InspectConfig{Dir: dir, Layout: LayoutSPIFFE})
-		if !errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), "example.org"+TrustBundleSuffix) {
+		_, err := folderstate.Inspect(folderstate.Config{Dir: dir, Layout: filesink.LayoutSPIFFE})
+		if !errors.Is(err, folderstate.ErrMissing) || !strings.Contains(err.Error(), "example.org"+filesink.TrustBundleSuffix) {
 			t.Errorf("Inspect() error = %v, want the own trust bundle missing", err)
 		}
 	})
@@ -175,11 +169,11 @@ func TestInspect(t *testing.T) {
 	t.Run("spiffe layout: own trust bundle malformed", func(t *testing.T) {
 		dir := t.TempDir()
 		writePlain(t, dir, map[string][]byte{
-			CredentialFileName:                append(keyPEM(t, svid), certPEM(svid.Certificates...)...),
-			"example.org" + TrustBundleSuffix: []byte("-----BEGIN CERTIFICATE-----\n"),
+			filesink.CredentialFileName:                append(keyPEM(t, svid), certPEM(svid.Certificates...)...),
+			"example.org" + filesink.TrustBundleSuffix: []byte("-----BEGIN CERTIFICATE-----\n"),
 		})
-		_, err := Inspect(InspectConfig{Dir: dir, Layout: LayoutSPIFFE})
-		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "cannot parse bundle") {
+		_, err := folderstate.Inspect(folderstate.Config{Dir: dir, Layout: filesink.LayoutSPIFFE})
+		if !errors.Is(err, folderstate.ErrMalformed) || !strings.Contains(err.Error(), "cannot parse bundle") {
 			t.Errorf("Inspect() error = %v, want the own trust bundle malformed", err)
 		}
 	})
@@ -191,14 +185,14 @@ func TestInspect(t *testing.T) {
 		if err := os.Mkdir(filepath.Join(dir, "svid.pem"), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		_, err := Inspect(InspectConfig{Dir: dir})
-		if !errors.Is(err, ErrUnreadable) || errors.Is(err, ErrMissing) || !strings.Contains(err.Error(), "cannot read") {
+		_, err := folderstate.Inspect(folderstate.Config{Dir: dir})
+		if !errors.Is(err, folderstate.ErrUnreadable) || errors.Is(err, folderstate.ErrMissing) || !strings.Contains(err.Error(), "cannot read") {
 			t.Errorf("Inspect() error = %v, want unreadable", err)
 		}
 	})
 
 	t.Run("unknown layout", func(t *testing.T) {
-		if _, err := Inspect(InspectConfig{Dir: t.TempDir(), Layout: "pkcs12"}); err == nil {
+		if _, err := folderstate.Inspect(folderstate.Config{Dir: t.TempDir(), Layout: "pkcs12"}); err == nil {
 			t.Error("Inspect accepted an unknown layout")
 		}
 	})
@@ -208,21 +202,15 @@ func TestInspect(t *testing.T) {
 // spiffe-helper's four examples use them), Inspect told only the folder
 // reads the names it was written with, from the marker.
 func TestInspectReadsTheNamesTheFolderWasWrittenWith(t *testing.T) {
-	c := newCA(t, "example.org")
-	svid := c.issue(t, ca.SVIDOptions{})
-	for _, cfg := range []Config{
+	c := newCA(t)
+	svid := issue(t, c, ca.SVIDOptions{})
+	for _, cfg := range []filesink.Config{
 		{CertFileName: "server.crt", KeyFileName: "server.key", BundleFileName: "root.crt"},
-		{Layout: LayoutSPIFFE},
+		{Layout: filesink.LayoutSPIFFE},
 	} {
 		t.Run(string(cfg.Layout)+cfg.CertFileName, func(t *testing.T) {
-			f, _ := newFolder(t, cfg)
-			if err := f.Prepare(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Apply(t.Context(), update(1, svid, c.Bundle())); err != nil {
-				t.Fatal(err)
-			}
-			m, err := Inspect(InspectConfig{Dir: f.Dir()})
+			f := written(t, cfg, 1, c, svid)
+			m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
 			if err != nil {
 				t.Fatalf("Inspect with the folder alone: %v", err)
 			}
@@ -232,8 +220,8 @@ func TestInspectReadsTheNamesTheFolderWasWrittenWith(t *testing.T) {
 			// Guard: names given explicitly still win, so the marker is
 			// what made the difference above.
 			if cfg.CertFileName != "" {
-				if _, err := Inspect(InspectConfig{Dir: f.Dir(), CertFileName: DefaultCertFileName}); !errors.Is(err, ErrMissing) {
-					t.Errorf("Inspect with cert_file_name %s = %v, want %v", DefaultCertFileName, err, ErrMissing)
+				if _, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir(), CertFileName: filesink.DefaultCertFileName}); !errors.Is(err, folderstate.ErrMissing) {
+					t.Errorf("Inspect with cert_file_name %s = %v, want %v", filesink.DefaultCertFileName, err, folderstate.ErrMissing)
 				}
 			}
 		})
@@ -245,64 +233,50 @@ func TestInspectReadsTheNamesTheFolderWasWrittenWith(t *testing.T) {
 // marker, and a set written for another svid choice is refused even when
 // the choice is the default.
 func TestInspectRefusesASetOfAnotherSVIDThanConfigured(t *testing.T) {
-	c := newCA(t, "example.org")
-	db := c.issue(t, ca.SVIDOptions{Hint: "db"})
-	web, err := c.IssueWith(c.id("/web"), time.Hour, ca.SVIDOptions{Hint: "web"})
+	c := newCA(t)
+	db := issue(t, c, ca.SVIDOptions{Hint: "db"})
+	web, err := c.IssueWith(spiffeid.RequireFromPath(td, "/web"), time.Hour, ca.SVIDOptions{Hint: "web"})
 	if err != nil {
 		t.Fatal(err)
-	}
-	u, err := rotation.NewUpdate(1, []*x509svid.SVID{db, web}, []*x509bundle.Bundle{c.Bundle()}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	written := func(t *testing.T, svid string) string {
-		f, _ := newFolder(t, Config{SVID: svid})
-		if err := f.Prepare(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Apply(t.Context(), u); err != nil {
-			t.Fatal(err)
-		}
-		return f.Dir()
 	}
 	for _, tc := range []struct {
 		name, writtenFor string
-		cfg              InspectConfig
+		cfg              folderstate.Config
 		wantMsg          string // "" means ready
 	}{
-		{name: "the configured SPIFFE ID", writtenFor: web.ID.String(), cfg: InspectConfig{SVID: web.ID.String()}},
-		{name: "the configured hint", writtenFor: "web", cfg: InspectConfig{SVID: "web"}},
-		{name: "the default, as configured", cfg: InspectConfig{}},
-		{name: "the default hint", cfg: InspectConfig{DefaultSVIDHint: "db"}},
-		{name: "default written, SPIFFE ID configured", cfg: InspectConfig{SVID: web.ID.String()},
+		{name: "the configured SPIFFE ID", writtenFor: web.ID.String(), cfg: folderstate.Config{SVID: web.ID.String()}},
+		{name: "the configured hint", writtenFor: "web", cfg: folderstate.Config{SVID: "web"}},
+		{name: "the default, as configured", cfg: folderstate.Config{}},
+		{name: "the default hint", cfg: folderstate.Config{DefaultSVIDHint: "db"}},
+		{name: "default written, SPIFFE ID configured", cfg: folderstate.Config{SVID: web.ID.String()},
 			wantMsg: `written for svid "", but the folder is configured for svid "spiffe://example.org/web"`},
-		{name: "hint written, default configured", writtenFor: "web", cfg: InspectConfig{},
+		{name: "hint written, default configured", writtenFor: "web", cfg: folderstate.Config{},
 			wantMsg: `written for svid "web", but the folder is configured for svid ""`},
-		{name: "default hint names another SVID", cfg: InspectConfig{DefaultSVIDHint: web.ID.String()},
+		{name: "default hint names another SVID", cfg: folderstate.Config{DefaultSVIDHint: web.ID.String()},
 			wantMsg: "holds spiffe://example.org/db (serial " + db.Certificates[0].SerialNumber.Text(16) + "), not the configured workload_api.default_svid_hint spiffe://example.org/web"},
-		{name: "default hint is another hint", cfg: InspectConfig{DefaultSVIDHint: "web"},
+		{name: "default hint is another hint", cfg: folderstate.Config{DefaultSVIDHint: "web"},
 			wantMsg: `whose hint is "db", not the configured workload_api.default_svid_hint "web"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := written(t, tc.writtenFor)
+			dir := written(t, filesink.Config{SVID: tc.writtenFor}, 1, c, db, web).Dir()
 			cfg := tc.cfg
 			cfg.Dir, cfg.CheckSVID = dir, true
-			_, err := Inspect(cfg)
+			_, err := folderstate.Inspect(cfg)
 			if tc.wantMsg == "" {
 				if err != nil {
 					t.Fatalf("Inspect = %v, want ready", err)
 				}
 				return
 			}
-			var me *MaterialError
-			if !errors.As(err, &me) || me.Reason != ReasonOtherSVID || !errors.Is(err, ErrOtherSVID) {
-				t.Fatalf("Inspect = %v, want reason %s", err, ReasonOtherSVID)
+			var me *folderstate.MaterialError
+			if !errors.As(err, &me) || me.Reason != folderstate.ReasonOtherSVID || !errors.Is(err, folderstate.ErrOtherSVID) {
+				t.Fatalf("Inspect = %v, want reason %s", err, folderstate.ReasonOtherSVID)
 			}
 			if !strings.Contains(err.Error(), tc.wantMsg) {
 				t.Errorf("Inspect = %q, want it to say %q", err, tc.wantMsg)
 			}
 			// Guard: the set itself is fine, only the identity is wrong.
-			if _, err := Inspect(InspectConfig{Dir: dir}); err != nil {
+			if _, err := folderstate.Inspect(folderstate.Config{Dir: dir}); err != nil {
 				t.Errorf("Inspect without CheckSVID = %v", err)
 			}
 		})

@@ -1,4 +1,4 @@
-package filesink
+package folderstate_test
 
 import (
 	"crypto/x509"
@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/sds-bridge/sds-bridge/folderstate"
+	"github.com/sds-bridge/sds-bridge/internal/layout"
 )
 
 // FuzzInspect writes arbitrary bytes into the three files of a
@@ -25,7 +28,7 @@ func FuzzInspect(f *testing.F) {
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\n"), []byte("-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n"), []byte("x"))
 	f.Fuzz(func(t *testing.T, cert, key, bundle []byte) {
 		dir := t.TempDir()
-		for name, data := range map[string][]byte{DefaultCertFileName: cert, DefaultKeyFileName: key, DefaultBundleFileName: bundle} {
+		for name, data := range map[string][]byte{layout.DefaultCertFileName: cert, layout.DefaultKeyFileName: key, layout.DefaultBundleFileName: bundle} {
 			if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -36,10 +39,10 @@ func FuzzInspect(f *testing.F) {
 				now = leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
 			}
 		}
-		m, err := Inspect(InspectConfig{Dir: dir, Now: now})
+		m, err := folderstate.Inspect(folderstate.Config{Dir: dir, Now: now})
 		if err != nil {
-			var me *MaterialError
-			if !errors.As(err, &me) || me.Reason.sentinel() == nil || strings.ContainsAny(err.Error(), "\n\r") {
+			var me *folderstate.MaterialError
+			if !errors.As(err, &me) || strings.HasPrefix(me.Reason.String(), "Reason(") || strings.ContainsAny(err.Error(), "\n\r") {
 				t.Fatalf("refusal %q (%T) is not a one-line MaterialError", err, err)
 			}
 			return

@@ -1,0 +1,246 @@
+package folderstate
+
+import (
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/sds-bridge/sds-bridge/internal/certcheck"
+	"github.com/sds-bridge/sds-bridge/internal/layout"
+	"github.com/sds-bridge/sds-bridge/internal/oneline"
+)
+
+// Part is what a file is to a set.
+type Part int
+
+const (
+	// PartCredential is the certificate chain or its key.
+	PartCredential Part = iota + 1
+	// PartBundle is a trust domain's roots.
+	PartBundle
+)
+
+// Finding is one problem Check found, with what a caller needs to decide
+// what to do about it.
+type Finding struct {
+	Err *MaterialError
+	// Name is the file, relative to the set's directory.
+	Name string
+	Part Part
+	// NotAFile: what is at Name is no file one could read as material (a
+	// FIFO, a device, a huge file, a link out of the folder).
+	NotAFile bool
+}
+
+// Check reads the set of files in dir, named by names, and returns it, or
+// every problem found, the one a consumer would hit first in front.
+// Checks stop at the first problem of the certificate itself: an expired
+// certificate is not also reported as unverifiable. marker is the one in
+// dir (nil if none): it gives Material.Generation if it describes the
+// certificate.
+func Check(names layout.Names, dir Dir, marker *layout.Marker, now time.Time, minValidity time.Duration) (*Material, []Finding) {
+	c := &checker{names: names, dir: dir}
+	s := set{bundles: map[spiffeid.TrustDomain][]*x509.Certificate{}}
+	c.readCredential(&s)
+	c.readBundles(&s)
+	m := c.verify(&s, now, minValidity)
+	if m == nil || len(c.findings) > 0 {
+		return nil, c.findings
+	}
+	if marker != nil && marker.Serial == m.Serial {
+		m.Generation = marker.Generation
+	}
+	return m, nil
+}
+
+// set is what a checker read, before any verification.
+type set struct {
+	certPath, keyPath string
+	certs             []*x509.Certificate
+	key               crypto.PrivateKey
+	bundles           map[spiffeid.TrustDomain][]*x509.Certificate
+}
+
+// checker collects the findings of one Check.
+type checker struct {
+	names    layout.Names
+	dir      Dir
+	findings []Finding
+}
+
+func (c *checker) add(f Finding, r Reason, detail string, cause error) {
+	f.Err = &MaterialError{Reason: r, Path: c.dir.join(f.Name), Detail: oneline.Of(detail), Err: cause}
+	c.findings = append(c.findings, f)
+}
+
+// read reads name; a problem is a finding and ok is false.
+func (c *checker) read(name string, part Part) (data []byte, path string, ok bool) {
+	path = c.dir.join(name)
+	data, err := c.dir.read(name)
+	f := Finding{Name: name, Part: part, NotAFile: notAFile(err)}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		c.add(f, ReasonMissing, "missing file "+path, err)
+	case f.NotAFile:
+		// A FIFO, device or huge file planted at a managed name.
+		c.add(f, ReasonMalformed, fmt.Sprintf("cannot read %s: %v", path, err), err)
+	case err != nil:
+		c.add(f, ReasonUnreadable, fmt.Sprintf("cannot read %s: %v", path, err), err)
+	}
+	return data, path, err == nil
+}
+
+// readCredential reads the chain and the key: one file (key, then chain)
+// or two.
+func (c *checker) readCredential(s *set) {
+	certFile, keyFile := c.names.CertFile(), c.names.KeyFile()
+	malformed := func(name, detail string, err error) {
+		c.add(Finding{Name: name, Part: PartCredential}, ReasonMalformed, detail, err)
+	}
+	if certFile == keyFile {
+		if data, path, ok := c.read(certFile, PartCredential); ok {
+			s.certPath, s.keyPath = path, path
+			var err error
+			if s.certs, s.key, err = certcheck.ParseCredential(data); err != nil {
+				malformed(certFile, fmt.Sprintf("%s: cannot parse key and chain: %v", path, err), err)
+			}
+		}
+		return
+	}
+	if data, path, ok := c.read(certFile, PartCredential); ok {
+		s.certPath = path
+		var err error
+		if s.certs, err = certcheck.ParseCerts(data); err != nil {
+			malformed(certFile, fmt.Sprintf("%s: cannot parse certificate chain: %v", path, err), err)
+		}
+	}
+	if data, path, ok := c.read(keyFile, PartCredential); ok {
+		s.keyPath = path
+		var err error
+		if s.key, err = certcheck.ParseKey(data); err != nil {
+			malformed(keyFile, fmt.Sprintf("%s: cannot parse private key: %v", path, err), err)
+		}
+	}
+}
+
+// readBundles reads the own trust domain's bundle file, if the layout has
+// one, and every per-trust-domain bundle file. A per-trust-domain file
+// that cannot be read (a dangling link) is the same as none; the own
+// trust domain's roots come from the own bundle file when there is one.
+func (c *checker) readBundles(s *set) {
+	if own := c.names.OwnBundleFile(); own != "" {
+		if data, path, ok := c.read(own, PartBundle); ok {
+			roots, err := certcheck.ParseCerts(data)
+			if err != nil {
+				c.add(Finding{Name: own, Part: PartBundle}, ReasonMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", path, err), err)
+			} else if len(s.certs) > 0 {
+				if id, err := x509svid.IDFromCert(s.certs[0]); err == nil {
+					s.bundles[id.TrustDomain()] = roots
+				}
+			}
+		}
+	}
+	dirName := c.names.BundleDir()
+	for _, e := range c.dir.readDir(dirName) {
+		td, ok := c.names.BundleTrustDomain(e.Name())
+		if !ok {
+			continue
+		}
+		name := path.Join(dirName, e.Name())
+		data, err := c.dir.read(name)
+		if err != nil {
+			continue
+		}
+		roots, err := certcheck.ParseCerts(data)
+		if err != nil {
+			c.add(Finding{Name: name, Part: PartBundle}, ReasonMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", c.dir.join(name), err), err)
+			continue
+		}
+		if _, have := s.bundles[td]; !have {
+			s.bundles[td] = roots
+		}
+	}
+}
+
+// verify checks the set as a consumer would: an X.509-SVID within its
+// validity window, its key, its chain against its own trust domain's
+// bundle, and at least minValidity left.
+func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Material {
+	if len(s.certs) == 0 {
+		return nil
+	}
+	leaf := s.certs[0]
+	serial := leaf.SerialNumber.Text(16)
+	credential := Finding{Name: c.names.CertFile(), Part: PartCredential}
+	id, err := x509svid.IDFromCert(leaf)
+	if err != nil {
+		c.add(credential, ReasonMalformed, fmt.Sprintf("%s: certificate (serial %s) is not an X.509-SVID: %v", s.certPath, serial, err), err)
+		return nil
+	}
+	what := fmt.Sprintf("%s: certificate %s (serial %s)", s.certPath, id, serial)
+	if err := certcheck.Window(leaf, now); err != nil {
+		reason := ReasonExpired
+		if errors.Is(err, certcheck.ErrNotYetValid) {
+			reason = ReasonNotYetValid
+		}
+		c.add(credential, reason, fmt.Sprintf("%s %v", what, err), nil)
+		return nil
+	}
+	if s.key != nil && certcheck.KeyMatches(s.key, leaf) != nil {
+		c.add(Finding{Name: c.names.KeyFile(), Part: PartCredential}, ReasonKeyMismatch,
+			fmt.Sprintf("%s: private key does not match certificate %s (serial %s) in %s", s.keyPath, id, serial, s.certPath), nil)
+		return nil
+	}
+	if !c.verifyChain(s, id.TrustDomain(), what, now) {
+		return nil
+	}
+	if remaining := leaf.NotAfter.Sub(now); remaining < minValidity {
+		c.add(credential, ReasonExpiringSoon, fmt.Sprintf("%s valid for only %s more (until %s), less than the required %s",
+			what, remaining.Round(time.Second), leaf.NotAfter.UTC().Format(time.RFC3339), minValidity), nil)
+	}
+	if s.key == nil {
+		return nil
+	}
+	return &Material{Dir: c.dir.path, SPIFFEID: id, Serial: serial, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
+		TrustDomains: sortedTrustDomains(s.bundles)}
+}
+
+// verifyChain checks the chain against td's bundle; without the bundle
+// the chain cannot be verified, which at start-up is as bad as a chain
+// that does not verify.
+func (c *checker) verifyChain(s *set, td spiffeid.TrustDomain, what string, now time.Time) bool {
+	credential := Finding{Name: c.names.CertFile(), Part: PartCredential}
+	bundleName := c.names.BundleFile(td)
+	roots, ok := s.bundles[td]
+	if !ok {
+		if err := c.dir.stat(bundleName); c.names.OwnBundleFile() == "" && errors.Is(err, fs.ErrNotExist) {
+			c.add(Finding{Name: bundleName, Part: PartBundle}, ReasonMissing, "missing file "+c.dir.join(bundleName), err)
+		}
+		c.add(credential, ReasonUntrusted, fmt.Sprintf("%s cannot be verified: no usable bundle %s", what, c.dir.join(bundleName)), nil)
+		return false
+	}
+	if err := certcheck.Chain(s.certs, x509bundle.FromX509Authorities(td, roots), now); err != nil {
+		c.add(credential, ReasonUntrusted, fmt.Sprintf("%s: chain does not verify against bundle %s: %v", what, c.dir.join(bundleName), err), err)
+		return false
+	}
+	return true
+}
+
+func sortedTrustDomains(bundles map[spiffeid.TrustDomain][]*x509.Certificate) []spiffeid.TrustDomain {
+	tds := make([]spiffeid.TrustDomain, 0, len(bundles))
+	for td := range bundles {
+		tds = append(tds, td)
+	}
+	slices.SortFunc(tds, func(a, b spiffeid.TrustDomain) int { return strings.Compare(a.Name(), b.Name()) })
+	return tds
+}

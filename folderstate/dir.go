@@ -1,0 +1,89 @@
+package folderstate
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/sds-bridge/sds-bridge/internal/boundedfile"
+)
+
+// maxFileSize bounds what is read from a credential folder: a real set is
+// a few KiB, and a planted link to /dev/zero or a huge file must not
+// exhaust memory.
+const maxFileSize = 1 << 20
+
+// Dir is a directory a set is read from: a handle that keeps every read
+// inside it (none if it could not be opened: err says why), and its path
+// for messages.
+type Dir struct {
+	root *os.Root
+	err  error
+	path string
+	// borrowed: root is someone else's to close.
+	borrowed bool
+}
+
+// DirOf reads through root, an open handle of the directory at path; the
+// caller keeps closing root.
+func DirOf(root *os.Root, path string) Dir { return Dir{root: root, path: path, borrowed: true} }
+
+// OpenDir opens name inside parent, or the path name if parent is nil;
+// path is for messages. Close it.
+func OpenDir(parent *os.Root, name, path string) Dir {
+	d := Dir{path: path}
+	if parent == nil {
+		d.root, d.err = os.OpenRoot(name)
+	} else {
+		d.root, d.err = parent.OpenRoot(name)
+	}
+	return d
+}
+
+// Close closes a Dir OpenDir opened; a borrowed handle stays open.
+func (d Dir) Close() {
+	if d.root != nil && !d.borrowed {
+		d.root.Close()
+	}
+}
+
+func (d Dir) join(name string) string { return filepath.Join(d.path, name) }
+
+func (d Dir) read(name string) ([]byte, error) {
+	if d.root == nil {
+		return nil, d.err
+	}
+	return boundedfile.ReadIn(d.root, name, maxFileSize)
+}
+
+// readDir lists the directory name, sorted; nothing if it cannot be read.
+func (d Dir) readDir(name string) []fs.DirEntry {
+	if d.root == nil {
+		return nil
+	}
+	sub, err := d.root.Open(name)
+	if err != nil {
+		return nil
+	}
+	defer sub.Close()
+	entries, _ := sub.ReadDir(-1)
+	slices.SortFunc(entries, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+	return entries
+}
+
+func (d Dir) stat(name string) error {
+	if d.root == nil {
+		return d.err
+	}
+	_, err := d.root.Stat(name)
+	return err
+}
+
+// notAFile reports a name that holds no file one could read as material
+// (a FIFO, a device, a huge file, a link out of the folder).
+func notAFile(err error) bool {
+	return errors.Is(err, boundedfile.ErrNotRegular) || errors.Is(err, boundedfile.ErrTooLarge) || errors.Is(err, boundedfile.ErrOutside)
+}

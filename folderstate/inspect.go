@@ -1,0 +1,157 @@
+// Package folderstate reads a credential folder as its consumer would and
+// says whether the set in it is usable: the readiness check behind `wait`,
+// `check`, the admin's /readyz and /status, and the start-up clean-up of
+// filesink's Prepare. It only reads; the names it reads come from
+// internal/layout, which the writer uses too.
+package folderstate
+
+import (
+	"cmp"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/sds-bridge/sds-bridge/internal/layout"
+	"github.com/sds-bridge/sds-bridge/internal/oneline"
+)
+
+// Config tells Inspect where and what to read.
+type Config struct {
+	Dir string
+	// Layout and the file names of layout.SPIFFEHelper: empty means what
+	// the folder's marker says it was written with, else
+	// layout.SPIFFEHelper and the default names.
+	Layout                                    layout.Kind
+	CertFileName, KeyFileName, BundleFileName string
+	// CheckSVID makes Inspect require the SVID the folder is configured
+	// for: SVID (files[].svid, a hint or a SPIFFE ID), or when that is
+	// empty DefaultSVIDHint (workload_api.default_svid_hint). A SPIFFE ID
+	// is compared with the certificate; a hint with the marker, which
+	// records the hint of the SVID written and the choice it was written
+	// for.
+	CheckSVID             bool
+	SVID, DefaultSVIDHint string
+	// MinValidity is how long the leaf must still be valid (0: not expired).
+	MinValidity time.Duration
+	// Now defaults to the current time.
+	Now time.Time
+}
+
+// Material describes a usable set found by Inspect.
+type Material struct {
+	// Dir is the directory the set was read from: the generation directory
+	// behind ..data, or the folder itself when there is no ..data.
+	Dir        string
+	SPIFFEID   spiffeid.ID
+	Serial     string // hexadecimal, as in the marker
+	NotBefore  time.Time
+	NotAfter   time.Time
+	Generation uint64 // from the marker; 0 if none describes this certificate
+	// TrustDomains are the trust domains whose bundles are in the set.
+	TrustDomains []spiffeid.TrustDomain
+}
+
+// Inspect reads the set in a credential folder — through ..data resolved
+// once if present, else the plain files — and checks it as a consumer
+// would. The error is a *MaterialError whose message is one line.
+func Inspect(cfg Config) (*Material, error) {
+	if cfg.Now.IsZero() {
+		cfg.Now = time.Now()
+	}
+	folder := OpenDir(nil, cfg.Dir, cfg.Dir)
+	defer folder.Close()
+	set := folder.current()
+	defer set.Close()
+	written := ReadMarker(set)
+	names, err := written.Fill(layout.Names{Kind: cfg.Layout, Cert: cfg.CertFileName, Key: cfg.KeyFileName, Bundle: cfg.BundleFileName}).WithDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("folderstate: %w", err)
+	}
+	m, findings := Check(names, set, written, cfg.Now, cfg.MinValidity)
+	if len(findings) > 0 {
+		return nil, findings[0].Err
+	}
+	if cfg.CheckSVID {
+		if err := checkSVID(cfg, m, set, written); err != nil {
+			return nil, err
+		}
+	}
+	if set.path != folder.path {
+		// Consumers open the stable names, not ..data: a set that is
+		// complete but not linked yet (or any more) is not ready for them.
+		for _, name := range names.Required(m.SPIFFEID.TrustDomain()) {
+			if err := folder.stat(name); err != nil {
+				return nil, &MaterialError{Reason: ReasonMissing, Path: folder.join(name), Err: err,
+					Detail: oneline.Of(fmt.Sprintf("missing file %s (%s has it; the link is missing or broken)", folder.join(name), filepath.Base(set.path)))}
+			}
+		}
+	}
+	return m, nil
+}
+
+// current is the generation directory ..data names, resolved once, or the
+// folder itself when there is no ..data. Close it: it does not close d.
+func (d Dir) current() Dir {
+	if d.root == nil {
+		return Dir{path: d.path, err: d.err}
+	}
+	target, err := d.root.Readlink(layout.DataLink)
+	switch {
+	case err != nil:
+		return Dir{root: d.root, path: d.path, borrowed: true}
+	case filepath.IsAbs(target):
+		return OpenDir(nil, target, target)
+	}
+	return OpenDir(d.root, target, filepath.Join(d.path, target))
+}
+
+// ReadMarker is the marker in dir, nil if there is none or it cannot be
+// read.
+func ReadMarker(dir Dir) *layout.Marker {
+	data, err := dir.read(layout.MarkerFileName)
+	if err != nil {
+		return nil
+	}
+	m, err := layout.ParseMarker(data)
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// checkSVID tells a valid set of another identity from the configured
+// one: after a config change, or a folder shared by mistake, a consumer
+// must not start on it.
+func checkSVID(cfg Config, m *Material, set Dir, written *layout.Marker) error {
+	path := set.join(layout.MarkerFileName)
+	if written != nil && written.Serial != m.Serial {
+		written = nil // describes other files: says nothing about these
+	}
+	fail := func(format string, args ...any) error {
+		return &MaterialError{Reason: ReasonOtherSVID, Path: path,
+			Detail: oneline.Of(fmt.Sprintf("%s holds %s (serial %s), ", set.path, m.SPIFFEID, m.Serial) + fmt.Sprintf(format, args...))}
+	}
+	if written != nil && written.SVID != cfg.SVID {
+		return fail("written for svid %q, but the folder is configured for svid %q", written.SVID, cfg.SVID)
+	}
+	want := cmp.Or(cfg.SVID, cfg.DefaultSVIDHint)
+	if want == "" || want == m.SPIFFEID.String() {
+		return nil
+	}
+	if written != nil && written.Hint == want {
+		return nil
+	}
+	key := "svid"
+	if cfg.SVID == "" {
+		key = "workload_api.default_svid_hint"
+	}
+	if _, err := spiffeid.FromString(want); err == nil {
+		return fail("not the configured %s %s", key, want)
+	}
+	if written == nil {
+		return fail("and no marker (%s) for it tells its hint: cannot tell it is the configured %s %q", layout.MarkerFileName, key, want)
+	}
+	return fail("whose hint is %q, not the configured %s %q", written.Hint, key, want)
+}

@@ -1,0 +1,126 @@
+// Package connlimit caps what outsiders can hold on a listening socket.
+// Every accepted connection is one of the bridge's descriptors, which
+// folder swaps need too. A connection over the cap is closed at once,
+// counted and reported (rate-limited): closing, rather than leaving it in
+// the kernel's backlog as netutil.LimitListener does, keeps a flood from
+// queueing ahead of the clients that matter (Envoy, the kubelet's probes)
+// and makes the pressure visible. The SDS socket and the admin port use
+// it.
+package connlimit
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config sets the caps of a Listener.
+type Config struct {
+	// Max caps the connections open at once.
+	Max int64
+	// Classify, if set, is asked about each connection before the caps:
+	// tag is kept with it (Conn.Tag), and the limited ones may hold at
+	// most MaxLimited of Max together and are closed after
+	// LimitedLifetime, so they cannot crowd out the others.
+	Classify        func(net.Conn) (tag any, limited bool)
+	MaxLimited      int64
+	LimitedLifetime time.Duration
+	// OverCap, if set, counts the connections closed over a cap.
+	OverCap *atomic.Int64
+	// Report is told of connections closed over a cap at most once per
+	// ReportEvery: how many since it was last told, and the last one.
+	Report      func(closed int64, last *Conn)
+	ReportEvery time.Duration
+}
+
+// Listener accepts within the caps of its Config.
+type Listener struct {
+	net.Listener
+	cfg Config
+	// Open and OpenLimited count the connections open now.
+	Open, OpenLimited atomic.Int64
+
+	mu         sync.Mutex
+	lastReport time.Time
+	unreported int64
+}
+
+// New caps l.
+func New(l net.Listener, cfg Config) *Listener { return &Listener{Listener: l, cfg: cfg} }
+
+// Accept returns the next connection within the caps, a *Conn. Accept
+// runs on one goroutine (a server's accept loop) and the counts only fall
+// elsewhere, so a check followed by an increment never lets one
+// connection too many in.
+func (l *Listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		conn := &Conn{Conn: c, l: l}
+		if l.cfg.Classify != nil {
+			conn.Tag, conn.limited = l.cfg.Classify(c)
+		}
+		if l.Open.Load() >= l.cfg.Max || (conn.limited && l.OpenLimited.Load() >= l.cfg.MaxLimited) {
+			c.Close()
+			if l.cfg.OverCap != nil {
+				l.cfg.OverCap.Add(1)
+			}
+			l.report(conn)
+			continue
+		}
+		l.Open.Add(1)
+		if conn.limited {
+			l.OpenLimited.Add(1)
+			conn.mu.Lock() // the timer may fire before the assignment ends
+			conn.timer = time.AfterFunc(l.cfg.LimitedLifetime, func() { conn.Close() })
+			conn.mu.Unlock()
+		}
+		return conn, nil
+	}
+}
+
+func (l *Listener) report(last *Conn) {
+	if l.cfg.Report == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.unreported++
+	now := time.Now()
+	if !l.lastReport.IsZero() && now.Sub(l.lastReport) < l.cfg.ReportEvery {
+		return
+	}
+	l.cfg.Report(l.unreported, last)
+	l.lastReport, l.unreported = now, 0
+}
+
+// Conn is an accepted connection; closing it gives its place back.
+type Conn struct {
+	net.Conn
+	// Tag is what Config.Classify said about the connection.
+	Tag     any
+	limited bool
+	l       *Listener
+	once    sync.Once
+	mu      sync.Mutex // guards timer
+	timer   *time.Timer
+}
+
+func (c *Conn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.mu.Lock()
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		c.mu.Unlock()
+		c.l.Open.Add(-1)
+		if c.limited {
+			c.l.OpenLimited.Add(-1)
+		}
+	})
+	return err
+}

@@ -1,0 +1,119 @@
+package connlimit
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
+)
+
+// serve accepts on l and holds every connection until the test ends.
+func serve(t *testing.T, l net.Listener) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var held []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+}
+
+// closedByServer reports whether the server end of c is closed: a read
+// ends with EOF (or a reset) instead of timing out.
+func closedByServer(c net.Conn, within time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(within))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	return errors.Is(err, io.EOF) || (err != nil && !(errors.As(err, &ne) && ne.Timeout()))
+}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// At most Max connections are open; the next is closed at once, counted
+// and reported (once per ReportEvery); a limited one may hold only
+// MaxLimited places and is closed after LimitedLifetime, which gives its
+// place back.
+func TestConnectionsOverACapAreClosedAtOnceAndLimitedOnesExpire(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var overCap atomic.Int64
+	var reported atomic.Int64
+	// Limited clients dial from 127.0.0.2 (all of 127/8 is loopback).
+	limitedIP := net.IPv4(127, 0, 0, 2)
+	l := New(inner, Config{
+		Max: 3, MaxLimited: 1, LimitedLifetime: 2 * time.Second, OverCap: &overCap,
+		Classify: func(c net.Conn) (any, bool) {
+			return nil, c.RemoteAddr().(*net.TCPAddr).IP.Equal(limitedIP)
+		},
+		Report:      func(closed int64, _ *Conn) { reported.Add(closed) },
+		ReportEvery: time.Hour,
+	})
+	serve(t, l)
+	dial := func(asLimited bool) net.Conn {
+		t.Helper()
+		from := net.IPv4(127, 0, 0, 1)
+		if asLimited {
+			from = limitedIP
+		}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: from}}
+		c, err := d.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	waitOpen := func(n int64) {
+		t.Helper()
+		testkit.Eventually(t, "open connections", func() bool { return l.Open.Load() == n })
+	}
+
+	dial(false)
+	waitOpen(1)
+	lim := dial(true)
+	waitOpen(2)
+	if !closedByServer(dial(true), time.Second) || overCap.Load() != 1 {
+		t.Errorf("a second limited connection was not closed at once (over cap %d)", overCap.Load())
+	}
+	dial(false)
+	waitOpen(3)
+	if !closedByServer(dial(false), time.Second) || overCap.Load() != 2 {
+		t.Errorf("a connection over Max was not closed at once (over cap %d)", overCap.Load())
+	}
+	if reported.Load() != 1 {
+		t.Errorf("reported %d closings within ReportEvery, want the first one only", reported.Load())
+	}
+	if !closedByServer(lim, 5*time.Second) {
+		t.Error("the limited connection outlived LimitedLifetime")
+	}
+	waitOpen(2)
+	if l.OpenLimited.Load() != 0 {
+		t.Errorf("OpenLimited = %d after the limited connection closed", l.OpenLimited.Load())
+	}
+}

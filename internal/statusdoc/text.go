@@ -1,0 +1,189 @@
+package statusdoc
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteText prints st for a human, as `sds-bridge status` shows it; now is
+// the reader's clock, for "in 5m" and "3s ago".
+func (st Status) WriteText(w io.Writer, now time.Time) error {
+	t := &text{now: now}
+	t.header(st)
+	t.identity(st)
+	t.sinks(st.Sinks)
+	t.folders(st.Folders)
+	t.jwtSVIDs(st.JWTSVIDs)
+	if st.SDS != nil {
+		t.sds(st.SDS)
+	}
+	_, err := io.WriteString(w, t.b.String())
+	return err
+}
+
+// text builds the rendering, one section at a time.
+type text struct {
+	b   strings.Builder
+	now time.Time
+}
+
+func (t *text) p(format string, args ...any) { fmt.Fprintf(&t.b, format+"\n", args...) }
+
+// table aligns the rows of one section; details go below it, as a line
+// without tabs would end the alignment.
+func (t *text) table(rows [][]string) {
+	tw := tabwriter.NewWriter(&t.b, 0, 4, 2, ' ', 0)
+	for _, r := range rows {
+		fmt.Fprintln(tw, "  "+strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}
+
+func (t *text) header(st Status) {
+	state := "READY"
+	if !st.Ready {
+		state = "NOT READY"
+	}
+	t.p("sds-bridge %s: %s, generation %d (received %s)", st.Version, state, st.Generation, ago(st.ReceivedAt, t.now))
+	for _, pr := range st.Problems {
+		t.p("  ! %s", pr)
+	}
+}
+
+func (t *text) identity(st Status) {
+	t.p("\nSVIDs")
+	var rows [][]string
+	for _, s := range st.SVIDs {
+		def := ""
+		if s.Default {
+			def = "(default)"
+		}
+		rows = append(rows, []string{s.SPIFFEID, "serial " + s.Serial, "not after " + Stamp(s.NotAfter) + " (" + left(s.NotAfter, t.now) + ")", def})
+	}
+	t.table(rows)
+	t.p("Bundles")
+	rows = nil
+	for _, bd := range st.Bundles {
+		rows = append(rows, []string{bd.TrustDomain, Plural(bd.Authorities, "root")})
+	}
+	t.table(rows)
+	if st.WorkloadAPI.Refused > 0 || st.WorkloadAPI.WatchErrors > 0 {
+		t.p("Workload API: %d updates refused, %d watch errors since start", st.WorkloadAPI.Refused, st.WorkloadAPI.WatchErrors)
+	}
+}
+
+func (t *text) sinks(sinks []SinkStatus) {
+	t.p("\nSinks")
+	var rows [][]string
+	var details []string
+	for _, s := range sinks {
+		row := []string{s.Name, fmt.Sprintf("generation %d", s.Generation), "applied " + ago(s.AppliedAt, t.now),
+			"delivery " + seconds(s.LatencySeconds), Plural(int(s.Failures), "failure"), Plural(int(s.Retries), "retry")}
+		if s.Pending > 0 {
+			row = append(row, fmt.Sprintf("generation %d pending", s.Pending))
+		}
+		rows = append(rows, row)
+		switch {
+		case !s.RetryingSince.IsZero():
+			details = append(details, fmt.Sprintf("  %s: last apply failed, %s", s.Name,
+				RetryText(s.Pending, s.RetryingSince, int(s.Attempts), s.NextRetryAt, s.Error, t.now)))
+		case s.Error != "":
+			details = append(details, fmt.Sprintf("  %s: last apply failed: %s", s.Name, s.Error))
+		}
+	}
+	t.table(rows)
+	for _, d := range details {
+		t.p("%s", d)
+	}
+}
+
+func (t *text) folders(folders []FolderStatus) {
+	if len(folders) > 0 {
+		t.p("\nCredential folders")
+	}
+	for _, f := range folders {
+		if m := f.Material; m != nil {
+			t.p("  %s: generation %d, serial %s, not after %s (%s)", f.Dir, m.Generation, m.Serial, Stamp(m.NotAfter), left(m.NotAfter, t.now))
+		} else {
+			t.p("  %s: NOT USABLE: %s", f.Dir, f.Problem)
+		}
+		if f.WriteFailures > 0 {
+			t.p("    %d write failures since start; last error: %s", f.WriteFailures, orNone(f.LastWriteError))
+		}
+		for _, a := range f.Actions {
+			t.action(a)
+		}
+	}
+}
+
+func (t *text) action(a ActionStatus) {
+	switch {
+	case a.Generation == 0:
+		t.p("    %s: not run yet", a.Action)
+	case a.State == ActionNoServer:
+		t.p("    %s: no server to reload for generation %d (%s): it reads the files in place when it starts; %s since start: %s",
+			a.Action, a.Generation, ago(a.At, t.now), Plural(int(a.Failures), "failed attempt"), a.NoServer)
+	case a.OK:
+		t.p("    %s: ok for generation %d (%s, %s); %s since start", a.Action, a.Generation, ago(a.At, t.now), Plural(a.Attempts, "attempt"), Plural(int(a.Failures), "failed attempt"))
+	default:
+		t.p("    %s: FAILED for generation %d after %s (%s); %s since start: %s",
+			a.Action, a.Generation, Plural(a.Attempts, "attempt"), ago(a.At, t.now), Plural(int(a.Failures), "failed attempt"), a.Error)
+	}
+}
+
+func (t *text) jwtSVIDs(jwts []JWTSVIDStatus) {
+	if len(jwts) > 0 {
+		t.p("\nJWT-SVID files")
+	}
+	for _, j := range jwts {
+		path := filepath.Join(j.Dir, j.File)
+		if j.LastRefresh.IsZero() {
+			t.p("  %s: audience %q, NO TOKEN YET", path, j.Audience)
+		} else {
+			t.p("  %s: audience %q, %s, expires %s (%s), refreshed %s, next refresh %s",
+				path, j.Audience, j.SPIFFEID, Stamp(j.Expiry), left(j.Expiry, t.now), ago(j.LastRefresh, t.now), until(j.NextRefresh, t.now))
+		}
+		if j.LastError != "" {
+			t.p("    refresh FAILING: %s since start, last %s: %s", Plural(int(j.Failures), "failure"), ago(j.LastErrorAt, t.now), j.LastError)
+		} else if j.Failures > 0 {
+			t.p("    %s since start", Plural(int(j.Failures), "failed refresh"))
+		}
+	}
+}
+
+func (t *text) sds(sds *SDSStatus) {
+	t.p("\nSDS: version %s (generation %d), %s open, %s, %s", orNone(sds.Version), sds.Generation,
+		Plural(int(sds.StreamsOpen), "stream"), Plural(int(sds.Pushes), "push"), Plural(int(sds.NACKs), "NACK"))
+	var rows [][]string
+	var details []string
+	for _, c := range sds.Clients {
+		kind := "sotw"
+		if c.Delta {
+			kind = "delta"
+		}
+		node := c.Node
+		if node == "" {
+			node = "(no node id)"
+		}
+		acked := "nothing acknowledged yet"
+		if c.AckedVersion != "" {
+			acked = fmt.Sprintf("acknowledged generation %d (version %s, %s)", c.AckedGeneration, c.AckedVersion, ago(c.AckedAt, t.now))
+		}
+		validation := "validation " + c.Validation
+		if c.ValidationReason != "" {
+			validation += " (" + c.ValidationReason + ")"
+		}
+		rows = append(rows, []string{node, fmt.Sprintf("%s stream %d", kind, c.Stream), "connected " + ago(c.OpenedAt, t.now), validation, acked})
+		if c.NACK != "" {
+			details = append(details, fmt.Sprintf("  %s (%s stream %d) rejected version %s %s: %s", node, kind, c.Stream, c.NACKedVersion, ago(c.NACKedAt, t.now), c.NACK))
+		}
+	}
+	t.table(rows)
+	for _, d := range details {
+		t.p("%s", d)
+	}
+}
