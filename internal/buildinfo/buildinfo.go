@@ -1,0 +1,48 @@
+// Package buildinfo says which build of sds-bridge is running, for
+// `sds-bridge version`, /status and the logs.
+package buildinfo
+
+import (
+	"cmp"
+	"runtime/debug"
+	"strings"
+)
+
+// Describe is the -X version if set (ldVersion), else the module version
+// `go install …@vX` records, plus the VCS revision and time `go build`
+// stamps in a checkout. It is never a bare word that reads like a
+// subcommand.
+func Describe(ldVersion string) string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return cmp.Or(ldVersion, "(unknown build)")
+	}
+	return describe(ldVersion, info)
+}
+
+// describe is Describe on given build info, for tests.
+func describe(ldVersion string, info *debug.BuildInfo) string {
+	v := cmp.Or(ldVersion, info.Main.Version)
+	if v == "" || v == "(devel)" {
+		v = "(devel)"
+	}
+	settings := map[string]string{}
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	var extra []string
+	if rev := settings["vcs.revision"]; rev != "" {
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		if settings["vcs.modified"] == "true" {
+			rev += "-dirty"
+		}
+		extra = append(extra, "revision "+rev)
+	}
+	if t := settings["vcs.time"]; t != "" {
+		extra = append(extra, t)
+	}
+	extra = append(extra, info.GoVersion)
+	return v + " (" + strings.Join(extra, ", ") + ")"
+}
