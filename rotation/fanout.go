@@ -120,17 +120,19 @@ func (d *deliverer) retryNow() bool {
 	return waiting
 }
 
+// retryState is the run goroutine's own view of a failing Update: the
+// generation whose last Apply failed (0: none) and the delay before its
+// next attempt.
+type retryState struct {
+	failedGen uint64
+	wait      time.Duration
+}
+
 func (d *deliverer) run(ctx context.Context) {
 	retry := time.NewTimer(0)
 	retry.Stop()
 	defer retry.Stop()
-	// failedGen is the generation whose last Apply failed (0: none), and
-	// wait the delay before its next attempt: both belong to this
-	// goroutine alone.
-	var (
-		failedGen uint64
-		wait      time.Duration
-	)
+	var rs retryState
 	for {
 		select {
 		case <-ctx.Done():
@@ -138,87 +140,108 @@ func (d *deliverer) run(ctx context.Context) {
 		case <-d.notify:
 		case <-retry.C:
 		}
-		d.mu.Lock()
-		u := d.next
-		d.next = nil
-		if u != nil {
-			d.status.NextRetryAt = time.Time{}
-			if u.Generation == failedGen {
-				d.status.Retries++
-			}
-		}
-		d.mu.Unlock()
+		u := d.take(rs.failedGen)
 		if u == nil {
 			continue
 		}
 		// Whatever woke us, this attempt replaces the scheduled one.
 		retry.Stop()
+		d.apply(ctx, u, &rs, retry)
+	}
+}
 
-		start := time.Now()
-		err := d.sink.Apply(ctx, u)
-		took := time.Since(start)
-		end := start.Add(took)
-		retrying := err != nil && ctx.Err() == nil && !errors.Is(err, ErrUpdateInPlace)
-		if retrying {
-			// A newer Update starts again from the shortest delay.
-			if u.Generation != failedGen {
-				wait = d.backoff
-			} else {
-				wait = min(2*wait, d.maxBackoff)
-			}
-			failedGen = u.Generation
-		} else {
-			failedGen = 0
+// take empties the slot and returns what was in it (nil if nothing),
+// counting a retry when it is the generation that failed last.
+func (d *deliverer) take(failedGen uint64) *Update {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	u := d.next
+	d.next = nil
+	if u != nil {
+		d.status.NextRetryAt = time.Time{}
+		if u.Generation == failedGen {
+			d.status.Retries++
 		}
+	}
+	return u
+}
 
-		d.mu.Lock()
-		wasRetrying := d.status.Retrying()
-		d.status.Err = err
-		if err == nil {
-			d.status.Generation = u.Generation
-			d.status.AppliedAt = end
-			d.status.Took = took
-			d.status.Latency = end.Sub(u.ReceivedAt)
+// apply hands u to the sink, records the outcome, and on a failure that
+// can be retried puts u back in the slot and sets retry.
+func (d *deliverer) apply(ctx context.Context, u *Update, rs *retryState, retry *time.Timer) {
+	start := time.Now()
+	err := d.sink.Apply(ctx, u)
+	took := time.Since(start)
+	end := start.Add(took)
+	retrying := err != nil && ctx.Err() == nil && !errors.Is(err, ErrUpdateInPlace)
+	if retrying {
+		// A newer Update starts again from the shortest delay.
+		if u.Generation != rs.failedGen {
+			rs.wait = d.backoff
 		} else {
-			d.status.Failures++
+			rs.wait = min(2*rs.wait, d.maxBackoff)
 		}
-		since, attempts := d.status.RetryingSince, d.status.Attempts
-		if retrying {
-			if !wasRetrying {
-				d.status.RetryingSince = end
-			}
-			d.status.Attempts++
-			d.status.NextRetryAt = end.Add(wait)
-			// Unless a newer Update came in meanwhile (it is applied at
-			// once), the slot takes this one back for the retry.
-			if d.next == nil {
-				d.next = u
-			}
-			retry.Reset(wait)
-		} else {
-			d.status.RetryingSince, d.status.Attempts, d.status.NextRetryAt = time.Time{}, 0, time.Time{}
+		rs.failedGen = u.Generation
+	} else {
+		rs.failedGen = 0
+	}
+	st, prev := d.record(u, err, retrying, rs.wait, end, took)
+	if retrying {
+		retry.Reset(rs.wait)
+	}
+	d.logOutcome(ctx, u, err, retrying, rs.wait, took, prev, st)
+	if d.onDone != nil {
+		d.onDone(st)
+	}
+}
+
+// record writes the outcome of one Apply into the status and returns it,
+// with the status as it was before (for the log line).
+func (d *deliverer) record(u *Update, err error, retrying bool, wait time.Duration, end time.Time, took time.Duration) (st, prev SinkStatus) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	prev = d.status
+	d.status.Err = err
+	if err == nil {
+		d.status.Generation = u.Generation
+		d.status.AppliedAt = end
+		d.status.Took = took
+		d.status.Latency = end.Sub(u.ReceivedAt)
+	} else {
+		d.status.Failures++
+	}
+	if retrying {
+		if !prev.Retrying() {
+			d.status.RetryingSince = end
 		}
+		d.status.Attempts++
+		d.status.NextRetryAt = end.Add(wait)
+		// Unless a newer Update came in meanwhile (it is applied at
+		// once), the slot takes this one back for the retry.
 		if d.next == nil {
-			d.status.Pending = 0
+			d.next = u
 		}
-		st := d.status
-		d.mu.Unlock()
+	} else {
+		d.status.RetryingSince, d.status.Attempts, d.status.NextRetryAt = time.Time{}, 0, time.Time{}
+	}
+	if d.next == nil {
+		d.status.Pending = 0
+	}
+	return d.status, prev
+}
 
-		switch {
-		case err == nil && wasRetrying:
-			d.log.Info("sink applied update after failed attempts", "generation", u.Generation,
-				"failed_attempts", attempts, "failing_since", since.UTC().Format(time.RFC3339), "took", took)
-		case err == nil:
-			d.log.Debug("sink applied update", "generation", u.Generation, "took", took)
-		case retrying:
-			d.log.Error("sink failed to apply update; retrying", "generation", u.Generation, "error", err,
-				"attempt", st.Attempts, "retry_in", wait)
-		case ctx.Err() == nil:
-			d.log.Error("sink failed to apply update", "generation", u.Generation, "error", err)
-		}
-		if d.onDone != nil {
-			d.onDone(st)
-		}
+func (d *deliverer) logOutcome(ctx context.Context, u *Update, err error, retrying bool, wait, took time.Duration, prev, st SinkStatus) {
+	switch {
+	case err == nil && prev.Retrying():
+		d.log.Info("sink applied update after failed attempts", "generation", u.Generation,
+			"failed_attempts", prev.Attempts, "failing_since", prev.RetryingSince.UTC().Format(time.RFC3339), "took", took)
+	case err == nil:
+		d.log.Debug("sink applied update", "generation", u.Generation, "took", took)
+	case retrying:
+		d.log.Error("sink failed to apply update; retrying", "generation", u.Generation, "error", err,
+			"attempt", st.Attempts, "retry_in", wait)
+	case ctx.Err() == nil:
+		d.log.Error("sink failed to apply update", "generation", u.Generation, "error", err)
 	}
 }
 
