@@ -1,0 +1,101 @@
+package bridge
+
+import (
+	"bufio"
+	"bytes"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/sds-bridge/sds-bridge/"
+
+// goPackage is one package of this module as `go list` sees it: its own
+// imports and every package it links.
+type goPackage struct {
+	imports, deps []string
+}
+
+// modulePackages lists the module's packages with their imports and deps.
+func modulePackages(t *testing.T) map[string]goPackage {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-f", "{{.ImportPath}}|{{join .Imports \" \"}}|{{join .Deps \" \"}}", module+"...")
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	pkgs := map[string]goPackage{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 1<<22)
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), "|", 3)
+		if len(parts) != 3 {
+			t.Fatalf("go list line %q", sc.Text())
+		}
+		pkgs[strings.TrimPrefix(parts[0], module)] = goPackage{strings.Fields(parts[1]), strings.Fields(parts[2])}
+	}
+	return pkgs
+}
+
+// TestImportRules keeps the package graph docs/architecture.md draws: data
+// flows one way, sinks never import each other, the folder reader does not
+// import the writer, pgx only through reload/pgreload, and no
+// go-control-plane server or cache in the daemon.
+func TestImportRules(t *testing.T) {
+	pkgs := modulePackages(t)
+	for _, must := range []string{"rotation", "sds", "filesink", "jwtfiles", "folderstate", "admin", "cmd/sds-bridge", "internal/bridge"} {
+		if _, ok := pkgs[must]; !ok {
+			t.Fatalf("go list did not list %s: the rules below would check nothing", must)
+		}
+	}
+	never := func(pkg string, imports ...string) {
+		for _, imp := range pkgs[pkg].imports {
+			if slices.Contains(imports, strings.TrimPrefix(imp, module)) {
+				t.Errorf("%s imports %s", pkg, imp)
+			}
+		}
+	}
+	never("rotation", "sds", "filesink", "jwtfiles", "reload", "admin", "folderstate", "internal/bridge")
+	never("sds", "filesink", "jwtfiles", "reload", "folderstate")
+	never("filesink", "sds", "jwtfiles")
+	never("jwtfiles", "sds", "filesink")
+	never("reload", "sds", "filesink", "jwtfiles")
+	never("folderstate", "filesink", "reload", "atomicfile")
+	leaves := []string{"internal/layout", "internal/certcheck", "internal/boundedfile", "internal/connlimit", "internal/flock",
+		"internal/unixsock", "internal/fielderr", "internal/oneline", "internal/statusdoc", "internal/buildinfo"}
+	for _, leaf := range leaves {
+		for _, imp := range pkgs[leaf].imports {
+			if strings.HasPrefix(imp, module) {
+				t.Errorf("%s is a leaf helper but imports %s", leaf, imp)
+			}
+		}
+	}
+	for name, p := range pkgs {
+		if name != "cmd/sds-bridge" && name != "e2e" && slices.Contains(p.imports, module+"internal/bridge") {
+			t.Errorf("%s imports internal/bridge; only cmd/sds-bridge may", name)
+		}
+		for _, imp := range p.imports {
+			if strings.HasPrefix(imp, module+"cmd/") {
+				t.Errorf("%s imports %s", name, imp)
+			}
+			if strings.HasPrefix(imp, "github.com/jackc/pgx") && name != "reload/pgreload" {
+				t.Errorf("%s imports pgx; only reload/pgreload may", name)
+			}
+		}
+	}
+	for _, pkg := range []string{"admin", "jwtfiles", "folderstate", "filesink", "sds", "rotation"} {
+		for _, dep := range pkgs[pkg].deps {
+			if strings.HasPrefix(dep, "github.com/jackc/") {
+				t.Errorf("%s links %s", pkg, dep)
+				break
+			}
+		}
+	}
+	for _, dep := range pkgs["cmd/sds-bridge"].deps {
+		if strings.HasPrefix(dep, "github.com/envoyproxy/go-control-plane/pkg/") {
+			t.Errorf("the daemon links %s: sds serves with a loop of its own", dep)
+		}
+	}
+}
