@@ -44,12 +44,14 @@ vet:
 	$(GO) vet -tags e2e ./e2e/
 	$(GO) vet -tags e2e,benchspire ./e2e/
 	$(GO) -C tools/image vet ./...
+	$(GO) -C e2e/traceparse vet ./...
 
 fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 unit: fmt-check vet unit-kustomize
 	$(GO) test -race -count=1 ./...
+	$(GO) -C e2e/traceparse test -count=1 ./...
 	$(MAKE) image-test
 
 # deploy/kubernetes rendered by kustomize, decoded strictly and checked against

@@ -138,7 +138,7 @@ const (
 	roleWatch      = "go-spiffe watcher"   // receives, parses, calls rotation
 	roleSDSSink    = "SDS sink"            // rotation deliverer running sds Apply
 	roleFolderSink = "folder sink"         // rotation deliverer running filesink Apply
-	roleStream     = "SDS stream"          // per-stream goroutine of the SDS server
+	roleStream     = "SDS stream"          // per-stream goroutine of the SDS server (or its push goroutine)
 	roleSDSWriter  = "SDS writer"          // gRPC's server loopyWriter
 	roleSDSReader  = "SDS conn reader"     // gRPC's server reader (ACKs)
 	roleAPIWriter  = "Workload API writer" // gRPC's client loopyWriter
@@ -168,7 +168,7 @@ func roleOf(funcs map[string]bool) string {
 		return roleAPIWriter
 	case has("HandleStreams"):
 		return roleSDSReader
-	case has("StreamSecrets") || has("DeltaSecrets") || has("go-control-plane/pkg/server"):
+	case has("StreamSecrets") || has("DeltaSecrets") || has("go-control-plane/pkg/server") || has("/sds.(*xdsStream)"):
 		return roleStream
 	}
 	return ""
