@@ -46,6 +46,7 @@ type fanoutLine struct {
 	P50US   int64   `json:"p50_us"`
 	P90US   int64   `json:"p90_us"`
 	MaxUS   int64   `json:"max_us"`
+	CPUMS   float64 `json:"client_cpu_ms"`
 }
 
 // fanoutResult is everything measured for one target at one stream count.
@@ -114,8 +115,9 @@ func TestBenchFanout(t *testing.T) {
 				r.opens = append(r.opens, open)
 				r.rotations = append(r.rotations, rotations...)
 				for _, l := range rotations {
-					t.Logf("%6d streams, round %d, %-28s serial %s: %d/%d got it, p50 %s, p90 %s, max %s", n, round, tg.name,
-						l.Serial, l.Got, l.Streams, fmtMS(usec(l.P50US)), fmtMS(usec(l.P90US)), fmtMS(usec(l.MaxUS)))
+					t.Logf("%6d streams, round %d, %-28s serial %s: %d/%d got it, p50 %s, p90 %s, max %s; client CPU %.0f ms",
+						n, round, tg.name, l.Serial, l.Got, l.Streams, fmtMS(usec(l.P50US)), fmtMS(usec(l.P90US)),
+						fmtMS(usec(l.MaxUS)), l.CPUMS)
 				}
 			}
 		}

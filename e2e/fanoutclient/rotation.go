@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -45,6 +46,7 @@ func newLeafBook(streams int) *leafBook {
 type rotation struct {
 	serial   string
 	created  time.Time
+	cpuAt    time.Duration  // this process's CPU time when it was created
 	counted  bool           // began after ready: reported
 	arrivals []atomic.Int64 // per stream, Unix ns; 0 until it arrives
 	got      atomic.Int64
@@ -70,7 +72,7 @@ func (lb *leafBook) rotationOf(chain []byte, at time.Time) (*rotation, error) {
 	serial := leaf.SerialNumber.String()
 	r, ok := lb.bySerial[serial]
 	if !ok {
-		r = &rotation{serial: serial, created: at, counted: lb.isReady,
+		r = &rotation{serial: serial, created: at, cpuAt: cpuTime(), counted: lb.isReady,
 			arrivals: make([]atomic.Int64, lb.streams), all: make(chan struct{})}
 		lb.bySerial[serial] = r
 		if r.counted {
@@ -115,6 +117,10 @@ type rotationLine struct {
 	P50US     int64  `json:"p50_us"`
 	P90US     int64  `json:"p90_us"`
 	MaxUS     int64  `json:"max_us"`
+	// ClientCPUMS is the CPU time this process spent from the rotation's
+	// first leaf until the line: what the client took from the cores the
+	// server needed.
+	ClientCPUMS float64 `json:"client_cpu_ms"`
 	// DelaysUS is every stream's arrival after the first, in stream order;
 	// -1 for a stream that did not get it within -settle.
 	DelaysUS []int64 `json:"delays_us"`
@@ -129,7 +135,8 @@ func (r *rotation) summary() rotationLine {
 			first = at[i]
 		}
 	}
-	line := rotationLine{Event: "rotation", Serial: r.serial, FirstUnix: first, Streams: len(at), DelaysUS: at}
+	line := rotationLine{Event: "rotation", Serial: r.serial, FirstUnix: first, Streams: len(at), DelaysUS: at,
+		ClientCPUMS: float64((cpuTime() - r.cpuAt).Microseconds()) / 1000}
 	sorted := make([]int64, 0, len(at))
 	for i, t := range at {
 		if t == 0 {
@@ -151,4 +158,13 @@ func (r *rotation) summary() rotationLine {
 func nearestRank(sorted []int64, q float64) int64 {
 	i := int(q*float64(len(sorted))+0.5) - 1
 	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// cpuTime is the user and system CPU time of this process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
