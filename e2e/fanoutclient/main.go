@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -53,6 +54,7 @@ type config struct {
 	rotations int
 	settle    time.Duration
 	timeout   time.Duration
+	profile   string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -65,6 +67,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.rotations, "rotations", 2, "rotations to report before exiting")
 	fs.DurationVar(&cfg.settle, "settle", 4*time.Second, "how long after a rotation's first arrival the other streams may take")
 	fs.DurationVar(&cfg.timeout, "timeout", 5*time.Minute, "give up after this long")
+	fs.StringVar(&cfg.profile, "cpuprofile", "", "write this process's CPU profile from ready to exit here (where the client's own time goes)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -132,7 +135,29 @@ func run(args []string) error {
 		OpenMS: float64(time.Since(opened).Microseconds()) / 1000}); err != nil {
 		return err
 	}
+	if cfg.profile != "" {
+		stopProfile, err := startProfile(cfg.profile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 	return report(ctx, lb, cfg, out, failed)
+}
+
+func startProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // openStreams opens every stream before any starts receiving, so the
