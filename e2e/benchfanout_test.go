@@ -100,6 +100,7 @@ func TestBenchFanout(t *testing.T) {
 		targets = append(targets, startFanoutBridge(t, work, "baseline", s, bin, "sds-bridge at "+rev))
 	}
 
+	loadBefore := loadAverage(t)
 	results := map[int]map[string]*fanoutResult{}
 	for _, n := range counts {
 		results[n] = map[string]*fanoutResult{}
@@ -123,6 +124,18 @@ func TestBenchFanout(t *testing.T) {
 		}
 	}
 	fmt.Print(fanoutTable(counts, targets, results))
+	fmt.Printf("\nload average (1, 5, 15 min) at the start: %s; at the end: %s\n", loadBefore, loadAverage(t))
+}
+
+// loadAverage is the first three fields of /proc/loadavg: how busy the
+// shared cores were, which moves every figure here.
+func loadAverage(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 // fanoutCounts is -fanout-streams, parsed.
