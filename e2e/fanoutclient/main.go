@@ -116,7 +116,7 @@ func run(args []string) error {
 	failed := make(chan error, 1)
 	for i, s := range streams {
 		go func() {
-			if err := follow(ctx, s, i, cfg.names, lb); err != nil && ctx.Err() == nil {
+			if err := follow(s, i, cfg.names, lb); err != nil && ctx.Err() == nil {
 				select {
 				case failed <- fmt.Errorf("stream %d (connection %d): %w", i, i%cfg.conns, err):
 				default:

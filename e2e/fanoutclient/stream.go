@@ -25,7 +25,7 @@ func newSDSStream(ctx context.Context, conn *grpc.ClientConn) (sdsStream, error)
 // follow is one Envoy's SotW subscription: the first request carries the
 // node, every response is ACKed with its version and nonce, and each new
 // leaf of names[0] is recorded in lb with the time Recv returned.
-func follow(ctx context.Context, s sdsStream, i int, names []string, lb *leafBook) error {
+func follow(s sdsStream, i int, names []string, lb *leafBook) error {
 	req := &discoveryv3.DiscoveryRequest{
 		Node:          &corev3.Node{Id: "fanout-" + strconv.Itoa(i), Cluster: "fanout"},
 		ResourceNames: names,
