@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin
 E2E_TIMEOUT ?= 45m
 
-.PHONY: all build image image-test test unit unit-kustomize vet e2e e2e-deps bench bench-spire fuzz fmt-check clean
+.PHONY: all build image image-test test unit unit-kustomize vet e2e e2e-deps bench bench-spire bench-fanout fuzz fmt-check clean
 
 all: build
 
@@ -97,6 +97,20 @@ BENCH_SPIRE_BASELINE ?=
 bench-spire: e2e-deps
 	cd e2e/traceparse && GOWORK=off $(GO) test -count=1 ./...
 	$(GO) test -tags e2e,benchspire -run '^TestBenchSPIRE$$' -count=1 -timeout 15m -v ./e2e/ -args -bench-window=$(BENCH_SPIRE_WINDOW) -bench-baseline=$(BENCH_SPIRE_BASELINE)
+
+# One rotation to many SDS streams, from a client process (e2e/fanoutclient),
+# on SPIRE Agent's SDS and the bridge's in the same run (see
+# docs/benchmarks.md). BENCH_FANOUT_BASELINE=<git rev> adds the bridge built
+# at that revision as a third target.
+BENCH_FANOUT_STREAMS ?= 1000,10000
+BENCH_FANOUT_CONNS ?= 50
+BENCH_FANOUT_WINDOW ?= 2m
+BENCH_FANOUT_ROTATIONS ?= 2
+BENCH_FANOUT_BASELINE ?=
+bench-fanout: e2e-deps
+	BENCH_FANOUT_BASELINE=$(BENCH_FANOUT_BASELINE) $(GO) test -tags e2e,benchfanout -run '^TestBenchFanout$$' -count=1 -timeout 60m -v ./e2e/ \
+		-args -fanout-streams=$(BENCH_FANOUT_STREAMS) -fanout-conns=$(BENCH_FANOUT_CONNS) \
+		-fanout-window=$(BENCH_FANOUT_WINDOW) -fanout-rotations=$(BENCH_FANOUT_ROTATIONS)
 
 clean:
 	rm -rf $(BIN) sds-bridge-dev
