@@ -113,6 +113,9 @@ func (b *Bridge) build(ctx context.Context, version string) error {
 		return err
 	}
 	b.observers.add(b.signalApplied)
+	mem := newMemoryReturner()
+	b.observers.add(mem.observe)
+	b.release = append(b.release, mem.stop)
 	b.gateSupervisor(len(sinks))
 	return b.buildAdmin(version)
 }
