@@ -33,6 +33,7 @@ type fanoutTarget struct {
 	name    string
 	socket  string
 	running func(testing.TB) // fails the test if the server has exited
+	pid     int              // the server's process, for its memory
 }
 
 // fanoutLine is one JSON line of e2e/fanoutclient: "ready" once every
@@ -53,6 +54,10 @@ type fanoutLine struct {
 type fanoutResult struct {
 	opens     []time.Duration // per client process: dial until every stream held a leaf
 	rotations []fanoutLine
+	// perStream is, per client process, the server's RssAnon once every
+	// stream held a leaf minus before the client dialled, over the streams:
+	// what one more stream costs the server, as the kernel charges it.
+	perStream []float64
 }
 
 // TestBenchFanout is the fan-out benchmark from outside (make
@@ -88,6 +93,7 @@ func TestBenchFanout(t *testing.T) {
 	targets := []fanoutTarget{{
 		name:   "SPIRE Agent " + spireVersion,
 		socket: s.AgentSocket,
+		pid:    s.agent.PID(),
 		running: func(t testing.TB) {
 			if s.agent.Exited() {
 				t.Fatalf("e2e: spire-agent exited with %d", s.agent.ExitCode())
@@ -112,8 +118,9 @@ func TestBenchFanout(t *testing.T) {
 			for _, tg := range targets {
 				tg.running(t)
 				r := results[n][tg.name]
-				open, rotations := runFanoutClient(t, client, work, tg, n, round)
+				open, perStream, rotations := runFanoutClient(t, client, work, tg, n, round)
 				r.opens = append(r.opens, open)
+				r.perStream = append(r.perStream, perStream)
 				r.rotations = append(r.rotations, rotations...)
 				for _, l := range rotations {
 					t.Logf("%6d streams, round %d, %-28s serial %s: %d/%d got it, p50 %s, p90 %s, max %s; client CPU %.0f ms",
@@ -167,7 +174,7 @@ func startFanoutBridge(t testing.TB, work, name string, s *spire, bin, label str
 	}, nil)
 	bridgeBin = checkout
 	waitForSocket(t, b, socket)
-	return fanoutTarget{name: label, socket: socket, running: b.Running}
+	return fanoutTarget{name: label, socket: socket, running: b.Running, pid: b.proc.PID()}
 }
 
 // buildFanoutClient builds e2e/fanoutclient (build tag benchfanout, so the
@@ -208,7 +215,7 @@ func runIn(t testing.TB, dir, name string, args ...string) {
 // runFanoutClient runs one client process on tg with n streams until it has
 // measured -fanout-rotations rotations, and returns how long its streams took
 // to open and its rotation lines.
-func runFanoutClient(t testing.TB, bin, work string, tg fanoutTarget, n, round int) (time.Duration, []fanoutLine) {
+func runFanoutClient(t testing.TB, bin, work string, tg fanoutTarget, n, round int) (time.Duration, float64, []fanoutLine) {
 	t.Helper()
 	// Opening 10,000 streams takes seconds; a rotation comes every ~5 s.
 	limit := 3*time.Minute + time.Duration(*fanoutRotations)*15*time.Second
@@ -227,10 +234,12 @@ func runFanoutClient(t testing.TB, bin, work string, tg fanoutTarget, n, round i
 	if err != nil {
 		t.Fatalf("e2e: %v", err)
 	}
+	before := readProcStat(t, tg.pid).mem.RssAnon
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("e2e: start fanoutclient: %v", err)
 	}
 	var open time.Duration
+	var perStream float64
 	var rotations []fanoutLine
 	dec := json.NewDecoder(stdout)
 	for {
@@ -244,6 +253,7 @@ func runFanoutClient(t testing.TB, bin, work string, tg fanoutTarget, n, round i
 		switch l.Event {
 		case "ready":
 			open = time.Duration(l.OpenMS * float64(time.Millisecond))
+			perStream = float64(readProcStat(t, tg.pid).mem.RssAnon-before) / float64(n)
 		case "rotation":
 			rotations = append(rotations, l)
 		}
@@ -251,7 +261,7 @@ func runFanoutClient(t testing.TB, bin, work string, tg fanoutTarget, n, round i
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("e2e: fanoutclient on %s (%d streams): %v\n%s", tg.name, n, err, tailFile(logPath, 20))
 	}
-	return open, rotations
+	return open, perStream, rotations
 }
 
 func usec(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
@@ -269,8 +279,8 @@ func fanoutTable(counts []int, targets []fanoutTarget, results map[int]map[strin
 	out := &strings.Builder{}
 	fmt.Fprintf(out, "\nOne rotation to N SDS streams over %d connections, spread first → last stream (same client process on every target, targets taking turns; SPIRE %s, X.509 TTL %d s)\n\n",
 		*fanoutConns, spireVersion, x509SVIDTTL)
-	fmt.Fprintln(out, "| streams | target | rotations (all streams got it / measured) | streams open in | p50 | p90 | max | p50 / SPIRE | max / SPIRE |")
-	fmt.Fprintln(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(out, "| streams | target | rotations (all streams got it / measured) | streams open in | server RssAnon per stream | p50 | p90 | max | p50 / SPIRE | max / SPIRE |")
+	fmt.Fprintln(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, n := range counts {
 		spire := results[n][targets[0].name].rotations
 		for _, tg := range targets {
@@ -284,13 +294,22 @@ func fanoutTable(counts []int, targets []fanoutTarget, results map[int]map[strin
 			p50 := spreadOf(r.rotations, func(l fanoutLine) int64 { return l.P50US })
 			p90 := spreadOf(r.rotations, func(l fanoutLine) int64 { return l.P90US })
 			mx := spreadOf(r.rotations, func(l fanoutLine) int64 { return l.MaxUS })
-			fmt.Fprintf(out, "| %d | %s | %d/%d | %s | %s | %s | %s | %s | %s |\n", n, tg.name, complete, len(r.rotations),
-				fmtSeconds(medianOf(r.opens)), p50, p90, mx,
+			fmt.Fprintf(out, "| %d | %s | %d/%d | %s | %s | %s | %s | %s | %s | %s |\n", n, tg.name, complete, len(r.rotations),
+				fmtSeconds(medianOf(r.opens)), perStreamOf(r.perStream), p50, p90, mx,
 				ratioOfMedians(r.rotations, spire, func(l fanoutLine) int64 { return l.P50US }),
 				ratioOfMedians(r.rotations, spire, func(l fanoutLine) int64 { return l.MaxUS }))
 		}
 	}
 	return out.String()
+}
+
+// perStreamOf is "median (lowest–highest)" of the per-stream memory, in KB.
+func perStreamOf(bytes []float64) string {
+	if len(bytes) == 0 {
+		return "-"
+	}
+	sorted := slices.Sorted(slices.Values(bytes))
+	return fmt.Sprintf("%.1f KB (%.1f–%.1f)", sorted[len(sorted)/2]/1000, sorted[0]/1000, sorted[len(sorted)-1]/1000)
 }
 
 // spreadOf is "median (lowest–highest)" of one figure over the rotations.
