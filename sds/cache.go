@@ -65,6 +65,17 @@ type snapshot struct {
 	variants [2]served
 }
 
+// sameNames reports whether snap serves the same names as other, in every
+// variant.
+func (snap *snapshot) sameNames(other *snapshot) bool {
+	for v := range snap.variants {
+		if !slices.Equal(snap.variants[v].names, other.variants[v].names) {
+			return false
+		}
+	}
+	return true
+}
+
 // served is the set of Secrets of one Validation.
 type served struct {
 	secrets map[string]servedSecret

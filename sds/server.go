@@ -241,11 +241,18 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 		}
 		variants[v] = secrets
 	}
+	prev := s.cache.current.Load()
 	snap, err := s.cache.publish(u.Generation, variants)
 	if err != nil {
 		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
 	}
-	s.tracker.recheck(snap)
+	// A stream's unknown names change only when the served names do. A
+	// rotation that keeps them (the usual one) leaves the tracker alone:
+	// rechecking holds its lock over every stream, and the pushes just
+	// started need that lock to record their nonces.
+	if prev == nil || !snap.sameNames(prev) {
+		s.tracker.recheck(snap)
+	}
 	s.markServing()
 	s.cfg.Logger.Info("sds: serving secrets", "generation", u.Generation, "version", snap.version,
 		"secrets", len(snap.variants[s.cache.validation(nil)].secrets), "streams", s.tracker.streamsOpen.Load())

@@ -321,6 +321,21 @@ func TestUnknownNameAmongKnown(t *testing.T) {
 		t.Fatalf("secrets (-want +got):\n%s", d)
 	}
 	c.ack(resp)
+
+	// A rotation that keeps the names says nothing; one that drops the
+	// name again warns again, once.
+	u3 := newUpdate(3, []*x509svid.SVID{issue(t, exampleCA, webID), issue(t, exampleCA, ghostID)}, exampleCA.Bundle())
+	u4 := newUpdate(4, []*x509svid.SVID{issue(t, exampleCA, webID)}, exampleCA.Bundle())
+	for _, u := range []*rotation.Update{u3, u4} {
+		if err := s.Apply(t.Context(), u); err != nil {
+			t.Fatal(err)
+		}
+		c.ack(c.recv())
+	}
+	waitPending(t, s, "default", 1)
+	if l := logs.String(); strings.Count(l, want) != 2 {
+		t.Errorf("want the warning once more after the name was dropped (2 in all) %s\nlogs:\n%s", want, l)
+	}
 }
 
 func TestRestartGetsCurrentSecrets(t *testing.T) {
