@@ -19,6 +19,7 @@ import (
 // again on the generation in place, keeps serving, and still stops
 // cleanly on SIGTERM, removing its socket.
 func TestSIGHUPReloadsAndTheBridgeKeepsRunning(t *testing.T) {
+	t.Parallel() // a bridge process of its own: its own folders, sockets and signals
 	bin := buildBridge(t)
 	work := testkit.ShortDir(t)
 	certs := filepath.Join(work, "certs")

@@ -102,6 +102,7 @@ func folderState(t *testing.T, dir string) map[string]string {
 // running bridge's pid, and the first bridge's folder (..data, every file's
 // bytes and inode) and socket are as they were.
 func TestASecondBridgeOnTheSameFolderOrSocketExitsAndTouchesNothing(t *testing.T) {
+	t.Parallel() // a bridge process of its own: its own folders, sockets and signals
 	bin := buildBridge(t)
 	work := testkit.ShortDir(t)
 	dir := filepath.Join(work, "certs")

@@ -37,6 +37,7 @@ var generationName = regexp.MustCompile(`^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d\.\d
 // link to a root-only directory. The bridge rotates every second; the
 // root-only directory keeps its owner, mode, listing and content.
 func TestAFolderOwnerCannotLeadTheRootBridgeOutOfTheFolder(t *testing.T) {
+	t.Parallel() // a bridge process of its own: its own folders, sockets and signals
 	if os.Getuid() != 0 {
 		t.Skip("needs root: the bridge runs as root and the attacker as uid 65534")
 	}

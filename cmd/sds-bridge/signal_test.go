@@ -103,6 +103,7 @@ func checkConsistent(t *testing.T, dir string) *folderstate.Material {
 // (a crash) must leave either the new or the previous complete set, and
 // the next start must clean up after it.
 func TestSignalDuringSwaps(t *testing.T) {
+	t.Parallel() // a bridge process of its own: its own folders, sockets and signals
 	bin := buildBridge(t)
 	work := testkit.ShortDir(t)
 	dir := filepath.Join(work, "certs")

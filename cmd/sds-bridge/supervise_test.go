@@ -97,6 +97,7 @@ func waitExit(t *testing.T, exited chan error) int {
 // second start; SIGTERM to the bridge reaches it, and the bridge exits
 // with its status (42). SIGINT likewise (3).
 func TestSupervisedProgramStartsOnCompleteFoldersGetsHUPsAndForwardedSignals(t *testing.T) {
+	t.Parallel() // a bridge process of its own: its own folders, sockets and signals
 	bin := buildBridge(t)
 	for _, tc := range []struct {
 		sig    syscall.Signal
