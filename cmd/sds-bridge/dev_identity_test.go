@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,8 +57,15 @@ func TestDevIssuesASecondSVIDAndAFederatedBundle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), testkit.Timeout)
 	defer cancel()
 	names := []string{"default", "ALL", "spiffe://example.org/dev", "spiffe://example.org/second", "spiffe://partner.test"}
-	resp, err := sdsClient(t, sock).FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{
-		Node: &corev3.Node{Id: "test"}, ResourceNames: names, TypeUrl: resource.SecretType})
+	// The folders and SDS are separate sinks: a folder holding the SVID
+	// does not mean SDS has applied it yet.
+	var resp *discoveryv3.DiscoveryResponse
+	var err error
+	testkit.Eventually(t, "SDS serving the first update", func() bool {
+		resp, err = sdsClient(t, sock).FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{
+			Node: &corev3.Node{Id: "test"}, ResourceNames: names, TypeUrl: resource.SecretType})
+		return status.Code(err) != codes.Unavailable
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
