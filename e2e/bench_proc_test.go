@@ -63,4 +63,3 @@ func readProcStat(t testing.TB, pid int) procStat {
 	}
 	return st
 }
-
