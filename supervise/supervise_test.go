@@ -3,7 +3,9 @@ package supervise
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,17 +17,50 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == childArg {
+		runChild(os.Args[2])
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
-// child is a sh script that records "start" and every HUP, INT and TERM
-// it receives into log, one line each; INT and TERM end it with status 3
-// and 0. It writes "start" only once its traps are installed.
-const child = `log=$1
-trap 'echo HUP >> "$log"' HUP
-trap 'echo INT >> "$log"; exit 3' INT
-trap 'echo TERM >> "$log"; exit 0' TERM
-echo start >> "$log"
-while :; do sleep 0.05; done`
+// childArg makes this test binary the supervised child (runChild).
+const childArg = "supervise-test-child"
+
+// childCommand runs this test binary as the child, logging to log. A Go
+// child rather than a shell script: dash can lose a trapped signal that
+// arrives while it forks its next command, and a test of "each swap
+// signals the child" must not depend on that.
+func childCommand(log string) []string { return []string{os.Args[0], childArg, log} }
+
+// runChild logs "start", then each signal: HUP (and goes on), INT (exits
+// 3), TERM (exits 0).
+func runChild(log string) {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	record := func(line string) {
+		f, err := os.OpenFile(log, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			os.Exit(1)
+		}
+		fmt.Fprintln(f, line)
+		f.Close()
+	}
+	record("start")
+	for sig := range sigs {
+		switch sig {
+		case syscall.SIGHUP:
+			record("HUP")
+		case syscall.SIGINT:
+			record("INT")
+			os.Exit(3)
+		case syscall.SIGTERM:
+			record("TERM")
+			os.Exit(0)
+		}
+	}
+}
 
 func shCommand(script, log string) []string { return []string{"/bin/sh", "-c", script, "sh", log} }
 
@@ -103,7 +138,7 @@ func (r *running) wait(t *testing.T) error {
 // folder must not run while it may still hold a previous pod's files.
 func TestTheChildStartsOnlyOnceReady(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "log")
-	r := start(t, Config{Command: shCommand(child, log), RenewSignal: syscall.SIGHUP})
+	r := start(t, Config{Command: childCommand(log), RenewSignal: syscall.SIGHUP})
 	r.sup.Renewed() // a swap before Ready signals nothing, and starts nothing
 	time.Sleep(300 * time.Millisecond)
 	if got := lines(log); len(got) != 0 {
@@ -117,7 +152,7 @@ func TestTheChildStartsOnlyOnceReady(t *testing.T) {
 // not (the child reads those files when it starts).
 func TestEachSwapSignalsTheChild(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "log")
-	r := start(t, Config{Command: shCommand(child, log), RenewSignal: syscall.SIGHUP})
+	r := start(t, Config{Command: childCommand(log), RenewSignal: syscall.SIGHUP})
 	r.sup.Renewed()
 	r.sup.Ready()
 	waitFor(t, log, "start")
@@ -135,7 +170,7 @@ func TestEachSwapSignalsTheChild(t *testing.T) {
 // child's exit status (3 after INT here).
 func TestCaughtSignalsAreForwardedAndTheExitStatusReturned(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "log")
-	r := start(t, Config{Command: shCommand(child, log)})
+	r := start(t, Config{Command: childCommand(log)})
 	r.sup.Ready()
 	waitFor(t, log, "start")
 	r.sigs <- syscall.SIGINT
@@ -151,7 +186,7 @@ func TestCaughtSignalsAreForwardedAndTheExitStatusReturned(t *testing.T) {
 // and Run returns once it has exited (status 0: nil).
 func TestStoppingSendsSIGTERMAndWaitsForTheChild(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "log")
-	r := start(t, Config{Command: shCommand(child, log)})
+	r := start(t, Config{Command: childCommand(log)})
 	r.sup.Ready()
 	waitFor(t, log, "start")
 	r.stop()
