@@ -64,11 +64,13 @@ func (l *Listener) Accept() (net.Conn, error) {
 			conn.Tag, conn.limited = l.cfg.Classify(c)
 		}
 		if l.Open.Load() >= l.cfg.Max || (conn.limited && l.OpenLimited.Load() >= l.cfg.MaxLimited) {
-			c.Close()
+			// Counted before it is closed: whoever sees the close can
+			// read the count.
 			if l.cfg.OverCap != nil {
 				l.cfg.OverCap.Add(1)
 			}
 			l.report(conn)
+			c.Close()
 			continue
 		}
 		l.Open.Add(1)
