@@ -245,8 +245,8 @@ func (c Config) Validate() error {
 	default:
 		errs.Add("layout", "%q is not one of %s, %s", c.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
 	}
-	validateMode(&errs, "cert_mode", "certificate", c.CertMode, 0o002, "writable by every user")
-	validateMode(&errs, "key_mode", "private key", c.KeyMode, 0o007, "readable, writable or executable by every user")
+	errs.FileMode("cert_mode", "certificate", c.CertMode, 0o002, "writable by every user")
+	errs.FileMode("key_mode", "private key", c.KeyMode, 0o007, "readable, writable or executable by every user")
 	if c.Owner != nil && (c.Owner.UID < 0 || c.Owner.GID < 0) {
 		errs.Add("owner", "%d:%d: uid and gid must not be negative", c.Owner.UID, c.Owner.GID)
 	}
@@ -310,21 +310,6 @@ func (c Config) validateSPIFFELayout(errs *fielderr.List) {
 	}
 	if c.AddIntermediatesToBundle {
 		errs.Add("add_intermediates_to_bundle", "true applies only to layout %s", LayoutSPIFFEHelper)
-	}
-}
-
-// validateMode checks the mode of a file holding what: permission bits
-// only, none of forbidden (why says what they would allow), and readable
-// by its owner (a file its owner cannot read is useless).
-func validateMode(errs *fielderr.List, key, what string, m os.FileMode, forbidden os.FileMode, why string) {
-	shown := fmt.Sprintf("%04o", uint32(m))
-	switch {
-	case m&^os.ModePerm != 0:
-		errs.Add(key, "%#o: only permission bits are allowed", uint32(m))
-	case m&forbidden != 0:
-		errs.Add(key, "%q makes the %s %s", shown, what, why)
-	case m&0o400 == 0:
-		errs.Add(key, "%q: the owner must be able to read the %s", shown, what)
 	}
 }
 

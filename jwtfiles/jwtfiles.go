@@ -127,18 +127,8 @@ func (f Folder) Validate() error {
 	if f.BundleFileName != "" {
 		plain("jwt_bundle_file_name", f.BundleFileName)
 	}
-	switch {
-	case f.Mode&0o007 != 0:
-		errs.Add("jwt_mode", "%q lets every user read or replace a bearer token", modeString(f.Mode))
-	case f.Mode&0o400 == 0:
-		errs.Add("jwt_mode", "%q: the owner must be able to read the token", modeString(f.Mode))
-	}
-	switch {
-	case f.BundleMode&0o002 != 0:
-		errs.Add("jwt_bundle_mode", "%q makes the JWT bundle writable by every user", modeString(f.BundleMode))
-	case f.BundleMode&0o400 == 0:
-		errs.Add("jwt_bundle_mode", "%q: the owner must be able to read the JWT bundle", modeString(f.BundleMode))
-	}
+	errs.FileMode("jwt_mode", "token", f.Mode, 0o007, "readable, writable or executable by every user")
+	errs.FileMode("jwt_bundle_mode", "JWT bundle", f.BundleMode, 0o002, "writable by every user")
 	return errs.Err()
 }
 
@@ -154,8 +144,6 @@ func validFileName(name string) error {
 	}
 	return nil
 }
-
-func modeString(m os.FileMode) string { return fmt.Sprintf("%04o", uint32(m)) }
 
 // SVIDFile is one token file.
 type SVIDFile struct {

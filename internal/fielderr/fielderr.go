@@ -8,6 +8,7 @@ package fielderr
 import (
 	"errors"
 	"fmt"
+	"os"
 )
 
 // Error is one refused field.
@@ -91,3 +92,19 @@ func (l *List) Under(prefix string, err error) { *l = append(*l, Under(prefix, e
 
 // Err is nil for an empty List, else every refusal joined.
 func (l List) Err() error { return errors.Join(l...) }
+
+// FileMode checks the mode of a file the bridge writes, holding what:
+// permission bits only, none of forbidden (why says what they would
+// allow), and readable by its owner (a file its owner cannot read is
+// useless).
+func (l *List) FileMode(key, what string, m, forbidden os.FileMode, why string) {
+	shown := fmt.Sprintf("%04o", uint32(m))
+	switch {
+	case m&^os.ModePerm != 0:
+		l.Add(key, "%#o: only permission bits are allowed", uint32(m))
+	case m&forbidden != 0:
+		l.Add(key, "%q makes the %s %s", shown, what, why)
+	case m&0o400 == 0:
+		l.Add(key, "%q: the owner must be able to read the %s", shown, what)
+	}
+}
