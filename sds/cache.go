@@ -150,13 +150,14 @@ func (c *secretCache) generation(version string) uint64 {
 // generation and wakes every stream, which sends what its client lacks. The
 // version is "<prefix>-<generation>"; a generation that does not advance
 // (a breach of rotation's contract) still gets a new version, one past the
-// last, so that versions never repeat.
-func (c *secretCache) publish(generation uint64, secrets [2]map[string]*tlsv3.Secret) (*snapshot, error) {
-	snap := &snapshot{generation: generation}
+// last, so that versions never repeat. namesChanged says whether the
+// served names differ from the previous snapshot's (always, for the first).
+func (c *secretCache) publish(generation uint64, secrets [2]map[string]*tlsv3.Secret) (snap *snapshot, namesChanged bool, err error) {
+	snap = &snapshot{generation: generation}
 	for v, s := range secrets {
 		sv, err := newServed(s)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		snap.variants[v] = sv
 	}
@@ -170,11 +171,11 @@ func (c *secretCache) publish(generation uint64, secrets [2]map[string]*tlsv3.Se
 	}
 	c.number = n
 	snap.version = c.version(n)
-	c.current.Store(snap)
+	prev := c.current.Swap(snap)
 	for st := range c.streams {
 		st.wake()
 	}
-	return snap, nil
+	return snap, prev == nil || !snap.sameNames(prev), nil
 }
 
 // add makes st one of the streams publish wakes, until remove; false

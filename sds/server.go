@@ -241,8 +241,7 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 		}
 		variants[v] = secrets
 	}
-	prev := s.cache.current.Load()
-	snap, err := s.cache.publish(u.Generation, variants)
+	snap, namesChanged, err := s.cache.publish(u.Generation, variants)
 	if err != nil {
 		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
 	}
@@ -250,7 +249,7 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 	// rotation that keeps them (the usual one) leaves the tracker alone:
 	// rechecking holds its lock over every stream, and the pushes just
 	// started need that lock to record their nonces.
-	if prev == nil || !snap.sameNames(prev) {
+	if namesChanged {
 		s.tracker.recheck(snap)
 	}
 	s.markServing()
