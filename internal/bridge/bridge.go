@@ -112,10 +112,13 @@ func (b *Bridge) build(ctx context.Context, version string) error {
 	if err != nil {
 		return err
 	}
-	b.observers.add(b.signalApplied)
-	mem := newMemoryReturner()
-	b.observers.add(mem.observe)
-	b.release = append(b.release, mem.stop)
+	if b.once {
+		b.observers.add(b.signalApplied)
+	} else {
+		mem := newMemoryReturner()
+		b.observers.add(mem.observe)
+		b.release = append(b.release, mem.stop)
+	}
 	b.gateSupervisor(len(sinks))
 	return b.buildAdmin(version)
 }

@@ -1,15 +1,12 @@
 package bridge
 
 import (
-	"cmp"
 	"log/slog"
 	"math"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/internal/config"
-	"github.com/sds-bridge/sds-bridge/sds"
 )
 
 // minDescriptorsLeft is what the connection caps must leave of the
@@ -31,10 +28,10 @@ func logDescriptorBudget(cfg *config.Config, log *slog.Logger) {
 	}
 	var sdsMax, adminMax int
 	if cfg.SDS.On() {
-		sdsMax = cmp.Or(cfg.SDS.MaxConnections, sds.DefaultMaxConnections)
+		sdsMax = cfg.SDS.ServerConfig().WithDefaults().MaxConnections
 	}
 	if cfg.Admin.Address() != "" {
-		adminMax = cmp.Or(cfg.Admin.MaxConnections, admin.DefaultMaxConnections)
+		adminMax = cfg.Admin.ServerConfig().WithDefaults().MaxConnections
 	}
 	limit := int64(min(lim.Cur, math.MaxInt64))
 	left := limit - int64(sdsMax) - int64(adminMax)

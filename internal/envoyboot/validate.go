@@ -168,6 +168,7 @@ func (c *checker) dialsBridge(cl *clusterv3.Cluster) bool {
 	return slices.Contains(pipePaths(cl), c.served.Socket)
 }
 
+// pipePaths are the distinct unix socket paths of cl's endpoints.
 func pipePaths(cl *clusterv3.Cluster) []string {
 	var paths []string
 	for _, le := range cl.GetLoadAssignment().GetEndpoints() {
@@ -797,14 +798,7 @@ func BridgeSocket(b *bootstrapv3.Bootstrap) (string, error) {
 		if cl.GetName() != BridgeCluster {
 			continue
 		}
-		var paths []string
-		for _, le := range cl.GetLoadAssignment().GetEndpoints() {
-			for _, e := range le.GetLbEndpoints() {
-				if p := e.GetEndpoint().GetAddress().GetPipe().GetPath(); p != "" && !slices.Contains(paths, p) {
-					paths = append(paths, p)
-				}
-			}
-		}
+		paths := pipePaths(cl)
 		if len(paths) != 1 {
 			return "", fmt.Errorf("envoyboot: cluster %q has %d socket paths %q, want one", BridgeCluster, len(paths), paths)
 		}
