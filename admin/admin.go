@@ -148,11 +148,13 @@ type Server struct {
 	mux      *http.ServeMux
 
 	// mu guards lastReady, used to log readiness changes once, and
-	// lastFolders, the folders as readiness last read them (a scrape
-	// reports them rather than read the disk).
-	mu          sync.Mutex
-	lastReady   *bool
-	lastFolders []folderCheck
+	// lastFolders, the folders as readiness last read them while
+	// lastFoldersGen was current (a scrape reports them rather than read
+	// the disk, as long as no newer generation has come since).
+	mu             sync.Mutex
+	lastReady      *bool
+	lastFolders    []folderCheck
+	lastFoldersGen uint64
 }
 
 // DefaultLivenessPath and DefaultReadinessPath are where the probes are

@@ -621,3 +621,20 @@ func TestAScrapeDoesNotReadTheDisk(t *testing.T) {
 		t.Errorf("sds_bridge_ready = %v after /readyz found the folder empty, want 0", got)
 	}
 }
+
+// A folder read under one generation says nothing about the next: after a
+// rotation the scrape judges the folder by its sink until readiness reads
+// it again, rather than call the new serial "something else wrote to it".
+func TestAScrapeAfterARotationDoesNotJudgeByTheOldRead(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pg")
+	b := startBridge(t, bridgeOptions{folders: []filesink.Config{{Dir: dir}}})
+	b.push(time.Hour)
+	b.waitSinks(1, nil)
+	b.expectReadyz(http.StatusOK)
+	b.push(time.Hour)
+	b.waitSinks(2, nil)
+	if got := metrics(t, b.url)["sds_bridge_ready"]; got != 1 {
+		t.Errorf("sds_bridge_ready = %v after a rotation the folder applied, want 1", got)
+	}
+	b.expectReadyz(http.StatusOK)
+}

@@ -21,22 +21,24 @@ func (s *Server) Problems(now time.Time) []string {
 	cur := s.cfg.Source.Current()
 	var folders []folderCheck
 	if cur != nil {
-		folders = s.inspectFolders(now)
+		folders = s.inspectFolders(now, cur)
 	}
 	return s.judge(now, cur, folders)
 }
 
 // lastProblems is Problems without reading the disk, for a scrape: each
 // folder as the last Problems or Status read it, and a folder not read yet
-// by its sink's state alone (a failed apply, a failed action).
+// under the current generation by its sink's state alone (a failed apply,
+// a failed action): a read from before a rotation says nothing about the
+// folder after it.
 func (s *Server) lastProblems(now time.Time) []string {
 	cur := s.cfg.Source.Current()
 	var folders []folderCheck
-	if cur != nil {
-		s.mu.Lock()
+	s.mu.Lock()
+	if cur != nil && s.lastFoldersGen == cur.Generation {
 		folders = s.lastFolders
-		s.mu.Unlock()
 	}
+	s.mu.Unlock()
 	return s.problems(now, cur, folders)
 }
 
@@ -48,8 +50,9 @@ type folderCheck struct {
 }
 
 // inspectFolders reads every folder once, in config order, and keeps the
-// result for lastProblems.
-func (s *Server) inspectFolders(now time.Time) []folderCheck {
+// result for lastProblems, with the generation current at the read (cur;
+// nil before the first).
+func (s *Server) inspectFolders(now time.Time, cur *rotation.Update) []folderCheck {
 	out := make([]folderCheck, len(s.cfg.Folders))
 	for i, f := range s.cfg.Folders {
 		ic := f.InspectConfig(s.cfg.MinValidity)
@@ -57,7 +60,10 @@ func (s *Server) inspectFolders(now time.Time) []folderCheck {
 		out[i].m, out[i].err = folderstate.Inspect(ic)
 	}
 	s.mu.Lock()
-	s.lastFolders = out
+	s.lastFolders, s.lastFoldersGen = out, 0
+	if cur != nil {
+		s.lastFoldersGen = cur.Generation
+	}
 	s.mu.Unlock()
 	return out
 }

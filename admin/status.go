@@ -36,7 +36,7 @@ func (s *Server) Status(now time.Time) Status {
 	st := Status{Version: s.cfg.Version, Time: now, SVIDs: []statusdoc.SVIDStatus{}, Bundles: []statusdoc.BundleStatus{},
 		Sinks: []statusdoc.SinkStatus{}, Folders: []statusdoc.FolderStatus{}, JWTSVIDs: []statusdoc.JWTSVIDStatus{}}
 	cur := s.cfg.Source.Current()
-	folders := s.inspectFolders(now)
+	folders := s.inspectFolders(now, cur)
 	st.Problems = s.judge(now, cur, folders)
 	st.Ready = len(st.Problems) == 0
 	if cur != nil {
