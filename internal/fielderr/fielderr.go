@@ -15,10 +15,9 @@ import (
 type Error struct {
 	// Key is the dotted key of the field ("on_rotate[0].signal.pid_file").
 	Key string
+	// Err is the message; a clash with another field names that field's
+	// key, which Under prefixes as it prefixes Key.
 	Err error
-	// Peer is the key of the field this one clashes with, if any; the
-	// message names it, and Under prefixes it as it prefixes Key.
-	Peer string
 }
 
 func (e *Error) Error() string { return e.Key + ": " + e.Err.Error() }
@@ -32,7 +31,7 @@ func New(key, format string, args ...any) *Error {
 // Clash is the error for key whose value clashes with the field at peer:
 // the message is before, the peer's key, then after.
 func Clash(key, peer, before, after string) *Error {
-	return &Error{Key: key, Peer: peer, Err: clash{before, peer, after}}
+	return &Error{Key: key, Err: clash{before, peer, after}}
 }
 
 type clash struct{ before, peer, after string }
@@ -57,8 +56,7 @@ func Under(prefix string, err error) []error {
 	if errors.As(err, &fe) && fe == err {
 		out := &Error{Key: join(prefix, fe.Key), Err: fe.Err}
 		if c, ok := fe.Err.(clash); ok {
-			out.Peer = join(prefix, fe.Peer)
-			out.Err = clash{c.before, out.Peer, c.after}
+			out.Err = clash{c.before, join(prefix, c.peer), c.after}
 		}
 		return []error{out}
 	}
