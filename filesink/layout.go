@@ -113,15 +113,14 @@ func encodeContent(svid *x509svid.SVID, u *rotation.Update) (layout.Content, err
 	// The chain is leaf plus intermediates: a root the Workload API might
 	// include belongs in the bundle files only.
 	leaf := svid.Certificates[0]
-	for _, cert := range svid.Certificates {
-		if cert != leaf && own.HasX509Authority(cert) {
-			continue
-		}
-		c.Chain = append(c.Chain, encodeCert(cert)...)
-		if cert != leaf {
-			c.Intermediates = append(c.Intermediates, encodeCert(cert)...)
+	c.Chain = encodeCert(leaf)
+	leafLen := len(c.Chain)
+	for _, cert := range svid.Certificates[1:] {
+		if !own.HasX509Authority(cert) {
+			c.Chain = append(c.Chain, encodeCert(cert)...)
 		}
 	}
+	c.Intermediates = c.Chain[leafLen:len(c.Chain):len(c.Chain)]
 	der, err := x509.MarshalPKCS8PrivateKey(svid.PrivateKey)
 	if err != nil {
 		return layout.Content{}, fmt.Errorf("encode private key of %s: %w", svid.ID, err)
