@@ -91,14 +91,21 @@ type servedSecret struct {
 	hash string
 }
 
-func newServed(secrets map[string]*tlsv3.Secret) (served, error) {
+// newServed marshals secrets; a Secret already in known (another variant
+// of the same generation shares it) is not marshalled again.
+func newServed(secrets map[string]*tlsv3.Secret, known map[*tlsv3.Secret]servedSecret) (served, error) {
 	sv := served{secrets: make(map[string]servedSecret, len(secrets)), names: slices.Sorted(maps.Keys(secrets))}
 	for name, sec := range secrets {
-		wire, err := proto.MarshalOptions{Deterministic: true}.Marshal(sec)
-		if err != nil {
-			return served{}, fmt.Errorf("marshal secret %q: %w", name, err)
+		ss, ok := known[sec]
+		if !ok {
+			wire, err := proto.MarshalOptions{Deterministic: true}.Marshal(sec)
+			if err != nil {
+				return served{}, fmt.Errorf("marshal secret %q: %w", name, err)
+			}
+			ss = servedSecret{secret: sec, wire: wire, hash: hashOf(wire)}
+			known[sec] = ss
 		}
-		sv.secrets[name] = servedSecret{secret: sec, wire: wire, hash: hashOf(wire)}
+		sv.secrets[name] = ss
 	}
 	return sv, nil
 }
@@ -154,8 +161,9 @@ func (c *secretCache) generation(version string) uint64 {
 // served names differ from the previous snapshot's (always, for the first).
 func (c *secretCache) publish(generation uint64, secrets [2]map[string]*tlsv3.Secret) (snap *snapshot, namesChanged bool, err error) {
 	snap = &snapshot{generation: generation}
+	known := make(map[*tlsv3.Secret]servedSecret)
 	for v, s := range secrets {
-		sv, err := newServed(s)
+		sv, err := newServed(s, known)
 		if err != nil {
 			return nil, false, err
 		}

@@ -3,6 +3,7 @@ package sds
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -201,54 +202,72 @@ func buildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, er
 	if u == nil {
 		return nil, errors.New("nil update has no SVIDs")
 	}
+	certs, err := tlsCertificates(u, names)
+	if err != nil {
+		return nil, err
+	}
+	return withValidation(certs, u, names)
+}
+
+// tlsCertificates are u's tls_certificate Secrets: the default one and one
+// per SPIFFE ID. They are the same whichever validation a client gets.
+func tlsCertificates(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
 	// rotation.NewUpdate guarantees SVIDs, sorted bundles and a non-empty
-	// own bundle. A federated bundle may still be empty: it is not served.
-	own := u.OwnBundle()
-	bundles := make([]*x509bundle.Bundle, 0, len(u.Bundles))
-	for _, b := range u.Bundles {
-		if !b.Empty() {
-			bundles = append(bundles, b)
-		}
-	}
-
-	out := make(map[string]*tlsv3.Secret, len(u.SVIDs)+len(bundles)+3)
-	add := func(s *tlsv3.Secret) {
-		if _, dup := out[s.GetName()]; !dup {
-			out[s.GetName()] = s
-		}
-	}
-
+	// own bundle.
+	out := make(map[string]*tlsv3.Secret, len(u.SVIDs)+1)
 	for i, svid := range u.SVIDs {
 		chainPEM, keyPEM, err := svid.Marshal()
 		if err != nil {
 			return nil, fmt.Errorf("encode SVID %q: %w", svid.ID, err)
 		}
 		if i == 0 {
-			add(tlsCertificate(names.DefaultSVID, chainPEM, keyPEM))
+			addSecret(out, tlsCertificate(names.DefaultSVID, chainPEM, keyPEM))
 		}
-		add(tlsCertificate(svid.ID.String(), chainPEM, keyPEM))
+		addSecret(out, tlsCertificate(svid.ID.String(), chainPEM, keyPEM))
 	}
+	return out, nil
+}
 
-	ownSecret, err := validationContext(names.DefaultBundle, []*x509bundle.Bundle{own}, names.DisableSPIFFECertValidation)
+// withValidation is certs (shared, not copied) and the validation_context
+// Secrets names asks for, in a new map. A name already taken keeps its
+// first Secret.
+func withValidation(certs map[string]*tlsv3.Secret, u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
+	// A federated bundle may be empty: it is not served.
+	bundles := make([]*x509bundle.Bundle, 0, len(u.Bundles))
+	for _, b := range u.Bundles {
+		if !b.Empty() {
+			bundles = append(bundles, b)
+		}
+	}
+	out := make(map[string]*tlsv3.Secret, len(certs)+len(bundles)+2)
+	maps.Copy(out, certs)
+	ownSecret, err := validationContext(names.DefaultBundle, []*x509bundle.Bundle{u.OwnBundle()}, names.DisableSPIFFECertValidation)
 	if err != nil {
 		return nil, err
 	}
-	add(ownSecret)
+	addSecret(out, ownSecret)
 	for _, b := range bundles {
 		s, err := validationContext(b.TrustDomain().IDString(), []*x509bundle.Bundle{b}, names.DisableSPIFFECertValidation)
 		if err != nil {
 			return nil, err
 		}
-		add(s)
+		addSecret(out, s)
 	}
 	if !names.DisableSPIFFECertValidation {
 		all, err := validationContext(names.AllBundles, bundles, false)
 		if err != nil {
 			return nil, err
 		}
-		add(all)
+		addSecret(out, all)
 	}
 	return out, nil
+}
+
+// addSecret adds s to out unless its name is taken.
+func addSecret(out map[string]*tlsv3.Secret, s *tlsv3.Secret) {
+	if _, dup := out[s.GetName()]; !dup {
+		out[s.GetName()] = s
+	}
 }
 
 func tlsCertificate(name string, chainPEM, keyPEM []byte) *tlsv3.Secret {

@@ -223,16 +223,26 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
 	}
-	// Both variants, as every client gets one of them (validationFor).
+	// Both variants, as every client gets one of them (validationFor);
+	// they share the tls_certificate Secrets, built and checked once.
+	certs, err := tlsCertificates(u, s.cfg.Names)
+	if err != nil {
+		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
+	}
 	var variants [2]map[string]*tlsv3.Secret
+	checked := make(map[*tlsv3.Secret]bool, len(certs)+4)
 	for _, v := range []Validation{ValidationSPIFFE, ValidationTrustedCA} {
 		names := s.cfg.Names
 		names.DisableSPIFFECertValidation = v == ValidationTrustedCA
-		secrets, err := buildSecrets(u, names)
+		secrets, err := withValidation(certs, u, names)
 		if err != nil {
 			return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
 		}
 		for name, sec := range secrets {
+			if checked[sec] {
+				continue
+			}
+			checked[sec] = true
 			// Envoy would NACK what its own validation rejects; refuse it
 			// here and keep serving the last good set.
 			if err := sec.ValidateAll(); err != nil {
