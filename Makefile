@@ -90,13 +90,12 @@ bench:
 # Side by side with SPIRE Agent's own SDS and spiffe-helper, against one
 # real agent (see docs/benchmarks.md). Its own build tag keeps it out of
 # `make e2e`; e2e/traceparse, the trace parser it runs, is a module of its
-# own (golang.org/x/exp stays out of the daemon's go.mod) and is tested first.
+# own (golang.org/x/exp stays out of the daemon's go.mod), tested by `make unit`.
 BENCH_SPIRE_WINDOW ?= 2m
 # BENCH_SPIRE_BASELINE=<git rev> also runs the bridge built at that revision,
 # side by side, as the "before" of every row.
 BENCH_SPIRE_BASELINE ?=
 bench-spire: e2e-deps
-	cd e2e/traceparse && GOWORK=off $(GO) test -count=1 ./...
 	$(GO) test -tags e2e,benchspire -run '^TestBenchSPIRE$$' -count=1 -timeout 15m -v ./e2e/ -args -bench-window=$(BENCH_SPIRE_WINDOW) -bench-baseline=$(BENCH_SPIRE_BASELINE)
 
 # One rotation to many SDS streams, from a client process (e2e/fanoutclient),
