@@ -688,13 +688,11 @@ func windowsPath(p string) bool {
 		('a' <= p[0]|0x20 && p[0]|0x20 <= 'z')
 }
 
-// sigName spells a signal the way the config documents it ("SIGHUP").
+// sigName spells a valid renew_signal the way the config documents it
+// ("SIGHUP"), as config parses it.
 func sigName(s string) string {
-	s = strings.ToUpper(s)
-	if !strings.HasPrefix(s, "SIG") {
-		s = "SIG" + s
-	}
-	return s
+	sig, _ := config.ParseSignal(s)
+	return config.Signal(sig).String()
 }
 
 func countSet(ss ...string) int {
