@@ -3,6 +3,8 @@ package filesink
 import (
 	"fmt"
 	"os"
+
+	"github.com/sds-bridge/sds-bridge/internal/flock"
 )
 
 // checkFolder refuses a folder every user may write to (unless allowed):
@@ -19,6 +21,17 @@ func (f *Folder) checkFolder(root *os.Root) error {
 			"remove the write bit for others (chmod o-w) or set allow_world_writable_dir", f.cfg.Dir, fi.Mode().Perm())
 	}
 	return nil
+}
+
+// LockFolder makes the folder at dir (created if missing, empty) belong to
+// this process: an exclusive lock on LockFileName in it, taken before any
+// start-up clean-up or write. A second bridge on the folder fails here,
+// naming the holder's pid.
+func LockFolder(dir string) (*flock.Lock, error) {
+	if err := os.MkdirAll(dir, folderMode); err != nil {
+		return nil, fmt.Errorf("create folder: %w", err)
+	}
+	return flock.Acquire(dir, LockFileName)
 }
 
 // openFolder creates the folder if missing and opens the handle every

@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"fmt"
-	"os"
 	"slices"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
@@ -39,10 +38,7 @@ func Lock(cfg *config.Config) (release func(), err error) {
 		locks = append(locks, l)
 	}
 	for i, f := range cfg.Files {
-		if err := os.MkdirAll(f.Dir, 0o755); err != nil {
-			return nil, fmt.Errorf("files[%d].dir %q: create folder: %w", i, f.Dir, err)
-		}
-		l, err := flock.Acquire(f.Dir, filesink.LockFileName)
+		l, err := filesink.LockFolder(f.Dir)
 		if err != nil {
 			return nil, fmt.Errorf("files[%d].dir %q: %w", i, f.Dir, err)
 		}
