@@ -360,17 +360,13 @@ func (st *xdsStream) next() any {
 	if len(changed) == 0 && (!delta || (len(removed) == 0 && !replyEmpty)) {
 		return nil
 	}
-	returned := make(map[string]string, len(st.sub.returned)+len(changed))
-	for name, v := range st.sub.returned {
-		returned[name] = v
-	}
+	// The response is committed: the subscription holds what it carries.
 	for _, name := range changed {
-		returned[name] = resourceVersion(sv.secrets[name])
+		st.sub.returned[name] = resourceVersion(sv.secrets[name])
 	}
 	for _, name := range removed {
-		delete(returned, name)
+		delete(st.sub.returned, name)
 	}
-	st.sub.returned = returned
 	st.waiting = false
 	st.nonces++
 	nonce := strconv.FormatUint(st.nonces, 10)
