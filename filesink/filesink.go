@@ -326,12 +326,18 @@ func (f *Folder) Dir() string { return f.cfg.Dir }
 // InspectConfig returns the configuration folderstate.Inspect needs to
 // read this folder.
 func (f *Folder) InspectConfig(minValidity time.Duration) folderstate.Config {
+	return f.cfg.InspectConfig(minValidity)
+}
+
+// InspectConfig is what folderstate.Inspect needs to read the folder c
+// (defaults applied) writes.
+func (c Config) InspectConfig(minValidity time.Duration) folderstate.Config {
 	return folderstate.Config{
-		Dir:            f.cfg.Dir,
-		Layout:         f.cfg.Layout,
-		CertFileName:   f.cfg.CertFileName,
-		KeyFileName:    f.cfg.KeyFileName,
-		BundleFileName: f.cfg.BundleFileName,
+		Dir:            c.Dir,
+		Layout:         c.Layout,
+		CertFileName:   c.CertFileName,
+		KeyFileName:    c.KeyFileName,
+		BundleFileName: c.BundleFileName,
 		MinValidity:    minValidity,
 	}
 }

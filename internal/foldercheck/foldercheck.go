@@ -96,11 +96,10 @@ func (t Targets) configs() ([]folderstate.Config, error) {
 		if dir != "" && filepath.Clean(fo.Dir) != dir {
 			continue
 		}
-		cfgs = append(cfgs, folderstate.Config{
-			Dir: filepath.Clean(fo.Dir), Layout: layout.Kind(fo.Layout),
-			CertFileName: fo.CertFileName, KeyFileName: fo.KeyFileName, BundleFileName: fo.BundleFileName,
-			MinValidity: t.MinValidity, CheckSVID: true, SVID: fo.SVID, DefaultSVIDHint: cfg.WorkloadAPI.DefaultSVIDHint,
-		})
+		ic := fo.FileSinkConfig().WithDefaults().InspectConfig(t.MinValidity)
+		ic.Dir = filepath.Clean(fo.Dir)
+		ic.CheckSVID, ic.SVID, ic.DefaultSVIDHint = true, fo.SVID, cfg.WorkloadAPI.DefaultSVIDHint
+		cfgs = append(cfgs, ic)
 	}
 	switch {
 	case len(dirs) == 0:
