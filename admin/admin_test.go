@@ -491,6 +491,9 @@ func TestMetricsAndStatus(t *testing.T) {
 			t.Errorf("%s = %v, want %v", series, got, want)
 		}
 	}
+	if got, ok := m["sds_bridge_workload_api_reconnects_total"]; !ok || got != 0 {
+		t.Errorf("sds_bridge_workload_api_reconnects_total = %v (present: %v), want 0 before any outage", got, ok)
+	}
 	if _, ok := m[`sds_bridge_sink_delivery_seconds_count{sink="`+files+`"}`]; ok {
 		t.Errorf("a failed delivery was observed in the latency histogram")
 	}
@@ -507,12 +510,18 @@ func TestMetricsAndStatus(t *testing.T) {
 	if got := metrics(t, b.url)["sds_bridge_workload_api_errors_total"]; got < 1 {
 		t.Errorf("sds_bridge_workload_api_errors_total = %v after the Workload API went away", got)
 	}
+	// Back: its answer, the expired SVID it still serves, is a reconnect
+	// and a second refusal.
+	testkit.Eventually(t, "reconnect counted", func() bool { c := b.src.Counters(); return c.Reconnects == 1 && c.Refused == 2 })
+	if got := metrics(t, b.url)["sds_bridge_workload_api_reconnects_total"]; got != 1 {
+		t.Errorf("sds_bridge_workload_api_reconnects_total = %v after the Workload API came back, want 1", got)
+	}
 
 	// /status: the same truth as JSON, and as text for a human.
 	st := b.status()
 	serial := svid.Certificates[0].SerialNumber.Text(16)
 	if st.Ready || st.Generation != 1 || len(st.SVIDs) != 1 || st.SVIDs[0].Serial != serial || !st.SVIDs[0].Default ||
-		!st.SVIDs[0].NotAfter.Equal(svid.Certificates[0].NotAfter) || len(st.Bundles) != 1 || st.WorkloadAPI.Refused != 1 {
+		!st.SVIDs[0].NotAfter.Equal(svid.Certificates[0].NotAfter) || len(st.Bundles) != 1 || st.WorkloadAPI.Refused != 2 {
 		t.Errorf("status header = %+v", st)
 	}
 	if len(st.Folders) != 1 || st.Folders[0].Material == nil || st.Folders[0].Material.Serial != serial {

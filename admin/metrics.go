@@ -20,6 +20,8 @@ var (
 	descWatchErrs = desc("workload_api_errors_total", "Workload API watch errors (connection lost, bad response); each is followed by a reconnect with backoff.")
 	descNotAfter  = desc("svid_not_after_timestamp_seconds", "NotAfter of each current SVID's leaf, in Unix seconds.", "spiffe_id")
 
+	descReconnects = desc("workload_api_reconnects_total", "Times the Workload API watch came back after losing its connection (an agent restarted or briefly unreachable); the log line says how long it was away.")
+
 	descSinkGen      = desc("sink_generation", "The generation each sink has applied.", "sink")
 	descSinkFailures = desc("sink_apply_failures_total", "Failed Applies per sink (for a folder: a failed write or a reload action that gave up).", "sink")
 	descSinkRetries  = desc("sink_retries_total", "Applies per sink that repeated an update whose apply had failed (retried with backoff until it succeeds or a newer update replaces it).", "sink")
@@ -47,7 +49,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descBuildInfo, descReady, descRotations, descGen, descRefused, descWatchErrs, descNotAfter,
 		descSinkGen, descSinkFailures, descSinkRetries, descStreams, descPushes, descNACKs, descAckedCurrent, descRefusedPeers,
-		descConnsOpen, descConnsOverCap,
+		descConnsOpen, descConnsOverCap, descReconnects,
 		descWriteFailures, descActionFailures, descJWTExpiry, descJWTFailures,
 	} {
 		ch <- d
@@ -105,6 +107,7 @@ func (s *Server) collectSource(ch chan<- prometheus.Metric) uint64 {
 	counts := s.cfg.Source.Counters()
 	counter(ch, descRefused, float64(counts.Refused))
 	counter(ch, descWatchErrs, float64(counts.WatchErrors))
+	counter(ch, descReconnects, float64(counts.Reconnects))
 	for _, st := range s.cfg.Source.SinkStatuses() {
 		gauge(ch, descSinkGen, float64(st.Generation), st.Name)
 		counter(ch, descSinkFailures, float64(st.Failures), st.Name)

@@ -103,6 +103,7 @@ type Source struct {
 	refused    uint64
 	watchErrs  uint64
 	lastErr    error
+	outage     outage
 	// hintMiss is the SVID set last reported as not matching
 	// DefaultSVIDHint, so the warning is not repeated every rotation.
 	hintMiss string
@@ -147,7 +148,7 @@ func New(cfg Config) (*Source, error) {
 // Run watches the Workload API until ctx ends. It returns an error if no
 // valid update arrives within FirstUpdateTimeout, and nil on cancellation.
 func (s *Source) Run(ctx context.Context) error {
-	client, err := workloadapi.New(ctx, workloadapi.WithAddr(s.cfg.Address), workloadapi.WithLogger(spiffeLogger{s.log}))
+	client, err := workloadapi.New(ctx, s.workloadAPIOptions()...)
 	if err != nil {
 		return fmt.Errorf("rotation: Workload API client for %q: %w", s.cfg.Address, err)
 	}
@@ -234,17 +235,19 @@ func (s *Source) RetryNow() []string {
 type Counters struct {
 	Refused     uint64 // X.509 contexts refused by validation
 	WatchErrors uint64 // Workload API errors (connection lost, parse failures)
+	Reconnects  uint64 // X.509 contexts that ended a lost connection
 }
 
 // Counters returns totals since start.
 func (s *Source) Counters() Counters {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Counters{Refused: s.refused, WatchErrors: s.watchErrs}
+	return Counters{Refused: s.refused, WatchErrors: s.watchErrs, Reconnects: s.outage.count}
 }
 
 // OnX509ContextUpdate implements workloadapi.X509ContextWatcher.
 func (s *Source) OnX509ContextUpdate(xc *workloadapi.X509Context) {
+	defer s.connected()()
 	received := s.cfg.Now()
 	bundles, err := Validate(xc, received)
 	var (
@@ -318,6 +321,7 @@ func (s *Source) OnX509ContextWatchError(err error) {
 	s.mu.Lock()
 	s.watchErrs++
 	s.lastErr = err
+	s.lostLocked(err)
 	s.mu.Unlock()
 	s.log.Warn("Workload API watch error; go-spiffe retries with backoff, sinks keep the last good update", "error", err)
 }
