@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin
 E2E_TIMEOUT ?= 45m
 
-.PHONY: all build image image-test test unit unit-kustomize vet e2e e2e-deps bench bench-spire bench-fanout fuzz fmt-check clean
+.PHONY: all build image image-test test unit unit-kustomize stress vet e2e e2e-deps bench bench-spire bench-fanout fuzz fmt-check clean
 
 all: build
 
@@ -60,6 +60,24 @@ unit: fmt-check vet unit-kustomize
 # of the daemon's go.mod.
 unit-kustomize:
 	cd deploy/kubernetes/kustomizetest && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+
+# The main module's unit suite under load, to find what a busy CI machine
+# shakes out: STRESS_COUNT runs of every test at each GOMAXPROCS in
+# STRESS_CPU, with -race, while STRESS_BURNERS busy loops (one per core by
+# default) compete for the CPUs. The burners are started here and killed on
+# any exit, pass or fail. STRESS_PKGS narrows it (e.g. ./rotation ./sds),
+# STRESS_FLAGS adds go test flags (e.g. -run TestName).
+STRESS_COUNT ?= 2
+STRESS_CPU ?= 1,2,4
+STRESS_BURNERS ?= $(shell nproc 2>/dev/null || echo 2)
+STRESS_PKGS ?= ./...
+STRESS_TIMEOUT ?= 60m
+STRESS_FLAGS ?=
+stress:
+	@pids=""; trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
+	for i in $$(seq $(STRESS_BURNERS)); do sh -c 'while :; do :; done' & pids="$$pids $$!"; done; \
+	echo "stress: $(STRESS_BURNERS) CPU burners (pids$$pids); go test -race -count=$(STRESS_COUNT) -cpu $(STRESS_CPU) $(STRESS_FLAGS) $(STRESS_PKGS)"; \
+	$(GO) test -race -count=$(STRESS_COUNT) -cpu $(STRESS_CPU) -timeout $(STRESS_TIMEOUT) $(STRESS_FLAGS) $(STRESS_PKGS)
 
 # PostgreSQL comes from Debian's packages; SPIRE is built by the suite itself
 # (cached under the user's cache dir, keyed by version).

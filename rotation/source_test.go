@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -33,19 +34,21 @@ type recordingSink struct {
 	name    string
 	fail    error
 	gate    chan struct{} // when non-nil, Apply waits for a receive from it
+	entered chan uint64   // with gate: each generation Apply waits with
 	mu      sync.Mutex
 	got     []*Update
 	applied chan uint64
 }
 
 func newRecordingSink(name string) *recordingSink {
-	return &recordingSink{name: name, applied: make(chan uint64, 100)}
+	return &recordingSink{name: name, applied: make(chan uint64, 100), entered: make(chan uint64, 100)}
 }
 
 func (r *recordingSink) Name() string { return r.name }
 
 func (r *recordingSink) Apply(ctx context.Context, u *Update) error {
 	if r.gate != nil {
+		r.entered <- u.Generation
 		select {
 		case <-r.gate:
 		case <-ctx.Done():
@@ -85,6 +88,19 @@ func (r *recordingSink) waitGen(t *testing.T, gen uint64) {
 		case <-timeout:
 			t.Fatalf("%s: generation %d never applied; have %v", r.name, gen, r.generations())
 		}
+	}
+}
+
+// waitEntered waits until a gated sink's Apply holds generation gen.
+func (r *recordingSink) waitEntered(t *testing.T, gen uint64) {
+	t.Helper()
+	select {
+	case g := <-r.entered:
+		if g != gen {
+			t.Fatalf("%s: Apply entered with generation %d, want %d", r.name, g, gen)
+		}
+	case <-time.After(testkit.Timeout):
+		t.Fatalf("%s: Apply never entered with generation %d", r.name, gen)
 	}
 }
 
@@ -263,11 +279,22 @@ func TestSlowOrFailingSinkDoesNotHoldOthers(t *testing.T) {
 
 	for gen := uint64(1); gen <= 3; gen++ {
 		h.push(h.issue(ca.SVIDOptions{}))
+		if gen == 1 {
+			// slow must hold generation 1 before 2 arrives: until its
+			// goroutine takes 1 from its slot, 2 would replace it there
+			// (being woken last makes it run first only on an idle machine).
+			slow.waitEntered(t, 1)
+		}
 		fast.waitGen(t, gen)
 		failing.waitGen(t, gen)
 	}
 	// slow has been inside Apply(1) all along; once released it gets the
-	// newest Update and skips generation 2.
+	// newest Update and skips generation 2 — once 3 is in its slot: the
+	// source hands an Update to slow (the first sink) after the others, so
+	// they may have applied 3 before slow was offered it.
+	testkit.Eventually(t, "generation 3 offered to the slow sink", func() bool {
+		return slices.ContainsFunc(h.src.SinkStatuses(), func(st SinkStatus) bool { return st.Name == "slow" && st.Pending == 3 })
+	})
 	slow.gate <- struct{}{}
 	slow.gate <- struct{}{}
 	slow.waitGen(t, 3)
