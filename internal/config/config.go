@@ -281,9 +281,7 @@ func Parse(r io.Reader) (*Config, error) {
 		}
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
-			for i, m := range te.Errors {
-				te.Errors[i] = typeErrorWithKey(data, m)
-			}
+			typeErrorsWithKeys(data, te)
 		}
 		return nil, friendlyYAMLError(err)
 	}
