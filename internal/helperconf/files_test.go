@@ -3,8 +3,10 @@ package helperconf
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -39,5 +41,19 @@ health_checks {
 	}
 	if a := cfg.Admin; a.Address() != "0.0.0.0:8081" || a.LivenessPath != "/healthz/live" || a.ReadinessPath != "/healthz/ready" {
 		t.Errorf("admin %q %q %q, want 0.0.0.0:8081 /healthz/live /healthz/ready", a.Address(), a.LivenessPath, a.ReadinessPath)
+	}
+}
+
+// A helper.conf over the configuration file bound is refused naming the
+// file and the bound, before HCL parses it (a 50 MB value took 1.6 GB).
+func TestAHelperConfOverTheBoundIsRefusedByName(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "helper.conf")
+	big := `cert_dir = "/certs"` + "\nhint = \"" + strings.Repeat("x", config.MaxFileSize) + "\"\n"
+	if err := os.WriteFile(conf, []byte(big), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := ConvertFile(conf, "")
+	if err == nil || !strings.Contains(err.Error(), conf) || !strings.Contains(err.Error(), "larger than 1048576 bytes") {
+		t.Errorf("a helper.conf of %d bytes: %v; want an error naming the file and the bound", len(big), err)
 	}
 }
