@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 	"testing"
 
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
@@ -73,5 +75,58 @@ func writeWithValue(t *testing.T, path, before, after string) {
 	}
 	if _, err := f.WriteString(after); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// SIGTERM while the config is being read stops the bridge at once, with
+// status 0 and nothing started: here the config is a pipe whose writer
+// never writes (as --config <(…) whose producer hangs), and the bridge is
+// inside the read when the signal comes. It used to read on, deaf to the
+// signal (issue 19 fault 12: 615 s of CPU over a config's errors with
+// SIGTERM ignored).
+func TestSIGTERMWhileTheConfigIsReadStopsTheBridge(t *testing.T) {
+	t.Parallel() // a process of its own
+	bin := buildBridge(t)
+	dir := testkit.ShortDir(t)
+	fifo := filepath.Join(dir, "bridge.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", fifo)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	// A non-blocking open for writing succeeds only once a reader (the
+	// bridge, reading its config) has the pipe open; the writer then
+	// holds it open and writes nothing.
+	var writer *os.File
+	testkit.Eventually(t, "the bridge to open its config", func() bool {
+		fd, err := syscall.Open(fifo, syscall.O_WRONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return false
+		}
+		writer = os.NewFile(uintptr(fd), fifo)
+		return true
+	})
+	defer writer.Close()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil || !strings.Contains(out.String(), "stopped before the config was read") {
+			t.Fatalf("the bridge exited with %v, want status 0 and a line saying why:\n%s", err, out)
+		}
+	case <-time.After(testkit.Timeout):
+		t.Fatalf("the bridge did not exit on SIGTERM while reading its config:\n%s", out)
 	}
 }
