@@ -142,9 +142,9 @@ func friendlyYAMLError(err error) error {
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n  ")
 	if i := strings.Index(msg, "field "); i >= 0 && strings.Contains(msg, " not found in type ") {
-		key := msg[i+len("field "):]
-		key = key[:strings.Index(key, " not found in type ")]
-		return fmt.Errorf("%sunknown key %q", msg[:i], key)
+		key, typ, _ := strings.Cut(msg[i+len("field "):], " not found in type ")
+		typ, _, _ = strings.Cut(typ, "\n")
+		return fmt.Errorf("%sunknown key %q%s", msg[:i], key, DidYouMean(key, keysOfType()[typ]))
 	}
 	return errors.New(msg)
 }

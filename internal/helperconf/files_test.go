@@ -57,3 +57,22 @@ func TestAHelperConfOverTheBoundIsRefusedByName(t *testing.T) {
 		t.Errorf("a helper.conf of %d bytes: %v; want an error naming the file and the bound", len(big), err)
 	}
 }
+
+// An unknown helper.conf key is reported with the nearest key
+// spiffe-helper knows, when one is close ("cert_dirr" → "cert_dir").
+func TestAnUnknownHelperConfKeySuggestsTheNearest(t *testing.T) {
+	res, err := Convert([]byte("cert_dirr = \"/certs\"\nfavourite_colour = \"blue\"\n"), Options{BaseDir: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := map[string]string{}
+	for _, n := range res.Notes {
+		texts[n.Key] = n.Text
+	}
+	if got := texts["cert_dirr"]; !strings.HasSuffix(got, `too); did you mean "cert_dir"?`) {
+		t.Errorf("cert_dirr: note %q, want a hint naming cert_dir", got)
+	}
+	if got := texts["favourite_colour"]; got == "" || strings.Contains(got, "did you mean") {
+		t.Errorf("favourite_colour: note %q, want an unknown key without a guess", got)
+	}
+}
