@@ -183,7 +183,7 @@ func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 func (c *commonFlags) parse(fs *flag.FlagSet, args []string, stderr io.Writer) (*slog.Logger, error) {
 	fs.SetOutput(stderr)
 	c.register(fs)
-	err := fs.Parse(args)
+	err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
 	}
