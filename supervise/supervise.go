@@ -154,10 +154,10 @@ func (e *ExitError) Error() string {
 // ExitCode is the status the bridge exits with.
 func (e *ExitError) ExitCode() int { return e.Code }
 
-// Run waits for the first Offer, starts the child and supervises it until it exits
-// without a restart. It returns nil when the child exited with status 0
-// (or was never started because ctx ended first), an *ExitError for any
-// other exit, or the error starting it. When ctx ends the child is
+// Run waits for the first Offer, starts the child and supervises it until
+// it exits without a restart. It returns nil when the child exited with
+// status 0 (or was never started because ctx ended first), an *ExitError
+// for any other exit, or the error starting it. When ctx ends the child is
 // stopped (a forwarded signal, else SIGTERM; SIGKILL after StopTimeout)
 // and Run returns once it has exited.
 func (s *Supervisor) Run(ctx context.Context) error {
