@@ -72,13 +72,16 @@ type Config struct {
 	Logger         *slog.Logger
 }
 
-// Supervisor runs one child. Ready and Renewed may be called from any
-// goroutine, before or during Run.
+// Supervisor runs one child. Offer may be called from any goroutine,
+// before or during Run.
 type Supervisor struct {
 	cfg       Config
 	ready     chan struct{}
 	readyOnce sync.Once
-	renew     chan struct{} // one slot: swaps while one is pending are one
+	renew     chan struct{} // one slot: wakes Run when a larger set is offered
+
+	mu  sync.Mutex
+	set uint64 // the largest set number offered
 }
 
 // New checks cfg and applies defaults.
@@ -105,15 +108,31 @@ func New(cfg Config) (*Supervisor, error) {
 	return &Supervisor{cfg: cfg, ready: make(chan struct{}), renew: make(chan struct{}, 1)}, nil
 }
 
-// Ready says every sink holds a complete, valid set: the child may start.
-func (s *Supervisor) Ready() { s.readyOnce.Do(func() { close(s.ready) }) }
-
-// Renewed says a folder was swapped: a started child gets RenewSignal.
-func (s *Supervisor) Renewed() {
+// Offer says every sink holds a complete, valid set, and numbers it: a
+// folder swap makes a larger number. The first Offer lets the child start.
+// A started child gets RenewSignal for a set larger than the one offered
+// when it started, never for that one or an older one: the files it read
+// at its start already hold them, however late the report arrives.
+func (s *Supervisor) Offer(set uint64) {
+	s.mu.Lock()
+	grew := set > s.set
+	s.set = max(s.set, set)
+	s.mu.Unlock()
+	s.readyOnce.Do(func() { close(s.ready) })
+	if !grew {
+		return
+	}
 	select {
 	case s.renew <- struct{}{}:
 	default:
 	}
+}
+
+// offered is the largest set number offered so far.
+func (s *Supervisor) offered() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.set
 }
 
 // ExitError is a child's exit with a non-zero status, or by a signal.
@@ -135,10 +154,10 @@ func (e *ExitError) Error() string {
 // ExitCode is the status the bridge exits with.
 func (e *ExitError) ExitCode() int { return e.Code }
 
-// Run waits for Ready, starts the child and supervises it until it exits
-// without a restart. It returns nil when the child exited with status 0
-// (or was never started because ctx ended first), an *ExitError for any
-// other exit, or the error starting it. When ctx ends the child is
+// Run waits for the first Offer, starts the child and supervises it until
+// it exits without a restart. It returns nil when the child exited with
+// status 0 (or was never started because ctx ended first), an *ExitError
+// for any other exit, or the error starting it. When ctx ends the child is
 // stopped (a forwarded signal, else SIGTERM; SIGKILL after StopTimeout)
 // and Run returns once it has exited.
 func (s *Supervisor) Run(ctx context.Context) error {
@@ -151,20 +170,18 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	backoff := s.cfg.MinBackoff
 	for {
-		// Swaps so far are in the files the child reads when it starts.
-		select {
-		case <-s.renew:
-		default:
-		}
-		started := time.Now()
+		// Sets offered so far are in the files the child reads when it
+		// starts: read before the fork, so a swap reported after it is
+		// signalled even if the child read its files.
+		r := &renewal{s: s, seen: s.offered(), started: time.Now()}
 		c, done, err := s.start()
 		if err != nil {
 			return fmt.Errorf("supervise: start %q: %w", s.cfg.Command[0], err)
 		}
 		log.Info("supervise: started", "command", s.cfg.Command, "pid", c.Process.Pid)
-		waitErr, stopping := s.watch(ctx, c, done, started)
+		waitErr, stopping := s.watch(ctx, c, done, r)
 		exit := exitError(s.cfg.Command[0], waitErr)
-		ran := time.Since(started).Round(time.Millisecond)
+		ran := time.Since(r.started).Round(time.Millisecond)
 		if exit == nil {
 			log.Info("supervise: exited with status 0", "pid", c.Process.Pid, "ran", ran)
 			return nil
@@ -220,7 +237,7 @@ func (s *Supervisor) start() (*exec.Cmd, <-chan error, error) {
 // watch signals the running child until it exits and returns Wait's
 // error; stopping is true when the bridge asked it to stop (a forwarded
 // signal, or ctx ended).
-func (s *Supervisor) watch(ctx context.Context, c *exec.Cmd, done <-chan error, started time.Time) (waitErr error, stopping bool) {
+func (s *Supervisor) watch(ctx context.Context, c *exec.Cmd, done <-chan error, r *renewal) (waitErr error, stopping bool) {
 	log := s.cfg.Logger
 	pid := c.Process.Pid
 	send := func(sig syscall.Signal, why string) {
@@ -230,7 +247,7 @@ func (s *Supervisor) watch(ctx context.Context, c *exec.Cmd, done <-chan error, 
 		}
 		log.Info("supervise: signalled", "pid", pid, "signal", signalName(sig), "why", why)
 	}
-	var graceC, killC <-chan time.Time
+	var killC <-chan time.Time
 	stop := func() {
 		stopping = true
 		killC = time.After(s.cfg.StopTimeout)
@@ -241,19 +258,12 @@ func (s *Supervisor) watch(ctx context.Context, c *exec.Cmd, done <-chan error, 
 		case err := <-done:
 			return err, stopping
 		case <-s.renew:
-			if stopping || s.cfg.RenewSignal == 0 {
-				continue
+			if !stopping && r.due() {
+				send(s.cfg.RenewSignal, "a folder was swapped")
 			}
-			if wait := s.cfg.StartGrace - time.Since(started); wait > 0 {
-				if graceC == nil {
-					graceC = time.After(wait)
-				}
-				continue
-			}
-			send(s.cfg.RenewSignal, "a folder was swapped")
-		case <-graceC:
-			graceC = nil
-			if !stopping {
+		case <-r.graceC:
+			r.graceC = nil
+			if !stopping && r.due() {
 				send(s.cfg.RenewSignal, "a folder was swapped while the program started")
 			}
 		case sig := <-s.cfg.Signals:
@@ -284,6 +294,35 @@ func (s *Supervisor) watch(ctx context.Context, c *exec.Cmd, done <-chan error, 
 			send(syscall.SIGKILL, fmt.Sprintf("still running %s after it was asked to stop", s.cfg.StopTimeout))
 		}
 	}
+}
+
+// renewal decides when one run of the child gets RenewSignal.
+type renewal struct {
+	s       *Supervisor
+	started time.Time
+	// seen is the newest set the child may have read: the one offered
+	// before it started, or the last it was signalled for.
+	seen uint64
+	// graceC fires when StartGrace ends, if a newer set came in it.
+	graceC <-chan time.Time
+}
+
+// due reports whether the child is to be signalled now: a set newer than
+// it has seen was offered, and its start grace is over (in the grace,
+// graceC is armed and due is asked again when it fires).
+func (r *renewal) due() bool {
+	set := r.s.offered()
+	if r.s.cfg.RenewSignal == 0 || set <= r.seen {
+		return false
+	}
+	if wait := r.s.cfg.StartGrace - time.Since(r.started); wait > 0 {
+		if r.graceC == nil {
+			r.graceC = time.After(wait)
+		}
+		return false
+	}
+	r.seen = set
+	return true
 }
 
 // exitError turns Wait's error into nil (status 0), an *ExitError, or

@@ -134,30 +134,29 @@ func (r *running) wait(t *testing.T) error {
 	}
 }
 
-// The child is not started before Ready: a program that would read the
-// folder must not run while it may still hold a previous pod's files.
-func TestTheChildStartsOnlyOnceReady(t *testing.T) {
+// The child is not started before the first Offer: a program that would
+// read the folder must not run while it may still hold a previous pod's
+// files.
+func TestTheChildStartsOnlyOnceOffered(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "log")
 	r := start(t, Config{Command: childCommand(log), RenewSignal: syscall.SIGHUP})
-	r.sup.Renewed() // a swap before Ready signals nothing, and starts nothing
 	time.Sleep(300 * time.Millisecond)
 	if got := lines(log); len(got) != 0 {
-		t.Fatalf("the child ran before Ready: %q", got)
+		t.Fatalf("the child ran before a set was offered: %q", got)
 	}
-	r.sup.Ready()
+	r.sup.Offer(1)
 	waitFor(t, log, "start")
 }
 
-// Each swap after the start sends RenewSignal; swaps before the start do
-// not (the child reads those files when it starts).
+// Each larger set offered after the start sends RenewSignal; sets offered
+// before the start do not (the child reads those files when it starts).
 func TestEachSwapSignalsTheChild(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "log")
 	r := start(t, Config{Command: childCommand(log), RenewSignal: syscall.SIGHUP})
-	r.sup.Renewed()
-	r.sup.Ready()
+	r.sup.Offer(2)
 	waitFor(t, log, "start")
 	for i := range 3 {
-		r.sup.Renewed()
+		r.sup.Offer(uint64(3 + i))
 		want := []string{"start"}
 		for range i + 1 {
 			want = append(want, "HUP")
@@ -166,12 +165,34 @@ func TestEachSwapSignalsTheChild(t *testing.T) {
 	}
 }
 
+// A report of the set the child started with, or an older one, arriving
+// after the child started (the report of the swap that completed the set
+// races with the start), never signals it: it read those files at its
+// start, and a program that has not yet installed its handler dies of
+// SIGHUP. Only a larger set does, once.
+func TestTheChildIsNeverSignalledForTheSetItStartedWith(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "log")
+	// No start grace to hide a wrong signal behind.
+	r := start(t, Config{Command: childCommand(log), RenewSignal: syscall.SIGHUP, StartGrace: time.Nanosecond})
+	r.sup.Offer(3)
+	waitFor(t, log, "start")
+	r.sup.Offer(3)
+	r.sup.Offer(2)
+	r.sup.Offer(4)
+	waitFor(t, log, "start", "HUP")
+	r.stop()
+	if err := r.wait(t); err != nil {
+		t.Fatalf("Run = %v, want nil (the child exited 0 on TERM)", err)
+	}
+	waitFor(t, log, "start", "HUP", "TERM")
+}
+
 // A signal the bridge caught is forwarded as is, and Run returns the
 // child's exit status (3 after INT here).
 func TestCaughtSignalsAreForwardedAndTheExitStatusReturned(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "log")
 	r := start(t, Config{Command: childCommand(log)})
-	r.sup.Ready()
+	r.sup.Offer(1)
 	waitFor(t, log, "start")
 	r.sigs <- syscall.SIGINT
 	err := r.wait(t)
@@ -187,7 +208,7 @@ func TestCaughtSignalsAreForwardedAndTheExitStatusReturned(t *testing.T) {
 func TestStoppingSendsSIGTERMAndWaitsForTheChild(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "log")
 	r := start(t, Config{Command: childCommand(log)})
-	r.sup.Ready()
+	r.sup.Offer(1)
 	waitFor(t, log, "start")
 	r.stop()
 	if err := r.wait(t); err != nil {
@@ -204,7 +225,7 @@ func TestAChildThatIgnoresTheStopIsKilled(t *testing.T) {
 		Command:     shCommand(`trap '' TERM; echo start >> "$1"; while :; do sleep 0.05; done`, log),
 		StopTimeout: 200 * time.Millisecond,
 	})
-	r.sup.Ready()
+	r.sup.Offer(1)
 	waitFor(t, log, "start")
 	r.stop()
 	err := r.wait(t)
@@ -219,7 +240,7 @@ func TestAChildThatIgnoresTheStopIsKilled(t *testing.T) {
 func TestAChildThatExitsEndsRunWithItsStatus(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "log")
 	r := start(t, Config{Command: shCommand(`echo start >> "$1"; exit 7`, log)})
-	r.sup.Ready()
+	r.sup.Offer(1)
 	err := r.wait(t)
 	var ee *ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 7 || ee.Signal != 0 {
@@ -238,7 +259,7 @@ func TestOnFailureRestartsUntilTheChildSucceeds(t *testing.T) {
 	// Fails on its first two runs, succeeds on the third.
 	script := `echo start >> "$1"; [ "$(wc -l < "$1")" -ge 3 ]`
 	r := start(t, Config{Command: shCommand(script, log), Restart: RestartOnFailure})
-	r.sup.Ready()
+	r.sup.Offer(1)
 	if err := r.wait(t); err != nil {
 		t.Fatalf("Run = %v, want nil after the third start", err)
 	}

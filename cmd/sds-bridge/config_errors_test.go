@@ -38,3 +38,23 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		})
 	}
 }
+
+// An unknown flag names the nearest flag of its command, when one is
+// close enough to be the one meant; a flag close to none gets no guess.
+func TestAnUnknownFlagSuggestsTheNearest(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--sds-sockt", "/x"}, "-sds-sockt; did you mean --sds-socket?"},
+		{[]string{"dev", "--svid-tll", "1m"}, "-svid-tll; did you mean --svid-ttl?"},
+		{[]string{"wait", "--dri", "/x"}, "-dri; did you mean --dir?"},
+		{[]string{"import-spiffe-helper", "--base-dri", "/x", "h.conf"}, "-base-dri; did you mean --base-dir?"},
+		{[]string{"run", "--colour", "blue"}, "flag provided but not defined: -colour"},
+	} {
+		err := run(t.Context(), tc.args, &syncBuffer{}, &syncBuffer{})
+		if err == nil || !strings.HasSuffix(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want it to end %q", tc.args, err, tc.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -55,7 +56,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	cfg, err := common.load(func(c *config.Config) { bridge.DevDefaults(c, home, wlSocket, common.layout) })
+	cfg, err := common.loadUntil(ctx, log, func(c *config.Config) { bridge.DevDefaults(c, home, wlSocket, common.layout) })
+	if errors.Is(err, errStoppedLoading) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -47,7 +47,7 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&r.UpstreamSPIFFEID, "upstream-spiffe-id", "", "outbound: the SPIFFE ID the upstream must present (required)")
 	fs.DurationVar(&r.InitialFetchTimeout, "initial-fetch-timeout", envoyboot.DefaultInitialFetchTimeout, "how long Envoy waits for its first secrets before it starts without them; 0 waits forever")
 	fs.StringVar(&check, "check", "", "instead of printing a bootstrap, check the bootstrap in FILE against the bridge's config")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -19,7 +19,7 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "Usage: sds-bridge import-spiffe-helper [--base-dir DIR] [--allow-unsupported] helper.conf > sds-bridge.yaml")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

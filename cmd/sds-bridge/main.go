@@ -10,7 +10,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+
+	"github.com/sds-bridge/sds-bridge/internal/config"
 )
 
 const usage = `sds-bridge: one SPIFFE rotation source for Envoy (SDS) and files.
@@ -98,4 +101,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
 	}
+}
+
+// parseFlags is fs.Parse, with the nearest flag suggested for an unknown
+// one, as config keys are.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	name, unknown := strings.CutPrefix(fmt.Sprint(err), "flag provided but not defined: -")
+	if !unknown {
+		return err
+	}
+	var known []string
+	fs.VisitAll(func(f *flag.Flag) { known = append(known, f.Name) })
+	if n := config.Nearest(name, known); n != "" {
+		return fmt.Errorf("%w; did you mean --%s?", err, n)
+	}
+	return err
 }

@@ -104,6 +104,34 @@ func (c *commonFlags) load(then func(*config.Config)) (*config.Config, error) {
 	return cfg, nil
 }
 
+// errStoppedLoading is a SIGTERM or SIGINT that came while the config was
+// being read: the bridge exits 0 at once, having started nothing.
+var errStoppedLoading = errors.New("stopped before the config was read")
+
+// loadUntil is load, unless ctx ends first (the bridge caught SIGTERM or
+// SIGINT): then it logs and returns errStoppedLoading at once. A config
+// that is slow to read — a pipe whose writer hangs, a file on a stuck
+// mount — must not make the bridge deaf to a stop; the abandoned read ends
+// with the process.
+func (c *commonFlags) loadUntil(ctx context.Context, log *slog.Logger, then func(*config.Config)) (*config.Config, error) {
+	type loaded struct {
+		cfg *config.Config
+		err error
+	}
+	done := make(chan loaded, 1)
+	go func() {
+		cfg, err := c.load(then)
+		done <- loaded{cfg, err}
+	}()
+	select {
+	case l := <-done:
+		return l.cfg, l.err
+	case <-ctx.Done():
+		log.Info("stopped before the config was read; nothing was started", "why", context.Cause(ctx))
+		return nil, errStoppedLoading
+	}
+}
+
 func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
@@ -132,11 +160,14 @@ func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := common.load(func(c *config.Config) {
+	cfg, err := common.loadUntil(ctx, log, func(c *config.Config) {
 		if *workloadAPI != "" {
 			c.WorkloadAPI.Address = *workloadAPI
 		}
 	})
+	if errors.Is(err, errStoppedLoading) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -152,7 +183,7 @@ func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 func (c *commonFlags) parse(fs *flag.FlagSet, args []string, stderr io.Writer) (*slog.Logger, error) {
 	fs.SetOutput(stderr)
 	c.register(fs)
-	err := fs.Parse(args)
+	err := parseFlags(fs, args)
 	if err != nil {
 		return nil, err
 	}

@@ -20,7 +20,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	addr := fs.String("admin", "", "the bridge's admin address (default: admin.listen of --config, else "+config.DefaultAdminListen+")")
 	configFile := fs.String("config", "", "the bridge's YAML config, to find its admin address")
 	asJSON := fs.Bool("json", false, "print the raw /status JSON")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

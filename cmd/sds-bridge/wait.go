@@ -14,7 +14,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var targets foldercheck.Targets
 	targets.Register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	return foldercheck.Check(targets, stdout)
@@ -26,7 +26,7 @@ func runWait(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var targets foldercheck.Targets
 	targets.Register(fs)
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	return foldercheck.Wait(ctx, targets, *timeout, stdout)

@@ -51,8 +51,11 @@ func (b *Bridge) gateSupervisor(sinks int) {
 
 // startGate tells the supervisor when every sink holds a complete, valid
 // set (each has applied a generation: a folder's files are then swapped in
-// whole, after Prepare removed any leftovers), and when a folder was
-// swapped after that.
+// whole, after Prepare removed any leftovers), numbering the sets by the
+// folder swaps so far. The number, not the event, is what the supervisor
+// compares with the set its child started with: the report of the swap
+// that completed the set can reach it after the child started, and must
+// not signal it for files it read at its start.
 type startGate struct {
 	sup     *supervise.Supervisor
 	sinks   int
@@ -60,6 +63,7 @@ type startGate struct {
 
 	mu      sync.Mutex
 	applied map[string]uint64 // generation each sink has applied
+	swaps   uint64            // generations applied by folders, in all
 }
 
 func newStartGate(sup *supervise.Supervisor, sinks int, folderNames []string) *startGate {
@@ -70,20 +74,19 @@ func newStartGate(sup *supervise.Supervisor, sinks int, folderNames []string) *s
 	return g
 }
 
-// observe is called with each sink's status after an apply.
+// observe is called with each sink's status after an apply, from the
+// sink's goroutine.
 func (g *startGate) observe(st rotation.SinkStatus) {
-	if st.Generation == 0 {
-		return
-	}
 	g.mu.Lock()
-	prev := g.applied[st.Name]
-	g.applied[st.Name] = st.Generation
-	all := len(g.applied) == g.sinks
-	g.mu.Unlock()
-	if all {
-		g.sup.Ready()
+	defer g.mu.Unlock()
+	if st.Generation <= g.applied[st.Name] {
+		return // nothing new applied (a failed apply, a repeated report)
 	}
-	if st.Generation > prev && g.folders[st.Name] {
-		g.sup.Renewed() // before Ready: dropped by the supervisor
+	g.applied[st.Name] = st.Generation
+	if g.folders[st.Name] {
+		g.swaps++
+	}
+	if len(g.applied) == g.sinks {
+		g.sup.Offer(g.swaps)
 	}
 }

@@ -248,16 +248,40 @@ func Load(path string) (*Config, error) {
 // Read parses the file at path without defaulting or validating it, for
 // callers that lay flags over the file first.
 func Read(path string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	defer f.Close()
-	c, err := Parse(f)
+	c, err := Parse(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// MaxFileSize bounds a configuration file, the YAML config as a
+// spiffe-helper helper.conf: a real one is a few KiB, and parsing takes
+// tens of times its size in memory (a 50 MB helper.conf value took
+// 1.6 GB).
+const MaxFileSize = 1 << 20
+
+// ReadFile reads a configuration file of at most MaxFileSize bytes; its
+// errors name the file. It need not be a regular file (--config <(…) is
+// a pipe).
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes (1 MiB), the most a configuration file may hold", path, MaxFileSize)
+	}
+	return data, nil
 }
 
 // Parse decodes YAML strictly: unknown keys and wrong types are errors.
@@ -281,9 +305,7 @@ func Parse(r io.Reader) (*Config, error) {
 		}
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
-			for i, m := range te.Errors {
-				te.Errors[i] = typeErrorWithKey(data, m)
-			}
+			typeErrorsWithKeys(data, te)
 		}
 		return nil, friendlyYAMLError(err)
 	}

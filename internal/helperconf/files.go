@@ -3,7 +3,6 @@ package helperconf
 import (
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -55,7 +54,7 @@ func Load(stderr io.Writer, path string) (cfg *config.Config, once bool, err err
 // run checks a config, naming helper.conf's keys; the Config is parsed,
 // not yet defaulted. A refused conversion still returns its notes.
 func ConvertFile(path, baseDir string) (*Result, *config.Config, error) {
-	src, err := os.ReadFile(path)
+	src, err := config.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("spiffe-helper config: %w", err)
 	}

@@ -304,7 +304,7 @@ func (c *converter) unknownKeys(root *ast.ObjectList) {
 		}
 	}
 	for _, k := range unknown {
-		c.comment(0, c.unsupported(k, "unknown key; not converted (spiffe-helper refuses unknown keys too)"))
+		c.comment(0, c.unsupported(k, "unknown key; not converted (spiffe-helper refuses unknown keys too)%s", config.DidYouMean(k, knownKeys)))
 	}
 }
 

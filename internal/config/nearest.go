@@ -1,0 +1,83 @@
+package config
+
+import (
+	"reflect"
+	"strings"
+	"sync"
+)
+
+// Nearest is the key of known closest to key by edit distance, when it is
+// close enough to be the one meant (as kubectl and Envoy suggest: "did you
+// mean …?"); "" when none is. helper.conf keys and command-line flags use
+// it too, so that every unknown name gets the same kind of hint.
+func Nearest(key string, known []string) string {
+	best, bestDist := "", -1
+	for _, k := range known {
+		if d := editDistance(strings.ToLower(key), strings.ToLower(k)); bestDist < 0 || d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	// Two edits, or a third of the name for long ones; never a name that
+	// shares almost nothing with it.
+	if bestDist < 0 || bestDist >= len(key) || bestDist > max(2, len(key)/3) {
+		return ""
+	}
+	return best
+}
+
+// DidYouMean is "; did you mean "x"?" for the nearest of known to key, or
+// "".
+func DidYouMean(key string, known []string) string {
+	if n := Nearest(key, known); n != "" {
+		return `; did you mean "` + n + `"?`
+	}
+	return ""
+}
+
+// editDistance is the Levenshtein distance between a and b, by bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// keysOfType lists the YAML keys of each struct type of the config, by the
+// name yaml.v3 gives it in "field x not found in type config.WorkloadAPI":
+// the struct tags are the one list of keys.
+var keysOfType = sync.OnceValue(func() map[string][]string {
+	keys := map[string][]string{}
+	var visit func(t reflect.Type)
+	visit = func(t reflect.Type) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+			t = t.Elem()
+		}
+		if _, seen := keys[t.String()]; seen || t.Kind() != reflect.Struct {
+			return
+		}
+		keys[t.String()] = nil
+		for f := range t.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			keys[t.String()] = append(keys[t.String()], name)
+			visit(f.Type)
+		}
+	}
+	visit(reflect.TypeFor[Config]())
+	return keys
+})
