@@ -261,7 +261,7 @@ func TestClientTextIsKeptBounded(t *testing.T) {
 		resp := c.recv()
 		c.send(&discoveryv3.DiscoveryRequest{VersionInfo: big, ResourceNames: c.names, TypeUrl: resource.SecretType,
 			ResponseNonce: resp.GetNonce()})
-		c.send(&discoveryv3.DiscoveryRequest{ ResourceNames: c.names, TypeUrl: resource.SecretType,
+		c.send(&discoveryv3.DiscoveryRequest{ResourceNames: c.names, TypeUrl: resource.SecretType,
 			ResponseNonce: big, ErrorDetail: &rpcstatus.Status{Code: 3, Message: big}})
 	}
 	testkit.Eventually(t, "every NACK taken", func() bool { return s.Stats().NACKs == streams })
