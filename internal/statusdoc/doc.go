@@ -136,10 +136,21 @@ type SDSStatus struct {
 	StreamsOpen int64          `json:"streams_open"`
 	Pushes      int64          `json:"pushes"`
 	NACKs       int64          `json:"nacks"`
-	Clients     []ClientStatus `json:"clients"`
+	// Clients are the oldest open streams, at most MaxListedClients;
+	// ClientsNotListed counts the others.
+	Clients          []ClientStatus `json:"clients"`
+	ClientsNotListed int            `json:"clients_not_listed,omitempty"`
 }
 
-// ClientStatus is one open SDS stream.
+// MaxListedClients bounds the streams /status lists: with every string a
+// client chooses cut where the SDS server keeps it (about 2 KiB a stream
+// at most, escaped), the document stays under a MiB however many streams
+// are open.
+const MaxListedClients = 100
+
+// ClientStatus is one open SDS stream. The text its client chose (node,
+// cluster, NACK, versions, the user agent in ValidationReason) is cut to
+// a bound by the SDS server and escaped with Printable.
 type ClientStatus struct {
 	Node    string `json:"node"`
 	Cluster string `json:"cluster,omitempty"`
