@@ -238,7 +238,7 @@ func TestOnePeersStreamsCannotSubscribeToNamesWithoutBound(t *testing.T) {
 // TestClientTextIsKeptBounded: what a client chooses and the server keeps
 // while its stream is open — node id, cluster, user agent, metadata, a
 // NACK's detail, the versions and nonces it names — is cut to a bound
-// where it is stored, and says how long it was. Streams that send 960 KB
+// where it is stored, and says how long it was. Streams that send 700 KB
 // of node id and NACK each (100 of them made /status a 288 MB document)
 // now hold a few KiB each.
 func TestClientTextIsKeptBounded(t *testing.T) {
@@ -246,7 +246,7 @@ func TestClientTextIsKeptBounded(t *testing.T) {
 	if err := s.Apply(t.Context(), (&rotator{t: t, ca: newCA(t, exampleTD), id: webID}).next()); err != nil {
 		t.Fatal(err)
 	}
-	big := strings.Repeat("\x1b[31mforged\n", 960<<10/12)
+	big := strings.Repeat("\x1b[31mforged\n", 700<<10/12)
 	meta, err := structpb.NewStruct(map[string]any{"junk": big[:64<<10], DisableSPIFFECertValidationKey: "true"})
 	if err != nil {
 		t.Fatal(err)

@@ -333,6 +333,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		// Streams beyond this on one connection are refused by gRPC itself
 		// (REFUSED_STREAM) before any handler runs.
 		grpc.MaxConcurrentStreams(s.cfg.limits.streamsPerConn),
+		grpc.MaxRecvMsgSize(maxRequestBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			// Envoy's connection_keepalive may ping every few seconds, also on
 			// an idle connection; grpc-go's default (5 min) would answer with
