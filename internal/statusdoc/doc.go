@@ -143,9 +143,10 @@ type SDSStatus struct {
 }
 
 // MaxListedClients bounds the streams /status lists: with every string a
-// client chooses cut where the SDS server keeps it (about 2 KiB a stream
-// at most, escaped), the document stays under a MiB however many streams
-// are open.
+// client chooses cut where the SDS server keeps it (under 2 KiB a stream;
+// 10 KB at worst once every byte is a control character, escaped and
+// JSON-quoted), the streams take about 1 MB of the document at most,
+// however many are open.
 const MaxListedClients = 100
 
 // ClientStatus is one open SDS stream. The text its client chose (node,
