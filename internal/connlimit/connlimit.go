@@ -120,9 +120,9 @@ type Conn struct {
 	limited  bool
 	reserved bool
 	l        *Listener
-	once    sync.Once
-	mu      sync.Mutex // guards timer
-	timer   *time.Timer
+	once     sync.Once
+	mu       sync.Mutex // guards timer
+	timer    *time.Timer
 }
 
 // Reserved reports whether the connection holds one of the places

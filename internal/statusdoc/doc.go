@@ -131,11 +131,11 @@ const (
 
 // SDSStatus is the SDS server and its clients.
 type SDSStatus struct {
-	Version     string         `json:"version"`
-	Generation  uint64         `json:"generation"`
-	StreamsOpen int64          `json:"streams_open"`
-	Pushes      int64          `json:"pushes"`
-	NACKs       int64          `json:"nacks"`
+	Version     string `json:"version"`
+	Generation  uint64 `json:"generation"`
+	StreamsOpen int64  `json:"streams_open"`
+	Pushes      int64  `json:"pushes"`
+	NACKs       int64  `json:"nacks"`
 	// Clients are the oldest open streams, at most MaxListedClients;
 	// ClientsNotListed counts the others.
 	Clients          []ClientStatus `json:"clients"`
