@@ -41,26 +41,7 @@ func TestAClientIgnoringTheStreamLimitHasItsExtraStreamsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for i := range opened {
-		hb.Reset()
-		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "sds"},
-			{":path", "/" + secretv3.SecretDiscoveryService_ServiceDesc.ServiceName + "/StreamSecrets"},
-			{"content-type", "application/grpc"}, {"te", "trailers"}} {
-			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fr := openRawStreams(t, c, opened)
 	var advertised uint32
 	refused := map[uint32]bool{}
 	_ = c.SetReadDeadline(time.Now().Add(testkit.Timeout))
@@ -94,6 +75,33 @@ func TestAClientIgnoringTheStreamLimitHasItsExtraStreamsRefused(t *testing.T) {
 	}
 	testkit.Eventually(t, "the streams within the bound open", func() bool { return s.Stats().StreamsOpen == perConn })
 	t.Logf("%d streams opened on one connection: %d served, %d refused", opened, perConn, len(refused))
+}
+
+// openRawStreams opens n StreamSecrets streams on c as a raw HTTP/2
+// client, without waiting for the server's settings.
+func openRawStreams(t *testing.T, c net.Conn, n int) *http2.Framer {
+	t.Helper()
+	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for i := range n {
+		hb.Reset()
+		for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "sds"},
+			{":path", "/" + secretv3.SecretDiscoveryService_ServiceDesc.ServiceName + "/StreamSecrets"},
+			{"content-type", "application/grpc"}, {"te", "trailers"}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fr
 }
 
 // TestOnePeerCannotHoldMoreStreamsThanItsShare: the SDS streams of one
@@ -172,50 +180,24 @@ func TestOnePeersStreamsCannotSubscribeToNamesWithoutBound(t *testing.T) {
 	first := newEnvoyClient(t, conn, hugeNames(40, "default"), "")
 	first.ack(first.recv())
 	t.Run("one stream over its bound", func(t *testing.T) {
-		st, err := client.StreamSecrets(bounded(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: hugeNames(51, "default")})
-		_, err = st.Recv()
-		refused("51 names on one stream", err)
+		refused("51 names on one stream", sotwAnswer(t, client, hugeNames(51, "default")))
 	})
 	t.Run("the peer over its count", func(t *testing.T) {
-		st, err := client.DeltaSecrets(bounded(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{"default"}})
-		if _, err := st.Recv(); err != nil {
-			t.Fatal(err)
-		}
 		// 40 + 41 names: one more than the peer may hold.
-		_ = st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.SecretType, ResourceNamesSubscribe: hugeNames(41, "default")})
-		_, err = st.Recv()
-		refused("81 names over the peer's streams", err)
+		refused("81 names over the peer's streams", deltaAnswer(t, client,
+			&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{"default"}},
+			&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: hugeNames(41, "default")}))
 	})
 	t.Run("the peer over its count with initial versions", func(t *testing.T) {
-		st, err := client.DeltaSecrets(bounded(t))
-		if err != nil {
-			t.Fatal(err)
-		}
 		initial := map[string]string{}
 		for _, n := range hugeNames(41) {
 			initial[n] = "v"
 		}
-		_ = st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{"default"},
-			InitialResourceVersions: initial})
-		_, err = st.Recv()
-		refused("41 initial versions beside 40 names", err)
+		refused("41 initial versions beside 40 names", deltaAnswer(t, client,
+			&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{"default"}, InitialResourceVersions: initial}))
 	})
 	t.Run("the peer over its bytes", func(t *testing.T) {
-		st, err := client.StreamSecrets(bounded(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: []string{"default", strings.Repeat("n", 4<<10)}})
-		_, err = st.Recv()
-		refused("a 4 KiB name", err)
+		refused("a 4 KiB name", sotwAnswer(t, client, []string{"default", strings.Repeat("n", 4<<10)}))
 	})
 
 	// The first stream is still served, and its names come back when it
@@ -280,6 +262,35 @@ func TestClientTextIsKeptBounded(t *testing.T) {
 			t.Errorf("validation %s: the node's metadata was lost in the cut", c.Validation)
 		}
 	}
+}
+
+// sotwAnswer sends one SotW request for names and returns the error of
+// the answer.
+func sotwAnswer(t *testing.T, client secretv3.SecretDiscoveryServiceClient, names []string) error {
+	st, err := client.StreamSecrets(bounded(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: names})
+	_, err = st.Recv()
+	return err
+}
+
+// deltaAnswer sends Delta requests one after the other, each once the
+// previous one is answered, and returns the error of the last answer.
+func deltaAnswer(t *testing.T, client secretv3.SecretDiscoveryServiceClient, reqs ...*discoveryv3.DeltaDiscoveryRequest) error {
+	st, err := client.DeltaSecrets(bounded(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range reqs {
+		req.TypeUrl = resource.SecretType
+		_ = st.Send(req)
+		if _, err = st.Recv(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // bounded is a context for a stream that ends with the test, or after

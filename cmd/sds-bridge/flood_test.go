@@ -102,33 +102,15 @@ func TestAnAllowedPeersFloodsLeaveTheBridgeBounded(t *testing.T) {
 		return secretv3.NewSecretDiscoveryServiceClient(conn)
 	}
 
-	names := make([]string, 131072)
-	for i := range names {
-		names[i] = fmt.Sprintf("name-%06d", i)
-	}
-	client := dialSDS()
-	var refused atomic.Int64
-	var wg sync.WaitGroup
-	for range 80 {
-		wg.Go(func() {
-			st, err := client.StreamSecrets(ctx)
-			if err != nil {
-				return
-			}
-			_ = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: names})
-			if _, err := st.Recv(); status.Code(err) == codes.ResourceExhausted {
-				refused.Add(1)
-			}
-		})
-	}
-	wg.Wait()
+	refused := floodNames(ctx, dialSDS(), 80, 131072)
 	afterNames := procField(t, pid, "VmRSS")
-	t.Logf("80 streams × 131,072 names: %d refused; bridge RSS %d MB → %d MB", refused.Load(), base>>10, afterNames>>10)
-	if refused.Load() != 80 {
-		t.Errorf("%d of 80 oversized subscriptions refused", refused.Load())
+	t.Logf("80 streams × 131,072 names: %d refused; bridge RSS %d MB → %d MB", refused, base>>10, afterNames>>10)
+	if refused != 80 {
+		t.Errorf("%d of 80 oversized subscriptions refused", refused)
 	}
 
-	client = dialSDS()
+	client := dialSDS()
+	var wg sync.WaitGroup
 	for range 20000 {
 		wg.Go(func() {
 			st, err := client.StreamSecrets(ctx) // waits for a place once 1,024 are open
@@ -155,6 +137,31 @@ func TestAnAllowedPeersFloodsLeaveTheBridgeBounded(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
+}
+
+// floodNames opens streams on client that each ask for names names at
+// once, and returns how many were refused with ResourceExhausted.
+func floodNames(ctx context.Context, client secretv3.SecretDiscoveryServiceClient, streams, names int) int64 {
+	list := make([]string, names)
+	for i := range list {
+		list[i] = fmt.Sprintf("name-%06d", i)
+	}
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	for range streams {
+		wg.Go(func() {
+			st, err := client.StreamSecrets(ctx)
+			if err != nil {
+				return
+			}
+			_ = st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: list})
+			if _, err := st.Recv(); status.Code(err) == codes.ResourceExhausted {
+				refused.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return refused.Load()
 }
 
 // TestProbesAnswerWhileASlowlorisFloodsTheRealBridge runs the real binary

@@ -133,18 +133,7 @@ func TestReserveLetsChosenConnectionsInOverTheCap(t *testing.T) {
 		asked.Store(true)
 		return pick.Load()
 	}})
-	accepted := make(chan *Conn, 8)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c.(*Conn)
-		}
-	})
+	accepted, wait := acceptAll(l)
 	var clients []net.Conn
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", inner.Addr().String())
@@ -156,7 +145,7 @@ func TestReserveLetsChosenConnectionsInOverTheCap(t *testing.T) {
 	}
 	defer func() {
 		l.Close()
-		wg.Wait()
+		wait()
 		for c := range accepted {
 			c.Close()
 		}
@@ -192,4 +181,22 @@ func TestReserveLetsChosenConnectionsInOverTheCap(t *testing.T) {
 	if again := <-accepted; !again.Reserved() {
 		t.Error("the reserved place was not given back")
 	}
+}
+
+// acceptAll hands every connection l accepts to the channel, which is
+// closed once l is.
+func acceptAll(l *Listener) (<-chan *Conn, func()) {
+	accepted := make(chan *Conn, 8)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(accepted)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c.(*Conn)
+		}
+	})
+	return accepted, wg.Wait
 }
