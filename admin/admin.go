@@ -30,6 +30,7 @@ import (
 	"net/http"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -277,13 +278,17 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	// One over the cap is closed at once: a burst of idle connections
 	// must not queue ahead of the kubelet's probes.
 	maxConns := int64(s.cfg.MaxConnections)
+	deferAccept(l)
+	probes := newProbeCheck(s.cfg.LivenessPath, s.cfg.ReadinessPath)
 	l = connlimit.New(l, connlimit.Config{Max: maxConns, ReportEvery: overCapLogEvery,
+		Reserve: probes.isProbe, MaxReserved: probeReserve,
 		Report: func(closed int64, last *connlimit.Conn) {
-			s.log.Warn("admin: connections closed at once: too many open (admin.max_connections)",
-				"closed", closed, "max", maxConns, "last_from", last.RemoteAddr().String())
+			s.log.Warn("admin: connections closed at once: too many open (admin.max_connections; probes have "+
+				strconv.Itoa(probeReserve)+" more places)", "closed", closed, "max", maxConns, "last_from", last.RemoteAddr().String())
 		}})
 	hs := &http.Server{
-		Handler:           s.mux,
+		Handler:           closeReserved(s.mux),
+		ConnContext:       withConn,
 		ReadHeaderTimeout: s.cfg.HeaderTimeout,
 		ReadTimeout:       2 * s.cfg.HeaderTimeout,
 		// /metrics and /status are built in memory; a client that does

@@ -26,13 +26,14 @@ var (
 	descSinkFailures = desc("sink_apply_failures_total", "Failed Applies per sink (for a folder: a failed write or a reload action that gave up).", "sink")
 	descSinkRetries  = desc("sink_retries_total", "Applies per sink that repeated an update whose apply had failed (retried with backoff until it succeeds or a newer update replaces it).", "sink")
 
-	descStreams      = desc("sds_streams_open", "Open SDS streams (SotW, Delta, ADS).")
-	descPushes       = desc("sds_pushes_total", "SDS responses sent on streams.")
-	descNACKs        = desc("sds_nacks_total", "SDS responses a client rejected (NACK); the client keeps its last accepted secrets.")
-	descAckedCurrent = desc("sds_clients_current", "Open SDS streams whose last acknowledged version is the current generation.")
-	descRefusedPeers = desc("sds_refused_peers_total", "SDS connections refused because the peer's uid/gid is not allowed (sds.allowed_uids, sds.allowed_gids).")
-	descConnsOpen    = desc("sds_connections_open", "Connections open on the SDS socket now, allowed peers or not.")
-	descConnsOverCap = desc("sds_connections_over_cap_total", "SDS connections closed at once because sds.max_connections (or refused peers' share of it) was reached.")
+	descStreams          = desc("sds_streams_open", "Open SDS streams (SotW, Delta, ADS).")
+	descPushes           = desc("sds_pushes_total", "SDS responses sent on streams.")
+	descNACKs            = desc("sds_nacks_total", "SDS responses a client rejected (NACK); the client keeps its last accepted secrets.")
+	descAckedCurrent     = desc("sds_clients_current", "Open SDS streams whose last acknowledged version is the current generation.")
+	descRefusedPeers     = desc("sds_refused_peers_total", "SDS connections refused because the peer's uid/gid is not allowed (sds.allowed_uids, sds.allowed_gids).")
+	descConnsOpen        = desc("sds_connections_open", "Connections open on the SDS socket now, allowed peers or not.")
+	descConnsOverCap     = desc("sds_connections_over_cap_total", "SDS connections closed at once because sds.max_connections (or refused peers' share of it) was reached.")
+	descStreamsOverLimit = desc("sds_streams_over_limit_total", "SDS streams ended with ResourceExhausted because they or their peer uid held as many streams or names as one may.")
 
 	descWriteFailures  = desc("file_write_failures_total", "Updates a credential folder refused or failed to write; the consumers keep the previous set.", "folder")
 	descActionFailures = desc("reload_action_failures_total", "Failed reload action attempts per folder and action (each is retried with backoff).", "folder", "action")
@@ -49,7 +50,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descBuildInfo, descReady, descRotations, descGen, descRefused, descWatchErrs, descNotAfter,
 		descSinkGen, descSinkFailures, descSinkRetries, descStreams, descPushes, descNACKs, descAckedCurrent, descRefusedPeers,
-		descConnsOpen, descConnsOverCap, descReconnects,
+		descConnsOpen, descConnsOverCap, descReconnects, descStreamsOverLimit,
 		descWriteFailures, descActionFailures, descJWTExpiry, descJWTFailures,
 	} {
 		ch <- d
@@ -124,6 +125,7 @@ func (s *Server) collectSDS(ch chan<- prometheus.Metric, gen uint64) {
 	counter(ch, descRefusedPeers, float64(st.RefusedPeers))
 	gauge(ch, descConnsOpen, float64(st.ConnectionsOpen))
 	counter(ch, descConnsOverCap, float64(st.ConnectionsOverCap))
+	counter(ch, descStreamsOverLimit, float64(st.StreamsOverLimit))
 	current := 0
 	for _, cl := range s.cfg.SDS.Clients() {
 		if gen > 0 && cl.AckedGeneration == gen {

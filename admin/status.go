@@ -115,16 +115,25 @@ func folderStatus(f Folder, checked folderCheck, now time.Time) statusdoc.Folder
 	return fs
 }
 
+// sdsStatus lists the oldest statusdoc.MaxListedClients streams and
+// counts the others; what their clients chose is escaped
+// (statusdoc.Printable), as the SDS server already cut it to a bound.
 func (s *Server) sdsStatus() *statusdoc.SDSStatus {
 	ss := s.cfg.SDS.Stats()
 	sst := &statusdoc.SDSStatus{Version: ss.Version, Generation: ss.Generation, StreamsOpen: ss.StreamsOpen,
 		Pushes: ss.Pushes, NACKs: ss.NACKs, Clients: []statusdoc.ClientStatus{}}
-	for _, c := range s.cfg.SDS.Clients() {
+	clients := s.cfg.SDS.Clients()
+	if len(clients) > statusdoc.MaxListedClients {
+		sst.ClientsNotListed = len(clients) - statusdoc.MaxListedClients
+		clients = clients[:statusdoc.MaxListedClients]
+	}
+	p := statusdoc.Printable
+	for _, c := range clients {
 		sst.Clients = append(sst.Clients, statusdoc.ClientStatus{
-			Node: c.Node, Cluster: c.Cluster, Stream: c.Stream, Delta: c.Delta, OpenedAt: c.OpenedAt,
-			Validation: c.Validation.String(), ValidationReason: c.ValidationReason,
-			AckedVersion: c.AckedVersion, AckedGeneration: c.AckedGeneration, AckedAt: c.AckedAt,
-			NACKedVersion: c.NACKedVersion, NACK: c.NACK, NACKedAt: c.NACKedAt,
+			Node: p(c.Node), Cluster: p(c.Cluster), Stream: c.Stream, Delta: c.Delta, OpenedAt: c.OpenedAt,
+			Validation: c.Validation.String(), ValidationReason: p(c.ValidationReason),
+			AckedVersion: p(c.AckedVersion), AckedGeneration: c.AckedGeneration, AckedAt: c.AckedAt,
+			NACKedVersion: p(c.NACKedVersion), NACK: p(c.NACK), NACKedAt: c.NACKedAt,
 		})
 	}
 	return sst

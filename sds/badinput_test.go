@@ -196,7 +196,7 @@ func TestHugeNameList(t *testing.T) {
 	}
 	conn := dial(t, s.cfg.SocketPath)
 	known := []string{"default", "ROOTCA"}
-	names := hugeNames(100_000, known...)
+	names := hugeNames(DefaultMaxNamesPerStream, known...)
 
 	runtime.GC()
 	var before runtime.MemStats
@@ -214,7 +214,7 @@ func TestHugeNameList(t *testing.T) {
 	var during runtime.MemStats
 	runtime.ReadMemStats(&during)
 	grown := int64(during.HeapInuse) - int64(before.HeapInuse)
-	t.Logf("heap in use grew by %.1f MiB with a 100,000-name subscription open", float64(grown)/(1<<20))
+	t.Logf("heap in use grew by %.1f MiB with a %d-name subscription open", float64(grown)/(1<<20), len(names))
 	// A bound, not a measurement: the request is at most gRPC's 4 MiB,
 	// and what the server keeps per name is a few hundred bytes.
 	if grown > 256<<20 {
@@ -240,7 +240,7 @@ func TestHugeNameList(t *testing.T) {
 			t.Errorf("log line of %d bytes: %.200s…", len(l), l)
 		}
 	}
-	if !strings.Contains(warning, "… and 99982 more") {
+	if !strings.Contains(warning, fmt.Sprintf("… and %d more", len(names)-len(known)-maxLoggedNames)) {
 		t.Errorf("warning does not summarise the unknown names: %.500s", warning)
 	}
 
@@ -275,14 +275,14 @@ func TestHugeNameList(t *testing.T) {
 		}
 	})
 	t.Run("over the per-stream bound", func(t *testing.T) {
-		// Under gRPC's 4 MiB message limit, over maxNamesPerStream.
+		// Under gRPC's 4 MiB message limit, over DefaultMaxNamesPerStream.
 		stream, err := client.StreamSecrets(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		_ = stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: hugeNames(maxNamesPerStream+1, known...)})
+		_ = stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: hugeNames(DefaultMaxNamesPerStream+1, known...)})
 		_, err = stream.Recv()
-		if want := fmt.Sprintf("subscribes to %d secret names, more than the %d allowed", maxNamesPerStream+1, maxNamesPerStream); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), want) {
+		if want := fmt.Sprintf("subscribes to %d secret names, more than the %d allowed", DefaultMaxNamesPerStream+1, DefaultMaxNamesPerStream); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), want) {
 			t.Errorf("Recv = %v, want ResourceExhausted: %s", err, want)
 		}
 		// Others are still served.

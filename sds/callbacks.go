@@ -12,7 +12,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -30,8 +29,14 @@ type tracker struct {
 	pushes      atomic.Int64
 	nacks       atomic.Int64
 
+	limits limits
+	// overLimit counts streams ended over a limit of limits.
+	overLimit overLimit
+
 	mu      sync.Mutex
 	streams map[streamKey]*stream
+	// peers is what each peer uid's streams hold, for limits.
+	peers map[uint32]*peerUsage
 }
 
 // streamKey tells streams apart: SotW and Delta streams are numbered
@@ -48,6 +53,12 @@ type stream struct {
 	// the logs and the unknown-name checks use.
 	Client
 	reason validationReason
+
+	// uid is the stream's peer; held is what it counts against the peer's
+	// limits: its names, and a Delta stream's initial versions.
+	uid     uint32
+	held    held
+	initial held
 
 	names    map[string]struct{}
 	wildcard bool
@@ -91,17 +102,6 @@ const (
 	maxLoggedLine  = 2048
 )
 
-// maxNamesPerStream bounds one stream's subscription. Envoy asks for a
-// handful of secrets; a stream keeps a hundred bytes or more per
-// subscribed name (its subscription and the tracker's copy), so without a bound a single stream could hold hundreds
-// of MiB (a 4 MiB request holds ~500,000 short names, and Delta requests
-// add up).
-const maxNamesPerStream = 1 << 17
-
-func errTooManyNames(n int) error {
-	return status.Errorf(codes.ResourceExhausted, "sds: the stream subscribes to %d secret names, more than the %d allowed", n, maxNamesPerStream)
-}
-
 // clip bounds a client-chosen string for the logs.
 func clip(s string) string {
 	if len(s) <= maxLoggedText {
@@ -123,30 +123,94 @@ func clipNames(names []string) []string {
 	return append(out, fmt.Sprintf("… and %d more", len(names)-maxLoggedNames))
 }
 
-func newTracker(log *slog.Logger, c *secretCache) *tracker {
-	return &tracker{log: log, cache: c, now: time.Now, streams: make(map[streamKey]*stream)}
+func newTracker(log *slog.Logger, c *secretCache, l limits) *tracker {
+	return &tracker{log: log, cache: c, now: time.Now, limits: l.withDefaults(),
+		streams: make(map[streamKey]*stream), peers: make(map[uint32]*peerUsage)}
 }
 
-func (t *tracker) open(k streamKey, typeURL string) {
-	t.streamsOpen.Add(1)
+// open registers a stream of peer uid; the error (ResourceExhausted) ends
+// it when the peer holds as many streams as it may.
+func (t *tracker) open(k streamKey, typeURL string, uid uint32) error {
 	v, why := validationFor(nil, t.cache.disabled)
 	st := &stream{
 		Client: Client{Stream: k.id, Delta: k.delta, Validation: v, OpenedAt: t.now()},
 		reason: why,
+		uid:    uid,
 		names:  make(map[string]struct{}),
 	}
 	t.mu.Lock()
+	p := t.peers[uid]
+	if p == nil {
+		p = &peerUsage{}
+		t.peers[uid] = p
+	}
+	if p.streams >= t.limits.streamsPerPeer {
+		t.mu.Unlock()
+		err := errTooManyStreams(uid, t.limits.streamsPerPeer)
+		t.refuse(k, err)
+		return err
+	}
+	p.streams++
 	t.streams[k] = st
 	t.mu.Unlock()
+	t.streamsOpen.Add(1)
 	t.log.Debug("sds: stream opened", "stream", k.id, "delta", k.delta, "type", typeURL)
+	return nil
 }
 
 func (t *tracker) closed(k streamKey, node *corev3.Node) {
-	t.streamsOpen.Add(-1)
 	t.mu.Lock()
+	st := t.streams[k]
+	if st == nil {
+		t.mu.Unlock()
+		return
+	}
 	delete(t.streams, k)
+	p := t.peers[st.uid]
+	p.streams--
+	p.names -= st.held.names + st.initial.names
+	p.nameBytes -= st.held.nameBytes + st.initial.nameBytes
+	if *p == (peerUsage{}) {
+		delete(t.peers, st.uid)
+	}
 	t.mu.Unlock()
+	t.streamsOpen.Add(-1)
 	t.log.Debug("sds: stream closed", "stream", k.id, "delta", k.delta, "node", clip(node.GetId()))
+}
+
+// account counts st's names against its peer's limits after a request
+// changed them; called with t.mu held. The error (ResourceExhausted) ends
+// the stream, and closed gives back what it held.
+func (t *tracker) account(k streamKey, st *stream) error {
+	now := held{names: len(st.names)}
+	for n := range st.names {
+		now.nameBytes += len(n)
+	}
+	p := t.peers[st.uid]
+	p.names += now.names - st.held.names
+	p.nameBytes += now.nameBytes - st.held.nameBytes
+	st.held = now
+	var err error
+	switch {
+	case now.names+st.initial.names > t.limits.namesPerStream:
+		err = errTooManyNames(now.names+st.initial.names, t.limits.namesPerStream)
+	case p.names > t.limits.namesPerPeer || p.nameBytes > t.limits.nameBytesPerPeer:
+		err = errPeerNames(st.uid, p.names, p.nameBytes)
+	default:
+		return nil
+	}
+	t.refuse(k, err)
+	return err
+}
+
+// refuse counts a stream ended over a limit and logs it, at most once per
+// limitLogEvery.
+func (t *tracker) refuse(k streamKey, err error) {
+	if t.overLimit.report(t.now()) {
+		t.log.Warn("sds: stream ended: over a limit on what one client may hold (counted; logged at most every "+
+			limitLogEvery.String()+")", "stream", k.id, "delta", k.delta, "error", status.Convert(err).Message(),
+			"refused_since_start", t.overLimit.count.Load())
+	}
 }
 
 // OnStreamRequest records a SotW request; the error ends the stream.
@@ -163,9 +227,12 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 	}
 	t.request(k, st, req.GetNode(), req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 	// SotW: every request carries the whole subscription; none means
-	// (legacy) wildcard.
-	if n := len(req.GetResourceNames()); n > maxNamesPerStream {
-		return errTooManyNames(n)
+	// (legacy) wildcard. A list over the bound is refused before it is
+	// kept.
+	if n := len(req.GetResourceNames()); n > t.limits.namesPerStream {
+		err := errTooManyNames(n, t.limits.namesPerStream)
+		t.refuse(k, err)
+		return err
 	}
 	clear(st.names)
 	st.wildcard = len(req.GetResourceNames()) == 0
@@ -175,6 +242,9 @@ func (t *tracker) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) e
 			continue
 		}
 		st.names[n] = struct{}{}
+	}
+	if err := t.account(k, st); err != nil {
+		return err
 	}
 	t.checkUnknown(k, st, t.cache.current.Load())
 	return nil
@@ -201,6 +271,16 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 	if first && len(req.GetResourceNamesSubscribe()) == 0 {
 		st.wildcard = true
 	}
+	if first {
+		// The subscription keeps the versions the client says it holds.
+		for n, v := range req.GetInitialResourceVersions() {
+			st.initial.names++
+			st.initial.nameBytes += len(n) + len(v)
+		}
+		p := t.peers[st.uid]
+		p.names += st.initial.names
+		p.nameBytes += st.initial.nameBytes
+	}
 	for _, n := range req.GetResourceNamesSubscribe() {
 		if n == "*" {
 			st.wildcard = true
@@ -215,8 +295,8 @@ func (t *tracker) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscovery
 		}
 		delete(st.names, n)
 	}
-	if n := len(st.names); n > maxNamesPerStream {
-		return errTooManyNames(n)
+	if err := t.account(k, st); err != nil {
+		return err
 	}
 	t.checkUnknown(k, st, t.cache.current.Load())
 	return nil
@@ -229,20 +309,22 @@ func (t *tracker) request(k streamKey, st *stream, node *corev3.Node, version, n
 	if node != nil {
 		st.Validation, st.reason = validationFor(node, t.cache.disabled)
 	}
+	// What is kept is bounded (clipTo): the stream keeps it while open,
+	// and /status shows it.
 	if id := node.GetId(); id != "" {
-		st.Node = id
+		st.Node = clipTo(id, maxStoredID)
 	}
 	if cl := node.GetCluster(); cl != "" {
-		st.Cluster = cl
+		st.Cluster = clipTo(cl, maxStoredID)
 	}
 	if nonce != "" { // else a first request, or a new subscription: no answer to a response
 		answered, known := st.version(nonce)
 		switch {
 		case nack:
-			st.NACKedVersion, st.NACK, st.NACKedAt = answered, errMsg, t.now()
+			st.NACKedVersion, st.NACK, st.NACKedAt = answered, clipTo(errMsg, maxStoredText), t.now()
 		case version != "" || known:
 			acked := cmp.Or(version, answered) // Delta requests carry no version
-			st.AckedVersion, st.AckedGeneration, st.AckedAt = acked, t.cache.generation(acked), t.now()
+			st.AckedVersion, st.AckedGeneration, st.AckedAt = clipTo(acked, maxStoredVersion), t.cache.generation(acked), t.now()
 		}
 	}
 	switch {
@@ -251,10 +333,10 @@ func (t *tracker) request(k streamKey, st *stream, node *corev3.Node, version, n
 		// The client keeps its last accepted secrets; nothing is resent
 		// until the next Update.
 		level := slog.LevelError
-		if nonce != "" && nonce == st.nackedNonce {
+		if nonce != "" && clipTo(nonce, maxStoredVersion) == st.nackedNonce {
 			level = slog.LevelDebug // the same rejection again: counted, not logged twice
 		}
-		st.nackedNonce = nonce
+		st.nackedNonce = clipTo(nonce, maxStoredVersion)
 		t.log.Log(context.Background(), level, "sds: client rejected secrets", "stream", k.id, "delta", k.delta,
 			"node", clip(st.Node), "kept_version", clip(version), "nonce", clip(nonce), "error", clip(errMsg))
 	case !t.debug():

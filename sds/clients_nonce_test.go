@@ -15,9 +15,9 @@ import (
 // be answered.
 func TestClientsRememberTheNewestNonces(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
-	c := newTracker(log, newSecretCache("p", false, log))
+	c := newTracker(log, newSecretCache("p", false, log), limits{})
 	k := streamKey{delta: true, id: 1}
-	c.open(k, resource.SecretType)
+	_ = c.open(k, resource.SecretType, 0)
 	const sent = 3*maxSentNonces + 5
 	for i := range sent {
 		c.sent(k, resource.SecretType, fmt.Sprintf("n%d", i), fmt.Sprintf("p-%d", i))

@@ -76,17 +76,20 @@ func FuzzFetch(f *testing.F) {
 		// The stream path: open, subscribe (SotW and Delta), close.
 		tr := fx.s.tracker
 		req := &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, ResourceNames: names, TypeUrl: resource.SecretType}
-		tr.open(streamKey{id: 1}, resource.SecretType)
+		_ = tr.open(streamKey{id: 1}, resource.SecretType, 0)
 		if err := tr.OnStreamRequest(1, req); err != nil {
 			t.Errorf("OnStreamRequest: %v", err)
 		}
 		tr.closed(streamKey{id: 1}, req.GetNode())
-		tr.open(streamKey{delta: true, id: 1}, resource.SecretType)
+		_ = tr.open(streamKey{delta: true, id: 1}, resource.SecretType, 0)
 		if err := tr.OnStreamDeltaRequest(1, &discoveryv3.DeltaDiscoveryRequest{Node: req.GetNode(), ResourceNamesSubscribe: names,
 			ResourceNamesUnsubscribe: names[:len(names)/2], TypeUrl: resource.SecretType}); err != nil {
 			t.Errorf("OnStreamDeltaRequest: %v", err)
 		}
 		tr.closed(streamKey{delta: true, id: 1}, req.GetNode())
+		if len(tr.peers) != 0 {
+			t.Errorf("closed streams still count against their peer: %+v", *tr.peers[0])
+		}
 
 		// The unary path.
 		want := map[string]bool{}

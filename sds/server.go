@@ -66,6 +66,10 @@ type Config struct {
 	Names Names
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+
+	// limits are the Default… bounds on what one client may hold, not
+	// configurable; tests lower them.
+	limits limits
 }
 
 // WithDefaults fills every unset field with its default.
@@ -80,6 +84,7 @@ func (c Config) WithDefaults() Config {
 		c.RefusedPeerGrace = DefaultRefusedPeerGrace
 	}
 	c.Names = c.Names.WithDefaults()
+	c.limits = c.limits.withDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -134,6 +139,10 @@ type Stats struct {
 	// ConnectionsOverCap counts connections closed at once because
 	// MaxConnections (or the refused peers' share of it) was reached.
 	ConnectionsOverCap int64
+	// StreamsOverLimit counts streams ended with ResourceExhausted because
+	// they or their peer uid held as much as one may (the Default…PerPeer,
+	// …PerStream bounds).
+	StreamsOverLimit int64
 	// Generation is the Update being served; 0 before the first one.
 	Generation uint64
 	// Version is the SDS version being served; empty before the first Update.
@@ -170,7 +179,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("sds: config: %w", err)
 	}
 	c := newSecretCache(versionPrefix(), cfg.Names.DisableSPIFFECertValidation, cfg.Logger)
-	t := newTracker(cfg.Logger, c)
+	t := newTracker(cfg.Logger, c, cfg.limits)
 	s := &Server{
 		cfg:     cfg,
 		policy:  newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
@@ -291,6 +300,8 @@ func (s *Server) Stats() Stats {
 		Pushes:      s.tracker.pushes.Load(),
 		NACKs:       s.tracker.nacks.Load(),
 
+		StreamsOverLimit: s.tracker.overLimit.count.Load(),
+
 		RefusedPeers:       s.refusedPeers.Load(),
 		ConnectionsOverCap: s.overCap.Load(),
 	}
@@ -319,6 +330,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.listener.Store(l)
 
 	gs := grpc.NewServer(
+		// Streams beyond this on one connection are refused by gRPC itself
+		// (REFUSED_STREAM) before any handler runs.
+		grpc.MaxConcurrentStreams(s.cfg.limits.streamsPerConn),
+		grpc.MaxRecvMsgSize(maxRequestBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			// Envoy's connection_keepalive may ping every few seconds, also on
 			// an idle connection; grpc-go's default (5 min) would answer with
@@ -335,7 +350,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(l) }()
 	s.cfg.Logger.Info("sds: listening", "socket", s.cfg.SocketPath, "mode", fmt.Sprintf("%04o", s.cfg.SocketMode),
-		"allowed", s.policy.String(), "max_connections", s.cfg.MaxConnections, "max_refused", refusedShare(s.cfg.MaxConnections))
+		"allowed", s.policy.String(), "max_connections", s.cfg.MaxConnections, "max_refused", refusedShare(s.cfg.MaxConnections),
+		"max_streams_per_connection", s.cfg.limits.streamsPerConn, "max_streams_per_peer", s.cfg.limits.streamsPerPeer)
 	if s.cfg.SocketMode&0o077 != 0 && len(s.cfg.AllowedUIDs) == 0 && len(s.cfg.AllowedGIDs) == 0 {
 		s.cfg.Logger.Warn("sds: the socket mode lets other users connect, but with no allow-list only the bridge's own uid "+
 			"and root are served; list Envoy's uid or gid in sds.allowed_uids or sds.allowed_gids",

@@ -99,9 +99,9 @@ func (x *xdsServer) sotw(ss sotwServerStream, streamType string) error {
 // or the server stops: the stream ends without one.
 func serveStream[Req, Resp any](x *xdsServer, ss grpc.BidiStreamingServer[Req, Resp], k streamKey, streamType string,
 	take func(*xdsStream, *Req) error) error {
-	st := x.open(ss, k, streamType)
+	st, err := x.open(ss, k, streamType)
 	if st == nil {
-		return nil
+		return err
 	}
 	defer x.close(st)
 	for {
@@ -198,14 +198,18 @@ func checkType(typeURL string) error {
 	return nil
 }
 
-// open registers a new stream; nil when the server is stopping.
-func (x *xdsServer) open(ss grpc.ServerStream, k streamKey, streamType string) *xdsStream {
+// open registers a new stream; nil when the server is stopping, or with
+// the error that ends it when its peer holds as many streams as it may.
+func (x *xdsServer) open(ss grpc.ServerStream, k streamKey, streamType string) (*xdsStream, error) {
 	st := &xdsStream{key: k, ss: ss, end: endOf(ss.Context()), cache: x.cache, tracker: x.tracker, node: &corev3.Node{}}
-	if !x.cache.add(st) {
-		return nil
+	if err := x.tracker.open(k, streamType, peerUID(ss.Context())); err != nil {
+		return nil, err
 	}
-	x.tracker.open(k, streamType)
-	return st
+	if !x.cache.add(st) {
+		x.tracker.closed(k, st.node)
+		return nil, nil
+	}
+	return st, nil
 }
 
 // close ends st once its handler returns. gRPC forbids a send after that,
@@ -228,7 +232,8 @@ type xdsStream struct {
 	end     context.CancelFunc
 	cache   *secretCache
 	tracker *tracker
-	// node is the last node the client sent; only the handler uses it.
+	// node is the last node the client sent, as slimNode keeps it; only
+	// the handler uses it.
 	node *corev3.Node
 	// pushes counts push goroutines in flight: zero or one.
 	pushes sync.WaitGroup
@@ -256,14 +261,15 @@ type xdsStream struct {
 	closed bool
 }
 
-// nodeOf fills a request's node with the stream's when it has none (only
-// Envoy's first request carries it), else makes it the stream's.
+// nodeOf fills a request's node with the stream's when it has none (Envoy
+// may send it in its first request only), else makes it the stream's,
+// slimmed: the request's node may be megabytes of metadata, and the
+// stream keeps its node while it is open.
 func (st *xdsStream) nodeOf(node **corev3.Node) {
-	if *node == nil {
-		*node = st.node
-		return
+	if *node != nil && !sameNode(st.node, *node) {
+		st.node = slimNode(*node)
 	}
-	st.node = *node
+	*node = st.node
 }
 
 // watch opens the watch of the request just taken; called with st.mu held.

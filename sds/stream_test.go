@@ -233,7 +233,7 @@ func TestDeltaRequestWithoutTypeIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = stream.Send(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: hugeNames(maxNamesPerStream+1, "default")})
+	_ = stream.Send(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: hugeNames(DefaultMaxNamesPerStream+1, "default")})
 	if _, err := stream.Recv(); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("Recv = %v, want ResourceExhausted", err)
 	}

@@ -26,6 +26,12 @@ type Config struct {
 	Classify        func(net.Conn) (tag any, limited bool)
 	MaxLimited      int64
 	LimitedLifetime time.Duration
+	// Reserve, if set, is asked about a connection that finds Max taken
+	// (and is not limited): if it says yes, the connection takes one of
+	// MaxReserved places kept beyond Max, so that the clients it picks
+	// (the kubelet's probes) are answered while a flood holds Max.
+	Reserve     func(net.Conn) bool
+	MaxReserved int64
 	// OverCap, if set, counts the connections closed over a cap.
 	OverCap *atomic.Int64
 	// Report is told of connections closed over a cap at most once per
@@ -38,8 +44,9 @@ type Config struct {
 type Listener struct {
 	net.Listener
 	cfg Config
-	// Open and OpenLimited count the connections open now.
-	Open, OpenLimited atomic.Int64
+	// Open, OpenLimited and OpenReserved count the connections open now;
+	// Open does not count the reserved ones.
+	Open, OpenLimited, OpenReserved atomic.Int64
 
 	mu         sync.Mutex
 	lastReport time.Time
@@ -62,6 +69,12 @@ func (l *Listener) Accept() (net.Conn, error) {
 		conn := &Conn{Conn: c, l: l}
 		if l.cfg.Classify != nil {
 			conn.Tag, conn.limited = l.cfg.Classify(c)
+		}
+		if l.Open.Load() >= l.cfg.Max && !conn.limited && l.cfg.Reserve != nil &&
+			l.OpenReserved.Load() < l.cfg.MaxReserved && l.cfg.Reserve(c) {
+			conn.reserved = true
+			l.OpenReserved.Add(1)
+			return conn, nil
 		}
 		if l.Open.Load() >= l.cfg.Max || (conn.limited && l.OpenLimited.Load() >= l.cfg.MaxLimited) {
 			// Counted before it is closed: whoever sees the close can
@@ -103,13 +116,18 @@ func (l *Listener) report(last *Conn) {
 type Conn struct {
 	net.Conn
 	// Tag is what Config.Classify said about the connection.
-	Tag     any
-	limited bool
-	l       *Listener
-	once    sync.Once
-	mu      sync.Mutex // guards timer
-	timer   *time.Timer
+	Tag      any
+	limited  bool
+	reserved bool
+	l        *Listener
+	once     sync.Once
+	mu       sync.Mutex // guards timer
+	timer    *time.Timer
 }
+
+// Reserved reports whether the connection holds one of the places
+// Config.Reserve keeps.
+func (c *Conn) Reserved() bool { return c.reserved }
 
 func (c *Conn) Close() error {
 	err := c.Conn.Close()
@@ -119,6 +137,10 @@ func (c *Conn) Close() error {
 			c.timer.Stop()
 		}
 		c.mu.Unlock()
+		if c.reserved {
+			c.l.OpenReserved.Add(-1)
+			return
+		}
 		c.l.Open.Add(-1)
 		if c.limited {
 			c.l.OpenLimited.Add(-1)

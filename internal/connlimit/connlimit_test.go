@@ -117,3 +117,86 @@ func TestConnectionsOverACapAreClosedAtOnceAndLimitedOnesExpire(t *testing.T) {
 		t.Errorf("OpenLimited = %d after the limited connection closed", l.OpenLimited.Load())
 	}
 }
+
+// TestReserveLetsChosenConnectionsInOverTheCap: once Max is taken, a
+// connection Reserve picks takes one of MaxReserved places beyond it (and
+// only then: under the cap Reserve is not asked); one it does not pick,
+// or one more once the reserve is taken, is closed at once; closing a
+// reserved connection gives its reserved place back, not one of Max.
+func TestReserveLetsChosenConnectionsInOverTheCap(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pick, asked atomic.Bool
+	l := New(inner, Config{Max: 2, MaxReserved: 1, Reserve: func(net.Conn) bool {
+		asked.Store(true)
+		return pick.Load()
+	}})
+	accepted, wait := acceptAll(l)
+	var clients []net.Conn
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+		return c
+	}
+	defer func() {
+		l.Close()
+		wait()
+		for c := range accepted {
+			c.Close()
+		}
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	var inCap []*Conn
+	for range 2 {
+		dial()
+		inCap = append(inCap, <-accepted)
+	}
+	if asked.Load() || inCap[0].Reserved() || inCap[1].Reserved() {
+		t.Fatal("Reserve was asked, or a place reserved, under the cap")
+	}
+	if c := dial(); !closedByServer(c, testkit.Timeout) {
+		t.Error("a connection Reserve did not pick stayed open over the cap")
+	}
+	pick.Store(true)
+	dial()
+	reserved := <-accepted
+	if !reserved.Reserved() || l.Open.Load() != 2 || l.OpenReserved.Load() != 1 {
+		t.Fatalf("reserved %t, open %d, open reserved %d; want true, 2, 1", reserved.Reserved(), l.Open.Load(), l.OpenReserved.Load())
+	}
+	if c := dial(); !closedByServer(c, testkit.Timeout) {
+		t.Error("a picked connection stayed open with the reserve taken")
+	}
+	reserved.Close()
+	if l.Open.Load() != 2 || l.OpenReserved.Load() != 0 {
+		t.Errorf("after closing the reserved one: open %d, open reserved %d; want 2, 0", l.Open.Load(), l.OpenReserved.Load())
+	}
+	dial()
+	if again := <-accepted; !again.Reserved() {
+		t.Error("the reserved place was not given back")
+	}
+}
+
+// acceptAll hands every connection l accepts to the channel, which is
+// closed once l is.
+func acceptAll(l *Listener) (<-chan *Conn, func()) {
+	accepted := make(chan *Conn, 8)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(accepted)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c.(*Conn)
+		}
+	})
+	return accepted, wg.Wait
+}

@@ -131,15 +131,27 @@ const (
 
 // SDSStatus is the SDS server and its clients.
 type SDSStatus struct {
-	Version     string         `json:"version"`
-	Generation  uint64         `json:"generation"`
-	StreamsOpen int64          `json:"streams_open"`
-	Pushes      int64          `json:"pushes"`
-	NACKs       int64          `json:"nacks"`
-	Clients     []ClientStatus `json:"clients"`
+	Version     string `json:"version"`
+	Generation  uint64 `json:"generation"`
+	StreamsOpen int64  `json:"streams_open"`
+	Pushes      int64  `json:"pushes"`
+	NACKs       int64  `json:"nacks"`
+	// Clients are the oldest open streams, at most MaxListedClients;
+	// ClientsNotListed counts the others.
+	Clients          []ClientStatus `json:"clients"`
+	ClientsNotListed int            `json:"clients_not_listed,omitempty"`
 }
 
-// ClientStatus is one open SDS stream.
+// MaxListedClients bounds the streams /status lists: with every string a
+// client chooses cut where the SDS server keeps it (under 2 KiB a stream;
+// 10 KB at worst once every byte is a control character, escaped and
+// JSON-quoted), the streams take about 1 MB of the document at most,
+// however many are open.
+const MaxListedClients = 100
+
+// ClientStatus is one open SDS stream. The text its client chose (node,
+// cluster, NACK, versions, the user agent in ValidationReason) is cut to
+// a bound by the SDS server and escaped with Printable.
 type ClientStatus struct {
 	Node    string `json:"node"`
 	Cluster string `json:"cluster,omitempty"`

@@ -31,14 +31,29 @@ type text struct {
 	now time.Time
 }
 
-func (t *text) p(format string, args ...any) { fmt.Fprintf(&t.b, format+"\n", args...) }
+// p prints one line. Every string argument goes through Printable: the
+// document holds text clients chose (SDS node ids, NACK details), and a
+// document from another bridge may hold anything.
+func (t *text) p(format string, args ...any) {
+	for i, a := range args {
+		if s, ok := a.(string); ok {
+			args[i] = Printable(s)
+		}
+	}
+	fmt.Fprintf(&t.b, format+"\n", args...)
+}
 
 // table aligns the rows of one section; details go below it, as a line
-// without tabs would end the alignment.
+// without tabs would end the alignment. Cells go through Printable, as p's
+// arguments do (a tab in a cell would break the alignment too).
 func (t *text) table(rows [][]string) {
 	tw := tabwriter.NewWriter(&t.b, 0, 4, 2, ' ', 0)
 	for _, r := range rows {
-		fmt.Fprintln(tw, "  "+strings.Join(r, "\t"))
+		cells := make([]string, len(r))
+		for i, c := range r {
+			cells[i] = Printable(c)
+		}
+		fmt.Fprintln(tw, "  "+strings.Join(cells, "\t"))
 	}
 	tw.Flush()
 }
@@ -185,5 +200,8 @@ func (t *text) sds(sds *SDSStatus) {
 	t.table(rows)
 	for _, d := range details {
 		t.p("%s", d)
+	}
+	if sds.ClientsNotListed > 0 {
+		t.p("  … and %s not listed (/status lists the oldest %d)", Plural(sds.ClientsNotListed, "more stream"), len(sds.Clients))
 	}
 }

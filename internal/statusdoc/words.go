@@ -2,9 +2,41 @@ package statusdoc
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
+
+// Printable escapes what a terminal would act on rather than show —
+// control characters (escape sequences, newlines, tabs), format
+// characters such as bidi overrides, invalid UTF-8 — as Go escapes
+// (\x1b, \n, \u202e), so that text a client chose (an SDS node id, a
+// NACK's detail) can neither forge lines nor restyle an operator's
+// terminal. Printable text is returned as is, without allocating.
+func Printable(s string) string {
+	if !strings.ContainsFunc(s, needsEscape) && utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case needsEscape(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+func needsEscape(r rune) bool { return r != ' ' && !unicode.IsPrint(r) }
 
 // RetryText says what a sink that failed does about it: "retrying
 // generation 7 since 2026-…Z, 4 attempts, next in 8s, last error: …".

@@ -1,0 +1,177 @@
+package sds
+
+import (
+	"cmp"
+	"context"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// What an allowed client can make the server hold. The allow-list says
+// who may fetch the keys, not how much memory they may take: without
+// these bounds one connection could open streams without end (grpc-go
+// sets no stream limit) and each stream could subscribe to 131,072 names,
+// and 80 such streams made a bridge of 52 MB grow to 1.6 GB. The bounds
+// are far above what Envoy uses: it opens one SDS stream per secret name
+// it needs (a handful, two per TLS context at most) on one connection, or
+// one ADS stream naming them all, and the bridge serves only a few names
+// (one per SVID and per trust domain, plus three). The per-peer totals
+// stay above the fan-out benchmark's 10,000 streams of two names each.
+const (
+	// DefaultMaxStreamsPerConnection is HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS:
+	// a client that opens more has them refused by gRPC (REFUSED_STREAM).
+	DefaultMaxStreamsPerConnection = 1024
+	// DefaultMaxStreamsPerPeer caps the SDS and ADS streams of one peer uid
+	// over all its connections; one more ends at once with ResourceExhausted.
+	DefaultMaxStreamsPerPeer = 16384
+	// DefaultMaxNamesPerStream caps one stream's subscription.
+	DefaultMaxNamesPerStream = 4096
+	// DefaultMaxNamesPerPeer and DefaultMaxNameBytesPerPeer cap the names
+	// all streams of one peer uid subscribe to (Delta initial versions
+	// included), by count and by bytes: a name may be as long as a request.
+	DefaultMaxNamesPerPeer     = 65536
+	DefaultMaxNameBytesPerPeer = 8 << 20
+	// maxRequestBytes is gRPC's limit on one request (its default is 4
+	// MiB). Envoy's first request, with its node and extension list, is
+	// tens of KiB; a request over the limit is refused by its length
+	// prefix before it is read. A 1.6 MB request of 131,072 names, decoded
+	// on 80 streams at once, took 900 MB.
+	maxRequestBytes = 1 << 20
+)
+
+// Bounds on client-chosen text the server keeps for /status while a
+// stream is open: longer text is cut and marked with its length.
+const (
+	maxStoredID      = 256  // node id, cluster, user agent
+	maxStoredText    = 1024 // a NACK's error detail
+	maxStoredVersion = 128  // versions and nonces a client names (the bridge's are ~20 bytes)
+)
+
+// clipMark is the most clipTo adds: "… (<20 digits> bytes)".
+const clipMark = len("… () bytes") + 20
+
+// limitLogEvery rate-limits the log line about streams refused over a
+// limit: a client must not flood the log either.
+const limitLogEvery = 10 * time.Second
+
+// limits are what one client may hold; zero fields take the defaults.
+type limits struct {
+	streamsPerConn   uint32
+	streamsPerPeer   int
+	namesPerStream   int
+	namesPerPeer     int
+	nameBytesPerPeer int
+}
+
+func (l limits) withDefaults() limits {
+	l.streamsPerConn = cmp.Or(l.streamsPerConn, DefaultMaxStreamsPerConnection)
+	l.streamsPerPeer = cmp.Or(l.streamsPerPeer, DefaultMaxStreamsPerPeer)
+	l.namesPerStream = cmp.Or(l.namesPerStream, DefaultMaxNamesPerStream)
+	l.namesPerPeer = cmp.Or(l.namesPerPeer, DefaultMaxNamesPerPeer)
+	l.nameBytesPerPeer = cmp.Or(l.nameBytesPerPeer, DefaultMaxNameBytesPerPeer)
+	return l
+}
+
+// peerUsage is what the streams of one peer uid hold; the tracker keeps
+// it under its lock.
+type peerUsage struct {
+	streams, names, nameBytes int
+}
+
+// held is what one stream counts against its peer.
+type held struct {
+	names, nameBytes int
+}
+
+// peerUID is the uid the kernel reported for the connection behind ctx;
+// only allowed peers reach a stream.
+func peerUID(ctx context.Context) uint32 {
+	if p, ok := peer.FromContext(ctx); ok {
+		if info, ok := p.AuthInfo.(peerInfo); ok {
+			return info.UID
+		}
+	}
+	return 0
+}
+
+// overLimit counts a refusal and logs it at most once per limitLogEvery.
+type overLimit struct {
+	count   atomic.Int64
+	lastLog atomic.Int64 // unix nanoseconds
+}
+
+// report counts one refusal and says whether to log it.
+func (o *overLimit) report(now time.Time) bool {
+	o.count.Add(1)
+	last := o.lastLog.Load()
+	if last != 0 && now.UnixNano()-last < int64(limitLogEvery) {
+		return false
+	}
+	return o.lastLog.CompareAndSwap(last, now.UnixNano())
+}
+
+func errTooManyStreams(uid uint32, max int) error {
+	return status.Errorf(codes.ResourceExhausted, "sds: peer uid %d holds %d streams, the most one peer may", uid, max)
+}
+
+func errTooManyNames(n, max int) error {
+	return status.Errorf(codes.ResourceExhausted, "sds: the stream subscribes to %d secret names, more than the %d allowed", n, max)
+}
+
+func errPeerNames(uid uint32, names, bytes int) error {
+	return status.Errorf(codes.ResourceExhausted,
+		"sds: the streams of peer uid %d would subscribe to %d secret names (%d bytes), more than one peer may", uid, names, bytes)
+}
+
+// clipTo bounds a client-chosen string the server keeps: longer text is
+// cut at n bytes (never inside a UTF-8 sequence) and marked with its
+// length. A short string is returned as is, without allocating, and so is
+// one no longer than a cut one (n plus its mark), so that a string is
+// never cut twice (a slimNode's id reaches the tracker).
+func clipTo(s string, n int) string {
+	if len(s) <= n+clipMark {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "… (" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// slimNode keeps of a client's node what the server uses (the id and
+// cluster for /status, what validationFor reads), each string bounded:
+// Envoy's node carries its extension list and any metadata, and a stream
+// keeps its node for as long as it is open.
+func slimNode(n *corev3.Node) *corev3.Node {
+	slim := &corev3.Node{Id: clipTo(n.GetId(), maxStoredID), Cluster: clipTo(n.GetCluster(), maxStoredID),
+		UserAgentName: clipTo(n.GetUserAgentName(), maxStoredID)}
+	if v := n.GetUserAgentBuildVersion().GetVersion(); v != nil {
+		slim.UserAgentVersionType = &corev3.Node_UserAgentBuildVersion{UserAgentBuildVersion: &corev3.BuildVersion{Version: v}}
+	}
+	if b, ok := metadataBool(n, DisableSPIFFECertValidationKey); ok {
+		slim.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{DisableSPIFFECertValidationKey: structpb.NewBoolValue(b)}}
+	}
+	return slim
+}
+
+// sameNode reports whether slimNode(n) would equal slim, without
+// building it: Envoy repeats its node on every request, ACKs included.
+func sameNode(slim, n *corev3.Node) bool {
+	if slim == nil || clipTo(n.GetId(), maxStoredID) != slim.GetId() || clipTo(n.GetCluster(), maxStoredID) != slim.GetCluster() ||
+		clipTo(n.GetUserAgentName(), maxStoredID) != slim.GetUserAgentName() {
+		return false
+	}
+	a, b := n.GetUserAgentBuildVersion().GetVersion(), slim.GetUserAgentBuildVersion().GetVersion()
+	if (a == nil) != (b == nil) || a.GetMajorNumber() != b.GetMajorNumber() || a.GetMinorNumber() != b.GetMinorNumber() ||
+		a.GetPatch() != b.GetPatch() {
+		return false
+	}
+	va, oka := metadataBool(n, DisableSPIFFECertValidationKey)
+	vb, okb := metadataBool(slim, DisableSPIFFECertValidationKey)
+	return va == vb && oka == okb
+}
