@@ -52,17 +52,19 @@ type Bridge struct {
 	once   bool
 	beside []func(ctx context.Context) error
 
-	src       *rotation.Source
-	sds       *sds.Server // nil when SDS is off
-	folders   []*filesink.Folder
-	runners   []*reload.Runner // one per folder, shared with its JWT files
-	jwt       *jwtfiles.Writer
-	admin     *admin.Server
-	adminLn   net.Listener // nil when admin is off
-	sup       *supervise.Supervisor
-	hups      <-chan os.Signal
-	observers sinkObservers
-	applied   chan struct{} // a sink has applied, or failed to (--once)
+	src     *rotation.Source
+	sds     *sds.Server // nil when SDS is off
+	folders []*filesink.Folder
+	// folderLocks are the folders' locks, in config order (see Lock).
+	folderLocks []*filesink.FolderLock
+	runners     []*reload.Runner // one per folder, shared with its JWT files
+	jwt         *jwtfiles.Writer
+	admin       *admin.Server
+	adminLn     net.Listener // nil when admin is off
+	sup         *supervise.Supervisor
+	hups        <-chan os.Signal
+	observers   sinkObservers
+	applied     chan struct{} // a sink has applied, or failed to (--once)
 
 	// release undoes New: locks, signal handlers, the admin listener.
 	release []func()
@@ -79,11 +81,12 @@ func New(ctx context.Context, o Options) (_ *Bridge, err error) {
 			b.close()
 		}
 	}()
-	unlock, err := Lock(o.Config)
+	unlock, folders, err := Lock(o.Config, o.Logger)
 	if err != nil {
 		return nil, err
 	}
 	b.release = append(b.release, unlock)
+	b.folderLocks = folders
 	// SIGHUP is caught before anything slow, so a HUP during start-up does
 	// not end the bridge either.
 	hups, stopHangup := catchHangup()
