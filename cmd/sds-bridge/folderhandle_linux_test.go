@@ -155,6 +155,13 @@ func TestAFullFolderVolumeAtStartStillServesSDSAndTheFolderCatchesUp(t *testing.
 	sock := filepath.Join(base, "sds.sock")
 	started := time.Now()
 	b := startBridgeProc(t, bin, base, "dev", "--dir", certs, "--svid-ttl", "10m", "--admin", "", "--sds-socket", sock)
+	// The client dials once the socket is there: gRPC's reconnect backoff
+	// (1 s and more) would otherwise be what is measured.
+	testkit.Eventually(t, "the SDS socket", func() bool {
+		b.requireRunning(t)
+		fi, err := os.Stat(sock)
+		return err == nil && fi.Mode()&os.ModeSocket != 0
+	})
 	client := sdsClient(t, sock)
 	testkit.Eventually(t, "SDS answering with the default secret", func() bool {
 		b.requireRunning(t)
