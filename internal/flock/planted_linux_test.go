@@ -160,3 +160,68 @@ func fill(t *testing.T, path string) {
 		}
 	}
 }
+
+// TestADirectoryPlantedAtTheLockNameIsSwappedOutAndRemoved: a directory
+// (with content) at the lock name is replaced by a lock file and removed
+// with what it held.
+func TestADirectoryPlantedAtTheLockNameIsSwappedOutAndRemoved(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "x.lock", "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Acquire(dir, "x.lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	requireOwnLockFile(t, filepath.Join(dir, "x.lock"))
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("the directory holds %v, want the lock file alone", entries)
+	}
+}
+
+// TestTwoBridgesRacingOverAPlantedLockFileNeverBothHoldIt: two takers
+// start together on another uid's lock file, 200 times; each time exactly
+// one holds the lock (the exchange tells the one that lost, which gives
+// the name back) and no temporary file is left behind. (Three or more
+// exchanging within the same instant can chain their exchanges; see
+// docs/security.md.)
+func TestTwoBridgesRacingOverAPlantedLockFileNeverBothHoldIt(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to plant a file of another uid")
+	}
+	for range 200 {
+		dir := t.TempDir()
+		planted := filepath.Join(dir, "x.lock")
+		if err := os.WriteFile(planted, []byte("1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(planted, planterID, planterID); err != nil {
+			t.Fatal(err)
+		}
+		const takers = 2
+		locks := make(chan *Lock, takers)
+		start := make(chan struct{})
+		for range takers {
+			go func() {
+				<-start
+				l, _ := Acquire(dir, "x.lock")
+				locks <- l
+			}()
+		}
+		close(start)
+		held := 0
+		for range takers {
+			if l := <-locks; l != nil {
+				held++
+				defer l.Release()
+			}
+		}
+		if held != 1 {
+			t.Fatalf("%d takers hold the lock, want exactly 1", held)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+			t.Fatalf("the directory holds %v after the race, want the lock file alone", entries)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package flock
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -22,9 +23,13 @@ func (d lockDir) replace() (_ *Lock, err error) {
 		}
 		return nil, fmt.Errorf("lock %s: %w", d.path, err)
 	}
+	if ownLockFile(&foreign) {
+		// Another taker put its lock file there since the caller looked:
+		// that one is judged as a lock, not replaced.
+		return nil, errChanged
+	}
 	what := describe(&foreign)
-	tmp := d.name + ".new-" + strconv.Itoa(os.Getpid())
-	_ = unix.Unlinkat(d.fd, tmp, 0) // a leftover of a process that had this pid
+	tmp := d.name + ".new-" + strconv.Itoa(os.Getpid()) + "-" + rand.Text()[:8]
 	fd, err := unix.Openat(d.fd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %s is there, and no lock file can be made to replace it: %w", d.path, what, err)
@@ -32,8 +37,8 @@ func (d lockDir) replace() (_ *Lock, err error) {
 	f := os.NewFile(uintptr(fd), d.path)
 	defer func() {
 		if err != nil {
-			f.Close()
 			d.removeIfSame(tmp, fd)
+			f.Close()
 		}
 	}()
 	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
