@@ -52,22 +52,23 @@ type Bridge struct {
 	once   bool
 	beside []func(ctx context.Context) error
 
-	src     *rotation.Source
-	sds     *sds.Server // nil when SDS is off
-	folders []*filesink.Folder
-	// folderLocks are the folders' locks, in config order (see Lock).
-	folderLocks []*filesink.FolderLock
-	runners     []*reload.Runner // one per folder, shared with its JWT files
-	jwt         *jwtfiles.Writer
-	admin       *admin.Server
-	adminLn     net.Listener // nil when admin is off
-	sup         *supervise.Supervisor
-	hups        <-chan os.Signal
-	observers   sinkObservers
-	applied     chan struct{} // a sink has applied, or failed to (--once)
+	src       *rotation.Source
+	sds       *sds.Server // nil when SDS is off
+	folders   []*filesink.Folder
+	runners   []*reload.Runner // one per folder, shared with its JWT files
+	jwt       *jwtfiles.Writer
+	admin     *admin.Server
+	adminLn   net.Listener // nil when admin is off
+	sup       *supervise.Supervisor
+	hups      <-chan os.Signal
+	observers sinkObservers
+	applied   chan struct{} // a sink has applied, or failed to (--once)
 
 	// release undoes New: locks, signal handlers, the admin listener.
 	release []func()
+
+	// folderLocks are the folders' locks, in config order (see Lock).
+	folderLocks []*filesink.FolderLock
 }
 
 // New takes what the bridge owns (Lock), then builds the graph: SDS
