@@ -99,6 +99,12 @@ type Owner = atomicfile.Owner
 type Config struct {
 	// Dir is the absolute path of the folder; it is created (0755) if missing.
 	Dir string
+	// Lock, if set, is the folder's lock (LockFolder on Dir): the folder
+	// writes the very directory that was locked. Without it the directory
+	// found at the first Prepare is held instead. Either way a swap is
+	// refused (ErrFolderReplaced) while Dir names another directory. The
+	// caller releases it once the Folder is no longer used.
+	Lock *FolderLock
 	// AllowWorldWritableDir lets Dir be writable by every user. By default
 	// such a folder is refused: anyone could plant links or files at the
 	// names consumers open, or remove the set.
@@ -165,6 +171,12 @@ type Folder struct {
 	// logged once rather than on every rotation.
 	unmakeable, foreign map[string]bool
 
+	// root (guarded by mu) is the folder's directory, held from the first
+	// Prepare (or from LockFolder) on; prepared says that its start-up
+	// clean-up has run, and warned that its parents have been checked.
+	root             *os.Root
+	prepared, warned bool
+
 	// hooks is nil outside tests: a per-Folder seam, so tests that fail or
 	// race a swap can still run in parallel.
 	hooks *hooks
@@ -192,6 +204,9 @@ func New(cfg Config) (*Folder, error) {
 		},
 		unmakeable: map[string]bool{},
 		foreign:    map[string]bool{},
+	}
+	if cfg.Lock != nil {
+		f.root = cfg.Lock.root
 	}
 	f.log = cfg.Logger.With("sink", f.Name())
 	return f, nil
@@ -414,12 +429,18 @@ func (reloadActionError) Error() string {
 }
 func (reloadActionError) Unwrap() error { return rotation.ErrUpdateInPlace }
 
-// swapInFolder opens the folder for one swap.
+// swapInFolder opens the folder for one swap, after its start-up
+// clean-up if that could not finish at start (a full or read-only disk):
+// the failed Apply is then retried like any other.
 func (f *Folder) swapInFolder(set *fileSet, generation uint64, now time.Time) (string, error) {
 	root, err := f.openFolder()
 	if err != nil {
 		return "", err
 	}
-	defer root.Close()
+	if !f.prepared {
+		if err := f.prepare(root, now); err != nil {
+			return "", err
+		}
+	}
 	return f.swap(root, set, generation, now)
 }

@@ -24,7 +24,11 @@ import (
 //   - every other generation directory and leftover temporary link.
 //
 // Each removed file is logged with the reason. Valid leftovers stay: they
-// are correct material, and the first Update replaces them.
+// are correct material, and the first Update replaces them. A clean-up
+// the disk did not let finish is marked ErrNotPrepared: the first Apply
+// runs it again. The folder's directory is held from here on (see
+// Config.Lock), and a directory above it that another uid can write is
+// warned about once.
 func (f *Folder) Prepare(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -35,9 +39,32 @@ func (f *Folder) Prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer root.Close()
+	if !f.warned {
+		f.warned = true
+		f.warnWritableParents()
+	}
+	if err := f.prepare(root, f.cfg.Now()); err != nil {
+		return &notPreparedError{err}
+	}
+	return nil
+}
+
+// ErrNotPrepared marks a Prepare that failed on the disk (full, read-only,
+// out of descriptors) rather than on the folder itself: the folder is not
+// refused. Its clean-up runs again before the first swap, and a failure
+// there fails that Apply, which is retried as any failed Apply is; nothing
+// is reported ready meanwhile.
+var ErrNotPrepared = errors.New("the folder's start-up clean-up did not finish")
+
+// notPreparedError is a clean-up failure, marked ErrNotPrepared.
+type notPreparedError struct{ err error }
+
+func (e *notPreparedError) Error() string   { return e.err.Error() }
+func (e *notPreparedError) Unwrap() []error { return []error{e.err, ErrNotPrepared} }
+
+// prepare is Prepare's clean-up through the folder's handle.
+func (f *Folder) prepare(root *os.Root, now time.Time) error {
 	dir := f.cfg.Dir
-	now := f.cfg.Now()
 	if err := f.removeTempLinks(root); err != nil {
 		return err
 	}
@@ -61,6 +88,7 @@ func (f *Folder) Prepare(ctx context.Context) error {
 		f.log.Info("filesink: kept valid material from before the start",
 			"spiffe_id", m.SPIFFEID, "serial", m.Serial, "not_after", m.NotAfter, "generation", m.Generation)
 	}
+	f.prepared = true
 	return nil
 }
 

@@ -66,6 +66,9 @@ type Bridge struct {
 
 	// release undoes New: locks, signal handlers, the admin listener.
 	release []func()
+
+	// folderLocks are the folders' locks, in config order (see Lock).
+	folderLocks []*filesink.FolderLock
 }
 
 // New takes what the bridge owns (Lock), then builds the graph: SDS
@@ -79,11 +82,12 @@ func New(ctx context.Context, o Options) (_ *Bridge, err error) {
 			b.close()
 		}
 	}()
-	unlock, err := Lock(o.Config)
+	unlock, folders, err := Lock(o.Config, o.Logger)
 	if err != nil {
 		return nil, err
 	}
 	b.release = append(b.release, unlock)
+	b.folderLocks = folders
 	// SIGHUP is caught before anything slow, so a HUP during start-up does
 	// not end the bridge either.
 	hups, stopHangup := catchHangup()

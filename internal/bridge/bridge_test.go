@@ -55,7 +55,7 @@ func TestNewGivesBackWhatItTookWhenItFails(t *testing.T) {
 	if _, err := New(t.Context(), Options{Config: cfg, Logger: testkit.Logger(t)}); err == nil || !strings.Contains(err.Error(), "admin.listen") {
 		t.Fatalf("New with a busy admin port = %v, want an admin.listen error", err)
 	}
-	release, err := Lock(cfg)
+	release, _, err := Lock(cfg, testkit.Logger(t))
 	if err != nil {
 		t.Fatalf("the failed New kept a lock: %v", err)
 	}

@@ -35,7 +35,7 @@ func (b *Bridge) buildSinks(ctx context.Context) ([]rotation.Sink, error) {
 		sinks = append(sinks, srv)
 	}
 	for i, f := range b.cfg.Files {
-		folder, runner, err := newFolder(ctx, f, b.log, b.once)
+		folder, runner, err := newFolder(ctx, f, b.folderLocks[i], b.log, b.once)
 		if err != nil {
 			return nil, fmt.Errorf("files[%d]: %w", i, err)
 		}
@@ -46,9 +46,12 @@ func (b *Bridge) buildSinks(ctx context.Context) ([]rotation.Sink, error) {
 	return sinks, nil
 }
 
-// newFolder is one prepared credential folder and its one reload runner,
-// which the folder's JWT writer shares.
-func newFolder(ctx context.Context, f config.Folder, log *slog.Logger, once bool) (*filesink.Folder, *reload.Runner, error) {
+// newFolder is one prepared credential folder, writing the directory
+// locked as lock, and its one reload runner, which the folder's JWT writer
+// shares. A clean-up the disk does not let finish (full, read-only) does
+// not stop the bridge: SDS must serve all the same, and the folder's first
+// Apply runs the clean-up again, retried until it can.
+func newFolder(ctx context.Context, f config.Folder, lock *filesink.FolderLock, log *slog.Logger, once bool) (*filesink.Folder, *reload.Runner, error) {
 	rc := f.ReloadConfig(once)
 	rc.Logger = log.With("component", "reload", "dir", f.Dir)
 	runner, err := reload.New(rc)
@@ -57,12 +60,17 @@ func newFolder(ctx context.Context, f config.Folder, log *slog.Logger, once bool
 	}
 	fc := f.FileSinkConfig()
 	fc.Reload = runner
+	fc.Lock = lock
 	fc.Logger = log.With("component", "files", "dir", f.Dir)
 	folder, err := filesink.New(fc)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := folder.Prepare(ctx); err != nil {
+	switch err := folder.Prepare(ctx); {
+	case errors.Is(err, filesink.ErrNotPrepared):
+		fc.Logger.Error("the folder's start-up clean-up could not finish; the bridge starts all the same and retries it before the first swap",
+			"err", err)
+	case err != nil:
 		return nil, nil, err
 	}
 	return folder, runner, nil
