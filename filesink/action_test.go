@@ -189,14 +189,12 @@ func TestAHungReloadActionNeverHoldsBackASwap(t *testing.T) {
 	c := newCA(t, "example.org")
 	a := &hangingAction{started: make(chan uint64, 8), release: make(chan struct{})}
 	f, _ := newFolder(t, Config{Reload: newRunner(t, reload.Config{Actions: []reload.Action{a}, Attempts: 1})})
-	if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
-		t.Fatal(err)
-	}
-	<-a.started
-
 	applied := make(chan error, 1)
 	go func() {
-		for gen := uint64(2); gen <= 4; gen++ {
+		for gen := uint64(1); gen <= 4; gen++ {
+			if gen == 2 {
+				<-a.started // the action hangs on generation 1
+			}
 			if err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
 				applied <- err
 				return
@@ -212,7 +210,7 @@ func TestAHungReloadActionNeverHoldsBackASwap(t *testing.T) {
 	case <-time.After(testkit.Timeout):
 		close(a.release)
 		<-applied
-		t.Fatalf("three swaps still not done after %s: they wait for the hung reload action", testkit.Timeout)
+		t.Fatalf("four swaps still not done after %s: they wait for the hung reload action", testkit.Timeout)
 	}
 	if m, err := folderstate.Inspect(f.InspectConfig(0)); err != nil || m.Generation != 4 {
 		t.Errorf("with the action hung the folder holds %+v, %v; want generation 4", m, err)
