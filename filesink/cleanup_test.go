@@ -45,13 +45,7 @@ func TestAStableNameThatCannotBeMadeIsReportedOnceAndTheSetStillReloads(t *testi
 	if err := f.Prepare(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	occupied := filepath.Join(f.Dir(), DefaultBundleFileName)
-	if err := os.Mkdir(occupied, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(occupied, "mine"), []byte("an operator's"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	occupied := plantDir(t, filepath.Join(f.Dir(), DefaultBundleFileName))
 
 	const applies = 6
 	for gen := uint64(1); gen <= applies; gen++ {
@@ -99,6 +93,19 @@ func TestAStableNameThatCannotBeMadeIsReportedOnceAndTheSetStillReloads(t *testi
 	if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != applies+1 {
 		t.Errorf("Inspect = %+v, %v; want generation %d", m, err, applies+1)
 	}
+}
+
+// plantDir makes a directory at path holding a file "mine", as an
+// operator's, and returns path.
+func plantDir(t *testing.T, path string) string {
+	t.Helper()
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(path, "mine"), []byte("an operator's"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // actionGenerations are the generations a scriptedAction ran for.

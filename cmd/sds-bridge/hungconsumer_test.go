@@ -64,38 +64,8 @@ func silentServer(t *testing.T) string {
 // SVID's issue time).
 func TestAHungPostgreSQLNeverLeavesExpiredCertificatesOnDisk(t *testing.T) {
 	t.Parallel()
-	bin := buildBridge(t)
-	work := testkit.ShortDir(t)
-	certs := filepath.Join(work, "certs")
-	admin := freeAddr(t)
 	const ttl = 2 * time.Second
-	cfg := filepath.Join(work, "bridge.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
-sds:
-  socket: %s
-files:
-  - dir: %s
-    on_rotate:
-      - postgres:
-          dsn: "postgres://bridge@%s/postgres?sslmode=disable"
-admin:
-  listen: %s
-`, filepath.Join(work, "sds.sock"), certs, silentServer(t), admin)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "dev", "--config", cfg, "--svid-ttl", ttl.String())
-	var stderr testkit.LogBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("bridge log:\n%s", &stderr)
-		}
-	})
+	bin, certs, admin, stderr := startWithHungPostgres(t, ttl)
 
 	const generations = 12
 	seen := map[uint64]time.Time{}
@@ -161,6 +131,46 @@ func swapLags(log string) (swapped int, lags []time.Duration) {
 		}
 	}
 	return swapped, lags
+}
+
+// startWithHungPostgres starts the bridge binary in dev mode with SVIDs of
+// ttl and one folder whose postgres action meets a server that never
+// answers; it returns the binary, the folder, the admin address and the
+// bridge's log.
+func startWithHungPostgres(t *testing.T, ttl time.Duration) (bin, certs, admin string, stderr *testkit.LogBuffer) {
+	t.Helper()
+	bin = buildBridge(t)
+	work := testkit.ShortDir(t)
+	certs = filepath.Join(work, "certs")
+	admin = freeAddr(t)
+	cfg := filepath.Join(work, "bridge.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
+sds:
+  socket: %s
+files:
+  - dir: %s
+    on_rotate:
+      - postgres:
+          dsn: "postgres://bridge@%s/postgres?sslmode=disable"
+admin:
+  listen: %s
+`, filepath.Join(work, "sds.sock"), certs, silentServer(t), admin)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "dev", "--config", cfg, "--svid-ttl", ttl.String())
+	stderr = &testkit.LogBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("bridge log:\n%s", stderr)
+		}
+	})
+	return bin, certs, admin, stderr
 }
 
 // postgresRunning reports whether /status shows the postgres action
