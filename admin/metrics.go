@@ -37,6 +37,8 @@ var (
 
 	descWriteFailures  = desc("file_write_failures_total", "Updates a credential folder refused or failed to write; the consumers keep the previous set.", "folder")
 	descActionFailures = desc("reload_action_failures_total", "Failed reload action attempts per folder and action (each is retried with backoff).", "folder", "action")
+	descActionRunning  = desc("reload_action_running_seconds", "How long the reload action has been running for its current generation; 0 when it is not running. Swaps go on meanwhile: a consumer that hangs shows here.", "folder", "action")
+	descReloadPending  = desc("reload_pending_generation", "The generation swapped in whose reload actions wait for a running one to end; 0 when none waits.", "folder")
 
 	descJWTExpiry   = desc("jwt_svid_expiry_timestamp_seconds", "Expiry (exp claim) of the JWT-SVID each file holds, in Unix seconds; absent before the first token.", "folder", "file")
 	descJWTFailures = desc("jwt_refresh_failures_total", "Failed JWT-SVID fetches or writes per file (each is retried with backoff; the file keeps its last token).", "folder", "file")
@@ -51,7 +53,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		descBuildInfo, descReady, descRotations, descGen, descRefused, descWatchErrs, descNotAfter,
 		descSinkGen, descSinkFailures, descSinkRetries, descStreams, descPushes, descNACKs, descAckedCurrent, descRefusedPeers,
 		descConnsOpen, descConnsOverCap, descReconnects, descStreamsOverLimit,
-		descWriteFailures, descActionFailures, descJWTExpiry, descJWTFailures,
+		descWriteFailures, descActionFailures, descActionRunning, descReloadPending, descJWTExpiry, descJWTFailures,
 	} {
 		ch <- d
 	}
@@ -136,21 +138,28 @@ func (s *Server) collectSDS(ch chan<- prometheus.Metric, gen uint64) {
 }
 
 func (s *Server) collectFolders(ch chan<- prometheus.Metric) {
+	now := s.cfg.Now()
 	for _, f := range s.cfg.Folders {
 		st := f.Stats()
 		counter(ch, descWriteFailures, float64(st.WriteFailures), f.Dir())
 		// Two actions may share a name (the same program twice): one
 		// series each name, summed, as a scrape must not repeat a series.
 		failures := map[string]uint64{}
+		running := map[string]float64{}
 		var names []string
 		for _, a := range st.Actions {
 			if _, seen := failures[a.Action]; !seen {
 				names = append(names, a.Action)
 			}
 			failures[a.Action] += a.Failures
+			if a.Running() {
+				running[a.Action] = max(running[a.Action], now.Sub(a.RunningSince).Seconds())
+			}
 		}
 		for _, name := range names {
 			counter(ch, descActionFailures, float64(failures[name]), f.Dir(), name)
+			gauge(ch, descActionRunning, running[name], f.Dir(), name)
 		}
+		gauge(ch, descReloadPending, float64(st.ReloadPending), f.Dir())
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
 
@@ -24,11 +25,11 @@ func TestNoServerToReloadKeepsTheBridgeReady(t *testing.T) {
 	pidFile, failFlag := filepath.Join(aside, "postmaster.pid"), filepath.Join(aside, "fail")
 	signal := reload.SignalAction{PIDFile: pidFile}
 	refusing := reload.ExecAction{Command: []string{"/bin/sh", "-c", `test ! -e "$0"`, failFlag}}
-	b := startBridge(t, bridgeOptions{folders: []filesink.Config{{
-		Dir: dir, Reload: newRunner(t, reload.Config{Actions: []reload.Action{signal, refusing}, Attempts: 2, Backoff: time.Millisecond}),
-	}}})
+	runner := newRunner(t, reload.Config{Actions: []reload.Action{signal, refusing}, Attempts: 2, Backoff: time.Millisecond})
+	b := startBridge(t, bridgeOptions{folders: []filesink.Config{{Dir: dir, Reload: runner}}})
 	b.push(time.Hour)
 	b.waitSinks(1, nil)
+	testkit.Eventually(t, "both actions run", func() bool { return runner.Stats()[1].Generation == 1 })
 	b.expectReadyz(http.StatusOK, "ready: generation 1")
 
 	st := b.status()

@@ -16,8 +16,12 @@ import (
 // Status is the JSON document of /status (internal/statusdoc).
 type Status = statusdoc.Status
 
-func actionStatus(a reload.ActionStats) statusdoc.ActionStatus {
+func actionStatus(a reload.ActionStats, now time.Time) statusdoc.ActionStatus {
 	st := statusdoc.ActionStatus{Action: a.Action, Generation: a.Generation, Attempts: a.Attempts, At: a.At, Failures: a.Failures}
+	if a.Running() {
+		st.Running, st.RunningGeneration, st.RunningSince = true, a.RunningGeneration, a.RunningSince
+		st.RunningSeconds = now.Sub(a.RunningSince).Seconds()
+	}
 	switch {
 	case a.Generation == 0:
 		st.State = statusdoc.ActionNotRun
@@ -110,8 +114,9 @@ func folderStatus(f Folder, checked folderCheck, now time.Time) statusdoc.Folder
 	fst := f.Stats()
 	fs.WriteFailures, fs.LastWriteError = fst.WriteFailures, errText(fst.LastWriteErr)
 	for _, a := range fst.Actions {
-		fs.Actions = append(fs.Actions, actionStatus(a))
+		fs.Actions = append(fs.Actions, actionStatus(a, now))
 	}
+	fs.ReloadPending = fst.ReloadPending
 	return fs
 }
 

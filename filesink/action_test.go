@@ -2,7 +2,6 @@ package filesink
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
 
@@ -51,10 +51,21 @@ func (a *scriptedAction) Run(ctx context.Context, e reload.Event) error {
 	return nil
 }
 
+// waitActions waits until the folder's reload actions have run for every
+// generation handed to them.
+func waitActions(t *testing.T, f *Folder) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), testkit.Timeout)
+	defer cancel()
+	if err := f.cfg.Reload.Wait(ctx); err != nil {
+		t.Fatalf("reload actions still running after %s: %v", testkit.Timeout, err)
+	}
+}
+
 // The folder's runner runs after the swap is durable, with the swapped
-// set's identity in its event; its failures mark Apply's error
-// ErrReloadAction and leave the new generation in place; a failed write
-// runs nothing.
+// set's identity in its event; its failures leave the new generation in
+// place and show in Stats, not in Apply's result (the swap went well); a
+// failed write runs nothing.
 func TestActionsRunAfterSwapWithRetries(t *testing.T) {
 	c := newCA(t, "example.org")
 	svid := c.issue(t, ca.SVIDOptions{})
@@ -76,6 +87,7 @@ func TestActionsRunAfterSwapWithRetries(t *testing.T) {
 		if err := f.Apply(t.Context(), update(5, svid, c.Bundle())); err != nil {
 			t.Fatal(err)
 		}
+		waitActions(t, f)
 		if want := []string{"first", "first", "first", "second"}; !slices.Equal(order, want) {
 			t.Errorf("calls = %v, want %v", order, want)
 		}
@@ -92,15 +104,19 @@ func TestActionsRunAfterSwapWithRetries(t *testing.T) {
 		broken := &scriptedAction{name: "broken", failures: 100}
 		next := &scriptedAction{name: "next"}
 		f, _ := newFolder(t, Config{Reload: newRunner(t, reload.Config{Actions: []reload.Action{broken, next}, Attempts: 2, Backoff: time.Millisecond})})
-		err := f.Apply(t.Context(), update(8, svid, c.Bundle()))
-		if err == nil || !strings.Contains(err.Error(), "broken: failure 2") || !strings.Contains(err.Error(), "gave up after 2 attempts") {
-			t.Fatalf("Apply() error = %v, want the last failure of broken", err)
+		if err := f.Apply(t.Context(), update(8, svid, c.Bundle())); err != nil {
+			t.Fatalf("Apply() = %v: the swap went well, an action's failure is not the swap's", err)
 		}
-		if !errors.Is(err, ErrReloadAction) {
-			t.Errorf("Apply() error = %v, want it marked ErrReloadAction", err)
-		}
+		waitActions(t, f)
 		if broken.calls != 2 || next.calls != 1 {
 			t.Errorf("calls: broken %d, next %d; want 2 and 1", broken.calls, next.calls)
+		}
+		st := f.Stats()
+		if a := st.Actions[0]; !a.Failed() || a.Generation != 8 || a.Attempts != 2 || !strings.Contains(a.Err.Error(), "broken: failure 2") {
+			t.Errorf("broken's stats = %+v, want failed for generation 8 after 2 attempts", a)
+		}
+		if st.WriteFailures != 0 {
+			t.Errorf("an action's failure counted as a write failure: %+v", st)
 		}
 		if m, err := folderstate.Inspect(f.InspectConfig(0)); err != nil || m.Generation != 8 {
 			t.Errorf("after a failed action Inspect = %+v, %v; want generation 8 in place", m, err)
@@ -117,9 +133,101 @@ func TestActionsRunAfterSwapWithRetries(t *testing.T) {
 		if err := f.Apply(t.Context(), update(1, svid, c.Bundle())); err == nil {
 			t.Fatal("Apply() succeeded with a regular file where the folder's parent should be")
 		}
+		waitActions(t, f)
 		if a.calls != 0 {
 			t.Errorf("action ran %d times after a failed write", a.calls)
 		}
 	})
+}
 
+// hangingAction blocks every run until release is closed (or its context
+// ends), as a reload against a PostgreSQL that accepts connections and
+// never answers does; it records the generations it was run for and how
+// many runs overlapped.
+type hangingAction struct {
+	started chan uint64
+	release chan struct{}
+
+	mu          sync.Mutex
+	generations []uint64
+	running     int
+	most        int
+}
+
+func (a *hangingAction) Name() string { return "hanging" }
+
+func (a *hangingAction) Run(ctx context.Context, e reload.Event) error {
+	a.mu.Lock()
+	a.generations = append(a.generations, e.Generation)
+	a.running++
+	a.most = max(a.most, a.running)
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.running--
+		a.mu.Unlock()
+	}()
+	a.started <- e.Generation
+	select {
+	case <-a.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestAHungReloadActionNeverHoldsBackASwap (issue 19, fault 1): while the
+// folder's reload action hangs, every further Apply swaps its set in at
+// once, the running action and the generation waiting for it show in
+// Stats, and once the action returns the newest generation alone is
+// reloaded (the ones in between are skipped), never two runs at once.
+// Before, Apply ran the actions inline, so the second Apply waited for
+// the hung consumer and the folder kept an old set (expired, with short
+// SVIDs).
+func TestAHungReloadActionNeverHoldsBackASwap(t *testing.T) {
+	t.Parallel()
+	c := newCA(t, "example.org")
+	a := &hangingAction{started: make(chan uint64, 8), release: make(chan struct{})}
+	f, _ := newFolder(t, Config{Reload: newRunner(t, reload.Config{Actions: []reload.Action{a}, Attempts: 1})})
+	applied := make(chan error, 1)
+	go func() {
+		for gen := uint64(1); gen <= 4; gen++ {
+			if gen == 2 {
+				<-a.started // the action hangs on generation 1
+			}
+			if err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+				applied <- err
+				return
+			}
+		}
+		applied <- nil
+	}()
+	select {
+	case err := <-applied:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(testkit.Timeout):
+		close(a.release)
+		<-applied
+		t.Fatalf("four swaps still not done after %s: they wait for the hung reload action", testkit.Timeout)
+	}
+	if m, err := folderstate.Inspect(f.InspectConfig(0)); err != nil || m.Generation != 4 {
+		t.Errorf("with the action hung the folder holds %+v, %v; want generation 4", m, err)
+	}
+	st := f.Stats()
+	if r := st.Actions[0]; !r.Running() || r.RunningGeneration != 1 || st.ReloadPending != 4 {
+		t.Errorf("Stats while the action hangs = %+v, want it running for generation 1 and generation 4 pending", st)
+	}
+
+	close(a.release)
+	waitActions(t, f)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !slices.Equal(a.generations, []uint64{1, 4}) || a.most != 1 {
+		t.Errorf("the action ran for generations %v, at most %d at once; want [1 4], one at a time", a.generations, a.most)
+	}
+	if st := f.Stats(); st.Actions[0].Running() || st.ReloadPending != 0 || st.Actions[0].Generation != 4 {
+		t.Errorf("Stats after the action returned = %+v, want it done for generation 4, nothing pending", st)
+	}
 }

@@ -1,6 +1,7 @@
 package filesink
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/reload"
+	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
 // generationDirsIn lists the names in dir that the bridge's generation
@@ -24,42 +27,51 @@ func generationDirsIn(t *testing.T, dir string) []string {
 	return gens
 }
 
-// TestAStableNameThatCannotBeMadeIsReportedOnceAndGenerationsDoNotPileUp
-// occupies a stable name with a directory, so every swap fails after
-// ..data has moved: old generations are still removed (at most the current
-// and the previous one remain, not one more per rotation), every failure
-// is returned so the sink counts it, and the name is logged once, not on
-// every rotation.
-func TestAStableNameThatCannotBeMadeIsReportedOnceAndGenerationsDoNotPileUp(t *testing.T) {
+// TestAStableNameThatCannotBeMadeIsReportedOnceAndTheSetStillReloads
+// occupies a stable name with a directory, so every swap meets it after
+// ..data has moved: the set is then in place. Each Apply reports it
+// (an error naming the file, marked ErrStableName, an update in place
+// that is not swapped again, and a write failure in Stats), the
+// folder's reload actions still run for every generation (issue 19,
+// fault 2: before, Apply returned before them, so PostgreSQL was never
+// told, and the error made the deliverer swap the same set in again every
+// few seconds), old generations do not pile up and the name is logged
+// once, not on every rotation.
+func TestAStableNameThatCannotBeMadeIsReportedOnceAndTheSetStillReloads(t *testing.T) {
 	t.Parallel()
 	c := newCA(t, "example.org")
-	f, logs := newFolder(t, Config{})
+	action := &scriptedAction{name: "reload"}
+	f, logs := newFolder(t, Config{Reload: newRunner(t, reload.Config{Actions: []reload.Action{action}})})
 	if err := f.Prepare(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	occupied := filepath.Join(f.Dir(), DefaultCertFileName)
-	if err := os.Mkdir(occupied, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(occupied, "mine"), []byte("an operator's"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	occupied := plantDir(t, filepath.Join(f.Dir(), DefaultBundleFileName))
 
 	const applies = 6
 	for gen := uint64(1); gen <= applies; gen++ {
 		err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle()))
-		if err == nil || !strings.HasPrefix(err.Error(), "filesink: ") || !strings.Contains(err.Error(), DefaultCertFileName) {
-			t.Fatalf("Apply %d = %v, want an error naming %s", gen, err, DefaultCertFileName)
+		if err == nil || !strings.HasPrefix(err.Error(), "filesink: ") || !strings.Contains(err.Error(), DefaultBundleFileName) {
+			t.Fatalf("Apply %d = %v, want an error naming %s", gen, err, DefaultBundleFileName)
+		}
+		if !errors.Is(err, ErrStableName) || !errors.Is(err, rotation.ErrUpdateInPlace) {
+			t.Fatalf("Apply %d = %v, want it marked ErrStableName, an update in place (not swapped again)", gen, err)
+		}
+		waitActions(t, f)
+		if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != gen {
+			t.Fatalf("after Apply %d ..data holds %+v, %v; want generation %d in place", gen, m, err, gen)
 		}
 	}
+	if got := actionGenerations(action); !slices.Equal(got, []uint64{1, 2, 3, 4, 5, 6}) {
+		t.Errorf("the reload action ran for generations %v, want every one of 1..%d", got, applies)
+	}
 	if gens := generationDirsIn(t, f.Dir()); len(gens) > 2 {
-		t.Errorf("after %d failed swaps %d generation directories remain, want at most 2: %v", applies, len(gens), gens)
+		t.Errorf("after %d swaps %d generation directories remain, want at most 2: %v", applies, len(gens), gens)
 	}
 	if n := strings.Count(logs.String(), "stable name cannot be made"); n != 1 {
 		t.Errorf("the unmakeable name was logged %d times in %d swaps, want once:\n%s", n, applies, logs)
 	}
-	if st := f.Stats(); st.WriteFailures != applies {
-		t.Errorf("Stats = %+v, want %d write failures", st, applies)
+	if st := f.Stats(); st.WriteFailures != applies || st.LastWriteErr == nil {
+		t.Errorf("Stats = %+v, want %d write failures, the last one's error", st, applies)
 	}
 	if b, err := os.ReadFile(filepath.Join(occupied, "mine")); err != nil || string(b) != "an operator's" {
 		t.Errorf("the directory at the stable name was changed: %q, %v", b, err)
@@ -77,9 +89,34 @@ func TestAStableNameThatCannotBeMadeIsReportedOnceAndGenerationsDoNotPileUp(t *t
 	if err := f.Apply(t.Context(), update(applies+1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatalf("Apply once the name is free: %v", err)
 	}
+	waitActions(t, f)
 	if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != applies+1 {
 		t.Errorf("Inspect = %+v, %v; want generation %d", m, err, applies+1)
 	}
+}
+
+// plantDir makes a directory at path holding a file "mine", as an
+// operator's, and returns path.
+func plantDir(t *testing.T, path string) string {
+	t.Helper()
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(path, "mine"), []byte("an operator's"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// actionGenerations are the generations a scriptedAction ran for.
+func actionGenerations(a *scriptedAction) []uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var gens []uint64
+	for _, e := range a.events {
+		gens = append(gens, e.Generation)
+	}
+	return gens
 }
 
 // TestOnlyTheBridgesOwnNamesAreRemoved puts into a folder what users and

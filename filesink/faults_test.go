@@ -69,6 +69,7 @@ func TestDiskFaults(t *testing.T) {
 			if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
 				t.Fatal(err)
 			}
+			waitActions(t, f)
 			before, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
 			if err != nil {
 				t.Fatal(err)
@@ -80,6 +81,7 @@ func TestDiskFaults(t *testing.T) {
 			if !errors.Is(err, tt.errno) || !strings.HasPrefix(err.Error(), "filesink: ") {
 				t.Fatalf("Apply = %v, want %v", err, tt.errno)
 			}
+			waitActions(t, f)
 			after, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
 			if err != nil || after.Serial != before.Serial || after.Generation != 1 {
 				t.Fatalf("after the fault: %+v, %v; want generation 1 (serial %s) kept", after, err, before.Serial)
@@ -98,6 +100,7 @@ func TestDiskFaults(t *testing.T) {
 			if err := f.Apply(t.Context(), update(3, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
 				t.Fatalf("Apply after the fault: %v", err)
 			}
+			waitActions(t, f)
 			if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != 3 {
 				t.Errorf("after recovery: %+v, %v; want generation 3", m, err)
 			}

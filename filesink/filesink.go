@@ -15,8 +15,10 @@
 // previous generation directory is kept until the next swap so such a
 // reader can finish.
 //
-// The folder's reload.Runner, if any, runs after the swap is durable;
-// Stats counts write failures and reports the runner's actions. Prepare
+// The folder's reload.Runner, if any, runs after the swap is durable, on
+// its own goroutine: a consumer that hangs never holds back the next swap.
+// Swaps are paced (Config.MinSwapInterval); Stats counts write failures
+// and reports the runner's actions. Prepare
 // removes stale leftovers (expired, not yet valid, mismatched or
 // unverifiable material, old generations) at start-up, as folderstate, the
 // reader behind `wait`, `check` and readiness, judges them.
@@ -75,6 +77,14 @@ const (
 	// LockFileName is the lock file (internal/flock) that makes a folder
 	// belong to one running bridge; taken before Prepare touches anything.
 	LockFileName = "..sds-bridge.lock"
+
+	// DefaultMinSwapInterval is Config.MinSwapInterval's default: a
+	// consumer is reloaded at most once a second, whatever the agent
+	// sends; SPIRE rotates every few minutes at the shortest.
+	DefaultMinSwapInterval = time.Second
+	// MaxMinSwapInterval bounds Config.MinSwapInterval: a new set must
+	// never wait long for its swap.
+	MaxMinSwapInterval = time.Minute
 
 	generationDirMode = os.FileMode(0o755)
 	folderMode        = os.FileMode(0o755)
@@ -145,9 +155,17 @@ type Config struct {
 	// Owner, if set, is chowned onto files and generation directories.
 	Owner *Owner
 	// Reload, if set, runs the folder's reload actions after every swap,
-	// once the files are durable (an EventX509). The folder's JWT writer
-	// shares it, so the two never reload a consumer at the same time.
+	// once the files are durable (an EventX509), beside the swaps: Apply
+	// hands the event over (reload.Runner.Submit) and does not wait for a
+	// consumer. The folder's JWT writer shares it, so the two never reload
+	// a consumer at the same time.
 	Reload *reload.Runner
+	// MinSwapInterval is the least time between two swaps (and so between
+	// two reloads of the consumer) of this folder; default
+	// DefaultMinSwapInterval. Updates that come faster (an agent flapping
+	// between two SVIDs) are coalesced: the newest wins and is swapped in
+	// at most this long after the previous swap. See MinApplyInterval.
+	MinSwapInterval time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Now defaults to time.Now; tests move the clock.
@@ -182,7 +200,10 @@ type Folder struct {
 	hooks *hooks
 }
 
-var _ rotation.Sink = (*Folder)(nil)
+var (
+	_ rotation.Sink  = (*Folder)(nil)
+	_ rotation.Paced = (*Folder)(nil)
+)
 
 // New applies defaults to cfg, validates it and returns the folder. It does
 // not touch the disk; call Prepare before the first Apply.
@@ -232,6 +253,7 @@ func (c Config) WithDefaults() Config {
 	if c.KeyMode == 0 {
 		c.KeyMode = DefaultKeyMode
 	}
+	c.MinSwapInterval = cmp.Or(c.MinSwapInterval, DefaultMinSwapInterval)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -267,6 +289,10 @@ func (c Config) Validate() error {
 	}
 	if err := rotation.CheckSVIDChoice(c.SVID); err != nil {
 		errs.Add("svid", "%q: %v", c.SVID, err)
+	}
+	if c.MinSwapInterval < 0 || c.MinSwapInterval > MaxMinSwapInterval {
+		errs.Add("min_swap_interval", "%s must be at most %s and not negative (unset is %s): a newer set waits up to this long for its swap",
+			c.MinSwapInterval, MaxMinSwapInterval, DefaultMinSwapInterval)
 	}
 	return errs.Err()
 }
@@ -335,6 +361,10 @@ func (f *Folder) Name() string { return "files:" + f.cfg.Dir }
 // default SVID. Readiness uses it to know which serial the folder must hold.
 func (f *Folder) SVIDChoice() string { return f.cfg.SVID }
 
+// MinApplyInterval implements rotation.Paced: the folder's
+// MinSwapInterval.
+func (f *Folder) MinApplyInterval() time.Duration { return f.cfg.MinSwapInterval }
+
 // Dir is the folder's absolute path.
 func (f *Folder) Dir() string { return f.cfg.Dir }
 
@@ -357,12 +387,14 @@ func (c Config) InspectConfig(minValidity time.Duration) folderstate.Config {
 	}
 }
 
-// Apply writes u as a new generation, swaps it in and then runs the reload
-// actions. Material whose default leaf is expired or not yet valid is
+// Apply writes u as a new generation, swaps it in and hands the reload
+// actions their event, without waiting for them (Stats shows how they
+// went). Material whose default leaf is expired or not yet valid is
 // refused and the folder is left untouched. A write error is returned and
-// no action runs; action errors are logged and returned joined, while the
-// swapped-in generation stays. An action that finds no server to reload
-// (reload.ErrNoServer) is no error: see Stats.
+// no action runs. Once ..data names the new generation the set is in
+// place: a stable name that cannot be made after that is logged, counted
+// and returned marked ErrStableName (not swapped again), and the actions
+// still run.
 func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -380,26 +412,22 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 	}
 	genDir, err := f.swapInFolder(set, u.Generation, now)
 	f.stats.written(err)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrStableName) {
 		return err
 	}
 	f.log.Info("filesink: swapped in new generation",
 		"generation", u.Generation, "spiffe_id", set.marker.SPIFFEID,
 		"serial", set.marker.Serial, "not_after", set.marker.NotAfter, "generation_dir", genDir)
-	if f.cfg.Reload == nil {
-		return nil
+	if f.cfg.Reload != nil {
+		f.cfg.Reload.Submit(ctx, reload.Event{
+			Kind:       reload.EventX509,
+			Dir:        f.cfg.Dir,
+			Generation: u.Generation,
+			SPIFFEID:   set.marker.SPIFFEID,
+			NotAfter:   set.marker.NotAfter,
+		})
 	}
-	err = f.cfg.Reload.Run(ctx, reload.Event{
-		Kind:       reload.EventX509,
-		Dir:        f.cfg.Dir,
-		Generation: u.Generation,
-		SPIFFEID:   set.marker.SPIFFEID,
-		NotAfter:   set.marker.NotAfter,
-	})
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrReloadAction, err)
-	}
-	return nil
+	return err
 }
 
 // RerunActions runs every reload action again for the generation in place
@@ -416,10 +444,15 @@ func (f *Folder) RerunActions(ctx context.Context) error {
 	return nil
 }
 
-// ErrReloadAction marks an Apply error that came from a reload action: the
-// new generation is in place, but a consumer may not have picked it up. It
-// wraps rotation.ErrUpdateInPlace: the source does not swap the same
-// generation in again for it (the action has had its retries).
+// SignalledWithin reports whether one of the folder's signal actions sent
+// its signal less than d ago (reload.Runner).
+func (f *Folder) SignalledWithin(d time.Duration) bool {
+	return f.cfg.Reload != nil && f.cfg.Reload.SignalledWithin(d)
+}
+
+// ErrReloadAction marks a RerunActions error: the generation is in place,
+// but a consumer may not have picked it up. It wraps
+// rotation.ErrUpdateInPlace.
 var ErrReloadAction error = reloadActionError{}
 
 type reloadActionError struct{}
@@ -428,6 +461,20 @@ func (reloadActionError) Error() string {
 	return "filesink: generation swapped in, reload action failed"
 }
 func (reloadActionError) Unwrap() error { return rotation.ErrUpdateInPlace }
+
+// ErrStableName marks an Apply error that came after ..data was renamed
+// onto the new generation: the set is in place, but a stable name (a
+// directory planted at svid_bundle.pem) could not be made. It wraps
+// rotation.ErrUpdateInPlace: swapping the same set in again would only
+// write another copy of the private key and fail the same way.
+var ErrStableName error = stableNameError{}
+
+type stableNameError struct{}
+
+func (stableNameError) Error() string {
+	return "filesink: generation swapped in, a stable name could not be made"
+}
+func (stableNameError) Unwrap() error { return rotation.ErrUpdateInPlace }
 
 // swapInFolder opens the folder for one swap, after its start-up
 // clean-up if that could not finish at start (a full or read-only disk):

@@ -128,7 +128,10 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 			f.log.Debug("filesink: removed old generation directory", "dir", name)
 		}
 	}()
-	return genName, f.linkStableNames(root, set)
+	if err := f.linkStableNames(root, set); err != nil {
+		return genName, fmt.Errorf("%w: %w", ErrStableName, err)
+	}
+	return genName, nil
 }
 
 // writeGeneration fills the generation directory genName, just created,

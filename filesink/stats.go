@@ -18,6 +18,9 @@ type Stats struct {
 	// Actions has one entry per X.509 reload action, in order (the
 	// folder's reload.Runner reports them).
 	Actions []reload.ActionStats
+	// ReloadPending is the generation swapped in whose actions wait for
+	// a run in progress (a hung consumer); 0 when none waits.
+	ReloadPending uint64
 }
 
 // writeStats has its own lock: Stats must answer while an Apply (and its
@@ -44,6 +47,7 @@ func (f *Folder) Stats() Stats {
 	f.stats.mu.Unlock()
 	if f.cfg.Reload != nil {
 		s.Actions = f.cfg.Reload.Stats()
+		s.ReloadPending = f.cfg.Reload.Pending()
 	}
 	return s
 }

@@ -40,6 +40,7 @@ func TestStats(t *testing.T) {
 	if err := f.Apply(t.Context(), update(2, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatal(err)
 	}
+	waitActions(t, f)
 	st = f.Stats()
 	a := st.Actions[0]
 	if st.WriteFailures != 1 || st.LastWriteErr != nil || a.Generation != 2 || a.Attempts != 1 || a.Err != nil || a.Failures != 0 || a.At.IsZero() {

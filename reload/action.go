@@ -97,6 +97,12 @@ func (a SignalAction) Run(ctx context.Context, _ Event) error {
 	if err != nil {
 		return err
 	}
+	if pid == os.Getpid() {
+		// The bridge's own SIGHUP handler re-runs the actions: signalling
+		// itself would loop for ever. When the bridge is pid 1 (a
+		// container's entrypoint), this is pid 1 too.
+		return fmt.Errorf("reload: signal action: pid file %s names pid %d, the bridge itself: refusing to signal it (its SIGHUP would re-run this action); point pid_file at the consumer's pid file", a.PIDFile, pid)
+	}
 	if err := syscall.Kill(pid, sig); err != nil {
 		if errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("reload: signal action: %w: send %s to pid %d from %s: %w", ErrNoServer, sig, pid, a.PIDFile, err)
@@ -141,6 +147,12 @@ func readPID(path string) (int, error) {
 // SDS_BRIDGE_GENERATION, SDS_BRIDGE_SPIFFE_ID and SDS_BRIDGE_NOT_AFTER (RFC
 // 3339; for jwt the token's expiry). A command still running at Timeout is
 // killed with its whole process group.
+//
+// The command's exit status alone decides success. What it leaves running
+// when it exits (a daemon it started, in its process group or one of its
+// own after setsid) is not waited for beyond a second for its stderr, and
+// not killed: starting a daemon from a reload command is the command's
+// choice. Only a timeout kills, and only the command's process group.
 type ExecAction struct {
 	Command []string
 	// Timeout defaults to 30 s.
@@ -200,7 +212,10 @@ func (a ExecAction) Run(ctx context.Context, e Event) error {
 	cmd.Stderr = stderr
 
 	err := cmd.Run()
-	if err == nil {
+	if err == nil || errors.Is(err, exec.ErrWaitDelay) {
+		// ErrWaitDelay comes only after an exit status of 0: a process
+		// the command started (a daemon) still holds its stderr. The exit
+		// status decides; that process is left alone.
 		return nil
 	}
 	where := "reload: exec " + a.Command[0]

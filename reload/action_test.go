@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -415,5 +416,93 @@ func TestRerun(t *testing.T) {
 	st := r.Stats()
 	if !st[1].NoServer() || st[1].Failures != 0 || !st[2].Failed() || st[2].Generation != 4 {
 		t.Errorf("action stats = %+v, want the signal action without server and the exec action failed", st)
+	}
+}
+
+// TestACommandThatLeavesADaemonSucceedsAndTheDaemonIsLeftAlone (issue
+// 19, fault 9): a reload command that starts a daemon holding its stderr
+// (setsid, so out of the command's process group) and exits 0 has
+// succeeded, at the first attempt; the daemon still runs. Before, each run
+// ended "WaitDelay expired before I/O complete", was retried three times
+// (three daemons) and kept /readyz red. The exit status still decides: the
+// same command exiting 1 fails.
+func TestACommandThatLeavesADaemonSucceedsAndTheDaemonIsLeftAlone(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		exit   int
+		failed bool
+	}{{0, false}, {1, true}} {
+		pidFile := filepath.Join(t.TempDir(), "daemon.pid")
+		daemon := ExecAction{Command: []string{"/bin/sh", "-c", `setsid sleep 300 & echo $! > "$0"; exit ` + strconv.Itoa(tt.exit), pidFile}}
+		r, _ := newRunner(t, Config{Actions: []Action{daemon}, Backoff: time.Millisecond})
+		err := r.Run(t.Context(), Event{Generation: 1})
+		pids := daemonPIDs(t, pidFile)
+		if (err != nil) != tt.failed {
+			t.Errorf("exit %d: Run() = %v, want failed %v", tt.exit, err, tt.failed)
+		}
+		if err != nil && strings.Contains(err.Error(), "WaitDelay") {
+			t.Errorf("exit %d: the failure is the daemon's open stderr, not the exit status: %v", tt.exit, err)
+		}
+		if a := r.Stats()[0]; !tt.failed && (a.Attempts != 1 || a.Failed()) {
+			t.Errorf("exit %d: stats %+v, want done at the first attempt", tt.exit, a)
+		}
+		if !tt.failed && len(pids) != 1 {
+			t.Errorf("exit 0: %d daemons started, want 1 (no retry)", len(pids))
+		}
+		for _, pid := range pids {
+			if err := syscall.Kill(pid, 0); err != nil {
+				t.Errorf("exit %d: the daemon (pid %d), out of the command's process group, was killed: %v", tt.exit, pid, err)
+			}
+		}
+	}
+}
+
+// daemonPIDs reads the pids the daemon command wrote and kills them when
+// the test ends.
+func daemonPIDs(t *testing.T, pidFile string) []int {
+	t.Helper()
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, pid)
+		t.Cleanup(func() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			// Reap it if it is ours (a setsid child reparents to init).
+			var ws syscall.WaitStatus
+			_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		})
+	}
+	return pids
+}
+
+// TestASignalActionRefusesToSignalTheBridgeItself (issue 19, fault 4): a
+// pid file naming the bridge's own pid (as pid 1 does when the bridge is
+// a container's entrypoint) is refused with an error saying so, and no
+// signal is sent. Before, the bridge sent itself SIGHUP, whose handler
+// re-ran the action: 168,053 iterations in 10 s.
+func TestASignalActionRefusesToSignalTheBridgeItself(t *testing.T) {
+	// The old code's SIGHUP to this process must not kill the test binary.
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
+	pidFile := filepath.Join(t.TempDir(), "postmaster.pid")
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := SignalAction{PIDFile: pidFile}.Run(t.Context(), Event{Generation: 1})
+	if err == nil || !strings.Contains(err.Error(), "the bridge itself") || errors.Is(err, ErrNoServer) {
+		t.Fatalf("Run() = %v, want a refusal naming the bridge itself (a failure, not no server)", err)
+	}
+	select {
+	case <-hups:
+		t.Error("the action signalled the bridge itself")
+	default:
 	}
 }

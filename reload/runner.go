@@ -63,10 +63,17 @@ type Config struct {
 
 // Runner runs one folder's reload actions, one run at a time: the X.509
 // writer and the JWT writer of a folder share it, so a token and a new set
-// landing together never reload a consumer twice at once.
+// landing together never reload a consumer twice at once. The X.509 writer
+// hands its events over with Submit and does not wait for them: a swap
+// never waits for a consumer.
 type Runner struct {
 	cfg Config
 	log *slog.Logger
+
+	// qmu guards q, and is never held while an action runs: Submit and
+	// Stats answer while one hangs.
+	qmu sync.Mutex
+	q   queue
 
 	// mu serialises every run of the actions, whatever triggered it.
 	mu sync.Mutex
@@ -166,7 +173,8 @@ func withMemory(x509, jwt []Action) (x, j []Action) {
 	return own(x509), own(jwt)
 }
 
-// Run runs the actions for ev, in order, after any run in progress. For
+// Run runs the actions for ev, in order, after any run in progress, and
+// waits for them (Submit does not). For
 // EventX509 each action gets its retries, no server to reload is not a
 // failure (see Stats), and the failures are returned joined. For EventJWT
 // each action runs once and a failure is logged, not returned.
@@ -196,7 +204,11 @@ func (r *Runner) Rerun(ctx context.Context) error {
 
 func (r *Runner) runJWT(ctx context.Context, ev Event) {
 	for _, a := range r.cfg.JWTActions {
-		if err := a.Run(ctx, ev); err != nil && ctx.Err() == nil {
+		err := a.Run(ctx, ev)
+		if err == nil {
+			r.noteSignal(a)
+		}
+		if err != nil && ctx.Err() == nil {
 			r.log.Error("reload: JWT reload action failed", "dir", ev.Dir, "action", a.Name(), "error", err)
 		}
 	}
@@ -220,12 +232,15 @@ func (r *Runner) runX509(ctx context.Context, ev Event) error {
 }
 
 func (r *Runner) runAction(ctx context.Context, i int, a Action, ev Event) error {
+	r.stats.begin(i, ev.Generation, r.cfg.Now())
+	defer r.stats.end(i)
 	backoff := r.cfg.Backoff
 	for attempt := 1; ; attempt++ {
 		err := a.Run(ctx, ev)
 		r.stats.attempted(i, ev.Generation, attempt, err, r.cfg.Now())
 		switch {
 		case err == nil:
+			r.noteSignal(a)
 			r.late.forget(i)
 			r.log.Info("reload: reload action done", "action", a.Name(), "generation", ev.Generation, "attempt", attempt)
 			return nil

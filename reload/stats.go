@@ -23,7 +23,15 @@ type ActionStats struct {
 	// Failures counts failed attempts since start; finding no server to
 	// reload is not one.
 	Failures uint64
+	// RunningSince is when the run in progress began (its first
+	// attempt), for RunningGeneration; zero when the action is not
+	// running. A hung consumer shows here: the folder's swaps go on.
+	RunningSince      time.Time
+	RunningGeneration uint64
 }
+
+// Running reports whether the action is running now.
+func (a ActionStats) Running() bool { return !a.RunningSince.IsZero() }
 
 // NoServer reports whether the latest run found no server to reload: no
 // failure, the server reads the files in place when it starts.
@@ -57,6 +65,24 @@ func (r *statsRecorder) attempted(i int, generation uint64, attempt int, err err
 	a.Generation, a.Attempts, a.Err, a.At = generation, attempt, err, at
 	if a.Failed() {
 		a.Failures++
+	}
+}
+
+// begin marks action i as running for generation since at.
+func (r *statsRecorder) begin(i int, generation uint64, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if i >= 0 && i < len(r.actions) {
+		r.actions[i].RunningSince, r.actions[i].RunningGeneration = at, generation
+	}
+}
+
+// end marks action i as no longer running.
+func (r *statsRecorder) end(i int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if i >= 0 && i < len(r.actions) {
+		r.actions[i].RunningSince, r.actions[i].RunningGeneration = time.Time{}, 0
 	}
 }
 

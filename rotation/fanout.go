@@ -74,6 +74,8 @@ type deliverer struct {
 	onDone     func(SinkStatus)
 	backoff    time.Duration
 	maxBackoff time.Duration
+	// pace is the sink's MinApplyInterval (Paced); 0: not paced.
+	pace time.Duration
 
 	mu     sync.Mutex
 	next   *Update
@@ -81,7 +83,7 @@ type deliverer struct {
 }
 
 func newDeliverer(sink Sink, cfg Config) *deliverer {
-	return &deliverer{
+	d := &deliverer{
 		sink:       sink,
 		log:        cfg.Logger.With("sink", sink.Name()),
 		notify:     make(chan struct{}, 1),
@@ -90,6 +92,10 @@ func newDeliverer(sink Sink, cfg Config) *deliverer {
 		maxBackoff: cfg.MaxRetryBackoff,
 		status:     SinkStatus{Name: sink.Name()},
 	}
+	if p, ok := sink.(Paced); ok {
+		d.pace = max(p.MinApplyInterval(), 0)
+	}
+	return d
 }
 
 // offer hands u to the sink without waiting for it.
@@ -132,6 +138,12 @@ func (d *deliverer) run(ctx context.Context) {
 	retry := time.NewTimer(0)
 	retry.Stop()
 	defer retry.Stop()
+	// paced wakes the goroutine when a Paced sink may take the next
+	// Update; lastStart is when its last Apply began.
+	paced := time.NewTimer(0)
+	paced.Stop()
+	defer paced.Stop()
+	var lastStart time.Time
 	var rs retryState
 	for {
 		select {
@@ -139,6 +151,14 @@ func (d *deliverer) run(ctx context.Context) {
 			return
 		case <-d.notify:
 		case <-retry.C:
+		case <-paced.C:
+		}
+		if !lastStart.IsZero() {
+			if left := d.pace - time.Since(lastStart); left > 0 {
+				// The slot keeps the newest Update until then.
+				paced.Reset(left)
+				continue
+			}
 		}
 		u := d.take(rs.failedGen)
 		if u == nil {
@@ -146,6 +166,7 @@ func (d *deliverer) run(ctx context.Context) {
 		}
 		// Whatever woke us, this attempt replaces the scheduled one.
 		retry.Stop()
+		lastStart = time.Now()
 		d.apply(ctx, u, &rs, retry)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,7 +48,10 @@ func startFolderBridge(t *testing.T, fc filesink.Config, rc rotation.Config) *fo
 		t.Fatal(err)
 	}
 	t.Cleanup(wl.Stop)
-	fc.Dir, fc.Logger = filepath.Join(tmp, "certs"), log
+	fc.Dir = filepath.Join(tmp, "certs")
+	if fc.Logger == nil {
+		fc.Logger = log
+	}
 	folder, err := filesink.New(fc)
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +76,8 @@ func startFolderBridge(t *testing.T, fc filesink.Config, rc rotation.Config) *fo
 	return &folderBridge{t: t, ca: authority, wl: wl, src: src, folder: folder, dir: fc.Dir}
 }
 
-func (b *folderBridge) push() {
+// push serves a new SVID and returns its serial.
+func (b *folderBridge) push() string {
 	b.t.Helper()
 	id := spiffeid.RequireFromString("spiffe://example.org/db")
 	svid, err := b.ca.Issue(id, time.Hour)
@@ -83,6 +89,7 @@ func (b *folderBridge) push() {
 		b.t.Fatal(err)
 	}
 	b.wl.SetX509(resp)
+	return svid.Certificates[0].SerialNumber.Text(16)
 }
 
 func (b *folderBridge) status(what string, cond func(rotation.SinkStatus) bool) rotation.SinkStatus {
@@ -99,7 +106,7 @@ func (b *folderBridge) status(what string, cond func(rotation.SinkStatus) bool) 
 // once the disk is back, without another rotation (fault 4: before, it
 // stayed on the old set until the next Workload API update).
 func TestFolderCatchesUpWithoutANewRotation(t *testing.T) {
-	b := startFolderBridge(t, filesink.Config{}, rotation.Config{RetryBackoff: 5 * time.Millisecond, MaxRetryBackoff: 20 * time.Millisecond})
+	b := startFolderBridge(t, filesink.Config{MinSwapInterval: time.Millisecond}, rotation.Config{RetryBackoff: 5 * time.Millisecond, MaxRetryBackoff: 20 * time.Millisecond})
 	b.push()
 	b.status("generation 1 on disk", func(st rotation.SinkStatus) bool { return st.Generation == 1 })
 
@@ -138,29 +145,128 @@ func TestFolderCatchesUpWithoutANewRotation(t *testing.T) {
 	}
 }
 
-// A folder whose swap worked and whose reload action gave up is not
-// swapped in again: filesink.ErrReloadAction is an update in place. The
-// failure stays visible; the generation on disk is the current one.
-func TestFolderWhoseReloadActionFailedIsNotSwappedAgain(t *testing.T) {
+// TestAFolderWhoseStableNameCannotBeMadeIsNotSwappedAgain (issue 19,
+// fault 2): a directory planted at a stable name fails the swap after
+// ..data has moved. The set is in place: the folder's reload action runs,
+// the failure stays visible in the sink's status, and the same set is
+// not swapped in again (before, the deliverer retried it every 1, 2, then
+// 4 s, each time writing and fsyncing another copy of the private key,
+// and the action never ran).
+func TestAFolderWhoseStableNameCannotBeMadeIsNotSwappedAgain(t *testing.T) {
+	action := &countingAction{}
+	runner, err := reload.New(reload.Config{Actions: []reload.Action{action}, Attempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startFolderBridge(t, filesink.Config{Reload: runner}, rotation.Config{RetryBackoff: time.Millisecond})
+	if err := os.MkdirAll(filepath.Join(b.dir, filesink.DefaultBundleFileName), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b.push()
+	st := b.status("the stable name's failure", func(st rotation.SinkStatus) bool { return st.Failures == 1 })
+	if !errors.Is(st.Err, filesink.ErrStableName) || !errors.Is(st.Err, rotation.ErrUpdateInPlace) || st.Retrying() {
+		t.Errorf("status = %+v, want ErrStableName, an update in place, not retried", st)
+	}
+	if woken := b.src.RetryNow(); len(woken) != 0 {
+		t.Errorf("RetryNow woke %v: the folder would be swapped again", woken)
+	}
+	waitRunner(t, runner)
+	if n := action.runs.Load(); n != 1 {
+		t.Errorf("the reload action ran %d times, want once: the set is in place", n)
+	}
+	if m, err := folderstate.Inspect(folderstate.Config{Dir: b.dir}); err != nil || m.Generation != 1 {
+		t.Errorf("folder: %+v, %v; want generation 1", m, err)
+	}
+	if st := b.src.SinkStatuses()[0]; st.Failures != 1 || st.Retries != 0 {
+		t.Errorf("status after the action ran = %+v, want one failure, no retry", st)
+	}
+}
+
+// A folder whose swap worked and whose reload action gave up stays
+// applied: the action ran beside the swap, and its failure is the
+// action's (Stats, /readyz), not the sink's, which would swap the set in
+// again.
+func TestAFailedReloadActionIsNotTheFoldersFailure(t *testing.T) {
 	failing := reload.ExecAction{Command: []string{"/bin/sh", "-c", "exit 3"}}
 	runner, err := reload.New(reload.Config{Actions: []reload.Action{failing}, Attempts: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := startFolderBridge(t, filesink.Config{Reload: runner},
-		rotation.Config{RetryBackoff: time.Millisecond})
+	b := startFolderBridge(t, filesink.Config{Reload: runner}, rotation.Config{RetryBackoff: time.Millisecond})
 	b.push()
-	st := b.status("the action's failure", func(st rotation.SinkStatus) bool { return st.Failures == 1 })
-	if !errors.Is(st.Err, filesink.ErrReloadAction) || !errors.Is(st.Err, rotation.ErrUpdateInPlace) || st.Retrying() {
-		t.Errorf("status = %+v, want ErrReloadAction, an update in place, not retried", st)
+	b.status("generation 1 applied", func(st rotation.SinkStatus) bool { return st.Generation == 1 })
+	waitRunner(t, runner)
+	if st := b.src.SinkStatuses()[0]; st.Err != nil || st.Failures != 0 || st.Retrying() {
+		t.Errorf("status = %+v, want generation 1 applied without error", st)
 	}
-	if woken := b.src.RetryNow(); len(woken) != 0 {
-		t.Errorf("RetryNow woke %v: a folder would be swapped again for its action", woken)
+	if fs := b.folder.Stats(); fs.WriteFailures != 0 || len(fs.Actions) != 1 || fs.Actions[0].Attempts != 1 || !fs.Actions[0].Failed() {
+		t.Errorf("folder stats %+v, want the action failed after one attempt, no write failure", fs)
 	}
-	if m, err := folderstate.Inspect(folderstate.Config{Dir: b.dir}); err != nil || m.Generation != 1 {
-		t.Errorf("folder: %+v, %v; want generation 1", m, err)
+}
+
+// TestAFloodOfUpdatesIsCoalescedToOneSwapPerInterval (issue 19, fault
+// 10): an agent that sends a new valid SVID as fast as it can (two SVIDs
+// alternating did 259 swaps and SIGHUPs in 15 s) gets at most one swap,
+// and one reload, per files[].min_swap_interval; the newest update always
+// lands, and it is the one reloaded last. Without the pacing every
+// generation was swapped. The bound is counted, not
+// timed: n swaps at least interval apart take (n-1) intervals.
+func TestAFloodOfUpdatesIsCoalescedToOneSwapPerInterval(t *testing.T) {
+	const interval, updates = 100 * time.Millisecond, 30
+	action := &countingAction{}
+	runner, err := reload.New(reload.Config{Actions: []reload.Action{action}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if fs := b.folder.Stats(); fs.WriteFailures != 0 || len(fs.Actions) != 1 || fs.Actions[0].Attempts != 1 {
-		t.Errorf("folder stats %+v, want one action attempt and no write failure", fs)
+	logs := &testkit.LogBuffer{}
+	b := startFolderBridge(t, filesink.Config{Reload: runner, MinSwapInterval: interval, Logger: slog.New(slog.NewTextHandler(logs, nil))}, rotation.Config{})
+	start := time.Now()
+	var last string
+	for range updates {
+		// Each update becomes a generation of its own: the source takes it
+		// before the next comes (the folder need not).
+		last = b.push()
+		testkit.Eventually(t, "the source taking the update", func() bool {
+			cur := b.src.Current()
+			return cur != nil && cur.Leaf().SerialNumber.Text(16) == last
+		})
+	}
+	b.status("the last update on disk", func(st rotation.SinkStatus) bool {
+		cur := b.src.Current()
+		return cur != nil && cur.Leaf().SerialNumber.Text(16) == last && st.Generation == cur.Generation
+	})
+	elapsed := time.Since(start)
+	waitRunner(t, runner)
+	swaps := strings.Count(logs.String(), "swapped in new generation")
+	if most := int(elapsed/interval) + 1; swaps > most {
+		t.Errorf("%d swaps in %s, want at most %d (one per %s)", swaps, elapsed, most, interval)
+	}
+	if m, err := folderstate.Inspect(folderstate.Config{Dir: b.dir}); err != nil || m.Serial != last {
+		t.Errorf("folder: %+v, %v; want the last SVID (serial %s)", m, err, last)
+	}
+	reloads, gen := action.runs.Load(), b.src.Current().Generation
+	if a := runner.Stats()[0]; reloads > int64(swaps) || a.Generation != gen {
+		t.Errorf("%d reloads for %d swaps, the last for generation %d; want at most one per swap, the last for generation %d", reloads, swaps, a.Generation, gen)
+	}
+	t.Logf("%d updates (%d generations) in %s: %d swaps, %d reloads", updates, gen, elapsed, swaps, reloads)
+}
+
+// countingAction is a reload action that counts its runs.
+type countingAction struct{ runs atomic.Int64 }
+
+func (a *countingAction) Name() string { return "counting" }
+
+func (a *countingAction) Run(context.Context, reload.Event) error {
+	a.runs.Add(1)
+	return nil
+}
+
+// waitRunner waits until runner has run every event handed to it.
+func waitRunner(t *testing.T, runner *reload.Runner) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), testkit.Timeout)
+	defer cancel()
+	if err := runner.Wait(ctx); err != nil {
+		t.Fatalf("reload actions still running after %s: %v", testkit.Timeout, err)
 	}
 }

@@ -109,3 +109,13 @@ type Sink interface {
 	// must therefore be safe to repeat with the same Update.
 	Apply(ctx context.Context, u *Update) error
 }
+
+// Paced is a Sink that takes at most one Update per MinApplyInterval (a
+// credential folder, whose every swap reloads a consumer). Updates that
+// come faster are coalesced in the sink's slot: the newest is applied as
+// soon as the interval since the previous Apply began has passed, older
+// ones are skipped. A retry waits for the interval too.
+type Paced interface {
+	Sink
+	MinApplyInterval() time.Duration
+}

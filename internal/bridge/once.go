@@ -39,7 +39,13 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 			done = done && st.Generation > 0
 		}
 		if done {
+			// The actions run beside the swaps, with the source's context:
+			// wait for them before stopping it.
+			err := b.actionsDone(ctx)
 			stop()
+			if err != nil {
+				return fmt.Errorf("--once: %w", err)
+			}
 			b.log.Info("--once: every credential folder written and its reload actions run; exiting")
 			return nil
 		}
@@ -60,4 +66,20 @@ func (b *Bridge) jwtOnce(ctx context.Context) error {
 		defer cancel()
 	}
 	return b.jwt.Once(ctx)
+}
+
+// actionsDone waits until every folder's reload actions have run for the
+// generation swapped in, and returns the first that failed.
+func (b *Bridge) actionsDone(ctx context.Context) error {
+	for i, r := range b.runners {
+		if err := r.Wait(ctx); err != nil {
+			return err
+		}
+		for _, a := range r.Stats() {
+			if a.Failed() {
+				return fmt.Errorf("folder %s: reload action %s failed for generation %d: %w", b.folders[i].Dir(), a.Action, a.Generation, a.Err)
+			}
+		}
+	}
+	return nil
 }

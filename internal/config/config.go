@@ -43,6 +43,7 @@ const (
 	DefaultBundleFileName     = filesink.DefaultBundleFileName
 	DefaultActionTimeout      = Duration(reload.DefaultExecTimeout)
 	DefaultPostgresTimeout    = Duration(pgreload.DefaultTimeout)
+	DefaultMinSwapInterval    = Duration(filesink.DefaultMinSwapInterval)
 	DefaultAdminListen        = "127.0.0.1:8081"
 	DefaultLivenessPath       = admin.DefaultLivenessPath
 	DefaultReadinessPath      = admin.DefaultReadinessPath
@@ -140,6 +141,9 @@ type Folder struct {
 	JWTBundleFileName string    `yaml:"jwt_bundle_file_name"`
 	JWTMode           Mode      `yaml:"jwt_mode"`
 	JWTBundleMode     Mode      `yaml:"jwt_bundle_mode"`
+	// MinSwapInterval is the least time between two swaps (and reloads)
+	// of the folder: faster updates are coalesced, the newest winning.
+	MinSwapInterval Duration `yaml:"min_swap_interval"`
 }
 
 // JWTSVID is one JWT-SVID file: a token for Audience (and ExtraAudiences).
@@ -347,6 +351,7 @@ func (f *Folder) defaults() {
 	f.KeyMode = cmp.Or(f.KeyMode, DefaultKeyMode)
 	f.JWTMode = cmp.Or(f.JWTMode, DefaultJWTMode)
 	f.JWTBundleMode = cmp.Or(f.JWTBundleMode, DefaultJWTBundleMode)
+	f.MinSwapInterval = cmp.Or(f.MinSwapInterval, DefaultMinSwapInterval)
 	if f.Layout == DefaultLayout {
 		f.CertFileName = cmp.Or(f.CertFileName, DefaultCertFileName)
 		f.KeyFileName = cmp.Or(f.KeyFileName, DefaultKeyFileName)

@@ -162,6 +162,8 @@ func TestErrorsNameKeyAndValue(t *testing.T) {
 		{"postgres and exec", "files:\n  - dir: /a\n    on_rotate:\n      - postgres: {dsn: host=x}\n        exec: {command: [x]}\n", []string{"files[0].on_rotate[0]", "signal, exec, postgres"}},
 		{"postgres bad timeout", "files:\n  - dir: /a\n    on_rotate:\n      - postgres: {dsn: host=x, timeout: -1s}\n", []string{"files[0].on_rotate[0].postgres.timeout", "-1s"}},
 		{"admin listen without port", "files:\n  - dir: /a\nadmin:\n  listen: localhost\n", []string{"admin.listen", `"localhost"`}},
+		{"negative swap interval", "files:\n  - dir: /a\n    min_swap_interval: -1s\n", []string{"files[0].min_swap_interval", "-1s"}},
+		{"swap interval too long", "files:\n  - dir: /a\n    min_swap_interval: 2m\n", []string{"files[0].min_swap_interval", "2m0s", "at most 1m0s"}},
 		{"admin percent too big", "files:\n  - dir: /a\nadmin:\n  min_validity_percent: 100\n", []string{"admin.min_validity_percent", "100"}},
 		{"admin negative validity", "files:\n  - dir: /a\nadmin:\n  min_validity: -1m\n", []string{"admin.min_validity", "-1m"}},
 		{"ack without sds", "sds:\n  enabled: false\nfiles:\n  - dir: /a\nadmin:\n  require_sds_ack: true\n", []string{"admin.require_sds_ack"}},

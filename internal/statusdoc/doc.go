@@ -76,6 +76,9 @@ type FolderStatus struct {
 	WriteFailures  uint64          `json:"write_failures"`
 	LastWriteError string          `json:"last_write_error,omitempty"`
 	Actions        []ActionStatus  `json:"actions"`
+	// ReloadPending is the generation swapped in whose actions wait for
+	// a running one (see ActionStatus.Running); absent when none waits.
+	ReloadPending uint64 `json:"reload_pending,omitempty"`
 }
 
 // JWTSVIDStatus is one JWT-SVID file: the token it holds and how its
@@ -119,6 +122,13 @@ type ActionStatus struct {
 	NoServer string    `json:"no_server,omitempty"`
 	At       time.Time `json:"at,omitzero"`
 	Failures uint64    `json:"failures"`
+	// Running is set while the action runs, for RunningGeneration, since
+	// RunningSince (RunningSeconds ago); the fields above describe its
+	// previous run. The folder's swaps go on meanwhile.
+	Running           bool      `json:"running,omitempty"`
+	RunningGeneration uint64    `json:"running_generation,omitempty"`
+	RunningSince      time.Time `json:"running_since,omitzero"`
+	RunningSeconds    float64   `json:"running_seconds,omitempty"`
 }
 
 // ActionStatus.State values.

@@ -131,6 +131,12 @@ func (t *text) folders(folders []FolderStatus) {
 		}
 		for _, a := range f.Actions {
 			t.action(a)
+			if a.Running {
+				t.p("      running for generation %d since %s (%s)", a.RunningGeneration, Stamp(a.RunningSince), ago(a.RunningSince, t.now))
+			}
+		}
+		if f.ReloadPending > 0 {
+			t.p("    generation %d is swapped in; its reload actions wait for the running one", f.ReloadPending)
 		}
 	}
 }
