@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
 
-// envoyBootstrap runs the subcommand with a bridge config holding
+// envoyBootstrap runs the tool with a bridge config holding
 // configYAML and returns stdout, stderr and the error.
 func envoyBootstrap(t *testing.T, configYAML string, args ...string) (string, string, error) {
 	t.Helper()
@@ -17,7 +20,7 @@ func envoyBootstrap(t *testing.T, configYAML string, args ...string) (string, st
 		t.Fatal(err)
 	}
 	var stdout, stderr bytes.Buffer
-	err := run(t.Context(), append([]string{"envoy-bootstrap", "--config", cfg}, args...), &stdout, &stderr)
+	err := run(append([]string{"--config", cfg}, args...), &stdout, &stderr)
 	return stdout.String(), stderr.String(), err
 }
 
@@ -120,6 +123,84 @@ func TestEnvoyBootstrapErrorsNameTheFlag(t *testing.T) {
 		}
 		if err != nil && (strings.Contains(err.Error(), "the upstream address") || strings.Contains(err.Error(), "UpstreamAddress")) {
 			t.Errorf("%q: names the option, not the flag: %v", tc.args, err)
+		}
+	}
+}
+
+// --node-id, --cluster and --listen-address reach the bootstrap, Envoy's
+// admin interface is off unless --admin-port asks for it and then listens
+// on loopback only, and --check accepts each result.
+func TestEnvoyBootstrapNodeListenAddressAndAdminFlags(t *testing.T) {
+	inbound := []string{"--allow-spiffe-id", "spiffe://example.org/frontend"}
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		want, not []string
+	}{
+		{"defaults", nil, []string{"id: sidecar-inbound\n", "cluster: sds-bridge-sidecar\n", "address: 0.0.0.0\n"}, []string{"admin:"}},
+		{"node and address", []string{"--node-id", "payments-7f9c", "--cluster", "payments", "--listen-address", "10.0.0.7"},
+			[]string{"id: payments-7f9c\n", "cluster: payments\n", "address: 10.0.0.7\n"}, []string{"admin:", "0.0.0.0"}},
+		{"admin on loopback", []string{"--admin-port", "9901"},
+			[]string{"admin:\n  address:\n    socket_address:\n      address: 127.0.0.1\n      port_value: 9901\n"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, stderr, err := envoyBootstrap(t, "", append(inbound, tc.args...)...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(out, n) {
+					t.Errorf("output has %q:\n%s", n, out)
+				}
+			}
+			if _, stderr, err := envoyBootstrap(t, "", "--check", writeFile(t, "envoy.yaml", out)); err != nil || stderr != "" {
+				t.Errorf("--check: %v %s", err, stderr)
+			}
+		})
+	}
+	for _, tc := range []struct{ args []string }{
+		{[]string{"--listen-address", "localhost"}},
+		{[]string{"--admin-port", "70000"}},
+	} {
+		_, _, err := envoyBootstrap(t, "", append(inbound, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.args[0]) {
+			t.Errorf("%q: err = %v, want it to name %s", tc.args, err, tc.args[0])
+		}
+	}
+}
+
+// The README's row for envoy-bootstrap names every flag sds-bridge-envoy
+// lists in its help.
+func TestREADMERowListsEveryFlag(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row string
+	for _, line := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(line, "| `envoy-bootstrap ") {
+			row = line
+		}
+	}
+	if row == "" {
+		t.Fatal("README has no command-table row for envoy-bootstrap")
+	}
+	var help bytes.Buffer
+	if err := run([]string{"-h"}, &help, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	flags := regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(help.String(), -1)
+	if len(flags) < 10 {
+		t.Fatalf("-h lists %d flags (the test reads nothing?):\n%s", len(flags), help.String())
+	}
+	for _, f := range flags {
+		if !strings.Contains(row, "--"+f[1]) {
+			t.Errorf("README row for envoy-bootstrap lacks --%s", f[1])
 		}
 	}
 }
