@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -202,5 +203,42 @@ func TestREADMERowListsEveryFlag(t *testing.T) {
 		if !strings.Contains(row, "--"+f[1]) {
 			t.Errorf("README row for envoy-bootstrap lacks --%s", f[1])
 		}
+	}
+}
+
+// Through the daemon's binary, with the tool beside it as a release and
+// make build put them: `sds-bridge envoy-bootstrap --check` on a bootstrap
+// with a private extension prints the one warning and ok, and exits 0;
+// one with a misspelt ext_authz field exits 1 naming the field and line.
+func TestEnvoyBootstrapThroughTheDaemonBinary(t *testing.T) {
+	dir := t.TempDir()
+	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/sds-bridge", "./cmd/sds-bridge-envoy")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	spire := filepath.Join("..", "..", "internal", "envoyboot", "testdata", "spire")
+	check := func(file string) (string, string, int) {
+		cmd := exec.Command(filepath.Join(dir, "sds-bridge"), "envoy-bootstrap", "--sds-socket", "/run/spire/sockets/agent.sock", "--check", file)
+		cmd.Env = []string{"PATH=" + t.TempDir()} // only the one beside
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		_ = cmd.Run()
+		return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+	}
+	private := filepath.Join(spire, "private-extension.yaml")
+	stdout, stderr, code := check(private)
+	if code != 0 || !strings.HasPrefix(stdout, "ok: "+private) || strings.Count(stderr, "warning: ") != 1 ||
+		!strings.Contains(stderr, "YAML line 49: ") || !strings.Contains(stderr, "acme.envoy.filters.http.audit.v1.Audit") {
+		t.Errorf("private extension: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
+	}
+	data, err := os.ReadFile(filepath.Join(spire, "jwt.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := writeFile(t, "envoy.yaml", strings.Replace(string(data), "transport_api_version: V3\n              grpc_service:", "transport_api_versoin: V3\n              grpc_service:", 1))
+	stdout, stderr, code = check(bad)
+	if code != 1 || stdout != "" || !strings.Contains(stderr, `unknown field "transport_api_versoin" (YAML line 43)`) {
+		t.Errorf("misspelt field: exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
 }
