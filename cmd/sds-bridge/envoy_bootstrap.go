@@ -1,69 +1,71 @@
 package main
 
 import (
+	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"strings"
-
-	"github.com/sds-bridge/sds-bridge/internal/envoyboot"
+	"os"
+	"os/exec"
+	"path/filepath"
 )
 
+// envoyTool is the program envoy-bootstrap runs: the Envoy bootstrap
+// generator and checker live in a binary of their own, so that the daemon
+// does not link (and initialise, in every sidecar) Envoy's bootstrap types
+// and every extension go-control-plane ships.
+const envoyTool = "sds-bridge-envoy"
+
 // envoyBootstrapUsage is the line for the top-level usage text.
-const envoyBootstrapUsage = `  sds-bridge envoy-bootstrap [--config FILE] [--mode inbound|outbound] [--transport sotw|delta|ads] [--listen-port N] [--app-port N]
-                             [--upstream HOST:PORT] [--allow-spiffe-id ID ...] [--upstream-spiffe-id ID] [--check FILE]`
+const envoyBootstrapUsage = `  sds-bridge envoy-bootstrap [FLAGS]   (runs ` + envoyTool + `, beside sds-bridge or on PATH: prints an Envoy bootstrap
+                             for the bridge's config, or with --check FILE checks one; --help lists its flags)`
 
-// stringList is a repeatable string flag.
-type stringList []string
-
-func (l *stringList) String() string { return strings.Join(*l, ",") }
-
-func (l *stringList) Set(v string) error {
-	*l = append(*l, v)
-	return nil
-}
-
-// runEnvoyBootstrap prints an Envoy bootstrap that takes its certificates
-// from a bridge running with the same config (socket path, secret names),
-// or with --check says whether an existing bootstrap fits that bridge.
-func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("sds-bridge envoy-bootstrap", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var (
-		common  commonFlags
-		allowed stringList
-		check   string
-		r       envoyboot.Request
-	)
-	fs.StringVar(&common.configFile, "config", "", "the bridge's YAML config: its sds.socket and secret names go into the bootstrap")
-	fs.StringVar(&common.sdsSocket, "sds-socket", "", "the bridge's SDS socket (overrides sds.socket)")
-	fs.StringVar(&r.Mode, "mode", "inbound", "inbound: mTLS listener in front of a local app; outbound: local listener to an upstream over mTLS")
-	fs.StringVar(&r.Transport, "transport", "sotw", "how Envoy subscribes: sotw, delta (DELTA_GRPC) or ads")
-	fs.UintVar(&r.ListenPort, "listen-port", 0, fmt.Sprintf("Envoy's listener port (default %d inbound, %d outbound)", envoyboot.DefaultInboundListenPort, envoyboot.DefaultOutboundListenPort))
-	fs.UintVar(&r.AppPort, "app-port", envoyboot.DefaultAppPort, "inbound: the local app's port on 127.0.0.1")
-	fs.StringVar(&r.Upstream, "upstream", "", "outbound: the upstream's HOST:PORT (required)")
-	fs.Var(&allowed, "allow-spiffe-id", "inbound: a caller's SPIFFE ID, or spiffe://<trust-domain> for all of its workloads (repeatable; at least one)")
-	fs.StringVar(&r.UpstreamSPIFFEID, "upstream-spiffe-id", "", "outbound: the SPIFFE ID the upstream must present (required)")
-	fs.DurationVar(&r.InitialFetchTimeout, "initial-fetch-timeout", envoyboot.DefaultInitialFetchTimeout, "how long Envoy waits for its first secrets before it starts without them; 0 waits forever")
-	fs.StringVar(&check, "check", "", "instead of printing a bootstrap, check the bootstrap in FILE against the bridge's config")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("envoy-bootstrap: unexpected argument %q", fs.Arg(0))
-	}
-	cfg, err := common.load(nil)
+// runEnvoyBootstrap runs sds-bridge-envoy with args, as git and kubectl run
+// their plugins: found beside this executable first, then on PATH, with
+// this process's standard streams, its exit status passed on.
+func runEnvoyBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	tool, err := findEnvoyTool()
 	if err != nil {
 		return err
 	}
-	if !cfg.SDS.On() {
-		return errors.New("envoy-bootstrap: sds.enabled is false in the config: the bridge serves no SDS socket for Envoy")
+	cmd := exec.CommandContext(ctx, tool, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
+	err = cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() > 0 {
+		// The tool has said why on stderr.
+		return exitCode(exit.ExitCode())
 	}
-	names := envoyboot.NamesFromConfig(cfg)
-	if check != "" {
-		return envoyboot.CheckFile(check, names, stdout, stderr)
+	if err != nil {
+		return fmt.Errorf("envoy-bootstrap: %s: %w", tool, err)
 	}
-	r.AllowedSPIFFEIDs = allowed
-	return envoyboot.Print(stdout, names, r)
+	return nil
+}
+
+// findEnvoyTool is the path of sds-bridge-envoy beside this executable
+// (a release archive and `make build` put them side by side), or else the
+// first on PATH.
+func findEnvoyTool() (string, error) {
+	where := "on PATH"
+	if exe, err := os.Executable(); err == nil {
+		beside := filepath.Join(filepath.Dir(exe), envoyTool)
+		if isExecutable(beside) {
+			return beside, nil
+		}
+		where = "beside " + exe + " nor on PATH"
+	}
+	if p, err := exec.LookPath(envoyTool); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("envoy-bootstrap is the command %s, which is not %s. "+
+		"It is kept out of sds-bridge so that the daemon does not carry Envoy's bootstrap and extension types "+
+		"(memory in every sidecar): take it from the same release as sds-bridge (or bin/ after make build), "+
+		"or go install github.com/sds-bridge/sds-bridge/cmd/%s@<version>, and put it beside sds-bridge or on PATH",
+		envoyTool, where, envoyTool)
+}
+
+// isExecutable: path is a regular file someone may execute.
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }

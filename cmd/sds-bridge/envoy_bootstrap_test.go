@@ -2,124 +2,72 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
-// envoyBootstrap runs the subcommand with a bridge config holding
-// configYAML and returns stdout, stderr and the error.
-func envoyBootstrap(t *testing.T, configYAML string, args ...string) (string, string, error) {
+// standIn writes, as dir/sds-bridge-envoy, a program that says who it is
+// and what it got, and exits 3.
+func standIn(t *testing.T, dir, who string) {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "bridge.yaml")
-	if err := os.WriteFile(cfg, []byte(configYAML), 0o600); err != nil {
+	script := "#!/bin/sh\necho \"" + who + ": $*\"\necho \"" + who + " on stderr\" >&2\nexit 3\n"
+	if err := os.WriteFile(filepath.Join(dir, envoyTool), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// runBinary runs the built sds-bridge with args and only PATH in its
+// environment, and returns stdout, stderr and the exit status.
+func runBinary(t *testing.T, bin, path string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = []string{"PATH=" + path}
 	var stdout, stderr bytes.Buffer
-	err := run(t.Context(), append([]string{"envoy-bootstrap", "--config", cfg}, args...), &stdout, &stderr)
-	return stdout.String(), stderr.String(), err
-}
-
-// writeFile writes data to a new file and returns its path.
-func writeFile(t *testing.T, name, data string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
 		t.Fatal(err)
 	}
-	return p
+	return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
 }
 
-const spireSocketConfig = "sds:\n  socket: /run/spire/sockets/agent.sock\n"
+// `sds-bridge envoy-bootstrap ARGS` runs sds-bridge-envoy ARGS as git runs
+// a plugin: the one beside the executable before one on PATH, one on PATH
+// when none is beside; its output and exit status pass through unchanged,
+// with no line of the bridge's own added.
+func TestEnvoyBootstrapRunsSdsBridgeEnvoyBesideTheBinaryOrOnPATH(t *testing.T) {
+	bin := buildBridge(t)
+	onPath := t.TempDir()
+	standIn(t, onPath, "on PATH")
 
-// --check passes a bootstrap written for SPIRE Agent's SDS against a bridge
-// listening on the socket it dials, prints Envoy's deprecation warnings with
-// their YAML lines on stderr, and exits 0.
-func TestEnvoyBootstrapCheckAcceptsASPIREBootstrapAndWarns(t *testing.T) {
-	data, err := os.ReadFile("../../internal/envoyboot/testdata/spire/backend.yaml")
-	if err != nil {
-		t.Fatal(err)
+	stdout, stderr, code := runBinary(t, bin, onPath, "envoy-bootstrap", "--check", "envoy.yaml")
+	if stdout != "on PATH: --check envoy.yaml\n" || stderr != "on PATH on stderr\n" || code != 3 {
+		t.Errorf("none beside: stdout %q, stderr %q, exit %d; want the one on PATH, its output and exit 3", stdout, stderr, code)
 	}
-	f := writeFile(t, "envoy.yaml", string(data))
-	stdout, stderr, err := envoyBootstrap(t, spireSocketConfig, "--check", f)
-	if err != nil {
-		t.Fatalf("refused: %v\nstderr: %s", err, stderr)
-	}
-	if want := "ok: " + f + " asks the bridge on /run/spire/sockets/agent.sock for spiffe://example.org, spiffe://example.org/backend\n"; stdout != want {
-		t.Errorf("stdout = %q, want %q", stdout, want)
-	}
-	for _, w := range []string{"warning: " + f + ": YAML line 82: static_resources.clusters[spire_agent].http2_protocol_options: field is deprecated",
-		"warning: " + f + ": YAML line 105: admin.access_log_path: field is deprecated"} {
-		if !strings.Contains(stderr, w) {
-			t.Errorf("stderr lacks %q:\n%s", w, stderr)
-		}
-	}
-	// Against the default socket the same file is refused, naming both paths.
-	_, _, err = envoyBootstrap(t, "", "--check", f)
-	if err == nil || !strings.Contains(err.Error(), `cluster "spire_agent" dials /run/spire/sockets/agent.sock, but the bridge listens on /run/sds-bridge/sds.sock`) {
-		t.Errorf("default socket: %v", err)
+
+	standIn(t, filepath.Dir(bin), "beside")
+	stdout, stderr, code = runBinary(t, bin, onPath, "envoy-bootstrap", "--mode", "outbound")
+	if stdout != "beside: --mode outbound\n" || stderr != "beside on stderr\n" || code != 3 {
+		t.Errorf("one beside: stdout %q, stderr %q, exit %d; want the one beside, its output and exit 3", stdout, stderr, code)
 	}
 }
 
-// With sds.disable_spiffe_cert_validation the generator works in every
-// mode and transport: peers are validated through spiffe://<trust-domain>
-// (a plain trusted_ca the bridge serves then) plus SAN matchers, never ALL,
-// and --check accepts what it printed.
-func TestEnvoyBootstrapWithSPIFFEValidationDisabled(t *testing.T) {
-	conf := "sds:\n  disable_spiffe_cert_validation: true\n"
-	for _, mode := range [][]string{
-		{"--mode", "inbound", "--allow-spiffe-id", "spiffe://example.org/frontend"},
-		{"--mode", "outbound", "--upstream", "backend:8443", "--upstream-spiffe-id", "spiffe://example.org/backend"},
-	} {
-		for _, tr := range []string{"sotw", "delta", "ads"} {
-			t.Run(mode[1]+"-"+tr, func(t *testing.T) {
-				out, stderr, err := envoyBootstrap(t, conf, append(mode, "--transport", tr)...)
-				if err != nil {
-					t.Fatalf("%v\n%s", err, stderr)
-				}
-				for _, want := range []string{"name: spiffe://example.org\n", "exact: " + mode[len(mode)-1] + "\n", "san_type: URI"} {
-					if !strings.Contains(out, want) {
-						t.Errorf("output lacks %q:\n%s", want, out)
-					}
-				}
-				if strings.Contains(out, "name: ALL") {
-					t.Errorf("asks for ALL, which the bridge does not serve with validation disabled")
-				}
-				f := writeFile(t, "envoy.yaml", out)
-				if _, stderr, err := envoyBootstrap(t, conf, "--check", f); err != nil || stderr != "" {
-					t.Errorf("--check: %v %s", err, stderr)
-				}
-			})
-		}
+// Without sds-bridge-envoy, envoy-bootstrap exits 1 saying where it looked,
+// why the tool is separate, and how to get it.
+func TestEnvoyBootstrapWithoutTheToolSaysHowToGetIt(t *testing.T) {
+	bin := buildBridge(t)
+	stdout, stderr, code := runBinary(t, bin, t.TempDir(), "envoy-bootstrap", "--check", "envoy.yaml")
+	if code != 1 || stdout != "" {
+		t.Errorf("exit %d, stdout %q; want 1 and nothing", code, stdout)
 	}
-	// Peers of two trust domains cannot share one plain trusted_ca.
-	_, _, err := envoyBootstrap(t, conf, "--allow-spiffe-id", "spiffe://example.org/a", "--allow-spiffe-id", "spiffe://other.example/b")
-	if err == nil || !strings.Contains(err.Error(), "--allow-spiffe-id") || !strings.Contains(err.Error(), "disable_spiffe_cert_validation") {
-		t.Errorf("two trust domains with validation disabled: %v", err)
-	}
-}
-
-// A missing or bad option is reported as the flag to pass.
-func TestEnvoyBootstrapErrorsNameTheFlag(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--mode", "outbound", "--upstream-spiffe-id", "spiffe://example.org/b"}, "--upstream"},
-		{[]string{"--mode", "outbound", "--upstream", "b:1"}, "--upstream-spiffe-id"},
-		{[]string{"--mode", "outbound", "--upstream", "b:1", "--upstream-spiffe-id", "http://x"}, "--upstream-spiffe-id"},
-		{[]string{"--mode", "inbound"}, "--allow-spiffe-id"},
-		{[]string{"--mode", "inbound", "--allow-spiffe-id", "nope"}, "--allow-spiffe-id"},
-		{[]string{"--mode", "sideways"}, "--mode"},
-		{[]string{"--allow-spiffe-id", "spiffe://example.org/a", "--transport", "rest"}, "--transport"},
-	} {
-		_, _, err := envoyBootstrap(t, "", tc.args...)
-		if err == nil || !strings.Contains(err.Error(), tc.want+" ") && !strings.Contains(err.Error(), tc.want+":") {
-			t.Errorf("%q: err = %v, want it to name %s", tc.args, err, tc.want)
-		}
-		if err != nil && (strings.Contains(err.Error(), "the upstream address") || strings.Contains(err.Error(), "UpstreamAddress")) {
-			t.Errorf("%q: names the option, not the flag: %v", tc.args, err)
+	for _, want := range []string{"sds-bridge-envoy", "beside " + bin + " nor on PATH", "the same release", "go install github.com/sds-bridge/sds-bridge/cmd/sds-bridge-envoy@"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
 	}
 }

@@ -84,7 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "wait":
 		return runWait(ctx, rest, stdout, stderr)
 	case "envoy-bootstrap":
-		return runEnvoyBootstrap(rest, stdout, stderr)
+		return runEnvoyBootstrap(ctx, rest, stdout, stderr)
 	case "check":
 		return runCheck(rest, stdout, stderr)
 	case "status":

@@ -99,3 +99,47 @@ func TestImportRules(t *testing.T) {
 		}
 	}
 }
+
+// goListDeps is `go list -deps pkg`: every package pkg links.
+func goListDeps(t *testing.T, pkg string) []string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-deps", pkg)
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v", pkg, err)
+	}
+	return strings.Fields(string(out))
+}
+
+// TestTheDaemonLinksNoEnvoyBootstrapTooling keeps the bootstrap generator
+// and validator, with Envoy's bootstrap, listener and filter types and
+// every extension, out of the daemon: Go initialises every package a
+// binary links, in every sidecar. sds-bridge-envoy links them, which shows
+// the rule reads real dependency lists.
+func TestTheDaemonLinksNoEnvoyBootstrapTooling(t *testing.T) {
+	banned := []string{
+		"github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/",
+		"github.com/envoyproxy/go-control-plane/envoy/config/listener/",
+		"github.com/envoyproxy/go-control-plane/envoy/extensions/filters/",
+		"github.com/envoyproxy/go-control-plane/contrib/",
+		module + "internal/envoyboot",
+	}
+	linked := func(deps []string, prefix string) string {
+		for _, d := range deps {
+			if strings.HasPrefix(d, prefix) {
+				return d
+			}
+		}
+		return ""
+	}
+	daemon, tool := goListDeps(t, "./cmd/sds-bridge"), goListDeps(t, "./cmd/sds-bridge-envoy")
+	for _, b := range banned {
+		if d := linked(daemon, b); d != "" {
+			t.Errorf("the daemon (cmd/sds-bridge) links %s; the Envoy bootstrap tooling belongs in cmd/sds-bridge-envoy", d)
+		}
+		if linked(tool, b) == "" {
+			t.Errorf("sds-bridge-envoy links nothing under %s: the rule above reads nothing", b)
+		}
+	}
+}

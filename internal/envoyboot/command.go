@@ -13,7 +13,10 @@ import (
 // it; Print turns it into Options and names the flag behind each refusal.
 type Request struct {
 	Mode, Transport     string
+	ListenAddress       string // "": the mode's default
 	ListenPort, AppPort uint
+	AdminPort           uint // 0: no admin listener
+	NodeID, NodeCluster string
 	// Upstream is HOST:PORT (outbound).
 	Upstream            string
 	AllowedSPIFFEIDs    []string
@@ -51,10 +54,11 @@ func (r Request) options(names ServedNames) (Options, error) {
 		AllowedSPIFFEIDs: r.AllowedSPIFFEIDs,
 		UpstreamSPIFFEID: r.UpstreamSPIFFEID,
 	}
-	if r.ListenPort > 65535 || r.AppPort > 65535 {
-		return o, errors.New("--listen-port and --app-port must be at most 65535")
+	if r.ListenPort > 65535 || r.AppPort > 65535 || r.AdminPort > 65535 {
+		return o, errors.New("--listen-port, --app-port and --admin-port must be at most 65535")
 	}
-	o.ListenPort, o.AppPort = uint32(r.ListenPort), uint32(r.AppPort)
+	o.ListenPort, o.AppPort, o.AdminPort = uint32(r.ListenPort), uint32(r.AppPort), uint32(r.AdminPort)
+	o.ListenAddress, o.NodeID, o.NodeCluster = r.ListenAddress, r.NodeID, r.NodeCluster
 	if r.Upstream != "" {
 		var err error
 		if o.UpstreamAddress, o.UpstreamPort, err = SplitHostPort(r.Upstream); err != nil {
@@ -106,7 +110,9 @@ var flagOf = map[string]string{
 	"Mode":             "--mode",
 	"Transport":        "--transport",
 	"SDSSocket":        "--sds-socket (or sds.socket)",
+	"ListenAddress":    "--listen-address",
 	"ListenPort":       "--listen-port",
+	"AdminPort":        "--admin-port",
 	"AppPort":          "--app-port",
 	"AllowedSPIFFEIDs": "--allow-spiffe-id",
 	"UpstreamAddress":  "--upstream",

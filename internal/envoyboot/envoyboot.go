@@ -19,6 +19,14 @@ import (
 	"github.com/sds-bridge/sds-bridge/sds"
 )
 
+//go:generate go run ./genextensions -o extensions.go
+
+// ExtensionPackages is how many packages of Envoy's API (extensions,
+// contrib, the v3 config and type packages, the xDS types) the validator
+// links: a typed_config of any of their messages is checked; another is
+// a private extension, reported as a warning (see Lint).
+const ExtensionPackages = extensionPackages
+
 // BridgeCluster is the name Generate gives the static cluster that reaches
 // sds-bridge's SDS socket. Validate finds the bridge by the socket its
 // cluster dials (ServedNames.Socket), whatever the cluster is called: a

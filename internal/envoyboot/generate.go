@@ -76,8 +76,10 @@ const (
 	DefaultInboundListenPort  = 8443
 	DefaultOutboundListenPort = 9001
 	DefaultAppPort            = 8080
-	DefaultAdminPort          = 9901
 )
+
+// DefaultNodeCluster is Envoy's node.cluster unless told otherwise.
+const DefaultNodeCluster = "sds-bridge-sidecar"
 
 // Options describe one sidecar. Zero values take the defaults named on
 // each field.
@@ -116,10 +118,12 @@ type Options struct {
 	// InitialFetchTimeout: 0 means DefaultInitialFetchTimeout; a negative
 	// value means wait for secrets forever (Envoy's 0s).
 	InitialFetchTimeout time.Duration
-	// AdminPort is Envoy's admin listener on 127.0.0.1; default 9901.
+	// AdminPort, when set, gives Envoy an admin listener on 127.0.0.1 and
+	// no other address: anything that reaches it can stop Envoy
+	// (/quitquitquit) or drain its listeners. Default: no admin listener.
 	AdminPort uint32
 	// NodeID and NodeCluster identify this Envoy to the bridge (it logs
-	// them); default "sidecar-<mode>" and "sds-bridge-sidecar".
+	// them); default "sidecar-<mode>" and DefaultNodeCluster.
 	NodeID, NodeCluster string
 }
 
@@ -138,9 +142,8 @@ func (o Options) withDefaults() Options {
 	o.AppAddress = cmp.Or(o.AppAddress, "127.0.0.1")
 	o.AppPort = cmp.Or(o.AppPort, DefaultAppPort)
 	o.InitialFetchTimeout = cmp.Or(o.InitialFetchTimeout, DefaultInitialFetchTimeout)
-	o.AdminPort = cmp.Or(o.AdminPort, DefaultAdminPort)
 	o.NodeID = cmp.Or(o.NodeID, "sidecar-"+string(o.Mode))
-	o.NodeCluster = cmp.Or(o.NodeCluster, "sds-bridge-sidecar")
+	o.NodeCluster = cmp.Or(o.NodeCluster, DefaultNodeCluster)
 	return o
 }
 
@@ -267,7 +270,9 @@ func Build(opts Options) (*bootstrapv3.Bootstrap, error) {
 			// The bridge's cluster comes first: clusters that use SDS refer to it.
 			Clusters: []*clusterv3.Cluster{bridgeCluster(o)},
 		},
-		Admin: &bootstrapv3.Admin{Address: socketAddress("127.0.0.1", o.AdminPort)},
+	}
+	if o.AdminPort != 0 {
+		b.Admin = &bootstrapv3.Admin{Address: socketAddress("127.0.0.1", o.AdminPort)}
 	}
 	if o.Transport == TransportADS {
 		b.DynamicResources = &bootstrapv3.Bootstrap_DynamicResources{

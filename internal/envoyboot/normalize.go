@@ -112,6 +112,17 @@ func normalizeAny(n *yaml.Node) {
 	}
 	mt, err := protoregistry.GlobalTypes.FindMessageByURL(deref(t).Value)
 	if err != nil {
+		// A type no linked package registers (a private extension): its
+		// fields cannot be read, so they are dropped for protojson, which
+		// reads the Any as an empty placeholder (unknownTypes); the walk
+		// reports it with its line.
+		var keep []*yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == "@type" {
+				keep = append(keep, n.Content[i], n.Content[i+1])
+			}
+		}
+		n.Content = keep
 		return
 	}
 	if strings.HasPrefix(string(mt.Descriptor().FullName()), "google.protobuf.") {

@@ -179,3 +179,81 @@ func TestEveryErrorCarriesItsYAMLLine(t *testing.T) {
 		})
 	}
 }
+
+// Bootstraps in the shapes SPIRE's tutorials and real sidecars use —
+// ext_authz over gRPC to a local JWT auth helper or Open Policy Agent, JWT
+// authn, RBAC and Lua — are parsed and validated to the last field of each
+// extension, and pass with no warning; a private extension (a type no
+// package of Envoy's API has) passes with one warning that names its line,
+// and the rest of that file is still checked.
+func TestValidateKnowsEveryExtensionAndWarnsOnPrivateOnes(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		warn string
+	}{
+		{"jwt.yaml", ""},
+		{"opa.yaml", ""},
+		{"jwt-opa.yaml", ""},
+		{"rbac-lua.yaml", ""},
+		{"private-extension.yaml", "YAML line 49: static_resources.listeners[local_service].filter_chains[0].filters[envoy.filters.network.http_connection_manager]" +
+			".typed_config(envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager).http_filters[acme.audit].typed_config: " +
+			"@type type.googleapis.com/acme.envoy.filters.http.audit.v1.Audit is in none of the"},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			data := readSPIRE(t, tc.file)
+			r, err := Lint(data, spireNames())
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"spiffe://example.org", "spiffe://example.org/ns/default/sa/default/backend"}
+			if !slices.Equal(r.Asked, want) {
+				t.Errorf("asked %q, want %q", r.Asked, want)
+			}
+			switch {
+			case tc.warn == "" && len(r.Warnings) > 0:
+				t.Errorf("warnings %q, want none", r.Warnings)
+			case tc.warn != "" && (len(r.Warnings) != 1 || !strings.HasPrefix(r.Warnings[0], tc.warn)):
+				t.Errorf("warnings %q, want one starting %q", r.Warnings, tc.warn)
+			}
+			// The rest of the file is checked: a route to a cluster that
+			// is not there is still an error.
+			broken := strings.Replace(string(data), "cluster: local_service\n", "cluster: local-service\n", 1)
+			if err := Validate([]byte(broken), spireNames()); err == nil || !strings.Contains(err.Error(), `cluster "local-service" is not defined`) {
+				t.Errorf("a route to a missing cluster: %v", err)
+			}
+		})
+	}
+}
+
+// Inside an extension --check knows, a misspelt field, a value its
+// protoc-gen-validate rules refuse and a misspelt @type are errors naming
+// their YAML line, as in the bootstrap itself.
+func TestValidateRefusesMistakesInsideExtensions(t *testing.T) {
+	jwt := string(readSPIRE(t, "jwt.yaml"))
+	rbac := string(readSPIRE(t, "rbac-lua.yaml"))
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"misspelt ext_authz field", edit(t, jwt, "transport_api_version: V3\n              grpc_service:", "transport_api_versoin: V3\n              grpc_service:"),
+			[]string{`unknown field "transport_api_versoin"`, "(YAML line 43)"}},
+		{"misspelt RBAC action", edit(t, rbac, "action: ALLOW", "action: ALOW"),
+			[]string{"ALOW", "(YAML line 70)"}},
+		{"JWKS URI empty", edit(t, rbac, `uri: "https://oidc-discovery.example.org/keys"`, `uri: ""`),
+			[]string{"YAML line 55: ", "remote_jwks.http_uri.uri: invalid HttpUri.Uri: value length must be at least 1 runes"}},
+		{"misspelt extension type", edit(t, jwt, "ext_authz.v3.ExtAuthz", "ext_authz.v3.ExtAuth"),
+			[]string{"YAML line 41:", "did you mean type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz?"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Validate([]byte(tc.yaml), spireNames())
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}

@@ -389,8 +389,12 @@ func (c *checker) line(path string, n *yaml.Node) {
 // real config and its value must parse into that type strictly.
 func (c *checker) walkAny(a *anypb.Any, path string, in protoreflect.FieldDescriptor, n *yaml.Node) {
 	inner, err := a.UnmarshalNew()
+	if errors.Is(err, protoregistry.NotFound) {
+		c.unknownType(path, a.GetTypeUrl())
+		return
+	}
 	if err != nil {
-		c.errorf(path, "typed_config %s cannot be resolved: %v", a.GetTypeUrl(), err)
+		c.errorf(path, "typed_config %s: %v", a.GetTypeUrl(), err)
 		return
 	}
 	path = fmt.Sprintf("%s(%s)", path, inner.ProtoReflect().Descriptor().FullName())
@@ -406,7 +410,7 @@ func (c *checker) walkAny(a *anypb.Any, path string, in protoreflect.FieldDescri
 	if typeURL != "" {
 		mt, err := protoregistry.GlobalTypes.FindMessageByURL(typeURL)
 		if err != nil {
-			c.errorf(path, "TypedStruct type_url %q cannot be resolved: %v", typeURL, err)
+			c.unknownType(join(path, "type_url"), typeURL)
 			return
 		}
 		js, err := protojson.Marshal(value)
@@ -432,6 +436,71 @@ func (c *checker) walkAny(a *anypb.Any, path string, in protoreflect.FieldDescri
 			c.pgv(err, path)
 		}
 	}
+}
+
+// unknownType reports a typed_config (or TypedStruct) of a type that no
+// package of Envoy's API registers. A name one or two letters from one of
+// Envoy's is a misspelling: an error. Anything else is taken for a
+// private extension, which Envoy loads only when built with it: a
+// warning, its config unchecked, and the check goes on.
+func (c *checker) unknownType(path, url string) {
+	name := url[strings.LastIndex(url, "/")+1:]
+	if near := nearestType(name); near != "" {
+		c.errorf(path, "@type %s is in no package of Envoy's API; did you mean type.googleapis.com/%s?", url, near)
+		return
+	}
+	c.warnf(path, "@type %s is in none of the %d packages of Envoy's API this tool knows: a private extension? "+
+		"Envoy loads it only if it was built with it; its config is not checked", url, ExtensionPackages)
+}
+
+// nearestType is the registered message name within two edits of name,
+// or "".
+func nearestType(name string) string {
+	best, bestD := "", 3
+	protoregistry.GlobalTypes.RangeMessages(func(mt protoreflect.MessageType) bool {
+		known := string(mt.Descriptor().FullName())
+		if abs(len(known)-len(name)) < bestD {
+			if d := editDistance(name, known, bestD); d < bestD {
+				best, bestD = known, d
+			}
+		}
+		return true
+	})
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b, or limit when it is
+// limit or more.
+func editDistance(a, b string, limit int) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		rowMin := cur[0]
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			rowMin = min(rowMin, cur[j])
+		}
+		if rowMin >= limit {
+			return limit
+		}
+		prev, cur = cur, prev
+	}
+	return min(prev[len(b)], limit)
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 // pgvError is what protoc-gen-validate's errors have in common.
@@ -559,7 +628,9 @@ func isRouter(f *hcmv3.HttpFilter) bool {
 	}
 	inner, err := tc.UnmarshalNew()
 	if err != nil {
-		return false
+		// Of a type not known here (reported as such): it may be a
+		// private terminal filter.
+		return true
 	}
 	var url string
 	switch ts := inner.(type) {

@@ -57,7 +57,7 @@ func TestValidateRefusesYAMLMistakes(t *testing.T) {
 		{"unknown top-level field", edit(t, in, "node:\n", "nodes: {}\nnode:\n"), []string{`unknown field "nodes"`, "YAML line 4"}},
 		{"unknown field in typed_config", edit(t, in, "stat_prefix: inbound", "stat_prefx: inbound"), []string{`unknown field "stat_prefx"`}},
 		{"misspelt enum", edit(t, in, "api_type: GRPC", "api_type: GRCP"), []string{"api_type", "GRCP", "YAML line 53"}},
-		{"unresolvable typed_config", edit(t, in, "envoy.extensions.filters.http.router.v3.Router", "envoy.extensions.filters.http.routr.v3.Router"), []string{"unable to resolve", "routr"}},
+		{"unresolvable typed_config", edit(t, in, "envoy.extensions.filters.http.router.v3.Router", "envoy.extensions.filters.http.routr.v3.Router"), []string{"routr", "did you mean type.googleapis.com/envoy.extensions.filters.http.router.v3.Router?", "YAML line 33:"}},
 		{"wrong type for a field", edit(t, in, "port_value: 8443", "port_value: [8443]"), []string{"port_value"}},
 		{"duplicate key", edit(t, in, "  id: sidecar-inbound\n", "  id: sidecar-inbound\n  id: again\n"), []string{"already defined"}},
 		{"two documents", in + "---\nnode: {}\n", []string{"more than one YAML document"}},

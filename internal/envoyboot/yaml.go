@@ -9,11 +9,17 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
 )
 
 // marshalYAML renders m as Envoy reads it: proto field names, enums by
@@ -90,15 +96,40 @@ func parse(data []byte) (*bootstrapv3.Bootstrap, *yaml.Node, error) {
 		return nil, nil, fmt.Errorf("envoyboot: parse: YAML → JSON: %w", err)
 	}
 	b := &bootstrapv3.Bootstrap{}
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(js, b); err != nil {
-		msg := yamlLines(err.Error(), &doc)
-		if strings.Contains(msg, "unable to resolve") {
-			msg += "; a misspelt @type, or an extension internal/envoyboot/extensions.go does not import"
-		}
-		return nil, nil, fmt.Errorf("envoyboot: parse: %s", msg)
+	if err := (protojson.UnmarshalOptions{Resolver: unknownTypes{protoregistry.GlobalTypes}}).Unmarshal(js, b); err != nil {
+		return nil, nil, fmt.Errorf("envoyboot: parse: %s", yamlLines(err.Error(), &doc))
 	}
 	return b, &doc, nil
 }
+
+// unknownTypes resolves what the registry holds, and any other type URL
+// to an empty placeholder message, so that a typed_config of a type no
+// linked package registers (a private extension) parses as an Any that
+// keeps its type URL; normalize has dropped its fields, and the walk
+// reports it (checker.unknownType).
+type unknownTypes struct{ *protoregistry.Types }
+
+func (r unknownTypes) FindMessageByURL(url string) (protoreflect.MessageType, error) {
+	mt, err := r.Types.FindMessageByURL(url)
+	if errors.Is(err, protoregistry.NotFound) {
+		return placeholder(), nil
+	}
+	return mt, err
+}
+
+// placeholder is a message type with no fields, unknown to every registry.
+var placeholder = sync.OnceValue(func() protoreflect.MessageType {
+	fd, err := protodesc.NewFile(&descriptorpb.FileDescriptorProto{
+		Name:        proto.String("sds-bridge/envoyboot/placeholder.proto"),
+		Package:     proto.String("sdsbridge.envoyboot"),
+		Syntax:      proto.String("proto3"),
+		MessageType: []*descriptorpb.DescriptorProto{{Name: proto.String("UnknownType")}},
+	}, nil)
+	if err != nil {
+		panic(fmt.Sprintf("envoyboot: placeholder message: %v", err)) // a constant descriptor
+	}
+	return dynamicpb.NewMessageType(fd.Messages().Get(0))
+})
 
 var (
 	jsonPosition = regexp.MustCompile(`^proto:[\s\x{00a0}]*(?:syntax error )?(?:\(line \d+:\d+\):[\s\x{00a0}]*)?`)
