@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -148,7 +149,7 @@ func TestImageRunsTheStaticBinaryAsTheNonRootUser(t *testing.T) {
 		"org.opencontainers.image.source":      "https://github.com/sds-bridge/sds-bridge",
 		"org.opencontainers.image.version":     testVersion,
 		"org.opencontainers.image.revision":    strings.TrimSpace(string(rev)),
-		"org.opencontainers.image.licenses":    "NOASSERTION",
+		"org.opencontainers.image.licenses":    "Apache-2.0",
 	}
 	for k, v := range want {
 		if c.Labels[k] != v {
@@ -158,8 +159,13 @@ func TestImageRunsTheStaticBinaryAsTheNonRootUser(t *testing.T) {
 	if len(c.Labels) != len(want) {
 		t.Errorf("labels %v, want exactly %v", c.Labels, want)
 	}
-	if !cf.Created.Equal(time.Unix(0, 0)) {
-		t.Errorf("created %v, want the epoch", cf.Created)
+	// The commit's time, not 1970 ("created 56 years ago").
+	ct, err := exec.Command("git", "-C", repoRoot(t), "log", "-1", "--format=%ct").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strconv.FormatInt(cf.Created.Unix(), 10); got != strings.TrimSpace(string(ct)) {
+		t.Errorf("created %v (%s), want the commit time %s", cf.Created, got, ct)
 	}
 }
 
@@ -396,7 +402,7 @@ func TestMakeImageTwiceGivesTheSameDigest(t *testing.T) {
 func TestTheDigestFollowsTheInputs(t *testing.T) {
 	static := staticBinary(t)
 	dir := t.TempDir()
-	base := Config{Binary: static, Tag: "sds-bridge:x", Version: "v1", Revision: "abc", Source: "s", Licenses: "NOASSERTION", Created: time.Unix(0, 0).UTC()}
+	base := Config{Binaries: []string{static}, Tag: "sds-bridge:x", Version: "v1", Revision: "abc", Source: "s", Licenses: "NOASSERTION", Created: time.Unix(0, 0).UTC()}
 	build := func(name string, c Config) v1.Hash {
 		c.Out = filepath.Join(dir, name)
 		d, err := Build(c)
@@ -460,7 +466,7 @@ func TestADynamicBinaryIsRefused(t *testing.T) {
 	}
 	for bin, want := range map[string]string{dynamic: "PT_INTERP", notELF: "not an ELF"} {
 		out := filepath.Join(t.TempDir(), "img.tar")
-		_, err := Build(Config{Binary: bin, Out: out, Tag: "sds-bridge:x", Created: time.Unix(0, 0)})
+		_, err := Build(Config{Binaries: []string{bin}, Out: out, Tag: "sds-bridge:x", Created: time.Unix(0, 0)})
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Build(%s) = %v, want an error saying %q", bin, err, want)
 		}
