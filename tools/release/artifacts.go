@@ -35,6 +35,10 @@ func writeSBOM(binary, version string, commitTime time.Time) error {
 	g, err := bin.NewGenerator(binary,
 		bin.WithLogger(zerolog.Nop()),
 		bin.WithIncludeStdlib(true),
+		// Full purls carry goos/goarch from `go env` of this process,
+		// not of the binary (an arm64 SBOM would say amd64); the
+		// binary's own GOOS/GOARCH are in the build properties.
+		bin.WithShortPURLS(true),
 		// Go records the commit's pseudo-version for a checkout
 		// build; the release is this version.
 		bin.WithVersionOverride(version))
