@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -431,6 +432,12 @@ func TestTheDigestFollowsTheInputs(t *testing.T) {
 // static ELF rather than sds-bridge itself.
 func staticBinary(t *testing.T) string {
 	t.Helper()
+	return staticBinaryFor(t, runtime.GOARCH)
+}
+
+// staticBinaryFor is staticBinary for linux/goarch.
+func staticBinaryFor(t *testing.T, goarch string) string {
+	t.Helper()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "main.go")
 	if err := os.WriteFile(src, []byte("package main\nfunc main() {}\n"), 0o644); err != nil {
@@ -438,7 +445,7 @@ func staticBinary(t *testing.T) string {
 	}
 	out := filepath.Join(dir, "tiny")
 	cmd := exec.Command("go", "build", "-o", out, src)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
 	cmd.Dir = dir
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, b)
@@ -513,5 +520,70 @@ func TestTheDockerfileBuildsTheSameImage(t *testing.T) {
 	}
 	if n := strings.Count(df, "\nCOPY --from="); n != 1 {
 		t.Errorf("Dockerfile's final stage has %d COPY --from lines, want one layer", n)
+	}
+}
+
+// TestSeveralBinariesMakeOneIndexOfTheirPlatforms: one binary per
+// platform gives an OCI image index, in GOARCH order whatever the order of
+// the flags, written both as the tarball and as a layout directory whose
+// index.json names that index; two binaries for one platform, or a layout
+// directory that exists, are refused.
+func TestSeveralBinariesMakeOneIndexOfTheirPlatforms(t *testing.T) {
+	amd, arm := staticBinaryFor(t, "amd64"), staticBinaryFor(t, "arm64")
+	dir := t.TempDir()
+	c := Config{Binaries: []string{arm, amd}, Out: filepath.Join(dir, "img.tar"), Layout: filepath.Join(dir, "oci"),
+		Tag: "sds-bridge:v1", Version: "v1", Licenses: defaultLicenses, Created: time.Unix(1795960495, 0).UTC()}
+	digest, err := Build(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := layout.ImageIndexFromPath(c.Layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := top.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tm.Manifests) != 1 || tm.Manifests[0].Digest != digest || !tm.Manifests[0].MediaType.IsIndex() {
+		t.Fatalf("index.json %+v, want the one image index %v", tm.Manifests, digest)
+	}
+	idx, err := top.ImageIndex(digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range im.Manifests {
+		got = append(got, d.Platform.String())
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cf, err := img.ConfigFile(); err != nil || cf.Architecture != d.Platform.Architecture || !cf.Created.Time.Equal(c.Created) {
+			t.Errorf("%s: config %+v (%v)", d.Platform, cf, err)
+		}
+	}
+	if !slices.Equal(got, []string{"linux/amd64", "linux/arm64"}) {
+		t.Errorf("platforms %v", got)
+	}
+	untarred := t.TempDir()
+	untar(t, c.Out, untarred)
+	a, _ := os.ReadFile(filepath.Join(untarred, "index.json"))
+	b, _ := os.ReadFile(filepath.Join(c.Layout, "index.json"))
+	if len(a) == 0 || !bytes.Equal(a, b) {
+		t.Errorf("the tarball's index.json %s, the layout's %s", a, b)
+	}
+
+	if _, err := Build(c); err == nil {
+		t.Error("a second build into the same layout directory was accepted")
+	}
+	dup := c
+	dup.Binaries, dup.Layout, dup.Out = []string{amd, amd}, "", filepath.Join(dir, "dup.tar")
+	if _, err := Build(dup); err == nil || !strings.Contains(err.Error(), "a second binary for linux/amd64") {
+		t.Errorf("two amd64 binaries: %v", err)
 	}
 }
