@@ -48,7 +48,7 @@ RELEASE_PLATFORMS ?= linux/amd64 linux/arm64
 release:
 	@test -n "$(VERSION)" || { echo "make release needs VERSION=vX.Y.Z"; exit 1; }
 	rm -rf $(DIST)
-	$(GO) -C tools/release run . binaries -root $(CURDIR) -version $(VERSION) -dist $(abspath $(DIST)) \
+	$(GO) -C tools/release run . binaries -root $(CURDIR) -version $(VERSION) -revision "$(REVISION)" -dist $(abspath $(DIST)) \
 		-platforms $(subst $(space),$(comma),$(strip $(RELEASE_PLATFORMS)))
 	$(GO) -C tools/image run . -out $(abspath $(DIST))/sds-bridge_$(VERSION)_image.tar \
 		-layout $(abspath $(DIST))/sds-bridge_$(VERSION)_oci -tag sds-bridge:$(VERSION) \

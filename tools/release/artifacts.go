@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -105,7 +106,7 @@ func releaseNotes(root, version string) ([]byte, error) {
 		switch {
 		case strings.HasPrefix(line, "## "):
 			in = strings.HasPrefix(line, heading)
-		case in && strings.HasPrefix(line, "["):
+		case in && linkDefinition.MatchString(line):
 			in = false // the link definitions that close the file
 		}
 		if in {
@@ -122,6 +123,9 @@ func releaseNotes(root, version string) ([]byte, error) {
 	notes = "# sds-bridge " + version + strings.TrimPrefix(notes, heading) + "\n"
 	return []byte(notes), nil
 }
+
+// linkDefinition is a Markdown link reference definition: "[0.1.0]: https://…".
+var linkDefinition = regexp.MustCompile(`^\[[^\]]+\]: `)
 
 // SumsName is the checksum file.
 const SumsName = "SHA256SUMS"

@@ -46,6 +46,7 @@ func run(args []string) error {
 	fs.StringVar(&c.Root, "root", filepath.Join("..", ".."), "the sds-bridge checkout")
 	fs.StringVar(&c.Version, "version", "", "the version to stamp, vX.Y.Z (semantic versioning)")
 	fs.StringVar(&c.Dist, "dist", "", "the directory to write into (required)")
+	fs.StringVar(&c.commit, "revision", "", "the commit make stamps into the image; the release refuses to build another")
 	platforms := fs.String("platforms", "linux/amd64,linux/arm64", "GOOS/GOARCH pairs, comma-separated")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -82,10 +83,17 @@ func (c *Config) readCommit() error {
 	if err != nil {
 		return fmt.Errorf("reading the commit (a release is built from a git checkout): %w", err)
 	}
+	var head string
 	var secs int64
-	if _, err := fmt.Sscan(string(out), &c.commit, &secs); err != nil {
+	if _, err := fmt.Sscan(string(out), &head, &secs); err != nil {
 		return fmt.Errorf("reading the commit: git log said %q", out)
 	}
+	// make reads the commit once, for the image's labels; the binaries
+	// must be of the same one even if HEAD moves while the release builds.
+	if c.commit != "" && c.commit != head {
+		return fmt.Errorf("HEAD is %s, but the release is of %s: HEAD moved; run make release again", head, c.commit)
+	}
+	c.commit = head
 	c.commitTime = time.Unix(secs, 0).UTC()
 	status, err := exec.Command("git", "-C", c.Root, "status", "--porcelain", "--untracked-files=no").Output()
 	if err != nil {
