@@ -20,7 +20,7 @@ ctr=sds-bridge-engine-test-$$
 cleanup() {
 	podman rm -f "$ctr" >/dev/null 2>&1 || true
 	podman manifest rm "$list" >/dev/null 2>&1 || true
-	podman rmi -f "$name" >/dev/null 2>&1 || true
+	podman rmi -f "$name" ${loaded:-} >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -34,6 +34,7 @@ created=$(TZ=UTC git log -1 --date=format-local:'%Y-%m-%dT%H:%M:%SZ' --format=%c
 
 echo "== podman load -i $(basename "$tarball")"
 podman load -i "$tarball"
+loaded=$(podman image inspect --format '{{.Id}}' "$name")
 
 # want FORMAT VALUE IMAGE: podman image inspect shows VALUE for FORMAT.
 want() {
