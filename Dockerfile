@@ -40,7 +40,7 @@ LABEL org.opencontainers.image.title="sds-bridge" \
       org.opencontainers.image.source="https://github.com/sds-bridge/sds-bridge" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.licenses="NOASSERTION"
+      org.opencontainers.image.licenses="Apache-2.0"
 # One layer, owned by root: the binary and the non-root user's entries.
 COPY --from=build /rootfs/ /
 WORKDIR /

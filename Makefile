@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin
 E2E_TIMEOUT ?= 45m
 
-.PHONY: all build image image-test test unit unit-kustomize stress vet e2e e2e-deps bench bench-spire bench-fanout fuzz fmt-check clean
+.PHONY: all build image image-test image-engine-test release release-test test unit unit-kustomize stress vet e2e e2e-deps bench bench-spire bench-fanout fuzz fmt-check clean
 
 all: build
 
@@ -24,9 +24,12 @@ build:
 # tools/image and the Dockerfile, which builds the same image with Docker):
 # a static binary stamped with IMAGE_VERSION, then bin/sds-bridge-image.tar,
 # an OCI layout that is also a `docker save` archive (docker/podman load).
-# Every timestamp is SOURCE_DATE_EPOCH (default 0): same inputs, same digest.
+# Every timestamp is SOURCE_DATE_EPOCH, by default the commit's time (0
+# outside a checkout): same inputs, same digest.
 IMAGE_VERSION = $(or $(VERSION),dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+SOURCE_DATE_EPOCH ?= $(or $(shell git log -1 --format=%ct 2>/dev/null),0)
+export SOURCE_DATE_EPOCH
 IMAGE_TAG ?= sds-bridge:$(IMAGE_VERSION)
 
 image:
@@ -35,6 +38,40 @@ image:
 	$(GO) -C tools/image run . -binary $(abspath $(BIN)/image/sds-bridge) \
 		-out $(abspath $(BIN)/sds-bridge-image.tar) -tag $(IMAGE_TAG) \
 		-version $(IMAGE_VERSION) -revision "$(REVISION)"
+
+# make release VERSION=vX.Y.Z: everything a release publishes, offline, into
+# DIST (emptied first): every command under cmd/ for each of
+# RELEASE_PLATFORMS, static and stamped (version, commit, commit time), a
+# CycloneDX SBOM per binary, the release notes from CHANGELOG.md, the
+# multi-platform image of sds-bridge as an OCI layout and as a tarball
+# (docker/podman load), and SHA256SUMS over all of it. tools/release and
+# tools/image are modules of their own (cyclonedx-gomod and
+# go-containerregistry stay out of the daemon's go.mod).
+DIST ?= dist
+RELEASE_PLATFORMS ?= linux/amd64 linux/arm64
+release:
+	@test -n "$(VERSION)" || { echo "make release needs VERSION=vX.Y.Z"; exit 1; }
+	rm -rf $(DIST)
+	$(GO) -C tools/release run . binaries -root $(CURDIR) -version $(VERSION) -revision "$(REVISION)" -dist $(abspath $(DIST)) \
+		-platforms $(subst $(space),$(comma),$(strip $(RELEASE_PLATFORMS)))
+	$(GO) -C tools/image run . -out $(abspath $(DIST))/sds-bridge_$(VERSION)_image.tar \
+		-layout $(abspath $(DIST))/sds-bridge_$(VERSION)_oci -tag sds-bridge:$(VERSION) \
+		-version $(VERSION) -revision "$(REVISION)" \
+		$(foreach p,$(filter linux/%,$(RELEASE_PLATFORMS)),-binary $(abspath $(DIST))/sds-bridge_$(VERSION)_$(subst /,_,$(p)))
+	$(GO) -C tools/release run . sums -dist $(abspath $(DIST))
+comma := ,
+space := $(subst ,, )
+
+# Builds the release twice and checks what it publishes, including a push
+# to and pull from an in-process registry (see tools/release).
+release-test:
+	$(GO) -C tools/release test -count=1 ./...
+
+# The release image in a real engine: podman loads the tarball, inspects it,
+# and the binary runs from the exported root filesystem as uid 65532
+# (tools/release/engine-test.sh). Skips, saying so, without podman.
+image-engine-test:
+	./tools/release/engine-test.sh
 
 # tools/image is its own module (go-containerregistry stays out of the
 # daemon's go.mod), so ./... does not reach it; its test runs `make image`.
@@ -52,6 +89,7 @@ vet:
 	$(GO) vet -tags e2e,benchspire ./e2e/
 	$(GO) vet -tags e2e,benchfanout ./e2e/...
 	$(GO) -C tools/image vet ./...
+	$(GO) -C tools/release vet ./...
 	$(GO) -C e2e/traceparse vet ./...
 
 fmt-check:
@@ -61,6 +99,7 @@ unit: fmt-check vet unit-kustomize
 	$(GO) test -race -count=1 ./...
 	$(GO) -C e2e/traceparse test -count=1 ./...
 	$(MAKE) image-test
+	$(MAKE) release-test
 
 # deploy/kubernetes rendered by kustomize, decoded strictly and checked against
 # Pod Security "restricted". A module of its own: kustomize and k8s.io stay out
@@ -138,4 +177,4 @@ bench-fanout: e2e-deps
 		-fanout-window=$(BENCH_FANOUT_WINDOW) -fanout-rotations=$(BENCH_FANOUT_ROTATIONS)
 
 clean:
-	rm -rf $(BIN) sds-bridge-dev
+	rm -rf $(BIN) $(DIST) sds-bridge-dev

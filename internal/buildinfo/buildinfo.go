@@ -5,8 +5,15 @@ package buildinfo
 import (
 	"cmp"
 	"runtime/debug"
+	"slices"
 	"strings"
 )
+
+// revision and commitTime are the commit and its time (RFC 3339) when the
+// build says so with -X (make release does: Go records no VCS stamp in a
+// git worktree, and a release must not depend on how it was checked out);
+// otherwise the VCS stamp `go build` records is used.
+var revision, commitTime, modified string
 
 // Describe is the -X version if set (ldVersion), else the module version
 // `go install …@vX` records, plus the VCS revision and time `go build`
@@ -16,6 +23,12 @@ func Describe(ldVersion string) string {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return cmp.Or(ldVersion, "(unknown build)")
+	}
+	if revision != "" {
+		info.Settings = append(slices.Clone(info.Settings),
+			debug.BuildSetting{Key: "vcs.revision", Value: revision},
+			debug.BuildSetting{Key: "vcs.time", Value: commitTime},
+			debug.BuildSetting{Key: "vcs.modified", Value: modified})
 	}
 	return describe(ldVersion, info)
 }
@@ -30,6 +43,7 @@ func describe(ldVersion string, info *debug.BuildInfo) string {
 	for _, s := range info.Settings {
 		settings[s.Key] = s.Value
 	}
+
 	var extra []string
 	if rev := settings["vcs.revision"]; rev != "" {
 		if len(rev) > 12 {

@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -148,7 +150,7 @@ func TestImageRunsTheStaticBinaryAsTheNonRootUser(t *testing.T) {
 		"org.opencontainers.image.source":      "https://github.com/sds-bridge/sds-bridge",
 		"org.opencontainers.image.version":     testVersion,
 		"org.opencontainers.image.revision":    strings.TrimSpace(string(rev)),
-		"org.opencontainers.image.licenses":    "NOASSERTION",
+		"org.opencontainers.image.licenses":    "Apache-2.0",
 	}
 	for k, v := range want {
 		if c.Labels[k] != v {
@@ -158,8 +160,13 @@ func TestImageRunsTheStaticBinaryAsTheNonRootUser(t *testing.T) {
 	if len(c.Labels) != len(want) {
 		t.Errorf("labels %v, want exactly %v", c.Labels, want)
 	}
-	if !cf.Created.Equal(time.Unix(0, 0)) {
-		t.Errorf("created %v, want the epoch", cf.Created)
+	// The commit's time, not 1970 ("created 56 years ago").
+	ct, err := exec.Command("git", "-C", repoRoot(t), "log", "-1", "--format=%ct").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strconv.FormatInt(cf.Created.Unix(), 10); got != strings.TrimSpace(string(ct)) {
+		t.Errorf("created %v (%s), want the commit time %s", cf.Created, got, ct)
 	}
 }
 
@@ -396,7 +403,7 @@ func TestMakeImageTwiceGivesTheSameDigest(t *testing.T) {
 func TestTheDigestFollowsTheInputs(t *testing.T) {
 	static := staticBinary(t)
 	dir := t.TempDir()
-	base := Config{Binary: static, Tag: "sds-bridge:x", Version: "v1", Revision: "abc", Source: "s", Licenses: "NOASSERTION", Created: time.Unix(0, 0).UTC()}
+	base := Config{Binaries: []string{static}, Tag: "sds-bridge:x", Version: "v1", Revision: "abc", Source: "s", Licenses: "NOASSERTION", Created: time.Unix(0, 0).UTC()}
 	build := func(name string, c Config) v1.Hash {
 		c.Out = filepath.Join(dir, name)
 		d, err := Build(c)
@@ -425,6 +432,12 @@ func TestTheDigestFollowsTheInputs(t *testing.T) {
 // static ELF rather than sds-bridge itself.
 func staticBinary(t *testing.T) string {
 	t.Helper()
+	return staticBinaryFor(t, runtime.GOARCH)
+}
+
+// staticBinaryFor is staticBinary for linux/goarch.
+func staticBinaryFor(t *testing.T, goarch string) string {
+	t.Helper()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "main.go")
 	if err := os.WriteFile(src, []byte("package main\nfunc main() {}\n"), 0o644); err != nil {
@@ -432,7 +445,7 @@ func staticBinary(t *testing.T) string {
 	}
 	out := filepath.Join(dir, "tiny")
 	cmd := exec.Command("go", "build", "-o", out, src)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
 	cmd.Dir = dir
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, b)
@@ -460,7 +473,7 @@ func TestADynamicBinaryIsRefused(t *testing.T) {
 	}
 	for bin, want := range map[string]string{dynamic: "PT_INTERP", notELF: "not an ELF"} {
 		out := filepath.Join(t.TempDir(), "img.tar")
-		_, err := Build(Config{Binary: bin, Out: out, Tag: "sds-bridge:x", Created: time.Unix(0, 0)})
+		_, err := Build(Config{Binaries: []string{bin}, Out: out, Tag: "sds-bridge:x", Created: time.Unix(0, 0)})
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Build(%s) = %v, want an error saying %q", bin, err, want)
 		}
@@ -507,5 +520,70 @@ func TestTheDockerfileBuildsTheSameImage(t *testing.T) {
 	}
 	if n := strings.Count(df, "\nCOPY --from="); n != 1 {
 		t.Errorf("Dockerfile's final stage has %d COPY --from lines, want one layer", n)
+	}
+}
+
+// TestSeveralBinariesMakeOneIndexOfTheirPlatforms: one binary per
+// platform gives an OCI image index, in GOARCH order whatever the order of
+// the flags, written both as the tarball and as a layout directory whose
+// index.json names that index; two binaries for one platform, or a layout
+// directory that exists, are refused.
+func TestSeveralBinariesMakeOneIndexOfTheirPlatforms(t *testing.T) {
+	amd, arm := staticBinaryFor(t, "amd64"), staticBinaryFor(t, "arm64")
+	dir := t.TempDir()
+	c := Config{Binaries: []string{arm, amd}, Out: filepath.Join(dir, "img.tar"), Layout: filepath.Join(dir, "oci"),
+		Tag: "sds-bridge:v1", Version: "v1", Licenses: defaultLicenses, Created: time.Unix(1795960495, 0).UTC()}
+	digest, err := Build(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := layout.ImageIndexFromPath(c.Layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := top.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tm.Manifests) != 1 || tm.Manifests[0].Digest != digest || !tm.Manifests[0].MediaType.IsIndex() {
+		t.Fatalf("index.json %+v, want the one image index %v", tm.Manifests, digest)
+	}
+	idx, err := top.ImageIndex(digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range im.Manifests {
+		got = append(got, d.Platform.String())
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cf, err := img.ConfigFile(); err != nil || cf.Architecture != d.Platform.Architecture || !cf.Created.Time.Equal(c.Created) {
+			t.Errorf("%s: config %+v (%v)", d.Platform, cf, err)
+		}
+	}
+	if !slices.Equal(got, []string{"linux/amd64", "linux/arm64"}) {
+		t.Errorf("platforms %v", got)
+	}
+	untarred := t.TempDir()
+	untar(t, c.Out, untarred)
+	a, _ := os.ReadFile(filepath.Join(untarred, "index.json"))
+	b, _ := os.ReadFile(filepath.Join(c.Layout, "index.json"))
+	if len(a) == 0 || !bytes.Equal(a, b) {
+		t.Errorf("the tarball's index.json %s, the layout's %s", a, b)
+	}
+
+	if _, err := Build(c); err == nil {
+		t.Error("a second build into the same layout directory was accepted")
+	}
+	dup := c
+	dup.Binaries, dup.Layout, dup.Out = []string{amd, amd}, "", filepath.Join(dir, "dup.tar")
+	if _, err := Build(dup); err == nil || !strings.Contains(err.Error(), "a second binary for linux/amd64") {
+		t.Errorf("two amd64 binaries: %v", err)
 	}
 }
