@@ -40,6 +40,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/folderstate"
+	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/connlimit"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
@@ -131,8 +132,9 @@ type Config struct {
 	// ones it cannot register.
 	LivenessPath  string
 	ReadinessPath string
-	// Version is the bridge's version, shown in metrics and status.
-	Version string
+	// Build is the bridge's build, shown in metrics (one label per part)
+	// and status.
+	Build buildinfo.Info
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Now defaults to time.Now; tests move the clock.

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
@@ -160,7 +161,7 @@ func startBridge(t testing.TB, o bridgeOptions) *bridge {
 		MinValidity:        o.minValidity,
 		MinValidityPercent: 10,
 		RequireSDSAck:      o.requireSDSAck,
-		Version:            "test",
+		Build:              buildinfo.Info{Version: "test", Revision: "0123456789ab", GoVersion: "go1.26.8"},
 		Logger:             log,
 		Now:                func() time.Time { return time.Now().Add(time.Duration(b.skew.Load())) },
 	})
@@ -458,12 +459,12 @@ func TestMetricsAndStatus(t *testing.T) {
 	m := metrics(t, b.url)
 	files := "files:" + dir
 	for series, want := range map[string]float64{
-		`sds_bridge_build_info{version="test"}`: 1,
-		`sds_bridge_ready`:                      0, // the action fails
-		`sds_bridge_rotations_total`:            1,
-		`sds_bridge_generation`:                 1,
-		`sds_bridge_refused_updates_total`:      1,
-		`sds_bridge_workload_api_errors_total`:  0,
+		`sds_bridge_build_info{goversion="go1.26.8",revision="0123456789ab",version="test"}`: 1,
+		`sds_bridge_ready`:                     0, // the action fails
+		`sds_bridge_rotations_total`:           1,
+		`sds_bridge_generation`:                1,
+		`sds_bridge_refused_updates_total`:     1,
+		`sds_bridge_workload_api_errors_total`: 0,
 		`sds_bridge_svid_not_after_timestamp_seconds{spiffe_id="` + dbID.String() + `"}`:      float64(svid.Certificates[0].NotAfter.Unix()),
 		`sds_bridge_sink_generation{sink="sds"}`:                                              1,
 		`sds_bridge_sink_generation{sink="` + files + `"}`:                                    0,

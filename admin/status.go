@@ -33,7 +33,7 @@ func actionStatus(a reload.ActionStats) statusdoc.ActionStatus {
 
 // Status gathers the document at now.
 func (s *Server) Status(now time.Time) Status {
-	st := Status{Version: s.cfg.Version, Time: now, SVIDs: []statusdoc.SVIDStatus{}, Bundles: []statusdoc.BundleStatus{},
+	st := Status{Version: s.cfg.Build.String(), Time: now, SVIDs: []statusdoc.SVIDStatus{}, Bundles: []statusdoc.BundleStatus{},
 		Sinks: []statusdoc.SinkStatus{}, Folders: []statusdoc.FolderStatus{}, JWTSVIDs: []statusdoc.JWTSVIDStatus{}}
 	cur := s.cfg.Source.Current()
 	folders := s.inspectFolders(now, cur)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 
 	"github.com/sds-bridge/sds-bridge/internal/bridge"
+	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/helperconf"
 )
@@ -164,7 +165,7 @@ func (c *commonFlags) parse(fs *flag.FlagSet, args []string, stderr io.Writer) (
 
 // options are the bridge's options for cfg, as the flags say.
 func (c *commonFlags) options(cfg *config.Config, log *slog.Logger) bridge.Options {
-	return bridge.Options{Config: cfg, Logger: log, Once: c.once, Version: versionString()}
+	return bridge.Options{Config: cfg, Logger: log, Once: c.once, Build: buildinfo.Read(version)}
 }
 
 // programArgs returns what follows "--" on the command line (the program
