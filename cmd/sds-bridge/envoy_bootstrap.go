@@ -48,10 +48,10 @@ func runEnvoyBootstrap(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&r.InitialFetchTimeout, "initial-fetch-timeout", envoyboot.DefaultInitialFetchTimeout, "how long Envoy waits for its first secrets before it starts without them; 0 waits forever")
 	fs.StringVar(&check, "check", "", "instead of printing a bootstrap, check the bootstrap in FILE against the bridge's config")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return usageError(err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("envoy-bootstrap: unexpected argument %q", fs.Arg(0))
+		return usageError(fmt.Errorf("envoy-bootstrap: unexpected argument %q", fs.Arg(0)))
 	}
 	cfg, err := common.load(nil)
 	if err != nil {

@@ -155,10 +155,10 @@ func (c *commonFlags) parse(fs *flag.FlagSet, args []string, stderr io.Writer) (
 	c.register(fs)
 	err := fs.Parse(args)
 	if err != nil {
-		return nil, err
+		return nil, usageError(err)
 	}
 	if c.program, err = programArgs(fs, args); err != nil {
-		return nil, err
+		return nil, usageError(err)
 	}
 	return c.logger(stderr)
 }
