@@ -99,7 +99,7 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 		// attacker put a link in its place, only the link goes.
 		if err != nil && !swapped {
 			if rerr := root.RemoveAll(created); rerr != nil {
-				f.log.Warn("filesink: remove unfinished generation directory", "dir", created, "err", rerr)
+				f.log.Warn("filesink: remove unfinished generation directory", "generation_dir", created, "err", rerr)
 			}
 		}
 	}()
@@ -125,7 +125,7 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 	// more directory holding a private key.
 	defer func() {
 		for _, name := range f.removeGenerations(root, genName, prev) {
-			f.log.Debug("filesink: removed old generation directory", "dir", name)
+			f.log.Debug("filesink: removed old generation directory", "generation_dir", name)
 		}
 	}()
 	return genName, f.linkStableNames(root, set)
@@ -422,7 +422,7 @@ func (f *Folder) removeGenerations(root *os.Root, keep ...string) []string {
 		// RemoveAll through root: a link at a generation's name goes, its
 		// target stays; nothing below is followed out of the folder.
 		if err := root.RemoveAll(name); err != nil {
-			f.log.Warn("filesink: remove old generation directory", "dir", name, "err", err)
+			f.log.Warn("filesink: remove old generation directory", "generation_dir", name, "err", err)
 			continue
 		}
 		removed = append(removed, name)

@@ -51,8 +51,12 @@ func (f *Folder) Prepare(ctx context.Context) error {
 	if err := f.removeStaleFiles(root, folder, now); err != nil {
 		return err
 	}
+	// A generation left from before the start is normal after any stop
+	// (the previous one stays for readers until the next swap): Info, not
+	// a warning that would page someone on every restart. The logger
+	// names the folder; the generation is a name inside it.
 	for _, name := range f.removeGenerations(root, keep) {
-		f.log.Warn("filesink: removed leftover generation directory", "dir", filepath.Join(dir, name))
+		f.log.Info("filesink: removed leftover generation directory", "generation_dir", name)
 	}
 	if err := syncDir(root); err != nil {
 		return err
@@ -206,7 +210,7 @@ func (f *Folder) dropData(root *os.Root, fi fs.FileInfo, reason, detail string) 
 		if err := root.RemoveAll(DataLink); err != nil {
 			return fmt.Errorf("filesink: remove %s: %w", DataLink, err)
 		}
-		f.log.Warn("filesink: removed directory", "dir", filepath.Join(f.cfg.Dir, DataLink), "reason", reason, "why", detail)
+		f.log.Warn("filesink: removed directory", "path", filepath.Join(f.cfg.Dir, DataLink), "reason", reason, "why", detail)
 		return nil
 	}
 	_, err = f.removeFile(root, DataLink, reason, detail)

@@ -197,7 +197,7 @@ func (r *Runner) Rerun(ctx context.Context) error {
 func (r *Runner) runJWT(ctx context.Context, ev Event) {
 	for _, a := range r.cfg.JWTActions {
 		if err := a.Run(ctx, ev); err != nil && ctx.Err() == nil {
-			r.log.Error("reload: JWT reload action failed", "dir", ev.Dir, "action", a.Name(), "error", err)
+			r.log.Error("reload: JWT reload action failed", "action", a.Name(), "error", err)
 		}
 	}
 }

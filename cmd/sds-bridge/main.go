@@ -44,6 +44,11 @@ func exitStatus(err error, stderr io.Writer) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
+	// Logged already (a JSON line): only its status.
+	var r reported
+	if errors.As(err, &r) {
+		return exitStatus(r.err, io.Discard)
+	}
 	// A supervised program's exit (supervise.ExitError): its status.
 	var child interface{ ExitCode() int }
 	if errors.As(err, &child) {
@@ -94,6 +99,13 @@ type coded struct {
 
 func (c coded) Error() string { return c.err.Error() }
 func (c coded) Unwrap() error { return c.err }
+
+// reported is an error the command has logged already (as a JSON line):
+// main prints nothing more, and exits with err's status.
+type reported struct{ err error }
+
+func (r reported) Error() string { return r.err.Error() }
+func (r reported) Unwrap() error { return r.err }
 
 // usageError is err (a flag the command does not take, an argument too
 // many) exiting with exitUsage; -h/--help stays exit status 0.
