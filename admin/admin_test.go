@@ -324,7 +324,7 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 		b.skew.Store(0)
 	})
 
-	if !strings.Contains(b.logs.String(), `msg="admin: not ready"`) {
+	if !strings.Contains(b.logs.String(), `msg="not ready"`) {
 		t.Errorf("readiness changes are not logged")
 	}
 }

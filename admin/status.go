@@ -143,6 +143,6 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(s.Status(s.cfg.Now())); err != nil {
-		s.log.Debug("admin: write /status", "error", err)
+		s.log.Debug("admin endpoint: write /status", "error", err)
 	}
 }

@@ -48,7 +48,7 @@ func TestAStableNameThatCannotBeMadeIsReportedOnceAndGenerationsDoNotPileUp(t *t
 	const applies = 6
 	for gen := uint64(1); gen <= applies; gen++ {
 		err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle()))
-		if err == nil || !strings.HasPrefix(err.Error(), "filesink: ") || !strings.Contains(err.Error(), DefaultCertFileName) {
+		if err == nil || !strings.Contains(err.Error(), DefaultCertFileName) {
 			t.Fatalf("Apply %d = %v, want an error naming %s", gen, err, DefaultCertFileName)
 		}
 	}

@@ -73,7 +73,7 @@ func Inspect(cfg Config) (*Material, error) {
 	written := ReadMarker(set)
 	names, err := written.Fill(layout.Names{Kind: cfg.Layout, Cert: cfg.CertFileName, Key: cfg.KeyFileName, Bundle: cfg.BundleFileName}).WithDefaults()
 	if err != nil {
-		return nil, fmt.Errorf("folderstate: %w", err)
+		return nil, fmt.Errorf("%w", err)
 	}
 	m, findings := Check(names, set, written, cfg.Now, cfg.MinValidity)
 	if len(findings) > 0 {

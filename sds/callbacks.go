@@ -99,7 +99,7 @@ const (
 const maxNamesPerStream = 1 << 17
 
 func errTooManyNames(n int) error {
-	return status.Errorf(codes.ResourceExhausted, "sds: the stream subscribes to %d secret names, more than the %d allowed", n, maxNamesPerStream)
+	return status.Errorf(codes.ResourceExhausted, "the stream subscribes to %d secret names, more than the %d allowed", n, maxNamesPerStream)
 }
 
 // clip bounds a client-chosen string for the logs.
@@ -138,7 +138,7 @@ func (t *tracker) open(k streamKey, typeURL string) {
 	t.mu.Lock()
 	t.streams[k] = st
 	t.mu.Unlock()
-	t.log.Debug("sds: stream opened", "stream", k.id, "delta", k.delta, "type", typeURL)
+	t.log.Debug("Envoy SDS: stream opened", "stream", k.id, "delta", k.delta, "type", typeURL)
 }
 
 func (t *tracker) closed(k streamKey, node *corev3.Node) {
@@ -146,7 +146,7 @@ func (t *tracker) closed(k streamKey, node *corev3.Node) {
 	t.mu.Lock()
 	delete(t.streams, k)
 	t.mu.Unlock()
-	t.log.Debug("sds: stream closed", "stream", k.id, "delta", k.delta, "node", clip(node.GetId()))
+	t.log.Debug("Envoy SDS: stream closed", "stream", k.id, "delta", k.delta, "node", clip(node.GetId()))
 }
 
 // OnStreamRequest records a SotW request; the error ends the stream.
@@ -255,16 +255,16 @@ func (t *tracker) request(k streamKey, st *stream, node *corev3.Node, version, n
 			level = slog.LevelDebug // the same rejection again: counted, not logged twice
 		}
 		st.nackedNonce = nonce
-		t.log.Log(context.Background(), level, "sds: client rejected secrets", "stream", k.id, "delta", k.delta,
+		t.log.Log(context.Background(), level, "Envoy SDS: client rejected secrets", "stream", k.id, "delta", k.delta,
 			"node", clip(st.Node), "kept_version", clip(version), "nonce", clip(nonce), "error", clip(errMsg))
 	case !t.debug():
 		// Every ACK passes here: building the attributes of a line that
 		// is not logged would cost allocations per stream per Update.
 	case nonce != "":
-		t.log.Debug("sds: client acknowledged secrets", "stream", k.id, "delta", k.delta, "node", clip(st.Node),
+		t.log.Debug("Envoy SDS: client acknowledged secrets", "stream", k.id, "delta", k.delta, "node", clip(st.Node),
 			"version", clip(version), "nonce", clip(nonce))
 	default:
-		t.log.Debug("sds: request", "stream", k.id, "delta", k.delta, "node", clip(st.Node), "version", clip(version))
+		t.log.Debug("Envoy SDS: request", "stream", k.id, "delta", k.delta, "node", clip(st.Node), "version", clip(version))
 	}
 }
 
@@ -291,7 +291,7 @@ func (t *tracker) checkUnknown(k streamKey, st *stream, snap *snapshot) {
 	if len(unknown) == 0 {
 		return
 	}
-	t.log.Warn("sds: requested secrets are not served; they stay pending", "stream", k.id, "delta", k.delta,
+	t.log.Warn("Envoy SDS: requested secrets are not served; they stay pending", "stream", k.id, "delta", k.delta,
 		"node", clip(st.Node), "unknown", clipNames(unknown), "served", clipNames(sv.names), "validation", st.Validation)
 }
 
@@ -332,7 +332,7 @@ func (t *tracker) OnStreamResponse(id int64, resp *discoveryv3.DiscoveryResponse
 	if !t.debug() {
 		return
 	}
-	t.log.Debug("sds: push", "stream", id, "version", resp.GetVersionInfo(), "nonce", resp.GetNonce(),
+	t.log.Debug("Envoy SDS: push", "stream", id, "version", resp.GetVersionInfo(), "nonce", resp.GetNonce(),
 		"count", len(resp.GetResources()))
 }
 
@@ -343,7 +343,7 @@ func (t *tracker) OnStreamDeltaResponse(id int64, resp *discoveryv3.DeltaDiscove
 	if !t.debug() {
 		return
 	}
-	t.log.Debug("sds: push", "stream", id, "delta", true, "version", resp.GetSystemVersionInfo(),
+	t.log.Debug("Envoy SDS: push", "stream", id, "delta", true, "version", resp.GetSystemVersionInfo(),
 		"nonce", resp.GetNonce(), "count", len(resp.GetResources()), "removed", len(resp.GetRemovedResources()))
 }
 
@@ -362,12 +362,12 @@ func (t *tracker) OnFetchRequest(_ context.Context, req *discoveryv3.DiscoveryRe
 		}
 	}
 	if len(unknown) > 0 {
-		t.log.Warn("sds: fetch asks for secrets that are not served", "node", clip(req.GetNode().GetId()),
+		t.log.Warn("Envoy SDS: fetch asks for secrets that are not served", "node", clip(req.GetNode().GetId()),
 			"unknown", clipNames(unknown), "served", clipNames(sv.names), "validation", v)
 	}
 }
 
 func (t *tracker) OnFetchResponse(req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	t.log.Debug("sds: fetch", "node", clip(req.GetNode().GetId()), "version", resp.GetVersionInfo(),
+	t.log.Debug("Envoy SDS: fetch", "node", clip(req.GetNode().GetId()), "version", resp.GetVersionInfo(),
 		"count", len(resp.GetResources()))
 }

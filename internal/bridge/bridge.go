@@ -199,7 +199,7 @@ func (b *Bridge) startServers(ctx context.Context, g *errgroup.Group) {
 	}
 	if b.adminLn != nil {
 		g.Go(func() error { return b.admin.Serve(ctx, b.adminLn) })
-		b.log.Info("admin: listening", "addr", b.AdminAddr(), "endpoints", b.cfg.Admin.LivenessPath+" "+b.cfg.Admin.ReadinessPath+" /metrics /status")
+		b.log.Info("admin endpoint: listening", "addr", b.AdminAddr(), "endpoints", b.cfg.Admin.LivenessPath+" "+b.cfg.Admin.ReadinessPath+" /metrics /status")
 	}
 }
 

@@ -132,7 +132,7 @@ func asFlags(err error) error {
 		}
 		return errors.Join(out...)
 	case interface{ Unwrap() error }:
-		// "envoyboot: …" around the option errors: the flags say it all.
+		// "…" around the option errors: the flags say it all.
 		return asFlags(e.Unwrap())
 	}
 	return err
