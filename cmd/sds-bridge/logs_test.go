@@ -8,11 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -321,14 +325,23 @@ func failurePaths(t *testing.T, bin string) []finished {
 	return runs
 }
 
-// TestEveryLogLineOfTheFailurePathsIsStrictJSON: with --log-format json,
-// every line the binary writes on its failure paths is one JSON object
-// without a duplicate key, the error that stops it included; a leftover
-// generation after a clean stop is INFO, not a warning that pages.
-func TestEveryLogLineOfTheFailurePathsIsStrictJSON(t *testing.T) {
+// TestEveryLogLineOfTheFailurePathsIsStrictJSONAndNamesNoGoPackage: with
+// --log-format json, every line the binary writes on its failure paths is
+// one JSON object without a duplicate key, the error that stops it
+// included; a leftover generation after a clean stop is INFO, not a
+// warning that pages; and no message or error in them, nor in what check,
+// wait and status print when they fail, names a Go package of this module
+// ("filesink: …"): an operator reads about the folder, the agent, Envoy.
+func TestEveryLogLineOfTheFailurePathsIsStrictJSONAndNamesNoGoPackage(t *testing.T) {
 	t.Parallel()
 	bin := buildBridge(t)
 	runs := failurePaths(t, bin)
+	prefixed := packagePrefix(t)
+	for _, r := range append(runs, commandFailures(t, bin)...) {
+		for _, m := range prefixed.FindAllString(r.stderr, -1) {
+			t.Errorf("%s: a message names the Go package %q:\n%s", r.name, strings.TrimLeft(m, `" `), r.stderr)
+		}
+	}
 	wantCode := map[string]int{"config error": 1, "only expired material": 1, "no agent": 1, "second bridge on a locked folder": 1,
 		"first bridge": 0, "restart after a clean stop": 0, "expired files and a failing action": 0}
 	for _, r := range runs {
@@ -355,6 +368,51 @@ func TestEveryLogLineOfTheFailurePathsIsStrictJSON(t *testing.T) {
 		if wantFatal := min(r.code, 1); fatal != wantFatal {
 			t.Errorf("%s: %d \"sds-bridge stopped\" lines, want %d\n%s", r.name, fatal, wantFatal, r.stderr)
 		}
+	}
+}
+
+// packagePrefix matches "<package>: " at the start of a message or after
+// another prefix, for every package of this module: the names are read
+// from the source, so a new package is covered too.
+func packagePrefix(t *testing.T) *regexp.Regexp {
+	t.Helper()
+	names := map[string]bool{}
+	err := filepath.WalkDir(filepath.Join("..", ".."), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if m := regexp.MustCompile(`(?m)^package (\w+)`).FindSubmatch(src); m != nil && string(m[1]) != "main" {
+			names[string(m[1])] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !names["filesink"] || !names["rotation"] || !names["folderstate"] || !names["envoyboot"] {
+		t.Fatalf("package names read from the source: %v", names)
+	}
+	return regexp.MustCompile(`(^|[\s"=:])(` + strings.Join(slices.Sorted(maps.Keys(names)), "|") + `): `)
+}
+
+// commandFailures runs check, wait and status where they fail, in text.
+func commandFailures(t *testing.T, bin string) []finished {
+	t.Helper()
+	work := testkit.ShortDir(t)
+	missing := filepath.Join(work, "never-written")
+	empty := filepath.Join(work, "empty")
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return []finished{
+		runProcToExit(t, "check on a missing folder", bin, work, "check", "--dir", missing),
+		runProcToExit(t, "check on an empty folder", bin, work, "check", "--dir", empty),
+		runProcToExit(t, "wait on an empty folder", bin, work, "wait", "--dir", empty, "--timeout", "10ms"),
+		runProcToExit(t, "status without a bridge", bin, work, "status", "--admin", "http://127.0.0.1:1"),
 	}
 }
 
