@@ -41,6 +41,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/folderstate"
+	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/connlimit"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
@@ -132,8 +133,9 @@ type Config struct {
 	// ones it cannot register.
 	LivenessPath  string
 	ReadinessPath string
-	// Version is the bridge's version, shown in metrics and status.
-	Version string
+	// Build is the bridge's build, shown in metrics (one label per part)
+	// and status.
+	Build buildinfo.Info
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Now defaults to time.Now; tests move the clock.
@@ -221,14 +223,14 @@ func (c Config) Validate() error {
 // New checks cfg and builds the handlers and the metrics registry.
 func New(cfg Config) (*Server, error) {
 	if cfg.Source == nil {
-		return nil, errors.New("admin: config: Source is nil")
+		return nil, errors.New("config: Source is nil")
 	}
 	if cfg.RequireSDSAck && cfg.SDS == nil {
-		return nil, errors.New("admin: config: RequireSDSAck without an SDS server")
+		return nil, errors.New("config: RequireSDSAck without an SDS server")
 	}
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("admin: config: %w", err)
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, registry: prometheus.NewRegistry(), mux: http.NewServeMux()}
 	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -238,7 +240,7 @@ func New(cfg Config) (*Server, error) {
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	}, []string{"sink"})
 	if err := s.registry.Register(s.latency); err != nil {
-		return nil, fmt.Errorf("admin: register latency histogram: %w", err)
+		return nil, fmt.Errorf("register latency histogram: %w", err)
 	}
 	for _, c := range []prometheus.Collector{
 		&collector{s: s},
@@ -246,7 +248,7 @@ func New(cfg Config) (*Server, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := s.registry.Register(c); err != nil {
-			return nil, fmt.Errorf("admin: register collector: %w", err)
+			return nil, fmt.Errorf("register collector: %w", err)
 		}
 	}
 	s.mux.HandleFunc("GET "+cfg.LivenessPath, s.livez)
@@ -283,7 +285,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	l = connlimit.New(l, connlimit.Config{Max: maxConns, ReportEvery: overCapLogEvery,
 		Reserve: probes.isProbe, MaxReserved: probeReserve,
 		Report: func(closed int64, last *connlimit.Conn) {
-			s.log.Warn("admin: connections closed at once: too many open (admin.max_connections; probes have "+
+			s.log.Warn("admin endpoint: connections closed at once: too many open (admin.max_connections; probes have "+
 				strconv.Itoa(probeReserve)+" more places)", "closed", closed, "max", maxConns, "last_from", last.RemoteAddr().String())
 		}})
 	hs := &http.Server{
@@ -302,7 +304,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	go func() { served <- hs.Serve(l) }()
 	select {
 	case err := <-served:
-		return fmt.Errorf("admin: serve on %s: %w", l.Addr(), err)
+		return fmt.Errorf("serve on %s: %w", l.Addr(), err)
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
@@ -311,7 +313,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		hs.Close()
 	}
 	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("admin: serve on %s: %w", l.Addr(), err)
+		return fmt.Errorf("serve on %s: %w", l.Addr(), err)
 	}
 	return nil
 }

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
@@ -160,7 +161,7 @@ func startBridge(t testing.TB, o bridgeOptions) *bridge {
 		MinValidity:        o.minValidity,
 		MinValidityPercent: 10,
 		RequireSDSAck:      o.requireSDSAck,
-		Version:            "test",
+		Build:              buildinfo.Info{Version: "test", Revision: "0123456789ab", GoVersion: "go1.26.8"},
 		Logger:             log,
 		Now:                func() time.Time { return time.Now().Add(time.Duration(b.skew.Load())) },
 	})
@@ -323,7 +324,7 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 		b.skew.Store(0)
 	})
 
-	if !strings.Contains(b.logs.String(), `msg="admin: not ready"`) {
+	if !strings.Contains(b.logs.String(), `msg="not ready"`) {
 		t.Errorf("readiness changes are not logged")
 	}
 }
@@ -459,12 +460,12 @@ func TestMetricsAndStatus(t *testing.T) {
 	m := metrics(t, b.url)
 	files := "files:" + dir
 	for series, want := range map[string]float64{
-		`sds_bridge_build_info{version="test"}`: 1,
-		`sds_bridge_ready`:                      0, // the action fails
-		`sds_bridge_rotations_total`:            1,
-		`sds_bridge_generation`:                 1,
-		`sds_bridge_refused_updates_total`:      1,
-		`sds_bridge_workload_api_errors_total`:  0,
+		`sds_bridge_build_info{goversion="go1.26.8",revision="0123456789ab",version="test"}`: 1,
+		`sds_bridge_ready`:                     0, // the action fails
+		`sds_bridge_rotations_total`:           1,
+		`sds_bridge_generation`:                1,
+		`sds_bridge_refused_updates_total`:     1,
+		`sds_bridge_workload_api_errors_total`: 0,
 		`sds_bridge_svid_not_after_timestamp_seconds{spiffe_id="` + dbID.String() + `"}`:       float64(svid.Certificates[0].NotAfter.Unix()),
 		`sds_bridge_sink_generation{sink="sds"}`:                                               1,
 		`sds_bridge_sink_generation{sink="` + files + `"}`:                                     1,
@@ -626,7 +627,7 @@ func TestAScrapeDoesNotReadTheDisk(t *testing.T) {
 		t.Errorf("sds_bridge_ready = %v with the folder gone: the scrape read the disk; want 1, the last reading", got)
 	}
 	// The reader's detail, found with errors.As, not its error text.
-	if body := b.expectReadyz(http.StatusServiceUnavailable, "folder "+dir+": missing file"); strings.Contains(body, "folderstate:") {
+	if body := b.expectReadyz(http.StatusServiceUnavailable, "folder "+dir+": the directory "+dir+" does not exist"); strings.Contains(body, "folderstate:") {
 		t.Errorf("/readyz carries the reader's package prefix:\n%s", body)
 	}
 	if got := metrics(t, b.url)["sds_bridge_ready"]; got != 0 {

@@ -11,7 +11,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 // The metrics read at scrape time. docs/admin.md lists them; keep it in step.
 var (
-	descBuildInfo = desc("build_info", "Always 1; the version label is the bridge's version.", "version")
+	descBuildInfo = desc("build_info", "Always 1; the labels name the build: version, VCS revision (empty if none was recorded), Go version.", "version", "revision", "goversion")
 	descReady     = desc("ready", "1 when /readyz would answer 200, else 0.")
 
 	descRotations = desc("rotations_total", "Validated Workload API updates published to the sinks since start (each is a new generation).")
@@ -64,7 +64,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 // cannot stall it, and scraping often costs no I/O.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
-	gauge(ch, descBuildInfo, 1, s.cfg.Version)
+	gauge(ch, descBuildInfo, 1, s.cfg.Build.Version, s.cfg.Build.Revision, s.cfg.Build.GoVersion)
 	ready := 0.0
 	if len(s.lastProblems(s.cfg.Now())) == 0 {
 		ready = 1

@@ -299,10 +299,10 @@ func (s *Server) noteReadiness(problems []string) {
 		return
 	}
 	if ready {
-		s.log.Info("admin: ready")
+		s.log.Info("ready")
 		return
 	}
-	s.log.Warn("admin: not ready", "problems", problems)
+	s.log.Warn("not ready", "problems", problems)
 }
 
 func laterOf(a, b time.Time) time.Time {

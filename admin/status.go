@@ -37,7 +37,7 @@ func actionStatus(a reload.ActionStats, now time.Time) statusdoc.ActionStatus {
 
 // Status gathers the document at now.
 func (s *Server) Status(now time.Time) Status {
-	st := Status{Version: s.cfg.Version, Time: now, SVIDs: []statusdoc.SVIDStatus{}, Bundles: []statusdoc.BundleStatus{},
+	st := Status{Version: s.cfg.Build.String(), Time: now, SVIDs: []statusdoc.SVIDStatus{}, Bundles: []statusdoc.BundleStatus{},
 		Sinks: []statusdoc.SinkStatus{}, Folders: []statusdoc.FolderStatus{}, JWTSVIDs: []statusdoc.JWTSVIDStatus{}}
 	cur := s.cfg.Source.Current()
 	folders := s.inspectFolders(now, cur)
@@ -157,6 +157,6 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(s.Status(s.cfg.Now())); err != nil {
-		s.log.Debug("admin: write /status", "error", err)
+		s.log.Debug("admin endpoint: write /status", "error", err)
 	}
 }

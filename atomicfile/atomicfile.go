@@ -42,14 +42,14 @@ func WriteFile(path string, data []byte, mode os.FileMode, owner *Owner) (err er
 	// handle that no link planted in the directory can lead out of.
 	root, err := os.OpenRoot(filepath.Dir(path))
 	if err != nil {
-		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer root.Close()
 	name := filepath.Base(path)
 	if fi, err := root.Lstat(name); err == nil && !fi.Mode().IsRegular() {
-		return fmt.Errorf("atomicfile: write %s: exists and is not a regular file (%s)", path, fi.Mode().Type())
+		return fmt.Errorf("write %s: exists and is not a regular file (%s)", path, fi.Mode().Type())
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	var suffix [6]byte
 	_, _ = rand.Read(suffix[:])
@@ -60,15 +60,15 @@ func WriteFile(path string, data []byte, mode os.FileMode, owner *Owner) (err er
 		}
 	}()
 	if err := CreateNew(root, tmp, data, mode, owner); err != nil {
-		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	// rename(2) replaces a link planted at name meanwhile; it never
 	// writes through it.
 	if err := root.Rename(tmp, name); err != nil {
-		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := SyncDir(root); err != nil {
-		return fmt.Errorf("atomicfile: write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }
@@ -128,12 +128,12 @@ func SyncDir(dir *os.Root) error {
 func RemoveTemps(dir, name string) ([]string, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return nil, fmt.Errorf("atomicfile: remove temporary files in %s: %w", dir, err)
+		return nil, fmt.Errorf("remove temporary files in %s: %w", dir, err)
 	}
 	defer root.Close()
 	entries, err := fs.ReadDir(root.FS(), ".")
 	if err != nil {
-		return nil, fmt.Errorf("atomicfile: remove temporary files in %s: %w", dir, err)
+		return nil, fmt.Errorf("remove temporary files in %s: %w", dir, err)
 	}
 	var removed []string
 	for _, e := range entries {
@@ -142,7 +142,7 @@ func RemoveTemps(dir, name string) ([]string, error) {
 			continue
 		}
 		if err := root.Remove(e.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return removed, fmt.Errorf("atomicfile: remove temporary file %s: %w", filepath.Join(dir, e.Name()), err)
+			return removed, fmt.Errorf("remove temporary file %s: %w", filepath.Join(dir, e.Name()), err)
 		}
 		removed = append(removed, e.Name())
 	}

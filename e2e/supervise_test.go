@@ -60,7 +60,7 @@ renew_signal = "SIGHUP"
 	defer cancel()
 
 	// The child's pid, from the bridge's log; it must be the postmaster.
-	started := regexp.MustCompile(`msg="supervise: started".* pid=(\d+)`)
+	started := regexp.MustCompile(`msg="supervised program: started".* pid=(\d+)`)
 	var pid int
 	if err := poll(ctx, "PostgreSQL started by the bridge and accepting TLS", 200*time.Millisecond, func() error {
 		if bridge.Exited() {
@@ -68,7 +68,7 @@ renew_signal = "SIGHUP"
 		}
 		m := started.FindStringSubmatch(readFileString(bridge.LogPath))
 		if m == nil {
-			return fmt.Errorf("no supervise: started line")
+			return fmt.Errorf("no \"supervised program: started\" line")
 		}
 		pid, _ = strconv.Atoi(m[1])
 		_, err := d.Connect(ctx)
@@ -77,7 +77,7 @@ renew_signal = "SIGHUP"
 		t.Fatalf("%v\n%s", err, tailFile(bridge.LogPath, 40))
 	}
 	log := readFileString(bridge.LogPath)
-	if sw, st := strings.Index(log, "swapped in new generation"), strings.Index(log, "supervise: started"); sw < 0 || sw > st {
+	if sw, st := strings.Index(log, "swapped in new generation"), strings.Index(log, "supervised program: started"); sw < 0 || sw > st {
 		t.Fatalf("PostgreSQL was started before the folder held a set (swap at %d, start at %d in the log)", sw, st)
 	}
 	if pm, err := d.PG.PostmasterPID(); err != nil || pm != pid {
@@ -146,7 +146,7 @@ renew_signal = "SIGHUP"
 		t.Fatalf("the bridge exited %d after SIGTERM, want PostgreSQL's 0:\n%s", code, tailFile(bridge.LogPath, 30))
 	}
 	log = readFileString(bridge.LogPath)
-	for _, want := range []string{`signal=SIGTERM why="the bridge received it"`, "database system is shut down", "supervise: exited with status 0"} {
+	for _, want := range []string{`signal=SIGTERM why="the bridge received it"`, "database system is shut down", "supervised program: exited with status 0"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("the bridge's log lacks %q:\n%s", want, tailFile(bridge.LogPath, 30))
 		}

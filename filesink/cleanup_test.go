@@ -50,7 +50,7 @@ func TestAStableNameThatCannotBeMadeIsReportedOnceAndTheSetStillReloads(t *testi
 	const applies = 6
 	for gen := uint64(1); gen <= applies; gen++ {
 		err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle()))
-		if err == nil || !strings.HasPrefix(err.Error(), "filesink: ") || !strings.Contains(err.Error(), DefaultBundleFileName) {
+		if err == nil || !strings.Contains(err.Error(), DefaultBundleFileName) {
 			t.Fatalf("Apply %d = %v, want an error naming %s", gen, err, DefaultBundleFileName)
 		}
 		if !errors.Is(err, ErrStableName) || !errors.Is(err, rotation.ErrUpdateInPlace) {

@@ -210,7 +210,7 @@ var (
 func New(cfg Config) (*Folder, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("filesink: %w", err)
+		return nil, fmt.Errorf("%w", err)
 	}
 	f := &Folder{
 		cfg: cfg,
@@ -399,10 +399,10 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if u == nil {
-		return errors.New("filesink: apply: nil update")
+		return errors.New("apply: nil update")
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("filesink: apply generation %d: %w", u.Generation, err)
+		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
 	}
 	now := f.cfg.Now()
 	set, err := render(f.names, u, f.cfg.CertMode, f.cfg.KeyMode, now)
@@ -415,7 +415,7 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 	if err != nil && !errors.Is(err, ErrStableName) {
 		return err
 	}
-	f.log.Info("filesink: swapped in new generation",
+	f.log.Info("folder: swapped in new generation",
 		"generation", u.Generation, "spiffe_id", set.marker.SPIFFEID,
 		"serial", set.marker.Serial, "not_after", set.marker.NotAfter, "generation_dir", genDir)
 	if f.cfg.Reload != nil {
@@ -458,7 +458,7 @@ var ErrReloadAction error = reloadActionError{}
 type reloadActionError struct{}
 
 func (reloadActionError) Error() string {
-	return "filesink: generation swapped in, reload action failed"
+	return "generation swapped in, reload action failed"
 }
 func (reloadActionError) Unwrap() error { return rotation.ErrUpdateInPlace }
 

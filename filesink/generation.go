@@ -99,7 +99,7 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 		// attacker put a link in its place, only the link goes.
 		if err != nil && !swapped {
 			if rerr := root.RemoveAll(created); rerr != nil {
-				f.log.Warn("filesink: remove unfinished generation directory", "dir", created, "err", rerr)
+				f.log.Warn("folder: remove unfinished generation directory", "generation_dir", created, "err", rerr)
 			}
 		}
 	}()
@@ -112,7 +112,7 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 	// put at its name meanwhile. (Who can write the folder can still
 	// repoint any link there afterwards; the bridge only never helps.)
 	if err := sameDir(root, genName, gen); err != nil {
-		return "", fmt.Errorf("filesink: generation directory: %w", err)
+		return "", fmt.Errorf("generation directory: %w", err)
 	}
 	prev, _ := root.Readlink(DataLink)
 	if err := replaceSymlink(root, dataTmpLink, genName, DataLink); err != nil {
@@ -125,7 +125,7 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 	// more directory holding a private key.
 	defer func() {
 		for _, name := range f.removeGenerations(root, genName, prev) {
-			f.log.Debug("filesink: removed old generation directory", "dir", name)
+			f.log.Debug("folder: removed old generation directory", "generation_dir", name)
 		}
 	}()
 	if err := f.linkStableNames(root, set); err != nil {
@@ -140,7 +140,7 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 func (f *Folder) writeGeneration(root *os.Root, genName string, set *fileSet) (_ *os.Root, err error) {
 	gen, err := openOwnDir(root, genName, f.cfg.Owner)
 	if err != nil {
-		return nil, fmt.Errorf("filesink: generation directory: %w", err)
+		return nil, fmt.Errorf("generation directory: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -150,15 +150,15 @@ func (f *Folder) writeGeneration(root *os.Root, genName string, set *fileSet) (_
 	dirs := map[string]*os.Root{".": gen}
 	for _, sub := range set.dirs {
 		if err := f.fault("mkdir", path.Join(genName, sub)); err != nil {
-			return nil, fmt.Errorf("filesink: create generation subdirectory: %w", err)
+			return nil, fmt.Errorf("create generation subdirectory: %w", err)
 		}
 		if err := gen.Mkdir(sub, generationDirMode); err != nil {
-			return nil, fmt.Errorf("filesink: create generation subdirectory: %w", err)
+			return nil, fmt.Errorf("create generation subdirectory: %w", err)
 		}
 		f.afterMkdir(genName + "/" + sub)
 		d, err := openOwnDir(gen, sub, f.cfg.Owner)
 		if err != nil {
-			return nil, fmt.Errorf("filesink: generation subdirectory: %w", err)
+			return nil, fmt.Errorf("generation subdirectory: %w", err)
 		}
 		defer d.Close()
 		dirs[sub] = d
@@ -166,10 +166,10 @@ func (f *Folder) writeGeneration(root *os.Root, genName string, set *fileSet) (_
 	for _, file := range set.files {
 		d, ok := dirs[path.Dir(file.name)]
 		if !ok {
-			return nil, fmt.Errorf("filesink: write generation file %s: no directory %s in the set", file.name, path.Dir(file.name))
+			return nil, fmt.Errorf("write generation file %s: no directory %s in the set", file.name, path.Dir(file.name))
 		}
 		if err := f.fault("create", path.Join(genName, file.name)); err != nil {
-			return nil, fmt.Errorf("filesink: write generation file: %w", err)
+			return nil, fmt.Errorf("write generation file: %w", err)
 		}
 		if err := writeNewFile(d, path.Base(file.name), file.data, file.mode, f.cfg.Owner); err != nil {
 			return nil, err
@@ -218,7 +218,7 @@ func (f *Folder) reportStableName(name string, err error) error {
 	}
 	if !f.unmakeable[name] {
 		f.unmakeable[name] = true
-		f.log.Error("filesink: a stable name cannot be made; consumers opening it do not get the current generation until what is there is removed",
+		f.log.Error("folder: a stable name cannot be made; consumers opening it do not get the current generation until what is there is removed",
 			"name", name, "err", err)
 	}
 	return err
@@ -235,10 +235,10 @@ func (f *Folder) makeGenerationDir(root *os.Root, now time.Time, generation uint
 			return name, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return "", fmt.Errorf("filesink: create generation directory: %w", err)
+			return "", fmt.Errorf("create generation directory: %w", err)
 		}
 	}
-	return "", fmt.Errorf("filesink: create generation directory for generation %d: 100 names taken", generation)
+	return "", fmt.Errorf("create generation directory for generation %d: 100 names taken", generation)
 }
 
 // openOwnDir opens the directory name that was just created in parent and
@@ -306,7 +306,7 @@ func sameDir(parent *os.Root, name string, d *os.Root) error {
 // never written twice) and makes it durable.
 func writeNewFile(dir *os.Root, name string, data []byte, mode os.FileMode, owner *Owner) error {
 	if err := atomicfile.CreateNew(dir, name, data, mode, owner); err != nil {
-		return fmt.Errorf("filesink: generation file %s: %w", name, err)
+		return fmt.Errorf("generation file %s: %w", name, err)
 	}
 	return nil
 }
@@ -314,7 +314,7 @@ func writeNewFile(dir *os.Root, name string, data []byte, mode os.FileMode, owne
 // syncDir fsyncs the directory dir is a handle of.
 func syncDir(dir *os.Root) error {
 	if err := atomicfile.SyncDir(dir); err != nil {
-		return fmt.Errorf("filesink: %w", err)
+		return fmt.Errorf("%w", err)
 	}
 	return nil
 }
@@ -335,14 +335,14 @@ func readDirNames(root *os.Root) ([]fs.DirEntry, error) {
 // whatever non-directory is there, via a temporary link renamed over it.
 func replaceSymlink(root *os.Root, tmpName, target, name string) error {
 	if err := root.Remove(tmpName); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("filesink: remove leftover link: %w", err)
+		return fmt.Errorf("remove leftover link: %w", err)
 	}
 	if err := root.Symlink(target, tmpName); err != nil {
-		return fmt.Errorf("filesink: create link %s: %w", name, err)
+		return fmt.Errorf("create link %s: %w", name, err)
 	}
 	if err := root.Rename(tmpName, name); err != nil {
 		_ = root.Remove(tmpName)
-		return fmt.Errorf("filesink: swap link %s: %w", name, err)
+		return fmt.Errorf("swap link %s: %w", name, err)
 	}
 	return nil
 }
@@ -373,7 +373,7 @@ func isStableLink(root *os.Root, name string) bool {
 func (f *Folder) removeStaleNames(root *os.Root, want map[string]bool) error {
 	entries, err := readDirNames(root)
 	if err != nil {
-		return fmt.Errorf("filesink: list folder: %w", err)
+		return fmt.Errorf("list folder: %w", err)
 	}
 	for _, e := range entries {
 		name := e.Name()
@@ -391,9 +391,9 @@ func (f *Folder) removeStaleNames(root *os.Root, want map[string]bool) error {
 			continue
 		}
 		if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("filesink: remove stale file: %w", err)
+			return fmt.Errorf("remove stale file: %w", err)
 		}
-		f.log.Info("filesink: removed file no longer in the current generation", "file", name)
+		f.log.Info("folder: removed file no longer in the current generation", "file", name)
 	}
 	return nil
 }
@@ -406,7 +406,7 @@ func (f *Folder) removeStaleNames(root *os.Root, want map[string]bool) error {
 func (f *Folder) removeGenerations(root *os.Root, keep ...string) []string {
 	entries, err := readDirNames(root)
 	if err != nil {
-		f.log.Warn("filesink: list folder for old generations", "err", err)
+		f.log.Warn("folder: list folder for old generations", "err", err)
 		return nil
 	}
 	var removed []string
@@ -425,7 +425,7 @@ func (f *Folder) removeGenerations(root *os.Root, keep ...string) []string {
 		// RemoveAll through root: a link at a generation's name goes, its
 		// target stays; nothing below is followed out of the folder.
 		if err := root.RemoveAll(name); err != nil {
-			f.log.Warn("filesink: remove old generation directory", "dir", name, "err", err)
+			f.log.Warn("folder: remove old generation directory", "generation_dir", name, "err", err)
 			continue
 		}
 		removed = append(removed, name)
@@ -440,7 +440,7 @@ func (f *Folder) reportForeign(name string, typ fs.FileMode) {
 		return
 	}
 	f.foreign[name] = true
-	f.log.Info("filesink: not ours, left alone", "name", name, "type", kindOf(typ))
+	f.log.Info("folder: not ours, left alone", "name", name, "type", kindOf(typ))
 }
 
 // kindOf names a file type for a log line or an error.

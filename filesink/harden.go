@@ -24,10 +24,10 @@ var ErrFolderReplaced = errors.New("the folder is no longer the directory the br
 func (f *Folder) checkFolder(root *os.Root) error {
 	fi, err := root.Stat(".")
 	if err != nil {
-		return fmt.Errorf("filesink: folder: %w", err)
+		return fmt.Errorf("folder: %w", err)
 	}
 	if fi.Mode().Perm()&0o002 != 0 && !f.cfg.AllowWorldWritableDir {
-		return fmt.Errorf("filesink: folder %s is writable by every user (mode %04o), so anyone could replace the credentials; "+
+		return fmt.Errorf("folder %s is writable by every user (mode %04o), so anyone could replace the credentials; "+
 			"remove the write bit for others (chmod o-w) or set allow_world_writable_dir", f.cfg.Dir, fi.Mode().Perm())
 	}
 	return nil
@@ -77,14 +77,14 @@ func (l *FolderLock) Release() {
 // openDir creates the folder if missing and opens it.
 func openDir(dir string) (*os.Root, error) {
 	if err := os.MkdirAll(dir, folderMode); err != nil {
-		return nil, fmt.Errorf("filesink: create folder: %w", err)
+		return nil, fmt.Errorf("create folder: %w", err)
 	}
 	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
-		return nil, fmt.Errorf("filesink: folder %s is not a directory (%s)", dir, fi.Mode().Type())
+		return nil, fmt.Errorf("folder %s is not a directory (%s)", dir, fi.Mode().Type())
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return nil, fmt.Errorf("filesink: open folder: %w", err)
+		return nil, fmt.Errorf("open folder: %w", err)
 	}
 	return root, nil
 }

@@ -55,7 +55,7 @@ func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, 
 	}
 	content, err := encodeContent(svid, u)
 	if err != nil {
-		return nil, fmt.Errorf("filesink: generation %d: %w", u.Generation, err)
+		return nil, fmt.Errorf("generation %d: %w", u.Generation, err)
 	}
 	leaf := svid.Certificates[0]
 	set := &fileSet{marker: layout.NewMarker(names.Names)}
@@ -74,11 +74,11 @@ func render(names fileNames, u *rotation.Update, certMode, keyMode os.FileMode, 
 	}
 	m, err := json.Marshal(set.marker)
 	if err != nil {
-		return nil, fmt.Errorf("filesink: generation %d: encode marker: %w", u.Generation, err)
+		return nil, fmt.Errorf("generation %d: encode marker: %w", u.Generation, err)
 	}
 	set.files = append(set.files, genFile{name: MarkerFileName, data: append(m, '\n'), mode: certMode})
 	if err := uniqueNames(set.files); err != nil {
-		return nil, fmt.Errorf("filesink: generation %d: %w", u.Generation, err)
+		return nil, fmt.Errorf("generation %d: %w", u.Generation, err)
 	}
 	return set, nil
 }
@@ -92,14 +92,14 @@ func chooseSVID(choice string, u *rotation.Update, now time.Time) (*x509svid.SVI
 	if choice != "" {
 		i := rotation.FindSVID(u.SVIDs, choice)
 		if i < 0 {
-			return nil, fmt.Errorf("filesink: generation %d: svid %q: no SVID has this hint or SPIFFE ID (the Workload API sent %s); keeping the last good set",
+			return nil, fmt.Errorf("generation %d: svid %q: no SVID has this hint or SPIFFE ID (the Workload API sent %s); keeping the last good set",
 				u.Generation, choice, rotation.DescribeSVIDs(u.SVIDs))
 		}
 		svid = u.SVIDs[i]
 	}
 	leaf := svid.Certificates[0]
 	if err := certcheck.Window(leaf, now); err != nil {
-		return nil, fmt.Errorf("filesink: generation %d: refusing to write SVID %s (serial %s): %w",
+		return nil, fmt.Errorf("generation %d: refusing to write SVID %s (serial %s): %w",
 			u.Generation, svid.ID, leaf.SerialNumber.Text(16), err)
 	}
 	return svid, nil

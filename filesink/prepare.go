@@ -33,7 +33,7 @@ func (f *Folder) Prepare(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("filesink: prepare: %w", err)
+		return fmt.Errorf("prepare: %w", err)
 	}
 	root, err := f.openFolder()
 	if err != nil {
@@ -78,14 +78,18 @@ func (f *Folder) prepare(root *os.Root, now time.Time) error {
 	if err := f.removeStaleFiles(root, folder, now); err != nil {
 		return err
 	}
+	// A generation left from before the start is normal after any stop
+	// (the previous one stays for readers until the next swap): Info, not
+	// a warning that would page someone on every restart. The logger
+	// names the folder; the generation is a name inside it.
 	for _, name := range f.removeGenerations(root, keep) {
-		f.log.Warn("filesink: removed leftover generation directory", "dir", filepath.Join(dir, name))
+		f.log.Info("folder: removed leftover generation directory", "generation_dir", name)
 	}
 	if err := syncDir(root); err != nil {
 		return err
 	}
 	if m, findings := folderstate.Check(f.names.Names, folder, folderstate.ReadMarker(folder), now, 0); len(findings) == 0 {
-		f.log.Info("filesink: kept valid material from before the start",
+		f.log.Info("folder: kept valid material from before the start",
 			"spiffe_id", m.SPIFFEID, "serial", m.Serial, "not_after", m.NotAfter, "generation", m.Generation)
 	}
 	f.prepared = true
@@ -151,7 +155,7 @@ func (f *Folder) prepareData(root *os.Root, now time.Time) (string, error) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("filesink: inspect %s: %w", DataLink, err)
+		return "", fmt.Errorf("inspect %s: %w", DataLink, err)
 	}
 	target, why, err := judgeDataLink(root, fi)
 	if err != nil {
@@ -173,7 +177,7 @@ func judgeDataLink(root *os.Root, fi fs.FileInfo) (target, why string, err error
 		return "", "not a symlink", nil
 	}
 	if target, err = root.Readlink(DataLink); err != nil {
-		return "", "", fmt.Errorf("filesink: read %s: %w", DataLink, err)
+		return "", "", fmt.Errorf("read %s: %w", DataLink, err)
 	}
 	// Only a generation directory inside the folder is ours to judge and
 	// delete; a link elsewhere is dropped but its target left alone.
@@ -220,7 +224,7 @@ func (f *Folder) judgeGeneration(root *os.Root, target string, now time.Time) (r
 func (f *Folder) dropData(root *os.Root, fi fs.FileInfo, reason, detail string) error {
 	entries, err := readDirNames(root)
 	if err != nil {
-		return fmt.Errorf("filesink: list folder: %w", err)
+		return fmt.Errorf("list folder: %w", err)
 	}
 	for _, e := range entries {
 		if e.Type()&fs.ModeSymlink != 0 && isStableLink(root, e.Name()) {
@@ -232,9 +236,9 @@ func (f *Folder) dropData(root *os.Root, fi fs.FileInfo, reason, detail string) 
 	if fi.IsDir() {
 		// ..data is our name even when someone made it a directory.
 		if err := root.RemoveAll(DataLink); err != nil {
-			return fmt.Errorf("filesink: remove %s: %w", DataLink, err)
+			return fmt.Errorf("remove %s: %w", DataLink, err)
 		}
-		f.log.Warn("filesink: removed directory", "dir", filepath.Join(f.cfg.Dir, DataLink), "reason", reason, "why", detail)
+		f.log.Warn("folder: removed directory", "path", filepath.Join(f.cfg.Dir, DataLink), "reason", reason, "why", detail)
 		return nil
 	}
 	_, err = f.removeFile(root, DataLink, reason, detail)
@@ -246,7 +250,7 @@ func (f *Folder) dropData(root *os.Root, fi fs.FileInfo, reason, detail string) 
 func (f *Folder) removeTempLinks(root *os.Root) error {
 	entries, err := readDirNames(root)
 	if err != nil {
-		return fmt.Errorf("filesink: list folder: %w", err)
+		return fmt.Errorf("list folder: %w", err)
 	}
 	for _, e := range entries {
 		name := e.Name()
@@ -274,8 +278,8 @@ func (f *Folder) removeFile(root *os.Root, name, reason, detail string) (bool, e
 	case errors.Is(err, fs.ErrNotExist):
 		return false, nil
 	case err != nil:
-		return false, fmt.Errorf("filesink: remove stale file: %w", err)
+		return false, fmt.Errorf("remove stale file: %w", err)
 	}
-	f.log.Warn("filesink: removed stale file", "file", path, "reason", reason, "why", detail)
+	f.log.Warn("folder: removed stale file", "file", path, "reason", reason, "why", detail)
 	return true, nil
 }

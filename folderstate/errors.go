@@ -80,7 +80,7 @@ type MaterialError struct {
 	Err error
 }
 
-func (e *MaterialError) Error() string { return "folderstate: " + e.Detail }
+func (e *MaterialError) Error() string { return e.Detail }
 
 // Unwrap exposes both the Reason's sentinel and the cause.
 func (e *MaterialError) Unwrap() []error {

@@ -7,8 +7,11 @@ package folderstate
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -62,12 +65,15 @@ func Inspect(cfg Config) (*Material, error) {
 	}
 	folder := OpenDir(nil, cfg.Dir, cfg.Dir)
 	defer folder.Close()
+	if folder.err != nil {
+		return nil, folderError(cfg.Dir, folder.err)
+	}
 	set := folder.current()
 	defer set.Close()
 	written := ReadMarker(set)
 	names, err := written.Fill(layout.Names{Kind: cfg.Layout, Cert: cfg.CertFileName, Key: cfg.KeyFileName, Bundle: cfg.BundleFileName}).WithDefaults()
 	if err != nil {
-		return nil, fmt.Errorf("folderstate: %w", err)
+		return nil, fmt.Errorf("%w", err)
 	}
 	m, findings := Check(names, set, written, cfg.Now, cfg.MinValidity)
 	if len(findings) > 0 {
@@ -89,6 +95,23 @@ func Inspect(cfg Config) (*Material, error) {
 		}
 	}
 	return m, nil
+}
+
+// folderError says what is wrong with the folder itself: a folder that is
+// not there is not "missing file …/svid.pem", which sends an operator
+// looking for one file when nothing has written the folder at all.
+func folderError(dir string, err error) *MaterialError {
+	e := &MaterialError{Reason: ReasonMissing, Path: dir, Err: err}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		e.Detail = "the directory " + dir + " does not exist"
+	case errors.Is(err, syscall.ENOTDIR):
+		e.Detail = dir + " is not a directory"
+	default:
+		e.Reason = ReasonUnreadable
+		e.Detail = oneline.Of("the directory " + dir + " cannot be opened: " + err.Error())
+	}
+	return e
 }
 
 // current is the generation directory ..data names, resolved once, or the

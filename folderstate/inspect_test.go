@@ -94,8 +94,8 @@ func TestInspect(t *testing.T) {
 				t.Fatalf("Inspect() error %v: reason %v, want %v", err, me, tt.wantReason)
 			}
 			msg := err.Error()
-			if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "folderstate: ") {
-				t.Errorf("message is not one prefixed line: %q", msg)
+			if strings.Contains(msg, "\n") || strings.HasPrefix(msg, "folderstate: ") {
+				t.Errorf("message is not one line without a package name: %q", msg)
 			}
 			for _, frag := range tt.wantMsg {
 				if !strings.Contains(msg, frag) {

@@ -201,10 +201,10 @@ func New(cfg Config) (*Writer, error) {
 		f := cfg.Folders[i].WithDefaults()
 		// Dir is the folder's key: its X.509 writer checks it for the config.
 		if !filepath.IsAbs(f.Dir) {
-			return nil, fmt.Errorf("jwtfiles: folder %d: dir %q must be an absolute path", i, f.Dir)
+			return nil, fmt.Errorf("folder %d: dir %q must be an absolute path", i, f.Dir)
 		}
 		if err := f.Validate(); err != nil {
-			return nil, fmt.Errorf("jwtfiles: folder %d (%s): %w", i, f.Dir, err)
+			return nil, fmt.Errorf("folder %d (%s): %w", i, f.Dir, err)
 		}
 		cfg.Folders[i] = f
 	}
@@ -264,7 +264,7 @@ func (w *Writer) connect(ctx context.Context) (*workloadapi.Client, error) {
 	}
 	client, err := workloadapi.New(ctx, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("jwtfiles: workload API client: %w", err)
+		return nil, fmt.Errorf("workload API client: %w", err)
 	}
 	w.removeLeftovers()
 	return client, nil
@@ -326,7 +326,7 @@ func (w *Writer) Once(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				w.log.Info("jwtfiles: wrote JWT-SVID", "file", path, "audience", s.Audience, "spiffe_id", svid.ID.String(), "expires", svid.Expiry)
+				w.log.Info("JWT files: wrote JWT-SVID", "file", path, "audience", s.Audience, "spiffe_id", svid.ID.String(), "expires", svid.Expiry)
 				return nil
 			})
 			if err != nil {
@@ -342,7 +342,7 @@ func (w *Writer) Once(ctx context.Context) error {
 	if err := w.retry(ctx, "JWT bundles", func() error {
 		set, err := client.FetchJWTBundles(ctx)
 		if err != nil {
-			return fmt.Errorf("jwtfiles: fetch JWT bundles: %w", err)
+			return fmt.Errorf("fetch JWT bundles: %w", err)
 		}
 		data, err = MarshalBundles(set)
 		return err
@@ -358,7 +358,7 @@ func (w *Writer) Once(ctx context.Context) error {
 		if err := w.retry(ctx, path, func() error { return atomicfile.WriteFile(path, data, f.BundleMode, f.Owner) }); err != nil {
 			return err
 		}
-		w.log.Info("jwtfiles: wrote JWT bundles", "file", path)
+		w.log.Info("JWT files: wrote JWT bundles", "file", path)
 	}
 	return nil
 }
@@ -373,11 +373,11 @@ func (w *Writer) retry(ctx context.Context, what string, op func() error) error 
 			return nil
 		}
 		if ctx.Err() == nil {
-			w.log.Warn("jwtfiles: retrying", "what", what, "error", err, "retry_in", wait)
+			w.log.Warn("JWT files: retrying", "what", what, "error", err, "retry_in", wait)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("jwtfiles: %s: gave up (%v): %w", what, context.Cause(ctx), err)
+			return fmt.Errorf("%s: gave up (%v): %w", what, context.Cause(ctx), err)
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, w.cfg.MaxRetry)
@@ -399,10 +399,10 @@ func (w *Writer) removeLeftovers() {
 			}
 			removed, err := atomicfile.RemoveTemps(f.Dir, name)
 			for _, tmp := range removed {
-				w.log.Info("jwtfiles: removed a leftover temporary file", "file", filepath.Join(f.Dir, tmp))
+				w.log.Info("JWT files: removed a leftover temporary file", "file", filepath.Join(f.Dir, tmp))
 			}
 			if err != nil {
-				w.log.Warn("jwtfiles: leftover temporary files not removed", "error", err)
+				w.log.Warn("JWT files: leftover temporary files not removed", "error", err)
 			}
 		}
 	}
@@ -434,9 +434,9 @@ func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Fo
 			attrs := []any{"error", err, "retry_in", retry}
 			if last != nil && time.Now().Before(last.Expiry) {
 				attrs = append(attrs, "kept_token_expires", last.Expiry)
-				log.Warn("jwtfiles: refreshing JWT-SVID failed; the file keeps the last token", attrs...)
+				log.Warn("JWT files: refreshing JWT-SVID failed; the file keeps the last token", attrs...)
 			} else {
-				log.Error("jwtfiles: no valid JWT-SVID", attrs...)
+				log.Error("JWT files: no valid JWT-SVID", attrs...)
 			}
 			w.noteToken(index, nil, fetched, time.Now(), err, time.Now().Add(retry))
 			timer.Reset(retry)
@@ -447,7 +447,7 @@ func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Fo
 		last = svid
 		next := refreshIn(svid, fetched)
 		w.noteToken(index, svid, fetched, time.Now(), nil, time.Now().Add(next))
-		log.Info("jwtfiles: wrote JWT-SVID", "spiffe_id", svid.ID.String(), "expires", svid.Expiry, "refresh_in", next.Round(time.Millisecond))
+		log.Info("JWT files: wrote JWT-SVID", "spiffe_id", svid.ID.String(), "expires", svid.Expiry, "refresh_in", next.Round(time.Millisecond))
 		w.runActions(ctx, f, reload.Event{Kind: reload.EventJWT, Dir: f.Dir, SPIFFEID: svid.ID.String(), NotAfter: svid.Expiry})
 		timer.Reset(next)
 	}
@@ -477,13 +477,13 @@ func (w *Writer) fetch(ctx context.Context, client *workloadapi.Client, f *Folde
 		params.Subject = id
 		svid, err := client.FetchJWTSVID(ctx, params)
 		if err != nil {
-			return nil, fmt.Errorf("jwtfiles: fetch JWT-SVID for %s: %w", id, err)
+			return nil, fmt.Errorf("fetch JWT-SVID for %s: %w", id, err)
 		}
 		return svid, nil
 	}
 	svids, err := client.FetchJWTSVIDs(ctx, params)
 	if err != nil {
-		return nil, fmt.Errorf("jwtfiles: fetch JWT-SVID: %w", err)
+		return nil, fmt.Errorf("fetch JWT-SVID: %w", err)
 	}
 	if choice == "" {
 		return svids[0], nil
@@ -498,7 +498,7 @@ func (w *Writer) fetch(ctx context.Context, client *workloadapi.Client, f *Folde
 		// the first SVID; a folder's own choice never does.
 		return svids[0], nil
 	}
-	return nil, fmt.Errorf("jwtfiles: fetch JWT-SVID: no SVID with hint %q among %d", choice, len(svids))
+	return nil, fmt.Errorf("fetch JWT-SVID: no SVID with hint %q among %d", choice, len(svids))
 }
 
 // refreshIn is the time until half of the token's lifetime is gone,
@@ -523,7 +523,7 @@ type bundleWatcher struct {
 func (b *bundleWatcher) OnJWTBundlesUpdate(set *jwtbundle.Set) {
 	data, err := MarshalBundles(set)
 	if err != nil {
-		b.w.log.Error("jwtfiles: JWT bundles not written", "error", err)
+		b.w.log.Error("JWT files: JWT bundles not written", "error", err)
 		return
 	}
 	if string(data) == string(b.last) {
@@ -538,11 +538,11 @@ func (b *bundleWatcher) OnJWTBundlesUpdate(set *jwtbundle.Set) {
 		path := filepath.Join(f.Dir, f.BundleFileName)
 		if err := atomicfile.WriteFile(path, data, f.BundleMode, f.Owner); err != nil {
 			// The next update tries again; the file keeps the last bundles.
-			b.w.log.Error("jwtfiles: JWT bundles not written", "file", path, "error", err)
+			b.w.log.Error("JWT files: JWT bundles not written", "file", path, "error", err)
 			ok = false
 			continue
 		}
-		b.w.log.Info("jwtfiles: wrote JWT bundles", "file", path, "trust_domains", set.Len())
+		b.w.log.Info("JWT files: wrote JWT bundles", "file", path, "trust_domains", set.Len())
 		b.w.runActions(b.ctx, f, reload.Event{Kind: reload.EventJWT, Dir: f.Dir})
 	}
 	if ok {
@@ -552,14 +552,14 @@ func (b *bundleWatcher) OnJWTBundlesUpdate(set *jwtbundle.Set) {
 
 func (b *bundleWatcher) OnJWTBundlesWatchError(err error) {
 	if b.ctx.Err() == nil && status.Code(err) != codes.Canceled {
-		b.w.log.Warn("jwtfiles: watching JWT bundles failed; retrying", "error", err)
+		b.w.log.Warn("JWT files: watching JWT bundles failed; retrying", "error", err)
 	}
 }
 
 func (w *Writer) runBundles(ctx context.Context, client *workloadapi.Client) {
 	err := client.WatchJWTBundles(ctx, &bundleWatcher{w: w, ctx: ctx})
 	if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-		w.log.Error("jwtfiles: stopped watching JWT bundles", "error", err)
+		w.log.Error("JWT files: stopped watching JWT bundles", "error", err)
 	}
 }
 
@@ -571,7 +571,7 @@ func MarshalBundles(set *jwtbundle.Set) ([]byte, error) {
 	for _, b := range set.Bundles() {
 		jwks, err := b.Marshal()
 		if err != nil {
-			return nil, fmt.Errorf("jwtfiles: marshal JWT bundle of %s: %w", b.TrustDomain(), err)
+			return nil, fmt.Errorf("marshal JWT bundle of %s: %w", b.TrustDomain(), err)
 		}
 		out[b.TrustDomain().Name()] = base64.StdEncoding.EncodeToString(jwks)
 	}
@@ -582,21 +582,21 @@ func MarshalBundles(set *jwtbundle.Set) ([]byte, error) {
 func ParseBundles(data []byte) (*jwtbundle.Set, error) {
 	var in map[string]string
 	if err := json.Unmarshal(data, &in); err != nil {
-		return nil, fmt.Errorf("jwtfiles: parse JWT bundles: %w", err)
+		return nil, fmt.Errorf("parse JWT bundles: %w", err)
 	}
 	set := jwtbundle.NewSet()
 	for name, enc := range in {
 		td, err := spiffeid.TrustDomainFromString(name)
 		if err != nil {
-			return nil, fmt.Errorf("jwtfiles: parse JWT bundles: trust domain %q: %w", name, err)
+			return nil, fmt.Errorf("parse JWT bundles: trust domain %q: %w", name, err)
 		}
 		jwks, err := base64.StdEncoding.DecodeString(enc)
 		if err != nil {
-			return nil, fmt.Errorf("jwtfiles: parse JWT bundles of %s: %w", name, err)
+			return nil, fmt.Errorf("parse JWT bundles of %s: %w", name, err)
 		}
 		b, err := jwtbundle.Parse(td, jwks)
 		if err != nil {
-			return nil, fmt.Errorf("jwtfiles: parse JWT bundles of %s: %w", name, err)
+			return nil, fmt.Errorf("parse JWT bundles of %s: %w", name, err)
 		}
 		set.Add(b)
 	}

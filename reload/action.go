@@ -87,7 +87,7 @@ func (a SignalAction) Validate() error {
 // and reads the current files when it starts.
 func (a SignalAction) Run(ctx context.Context, _ Event) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("reload: signal action: %w", err)
+		return fmt.Errorf("signal action: %w", err)
 	}
 	sig := a.Signal
 	if sig == 0 {
@@ -105,9 +105,9 @@ func (a SignalAction) Run(ctx context.Context, _ Event) error {
 	}
 	if err := syscall.Kill(pid, sig); err != nil {
 		if errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("reload: signal action: %w: send %s to pid %d from %s: %w", ErrNoServer, sig, pid, a.PIDFile, err)
+			return fmt.Errorf("signal action: %w: send %s to pid %d from %s: %w", ErrNoServer, sig, pid, a.PIDFile, err)
 		}
-		return fmt.Errorf("reload: signal action: send %s to pid %d from %s: %w", sig, pid, a.PIDFile, err)
+		return fmt.Errorf("signal action: send %s to pid %d from %s: %w", sig, pid, a.PIDFile, err)
 	}
 	return nil
 }
@@ -127,17 +127,17 @@ func (a SignalAction) serverUp() bool {
 func readPID(path string) (int, error) {
 	data, err := readPIDFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("reload: signal action: %w: read pid file: %w", ErrNoServer, err)
+		return 0, fmt.Errorf("signal action: %w: read pid file: %w", ErrNoServer, err)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("reload: signal action: read pid file: %w", err)
+		return 0, fmt.Errorf("signal action: read pid file: %w", err)
 	}
 	first, _, _ := strings.Cut(string(data), "\n")
 	first = strings.TrimSpace(first)
 	pid, err := strconv.Atoi(first)
 	// 0 and negative pids would signal whole process groups.
 	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("reload: signal action: pid file %s: first line %q is not a process id", path, first)
+		return 0, fmt.Errorf("signal action: pid file %s: first line %q is not a process id", path, first)
 	}
 	return pid, nil
 }
@@ -183,7 +183,7 @@ func (a ExecAction) Validate() error {
 // Run implements Action.
 func (a ExecAction) Run(ctx context.Context, e Event) error {
 	if err := a.Validate(); err != nil {
-		return fmt.Errorf("reload: %w", err)
+		return fmt.Errorf("%w", err)
 	}
 	timeout := a.Timeout
 	if timeout == 0 {
@@ -218,7 +218,7 @@ func (a ExecAction) Run(ctx context.Context, e Event) error {
 		// status decides; that process is left alone.
 		return nil
 	}
-	where := "reload: exec " + a.Command[0]
+	where := "exec " + a.Command[0]
 	if errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
 		where += fmt.Sprintf(": killed after timeout %s", timeout)
 	}

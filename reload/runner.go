@@ -118,13 +118,13 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	if c.Attempts < 1 {
-		return fmt.Errorf("reload: action attempts %d: must be at least 1", c.Attempts)
+		return fmt.Errorf("action attempts %d: must be at least 1", c.Attempts)
 	}
 	if c.Backoff < 0 {
-		return fmt.Errorf("reload: action backoff %s: must not be negative", c.Backoff)
+		return fmt.Errorf("action backoff %s: must not be negative", c.Backoff)
 	}
 	if c.NoServerPoll < 0 {
-		return fmt.Errorf("reload: no-server poll %s: must not be negative", c.NoServerPoll)
+		return fmt.Errorf("no-server poll %s: must not be negative", c.NoServerPoll)
 	}
 	for _, list := range []struct {
 		what    string
@@ -132,11 +132,11 @@ func (c Config) validate() error {
 	}{{"action", c.Actions}, {"jwt action", c.JWTActions}} {
 		for i, a := range list.actions {
 			if a == nil {
-				return fmt.Errorf("reload: %s %d: nil", list.what, i)
+				return fmt.Errorf("%s %d: nil", list.what, i)
 			}
 			if v, ok := a.(Validator); ok {
 				if err := v.Validate(); err != nil {
-					return fmt.Errorf("reload: %s %d: %w", list.what, i, err)
+					return fmt.Errorf("%s %d: %w", list.what, i, err)
 				}
 			}
 		}
@@ -195,10 +195,10 @@ func (r *Runner) Rerun(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.last == nil {
-		r.log.Info("reload: no generation swapped in yet: no reload action to run again")
+		r.log.Info("no generation swapped in yet: no reload action to run again")
 		return nil
 	}
-	r.log.Info("reload: running reload actions again", "generation", r.last.Generation)
+	r.log.Info("running reload actions again", "generation", r.last.Generation)
 	return r.runX509(ctx, *r.last)
 }
 
@@ -209,7 +209,7 @@ func (r *Runner) runJWT(ctx context.Context, ev Event) {
 			r.noteSignal(a)
 		}
 		if err != nil && ctx.Err() == nil {
-			r.log.Error("reload: JWT reload action failed", "dir", ev.Dir, "action", a.Name(), "error", err)
+			r.log.Error("JWT reload action failed", "action", a.Name(), "error", err)
 		}
 	}
 }
@@ -242,16 +242,16 @@ func (r *Runner) runAction(ctx context.Context, i int, a Action, ev Event) error
 		case err == nil:
 			r.noteSignal(a)
 			r.late.forget(i)
-			r.log.Info("reload: reload action done", "action", a.Name(), "generation", ev.Generation, "attempt", attempt)
+			r.log.Info("reload action done", "action", a.Name(), "generation", ev.Generation, "attempt", attempt)
 			return nil
 		case errors.Is(err, ErrNoServer):
-			r.log.Info("reload: no server to reload: it reads the files in place when it starts",
+			r.log.Info("no server to reload: it reads the files in place when it starts",
 				"action", a.Name(), "generation", ev.Generation, "reason", err)
 			r.waitForServer(ctx, i, a)
 			return nil
 		}
 		r.late.forget(i)
-		r.log.Warn("reload: reload action failed", "action", a.Name(), "generation", ev.Generation,
+		r.log.Warn("reload action failed", "action", a.Name(), "generation", ev.Generation,
 			"attempt", attempt, "attempts", r.cfg.Attempts, "err", err)
 		if attempt >= r.cfg.Attempts {
 			return fmt.Errorf("%w (action %s, generation %d, gave up after %d attempts)", err, a.Name(), ev.Generation, attempt)
@@ -366,7 +366,7 @@ func (r *Runner) reloadLate(ctx context.Context, i int) {
 		return
 	}
 	a := r.cfg.Actions[i]
-	r.log.Info("reload: the server appeared after the swap: reloading it once anyway",
+	r.log.Info("the server appeared after the swap: reloading it once anyway",
 		"action", a.Name(), "generation", r.last.Generation)
 	// The outcome lands in Stats and the log, as for any run.
 	_ = r.runAction(ctx, i, a, *r.last)

@@ -22,7 +22,7 @@ const (
 // action, which has its own retries). Such an Update is not applied again,
 // which would only repeat the part that worked; the error is reported as
 // any other.
-var ErrUpdateInPlace = errors.New("rotation: update in place, a later step failed")
+var ErrUpdateInPlace = errors.New("update in place, a later step failed")
 
 // SinkStatus is what one sink did with the newest Update handed to it.
 type SinkStatus struct {

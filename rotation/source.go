@@ -112,13 +112,13 @@ type Source struct {
 // New checks cfg and applies defaults.
 func New(cfg Config) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("rotation: %w", err)
+		return nil, fmt.Errorf("%w", err)
 	}
 	if cfg.Address == "" {
 		cfg.Address = os.Getenv("SPIFFE_ENDPOINT_SOCKET")
 	}
 	if cfg.Address == "" {
-		return nil, errors.New("rotation: no Workload API address: set workload_api.address (--workload-api) or SPIFFE_ENDPOINT_SOCKET")
+		return nil, errors.New("no Workload API address: set workload_api.address (--workload-api) or SPIFFE_ENDPOINT_SOCKET")
 	}
 	if cfg.FirstUpdateTimeout == 0 {
 		cfg.FirstUpdateTimeout = DefaultFirstUpdateTimeout
@@ -130,7 +130,7 @@ func New(cfg Config) (*Source, error) {
 		cfg.MaxRetryBackoff = max(DefaultMaxRetryBackoff, cfg.RetryBackoff)
 	}
 	if cfg.RetryBackoff < 0 || cfg.MaxRetryBackoff < cfg.RetryBackoff {
-		return nil, fmt.Errorf("rotation: retry backoff %s up to %s: want 0 < backoff <= maximum", cfg.RetryBackoff, cfg.MaxRetryBackoff)
+		return nil, fmt.Errorf("retry backoff %s up to %s: want 0 < backoff <= maximum", cfg.RetryBackoff, cfg.MaxRetryBackoff)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -150,7 +150,7 @@ func New(cfg Config) (*Source, error) {
 func (s *Source) Run(ctx context.Context) error {
 	client, err := workloadapi.New(ctx, s.workloadAPIOptions()...)
 	if err != nil {
-		return fmt.Errorf("rotation: Workload API client for %q: %w", s.cfg.Address, err)
+		return fmt.Errorf("Workload API client for %q: %w", s.cfg.Address, err)
 	}
 	defer client.Close()
 
@@ -163,7 +163,7 @@ func (s *Source) Run(ctx context.Context) error {
 		if ctx.Err() != nil || status.Code(err) == codes.Canceled {
 			return nil
 		}
-		return fmt.Errorf("rotation: watch Workload API at %q: %w", s.cfg.Address, err)
+		return fmt.Errorf("watch Workload API at %q: %w", s.cfg.Address, err)
 	})
 	if s.cfg.FirstUpdateTimeout > 0 {
 		g.Go(func() error { return s.awaitFirst(ctx) })
@@ -184,7 +184,7 @@ func (s *Source) awaitFirst(ctx context.Context) error {
 	s.mu.Lock()
 	last := s.lastErr
 	s.mu.Unlock()
-	msg := fmt.Sprintf("rotation: no valid X.509 SVID from the Workload API at %q within %s; "+
+	msg := fmt.Sprintf("no valid X.509 SVID from the Workload API at %q within %s; "+
 		"check that the SPIRE agent is running and its socket is reachable from here, "+
 		"and that a registration entry matches this workload (its uid, pod or path)",
 		s.cfg.Address, s.cfg.FirstUpdateTimeout)

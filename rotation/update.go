@@ -42,12 +42,12 @@ type Update struct {
 // Validate's job, before.
 func NewUpdate(generation uint64, svids []*x509svid.SVID, bundles []*x509bundle.Bundle, receivedAt time.Time) (*Update, error) {
 	if len(svids) == 0 {
-		return nil, errors.New("rotation: update has no SVIDs")
+		return nil, errors.New("update has no SVIDs")
 	}
 	sorted := slices.Clone(bundles)
 	for _, b := range sorted {
 		if b == nil {
-			return nil, errors.New("rotation: update has a nil bundle")
+			return nil, errors.New("update has a nil bundle")
 		}
 	}
 	slices.SortFunc(sorted, func(a, b *x509bundle.Bundle) int {
@@ -55,17 +55,17 @@ func NewUpdate(generation uint64, svids []*x509svid.SVID, bundles []*x509bundle.
 	})
 	for i := 1; i < len(sorted); i++ {
 		if sorted[i].TrustDomain() == sorted[i-1].TrustDomain() {
-			return nil, fmt.Errorf("rotation: update has two bundles for trust domain %q", sorted[i].TrustDomain().Name())
+			return nil, fmt.Errorf("update has two bundles for trust domain %q", sorted[i].TrustDomain().Name())
 		}
 	}
 	u := &Update{Generation: generation, SVIDs: svids, Bundles: sorted, ReceivedAt: receivedAt}
 	for _, svid := range svids {
 		if svid == nil || len(svid.Certificates) == 0 {
-			return nil, errors.New("rotation: update has an SVID without a certificate")
+			return nil, errors.New("update has an SVID without a certificate")
 		}
 		td := svid.ID.TrustDomain()
 		if b, ok := u.Bundle(td); !ok || len(b.X509Authorities()) == 0 {
-			return nil, fmt.Errorf("rotation: no bundle for own trust domain %q of SVID %s", td.Name(), svid.ID)
+			return nil, fmt.Errorf("no bundle for own trust domain %q of SVID %s", td.Name(), svid.ID)
 		}
 	}
 	return u, nil

@@ -65,7 +65,7 @@ func TestWrongTypeURL(t *testing.T) {
 	conn := dial(t, s.cfg.SocketPath)
 	client := secretv3.NewSecretDiscoveryServiceClient(conn)
 	refused := func(typeURL string) string {
-		return "sds: this server serves only " + resource.SecretType + ", not " + typeURL
+		return "this server serves only " + resource.SecretType + ", not " + typeURL
 	}
 	tests := []struct {
 		name       string
@@ -149,7 +149,7 @@ func TestFetchSecretsOfAnotherTypeIsInvalidArgument(t *testing.T) {
 			continue
 		}
 		if err != nil {
-			want := "sds: this server serves only " + resource.SecretType + ", not " + tt.typeURL
+			want := "this server serves only " + resource.SecretType + ", not " + tt.typeURL
 			if got := status.Convert(err).Message(); got != want {
 				t.Errorf("FetchSecrets(type %q): message %q, want %q", tt.typeURL, got, want)
 			}
@@ -375,7 +375,7 @@ func TestNACKStorm(t *testing.T) {
 	if st := s.Stats(); st.Pushes != 1 {
 		t.Fatalf("Pushes = %d after %d NACKs, want 1: the server resent", st.Pushes, storm)
 	}
-	if n := strings.Count(logs.String(), "level=ERROR msg=\"sds: client rejected secrets\""); n != 1 {
+	if n := strings.Count(logs.String(), "level=ERROR msg=\"Envoy SDS: client rejected secrets\""); n != 1 {
 		t.Errorf("%d error lines for one rejected response repeated %d times, want 1", n, storm)
 	}
 	// The next push is the next generation, not a resend.
@@ -389,7 +389,7 @@ func TestNACKStorm(t *testing.T) {
 	}
 	c.nack(resp, "again")
 	testkit.Eventually(t, "NACK of generation 2", func() bool { return s.Stats().NACKs == storm+1 })
-	if n := strings.Count(logs.String(), "level=ERROR msg=\"sds: client rejected secrets\""); n != 2 {
+	if n := strings.Count(logs.String(), "level=ERROR msg=\"Envoy SDS: client rejected secrets\""); n != 2 {
 		t.Errorf("%d error lines, want 2: a NACK of a new response is logged", n)
 	}
 	if st := s.Stats(); st.Pushes != 2 {

@@ -174,7 +174,7 @@ func (c *secretCache) publish(generation uint64, secrets [2]map[string]*tlsv3.Se
 	n := generation
 	if n <= c.number {
 		n = c.number + 1
-		c.log.Warn("sds: generation did not advance; the SDS version no longer equals the generation",
+		c.log.Warn("Envoy SDS: generation did not advance; the SDS version no longer equals the generation",
 			"generation", generation, "version", c.version(n))
 	}
 	c.number = n
@@ -221,7 +221,7 @@ func (c *secretCache) remove(st *xdsStream) {
 func (c *secretCache) fetch(req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
 	snap := c.current.Load()
 	if snap == nil {
-		return nil, status.Error(codes.Unavailable, "sds: no secrets yet: waiting for the first Workload API update")
+		return nil, status.Error(codes.Unavailable, "no secrets yet: waiting for the first Workload API update")
 	}
 	sv := &snap.variants[c.validation(req.GetNode())]
 	names := requestedNames(req.GetResourceNames())
@@ -235,7 +235,7 @@ func (c *secretCache) fetch(req *discoveryv3.DiscoveryRequest) (*discoveryv3.Dis
 		}
 	}
 	if len(resp.Resources) == 0 {
-		return nil, status.Errorf(codes.NotFound, "sds: none of the requested secrets %q is served; served: %q", clipNames(names), clipNames(sv.names))
+		return nil, status.Errorf(codes.NotFound, "none of the requested secrets %q is served; served: %q", clipNames(names), clipNames(sv.names))
 	}
 	return resp, nil
 }

@@ -154,7 +154,7 @@ func (t *tracker) open(k streamKey, typeURL string, uid uint32) error {
 	t.streams[k] = st
 	t.mu.Unlock()
 	t.streamsOpen.Add(1)
-	t.log.Debug("sds: stream opened", "stream", k.id, "delta", k.delta, "type", typeURL)
+	t.log.Debug("Envoy SDS: stream opened", "stream", k.id, "delta", k.delta, "type", typeURL)
 	return nil
 }
 
@@ -175,7 +175,7 @@ func (t *tracker) closed(k streamKey, node *corev3.Node) {
 	}
 	t.mu.Unlock()
 	t.streamsOpen.Add(-1)
-	t.log.Debug("sds: stream closed", "stream", k.id, "delta", k.delta, "node", clip(node.GetId()))
+	t.log.Debug("Envoy SDS: stream closed", "stream", k.id, "delta", k.delta, "node", clip(node.GetId()))
 }
 
 // account counts st's names against its peer's limits after a request
@@ -337,16 +337,16 @@ func (t *tracker) request(k streamKey, st *stream, node *corev3.Node, version, n
 			level = slog.LevelDebug // the same rejection again: counted, not logged twice
 		}
 		st.nackedNonce = clipTo(nonce, maxStoredVersion)
-		t.log.Log(context.Background(), level, "sds: client rejected secrets", "stream", k.id, "delta", k.delta,
+		t.log.Log(context.Background(), level, "Envoy SDS: client rejected secrets", "stream", k.id, "delta", k.delta,
 			"node", clip(st.Node), "kept_version", clip(version), "nonce", clip(nonce), "error", clip(errMsg))
 	case !t.debug():
 		// Every ACK passes here: building the attributes of a line that
 		// is not logged would cost allocations per stream per Update.
 	case nonce != "":
-		t.log.Debug("sds: client acknowledged secrets", "stream", k.id, "delta", k.delta, "node", clip(st.Node),
+		t.log.Debug("Envoy SDS: client acknowledged secrets", "stream", k.id, "delta", k.delta, "node", clip(st.Node),
 			"version", clip(version), "nonce", clip(nonce))
 	default:
-		t.log.Debug("sds: request", "stream", k.id, "delta", k.delta, "node", clip(st.Node), "version", clip(version))
+		t.log.Debug("Envoy SDS: request", "stream", k.id, "delta", k.delta, "node", clip(st.Node), "version", clip(version))
 	}
 }
 
@@ -373,7 +373,7 @@ func (t *tracker) checkUnknown(k streamKey, st *stream, snap *snapshot) {
 	if len(unknown) == 0 {
 		return
 	}
-	t.log.Warn("sds: requested secrets are not served; they stay pending", "stream", k.id, "delta", k.delta,
+	t.log.Warn("Envoy SDS: requested secrets are not served; they stay pending", "stream", k.id, "delta", k.delta,
 		"node", clip(st.Node), "unknown", clipNames(unknown), "served", clipNames(sv.names), "validation", st.Validation)
 }
 
@@ -414,7 +414,7 @@ func (t *tracker) OnStreamResponse(id int64, resp *discoveryv3.DiscoveryResponse
 	if !t.debug() {
 		return
 	}
-	t.log.Debug("sds: push", "stream", id, "version", resp.GetVersionInfo(), "nonce", resp.GetNonce(),
+	t.log.Debug("Envoy SDS: push", "stream", id, "version", resp.GetVersionInfo(), "nonce", resp.GetNonce(),
 		"count", len(resp.GetResources()))
 }
 
@@ -425,7 +425,7 @@ func (t *tracker) OnStreamDeltaResponse(id int64, resp *discoveryv3.DeltaDiscove
 	if !t.debug() {
 		return
 	}
-	t.log.Debug("sds: push", "stream", id, "delta", true, "version", resp.GetSystemVersionInfo(),
+	t.log.Debug("Envoy SDS: push", "stream", id, "delta", true, "version", resp.GetSystemVersionInfo(),
 		"nonce", resp.GetNonce(), "count", len(resp.GetResources()), "removed", len(resp.GetRemovedResources()))
 }
 
@@ -444,12 +444,12 @@ func (t *tracker) OnFetchRequest(_ context.Context, req *discoveryv3.DiscoveryRe
 		}
 	}
 	if len(unknown) > 0 {
-		t.log.Warn("sds: fetch asks for secrets that are not served", "node", clip(req.GetNode().GetId()),
+		t.log.Warn("Envoy SDS: fetch asks for secrets that are not served", "node", clip(req.GetNode().GetId()),
 			"unknown", clipNames(unknown), "served", clipNames(sv.names), "validation", v)
 	}
 }
 
 func (t *tracker) OnFetchResponse(req *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-	t.log.Debug("sds: fetch", "node", clip(req.GetNode().GetId()), "version", resp.GetVersionInfo(),
+	t.log.Debug("Envoy SDS: fetch", "node", clip(req.GetNode().GetId()), "version", resp.GetVersionInfo(),
 		"count", len(resp.GetResources()))
 }

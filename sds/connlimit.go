@@ -69,7 +69,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 
 func (l *limitListener) logOverCap(closed int64, last *connlimit.Conn) {
 	info := last.Tag.(peerInfo)
-	l.log.Warn("sds: connections closed at once: too many open (sds.max_connections; refused peers may hold an eighth of it)",
+	l.log.Warn("Envoy SDS: connections closed at once: too many open (sds.max_connections; refused peers may hold an eighth of it)",
 		append([]any{"closed", closed, "open", l.open.Load(), "open_refused", l.openRefused.Load(),
 			"max", l.max, "max_refused", l.maxRefused, "last_peer_allowed", info.Allowed}, info.logAttrs()...)...)
 }

@@ -151,7 +151,7 @@ func FuzzBuildSecrets(f *testing.F) {
 		names := Names{DefaultSVID: svid, DefaultBundle: bundle, AllBundles: all, DisableSPIFFECertValidation: disable}
 		secrets, err := BuildSecrets(fx.u, names)
 		if err != nil {
-			if !strings.HasPrefix(err.Error(), "sds: names: ") {
+			if !strings.HasPrefix(err.Error(), "names: ") {
 				t.Fatalf("BuildSecrets: %v", err)
 			}
 			return

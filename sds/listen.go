@@ -20,7 +20,7 @@ import (
 func LockSocket(path string) (*flock.Lock, error) {
 	dir := filepath.Dir(path)
 	if err := mkdirAll(dir); err != nil {
-		return nil, fmt.Errorf("sds: create socket directory %q: %w", dir, err)
+		return nil, fmt.Errorf("create socket directory %q: %w", dir, err)
 	}
 	return flock.Acquire(dir, filepath.Base(path)+".lock")
 }
@@ -33,10 +33,10 @@ func LockSocket(path string) (*flock.Lock, error) {
 func listenUnix(path string, mode os.FileMode) (l *net.UnixListener, remove func(), err error) {
 	dir := filepath.Dir(path)
 	if err := mkdirAll(dir); err != nil {
-		return nil, nil, fmt.Errorf("sds: create socket directory %q: %w", dir, err)
+		return nil, nil, fmt.Errorf("create socket directory %q: %w", dir, err)
 	}
 	if err := unixsock.RemoveStale(path); err != nil {
-		return nil, nil, fmt.Errorf("sds: %w", err)
+		return nil, nil, fmt.Errorf("%w", err)
 	}
 
 	// Bind in a private (0700) directory, set the mode, then rename into
@@ -44,7 +44,7 @@ func listenUnix(path string, mode os.FileMode) (l *net.UnixListener, remove func
 	// umask gave it.
 	tmpDir, err := os.MkdirTemp(dir, ".sds")
 	if err != nil {
-		return nil, nil, fmt.Errorf("sds: create private directory in %q: %w", dir, err)
+		return nil, nil, fmt.Errorf("create private directory in %q: %w", dir, err)
 	}
 	defer os.RemoveAll(tmpDir)
 	bindPath := filepath.Join(tmpDir, "s")
@@ -56,7 +56,7 @@ func listenUnix(path string, mode os.FileMode) (l *net.UnixListener, remove func
 
 	l, err = net.ListenUnix("unix", &net.UnixAddr{Name: bindPath, Net: "unix"})
 	if err != nil {
-		return nil, nil, fmt.Errorf("sds: listen on %q: %w", path, err)
+		return nil, nil, fmt.Errorf("listen on %q: %w", path, err)
 	}
 	// The socket moves; remove it ourselves, and only if it is still ours.
 	l.SetUnlinkOnClose(false)
@@ -67,16 +67,16 @@ func listenUnix(path string, mode os.FileMode) (l *net.UnixListener, remove func
 		}
 	}()
 	if err := os.Chmod(bindPath, mode); err != nil {
-		return nil, nil, fmt.Errorf("sds: chmod socket %q to %04o: %w", path, mode, err)
+		return nil, nil, fmt.Errorf("chmod socket %q to %04o: %w", path, mode, err)
 	}
 	if bindPath != path {
 		if err := os.Rename(bindPath, path); err != nil {
-			return nil, nil, fmt.Errorf("sds: move socket into place at %q: %w", path, err)
+			return nil, nil, fmt.Errorf("move socket into place at %q: %w", path, err)
 		}
 	}
 	created, err := os.Lstat(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("sds: stat socket %q: %w", path, err)
+		return nil, nil, fmt.Errorf("stat socket %q: %w", path, err)
 	}
 	remove = func() {
 		// A successor may already have replaced the socket; leave that one.

@@ -130,16 +130,16 @@ func (c *peerCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthIn
 	}
 	if !info.Allowed {
 		c.refused.Add(1)
-		c.log.Warn("sds: refused connection: peer is not allowed to fetch secrets (sds.allowed_uids, sds.allowed_gids)",
+		c.log.Warn("Envoy SDS: refused connection: peer is not allowed to fetch secrets (sds.allowed_uids, sds.allowed_gids)",
 			info.logAttrs()...)
 	} else {
-		c.log.Debug("sds: connection", info.logAttrs()...)
+		c.log.Debug("Envoy SDS: connection", info.logAttrs()...)
 	}
 	return conn, info, nil
 }
 
 func (c *peerCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return nil, nil, errors.New("sds: peer credentials are server-side only")
+	return nil, nil, errors.New("peer credentials are server-side only")
 }
 
 func (c *peerCreds) Info() credentials.ProtocolInfo {
@@ -157,20 +157,20 @@ func (c *peerCreds) OverrideServerName(string) error { return nil }
 // no allowed id: the peer learns only that it is not one of them.
 func errRefusedPeer(info peerInfo) error {
 	if info.Err != nil {
-		return status.Error(codes.PermissionDenied, "sds: the peer's credentials could not be verified; secrets are refused")
+		return status.Error(codes.PermissionDenied, "the peer's credentials could not be verified; secrets are refused")
 	}
-	return status.Errorf(codes.PermissionDenied, "sds: peer uid %d gid %d is not allowed to fetch secrets from this socket", info.UID, info.GID)
+	return status.Errorf(codes.PermissionDenied, "peer uid %d gid %d is not allowed to fetch secrets from this socket", info.UID, info.GID)
 }
 
 // authorize checks the connection behind ctx.
 func authorize(ctx context.Context) error {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return status.Error(codes.PermissionDenied, "sds: unknown peer; secrets are refused")
+		return status.Error(codes.PermissionDenied, "unknown peer; secrets are refused")
 	}
 	info, ok := p.AuthInfo.(peerInfo)
 	if !ok {
-		return status.Error(codes.PermissionDenied, "sds: peer without credentials; secrets are refused")
+		return status.Error(codes.PermissionDenied, "peer without credentials; secrets are refused")
 	}
 	if !info.Allowed {
 		return errRefusedPeer(info)

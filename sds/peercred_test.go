@@ -128,7 +128,7 @@ func TestPeerOfAnotherUID(t *testing.T) {
 				}
 				return
 			}
-			msg := fmt.Sprintf("sds: peer uid %d gid %d is not allowed to fetch secrets from this socket", tt.uid, tt.gid)
+			msg := fmt.Sprintf("peer uid %d gid %d is not allowed to fetch secrets from this socket", tt.uid, tt.gid)
 			for _, rpc := range []string{"fetch", "stream"} {
 				if want := rpc + ": PermissionDenied: 0 secrets: " + msg + "\n"; !strings.Contains(out, want) {
 					t.Errorf("client output lacks %q:\n%s", want, out)

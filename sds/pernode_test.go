@@ -208,7 +208,7 @@ func TestALLIsServedOnlyWithTheSPIFFEValidator(t *testing.T) {
 		if d := diffSecrets(built(t, u, Names{DisableSPIFFECertValidation: true}, "default"), got); d != "" {
 			t.Errorf("%s (-want +got):\n%s", node.GetId(), d)
 		}
-		want := `msg="sds: requested secrets are not served; they stay pending" stream=`
+		want := `msg="Envoy SDS: requested secrets are not served; they stay pending" stream=`
 		wantTail := `node=` + node.GetId() + ` unknown=[ALL] served="[ROOTCA default spiffe://example.org spiffe://example.org/web spiffe://other.org]" validation=trusted_ca`
 		testkit.Eventually(t, "the warning for "+node.GetId(), func() bool {
 			for _, l := range strings.Split(logs.String(), "\n") {
@@ -281,7 +281,7 @@ func TestALLIsServedOnlyWithTheSPIFFEValidator(t *testing.T) {
 		t.Errorf("fetch, trusted_ca (-want +got):\n%s", d)
 	}
 	_, err = client.FetchSecrets(t.Context(), &discoveryv3.DiscoveryRequest{Node: envoyNode(t, "f3", nil, 17), ResourceNames: []string{"ALL"}})
-	wantMsg := `sds: none of the requested secrets ["ALL"] is served; served: ["ROOTCA" "default" "spiffe://example.org" "spiffe://example.org/web" "spiffe://other.org"]`
+	wantMsg := `none of the requested secrets ["ALL"] is served; served: ["ROOTCA" "default" "spiffe://example.org" "spiffe://example.org/web" "spiffe://other.org"]`
 	if status.Code(err) != codes.NotFound || status.Convert(err).Message() != wantMsg {
 		t.Errorf("fetch ALL as Envoy 1.17: %v, want NotFound %q", err, wantMsg)
 	}

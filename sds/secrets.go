@@ -188,11 +188,11 @@ func (n Names) Validate() error {
 func BuildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
 	names = names.WithDefaults()
 	if err := names.Validate(); err != nil {
-		return nil, fmt.Errorf("sds: names: %w", err)
+		return nil, fmt.Errorf("names: %w", err)
 	}
 	secrets, err := buildSecrets(u, names)
 	if err != nil {
-		return nil, fmt.Errorf("sds: build secrets: %w", err)
+		return nil, fmt.Errorf("build secrets: %w", err)
 	}
 	return secrets, nil
 }

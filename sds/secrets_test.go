@@ -276,9 +276,6 @@ func TestBuildSecretsErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.expectErr) {
 				t.Fatalf("BuildSecrets = %d secrets, %v; want error containing %q", len(got), err, tt.expectErr)
 			}
-			if !strings.HasPrefix(err.Error(), "sds: ") {
-				t.Errorf("error %q lacks the package prefix", err)
-			}
 		})
 	}
 }

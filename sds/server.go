@@ -176,7 +176,7 @@ var lastPrefix atomic.Int64
 func New(cfg Config) (*Server, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("sds: config: %w", err)
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	c := newSecretCache(versionPrefix(), cfg.Names.DisableSPIFFECertValidation, cfg.Logger)
 	t := newTracker(cfg.Logger, c, cfg.limits)
@@ -189,7 +189,7 @@ func New(cfg Config) (*Server, error) {
 		xds:     &xdsServer{cache: c, tracker: t},
 	}
 	if cfg.Names.DisableSPIFFECertValidation {
-		cfg.Logger.Warn("sds: SPIFFE certificate validation is disabled: the secret " + strconv.Quote(cfg.Names.AllBundles) +
+		cfg.Logger.Warn("Envoy SDS: SPIFFE certificate validation is disabled: the secret " + strconv.Quote(cfg.Names.AllBundles) +
 			" is not served, as in SPIRE: plain trusted_ca roots of several trust domains would let any of their CAs " +
 			"vouch for any trust domain, including this one; use the per-trust-domain secrets (spiffe://<trust-domain>), " +
 			"or node metadata " + DisableSPIFFECertValidationKey + ": false in the Envoys that want the SPIFFE validator")
@@ -227,16 +227,16 @@ func (s *Server) Register(gs *grpc.Server) {
 // "<prefix>-<u.Generation>". On error the previous set stays served.
 func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 	if u == nil {
-		return errors.New("sds: apply: nil update")
+		return errors.New("apply: nil update")
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
+		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
 	}
 	// Both variants, as every client gets one of them (validationFor);
 	// they share the tls_certificate Secrets, built and checked once.
 	certs, err := tlsCertificates(u, s.cfg.Names)
 	if err != nil {
-		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
+		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
 	}
 	var variants [2]map[string]*tlsv3.Secret
 	checked := make(map[*tlsv3.Secret]bool, len(certs)+4)
@@ -245,7 +245,7 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 		names.DisableSPIFFECertValidation = v == ValidationTrustedCA
 		secrets, err := withValidation(certs, u, names)
 		if err != nil {
-			return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
+			return fmt.Errorf("apply generation %d: %w", u.Generation, err)
 		}
 		for name, sec := range secrets {
 			if checked[sec] {
@@ -255,14 +255,14 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 			// Envoy would NACK what its own validation rejects; refuse it
 			// here and keep serving the last good set.
 			if err := sec.ValidateAll(); err != nil {
-				return fmt.Errorf("sds: apply generation %d: secret %q (%s): %w", u.Generation, name, v, err)
+				return fmt.Errorf("apply generation %d: secret %q (%s): %w", u.Generation, name, v, err)
 			}
 		}
 		variants[v] = secrets
 	}
 	snap, namesChanged, err := s.cache.publish(u.Generation, variants)
 	if err != nil {
-		return fmt.Errorf("sds: apply generation %d: %w", u.Generation, err)
+		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
 	}
 	// A stream's unknown names change only when the served names do. A
 	// rotation that keeps them (the usual one) leaves the tracker alone:
@@ -272,7 +272,7 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 		s.tracker.recheck(snap)
 	}
 	s.markServing()
-	s.cfg.Logger.Info("sds: serving secrets", "generation", u.Generation, "version", snap.version,
+	s.cfg.Logger.Info("Envoy SDS: serving secrets", "generation", u.Generation, "version", snap.version,
 		"secrets", len(snap.variants[s.cache.validation(nil)].secrets), "streams", s.tracker.streamsOpen.Load())
 	return nil
 }
@@ -319,7 +319,7 @@ func (s *Server) Stats() Stats {
 // about 1.5 s to finish, and the socket is removed. Serve can run once.
 func (s *Server) Serve(ctx context.Context) error {
 	if !s.serving.CompareAndSwap(false, true) {
-		return errors.New("sds: Serve called twice")
+		return errors.New("Serve called twice")
 	}
 	ul, removeSocket, err := listenUnix(s.cfg.SocketPath, s.cfg.SocketMode)
 	if err != nil {
@@ -349,11 +349,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.Register(gs)
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(l) }()
-	s.cfg.Logger.Info("sds: listening", "socket", s.cfg.SocketPath, "mode", fmt.Sprintf("%04o", s.cfg.SocketMode),
+	s.cfg.Logger.Info("Envoy SDS: listening", "socket", s.cfg.SocketPath, "mode", fmt.Sprintf("%04o", s.cfg.SocketMode),
 		"allowed", s.policy.String(), "max_connections", s.cfg.MaxConnections, "max_refused", refusedShare(s.cfg.MaxConnections),
 		"max_streams_per_connection", s.cfg.limits.streamsPerConn, "max_streams_per_peer", s.cfg.limits.streamsPerPeer)
 	if s.cfg.SocketMode&0o077 != 0 && len(s.cfg.AllowedUIDs) == 0 && len(s.cfg.AllowedGIDs) == 0 {
-		s.cfg.Logger.Warn("sds: the socket mode lets other users connect, but with no allow-list only the bridge's own uid "+
+		s.cfg.Logger.Warn("Envoy SDS: the socket mode lets other users connect, but with no allow-list only the bridge's own uid "+
 			"and root are served; list Envoy's uid or gid in sds.allowed_uids or sds.allowed_gids",
 			"mode", fmt.Sprintf("%04o", s.cfg.SocketMode), "allowed", s.policy.String())
 	}
@@ -361,7 +361,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	select {
 	case err := <-served:
 		s.cache.endStreams()
-		return fmt.Errorf("sds: serve on %q: %w", s.cfg.SocketPath, err)
+		return fmt.Errorf("serve on %q: %w", s.cfg.SocketPath, err)
 	case <-ctx.Done():
 	}
 
@@ -377,11 +377,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	select {
 	case <-stopped:
 	case <-timer.C:
-		s.cfg.Logger.Warn("sds: streams did not end in time; closing them", "grace", stopGrace)
+		s.cfg.Logger.Warn("Envoy SDS: streams did not end in time; closing them", "grace", stopGrace)
 		gs.Stop()
 		<-stopped
 	}
 	<-served
-	s.cfg.Logger.Info("sds: stopped", "socket", s.cfg.SocketPath)
+	s.cfg.Logger.Info("Envoy SDS: stopped", "socket", s.cfg.SocketPath)
 	return nil
 }

@@ -260,7 +260,7 @@ func TestFetchSecrets(t *testing.T) {
 		{
 			name: "only unknown names", request: []string{"spiffe://example.org/nope", "nope", "nope"},
 			expectCode: codes.NotFound,
-			expectMsg: `sds: none of the requested secrets ["nope" "spiffe://example.org/nope"] is served; ` +
+			expectMsg: `none of the requested secrets ["nope" "spiffe://example.org/nope"] is served; ` +
 				`served: ["ALL" "ROOTCA" "default" "spiffe://example.org" "spiffe://example.org/web"]`,
 		},
 	}
@@ -304,7 +304,7 @@ func TestUnknownNameAmongKnown(t *testing.T) {
 	}
 	c.ack(resp)
 	waitPending(t, s, "default", 1)
-	want := `msg="sds: requested secrets are not served; they stay pending" stream=1 delta=false node=envoy-TestUnknownNameAmongKnown ` +
+	want := `msg="Envoy SDS: requested secrets are not served; they stay pending" stream=1 delta=false node=envoy-TestUnknownNameAmongKnown ` +
 		`unknown=[spiffe://example.org/ghost] served="[ALL ROOTCA default spiffe://example.org spiffe://example.org/web]"`
 	if l := logs.String(); strings.Count(l, want) != 1 {
 		t.Errorf("want exactly one warning %s\nlogs:\n%s", want, l)
@@ -412,7 +412,7 @@ func TestApplyRefusesBadUpdate(t *testing.T) {
 	unencodable := *issue(t, exampleCA, webID)
 	unencodable.PrivateKey = opaqueKey{unencodable.PrivateKey}
 	bad := newUpdate(2, []*x509svid.SVID{&unencodable}, exampleCA.Bundle())
-	if err := s.Apply(t.Context(), bad); err == nil || !strings.HasPrefix(err.Error(), "sds: apply generation 2: ") {
+	if err := s.Apply(t.Context(), bad); err == nil || !strings.HasPrefix(err.Error(), "apply generation 2: ") {
 		t.Fatalf("Apply(unencodable key) = %v, want an error naming generation 2", err)
 	}
 	secrets, version := s.Secrets()

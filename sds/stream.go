@@ -193,7 +193,7 @@ func requestType(typeURL, streamType string) (string, error) {
 // FetchSecrets can ask for.
 func checkType(typeURL string) error {
 	if typeURL != secretType {
-		return status.Errorf(codes.InvalidArgument, "sds: this server serves only %s, not %s", secretType, typeURL)
+		return status.Errorf(codes.InvalidArgument, "this server serves only %s, not %s", secretType, typeURL)
 	}
 	return nil
 }

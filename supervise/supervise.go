@@ -87,14 +87,14 @@ type Supervisor struct {
 // New checks cfg and applies defaults.
 func New(cfg Config) (*Supervisor, error) {
 	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
-		return nil, errors.New("supervise: no command")
+		return nil, errors.New("no command")
 	}
 	switch cfg.Restart {
 	case "":
 		cfg.Restart = RestartNever
 	case RestartNever, RestartOnFailure:
 	default:
-		return nil, fmt.Errorf("supervise: restart %q: want %s or %s", cfg.Restart, RestartNever, RestartOnFailure)
+		return nil, fmt.Errorf("restart %q: want %s or %s", cfg.Restart, RestartNever, RestartOnFailure)
 	}
 	cfg.StopTimeout = cmp.Or(cfg.StopTimeout, DefaultStopTimeout)
 	cfg.StartGrace = cmp.Or(cfg.StartGrace, DefaultStartGrace)
@@ -146,9 +146,9 @@ type ExitError struct {
 
 func (e *ExitError) Error() string {
 	if e.Signal != 0 {
-		return fmt.Sprintf("supervise: %s killed by %s (status %d)", e.Program, signalName(e.Signal), e.Code)
+		return fmt.Sprintf("supervised program %s killed by %s (status %d)", e.Program, signalName(e.Signal), e.Code)
 	}
-	return fmt.Sprintf("supervise: %s exited with status %d", e.Program, e.Code)
+	return fmt.Sprintf("supervised program %s exited with status %d", e.Program, e.Code)
 }
 
 // ExitCode is the status the bridge exits with.
@@ -164,7 +164,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	log := s.cfg.Logger
 	select {
 	case <-ctx.Done():
-		log.Info("supervise: stopped before every folder held a complete set; the program was not started", "command", s.cfg.Command)
+		log.Info("supervised program: stopped before every folder held a complete set; the program was not started", "command", s.cfg.Command)
 		return nil
 	case <-s.ready:
 	}
@@ -176,14 +176,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		r := &renewal{s: s, seen: s.offered(), started: time.Now()}
 		c, done, err := s.start()
 		if err != nil {
-			return fmt.Errorf("supervise: start %q: %w", s.cfg.Command[0], err)
+			return fmt.Errorf("start %q: %w", s.cfg.Command[0], err)
 		}
-		log.Info("supervise: started", "command", s.cfg.Command, "pid", c.Process.Pid)
+		log.Info("supervised program: started", "command", s.cfg.Command, "pid", c.Process.Pid)
 		waitErr, stopping := s.watch(ctx, c, done, r)
 		exit := exitError(s.cfg.Command[0], waitErr)
 		ran := time.Since(r.started).Round(time.Millisecond)
 		if exit == nil {
-			log.Info("supervise: exited with status 0", "pid", c.Process.Pid, "ran", ran)
+			log.Info("supervised program: exited with status 0", "pid", c.Process.Pid, "ran", ran)
 			return nil
 		}
 		var ee *ExitError
@@ -191,13 +191,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			return exit
 		}
 		if stopping || s.cfg.Restart != RestartOnFailure {
-			log.Info("supervise: exited", "pid", c.Process.Pid, "status", ee.Code, "ran", ran, "err", ee)
+			log.Info("supervised program: exited", "pid", c.Process.Pid, "status", ee.Code, "ran", ran, "err", ee)
 			return ee
 		}
 		if ran > s.cfg.MaxBackoff {
 			backoff = s.cfg.MinBackoff // it ran a while: a new failure
 		}
-		log.Warn("supervise: exited; restarting (restart: on-failure)", "pid", c.Process.Pid, "status", ee.Code, "ran", ran, "in", backoff)
+		log.Warn("supervised program: exited; restarting (restart: on-failure)", "pid", c.Process.Pid, "status", ee.Code, "ran", ran, "in", backoff)
 		select {
 		case <-ctx.Done():
 			return ee
@@ -242,10 +242,10 @@ func (s *Supervisor) watch(ctx context.Context, c *exec.Cmd, done <-chan error, 
 	pid := c.Process.Pid
 	send := func(sig syscall.Signal, why string) {
 		if err := c.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			log.Warn("supervise: signal failed", "pid", pid, "signal", signalName(sig), "why", why, "err", err)
+			log.Warn("supervised program: signal failed", "pid", pid, "signal", signalName(sig), "why", why, "err", err)
 			return
 		}
-		log.Info("supervise: signalled", "pid", pid, "signal", signalName(sig), "why", why)
+		log.Info("supervised program: signalled", "pid", pid, "signal", signalName(sig), "why", why)
 	}
 	var killC <-chan time.Time
 	stop := func() {
@@ -333,7 +333,7 @@ func exitError(program string, err error) error {
 	}
 	var xe *exec.ExitError
 	if !errors.As(err, &xe) {
-		return fmt.Errorf("supervise: wait for %s: %w", program, err)
+		return fmt.Errorf("wait for %s: %w", program, err)
 	}
 	if ws, ok := xe.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		return &ExitError{Program: program, Code: 128 + int(ws.Signal()), Signal: ws.Signal()}

@@ -88,6 +88,49 @@ func TestREADMECommandTableListsEverySubcommandAndFlag(t *testing.T) {
 	}
 }
 
+// TestREADMEExitStatusTableCoversEveryCommand: the README's exit-status
+// table has a row for every subcommand, so a script writer finds the
+// codes of the command they call.
+func TestREADMEExitStatusTableCoversEveryCommand(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(readme), "| command | exit status |\n")
+	if !ok {
+		t.Fatal("README has no '| command | exit status |' table")
+	}
+	table, _, _ = strings.Cut(table, "\n\n")
+	named := map[string]bool{}
+	for _, line := range strings.Split(table, "\n") {
+		first, _, _ := strings.Cut(strings.TrimPrefix(line, "| "), " |")
+		for _, m := range regexp.MustCompile("`([a-z-]+)`").FindAllStringSubmatch(first, -1) {
+			named[m[1]] = true
+		}
+	}
+	for _, cmd := range subcommands {
+		if !named[cmd] {
+			t.Errorf("README exit-status table has no row for %s", cmd)
+		}
+	}
+}
+
+// TestAWrongCommandLineExits2OnEveryCommand: a flag a command does not
+// take exits 2 on every command that takes flags, apart from 1 (a bad
+// state), so a script can tell a typo from a failed check.
+func TestAWrongCommandLineExits2OnEveryCommand(t *testing.T) {
+	for _, cmd := range subcommands {
+		if cmd == "version" {
+			continue // takes no flags and ignores its arguments
+		}
+		var out syncBuffer
+		code := exitStatus(run(t.Context(), []string{cmd, "--no-such-flag"}, &out, &out), &out)
+		if code != exitUsage {
+			t.Errorf("%s --no-such-flag: exit status %d, want %d\n%s", cmd, code, exitUsage, out.String())
+		}
+	}
+}
+
 // dev's banner shows the admin address it bound: with --admin
 // 127.0.0.1:0 that is the port it got (the one the log names), never :0.
 func TestDevBannerShowsTheBoundAdminAddress(t *testing.T) {

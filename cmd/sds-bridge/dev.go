@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -44,6 +45,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	return common.finish(runDevBridge(ctx, &common, &dev, log, stdout))
+}
+
+// runDevBridge starts dev's Workload API and the bridge against it, and runs
+// them.
+func runDevBridge(ctx context.Context, common *commonFlags, dev *bridge.DevIdentities, log *slog.Logger, stdout io.Writer) error {
 	issuing, err := dev.IssuerConfig()
 	if err != nil {
 		return err

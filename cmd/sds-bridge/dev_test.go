@@ -69,7 +69,7 @@ func (d *devBridge) stop() {
 	}
 }
 
-var adminAddr = regexp.MustCompile(`msg="admin: listening" addr=(\S+)`)
+var adminAddr = regexp.MustCompile(`msg="admin endpoint: listening" addr=(\S+)`)
 
 // adminURL is the admin server's URL, from the log line naming the port
 // it bound.
@@ -162,7 +162,7 @@ admin:
 	d.stop()
 	// Every generation the folder swapped in ran the action exactly once;
 	// only the very last may have been cut short by the stop.
-	swapped := generationsIn(t, d.stderr.String(), `msg="filesink: swapped in new generation".* generation=(\d+)`)
+	swapped := generationsIn(t, d.stderr.String(), `msg="folder: swapped in new generation".* generation=(\d+)`)
 	data, err := os.ReadFile(actions)
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +237,7 @@ func TestDevServesTheLeafOnDiskOverSDS(t *testing.T) {
 		testkit.Eventually(t, fmt.Sprintf("generation %d on disk", gen), func() bool { return diskGeneration(certs) >= gen })
 		matched = compareWithDisk(t, certs, gen, secrets)
 	}
-	if strings.Contains(d.stderr.String(), "admin: listening") {
+	if strings.Contains(d.stderr.String(), "admin endpoint: listening") {
 		t.Errorf(`--admin "" still started the admin listener`)
 	}
 }

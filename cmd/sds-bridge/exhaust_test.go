@@ -46,7 +46,7 @@ func runFloodRole(targets string) int {
 	return 0
 }
 
-var bridgeAdminAddr = regexp.MustCompile(`msg="admin: listening" addr=(\S+)`)
+var bridgeAdminAddr = regexp.MustCompile(`msg="admin endpoint: listening" addr=(\S+)`)
 
 // TestAFloodOfRefusedAndAdminConnectionsDoesNotStarveRotation runs the
 // real binary (dev, a rotation every second) with an SDS socket its group
@@ -76,7 +76,7 @@ func TestAFloodOfRefusedAndAdminConnectionsDoesNotStarveRotation(t *testing.T) {
 	var adminAddr string
 	testkit.Eventually(t, "the bridge serving", func() bool {
 		m := bridgeAdminAddr.FindStringSubmatch(bridge.stderr.String())
-		if m == nil || !strings.Contains(bridge.stderr.String(), "sds: listening") {
+		if m == nil || !strings.Contains(bridge.stderr.String(), "Envoy SDS: listening") {
 			return false
 		}
 		adminAddr = m[1]

@@ -20,11 +20,11 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return usageError(err)
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return exitCode(2)
+		return exitCode(exitUsage)
 	}
 	return helperconf.Import(stdout, stderr, fs.Arg(0), *baseDir, *allow)
 }

@@ -47,11 +47,21 @@ func exitStatus(err error, stderr io.Writer) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
+	// Logged already (a JSON line): only its status.
+	var r reported
+	if errors.As(err, &r) {
+		return exitStatus(r.err, io.Discard)
+	}
 	// A supervised program's exit (supervise.ExitError): its status.
 	var child interface{ ExitCode() int }
 	if errors.As(err, &child) {
 		fmt.Fprintln(stderr, "sds-bridge:", err)
 		return child.ExitCode()
+	}
+	var c coded
+	if errors.As(err, &c) {
+		fmt.Fprintln(stderr, "sds-bridge:", err)
+		return c.code
 	}
 	var ec exitCode
 	if errors.As(err, &ec) {
@@ -65,15 +75,54 @@ func exitStatus(err error, stderr io.Writer) int {
 	return 1
 }
 
-// exitCode lets a command pick its exit status (check: 1 = not valid, 2 = usage).
+// The exit statuses every command shares; the README's "Exit status"
+// table lists them per command, and a script can tell "bad state" from
+// "wrong command line" from "nobody answered".
+const (
+	// exitBad: the state the command reports is bad (not ready, not
+	// valid, refused), or the command failed.
+	exitBad = 1
+	// exitUsage: the command line is wrong; nothing was tested.
+	exitUsage = 2
+	// exitNoAnswer: status got no status document from a bridge.
+	exitNoAnswer = 3
+)
+
+// exitCode lets a command pick its exit status once its usage or verdict
+// is already printed.
 type exitCode int
 
 func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
+// coded is an error to print that exits with its own status.
+type coded struct {
+	code int
+	err  error
+}
+
+func (c coded) Error() string { return c.err.Error() }
+func (c coded) Unwrap() error { return c.err }
+
+// reported is an error the command has logged already (as a JSON line):
+// main prints nothing more, and exits with err's status.
+type reported struct{ err error }
+
+func (r reported) Error() string { return r.err.Error() }
+func (r reported) Unwrap() error { return r.err }
+
+// usageError is err (a flag the command does not take, an argument too
+// many) exiting with exitUsage; -h/--help stays exit status 0.
+func usageError(err error) error {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return coded{exitUsage, err}
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return exitCode(2)
+		return exitCode(exitUsage)
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -99,7 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	default:
 		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", cmd)
+		return usageError(fmt.Errorf("unknown command %q", cmd))
 	}
 }
 

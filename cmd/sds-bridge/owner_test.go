@@ -111,7 +111,7 @@ func TestASecondBridgeOnTheSameFolderOrSocketExitsAndTouchesNothing(t *testing.T
 	first := startBridgeProc(t, bin, work, "dev", "--svid-ttl", "1h", "--dir", dir, "--sds-socket", socket, "--admin", "")
 	testkit.Eventually(t, "the first bridge's set in the folder", func() bool {
 		m, err := folderstate.Inspect(folderstate.Config{Dir: dir})
-		return err == nil && m.Generation >= 1 && strings.Contains(first.stderr.String(), "sds: listening")
+		return err == nil && m.Generation >= 1 && strings.Contains(first.stderr.String(), "Envoy SDS: listening")
 	})
 	before := folderState(t, dir)
 	socketBefore, err := os.Lstat(socket)

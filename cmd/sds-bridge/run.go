@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/sds-bridge/sds-bridge/internal/bridge"
+	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/helperconf"
+	"github.com/sds-bridge/sds-bridge/internal/loglimit"
 )
 
 // commonFlags are the flags run and dev share; set ones override the config file.
@@ -33,6 +36,13 @@ type commonFlags struct {
 	// configFile; its notes go to stderr.
 	spiffeHelperConfig string
 	stderr             io.Writer
+
+	// limit is the logger's handler: it bounds repeated lines and is
+	// closed (pending counts written) when the command ends.
+	limit *loglimit.Handler
+	// format is the handler under limit, for the last line: the error
+	// that stops the bridge, in the format of every other line.
+	format slog.Handler
 }
 
 // optionalString is a string flag that knows whether it was given, so that
@@ -140,12 +150,29 @@ func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: level}
 	switch c.logFormat {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		c.format = slog.NewTextHandler(w, opts)
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		c.format = slog.NewJSONHandler(w, opts)
 	default:
 		return nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
 	}
+	c.limit = loglimit.New(c.format, loglimit.Config{})
+	return slog.New(c.limit), nil
+}
+
+// finish ends run or dev with err: the counts of suppressed lines are
+// written, and with --log-format json the error that stops the bridge is
+// a JSON line like every other (main then prints nothing more: a log
+// pipeline reads only JSON). Text keeps main's "sds-bridge: …" line.
+func (c *commonFlags) finish(err error) error {
+	c.limit.Close()
+	if err == nil || c.logFormat != "json" {
+		return err
+	}
+	rec := slog.NewRecord(time.Now(), slog.LevelError, "sds-bridge stopped", 0)
+	rec.AddAttrs(slog.String("error", err.Error()))
+	_ = c.format.Handle(context.Background(), rec)
+	return reported{err}
 }
 
 func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
@@ -160,9 +187,14 @@ func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	return common.finish(runWithFlags(ctx, &common, log, *workloadAPI))
+}
+
+// runWithFlags loads the config run's flags name and runs the bridge.
+func runWithFlags(ctx context.Context, common *commonFlags, log *slog.Logger, workloadAPI string) error {
 	cfg, err := common.loadUntil(ctx, log, func(c *config.Config) {
-		if *workloadAPI != "" {
-			c.WorkloadAPI.Address = *workloadAPI
+		if workloadAPI != "" {
+			c.WorkloadAPI.Address = workloadAPI
 		}
 	})
 	if errors.Is(err, errStoppedLoading) {
@@ -185,17 +217,17 @@ func (c *commonFlags) parse(fs *flag.FlagSet, args []string, stderr io.Writer) (
 	c.register(fs)
 	err := parseFlags(fs, args)
 	if err != nil {
-		return nil, err
+		return nil, usageError(err)
 	}
 	if c.program, err = programArgs(fs, args); err != nil {
-		return nil, err
+		return nil, usageError(err)
 	}
 	return c.logger(stderr)
 }
 
 // options are the bridge's options for cfg, as the flags say.
 func (c *commonFlags) options(cfg *config.Config, log *slog.Logger) bridge.Options {
-	return bridge.Options{Config: cfg, Logger: log, Once: c.once, Version: versionString()}
+	return bridge.Options{Config: cfg, Logger: log, Once: c.once, Build: buildinfo.Read(version)}
 }
 
 // programArgs returns what follows "--" on the command line (the program

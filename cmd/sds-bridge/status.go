@@ -12,8 +12,9 @@ import (
 )
 
 // runStatus prints what a running bridge delivers, from its admin /status.
-// It exits 0 whenever it got an answer, ready or not (the text says which);
-// readiness probes use /readyz or `check`.
+// Its exit status follows what it printed: 0 ready, exitBad not ready (the
+// text says why), exitNoAnswer when no bridge answered with a status, so
+// a script or a cron job can alert on it.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sds-bridge status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -21,10 +22,10 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	configFile := fs.String("config", "", "the bridge's YAML config, to find its admin address")
 	asJSON := fs.Bool("json", false, "print the raw /status JSON")
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return usageError(err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("status: unexpected argument %q", fs.Arg(0))
+		return usageError(fmt.Errorf("status: unexpected argument %q", fs.Arg(0)))
 	}
 	target := *addr
 	if target == "" {
@@ -41,11 +42,20 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	raw, st, err := statusdoc.Fetch(ctx, target)
 	if *asJSON && raw != nil {
-		_, err := stdout.Write(raw)
-		return err
+		if _, werr := stdout.Write(raw); werr != nil {
+			return werr
+		}
 	}
 	if err != nil {
-		return err
+		return coded{exitNoAnswer, err}
 	}
-	return st.WriteText(stdout, time.Now())
+	if !*asJSON {
+		if err := st.WriteText(stdout, time.Now()); err != nil {
+			return err
+		}
+	}
+	if !st.Ready {
+		return exitCode(exitBad)
+	}
+	return nil
 }

@@ -2,14 +2,19 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
-// Nothing listening: status says where it looked.
+// Nothing listening: status says where it looked and exits 3, apart
+// from "not ready" (1) and a wrong command line (2).
 func TestStatusWithoutBridge(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -21,6 +26,50 @@ func TestStatusWithoutBridge(t *testing.T) {
 	err = run(t.Context(), []string{"status", "--admin", addr}, &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "is the bridge running with its admin endpoint at "+addr) {
 		t.Errorf("status against nothing: %v", err)
+	}
+	if code := exitStatus(err, &out); code != exitNoAnswer {
+		t.Errorf("status against nothing: exit status %d, want %d", code, exitNoAnswer)
+	}
+}
+
+// TestStatusExitsNonZeroWhenTheBridgeIsNotReady: a bridge whose folder's
+// reload action always fails is not ready; `status` prints NOT READY and
+// exits 1, with --json too, so a script or cron job can act on it.
+func TestStatusExitsNonZeroWhenTheBridgeIsNotReady(t *testing.T) {
+	dir := testkit.ShortDir(t)
+	cfg := filepath.Join(dir, "bridge.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
+sds:
+  socket: %s
+files:
+  - dir: %s
+    on_rotate:
+      - exec:
+          command: ["/bin/false"]
+`, filepath.Join(dir, "sds.sock"), filepath.Join(dir, "certs"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDev(t, dir, "--config", cfg, "--admin", "127.0.0.1:0", "--svid-ttl", "1h")
+	url := d.adminURL()
+	testkit.Eventually(t, "a failed reload action", func() bool {
+		st := d.status(url)
+		return len(st.Problems) > 0 && st.Generation >= 1
+	})
+	addr := strings.TrimPrefix(url, "http://")
+	for _, args := range [][]string{{"status", "--admin", addr}, {"status", "--admin", addr, "--json"}} {
+		var out, errOut syncBuffer
+		code := exitStatus(run(t.Context(), args, &out, &errOut), &errOut)
+		if code != exitBad {
+			t.Errorf("%v: exit status %d, want %d\n%s%s", args, code, exitBad, out.String(), errOut.String())
+		}
+		if len(args) == 4 {
+			var doc struct{ Ready *bool }
+			if err := json.Unmarshal([]byte(out.String()), &doc); err != nil || doc.Ready == nil || *doc.Ready {
+				t.Errorf("%v printed no document saying not ready (%v):\n%s", args, err, out.String())
+			}
+		} else if !strings.Contains(out.String(), "NOT READY") {
+			t.Errorf("%v printed no NOT READY:\n%s", args, out.String())
+		}
 	}
 }
 

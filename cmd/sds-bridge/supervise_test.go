@@ -195,7 +195,7 @@ files:
 	if _, err := os.Stat(log); !os.IsNotExist(err) {
 		t.Fatalf("the program started while folder b held nothing: %v\n%s", err, d.stderr)
 	}
-	if strings.Contains(d.stderr.String(), "supervise: started") {
+	if strings.Contains(d.stderr.String(), "supervised program: started") {
 		t.Fatalf("the bridge started the program:\n%s", d.stderr)
 	}
 	d.stop() // and stops cleanly (status 0) without ever starting it

@@ -6,4 +6,4 @@ import "github.com/sds-bridge/sds-bridge/internal/buildinfo"
 // -ldflags "-X main.version=v1.2.3" (make build and make image do).
 var version string
 
-func versionString() string { return buildinfo.Describe(version) }
+func versionString() string { return buildinfo.Read(version).String() }

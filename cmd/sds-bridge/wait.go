@@ -15,7 +15,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	var targets foldercheck.Targets
 	targets.Register(fs)
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return usageError(err)
 	}
 	return foldercheck.Check(targets, stdout)
 }
@@ -27,7 +27,7 @@ func runWait(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	targets.Register(fs)
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return usageError(err)
 	}
 	return foldercheck.Wait(ctx, targets, *timeout, stdout)
 }

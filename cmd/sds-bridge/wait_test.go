@@ -61,7 +61,12 @@ func TestCheckAndWait(t *testing.T) {
 		ok   bool
 		want []string
 	}{
-		{name: "empty folder", setup: func(string) {}, want: []string{"missing file", "svid.pem"}},
+		{name: "no folder", setup: func(string) {}, want: []string{"does not exist"}},
+		{name: "empty folder", setup: func(dir string) {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}, want: []string{"missing file", "svid.pem"}},
 		{name: "previous pod's expired set", setup: func(dir string) { writeSVID(t, dir, expired, roots) },
 			want: []string{"expired at " + past.UTC().Format(time.RFC3339), dbID.String()}},
 		{name: "mismatched key", setup: func(dir string) { writeSet(t, dir, fresh.Certificates, stranger.PrivateKey, roots) },

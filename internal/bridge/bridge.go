@@ -20,6 +20,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/reload"
@@ -37,8 +38,8 @@ type Options struct {
 	// Once writes every credential folder once, runs its reload actions
 	// and returns (--once); the config then serves no SDS and no admin.
 	Once bool
-	// Version is shown by the admin endpoints.
-	Version string
+	// Build is shown by the admin endpoints.
+	Build buildinfo.Info
 	// Beside run next to the bridge until it stops, e.g. the development
 	// Workload API of `dev`. New takes the locks before they start.
 	Beside []func(ctx context.Context) error
@@ -93,7 +94,7 @@ func New(ctx context.Context, o Options) (_ *Bridge, err error) {
 	hups, stopHangup := catchHangup()
 	b.hups = hups
 	b.release = append(b.release, stopHangup)
-	if err := b.build(ctx, o.Version); err != nil {
+	if err := b.build(ctx, o.Build); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -101,7 +102,7 @@ func New(ctx context.Context, o Options) (_ *Bridge, err error) {
 
 // build makes every part: the supervisor, the sinks, the source that feeds
 // them, then what observes the source.
-func (b *Bridge) build(ctx context.Context, version string) error {
+func (b *Bridge) build(ctx context.Context, build buildinfo.Info) error {
 	if err := b.buildSupervisor(); err != nil {
 		return err
 	}
@@ -124,7 +125,7 @@ func (b *Bridge) build(ctx context.Context, version string) error {
 		b.release = append(b.release, mem.stop)
 	}
 	b.gateSupervisor(len(sinks))
-	return b.buildAdmin(version)
+	return b.buildAdmin(build)
 }
 
 // AdminAddr is the address the admin listener bound (a port 0 resolved);
@@ -202,7 +203,7 @@ func (b *Bridge) startServers(ctx context.Context, g *errgroup.Group) {
 	}
 	if b.adminLn != nil {
 		g.Go(func() error { return b.admin.Serve(ctx, b.adminLn) })
-		b.log.Info("admin: listening", "addr", b.AdminAddr(), "endpoints", b.cfg.Admin.LivenessPath+" "+b.cfg.Admin.ReadinessPath+" /metrics /status")
+		b.log.Info("admin endpoint: listening", "addr", b.AdminAddr(), "endpoints", b.cfg.Admin.LivenessPath+" "+b.cfg.Admin.ReadinessPath+" /metrics /status")
 	}
 }
 

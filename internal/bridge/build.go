@@ -11,6 +11,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/reload"
@@ -104,7 +105,7 @@ func sourceConfig(cfg *config.Config, sinks []rotation.Sink, notify func(rotatio
 
 // buildAdmin makes the admin server and binds its listener, if on; the
 // admin's latency histogram then hears every sink's status.
-func (b *Bridge) buildAdmin(version string) error {
+func (b *Bridge) buildAdmin(build buildinfo.Info) error {
 	addr := b.cfg.Admin.Address()
 	if addr == "" {
 		return nil
@@ -120,7 +121,7 @@ func (b *Bridge) buildAdmin(version string) error {
 	if !b.jwt.Empty() {
 		ac.JWT = b.jwt
 	}
-	ac.Version = version
+	ac.Build = build
 	ac.Logger = b.log.With("component", "admin")
 	adm, err := admin.New(ac)
 	if err != nil {

@@ -1,5 +1,5 @@
 // Package buildinfo says which build of sds-bridge is running, for
-// `sds-bridge version`, /status and the logs.
+// `sds-bridge version`, /status, the logs and the build_info metric.
 package buildinfo
 
 import (
@@ -9,20 +9,34 @@ import (
 	"strings"
 )
 
-// revision and commitTime are the commit and its time (RFC 3339) when the
-// build says so with -X (make release does: Go records no VCS stamp in a
-// git worktree, and a release must not depend on how it was checked out);
-// otherwise the VCS stamp `go build` records is used.
+// revision, commitTime and modified are the commit, its time (RFC 3339)
+// and "true" for a dirty tree when the build says so with -X (make release
+// does: Go records no VCS stamp in a git worktree, and a release must not
+// depend on how it was checked out); otherwise the VCS stamp `go build`
+// records is used.
 var revision, commitTime, modified string
 
-// Describe is the -X version if set (ldVersion), else the module version
-// `go install …@vX` records, plus the VCS revision and time `go build`
-// stamps in a checkout. It is never a bare word that reads like a
-// subcommand.
-func Describe(ldVersion string) string {
+// Info is one build of sds-bridge, field by field, so that the metric can
+// carry each part as its own label (Prometheus' build_info convention)
+// and the text forms are made from the same values.
+type Info struct {
+	// Version is the -X version if set, else the module version; "(devel)"
+	// for a checkout build, never a bare word that reads like a subcommand.
+	Version string
+	// Revision is the VCS revision, 12 hex digits, "-dirty" when modified;
+	// empty when the build recorded none.
+	Revision string
+	// Time is the VCS commit time as recorded; empty when none.
+	Time string
+	// GoVersion is the Go toolchain that built the binary.
+	GoVersion string
+}
+
+// Read is the running binary's Info; ldVersion is the -X version (may be empty).
+func Read(ldVersion string) Info {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
-		return cmp.Or(ldVersion, "(unknown build)")
+		return Info{Version: cmp.Or(ldVersion, "(unknown build)")}
 	}
 	if revision != "" {
 		info.Settings = append(slices.Clone(info.Settings),
@@ -30,11 +44,11 @@ func Describe(ldVersion string) string {
 			debug.BuildSetting{Key: "vcs.time", Value: commitTime},
 			debug.BuildSetting{Key: "vcs.modified", Value: modified})
 	}
-	return describe(ldVersion, info)
+	return fromBuildInfo(ldVersion, info)
 }
 
-// describe is Describe on given build info, for tests.
-func describe(ldVersion string, info *debug.BuildInfo) string {
+// fromBuildInfo is Read on given build info, for tests.
+func fromBuildInfo(ldVersion string, info *debug.BuildInfo) Info {
 	v := cmp.Or(ldVersion, info.Main.Version)
 	if v == "" || v == "(devel)" {
 		v = "(devel)"
@@ -43,20 +57,34 @@ func describe(ldVersion string, info *debug.BuildInfo) string {
 	for _, s := range info.Settings {
 		settings[s.Key] = s.Value
 	}
-
-	var extra []string
-	if rev := settings["vcs.revision"]; rev != "" {
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
-		if settings["vcs.modified"] == "true" {
-			rev += "-dirty"
-		}
-		extra = append(extra, "revision "+rev)
+	rev := settings["vcs.revision"]
+	if len(rev) > 12 {
+		rev = rev[:12]
 	}
-	if t := settings["vcs.time"]; t != "" {
-		extra = append(extra, t)
+	if rev != "" && settings["vcs.modified"] == "true" {
+		rev += "-dirty"
 	}
-	extra = append(extra, info.GoVersion)
-	return v + " (" + strings.Join(extra, ", ") + ")"
+	return Info{Version: v, Revision: rev, Time: settings["vcs.time"], GoVersion: info.GoVersion}
 }
+
+// String is the one-line description `sds-bridge version` prints:
+// "v1.2.3 (revision 0123456789ab, 2026-11-29T09:00:00Z, go1.26.8)".
+func (i Info) String() string {
+	var extra []string
+	if i.Revision != "" {
+		extra = append(extra, "revision "+i.Revision)
+	}
+	if i.Time != "" {
+		extra = append(extra, i.Time)
+	}
+	if i.GoVersion != "" {
+		extra = append(extra, i.GoVersion)
+	}
+	if len(extra) == 0 {
+		return i.Version
+	}
+	return i.Version + " (" + strings.Join(extra, ", ") + ")"
+}
+
+// Describe is Read(ldVersion) as one line, for the tools that print it.
+func Describe(ldVersion string) string { return Read(ldVersion).String() }

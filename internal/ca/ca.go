@@ -36,7 +36,7 @@ type CA struct {
 func New(td spiffeid.TrustDomain, rootTTL time.Duration) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("ca: generate root key: %w", err)
+		return nil, fmt.Errorf("generate root key: %w", err)
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -51,11 +51,11 @@ func New(td spiffeid.TrustDomain, rootTTL time.Duration) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, fmt.Errorf("ca: create root: %w", err)
+		return nil, fmt.Errorf("create root: %w", err)
 	}
 	root, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("ca: parse root: %w", err)
+		return nil, fmt.Errorf("parse root: %w", err)
 	}
 	return &CA{td: td, root: root, key: key, serial: 1}, nil
 }
@@ -90,7 +90,7 @@ func (c *CA) Issue(id spiffeid.ID, ttl time.Duration) (*x509svid.SVID, error) {
 func (c *CA) IssueWith(id spiffeid.ID, ttl time.Duration, opts SVIDOptions) (*x509svid.SVID, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("ca: generate key: %w", err)
+		return nil, fmt.Errorf("generate key: %w", err)
 	}
 	now := time.Now()
 	notBefore, notAfter := now.Add(-10*time.Second), now.Add(ttl)
@@ -116,11 +116,11 @@ func (c *CA) IssueWith(id spiffeid.ID, ttl time.Duration, opts SVIDOptions) (*x5
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.root, key.Public(), c.key)
 	if err != nil {
-		return nil, fmt.Errorf("ca: sign SVID for %s: %w", id, err)
+		return nil, fmt.Errorf("sign SVID for %s: %w", id, err)
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("ca: parse SVID for %s: %w", id, err)
+		return nil, fmt.Errorf("parse SVID for %s: %w", id, err)
 	}
 	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf}, PrivateKey: key, Hint: opts.Hint}, nil
 }

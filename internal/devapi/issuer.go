@@ -70,7 +70,7 @@ type Issuer struct {
 // issued until Run.
 func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 	if srv == nil {
-		return nil, errors.New("devapi: issuer: nil server")
+		return nil, errors.New("issuer: nil server")
 	}
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -81,7 +81,7 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 	}
 	c, err := ca.New(cfg.TrustDomain, cfg.RootTTL)
 	if err != nil {
-		return nil, fmt.Errorf("devapi: issuer: %w", err)
+		return nil, fmt.Errorf("issuer: %w", err)
 	}
 	federated, err := federatedCAs(cfg)
 	if err != nil {
@@ -107,7 +107,7 @@ func (cfg IssuerConfig) withDefaults() (IssuerConfig, error) {
 	if len(cfg.SPIFFEIDs) == 0 {
 		id, err := spiffeid.FromPath(cfg.TrustDomain, "/dev")
 		if err != nil {
-			return cfg, fmt.Errorf("devapi: issuer: default SPIFFE ID: %w", err)
+			return cfg, fmt.Errorf("issuer: default SPIFFE ID: %w", err)
 		}
 		cfg.SPIFFEIDs = []spiffeid.ID{id}
 	}
@@ -128,27 +128,27 @@ func (cfg IssuerConfig) withDefaults() (IssuerConfig, error) {
 
 func (cfg IssuerConfig) validate() error {
 	if cfg.TTL < 0 {
-		return fmt.Errorf("devapi: issuer: TTL %s must be positive", cfg.TTL)
+		return fmt.Errorf("issuer: TTL %s must be positive", cfg.TTL)
 	}
 	if cfg.RootTTL <= cfg.TTL {
-		return fmt.Errorf("devapi: issuer: root TTL %s must exceed SVID TTL %s", cfg.RootTTL, cfg.TTL)
+		return fmt.Errorf("issuer: root TTL %s must exceed SVID TTL %s", cfg.RootTTL, cfg.TTL)
 	}
 	seen := make(map[spiffeid.ID]bool, len(cfg.SPIFFEIDs))
 	for _, id := range cfg.SPIFFEIDs {
 		if id.IsZero() {
-			return errors.New("devapi: issuer: empty SPIFFE ID")
+			return errors.New("issuer: empty SPIFFE ID")
 		}
 		if !id.MemberOf(cfg.TrustDomain) {
-			return fmt.Errorf("devapi: issuer: SPIFFE ID %q is not in trust domain %q", id, cfg.TrustDomain)
+			return fmt.Errorf("issuer: SPIFFE ID %q is not in trust domain %q", id, cfg.TrustDomain)
 		}
 		if seen[id] {
-			return fmt.Errorf("devapi: issuer: SPIFFE ID %q listed twice", id)
+			return fmt.Errorf("issuer: SPIFFE ID %q listed twice", id)
 		}
 		seen[id] = true
 	}
 	for id := range cfg.Hints {
 		if !seen[id] {
-			return fmt.Errorf("devapi: issuer: hint for %q, which is not in SPIFFEIDs", id)
+			return fmt.Errorf("issuer: hint for %q, which is not in SPIFFEIDs", id)
 		}
 	}
 	return nil
@@ -160,12 +160,12 @@ func federatedCAs(cfg IssuerConfig) ([]*ca.CA, error) {
 	seenTD := map[spiffeid.TrustDomain]bool{cfg.TrustDomain: true}
 	for _, td := range cfg.FederatedWith {
 		if td.IsZero() || seenTD[td] {
-			return nil, fmt.Errorf("devapi: issuer: federated trust domain %q: empty, listed twice or the own one", td)
+			return nil, fmt.Errorf("issuer: federated trust domain %q: empty, listed twice or the own one", td)
 		}
 		seenTD[td] = true
 		fc, err := ca.New(td, cfg.RootTTL)
 		if err != nil {
-			return nil, fmt.Errorf("devapi: issuer: federated CA %s: %w", td, err)
+			return nil, fmt.Errorf("issuer: federated CA %s: %w", td, err)
 		}
 		federated = append(federated, fc)
 	}
@@ -205,7 +205,7 @@ func (i *Issuer) issue(now time.Time) error {
 	if now.Add(i.cfg.TTL).After(i.ca.Root().NotAfter) {
 		next, err := ca.New(i.cfg.TrustDomain, i.cfg.RootTTL)
 		if err != nil {
-			return fmt.Errorf("devapi: issuer: rotate root: %w", err)
+			return fmt.Errorf("issuer: rotate root: %w", err)
 		}
 		i.prev, i.ca = i.ca, next
 		i.log.Info("CA root rotated", "not_after", next.Root().NotAfter)
@@ -214,7 +214,7 @@ func (i *Issuer) issue(now time.Time) error {
 	for _, id := range i.cfg.SPIFFEIDs {
 		svid, err := i.ca.IssueWith(id, i.cfg.TTL, ca.SVIDOptions{Hint: i.cfg.Hints[id]})
 		if err != nil {
-			return fmt.Errorf("devapi: issuer: %w", err)
+			return fmt.Errorf("issuer: %w", err)
 		}
 		svids = append(svids, svid)
 	}
@@ -225,7 +225,7 @@ func (i *Issuer) issue(now time.Time) error {
 		if now.Add(i.cfg.TTL).After(fc.Root().NotAfter) {
 			next, err := ca.New(fc.TrustDomain(), i.cfg.RootTTL)
 			if err != nil {
-				return fmt.Errorf("devapi: issuer: rotate federated root of %s: %w", fc.TrustDomain(), err)
+				return fmt.Errorf("issuer: rotate federated root of %s: %w", fc.TrustDomain(), err)
 			}
 			i.federated[k], fc = next, next
 		}
@@ -233,7 +233,7 @@ func (i *Issuer) issue(now time.Time) error {
 	}
 	resp, err := X509Response(svids, []*x509bundle.Bundle{i.bundleAt(now)}, federated...)
 	if err != nil {
-		return fmt.Errorf("devapi: issuer: %w", err)
+		return fmt.Errorf("issuer: %w", err)
 	}
 	i.srv.SetX509(resp)
 	leaf := svids[0].Certificates[0]

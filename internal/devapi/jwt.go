@@ -55,7 +55,7 @@ func (s *Server) jwtKeyLocked() error {
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return fmt.Errorf("devapi: JWT signing key: %w", err)
+		return fmt.Errorf("JWT signing key: %w", err)
 	}
 	var id [16]byte
 	_, _ = rand.Read(id[:])
@@ -65,11 +65,11 @@ func (s *Server) jwtKeyLocked() error {
 		(&jose.SignerOptions{}).WithType("JWT"),
 	)
 	if err != nil {
-		return fmt.Errorf("devapi: JWT signer: %w", err)
+		return fmt.Errorf("JWT signer: %w", err)
 	}
 	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: kid, Use: "jwt-svid", Algorithm: string(jose.ES256)}}})
 	if err != nil {
-		return fmt.Errorf("devapi: marshal JWKS: %w", err)
+		return fmt.Errorf("marshal JWKS: %w", err)
 	}
 	s.jwt.signer, s.jwt.jwks = signer, jwks
 	return nil
@@ -121,7 +121,7 @@ func signJWTSVID(signer jose.Signer, subject string, audience []string, now time
 		Expiry:   jwt.NewNumericDate(now.Add(ttl)),
 	}).Serialize()
 	if err != nil {
-		return "", fmt.Errorf("devapi: sign JWT-SVID: %w", err)
+		return "", fmt.Errorf("sign JWT-SVID: %w", err)
 	}
 	return token, nil
 }

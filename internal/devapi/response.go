@@ -24,10 +24,10 @@ func X509Response(svids []*x509svid.SVID, bundles []*x509bundle.Bundle, federate
 	own := make(map[spiffeid.TrustDomain]*x509bundle.Bundle, len(bundles))
 	for _, b := range bundles {
 		if b == nil {
-			return nil, errors.New("devapi: x509 response: nil bundle")
+			return nil, errors.New("x509 response: nil bundle")
 		}
 		if _, dup := own[b.TrustDomain()]; dup {
-			return nil, fmt.Errorf("devapi: x509 response: two bundles for trust domain %q", b.TrustDomain())
+			return nil, fmt.Errorf("x509 response: two bundles for trust domain %q", b.TrustDomain())
 		}
 		own[b.TrustDomain()] = b
 	}
@@ -36,17 +36,17 @@ func X509Response(svids []*x509svid.SVID, bundles []*x509bundle.Bundle, federate
 	used := make(map[spiffeid.TrustDomain]bool, len(own))
 	for i, svid := range svids {
 		if svid == nil {
-			return nil, fmt.Errorf("devapi: x509 response: SVID %d is nil", i)
+			return nil, fmt.Errorf("x509 response: SVID %d is nil", i)
 		}
 		td := svid.ID.TrustDomain()
 		b, ok := own[td]
 		if !ok {
-			return nil, fmt.Errorf("devapi: x509 response: no bundle for trust domain %q of SVID %q", td, svid.ID)
+			return nil, fmt.Errorf("x509 response: no bundle for trust domain %q of SVID %q", td, svid.ID)
 		}
 		used[td] = true
 		key, err := x509.MarshalPKCS8PrivateKey(svid.PrivateKey)
 		if err != nil {
-			return nil, fmt.Errorf("devapi: x509 response: marshal key of SVID %q: %w", svid.ID, err)
+			return nil, fmt.Errorf("x509 response: marshal key of SVID %q: %w", svid.ID, err)
 		}
 		resp.Svids = append(resp.Svids, &workload.X509SVID{
 			SpiffeId:    svid.ID.String(),
@@ -58,23 +58,23 @@ func X509Response(svids []*x509svid.SVID, bundles []*x509bundle.Bundle, federate
 	}
 	for td := range own {
 		if !used[td] {
-			return nil, fmt.Errorf("devapi: x509 response: bundle for trust domain %q matches no SVID (pass it as federated)", td)
+			return nil, fmt.Errorf("x509 response: bundle for trust domain %q matches no SVID (pass it as federated)", td)
 		}
 	}
 
 	for _, b := range federated {
 		if b == nil {
-			return nil, errors.New("devapi: x509 response: nil federated bundle")
+			return nil, errors.New("x509 response: nil federated bundle")
 		}
 		td := b.TrustDomain()
 		if _, dup := own[td]; dup {
-			return nil, fmt.Errorf("devapi: x509 response: trust domain %q is both own and federated", td)
+			return nil, fmt.Errorf("x509 response: trust domain %q is both own and federated", td)
 		}
 		if resp.FederatedBundles == nil {
 			resp.FederatedBundles = make(map[string][]byte, len(federated))
 		}
 		if _, dup := resp.FederatedBundles[td.IDString()]; dup {
-			return nil, fmt.Errorf("devapi: x509 response: two federated bundles for trust domain %q", td)
+			return nil, fmt.Errorf("x509 response: two federated bundles for trust domain %q", td)
 		}
 		resp.FederatedBundles[td.IDString()] = concatDER(b.X509Authorities())
 	}

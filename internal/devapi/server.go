@@ -114,14 +114,14 @@ func (s *Server) Start() error {
 	s.life.Lock()
 	defer s.life.Unlock()
 	if s.grpc != nil {
-		return errors.New("devapi: start: already serving")
+		return errors.New("start: already serving")
 	}
 	if err := unixsock.RemoveStale(s.path); err != nil {
-		return fmt.Errorf("devapi: %w", err)
+		return fmt.Errorf("%w", err)
 	}
 	lis, err := net.Listen("unix", s.path)
 	if err != nil {
-		return fmt.Errorf("devapi: listen on %q: %w", s.path, err)
+		return fmt.Errorf("listen on %q: %w", s.path, err)
 	}
 	gs := grpc.NewServer(
 		// Stop then waits for every stream handler, so OpenStreams is 0
@@ -146,7 +146,7 @@ func (s *Server) Start() error {
 	go func() {
 		defer close(done)
 		if err := gs.Serve(lis); err != nil {
-			s.serveErr = fmt.Errorf("devapi: serve on %q: %w", s.path, err)
+			s.serveErr = fmt.Errorf("serve on %q: %w", s.path, err)
 		}
 	}()
 	s.log.Info("workload API listening", "address", s.Address())
@@ -241,7 +241,7 @@ func (s *Server) WaitOpenStreams(ctx context.Context, n int) error {
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return fmt.Errorf("devapi: wait for %d open streams (have %d): %w", n, got, ctx.Err())
+			return fmt.Errorf("wait for %d open streams (have %d): %w", n, got, ctx.Err())
 		}
 	}
 }

@@ -138,7 +138,7 @@ func asFlags(err error) error {
 		}
 		return errors.Join(out...)
 	case interface{ Unwrap() error }:
-		// "envoyboot: …" around the option errors: the flags say it all.
+		// "…" around the option errors: the flags say it all.
 		return asFlags(e.Unwrap())
 	}
 	return err

@@ -240,7 +240,7 @@ func Generate(opts Options) ([]byte, error) {
 	}
 	out, err := marshalYAML(b)
 	if err != nil {
-		return nil, fmt.Errorf("envoyboot: generate: %w", err)
+		return nil, fmt.Errorf("generate: %w", err)
 	}
 	return append([]byte(header(opts.withDefaults())), out...), nil
 }
@@ -262,7 +262,7 @@ func header(o Options) string {
 func Build(opts Options) (*bootstrapv3.Bootstrap, error) {
 	o := opts.withDefaults()
 	if err := o.validate(); err != nil {
-		return nil, fmt.Errorf("envoyboot: %w", err)
+		return nil, fmt.Errorf("%w", err)
 	}
 	b := &bootstrapv3.Bootstrap{
 		Node: &corev3.Node{Id: o.NodeID, Cluster: o.NodeCluster},
@@ -304,7 +304,7 @@ func Build(opts Options) (*bootstrapv3.Bootstrap, error) {
 		}))
 	}
 	if err := b.ValidateAll(); err != nil {
-		return nil, fmt.Errorf("envoyboot: generated bootstrap is invalid: %w", err)
+		return nil, fmt.Errorf("generated bootstrap is invalid: %w", err)
 	}
 	return b, nil
 }
@@ -510,7 +510,7 @@ func mustAny(m proto.Message) *anypb.Any {
 	if err != nil {
 		// Only a nil or unregistered message fails; every caller passes a
 		// concrete generated type.
-		panic(fmt.Sprintf("envoyboot: pack %T: %v", m, err))
+		panic(fmt.Sprintf("pack %T: %v", m, err))
 	}
 	return a
 }

@@ -164,7 +164,7 @@ func TestEveryErrorCarriesItsYAMLLine(t *testing.T) {
 			if err == nil {
 				t.Fatal("accepted")
 			}
-			msgs := strings.Split(strings.TrimPrefix(err.Error(), "envoyboot: invalid bootstrap:\n"), "\n")
+			msgs := strings.Split(strings.TrimPrefix(err.Error(), "invalid bootstrap:\n"), "\n")
 			want := "YAML line " + lineOf(t, y, tc.at) + ": "
 			found := false
 			for _, m := range msgs {

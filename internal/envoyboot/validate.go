@@ -137,7 +137,7 @@ func check(b *bootstrapv3.Bootstrap, doc *yaml.Node, served ServedNames) (Result
 	for i, p := range c.errs {
 		errs[i] = c.format(p)
 	}
-	return r, fmt.Errorf("envoyboot: invalid bootstrap:\n%w", errors.Join(errs...))
+	return r, fmt.Errorf("invalid bootstrap:\n%w", errors.Join(errs...))
 }
 
 // newChecker is a checker for b that knows, before the walk, which
@@ -871,9 +871,9 @@ func BridgeSocket(b *bootstrapv3.Bootstrap) (string, error) {
 		}
 		paths := pipePaths(cl)
 		if len(paths) != 1 {
-			return "", fmt.Errorf("envoyboot: cluster %q has %d socket paths %q, want one", BridgeCluster, len(paths), paths)
+			return "", fmt.Errorf("cluster %q has %d socket paths %q, want one", BridgeCluster, len(paths), paths)
 		}
 		return paths[0], nil
 	}
-	return "", fmt.Errorf("envoyboot: no cluster %q", BridgeCluster)
+	return "", fmt.Errorf("no cluster %q", BridgeCluster)
 }

@@ -75,29 +75,29 @@ func parse(data []byte) (*bootstrapv3.Bootstrap, *yaml.Node, error) {
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, nil, errors.New("envoyboot: parse: empty document")
+			return nil, nil, errors.New("parse: empty document")
 		}
-		return nil, nil, fmt.Errorf("envoyboot: parse: %w", err)
+		return nil, nil, fmt.Errorf("parse: %w", err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, nil, errors.New("envoyboot: parse: more than one YAML document; Envoy reads a single bootstrap")
+		return nil, nil, errors.New("parse: more than one YAML document; Envoy reads a single bootstrap")
 	}
 	normalize(doc.Content[0], (&bootstrapv3.Bootstrap{}).ProtoReflect().Descriptor())
 	var v any
 	if err := doc.Decode(&v); err != nil {
-		return nil, nil, fmt.Errorf("envoyboot: parse: %w", err)
+		return nil, nil, fmt.Errorf("parse: %w", err)
 	}
 	if _, ok := v.(map[string]any); !ok {
-		return nil, nil, fmt.Errorf("envoyboot: parse: the document is a %T, not a mapping", v)
+		return nil, nil, fmt.Errorf("parse: the document is a %T, not a mapping", v)
 	}
 	js, err := json.Marshal(v)
 	if err != nil {
-		return nil, nil, fmt.Errorf("envoyboot: parse: YAML → JSON: %w", err)
+		return nil, nil, fmt.Errorf("parse: YAML → JSON: %w", err)
 	}
 	b := &bootstrapv3.Bootstrap{}
 	if err := (protojson.UnmarshalOptions{Resolver: unknownTypes{protoregistry.GlobalTypes}}).Unmarshal(js, b); err != nil {
-		return nil, nil, fmt.Errorf("envoyboot: parse: %s", yamlLines(err.Error(), &doc))
+		return nil, nil, fmt.Errorf("parse: %s", yamlLines(err.Error(), &doc))
 	}
 	return b, &doc, nil
 }

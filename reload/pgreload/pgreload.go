@@ -89,14 +89,14 @@ func (a Action) Validate() error {
 // parsed here, not at start-up: it may name client certificates in the
 // very folder this sink writes.
 func (a Action) Run(ctx context.Context, _ reload.Event) (err error) {
-	where := "reload: postgres action " + RedactDSN(a.DSN)
+	where := "postgres action " + RedactDSN(a.DSN)
 	defer func() {
 		if err != nil {
 			err = redactError(err, dsnPassword(a.DSN))
 		}
 	}()
 	if err := a.Validate(); err != nil {
-		return fmt.Errorf("reload: %w", err)
+		return fmt.Errorf("%w", err)
 	}
 	timeout := a.Timeout
 	if timeout == 0 {
