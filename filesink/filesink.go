@@ -472,7 +472,7 @@ var ErrStableName error = stableNameError{}
 type stableNameError struct{}
 
 func (stableNameError) Error() string {
-	return "filesink: generation swapped in, a stable name could not be made"
+	return "generation swapped in, a stable name could not be made"
 }
 func (stableNameError) Unwrap() error { return rotation.ErrUpdateInPlace }
 

@@ -117,7 +117,7 @@ func (f *Folder) openFolder() (*os.Root, error) {
 func (f *Folder) stillAtPath() error {
 	held, err := f.root.Stat(".")
 	if err != nil {
-		return fmt.Errorf("filesink: folder: %w", err)
+		return fmt.Errorf("folder: %w", err)
 	}
 	there, err := os.Stat(f.cfg.Dir)
 	if err == nil && os.SameFile(held, there) {
@@ -140,7 +140,7 @@ func (f *Folder) stillAtPath() error {
 type folderReplacedError struct{ dir, now string }
 
 func (e *folderReplacedError) Error() string {
-	return fmt.Sprintf("filesink: folder %s is no longer the directory the bridge locked at start (%s); nothing is written until it is: "+
+	return fmt.Sprintf("folder %s is no longer the directory the bridge locked at start (%s); nothing is written until it is: "+
 		"whoever can write %s renamed it. Put the directory back, or restart the bridge once that path can be trusted",
 		e.dir, e.now, filepath.Dir(e.dir))
 }
@@ -164,7 +164,7 @@ func (f *Folder) warnWritableParents() {
 			return
 		}
 		if who := writableByOthers(fi, child, euid); who != "" {
-			f.log.Warn("filesink: a directory above the folder can be written by "+who+
+			f.log.Warn("folder: a directory above the folder can be written by "+who+
 				", who can then rename the folder and put another directory or a link in its place. "+
 				"The bridge then stops swapping (it writes only the directory it locked) until the folder is back: "+
 				"make the directories above the folder writable only by root or the bridge's uid",

@@ -101,7 +101,7 @@ func (a SignalAction) Run(ctx context.Context, _ Event) error {
 		// The bridge's own SIGHUP handler re-runs the actions: signalling
 		// itself would loop for ever. When the bridge is pid 1 (a
 		// container's entrypoint), this is pid 1 too.
-		return fmt.Errorf("reload: signal action: pid file %s names pid %d, the bridge itself: refusing to signal it (its SIGHUP would re-run this action); point pid_file at the consumer's pid file", a.PIDFile, pid)
+		return fmt.Errorf("signal action: pid file %s names pid %d, the bridge itself: refusing to signal it (its SIGHUP would re-run this action); point pid_file at the consumer's pid file", a.PIDFile, pid)
 	}
 	if err := syscall.Kill(pid, sig); err != nil {
 		if errors.Is(err, syscall.ESRCH) {

@@ -33,7 +33,7 @@ func (r *Runner) Submit(ctx context.Context, ev Event) {
 	defer r.qmu.Unlock()
 	q := &r.q
 	if q.pending != nil {
-		r.log.Info("reload: a newer generation replaces one whose reload had not started",
+		r.log.Info("a newer generation replaces one whose reload had not started",
 			"dropped", q.pending.Generation, "generation", ev.Generation)
 	}
 	q.pending = &ev
@@ -56,7 +56,7 @@ func (r *Runner) work(ctx context.Context) {
 			return
 		}
 		if err := r.Run(ctx, ev); err != nil && ctx.Err() == nil {
-			r.log.Error("reload: reload actions failed; the generation stays in place", "generation", ev.Generation, "error", err)
+			r.log.Error("reload actions failed; the generation stays in place", "generation", ev.Generation, "error", err)
 		}
 	}
 }

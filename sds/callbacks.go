@@ -207,7 +207,7 @@ func (t *tracker) account(k streamKey, st *stream) error {
 // limitLogEvery.
 func (t *tracker) refuse(k streamKey, err error) {
 	if t.overLimit.report(t.now()) {
-		t.log.Warn("sds: stream ended: over a limit on what one client may hold (counted; logged at most every "+
+		t.log.Warn("Envoy SDS: stream ended: over a limit on what one client may hold (counted; logged at most every "+
 			limitLogEvery.String()+")", "stream", k.id, "delta", k.delta, "error", status.Convert(err).Message(),
 			"refused_since_start", t.overLimit.count.Load())
 	}

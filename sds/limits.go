@@ -119,16 +119,16 @@ func (o *overLimit) report(now time.Time) bool {
 }
 
 func errTooManyStreams(uid uint32, max int) error {
-	return status.Errorf(codes.ResourceExhausted, "sds: peer uid %d holds %d streams, the most one peer may", uid, max)
+	return status.Errorf(codes.ResourceExhausted, "peer uid %d holds %d streams, the most one peer may", uid, max)
 }
 
 func errTooManyNames(n, max int) error {
-	return status.Errorf(codes.ResourceExhausted, "sds: the stream subscribes to %d secret names, more than the %d allowed", n, max)
+	return status.Errorf(codes.ResourceExhausted, "the stream subscribes to %d secret names, more than the %d allowed", n, max)
 }
 
 func errPeerNames(uid uint32, names, bytes int) error {
 	return status.Errorf(codes.ResourceExhausted,
-		"sds: the streams of peer uid %d would subscribe to %d secret names (%d bytes), more than one peer may", uid, names, bytes)
+		"the streams of peer uid %d would subscribe to %d secret names (%d bytes), more than one peer may", uid, names, bytes)
 }
 
 // clipTo bounds a client-chosen string the server keeps: longer text is

@@ -36,7 +36,7 @@ func startFloodTarget(t *testing.T) (bridge *bridgeProc, socket, adminURL string
 		"--sds-socket", socket, "--admin", "127.0.0.1:0")
 	testkit.Eventually(t, "the bridge serving", func() bool {
 		m := bridgeAdminAddr.FindStringSubmatch(bridge.stderr.String())
-		if m == nil || !strings.Contains(bridge.stderr.String(), "sds: serving secrets") {
+		if m == nil || !strings.Contains(bridge.stderr.String(), "SDS: serving secrets") {
 			return false
 		}
 		adminURL = "http://" + m[1]

@@ -111,7 +111,7 @@ func TestAHungPostgreSQLNeverLeavesExpiredCertificatesOnDisk(t *testing.T) {
 
 var (
 	receivedLine = regexp.MustCompile(`time=(\S+) level=INFO msg=rotation .*?generation=(\d+) `)
-	swappedLine  = regexp.MustCompile(`time=(\S+) level=INFO msg="filesink: swapped in new generation" .*? generation=(\d+) `)
+	swappedLine  = regexp.MustCompile(`time=(\S+) level=INFO msg="folder: swapped in new generation" .*? generation=(\d+) `)
 )
 
 // swapLags reads, from the bridge's log, how long after its arrival each
