@@ -282,7 +282,7 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 	t.Run("folder unwritable", func(t *testing.T) {
 		// A file where the folder should be: the next generation cannot be
 		// written (root ignores permissions, not this).
-		if err := os.RemoveAll(dir); err != nil {
+		if err := os.Rename(dir, dir+".away"); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(dir, []byte("in the way"), 0o644); err != nil {
@@ -300,8 +300,12 @@ func TestReadyzTellsTheTruth(t *testing.T) {
 			t.Errorf("/readyz has %d lines, want one per problem (2):\n%s", lines, body)
 		}
 
-		// Recovery: the folder is writable again and the next rotation lands.
+		// Recovery: the folder the bridge locked is back in place (another
+		// directory there would be refused) and the next rotation lands.
 		if err := os.Remove(dir); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(dir+".away", dir); err != nil {
 			t.Fatal(err)
 		}
 		b.push(10 * time.Minute)

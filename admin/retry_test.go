@@ -36,7 +36,7 @@ func TestRetryingFolderIsShownEverywhere(t *testing.T) {
 	b.waitSinks(1, nil)
 
 	// A file where the folder should be (root ignores permissions, not this).
-	if err := os.RemoveAll(dir); err != nil {
+	if err := os.Rename(dir, dir+".away"); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(dir, []byte("in the way"), 0o644); err != nil {
@@ -89,8 +89,11 @@ func TestRetryingFolderIsShownEverywhere(t *testing.T) {
 		}
 	}
 
-	// The disk is back; no rotation comes.
+	// The folder the bridge locked is back in place; no rotation comes.
 	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir+".away", dir); err != nil {
 		t.Fatal(err)
 	}
 	b.src.RetryNow()

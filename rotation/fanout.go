@@ -154,7 +154,7 @@ func (d *deliverer) run(ctx context.Context) {
 		case <-paced.C:
 		}
 		if !lastStart.IsZero() {
-			if left := d.pace - time.Since(lastStart); left > 0 {
+			if left := d.paceFor(d.peek()) - time.Since(lastStart); left > 0 {
 				// The slot keeps the newest Update until then.
 				paced.Reset(left)
 				continue
@@ -169,6 +169,30 @@ func (d *deliverer) run(ctx context.Context) {
 		lastStart = time.Now()
 		d.apply(ctx, u, &rs, retry)
 	}
+}
+
+// peek is the Update in the slot (nil if none), left there.
+func (d *deliverer) peek() *Update {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.next
+}
+
+// paceFor is how long after the last Apply began u may wait: the sink's
+// pace, but never more than a quarter of u's validity as it arrived, so
+// that pacing never holds a short-lived SVID until it has expired (dev's
+// one-second SVIDs; a real agent's last minutes before an outage).
+func (d *deliverer) paceFor(u *Update) time.Duration {
+	if u == nil || d.pace == 0 {
+		return d.pace
+	}
+	soonest := u.Leaf().NotAfter
+	for _, svid := range u.SVIDs[1:] {
+		if na := svid.Certificates[0].NotAfter; na.Before(soonest) {
+			soonest = na
+		}
+	}
+	return max(min(d.pace, soonest.Sub(u.ReceivedAt)/4), 0)
 }
 
 // take empties the slot and returns what was in it (nil if nothing),

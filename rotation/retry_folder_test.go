@@ -79,8 +79,14 @@ func startFolderBridge(t *testing.T, fc filesink.Config, rc rotation.Config) *fo
 // push serves a new SVID and returns its serial.
 func (b *folderBridge) push() string {
 	b.t.Helper()
+	return b.pushTTL(time.Hour)
+}
+
+// pushTTL serves a new SVID valid for ttl and returns its serial.
+func (b *folderBridge) pushTTL(ttl time.Duration) string {
+	b.t.Helper()
 	id := spiffeid.RequireFromString("spiffe://example.org/db")
-	svid, err := b.ca.Issue(id, time.Hour)
+	svid, err := b.ca.Issue(id, ttl)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -249,6 +255,24 @@ func TestAFloodOfUpdatesIsCoalescedToOneSwapPerInterval(t *testing.T) {
 		t.Errorf("%d reloads for %d swaps, the last for generation %d; want at most one per swap, the last for generation %d", reloads, swaps, a.Generation, gen)
 	}
 	t.Logf("%d updates (%d generations) in %s: %d swaps, %d reloads", updates, gen, elapsed, swaps, reloads)
+}
+
+// Pacing never holds an SVID for more than a quarter of its validity: with
+// a minute between swaps, an 8 s SVID that follows a swap still lands
+// within seconds, not after it has expired (dev's one-second SVIDs
+// never reached the folder with the 1 s default before).
+func TestPacingNeverHoldsAShortLivedSVIDUntilItExpires(t *testing.T) {
+	b := startFolderBridge(t, filesink.Config{MinSwapInterval: filesink.MaxMinSwapInterval}, rotation.Config{})
+	first := b.push()
+	b.status("the first SVID on disk", func(st rotation.SinkStatus) bool { return st.Generation == 1 })
+	short := b.pushTTL(8 * time.Second)
+	if short == first {
+		t.Fatal("the CA issued the same serial twice")
+	}
+	b.status("the 8 s SVID on disk well before the minute's pace", func(st rotation.SinkStatus) bool { return st.Generation == 2 })
+	if m, err := folderstate.Inspect(folderstate.Config{Dir: b.dir}); err != nil || m.Serial != short {
+		t.Errorf("folder: %+v, %v; want the 8 s SVID (serial %s)", m, err, short)
+	}
 }
 
 // countingAction is a reload action that counts its runs.

@@ -197,7 +197,7 @@ func TestProbesAnswerWhileASlowlorisFloodsTheRealBridge(t *testing.T) {
 		wg.Wait()
 	}()
 	testkit.Eventually(t, "the slowloris holding every place", func() bool {
-		return strings.Contains(bridge.stderr.String(), "admin: connections closed at once")
+		return strings.Contains(bridge.stderr.String(), "admin endpoint: connections closed at once")
 	})
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: testkit.Timeout}
 	answered := map[string]int{}
