@@ -158,6 +158,7 @@ admin:
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "dev", "--config", cfg, "--svid-ttl", ttl.String())
+	cmd.Dir = work // dev keeps its Workload API socket under ./sds-bridge-dev
 	stderr = &testkit.LogBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {

@@ -297,7 +297,12 @@ func failurePaths(t *testing.T, bin string) []finished {
 	folder := filepath.Join(work, "f")
 	devArgs := []string{"dev", "--log-format", "json", "--admin", "", "--svid-ttl", "1s", "--dir", folder}
 	first := startRunning(t, bin, work, append(devArgs, "--sds-socket", filepath.Join(work, "a.sock"))...)
-	folderReady(t, folder, 2)
+	// Two generation directories, not generation 2: under load the
+	// first swap can already be generation 2, with none before it.
+	testkit.Eventually(t, "a previous generation beside the current one", func() bool {
+		gens, _ := generationDirs(folder)
+		return len(gens) >= 2
+	})
 	runs = append(runs, runProcToExit(t, "second bridge on a locked folder", bin, work, append(devArgs, "--sds-socket", filepath.Join(work, "b.sock"))...))
 	runs = append(runs, first.stop(t, "first bridge"))
 	if gens, _ := generationDirs(folder); len(gens) < 2 {

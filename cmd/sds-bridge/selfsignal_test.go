@@ -38,6 +38,7 @@ admin:
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "dev", "--config", cfg, "--svid-ttl", "1h")
+	cmd.Dir = work // dev keeps its Workload API socket under ./sds-bridge-dev
 	var stderr testkit.LogBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {

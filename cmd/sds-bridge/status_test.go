@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -51,9 +52,12 @@ files:
 	}
 	d := startDev(t, dir, "--config", cfg, "--admin", "127.0.0.1:0", "--svid-ttl", "1h")
 	url := d.adminURL()
+	// Wait for the action's failure itself: a problem seen earlier can be
+	// the grace before the folder's first apply, which clears by itself.
 	testkit.Eventually(t, "a failed reload action", func() bool {
 		st := d.status(url)
-		return len(st.Problems) > 0 && st.Generation >= 1
+		return len(st.Folders) == 1 && len(st.Folders[0].Actions) == 1 &&
+			st.Folders[0].Actions[0].State == statusdoc.ActionFailed
 	})
 	addr := strings.TrimPrefix(url, "http://")
 	for _, args := range [][]string{{"status", "--admin", addr}, {"status", "--admin", addr, "--json"}} {
