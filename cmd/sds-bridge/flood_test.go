@@ -171,6 +171,12 @@ func floodNames(ctx context.Context, client secretv3.SecretDiscoveryServiceClien
 // /livez and 30 /readyz probes is answered.
 func TestProbesAnswerWhileASlowlorisFloodsTheRealBridge(t *testing.T) {
 	bridge, _, adminURL := startFloodTarget(t)
+	// Ready before the flood: a /readyz 503 must come from the flood, not
+	// from the first swap still under way on a busy machine.
+	testkit.Eventually(t, "the bridge ready", func() bool {
+		code, _ := testkit.Get(t, adminURL+"/readyz")
+		return code == http.StatusOK
+	})
 	addr := strings.TrimPrefix(adminURL, "http://")
 	attack, stop := context.WithCancel(t.Context())
 	var made atomic.Int64
