@@ -31,7 +31,6 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
@@ -62,7 +61,7 @@ type syncBuffer = testkit.LogBuffer
 // credential folders on disk and the admin server on a loopback port.
 type bridge struct {
 	t       testing.TB
-	ca      *ca.CA
+	ca      *devapi.CA
 	wl      *devapi.Server
 	src     *rotation.Source
 	sds     *sds.Server
@@ -98,7 +97,7 @@ func startBridge(t testing.TB, o bridgeOptions) *bridge {
 		}
 	})
 	var err error
-	if b.ca, err = ca.New(td, 24*time.Hour); err != nil {
+	if b.ca, err = devapi.NewCA(td, 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	sock := testkit.ShortDir(t)
@@ -446,7 +445,7 @@ func TestMetricsAndStatus(t *testing.T) {
 	testkit.Eventually(t, "the action's failure", func() bool { a := runner.Stats()[0]; return a.Failed() && !a.Running() })
 	c.answer("")
 	// Refused: a leaf that expired already.
-	expired, err := b.ca.IssueWith(dbID, time.Hour, ca.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	expired, err := b.ca.IssueWith(dbID, time.Hour, devapi.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
