@@ -151,13 +151,13 @@ type Server struct {
 	mux      *http.ServeMux
 
 	// mu guards lastReady, used to log readiness changes once, and
-	// lastFolders, the folders as readiness last read them while
-	// lastFoldersGen was current (a scrape reports them rather than read
-	// the disk, as long as no newer generation has come since).
-	mu             sync.Mutex
-	lastReady      *bool
-	lastFolders    []folderCheck
-	lastFoldersGen uint64
+	// lastDisk, the folders as /readyz or /status last read them while
+	// lastDiskGen was current (a scrape takes them rather than read the
+	// disk, as long as no newer generation has come since).
+	mu          sync.Mutex
+	lastReady   *bool
+	lastDisk    []diskRead
+	lastDiskGen uint64
 }
 
 // DefaultLivenessPath and DefaultReadinessPath are where the probes are
@@ -243,7 +243,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("register latency histogram: %w", err)
 	}
 	for _, c := range []prometheus.Collector{
-		&collector{s: s},
+		&collector{build: cfg.Build, status: func() Status { return s.snapshot(s.cfg.Now(), false) }},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -329,17 +329,20 @@ func (s *Server) livez(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	now := s.cfg.Now()
-	problems := s.Problems(now)
+	writeReadyz(w, s.snapshot(s.cfg.Now(), true))
+}
+
+// writeReadyz renders st for a probe: its problems, one a line, or what
+// is ready.
+func writeReadyz(w http.ResponseWriter, st Status) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if len(problems) > 0 {
+	if !st.Ready {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		for _, p := range problems {
+		for _, p := range st.Problems {
 			fmt.Fprintln(w, p)
 		}
 		return
 	}
-	cur := s.cfg.Source.Current()
-	fmt.Fprintf(w, "ready: generation %d delivered to %d sinks\n", cur.Generation, len(s.cfg.Source.SinkStatuses()))
+	fmt.Fprintf(w, "ready: generation %d delivered to %d sinks\n", st.Generation, len(st.Sinks))
 }

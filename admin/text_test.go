@@ -1,4 +1,4 @@
-package statusdoc
+package admin
 
 import (
 	"strings"
