@@ -1,4 +1,6 @@
 // Package admin serves the bridge's health, metrics and status over HTTP.
+// Each request builds one Status from what the parts report at that
+// instant (snapshot), judges readiness on it once, and renders it:
 //
 //   - /livez answers 200 while the process serves HTTP.
 //   - /readyz answers 200 only when the truth is good: the current
@@ -7,15 +9,15 @@
 //     for) an SDS client acknowledged the current generation, and every
 //     JWT-SVID file holds a token that is not near its expiry (a failing
 //     refresh alone is not a problem while the kept token is good: /status
-//     shows it). Otherwise 503,
-//     with one line per problem.
+//     shows it). Otherwise 503, with the Status's problems, one a line.
 //   - /metrics is Prometheus text, every bridge metric prefixed sds_bridge_.
 //     Counters are read from the components at scrape time (they keep their
 //     own counts), so there is one source of truth; only the delivery
 //     latency histogram is fed, through rotation's OnSinkDone hook. A
 //     scrape never reads the disk: sds_bridge_ready judges each folder as
 //     /readyz or /status last read it.
-//   - /status is JSON for `sds-bridge status`.
+//   - /status is the Status as JSON; `sds-bridge status` prints it
+//     (Status.WriteText).
 //
 // Nothing here changes what the bridge delivers.
 package admin

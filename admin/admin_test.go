@@ -556,7 +556,7 @@ func TestMetricsAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"NOT READY", dbID.String(), "serial " + serial, "not after " + Stamp(svid.Certificates[0].NotAfter),
+		"NOT READY", dbID.String(), "serial " + serial, "not after " + stamp(svid.Certificates[0].NotAfter),
 		dir + ": generation 1, serial " + serial,
 		"exec:/bin/sh: FAILED for generation 1 after 2 attempts", "envoy-1", "acknowledged generation 1",
 		"validation spiffe (config sds.disable_spiffe_cert_validation: false)",

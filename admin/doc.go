@@ -172,7 +172,7 @@ const MaxListedClients = 100
 
 // ClientStatus is one open SDS stream. The text its client chose (node,
 // cluster, NACK, versions, the user agent in ValidationReason) is cut to
-// a bound by the SDS server and escaped with Printable.
+// a bound by the SDS server and escaped with printable.
 type ClientStatus struct {
 	Node    string `json:"node"`
 	Cluster string `json:"cluster,omitempty"`

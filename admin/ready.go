@@ -80,12 +80,12 @@ func (s *Server) sinkProblems(out *problemList, r reading, inGrace bool) map[str
 		switch {
 		case st.Retrying():
 			out.add("sink %s: last apply failed (it has generation %d, current is %d), %s",
-				st.Name, st.Generation, cur.Generation, RetryText(st.Pending, st.RetryingSince, int(st.Attempts), st.NextRetryAt, errText(st.Err), r.now))
+				st.Name, st.Generation, cur.Generation, retryText(st.Pending, st.RetryingSince, int(st.Attempts), st.NextRetryAt, errText(st.Err), r.now))
 		case st.Err != nil:
 			out.add("sink %s: last apply failed (it has generation %d, current is %d): %v", st.Name, st.Generation, cur.Generation, st.Err)
 		case st.Generation < cur.Generation && !inGrace:
 			out.add("sink %s has generation %d, current is %d (received %s ago, still not applied)",
-				st.Name, st.Generation, cur.Generation, Round(r.now.Sub(cur.ReceivedAt)))
+				st.Name, st.Generation, cur.Generation, round(r.now.Sub(cur.ReceivedAt)))
 		}
 	}
 	return bySink
@@ -147,13 +147,13 @@ func (s *Server) expiryProblem(what string, notAfter, start, now time.Time, w st
 	left, life := notAfter.Sub(now), notAfter.Sub(start)
 	switch {
 	case left <= 0:
-		return fmt.Sprintf("%s expired at %s and %s%s", what, Stamp(notAfter), w.none, w.expired)
+		return fmt.Sprintf("%s expired at %s and %s%s", what, stamp(notAfter), w.none, w.expired)
 	case left < s.cfg.MinValidity:
 		return fmt.Sprintf("%s expires at %s, in %s, sooner than admin.min_validity %s, and %s%s",
-			what, Stamp(notAfter), Round(left), s.cfg.MinValidity, w.none, w.tooClose)
+			what, stamp(notAfter), round(left), s.cfg.MinValidity, w.none, w.tooClose)
 	case s.cfg.MinValidityPercent > 0 && life > 0 && left*100 < life*time.Duration(s.cfg.MinValidityPercent):
 		return fmt.Sprintf("%s has %d%% of its lifetime left (expires at %s, in %s; admin.min_validity_percent %d) and %s%s",
-			what, int(left*100/life), Stamp(notAfter), Round(left), s.cfg.MinValidityPercent, w.none, w.stuck)
+			what, int(left*100/life), stamp(notAfter), round(left), s.cfg.MinValidityPercent, w.none, w.stuck)
 	}
 	return ""
 }
@@ -167,7 +167,7 @@ func (s *Server) tokenProblem(t jwtfiles.TokenStatus, now time.Time) string {
 	what := fmt.Sprintf("JWT-SVID %s (audience %q)", filepath.Join(t.Dir, t.FileName), t.Audience)
 	failing := ""
 	if t.LastError != nil {
-		failing = fmt.Sprintf("; refreshing it failed %s, last at %s: %s", Plural(int(t.Failures), "time"), Stamp(t.LastErrorAt), errText(t.LastError))
+		failing = fmt.Sprintf("; refreshing it failed %s, last at %s: %s", plural(int(t.Failures), "time"), stamp(t.LastErrorAt), errText(t.LastError))
 	}
 	if t.RefreshedAt.IsZero() {
 		if failing == "" {

@@ -48,7 +48,7 @@ func TestRetryingFolderIsShownEverywhere(t *testing.T) {
 	}
 	b.waitSinks(2, map[string]uint64{files: 2})
 	st := folderStatus()
-	since := Stamp(st.RetryingSince)
+	since := stamp(st.RetryingSince)
 	b.expectReadyz(http.StatusServiceUnavailable,
 		"sink "+files+": last apply failed (it has generation 1, current is 2), retrying generation 2 since "+since+
 			", 2 attempts, next in ", ", last error: ")

@@ -200,7 +200,7 @@ func actionStatus(a reload.ActionStats, now time.Time) ActionStatus {
 
 // sdsStatus is the one place the SDS server is read. It lists the oldest
 // MaxListedClients streams and counts the others; what their clients
-// chose is escaped (Printable), as the SDS server already cut it to a
+// chose is escaped (printable), as the SDS server already cut it to a
 // bound. The counts of acknowledgements cover every stream.
 func sdsStatus(srv SDS, cur *rotation.Update) *SDSStatus {
 	ss := srv.Stats()
@@ -218,7 +218,7 @@ func sdsStatus(srv SDS, cur *rotation.Update) *SDSStatus {
 		st.ClientsNotListed = len(clients) - MaxListedClients
 		clients = clients[:MaxListedClients]
 	}
-	p := Printable
+	p := printable
 	for _, c := range clients {
 		st.Clients = append(st.Clients, ClientStatus{
 			Node: p(c.Node), Cluster: p(c.Cluster), Stream: c.Stream, Delta: c.Delta, OpenedAt: c.OpenedAt,
