@@ -220,7 +220,8 @@ func (t *text) sds(sds *SDSStatus) {
 // characters such as bidi overrides, invalid UTF-8 — as Go escapes
 // (\x1b, \n, \u202e), so that text a client chose (an SDS node id, a
 // NACK's detail) can neither forge lines nor restyle an operator's
-// terminal. printable text is returned as is, without allocating.
+// terminal. Text with nothing to escape is returned as is, without
+// allocating.
 func printable(s string) string {
 	if !strings.ContainsFunc(s, needsEscape) && utf8.ValidString(s) {
 		return s
