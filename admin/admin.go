@@ -1,4 +1,6 @@
 // Package admin serves the bridge's health, metrics and status over HTTP.
+// Each request builds one Status from what the parts report at that
+// instant (snapshot), judges readiness on it once, and renders it:
 //
 //   - /livez answers 200 while the process serves HTTP.
 //   - /readyz answers 200 only when the truth is good: the current
@@ -7,15 +9,15 @@
 //     for) an SDS client acknowledged the current generation, and every
 //     JWT-SVID file holds a token that is not near its expiry (a failing
 //     refresh alone is not a problem while the kept token is good: /status
-//     shows it). Otherwise 503,
-//     with one line per problem.
+//     shows it). Otherwise 503, with the Status's problems, one a line.
 //   - /metrics is Prometheus text, every bridge metric prefixed sds_bridge_.
 //     Counters are read from the components at scrape time (they keep their
 //     own counts), so there is one source of truth; only the delivery
 //     latency histogram is fed, through rotation's OnSinkDone hook. A
 //     scrape never reads the disk: sds_bridge_ready judges each folder as
 //     /readyz or /status last read it.
-//   - /status is JSON for `sds-bridge status`.
+//   - /status is the Status as JSON; `sds-bridge status` prints it
+//     (Status.WriteText).
 //
 // Nothing here changes what the bridge delivers.
 package admin
@@ -151,13 +153,13 @@ type Server struct {
 	mux      *http.ServeMux
 
 	// mu guards lastReady, used to log readiness changes once, and
-	// lastFolders, the folders as readiness last read them while
-	// lastFoldersGen was current (a scrape reports them rather than read
-	// the disk, as long as no newer generation has come since).
-	mu             sync.Mutex
-	lastReady      *bool
-	lastFolders    []folderCheck
-	lastFoldersGen uint64
+	// lastDisk, the folders as /readyz or /status last read them while
+	// lastDiskGen was current (a scrape takes them rather than read the
+	// disk, as long as no newer generation has come since).
+	mu          sync.Mutex
+	lastReady   *bool
+	lastDisk    []diskRead
+	lastDiskGen uint64
 }
 
 // DefaultLivenessPath and DefaultReadinessPath are where the probes are
@@ -243,7 +245,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("register latency histogram: %w", err)
 	}
 	for _, c := range []prometheus.Collector{
-		&collector{s: s},
+		&collector{build: cfg.Build, status: func() Status { return s.snapshot(s.cfg.Now(), false) }},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -329,17 +331,20 @@ func (s *Server) livez(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	now := s.cfg.Now()
-	problems := s.Problems(now)
+	writeReadyz(w, s.snapshot(s.cfg.Now(), true))
+}
+
+// writeReadyz renders st for a probe: its problems, one a line, or what
+// is ready.
+func writeReadyz(w http.ResponseWriter, st Status) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if len(problems) > 0 {
+	if !st.Ready {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		for _, p := range problems {
+		for _, p := range st.Problems {
 			fmt.Fprintln(w, p)
 		}
 		return
 	}
-	cur := s.cfg.Source.Current()
-	fmt.Fprintf(w, "ready: generation %d delivered to %d sinks\n", cur.Generation, len(s.cfg.Source.SinkStatuses()))
+	fmt.Fprintf(w, "ready: generation %d delivered to %d sinks\n", st.Generation, len(st.Sinks))
 }

@@ -31,9 +31,7 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
-	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/reload"
@@ -62,7 +60,7 @@ type syncBuffer = testkit.LogBuffer
 // credential folders on disk and the admin server on a loopback port.
 type bridge struct {
 	t       testing.TB
-	ca      *ca.CA
+	ca      *devapi.CA
 	wl      *devapi.Server
 	src     *rotation.Source
 	sds     *sds.Server
@@ -98,7 +96,7 @@ func startBridge(t testing.TB, o bridgeOptions) *bridge {
 		}
 	})
 	var err error
-	if b.ca, err = ca.New(td, 24*time.Hour); err != nil {
+	if b.ca, err = devapi.NewCA(td, 24*time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	sock := testkit.ShortDir(t)
@@ -405,7 +403,7 @@ func TestReadyzRequiresSDSAck(t *testing.T) {
 	b.push(time.Hour)
 	b.waitSinks(2, nil)
 	c.answer("")
-	testkit.Eventually(t, "ACK of generation 2", func() bool { return b.admin.ackProblem(2, false) == "" })
+	testkit.Eventually(t, "ACK of generation 2", func() bool { return ackProblem(sdsStatus(b.sds, b.src.Current()), 2, false) == "" })
 	b.expectReadyz(http.StatusOK)
 }
 
@@ -416,6 +414,12 @@ func metrics(t testing.TB, url string) map[string]float64 {
 	if code != http.StatusOK {
 		t.Fatalf("/metrics = %d:\n%s", code, body)
 	}
+	return parseMetrics(t, body)
+}
+
+// parseMetrics reads Prometheus text into "name{labels}" → value.
+func parseMetrics(t testing.TB, body string) map[string]float64 {
+	t.Helper()
 	out := map[string]float64{}
 	sc := bufio.NewScanner(strings.NewReader(body))
 	for sc.Scan() {
@@ -446,7 +450,7 @@ func TestMetricsAndStatus(t *testing.T) {
 	testkit.Eventually(t, "the action's failure", func() bool { a := runner.Stats()[0]; return a.Failed() && !a.Running() })
 	c.answer("")
 	// Refused: a leaf that expired already.
-	expired, err := b.ca.IssueWith(dbID, time.Hour, ca.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	expired, err := b.ca.IssueWith(dbID, time.Hour, devapi.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -539,6 +543,10 @@ func TestMetricsAndStatus(t *testing.T) {
 	if len(a) != 1 || a[0].OK || a[0].Generation != 1 || a[0].Attempts != 2 || a[0].Failures != 2 || !strings.Contains(a[0].Error, "reload refused") {
 		t.Errorf("status action = %+v, want failed twice for generation 1 with the stderr tail", a)
 	}
+	// What /metrics counted, /status shows: both render the same Status.
+	if st.WorkloadAPI.Reconnects != 1 || st.SDS == nil || st.SDS.ClientsCurrent != 1 || st.SDS.ConnectionsOpen != 1 || st.SDS.NewestAcked != 1 {
+		t.Errorf("status counts = %+v, %+v; want 1 reconnect, 1 current client, 1 connection, newest acknowledged 1", st.WorkloadAPI, st.SDS)
+	}
 	if st.SDS == nil || len(st.SDS.Clients) != 1 || st.SDS.Clients[0].Node != "envoy-1" || st.SDS.Clients[0].AckedGeneration != 1 ||
 		st.SDS.Clients[0].Validation != "spiffe" || st.SDS.Clients[0].ValidationReason != "config sds.disable_spiffe_cert_validation: false" {
 		t.Errorf("status sds = %+v", st.SDS)
@@ -548,7 +556,7 @@ func TestMetricsAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"NOT READY", dbID.String(), "serial " + serial, "not after " + statusdoc.Stamp(svid.Certificates[0].NotAfter),
+		"NOT READY", dbID.String(), "serial " + serial, "not after " + stamp(svid.Certificates[0].NotAfter),
 		dir + ": generation 1, serial " + serial,
 		"exec:/bin/sh: FAILED for generation 1 after 2 attempts", "envoy-1", "acknowledged generation 1",
 		"validation spiffe (config sds.disable_spiffe_cert_validation: false)",

@@ -11,7 +11,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
@@ -30,7 +29,7 @@ func TestReadyzWithAFolderOnASecondSVID(t *testing.T) {
 		}
 		svids = append(svids, first)
 		if withAdmin {
-			second, err := b.ca.IssueWith(adminID, 10*time.Minute, ca.SVIDOptions{Hint: "admin"})
+			second, err := b.ca.IssueWith(adminID, 10*time.Minute, devapi.SVIDOptions{Hint: "admin"})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,16 +11,15 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"google.golang.org/grpc/codes"
 
-	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 )
 
 // jwtStatus waits until ok accepts the /status entry of the only JWT-SVID
 // file.
-func (b *bridge) jwtStatus(what string, ok func(statusdoc.JWTSVIDStatus) bool) statusdoc.JWTSVIDStatus {
+func (b *bridge) jwtStatus(what string, ok func(JWTSVIDStatus) bool) JWTSVIDStatus {
 	b.t.Helper()
-	var got statusdoc.JWTSVIDStatus
+	var got JWTSVIDStatus
 	testkit.Eventually(b.t, what, func() bool {
 		st := b.status()
 		if len(st.JWTSVIDs) != 1 {
@@ -49,7 +48,7 @@ func TestJWTSVIDExpiryAndRefreshFailures(t *testing.T) {
 	b.push(time.Hour)
 	b.waitSinks(1, nil)
 
-	first := b.jwtStatus("a JWT-SVID written", func(j statusdoc.JWTSVIDStatus) bool { return !j.LastRefresh.IsZero() })
+	first := b.jwtStatus("a JWT-SVID written", func(j JWTSVIDStatus) bool { return !j.LastRefresh.IsZero() })
 	data, err := os.ReadFile(filepath.Join(jwtDir, "api.token"))
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +74,7 @@ func TestJWTSVIDExpiryAndRefreshFailures(t *testing.T) {
 	// The agent stops issuing: the next refresh (at half the lifetime)
 	// fails, and the file keeps its token.
 	b.wl.SetX509Error(codes.Unavailable, "agent down")
-	failing := b.jwtStatus("a failed refresh", func(j statusdoc.JWTSVIDStatus) bool { return j.LastError != "" })
+	failing := b.jwtStatus("a failed refresh", func(j JWTSVIDStatus) bool { return j.LastError != "" })
 	if !strings.Contains(failing.LastError, "agent down") || failing.Failures == 0 || failing.LastErrorAt.IsZero() {
 		t.Errorf("failing refresh in /status: %+v", failing)
 	}
@@ -104,7 +103,7 @@ func TestJWTSVIDExpiryAndRefreshFailures(t *testing.T) {
 
 	// The agent is back: a new token, ready at the same clock.
 	b.push(time.Hour)
-	b.jwtStatus("a refresh after the agent came back", func(j statusdoc.JWTSVIDStatus) bool {
+	b.jwtStatus("a refresh after the agent came back", func(j JWTSVIDStatus) bool {
 		return j.LastError == "" && j.Expiry.After(failing.Expiry)
 	})
 	b.skew.Store(0)
@@ -121,7 +120,7 @@ func TestReadyzWaitsForTheFirstJWTSVID(t *testing.T) {
 	})
 	b.push(time.Hour)
 	b.waitSinks(1, nil)
-	b.jwtStatus("a failed fetch", func(j statusdoc.JWTSVIDStatus) bool { return j.LastError != "" })
+	b.jwtStatus("a failed fetch", func(j JWTSVIDStatus) bool { return j.LastError != "" })
 	b.expectReadyz(http.StatusServiceUnavailable, "JWT-SVID "+filepath.Join(jwtDir, "api.token"), "none written yet", "no identity issued")
 	m := metrics(t, b.url)
 	labels := `{file="api.token",folder="` + jwtDir + `"}`

@@ -2,6 +2,8 @@ package admin
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 )
 
 // desc builds a sds_bridge_ metric description.
@@ -44,9 +46,12 @@ var (
 	descJWTFailures = desc("jwt_refresh_failures_total", "Failed JWT-SVID fetches or writes per file (each is retried with backoff; the file keeps its last token).", "folder", "file")
 )
 
-// collector reads every count from the component that keeps it, at
-// scrape time.
-type collector struct{ s *Server }
+// collector renders, at scrape time, the Status status builds (a
+// snapshot that does not read the disk).
+type collector struct {
+	build  buildinfo.Info
+	status func() Status
+}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
@@ -59,29 +64,50 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect reads every value from memory: a scrape never reads the disk
-// (folders count as readiness last read them), so a slow or hung disk
-// cannot stall it, and scraping often costs no I/O.
+// Collect renders the Status of the scrape: every value in it was read
+// from memory, and a folder counts as readiness last read it (see
+// snapshot), so a slow or hung disk cannot stall a scrape, and scraping
+// often costs no I/O.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	s := c.s
-	gauge(ch, descBuildInfo, 1, s.cfg.Build.Version, s.cfg.Build.Revision, s.cfg.Build.GoVersion)
+	st, b := c.status(), c.build
+	gauge(ch, descBuildInfo, 1, b.Version, b.Revision, b.GoVersion)
 	ready := 0.0
-	if len(s.lastProblems(s.cfg.Now())) == 0 {
+	if st.Ready {
 		ready = 1
 	}
 	gauge(ch, descReady, ready)
-	gen := s.collectSource(ch)
-	if s.cfg.SDS != nil {
-		s.collectSDS(ch, gen)
+	for _, svid := range st.SVIDs {
+		gauge(ch, descNotAfter, float64(svid.NotAfter.Unix()), svid.SPIFFEID)
 	}
-	s.collectFolders(ch)
-	if s.cfg.JWT != nil {
-		for _, t := range s.cfg.JWT.Tokens() {
-			if !t.Expiry.IsZero() {
-				gauge(ch, descJWTExpiry, float64(t.Expiry.Unix()), t.Dir, t.FileName)
-			}
-			counter(ch, descJWTFailures, float64(t.Failures), t.Dir, t.FileName)
+	// Generations count published updates, starting at 1.
+	counter(ch, descRotations, float64(st.Generation))
+	gauge(ch, descGen, float64(st.Generation))
+	counter(ch, descRefused, float64(st.WorkloadAPI.Refused))
+	counter(ch, descWatchErrs, float64(st.WorkloadAPI.WatchErrors))
+	counter(ch, descReconnects, float64(st.WorkloadAPI.Reconnects))
+	for _, sk := range st.Sinks {
+		gauge(ch, descSinkGen, float64(sk.Generation), sk.Name)
+		counter(ch, descSinkFailures, float64(sk.Failures), sk.Name)
+		counter(ch, descSinkRetries, float64(sk.Retries), sk.Name)
+	}
+	if sds := st.SDS; sds != nil {
+		gauge(ch, descStreams, float64(sds.StreamsOpen))
+		counter(ch, descPushes, float64(sds.Pushes))
+		counter(ch, descNACKs, float64(sds.NACKs))
+		counter(ch, descRefusedPeers, float64(sds.RefusedPeers))
+		gauge(ch, descConnsOpen, float64(sds.ConnectionsOpen))
+		counter(ch, descConnsOverCap, float64(sds.ConnectionsOverCap))
+		counter(ch, descStreamsOverLimit, float64(sds.StreamsOverLimit))
+		gauge(ch, descAckedCurrent, float64(sds.ClientsCurrent))
+	}
+	for _, f := range st.Folders {
+		collectFolder(ch, f)
+	}
+	for _, j := range st.JWTSVIDs {
+		if !j.Expiry.IsZero() {
+			gauge(ch, descJWTExpiry, float64(j.Expiry.Unix()), j.Dir, j.File)
 		}
+		counter(ch, descJWTFailures, float64(j.Failures), j.Dir, j.File)
 	}
 }
 
@@ -93,73 +119,23 @@ func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels 
 	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 }
 
-// collectSource reports the rotation source and its sinks, and returns
-// the current generation (0 before the first update).
-func (s *Server) collectSource(ch chan<- prometheus.Metric) uint64 {
-	cur := s.cfg.Source.Current()
-	var gen uint64
-	if cur != nil {
-		gen = cur.Generation
-		for _, svid := range cur.SVIDs {
-			gauge(ch, descNotAfter, float64(svid.Certificates[0].NotAfter.Unix()), svid.ID.String())
+func collectFolder(ch chan<- prometheus.Metric, f FolderStatus) {
+	counter(ch, descWriteFailures, float64(f.WriteFailures), f.Dir)
+	// Two actions may share a name (the same program twice): one series
+	// each name, summed, as a scrape must not repeat a series.
+	failures := map[string]uint64{}
+	running := map[string]float64{}
+	var names []string
+	for _, a := range f.Actions {
+		if _, seen := failures[a.Action]; !seen {
+			names = append(names, a.Action)
 		}
+		failures[a.Action] += a.Failures
+		running[a.Action] = max(running[a.Action], a.RunningSeconds)
 	}
-	// Generations count published updates, starting at 1.
-	counter(ch, descRotations, float64(gen))
-	gauge(ch, descGen, float64(gen))
-	counts := s.cfg.Source.Counters()
-	counter(ch, descRefused, float64(counts.Refused))
-	counter(ch, descWatchErrs, float64(counts.WatchErrors))
-	counter(ch, descReconnects, float64(counts.Reconnects))
-	for _, st := range s.cfg.Source.SinkStatuses() {
-		gauge(ch, descSinkGen, float64(st.Generation), st.Name)
-		counter(ch, descSinkFailures, float64(st.Failures), st.Name)
-		counter(ch, descSinkRetries, float64(st.Retries), st.Name)
+	for _, name := range names {
+		counter(ch, descActionFailures, float64(failures[name]), f.Dir, name)
+		gauge(ch, descActionRunning, running[name], f.Dir, name)
 	}
-	return gen
-}
-
-func (s *Server) collectSDS(ch chan<- prometheus.Metric, gen uint64) {
-	st := s.cfg.SDS.Stats()
-	gauge(ch, descStreams, float64(st.StreamsOpen))
-	counter(ch, descPushes, float64(st.Pushes))
-	counter(ch, descNACKs, float64(st.NACKs))
-	counter(ch, descRefusedPeers, float64(st.RefusedPeers))
-	gauge(ch, descConnsOpen, float64(st.ConnectionsOpen))
-	counter(ch, descConnsOverCap, float64(st.ConnectionsOverCap))
-	counter(ch, descStreamsOverLimit, float64(st.StreamsOverLimit))
-	current := 0
-	for _, cl := range s.cfg.SDS.Clients() {
-		if gen > 0 && cl.AckedGeneration == gen {
-			current++
-		}
-	}
-	gauge(ch, descAckedCurrent, float64(current))
-}
-
-func (s *Server) collectFolders(ch chan<- prometheus.Metric) {
-	now := s.cfg.Now()
-	for _, f := range s.cfg.Folders {
-		st := f.Stats()
-		counter(ch, descWriteFailures, float64(st.WriteFailures), f.Dir())
-		// Two actions may share a name (the same program twice): one
-		// series each name, summed, as a scrape must not repeat a series.
-		failures := map[string]uint64{}
-		running := map[string]float64{}
-		var names []string
-		for _, a := range st.Actions {
-			if _, seen := failures[a.Action]; !seen {
-				names = append(names, a.Action)
-			}
-			failures[a.Action] += a.Failures
-			if a.Running() {
-				running[a.Action] = max(running[a.Action], now.Sub(a.RunningSince).Seconds())
-			}
-		}
-		for _, name := range names {
-			counter(ch, descActionFailures, float64(failures[name]), f.Dir(), name)
-			gauge(ch, descActionRunning, running[name], f.Dir(), name)
-		}
-		gauge(ch, descReloadPending, float64(st.ReloadPending), f.Dir())
-	}
+	gauge(ch, descReloadPending, float64(f.ReloadPending), f.Dir)
 }

@@ -1,80 +1,14 @@
 package admin
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
-	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
-
-// Problems returns why the bridge is not ready at now, one operator-facing
-// line each; none means ready. It reads files (one Inspect per folder),
-// keeps what it read for /metrics, and takes no lock the delivery path
-// holds.
-func (s *Server) Problems(now time.Time) []string {
-	cur := s.cfg.Source.Current()
-	var folders []folderCheck
-	if cur != nil {
-		folders = s.inspectFolders(now, cur)
-	}
-	return s.judge(now, cur, folders)
-}
-
-// lastProblems is Problems without reading the disk, for a scrape: each
-// folder as the last Problems or Status read it, and a folder not read yet
-// under the current generation by its sink's state alone (a failed apply,
-// a failed action): a read from before a rotation says nothing about the
-// folder after it.
-func (s *Server) lastProblems(now time.Time) []string {
-	cur := s.cfg.Source.Current()
-	var folders []folderCheck
-	s.mu.Lock()
-	if cur != nil && s.lastFoldersGen == cur.Generation {
-		folders = s.lastFolders
-	}
-	s.mu.Unlock()
-	return s.problems(now, cur, folders)
-}
-
-// folderCheck is one folder's Inspect as readiness judges it (with
-// admin.min_validity).
-type folderCheck struct {
-	m   *folderstate.Material
-	err error
-}
-
-// inspectFolders reads every folder once, in config order, and keeps the
-// result for lastProblems, with the generation current at the read (cur;
-// nil before the first).
-func (s *Server) inspectFolders(now time.Time, cur *rotation.Update) []folderCheck {
-	out := make([]folderCheck, len(s.cfg.Folders))
-	for i, f := range s.cfg.Folders {
-		ic := f.InspectConfig(s.cfg.MinValidity)
-		ic.Now = now
-		out[i].m, out[i].err = folderstate.Inspect(ic)
-	}
-	s.mu.Lock()
-	s.lastFolders, s.lastFoldersGen = out, 0
-	if cur != nil {
-		s.lastFoldersGen = cur.Generation
-	}
-	s.mu.Unlock()
-	return out
-}
-
-// judge is Problems on an Update and folder checks already read, so that
-// Status reads each folder once.
-func (s *Server) judge(now time.Time, cur *rotation.Update, folders []folderCheck) []string {
-	problems := s.problems(now, cur, folders)
-	s.noteReadiness(problems)
-	return problems
-}
 
 // problemList collects one-line problems.
 type problemList []string
@@ -83,30 +17,28 @@ func (p *problemList) add(format string, args ...any) {
 	*p = append(*p, oneline.Of(fmt.Sprintf(format, args...)))
 }
 
-// problems judges the current Update, the sinks, the folders (nil: none
-// read yet), the JWT-SVID files and, if required, the SDS clients.
-func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderCheck) []string {
-	if cur == nil {
+// problems judges r: the current Update, the sinks, the folders, the
+// JWT-SVID files and, if required, the SDS clients.
+func (s *Server) problems(r reading) []string {
+	if r.cur == nil {
 		line := "no SVID yet: waiting for the first valid X.509 context from the Workload API"
-		if c := s.cfg.Source.Counters(); c.Refused > 0 || c.WatchErrors > 0 {
+		if c := r.counts; c.Refused > 0 || c.WatchErrors > 0 {
 			line += fmt.Sprintf(" (%d refused, %d watch errors so far; see the log)", c.Refused, c.WatchErrors)
 		}
 		return []string{line}
 	}
 	var out problemList
-	s.svidProblems(&out, now, cur)
-	inGrace := now.Sub(cur.ReceivedAt) < s.cfg.DeliveryGrace
-	bySink := s.sinkProblems(&out, now, cur, inGrace)
-	s.folderProblems(&out, cur, folders, bySink)
-	if s.cfg.JWT != nil {
-		for _, t := range s.cfg.JWT.Tokens() {
-			if line := s.tokenProblem(t, now); line != "" {
-				out = append(out, oneline.Of(line))
-			}
+	s.svidProblems(&out, r)
+	inGrace := r.now.Sub(r.cur.ReceivedAt) < s.cfg.DeliveryGrace
+	bySink := s.sinkProblems(&out, r, inGrace)
+	folderProblems(&out, r, bySink)
+	for _, t := range r.tokens {
+		if line := s.tokenProblem(t, r.now); line != "" {
+			out.add("%s", line)
 		}
 	}
-	if s.cfg.RequireSDSAck && s.cfg.SDS != nil {
-		if line := s.ackProblem(cur.Generation, inGrace); line != "" {
+	if s.cfg.RequireSDSAck && r.sds != nil {
+		if line := ackProblem(r.sds, r.cur.Generation, inGrace); line != "" {
 			out = append(out, line)
 		}
 	}
@@ -115,29 +47,24 @@ func (s *Server) problems(now time.Time, cur *rotation.Update, folders []folderC
 
 // svidProblems names each SVID that expired, or is too close to it,
 // without a rotation.
-func (s *Server) svidProblems(out *problemList, now time.Time, cur *rotation.Update) {
-	for i, svid := range cur.SVIDs {
+func (s *Server) svidProblems(out *problemList, r reading) {
+	for i, svid := range r.cur.SVIDs {
 		leaf := svid.Certificates[0]
+		what := fmt.Sprintf("SVID %s (serial %s, generation %d)", svid.ID, leaf.SerialNumber.Text(16), r.cur.Generation)
+		if i == 0 {
+			what = "default " + what
+		}
 		// The lifetime counts from when this SVID reached the bridge (or its
 		// NotBefore if later): CAs back-date NotBefore (SPIRE and the dev
 		// CA by 10 s), which would make a short-lived SVID look old, and an
 		// SVID picked up late in its life (a bridge restart) gets judged by
 		// what it had left when it arrived.
-		state, left, life := s.expiry(leaf.NotAfter, laterOf(leaf.NotBefore, cur.ReceivedAt), now)
-		what := fmt.Sprintf("SVID %s (serial %s, generation %d)", svid.ID, leaf.SerialNumber.Text(16), cur.Generation)
-		if i == 0 {
-			what = "default " + what
-		}
-		switch state {
-		case expired:
-			out.add("%s expired at %s and no newer one has arrived: is the SPIRE agent running and reaching its server?",
-				what, statusdoc.Stamp(leaf.NotAfter))
-		case belowMinValidity:
-			out.add("%s expires at %s, in %s, sooner than admin.min_validity %s, and no newer one has arrived",
-				what, statusdoc.Stamp(leaf.NotAfter), statusdoc.Round(left), s.cfg.MinValidity)
-		case belowMinValidityPercent:
-			out.add("%s has %d%% of its lifetime left (expires at %s, in %s; admin.min_validity_percent %d) and no newer one has arrived: SPIRE rotates at 50%%, so rotation is stuck; is the agent reaching its server?",
-				what, int(left*100/life), statusdoc.Stamp(leaf.NotAfter), statusdoc.Round(left), s.cfg.MinValidityPercent)
+		if line := s.expiryProblem(what, leaf.NotAfter, laterOf(leaf.NotBefore, r.cur.ReceivedAt), r.now, staleness{
+			none:    "no newer one has arrived",
+			expired: ": is the SPIRE agent running and reaching its server?",
+			stuck:   ": SPIRE rotates at 50%, so rotation is stuck; is the agent reaching its server?",
+		}); line != "" {
+			out.add("%s", line)
 		}
 	}
 }
@@ -145,38 +72,39 @@ func (s *Server) svidProblems(out *problemList, now time.Time, cur *rotation.Upd
 // sinkProblems names each sink whose last apply failed, or that has not
 // applied the current generation after the delivery grace. It returns
 // the sinks' statuses by name.
-func (s *Server) sinkProblems(out *problemList, now time.Time, cur *rotation.Update, inGrace bool) map[string]rotation.SinkStatus {
-	statuses := s.cfg.Source.SinkStatuses()
-	bySink := make(map[string]rotation.SinkStatus, len(statuses))
-	for _, st := range statuses {
+func (s *Server) sinkProblems(out *problemList, r reading, inGrace bool) map[string]rotation.SinkStatus {
+	cur := r.cur
+	bySink := make(map[string]rotation.SinkStatus, len(r.sinks))
+	for _, st := range r.sinks {
 		bySink[st.Name] = st
 		switch {
 		case st.Retrying():
 			out.add("sink %s: last apply failed (it has generation %d, current is %d), %s",
-				st.Name, st.Generation, cur.Generation, statusdoc.RetryText(st.Pending, st.RetryingSince, int(st.Attempts), st.NextRetryAt, errText(st.Err), now))
+				st.Name, st.Generation, cur.Generation, retryText(st.Pending, st.RetryingSince, int(st.Attempts), st.NextRetryAt, errText(st.Err), r.now))
 		case st.Err != nil:
 			out.add("sink %s: last apply failed (it has generation %d, current is %d): %v", st.Name, st.Generation, cur.Generation, st.Err)
 		case st.Generation < cur.Generation && !inGrace:
 			out.add("sink %s has generation %d, current is %d (received %s ago, still not applied)",
-				st.Name, st.Generation, cur.Generation, statusdoc.Round(now.Sub(cur.ReceivedAt)))
+				st.Name, st.Generation, cur.Generation, round(r.now.Sub(cur.ReceivedAt)))
 		}
 	}
 	return bySink
 }
 
-// folderProblems names each folder that is not usable as read (folders;
-// nil when none was read yet), holds another serial than its sink wrote,
-// or whose reload action failed after an apply that went well.
-func (s *Server) folderProblems(out *problemList, cur *rotation.Update, folders []folderCheck, bySink map[string]rotation.SinkStatus) {
-	for i, f := range s.cfg.Folders {
+// folderProblems names each folder that is not usable as read (when it
+// was read under the current generation), holds another serial than its
+// sink wrote, or whose reload action failed after an apply that went well.
+func folderProblems(out *problemList, r reading, bySink map[string]rotation.SinkStatus) {
+	cur := r.cur
+	for _, f := range r.folders {
 		st, ok := bySink[f.Name()]
-		if folders != nil {
-			if m, err := folders[i].m, folders[i].err; err != nil {
-				out.add("folder %s: %s", f.Dir(), folderProblem(err))
+		if d := f.disk; d != nil {
+			if d.err != nil {
+				out.add("folder %s: %s", f.Dir(), folderProblem(d.err))
 				continue
-			} else if want := heldSerial(cur, f.SVIDChoice()); ok && st.Err == nil && st.Generation == cur.Generation && m.Serial != want {
+			} else if want := heldSerial(cur, f.SVIDChoice()); ok && st.Err == nil && st.Generation == cur.Generation && d.m.Serial != want {
 				out.add("folder %s holds serial %s, not the current SVID's serial %s (generation %d): something else wrote to it",
-					f.Dir(), m.Serial, want, cur.Generation)
+					f.Dir(), d.m.Serial, want, cur.Generation)
 			}
 		}
 		// After an apply that went well, an action can still fail: the
@@ -184,7 +112,7 @@ func (s *Server) folderProblems(out *problemList, cur *rotation.Update, folders 
 		// The sink's status does not show that; a failed apply it does,
 		// above. No server to reload is not a failure.
 		if ok && st.Err == nil {
-			for _, a := range f.Stats().Actions {
+			for _, a := range f.stats.Actions {
 				if a.Failed() {
 					out.add("folder %s: reload action %s failed for generation %d: %v", f.Dir(), a.Action, a.Generation, a.Err)
 				}
@@ -205,30 +133,29 @@ func heldSerial(cur *rotation.Update, choice string) string {
 	return cur.Leaf().SerialNumber.Text(16)
 }
 
-// expiryState is how close a credential is to its expiry.
-type expiryState int
+// staleness words an expiry problem for one kind of credential: what has
+// not happened (none), and what follows the line when the credential
+// expired, is within admin.min_validity, or has less than
+// admin.min_validity_percent of its lifetime left.
+type staleness struct{ none, expired, tooClose, stuck string }
 
-const (
-	fresh expiryState = iota
-	expired
-	belowMinValidity        // admin.min_validity
-	belowMinValidityPercent // admin.min_validity_percent
-)
-
-// expiry is the one rule for X.509 SVIDs and JWT-SVIDs alike: expired at
-// notAfter, or too close to it by admin.min_validity, or by
-// admin.min_validity_percent of the lifetime counted from start.
-func (s *Server) expiry(notAfter, start, now time.Time) (state expiryState, left, life time.Duration) {
-	left, life = notAfter.Sub(now), notAfter.Sub(start)
+// expiryProblem is the one rule for X.509 SVIDs and JWT-SVIDs alike:
+// expired at notAfter, or too close to it by admin.min_validity, or by
+// admin.min_validity_percent of the lifetime counted from start. "" when
+// what is good.
+func (s *Server) expiryProblem(what string, notAfter, start, now time.Time, w staleness) string {
+	left, life := notAfter.Sub(now), notAfter.Sub(start)
 	switch {
 	case left <= 0:
-		return expired, left, life
+		return fmt.Sprintf("%s expired at %s and %s%s", what, stamp(notAfter), w.none, w.expired)
 	case left < s.cfg.MinValidity:
-		return belowMinValidity, left, life
+		return fmt.Sprintf("%s expires at %s, in %s, sooner than admin.min_validity %s, and %s%s",
+			what, stamp(notAfter), round(left), s.cfg.MinValidity, w.none, w.tooClose)
 	case s.cfg.MinValidityPercent > 0 && life > 0 && left*100 < life*time.Duration(s.cfg.MinValidityPercent):
-		return belowMinValidityPercent, left, life
+		return fmt.Sprintf("%s has %d%% of its lifetime left (expires at %s, in %s; admin.min_validity_percent %d) and %s%s",
+			what, int(left*100/life), stamp(notAfter), round(left), s.cfg.MinValidityPercent, w.none, w.stuck)
 	}
-	return fresh, left, life
+	return ""
 }
 
 // tokenProblem says why a JWT-SVID file is not good at now; "" when it
@@ -240,7 +167,7 @@ func (s *Server) tokenProblem(t jwtfiles.TokenStatus, now time.Time) string {
 	what := fmt.Sprintf("JWT-SVID %s (audience %q)", filepath.Join(t.Dir, t.FileName), t.Audience)
 	failing := ""
 	if t.LastError != nil {
-		failing = fmt.Sprintf("; refreshing it failed %s, last at %s: %s", statusdoc.Plural(int(t.Failures), "time"), statusdoc.Stamp(t.LastErrorAt), errText(t.LastError))
+		failing = fmt.Sprintf("; refreshing it failed %s, last at %s: %s", plural(int(t.Failures), "time"), stamp(t.LastErrorAt), errText(t.LastError))
 	}
 	if t.RefreshedAt.IsZero() {
 		if failing == "" {
@@ -250,40 +177,27 @@ func (s *Server) tokenProblem(t jwtfiles.TokenStatus, now time.Time) string {
 	}
 	// As for X.509: from when the token reached the bridge, or its iat if
 	// later.
-	state, left, life := s.expiry(t.Expiry, laterOf(t.IssuedAt, t.FetchedAt), now)
-	switch state {
-	case expired:
-		return fmt.Sprintf("%s expired at %s and no new token has been written%s", what, statusdoc.Stamp(t.Expiry), failing)
-	case belowMinValidity:
-		return fmt.Sprintf("%s expires at %s, in %s, sooner than admin.min_validity %s, and no new token has been written%s",
-			what, statusdoc.Stamp(t.Expiry), statusdoc.Round(left), s.cfg.MinValidity, failing)
-	case belowMinValidityPercent:
-		return fmt.Sprintf("%s has %d%% of its lifetime left (expires at %s, in %s; admin.min_validity_percent %d) and no new token has been written: it is refreshed at 50%%, so refreshing is stuck%s",
-			what, int(left*100/life), statusdoc.Stamp(t.Expiry), statusdoc.Round(left), s.cfg.MinValidityPercent, failing)
-	}
-	return ""
+	return s.expiryProblem(what, t.Expiry, laterOf(t.IssuedAt, t.FetchedAt), now, staleness{
+		none: "no new token has been written", expired: failing, tooClose: failing,
+		stuck: ": it is refreshed at 50%, so refreshing is stuck" + failing,
+	})
 }
 
 // ackProblem says why no SDS client counts as having the current
-// generation. Within the delivery grace, a client that acknowledged an
+// generation gen. Within the delivery grace, a client that acknowledged an
 // earlier generation of this process still counts.
-func (s *Server) ackProblem(gen uint64, inGrace bool) string {
-	clients := s.cfg.SDS.Clients()
-	var newest uint64
-	for _, c := range clients {
-		if c.AckedGeneration == gen || (inGrace && c.AckedGeneration > 0) {
-			return ""
-		}
-		newest = max(newest, c.AckedGeneration)
+func ackProblem(sds *SDSStatus, gen uint64, inGrace bool) string {
+	if sds.ClientsCurrent > 0 || (inGrace && sds.NewestAcked > 0) {
+		return ""
 	}
-	switch {
-	case len(clients) == 0:
+	switch connected := len(sds.Clients) + sds.ClientsNotListed; {
+	case connected == 0:
 		return fmt.Sprintf("no SDS client connected: nobody has acknowledged generation %d (admin.require_sds_ack)", gen)
-	case newest == 0:
-		return fmt.Sprintf("no SDS client has acknowledged any secrets yet (%d connected; admin.require_sds_ack)", len(clients))
+	case sds.NewestAcked == 0:
+		return fmt.Sprintf("no SDS client has acknowledged any secrets yet (%d connected; admin.require_sds_ack)", connected)
 	default:
 		return fmt.Sprintf("no SDS client has acknowledged generation %d (%d connected, newest acknowledged %d; admin.require_sds_ack)",
-			gen, len(clients), newest)
+			gen, connected, sds.NewestAcked)
 	}
 }
 
@@ -310,15 +224,4 @@ func laterOf(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-// folderProblem is the operator's line for a folder Inspect refused: the
-// reader's one-line detail, without the package prefix the error carries
-// for logs.
-func folderProblem(err error) string {
-	var me *folderstate.MaterialError
-	if errors.As(err, &me) {
-		return me.Detail
-	}
-	return err.Error()
 }

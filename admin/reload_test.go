@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
@@ -37,11 +36,11 @@ func TestNoServerToReloadKeepsTheBridgeReady(t *testing.T) {
 		t.Fatalf("status = %+v, want ready with one folder and two actions", st)
 	}
 	a := st.Folders[0].Actions[0]
-	if a.Action != signal.Name() || a.State != statusdoc.ActionNoServer || a.OK || a.Error != "" || a.Failures != 0 ||
+	if a.Action != signal.Name() || a.State != ActionNoServer || a.OK || a.Error != "" || a.Failures != 0 ||
 		a.Generation != 1 || a.Attempts != 1 || !strings.Contains(a.NoServer, "no such file or directory") {
 		t.Errorf("signal action status = %+v, want no server to reload for generation 1, no failure", a)
 	}
-	if a := st.Folders[0].Actions[1]; a.State != statusdoc.ActionOK || !a.OK {
+	if a := st.Folders[0].Actions[1]; a.State != ActionOK || !a.OK {
 		t.Errorf("exec action status = %+v, want ok", a)
 	}
 	var text strings.Builder

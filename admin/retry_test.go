@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -49,7 +48,7 @@ func TestRetryingFolderIsShownEverywhere(t *testing.T) {
 	}
 	b.waitSinks(2, map[string]uint64{files: 2})
 	st := folderStatus()
-	since := statusdoc.Stamp(st.RetryingSince)
+	since := stamp(st.RetryingSince)
 	b.expectReadyz(http.StatusServiceUnavailable,
 		"sink "+files+": last apply failed (it has generation 1, current is 2), retrying generation 2 since "+since+
 			", 2 attempts, next in ", ", last error: ")
@@ -66,7 +65,7 @@ func TestRetryingFolderIsShownEverywhere(t *testing.T) {
 	}
 
 	doc := b.status()
-	var fs *statusdoc.SinkStatus
+	var fs *SinkStatus
 	for i := range doc.Sinks {
 		if doc.Sinks[i].Name == files {
 			fs = &doc.Sinks[i]

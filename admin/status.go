@@ -6,142 +6,228 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
-	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
+	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// Status is the JSON document of /status (internal/statusdoc).
-type Status = statusdoc.Status
+// reading is what every part said at one instant. The Status is made from
+// it and its Problems are judged on it, so what /status shows and what
+// /readyz says cannot disagree.
+type reading struct {
+	now     time.Time
+	cur     *rotation.Update // nil before the first
+	counts  rotation.Counters
+	sinks   []rotation.SinkStatus
+	folders []folderReading // config order
+	tokens  []jwtfiles.TokenStatus
+	sds     *SDSStatus // nil without SDS
+}
 
-func actionStatus(a reload.ActionStats, now time.Time) statusdoc.ActionStatus {
-	st := statusdoc.ActionStatus{Action: a.Action, Generation: a.Generation, Attempts: a.Attempts, At: a.At, Failures: a.Failures}
+// folderReading is one folder: what its writer and actions did, and what
+// is on disk (nil: not read under the current generation).
+type folderReading struct {
+	Folder
+	stats filesink.Stats
+	disk  *diskRead
+}
+
+// diskRead is one folder read from disk: as readiness judges it (with
+// admin.min_validity: m, err) and as /status shows it (shown, shownErr),
+// which is read a second time without that limit only when the set
+// failed it alone.
+type diskRead struct {
+	m, shown      *folderstate.Material
+	err, shownErr error
+}
+
+// snapshot builds the one Status of a request at now. fromDisk reads every
+// folder (/readyz, /status), keeps what it read and logs a change of
+// readiness; a scrape instead takes each folder as last read under the
+// current generation, or judges it by its sink alone: a read from before
+// a rotation says nothing about the folder after it.
+func (s *Server) snapshot(now time.Time, fromDisk bool) Status {
+	r := reading{now: now, cur: s.cfg.Source.Current(), counts: s.cfg.Source.Counters(), sinks: s.cfg.Source.SinkStatuses()}
+	r.folders = s.readFolders(now, r.cur, fromDisk)
+	if s.cfg.JWT != nil {
+		r.tokens = s.cfg.JWT.Tokens()
+	}
+	if s.cfg.SDS != nil {
+		r.sds = sdsStatus(s.cfg.SDS, r.cur)
+	}
+	st := s.document(r)
+	st.Problems = s.problems(r)
+	st.Ready = len(st.Problems) == 0
+	if fromDisk {
+		s.noteReadiness(st.Problems)
+	}
+	return st
+}
+
+// readFolders reads every folder's stats, and its disk as fromDisk says.
+func (s *Server) readFolders(now time.Time, cur *rotation.Update, fromDisk bool) []folderReading {
+	var gen uint64
+	if cur != nil {
+		gen = cur.Generation
+	}
+	var disk []diskRead
+	if fromDisk {
+		disk = make([]diskRead, len(s.cfg.Folders))
+		for i, f := range s.cfg.Folders {
+			disk[i] = readFolder(f, s.cfg.MinValidity, now)
+		}
+	}
+	s.mu.Lock()
+	if fromDisk {
+		s.lastDisk, s.lastDiskGen = disk, gen
+	} else if s.lastDiskGen == gen {
+		disk = s.lastDisk
+	}
+	s.mu.Unlock()
+	out := make([]folderReading, len(s.cfg.Folders))
+	for i, f := range s.cfg.Folders {
+		out[i] = folderReading{Folder: f, stats: f.Stats()}
+		if disk != nil {
+			out[i].disk = &disk[i]
+		}
+	}
+	return out
+}
+
+// readFolder is the one place a folder is read, as its consumer would.
+func readFolder(f Folder, minValidity time.Duration, now time.Time) diskRead {
+	inspect := func(minValidity time.Duration) (*folderstate.Material, error) {
+		ic := f.InspectConfig(minValidity)
+		ic.Now = now
+		return folderstate.Inspect(ic)
+	}
+	var d diskRead
+	d.m, d.err = inspect(minValidity)
+	d.shown, d.shownErr = d.m, d.err
+	if errors.Is(d.err, folderstate.ErrExpiringSoon) {
+		d.shown, d.shownErr = inspect(0)
+	}
+	return d
+}
+
+// folderProblem is the operator's line for a folder Inspect refused: the
+// reader's one-line detail, without the package prefix the error carries
+// for logs.
+func folderProblem(err error) string {
+	var me *folderstate.MaterialError
+	if errors.As(err, &me) {
+		return me.Detail
+	}
+	return err.Error()
+}
+
+// document is the Status of r, without its judgement.
+func (s *Server) document(r reading) Status {
+	c := r.counts
+	st := Status{Version: s.cfg.Build.String(), Time: r.now, SVIDs: []SVIDStatus{}, Bundles: []BundleStatus{}, Sinks: []SinkStatus{},
+		Folders: []FolderStatus{}, JWTSVIDs: []JWTSVIDStatus{}, SDS: r.sds,
+		WorkloadAPI: WorkloadAPIStatus{Refused: c.Refused, WatchErrors: c.WatchErrors, Reconnects: c.Reconnects}}
+	if r.cur != nil {
+		st.Generation, st.ReceivedAt = r.cur.Generation, r.cur.ReceivedAt
+		for i, svid := range r.cur.SVIDs {
+			leaf := svid.Certificates[0]
+			st.SVIDs = append(st.SVIDs, SVIDStatus{SPIFFEID: svid.ID.String(), Default: i == 0, Serial: leaf.SerialNumber.Text(16),
+				NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Hint: svid.Hint})
+		}
+		for _, b := range r.cur.Bundles {
+			st.Bundles = append(st.Bundles, BundleStatus{TrustDomain: b.TrustDomain().Name(), Authorities: len(b.X509Authorities())})
+		}
+	}
+	for _, ss := range r.sinks {
+		st.Sinks = append(st.Sinks, SinkStatus{
+			Name: ss.Name, Generation: ss.Generation, Pending: ss.Pending, AppliedAt: ss.AppliedAt,
+			TookSeconds: ss.Took.Seconds(), LatencySeconds: ss.Latency.Seconds(), Failures: ss.Failures, Error: errText(ss.Err),
+			RetryingSince: ss.RetryingSince, Attempts: ss.Attempts, NextRetryAt: ss.NextRetryAt, Retries: ss.Retries,
+		})
+	}
+	for _, f := range r.folders {
+		st.Folders = append(st.Folders, f.status(r.now))
+	}
+	for _, t := range r.tokens {
+		st.JWTSVIDs = append(st.JWTSVIDs, JWTSVIDStatus{
+			Dir: t.Dir, File: t.FileName, Audience: t.Audience, SPIFFEID: t.SPIFFEID, Expiry: t.Expiry,
+			LastRefresh: t.RefreshedAt, NextRefresh: t.NextRefreshAt, Failures: t.Failures,
+			LastError: errText(t.LastError), LastErrorAt: t.LastErrorAt,
+		})
+	}
+	return st
+}
+
+// status is what is on disk in f, even when it expires within
+// admin.min_validity (readiness says so), and what its writer and actions
+// did.
+func (f folderReading) status(now time.Time) FolderStatus {
+	fs := FolderStatus{Dir: f.Dir(), Actions: []ActionStatus{}, ReloadPending: f.stats.ReloadPending,
+		WriteFailures: f.stats.WriteFailures, LastWriteError: errText(f.stats.LastWriteErr)}
+	if d := f.disk; d != nil && d.shownErr != nil {
+		fs.Problem = folderProblem(d.shownErr)
+	} else if d != nil {
+		m := d.shown
+		fs.Material = &MaterialStatus{SPIFFEID: m.SPIFFEID.String(), Serial: m.Serial, NotAfter: m.NotAfter, Generation: m.Generation}
+	}
+	for _, a := range f.stats.Actions {
+		fs.Actions = append(fs.Actions, actionStatus(a, now))
+	}
+	return fs
+}
+
+func actionStatus(a reload.ActionStats, now time.Time) ActionStatus {
+	st := ActionStatus{Action: a.Action, Generation: a.Generation, Attempts: a.Attempts, At: a.At, Failures: a.Failures}
 	if a.Running() {
 		st.Running, st.RunningGeneration, st.RunningSince = true, a.RunningGeneration, a.RunningSince
 		st.RunningSeconds = now.Sub(a.RunningSince).Seconds()
 	}
 	switch {
 	case a.Generation == 0:
-		st.State = statusdoc.ActionNotRun
+		st.State = ActionNotRun
 	case a.NoServer():
-		st.State, st.NoServer = statusdoc.ActionNoServer, errText(a.Err)
+		st.State, st.NoServer = ActionNoServer, errText(a.Err)
 	case a.Failed():
-		st.State, st.Error = statusdoc.ActionFailed, errText(a.Err)
+		st.State, st.Error = ActionFailed, errText(a.Err)
 	default:
-		st.State, st.OK = statusdoc.ActionOK, true
+		st.State, st.OK = ActionOK, true
 	}
 	return st
 }
 
-// Status gathers the document at now.
-func (s *Server) Status(now time.Time) Status {
-	st := Status{Version: s.cfg.Build.String(), Time: now, SVIDs: []statusdoc.SVIDStatus{}, Bundles: []statusdoc.BundleStatus{},
-		Sinks: []statusdoc.SinkStatus{}, Folders: []statusdoc.FolderStatus{}, JWTSVIDs: []statusdoc.JWTSVIDStatus{}}
-	cur := s.cfg.Source.Current()
-	folders := s.inspectFolders(now, cur)
-	st.Problems = s.judge(now, cur, folders)
-	st.Ready = len(st.Problems) == 0
-	if cur != nil {
-		st.Generation, st.ReceivedAt = cur.Generation, cur.ReceivedAt
-		st.SVIDs, st.Bundles = svidStatuses(cur), bundleStatuses(cur)
-	}
-	c := s.cfg.Source.Counters()
-	st.WorkloadAPI = statusdoc.WorkloadAPIStatus{Refused: c.Refused, WatchErrors: c.WatchErrors}
-	for _, ss := range s.cfg.Source.SinkStatuses() {
-		st.Sinks = append(st.Sinks, statusdoc.SinkStatus{
-			Name: ss.Name, Generation: ss.Generation, Pending: ss.Pending, AppliedAt: ss.AppliedAt,
-			TookSeconds: ss.Took.Seconds(), LatencySeconds: ss.Latency.Seconds(), Failures: ss.Failures, Error: errText(ss.Err),
-			RetryingSince: ss.RetryingSince, Attempts: ss.Attempts, NextRetryAt: ss.NextRetryAt, Retries: ss.Retries,
-		})
-	}
-	for i, f := range s.cfg.Folders {
-		st.Folders = append(st.Folders, folderStatus(f, folders[i], now))
-	}
-	if s.cfg.JWT != nil {
-		for _, t := range s.cfg.JWT.Tokens() {
-			st.JWTSVIDs = append(st.JWTSVIDs, statusdoc.JWTSVIDStatus{
-				Dir: t.Dir, File: t.FileName, Audience: t.Audience, SPIFFEID: t.SPIFFEID, Expiry: t.Expiry,
-				LastRefresh: t.RefreshedAt, NextRefresh: t.NextRefreshAt, Failures: t.Failures,
-				LastError: errText(t.LastError), LastErrorAt: t.LastErrorAt,
-			})
-		}
-	}
-	if s.cfg.SDS != nil {
-		st.SDS = s.sdsStatus()
-	}
-	return st
-}
-
-func svidStatuses(cur *rotation.Update) []statusdoc.SVIDStatus {
-	out := []statusdoc.SVIDStatus{}
-	for i, svid := range cur.SVIDs {
-		leaf := svid.Certificates[0]
-		out = append(out, statusdoc.SVIDStatus{
-			SPIFFEID: svid.ID.String(), Default: i == 0, Serial: leaf.SerialNumber.Text(16),
-			NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Hint: svid.Hint,
-		})
-	}
-	return out
-}
-
-func bundleStatuses(cur *rotation.Update) []statusdoc.BundleStatus {
-	out := []statusdoc.BundleStatus{}
-	for _, b := range cur.Bundles {
-		out = append(out, statusdoc.BundleStatus{TrustDomain: b.TrustDomain().Name(), Authorities: len(b.X509Authorities())})
-	}
-	return out
-}
-
-// folderStatus is what is on disk in f, as readiness read it (checked),
-// and what its writer and actions did. It shows what is on disk even when
-// it expires within admin.min_validity (readiness says so); only then is
-// the folder read a second time, without that limit.
-func folderStatus(f Folder, checked folderCheck, now time.Time) statusdoc.FolderStatus {
-	fs := statusdoc.FolderStatus{Dir: f.Dir(), Actions: []statusdoc.ActionStatus{}}
-	m, err := checked.m, checked.err
-	if errors.Is(err, folderstate.ErrExpiringSoon) {
-		ic := f.InspectConfig(0)
-		ic.Now = now
-		m, err = folderstate.Inspect(ic)
-	}
-	if err != nil {
-		fs.Problem = folderProblem(err)
-	} else {
-		fs.Material = &statusdoc.MaterialStatus{SPIFFEID: m.SPIFFEID.String(), Serial: m.Serial, NotAfter: m.NotAfter, Generation: m.Generation}
-	}
-	fst := f.Stats()
-	fs.WriteFailures, fs.LastWriteError = fst.WriteFailures, errText(fst.LastWriteErr)
-	for _, a := range fst.Actions {
-		fs.Actions = append(fs.Actions, actionStatus(a, now))
-	}
-	fs.ReloadPending = fst.ReloadPending
-	return fs
-}
-
-// sdsStatus lists the oldest statusdoc.MaxListedClients streams and
-// counts the others; what their clients chose is escaped
-// (statusdoc.Printable), as the SDS server already cut it to a bound.
-func (s *Server) sdsStatus() *statusdoc.SDSStatus {
-	ss := s.cfg.SDS.Stats()
-	sst := &statusdoc.SDSStatus{Version: ss.Version, Generation: ss.Generation, StreamsOpen: ss.StreamsOpen,
-		Pushes: ss.Pushes, NACKs: ss.NACKs, Clients: []statusdoc.ClientStatus{}}
-	clients := s.cfg.SDS.Clients()
-	if len(clients) > statusdoc.MaxListedClients {
-		sst.ClientsNotListed = len(clients) - statusdoc.MaxListedClients
-		clients = clients[:statusdoc.MaxListedClients]
-	}
-	p := statusdoc.Printable
+// sdsStatus is the one place the SDS server is read. It lists the oldest
+// MaxListedClients streams and counts the others; what their clients
+// chose is escaped (printable), as the SDS server already cut it to a
+// bound. The counts of acknowledgements cover every stream.
+func sdsStatus(srv SDS, cur *rotation.Update) *SDSStatus {
+	ss := srv.Stats()
+	st := &SDSStatus{Version: ss.Version, Generation: ss.Generation, StreamsOpen: ss.StreamsOpen, Pushes: ss.Pushes, NACKs: ss.NACKs,
+		RefusedPeers: ss.RefusedPeers, ConnectionsOpen: ss.ConnectionsOpen, ConnectionsOverCap: ss.ConnectionsOverCap,
+		StreamsOverLimit: ss.StreamsOverLimit, Clients: []ClientStatus{}}
+	clients := srv.Clients()
 	for _, c := range clients {
-		sst.Clients = append(sst.Clients, statusdoc.ClientStatus{
+		if cur != nil && c.AckedGeneration == cur.Generation {
+			st.ClientsCurrent++
+		}
+		st.NewestAcked = max(st.NewestAcked, c.AckedGeneration)
+	}
+	if len(clients) > MaxListedClients {
+		st.ClientsNotListed = len(clients) - MaxListedClients
+		clients = clients[:MaxListedClients]
+	}
+	p := printable
+	for _, c := range clients {
+		st.Clients = append(st.Clients, ClientStatus{
 			Node: p(c.Node), Cluster: p(c.Cluster), Stream: c.Stream, Delta: c.Delta, OpenedAt: c.OpenedAt,
 			Validation: c.Validation.String(), ValidationReason: p(c.ValidationReason),
 			AckedVersion: p(c.AckedVersion), AckedGeneration: c.AckedGeneration, AckedAt: c.AckedAt,
 			NACKedVersion: p(c.NACKedVersion), NACK: p(c.NACK), NACKedAt: c.NACKedAt,
 		})
 	}
-	return sst
+	return st
 }
 
 func errText(err error) string {
@@ -152,11 +238,15 @@ func errText(err error) string {
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
+	s.writeStatus(w, s.snapshot(s.cfg.Now(), true))
+}
+
+func (s *Server) writeStatus(w http.ResponseWriter, st Status) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(s.Status(s.cfg.Now())); err != nil {
+	if err := enc.Encode(st); err != nil {
 		s.log.Debug("admin endpoint: write /status", "error", err)
 	}
 }

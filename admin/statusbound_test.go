@@ -7,14 +7,13 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
 // TestStatusIsBoundedAndEscapesWhatClientsChose: SDS clients that send
 // node ids and NACK details of 300 KB full of escape sequences and
 // newlines, on more streams than /status lists, get a /status document
-// under 1 MiB that lists the oldest statusdoc.MaxListedClients streams
+// under 1 MiB that lists the oldest MaxListedClients streams
 // and counts the others; no string in it, and no line of `sds-bridge
 // status`'s text, carries a control character a terminal would act on.
 // Before, 100 such streams of 960 KB made a 288 MB document.
@@ -22,7 +21,7 @@ func TestStatusIsBoundedAndEscapesWhatClientsChose(t *testing.T) {
 	b := startBridge(t, bridgeOptions{})
 	b.push(time.Hour)
 	b.waitSinks(1, nil)
-	const streams = statusdoc.MaxListedClients + 10
+	const streams = MaxListedClients + 10
 	forged := strings.Repeat("\x1b[31mlevel=ERROR msg=forged\n\u202e", 300<<10/30)
 	for range streams {
 		c := newSotWClient(t, b.sdsPath, forged)
@@ -39,8 +38,8 @@ func TestStatusIsBoundedAndEscapesWhatClientsChose(t *testing.T) {
 		t.Errorf("/status is %d bytes, want at most 1 MiB", len(body))
 	}
 	st := b.status()
-	if got := len(st.SDS.Clients); got != statusdoc.MaxListedClients || st.SDS.ClientsNotListed != streams-statusdoc.MaxListedClients {
-		t.Errorf("%d clients listed, %d not listed; want %d and %d", got, st.SDS.ClientsNotListed, statusdoc.MaxListedClients, streams-statusdoc.MaxListedClients)
+	if got := len(st.SDS.Clients); got != MaxListedClients || st.SDS.ClientsNotListed != streams-MaxListedClients {
+		t.Errorf("%d clients listed, %d not listed; want %d and %d", got, st.SDS.ClientsNotListed, MaxListedClients, streams-MaxListedClients)
 	}
 	for _, c := range st.SDS.Clients {
 		for what, s := range map[string]string{"node": c.Node, "NACK": c.NACK} {

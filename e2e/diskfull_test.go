@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
+	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -64,8 +64,8 @@ func TestFullDiskFreedFolderCatchesUpWithoutRotation(t *testing.T) {
 	// status reads /status; current says whether the folder holds the
 	// serial of the bridge's current Update.
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	status := func() (statusdoc.Status, error) {
-		var st statusdoc.Status
+	status := func() (admin.Status, error) {
+		var st admin.Status
 		resp, err := client.Get(adminURL + "/status")
 		if err != nil {
 			return st, err
@@ -76,20 +76,20 @@ func TestFullDiskFreedFolderCatchesUpWithoutRotation(t *testing.T) {
 		}
 		return st, json.NewDecoder(resp.Body).Decode(&st)
 	}
-	current := func(st statusdoc.Status) bool {
+	current := func(st admin.Status) bool {
 		return len(st.SVIDs) > 0 && len(st.Folders) == 1 && st.Folders[0].Material != nil &&
 			st.Folders[0].Material.Serial == st.SVIDs[0].Serial && st.Folders[0].Material.Generation == st.Generation
 	}
-	sink := func(st statusdoc.Status) statusdoc.SinkStatus {
+	sink := func(st admin.Status) admin.SinkStatus {
 		for _, ss := range st.Sinks {
 			if ss.Name == sinkName {
 				return ss
 			}
 		}
 		t.Fatalf("/status has no sink %s: %+v", sinkName, st.Sinks)
-		return statusdoc.SinkStatus{}
+		return admin.SinkStatus{}
 	}
-	var st statusdoc.Status
+	var st admin.Status
 	if err := poll(ctx, "the folder holds the first SVID", 100*time.Millisecond, func() error {
 		b.Running(t)
 		var err error

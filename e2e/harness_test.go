@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -95,7 +95,7 @@ func TestPostgresHarness(t *testing.T) {
 	_, pgUser := requirePostgres(t)
 	work := newWorkDir(t)
 	td := spiffeid.RequireTrustDomainFromString(trustDomain)
-	authority, err := ca.New(td, time.Hour)
+	authority, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

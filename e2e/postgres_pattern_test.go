@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
@@ -264,12 +264,12 @@ func checkKeyFile(t *testing.T, f folder, u *osUser) {
 func TestStaleFolderFromPreviousPod(t *testing.T) {
 	d := newDBStack(t)
 
-	previousCA, err := ca.New(d.SPIRE.TrustDomain, 24*time.Hour)
+	previousCA, err := devapi.NewCA(d.SPIRE.TrustDomain, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	stale, err := previousCA.IssueWith(d.DBID, time.Hour, ca.SVIDOptions{NotBefore: now.Add(-3 * time.Hour), NotAfter: now.Add(-time.Hour)})
+	stale, err := previousCA.IssueWith(d.DBID, time.Hour, devapi.SVIDOptions{NotBefore: now.Add(-3 * time.Hour), NotAfter: now.Add(-time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}

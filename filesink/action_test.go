@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
@@ -68,7 +68,7 @@ func waitActions(t *testing.T, f *Folder) {
 // failed write runs nothing.
 func TestActionsRunAfterSwapWithRetries(t *testing.T) {
 	c := newCA(t, "example.org")
-	svid := c.issue(t, ca.SVIDOptions{})
+	svid := c.issue(t, devapi.SVIDOptions{})
 
 	t.Run("in order, retried, with the event", func(t *testing.T) {
 		var order []string
@@ -195,7 +195,7 @@ func TestAHungReloadActionNeverHoldsBackASwap(t *testing.T) {
 			if gen == 2 {
 				<-a.started // the action hangs on generation 1
 			}
-			if err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+			if err := f.Apply(t.Context(), update(gen, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 				applied <- err
 				return
 			}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
 // BenchmarkApply measures one Update until the folder is durable and
@@ -25,7 +25,7 @@ func benchmarkApply(b *testing.B, tempDir func() string) {
 	fed := newCA(b, "partner.net")
 	pool := make([]*x509svid.SVID, 20)
 	for i := range pool {
-		pool[i] = c.issue(b, ca.SVIDOptions{})
+		pool[i] = c.issue(b, devapi.SVIDOptions{})
 	}
 	for _, layout := range []Layout{LayoutSPIFFEHelper, LayoutSPIFFE} {
 		b.Run(string(layout), func(b *testing.B) {

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -49,7 +49,7 @@ func TestAStableNameThatCannotBeMadeIsReportedOnceAndTheSetStillReloads(t *testi
 
 	const applies = 6
 	for gen := uint64(1); gen <= applies; gen++ {
-		err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle()))
+		err := f.Apply(t.Context(), update(gen, c.issue(t, devapi.SVIDOptions{}), c.Bundle()))
 		if err == nil || !strings.Contains(err.Error(), DefaultBundleFileName) {
 			t.Fatalf("Apply %d = %v, want an error naming %s", gen, err, DefaultBundleFileName)
 		}
@@ -86,7 +86,7 @@ func TestAStableNameThatCannotBeMadeIsReportedOnceAndTheSetStillReloads(t *testi
 	if err := os.RemoveAll(occupied); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Apply(t.Context(), update(applies+1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+	if err := f.Apply(t.Context(), update(applies+1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatalf("Apply once the name is free: %v", err)
 	}
 	waitActions(t, f)
@@ -180,7 +180,7 @@ func TestOnlyTheBridgesOwnNamesAreRemoved(t *testing.T) {
 		t.Errorf("after Prepare the folder holds %v, want %v", got, want)
 	}
 	for gen := uint64(1); gen <= 3; gen++ {
-		if err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+		if err := f.Apply(t.Context(), update(gen, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 			t.Fatal(err)
 		}
 	}

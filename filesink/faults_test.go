@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
 
@@ -66,7 +66,7 @@ func TestDiskFaults(t *testing.T) {
 			if err := f.Prepare(t.Context()); err != nil {
 				t.Fatal(err)
 			}
-			if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+			if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 				t.Fatal(err)
 			}
 			waitActions(t, f)
@@ -77,7 +77,7 @@ func TestDiskFaults(t *testing.T) {
 			entriesBefore := listDir(t, f.Dir())
 
 			f.hooks = &hooks{fault: tt.fault}
-			err = f.Apply(t.Context(), update(2, c.issue(t, ca.SVIDOptions{}), c.Bundle()))
+			err = f.Apply(t.Context(), update(2, c.issue(t, devapi.SVIDOptions{}), c.Bundle()))
 			if !errors.Is(err, tt.errno) {
 				t.Fatalf("Apply = %v, want %v", err, tt.errno)
 			}
@@ -97,7 +97,7 @@ func TestDiskFaults(t *testing.T) {
 			}
 
 			f.hooks = nil
-			if err := f.Apply(t.Context(), update(3, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+			if err := f.Apply(t.Context(), update(3, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 				t.Fatalf("Apply after the fault: %v", err)
 			}
 			waitActions(t, f)

@@ -15,7 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -102,7 +102,7 @@ func TestApplySPIFFEHelperLayout(t *testing.T) {
 			now := time.Now().Truncate(time.Second)
 			tt.cfg.Now = func() time.Time { return now }
 			f, _ := newFolder(t, tt.cfg)
-			svid := c.issue(t, ca.SVIDOptions{})
+			svid := c.issue(t, devapi.SVIDOptions{})
 			if tt.includeRootInSVIDList {
 				svid = &x509svid.SVID{ID: svid.ID, Certificates: append(svid.Certificates, c.Root()), PrivateKey: svid.PrivateKey}
 			}
@@ -191,7 +191,7 @@ func TestApplySPIFFELayout(t *testing.T) {
 	own, fed := newCA(t, "example.org"), newCA(t, "partner.net")
 	f, _ := newFolder(t, Config{Layout: LayoutSPIFFE})
 	dir := f.Dir()
-	svid := own.issue(t, ca.SVIDOptions{})
+	svid := own.issue(t, devapi.SVIDOptions{})
 
 	checkBundles := func(t *testing.T, want ...testCA) {
 		t.Helper()
@@ -316,16 +316,16 @@ func TestApplyRefusesInvalidLeaf(t *testing.T) {
 	now := time.Now()
 	tests := []struct {
 		name    string
-		opts    ca.SVIDOptions
+		opts    devapi.SVIDOptions
 		wantErr string
 	}{
-		{"expired", ca.SVIDOptions{NotBefore: now.Add(-2 * time.Hour), NotAfter: now.Add(-time.Hour)}, "expired at"},
-		{"not yet valid", ca.SVIDOptions{NotBefore: now.Add(time.Hour), NotAfter: now.Add(2 * time.Hour)}, "not valid until"},
+		{"expired", devapi.SVIDOptions{NotBefore: now.Add(-2 * time.Hour), NotAfter: now.Add(-time.Hour)}, "expired at"},
+		{"not yet valid", devapi.SVIDOptions{NotBefore: now.Add(time.Hour), NotAfter: now.Add(2 * time.Hour)}, "not valid until"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f, _ := newFolder(t, Config{})
-			good := c.issue(t, ca.SVIDOptions{})
+			good := c.issue(t, devapi.SVIDOptions{})
 			if err := f.Apply(t.Context(), update(1, good, c.Bundle())); err != nil {
 				t.Fatal(err)
 			}
@@ -349,7 +349,7 @@ func TestApplyRefusesInvalidLeaf(t *testing.T) {
 	// An Update without the own bundle cannot reach Apply at all: it is
 	// refused where it is built (the filesink no longer checks again).
 	t.Run("no own bundle", func(t *testing.T) {
-		_, err := rotation.NewUpdate(1, []*x509svid.SVID{c.issue(t, ca.SVIDOptions{})}, []*x509bundle.Bundle{newCA(t, "other.org").Bundle()}, time.Now())
+		_, err := rotation.NewUpdate(1, []*x509svid.SVID{c.issue(t, devapi.SVIDOptions{})}, []*x509bundle.Bundle{newCA(t, "other.org").Bundle()}, time.Now())
 		if err == nil || !strings.Contains(err.Error(), "no bundle for own trust domain") {
 			t.Fatalf("NewUpdate() error = %v, want a missing-bundle error", err)
 		}
@@ -366,7 +366,7 @@ func TestApplyOwner(t *testing.T) {
 	for _, owner := range owners {
 		t.Run("", func(t *testing.T) {
 			f, _ := newFolder(t, Config{Owner: &owner})
-			if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+			if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 				t.Fatal(err)
 			}
 			target, err := os.Readlink(filepath.Join(f.Dir(), DataLink))
@@ -403,7 +403,7 @@ func TestApplyGenerations(t *testing.T) {
 
 	var targets []string
 	for gen := uint64(1); gen <= 4; gen++ {
-		if err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+		if err := f.Apply(t.Context(), update(gen, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 			t.Fatal(err)
 		}
 		target, err := os.Readlink(filepath.Join(dir, DataLink))
@@ -416,7 +416,7 @@ func TestApplyGenerations(t *testing.T) {
 		}
 	}
 	// The same generation again (a retried write) gets its own directory.
-	if err := f.Apply(t.Context(), update(4, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+	if err := f.Apply(t.Context(), update(4, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatal(err)
 	}
 	last, _ := os.Readlink(filepath.Join(dir, DataLink))

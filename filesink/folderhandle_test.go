@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -43,7 +43,7 @@ func TestAFolderRenamedAwayUnderItsParentIsNeverFollowed(t *testing.T) {
 	if err := f.Prepare(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+	if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatal(err)
 	}
 
@@ -56,7 +56,7 @@ func TestAFolderRenamedAwayUnderItsParentIsNeverFollowed(t *testing.T) {
 	}
 	victimBefore, movedBefore := testkit.SnapshotTree(t, victim), testkit.SnapshotTree(t, moved)
 	for gen := uint64(2); gen <= 3; gen++ {
-		err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle()))
+		err := f.Apply(t.Context(), update(gen, c.issue(t, devapi.SVIDOptions{}), c.Bundle()))
 		if !errors.Is(err, ErrFolderReplaced) || !strings.Contains(err.Error(), "now a link to "+victim) {
 			t.Fatalf("Apply of generation %d with the folder replaced by a link = %v, want ErrFolderReplaced naming the link", gen, err)
 		}
@@ -81,7 +81,7 @@ func TestAFolderRenamedAwayUnderItsParentIsNeverFollowed(t *testing.T) {
 	if err := os.Rename(moved, dir); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Apply(t.Context(), update(4, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+	if err := f.Apply(t.Context(), update(4, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatalf("Apply once the folder is back: %v", err)
 	}
 	if m, err := folderstate.Inspect(f.InspectConfig(0)); err != nil || m.Generation != 4 {
@@ -106,7 +106,7 @@ func TestAFolderReplacedByAnotherDirectoryIsRefusedToo(t *testing.T) {
 	if err := os.Mkdir(f.Dir(), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle()))
+	err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle()))
 	if !errors.Is(err, ErrFolderReplaced) || !strings.Contains(err.Error(), "another directory is there now") {
 		t.Fatalf("Apply = %v, want ErrFolderReplaced naming another directory", err)
 	}
@@ -178,7 +178,7 @@ func TestAFolderOnAFullDiskAtStartIsLockedPreparedAndCatchesUpOnceFreed(t *testi
 	if err := f.Prepare(t.Context()); err != nil {
 		t.Fatalf("Prepare on a full disk: %v", err)
 	}
-	u := update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())
+	u := update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())
 	if err := f.Apply(t.Context(), u); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Apply on a full disk = %v, want ENOSPC", err)
 	}
@@ -204,7 +204,7 @@ func TestAStartUpCleanUpTheDiskRefusesIsRetriedBeforeTheFirstSwap(t *testing.T) 
 	c := newCA(t, "example.org")
 	dir := filepath.Join(disk, "certs")
 	now := time.Now()
-	old := c.issue(t, ca.SVIDOptions{NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
+	old := c.issue(t, devapi.SVIDOptions{NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
 	writePlain(t, dir, map[string][]byte{
 		DefaultCertFileName: certPEM(old.Certificates...),
 		DefaultKeyFileName:  keyPEM(t, old),
@@ -215,7 +215,7 @@ func TestAStartUpCleanUpTheDiskRefusesIsRetriedBeforeTheFirstSwap(t *testing.T) 
 	if err := f.Prepare(t.Context()); !errors.Is(err, ErrNotPrepared) || !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("Prepare on a read-only disk = %v, want ErrNotPrepared and EROFS", err)
 	}
-	u := update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())
+	u := update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())
 	if err := f.Apply(t.Context(), u); !errors.Is(err, syscall.EROFS) {
 		t.Fatalf("Apply on a read-only disk = %v, want EROFS", err)
 	}

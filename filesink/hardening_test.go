@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -28,7 +28,7 @@ func TestWorldWritableFolder(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "writable by every user (mode 0777)") || !strings.Contains(err.Error(), "allow_world_writable_dir") {
 			t.Fatalf("Prepare = %v, want the world-writable folder refused", err)
 		}
-		if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err == nil || !strings.Contains(err.Error(), "writable by every user") {
+		if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err == nil || !strings.Contains(err.Error(), "writable by every user") {
 			t.Fatalf("Apply = %v, want the world-writable folder refused", err)
 		}
 		if got := listDir(t, f.Dir()); len(got) != 0 {
@@ -40,7 +40,7 @@ func TestWorldWritableFolder(t *testing.T) {
 		if err := f.Prepare(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+		if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 			t.Fatal(err)
 		}
 		before, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
@@ -50,7 +50,7 @@ func TestWorldWritableFolder(t *testing.T) {
 		if err := os.Chmod(f.Dir(), 0o777); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.Apply(t.Context(), update(2, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err == nil {
+		if err := f.Apply(t.Context(), update(2, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err == nil {
 			t.Fatal("Apply into a world-writable folder succeeded")
 		}
 		after, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
@@ -69,7 +69,7 @@ func TestWorldWritableFolder(t *testing.T) {
 		if err := f.Prepare(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+		if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -164,7 +164,7 @@ func TestPlantedLinksAreReplacedNeverFollowed(t *testing.T) {
 				if err := f.Prepare(t.Context()); err != nil {
 					t.Fatal(err)
 				}
-				if err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+				if err := f.Apply(t.Context(), update(gen, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 					t.Fatal(err)
 				}
 				gen++
@@ -183,7 +183,7 @@ func TestPlantedLinksAreReplacedNeverFollowed(t *testing.T) {
 				t.Fatal(err)
 			}
 			o.check(t)
-			if err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+			if err := f.Apply(t.Context(), update(gen, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 				t.Fatal(err)
 			}
 			o.check(t)
@@ -255,7 +255,7 @@ func TestPlantedSpecialFilesDoNotHang(t *testing.T) {
 	if _, err := os.Stat("/dev/zero"); err != nil {
 		t.Errorf("/dev/zero: %v", err)
 	}
-	if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+	if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil {

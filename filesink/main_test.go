@@ -13,7 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.uber.org/goleak"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -25,14 +25,14 @@ func TestMain(m *testing.M) {
 
 // testCA is a CA with its trust domain, for short test code.
 type testCA struct {
-	*ca.CA
+	*devapi.CA
 	td spiffeid.TrustDomain
 }
 
 func newCA(t testing.TB, td string) testCA {
 	t.Helper()
 	d := spiffeid.RequireTrustDomainFromString(td)
-	c, err := ca.New(d, 24*time.Hour)
+	c, err := devapi.NewCA(d, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func newCA(t testing.TB, td string) testCA {
 
 func (c testCA) id(path string) spiffeid.ID { return spiffeid.RequireFromPath(c.td, path) }
 
-func (c testCA) issue(t testing.TB, opts ca.SVIDOptions) *x509svid.SVID {
+func (c testCA) issue(t testing.TB, opts devapi.SVIDOptions) *x509svid.SVID {
 	t.Helper()
 	s, err := c.IssueWith(c.id("/db"), time.Hour, opts)
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
 // BenchmarkApplyFederated is BenchmarkApply for a spiffe-helper folder
@@ -21,11 +21,11 @@ func BenchmarkApplyFederated(b *testing.B) {
 	feds := []testCA{newCA(b, "partner.net"), newCA(b, "other.test")}
 	pool := make([][]*x509svid.SVID, 20)
 	for i := range pool {
-		second, err := c.IssueWith(c.id("/admin"), time.Hour, ca.SVIDOptions{Hint: "admin"})
+		second, err := c.IssueWith(c.id("/admin"), time.Hour, devapi.SVIDOptions{Hint: "admin"})
 		if err != nil {
 			b.Fatal(err)
 		}
-		pool[i] = []*x509svid.SVID{c.issue(b, ca.SVIDOptions{}), second}
+		pool[i] = []*x509svid.SVID{c.issue(b, devapi.SVIDOptions{}), second}
 	}
 	for _, where := range []struct {
 		name    string

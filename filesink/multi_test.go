@@ -23,7 +23,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -31,8 +31,8 @@ import (
 // (/db-admin, hint "admin") from c.
 func twoSVIDs(t *testing.T, c testCA) (first, second *x509svid.SVID) {
 	t.Helper()
-	first = c.issue(t, ca.SVIDOptions{})
-	second, err := c.IssueWith(c.id("/db-admin"), time.Hour, ca.SVIDOptions{Hint: "admin"})
+	first = c.issue(t, devapi.SVIDOptions{})
+	second, err := c.IssueWith(c.id("/db-admin"), time.Hour, devapi.SVIDOptions{Hint: "admin"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestChosenSVIDMissingKeepsTheLastGoodSet(t *testing.T) {
 	if err := f.Apply(t.Context(), multiUpdate(1, []*x509svid.SVID{first, second}, c.Bundle())); err != nil {
 		t.Fatal(err)
 	}
-	err := f.Apply(t.Context(), multiUpdate(2, []*x509svid.SVID{c.issue(t, ca.SVIDOptions{})}, c.Bundle()))
+	err := f.Apply(t.Context(), multiUpdate(2, []*x509svid.SVID{c.issue(t, devapi.SVIDOptions{})}, c.Bundle()))
 	if err == nil {
 		t.Fatal("Apply without the chosen SVID succeeded")
 	}
@@ -112,7 +112,7 @@ func TestChosenSVIDMissingKeepsTheLastGoodSet(t *testing.T) {
 func TestFederatedBundles(t *testing.T) {
 	own := newCA(t, "example.org")
 	fed := newCA(t, "partner.test")
-	svid := own.issue(t, ca.SVIDOptions{})
+	svid := own.issue(t, devapi.SVIDOptions{})
 	ownRoots, fedRoots := certPEM(own.Root()), certPEM(fed.Root())
 
 	t.Run("spiffe-helper separate files", func(t *testing.T) {

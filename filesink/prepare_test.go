@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
 // TestPrepareRemovesStaleLeftovers puts files at the managed names the way
@@ -18,11 +18,11 @@ import (
 func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 	current, previous := newCA(t, "example.org"), newCA(t, "example.org")
 	now := time.Now()
-	valid := current.issue(t, ca.SVIDOptions{})
-	other := current.issue(t, ca.SVIDOptions{})
-	expiredOld := previous.issue(t, ca.SVIDOptions{NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
-	future := current.issue(t, ca.SVIDOptions{NotBefore: now.Add(time.Hour), NotAfter: now.Add(2 * time.Hour)})
-	fromPrevious := previous.issue(t, ca.SVIDOptions{})
+	valid := current.issue(t, devapi.SVIDOptions{})
+	other := current.issue(t, devapi.SVIDOptions{})
+	expiredOld := previous.issue(t, devapi.SVIDOptions{NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
+	future := current.issue(t, devapi.SVIDOptions{NotBefore: now.Add(time.Hour), NotAfter: now.Add(2 * time.Hour)})
+	fromPrevious := previous.issue(t, devapi.SVIDOptions{})
 	currentBundle := certPEM(current.Root())
 
 	tests := []struct {
@@ -135,7 +135,7 @@ func TestPrepareOwnGenerations(t *testing.T) {
 		f, _ := newFolder(t, Config{})
 		dir := f.Dir()
 		for gen := uint64(1); gen <= 3; gen++ {
-			if err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+			if err := f.Apply(t.Context(), update(gen, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -171,7 +171,7 @@ func TestPrepareOwnGenerations(t *testing.T) {
 	t.Run("expired generation removed as a whole", func(t *testing.T) {
 		f, _ := newFolder(t, Config{})
 		dir := f.Dir()
-		if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+		if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 			t.Fatal(err)
 		}
 		// The bridge restarts two hours later: the hour-long SVID expired.
@@ -193,7 +193,7 @@ func TestPrepareOwnGenerations(t *testing.T) {
 			t.Errorf("Inspect = %v, want missing", err)
 		}
 		// And the folder works again.
-		if err := restarted.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{NotBefore: later.Add(-time.Minute), NotAfter: later.Add(time.Hour)}), c.Bundle())); err != nil {
+		if err := restarted.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{NotBefore: later.Add(-time.Minute), NotAfter: later.Add(time.Hour)}), c.Bundle())); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -219,7 +219,7 @@ func TestPrepareOwnGenerations(t *testing.T) {
 
 	t.Run("spiffe layout: expired credential goes, bundles stay", func(t *testing.T) {
 		f, logs := newFolder(t, Config{Layout: LayoutSPIFFE})
-		old := c.issue(t, ca.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+		old := c.issue(t, devapi.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 		cred := append(keyPEM(t, old), certPEM(old.Certificates...)...)
 		writePlain(t, f.Dir(), map[string][]byte{
 			CredentialFileName:                       cred,

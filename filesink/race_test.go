@@ -12,7 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -100,7 +100,7 @@ func TestAGenerationDirectoryReplacedByALinkLeadsNothingOutTheFolder(t *testing.
 			if err := f.Prepare(t.Context()); err != nil {
 				t.Fatal(err)
 			}
-			if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle(), fed.Bundle())); err != nil {
+			if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle(), fed.Bundle())); err != nil {
 				t.Fatal(err)
 			}
 			before := a.snapshot(t)
@@ -123,7 +123,7 @@ func TestAGenerationDirectoryReplacedByALinkLeadsNothingOutTheFolder(t *testing.
 				}
 				attacked++
 			}}
-			err = f.Apply(t.Context(), update(2, c.issue(t, ca.SVIDOptions{}), c.Bundle(), fed.Bundle()))
+			err = f.Apply(t.Context(), update(2, c.issue(t, devapi.SVIDOptions{}), c.Bundle(), fed.Bundle()))
 			t.Logf("Apply under attack: %v", err)
 			if attacked != 1 {
 				t.Fatalf("the attack ran %d times, want once: the test proves nothing", attacked)
@@ -139,7 +139,7 @@ func TestAGenerationDirectoryReplacedByALinkLeadsNothingOutTheFolder(t *testing.
 			}
 
 			f.hooks = nil
-			if err := f.Apply(t.Context(), update(3, c.issue(t, ca.SVIDOptions{}), c.Bundle(), fed.Bundle())); err != nil {
+			if err := f.Apply(t.Context(), update(3, c.issue(t, devapi.SVIDOptions{}), c.Bundle(), fed.Bundle())); err != nil {
 				t.Fatalf("Apply after the attack: %v", err)
 			}
 			if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != 3 {
@@ -168,7 +168,7 @@ func TestAnAttackerRacingEverySwapLeadsNothingOutTheFolder(t *testing.T) {
 	if err := f.Prepare(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+	if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatal(err)
 	}
 	before := a.snapshot(t)
@@ -211,7 +211,7 @@ func TestAnAttackerRacingEverySwapLeadsNothingOutTheFolder(t *testing.T) {
 	const swaps = 100
 	failed := 0
 	for gen := uint64(2); gen < 2+swaps; gen++ {
-		if err := f.Apply(t.Context(), update(gen, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+		if err := f.Apply(t.Context(), update(gen, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 			failed++
 		}
 	}
@@ -227,7 +227,7 @@ func TestAnAttackerRacingEverySwapLeadsNothingOutTheFolder(t *testing.T) {
 	// Who can write the folder can repoint its links at will, so only once
 	// the attacker stops must the next swap give a usable set again.
 	last := uint64(2 + swaps)
-	if err := f.Apply(t.Context(), update(last, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+	if err := f.Apply(t.Context(), update(last, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatalf("Apply after the attack: %v", err)
 	}
 	if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != last {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
 
@@ -26,7 +26,7 @@ func TestStats(t *testing.T) {
 	if err := os.WriteFile(dir, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err == nil {
+	if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err == nil {
 		t.Fatal("Apply into a file succeeded")
 	}
 	st := f.Stats()
@@ -37,7 +37,7 @@ func TestStats(t *testing.T) {
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Apply(t.Context(), update(2, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+	if err := f.Apply(t.Context(), update(2, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatal(err)
 	}
 	waitActions(t, f)

@@ -17,8 +17,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/certcheck"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
 // swapStats counts what the concurrent readers saw.
@@ -51,7 +51,7 @@ func TestSwapIsAtomicAsASet(t *testing.T) {
 	c := newCA(t, "example.org")
 	pool := make([]*x509svid.SVID, poolSize)
 	for i := range pool {
-		pool[i] = c.issue(t, ca.SVIDOptions{})
+		pool[i] = c.issue(t, devapi.SVIDOptions{})
 	}
 	// Only warnings: a thousand "swapped in" lines would drown a failure.
 	logs := &syncBuffer{}

@@ -12,14 +12,14 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
 func TestInspect(t *testing.T) {
 	c, other := newCA(t), newCA(t)
 	now := time.Now()
-	svid := issue(t, c, ca.SVIDOptions{NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)})
-	stranger := issue(t, other, ca.SVIDOptions{})
+	svid := issue(t, c, devapi.SVIDOptions{NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)})
+	stranger := issue(t, other, devapi.SVIDOptions{})
 	bundle := certPEM(c.Root())
 	good := map[string][]byte{"svid.pem": certPEM(svid.Certificates...), "svid_key.pem": keyPEM(t, svid), "svid_bundle.pem": bundle}
 	with := func(name string, data []byte) map[string][]byte {
@@ -203,7 +203,7 @@ func TestInspect(t *testing.T) {
 // reads the names it was written with, from the marker.
 func TestInspectReadsTheNamesTheFolderWasWrittenWith(t *testing.T) {
 	c := newCA(t)
-	svid := issue(t, c, ca.SVIDOptions{})
+	svid := issue(t, c, devapi.SVIDOptions{})
 	for _, cfg := range []filesink.Config{
 		{CertFileName: "server.crt", KeyFileName: "server.key", BundleFileName: "root.crt"},
 		{Layout: filesink.LayoutSPIFFE},
@@ -234,8 +234,8 @@ func TestInspectReadsTheNamesTheFolderWasWrittenWith(t *testing.T) {
 // the choice is the default.
 func TestInspectRefusesASetOfAnotherSVIDThanConfigured(t *testing.T) {
 	c := newCA(t)
-	db := issue(t, c, ca.SVIDOptions{Hint: "db"})
-	web, err := c.IssueWith(spiffeid.RequireFromPath(td, "/web"), time.Hour, ca.SVIDOptions{Hint: "web"})
+	db := issue(t, c, devapi.SVIDOptions{Hint: "db"})
+	web, err := c.IssueWith(spiffeid.RequireFromPath(td, "/web"), time.Hour, devapi.SVIDOptions{Hint: "web"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -27,9 +27,9 @@ func TestMain(m *testing.M) {
 // td is every test CA's trust domain: two CAs are strangers all the same.
 var td = spiffeid.RequireTrustDomainFromString("example.org")
 
-func newCA(t testing.TB) *ca.CA {
+func newCA(t testing.TB) *devapi.CA {
 	t.Helper()
-	c, err := ca.New(td, 24*time.Hour)
+	c, err := devapi.NewCA(td, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func newCA(t testing.TB) *ca.CA {
 
 // issue is an SVID of c for /db, valid for an hour unless opts say
 // otherwise.
-func issue(t testing.TB, c *ca.CA, opts ca.SVIDOptions) *x509svid.SVID {
+func issue(t testing.TB, c *devapi.CA, opts devapi.SVIDOptions) *x509svid.SVID {
 	t.Helper()
 	s, err := c.IssueWith(spiffeid.RequireFromPath(td, "/db"), time.Hour, opts)
 	if err != nil {
@@ -50,7 +50,7 @@ func issue(t testing.TB, c *ca.CA, opts ca.SVIDOptions) *x509svid.SVID {
 // written is a folder that the writer (filesink: Prepare, then Apply) made
 // from cfg in a fresh directory: generation gen of svids, the first the
 // default, with c's bundle. Its log goes to the test log on failure.
-func written(t testing.TB, cfg filesink.Config, gen uint64, c *ca.CA, svids ...*x509svid.SVID) *filesink.Folder {
+func written(t testing.TB, cfg filesink.Config, gen uint64, c *devapi.CA, svids ...*x509svid.SVID) *filesink.Folder {
 	t.Helper()
 	cfg.Dir = filepath.Join(t.TempDir(), "creds")
 	logs := &testkit.LogBuffer{}

@@ -9,7 +9,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
@@ -20,13 +19,13 @@ import (
 func TestMalformedWorkloadAPIResponses(t *testing.T) {
 	sink := newRecordingSink("sink")
 	h := start(t, Config{}, sink)
-	good := h.issue(ca.SVIDOptions{})
+	good := h.issue(devapi.SVIDOptions{})
 	h.push(good)
 	sink.waitGen(t, 1)
 
 	valid := func(t *testing.T) *workload.X509SVIDResponse {
 		t.Helper()
-		resp, err := devapi.X509Response([]*x509svid.SVID{h.issue(ca.SVIDOptions{})}, []*x509bundle.Bundle{h.ca.Bundle()})
+		resp, err := devapi.X509Response([]*x509svid.SVID{h.issue(devapi.SVIDOptions{})}, []*x509bundle.Bundle{h.ca.Bundle()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,7 +90,7 @@ func TestMalformedWorkloadAPIResponses(t *testing.T) {
 			}
 		})
 	}
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	sink.waitGen(t, 2)
 	if got := sink.generations(); !slices.Equal(got, []uint64{1, 2}) {
 		t.Errorf("sink saw generations %v, want [1 2]", got)

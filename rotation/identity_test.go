@@ -28,7 +28,6 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -45,11 +44,11 @@ func TestTwoSVIDsAndAFederatedBundleReachBothSinks(t *testing.T) {
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	fedTD := spiffeid.RequireTrustDomainFromString("partner.test")
 	external, internal := spiffeid.RequireFromPath(td, "/external"), spiffeid.RequireFromPath(td, "/internal")
-	own, err := ca.New(td, time.Hour)
+	own, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fed, err := ca.New(fedTD, time.Hour)
+	fed, err := devapi.NewCA(fedTD, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,10 +63,10 @@ func TestTwoSVIDsAndAFederatedBundleReachBothSinks(t *testing.T) {
 	push := func(federated ...*x509bundle.Bundle) (ext, in *x509svid.SVID) {
 		t.Helper()
 		var err error
-		if ext, err = own.IssueWith(external, time.Hour, ca.SVIDOptions{Hint: "external"}); err != nil {
+		if ext, err = own.IssueWith(external, time.Hour, devapi.SVIDOptions{Hint: "external"}); err != nil {
 			t.Fatal(err)
 		}
-		if in, err = own.IssueWith(internal, time.Hour, ca.SVIDOptions{Hint: "internal"}); err != nil {
+		if in, err = own.IssueWith(internal, time.Hour, devapi.SVIDOptions{Hint: "internal"}); err != nil {
 			t.Fatal(err)
 		}
 		resp, err := devapi.X509Response([]*x509svid.SVID{ext, in}, []*x509bundle.Bundle{own.Bundle()}, federated...)

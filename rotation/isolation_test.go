@@ -22,7 +22,6 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -39,7 +38,7 @@ func TestBrokenFolderDoesNotStopSDS(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	td := spiffeid.RequireTrustDomainFromString("example.org")
 	id := spiffeid.RequireFromPath(td, "/db")
-	authority, err := ca.New(td, time.Hour)
+	authority, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

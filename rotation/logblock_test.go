@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
 // gatedWriter blocks writes of the rotation log line until released, as
@@ -35,7 +35,7 @@ func TestBlockedLogDoesNotHoldSinks(t *testing.T) {
 	sink := newRecordingSink("sink")
 	h := start(t, Config{Logger: slog.New(slog.NewTextHandler(w, nil))}, sink)
 	t.Cleanup(w.release) // runs before the source is stopped
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	sink.waitGen(t, 1)
 	select {
 	case <-h.src.Ready():

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
@@ -49,7 +48,7 @@ func TestWorkloadAPIBackAfterAnOutageIsLoggedWithHowLongItWasAway(t *testing.T) 
 	var logs testkit.LogBuffer
 	sink := newRecordingSink("sink")
 	h := start(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))}, sink)
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	sink.waitGen(t, 1)
 
 	stopped := time.Now()
@@ -61,7 +60,7 @@ func TestWorkloadAPIBackAfterAnOutageIsLoggedWithHowLongItWasAway(t *testing.T) 
 	if c := h.src.Counters(); c.Reconnects != 0 {
 		t.Fatalf("counters while the Workload API is away: %+v", c)
 	}
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	restarted := time.Now()
 	if err := h.wl.Start(); err != nil {
 		t.Fatal(err)
@@ -99,7 +98,7 @@ func TestWorkloadAPIBackAfterAnOutageIsLoggedWithHowLongItWasAway(t *testing.T) 
 func TestWorkloadAPIThatAnswersLateAtStartIsNoReconnect(t *testing.T) {
 	t.Parallel()
 	var logs testkit.LogBuffer
-	authority, err := ca.New(td, time.Hour)
+	authority, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,14 +121,14 @@ func TestWorkloadAPIThatAnswersLateAtStartIsNoReconnect(t *testing.T) {
 	testkit.Eventually(t, "a failed watch", func() bool { return src.Counters().WatchErrors >= 1 })
 
 	h := &harness{t: t, ca: authority, wl: wl}
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	if err := wl.Start(); err != nil {
 		t.Fatal(err)
 	}
 	sink.waitGen(t, 1)
 	// go-spiffe hands over one context at a time: once the second is
 	// applied, the first one's log lines are written.
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	sink.waitGen(t, 2)
 	if c := src.Counters(); c.Reconnects != 0 {
 		t.Errorf("counters after a late first answer: %+v, want no reconnect", c)

@@ -17,7 +17,6 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/reload"
@@ -28,7 +27,7 @@ import (
 // credential folder.
 type folderBridge struct {
 	t      *testing.T
-	ca     *ca.CA
+	ca     *devapi.CA
 	wl     *devapi.Server
 	src    *rotation.Source
 	folder *filesink.Folder
@@ -39,7 +38,7 @@ func startFolderBridge(t *testing.T, fc filesink.Config, rc rotation.Config) *fo
 	t.Helper()
 	tmp := testkit.ShortDir(t)
 	log := slog.New(slog.DiscardHandler)
-	authority, err := ca.New(spiffeid.RequireTrustDomainFromString("example.org"), time.Hour)
+	authority, err := devapi.NewCA(spiffeid.RequireTrustDomainFromString("example.org"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -74,7 +74,7 @@ func TestFailedApplyIsRetriedUntilTheSinkHoldsTheUpdate(t *testing.T) {
 	})
 	h := start(t, Config{RetryBackoff: time.Millisecond, MaxRetryBackoff: 4 * time.Millisecond}, sink)
 
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	st := h.sinkStatus("generation 1 applied without a new update", func(st SinkStatus) bool { return st.Generation == 1 })
 
 	if got := sink.generations(); !slices.Equal(got, []uint64{1, 1, 1, 1}) {
@@ -111,7 +111,7 @@ func TestRetryStatusBackoffAndANewerUpdateSupersedingIt(t *testing.T) {
 	}
 
 	begin := time.Now()
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	first := h.sinkStatus("first failure", func(st SinkStatus) bool { return st.Attempts == 1 })
 	if !first.Retrying() || first.RetryingSince.Before(begin) || first.Pending != 1 || first.Generation != 0 ||
 		first.Err == nil || first.Err.Error() != "no space left on device" || first.Retries != 0 {
@@ -139,7 +139,7 @@ func TestRetryStatusBackoffAndANewerUpdateSupersedingIt(t *testing.T) {
 	// A newer Update, no RetryNow: applied at once, not in 3 minutes. It
 	// fails too; its retry starts from a minute again.
 	before := time.Now()
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	st := h.sinkStatus("generation 2 tried", func(st SinkStatus) bool { return st.Attempts == 5 })
 	if st.Pending != 2 || st.Retries != 3 || !st.RetryingSince.Equal(first.RetryingSince) {
 		t.Errorf("status after generation 2 failed = %+v, want generation 2 pending, 3 retries, retrying since %s", st, first.RetryingSince)
@@ -172,7 +172,7 @@ func TestAnUpdateInPlaceIsNotAppliedAgain(t *testing.T) {
 	}}
 	h := start(t, Config{RetryBackoff: time.Millisecond}, sink)
 
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	st := h.sinkStatus("generation 1 failed", func(st SinkStatus) bool { return st.Failures == 1 })
 	if !errors.Is(st.Err, ErrUpdateInPlace) || st.Retrying() || st.Pending != 0 || !st.NextRetryAt.IsZero() {
 		t.Errorf("status = %+v, want the error reported and no retry", st)
@@ -181,7 +181,7 @@ func TestAnUpdateInPlaceIsNotAppliedAgain(t *testing.T) {
 		t.Errorf("RetryNow woke %v for an update that is in place", woken)
 	}
 
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	h.sinkStatus("generation 2 applied", func(st SinkStatus) bool { return st.Generation == 2 })
 	if got := sink.generations(); !slices.Equal(got, []uint64{1, 2}) {
 		t.Errorf("the sink was given generations %v, want [1 2]", got)
@@ -196,7 +196,7 @@ func TestAnUpdateInPlaceIsNotAppliedAgain(t *testing.T) {
 func TestRetriesStopWithTheSource(t *testing.T) {
 	sink := &faultySink{fault: diskFull}
 	h := start(t, Config{RetryBackoff: time.Millisecond, MaxRetryBackoff: time.Millisecond}, sink)
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	h.sinkStatus("a few retries", func(st SinkStatus) bool { return st.Retries >= 3 })
 }
 

@@ -11,7 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
 func TestOrderSVIDs(t *testing.T) {
@@ -74,7 +74,7 @@ func TestDefaultSVIDHint(t *testing.T) {
 	sink := newRecordingSink("sink")
 	h := start(t, Config{DefaultSVIDHint: "second", Logger: slog.New(slog.NewTextHandler(logs, nil))}, sink)
 	issue := func(path, hint string) *x509svid.SVID {
-		s, err := h.ca.IssueWith(spiffeid.RequireFromPath(td, path), time.Minute, ca.SVIDOptions{Hint: hint})
+		s, err := h.ca.IssueWith(spiffeid.RequireFromPath(td, path), time.Minute, devapi.SVIDOptions{Hint: hint})
 		if err != nil {
 			t.Fatal(err)
 		}

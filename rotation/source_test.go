@@ -16,7 +16,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.uber.org/goleak"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
@@ -106,7 +105,7 @@ func (r *recordingSink) waitEntered(t *testing.T, gen uint64) {
 
 type harness struct {
 	t   *testing.T
-	ca  *ca.CA
+	ca  *devapi.CA
 	wl  *devapi.Server
 	src *Source
 	err chan error
@@ -115,7 +114,7 @@ type harness struct {
 // start runs a fake Workload API and a Source with the given sinks.
 func start(t *testing.T, cfg Config, sinks ...Sink) *harness {
 	t.Helper()
-	authority, err := ca.New(td, time.Hour)
+	authority, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +154,7 @@ func (h *harness) push(svids ...*x509svid.SVID) {
 	h.wl.SetX509(resp)
 }
 
-func (h *harness) issue(opts ca.SVIDOptions) *x509svid.SVID {
+func (h *harness) issue(opts devapi.SVIDOptions) *x509svid.SVID {
 	h.t.Helper()
 	s, err := h.ca.IssueWith(svcID, time.Minute, opts)
 	if err != nil {
@@ -168,7 +167,7 @@ func TestOneUpdateReachesEverySinkWithTheSameGeneration(t *testing.T) {
 	a, b := newRecordingSink("a"), newRecordingSink("b")
 	h := start(t, Config{}, a, b)
 	for gen := uint64(1); gen <= 3; gen++ {
-		h.push(h.issue(ca.SVIDOptions{}))
+		h.push(h.issue(devapi.SVIDOptions{}))
 		a.waitGen(t, gen)
 		b.waitGen(t, gen)
 	}
@@ -194,11 +193,11 @@ func TestOneUpdateReachesEverySinkWithTheSameGeneration(t *testing.T) {
 func TestBadUpdatesAreRefusedAndTheLastGoodKept(t *testing.T) {
 	sink := newRecordingSink("sink")
 	h := start(t, Config{}, sink)
-	good := h.issue(ca.SVIDOptions{})
+	good := h.issue(devapi.SVIDOptions{})
 	h.push(good)
 	sink.waitGen(t, 1)
 
-	other, err := ca.New(td, time.Hour)
+	other, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,15 +205,15 @@ func TestBadUpdatesAreRefusedAndTheLastGoodKept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mismatched := *h.issue(ca.SVIDOptions{})
+	mismatched := *h.issue(devapi.SVIDOptions{})
 	mismatched.PrivateKey = foreign.PrivateKey
 
 	bad := []struct {
 		name string
 		svid *x509svid.SVID
 	}{
-		{"expired leaf", h.issue(ca.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})},
-		{"leaf from the future", h.issue(ca.SVIDOptions{NotBefore: time.Now().Add(time.Hour), NotAfter: time.Now().Add(2 * time.Hour)})},
+		{"expired leaf", h.issue(devapi.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})},
+		{"leaf from the future", h.issue(devapi.SVIDOptions{NotBefore: time.Now().Add(time.Hour), NotAfter: time.Now().Add(2 * time.Hour)})},
 		{"chain from another CA", foreign},
 		{"key of another SVID", &mismatched},
 	}
@@ -230,7 +229,7 @@ func TestBadUpdatesAreRefusedAndTheLastGoodKept(t *testing.T) {
 		}
 	}
 	// A good update after the bad ones is accepted as generation 2.
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	sink.waitGen(t, 2)
 	if got := sink.generations(); len(got) != 2 {
 		t.Errorf("sink saw generations %v, want [1 2]", got)
@@ -240,11 +239,11 @@ func TestBadUpdatesAreRefusedAndTheLastGoodKept(t *testing.T) {
 func TestRepeatedMaterialIsNotARotation(t *testing.T) {
 	sink := newRecordingSink("sink")
 	h := start(t, Config{}, sink)
-	s := h.issue(ca.SVIDOptions{})
+	s := h.issue(devapi.SVIDOptions{})
 	h.push(s)
 	sink.waitGen(t, 1)
 	h.push(s) // as after an agent reconnect
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	sink.waitGen(t, 2)
 	if got := sink.generations(); len(got) != 2 {
 		t.Errorf("generations %v: a resend became a rotation", got)
@@ -254,7 +253,7 @@ func TestRepeatedMaterialIsNotARotation(t *testing.T) {
 func TestWorkloadAPIGoesAwayAndComesBack(t *testing.T) {
 	sink := newRecordingSink("sink")
 	h := start(t, Config{}, sink)
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	sink.waitGen(t, 1)
 
 	h.wl.Stop()
@@ -262,7 +261,7 @@ func TestWorkloadAPIGoesAwayAndComesBack(t *testing.T) {
 	if cur := h.src.Current(); cur == nil || cur.Generation != 1 {
 		t.Fatal("last good update lost while the Workload API is away")
 	}
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	if err := h.wl.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -278,7 +277,7 @@ func TestSlowOrFailingSinkDoesNotHoldOthers(t *testing.T) {
 	h := start(t, Config{}, slow, failing, fast)
 
 	for gen := uint64(1); gen <= 3; gen++ {
-		h.push(h.issue(ca.SVIDOptions{}))
+		h.push(h.issue(devapi.SVIDOptions{}))
 		if gen == 1 {
 			// slow must hold generation 1 before 2 arrives: until its
 			// goroutine takes 1 from its slot, 2 would replace it there
@@ -327,7 +326,7 @@ func TestSlowOrFailingSinkDoesNotHoldOthers(t *testing.T) {
 }
 
 func TestFirstUpdateTimeoutSaysWhatToCheck(t *testing.T) {
-	authority, err := ca.New(td, time.Hour)
+	authority, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
 // toggleSink fails while failing is set; the test flips it between updates.
@@ -41,16 +41,16 @@ func TestSinkStatusCountsFailuresAndLatency(t *testing.T) {
 		}
 	}
 
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	if st := next(); st.Failures != 1 || st.Err == nil || st.Generation != 0 {
 		t.Fatalf("after a failed Apply: %+v", st)
 	}
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	if st := next(); st.Failures != 2 {
 		t.Fatalf("after two failed Applies: %+v", st)
 	}
 	sink.failing.Store(false)
-	h.push(h.issue(ca.SVIDOptions{}))
+	h.push(h.issue(devapi.SVIDOptions{}))
 	st := next()
 	if st.Failures != 2 || st.Err != nil || st.Generation != 3 {
 		t.Fatalf("after a successful Apply: %+v", st)

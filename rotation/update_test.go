@@ -9,7 +9,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
 // NewUpdate refuses every shape a sink would otherwise have to check for
@@ -17,12 +17,12 @@ import (
 // SVID's trust domain, a nil or repeated bundle), so sinks can trust an
 // Update without checking again.
 func TestNewUpdateRefusesWhatSinksMustNotSee(t *testing.T) {
-	own, err := ca.New(td, time.Hour)
+	own, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	partnerTD := spiffeid.RequireTrustDomainFromString("partner.test")
-	partner, err := ca.New(partnerTD, time.Hour)
+	partner, err := devapi.NewCA(partnerTD, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,13 +66,13 @@ func TestNewUpdateSortsBundlesAndKeepsTheRest(t *testing.T) {
 	tds := []string{"zeta.test", "example.org", "alpha.test"}
 	var bundles []*x509bundle.Bundle
 	for _, name := range tds {
-		c, err := ca.New(spiffeid.RequireTrustDomainFromString(name), time.Hour)
+		c, err := devapi.NewCA(spiffeid.RequireTrustDomainFromString(name), time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
 		bundles = append(bundles, c.Bundle())
 	}
-	own, err := ca.New(td, time.Hour)
+	own, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,20 +11,20 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
 func TestValidate(t *testing.T) {
-	own, err := ca.New(td, time.Hour)
+	own, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fedTD := spiffeid.RequireTrustDomainFromString("partner.test")
-	partner, err := ca.New(fedTD, time.Hour)
+	partner, err := devapi.NewCA(fedTD, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	issue := func(c *ca.CA, id spiffeid.ID) *x509svid.SVID {
+	issue := func(c *devapi.CA, id spiffeid.ID) *x509svid.SVID {
 		s, err := c.Issue(id, time.Minute)
 		if err != nil {
 			t.Fatal(err)
@@ -75,7 +75,7 @@ func TestValidate(t *testing.T) {
 // be refused here while filesink's readiness accepted it), one second later
 // it is refused.
 func TestValidateAcceptsALeafAtExactlyNotAfter(t *testing.T) {
-	own, err := ca.New(td, time.Hour)
+	own, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
@@ -61,16 +61,16 @@ var (
 	backendID = spiffeid.RequireFromString("spiffe://example.org/backend")
 )
 
-func newCA(t testing.TB, td spiffeid.TrustDomain) *ca.CA {
+func newCA(t testing.TB, td spiffeid.TrustDomain) *devapi.CA {
 	t.Helper()
-	c, err := ca.New(td, time.Hour)
+	c, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-func issue(t testing.TB, c *ca.CA, id spiffeid.ID) *x509svid.SVID {
+func issue(t testing.TB, c *devapi.CA, id spiffeid.ID) *x509svid.SVID {
 	t.Helper()
 	s, err := c.Issue(id, time.Hour)
 	if err != nil {
@@ -92,7 +92,7 @@ func newUpdate(gen uint64, svids []*x509svid.SVID, bundles ...*x509bundle.Bundle
 // rotator hands out Updates of one workload with a fresh SVID each time.
 type rotator struct {
 	t   testing.TB
-	ca  *ca.CA
+	ca  *devapi.CA
 	id  spiffeid.ID
 	gen uint64
 }

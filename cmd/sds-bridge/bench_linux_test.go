@@ -35,7 +35,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
@@ -461,7 +460,7 @@ type rotatingAPI struct {
 func newRotatingAPI(b *testing.B) *rotatingAPI {
 	b.Helper()
 	td := spiffeid.RequireTrustDomainFromString("example.org")
-	authority, err := ca.New(td, 2*time.Hour)
+	authority, err := devapi.NewCA(td, 2*time.Hour)
 	if err != nil {
 		b.Fatal(err)
 	}

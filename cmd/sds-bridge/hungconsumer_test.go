@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -182,7 +182,7 @@ func postgresRunning(t *testing.T, addr string) bool {
 	if code != 200 {
 		return false
 	}
-	var st statusdoc.Status
+	var st admin.Status
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatalf("/status: %v", err)
 	}

@@ -30,7 +30,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sds-bridge/sds-bridge/folderstate"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
@@ -208,14 +207,14 @@ func (r *running) stop(t *testing.T, name string) finished {
 // fakeAgent is a Workload API the test controls, with a CA of its own.
 type fakeAgent struct {
 	*devapi.Server
-	ca *ca.CA
+	ca *devapi.CA
 	id spiffeid.ID
 }
 
 func startFakeAgent(t *testing.T, dir string) *fakeAgent {
 	t.Helper()
 	td := spiffeid.RequireTrustDomainFromString("example.org")
-	authority, err := ca.New(td, 24*time.Hour)
+	authority, err := devapi.NewCA(td, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +230,7 @@ func startFakeAgent(t *testing.T, dir string) *fakeAgent {
 // notAfter.
 func (a *fakeAgent) response(t *testing.T, notBefore, notAfter time.Time) *workload.X509SVIDResponse {
 	t.Helper()
-	svid, err := a.ca.IssueWith(a.id, time.Hour, ca.SVIDOptions{NotBefore: notBefore, NotAfter: notAfter})
+	svid, err := a.ca.IssueWith(a.id, time.Hour, devapi.SVIDOptions{NotBefore: notBefore, NotAfter: notAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +313,7 @@ func failurePaths(t *testing.T, bin string) []finished {
 
 	stale := filepath.Join(work, "stale")
 	old := agent.ca
-	svid, err := old.IssueWith(agent.id, time.Hour, ca.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	svid, err := old.IssueWith(agent.id, time.Hour, devapi.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"strings"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/internal/config"
-	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 )
 
 // runStatus prints what a running bridge delivers, from its admin /status.
@@ -40,7 +44,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 		}
 	}
-	raw, st, err := statusdoc.Fetch(ctx, target)
+	raw, st, err := fetchStatus(ctx, target)
 	if *asJSON && raw != nil {
 		if _, werr := stdout.Write(raw); werr != nil {
 			return werr
@@ -58,4 +62,60 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return exitCode(exitBad)
 	}
 	return nil
+}
+
+// fetchTimeout bounds the whole request: a bridge that does not answer in
+// this time is as good as down for someone looking at it.
+const fetchTimeout = 10 * time.Second
+
+// fetchStatus gets the document from the admin endpoint at addr (host:port or
+// an http:// URL): raw is the JSON as served, st its decoding.
+func fetchStatus(ctx context.Context, addr string) (raw []byte, st *admin.Status, err error) {
+	url, err := statusURL(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("status: %w", err)
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("status: is the bridge running with its admin endpoint at %s? %w", addr, err)
+	}
+	defer resp.Body.Close()
+	raw, err = io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, nil, fmt.Errorf("status: read %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, nil, fmt.Errorf("status: %s answered %s: %s", url, resp.Status, strings.TrimSpace(string(raw)))
+	}
+	st = &admin.Status{}
+	if err := json.Unmarshal(raw, st); err != nil {
+		return raw, nil, fmt.Errorf("status: %s did not answer with a bridge status: %w", url, err)
+	}
+	return raw, st, nil
+}
+
+// statusURL turns an admin address into the /status URL; a wildcard listen
+// address is reached over loopback.
+func statusURL(addr string) (string, error) {
+	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
+		return strings.TrimSuffix(addr, "/") + "/status", nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("--admin %q: want host:port or an http:// URL", addr)
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/status", nil
 }

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
+	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -57,7 +57,7 @@ files:
 	testkit.Eventually(t, "a failed reload action", func() bool {
 		st := d.status(url)
 		return len(st.Folders) == 1 && len(st.Folders[0].Actions) == 1 &&
-			st.Folders[0].Actions[0].State == statusdoc.ActionFailed
+			st.Folders[0].Actions[0].State == admin.ActionFailed
 	})
 	addr := strings.TrimPrefix(url, "http://")
 	for _, args := range [][]string{{"status", "--admin", addr}, {"status", "--admin", addr, "--json"}} {
@@ -90,5 +90,27 @@ func TestAdminPortTaken(t *testing.T) {
 	err = run(t.Context(), []string{"dev", "--admin", l.Addr().String(), "--sds-socket", dir + "/sds.sock", "--dir", dir + "/certs"}, &out, &out)
 	if err == nil || !strings.Contains(err.Error(), `admin.listen "`+l.Addr().String()+`"`) || !strings.Contains(err.Error(), "address already in use") {
 		t.Errorf("dev on a taken admin port: %v", err)
+	}
+}
+
+// TestStatusURL: every form of the admin address reaches /status, a
+// wildcard listen address over loopback; one that is neither host:port
+// nor a URL is refused naming the flag.
+func TestStatusURL(t *testing.T) {
+	for addr, want := range map[string]string{
+		"127.0.0.1:8081":       "http://127.0.0.1:8081/status",
+		"0.0.0.0:8081":         "http://127.0.0.1:8081/status",
+		":9090":                "http://127.0.0.1:9090/status",
+		"[::]:8081":            "http://[::1]:8081/status",
+		"http://bridge:8081/":  "http://bridge:8081/status",
+		"https://bridge.local": "https://bridge.local/status",
+		"localhost:8081":       "http://localhost:8081/status",
+	} {
+		if got, err := statusURL(addr); err != nil || got != want {
+			t.Errorf("statusURL(%q) = %q, %v; want %q", addr, got, err, want)
+		}
+	}
+	if _, err := statusURL("bridge"); err == nil || !strings.Contains(err.Error(), `--admin "bridge"`) {
+		t.Errorf("statusURL(\"bridge\") error = %v, want one naming the flag", err)
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -25,16 +25,16 @@ var (
 	dbID      = spiffeid.RequireFromPath(exampleTD, "/db")
 )
 
-func newCA(t testing.TB) *ca.CA {
+func newCA(t testing.TB) *devapi.CA {
 	t.Helper()
-	c, err := ca.New(exampleTD, 24*time.Hour)
+	c, err := devapi.NewCA(exampleTD, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-func issue(t testing.TB, c *ca.CA, ttl time.Duration, opts ca.SVIDOptions) *x509svid.SVID {
+func issue(t testing.TB, c *devapi.CA, ttl time.Duration, opts devapi.SVIDOptions) *x509svid.SVID {
 	t.Helper()
 	s, err := c.IssueWith(dbID, ttl, opts)
 	if err != nil {
@@ -48,10 +48,10 @@ func issue(t testing.TB, c *ca.CA, ttl time.Duration, opts ca.SVIDOptions) *x509
 func TestCheckAndWait(t *testing.T) {
 	authority, other := newCA(t), newCA(t)
 	roots := authority.Bundle().X509Authorities()
-	fresh := issue(t, authority, time.Hour, ca.SVIDOptions{})
+	fresh := issue(t, authority, time.Hour, devapi.SVIDOptions{})
 	past := time.Now().Add(-time.Hour).Truncate(time.Second)
-	expired := issue(t, authority, time.Hour, ca.SVIDOptions{NotBefore: past.Add(-time.Hour), NotAfter: past})
-	stranger := issue(t, other, time.Hour, ca.SVIDOptions{})
+	expired := issue(t, authority, time.Hour, devapi.SVIDOptions{NotBefore: past.Add(-time.Hour), NotAfter: past})
+	stranger := issue(t, other, time.Hour, devapi.SVIDOptions{})
 
 	for _, tc := range []struct {
 		name  string
@@ -132,7 +132,7 @@ func newFolderWriter(t testing.TB, dir string) *filesink.Folder {
 	return f
 }
 
-func update(gen uint64, svid *x509svid.SVID, c *ca.CA) *rotation.Update {
+func update(gen uint64, svid *x509svid.SVID, c *devapi.CA) *rotation.Update {
 	u, err := rotation.NewUpdate(gen, []*x509svid.SVID{svid}, []*x509bundle.Bundle{c.Bundle()}, time.Now())
 	if err != nil {
 		panic(err)
@@ -154,7 +154,7 @@ func TestWaitReturnsOnceTheBridgeWrites(t *testing.T) {
 		t.Fatalf("wait returned before anything was written: %v", err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	svid := issue(t, authority, time.Hour, ca.SVIDOptions{})
+	svid := issue(t, authority, time.Hour, devapi.SVIDOptions{})
 	if err := newFolderWriter(t, dir).Apply(t.Context(), update(1, svid, authority)); err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestWaitReturnsOnceTheBridgeWrites(t *testing.T) {
 // 200 ms).
 func BenchmarkWaitNoticesWrite(b *testing.B) {
 	authority := newCA(b)
-	svid := issue(b, authority, time.Hour, ca.SVIDOptions{})
+	svid := issue(b, authority, time.Hour, devapi.SVIDOptions{})
 	var total time.Duration
 	for i := 0; b.Loop(); i++ {
 		dir := filepath.Join(b.TempDir(), "certs")
@@ -213,7 +213,7 @@ func TestCheckAFolderWithCustomNames(t *testing.T) {
 	if err := f.Prepare(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	svid := issue(t, authority, time.Hour, ca.SVIDOptions{})
+	svid := issue(t, authority, time.Hour, devapi.SVIDOptions{})
 	if err := f.Apply(t.Context(), update(1, svid, authority)); err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestCheckRefusesAFolderOfAnotherSVID(t *testing.T) {
 	authority := newCA(t)
 	base := t.TempDir()
 	dir := filepath.Join(base, "certs")
-	svid := issue(t, authority, time.Hour, ca.SVIDOptions{})
+	svid := issue(t, authority, time.Hour, devapi.SVIDOptions{})
 	if err := newFolderWriter(t, dir).Apply(t.Context(), update(1, svid, authority)); err != nil {
 		t.Fatal(err)
 	}

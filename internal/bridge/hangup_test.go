@@ -18,7 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -97,7 +97,7 @@ func TestASIGHUPRightAfterASignalActionIsTakenAsItsEchoAndSignalsNothing(t *test
 // testUpdate is one valid Update.
 func testUpdate(t *testing.T) *rotation.Update {
 	t.Helper()
-	authority, err := ca.New(spiffeid.RequireTrustDomainFromString("example.org"), time.Hour)
+	authority, err := devapi.NewCA(spiffeid.RequireTrustDomainFromString("example.org"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
+	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
 var (
@@ -22,12 +22,12 @@ var (
 // not one nanosecond outside. Each instant is checked against crypto/x509
 // too, so the test cannot agree with itself only.
 func TestWindowIncludesBothEndsAsCryptoX509Does(t *testing.T) {
-	c, err := ca.New(td, time.Hour)
+	c, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().Truncate(time.Second)
-	svid, err := c.IssueWith(id, time.Hour, ca.SVIDOptions{NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Minute)})
+	svid, err := c.IssueWith(id, time.Hour, devapi.SVIDOptions{NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Minute)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestWindowIncludesBothEndsAsCryptoX509Does(t *testing.T) {
 // The window errors name the instant that was crossed, in UTC RFC 3339, so
 // every caller's message reads the same.
 func TestWindowErrorsNameTheCrossedInstant(t *testing.T) {
-	c, err := ca.New(td, time.Hour)
+	c, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestWindowErrorsNameTheCrossedInstant(t *testing.T) {
 // KeyMatches accepts the leaf's own key and refuses another SVID's key and
 // a missing one.
 func TestKeyMatchesOnlyTheLeafsOwnKey(t *testing.T) {
-	c, err := ca.New(td, time.Hour)
+	c, err := devapi.NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

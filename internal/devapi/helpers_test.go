@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -39,9 +38,9 @@ func startServer(tb testing.TB) *Server {
 	return srv
 }
 
-func newCA(tb testing.TB, td string) *ca.CA {
+func newCA(tb testing.TB, td string) *CA {
 	tb.Helper()
-	c, err := ca.New(spiffeid.RequireTrustDomainFromString(td), time.Hour)
+	c, err := NewCA(spiffeid.RequireTrustDomainFromString(td), time.Hour)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -12,8 +12,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 )
 
 // Defaults of IssuerConfig.
@@ -60,10 +58,10 @@ type Issuer struct {
 
 	// ca and prev are only touched by the issuing goroutine (Run, or
 	// NewIssuer before Run starts).
-	ca   *ca.CA
-	prev *ca.CA
+	ca   *CA
+	prev *CA
 	// federated are the CAs of FederatedWith, in that order.
-	federated []*ca.CA
+	federated []*CA
 }
 
 // NewIssuer validates cfg, applies defaults and creates the CA. Nothing is
@@ -79,7 +77,7 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	c, err := ca.New(cfg.TrustDomain, cfg.RootTTL)
+	c, err := NewCA(cfg.TrustDomain, cfg.RootTTL)
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
@@ -155,15 +153,15 @@ func (cfg IssuerConfig) validate() error {
 }
 
 // federatedCAs creates one CA per cfg.FederatedWith, in that order.
-func federatedCAs(cfg IssuerConfig) ([]*ca.CA, error) {
-	var federated []*ca.CA
+func federatedCAs(cfg IssuerConfig) ([]*CA, error) {
+	var federated []*CA
 	seenTD := map[spiffeid.TrustDomain]bool{cfg.TrustDomain: true}
 	for _, td := range cfg.FederatedWith {
 		if td.IsZero() || seenTD[td] {
 			return nil, fmt.Errorf("issuer: federated trust domain %q: empty, listed twice or the own one", td)
 		}
 		seenTD[td] = true
-		fc, err := ca.New(td, cfg.RootTTL)
+		fc, err := NewCA(td, cfg.RootTTL)
 		if err != nil {
 			return nil, fmt.Errorf("issuer: federated CA %s: %w", td, err)
 		}
@@ -203,7 +201,7 @@ func (i *Issuer) Run(ctx context.Context) error {
 // issue signs a fresh SVID per ID and pushes them with the current bundle.
 func (i *Issuer) issue(now time.Time) error {
 	if now.Add(i.cfg.TTL).After(i.ca.Root().NotAfter) {
-		next, err := ca.New(i.cfg.TrustDomain, i.cfg.RootTTL)
+		next, err := NewCA(i.cfg.TrustDomain, i.cfg.RootTTL)
 		if err != nil {
 			return fmt.Errorf("issuer: rotate root: %w", err)
 		}
@@ -212,7 +210,7 @@ func (i *Issuer) issue(now time.Time) error {
 	}
 	svids := make([]*x509svid.SVID, 0, len(i.cfg.SPIFFEIDs))
 	for _, id := range i.cfg.SPIFFEIDs {
-		svid, err := i.ca.IssueWith(id, i.cfg.TTL, ca.SVIDOptions{Hint: i.cfg.Hints[id]})
+		svid, err := i.ca.IssueWith(id, i.cfg.TTL, SVIDOptions{Hint: i.cfg.Hints[id]})
 		if err != nil {
 			return fmt.Errorf("issuer: %w", err)
 		}
@@ -223,7 +221,7 @@ func (i *Issuer) issue(now time.Time) error {
 		// A federated root that would expire is simply replaced: nothing
 		// here holds an SVID it signed.
 		if now.Add(i.cfg.TTL).After(fc.Root().NotAfter) {
-			next, err := ca.New(fc.TrustDomain(), i.cfg.RootTTL)
+			next, err := NewCA(fc.TrustDomain(), i.cfg.RootTTL)
 			if err != nil {
 				return fmt.Errorf("issuer: rotate federated root of %s: %w", fc.TrustDomain(), err)
 			}

@@ -8,13 +8,11 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 )
 
 func TestX509ResponseEncodesLikeSPIRE(t *testing.T) {
 	own, fed := newCA(t, "example.org"), newCA(t, "federated.test")
-	svid := mustIssue(t, own, "/backend", ca.SVIDOptions{Hint: "internal"})
+	svid := mustIssue(t, own, "/backend", SVIDOptions{Hint: "internal"})
 	// A chain with an intermediate must arrive leaf first, concatenated.
 	chained := &x509svid.SVID{ID: svid.ID, Certificates: []*x509.Certificate{svid.Certificates[0], own.Root()}, PrivateKey: svid.PrivateKey}
 	// Two roots (a rotation in progress) are concatenated too.
@@ -60,7 +58,7 @@ func TestX509ResponseEncodesLikeSPIRE(t *testing.T) {
 
 func TestX509ResponseRefusesWhatItCannotEncode(t *testing.T) {
 	own, fed := newCA(t, "example.org"), newCA(t, "federated.test")
-	svid := mustIssue(t, own, "/a", ca.SVIDOptions{})
+	svid := mustIssue(t, own, "/a", SVIDOptions{})
 	for _, tc := range []struct {
 		name      string
 		svids     []*x509svid.SVID

@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -34,7 +33,7 @@ func mustResponse(tb testing.TB, svids []*x509svid.SVID, bundles []*x509bundle.B
 	return resp
 }
 
-func mustIssue(tb testing.TB, c *ca.CA, path string, opts ca.SVIDOptions) *x509svid.SVID {
+func mustIssue(tb testing.TB, c *CA, path string, opts SVIDOptions) *x509svid.SVID {
 	tb.Helper()
 	svid, err := c.IssueWith(spiffeid.RequireFromPath(c.TrustDomain(), path), time.Hour, opts)
 	if err != nil {
@@ -53,8 +52,8 @@ func hasSerial(svid *x509svid.SVID) func(*workloadapi.X509Context) bool {
 func TestGoSpiffeClientGetsExactlyWhatWasPushed(t *testing.T) {
 	srv := startServer(t)
 	own, fed := newCA(t, "example.org"), newCA(t, "federated.test")
-	backend := mustIssue(t, own, "/backend", ca.SVIDOptions{Hint: "internal"})
-	frontend := mustIssue(t, own, "/frontend", ca.SVIDOptions{Hint: "external"})
+	backend := mustIssue(t, own, "/backend", SVIDOptions{Hint: "internal"})
+	frontend := mustIssue(t, own, "/frontend", SVIDOptions{Hint: "external"})
 	srv.SetX509(mustResponse(t, []*x509svid.SVID{backend, frontend}, []*x509bundle.Bundle{own.Bundle()}, fed.Bundle()))
 
 	client, err := workloadapi.New(guardCtx(t), workloadapi.WithAddr(srv.Address()))
@@ -112,7 +111,7 @@ func TestWatcherSeesEveryPushInOrder(t *testing.T) {
 	own := newCA(t, "example.org")
 	w := watch(t, srv.Address())
 	for i := range 3 {
-		svid := mustIssue(t, own, "/backend", ca.SVIDOptions{})
+		svid := mustIssue(t, own, "/backend", SVIDOptions{})
 		srv.SetX509(mustResponse(t, []*x509svid.SVID{svid}, []*x509bundle.Bundle{own.Bundle()}))
 		select {
 		case got := <-w.updates:
@@ -129,7 +128,7 @@ func TestWatcherSeesEveryPushInOrder(t *testing.T) {
 func TestSecurityHeaderRequired(t *testing.T) {
 	srv := startServer(t)
 	own := newCA(t, "example.org")
-	srv.SetX509(mustResponse(t, []*x509svid.SVID{mustIssue(t, own, "/a", ca.SVIDOptions{})}, []*x509bundle.Bundle{own.Bundle()}))
+	srv.SetX509(mustResponse(t, []*x509svid.SVID{mustIssue(t, own, "/a", SVIDOptions{})}, []*x509bundle.Bundle{own.Bundle()}))
 	client := rawClient(t, srv)
 
 	headers := []struct {
@@ -222,7 +221,7 @@ func TestWatcherReconnectsAfterRestartOnSameSocket(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startServer(t)
 			own := newCA(t, "example.org")
-			before := mustIssue(t, own, "/backend", ca.SVIDOptions{})
+			before := mustIssue(t, own, "/backend", SVIDOptions{})
 			srv.SetX509(mustResponse(t, []*x509svid.SVID{before}, []*x509bundle.Bundle{own.Bundle()}))
 			w := watch(t, srv.Address())
 			w.next(t, "the first SVID", hasSerial(before))
@@ -241,7 +240,7 @@ func TestWatcherReconnectsAfterRestartOnSameSocket(t *testing.T) {
 				t.Fatal("watcher never noticed the API went away")
 			}
 
-			after := mustIssue(t, own, "/backend", ca.SVIDOptions{})
+			after := mustIssue(t, own, "/backend", SVIDOptions{})
 			restarted := time.Now()
 			tc.restart(t, srv, mustResponse(t, []*x509svid.SVID{after}, []*x509bundle.Bundle{own.Bundle()}))
 			w.next(t, "the SVID pushed after the restart", hasSerial(after))
@@ -301,7 +300,7 @@ func TestStartHandlesExistingSocketFile(t *testing.T) {
 			}
 			if err == nil {
 				own := newCA(t, "example.org")
-				svid := mustIssue(t, own, "/a", ca.SVIDOptions{})
+				svid := mustIssue(t, own, "/a", SVIDOptions{})
 				srv.SetX509(mustResponse(t, []*x509svid.SVID{svid}, []*x509bundle.Bundle{own.Bundle()}))
 				s, err := rawClient(t, srv).FetchX509SVID(withHeader(guardCtx(t)), &workload.X509SVIDRequest{})
 				if err != nil {
@@ -325,7 +324,7 @@ func TestStartWhileServingFails(t *testing.T) {
 func TestServeRunsUntilContextEnds(t *testing.T) {
 	srv := NewServer(ServerConfig{SocketPath: socketPath(t), Logger: testkit.Logger(t)})
 	own := newCA(t, "example.org")
-	svid := mustIssue(t, own, "/a", ca.SVIDOptions{})
+	svid := mustIssue(t, own, "/a", SVIDOptions{})
 	srv.SetX509(mustResponse(t, []*x509svid.SVID{svid}, []*x509bundle.Bundle{own.Bundle()}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -367,10 +366,10 @@ func TestServeRunsUntilContextEnds(t *testing.T) {
 // given, or the tests of the client's validation would test nothing.
 func TestBadResponsesAreServedVerbatim(t *testing.T) {
 	own, other := newCA(t, "example.org"), newCA(t, "example.org")
-	good := mustIssue(t, own, "/a", ca.SVIDOptions{})
-	stranger := mustIssue(t, other, "/a", ca.SVIDOptions{})
-	expired := mustIssue(t, own, "/a", ca.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
-	notYet := mustIssue(t, own, "/a", ca.SVIDOptions{NotBefore: time.Now().Add(time.Hour), NotAfter: time.Now().Add(2 * time.Hour)})
+	good := mustIssue(t, own, "/a", SVIDOptions{})
+	stranger := mustIssue(t, other, "/a", SVIDOptions{})
+	expired := mustIssue(t, own, "/a", SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	notYet := mustIssue(t, own, "/a", SVIDOptions{NotBefore: time.Now().Add(time.Hour), NotAfter: time.Now().Add(2 * time.Hour)})
 	mismatched := &x509svid.SVID{ID: good.ID, Certificates: good.Certificates, PrivateKey: stranger.PrivateKey}
 	ownBundle := []*x509bundle.Bundle{own.Bundle()}
 
@@ -452,7 +451,7 @@ func TestSetX509ErrorEndsStreamsUntilNextResponse(t *testing.T) {
 		t.Fatal("watcher saw no error")
 	}
 	own := newCA(t, "example.org")
-	svid := mustIssue(t, own, "/a", ca.SVIDOptions{})
+	svid := mustIssue(t, own, "/a", SVIDOptions{})
 	srv.SetX509(mustResponse(t, []*x509svid.SVID{svid}, []*x509bundle.Bundle{own.Bundle()}))
 	w.next(t, "the SVID after the error", hasSerial(svid))
 }
@@ -543,7 +542,7 @@ func BenchmarkSetX509ToWatchers(b *testing.B) {
 			// Two alternating responses: each push is a change.
 			var resps [2]*workload.X509SVIDResponse
 			for i := range resps {
-				resps[i] = mustResponse(b, []*x509svid.SVID{mustIssue(b, own, "/a", ca.SVIDOptions{})}, []*x509bundle.Bundle{own.Bundle()})
+				resps[i] = mustResponse(b, []*x509svid.SVID{mustIssue(b, own, "/a", SVIDOptions{})}, []*x509bundle.Bundle{own.Bundle()})
 			}
 			ws := make([]*x509Watcher, watchers)
 			for i := range ws {
@@ -572,7 +571,7 @@ func BenchmarkSetX509ToWatchers(b *testing.B) {
 func BenchmarkReconnect(b *testing.B) {
 	srv := startServer(b)
 	own := newCA(b, "example.org")
-	first := mustIssue(b, own, "/a", ca.SVIDOptions{})
+	first := mustIssue(b, own, "/a", SVIDOptions{})
 	srv.SetX509(mustResponse(b, []*x509svid.SVID{first}, []*x509bundle.Bundle{own.Bundle()}))
 	w := watch(b, srv.Address())
 	w.next(b, "the first SVID", hasSerial(first))
@@ -581,7 +580,7 @@ func BenchmarkReconnect(b *testing.B) {
 	for b.Loop() {
 		n++
 		b.StopTimer()
-		svid := mustIssue(b, own, "/a", ca.SVIDOptions{})
+		svid := mustIssue(b, own, "/a", SVIDOptions{})
 		resp := mustResponse(b, []*x509svid.SVID{svid}, []*x509bundle.Bundle{own.Bundle()})
 		b.StartTimer()
 		srv.Stop()

@@ -1,7 +1,4 @@
-// Package ca is a small in-memory X.509 SPIFFE certificate authority. It
-// backs the development Workload API (`sds-bridge dev`) and the tests; it is
-// not meant to protect anything real.
-package ca
+package devapi
 
 import (
 	"crypto"
@@ -21,7 +18,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// CA signs X.509-SVIDs for one trust domain with a self-signed root.
+// CA is a small in-memory X.509 SPIFFE certificate authority: it signs
+// X.509-SVIDs for one trust domain with a self-signed root. It backs the
+// development Workload API (`sds-bridge dev`) and the tests; it is not
+// meant to protect anything real.
 type CA struct {
 	td   spiffeid.TrustDomain
 	root *x509.Certificate
@@ -31,9 +31,9 @@ type CA struct {
 	serial int64
 }
 
-// New creates a CA for td whose root is valid for rootTTL from now (minus a
+// NewCA creates a CA for td whose root is valid for rootTTL from now (minus a
 // minute of clock-skew slack).
-func New(td spiffeid.TrustDomain, rootTTL time.Duration) (*CA, error) {
+func NewCA(td spiffeid.TrustDomain, rootTTL time.Duration) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate root key: %w", err)

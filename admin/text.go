@@ -1,12 +1,15 @@
-package statusdoc
+package admin
 
 import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // WriteText prints st for a human, as `sds-bridge status` shows it; now is
@@ -31,27 +34,27 @@ type text struct {
 	now time.Time
 }
 
-// p prints one line. Every string argument goes through Printable: the
+// p prints one line. Every string argument goes through printable: the
 // document holds text clients chose (SDS node ids, NACK details), and a
 // document from another bridge may hold anything.
 func (t *text) p(format string, args ...any) {
 	for i, a := range args {
 		if s, ok := a.(string); ok {
-			args[i] = Printable(s)
+			args[i] = printable(s)
 		}
 	}
 	fmt.Fprintf(&t.b, format+"\n", args...)
 }
 
 // table aligns the rows of one section; details go below it, as a line
-// without tabs would end the alignment. Cells go through Printable, as p's
+// without tabs would end the alignment. Cells go through printable, as p's
 // arguments do (a tab in a cell would break the alignment too).
 func (t *text) table(rows [][]string) {
 	tw := tabwriter.NewWriter(&t.b, 0, 4, 2, ' ', 0)
 	for _, r := range rows {
 		cells := make([]string, len(r))
 		for i, c := range r {
-			cells[i] = Printable(c)
+			cells[i] = printable(c)
 		}
 		fmt.Fprintln(tw, "  "+strings.Join(cells, "\t"))
 	}
@@ -77,13 +80,13 @@ func (t *text) identity(st Status) {
 		if s.Default {
 			def = "(default)"
 		}
-		rows = append(rows, []string{s.SPIFFEID, "serial " + s.Serial, "not after " + Stamp(s.NotAfter) + " (" + left(s.NotAfter, t.now) + ")", def})
+		rows = append(rows, []string{s.SPIFFEID, "serial " + s.Serial, "not after " + stamp(s.NotAfter) + " (" + left(s.NotAfter, t.now) + ")", def})
 	}
 	t.table(rows)
 	t.p("Bundles")
 	rows = nil
 	for _, bd := range st.Bundles {
-		rows = append(rows, []string{bd.TrustDomain, Plural(bd.Authorities, "root")})
+		rows = append(rows, []string{bd.TrustDomain, plural(bd.Authorities, "root")})
 	}
 	t.table(rows)
 	if st.WorkloadAPI.Refused > 0 || st.WorkloadAPI.WatchErrors > 0 {
@@ -97,7 +100,7 @@ func (t *text) sinks(sinks []SinkStatus) {
 	var details []string
 	for _, s := range sinks {
 		row := []string{s.Name, fmt.Sprintf("generation %d", s.Generation), "applied " + ago(s.AppliedAt, t.now),
-			"delivery " + seconds(s.LatencySeconds), Plural(int(s.Failures), "failure"), Plural(int(s.Retries), "retry")}
+			"delivery " + seconds(s.LatencySeconds), plural(int(s.Failures), "failure"), plural(int(s.Retries), "retry")}
 		if s.Pending > 0 {
 			row = append(row, fmt.Sprintf("generation %d pending", s.Pending))
 		}
@@ -105,7 +108,7 @@ func (t *text) sinks(sinks []SinkStatus) {
 		switch {
 		case !s.RetryingSince.IsZero():
 			details = append(details, fmt.Sprintf("  %s: last apply failed, %s", s.Name,
-				RetryText(s.Pending, s.RetryingSince, int(s.Attempts), s.NextRetryAt, s.Error, t.now)))
+				retryText(s.Pending, s.RetryingSince, int(s.Attempts), s.NextRetryAt, s.Error, t.now)))
 		case s.Error != "":
 			details = append(details, fmt.Sprintf("  %s: last apply failed: %s", s.Name, s.Error))
 		}
@@ -122,7 +125,7 @@ func (t *text) folders(folders []FolderStatus) {
 	}
 	for _, f := range folders {
 		if m := f.Material; m != nil {
-			t.p("  %s: generation %d, serial %s, not after %s (%s)", f.Dir, m.Generation, m.Serial, Stamp(m.NotAfter), left(m.NotAfter, t.now))
+			t.p("  %s: generation %d, serial %s, not after %s (%s)", f.Dir, m.Generation, m.Serial, stamp(m.NotAfter), left(m.NotAfter, t.now))
 		} else {
 			t.p("  %s: NOT USABLE: %s", f.Dir, f.Problem)
 		}
@@ -132,7 +135,7 @@ func (t *text) folders(folders []FolderStatus) {
 		for _, a := range f.Actions {
 			t.action(a)
 			if a.Running {
-				t.p("      running for generation %d since %s (%s)", a.RunningGeneration, Stamp(a.RunningSince), ago(a.RunningSince, t.now))
+				t.p("      running for generation %d since %s (%s)", a.RunningGeneration, stamp(a.RunningSince), ago(a.RunningSince, t.now))
 			}
 		}
 		if f.ReloadPending > 0 {
@@ -147,12 +150,12 @@ func (t *text) action(a ActionStatus) {
 		t.p("    %s: not run yet", a.Action)
 	case a.State == ActionNoServer:
 		t.p("    %s: no server to reload for generation %d (%s): it reads the files in place when it starts; %s since start: %s",
-			a.Action, a.Generation, ago(a.At, t.now), Plural(int(a.Failures), "failed attempt"), a.NoServer)
+			a.Action, a.Generation, ago(a.At, t.now), plural(int(a.Failures), "failed attempt"), a.NoServer)
 	case a.OK:
-		t.p("    %s: ok for generation %d (%s, %s); %s since start", a.Action, a.Generation, ago(a.At, t.now), Plural(a.Attempts, "attempt"), Plural(int(a.Failures), "failed attempt"))
+		t.p("    %s: ok for generation %d (%s, %s); %s since start", a.Action, a.Generation, ago(a.At, t.now), plural(a.Attempts, "attempt"), plural(int(a.Failures), "failed attempt"))
 	default:
 		t.p("    %s: FAILED for generation %d after %s (%s); %s since start: %s",
-			a.Action, a.Generation, Plural(a.Attempts, "attempt"), ago(a.At, t.now), Plural(int(a.Failures), "failed attempt"), a.Error)
+			a.Action, a.Generation, plural(a.Attempts, "attempt"), ago(a.At, t.now), plural(int(a.Failures), "failed attempt"), a.Error)
 	}
 }
 
@@ -166,19 +169,19 @@ func (t *text) jwtSVIDs(jwts []JWTSVIDStatus) {
 			t.p("  %s: audience %q, NO TOKEN YET", path, j.Audience)
 		} else {
 			t.p("  %s: audience %q, %s, expires %s (%s), refreshed %s, next refresh %s",
-				path, j.Audience, j.SPIFFEID, Stamp(j.Expiry), left(j.Expiry, t.now), ago(j.LastRefresh, t.now), until(j.NextRefresh, t.now))
+				path, j.Audience, j.SPIFFEID, stamp(j.Expiry), left(j.Expiry, t.now), ago(j.LastRefresh, t.now), until(j.NextRefresh, t.now))
 		}
 		if j.LastError != "" {
-			t.p("    refresh FAILING: %s since start, last %s: %s", Plural(int(j.Failures), "failure"), ago(j.LastErrorAt, t.now), j.LastError)
+			t.p("    refresh FAILING: %s since start, last %s: %s", plural(int(j.Failures), "failure"), ago(j.LastErrorAt, t.now), j.LastError)
 		} else if j.Failures > 0 {
-			t.p("    %s since start", Plural(int(j.Failures), "failed refresh"))
+			t.p("    %s since start", plural(int(j.Failures), "failed refresh"))
 		}
 	}
 }
 
 func (t *text) sds(sds *SDSStatus) {
 	t.p("\nSDS: version %s (generation %d), %s open, %s, %s", orNone(sds.Version), sds.Generation,
-		Plural(int(sds.StreamsOpen), "stream"), Plural(int(sds.Pushes), "push"), Plural(int(sds.NACKs), "NACK"))
+		plural(int(sds.StreamsOpen), "stream"), plural(int(sds.Pushes), "push"), plural(int(sds.NACKs), "NACK"))
 	var rows [][]string
 	var details []string
 	for _, c := range sds.Clients {
@@ -208,6 +211,109 @@ func (t *text) sds(sds *SDSStatus) {
 		t.p("%s", d)
 	}
 	if sds.ClientsNotListed > 0 {
-		t.p("  … and %s not listed (/status lists the oldest %d)", Plural(sds.ClientsNotListed, "more stream"), len(sds.Clients))
+		t.p("  … and %s not listed (/status lists the oldest %d)", plural(sds.ClientsNotListed, "more stream"), len(sds.Clients))
 	}
+}
+
+// printable escapes what a terminal would act on rather than show —
+// control characters (escape sequences, newlines, tabs), format
+// characters such as bidi overrides, invalid UTF-8 — as Go escapes
+// (\x1b, \n, \u202e), so that text a client chose (an SDS node id, a
+// NACK's detail) can neither forge lines nor restyle an operator's
+// terminal. Text with nothing to escape is returned as is, without
+// allocating.
+func printable(s string) string {
+	if !strings.ContainsFunc(s, needsEscape) && utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case needsEscape(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+func needsEscape(r rune) bool { return r != ' ' && !unicode.IsPrint(r) }
+
+// retryText says what a sink that failed does about it: "retrying
+// generation 7 since 2026-…Z, 4 attempts, next in 8s, last error: …".
+// /readyz and `sds-bridge status` say it alike.
+func retryText(gen uint64, since time.Time, attempts int, next time.Time, lastErr string, now time.Time) string {
+	when := "now"
+	if d := next.Sub(now); !next.IsZero() && d > 0 {
+		when = "in " + round(d).String()
+	}
+	return fmt.Sprintf("retrying generation %d since %s, %s, next %s, last error: %s",
+		gen, stamp(since), plural(attempts, "attempt"), when, lastErr)
+}
+
+// stamp is t in UTC, RFC 3339.
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// round keeps durations readable: whole seconds, or milliseconds below one.
+func round(d time.Duration) time.Duration {
+	if d > -time.Second && d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Second)
+}
+
+// plural is "1 attempt", "2 attempts", "3 pushes", "2 retries".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	if strings.HasSuffix(what, "sh") {
+		return fmt.Sprintf("%d %ses", n, what)
+	}
+	if strings.HasSuffix(what, "ry") {
+		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(what, "y"))
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return round(now.Sub(t)).String() + " ago"
+}
+
+func until(t, now time.Time) string {
+	if t.IsZero() {
+		return "not scheduled"
+	}
+	if d := t.Sub(now); d > 0 {
+		return "in " + round(d).String()
+	}
+	return "now"
+}
+
+func left(t, now time.Time) string {
+	d := t.Sub(now)
+	if d <= 0 {
+		return "EXPIRED " + round(-d).String() + " ago"
+	}
+	return "in " + round(d).String()
+}
+
+func seconds(s float64) string {
+	return round(time.Duration(s * float64(time.Second))).String()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

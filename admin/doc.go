@@ -1,13 +1,12 @@
-// Package statusdoc is the document a bridge serves at /status — what
-// every consumer has and when it expires — and its rendering for a person
-// (`sds-bridge status`). The admin server fills it; the CLI fetches and
-// prints it.
-package statusdoc
+package admin
 
 import "time"
 
 // Status is the JSON document of /status: what every consumer has and
-// when it expires. Times are RFC 3339; absent times are left out.
+// when it expires. Times are RFC 3339; absent times are left out. The
+// server builds one per request (snapshot); /status serves it, /readyz
+// prints its Problems, /metrics renders it and `sds-bridge status` prints
+// it (WriteText).
 type Status struct {
 	Version     string            `json:"version"`
 	Time        time.Time         `json:"time"`
@@ -46,6 +45,8 @@ type BundleStatus struct {
 type WorkloadAPIStatus struct {
 	Refused     uint64 `json:"refused_updates"`
 	WatchErrors uint64 `json:"watch_errors"`
+	// Reconnects counts the watch coming back after losing its connection.
+	Reconnects uint64 `json:"reconnects"`
 }
 
 // SinkStatus is what one sink did with the newest generation.
@@ -146,6 +147,16 @@ type SDSStatus struct {
 	StreamsOpen int64  `json:"streams_open"`
 	Pushes      int64  `json:"pushes"`
 	NACKs       int64  `json:"nacks"`
+	// The SDS socket's connections and what its limits refused.
+	RefusedPeers       int64 `json:"refused_peers"`
+	ConnectionsOpen    int64 `json:"connections_open"`
+	ConnectionsOverCap int64 `json:"connections_over_cap"`
+	StreamsOverLimit   int64 `json:"streams_over_limit"`
+	// ClientsCurrent counts the open streams whose last acknowledged
+	// version is the current generation; NewestAcked is the newest
+	// generation any of them acknowledged (0: none yet).
+	ClientsCurrent int    `json:"clients_current"`
+	NewestAcked    uint64 `json:"newest_acked_generation"`
 	// Clients are the oldest open streams, at most MaxListedClients;
 	// ClientsNotListed counts the others.
 	Clients          []ClientStatus `json:"clients"`
@@ -161,7 +172,7 @@ const MaxListedClients = 100
 
 // ClientStatus is one open SDS stream. The text its client chose (node,
 // cluster, NACK, versions, the user agent in ValidationReason) is cut to
-// a bound by the SDS server and escaped with Printable.
+// a bound by the SDS server and escaped with printable.
 type ClientStatus struct {
 	Node    string `json:"node"`
 	Cluster string `json:"cluster,omitempty"`

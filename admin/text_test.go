@@ -1,4 +1,4 @@
-package statusdoc
+package admin
 
 import (
 	"strings"
@@ -17,8 +17,8 @@ func TestPrintableEscapesWhatATerminalWouldActOn(t *testing.T) {
 		"x\u202ey\x00z\x7f":        `x\u202ey\x00z\x7f`,
 		"bad\xffutf8":              `bad\xffutf8`,
 	} {
-		if got := Printable(in); got != want {
-			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

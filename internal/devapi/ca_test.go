@@ -1,4 +1,4 @@
-package ca
+package devapi
 
 import (
 	"testing"
@@ -10,7 +10,7 @@ import (
 
 func TestIssuedSVIDVerifiesAgainstBundle(t *testing.T) {
 	td := spiffeid.RequireTrustDomainFromString("example.org")
-	c, err := New(td, time.Hour)
+	c, err := NewCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
