@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -110,34 +111,31 @@ type Source struct {
 	hintMiss string
 }
 
+// WithDefaults fills every unset field with its default; the address
+// from $SPIFFE_ENDPOINT_SOCKET is New's, as it reads the environment.
+func (c Config) WithDefaults() Config {
+	c.FirstUpdateTimeout = cmp.Or(c.FirstUpdateTimeout, DefaultFirstUpdateTimeout)
+	c.RetryBackoff = cmp.Or(c.RetryBackoff, DefaultRetryBackoff)
+	c.MaxRetryBackoff = cmp.Or(c.MaxRetryBackoff, max(DefaultMaxRetryBackoff, c.RetryBackoff))
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
 // New checks cfg and applies defaults.
 func New(cfg Config) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w", err)
 	}
-	if cfg.Address == "" {
-		cfg.Address = os.Getenv("SPIFFE_ENDPOINT_SOCKET")
-	}
+	cfg = cfg.WithDefaults()
+	cfg.Address = cmp.Or(cfg.Address, os.Getenv("SPIFFE_ENDPOINT_SOCKET"))
 	if cfg.Address == "" {
 		return nil, errors.New("no Workload API address: set workload_api.address (--workload-api) or SPIFFE_ENDPOINT_SOCKET")
 	}
-	if cfg.FirstUpdateTimeout == 0 {
-		cfg.FirstUpdateTimeout = DefaultFirstUpdateTimeout
-	}
-	if cfg.RetryBackoff == 0 {
-		cfg.RetryBackoff = DefaultRetryBackoff
-	}
-	if cfg.MaxRetryBackoff == 0 {
-		cfg.MaxRetryBackoff = max(DefaultMaxRetryBackoff, cfg.RetryBackoff)
-	}
 	if cfg.RetryBackoff < 0 || cfg.MaxRetryBackoff < cfg.RetryBackoff {
 		return nil, fmt.Errorf("retry backoff %s up to %s: want 0 < backoff <= maximum", cfg.RetryBackoff, cfg.MaxRetryBackoff)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
 	}
 	s := &Source{cfg: cfg, log: cfg.Logger, firstReady: make(chan struct{})}
 	for _, sink := range cfg.Sinks {
