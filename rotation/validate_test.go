@@ -1,7 +1,13 @@
 package rotation
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"errors"
+	"math/big"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -95,25 +101,30 @@ func TestValidateAcceptsALeafAtExactlyNotAfter(t *testing.T) {
 // Validate does not compare them again. TestMalformedWorkloadAPIResponses
 // sends such a response through the watch and sees it refused.
 func TestTheParserRefusesAKeyOfAnotherSVID(t *testing.T) {
-	own, err := ca.New(td, time.Hour)
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	good, err := own.Issue(svcID, time.Minute)
+	otherKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := own.Issue(spiffeid.RequireFromPath(td, "/second"), time.Minute)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		URIs:         []*url.URL{svcID.URL()},
+	}
+	cert, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &leafKey.PublicKey, leafKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	swapped := *good
-	swapped.PrivateKey = other.PrivateKey
-	certs, key, err := swapped.MarshalRaw()
+	key, err := x509.MarshalPKCS8PrivateKey(otherKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := x509svid.ParseRaw(certs, key); err == nil || !strings.Contains(err.Error(), "does not match") {
+	if _, err := x509svid.ParseRaw(cert, key); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Fatalf("ParseRaw of a key of another SVID = %v, want an error containing %q", err, "does not match")
 	}
 }
