@@ -344,7 +344,7 @@ func (w *Writer) Once(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("fetch JWT bundles: %w", err)
 		}
-		data, err = MarshalBundles(set)
+		data, err = marshalBundles(set)
 		return err
 	}); err != nil {
 		return err
@@ -521,7 +521,7 @@ type bundleWatcher struct {
 }
 
 func (b *bundleWatcher) OnJWTBundlesUpdate(set *jwtbundle.Set) {
-	data, err := MarshalBundles(set)
+	data, err := marshalBundles(set)
 	if err != nil {
 		b.w.log.Error("JWT files: JWT bundles not written", "error", err)
 		return
@@ -563,10 +563,10 @@ func (w *Writer) runBundles(ctx context.Context, client *workloadapi.Client) {
 	}
 }
 
-// MarshalBundles renders a JWT bundle set as spiffe-helper writes its
+// marshalBundles renders a JWT bundle set as spiffe-helper writes its
 // jwt_bundle_file_name: a JSON object from trust domain name to the
 // base64 (standard encoding) of that trust domain's JWKS.
-func MarshalBundles(set *jwtbundle.Set) ([]byte, error) {
+func marshalBundles(set *jwtbundle.Set) ([]byte, error) {
 	out := make(map[string]string, set.Len())
 	for _, b := range set.Bundles() {
 		jwks, err := b.Marshal()
@@ -578,7 +578,7 @@ func MarshalBundles(set *jwtbundle.Set) ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// ParseBundles reads what MarshalBundles wrote.
+// ParseBundles reads what marshalBundles wrote.
 func ParseBundles(data []byte) (*jwtbundle.Set, error) {
 	var in map[string]string
 	if err := json.Unmarshal(data, &in); err != nil {

@@ -61,6 +61,11 @@ func TestMalformedWorkloadAPIResponses(t *testing.T) {
 			r.Svids[0].X509SvidKey = []byte("not a key")
 			return r
 		}},
+		{"key of another SVID", func(t *testing.T) *workload.X509SVIDResponse {
+			r := valid(t)
+			r.Svids[0].X509SvidKey = valid(t).Svids[0].X509SvidKey
+			return r
+		}},
 		{"SPIFFE ID that is not one", func(t *testing.T) *workload.X509SVIDResponse {
 			r := valid(t)
 			r.Svids[0].SpiffeId = "https://example.org/x"

@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -109,34 +111,31 @@ type Source struct {
 	hintMiss string
 }
 
+// WithDefaults fills every unset field with its default; the address
+// from $SPIFFE_ENDPOINT_SOCKET is New's, as it reads the environment.
+func (c Config) WithDefaults() Config {
+	c.FirstUpdateTimeout = cmp.Or(c.FirstUpdateTimeout, DefaultFirstUpdateTimeout)
+	c.RetryBackoff = cmp.Or(c.RetryBackoff, DefaultRetryBackoff)
+	c.MaxRetryBackoff = cmp.Or(c.MaxRetryBackoff, max(DefaultMaxRetryBackoff, c.RetryBackoff))
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
 // New checks cfg and applies defaults.
 func New(cfg Config) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w", err)
 	}
-	if cfg.Address == "" {
-		cfg.Address = os.Getenv("SPIFFE_ENDPOINT_SOCKET")
-	}
+	cfg = cfg.WithDefaults()
+	cfg.Address = cmp.Or(cfg.Address, os.Getenv("SPIFFE_ENDPOINT_SOCKET"))
 	if cfg.Address == "" {
 		return nil, errors.New("no Workload API address: set workload_api.address (--workload-api) or SPIFFE_ENDPOINT_SOCKET")
 	}
-	if cfg.FirstUpdateTimeout == 0 {
-		cfg.FirstUpdateTimeout = DefaultFirstUpdateTimeout
-	}
-	if cfg.RetryBackoff == 0 {
-		cfg.RetryBackoff = DefaultRetryBackoff
-	}
-	if cfg.MaxRetryBackoff == 0 {
-		cfg.MaxRetryBackoff = max(DefaultMaxRetryBackoff, cfg.RetryBackoff)
-	}
 	if cfg.RetryBackoff < 0 || cfg.MaxRetryBackoff < cfg.RetryBackoff {
 		return nil, fmt.Errorf("retry backoff %s up to %s: want 0 < backoff <= maximum", cfg.RetryBackoff, cfg.MaxRetryBackoff)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
 	}
 	s := &Source{cfg: cfg, log: cfg.Logger, firstReady: make(chan struct{})}
 	for _, sink := range cfg.Sinks {
@@ -245,53 +244,23 @@ func (s *Source) Counters() Counters {
 	return Counters{Refused: s.refused, WatchErrors: s.watchErrs, Reconnects: s.outage.count}
 }
 
-// OnX509ContextUpdate implements workloadapi.X509ContextWatcher.
+// OnX509ContextUpdate implements workloadapi.X509ContextWatcher. It runs
+// on go-spiffe's watch goroutine: validate, publish, hand the Update to
+// every sink's slot, and return without waiting for any sink.
 func (s *Source) OnX509ContextUpdate(xc *workloadapi.X509Context) {
 	defer s.connected()()
 	received := s.cfg.Now()
 	bundles, err := Validate(xc, received)
-	var (
-		svids   []*x509svid.SVID
-		matched bool
-		u       *Update
-	)
-	if err == nil {
-		svids, matched = orderSVIDs(xc.SVIDs, s.cfg.DefaultSVIDHint)
-	}
-	s.mu.Lock()
-	if err == nil {
-		if u, err = NewUpdate(s.generation+1, svids, bundles, received); err != nil {
-			err = fmt.Errorf("%w: %w", ErrRefused, err)
-		}
-	}
 	if err != nil {
-		s.refused++
-		s.lastErr = err
-		keeping := uint64(0)
-		if s.current != nil {
-			keeping = s.current.Generation
-		}
-		s.mu.Unlock()
-		s.log.Error("refused Workload API update; keeping the last good one", "error", err, "kept_generation", keeping)
+		s.refuse(err)
 		return
 	}
-	var warnMiss string
-	if matched {
-		s.hintMiss = ""
-	} else if avail := DescribeSVIDs(xc.SVIDs); avail != s.hintMiss {
-		s.hintMiss, warnMiss = avail, avail
-	}
-	if sameMaterial(s.current, u.SVIDs, u.Bundles) {
-		s.mu.Unlock()
+	svids, matched := orderSVIDs(xc.SVIDs, s.cfg.DefaultSVIDHint)
+	u, first, warnMiss := s.publish(svids, bundles, received, matched, xc.SVIDs)
+	if u == nil {
 		s.log.Debug("Workload API resent the current material; nothing to rotate")
 		return
 	}
-	s.generation = u.Generation
-	first := s.current == nil
-	s.current = u
-	s.lastErr = nil
-	s.mu.Unlock()
-
 	// Sinks and readiness first: a log line is a write to stderr, which a
 	// slow log reader (a full pipe) can hold up. Last to first: the Go
 	// scheduler runs the goroutine woken last next on this thread (runnext)
@@ -311,6 +280,43 @@ func (s *Source) OnX509ContextUpdate(xc *workloadapi.X509Context) {
 	s.log.Info("rotation", "generation", u.Generation, "spiffe_id", u.DefaultSVID().ID.String(),
 		"serial", fmt.Sprintf("%x", leaf.SerialNumber), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339),
 		"svids", len(u.SVIDs), "bundles", len(u.Bundles))
+}
+
+// refuse counts and logs a context Validate refused; the last good
+// Update stays.
+func (s *Source) refuse(err error) {
+	s.mu.Lock()
+	s.refused++
+	s.lastErr = err
+	keeping := uint64(0)
+	if s.current != nil {
+		keeping = s.current.Generation
+	}
+	s.mu.Unlock()
+	s.log.Error("refused Workload API update; keeping the last good one", "error", err, "kept_generation", keeping)
+}
+
+// publish makes validated material the next generation's Update, unless it
+// repeats the current one (nil). Validate has established what an Update
+// promises, so it is built here without NewUpdate's checks. warnMiss is
+// the SVID list to name when the hint matched nothing and that list
+// changed since it was last named.
+func (s *Source) publish(svids []*x509svid.SVID, bundles []*x509bundle.Bundle, received time.Time, matched bool, sent []*x509svid.SVID) (u *Update, first bool, warnMiss string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if matched {
+		s.hintMiss = ""
+	} else if avail := DescribeSVIDs(sent); avail != s.hintMiss {
+		s.hintMiss, warnMiss = avail, avail
+	}
+	if sameMaterial(s.current, svids, bundles) {
+		return nil, false, warnMiss
+	}
+	s.generation++
+	u = &Update{Generation: s.generation, SVIDs: svids, Bundles: bundles, ReceivedAt: received}
+	first = s.current == nil
+	s.current, s.lastErr = u, nil
+	return u, first, warnMiss
 }
 
 // OnX509ContextWatchError implements workloadapi.X509ContextWatcher.

@@ -7,8 +7,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -17,9 +15,9 @@ import (
 )
 
 // Update is one validated Workload API X.509 context. It is shared by every
-// sink and must never be modified after it is published. Build it with
-// NewUpdate, which establishes the invariants below; sinks rely on them and
-// do not check them again.
+// sink and must never be modified after it is published. The Source builds
+// it from a validated context, other callers with NewUpdate; either way
+// the invariants below hold, and sinks rely on them without checking again.
 type Update struct {
 	// Generation increases by one for every Update published by this process.
 	Generation uint64
@@ -34,31 +32,29 @@ type Update struct {
 	ReceivedAt time.Time
 }
 
-// NewUpdate checks the shape every sink relies on and returns the Update:
-// at least one SVID, each with a certificate; no nil or repeated bundle; a
-// bundle with X.509 authorities for every SVID's trust domain. bundles is
-// copied and sorted by trust domain name; svids keeps its order (the first
-// is the default SVID). It does not verify certificates: that is
-// Validate's job, before.
+// NewUpdate builds an Update from parts (a sink's tests, a library
+// user), checking the shape every sink relies on: at least one SVID, each
+// with a certificate; no nil or repeated bundle; a bundle with X.509
+// authorities for every SVID's trust domain. bundles go through an
+// x509bundle.Set, which sorts them by trust domain name; svids keeps its
+// order (the first is the default SVID). It does not verify certificates.
+// The Source does not call it: Validate has established all of this for
+// what the Workload API sent, whose bundles already are a Set.
 func NewUpdate(generation uint64, svids []*x509svid.SVID, bundles []*x509bundle.Bundle, receivedAt time.Time) (*Update, error) {
 	if len(svids) == 0 {
 		return nil, errors.New("update has no SVIDs")
 	}
-	sorted := slices.Clone(bundles)
-	for _, b := range sorted {
-		if b == nil {
+	set := x509bundle.NewSet()
+	for _, b := range bundles {
+		switch {
+		case b == nil:
 			return nil, errors.New("update has a nil bundle")
+		case set.Has(b.TrustDomain()):
+			return nil, fmt.Errorf("update has two bundles for trust domain %q", b.TrustDomain().Name())
 		}
+		set.Add(b)
 	}
-	slices.SortFunc(sorted, func(a, b *x509bundle.Bundle) int {
-		return strings.Compare(a.TrustDomain().Name(), b.TrustDomain().Name())
-	})
-	for i := 1; i < len(sorted); i++ {
-		if sorted[i].TrustDomain() == sorted[i-1].TrustDomain() {
-			return nil, fmt.Errorf("update has two bundles for trust domain %q", sorted[i].TrustDomain().Name())
-		}
-	}
-	u := &Update{Generation: generation, SVIDs: svids, Bundles: sorted, ReceivedAt: receivedAt}
+	u := &Update{Generation: generation, SVIDs: svids, Bundles: set.Bundles(), ReceivedAt: receivedAt}
 	for _, svid := range svids {
 		if svid == nil || len(svid.Certificates) == 0 {
 			return nil, errors.New("update has an SVID without a certificate")

@@ -10,19 +10,21 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
-
-	"github.com/sds-bridge/sds-bridge/internal/certcheck"
 )
 
 // ErrRefused marks an X.509 context that failed validation; the wrapped
 // message says which SVID and why.
 var ErrRefused = errors.New("refused")
 
-// Validate checks every SVID of xc at time now: its leaf is inside its
-// validity window, its key matches the leaf and its chain verifies against
-// its own trust domain's bundle from the same context. It returns the
-// bundles sorted by trust domain. Any failure refuses the whole context, so
-// sinks never hold a mix of good and bad identities.
+// Validate checks every SVID of xc at time now: its chain, leaf first,
+// verifies against its own trust domain's bundle from the same context,
+// which in crypto/x509 includes each certificate's validity window (both
+// ends inclusive, so a leaf is still valid at exactly NotAfter). The key
+// is not compared with the leaf again: go-spiffe's parser refuses a
+// response whose key does not match (x509svid.ParseRaw) before the
+// context reaches here. It returns the bundles as the Set keeps them:
+// one per trust domain, sorted by name. Any failure refuses the whole
+// context, so sinks never hold a mix of good and bad identities.
 func Validate(xc *workloadapi.X509Context, now time.Time) ([]*x509bundle.Bundle, error) {
 	if xc == nil || len(xc.SVIDs) == 0 {
 		return nil, fmt.Errorf("%w: the Workload API sent no SVID", ErrRefused)
@@ -39,23 +41,24 @@ func Validate(xc *workloadapi.X509Context, now time.Time) ([]*x509bundle.Bundle,
 }
 
 func validateSVID(svid *x509svid.SVID, bundles *x509bundle.Set, now time.Time) error {
-	if len(svid.Certificates) == 0 {
-		return errors.New("no certificate")
+	td := svid.ID.TrustDomain()
+	if _, ok := bundles.Get(td); !ok {
+		return fmt.Errorf("no bundle for its trust domain %q", td.Name())
 	}
-	leaf := svid.Certificates[0]
-	if err := certcheck.Window(leaf, now); err != nil {
-		return fmt.Errorf("leaf (serial %x) %w", leaf.SerialNumber, err)
+	_, _, err := x509svid.Verify(svid.Certificates, bundles, x509svid.WithTime(now))
+	if err == nil {
+		return nil
 	}
-	if err := certcheck.KeyMatches(svid.PrivateKey, leaf); err != nil {
-		return err
+	// crypto/x509 checks the leaf's window first; say which end it missed.
+	var invalid x509.CertificateInvalidError
+	if errors.As(err, &invalid) && invalid.Reason == x509.Expired && invalid.Cert == svid.Certificates[0] {
+		leaf := invalid.Cert
+		if now.Before(leaf.NotBefore) {
+			return fmt.Errorf("leaf (serial %x) not valid until %s", leaf.SerialNumber, leaf.NotBefore.UTC().Format(time.RFC3339))
+		}
+		return fmt.Errorf("leaf (serial %x) expired at %s", leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
-	if _, ok := bundles.Get(svid.ID.TrustDomain()); !ok {
-		return fmt.Errorf("no bundle for its trust domain %q", svid.ID.TrustDomain().Name())
-	}
-	if err := certcheck.Chain(svid.Certificates, bundles, now); err != nil {
-		return fmt.Errorf("chain does not verify against the bundle of %q: %w", svid.ID.TrustDomain().Name(), err)
-	}
-	return nil
+	return fmt.Errorf("chain does not verify against the bundle of %q: %w", td.Name(), err)
 }
 
 // sameMaterial reports whether two updates carry identical SVIDs and bundles,

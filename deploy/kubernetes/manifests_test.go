@@ -552,7 +552,7 @@ func TestFolderConsumerStartsOnTheWrittenFolderAndNeitherWaitsForTheOther(t *tes
 					t.Errorf("%s: startupProbe every %ds: the consumer starts up to that long after the folder is written; want at most 2s", c.Name, period)
 				}
 				budget := time.Duration(period*failures) * time.Second
-				if first := time.Duration(cfg.WorkloadAPI.FirstUpdateTimeout); budget <= first {
+				if first := cfg.WorkloadAPI.SourceConfig().WithDefaults().FirstUpdateTimeout; budget <= first {
 					t.Errorf("%s: startupProbe gives up after %s, before workload_api.first_update_timeout %s: the kubelet would kill a bridge still waiting for its first SVID", c.Name, budget, first)
 				}
 				for _, f := range cfg.Files {

@@ -185,7 +185,7 @@ func (b *Bridge) serve(ctx context.Context) error {
 		g.Go(func() error { return b.jwt.Run(ctx) })
 	}
 	for _, f := range b.cfg.Files {
-		b.log.Info("writing credential folder", "dir", f.Dir, "layout", f.Layout)
+		b.log.Info("writing credential folder", "dir", f.Dir, "layout", f.FileSinkConfig().WithDefaults().Layout)
 	}
 	err := g.Wait()
 	if err == nil || errors.Is(err, context.Canceled) {
@@ -203,7 +203,8 @@ func (b *Bridge) startServers(ctx context.Context, g *errgroup.Group) {
 	}
 	if b.adminLn != nil {
 		g.Go(func() error { return b.admin.Serve(ctx, b.adminLn) })
-		b.log.Info("admin endpoint: listening", "addr", b.AdminAddr(), "endpoints", b.cfg.Admin.LivenessPath+" "+b.cfg.Admin.ReadinessPath+" /metrics /status")
+		ac := b.cfg.Admin.ServerConfig().WithDefaults()
+		b.log.Info("admin endpoint: listening", "addr", b.AdminAddr(), "endpoints", ac.LivenessPath+" "+ac.ReadinessPath+" /metrics /status")
 	}
 }
 

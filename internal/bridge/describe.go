@@ -21,7 +21,7 @@ func (b *Bridge) Describe(w io.Writer, ids []spiffeid.ID, domains []spiffeid.Tru
 		fmt.Fprintf(w, "  Envoy SDS socket:   %s  (names: %s)\n", cfg.SDS.Socket, strings.Join(names, ", "))
 	}
 	for _, f := range cfg.Files {
-		fmt.Fprintf(w, "  credential folder:  %s  (layout %s)\n", f.Dir, f.Layout)
+		fmt.Fprintf(w, "  credential folder:  %s  (layout %s)\n", f.Dir, f.FileSinkConfig().WithDefaults().Layout)
 		for _, a := range f.OnRotate {
 			switch {
 			case a.Signal != nil:
@@ -40,6 +40,7 @@ func (b *Bridge) Describe(w io.Writer, ids []spiffeid.ID, domains []spiffeid.Tru
 		fmt.Fprintln(w, "  --once: writes every folder once, runs its reload actions and exits; no Envoy SDS, no admin")
 	}
 	if addr := b.AdminAddr(); addr != "" {
-		fmt.Fprintf(w, "  admin:              http://%s  (%s %s /metrics /status)\n", addr, cfg.Admin.LivenessPath, cfg.Admin.ReadinessPath)
+		ac := cfg.Admin.ServerConfig().WithDefaults()
+		fmt.Fprintf(w, "  admin:              http://%s  (%s %s /metrics /status)\n", addr, ac.LivenessPath, ac.ReadinessPath)
 	}
 }

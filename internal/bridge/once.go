@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 )
 
 // runOnce writes the JWT files, then lets the source write every folder
@@ -58,7 +57,7 @@ func (b *Bridge) jwtOnce(ctx context.Context) error {
 	if b.jwt.Empty() {
 		return nil
 	}
-	timeout := time.Duration(b.cfg.WorkloadAPI.FirstUpdateTimeout)
+	timeout := b.cfg.WorkloadAPI.SourceConfig().WithDefaults().FirstUpdateTimeout
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, timeout,

@@ -1,7 +1,8 @@
-// Package certcheck holds the checks an X.509-SVID must pass wherever the
-// bridge looks at one — on receipt from the Workload API and when reading a
-// folder back — so both sides agree on what "valid" means; and the strict
-// parsing of the PEM files a folder holds (pem.go).
+// Package certcheck holds the checks a credential folder's reader makes on
+// an X.509-SVID it reads back (and the writer's render, on an Update it is
+// about to write), drawn as rotation's validation draws them (crypto/x509's
+// window, both ends inclusive; x509svid.Verify); and the strict parsing of
+// the PEM files a folder holds (pem.go).
 package certcheck
 
 import (

@@ -15,38 +15,24 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/reload/pgreload"
-	"github.com/sds-bridge/sds-bridge/rotation"
-	"github.com/sds-bridge/sds-bridge/sds"
 	"github.com/sds-bridge/sds-bridge/supervise"
 )
 
-// Defaults every key falls back to; the README lists them. Where a
-// component has the default, it is the component's.
+// The defaults Default applies, and those of components that other
+// packages name (helperconf, the admin address of `status`). Every other
+// key's default is its component's (the README lists them all).
 const (
 	DefaultSDSSocket          = "/run/sds-bridge/sds.sock"
-	DefaultSocketMode         = Mode(sds.DefaultSocketMode)
-	DefaultSVIDName           = sds.DefaultSVIDName
-	DefaultBundleName         = sds.DefaultBundleName
-	DefaultAllBundlesName     = sds.DefaultAllBundlesName
-	DefaultFirstUpdateTimeout = Duration(rotation.DefaultFirstUpdateTimeout)
-	DefaultLayout             = string(filesink.LayoutSPIFFEHelper)
 	DefaultCertMode           = Mode(filesink.DefaultCertMode)
 	DefaultKeyMode            = Mode(filesink.DefaultKeyMode)
-	DefaultCertFileName       = filesink.DefaultCertFileName
-	DefaultKeyFileName        = filesink.DefaultKeyFileName
-	DefaultBundleFileName     = filesink.DefaultBundleFileName
 	DefaultActionTimeout      = Duration(reload.DefaultExecTimeout)
 	DefaultPostgresTimeout    = Duration(pgreload.DefaultTimeout)
-	DefaultMinSwapInterval    = Duration(filesink.DefaultMinSwapInterval)
 	DefaultAdminListen        = "127.0.0.1:8081"
-	DefaultLivenessPath       = admin.DefaultLivenessPath
-	DefaultReadinessPath      = admin.DefaultReadinessPath
 	DefaultMinValidityPercent = 10
 	DefaultJWTMode            = Mode(jwtfiles.DefaultMode)
 	DefaultJWTBundleMode      = Mode(jwtfiles.DefaultBundleMode)
@@ -316,61 +302,38 @@ func Parse(r io.Reader) (*Config, error) {
 	return c, nil
 }
 
-// Default fills every unset key with its documented default.
+// Default fills the keys whose default belongs to the config, not to a
+// component: the SDS socket's path (the server takes any path it is
+// given), the supervised program's renew signal and restart policy, and
+// each reload action's events, signal and time limit as the YAML
+// documents them. Every other unset key stays zero here and gets its
+// default once, from its component (rotation, sds, filesink, jwtfiles,
+// admin), when the section is mapped onto the component's config.
 func (c *Config) Default() {
-	c.WorkloadAPI.FirstUpdateTimeout = cmp.Or(c.WorkloadAPI.FirstUpdateTimeout, DefaultFirstUpdateTimeout)
-	s := &c.SDS
-	s.Socket = cmp.Or(s.Socket, DefaultSDSSocket)
-	s.SocketMode = cmp.Or(s.SocketMode, DefaultSocketMode)
-	s.DefaultSVIDName = cmp.Or(s.DefaultSVIDName, DefaultSVIDName)
-	s.DefaultBundleName = cmp.Or(s.DefaultBundleName, DefaultBundleName)
-	s.DefaultAllBundlesName = cmp.Or(s.DefaultAllBundlesName, DefaultAllBundlesName)
+	c.SDS.Socket = cmp.Or(c.SDS.Socket, DefaultSDSSocket)
 	for i := range c.Files {
-		c.Files[i].defaults()
+		for j := range c.Files[i].OnRotate {
+			c.Files[i].OnRotate[j].defaults()
+		}
 	}
-	if c.Admin.Listen == nil {
-		listen := DefaultAdminListen
-		c.Admin.Listen = &listen
-	}
-	if c.Admin.MinValidityPercent == nil {
-		p := DefaultMinValidityPercent
-		c.Admin.MinValidityPercent = &p
-	}
-	c.Admin.LivenessPath = cmp.Or(c.Admin.LivenessPath, DefaultLivenessPath)
-	c.Admin.ReadinessPath = cmp.Or(c.Admin.ReadinessPath, DefaultReadinessPath)
 	if c.Supervise.On() {
 		c.Supervise.RenewSignal = cmp.Or(c.Supervise.RenewSignal, DefaultRenewSignal)
 		c.Supervise.Restart = cmp.Or(c.Supervise.Restart, DefaultRestart)
 	}
 }
 
-// defaults fills a folder's unset keys.
-func (f *Folder) defaults() {
-	f.Layout = cmp.Or(f.Layout, DefaultLayout)
-	f.CertMode = cmp.Or(f.CertMode, DefaultCertMode)
-	f.KeyMode = cmp.Or(f.KeyMode, DefaultKeyMode)
-	f.JWTMode = cmp.Or(f.JWTMode, DefaultJWTMode)
-	f.JWTBundleMode = cmp.Or(f.JWTBundleMode, DefaultJWTBundleMode)
-	f.MinSwapInterval = cmp.Or(f.MinSwapInterval, DefaultMinSwapInterval)
-	if f.Layout == DefaultLayout {
-		f.CertFileName = cmp.Or(f.CertFileName, DefaultCertFileName)
-		f.KeyFileName = cmp.Or(f.KeyFileName, DefaultKeyFileName)
-		f.BundleFileName = cmp.Or(f.BundleFileName, DefaultBundleFileName)
+func (a *Action) defaults() {
+	if len(a.On) == 0 {
+		a.On = []string{EventX509}
 	}
-	for j := range f.OnRotate {
-		a := &f.OnRotate[j]
-		if len(a.On) == 0 {
-			a.On = []string{EventX509}
-		}
-		if a.Signal != nil {
-			a.Signal.Signal = cmp.Or(a.Signal.Signal, DefaultRenewSignal)
-		}
-		if a.Exec != nil {
-			a.Exec.Timeout = cmp.Or(a.Exec.Timeout, DefaultActionTimeout)
-		}
-		if a.Postgres != nil {
-			a.Postgres.Timeout = cmp.Or(a.Postgres.Timeout, DefaultPostgresTimeout)
-		}
+	if a.Signal != nil {
+		a.Signal.Signal = cmp.Or(a.Signal.Signal, DefaultRenewSignal)
+	}
+	if a.Exec != nil {
+		a.Exec.Timeout = cmp.Or(a.Exec.Timeout, DefaultActionTimeout)
+	}
+	if a.Postgres != nil {
+		a.Postgres.Timeout = cmp.Or(a.Postgres.Timeout, DefaultPostgresTimeout)
 	}
 }
 

@@ -46,21 +46,22 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.SDS.Socket != DefaultSDSSocket || c.SDS.SocketMode != 0o600 || !c.SDS.On() {
-		t.Errorf("sds defaults = %+v", c.SDS)
+	// Defaults come from the components, once, as the sections map onto them.
+	if sc := c.SDS.ServerConfig().WithDefaults(); sc.SocketPath != DefaultSDSSocket || sc.SocketMode != 0o600 || !c.SDS.On() {
+		t.Errorf("sds defaults = %+v", sc)
 	}
-	if c.SDS.DefaultSVIDName != "default" || c.SDS.DefaultBundleName != "ROOTCA" || c.SDS.DefaultAllBundlesName != "ALL" {
-		t.Errorf("sds names = %+v", c.SDS)
+	if n := c.SDS.ServerConfig().WithDefaults().Names; n.DefaultSVID != "default" || n.DefaultBundle != "ROOTCA" || n.AllBundles != "ALL" {
+		t.Errorf("sds names = %+v", n)
 	}
-	if time.Duration(c.WorkloadAPI.FirstUpdateTimeout) != time.Minute {
-		t.Errorf("first_update_timeout = %s", c.WorkloadAPI.FirstUpdateTimeout)
+	if first := c.WorkloadAPI.SourceConfig().WithDefaults().FirstUpdateTimeout; first != time.Minute {
+		t.Errorf("first_update_timeout = %s", first)
 	}
-	f := c.Files[0]
+	f := c.Files[0].FileSinkConfig().WithDefaults()
 	if f.Layout != "spiffe-helper" || f.CertMode != 0o644 || f.KeyMode != 0o600 ||
 		f.CertFileName != "svid.pem" || f.KeyFileName != "svid_key.pem" || f.BundleFileName != "svid_bundle.pem" {
 		t.Errorf("folder defaults = %+v", f)
 	}
-	if a := c.Admin; a.Address() != "127.0.0.1:8081" || *a.MinValidityPercent != 10 || a.MinValidity != 0 || a.RequireSDSAck {
+	if a := c.Admin; a.Address() != "127.0.0.1:8081" || a.ServerConfig().MinValidityPercent != 10 || a.MinValidity != 0 || a.RequireSDSAck {
 		t.Errorf("admin defaults = %+v (listen %q)", a, a.Address())
 	}
 }
@@ -132,8 +133,8 @@ admin:
 	if o := c.Files[0].Owner; o == nil || o.UID != 999 || o.GID != 998 {
 		t.Errorf("owner = %v", o)
 	}
-	if c.Files[1].CertFileName != "" {
-		t.Errorf("spiffe layout got a spiffe-helper file name: %+v", c.Files[1])
+	if fc := c.Files[1].FileSinkConfig().WithDefaults(); fc.CertFileName != "" {
+		t.Errorf("spiffe layout got a spiffe-helper file name: %+v", fc)
 	}
 }
 
@@ -198,8 +199,8 @@ func TestAdminProbePathsDefaultAndMove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Admin.LivenessPath != "/livez" || c.Admin.ReadinessPath != "/readyz" {
-		t.Errorf("default paths %q %q, want /livez /readyz", c.Admin.LivenessPath, c.Admin.ReadinessPath)
+	if ac := c.Admin.ServerConfig().WithDefaults(); ac.LivenessPath != "/livez" || ac.ReadinessPath != "/readyz" {
+		t.Errorf("default paths %q %q, want /livez /readyz", ac.LivenessPath, ac.ReadinessPath)
 	}
 	c, err = parseDefaultValidate(t, "files:\n  - dir: /a\nadmin:\n  liveness_path: /live\n  readiness_path: /health/ready\n")
 	if err != nil {

@@ -54,10 +54,11 @@ func FuzzParse(f *testing.F) {
 				t.Errorf("valid config with dir %q", fo.Dir)
 			}
 			dirs[filepath.Clean(fo.Dir)] = true
-			if fo.KeyMode&0o007 != 0 || fo.KeyMode == 0 || fo.CertMode&0o002 != 0 {
-				t.Errorf("valid config with key mode %s, cert mode %s", fo.KeyMode, fo.CertMode)
+			fc := fo.FileSinkConfig().WithDefaults()
+			if fc.KeyMode&0o007 != 0 || fc.KeyMode == 0 || fc.CertMode&0o002 != 0 {
+				t.Errorf("valid config with key mode %s, cert mode %s", fc.KeyMode, fc.CertMode)
 			}
-			for _, name := range []string{fo.CertFileName, fo.KeyFileName, fo.BundleFileName} {
+			for _, name := range []string{fc.CertFileName, fc.KeyFileName, fc.BundleFileName} {
 				if strings.ContainsRune(name, '/') || strings.HasPrefix(name, "..") {
 					t.Errorf("valid config with file name %q", name)
 				}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"testing"
 )
 
@@ -25,11 +26,11 @@ func TestJWTKeys(t *testing.T) {
 		len(f.JWTSVIDs[0].ExtraAudiences) != 1 || f.JWTSVIDs[0].ExtraAudiences[0] != "billing" {
 		t.Errorf("files[0].jwt_svids = %+v, want [%+v]", f.JWTSVIDs, want)
 	}
-	if f.JWTBundleFileName != "jwt_bundle.json" || f.JWTMode != 0o640 || f.JWTBundleMode != DefaultJWTBundleMode {
-		t.Errorf("files[0] jwt keys = %q %v %v", f.JWTBundleFileName, f.JWTMode, f.JWTBundleMode)
+	if jf := f.JWTFolder().WithDefaults(); f.JWTBundleFileName != "jwt_bundle.json" || jf.Mode != 0o640 || jf.BundleMode != os.FileMode(DefaultJWTBundleMode) {
+		t.Errorf("files[0] jwt keys = %q %v %v", f.JWTBundleFileName, jf.Mode, jf.BundleMode)
 	}
-	if c.Files[1].JWTMode != DefaultJWTMode {
-		t.Errorf("files[1].jwt_mode = %v, want the default %v", c.Files[1].JWTMode, DefaultJWTMode)
+	if mode := c.Files[1].JWTFolder().WithDefaults().Mode; mode != os.FileMode(DefaultJWTMode) {
+		t.Errorf("files[1].jwt_mode = %v, want the default %v", mode, DefaultJWTMode)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/supervise"
@@ -72,22 +73,24 @@ func (s SDS) validate() error {
 // validate checks a folder as filesink and jwtfiles do, that its JWT files
 // do not take its X.509 files' names, and each reload action.
 func (f Folder) validate() error {
-	errs := fielderr.List{f.FileSinkConfig().WithDefaults().Validate()}
+	fc := f.FileSinkConfig().WithDefaults()
+	errs := fielderr.List{fc.Validate()}
 	errs = append(errs, f.JWTFolder().WithDefaults().Validate())
-	errs = append(errs, f.jwtOverX509()...)
+	errs = append(errs, f.jwtOverX509(fc)...)
 	for j, a := range f.OnRotate {
 		errs.Under(fmt.Sprintf("on_rotate[%d]", j), a.validate(f))
 	}
 	return errs.Err()
 }
 
-// jwtOverX509 refuses a JWT file named as one of the folder's X.509 files.
-func (f Folder) jwtOverX509() []error {
+// jwtOverX509 refuses a JWT file named as one of the X.509 files fc (the
+// folder as filesink defaults it) writes.
+func (f Folder) jwtOverX509(fc filesink.Config) []error {
 	x509 := map[string]string{}
 	for _, n := range []struct{ key, name string }{
-		{"cert_file_name", f.CertFileName},
-		{"key_file_name", f.KeyFileName},
-		{"bundle_file_name", f.BundleFileName},
+		{"cert_file_name", fc.CertFileName},
+		{"key_file_name", fc.KeyFileName},
+		{"bundle_file_name", fc.BundleFileName},
 	} {
 		if n.name != "" {
 			x509[n.name] = n.key

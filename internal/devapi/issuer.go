@@ -170,15 +170,6 @@ func federatedCAs(cfg IssuerConfig) ([]*CA, error) {
 	return federated, nil
 }
 
-// Config is the configuration in effect, defaults applied.
-func (i *Issuer) Config() IssuerConfig {
-	cfg := i.cfg
-	cfg.SPIFFEIDs = append([]spiffeid.ID(nil), i.cfg.SPIFFEIDs...)
-	cfg.Hints = maps.Clone(i.cfg.Hints)
-	cfg.FederatedWith = append([]spiffeid.TrustDomain(nil), i.cfg.FederatedWith...)
-	return cfg
-}
-
 // Run issues SVIDs for every configured ID, pushes them to the server, and
 // re-issues at half of TTL until ctx ends (then it returns nil).
 func (i *Issuer) Run(ctx context.Context) error {

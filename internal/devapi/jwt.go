@@ -34,9 +34,13 @@ type jwtState struct {
 	signer jose.Signer
 	jwks   []byte
 	ttl    time.Duration
-	// streams holds one wake-up channel per open FetchJWTBundles stream;
-	// they are woken with the X.509 ones, since the bundles' trust domains
-	// come from the X.509 response.
+	// bundles is derived from the X.509 response, as Server.bundles is;
+	// bundlesVer moves only when they change.
+	bundles    *workload.JWTBundlesResponse
+	bundlesVer uint64
+	keyErr     error
+	// streams holds one wake-up channel per open FetchJWTBundles stream,
+	// woken with the X.509 ones.
 	streams map[chan struct{}]struct{}
 }
 
@@ -126,62 +130,37 @@ func signJWTSVID(signer jose.Signer, subject string, audience []string, now time
 	return token, nil
 }
 
-// jwtBundlesLocked is the FetchJWTBundles answer: the signing key as a
-// JWKS for every trust domain of the current response's SVIDs.
-func (s *Server) jwtBundlesLocked() (*workload.JWTBundlesResponse, error) {
-	if s.x509 == nil {
-		return nil, nil
-	}
-	if err := s.jwtKeyLocked(); err != nil {
-		return nil, err
-	}
-	out := &workload.JWTBundlesResponse{Bundles: map[string][]byte{}}
-	for _, x := range s.x509.GetSvids() {
-		if id, err := spiffeid.FromString(x.GetSpiffeId()); err == nil {
-			out.Bundles[id.TrustDomain().IDString()] = s.jwt.jwks
+// setJWTBundlesLocked derives the FetchJWTBundles answer from resp: the
+// signing key as a JWKS for every trust domain of its SVIDs.
+func (s *Server) setJWTBundlesLocked(resp *workload.X509SVIDResponse) {
+	var out *workload.JWTBundlesResponse
+	if resp != nil {
+		if s.jwt.keyErr = s.jwtKeyLocked(); s.jwt.keyErr != nil {
+			return
+		}
+		out = &workload.JWTBundlesResponse{Bundles: map[string][]byte{}}
+		for _, x := range resp.GetSvids() {
+			if id, err := spiffeid.FromString(x.GetSpiffeId()); err == nil {
+				out.Bundles[id.TrustDomain().IDString()] = s.jwt.jwks
+			}
 		}
 	}
-	return out, nil
+	if !proto.Equal(out, s.jwt.bundles) {
+		s.jwt.bundles = out
+		s.jwt.bundlesVer++
+	}
 }
 
 // FetchJWTBundles implements the Workload API: the JWT bundles at once,
 // then again whenever they change.
 func (s *Server) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
-	wake := make(chan struct{}, 1)
-	s.mu.Lock()
-	if s.jwt.streams == nil {
-		s.jwt.streams = make(map[chan struct{}]struct{})
-	}
-	s.jwt.streams[wake] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.jwt.streams, wake)
-		s.mu.Unlock()
-	}()
-	var sent *workload.JWTBundlesResponse
-	for {
-		s.mu.Lock()
-		msg, err := s.jwtBundlesLocked()
-		if err == nil {
-			err = s.x509Err
+	return serveStream(s, stream, "FetchJWTBundles", s.jwt.streams, func() (*workload.JWTBundlesResponse, uint64, error) {
+		err := s.x509Err
+		if s.jwt.keyErr != nil {
+			err = status.Error(codes.Internal, s.jwt.keyErr.Error())
 		}
-		s.mu.Unlock()
-		if err != nil {
-			return status.Convert(err).Err()
-		}
-		if msg != nil && !proto.Equal(msg, sent) {
-			if err := stream.Send(msg); err != nil {
-				return err
-			}
-			sent = msg
-		}
-		select {
-		case <-wake:
-		case <-stream.Context().Done():
-			return status.FromContextError(stream.Context().Err()).Err()
-		}
-	}
+		return s.jwt.bundles, s.jwt.bundlesVer, err
+	})
 }
 
 // ValidateJWTSVID implements the Workload API: the token must be signed by
@@ -195,11 +174,8 @@ func (s *Server) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSVI
 		return nil, status.Error(codes.InvalidArgument, "svid must be specified")
 	}
 	s.mu.Lock()
-	resp, err := s.jwtBundlesLocked()
+	resp := s.jwt.bundles
 	s.mu.Unlock()
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
 	set := jwtbundle.NewSet()
 	for tdID, jwks := range resp.GetBundles() {
 		td, err := spiffeid.TrustDomainFromString(tdID)

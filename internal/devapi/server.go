@@ -97,6 +97,7 @@ func NewServer(cfg ServerConfig) *Server {
 		log:            log.With("component", "devapi", "socket", path),
 		streams:        make(map[chan struct{}]struct{}),
 		streamsChanged: make(chan struct{}),
+		jwt:            jwtState{streams: make(map[chan struct{}]struct{})},
 	}
 }
 
@@ -204,6 +205,7 @@ func (s *Server) SetX509(resp *workload.X509SVIDResponse) {
 		s.bundles = bundles
 		s.bundlesVer++
 	}
+	s.setJWTBundlesLocked(resp)
 	s.wakeLocked()
 }
 
@@ -217,6 +219,7 @@ func (s *Server) SetX509Error(code codes.Code, msg string) {
 	s.x509, s.x509Err, s.bundles = nil, status.Error(code, msg), nil
 	s.x509Ver++
 	s.bundlesVer++
+	s.setJWTBundlesLocked(nil)
 	s.wakeLocked()
 }
 
@@ -249,7 +252,7 @@ func (s *Server) WaitOpenStreams(ctx context.Context, n int) error {
 // FetchX509SVID implements the Workload API: the current response at once,
 // then every new one.
 func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
-	return serveStream(s, stream, "FetchX509SVID", func() (*workload.X509SVIDResponse, uint64, error) {
+	return serveStream(s, stream, "FetchX509SVID", s.streams, func() (*workload.X509SVIDResponse, uint64, error) {
 		return s.x509, s.x509Ver, s.x509Err
 	})
 }
@@ -258,16 +261,16 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 // response (own and federated, keyed by trust domain ID) at once, then
 // every change.
 func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
-	return serveStream(s, stream, "FetchX509Bundles", func() (*workload.X509BundlesResponse, uint64, error) {
+	return serveStream(s, stream, "FetchX509Bundles", s.streams, func() (*workload.X509BundlesResponse, uint64, error) {
 		return s.bundles, s.bundlesVer, s.x509Err
 	})
 }
 
-// serveStream runs one server stream: current reads (under s.mu) the
-// message to send, its version and a terminal error.
-func serveStream[T any](s *Server, stream grpc.ServerStreamingServer[T], method string, current func() (*T, uint64, error)) error {
-	wake := s.openStream(method)
-	defer s.closeStream(wake, method)
+// serveStream runs one server stream registered in streams: current reads
+// (under s.mu) the message to send, its version and a terminal error.
+func serveStream[T any](s *Server, stream grpc.ServerStreamingServer[T], method string, streams map[chan struct{}]struct{}, current func() (*T, uint64, error)) error {
+	wake := s.openStream(method, streams)
+	defer s.closeStream(wake, method, streams)
 	var sent uint64
 	for {
 		s.mu.Lock()
@@ -291,21 +294,22 @@ func serveStream[T any](s *Server, stream grpc.ServerStreamingServer[T], method 
 	}
 }
 
-func (s *Server) openStream(method string) chan struct{} {
+// openStream registers a stream; only X.509 streams count in OpenStreams.
+func (s *Server) openStream(method string, streams map[chan struct{}]struct{}) chan struct{} {
 	wake := make(chan struct{}, 1)
 	s.mu.Lock()
-	s.streams[wake] = struct{}{}
-	n := len(s.streams)
+	streams[wake] = struct{}{}
+	n := len(streams)
 	s.streamsChangedLocked()
 	s.mu.Unlock()
 	s.log.Debug("workload API stream opened", "method", method, "open_streams", n)
 	return wake
 }
 
-func (s *Server) closeStream(wake chan struct{}, method string) {
+func (s *Server) closeStream(wake chan struct{}, method string, streams map[chan struct{}]struct{}) {
 	s.mu.Lock()
-	delete(s.streams, wake)
-	n := len(s.streams)
+	delete(streams, wake)
+	n := len(streams)
 	s.streamsChangedLocked()
 	s.mu.Unlock()
 	s.log.Debug("workload API stream closed", "method", method, "open_streams", n)
