@@ -93,7 +93,11 @@ func (c *CA) IssueWith(id spiffeid.ID, ttl time.Duration, opts SVIDOptions) (*x5
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
 	now := time.Now()
-	notBefore, notAfter := now.Add(-10*time.Second), now.Add(ttl)
+	// X.509 keeps whole seconds: counting from now rounded down would cut
+	// up to a second off a short SVID's life, and dev's rotation at half
+	// the ttl would then leave a folder milliseconds to swap before expiry.
+	from := ceilSecond(now)
+	notBefore, notAfter := from.Add(-10*time.Second), from.Add(ttl)
 	if !opts.NotBefore.IsZero() {
 		notBefore = opts.NotBefore
 	}
@@ -123,4 +127,12 @@ func (c *CA) IssueWith(id spiffeid.ID, ttl time.Duration, opts SVIDOptions) (*x5
 		return nil, fmt.Errorf("parse SVID for %s: %w", id, err)
 	}
 	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf}, PrivateKey: key, Hint: opts.Hint}, nil
+}
+
+// ceilSecond rounds t up to the next whole second (t itself if whole).
+func ceilSecond(t time.Time) time.Time {
+	if r := t.Truncate(time.Second); !r.Equal(t) {
+		return r.Add(time.Second)
+	}
+	return t
 }
