@@ -25,6 +25,8 @@ where $args is a dict:
               in the consumer), mountPath, layout, owner, certMode,
               keyMode, sizeLimit, onRotate (the bridge's on_rotate list)
   extraVolumeMounts  more mounts for the bridge (e.g. a pid file's dir)
+  appVersion  the image tag when values.image.tag is empty (this chart
+              passes its appVersion; a parent chart sets image.tag)
 
 The bridge runs as the pod's uid (Envoy's, or the folder consumer's, which
 then owns the key with no capability) and is restricted on its own.
