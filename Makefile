@@ -4,7 +4,7 @@ GO      ?= go
 BIN     ?= bin
 E2E_TIMEOUT ?= 45m
 
-.PHONY: all build image image-test image-engine-test release release-test test unit unit-kustomize stress vet e2e e2e-deps bench bench-spire bench-fanout fuzz fmt-check clean
+.PHONY: all build image image-test image-engine-test release release-test test unit unit-kustomize unit-helm stress vet e2e e2e-deps bench bench-spire bench-fanout fuzz fmt-check clean
 
 all: build
 
@@ -95,7 +95,7 @@ vet:
 fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-unit: fmt-check vet unit-kustomize
+unit: fmt-check vet unit-kustomize unit-helm
 	$(GO) test -race -count=1 ./...
 	$(GO) -C e2e/traceparse test -count=1 ./...
 	$(MAKE) image-test
@@ -106,6 +106,15 @@ unit: fmt-check vet unit-kustomize
 # of the daemon's go.mod.
 unit-kustomize:
 	cd deploy/kubernetes/kustomizetest && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+
+# deploy/helm/sds-bridge rendered with Helm's Go SDK (default values and the
+# value sets in deploy/helm/helmtest/testdata), linted, decoded strictly,
+# checked against Pod Security "restricted" and its values schema, and its
+# sidecar template included from another chart. A module of its own: Helm
+# and k8s.io stay out of the daemon's go.mod. (go test ./deploy/helm, in the
+# daemon's module, loads the rendered bridge configs and Envoy bootstraps.)
+unit-helm:
+	cd deploy/helm/helmtest && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 
 # The main module's unit suite under load, to find what a busy CI machine
 # shakes out: STRESS_COUNT runs of every test at each GOMAXPROCS in

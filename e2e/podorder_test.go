@@ -96,21 +96,41 @@ import (
 // render command and returns the objects.
 func renderBase(t testing.TB, dir string) []k8sObject {
 	t.Helper()
-	mod, err := filepath.Abs("../deploy/kubernetes/kustomizetest")
+	return renderWith(t, "../deploy/kubernetes/kustomizetest", "./cmd/render", dir)
+}
+
+// renderChart renders deploy/helm/sds-bridge as `helm template` would, in
+// namespace ns, with the helmtest module's render command (Helm's Go SDK),
+// and returns the objects.
+func renderChart(t testing.TB, ns string, set ...string) []k8sObject {
+	t.Helper()
+	args := []string{"./cmd/render", "-namespace", ns}
+	for _, kv := range set {
+		args = append(args, "-set", kv)
+	}
+	return renderWith(t, "../deploy/helm/helmtest", append(args, "../sds-bridge")...)
+}
+
+// renderWith runs `go run args…` in the nested module at modDir and decodes
+// the YAML stream it prints.
+func renderWith(t testing.TB, modDir string, args ...string) []k8sObject {
+	t.Helper()
+	mod, err := filepath.Abs(modDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool(), "run", "./cmd/render", dir)
+	cmd := exec.CommandContext(ctx, goTool(), append([]string{"run"}, args...)...)
 	cmd.Dir = mod
-	// The nested module on its own: kustomize stays out of the main go.mod.
+	// The nested module on its own: kustomize and Helm stay out of the
+	// main go.mod.
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("e2e: render %s: %v\n%s", dir, err, stderr.String())
+		t.Fatalf("e2e: render %v: %v\n%s", args, err, stderr.String())
 	}
 	var objs []k8sObject
 	dec := yaml.NewDecoder(bytes.NewReader(out))
@@ -119,7 +139,7 @@ func renderBase(t testing.TB, dir string) []k8sObject {
 		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
-			t.Fatalf("e2e: decode rendered %s: %v", dir, err)
+			t.Fatalf("e2e: decode rendered %v: %v", args, err)
 		}
 		objs = append(objs, o)
 	}
@@ -332,6 +352,7 @@ func imageKind(image string) string {
 	if i := strings.LastIndexByte(repo, '/'); i >= 0 {
 		repo = repo[i+1:]
 	}
+	repo, _, _ = strings.Cut(repo, "@")
 	repo, _, _ = strings.Cut(repo, ":")
 	return repo
 }
@@ -1179,18 +1200,111 @@ func startPodOrderSPIRE(t *testing.T, workDir string) (*spire, podEnv) {
 func TestPodsRunInKubeletOrderAndStayReadyAcrossRotations(t *testing.T) {
 	workDir := newWorkDir(t)
 	s, env := startPodOrderSPIRE(t, workDir)
-	base, err := filepath.Abs("../deploy/kubernetes/base")
+	kube, err := filepath.Abs("../deploy/kubernetes")
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := renderBase(t, base)
+	runPodsAcrossRotations(t, s, env, workDir, "kustomize base", renderBase(t, filepath.Join(kube, "base")))
+	if t.Failed() {
+		return
+	}
 
+	// Mutations that would break a real pod break the run. The bridge's
+	// probes are the sidecar component's, its config the workload's.
+	for _, m := range []podMutation{
+		{
+			name: "readinessProbe path typo",
+			file: "components/sidecar/sidecar.yaml", kind: "Deployment", obj: "backend",
+			old:  "readinessProbe:\n            httpGet:\n              path: /readyz",
+			new:  "readinessProbe:\n            httpGet:\n              path: /ready",
+			want: "sds-bridge: GET /ready: 404",
+		},
+		{
+			name: "credential folder mounted elsewhere in the wait init container",
+			file: "base/postgres.yaml", kind: "StatefulSet", obj: "postgres",
+			old:  "              mountPath: /spiffe-certs\n              readOnly: true\n      containers:",
+			new:  "              mountPath: /spiffe-cert\n              readOnly: true\n      containers:",
+			want: "init container wait-for-credentials",
+		},
+		{
+			name: "admin port moved in the config, not in the probes",
+			file: "base/backend.yaml", kind: "Deployment", obj: "backend",
+			old:  "listen: 0.0.0.0:8081",
+			new:  "listen: 0.0.0.0:8082",
+			want: "container sds-bridge: startupProbe not passed",
+		},
+	} {
+		t.Run(m.name, func(t *testing.T) { testPodMutation(t, env, kube, m) })
+	}
+}
+
+// TestChartPodsRunInKubeletOrderAndStayReadyAcrossRotations is the test
+// above for the Helm chart's default render (deploy/helm/sds-bridge, release
+// namespace demo, as `helm install -n demo` renders it): its PostgreSQL and
+// backend pods, with the bridge config, Envoy bootstrap, pg_ident.conf and
+// probes the chart generates from its values, are Ready within 15 s and
+// stay Ready across ≥ 3 rotations, PostgreSQL serving its folder's
+// certificate and the backend's SDS certificate logging in as app.
+func TestChartPodsRunInKubeletOrderAndStayReadyAcrossRotations(t *testing.T) {
+	workDir := newWorkDir(t)
+	s, env := startPodOrderSPIRE(t, workDir)
+	runPodsAcrossRotations(t, s, env, workDir, "Helm chart", renderChart(t, "demo"))
+}
+
+// runPodsAcrossRotations runs the postgres StatefulSet pod and the backend
+// Deployment pod of objs, waits until both are Ready (15 s at most), then
+// watches them stay Ready, with no failed probe run, while PostgreSQL
+// presents ≥ 3 new certificates of its folder to a client logging in with
+// the backend's SDS certificate.
+func runPodsAcrossRotations(t *testing.T, s *spire, env podEnv, workDir, what string, objs []k8sObject) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
+	pgPod, bePod := startPodsReady(t, ctx, workDir, what, objs, env)
+
+	// Stays Ready: checked every 100 ms while rotations go by, and no
+	// probe run may fail from now on.
+	readySince := time.Now()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	notReady, watchWG := watchPodsReady(watchCtx, pgPod, bePod)
+
+	pgFolder := folder{Dir: pgPod.vols["spiffe-certs"], Layout: layoutHelper, TD: s.TrustDomain}
+	envoy := bePod.envoyOf(t)
+	serverID := s.ID(podOrderPostgresID)
+	var serials []string
+	for len(serials) < 4 { // the first certificate and ≥ 3 rotations
+		serial := podOrderServerMatchesFolder(t, ctx, pgFolder, pgPod, envoy, serverID, serials)
+		serials = append(serials, serial)
+		t.Logf("%s: rotation %d: PostgreSQL presents the folder's serial %s; the backend's SDS certificate logs in as app", what, len(serials)-1, serial)
+		select {
+		case why := <-notReady:
+			t.Fatalf("a pod left Ready: %s", why)
+		default:
+		}
+	}
+	stopWatch()
+	watchWG.Wait()
+	select {
+	case why := <-notReady:
+		t.Fatalf("a pod left Ready: %s", why)
+	default:
+	}
+	for _, pd := range []*pod{pgPod, bePod} {
+		if f := pd.ProbeFailuresSince(readySince); len(f) > 0 {
+			t.Errorf("pod %s: probe runs failed while Ready (%s): %s", pd.name, time.Since(readySince).Round(time.Second), strings.Join(f, "; "))
+		}
+	}
+	t.Logf("%s: both pods Ready for %s, across %d rotations of PostgreSQL's certificate, no probe run failed", what, time.Since(readySince).Round(100*time.Millisecond), len(serials)-1)
+}
+
+// startPodsReady starts the postgres-0 and backend pods of objs and waits
+// until both are Ready, 15 s at most each.
+func startPodsReady(t *testing.T, ctx context.Context, workDir, what string, objs []k8sObject, env podEnv) (pgPod, bePod *pod) {
+	t.Helper()
 	pgObj, cms := podTemplate(t, objs, "StatefulSet", "postgres")
-	pgPod := newPod(t, workDir, "postgres-0", pgObj, cms, env)
+	pgPod = newPod(t, workDir, "postgres-0", pgObj, cms, env)
 	beObj, _ := podTemplate(t, objs, "Deployment", "backend")
-	bePod := newPod(t, workDir, "backend", beObj, cms, env)
+	bePod = newPod(t, workDir, "backend", beObj, cms, env)
 
 	// One after the other (Run returns once a pod's containers are
 	// started, a few seconds): the runner's helpers may end the test,
@@ -1210,91 +1324,34 @@ func TestPodsRunInKubeletOrderAndStayReadyAcrossRotations(t *testing.T) {
 	if err := errors.Join(readyErr[:]...); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("Pod Ready after start: postgres-0 %s, backend %s (limit 15s)", readyIn[0].Round(time.Millisecond), readyIn[1].Round(time.Millisecond))
+	t.Logf("%s: Pod Ready after start: postgres-0 %s, backend %s (limit 15s)", what, readyIn[0].Round(time.Millisecond), readyIn[1].Round(time.Millisecond))
+	return pgPod, bePod
+}
 
-	// Stays Ready: checked every 100 ms while rotations go by, and no
-	// probe run may fail from now on.
-	readySince := time.Now()
-	watchCtx, stopWatch := context.WithCancel(ctx)
+// watchPodsReady checks the pods every 100 ms until ctx ends and reports
+// the first time one is not Ready or broken.
+func watchPodsReady(ctx context.Context, pods ...*pod) (<-chan string, *sync.WaitGroup) {
 	notReady := make(chan string, 1)
-	var watchWG sync.WaitGroup
-	watchWG.Go(func() {
-		for sleepCtx(watchCtx, 100*time.Millisecond) == nil {
-			for _, pd := range []*pod{pgPod, bePod} {
+	report := func(why string) {
+		select {
+		case notReady <- why:
+		default:
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for sleepCtx(ctx, 100*time.Millisecond) == nil {
+			for _, pd := range pods {
 				if ok, why := pd.Ready(); !ok {
-					select {
-					case notReady <- pd.name + ": " + why:
-					default:
-					}
+					report(pd.name + ": " + why)
 				}
 				if b := pd.Broken(); len(b) > 0 {
-					select {
-					case notReady <- pd.name + ": " + strings.Join(b, "; "):
-					default:
-					}
+					report(pd.name + ": " + strings.Join(b, "; "))
 				}
 			}
 		}
 	})
-
-	pgFolder := folder{Dir: pgPod.vols["spiffe-certs"], Layout: layoutHelper, TD: s.TrustDomain}
-	envoy := bePod.envoyOf(t)
-	serverID := s.ID(podOrderPostgresID)
-	var serials []string
-	for len(serials) < 4 { // the first certificate and ≥ 3 rotations
-		serial := podOrderServerMatchesFolder(t, ctx, pgFolder, pgPod, envoy, serverID, serials)
-		serials = append(serials, serial)
-		t.Logf("rotation %d: PostgreSQL presents the folder's serial %s; the backend's SDS certificate logs in as app", len(serials)-1, serial)
-		select {
-		case why := <-notReady:
-			t.Fatalf("a pod left Ready: %s", why)
-		default:
-		}
-	}
-	stopWatch()
-	watchWG.Wait()
-	select {
-	case why := <-notReady:
-		t.Fatalf("a pod left Ready: %s", why)
-	default:
-	}
-	for _, pd := range []*pod{pgPod, bePod} {
-		if f := pd.ProbeFailuresSince(readySince); len(f) > 0 {
-			t.Errorf("pod %s: probe runs failed while Ready (%s): %s", pd.name, time.Since(readySince).Round(time.Second), strings.Join(f, "; "))
-		}
-	}
-	t.Logf("both pods Ready for %s, across %d rotations of PostgreSQL's certificate, no probe run failed", time.Since(readySince).Round(100*time.Millisecond), len(serials)-1)
-	if t.Failed() {
-		return
-	}
-
-	// Mutations that would break a real pod break the run.
-	cancel()
-	for _, m := range []podMutation{
-		{
-			name: "readinessProbe path typo",
-			file: "backend.yaml", kind: "Deployment", obj: "backend",
-			old:  "readinessProbe:\n            httpGet:\n              path: /readyz",
-			new:  "readinessProbe:\n            httpGet:\n              path: /ready",
-			want: "sds-bridge: GET /ready: 404",
-		},
-		{
-			name: "credential folder mounted elsewhere in the wait init container",
-			file: "postgres.yaml", kind: "StatefulSet", obj: "postgres",
-			old:  "              mountPath: /spiffe-certs\n              readOnly: true\n      containers:",
-			new:  "              mountPath: /spiffe-cert\n              readOnly: true\n      containers:",
-			want: "init container wait-for-credentials",
-		},
-		{
-			name: "admin port moved in the config, not in the probes",
-			file: "backend.yaml", kind: "Deployment", obj: "backend",
-			old:  "listen: 0.0.0.0:8081",
-			new:  "listen: 0.0.0.0:8082",
-			want: "container sds-bridge: startupProbe not passed",
-		},
-	} {
-		t.Run(m.name, func(t *testing.T) { testPodMutation(t, env, base, m) })
-	}
+	return notReady, &wg
 }
 
 // envoyOf is the Envoy stand-in of a pod.
@@ -1401,20 +1458,23 @@ func connectAsApp(ctx context.Context, port int, envoy *envoyProc, serverID stri
 	return serial, nil
 }
 
-// podMutation is one change to a copy of the base.
+// podMutation is one change to a copy of deploy/kubernetes.
 type podMutation struct {
-	name, file, kind, obj, old, new string
+	name, file, kind, obj, old, new string // file: relative to deploy/kubernetes
 	want                            string // in the reason the pod is not Ready
 }
 
-// testPodMutation runs the pod of a mutated copy of the base and expects
-// it never to turn Ready within 15 s.
-func testPodMutation(t *testing.T, env podEnv, base string, m podMutation) {
-	dir := filepath.Join(newWorkDir(t), "base")
-	if err := os.CopyFS(dir, os.DirFS(base)); err != nil {
-		t.Fatal(err)
+// testPodMutation runs the pod of a mutated copy of the base (and the
+// sidecar component it uses) and expects it never to turn Ready within 15 s.
+func testPodMutation(t *testing.T, env podEnv, kube string, m podMutation) {
+	root := filepath.Join(newWorkDir(t), "kubernetes")
+	for _, d := range []string{"base", "components"} {
+		if err := os.CopyFS(filepath.Join(root, d), os.DirFS(filepath.Join(kube, d))); err != nil {
+			t.Fatal(err)
+		}
 	}
-	path := filepath.Join(dir, m.file)
+	dir := filepath.Join(root, "base")
+	path := filepath.Join(root, m.file)
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -1429,7 +1489,7 @@ func testPodMutation(t *testing.T, env podEnv, base string, m podMutation) {
 	// WaitReady's own limit says why.)
 	ctx, cancel := context.WithTimeout(t.Context(), 16*time.Second)
 	defer cancel()
-	pd := newPod(t, filepath.Dir(dir), m.obj, obj, cms, env)
+	pd := newPod(t, root, m.obj, obj, cms, env)
 	err = pd.Run(ctx)
 	if err == nil {
 		_, err = pd.WaitReady(ctx, 15*time.Second)

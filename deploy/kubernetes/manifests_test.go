@@ -15,11 +15,13 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -147,6 +149,66 @@ type document struct {
 	manifest
 }
 
+// decodeDocuments decodes every document of data strictly; where names
+// them (file#index).
+func decodeDocuments(where string, data []byte) ([]document, error) {
+	var docs []document
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	for i := 0; ; i++ {
+		var m manifest
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			return docs, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", where, i, err)
+		}
+		if !m.empty {
+			docs = append(docs, document{where: fmt.Sprintf("%s#%d", where, i), manifest: m})
+		}
+	}
+}
+
+// rendered is what kustomize makes of a kustomization here, by its
+// directory: the objects a cluster gets. The workloads of base/ take their
+// bridge sidecar from components/sidecar, so the pod checks below read the
+// render, not the files as written. kustomize stays in kustomizetest (a
+// module of its own), run as the e2e suite runs it.
+var rendered = sync.OnceValues(func() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, dir := range []string{"base", "spire-controller-manager"} {
+		cmd := exec.Command("go", "run", "./cmd/render", filepath.Join("..", dir))
+		cmd.Dir = "kustomizetest"
+		cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		y, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("kustomize build %s: %w\n%s", dir, err, stderr.String())
+		}
+		out[dir] = y
+	}
+	return out, nil
+})
+
+// renderedDocuments is every object of the rendered base and registration.
+func renderedDocuments(t *testing.T) []document {
+	t.Helper()
+	r, err := rendered()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []document
+	for _, dir := range []string{"base", "spire-controller-manager"} {
+		d, err := decodeDocuments("kustomize build "+dir, r[dir])
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, d...)
+	}
+	return docs
+}
+
+// loadDocuments is every document of every file here, as written.
 func loadDocuments(t *testing.T) []document {
 	t.Helper()
 	var docs []document
@@ -166,20 +228,9 @@ func loadDocuments(t *testing.T) []document {
 		if err != nil {
 			return err
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		for i := 0; ; i++ {
-			var m manifest
-			if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				return fmt.Errorf("%s: document %d: %w", p, i, err)
-			}
-			if !m.empty {
-				docs = append(docs, document{where: fmt.Sprintf("%s#%d", p, i), manifest: m})
-			}
-		}
-		return nil
+		ds, err := decodeDocuments(p, data)
+		docs = append(docs, ds...)
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -213,11 +264,13 @@ type pod struct {
 	claims []string // StatefulSet volumeClaimTemplates
 }
 
+// load is every object of the rendered base and registration, checked and
+// sorted by kind.
 func load(t *testing.T) *objects {
 	t.Helper()
 	o := &objects{configMaps: map[string]*configMap{}, serviceAccounts: map[string]bool{}}
 	seen := map[string]string{}
-	for _, d := range loadDocuments(t) {
+	for _, d := range renderedDocuments(t) {
 		h := d.head
 		if h.APIVersion == "" || h.Kind == "" || h.Metadata.Name == "" {
 			t.Errorf("%s: apiVersion, kind and metadata.name are required (got %q, %q, %q)", d.where, h.APIVersion, h.Kind, h.Metadata.Name)
@@ -276,7 +329,15 @@ func checkSelector(t *testing.T, where string, sel labelSelector, labels map[str
 	}
 }
 
+// TestManifestsDecodeStrictly: every document of every file here (the
+// component's patch included) and every object kustomize renders from them
+// decodes strictly into the types in types_test.go.
 func TestManifestsDecodeStrictly(t *testing.T) {
+	for _, d := range loadDocuments(t) {
+		if d.err != nil {
+			t.Errorf("%s: %s %s: %v", d.where, d.head.Kind, d.head.Metadata.Name, d.err)
+		}
+	}
 	o := load(t)
 	if !slices.Contains(o.namespaces, ns) {
 		t.Errorf("no Namespace %q", ns)
@@ -830,14 +891,25 @@ func checkFolder(t *testing.T, o *objects, p *pod, bridge container, f config.Fo
 	}
 }
 
-// TestRegistration: the ClusterSPIFFEID gives every bridge-carrying pod the
-// IDs the Envoy bootstraps expect.
+// TestRegistration: the ClusterSPIFFEIDs give every bridge-carrying pod the
+// IDs the Envoy bootstraps expect, one per workload, each with the class a
+// default SPIRE Helm install watches.
 func TestRegistration(t *testing.T) {
 	o := load(t)
 	if len(o.spiffeIDs) == 0 {
 		t.Fatal("no ClusterSPIFFEID")
 	}
 	want := "spiffe://{{ .TrustDomain }}/ns/{{ .PodMeta.Namespace }}/sa/{{ .PodSpec.ServiceAccountName }}"
+	for _, c := range o.spiffeIDs {
+		// The SPIRE Helm charts run spire-controller-manager with this class
+		// and watchClassless: false; a classless entry would be ignored.
+		if c.Spec.ClassName != "spire-spire" {
+			t.Errorf("ClusterSPIFFEID %s: className %q, want spire-spire (the SPIRE Helm charts' default)", c.Metadata.Name, c.Spec.ClassName)
+		}
+		if c.Spec.PodSelector == nil || c.Spec.PodSelector.MatchLabels["app.kubernetes.io/name"] == "" {
+			t.Errorf("ClusterSPIFFEID %s: want a podSelector on one workload's app.kubernetes.io/name", c.Metadata.Name)
+		}
+	}
 	for _, p := range o.pods {
 		covered := false
 		for _, c := range o.spiffeIDs {
