@@ -3,6 +3,7 @@ package sds
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -80,7 +81,7 @@ func (l limits) withDefaults() limits {
 	return l
 }
 
-// peerUsage is what the streams of one peer uid hold; the tracker keeps
+// peerUsage is what the streams of one peer uid hold; the registry keeps
 // it under its lock.
 type peerUsage struct {
 	streams, names, nameBytes int
@@ -89,6 +90,17 @@ type peerUsage struct {
 // held is what one stream counts against its peer.
 type held struct {
 	names, nameBytes int
+}
+
+// heldBy is what a Delta stream's initial versions hold: the subscription
+// keeps them.
+func heldBy(versions map[string]string) held {
+	var h held
+	for n, v := range versions {
+		h.names++
+		h.nameBytes += len(n) + len(v)
+	}
+	return h
 }
 
 // peerUID is the uid the kernel reported for the connection behind ctx;
@@ -135,7 +147,7 @@ func errPeerNames(uid uint32, names, bytes int) error {
 // cut at n bytes (never inside a UTF-8 sequence) and marked with its
 // length. A short string is returned as is, without allocating, and so is
 // one no longer than a cut one (n plus its mark), so that a string is
-// never cut twice (a slimNode's id reaches the tracker).
+// never cut twice.
 func clipTo(s string, n int) string {
 	if len(s) <= n+clipMark {
 		return s
@@ -174,4 +186,33 @@ func sameNode(slim, n *corev3.Node) bool {
 	va, oka := metadataBool(n, DisableSPIFFECertValidationKey)
 	vb, okb := metadataBool(slim, DisableSPIFFECertValidationKey)
 	return va == vb && oka == okb
+}
+
+// Bounds on what one request can put into a log line: names, node ids
+// and error details are chosen by the client.
+const (
+	maxLoggedNames = 16
+	maxLoggedText  = 256
+	maxLoggedLine  = 2048
+)
+
+// clip bounds a client-chosen string for the logs.
+func clip(s string) string {
+	if len(s) <= maxLoggedText {
+		return s
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(s[:maxLoggedText], ""), len(s))
+}
+
+// clipNames bounds a client-chosen list of names for the logs.
+func clipNames(names []string) []string {
+	if len(names) <= maxLoggedNames {
+		out := make([]string, len(names))
+		for i, n := range names {
+			out[i] = clip(n)
+		}
+		return out
+	}
+	out := clipNames(names[:maxLoggedNames])
+	return append(out, fmt.Sprintf("… and %d more", len(names)-maxLoggedNames))
 }
