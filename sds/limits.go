@@ -9,11 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // What an allowed client can make the server hold. The allow-list says
@@ -155,54 +153,15 @@ func clipTo(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "") + "… (" + strconv.Itoa(len(s)) + " bytes)"
 }
 
-// slimNode keeps of a client's node what the server uses (the id and
-// cluster for /status, what validationFor reads), each string bounded:
-// Envoy's node carries its extension list and any metadata, and a stream
-// keeps its node for as long as it is open.
-func slimNode(n *corev3.Node) *corev3.Node {
-	slim := &corev3.Node{Id: clipTo(n.GetId(), maxStoredID), Cluster: clipTo(n.GetCluster(), maxStoredID),
-		UserAgentName: clipTo(n.GetUserAgentName(), maxStoredID)}
-	if v := n.GetUserAgentBuildVersion().GetVersion(); v != nil {
-		slim.UserAgentVersionType = &corev3.Node_UserAgentBuildVersion{UserAgentBuildVersion: &corev3.BuildVersion{Version: v}}
-	}
-	if b, ok := metadataBool(n, DisableSPIFFECertValidationKey); ok {
-		slim.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{DisableSPIFFECertValidationKey: structpb.NewBoolValue(b)}}
-	}
-	return slim
-}
-
-// sameNode reports whether slimNode(n) would equal slim, without
-// building it: Envoy repeats its node on every request, ACKs included.
-func sameNode(slim, n *corev3.Node) bool {
-	if slim == nil || clipTo(n.GetId(), maxStoredID) != slim.GetId() || clipTo(n.GetCluster(), maxStoredID) != slim.GetCluster() ||
-		clipTo(n.GetUserAgentName(), maxStoredID) != slim.GetUserAgentName() {
-		return false
-	}
-	a, b := n.GetUserAgentBuildVersion().GetVersion(), slim.GetUserAgentBuildVersion().GetVersion()
-	if (a == nil) != (b == nil) || a.GetMajorNumber() != b.GetMajorNumber() || a.GetMinorNumber() != b.GetMinorNumber() ||
-		a.GetPatch() != b.GetPatch() {
-		return false
-	}
-	va, oka := metadataBool(n, DisableSPIFFECertValidationKey)
-	vb, okb := metadataBool(slim, DisableSPIFFECertValidationKey)
-	return va == vb && oka == okb
-}
-
-// Bounds on what one request can put into a log line: names, node ids
-// and error details are chosen by the client.
+// maxLoggedNames and maxLoggedText bound what one request can put into a
+// log line: names, node ids and error details are chosen by the client.
 const (
 	maxLoggedNames = 16
 	maxLoggedText  = 256
-	maxLoggedLine  = 2048
 )
 
 // clip bounds a client-chosen string for the logs.
-func clip(s string) string {
-	if len(s) <= maxLoggedText {
-		return s
-	}
-	return fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(s[:maxLoggedText], ""), len(s))
-}
+func clip(s string) string { return clipTo(s, maxLoggedText) }
 
 // clipNames bounds a client-chosen list of names for the logs.
 func clipNames(names []string) []string {

@@ -64,14 +64,31 @@ func (s *Server) limitListener(l *net.UnixListener) *connlimit.Listener {
 // is released: an exclusive lock on "<socket>.lock" beside it, created with
 // the socket's directory (0755) if missing. Take it before anything the
 // bridge owns is touched, so a second bridge on the same socket stops
-// there; a *flock.HeldError names the running bridge's pid.
-func LockSocket(path string) (*flock.Lock, error) {
+// there; the error names the running bridge's pid.
+func LockSocket(path string) (*SocketLock, error) {
 	dir := filepath.Dir(path)
 	if err := mkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("create socket directory %q: %w", dir, err)
 	}
-	return flock.Acquire(dir, filepath.Base(path)+".lock")
+	l, err := flock.Acquire(dir, filepath.Base(path)+".lock")
+	if err != nil {
+		return nil, err
+	}
+	return &SocketLock{l: l}, nil
 }
+
+// SocketLock is a socket path held by this process (LockSocket).
+type SocketLock struct{ l *flock.Lock }
+
+// Path is the lock file's path.
+func (l *SocketLock) Path() string { return l.l.Path() }
+
+// Replaced describes what was at the lock file's name if it was not a lock
+// file of this uid (another uid planted it); empty otherwise.
+func (l *SocketLock) Replaced() string { return l.l.Replaced() }
+
+// Release gives the socket path up.
+func (l *SocketLock) Release() error { return l.l.Release() }
 
 // listenUnix listens on the unix socket path with mode. It creates the
 // parent directory (0755) if missing and removes a stale socket, but refuses

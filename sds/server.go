@@ -13,6 +13,7 @@
 package sds
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -76,20 +77,12 @@ type Config struct {
 
 // WithDefaults fills every unset field with its default.
 func (c Config) WithDefaults() Config {
-	if c.SocketMode == 0 {
-		c.SocketMode = DefaultSocketMode
-	}
-	if c.MaxConnections == 0 {
-		c.MaxConnections = DefaultMaxConnections
-	}
-	if c.RefusedPeerGrace == 0 {
-		c.RefusedPeerGrace = DefaultRefusedPeerGrace
-	}
+	c.SocketMode = cmp.Or(c.SocketMode, DefaultSocketMode)
+	c.MaxConnections = cmp.Or(c.MaxConnections, DefaultMaxConnections)
+	c.RefusedPeerGrace = cmp.Or(c.RefusedPeerGrace, DefaultRefusedPeerGrace)
 	c.Names = c.Names.WithDefaults()
 	c.limits = c.limits.withDefaults()
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	return c
 }
 
@@ -327,23 +320,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	l := s.limitListener(ul)
 	s.listener.Store(l)
 
-	gs := grpc.NewServer(
-		// Streams beyond this on one connection are refused by gRPC itself
-		// (REFUSED_STREAM) before any handler runs.
-		grpc.MaxConcurrentStreams(s.cfg.limits.streamsPerConn),
-		grpc.MaxRecvMsgSize(maxRequestBytes),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			// Envoy's connection_keepalive may ping every few seconds, also on
-			// an idle connection; grpc-go's default (5 min) would answer with
-			// GOAWAY "too_many_pings" and force reconnects.
-			MinTime:             5 * time.Second,
-			PermitWithoutStream: true,
-		}),
-		grpc.Creds(&peerCreds{policy: s.policy, log: s.cfg.Logger, refused: &s.refusedPeers}),
-		grpc.ChainUnaryInterceptor(authorizeUnary),
-		grpc.ChainStreamInterceptor(authorizeStream),
-	)
-	s.Register(gs)
+	gs := s.grpcServer()
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(l) }()
 	s.cfg.Logger.Info("Envoy SDS: listening", "socket", s.cfg.SocketPath, "mode", fmt.Sprintf("%04o", s.cfg.SocketMode),
@@ -381,4 +358,27 @@ func (s *Server) Serve(ctx context.Context) error {
 	<-served
 	s.cfg.Logger.Info("Envoy SDS: stopped", "socket", s.cfg.SocketPath)
 	return nil
+}
+
+// grpcServer is the socket's gRPC server, with its bounds and the peer
+// checks, serving s.
+func (s *Server) grpcServer() *grpc.Server {
+	gs := grpc.NewServer(
+		// Streams beyond this on one connection are refused by gRPC itself
+		// (REFUSED_STREAM) before any handler runs.
+		grpc.MaxConcurrentStreams(s.cfg.limits.streamsPerConn),
+		grpc.MaxRecvMsgSize(maxRequestBytes),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			// Envoy's connection_keepalive may ping every few seconds, also on
+			// an idle connection; grpc-go's default (5 min) would answer with
+			// GOAWAY "too_many_pings" and force reconnects.
+			MinTime:             5 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.Creds(&peerCreds{policy: s.policy, log: s.cfg.Logger, refused: &s.refusedPeers}),
+		grpc.ChainUnaryInterceptor(authorizeUnary),
+		grpc.ChainStreamInterceptor(authorizeStream),
+	)
+	s.Register(gs)
+	return gs
 }

@@ -146,8 +146,6 @@ type stream struct {
 	delta bool
 	uid   uint32
 
-	// node is the last node the client sent, as slimNode keeps it.
-	node *corev3.Node
 	// seen is the snapshot the loop last looked at; the next one wakes it.
 	seen *snapshot
 	// last is the last response sent: its nonce and snapshot.
@@ -238,24 +236,23 @@ func (st *stream) subscribed() error {
 	return nil
 }
 
-// setNode makes node the stream's, slimmed: Envoy may send it in its first
-// request only, and may send megabytes of metadata. The node decides the
-// stream's Validation.
+// setNode takes what the stream keeps of the node a request names (Envoy
+// may send it in its first request only): its id and cluster, bounded, and
+// the Validation it gets. Envoy repeats its node on every request, ACKs
+// included: an unchanged one costs no allocation.
 func (st *stream) setNode(node *corev3.Node) {
-	if node == nil || sameNode(st.node, node) {
+	if node == nil {
 		return
 	}
-	st.node = slimNode(node)
-	v, why := validationFor(st.node, st.s.cfg.Names.DisableSPIFFECertValidation)
+	v, why := validationFor(node, st.s.cfg.Names.DisableSPIFFECertValidation)
+	id := cmp.Or(clipTo(node.GetId(), maxStoredID), st.client.Node)
+	cluster := cmp.Or(clipTo(node.GetCluster(), maxStoredID), st.client.Cluster)
+	if why == st.reason && id == st.client.Node && cluster == st.client.Cluster {
+		return
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.validation, st.reason = v, why
-	if id := st.node.GetId(); id != "" {
-		st.client.Node = id
-	}
-	if cl := st.node.GetCluster(); cl != "" {
-		st.client.Cluster = cl
-	}
+	st.validation, st.reason, st.client.Node, st.client.Cluster = v, why, id, cluster
 }
 
 // answered records and logs what a request says of the response its nonce
