@@ -79,7 +79,7 @@ func FuzzFetch(f *testing.F) {
 		if st, err := s.open(nil, false, 0); err != nil {
 			t.Errorf("open: %v", err)
 		} else {
-			if err := st.takeSotw(req, secretType); err != nil {
+			if _, err := st.takeSotw(req, secretType); err != nil {
 				t.Errorf("SotW request: %v", err)
 			}
 			s.close(st)

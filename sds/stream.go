@@ -47,19 +47,19 @@ type discovery struct {
 }
 
 func (d *discovery) StreamSecrets(ss secretv3.SecretDiscoveryService_StreamSecretsServer) error {
-	return serveStream(d.s, ss, false, sotwTaker(secretType))
+	return serveStream(d.s, ss, secretType, false, (*stream).takeSotw)
 }
 
 func (d *discovery) StreamAggregatedResources(ss discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	return serveStream(d.s, ss, false, sotwTaker(adsType))
+	return serveStream(d.s, ss, adsType, false, (*stream).takeSotw)
 }
 
 func (d *discovery) DeltaSecrets(ss secretv3.SecretDiscoveryService_DeltaSecretsServer) error {
-	return serveStream(d.s, ss, true, deltaTaker(secretType))
+	return serveStream(d.s, ss, secretType, true, (*stream).takeDelta)
 }
 
 func (d *discovery) DeltaAggregatedResources(ss discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
-	return serveStream(d.s, ss, true, deltaTaker(adsType))
+	return serveStream(d.s, ss, adsType, true, (*stream).takeDelta)
 }
 
 // FetchSecrets answers the unary request with what is served now; a
@@ -74,24 +74,13 @@ func (d *discovery) FetchSecrets(_ context.Context, req *discoveryv3.DiscoveryRe
 	return d.s.fetch(req)
 }
 
-func sotwTaker(streamType string) func(*stream, *discoveryv3.DiscoveryRequest) (bool, error) {
-	return func(st *stream, req *discoveryv3.DiscoveryRequest) (bool, error) {
-		return false, st.takeSotw(req, streamType)
-	}
-}
-
-func deltaTaker(streamType string) func(*stream, *discoveryv3.DeltaDiscoveryRequest) (bool, error) {
-	return func(st *stream, req *discoveryv3.DeltaDiscoveryRequest) (bool, error) {
-		return st.takeDelta(req, streamType)
-	}
-}
-
 // serveStream runs one stream: a goroutine receives its requests, and this loop
 // takes each, answers it, and pushes each new snapshot, until the client
 // leaves (a receive error: the stream ends without one), a request is
 // refused, or the server stops. take says whether the request is answered
 // even with nothing to send.
-func serveStream[Req, Resp any](s *Server, ss grpc.BidiStreamingServer[Req, Resp], delta bool, take func(*stream, *Req) (bool, error)) error {
+func serveStream[Req, Resp any](s *Server, ss grpc.BidiStreamingServer[Req, Resp], streamType string, delta bool,
+	take func(*stream, *Req, string) (bool, error)) error {
 	st, err := s.open(ss, delta, peerUID(ss.Context()))
 	if st == nil {
 		return err
@@ -115,7 +104,7 @@ func serveStream[Req, Resp any](s *Server, ss grpc.BidiStreamingServer[Req, Resp
 	for {
 		select {
 		case req := <-requests:
-			replyEmpty, err := take(st, req)
+			replyEmpty, err := take(st, req, streamType)
 			if err == nil {
 				err = st.answer(replyEmpty)
 			}
@@ -148,10 +137,11 @@ type stream struct {
 
 	// seen is the snapshot the loop last looked at; the next one wakes it.
 	seen *snapshot
-	// last is the last response sent: its nonce and snapshot.
-	lastNonce string
-	lastSent  *snapshot
-	nonces    uint64
+	// The last response sent: its nonce, version and generation (not its
+	// snapshot, which holds keys the stream no longer needs).
+	lastNonce, lastVersion string
+	lastGeneration         uint64
+	nonces                 uint64
 	// held is what the stream counts against its peer's limits: its names
 	// and a Delta stream's initial versions; initial is the latter.
 	held, initial held
@@ -176,18 +166,18 @@ type stream struct {
 // NACK of the last response. A request that does not name the last
 // response's nonce was sent before its client saw that response: it is
 // stale and changes nothing.
-func (st *stream) takeSotw(req *discoveryv3.DiscoveryRequest, streamType string) error {
+func (st *stream) takeSotw(req *discoveryv3.DiscoveryRequest, streamType string) (replyEmpty bool, err error) {
 	if _, err := requestType(req.GetTypeUrl(), streamType); err != nil {
-		return err
+		return false, err
 	}
 	// A list over the bound is refused before anything of it is kept.
 	if n, most := len(req.GetResourceNames()), st.s.cfg.limits.namesPerStream; n > most {
-		return st.s.refuse(st, errTooManyNames(n, most))
+		return false, st.s.refuse(st, errTooManyNames(n, most))
 	}
 	if !st.asked && st.lastNonce != "" && req.GetResponseNonce() != st.lastNonce {
 		st.s.cfg.Logger.Debug("Envoy SDS: stale request ignored: it does not answer the last response", "stream", st.id,
 			"nonce", clip(req.GetResponseNonce()), "last_nonce", st.lastNonce)
-		return nil
+		return false, nil
 	}
 	st.setNode(req.GetNode())
 	st.answered(req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail())
@@ -198,7 +188,7 @@ func (st *stream) takeSotw(req *discoveryv3.DiscoveryRequest, streamType string)
 		st.sub.setSotw(req.GetResourceNames())
 	}
 	st.mu.Unlock()
-	return st.subscribed()
+	return false, st.subscribed()
 }
 
 // takeDelta takes one Delta request: a change of the subscription, an ACK
@@ -270,16 +260,13 @@ func (st *stream) answered(version, nonce string, errDetail *rpcstatus.Status) {
 		}
 		return
 	}
-	var sent *snapshot // the response the nonce names, if it is the last one
-	if nonce == st.lastNonce {
-		sent = st.lastSent
-	}
-	if version != "" || sent != nil {
+	known := nonce == st.lastNonce // it names the last response
+	if version != "" || known {
 		acked, gen := version, uint64(0)
-		if sent != nil {
-			acked = cmp.Or(version, sent.version)
-			if acked == sent.version {
-				gen = sent.generation // the version names it; nothing is parsed
+		if known {
+			acked = cmp.Or(version, st.lastVersion)
+			if acked == st.lastVersion {
+				gen = st.lastGeneration // the version names it; nothing is parsed
 			}
 		}
 		st.mu.Lock()
@@ -300,7 +287,7 @@ func (st *stream) nacked(version, nonce, msg string) {
 	st.s.nacks.Add(1)
 	var rejected string
 	if nonce != "" && nonce == st.lastNonce {
-		rejected = st.lastSent.version
+		rejected = st.lastVersion
 	}
 	st.mu.Lock()
 	if nonce != "" {
@@ -365,7 +352,7 @@ func (st *stream) answer(replyEmpty bool) error {
 	if resp == nil {
 		return nil
 	}
-	st.lastSent = snap
+	st.lastVersion, st.lastGeneration = snap.version, snap.generation
 	st.s.pushes.Add(1)
 	if log := st.s.cfg.Logger; log.Enabled(context.Background(), slog.LevelDebug) {
 		log.Debug("Envoy SDS: push", "stream", st.id, "delta", st.delta, "version", snap.version, "nonce", st.lastNonce)
