@@ -2,6 +2,7 @@ package sds
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -65,29 +66,15 @@ func (s *Server) Clients() []Client {
 		c := st.client
 		c.Validation, c.ValidationReason = st.validation, st.reason.String()
 		if st.sub != nil {
-			c.Wildcard, c.Subscribed = st.sub.wildcard, clipNames(requestedNames(keys(st.sub.names)))
+			c.Wildcard, c.Subscribed = st.sub.wildcard, clipNames(slices.Sorted(maps.Keys(st.sub.names)))
 		}
 		st.mu.Unlock()
 		out = append(out, c)
 	}
 	s.reg.mu.Unlock()
 	slices.SortFunc(out, func(a, b Client) int {
-		if c := a.OpenedAt.Compare(b.OpenedAt); c != 0 {
-			return c
-		}
-		if a.Delta != b.Delta {
-			return cmp.Compare(boolInt(a.Delta), boolInt(b.Delta))
-		}
-		return cmp.Compare(a.Stream, b.Stream)
+		return cmp.Or(a.OpenedAt.Compare(b.OpenedAt), cmp.Compare(boolInt(a.Delta), boolInt(b.Delta)), cmp.Compare(a.Stream, b.Stream))
 	})
-	return out
-}
-
-func keys(m map[string]struct{}) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
 	return out
 }
 
