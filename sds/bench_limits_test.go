@@ -70,7 +70,7 @@ func benchmarkStreamMemory(b *testing.B, n int, child bool) {
 		} else {
 			closeAll = openStreamsHere(b, s.cfg.SocketPath, n)
 		}
-		testkit.Eventually(b, "every stream waiting", func() bool { return s.cache.NumWatches("default") == n })
+		testkit.Eventually(b, "every stream waiting", func() bool { return s.NumWatches("default") == n })
 		b.StopTimer()
 		after := memNow(b)
 		heap += float64(after.heap - before.heap)

@@ -101,7 +101,7 @@ func benchmarkApply(b *testing.B, n int, delta bool) {
 	var elapsed time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		testkit.Eventually(b, "every stream waiting", func() bool { return s.cache.NumWatches("default") == n })
+		testkit.Eventually(b, "every stream waiting", func() bool { return s.NumWatches("default") == n })
 		b.StartTimer()
 		start := time.Now()
 		apply()

@@ -2,13 +2,19 @@ package sds
 
 import (
 	"cmp"
+	"maps"
 	"slices"
+	"sync"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 )
 
 // Client is one open SDS stream (SotW, Delta or ADS) as the bridge sees it:
-// which node it is and which version of the secrets it has accepted. It
-// answers "what does Envoy have?" for readiness and status.
+// which node it is, what it subscribes to and which version of the secrets
+// it has accepted. It answers "what does Envoy have?" for readiness and
+// status.
 type Client struct {
 	// Stream is the stream's number; SotW (with ADS) and Delta streams are
 	// numbered independently, so (Stream, Delta) identifies a stream.
@@ -16,6 +22,12 @@ type Client struct {
 	Delta  bool
 	// Node and Cluster are the node's id and cluster, from its requests.
 	Node, Cluster string
+	// Wildcard says the stream subscribes to every secret served;
+	// Subscribed lists the names it asks for by name (sorted; the first
+	// few, then how many more). Both are the subscription the stream is
+	// served, as its last request taken set it.
+	Wildcard   bool
+	Subscribed []string
 	// Validation is the kind of validation_context the client gets, and
 	// ValidationReason why: its Envoy version, its node metadata
 	// disable_spiffe_cert_validation or the bridge's config, as SPIRE
@@ -25,8 +37,7 @@ type Client struct {
 	OpenedAt         time.Time
 	// AckedVersion is the last SDS version the client accepted; empty
 	// until its first ACK. AckedGeneration is the rotation generation of
-	// that version (the SDS version is "<prefix>-<generation>"), 0 when the
-	// version was not issued by this process.
+	// that version, 0 when the version was not sent by this process.
 	AckedVersion    string
 	AckedGeneration uint64
 	AckedAt         time.Time
@@ -37,24 +48,32 @@ type Client struct {
 	NACKedAt      time.Time
 }
 
+// registry holds every open stream, and what each peer uid's streams hold
+// against its limits.
+type registry struct {
+	mu                sync.Mutex
+	streams           map[*stream]struct{}
+	peers             map[uint32]*peerUsage
+	sotwIDs, deltaIDs int64
+}
+
 // Clients lists the open SDS streams, oldest first.
 func (s *Server) Clients() []Client {
-	s.tracker.mu.Lock()
-	out := make([]Client, 0, len(s.tracker.streams))
-	for _, st := range s.tracker.streams {
-		c := st.Client
-		c.ValidationReason = st.reason.String()
+	s.reg.mu.Lock()
+	out := make([]Client, 0, len(s.reg.streams))
+	for st := range s.reg.streams {
+		st.mu.Lock()
+		c := st.client
+		c.Validation, c.ValidationReason = st.validation, st.reason.String()
+		if st.sub != nil {
+			c.Wildcard, c.Subscribed = st.sub.wildcard, clipNames(slices.Sorted(maps.Keys(st.sub.names)))
+		}
+		st.mu.Unlock()
 		out = append(out, c)
 	}
-	s.tracker.mu.Unlock()
+	s.reg.mu.Unlock()
 	slices.SortFunc(out, func(a, b Client) int {
-		if c := a.OpenedAt.Compare(b.OpenedAt); c != 0 {
-			return c
-		}
-		if a.Delta != b.Delta {
-			return cmp.Compare(boolInt(a.Delta), boolInt(b.Delta))
-		}
-		return cmp.Compare(a.Stream, b.Stream)
+		return cmp.Or(a.OpenedAt.Compare(b.OpenedAt), cmp.Compare(boolInt(a.Delta), boolInt(b.Delta)), cmp.Compare(a.Stream, b.Stream))
 	})
 	return out
 }
@@ -64,4 +83,91 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// open registers a new stream of peer uid; nil with the error that ends
+// it (ResourceExhausted) when the peer holds as many streams as it may.
+func (s *Server) open(ss grpc.ServerStream, delta bool, uid uint32) (*stream, error) {
+	v, why := validationFor(nil, s.cfg.Names.DisableSPIFFECertValidation)
+	st := &stream{s: s, ss: ss, delta: delta, uid: uid, seen: s.current.Load(), validation: v, reason: why}
+	r := &s.reg
+	r.mu.Lock()
+	p := r.peers[uid]
+	if p == nil {
+		p = &peerUsage{}
+		r.peers[uid] = p
+	}
+	if p.streams >= s.cfg.limits.streamsPerPeer {
+		r.mu.Unlock()
+		return nil, s.refuse(st, errTooManyStreams(uid, s.cfg.limits.streamsPerPeer))
+	}
+	p.streams++
+	if delta {
+		r.deltaIDs++
+		st.id = r.deltaIDs
+	} else {
+		r.sotwIDs++
+		st.id = r.sotwIDs
+	}
+	st.client = Client{Stream: st.id, Delta: delta, OpenedAt: time.Now()}
+	r.streams[st] = struct{}{}
+	r.mu.Unlock()
+	s.streamsOpen.Add(1)
+	s.cfg.Logger.Debug("Envoy SDS: stream opened", "stream", st.id, "delta", delta)
+	return st, nil
+}
+
+// close forgets st and gives back what it held against its peer.
+func (s *Server) close(st *stream) {
+	r := &s.reg
+	r.mu.Lock()
+	delete(r.streams, st)
+	p := r.peers[st.uid]
+	p.streams--
+	p.names -= st.held.names
+	p.nameBytes -= st.held.nameBytes
+	if *p == (peerUsage{}) {
+		delete(r.peers, st.uid)
+	}
+	r.mu.Unlock()
+	s.streamsOpen.Add(-1)
+	s.cfg.Logger.Debug("Envoy SDS: stream closed", "stream", st.id, "delta", st.delta, "node", clip(st.client.Node))
+}
+
+// account counts st's names (and a Delta stream's initial versions)
+// against its peer's limits after a request changed them; the error
+// (ResourceExhausted) ends the stream, and close gives back what it held.
+func (s *Server) account(st *stream) error {
+	now := st.initial
+	now.names += len(st.sub.names)
+	for n := range st.sub.names {
+		now.nameBytes += len(n)
+	}
+	r := &s.reg
+	r.mu.Lock()
+	p := r.peers[st.uid]
+	p.names += now.names - st.held.names
+	p.nameBytes += now.nameBytes - st.held.nameBytes
+	st.held = now
+	peer := *p
+	r.mu.Unlock()
+	l := s.cfg.limits
+	switch {
+	case now.names > l.namesPerStream:
+		return s.refuse(st, errTooManyNames(now.names, l.namesPerStream))
+	case peer.names > l.namesPerPeer || peer.nameBytes > l.nameBytesPerPeer:
+		return s.refuse(st, errPeerNames(st.uid, peer.names, peer.nameBytes))
+	}
+	return nil
+}
+
+// refuse counts a stream ended over a limit and logs it, at most once per
+// limitLogEvery; it returns err.
+func (s *Server) refuse(st *stream, err error) error {
+	if s.overLimit.report(time.Now()) {
+		s.cfg.Logger.Warn("Envoy SDS: stream ended: over a limit on what one client may hold (counted; logged at most every "+
+			limitLogEvery.String()+")", "stream", st.id, "delta", st.delta, "error", status.Convert(err).Message(),
+			"refused_since_start", s.overLimit.count.Load())
+	}
+	return err
 }

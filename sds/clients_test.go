@@ -2,6 +2,8 @@ package sds
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -9,6 +11,7 @@ import (
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -111,6 +114,111 @@ func TestHealthServesAfterFirstUpdate(t *testing.T) {
 	for _, svc := range services {
 		if got := check(svc); got != healthpb.HealthCheckResponse_SERVING {
 			t.Errorf("after the first Update %q is %s, want SERVING", svc, got)
+		}
+	}
+}
+
+// TestClientsShowTheSubscriptionServed: what Clients reports of a stream
+// (the view /status shows) is the subscription the stream is served, also
+// after the legacy wildcard ends ([default] then []: subscribed to
+// nothing, not to everything) and after a stale request, which changes
+// nothing: neither the names, nor the NACK count, nor the last NACK.
+func TestClientsShowTheSubscriptionServed(t *testing.T) {
+	logger, logs := testLogger(t)
+	s := startServer(t, Config{Logger: logger})
+	r := &rotator{t: t, ca: newCA(t, exampleTD), id: webID}
+	if err := s.Apply(t.Context(), r.next()); err != nil {
+		t.Fatal(err)
+	}
+	view := func() Client {
+		t.Helper()
+		cl := s.Clients()
+		if len(cl) != 1 {
+			t.Fatalf("Clients() = %+v, want one stream", cl)
+		}
+		return cl[0]
+	}
+	c := newEnvoyClient(t, dial(t, s.cfg.SocketPath), []string{"default"}, "")
+	c.ack(c.recv())
+	waitPending(t, s, "default", 1)
+	if got := view(); got.Wildcard || !slices.Equal(got.Subscribed, []string{"default"}) {
+		t.Errorf("after [default]: wildcard %t, names %q; want [default]", got.Wildcard, got.Subscribed)
+	}
+
+	// A stale NACK naming ROOTCA: the push of generation 2 is on its way.
+	if err := s.Apply(t.Context(), r.next()); err != nil {
+		t.Fatal(err)
+	}
+	second := c.recv()
+	c.send(&discoveryv3.DiscoveryRequest{VersionInfo: c.version, ResourceNames: []string{"ROOTCA"}, TypeUrl: resource.SecretType,
+		ResponseNonce: "1", ErrorDetail: &rpcstatus.Status{Message: "stale"}})
+	testkit.Eventually(t, "the stale request seen", func() bool { return strings.Contains(logs.String(), "stale request ignored") })
+	if got := view(); got.Wildcard || !slices.Equal(got.Subscribed, []string{"default"}) || got.NACK != "" || s.Stats().NACKs != 0 {
+		t.Errorf("after a stale request: wildcard %t, names %q, NACK %q, %d NACKs; want [default] and no NACK",
+			got.Wildcard, got.Subscribed, got.NACK, s.Stats().NACKs)
+	}
+
+	// [] after names: subscribed to nothing.
+	c.names = nil
+	c.ack(second)
+	testkit.Eventually(t, "the empty request taken", func() bool { return len(view().Subscribed) == 0 })
+	if got := view(); got.Wildcard || got.AckedGeneration != 2 {
+		t.Errorf("after [default] then []: wildcard %t, acked generation %d; want no wildcard, generation 2", got.Wildcard, got.AckedGeneration)
+	}
+	// Served alike: generation 3 is not pushed to it; the next request
+	// is answered with what it names, at generation 3.
+	if err := s.Apply(t.Context(), r.next()); err != nil {
+		t.Fatal(err)
+	}
+	c.names = []string{"ROOTCA"}
+	c.send(&discoveryv3.DiscoveryRequest{VersionInfo: c.version, ResourceNames: c.names, TypeUrl: resource.SecretType, ResponseNonce: second.GetNonce()})
+	resp := c.recv()
+	if got := unpack(t, resp.GetResources()); len(got) != 1 || got["ROOTCA"] == nil || resp.GetVersionInfo() != versionOf(s, 3) {
+		t.Errorf("after [] then [ROOTCA]: %d secrets at %q, want ROOTCA alone at generation 3", len(got), resp.GetVersionInfo())
+	}
+	c.ack(resp)
+	testkit.Eventually(t, "ROOTCA taken", func() bool { return slices.Equal(view().Subscribed, []string{"ROOTCA"}) })
+}
+
+// TestADeltaACKNamesTheVersionOfTheResponseItAnswers: a Delta ACK carries
+// no version; the stream knows the one its last response carried, and
+// its generation, without parsing it. An ACK of any other nonce names no
+// version.
+func TestADeltaACKNamesTheVersionOfTheResponseItAnswers(t *testing.T) {
+	s := startServer(t, Config{})
+	r := &rotator{t: t, ca: newCA(t, exampleTD), id: webID}
+	stream, err := secretClient(t, s.cfg.SocketPath).DeltaSecrets(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(req *discoveryv3.DeltaDiscoveryRequest) {
+		t.Helper()
+		req.TypeUrl = resource.SecretType
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(&discoveryv3.DeltaDiscoveryRequest{ResourceNamesSubscribe: []string{"default"}})
+	waitPending(t, s, "default", 1)
+	var last *discoveryv3.DeltaDiscoveryResponse
+	for range 3 {
+		if err := s.Apply(t.Context(), r.next()); err != nil {
+			t.Fatal(err)
+		}
+		if last, err = stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		send(&discoveryv3.DeltaDiscoveryRequest{ResponseNonce: last.GetNonce()})
+		waitPending(t, s, "default", 1)
+	}
+	if got := s.Clients()[0]; got.AckedVersion != versionOf(s, 3) || got.AckedGeneration != 3 {
+		t.Errorf("after the ACK of generation 3: acked %q generation %d, want %q and 3", got.AckedVersion, got.AckedGeneration, versionOf(s, 3))
+	}
+	for _, nonce := range []string{"1", "n0", last.GetNonce() + "0"} {
+		send(&discoveryv3.DeltaDiscoveryRequest{ResponseNonce: nonce, ErrorDetail: &rpcstatus.Status{Message: nonce}})
+		testkit.Eventually(t, "NACK "+nonce, func() bool { return s.Clients()[0].NACK == nonce })
+		if got := s.Clients()[0]; got.NACKedVersion != "" {
+			t.Errorf("NACK of nonce %q: rejected version %q, want none", nonce, got.NACKedVersion)
 		}
 	}
 }

@@ -137,7 +137,7 @@ func TestARefusedPeerCannotExhaustDescriptorsAndRotationGoesOn(t *testing.T) {
 	// holds its ends.
 	testkit.Eventually(t, "refused connections closed after the grace", func() bool {
 		l := s.listener.Load()
-		return l.openRefused.Load() == 0
+		return l.OpenLimited.Load() == 0
 	})
 	t.Logf("refused connections all closed %s after the flood began", time.Since(floodStart).Round(time.Millisecond))
 	if !containsAll(logs.String(), "connections closed at once", "sds.max_connections") {

@@ -39,8 +39,8 @@ func fixture(t testing.TB) fuzzFixture {
 		exampleCA, otherCA := newCA(t, exampleTD), newCA(t, otherTD)
 		u := newUpdate(1, []*x509svid.SVID{issue(t, exampleCA, webID), issue(t, exampleCA, backendID)},
 			exampleCA.Bundle(), otherCA.Bundle())
-		// Not served on a socket: the fuzz drives the stream tracker and
-		// FetchSecrets directly, which is what a request meets
+		// Not served on a socket: the fuzz drives the stream's request
+		// path and FetchSecrets directly, which is what a request meets
 		// after the peer check.
 		s, err := New(Config{SocketPath: "/unused", Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
@@ -56,7 +56,7 @@ func fixture(t testing.TB) fuzzFixture {
 }
 
 // FuzzFetch sends arbitrary resource names (one per line) and node ids
-// through the request path — the tracker's stream callbacks and the unary
+// through the request path — a stream's requests and the unary
 // FetchSecrets — and checks the answer: exactly the requested names that
 // are served (all for none or "*"), equal to what BuildSecrets built, or
 // NotFound with a bounded message when none is served.
@@ -74,22 +74,30 @@ func FuzzFetch(f *testing.F) {
 		}
 
 		// The stream path: open, subscribe (SotW and Delta), close.
-		tr := fx.s.tracker
+		s := fx.s
 		req := &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: node}, ResourceNames: names, TypeUrl: resource.SecretType}
-		_ = tr.open(streamKey{id: 1}, resource.SecretType, 0)
-		if err := tr.OnStreamRequest(1, req); err != nil {
-			t.Errorf("OnStreamRequest: %v", err)
+		if st, err := s.open(nil, false, 0); err != nil {
+			t.Errorf("open: %v", err)
+		} else {
+			if _, err := st.takeSotw(req, secretType); err != nil {
+				t.Errorf("SotW request: %v", err)
+			}
+			s.close(st)
 		}
-		tr.closed(streamKey{id: 1}, req.GetNode())
-		_ = tr.open(streamKey{delta: true, id: 1}, resource.SecretType, 0)
-		if err := tr.OnStreamDeltaRequest(1, &discoveryv3.DeltaDiscoveryRequest{Node: req.GetNode(), ResourceNamesSubscribe: names,
-			ResourceNamesUnsubscribe: names[:len(names)/2], TypeUrl: resource.SecretType}); err != nil {
-			t.Errorf("OnStreamDeltaRequest: %v", err)
+		if st, err := s.open(nil, true, 0); err != nil {
+			t.Errorf("open: %v", err)
+		} else {
+			if _, err := st.takeDelta(&discoveryv3.DeltaDiscoveryRequest{Node: req.GetNode(), ResourceNamesSubscribe: names,
+				ResourceNamesUnsubscribe: names[:len(names)/2], TypeUrl: resource.SecretType}, secretType); err != nil {
+				t.Errorf("Delta request: %v", err)
+			}
+			s.close(st)
 		}
-		tr.closed(streamKey{delta: true, id: 1}, req.GetNode())
-		if len(tr.peers) != 0 {
-			t.Errorf("closed streams still count against their peer: %+v", *tr.peers[0])
+		s.reg.mu.Lock()
+		if len(s.reg.peers) != 0 {
+			t.Errorf("closed streams still count against their peer: %+v", *s.reg.peers[0])
 		}
+		s.reg.mu.Unlock()
 
 		// The unary path.
 		want := map[string]bool{}
@@ -103,7 +111,7 @@ func FuzzFetch(f *testing.F) {
 				want[n] = true
 			}
 		}
-		resp, err := fx.s.xds.FetchSecrets(t.Context(), proto.Clone(req).(*discoveryv3.DiscoveryRequest))
+		resp, err := (&discovery{s: fx.s}).FetchSecrets(t.Context(), proto.Clone(req).(*discoveryv3.DiscoveryRequest))
 		if len(want) == 0 {
 			if status.Code(err) != codes.NotFound || len(err.Error()) > 4<<10 {
 				t.Fatalf("nothing served asked for: %v, want a short NotFound", err)
@@ -113,7 +121,7 @@ func FuzzFetch(f *testing.F) {
 		if err != nil {
 			t.Fatalf("FetchSecrets(%q) = %v", names, err)
 		}
-		if resp.GetVersionInfo() != fx.s.cache.version(1) || resp.GetTypeUrl() != resource.SecretType {
+		if resp.GetVersionInfo() != fx.s.versionOf(1) || resp.GetTypeUrl() != resource.SecretType {
 			t.Errorf("version %q type %q", resp.GetVersionInfo(), resp.GetTypeUrl())
 		}
 		got := map[string]bool{}

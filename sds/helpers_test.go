@@ -183,7 +183,7 @@ func dial(t testing.TB, path string) *grpc.ClientConn {
 // last request and did not answer it.
 func waitPending(t testing.TB, s *Server, name string, n int) {
 	t.Helper()
-	testkit.Eventually(t, "pending watch on "+name, func() bool { return s.cache.NumWatches(name) == n })
+	testkit.Eventually(t, "pending watch on "+name, func() bool { return s.NumWatches(name) == n })
 }
 
 // envoyClient subscribes to secrets over SotW SDS the way Envoy does: it
@@ -309,7 +309,7 @@ func diffSecrets(want, got map[string]*tlsv3.Secret) string {
 }
 
 // versionOf is the version the server serves for generation gen.
-func versionOf(s *Server, gen uint64) string { return s.cache.version(gen) }
+func versionOf(s *Server, gen uint64) string { return s.versionOf(gen) }
 
 // isEnd reports a stream error that means the server ended the stream.
 func isEnd(err error) bool {
@@ -322,13 +322,13 @@ func secretClient(t testing.TB, path string) secretv3.SecretDiscoveryServiceClie
 
 // NumWatches counts the streams whose request on name waits for an
 // answer (wildcard subscriptions aside).
-func (c *secretCache) NumWatches(name string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (s *Server) NumWatches(name string) int {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
 	n := 0
-	for st := range c.streams {
+	for st := range s.reg.streams {
 		st.mu.Lock()
-		if st.waiting && !st.sub.wildcard {
+		if st.asked && !st.sub.wildcard {
 			if _, ok := st.sub.names[name]; ok {
 				n++
 			}

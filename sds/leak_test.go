@@ -124,12 +124,12 @@ func TestTenThousandStreamsLeaveNothingBehind(t *testing.T) {
 	}
 
 	testkit.Eventually(t, "every stream closed on the server", func() bool {
-		s.tracker.mu.Lock()
-		n := len(s.tracker.streams)
-		s.tracker.mu.Unlock()
+		s.reg.mu.Lock()
+		n := len(s.reg.streams)
+		s.reg.mu.Unlock()
 		return s.Stats().StreamsOpen == 0 && n == 0
 	})
-	if n := s.cache.NumWatches("default"); n != 0 {
+	if n := s.NumWatches("default"); n != 0 {
 		t.Errorf("%d watches left on default", n)
 	}
 	// Stream goroutines end shortly after the stream; wait for them, with

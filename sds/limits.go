@@ -3,16 +3,15 @@ package sds
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // What an allowed client can make the server hold. The allow-list says
@@ -80,7 +79,7 @@ func (l limits) withDefaults() limits {
 	return l
 }
 
-// peerUsage is what the streams of one peer uid hold; the tracker keeps
+// peerUsage is what the streams of one peer uid hold; the registry keeps
 // it under its lock.
 type peerUsage struct {
 	streams, names, nameBytes int
@@ -89,6 +88,17 @@ type peerUsage struct {
 // held is what one stream counts against its peer.
 type held struct {
 	names, nameBytes int
+}
+
+// heldBy is what a Delta stream's initial versions hold: the subscription
+// keeps them.
+func heldBy(versions map[string]string) held {
+	var h held
+	for n, v := range versions {
+		h.names++
+		h.nameBytes += len(n) + len(v)
+	}
+	return h
 }
 
 // peerUID is the uid the kernel reported for the connection behind ctx;
@@ -135,7 +145,7 @@ func errPeerNames(uid uint32, names, bytes int) error {
 // cut at n bytes (never inside a UTF-8 sequence) and marked with its
 // length. A short string is returned as is, without allocating, and so is
 // one no longer than a cut one (n plus its mark), so that a string is
-// never cut twice (a slimNode's id reaches the tracker).
+// never cut twice.
 func clipTo(s string, n int) string {
 	if len(s) <= n+clipMark {
 		return s
@@ -143,35 +153,25 @@ func clipTo(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "") + "… (" + strconv.Itoa(len(s)) + " bytes)"
 }
 
-// slimNode keeps of a client's node what the server uses (the id and
-// cluster for /status, what validationFor reads), each string bounded:
-// Envoy's node carries its extension list and any metadata, and a stream
-// keeps its node for as long as it is open.
-func slimNode(n *corev3.Node) *corev3.Node {
-	slim := &corev3.Node{Id: clipTo(n.GetId(), maxStoredID), Cluster: clipTo(n.GetCluster(), maxStoredID),
-		UserAgentName: clipTo(n.GetUserAgentName(), maxStoredID)}
-	if v := n.GetUserAgentBuildVersion().GetVersion(); v != nil {
-		slim.UserAgentVersionType = &corev3.Node_UserAgentBuildVersion{UserAgentBuildVersion: &corev3.BuildVersion{Version: v}}
-	}
-	if b, ok := metadataBool(n, DisableSPIFFECertValidationKey); ok {
-		slim.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{DisableSPIFFECertValidationKey: structpb.NewBoolValue(b)}}
-	}
-	return slim
-}
+// maxLoggedNames and maxLoggedText bound what one request can put into a
+// log line: names, node ids and error details are chosen by the client.
+const (
+	maxLoggedNames = 16
+	maxLoggedText  = 256
+)
 
-// sameNode reports whether slimNode(n) would equal slim, without
-// building it: Envoy repeats its node on every request, ACKs included.
-func sameNode(slim, n *corev3.Node) bool {
-	if slim == nil || clipTo(n.GetId(), maxStoredID) != slim.GetId() || clipTo(n.GetCluster(), maxStoredID) != slim.GetCluster() ||
-		clipTo(n.GetUserAgentName(), maxStoredID) != slim.GetUserAgentName() {
-		return false
+// clip bounds a client-chosen string for the logs.
+func clip(s string) string { return clipTo(s, maxLoggedText) }
+
+// clipNames bounds a client-chosen list of names for the logs.
+func clipNames(names []string) []string {
+	if len(names) <= maxLoggedNames {
+		out := make([]string, len(names))
+		for i, n := range names {
+			out[i] = clip(n)
+		}
+		return out
 	}
-	a, b := n.GetUserAgentBuildVersion().GetVersion(), slim.GetUserAgentBuildVersion().GetVersion()
-	if (a == nil) != (b == nil) || a.GetMajorNumber() != b.GetMajorNumber() || a.GetMinorNumber() != b.GetMinorNumber() ||
-		a.GetPatch() != b.GetPatch() {
-		return false
-	}
-	va, oka := metadataBool(n, DisableSPIFFECertValidationKey)
-	vb, okb := metadataBool(slim, DisableSPIFFECertValidationKey)
-	return va == vb && oka == okb
+	out := clipNames(names[:maxLoggedNames])
+	return append(out, fmt.Sprintf("… and %d more", len(names)-maxLoggedNames))
 }

@@ -210,9 +210,9 @@ func TestOnePeersStreamsCannotSubscribeToNamesWithoutBound(t *testing.T) {
 	if d := diffSecrets(built(t, u, Names{}, "default"), unpack(t, again.recv().GetResources())); d != "" {
 		t.Errorf("secrets (-want +got):\n%s", d)
 	}
-	s.tracker.mu.Lock()
-	defer s.tracker.mu.Unlock()
-	if p := s.tracker.peers[0]; p == nil || p.streams != 1 || p.names != 50 {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	if p := s.reg.peers[0]; p == nil || p.streams != 1 || p.names != 50 {
 		t.Errorf("the peer holds %+v, want 1 stream and 50 names", p)
 	}
 }

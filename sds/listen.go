@@ -7,23 +7,88 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/sds-bridge/sds-bridge/internal/connlimit"
 	"github.com/sds-bridge/sds-bridge/internal/flock"
 	"github.com/sds-bridge/sds-bridge/internal/unixsock"
 )
+
+// What an outsider can hold on the SDS socket. Every accepted connection is
+// a descriptor of the bridge's; a peer that could open them without bound
+// (a refused uid needs only write access to the socket) would exhaust the
+// descriptor limit, and every folder swap would then fail with "too many
+// open files" until the certificate on disk expires.
+
+// DefaultMaxConnections is Config.MaxConnections when zero: far more than
+// the Envoys of one pod open, far fewer than the descriptor limit.
+const DefaultMaxConnections = 128
+
+// DefaultRefusedPeerGrace is Config.RefusedPeerGrace when zero.
+const DefaultRefusedPeerGrace = 5 * time.Second
+
+// overCapLogEvery rate-limits the log line about connections closed over
+// the cap: an attacker must not be able to flood the log either.
+const overCapLogEvery = 10 * time.Second
+
+// refusedShare is the part of MaxConnections that refused peers may hold
+// together, so that they never crowd out the allowed ones.
+func refusedShare(maxConns int) int { return max(1, maxConns/8) }
+
+// limitListener caps l: at most MaxConnections at a time, of which at most
+// refusedShare from peers the policy refuses. A refused peer's connection
+// is closed after RefusedPeerGrace: long enough for the PermissionDenied
+// answer to its first RPCs, too short to pile up. Each connection's Tag is
+// its peerInfo, which peerCreds hands to gRPC.
+func (s *Server) limitListener(l *net.UnixListener) *connlimit.Listener {
+	maxConns, maxRefused := int64(s.cfg.MaxConnections), int64(refusedShare(s.cfg.MaxConnections))
+	var cl *connlimit.Listener
+	cl = connlimit.New(l, connlimit.Config{
+		Max: maxConns, MaxLimited: maxRefused, LimitedLifetime: s.cfg.RefusedPeerGrace,
+		Classify: func(c net.Conn) (any, bool) {
+			info := s.policy.identify(c.(*net.UnixConn)) // a UnixListener's
+			return info, !info.Allowed
+		},
+		OverCap: &s.overCap, ReportEvery: overCapLogEvery,
+		Report: func(closed int64, last *connlimit.Conn) {
+			info := last.Tag.(peerInfo)
+			s.cfg.Logger.Warn("Envoy SDS: connections closed at once: too many open (sds.max_connections; refused peers may hold an eighth of it)",
+				append([]any{"closed", closed, "open", cl.Open.Load(), "open_refused", cl.OpenLimited.Load(),
+					"max", maxConns, "max_refused", maxRefused, "last_peer_allowed", info.Allowed}, info.logAttrs()...)...)
+		},
+	})
+	return cl
+}
 
 // LockSocket makes the socket path belong to this process until the lock
 // is released: an exclusive lock on "<socket>.lock" beside it, created with
 // the socket's directory (0755) if missing. Take it before anything the
 // bridge owns is touched, so a second bridge on the same socket stops
-// there; a *flock.HeldError names the running bridge's pid.
-func LockSocket(path string) (*flock.Lock, error) {
+// there; the error names the running bridge's pid.
+func LockSocket(path string) (*SocketLock, error) {
 	dir := filepath.Dir(path)
 	if err := mkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("create socket directory %q: %w", dir, err)
 	}
-	return flock.Acquire(dir, filepath.Base(path)+".lock")
+	l, err := flock.Acquire(dir, filepath.Base(path)+".lock")
+	if err != nil {
+		return nil, err
+	}
+	return &SocketLock{l: l}, nil
 }
+
+// SocketLock is a socket path held by this process (LockSocket).
+type SocketLock struct{ l *flock.Lock }
+
+// Path is the lock file's path.
+func (l *SocketLock) Path() string { return l.l.Path() }
+
+// Replaced describes what was at the lock file's name if it was not a lock
+// file of this uid (another uid planted it); empty otherwise.
+func (l *SocketLock) Replaced() string { return l.l.Replaced() }
+
+// Release gives the socket path up.
+func (l *SocketLock) Release() error { return l.l.Release() }
 
 // listenUnix listens on the unix socket path with mode. It creates the
 // parent directory (0755) if missing and removes a stale socket, but refuses

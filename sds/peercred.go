@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/sds-bridge/sds-bridge/internal/connlimit"
 )
 
 // Who may fetch secrets. The socket's file mode is the first gate (only
@@ -120,8 +122,8 @@ func (p accessPolicy) identify(c *net.UnixConn) peerInfo {
 func (c *peerCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	var info peerInfo
 	switch pc := conn.(type) {
-	case *peerConn: // limitListener already asked
-		info = pc.info
+	case *connlimit.Conn: // limitListener already asked
+		info = pc.Tag.(peerInfo)
 	case *net.UnixConn:
 		info = c.policy.identify(pc)
 	default:

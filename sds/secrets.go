@@ -1,7 +1,6 @@
 package sds
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -164,8 +163,9 @@ func (n Names) Validate() error {
 	return errs.Err()
 }
 
-// BuildSecrets turns u into every Secret the bridge serves, keyed by
-// resource name, shaped exactly as SPIRE Agent's SDS v3 handler shapes them:
+// The Secrets the bridge serves (Server.build: tlsCertificates, then
+// withValidation), keyed by resource name, are shaped exactly as SPIRE
+// Agent's SDS v3 handler shapes them:
 //
 //   - names.DefaultSVID: tls_certificate of u.SVIDs[0];
 //   - each SVID's SPIFFE ID: that SVID's tls_certificate (the first SVID
@@ -183,31 +183,7 @@ func (n Names) Validate() error {
 // would let a federated CA mint SVIDs in any trust domain, this one
 // included. A client asking for it gets the usual "not served" treatment.
 //
-// Empty names are replaced by the defaults. BuildSecrets is pure: the same
-// Update gives equal protos.
-func BuildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
-	names = names.WithDefaults()
-	if err := names.Validate(); err != nil {
-		return nil, fmt.Errorf("names: %w", err)
-	}
-	secrets, err := buildSecrets(u, names)
-	if err != nil {
-		return nil, fmt.Errorf("build secrets: %w", err)
-	}
-	return secrets, nil
-}
-
-// buildSecrets is BuildSecrets for valid names; its errors are unprefixed.
-func buildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
-	if u == nil {
-		return nil, errors.New("nil update has no SVIDs")
-	}
-	certs, err := tlsCertificates(u, names)
-	if err != nil {
-		return nil, err
-	}
-	return withValidation(certs, u, names)
-}
+// Building is pure: the same Update gives equal protos.
 
 // tlsCertificates are u's tls_certificate Secrets: the default one and one
 // per SPIFFE ID. They are the same whichever validation a client gets.

@@ -1,18 +1,19 @@
 // Package sds serves the bridge's SVIDs and trust bundles to Envoy over the
 // Secret Discovery Service (SDS v3) on a unix socket.
 //
-// Every rotation.Update becomes Envoy Secret resources (see BuildSecrets),
+// Every rotation.Update becomes Envoy Secret resources (see Names),
 // named as SPIRE Agent's SDS names them, in two variants: with Envoy's
 // SPIFFE validator and with plain trusted_ca. Both replace the served set
 // at once, and every open SotW, Delta and ADS stream is pushed what its
 // client lacks, by a stream loop of the bridge's own over Envoy's API
-// types (as SPIRE Agent's SDS has one): one goroutine per waiting stream.
-// Each client is served the variant SPIRE Agent would give it (see
-// Validation). The SDS version is "<process start>-<Generation>": it tells
-// which Update a client holds and never repeats across restarts.
+// types, shaped as SPIRE Agent's SDS handler. Each client is served the
+// variant SPIRE Agent would give it (see Validation). The SDS version is
+// "<process start>-<Generation>": it tells which Update a client holds and
+// never repeats across restarts.
 package sds
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +33,7 @@ import (
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/sds-bridge/sds-bridge/internal/connlimit"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -74,20 +77,12 @@ type Config struct {
 
 // WithDefaults fills every unset field with its default.
 func (c Config) WithDefaults() Config {
-	if c.SocketMode == 0 {
-		c.SocketMode = DefaultSocketMode
-	}
-	if c.MaxConnections == 0 {
-		c.MaxConnections = DefaultMaxConnections
-	}
-	if c.RefusedPeerGrace == 0 {
-		c.RefusedPeerGrace = DefaultRefusedPeerGrace
-	}
+	c.SocketMode = cmp.Or(c.SocketMode, DefaultSocketMode)
+	c.MaxConnections = cmp.Or(c.MaxConnections, DefaultMaxConnections)
+	c.RefusedPeerGrace = cmp.Or(c.RefusedPeerGrace, DefaultRefusedPeerGrace)
 	c.Names = c.Names.WithDefaults()
 	c.limits = c.limits.withDefaults()
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	return c
 }
 
@@ -151,24 +146,32 @@ type Stats struct {
 
 // Server is the SDS server and a rotation.Sink.
 type Server struct {
-	cfg     Config
-	policy  accessPolicy
-	cache   *secretCache
-	tracker *tracker
+	cfg    Config
+	policy accessPolicy
+	// prefix makes versions unique per process start (versionPrefix).
+	prefix string
+	// current is the snapshot served; publishing serializes its writers.
+	current    atomic.Pointer[snapshot]
+	publishing sync.Mutex
+	reg        registry
+	// stopping is closed when the server stops: every stream ends.
+	stopping chan struct{}
+	stop     sync.Once
 	// health answers grpc.health.v1 on the SDS socket.
 	health  *health.Server
-	xds     *xdsServer
 	serving atomic.Bool
 
-	refusedPeers atomic.Int64
-	overCap      atomic.Int64
+	streamsOpen, pushes, nacks atomic.Int64
+	// overLimit counts streams ended over a limit of cfg.limits.
+	overLimit             overLimit
+	refusedPeers, overCap atomic.Int64
 	// listener is set by Serve.
-	listener atomic.Pointer[limitListener]
+	listener atomic.Pointer[connlimit.Listener]
 }
 
 var _ rotation.Sink = (*Server)(nil)
 
-// prefixes keeps version prefixes unique when New runs more than once in
+// lastPrefix keeps version prefixes unique when New runs more than once in
 // the same clock tick.
 var lastPrefix atomic.Int64
 
@@ -178,16 +181,15 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	c := newSecretCache(versionPrefix(), cfg.Names.DisableSPIFFECertValidation, cfg.Logger)
-	t := newTracker(cfg.Logger, c, cfg.limits)
 	s := &Server{
-		cfg:     cfg,
-		policy:  newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
-		cache:   c,
-		tracker: t,
-		health:  newHealth(),
-		xds:     &xdsServer{cache: c, tracker: t},
+		cfg:      cfg,
+		policy:   newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
+		prefix:   versionPrefix(),
+		reg:      registry{streams: make(map[*stream]struct{}), peers: make(map[uint32]*peerUsage)},
+		stopping: make(chan struct{}),
+		health:   newHealth(),
 	}
+	s.current.Store(&snapshot{version: s.versionOf(0), replaced: make(chan struct{})})
 	if cfg.Names.DisableSPIFFECertValidation {
 		cfg.Logger.Warn("Envoy SDS: SPIFFE certificate validation is disabled: the secret " + strconv.Quote(cfg.Names.AllBundles) +
 			" is not served, as in SPIRE: plain trusted_ca roots of several trust domains would let any of their CAs " +
@@ -217,13 +219,14 @@ func (s *Server) Name() string { return "sds" }
 
 // Register adds the SDS, ADS and grpc.health.v1 services to gs.
 func (s *Server) Register(gs *grpc.Server) {
-	secretv3.RegisterSecretDiscoveryServiceServer(gs, s.xds)
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, s.xds)
+	d := &discovery{s: s}
+	secretv3.RegisterSecretDiscoveryServiceServer(gs, d)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, d)
 	s.registerHealth(gs)
 }
 
 // Apply builds every Secret of u and replaces the served set in one step,
-// which pushes every open stream. The SDS version becomes
+// which wakes every open stream. The SDS version becomes
 // "<prefix>-<u.Generation>". On error the previous set stays served.
 func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 	if u == nil {
@@ -232,20 +235,37 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
 	}
-	// Both variants, as every client gets one of them (validationFor);
-	// they share the tls_certificate Secrets, built and checked once.
-	certs, err := tlsCertificates(u, s.cfg.Names)
+	variants, err := s.build(u)
 	if err != nil {
 		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
 	}
+	snap, err := s.publish(u.Generation, variants)
+	if err != nil {
+		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
+	}
+	s.markServing()
+	v, _ := validationFor(nil, s.cfg.Names.DisableSPIFFECertValidation)
+	s.cfg.Logger.Info("Envoy SDS: serving secrets", "generation", u.Generation, "version", snap.version,
+		"secrets", len(snap.variants[v].secrets), "streams", s.streamsOpen.Load())
+	return nil
+}
+
+// build is both variants of u's Secrets, indexed by Validation, as every
+// client gets one of them (validationFor); they share the tls_certificate
+// Secrets, built and checked once.
+func (s *Server) build(u *rotation.Update) ([2]map[string]*tlsv3.Secret, error) {
 	var variants [2]map[string]*tlsv3.Secret
+	certs, err := tlsCertificates(u, s.cfg.Names)
+	if err != nil {
+		return variants, err
+	}
 	checked := make(map[*tlsv3.Secret]bool, len(certs)+4)
 	for _, v := range []Validation{ValidationSPIFFE, ValidationTrustedCA} {
 		names := s.cfg.Names
 		names.DisableSPIFFECertValidation = v == ValidationTrustedCA
 		secrets, err := withValidation(certs, u, names)
 		if err != nil {
-			return fmt.Errorf("apply generation %d: %w", u.Generation, err)
+			return variants, err
 		}
 		for name, sec := range secrets {
 			if checked[sec] {
@@ -255,64 +275,35 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 			// Envoy would NACK what its own validation rejects; refuse it
 			// here and keep serving the last good set.
 			if err := sec.ValidateAll(); err != nil {
-				return fmt.Errorf("apply generation %d: secret %q (%s): %w", u.Generation, name, v, err)
+				return variants, fmt.Errorf("secret %q (%s): %w", name, v, err)
 			}
 		}
 		variants[v] = secrets
 	}
-	snap, namesChanged, err := s.cache.publish(u.Generation, variants)
-	if err != nil {
-		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
-	}
-	// A stream's unknown names change only when the served names do. A
-	// rotation that keeps them (the usual one) leaves the tracker alone:
-	// rechecking holds its lock over every stream, and the pushes just
-	// started need that lock to record their nonces.
-	if namesChanged {
-		s.tracker.recheck(snap)
-	}
-	s.markServing()
-	s.cfg.Logger.Info("Envoy SDS: serving secrets", "generation", u.Generation, "version", snap.version,
-		"secrets", len(snap.variants[s.cache.validation(nil)].secrets), "streams", s.tracker.streamsOpen.Load())
-	return nil
-}
-
-// Secrets returns the Secrets served to a client that makes no choice of
-// its own (see Validation) and their version; nil before the first Update.
-// The protos are shared and must not be modified.
-func (s *Server) Secrets() (map[string]*tlsv3.Secret, string) {
-	snap := s.cache.current.Load()
-	if snap == nil {
-		return nil, ""
-	}
-	sv := snap.variants[s.cache.validation(nil)]
-	out := make(map[string]*tlsv3.Secret, len(sv.secrets))
-	for name, r := range sv.secrets {
-		out[name] = r.secret
-	}
-	return out, snap.version
+	return variants, nil
 }
 
 // Stats returns the current counters.
 func (s *Server) Stats() Stats {
 	st := Stats{
-		StreamsOpen: s.tracker.streamsOpen.Load(),
-		Pushes:      s.tracker.pushes.Load(),
-		NACKs:       s.tracker.nacks.Load(),
-
-		StreamsOverLimit: s.tracker.overLimit.count.Load(),
-
+		StreamsOpen:        s.streamsOpen.Load(),
+		Pushes:             s.pushes.Load(),
+		NACKs:              s.nacks.Load(),
+		StreamsOverLimit:   s.overLimit.count.Load(),
 		RefusedPeers:       s.refusedPeers.Load(),
 		ConnectionsOverCap: s.overCap.Load(),
 	}
 	if l := s.listener.Load(); l != nil {
-		st.ConnectionsOpen = l.open.Load()
+		st.ConnectionsOpen = l.Open.Load()
 	}
-	if snap := s.cache.current.Load(); snap != nil {
+	if snap := s.current.Load(); snap.number != 0 {
 		st.Generation, st.Version = snap.generation, snap.version
 	}
 	return st
 }
+
+// endStreams ends every open stream, and every stream that opens after.
+func (s *Server) endStreams() { s.stop.Do(func() { close(s.stopping) }) }
 
 // Serve listens on the socket and serves until ctx ends. Then open streams
 // are ended (Envoy keeps its secrets and reconnects), in-flight RPCs get
@@ -326,27 +317,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	}
 	defer removeSocket()
-	l := newLimitListener(ul, s.policy, s.cfg.MaxConnections, s.cfg.RefusedPeerGrace, &s.overCap, s.cfg.Logger)
+	l := s.limitListener(ul)
 	s.listener.Store(l)
 
-	gs := grpc.NewServer(
-		// Streams beyond this on one connection are refused by gRPC itself
-		// (REFUSED_STREAM) before any handler runs.
-		grpc.MaxConcurrentStreams(s.cfg.limits.streamsPerConn),
-		grpc.MaxRecvMsgSize(maxRequestBytes),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			// Envoy's connection_keepalive may ping every few seconds, also on
-			// an idle connection; grpc-go's default (5 min) would answer with
-			// GOAWAY "too_many_pings" and force reconnects.
-			MinTime:             5 * time.Second,
-			PermitWithoutStream: true,
-		}),
-		grpc.Creds(&peerCreds{policy: s.policy, log: s.cfg.Logger, refused: &s.refusedPeers}),
-		grpc.ChainUnaryInterceptor(authorizeUnary),
-		grpc.ChainStreamInterceptor(authorizeStream),
-		grpc.InTapHandle(endable),
-	)
-	s.Register(gs)
+	gs := s.grpcServer()
 	served := make(chan error, 1)
 	go func() { served <- gs.Serve(l) }()
 	s.cfg.Logger.Info("Envoy SDS: listening", "socket", s.cfg.SocketPath, "mode", fmt.Sprintf("%04o", s.cfg.SocketMode),
@@ -360,12 +334,12 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	select {
 	case err := <-served:
-		s.cache.endStreams()
+		s.endStreams()
 		return fmt.Errorf("serve on %q: %w", s.cfg.SocketPath, err)
 	case <-ctx.Done():
 	}
 
-	s.cache.endStreams()
+	s.endStreams()
 	s.health.Shutdown() // watchers see NOT_SERVING before the socket goes
 	stopped := make(chan struct{})
 	go func() {
@@ -384,4 +358,27 @@ func (s *Server) Serve(ctx context.Context) error {
 	<-served
 	s.cfg.Logger.Info("Envoy SDS: stopped", "socket", s.cfg.SocketPath)
 	return nil
+}
+
+// grpcServer is the socket's gRPC server, with its bounds and the peer
+// checks, serving s.
+func (s *Server) grpcServer() *grpc.Server {
+	gs := grpc.NewServer(
+		// Streams beyond this on one connection are refused by gRPC itself
+		// (REFUSED_STREAM) before any handler runs.
+		grpc.MaxConcurrentStreams(s.cfg.limits.streamsPerConn),
+		grpc.MaxRecvMsgSize(maxRequestBytes),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			// Envoy's connection_keepalive may ping every few seconds, also on
+			// an idle connection; grpc-go's default (5 min) would answer with
+			// GOAWAY "too_many_pings" and force reconnects.
+			MinTime:             5 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.Creds(&peerCreds{policy: s.policy, log: s.cfg.Logger, refused: &s.refusedPeers}),
+		grpc.ChainUnaryInterceptor(authorizeUnary),
+		grpc.ChainStreamInterceptor(authorizeStream),
+	)
+	s.Register(gs)
+	return gs
 }

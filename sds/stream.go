@@ -1,18 +1,21 @@
 package sds
 
 import (
+	"cmp"
 	"context"
+	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
-	"sync/atomic"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -23,369 +26,379 @@ const secretType = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v
 // adsType is the type of an ADS stream: none, so its requests must name one.
 const adsType = ""
 
-// xdsServer serves SDS (SotW, Delta, the unary FetchSecrets) and ADS with
-// secrets only. Each stream costs one goroutine while it waits: gRPC's
-// handler receives and answers its requests. A push after a publish runs
-// on a short-lived goroutine of its own, at most one per stream (gRPC
-// allows one sender beside the receiver), so a client that does not read
-// blocks only itself.
+// errStopping ends every stream when the server stops: Envoy keeps its
+// secrets and reconnects.
+var errStopping = status.Error(codes.Canceled, "the SDS server is stopping")
+
+// discovery serves SDS (SotW, Delta, the unary FetchSecrets) and ADS with
+// secrets only, in the shape of SPIRE Agent's SDS handler: per stream a
+// goroutine receives requests and hands them to the stream's loop, which
+// takes them, answers, and pushes each new snapshot (stream.serve).
 //
 // The protocol is the one go-control-plane v0.14's server and LinearCache
-// gave the bridge before: a request opens a "watch" that gets at most one
-// response, when the client lacks something (see xdsStream.next); a SotW
-// request that does not name the last response's nonce is stale and
-// ignored; each Delta request replaces the watch.
-type xdsServer struct {
+// gave the bridge before: a request gets at most one response, once its
+// client lacks something (stream.answer); a SotW request that does not
+// name the last response's nonce is stale and ignored; each Delta request
+// replaces the one before.
+type discovery struct {
 	secretv3.UnimplementedSecretDiscoveryServiceServer
 	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
-
-	cache   *secretCache
-	tracker *tracker
-	// sotwIDs numbers SotW streams (with ADS), deltaIDs Delta streams,
-	// independently, as Client.Stream shows them.
-	sotwIDs, deltaIDs atomic.Int64
+	s *Server
 }
 
-type (
-	sotwServerStream  = grpc.BidiStreamingServer[discoveryv3.DiscoveryRequest, discoveryv3.DiscoveryResponse]
-	deltaServerStream = grpc.BidiStreamingServer[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse]
-)
-
-func (x *xdsServer) StreamSecrets(ss secretv3.SecretDiscoveryService_StreamSecretsServer) error {
-	return x.sotw(ss, secretType)
+func (d *discovery) StreamSecrets(ss secretv3.SecretDiscoveryService_StreamSecretsServer) error {
+	return serveStream(d.s, ss, secretType, false, (*stream).takeSotw)
 }
 
-func (x *xdsServer) StreamAggregatedResources(ss discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	return x.sotw(ss, adsType)
+func (d *discovery) StreamAggregatedResources(ss discoveryv3.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return serveStream(d.s, ss, adsType, false, (*stream).takeSotw)
 }
 
-func (x *xdsServer) DeltaSecrets(ss secretv3.SecretDiscoveryService_DeltaSecretsServer) error {
-	return x.delta(ss, secretType)
+func (d *discovery) DeltaSecrets(ss secretv3.SecretDiscoveryService_DeltaSecretsServer) error {
+	return serveStream(d.s, ss, secretType, true, (*stream).takeDelta)
 }
 
-func (x *xdsServer) DeltaAggregatedResources(ss discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
-	return x.delta(ss, adsType)
+func (d *discovery) DeltaAggregatedResources(ss discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return serveStream(d.s, ss, adsType, true, (*stream).takeDelta)
 }
 
 // FetchSecrets answers the unary request with what is served now; a
 // request for another type is refused as on a stream.
-func (x *xdsServer) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+func (d *discovery) FetchSecrets(_ context.Context, req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
 	if req == nil {
 		return nil, status.Error(codes.Unavailable, "empty request")
 	}
-	typeURL, err := requestType(req.GetTypeUrl(), secretType)
-	if err != nil {
+	if _, err := requestType(req.GetTypeUrl(), secretType); err != nil {
 		return nil, err
 	}
-	req.TypeUrl = typeURL
-	x.tracker.OnFetchRequest(ctx, req)
-	resp, err := x.cache.fetch(req)
-	if err != nil {
-		return nil, err
-	}
-	x.tracker.OnFetchResponse(req, resp)
-	return resp, nil
+	return d.s.fetch(req)
 }
 
-// sotw runs one SotW stream.
-func (x *xdsServer) sotw(ss sotwServerStream, streamType string) error {
-	return serveStream(x, ss, streamKey{id: x.sotwIDs.Add(1)}, streamType, func(st *xdsStream, req *discoveryv3.DiscoveryRequest) error {
-		return x.sotwRequest(st, req, streamType)
-	})
-}
-
-// serveStream runs one stream on gRPC's handler goroutine: take each request,
-// then send what the stream is due. A receive error means the client left
-// or the server stops: the stream ends without one.
-func serveStream[Req, Resp any](x *xdsServer, ss grpc.BidiStreamingServer[Req, Resp], k streamKey, streamType string,
-	take func(*xdsStream, *Req) error) error {
-	st, err := x.open(ss, k, streamType)
+// serveStream runs one stream: a goroutine receives its requests, and this loop
+// takes each, answers it, and pushes each new snapshot, until the client
+// leaves (a receive error: the stream ends without one), a request is
+// refused, or the server stops. take says whether the request is answered
+// even with nothing to send.
+func serveStream[Req, Resp any](s *Server, ss grpc.BidiStreamingServer[Req, Resp], streamType string, delta bool,
+	take func(*stream, *Req, string) (bool, error)) error {
+	st, err := s.open(ss, delta, peerUID(ss.Context()))
 	if st == nil {
 		return err
 	}
-	defer x.close(st)
+	defer s.close(st)
+	requests, left := make(chan *Req), make(chan struct{})
+	go func() {
+		defer close(left)
+		for {
+			req, err := ss.Recv()
+			if err != nil {
+				return
+			}
+			select {
+			case requests <- req:
+			case <-ss.Context().Done():
+				return
+			}
+		}
+	}()
 	for {
-		req, err := ss.Recv()
-		if err != nil {
+		select {
+		case req := <-requests:
+			replyEmpty, err := take(st, req, streamType)
+			if err == nil {
+				err = st.answer(replyEmpty)
+			}
+			if err != nil {
+				return err
+			}
+		case <-st.seen.replaced:
+			st.look(s.current.Load())
+			if err := st.answer(false); err != nil {
+				return err
+			}
+		case <-left:
 			return nil
-		}
-		if err := take(st, req); err != nil {
-			return err
-		}
-		if err := st.flush(); err != nil {
-			return err
+		case <-s.stopping:
+			return errStopping
 		}
 	}
 }
 
-// sotwRequest takes one SotW request: the whole subscription, and the ACK
-// or NACK of the last response.
-func (x *xdsServer) sotwRequest(st *xdsStream, req *discoveryv3.DiscoveryRequest, streamType string) error {
-	typeURL, err := requestType(req.GetTypeUrl(), streamType)
-	if err != nil {
-		return err
+// stream is one open SotW or Delta stream: the one record of what it asks
+// for, what it was sent and what its client said, in the server's one
+// registry (Server.open). Its loop alone changes it; the fields under mu
+// are the ones Clients reads.
+type stream struct {
+	s     *Server
+	ss    grpc.ServerStream // nil in tests that only take requests
+	id    int64
+	delta bool
+	uid   uint32
+
+	// seen is the snapshot the loop last looked at; the next one wakes it.
+	seen *snapshot
+	// The last response sent: its nonce, version and generation (not its
+	// snapshot, which holds keys the stream no longer needs).
+	lastNonce, lastVersion string
+	lastGeneration         uint64
+	nonces                 uint64
+	// held is what the stream counts against its peer's limits: its names
+	// and a Delta stream's initial versions; initial is the latter.
+	held, initial held
+	// unknown is the last reported set of unknown names, joined.
+	unknown string
+	// nackedNonce is the response the last logged NACK rejected: a client
+	// repeating a NACK is counted each time but logged once.
+	nackedNonce string
+
+	mu sync.Mutex
+	// asked is set while a taken request is unanswered: the next snapshot
+	// that gives the client something is sent.
+	asked      bool
+	client     Client
+	validation Validation
+	reason     validationReason
+	// sub is nil until the first request taken.
+	sub *subscription
+}
+
+// takeSotw takes one SotW request: the whole subscription, and the ACK or
+// NACK of the last response. A request that does not name the last
+// response's nonce was sent before its client saw that response: it is
+// stale and changes nothing.
+func (st *stream) takeSotw(req *discoveryv3.DiscoveryRequest, streamType string) (replyEmpty bool, err error) {
+	if _, err := requestType(req.GetTypeUrl(), streamType); err != nil {
+		return false, err
 	}
-	req.TypeUrl = typeURL
-	st.nodeOf(&req.Node)
-	if err := x.tracker.OnStreamRequest(st.key.id, req); err != nil {
-		return err
+	// A list over the bound is refused before anything of it is kept.
+	if n, most := len(req.GetResourceNames()), st.s.cfg.limits.namesPerStream; n > most {
+		return false, st.s.refuse(st, errTooManyNames(n, most))
 	}
+	if !st.asked && st.lastNonce != "" && req.GetResponseNonce() != st.lastNonce {
+		st.s.cfg.Logger.Debug("Envoy SDS: stale request ignored: it does not answer the last response", "stream", st.id,
+			"nonce", clip(req.GetResponseNonce()), "last_nonce", st.lastNonce)
+		return false, nil
+	}
+	st.setNode(req.GetNode())
+	st.answered(req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail())
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.sentNonce != "" && req.GetResponseNonce() != st.sentNonce {
-		return nil // stale: the client has not seen the last response yet
-	}
 	if st.sub == nil {
 		st.sub = newSotwSubscription(req.GetResourceNames())
 	} else {
 		st.sub.setSotw(req.GetResourceNames())
 	}
-	st.watch()
-	return nil
+	st.mu.Unlock()
+	return false, st.subscribed()
 }
 
-// delta runs one Delta stream.
-func (x *xdsServer) delta(ss deltaServerStream, streamType string) error {
-	return serveStream(x, ss, streamKey{delta: true, id: x.deltaIDs.Add(1)}, streamType, func(st *xdsStream, req *discoveryv3.DeltaDiscoveryRequest) error {
-		return x.deltaRequest(st, req, streamType)
-	})
-}
-
-// deltaRequest takes one Delta request: a change of the subscription, an
-// ACK or a NACK.
-func (x *xdsServer) deltaRequest(st *xdsStream, req *discoveryv3.DeltaDiscoveryRequest, streamType string) error {
-	typeURL, err := requestType(req.GetTypeUrl(), streamType)
-	if err != nil {
-		return err
+// takeDelta takes one Delta request: a change of the subscription, an ACK
+// or a NACK. A first wildcard request is answered even when nothing is
+// served: that ends Envoy's initial fetch.
+func (st *stream) takeDelta(req *discoveryv3.DeltaDiscoveryRequest, streamType string) (replyEmpty bool, err error) {
+	if _, err := requestType(req.GetTypeUrl(), streamType); err != nil {
+		return false, err
 	}
-	req.TypeUrl = typeURL
-	st.nodeOf(&req.Node)
-	if err := x.tracker.OnStreamDeltaRequest(st.key.id, req); err != nil {
-		return err
-	}
+	st.setNode(req.GetNode())
+	// Delta requests carry no version.
+	st.answered("", req.GetResponseNonce(), req.GetErrorDetail())
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	if st.sub == nil {
 		st.sub = newDeltaSubscription(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(), req.GetInitialResourceVersions())
+		st.initial = heldBy(req.GetInitialResourceVersions())
 	} else {
 		st.sub.updateDelta(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	}
-	// A first wildcard request is answered even when nothing is served:
-	// that ends Envoy's initial fetch.
-	st.replyEmpty = st.sub.wildcard && req.GetResponseNonce() == ""
-	st.watch()
-	return nil
-}
-
-// requestType is the type a request asks for: its own, else its stream's.
-// Only Secrets are served.
-func requestType(typeURL, streamType string) (string, error) {
-	if typeURL == "" {
-		if streamType == adsType {
-			return "", status.Error(codes.InvalidArgument, "type URL is required for ADS")
-		}
-		typeURL = streamType
-	}
-	return typeURL, checkType(typeURL)
-}
-
-// checkType refuses other resource types, which an ADS stream or a
-// FetchSecrets can ask for.
-func checkType(typeURL string) error {
-	if typeURL != secretType {
-		return status.Errorf(codes.InvalidArgument, "this server serves only %s, not %s", secretType, typeURL)
-	}
-	return nil
-}
-
-// open registers a new stream; nil when the server is stopping, or with
-// the error that ends it when its peer holds as many streams as it may.
-func (x *xdsServer) open(ss grpc.ServerStream, k streamKey, streamType string) (*xdsStream, error) {
-	st := &xdsStream{key: k, ss: ss, end: endOf(ss.Context()), cache: x.cache, tracker: x.tracker, node: &corev3.Node{}}
-	if err := x.tracker.open(k, streamType, peerUID(ss.Context())); err != nil {
-		return nil, err
-	}
-	if !x.cache.add(st) {
-		x.tracker.closed(k, st.node)
-		return nil, nil
-	}
-	return st, nil
-}
-
-// close ends st once its handler returns. gRPC forbids a send after that,
-// so it waits for a push in flight; that push ends when the client reads,
-// leaves, or the server stops (endableContext).
-func (x *xdsServer) close(st *xdsStream) {
-	x.cache.remove(st)
-	st.mu.Lock()
-	st.closed = true
 	st.mu.Unlock()
-	st.pushes.Wait()
-	x.tracker.closed(st.key, st.node)
+	return st.sub.wildcard && req.GetResponseNonce() == "", st.subscribed()
 }
 
-// xdsStream is one open SotW or Delta stream.
-type xdsStream struct {
-	key streamKey
-	ss  grpc.ServerStream
-	// end ends the stream's context (endableContext).
-	end     context.CancelFunc
-	cache   *secretCache
-	tracker *tracker
-	// node is the last node the client sent, as slimNode keeps it; only
-	// the handler uses it.
-	node *corev3.Node
-	// pushes counts push goroutines in flight: zero or one.
-	pushes sync.WaitGroup
-
-	mu sync.Mutex
-	// validation is what node gets.
-	validation Validation
-	// sub is nil until the first request.
-	sub *subscription
-	// waiting is go-control-plane's open watch: a request is waiting for
-	// its response, which goes out once the client lacks something.
-	waiting bool
-	// replyEmpty answers the waiting Delta request even with nothing to
-	// send; the first look at it (its own request, or a push in flight)
-	// decides.
-	replyEmpty bool
-	// sentNonce is the SotW response sent since the last request taken:
-	// until a request names it, requests are stale.
-	sentNonce string
-	nonces    uint64
-	// sending is held by the one goroutine that may send (gRPC allows
-	// one): the handler after a request, or a push.
-	sending bool
-	// closed is set when the handler returns: nothing is sent after.
-	closed bool
-}
-
-// nodeOf fills a request's node with the stream's when it has none (Envoy
-// may send it in its first request only), else makes it the stream's,
-// slimmed: the request's node may be megabytes of metadata, and the
-// stream keeps its node while it is open.
-func (st *xdsStream) nodeOf(node **corev3.Node) {
-	if *node != nil && !sameNode(st.node, *node) {
-		st.node = slimNode(*node)
+// subscribed follows a taken request: the stream's names count against
+// its peer (the error ends the stream), unknown ones are reported, and the
+// request waits for its answer.
+func (st *stream) subscribed() error {
+	if err := st.s.account(st); err != nil {
+		return err
 	}
-	*node = st.node
+	st.checkUnknown()
+	st.mu.Lock()
+	st.asked = true
+	st.mu.Unlock()
+	return nil
 }
 
-// watch opens the watch of the request just taken; called with st.mu held.
-func (st *xdsStream) watch() {
-	st.validation = st.cache.validation(st.node)
-	st.sentNonce = ""
-	st.waiting = true
-}
-
-// wake starts a push if st waits and no one sends on it; publish calls it
-// after it made a new snapshot current.
-func (st *xdsStream) wake() {
+// setNode takes what the stream keeps of the node a request names (Envoy
+// may send it in its first request only): its id and cluster, bounded, and
+// the Validation it gets. Envoy repeats its node on every request, ACKs
+// included: an unchanged one costs no allocation.
+func (st *stream) setNode(node *corev3.Node) {
+	if node == nil {
+		return
+	}
+	v, why := validationFor(node, st.s.cfg.Names.DisableSPIFFECertValidation)
+	id := cmp.Or(clipTo(node.GetId(), maxStoredID), st.client.Node)
+	cluster := cmp.Or(clipTo(node.GetCluster(), maxStoredID), st.client.Cluster)
+	if why == st.reason && id == st.client.Node && cluster == st.client.Cluster {
+		return
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.sending || st.closed || !st.waiting {
-		return // a sender in flight looks at the newest snapshot before it stops
-	}
-	st.sending = true
-	st.pushes.Add(1)
-	go func() {
-		defer st.pushes.Done()
-		_ = st.sendDue() // a broken stream ends in its handler's Recv
-	}()
+	st.validation, st.reason, st.client.Node, st.client.Cluster = v, why, id, cluster
 }
 
-// flush sends what st is due now, unless another goroutine sends.
-func (st *xdsStream) flush() error {
-	st.mu.Lock()
-	if st.sending || st.closed {
-		st.mu.Unlock()
-		return nil
+// answered records and logs what a request says of the response its nonce
+// names: accepted, or rejected with errDetail. version is the version the
+// client says it holds (SotW only; clipped, since the client chooses it).
+func (st *stream) answered(version, nonce string, errDetail *rpcstatus.Status) {
+	log := st.s.cfg.Logger
+	if errDetail != nil {
+		st.nacked(version, nonce, errDetail.GetMessage())
+		return
 	}
-	st.sending = true
-	st.mu.Unlock()
-	return st.sendDue()
-}
-
-// sendDue sends until st is due nothing; the caller holds the sending
-// role, and gives it up here.
-func (st *xdsStream) sendDue() error {
-	for {
+	if nonce == "" { // a first request, or a new subscription: no answer to a response
+		if log.Enabled(context.Background(), slog.LevelDebug) {
+			log.Debug("Envoy SDS: request", "stream", st.id, "delta", st.delta, "node", clip(st.client.Node), "version", clip(version))
+		}
+		return
+	}
+	known := nonce == st.lastNonce // it names the last response
+	if version != "" || known {
+		acked, gen := version, uint64(0)
+		if known {
+			acked = cmp.Or(version, st.lastVersion)
+			if acked == st.lastVersion {
+				gen = st.lastGeneration // the version names it; nothing is parsed
+			}
+		}
 		st.mu.Lock()
-		var resp any
-		if !st.closed {
-			resp = st.next()
-		}
-		if resp == nil {
-			st.sending = false
-			st.mu.Unlock()
-			return nil
-		}
+		st.client.AckedVersion, st.client.AckedGeneration, st.client.AckedAt = clipTo(acked, maxStoredVersion), gen, time.Now()
 		st.mu.Unlock()
-		switch r := resp.(type) {
-		case *discoveryv3.DiscoveryResponse:
-			st.tracker.OnStreamResponse(st.key.id, r)
-		case *discoveryv3.DeltaDiscoveryResponse:
-			st.tracker.OnStreamDeltaResponse(st.key.id, r)
-		}
-		if err := st.ss.SendMsg(resp); err != nil {
-			st.mu.Lock()
-			st.sending = false
-			st.mu.Unlock()
-			return err
-		}
+	}
+	// Every ACK passes here: building the attributes of a line that is
+	// not logged would cost allocations per stream per Update.
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		log.Debug("Envoy SDS: client acknowledged secrets", "stream", st.id, "delta", st.delta, "node", clip(st.client.Node),
+			"version", clip(version), "nonce", clip(nonce))
 	}
 }
 
-// next is the response st is due from the current snapshot, if any, and
-// records it as sent; called with st.mu held by the goroutine that sends.
-// As LinearCache: a SotW response carries the subscribed secrets (all, for
-// a wildcard) the client lacks at the snapshot's version, never an empty
-// list, since SotW cannot say "removed" for this type; a Delta response
-// carries those the client lacks at their hash, and removes those no
-// longer served or subscribed.
-func (st *xdsStream) next() any {
-	if !st.waiting {
+// nacked records, counts and logs a rejection. The client keeps its last
+// accepted secrets; nothing is resent until the next Update.
+func (st *stream) nacked(version, nonce, msg string) {
+	st.s.nacks.Add(1)
+	var rejected string
+	if nonce != "" && nonce == st.lastNonce {
+		rejected = st.lastVersion
+	}
+	st.mu.Lock()
+	if nonce != "" {
+		st.client.NACKedVersion, st.client.NACK, st.client.NACKedAt = rejected, clipTo(msg, maxStoredText), time.Now()
+	}
+	st.mu.Unlock()
+	level := slog.LevelError
+	if nonce != "" && clipTo(nonce, maxStoredVersion) == st.nackedNonce {
+		level = slog.LevelDebug // the same rejection again: counted, not logged twice
+	}
+	st.nackedNonce = clipTo(nonce, maxStoredVersion)
+	st.s.cfg.Logger.Log(context.Background(), level, "Envoy SDS: client rejected secrets", "stream", st.id, "delta", st.delta,
+		"node", clip(st.client.Node), "kept_version", clip(version), "nonce", clip(nonce), "error", clip(msg))
+}
+
+// look makes snap the one the stream has seen, and reports unknown names
+// again when the served names changed.
+func (st *stream) look(snap *snapshot) {
+	names := snap.namesID != st.seen.namesID
+	st.seen = snap
+	if names {
+		st.checkUnknown()
+	}
+}
+
+// checkUnknown warns when the set of requested but unserved names changes.
+// Before the first Update every name is unknown and requests simply wait,
+// so nothing is reported then.
+func (st *stream) checkUnknown() {
+	snap := st.seen
+	if snap.number == 0 || st.sub == nil {
+		return
+	}
+	sv := &snap.variants[st.validation]
+	var unknown []string
+	for n := range st.sub.names {
+		if !sv.has(n) {
+			unknown = append(unknown, n)
+		}
+	}
+	unknown = requestedNames(unknown)
+	key := strings.Join(unknown, "\x00")
+	if key == st.unknown {
+		return
+	}
+	st.unknown = key
+	if len(unknown) > 0 {
+		st.s.cfg.Logger.Warn("Envoy SDS: requested secrets are not served; they stay pending", "stream", st.id, "delta", st.delta,
+			"node", clip(st.client.Node), "unknown", clipNames(unknown), "served", clipNames(sv.names), "validation", st.validation)
+	}
+}
+
+// answer sends the response the stream is due from the current snapshot,
+// if any: while a request is unanswered, and the client lacks something
+// (or replyEmpty says to answer anyway).
+func (st *stream) answer(replyEmpty bool) error {
+	if !st.asked {
 		return nil
 	}
-	replyEmpty := st.replyEmpty
-	st.replyEmpty = false
-	delta := st.key.delta
-	snap := st.cache.current.Load()
-	sv, version := &nothingServed, st.cache.version(0)
-	if snap != nil {
-		sv, version = &snap.variants[st.validation], snap.version
+	snap := st.s.current.Load()
+	resp := st.response(snap, replyEmpty)
+	if resp == nil {
+		return nil
 	}
+	st.lastVersion, st.lastGeneration = snap.version, snap.generation
+	st.s.pushes.Add(1)
+	if log := st.s.cfg.Logger; log.Enabled(context.Background(), slog.LevelDebug) {
+		log.Debug("Envoy SDS: push", "stream", st.id, "delta", st.delta, "version", snap.version, "nonce", st.lastNonce)
+	}
+	return st.ss.SendMsg(resp)
+}
+
+// response is the response the client is due from snap, if any, recorded
+// as sent. As LinearCache: a SotW response carries the subscribed secrets
+// (all, for a wildcard) the client lacks at the snapshot's version, never
+// an empty list, since SotW cannot say "removed" for this type; a Delta
+// response carries those the client lacks at their hash, and removes those
+// no longer served or subscribed.
+func (st *stream) response(snap *snapshot, replyEmpty bool) any {
+	sv := &snap.variants[st.validation]
 	resourceVersion := func(s servedSecret) string {
-		if delta {
+		if st.delta {
 			return s.hash
 		}
-		return version
+		return snap.version
 	}
 	changed, removed := st.sub.changes(sv, resourceVersion)
-	if len(changed) == 0 && (!delta || (len(removed) == 0 && !replyEmpty)) {
+	if len(changed) == 0 && (!st.delta || (len(removed) == 0 && !replyEmpty)) {
 		return nil
 	}
 	// The response is committed: the subscription holds what it carries.
+	st.mu.Lock()
+	st.asked = false
 	for _, name := range changed {
 		st.sub.returned[name] = resourceVersion(sv.secrets[name])
 	}
 	for _, name := range removed {
 		delete(st.sub.returned, name)
 	}
-	st.waiting = false
+	st.mu.Unlock()
 	st.nonces++
-	nonce := strconv.FormatUint(st.nonces, 10)
-	if !delta {
-		st.sentNonce = nonce
-		resp := &discoveryv3.DiscoveryResponse{VersionInfo: version, TypeUrl: secretType, Nonce: nonce,
+	st.lastNonce = strconv.FormatUint(st.nonces, 10)
+	if !st.delta {
+		resp := &discoveryv3.DiscoveryResponse{VersionInfo: snap.version, TypeUrl: secretType, Nonce: st.lastNonce,
 			Resources: make([]*anypb.Any, 0, len(changed))}
 		for _, name := range changed {
 			resp.Resources = append(resp.Resources, &anypb.Any{TypeUrl: secretType, Value: sv.secrets[name].wire})
 		}
 		return resp
 	}
-	resp := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: version, TypeUrl: secretType, Nonce: nonce,
+	resp := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: snap.version, TypeUrl: secretType, Nonce: st.lastNonce,
 		RemovedResources: removed}
 	for _, name := range changed {
 		s := sv.secrets[name]
@@ -395,48 +408,18 @@ func (st *xdsStream) next() any {
 	return resp
 }
 
-// xdsStreamMethods are the streams that get an endableContext.
-var xdsStreamMethods = map[string]bool{
-	secretv3.SecretDiscoveryService_StreamSecrets_FullMethodName:                    true,
-	secretv3.SecretDiscoveryService_DeltaSecrets_FullMethodName:                     true,
-	discoveryv3.AggregatedDiscoveryService_StreamAggregatedResources_FullMethodName: true,
-	discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResources_FullMethodName:  true,
-}
-
-// endableContext is the context of an SDS or ADS stream, with the cancel
-// that ends it when the server stops (secretCache.endStreams): a handler
-// waiting in Recv returns only when its context ends, gRPC has no other
-// way to end a stream from outside, and a goroutine per stream to wait
-// for the stop is what this server avoids. The handler finds it through
-// Value, which costs no allocation beyond the context itself.
-type endableContext struct {
-	context.Context
-	end context.CancelFunc
-}
-
-type endableKey struct{}
-
-func (c *endableContext) Value(key any) any {
-	if key == (endableKey{}) {
-		return c
+// requestType is the type a request asks for: its own, else its stream's.
+// Only Secrets are served: an ADS stream or a FetchSecrets can ask for
+// other types, and are refused.
+func requestType(typeURL, streamType string) (string, error) {
+	if typeURL == "" {
+		if streamType == adsType {
+			return "", status.Error(codes.InvalidArgument, "type URL is required for ADS")
+		}
+		typeURL = streamType
 	}
-	return c.Context.Value(key)
-}
-
-// endable gives every SDS and ADS stream an endableContext; it is the
-// server's InTapHandle, which can replace a stream's context.
-func endable(ctx context.Context, info *tap.Info) (context.Context, error) {
-	if !xdsStreamMethods[info.FullMethodName] {
-		return ctx, nil
+	if typeURL != secretType {
+		return "", status.Errorf(codes.InvalidArgument, "this server serves only %s, not %s", secretType, typeURL)
 	}
-	ctx, end := context.WithCancel(ctx)
-	return &endableContext{Context: ctx, end: end}, nil
-}
-
-// endOf is the function that ends the stream of ctx.
-func endOf(ctx context.Context) context.CancelFunc {
-	if c, ok := ctx.Value(endableKey{}).(*endableContext); ok {
-		return c.end
-	}
-	return func() {}
+	return typeURL, nil
 }

@@ -19,11 +19,12 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
-// TestAWaitingStreamCostsOneGoroutine: a stream that holds its secrets and
-// waits for the next push keeps one goroutine on the server (gRPC's
-// handler, in Recv), not two; pushes run on goroutines that end with them.
-// The clients are a child process, so only the server's goroutines count.
-func TestAWaitingStreamCostsOneGoroutine(t *testing.T) {
+// TestAWaitingStreamCostsTwoGoroutines: a stream that holds its secrets
+// and waits for the next push keeps two goroutines on the server, as SPIRE
+// Agent's SDS handler does (the stream's loop, in gRPC's handler, and the
+// one that receives its requests); a push starts none. The clients are a
+// child process, so only the server's goroutines count.
+func TestAWaitingStreamCostsTwoGoroutines(t *testing.T) {
 	s := startServer(t, Config{})
 	r := &rotator{t: t, ca: newCA(t, exampleTD), id: webID}
 	if err := s.Apply(t.Context(), r.next()); err != nil {
@@ -32,13 +33,13 @@ func TestAWaitingStreamCostsOneGoroutine(t *testing.T) {
 	const n = 2 * streamsPerConn
 	base := runtime.NumGoroutine()
 	closeAll := openStreamsInChild(t, s.cfg.SocketPath, n)
-	testkit.Eventually(t, "every stream waiting", func() bool { return s.cache.NumWatches("default") == n })
+	testkit.Eventually(t, "every stream waiting", func() bool { return s.NumWatches("default") == n })
 	// Per connection gRPC keeps a reader and a writer; a few more may be
 	// on their way out.
 	const slack = 2*(n/streamsPerConn) + 4
 	perStream := func() int { return runtime.NumGoroutine() - base }
-	testkit.Eventually(t, "one goroutine per stream", func() bool { return perStream() <= n+slack })
-	if got := perStream(); got < n {
+	testkit.Eventually(t, "two goroutines per stream", func() bool { return perStream() <= 2*n+slack })
+	if got := perStream(); got < 2*n {
 		t.Errorf("%d goroutines for %d streams: the streams are not what is counted", got, n)
 	}
 
@@ -47,7 +48,7 @@ func TestAWaitingStreamCostsOneGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, "every stream pushed", func() bool { return s.Stats().Pushes == 2*n })
-	testkit.Eventually(t, "push goroutines ended", func() bool { return perStream() <= n+slack })
+	testkit.Eventually(t, "no goroutine left by the push", func() bool { return perStream() <= 2*n+slack })
 	closeAll()
 	testkit.Eventually(t, "every stream closed", func() bool { return s.Stats().StreamsOpen == 0 })
 }
@@ -142,12 +143,18 @@ func TestStaleSotWRequestIsIgnored(t *testing.T) {
 	c.names = []string{"default", "nope"}
 	c.send(&discoveryv3.DiscoveryRequest{VersionInfo: first.GetVersionInfo(), ResourceNames: c.names,
 		TypeUrl: resource.SecretType, ResponseNonce: first.GetNonce()})
-	testkit.Eventually(t, "the stale request seen", func() bool { return strings.Contains(logs.String(), `unknown=[nope]`) })
-	if n := s.cache.NumWatches("nope"); n != 0 {
+	testkit.Eventually(t, "the stale request seen", func() bool { return strings.Contains(logs.String(), `stale request ignored`) })
+	if n := s.NumWatches("nope"); n != 0 {
 		t.Fatalf("%d requests wait on nope after a stale request, want 0", n)
+	}
+	if strings.Contains(logs.String(), `unknown=[nope]`) {
+		t.Errorf("the stale request's names were reported as if subscribed:\n%s", logs)
 	}
 	c.ack(second)
 	waitPending(t, s, "nope", 1)
+	if !strings.Contains(logs.String(), `unknown=[nope]`) {
+		t.Errorf("the request taken did not report its unknown name:\n%s", logs)
+	}
 }
 
 // TestDeltaSubscriptionChanges: a Delta client that says which versions it

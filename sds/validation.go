@@ -52,7 +52,7 @@ const DisableSPIFFECertValidationKey = "disable_spiffe_cert_validation"
 // only when shown.
 func validationFor(node *corev3.Node, disabledByConfig bool) (Validation, validationReason) {
 	if v := node.GetUserAgentBuildVersion().GetVersion(); v != nil && (v.GetMajorNumber() < 1 || (v.GetMajorNumber() == 1 && v.GetMinorNumber() < 18)) {
-		return ValidationTrustedCA, validationReason{by: byOldEnvoy, agent: node.GetUserAgentName(),
+		return ValidationTrustedCA, validationReason{by: byOldEnvoy, agent: clipTo(node.GetUserAgentName(), maxStoredID),
 			major: v.GetMajorNumber(), minor: v.GetMinorNumber()}
 	}
 	if disabled, ok := metadataBool(node, DisableSPIFFECertValidationKey); ok {

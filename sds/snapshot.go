@@ -1,0 +1,176 @@
+package sds
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// snapshot is what is served at one version: one generation's Secrets in
+// both Validation variants, each marshalled once for every stream. The
+// Server's current snapshot is replaced whole (publish), never changed;
+// closing replaced tells every stream to look at the new one. Before the
+// first Update the current snapshot is an empty one, number 0.
+//
+// SotW secrets carry the snapshot's version (every generation replaces
+// them all); Delta secrets carry a hash of the secret, so an unchanged one
+// is not resent.
+type snapshot struct {
+	// number is the version's number: the generation, unless a generation
+	// did not advance; version is "<process prefix>-<number>", unique across
+	// restarts of the bridge.
+	number, generation uint64
+	version            string
+	// variants is indexed by Validation.
+	variants [2]served
+	// namesID changes when the served names do: a stream's unknown names
+	// change only then.
+	namesID  uint64
+	replaced chan struct{}
+}
+
+// served is the set of Secrets of one Validation.
+type served struct {
+	secrets map[string]servedSecret
+	names   []string // sorted
+}
+
+// servedSecret is a Secret with its wire form.
+type servedSecret struct {
+	secret *tlsv3.Secret
+	wire   []byte
+	// hash is the Delta resource version.
+	hash string
+}
+
+func (s *served) has(name string) bool {
+	_, ok := s.secrets[name]
+	return ok
+}
+
+// newServed marshals secrets; a Secret already in known (another variant
+// of the same generation shares it) is not marshalled again.
+func newServed(secrets map[string]*tlsv3.Secret, known map[*tlsv3.Secret]servedSecret) (served, error) {
+	sv := served{secrets: make(map[string]servedSecret, len(secrets)), names: slices.Sorted(maps.Keys(secrets))}
+	for name, sec := range secrets {
+		ss, ok := known[sec]
+		if !ok {
+			wire, err := proto.MarshalOptions{Deterministic: true}.Marshal(sec)
+			if err != nil {
+				return served{}, fmt.Errorf("marshal secret %q: %w", name, err)
+			}
+			// The Delta resource version, as go-control-plane computes it:
+			// a Delta client that reconnects holding the same secret, also
+			// to a restarted bridge, is not sent it again.
+			sum := sha256.Sum256(wire)
+			ss = servedSecret{secret: sec, wire: wire, hash: hex.EncodeToString(sum[:])}
+			known[sec] = ss
+		}
+		sv.secrets[name] = ss
+	}
+	return sv, nil
+}
+
+// versionOf is the version string of version number n.
+func (s *Server) versionOf(n uint64) string { return s.prefix + "-" + strconv.FormatUint(n, 10) }
+
+// publish makes secrets (indexed by Validation) the served set of
+// generation and wakes every stream. A generation that does not advance
+// (a breach of rotation's contract) still gets a new version number, one
+// past the last, so that versions never repeat.
+func (s *Server) publish(generation uint64, secrets [2]map[string]*tlsv3.Secret) (*snapshot, error) {
+	snap := &snapshot{generation: generation, replaced: make(chan struct{})}
+	known := make(map[*tlsv3.Secret]servedSecret)
+	for v, sec := range secrets {
+		sv, err := newServed(sec, known)
+		if err != nil {
+			return nil, err
+		}
+		snap.variants[v] = sv
+	}
+	s.publishing.Lock()
+	defer s.publishing.Unlock()
+	prev := s.current.Load()
+	snap.number = max(generation, prev.number+1)
+	if snap.number != generation {
+		s.cfg.Logger.Warn("Envoy SDS: generation did not advance; the SDS version no longer equals the generation",
+			"generation", generation, "version", s.versionOf(snap.number))
+	}
+	snap.version = s.versionOf(snap.number)
+	snap.namesID = prev.namesID
+	if prev.number == 0 || !slices.Equal(snap.variants[0].names, prev.variants[0].names) ||
+		!slices.Equal(snap.variants[1].names, prev.variants[1].names) {
+		snap.namesID++
+	}
+	s.current.Store(snap)
+	close(prev.replaced)
+	return snap, nil
+}
+
+// fetch answers the unary FetchSecrets: the requested names that exist
+// (all of them for an empty list) at the current version, in the variant
+// the requesting node gets. Unknown names are left out and logged; if none
+// is known the error lists what is served.
+func (s *Server) fetch(req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	snap := s.current.Load()
+	if snap.number == 0 {
+		return nil, status.Error(codes.Unavailable, "no secrets yet: waiting for the first Workload API update")
+	}
+	v, _ := validationFor(req.GetNode(), s.cfg.Names.DisableSPIFFECertValidation)
+	sv := &snap.variants[v]
+	names := requestedNames(req.GetResourceNames())
+	if unknown := sv.unknown(names); len(unknown) > 0 {
+		s.cfg.Logger.Warn("Envoy SDS: fetch asks for secrets that are not served", "node", clip(req.GetNode().GetId()),
+			"unknown", clipNames(unknown), "served", clipNames(sv.names), "validation", v)
+	}
+	if len(names) == 0 {
+		names = sv.names
+	}
+	resp := &discoveryv3.DiscoveryResponse{VersionInfo: snap.version, TypeUrl: secretType}
+	for _, name := range names {
+		if s, ok := sv.secrets[name]; ok {
+			resp.Resources = append(resp.Resources, &anypb.Any{TypeUrl: secretType, Value: s.wire})
+		}
+	}
+	if len(resp.Resources) == 0 {
+		return nil, status.Errorf(codes.NotFound, "none of the requested secrets %q is served; served: %q", clipNames(names), clipNames(sv.names))
+	}
+	s.cfg.Logger.Debug("Envoy SDS: fetch", "node", clip(req.GetNode().GetId()), "version", resp.GetVersionInfo(),
+		"count", len(resp.GetResources()))
+	return resp, nil
+}
+
+// unknown is those of names (sorted, without duplicates) that sv does not
+// serve.
+func (sv *served) unknown(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if !sv.has(n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// requestedNames is names sorted, without duplicates, empty names and the
+// "*" wildcard.
+func requestedNames(names []string) []string {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if n != "" && n != wildcardName {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
