@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
 	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
@@ -45,7 +45,7 @@ func (s *Server) lastProblems(now time.Time) []string {
 // folderCheck is one folder's Inspect as readiness judges it (with
 // admin.min_validity).
 type folderCheck struct {
-	m   *folderstate.Material
+	m   *filesink.Material
 	err error
 }
 
@@ -57,7 +57,7 @@ func (s *Server) inspectFolders(now time.Time, cur *rotation.Update) []folderChe
 	for i, f := range s.cfg.Folders {
 		ic := f.InspectConfig(s.cfg.MinValidity)
 		ic.Now = now
-		out[i].m, out[i].err = folderstate.Inspect(ic)
+		out[i].m, out[i].err = filesink.Inspect(ic)
 	}
 	s.mu.Lock()
 	s.lastFolders, s.lastFoldersGen = out, 0
@@ -316,7 +316,7 @@ func laterOf(a, b time.Time) time.Time {
 // reader's one-line detail, without the package prefix the error carries
 // for logs.
 func folderProblem(err error) string {
-	var me *folderstate.MaterialError
+	var me *filesink.MaterialError
 	if errors.As(err, &me) {
 		return me.Detail
 	}

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
 	"github.com/sds-bridge/sds-bridge/internal/statusdoc"
 	"github.com/sds-bridge/sds-bridge/reload"
@@ -101,10 +101,10 @@ func bundleStatuses(cur *rotation.Update) []statusdoc.BundleStatus {
 func folderStatus(f Folder, checked folderCheck, now time.Time) statusdoc.FolderStatus {
 	fs := statusdoc.FolderStatus{Dir: f.Dir(), Actions: []statusdoc.ActionStatus{}}
 	m, err := checked.m, checked.err
-	if errors.Is(err, folderstate.ErrExpiringSoon) {
+	if errors.Is(err, filesink.ErrExpiringSoon) {
 		ic := f.InspectConfig(0)
 		ic.Now = now
-		m, err = folderstate.Inspect(ic)
+		m, err = filesink.Inspect(ic)
 	}
 	if err != nil {
 		fs.Problem = folderProblem(err)

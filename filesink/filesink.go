@@ -35,44 +35,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/atomicfile"
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
-	"github.com/sds-bridge/sds-bridge/internal/layout"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// Layout names the set of files written into a folder; internal/layout
-// knows the names of each.
-type Layout = layout.Kind
-
+// Default modes, and the names only the writer makes.
 const (
-	// LayoutSPIFFEHelper writes svid.pem (leaf and intermediates),
-	// svid_key.pem (PKCS#8) and svid_bundle.pem (own trust domain roots), as
-	// spiffe-helper does. It is the default.
-	LayoutSPIFFEHelper = layout.SPIFFEHelper
-	// LayoutSPIFFE follows the SPIFFE Filesystem Delivery standard:
-	// credential-bundle.private-key.pem (key, then chain without root) and
-	// one <trust-domain>.spiffe-trust-bundle.pem per trust domain.
-	LayoutSPIFFE = layout.SPIFFE
-)
-
-// Default file names and modes, and the names of a folder (see
-// internal/layout).
-const (
-	DefaultCertFileName   = layout.DefaultCertFileName
-	DefaultKeyFileName    = layout.DefaultKeyFileName
-	DefaultBundleFileName = layout.DefaultBundleFileName
-	DefaultCertMode       = os.FileMode(0o644)
-	DefaultKeyMode        = os.FileMode(0o600)
-
-	MarkerFileName        = layout.MarkerFileName
-	CredentialFileName    = layout.CredentialFileName
-	TrustBundleSuffix     = layout.TrustBundleSuffix
-	FederatedDirName      = layout.FederatedDirName
-	FederatedBundleSuffix = layout.FederatedBundleSuffix
-	DataLink              = layout.DataLink
+	DefaultCertMode = os.FileMode(0o644)
+	DefaultKeyMode  = os.FileMode(0o600)
 
 	// LockFileName is the lock file (internal/flock) that makes a folder
 	// belong to one running bridge; taken before Prepare touches anything.
@@ -100,10 +71,6 @@ const (
 	// file: an explicit opt-in, see Config.FederatedBundle.
 	FederatedConcatenate FederatedMode = "concatenate"
 )
-
-// Owner is applied with chown to every written file and generation
-// directory.
-type Owner = atomicfile.Owner
 
 // Config describes one credential folder.
 type Config struct {
@@ -175,7 +142,7 @@ type Config struct {
 // Folder is one credential folder. It implements rotation.Sink.
 type Folder struct {
 	cfg   Config
-	names fileNames
+	names Names
 	log   *slog.Logger
 
 	// mu serialises Prepare and Apply: the swap reads and replaces shared
@@ -213,16 +180,8 @@ func New(cfg Config) (*Folder, error) {
 		return nil, fmt.Errorf("%w", err)
 	}
 	f := &Folder{
-		cfg: cfg,
-		names: fileNames{
-			Names: layout.Names{Kind: cfg.Layout, Cert: cfg.CertFileName, Key: cfg.KeyFileName, Bundle: cfg.BundleFileName},
-			svid:  cfg.SVID,
-			opts: layout.Options{
-				Federated:     cfg.IncludeFederatedDomains,
-				Concatenate:   cfg.FederatedBundle == FederatedConcatenate,
-				Intermediates: cfg.AddIntermediatesToBundle,
-			},
-		},
+		cfg:        cfg,
+		names:      Names{Layout: cfg.Layout, Cert: cfg.CertFileName, Key: cfg.KeyFileName, Bundle: cfg.BundleFileName},
 		unmakeable: map[string]bool{},
 		foreign:    map[string]bool{},
 	}
@@ -240,7 +199,7 @@ func (c Config) WithDefaults() Config {
 	}
 	c.Layout = cmp.Or(c.Layout, LayoutSPIFFEHelper)
 	// An unknown layout keeps its names: validate refuses it.
-	if n, err := (layout.Names{Kind: c.Layout, Cert: c.CertFileName, Key: c.KeyFileName, Bundle: c.BundleFileName}).WithDefaults(); err == nil {
+	if n, err := (Names{Layout: c.Layout, Cert: c.CertFileName, Key: c.KeyFileName, Bundle: c.BundleFileName}).WithDefaults(); err == nil {
 		c.CertFileName, c.KeyFileName, c.BundleFileName = n.Cert, n.Key, n.Bundle
 	}
 	if c.Layout == LayoutSPIFFEHelper && c.FederatedBundle == "" {
@@ -306,7 +265,7 @@ func (c Config) validateHelperLayout(errs *fielderr.List) {
 		{"key_file_name", c.KeyFileName},
 		{"bundle_file_name", c.BundleFileName},
 	} {
-		err := layout.ValidFileName(n.value)
+		err := ValidFileName(n.value)
 		switch {
 		case err != nil:
 			errs.Add(n.key, "%q %v", n.value, err)
@@ -368,16 +327,16 @@ func (f *Folder) MinApplyInterval() time.Duration { return f.cfg.MinSwapInterval
 // Dir is the folder's absolute path.
 func (f *Folder) Dir() string { return f.cfg.Dir }
 
-// InspectConfig returns the configuration folderstate.Inspect needs to
+// InspectConfig returns the configuration Inspect needs to
 // read this folder.
-func (f *Folder) InspectConfig(minValidity time.Duration) folderstate.Config {
+func (f *Folder) InspectConfig(minValidity time.Duration) InspectConfig {
 	return f.cfg.InspectConfig(minValidity)
 }
 
-// InspectConfig is what folderstate.Inspect needs to read the folder c
+// InspectConfig is what Inspect needs to read the folder c
 // (defaults applied) writes.
-func (c Config) InspectConfig(minValidity time.Duration) folderstate.Config {
-	return folderstate.Config{
+func (c Config) InspectConfig(minValidity time.Duration) InspectConfig {
+	return InspectConfig{
 		Dir:            c.Dir,
 		Layout:         c.Layout,
 		CertFileName:   c.CertFileName,
@@ -405,7 +364,7 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
 	}
 	now := f.cfg.Now()
-	set, err := render(f.names, u, f.cfg.CertMode, f.cfg.KeyMode, now)
+	set, err := f.render(u, now)
 	if err != nil {
 		f.stats.written(err)
 		return err

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 )
 
@@ -40,7 +39,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			},
 			wantKept:  []string{"svid_bundle.pem"},
 			wantLog:   []string{"svid.pem", "svid_key.pem", "reason=expired", "expired at", MarkerFileName},
-			wantError: folderstate.ErrMissing,
+			wantError: ErrMissing,
 		},
 		{
 			name: "not yet valid",
@@ -49,7 +48,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			},
 			wantKept:  []string{"svid_bundle.pem"},
 			wantLog:   []string{"reason=not-yet-valid", "not valid until"},
-			wantError: folderstate.ErrMissing,
+			wantError: ErrMissing,
 		},
 		{
 			name: "key of another certificate",
@@ -58,7 +57,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			},
 			wantKept:  []string{"svid_bundle.pem"},
 			wantLog:   []string{"reason=key-mismatch", "does not match"},
-			wantError: folderstate.ErrMissing,
+			wantError: ErrMissing,
 		},
 		{
 			name: "chain does not verify against the folder's bundle",
@@ -67,7 +66,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			},
 			wantKept:  []string{"svid_bundle.pem"},
 			wantLog:   []string{"reason=untrusted", "does not verify", "unknown authority"},
-			wantError: folderstate.ErrMissing,
+			wantError: ErrMissing,
 		},
 		{
 			name: "no bundle to verify against",
@@ -76,7 +75,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			},
 			wantKept:  nil,
 			wantLog:   []string{"reason=untrusted", "no usable bundle"},
-			wantError: folderstate.ErrMissing,
+			wantError: ErrMissing,
 		},
 		{
 			name: "truncated certificate",
@@ -85,7 +84,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			},
 			wantKept:  []string{"svid_bundle.pem"},
 			wantLog:   []string{"reason=malformed", "truncated"},
-			wantError: folderstate.ErrMissing,
+			wantError: ErrMissing,
 		},
 		{
 			name: "valid leftovers stay",
@@ -117,7 +116,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			if got := strings.Count(out, "removed stale file"); got != removed {
 				t.Errorf("%d removal lines, want %d:\n%s", got, removed, out)
 			}
-			_, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
+			_, err := Inspect(InspectConfig{Dir: f.Dir()})
 			if tt.wantError == nil && err != nil || tt.wantError != nil && !errors.Is(err, tt.wantError) {
 				t.Errorf("Inspect after Prepare = %v, want %v", err, tt.wantError)
 			}
@@ -162,7 +161,7 @@ func TestPrepareOwnGenerations(t *testing.T) {
 		if !strings.Contains(logs.String(), "kept valid material") {
 			t.Errorf("Prepare did not report the kept material:\n%s", logs)
 		}
-		m, err := folderstate.Inspect(folderstate.Config{Dir: dir})
+		m, err := Inspect(InspectConfig{Dir: dir})
 		if err != nil || m.Generation != 3 {
 			t.Errorf("Inspect = %+v, %v; want generation 3", m, err)
 		}
@@ -189,7 +188,7 @@ func TestPrepareOwnGenerations(t *testing.T) {
 				t.Errorf("no removal line for %s:\n%s", name, out)
 			}
 		}
-		if _, err := folderstate.Inspect(folderstate.Config{Dir: dir, Now: later}); !errors.Is(err, folderstate.ErrMissing) {
+		if _, err := Inspect(InspectConfig{Dir: dir, Now: later}); !errors.Is(err, ErrMissing) {
 			t.Errorf("Inspect = %v, want missing", err)
 		}
 		// And the folder works again.

@@ -16,7 +16,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/certcheck"
 )
@@ -109,7 +108,7 @@ func TestSwapIsAtomicAsASet(t *testing.T) {
 	if stats.stableSets.Load() == 0 || stats.dataSets.Load() == 0 {
 		t.Error("the readers did not complete a single read; the test proves nothing")
 	}
-	m, err := folderstate.Inspect(folderstate.Config{Dir: dir})
+	m, err := Inspect(InspectConfig{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +210,7 @@ func readResolved(dir string, s *swapStats) {
 		s.fail("%s: certificate and key do not form an SVID: %v", target, err)
 		return
 	}
-	var m marker
+	var m Marker
 	if err := json.Unmarshal(data[2], &m); err != nil {
 		s.dataMismatch.Add(1)
 		s.fail("%s: marker: %v", target, err)

@@ -29,7 +29,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/ca"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
@@ -266,7 +266,7 @@ func runConfig(t *testing.T, work, name, addr, extra string) string {
 func folderReady(t *testing.T, dir string, gen uint64) {
 	t.Helper()
 	testkit.Eventually(t, fmt.Sprintf("generation %d in %s", gen, dir), func() bool {
-		m, err := folderstate.Inspect(folderstate.Config{Dir: dir})
+		m, err := filesink.Inspect(filesink.InspectConfig{Dir: dir})
 		return err == nil && m.Generation >= gen
 	})
 }

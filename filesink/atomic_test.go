@@ -1,4 +1,4 @@
-package atomicfile
+package filesink
 
 import (
 	"os"
@@ -111,15 +111,3 @@ func BenchmarkWriteFile(b *testing.B) {
 	}
 }
 
-func listDir(t testing.TB, dir string) []string {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
-}

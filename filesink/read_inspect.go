@@ -3,7 +3,7 @@
 // `check`, the admin's /readyz and /status, and the start-up clean-up of
 // filesink's Prepare. It only reads; the names it reads come from
 // internal/layout, which the writer uses too.
-package folderstate
+package filesink
 
 import (
 	"cmp"
@@ -16,17 +16,16 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/sds-bridge/sds-bridge/internal/layout"
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
 )
 
 // Config tells Inspect where and what to read.
-type Config struct {
+type InspectConfig struct {
 	Dir string
-	// Layout and the file names of layout.SPIFFEHelper: empty means what
+	// Layout and the file names of LayoutSPIFFEHelper: empty means what
 	// the folder's marker says it was written with, else
-	// layout.SPIFFEHelper and the default names.
-	Layout                                    layout.Kind
+	// LayoutSPIFFEHelper and the default names.
+	Layout                                    Layout
 	CertFileName, KeyFileName, BundleFileName string
 	// CheckSVID makes Inspect require the SVID the folder is configured
 	// for: SVID (files[].svid, a hint or a SPIFFE ID), or when that is
@@ -44,7 +43,7 @@ type Config struct {
 
 // Material describes a usable set found by Inspect.
 type Material struct {
-	// Dir is the directory the set was read from: the generation directory
+	// setDir is the directory the set was read from: the generation directory
 	// behind ..data, or the folder itself when there is no ..data.
 	Dir        string
 	SPIFFEID   spiffeid.ID
@@ -59,23 +58,23 @@ type Material struct {
 // Inspect reads the set in a credential folder — through ..data resolved
 // once if present, else the plain files — and checks it as a consumer
 // would. The error is a *MaterialError whose message is one line.
-func Inspect(cfg Config) (*Material, error) {
+func Inspect(cfg InspectConfig) (*Material, error) {
 	if cfg.Now.IsZero() {
 		cfg.Now = time.Now()
 	}
-	folder := OpenDir(nil, cfg.Dir, cfg.Dir)
+	folder := openSetDir(nil, cfg.Dir, cfg.Dir)
 	defer folder.Close()
 	if folder.err != nil {
 		return nil, folderError(cfg.Dir, folder.err)
 	}
 	set := folder.current()
 	defer set.Close()
-	written := ReadMarker(set)
-	names, err := written.Fill(layout.Names{Kind: cfg.Layout, Cert: cfg.CertFileName, Key: cfg.KeyFileName, Bundle: cfg.BundleFileName}).WithDefaults()
+	written := readMarker(set)
+	names, err := written.Fill(Names{Layout: cfg.Layout, Cert: cfg.CertFileName, Key: cfg.KeyFileName, Bundle: cfg.BundleFileName}).WithDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("%w", err)
 	}
-	m, findings := Check(names, set, written, cfg.Now, cfg.MinValidity)
+	m, findings := checkSet(names, set, written, cfg.Now, cfg.MinValidity)
 	if len(findings) > 0 {
 		return nil, findings[0].Err
 	}
@@ -116,28 +115,28 @@ func folderError(dir string, err error) *MaterialError {
 
 // current is the generation directory ..data names, resolved once, or the
 // folder itself when there is no ..data. Close it: it does not close d.
-func (d Dir) current() Dir {
+func (d setDir) current() setDir {
 	if d.root == nil {
-		return Dir{path: d.path, err: d.err}
+		return setDir{path: d.path, err: d.err}
 	}
-	target, err := d.root.Readlink(layout.DataLink)
+	target, err := d.root.Readlink(DataLink)
 	switch {
 	case err != nil:
-		return Dir{root: d.root, path: d.path, borrowed: true}
+		return setDir{root: d.root, path: d.path, borrowed: true}
 	case filepath.IsAbs(target):
-		return OpenDir(nil, target, target)
+		return openSetDir(nil, target, target)
 	}
-	return OpenDir(d.root, target, filepath.Join(d.path, target))
+	return openSetDir(d.root, target, filepath.Join(d.path, target))
 }
 
 // ReadMarker is the marker in dir, nil if there is none or it cannot be
 // read.
-func ReadMarker(dir Dir) *layout.Marker {
-	data, err := dir.read(layout.MarkerFileName)
+func readMarker(dir setDir) *Marker {
+	data, err := dir.read(MarkerFileName)
 	if err != nil {
 		return nil
 	}
-	m, err := layout.ParseMarker(data)
+	m, err := parseMarker(data)
 	if err != nil {
 		return nil
 	}
@@ -147,8 +146,8 @@ func ReadMarker(dir Dir) *layout.Marker {
 // checkSVID tells a valid set of another identity from the configured
 // one: after a config change, or a folder shared by mistake, a consumer
 // must not start on it.
-func checkSVID(cfg Config, m *Material, set Dir, written *layout.Marker) error {
-	path := set.join(layout.MarkerFileName)
+func checkSVID(cfg InspectConfig, m *Material, set setDir, written *Marker) error {
+	path := set.join(MarkerFileName)
 	if written != nil && written.Serial != m.Serial {
 		written = nil // describes other files: says nothing about these
 	}
@@ -174,7 +173,7 @@ func checkSVID(cfg Config, m *Material, set Dir, written *layout.Marker) error {
 		return fail("not the configured %s %s", key, want)
 	}
 	if written == nil {
-		return fail("and no marker (%s) for it tells its hint: cannot tell it is the configured %s %q", layout.MarkerFileName, key, want)
+		return fail("and no marker (%s) for it tells its hint: cannot tell it is the configured %s %q", MarkerFileName, key, want)
 	}
 	return fail("whose hint is %q, not the configured %s %q", written.Hint, key, want)
 }

@@ -3,7 +3,7 @@
 // a bounded size is read, opened without blocking, so a FIFO, a device or
 // a huge file can neither hang the bridge nor exhaust its memory; ReadIn
 // also never follows a link out of its directory.
-package boundedfile
+package filesink
 
 import (
 	"errors"
@@ -16,25 +16,25 @@ import (
 
 // Reasons a file is refused.
 var (
-	ErrNotRegular = errors.New("not a regular file")
-	ErrTooLarge   = errors.New("larger than the bound")
-	// ErrOutside is a name that resolves out of the directory (a planted
+	errNotRegular = errors.New("not a regular file")
+	errTooLarge   = errors.New("larger than the bound")
+	// errOutside is a name that resolves out of the directory (a planted
 	// link): never followed.
-	ErrOutside = errors.New("leads out of the folder")
+	errOutside = errors.New("leads out of the folder")
 )
 
-// OpenFlags open a file for Read without blocking: opening a FIFO with
+// openFlags open a file for Read without blocking: opening a FIFO with
 // no writer would otherwise hang.
-const OpenFlags = os.O_RDONLY | syscall.O_NONBLOCK
+const openFlags = os.O_RDONLY | syscall.O_NONBLOCK
 
 // ReadIn opens name through root, which keeps every step of the path,
 // links included, inside the directory, and reads it as Read does. A
 // directory is reported as EISDIR, as read(2) would.
-func ReadIn(root *os.Root, name string, limit int64) ([]byte, error) {
-	fh, err := root.OpenFile(name, OpenFlags, 0)
+func readIn(root *os.Root, name string, limit int64) ([]byte, error) {
+	fh, err := root.OpenFile(name, openFlags, 0)
 	if err != nil {
-		if Escapes(err) {
-			return nil, fmt.Errorf("%s: %w", name, ErrOutside)
+		if escapes(err) {
+			return nil, fmt.Errorf("%s: %w", name, errOutside)
 		}
 		return nil, err
 	}
@@ -42,25 +42,25 @@ func ReadIn(root *os.Root, name string, limit int64) ([]byte, error) {
 	if fi, err := fh.Stat(); err == nil && fi.IsDir() {
 		return nil, &fs.PathError{Op: "read", Path: name, Err: syscall.EISDIR}
 	}
-	return Read(fh, name, limit)
+	return readBounded(fh, name, limit)
 }
 
 // Escapes reports os.Root's refusal of a path (a link) that leaves the
 // root. The os package has no exported error for it; its text is stable.
-func Escapes(err error) bool {
+func escapes(err error) bool {
 	var pe *fs.PathError
 	return errors.As(err, &pe) && pe.Err != nil && pe.Err.Error() == "path escapes from parent"
 }
 
-// Read reads fh, opened with OpenFlags, if it is a regular file of at
+// Read reads fh, opened with openFlags, if it is a regular file of at
 // most limit bytes; name is for the error.
-func Read(fh *os.File, name string, limit int64) ([]byte, error) {
+func readBounded(fh *os.File, name string, limit int64) ([]byte, error) {
 	fi, err := fh.Stat()
 	if err != nil {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: %w (%s)", name, ErrNotRegular, fi.Mode().Type())
+		return nil, fmt.Errorf("%s: %w (%s)", name, errNotRegular, fi.Mode().Type())
 	}
 	if fi.Size() > limit {
 		return nil, tooLargeError{name, limit}
@@ -76,7 +76,7 @@ func Read(fh *os.File, name string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// tooLargeError names the bound, and is ErrTooLarge for errors.Is.
+// tooLargeError names the bound, and is errTooLarge for errors.Is.
 type tooLargeError struct {
 	name  string
 	limit int64
@@ -86,4 +86,4 @@ func (e tooLargeError) Error() string {
 	return fmt.Sprintf("%s: larger than %d bytes", e.name, e.limit)
 }
 
-func (e tooLargeError) Is(target error) bool { return target == ErrTooLarge }
+func (e tooLargeError) Is(target error) bool { return target == errTooLarge }

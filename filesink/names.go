@@ -3,7 +3,7 @@
 // describes a generation, and the link that names the current one. The
 // writer (filesink) and the reader (folderstate) both use it, so neither
 // repeats a switch on the layout, and the reader never imports the writer.
-package layout
+package filesink
 
 import (
 	"cmp"
@@ -18,17 +18,17 @@ import (
 )
 
 // Kind names the set of files written into a folder.
-type Kind string
+type Layout string
 
 const (
 	// SPIFFEHelper writes svid.pem (leaf and intermediates), svid_key.pem
 	// (PKCS#8) and svid_bundle.pem (own trust domain roots), as
 	// spiffe-helper does. It is the default.
-	SPIFFEHelper Kind = "spiffe-helper"
+	LayoutSPIFFEHelper Layout = "spiffe-helper"
 	// SPIFFE follows the SPIFFE Filesystem Delivery standard:
 	// credential-bundle.private-key.pem (key, then chain without root) and
 	// one <trust-domain>.spiffe-trust-bundle.pem per trust domain.
-	SPIFFE Kind = "spiffe"
+	LayoutSPIFFE Layout = "spiffe"
 )
 
 // The names of a folder.
@@ -59,29 +59,29 @@ const (
 // Names are the managed names of one folder: its layout and, for
 // SPIFFEHelper, the three configurable file names.
 type Names struct {
-	Kind              Kind
+	Layout            Layout
 	Cert, Key, Bundle string // SPIFFEHelper only
 }
 
 // WithDefaults fills the layout (SPIFFEHelper) and SPIFFEHelper's file
 // names; an unknown layout is an error.
 func (n Names) WithDefaults() (Names, error) {
-	n.Kind = cmp.Or(n.Kind, SPIFFEHelper)
-	switch n.Kind {
-	case SPIFFEHelper:
+	n.Layout = cmp.Or(n.Layout, LayoutSPIFFEHelper)
+	switch n.Layout {
+	case LayoutSPIFFEHelper:
 		n.Cert = cmp.Or(n.Cert, DefaultCertFileName)
 		n.Key = cmp.Or(n.Key, DefaultKeyFileName)
 		n.Bundle = cmp.Or(n.Bundle, DefaultBundleFileName)
-	case SPIFFE:
+	case LayoutSPIFFE:
 	default:
-		return Names{}, fmt.Errorf("layout %q: want %q or %q", n.Kind, SPIFFEHelper, SPIFFE)
+		return Names{}, fmt.Errorf("layout %q: want %q or %q", n.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
 	}
 	return n, nil
 }
 
 // CertFile holds the certificate chain (in SPIFFE, after the key).
 func (n Names) CertFile() string {
-	if n.Kind == SPIFFE {
+	if n.Layout == LayoutSPIFFE {
 		return CredentialFileName
 	}
 	return n.Cert
@@ -89,7 +89,7 @@ func (n Names) CertFile() string {
 
 // KeyFile holds the private key; the same file as CertFile in SPIFFE.
 func (n Names) KeyFile() string {
-	if n.Kind == SPIFFE {
+	if n.Layout == LayoutSPIFFE {
 		return CredentialFileName
 	}
 	return n.Key
@@ -98,7 +98,7 @@ func (n Names) KeyFile() string {
 // Pair is the files holding the certificate and its key: they are good
 // or bad together.
 func (n Names) Pair() []string {
-	if n.Kind == SPIFFE {
+	if n.Layout == LayoutSPIFFE {
 		return []string{CredentialFileName}
 	}
 	return []string{n.Cert, n.Key}
@@ -107,7 +107,7 @@ func (n Names) Pair() []string {
 // OwnBundleFile is the file holding only the SVID's own trust domain's
 // roots, "" when each trust domain has its file (SPIFFE).
 func (n Names) OwnBundleFile() string {
-	if n.Kind == SPIFFE {
+	if n.Layout == LayoutSPIFFE {
 		return ""
 	}
 	return n.Bundle
@@ -116,7 +116,7 @@ func (n Names) OwnBundleFile() string {
 // BundleFile is the file a reader finds td's roots in, td being the
 // SVID's own trust domain.
 func (n Names) BundleFile(own spiffeid.TrustDomain) string {
-	if n.Kind == SPIFFE {
+	if n.Layout == LayoutSPIFFE {
 		return TrustBundleFile(own)
 	}
 	return n.Bundle
@@ -126,7 +126,7 @@ func (n Names) BundleFile(own spiffeid.TrustDomain) string {
 // bundle each: the federated directory of SPIFFEHelper, the folder itself
 // in SPIFFE.
 func (n Names) BundleDir() string {
-	if n.Kind == SPIFFE {
+	if n.Layout == LayoutSPIFFE {
 		return "."
 	}
 	return FederatedDirName
@@ -137,7 +137,7 @@ func (n Names) BundleDir() string {
 // trust domain are not ours.
 func (n Names) BundleTrustDomain(name string) (spiffeid.TrustDomain, bool) {
 	suffix := FederatedBundleSuffix
-	if n.Kind == SPIFFE {
+	if n.Layout == LayoutSPIFFE {
 		suffix = TrustBundleSuffix
 	}
 	base, ok := strings.CutSuffix(name, suffix)
@@ -154,7 +154,7 @@ func (n Names) BundleTrustDomain(name string) (spiffeid.TrustDomain, bool) {
 // PerTrustDomainFile is the name, relative to the folder, of td's own
 // bundle file: in BundleDir.
 func (n Names) PerTrustDomainFile(td spiffeid.TrustDomain) string {
-	if n.Kind == SPIFFE {
+	if n.Layout == LayoutSPIFFE {
 		return TrustBundleFile(td)
 	}
 	return FederatedDirName + "/" + td.Name() + FederatedBundleSuffix
@@ -163,7 +163,7 @@ func (n Names) PerTrustDomainFile(td spiffeid.TrustDomain) string {
 // Required are the stable names a consumer of the layout opens, own
 // being the SVID's trust domain.
 func (n Names) Required(own spiffeid.TrustDomain) []string {
-	if n.Kind == SPIFFE {
+	if n.Layout == LayoutSPIFFE {
 		return []string{CredentialFileName, TrustBundleFile(own)}
 	}
 	return []string{n.Cert, n.Key, n.Bundle}
@@ -204,23 +204,23 @@ type Marker struct {
 	Hint string `json:"hint,omitempty"`
 	// Layout and the file names make the folder self-describing: `check
 	// --dir` reads what was written, without being told the names.
-	Layout         Kind   `json:"layout,omitempty"`
+	Layout         Layout `json:"layout,omitempty"`
 	CertFileName   string `json:"cert_file_name,omitempty"`
 	KeyFileName    string `json:"key_file_name,omitempty"`
 	BundleFileName string `json:"bundle_file_name,omitempty"`
 }
 
 // NewMarker describes a generation written with names.
-func NewMarker(names Names) Marker {
-	m := Marker{Layout: names.Kind}
-	if names.Kind == SPIFFEHelper {
+func newMarker(names Names) Marker {
+	m := Marker{Layout: names.Layout}
+	if names.Layout == LayoutSPIFFEHelper {
 		m.CertFileName, m.KeyFileName, m.BundleFileName = names.Cert, names.Key, names.Bundle
 	}
 	return m
 }
 
 // ParseMarker decodes a marker file.
-func ParseMarker(data []byte) (*Marker, error) {
+func parseMarker(data []byte) (*Marker, error) {
 	var m Marker
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, err
@@ -233,11 +233,11 @@ func ParseMarker(data []byte) (*Marker, error) {
 // names not given, if they are plain file names (the folder may be
 // writable by its consumer). A nil marker changes nothing.
 func (m *Marker) Fill(names Names) Names {
-	if m == nil || (names.Kind != "" && names.Kind != m.Layout) {
+	if m == nil || (names.Layout != "" && names.Layout != m.Layout) {
 		return names
 	}
-	names.Kind = cmp.Or(names.Kind, m.Layout)
-	if m.Layout != SPIFFEHelper {
+	names.Layout = cmp.Or(names.Layout, m.Layout)
+	if m.Layout != LayoutSPIFFEHelper {
 		return names
 	}
 	for _, n := range []struct {

@@ -1,4 +1,4 @@
-package folderstate
+package filesink
 
 import (
 	"errors"
@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-
-	"github.com/sds-bridge/sds-bridge/internal/boundedfile"
 )
 
 // maxFileSize bounds what is read from a credential folder: a real set is
@@ -16,10 +14,10 @@ import (
 // exhaust memory.
 const maxFileSize = 1 << 20
 
-// Dir is a directory a set is read from: a handle that keeps every read
+// setDir is a directory a set is read from: a handle that keeps every read
 // inside it (none if it could not be opened: err says why), and its path
 // for messages.
-type Dir struct {
+type setDir struct {
 	root *os.Root
 	err  error
 	path string
@@ -29,12 +27,12 @@ type Dir struct {
 
 // DirOf reads through root, an open handle of the directory at path; the
 // caller keeps closing root.
-func DirOf(root *os.Root, path string) Dir { return Dir{root: root, path: path, borrowed: true} }
+func dirOf(root *os.Root, path string) setDir { return setDir{root: root, path: path, borrowed: true} }
 
 // OpenDir opens name inside parent, or the path name if parent is nil;
 // path is for messages. Close it.
-func OpenDir(parent *os.Root, name, path string) Dir {
-	d := Dir{path: path}
+func openSetDir(parent *os.Root, name, path string) setDir {
+	d := setDir{path: path}
 	if parent == nil {
 		d.root, d.err = os.OpenRoot(name)
 	} else {
@@ -43,24 +41,24 @@ func OpenDir(parent *os.Root, name, path string) Dir {
 	return d
 }
 
-// Close closes a Dir OpenDir opened; a borrowed handle stays open.
-func (d Dir) Close() {
+// Close closes a setDir OpenDir opened; a borrowed handle stays open.
+func (d setDir) Close() {
 	if d.root != nil && !d.borrowed {
 		d.root.Close()
 	}
 }
 
-func (d Dir) join(name string) string { return filepath.Join(d.path, name) }
+func (d setDir) join(name string) string { return filepath.Join(d.path, name) }
 
-func (d Dir) read(name string) ([]byte, error) {
+func (d setDir) read(name string) ([]byte, error) {
 	if d.root == nil {
 		return nil, d.err
 	}
-	return boundedfile.ReadIn(d.root, name, maxFileSize)
+	return readIn(d.root, name, maxFileSize)
 }
 
 // readDir lists the directory name, sorted; nothing if it cannot be read.
-func (d Dir) readDir(name string) []fs.DirEntry {
+func (d setDir) readDir(name string) []fs.DirEntry {
 	if d.root == nil {
 		return nil
 	}
@@ -74,7 +72,7 @@ func (d Dir) readDir(name string) []fs.DirEntry {
 	return entries
 }
 
-func (d Dir) stat(name string) error {
+func (d setDir) stat(name string) error {
 	if d.root == nil {
 		return d.err
 	}
@@ -85,5 +83,5 @@ func (d Dir) stat(name string) error {
 // notAFile reports a name that holds no file one could read as material
 // (a FIFO, a device, a huge file, a link out of the folder).
 func notAFile(err error) bool {
-	return errors.Is(err, boundedfile.ErrNotRegular) || errors.Is(err, boundedfile.ErrTooLarge) || errors.Is(err, boundedfile.ErrOutside)
+	return errors.Is(err, errNotRegular) || errors.Is(err, errTooLarge) || errors.Is(err, errOutside)
 }
