@@ -1,8 +1,8 @@
-// Package atomicfile replaces single files atomically and durably, for files
-// that change alone (a JWT-SVID, a JWT bundle), and holds the durable
-// create-and-fsync steps the credential folder's generation swap is built
-// from. Every step goes through an *os.Root, so no link planted in the
-// directory can lead a write out of it.
+// The atomic single file, for files that change alone (a JWT-SVID, a JWT
+// bundle), and the durable create-and-fsync steps the generation swap is
+// built from. Every step goes through an *os.Root, so no link planted in
+// the directory can lead a write out of it.
+
 package filesink
 
 import (

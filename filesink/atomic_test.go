@@ -110,4 +110,3 @@ func BenchmarkWriteFile(b *testing.B) {
 		}
 	}
 }
-

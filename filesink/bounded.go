@@ -1,8 +1,8 @@
-// Package boundedfile reads small files that someone else may have
-// planted: a credential folder's files, a pid file. Only a regular file of
-// a bounded size is read, opened without blocking, so a FIFO, a device or
-// a huge file can neither hang the bridge nor exhaust its memory; ReadIn
-// also never follows a link out of its directory.
+// Reading files someone else may have planted, shared by the writer and
+// the reader: only a regular file of a bounded size is read, opened without
+// blocking and never through a link out of its directory, so a FIFO, a
+// device or a huge file can neither hang the bridge nor exhaust its memory.
+
 package filesink
 
 import (

@@ -1,5 +1,7 @@
-// Package filesink mirrors every rotation.Update into a credential folder
-// that PostgreSQL (or any program that reads PEM files) can use.
+// Package filesink is the credential folder: the writer mirrors every
+// rotation.Update into a folder that PostgreSQL (or any program that reads
+// PEM files) can use, and the reader (Inspect, Wait) reads a folder as
+// such a program does.
 //
 // A folder is swapped atomically as a set, the way Kubernetes' AtomicWriter
 // updates Secret volumes: each Update becomes a new, fully written and
@@ -18,10 +20,10 @@
 // The folder's reload.Runner, if any, runs after the swap is durable, on
 // its own goroutine: a consumer that hangs never holds back the next swap.
 // Swaps are paced (Config.MinSwapInterval); Stats counts write failures
-// and reports the runner's actions. Prepare
-// removes stale leftovers (expired, not yet valid, mismatched or
-// unverifiable material, old generations) at start-up, as folderstate, the
-// reader behind `wait`, `check` and readiness, judges them.
+// and reports the runner's actions. Prepare removes stale leftovers
+// (expired, not yet valid, mismatched or unverifiable material, old
+// generations) at start-up, as the reader behind `wait`, `check` and
+// readiness judges them.
 package filesink
 
 import (

@@ -1,8 +1,7 @@
-// Package layout is the one place that knows the names in a credential
-// folder: which files each layout writes and reads, the marker that
-// describes a generation, and the link that names the current one. The
-// writer (filesink) and the reader (folderstate) both use it, so neither
-// repeats a switch on the layout, and the reader never imports the writer.
+// The names in a credential folder, shared by the writer and the reader:
+// which files each layout writes and reads, the marker that describes a
+// generation, and the link that names the current one.
+
 package filesink
 
 import (

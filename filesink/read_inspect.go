@@ -1,8 +1,9 @@
-// Package folderstate reads a credential folder as its consumer would and
-// says whether the set in it is usable: the readiness check behind `wait`,
-// `check`, the admin's /readyz and /status, and the start-up clean-up of
-// filesink's Prepare. It only reads; the names it reads come from
-// internal/layout, which the writer uses too.
+// The reader (read_*.go): a credential folder read as its consumer would
+// read it, and whether the set in it is usable: the readiness check behind
+// `wait`, `check`, the admin's /readyz and /status, and the start-up
+// clean-up of Prepare. It only reads, and uses none of the writer's code
+// (TestTheFolderReaderDoesNotUseTheWriter, in internal/bridge).
+
 package filesink
 
 import (

@@ -93,7 +93,7 @@ func TestInspect(t *testing.T) {
 				t.Fatalf("Inspect() error %v: reason %v, want %v", err, me, tt.wantReason)
 			}
 			msg := err.Error()
-			if strings.Contains(msg, "\n") || strings.HasPrefix(msg, "folderstate: ") {
+			if strings.Contains(msg, "\n") || strings.HasPrefix(msg, "filesink: ") {
 				t.Errorf("message is not one line without a package name: %q", msg)
 			}
 			for _, frag := range tt.wantMsg {

@@ -398,7 +398,7 @@ func packagePrefix(t *testing.T) *regexp.Regexp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !names["filesink"] || !names["rotation"] || !names["folderstate"] || !names["envoyboot"] {
+	if !names["filesink"] || !names["rotation"] || !names["admin"] || !names["envoyboot"] {
 		t.Fatalf("package names read from the source: %v", names)
 	}
 	return regexp.MustCompile(`(^|[\s"=:])(` + strings.Join(slices.Sorted(maps.Keys(names)), "|") + `): `)
