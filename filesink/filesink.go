@@ -201,7 +201,7 @@ func (c Config) WithDefaults() Config {
 	}
 	c.Layout = cmp.Or(c.Layout, LayoutSPIFFEHelper)
 	// An unknown layout keeps its names: validate refuses it.
-	if n, err := (Names{Layout: c.Layout, Cert: c.CertFileName, Key: c.KeyFileName, Bundle: c.BundleFileName}).WithDefaults(); err == nil {
+	if n, err := c.names().WithDefaults(); err == nil {
 		c.CertFileName, c.KeyFileName, c.BundleFileName = n.Cert, n.Key, n.Bundle
 	}
 	if c.Layout == LayoutSPIFFEHelper && c.FederatedBundle == "" {
@@ -329,23 +329,20 @@ func (f *Folder) MinApplyInterval() time.Duration { return f.cfg.MinSwapInterval
 // Dir is the folder's absolute path.
 func (f *Folder) Dir() string { return f.cfg.Dir }
 
-// InspectConfig returns the configuration Inspect needs to
-// read this folder.
+// InspectConfig is what Inspect needs to read this folder.
 func (f *Folder) InspectConfig(minValidity time.Duration) InspectConfig {
-	return f.cfg.InspectConfig(minValidity)
+	return InspectConfig{Dir: f.cfg.Dir, Names: f.names, MinValidity: minValidity}
 }
 
-// InspectConfig is what Inspect needs to read the folder c
-// (defaults applied) writes.
+// InspectConfig is what Inspect needs to read the folder c (defaults
+// applied) writes.
 func (c Config) InspectConfig(minValidity time.Duration) InspectConfig {
-	return InspectConfig{
-		Dir:            c.Dir,
-		Layout:         c.Layout,
-		CertFileName:   c.CertFileName,
-		KeyFileName:    c.KeyFileName,
-		BundleFileName: c.BundleFileName,
-		MinValidity:    minValidity,
-	}
+	return InspectConfig{Dir: c.Dir, Names: c.names(), MinValidity: minValidity}
+}
+
+// names are the managed names of the folder c (defaults applied) writes.
+func (c Config) names() Names {
+	return Names{Layout: c.Layout, Cert: c.CertFileName, Key: c.KeyFileName, Bundle: c.BundleFileName}
 }
 
 // Apply writes u as a new generation, swaps it in and hands the reload
@@ -412,30 +409,22 @@ func (f *Folder) SignalledWithin(d time.Duration) bool {
 }
 
 // ErrReloadAction marks a RerunActions error: the generation is in place,
-// but a consumer may not have picked it up. It wraps
-// rotation.ErrUpdateInPlace.
-var ErrReloadAction error = reloadActionError{}
-
-type reloadActionError struct{}
-
-func (reloadActionError) Error() string {
-	return "generation swapped in, reload action failed"
-}
-func (reloadActionError) Unwrap() error { return rotation.ErrUpdateInPlace }
+// but a consumer may not have picked it up.
+var ErrReloadAction error = inPlaceError("generation swapped in, reload action failed")
 
 // ErrStableName marks an Apply error that came after ..data was renamed
 // onto the new generation: the set is in place, but a stable name (a
-// directory planted at svid_bundle.pem) could not be made. It wraps
-// rotation.ErrUpdateInPlace: swapping the same set in again would only
-// write another copy of the private key and fail the same way.
-var ErrStableName error = stableNameError{}
+// directory planted at svid_bundle.pem) could not be made. Swapping the
+// same set in again would only write another copy of the private key and
+// fail the same way.
+var ErrStableName error = inPlaceError("generation swapped in, a stable name could not be made")
 
-type stableNameError struct{}
+// inPlaceError is an error after the set is in place: it wraps
+// rotation.ErrUpdateInPlace, so rotation does not retry the Update.
+type inPlaceError string
 
-func (stableNameError) Error() string {
-	return "generation swapped in, a stable name could not be made"
-}
-func (stableNameError) Unwrap() error { return rotation.ErrUpdateInPlace }
+func (e inPlaceError) Error() string { return string(e) }
+func (inPlaceError) Unwrap() error   { return rotation.ErrUpdateInPlace }
 
 // swapInFolder opens the folder for one swap, after its start-up
 // clean-up if that could not finish at start (a full or read-only disk):

@@ -268,7 +268,7 @@ func TestApplySPIFFELayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkBundles(t, own, fed)
-	m, err := Inspect(InspectConfig{Dir: dir, Layout: LayoutSPIFFE})
+	m, err := Inspect(InspectConfig{Dir: dir, Names: Names{Layout: LayoutSPIFFE}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -121,7 +121,7 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 	// this swap can still finish its set. Older ones go whatever fails
 	// below, or every failed swap would leave one more directory holding a
 	// private key.
-	entries, lerr := readDirNames(root)
+	entries, lerr := readDirSorted(root, ".")
 	defer func() {
 		for _, name := range f.removeGenerations(root, entries, genName, prev) {
 			f.log.Debug("folder: removed old generation directory", "generation_dir", name)
@@ -304,18 +304,6 @@ func sameDir(parent *os.Root, name string, d *os.Root) error {
 		return fmt.Errorf("%s was replaced while being written (%s in its place)", name, what)
 	}
 	return nil
-}
-
-// readDirNames lists the folder through its handle.
-func readDirNames(root *os.Root) ([]fs.DirEntry, error) {
-	d, err := root.Open(".")
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
-	entries, err := d.ReadDir(-1)
-	slices.SortFunc(entries, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
-	return entries, err
 }
 
 // replaceSymlink atomically makes name a symlink to target, replacing

@@ -6,7 +6,6 @@ package filesink
 
 import (
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -216,15 +215,6 @@ func newMarker(names Names) Marker {
 		m.CertFileName, m.KeyFileName, m.BundleFileName = names.Cert, names.Key, names.Bundle
 	}
 	return m
-}
-
-// ParseMarker decodes a marker file.
-func parseMarker(data []byte) (*Marker, error) {
-	var m Marker
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, err
-	}
-	return &m, nil
 }
 
 // Fill completes names from what the marker says the folder was written

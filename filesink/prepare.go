@@ -65,7 +65,7 @@ func (e *notPreparedError) Unwrap() []error { return []error{e.err, ErrNotPrepar
 // ..data, and the stable names only when they are not all our links into
 // it (then they are the same set).
 func (f *Folder) prepare(root *os.Root, now time.Time) error {
-	entries, err := readDirNames(root)
+	entries, err := readDirSorted(root, ".")
 	if err != nil {
 		return fmt.Errorf("list folder: %w", err)
 	}
@@ -193,11 +193,10 @@ func (f *Folder) prepareData(root *os.Root, entries []fs.DirEntry, now time.Time
 	}
 	reason, detail := "broken-data-link", why
 	if why == "" {
-		m, reason, detail := f.judgeGeneration(root, target, now)
-		if reason == "" {
+		var m *Material
+		if m, reason, detail = f.judgeGeneration(root, target, now); reason == "" {
 			return target, m, nil
 		}
-		return "", nil, f.dropData(root, entries, fi, reason, detail)
 	}
 	return "", nil, f.dropData(root, entries, fi, reason, detail)
 }

@@ -5,8 +5,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 )
 
 // maxFileSize bounds what is read from a credential folder: a real set is
@@ -62,13 +60,7 @@ func (d setDir) readDir(name string) []fs.DirEntry {
 	if d.root == nil {
 		return nil
 	}
-	sub, err := d.root.Open(name)
-	if err != nil {
-		return nil
-	}
-	defer sub.Close()
-	entries, _ := sub.ReadDir(-1)
-	slices.SortFunc(entries, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+	entries, _ := readDirSorted(d.root, name)
 	return entries
 }
 

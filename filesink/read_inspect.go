@@ -8,6 +8,7 @@ package filesink
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -20,14 +21,12 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
 )
 
-// Config tells Inspect where and what to read.
+// InspectConfig tells Inspect where and what to read.
 type InspectConfig struct {
 	Dir string
-	// Layout and the file names of LayoutSPIFFEHelper: empty means what
-	// the folder's marker says it was written with, else
-	// LayoutSPIFFEHelper and the default names.
-	Layout                                    Layout
-	CertFileName, KeyFileName, BundleFileName string
+	// Names left empty are what the folder's marker says it was written
+	// with, else LayoutSPIFFEHelper and its default names.
+	Names
 	// CheckSVID makes Inspect require the SVID the folder is configured
 	// for: SVID (files[].svid, a hint or a SPIFFE ID), or when that is
 	// empty DefaultSVIDHint (workload_api.default_svid_hint). A SPIFFE ID
@@ -44,7 +43,7 @@ type InspectConfig struct {
 
 // Material describes a usable set found by Inspect.
 type Material struct {
-	// setDir is the directory the set was read from: the generation directory
+	// Dir is the directory the set was read from: the generation directory
 	// behind ..data, or the folder itself when there is no ..data.
 	Dir        string
 	SPIFFEID   spiffeid.ID
@@ -71,7 +70,7 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 	set := folder.current()
 	defer set.Close()
 	written := readMarker(set)
-	names, err := written.Fill(Names{Layout: cfg.Layout, Cert: cfg.CertFileName, Key: cfg.KeyFileName, Bundle: cfg.BundleFileName}).WithDefaults()
+	names, err := written.Fill(cfg.Names).WithDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("%w", err)
 	}
@@ -133,15 +132,12 @@ func (d setDir) current() setDir {
 // ReadMarker is the marker in dir, nil if there is none or it cannot be
 // read.
 func readMarker(dir setDir) *Marker {
+	var m Marker
 	data, err := dir.read(MarkerFileName)
-	if err != nil {
+	if err != nil || json.Unmarshal(data, &m) != nil {
 		return nil
 	}
-	m, err := parseMarker(data)
-	if err != nil {
-		return nil
-	}
-	return m
+	return &m
 }
 
 // checkSVID tells a valid set of another identity from the configured

@@ -159,7 +159,7 @@ func TestInspect(t *testing.T) {
 			filesink.CredentialFileName:                append(keyPEM(t, svid), certPEM(svid.Certificates...)...),
 			"partner.net" + filesink.TrustBundleSuffix: certPEM(other.Root()),
 		})
-		_, err := filesink.Inspect(filesink.InspectConfig{Dir: dir, Layout: filesink.LayoutSPIFFE})
+		_, err := filesink.Inspect(filesink.InspectConfig{Dir: dir, Names: filesink.Names{Layout: filesink.LayoutSPIFFE}})
 		if !errors.Is(err, filesink.ErrMissing) || !strings.Contains(err.Error(), "example.org"+filesink.TrustBundleSuffix) {
 			t.Errorf("Inspect() error = %v, want the own trust bundle missing", err)
 		}
@@ -171,7 +171,7 @@ func TestInspect(t *testing.T) {
 			filesink.CredentialFileName:                append(keyPEM(t, svid), certPEM(svid.Certificates...)...),
 			"example.org" + filesink.TrustBundleSuffix: []byte("-----BEGIN CERTIFICATE-----\n"),
 		})
-		_, err := filesink.Inspect(filesink.InspectConfig{Dir: dir, Layout: filesink.LayoutSPIFFE})
+		_, err := filesink.Inspect(filesink.InspectConfig{Dir: dir, Names: filesink.Names{Layout: filesink.LayoutSPIFFE}})
 		if !errors.Is(err, filesink.ErrMalformed) || !strings.Contains(err.Error(), "cannot parse bundle") {
 			t.Errorf("Inspect() error = %v, want the own trust bundle malformed", err)
 		}
@@ -191,7 +191,7 @@ func TestInspect(t *testing.T) {
 	})
 
 	t.Run("unknown layout", func(t *testing.T) {
-		if _, err := filesink.Inspect(filesink.InspectConfig{Dir: t.TempDir(), Layout: "pkcs12"}); err == nil {
+		if _, err := filesink.Inspect(filesink.InspectConfig{Dir: t.TempDir(), Names: filesink.Names{Layout: "pkcs12"}}); err == nil {
 			t.Error("Inspect accepted an unknown layout")
 		}
 	})
@@ -219,7 +219,7 @@ func TestInspectReadsTheNamesTheFolderWasWrittenWith(t *testing.T) {
 			// Guard: names given explicitly still win, so the marker is
 			// what made the difference above.
 			if cfg.CertFileName != "" {
-				if _, err := filesink.Inspect(filesink.InspectConfig{Dir: f.Dir(), CertFileName: filesink.DefaultCertFileName}); !errors.Is(err, filesink.ErrMissing) {
+				if _, err := filesink.Inspect(filesink.InspectConfig{Dir: f.Dir(), Names: filesink.Names{Cert: filesink.DefaultCertFileName}}); !errors.Is(err, filesink.ErrMissing) {
 					t.Errorf("Inspect with cert_file_name %s = %v, want %v", filesink.DefaultCertFileName, err, filesink.ErrMissing)
 				}
 			}

@@ -43,7 +43,7 @@ func TestDevIssuesASecondSVIDAndAFederatedBundle(t *testing.T) {
 		})
 	}
 	holds(filesink.InspectConfig{Dir: second}, "spiffe://example.org/second")
-	holds(filesink.InspectConfig{Dir: plainDir, Layout: filesink.LayoutSPIFFE}, "spiffe://example.org/dev")
+	holds(filesink.InspectConfig{Dir: plainDir, Names: filesink.Names{Layout: filesink.LayoutSPIFFE}}, "spiffe://example.org/dev")
 	for _, f := range []string{filepath.Join(second, "federated", "partner.test.pem"), filepath.Join(plainDir, "partner.test.spiffe-trust-bundle.pem")} {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("federated bundle file: %v", err)
