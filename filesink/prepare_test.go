@@ -2,6 +2,7 @@ package filesink
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -234,4 +235,50 @@ func TestPrepareOwnGenerations(t *testing.T) {
 			t.Errorf("folder = %v, want %v\n%s", got, want, logs)
 		}
 	})
+}
+
+// A valid generation behind ..data is checked once, and the stable names
+// are not checked again only when each is our link into it: a stale file
+// another tool left at a stable name beside a valid generation (an expired
+// certificate, a malformed trust bundle) is still judged and removed, and
+// the generation stays.
+func TestPrepareJudgesPlainFilesBesideAValidGeneration(t *testing.T) {
+	c := newCA(t, "example.org")
+	old := c.issue(t, ca.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	for _, tc := range []struct {
+		cfg   Config
+		plain map[string][]byte
+		want  []string // besides the generation and ..data
+	}{
+		{cfg: Config{Layout: LayoutSPIFFEHelper}, plain: map[string][]byte{"svid.pem": certPEM(old.Certificates...)}, want: []string{"svid_bundle.pem"}},
+		{cfg: Config{Layout: LayoutSPIFFE}, plain: map[string][]byte{"partner.net" + TrustBundleSuffix: []byte("-----BEGIN CERTIFICATE-----\nnot base64")},
+			want: []string{CredentialFileName, "example.org" + TrustBundleSuffix, MarkerFileName}},
+	} {
+		t.Run(string(tc.cfg.Layout), func(t *testing.T) {
+			f, _ := newFolder(t, tc.cfg)
+			if err := f.Apply(t.Context(), update(1, c.issue(t, ca.SVIDOptions{}), c.Bundle())); err != nil {
+				t.Fatal(err)
+			}
+			for name := range tc.plain {
+				if err := os.Remove(filepath.Join(f.Dir(), name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					t.Fatal(err)
+				}
+			}
+			writePlain(t, f.Dir(), tc.plain)
+			current, _ := os.Readlink(filepath.Join(f.Dir(), DataLink))
+			cfg := tc.cfg
+			cfg.Dir = f.Dir()
+			restarted, logs := newFolder(t, cfg)
+			if err := restarted.Prepare(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			want := append([]string{current, DataLink}, tc.want...)
+			if got := listDir(t, f.Dir()); !slices.Equal(got, want) {
+				t.Errorf("folder = %v, want %v\n%s", got, want, logs)
+			}
+			if tc.cfg.Layout == LayoutSPIFFEHelper && strings.Contains(logs.String(), "kept valid material") {
+				t.Errorf("Prepare reported material kept with its certificate removed:\n%s", logs)
+			}
+		})
+	}
 }

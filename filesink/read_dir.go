@@ -23,11 +23,11 @@ type setDir struct {
 	borrowed bool
 }
 
-// DirOf reads through root, an open handle of the directory at path; the
+// dirOf reads through root, an open handle of the directory at path; the
 // caller keeps closing root.
 func dirOf(root *os.Root, path string) setDir { return setDir{root: root, path: path, borrowed: true} }
 
-// OpenDir opens name inside parent, or the path name if parent is nil;
+// openSetDir opens name inside parent, or the path name if parent is nil;
 // path is for messages. Close it.
 func openSetDir(parent *os.Root, name, path string) setDir {
 	d := setDir{path: path}
@@ -39,7 +39,7 @@ func openSetDir(parent *os.Root, name, path string) setDir {
 	return d
 }
 
-// Close closes a setDir OpenDir opened; a borrowed handle stays open.
+// Close closes a setDir openSetDir opened; a borrowed handle stays open.
 func (d setDir) Close() {
 	if d.root != nil && !d.borrowed {
 		d.root.Close()
