@@ -267,7 +267,7 @@ func (c Config) validateHelperLayout(errs *fielderr.List) {
 		{"key_file_name", c.KeyFileName},
 		{"bundle_file_name", c.BundleFileName},
 	} {
-		err := ValidFileName(n.value)
+		err := validFileName(n.value)
 		switch {
 		case err != nil:
 			errs.Add(n.key, "%q %v", n.value, err)

@@ -70,9 +70,9 @@ func modeOf(t *testing.T, path string) os.FileMode {
 	return st.Mode().Perm()
 }
 
-func readMarkerFile(t *testing.T, dir string) Marker {
+func readMarkerFile(t *testing.T, dir string) marker {
 	t.Helper()
-	var m Marker
+	var m marker
 	if err := json.Unmarshal(readFile(t, filepath.Join(dir, MarkerFileName)), &m); err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestApplySPIFFEHelperLayout(t *testing.T) {
 				t.Errorf("generation directory mode = %#o, want 0755", got)
 			}
 			m := readMarkerFile(t, dir)
-			want := Marker{
+			want := marker{
 				Generation: 7,
 				SPIFFEID:   "spiffe://example.org/db",
 				Serial:     svid.Certificates[0].SerialNumber.Text(16),

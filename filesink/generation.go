@@ -356,7 +356,7 @@ func (f *Folder) removeStaleNames(root *os.Root, entries []fs.DirEntry, want map
 		case e.Type()&fs.ModeSymlink != 0:
 			stale = isStableLink(root, name)
 		case e.Type().IsRegular() && f.names.Layout == LayoutSPIFFE:
-			_, stale = f.names.BundleTrustDomain(name)
+			_, stale = f.names.bundleTrustDomain(name)
 		}
 		if !stale {
 			continue

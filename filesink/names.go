@@ -77,63 +77,63 @@ func (n Names) WithDefaults() (Names, error) {
 	return n, nil
 }
 
-// CertFile holds the certificate chain (in SPIFFE, after the key).
-func (n Names) CertFile() string {
+// certFile holds the certificate chain (in SPIFFE, after the key).
+func (n Names) certFile() string {
 	if n.Layout == LayoutSPIFFE {
 		return CredentialFileName
 	}
 	return n.Cert
 }
 
-// KeyFile holds the private key; the same file as CertFile in SPIFFE.
-func (n Names) KeyFile() string {
+// keyFile holds the private key; the same file as CertFile in SPIFFE.
+func (n Names) keyFile() string {
 	if n.Layout == LayoutSPIFFE {
 		return CredentialFileName
 	}
 	return n.Key
 }
 
-// Pair is the files holding the certificate and its key: they are good
+// pair is the files holding the certificate and its key: they are good
 // or bad together.
-func (n Names) Pair() []string {
+func (n Names) pair() []string {
 	if n.Layout == LayoutSPIFFE {
 		return []string{CredentialFileName}
 	}
 	return []string{n.Cert, n.Key}
 }
 
-// OwnBundleFile is the file holding only the SVID's own trust domain's
+// ownBundleFile is the file holding only the SVID's own trust domain's
 // roots, "" when each trust domain has its file (SPIFFE).
-func (n Names) OwnBundleFile() string {
+func (n Names) ownBundleFile() string {
 	if n.Layout == LayoutSPIFFE {
 		return ""
 	}
 	return n.Bundle
 }
 
-// BundleFile is the file a reader finds td's roots in, td being the
+// bundleFile is the file a reader finds td's roots in, td being the
 // SVID's own trust domain.
-func (n Names) BundleFile(own spiffeid.TrustDomain) string {
+func (n Names) bundleFile(own spiffeid.TrustDomain) string {
 	if n.Layout == LayoutSPIFFE {
-		return TrustBundleFile(own)
+		return trustBundleFile(own)
 	}
 	return n.Bundle
 }
 
-// BundleDir is the directory whose entries name one trust domain's
+// bundleDir is the directory whose entries name one trust domain's
 // bundle each: the federated directory of SPIFFEHelper, the folder itself
 // in SPIFFE.
-func (n Names) BundleDir() string {
+func (n Names) bundleDir() string {
 	if n.Layout == LayoutSPIFFE {
 		return "."
 	}
 	return FederatedDirName
 }
 
-// BundleTrustDomain reports whether name, an entry of BundleDir, is a
+// bundleTrustDomain reports whether name, an entry of BundleDir, is a
 // trust domain's bundle file and whose. Names that do not carry a valid
 // trust domain are not ours.
-func (n Names) BundleTrustDomain(name string) (spiffeid.TrustDomain, bool) {
+func (n Names) bundleTrustDomain(name string) (spiffeid.TrustDomain, bool) {
 	suffix := FederatedBundleSuffix
 	if n.Layout == LayoutSPIFFE {
 		suffix = TrustBundleSuffix
@@ -149,30 +149,30 @@ func (n Names) BundleTrustDomain(name string) (spiffeid.TrustDomain, bool) {
 	return td, true
 }
 
-// PerTrustDomainFile is the name, relative to the folder, of td's own
+// perTrustDomainFile is the name, relative to the folder, of td's own
 // bundle file: in BundleDir.
-func (n Names) PerTrustDomainFile(td spiffeid.TrustDomain) string {
+func (n Names) perTrustDomainFile(td spiffeid.TrustDomain) string {
 	if n.Layout == LayoutSPIFFE {
-		return TrustBundleFile(td)
+		return trustBundleFile(td)
 	}
 	return FederatedDirName + "/" + td.Name() + FederatedBundleSuffix
 }
 
-// Required are the stable names a consumer of the layout opens, own
+// required are the stable names a consumer of the layout opens, own
 // being the SVID's trust domain.
-func (n Names) Required(own spiffeid.TrustDomain) []string {
+func (n Names) required(own spiffeid.TrustDomain) []string {
 	if n.Layout == LayoutSPIFFE {
-		return []string{CredentialFileName, TrustBundleFile(own)}
+		return []string{CredentialFileName, trustBundleFile(own)}
 	}
 	return []string{n.Cert, n.Key, n.Bundle}
 }
 
-// TrustBundleFile is the SPIFFE file name of td's bundle.
-func TrustBundleFile(td spiffeid.TrustDomain) string { return td.Name() + TrustBundleSuffix }
+// trustBundleFile is the SPIFFE file name of td's bundle.
+func trustBundleFile(td spiffeid.TrustDomain) string { return td.Name() + TrustBundleSuffix }
 
-// ValidFileName keeps configured names inside the folder and away from the
+// validFileName keeps configured names inside the folder and away from the
 // names the swap machinery reserves ("..data", generation directories).
-func ValidFileName(name string) error {
+func validFileName(name string) error {
 	switch {
 	case name == "":
 		return errors.New("missing: a file name is needed")
@@ -186,8 +186,8 @@ func ValidFileName(name string) error {
 	return nil
 }
 
-// Marker is the content of MarkerFileName.
-type Marker struct {
+// marker is the content of MarkerFileName.
+type marker struct {
 	Generation uint64    `json:"generation"`
 	SPIFFEID   string    `json:"spiffe_id"`
 	Serial     string    `json:"serial"`
@@ -209,19 +209,19 @@ type Marker struct {
 }
 
 // NewMarker describes a generation written with names.
-func newMarker(names Names) Marker {
-	m := Marker{Layout: names.Layout}
+func newMarker(names Names) marker {
+	m := marker{Layout: names.Layout}
 	if names.Layout == LayoutSPIFFEHelper {
 		m.CertFileName, m.KeyFileName, m.BundleFileName = names.Cert, names.Key, names.Bundle
 	}
 	return m
 }
 
-// Fill completes names from what the marker says the folder was written
+// fill completes names from what the marker says the folder was written
 // with: the layout when none is given, and for that same layout the file
 // names not given, if they are plain file names (the folder may be
 // writable by its consumer). A nil marker changes nothing.
-func (m *Marker) Fill(names Names) Names {
+func (m *marker) fill(names Names) Names {
 	if m == nil || (names.Layout != "" && names.Layout != m.Layout) {
 		return names
 	}
@@ -233,7 +233,7 @@ func (m *Marker) Fill(names Names) Names {
 		dst *string
 		v   string
 	}{{&names.Cert, m.CertFileName}, {&names.Key, m.KeyFileName}, {&names.Bundle, m.BundleFileName}} {
-		if *n.dst == "" && ValidFileName(n.v) == nil {
+		if *n.dst == "" && validFileName(n.v) == nil {
 			*n.dst = n.v
 		}
 	}

@@ -34,7 +34,7 @@ func newTestContent(t *testing.T) testContent {
 // What each layout writes is what a reader of that layout looks for: the
 // key and chain at KeyFile and CertFile, the own roots at BundleFile, and
 // every other trust domain's roots at PerTrustDomainFile, whose name
-// BundleTrustDomain reads back.
+// bundleTrustDomain reads back.
 func TestEachLayoutReadsTheNamesItWrites(t *testing.T) {
 	c := newTestContent(t)
 	for _, cfg := range []Config{{IncludeFederatedDomains: true}, {Layout: LayoutSPIFFE}} {
@@ -48,24 +48,24 @@ func TestEachLayoutReadsTheNamesItWrites(t *testing.T) {
 			byName[file.name] = file
 		}
 		names, keyChain := f.names, append(slices.Clone(c.key), c.chain...)
-		if file := byName[names.KeyFile()]; file.mode != f.cfg.KeyMode || !slices.Contains([]string{string(c.key), string(keyChain)}, string(file.data)) {
-			t.Errorf("%s: key file %q = %+v", names.Layout, names.KeyFile(), file)
+		if file := byName[names.keyFile()]; file.mode != f.cfg.KeyMode || !slices.Contains([]string{string(c.key), string(keyChain)}, string(file.data)) {
+			t.Errorf("%s: key file %q = %+v", names.Layout, names.keyFile(), file)
 		}
-		if file := byName[names.CertFile()]; string(file.data) != string(c.chain) && string(file.data) != string(keyChain) {
-			t.Errorf("%s: cert file %q = %+v", names.Layout, names.CertFile(), file)
+		if file := byName[names.certFile()]; string(file.data) != string(c.chain) && string(file.data) != string(keyChain) {
+			t.Errorf("%s: cert file %q = %+v", names.Layout, names.certFile(), file)
 		}
-		if file := byName[names.BundleFile(c.own)]; string(file.data) != string(c.ownRoots) {
-			t.Errorf("%s: own bundle %q = %+v, want only the own roots", names.Layout, names.BundleFile(c.own), file)
+		if file := byName[names.bundleFile(c.own)]; string(file.data) != string(c.ownRoots) {
+			t.Errorf("%s: own bundle %q = %+v, want only the own roots", names.Layout, names.bundleFile(c.own), file)
 		}
-		name := names.PerTrustDomainFile(c.peer)
+		name := names.perTrustDomainFile(c.peer)
 		if file := byName[name]; string(file.data) != string(c.peerRoots) {
 			t.Errorf("%s: %s = %+v, want the partner's roots", names.Layout, name, file)
 		}
-		base := name[len(names.BundleDir())+1:]
-		if names.BundleDir() == "." {
+		base := name[len(names.bundleDir())+1:]
+		if names.bundleDir() == "." {
 			base = name
 		}
-		if td, ok := names.BundleTrustDomain(base); !ok || td != c.peer {
+		if td, ok := names.bundleTrustDomain(base); !ok || td != c.peer {
 			t.Errorf("%s: BundleTrustDomain(%q) = %v, %v", names.Layout, base, td, ok)
 		}
 	}
@@ -95,16 +95,16 @@ func TestSPIFFEHelperBundleOptions(t *testing.T) {
 // A marker's names are used only if they are plain file names (the folder
 // may be writable by its consumer) and only for the layout it describes.
 func TestMarkerFillTakesOnlyPlainNamesOfItsLayout(t *testing.T) {
-	m := &Marker{Layout: LayoutSPIFFEHelper, CertFileName: "server.crt", KeyFileName: "../etc/shadow", BundleFileName: "..data"}
-	got := m.Fill(Names{})
+	m := &marker{Layout: LayoutSPIFFEHelper, CertFileName: "server.crt", KeyFileName: "../etc/shadow", BundleFileName: "..data"}
+	got := m.fill(Names{})
 	if got.Layout != LayoutSPIFFEHelper || got.Cert != "server.crt" || got.Key != "" || got.Bundle != "" {
 		t.Errorf("Fill = %+v", got)
 	}
-	if got := m.Fill(Names{Layout: LayoutSPIFFE}); got.Cert != "" {
+	if got := m.fill(Names{Layout: LayoutSPIFFE}); got.Cert != "" {
 		t.Errorf("Fill for another layout = %+v, want nothing taken", got)
 	}
-	var none *Marker
-	if got := none.Fill(Names{Cert: "a"}); got != (Names{Cert: "a"}) {
+	var none *marker
+	if got := none.fill(Names{Cert: "a"}); got != (Names{Cert: "a"}) {
 		t.Errorf("nil marker changed %+v", got)
 	}
 }

@@ -106,9 +106,9 @@ func (f *Folder) linkedIntoData(root *os.Root, entries []fs.DirEntry, m *Materia
 	linked := map[string]bool{}
 	for _, e := range entries {
 		name := e.Name()
-		_, bundle := f.names.BundleTrustDomain(name)
-		read := name == f.names.CertFile() || name == f.names.KeyFile() || name == f.names.OwnBundleFile() ||
-			name == f.names.BundleDir() || name == MarkerFileName || (bundle && f.names.Layout == LayoutSPIFFE)
+		_, bundle := f.names.bundleTrustDomain(name)
+		read := name == f.names.certFile() || name == f.names.keyFile() || name == f.names.ownBundleFile() ||
+			name == f.names.bundleDir() || name == MarkerFileName || (bundle && f.names.Layout == LayoutSPIFFE)
 		if !read {
 			continue
 		}
@@ -117,7 +117,7 @@ func (f *Folder) linkedIntoData(root *os.Root, entries []fs.DirEntry, m *Materia
 		}
 		linked[name] = true
 	}
-	for _, name := range f.names.Required(m.SPIFFEID.TrustDomain()) {
+	for _, name := range f.names.required(m.SPIFFEID.TrustDomain()) {
 		if !linked[name] {
 			return false
 		}
@@ -144,7 +144,7 @@ func (f *Folder) removeStaleFiles(root *os.Root, now time.Time) (*Material, erro
 			removed[name] = ok
 		}
 	}
-	if removed[f.names.CertFile()] {
+	if removed[f.names.certFile()] {
 		// The marker describes the certificate that just went away.
 		if _, err := f.removeFile(root, MarkerFileName, "stale-marker", "describes removed material"); err != nil {
 			return nil, err
@@ -167,7 +167,7 @@ func (f *Folder) staleNames(fd finding) []string {
 		fd.Err.Reason == ReasonExpiringSoon:
 		return nil
 	case fd.part == partCredential:
-		return f.names.Pair()
+		return f.names.pair()
 	case !strings.Contains(fd.Name, "/"):
 		return []string{fd.Name}
 	}

@@ -29,7 +29,7 @@ const (
 	partBundle
 )
 
-// finding is one problem Check found, with what a caller needs to decide
+// finding is one problem checkSet found, with what a caller needs to decide
 // what to do about it.
 type finding struct {
 	Err *MaterialError
@@ -41,13 +41,13 @@ type finding struct {
 	NotAFile bool
 }
 
-// Check reads the set of files in dir, named by names, and returns it, or
+// checkSet reads the set of files in dir, named by names, and returns it, or
 // every problem found, the one a consumer would hit first in front.
 // Checks stop at the first problem of the certificate itself: an expired
-// certificate is not also reported as unverifiable. marker is the one in
-// dir (nil if none): it gives Material.Generation if it describes the
+// certificate is not also reported as unverifiable. written is the marker
+// in dir (nil if none): it gives Material.Generation if it describes the
 // certificate.
-func checkSet(names Names, dir setDir, marker *Marker, now time.Time, minValidity time.Duration) (*Material, []finding) {
+func checkSet(names Names, dir setDir, written *marker, now time.Time, minValidity time.Duration) (*Material, []finding) {
 	c := &checker{names: names, dir: dir}
 	s := set{bundles: map[spiffeid.TrustDomain][]*x509.Certificate{}}
 	c.readCredential(&s)
@@ -56,8 +56,8 @@ func checkSet(names Names, dir setDir, marker *Marker, now time.Time, minValidit
 	if m == nil || len(c.findings) > 0 {
 		return nil, c.findings
 	}
-	if marker != nil && marker.Serial == m.Serial {
-		m.Generation = marker.Generation
+	if written != nil && written.Serial == m.Serial {
+		m.Generation = written.Generation
 	}
 	return m, nil
 }
@@ -70,7 +70,7 @@ type set struct {
 	bundles           map[spiffeid.TrustDomain][]*x509.Certificate
 }
 
-// checker collects the findings of one Check.
+// checker collects the findings of one checkSet.
 type checker struct {
 	names    Names
 	dir      setDir
@@ -102,7 +102,7 @@ func (c *checker) read(name string, part filePart) (data []byte, path string, ok
 // readCredential reads the chain and the key: one file (key, then chain)
 // or two.
 func (c *checker) readCredential(s *set) {
-	certFile, keyFile := c.names.CertFile(), c.names.KeyFile()
+	certFile, keyFile := c.names.certFile(), c.names.keyFile()
 	malformed := func(name, detail string, err error) {
 		c.add(finding{Name: name, part: partCredential}, ReasonMalformed, detail, err)
 	}
@@ -137,7 +137,7 @@ func (c *checker) readCredential(s *set) {
 // that cannot be read (a dangling link) is the same as none; the own
 // trust domain's roots come from the own bundle file when there is one.
 func (c *checker) readBundles(s *set) {
-	if own := c.names.OwnBundleFile(); own != "" {
+	if own := c.names.ownBundleFile(); own != "" {
 		if data, path, ok := c.read(own, partBundle); ok {
 			roots, err := certcheck.ParseCerts(data)
 			if err != nil {
@@ -149,9 +149,9 @@ func (c *checker) readBundles(s *set) {
 			}
 		}
 	}
-	dirName := c.names.BundleDir()
+	dirName := c.names.bundleDir()
 	for _, e := range c.dir.readDir(dirName) {
-		td, ok := c.names.BundleTrustDomain(e.Name())
+		td, ok := c.names.bundleTrustDomain(e.Name())
 		if !ok {
 			continue
 		}
@@ -180,7 +180,7 @@ func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Mate
 	}
 	leaf := s.certs[0]
 	serial := leaf.SerialNumber.Text(16)
-	credential := finding{Name: c.names.CertFile(), part: partCredential}
+	credential := finding{Name: c.names.certFile(), part: partCredential}
 	id, err := x509svid.IDFromCert(leaf)
 	if err != nil {
 		c.add(credential, ReasonMalformed, fmt.Sprintf("%s: certificate (serial %s) is not an X.509-SVID: %v", s.certPath, serial, err), err)
@@ -196,7 +196,7 @@ func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Mate
 		return nil
 	}
 	if s.key != nil && certcheck.KeyMatches(s.key, leaf) != nil {
-		c.add(finding{Name: c.names.KeyFile(), part: partCredential}, ReasonKeyMismatch,
+		c.add(finding{Name: c.names.keyFile(), part: partCredential}, ReasonKeyMismatch,
 			fmt.Sprintf("%s: private key does not match certificate %s (serial %s) in %s", s.keyPath, id, serial, s.certPath), nil)
 		return nil
 	}
@@ -218,11 +218,11 @@ func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Mate
 // the chain cannot be verified, which at start-up is as bad as a chain
 // that does not verify.
 func (c *checker) verifyChain(s *set, td spiffeid.TrustDomain, what string, now time.Time) bool {
-	credential := finding{Name: c.names.CertFile(), part: partCredential}
-	bundleName := c.names.BundleFile(td)
+	credential := finding{Name: c.names.certFile(), part: partCredential}
+	bundleName := c.names.bundleFile(td)
 	roots, ok := s.bundles[td]
 	if !ok {
-		if err := c.dir.stat(bundleName); c.names.OwnBundleFile() == "" && errors.Is(err, fs.ErrNotExist) {
+		if err := c.dir.stat(bundleName); c.names.ownBundleFile() == "" && errors.Is(err, fs.ErrNotExist) {
 			c.add(finding{Name: bundleName, part: partBundle}, ReasonMissing, "missing file "+c.dir.join(bundleName), err)
 		}
 		c.add(credential, ReasonUntrusted, fmt.Sprintf("%s cannot be verified: no usable bundle %s", what, c.dir.join(bundleName)), nil)

@@ -70,7 +70,7 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 	set := folder.current()
 	defer set.Close()
 	written := readMarker(set)
-	names, err := written.Fill(cfg.Names).WithDefaults()
+	names, err := written.fill(cfg.Names).WithDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("%w", err)
 	}
@@ -86,7 +86,7 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 	if set.path != folder.path {
 		// Consumers open the stable names, not ..data: a set that is
 		// complete but not linked yet (or any more) is not ready for them.
-		for _, name := range names.Required(m.SPIFFEID.TrustDomain()) {
+		for _, name := range names.required(m.SPIFFEID.TrustDomain()) {
 			if err := folder.stat(name); err != nil {
 				return nil, &MaterialError{Reason: ReasonMissing, Path: folder.join(name), Err: err,
 					Detail: oneline.Of(fmt.Sprintf("missing file %s (%s has it; the link is missing or broken)", folder.join(name), filepath.Base(set.path)))}
@@ -131,8 +131,8 @@ func (d setDir) current() setDir {
 
 // ReadMarker is the marker in dir, nil if there is none or it cannot be
 // read.
-func readMarker(dir setDir) *Marker {
-	var m Marker
+func readMarker(dir setDir) *marker {
+	var m marker
 	data, err := dir.read(MarkerFileName)
 	if err != nil || json.Unmarshal(data, &m) != nil {
 		return nil
@@ -143,7 +143,7 @@ func readMarker(dir setDir) *Marker {
 // checkSVID tells a valid set of another identity from the configured
 // one: after a config change, or a folder shared by mistake, a consumer
 // must not start on it.
-func checkSVID(cfg InspectConfig, m *Material, set setDir, written *Marker) error {
+func checkSVID(cfg InspectConfig, m *Material, set setDir, written *marker) error {
 	path := set.join(MarkerFileName)
 	if written != nil && written.Serial != m.Serial {
 		written = nil // describes other files: says nothing about these

@@ -29,7 +29,7 @@ type fileSet struct {
 	// dirs are subdirectories created in the generation even when empty
 	// (federated/ with no federation yet: consumers may point at it).
 	dirs   []string
-	marker Marker
+	marker marker
 }
 
 // render turns u into the files of the layout. It refuses material that
@@ -106,7 +106,7 @@ func (f *Folder) files(svid *x509svid.SVID, u *rotation.Update) (files []genFile
 		// a consumer pick the trust domains it accepts by file name.
 		for _, b := range u.Bundles {
 			if len(b.X509Authorities()) > 0 {
-				files = append(files, genFile{name: TrustBundleFile(b.TrustDomain()), data: encodeCerts(b.X509Authorities()), mode: certMode})
+				files = append(files, genFile{name: trustBundleFile(b.TrustDomain()), data: encodeCerts(b.X509Authorities()), mode: certMode})
 			}
 		}
 		return files, nil, nil
@@ -123,7 +123,7 @@ func (f *Folder) files(svid *x509svid.SVID, u *rotation.Update) (files []genFile
 				continue
 			}
 			roots := encodeCerts(b.X509Authorities())
-			files = append(files, genFile{name: f.names.PerTrustDomainFile(b.TrustDomain()), data: roots, mode: certMode})
+			files = append(files, genFile{name: f.names.perTrustDomainFile(b.TrustDomain()), data: roots, mode: certMode})
 			if f.cfg.FederatedBundle == FederatedConcatenate {
 				bundle = append(bundle, roots...)
 			}

@@ -210,7 +210,7 @@ func readResolved(dir string, s *swapStats) {
 		s.fail("%s: certificate and key do not form an SVID: %v", target, err)
 		return
 	}
-	var m Marker
+	var m marker
 	if err := json.Unmarshal(data[2], &m); err != nil {
 		s.dataMismatch.Add(1)
 		s.fail("%s: marker: %v", target, err)
