@@ -171,6 +171,13 @@ func floodNames(ctx context.Context, client secretv3.SecretDiscoveryServiceClien
 // /livez and 30 /readyz probes is answered.
 func TestProbesAnswerWhileASlowlorisFloodsTheRealBridge(t *testing.T) {
 	bridge, _, adminURL := startFloodTarget(t)
+	// Ready before the flood: startFloodTarget waits for SDS, and the
+	// folder's first swap may come after it (a 503 from /readyz is then
+	// the truth, not a probe left unanswered).
+	testkit.Eventually(t, "/readyz 200", func() bool {
+		code, _ := testkit.Get(t, adminURL+"/readyz")
+		return code == http.StatusOK
+	})
 	addr := strings.TrimPrefix(adminURL, "http://")
 	attack, stop := context.WithCancel(t.Context())
 	var made atomic.Int64
