@@ -42,7 +42,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/connlimit"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
@@ -92,7 +91,7 @@ type Folder interface {
 	Dir() string
 	// SVIDChoice is files[].svid; "" is the default SVID.
 	SVIDChoice() string
-	InspectConfig(minValidity time.Duration) folderstate.Config
+	InspectConfig(minValidity time.Duration) filesink.InspectConfig
 	Stats() filesink.Stats
 }
 

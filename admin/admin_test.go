@@ -639,7 +639,7 @@ func TestAScrapeDoesNotReadTheDisk(t *testing.T) {
 		t.Errorf("sds_bridge_ready = %v with the folder gone: the scrape read the disk; want 1, the last reading", got)
 	}
 	// The reader's detail, found with errors.As, not its error text.
-	if body := b.expectReadyz(http.StatusServiceUnavailable, "folder "+dir+": the directory "+dir+" does not exist"); strings.Contains(body, "folderstate:") {
+	if body := b.expectReadyz(http.StatusServiceUnavailable, "folder "+dir+": the directory "+dir+" does not exist"); strings.Contains(body, "filesink:") {
 		t.Errorf("/readyz carries the reader's package prefix:\n%s", body)
 	}
 	if got := metrics(t, b.url)["sds_bridge_ready"]; got != 0 {

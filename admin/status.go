@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/reload"
@@ -40,7 +39,7 @@ type folderReading struct {
 // which is read a second time without that limit only when the set
 // failed it alone.
 type diskRead struct {
-	m, shown      *folderstate.Material
+	m, shown      *filesink.Material
 	err, shownErr error
 }
 
@@ -99,15 +98,15 @@ func (s *Server) readFolders(now time.Time, cur *rotation.Update, fromDisk bool)
 
 // readFolder is the one place a folder is read, as its consumer would.
 func readFolder(f Folder, minValidity time.Duration, now time.Time) diskRead {
-	inspect := func(minValidity time.Duration) (*folderstate.Material, error) {
+	inspect := func(minValidity time.Duration) (*filesink.Material, error) {
 		ic := f.InspectConfig(minValidity)
 		ic.Now = now
-		return folderstate.Inspect(ic)
+		return filesink.Inspect(ic)
 	}
 	var d diskRead
 	d.m, d.err = inspect(minValidity)
 	d.shown, d.shownErr = d.m, d.err
-	if errors.Is(d.err, folderstate.ErrExpiringSoon) {
+	if errors.Is(d.err, filesink.ErrExpiringSoon) {
 		d.shown, d.shownErr = inspect(0)
 	}
 	return d
@@ -117,7 +116,7 @@ func readFolder(f Folder, minValidity time.Duration, now time.Time) diskRead {
 // reader's one-line detail, without the package prefix the error carries
 // for logs.
 func folderProblem(err error) string {
-	var me *folderstate.MaterialError
+	var me *filesink.MaterialError
 	if errors.As(err, &me) {
 		return me.Detail
 	}

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/reload"
@@ -79,7 +78,7 @@ func TestActionsRunAfterSwapWithRetries(t *testing.T) {
 		f, _ := newFolder(t, Config{Logger: lg, Reload: newRunner(t, reload.Config{Actions: []reload.Action{first, second}, Backoff: time.Millisecond, Logger: lg})})
 		// The action sees the new generation on disk when it runs.
 		first.onRun = func(int) {
-			m, err := folderstate.Inspect(f.InspectConfig(0))
+			m, err := Inspect(f.InspectConfig(0))
 			if err != nil || m.Generation != 5 {
 				order = append(order, fmt.Sprintf("not swapped yet: %v", err))
 			}
@@ -118,7 +117,7 @@ func TestActionsRunAfterSwapWithRetries(t *testing.T) {
 		if st.WriteFailures != 0 {
 			t.Errorf("an action's failure counted as a write failure: %+v", st)
 		}
-		if m, err := folderstate.Inspect(f.InspectConfig(0)); err != nil || m.Generation != 8 {
+		if m, err := Inspect(f.InspectConfig(0)); err != nil || m.Generation != 8 {
 			t.Errorf("after a failed action Inspect = %+v, %v; want generation 8 in place", m, err)
 		}
 	})
@@ -212,7 +211,7 @@ func TestAHungReloadActionNeverHoldsBackASwap(t *testing.T) {
 		<-applied
 		t.Fatalf("four swaps still not done after %s: they wait for the hung reload action", testkit.Timeout)
 	}
-	if m, err := folderstate.Inspect(f.InspectConfig(0)); err != nil || m.Generation != 4 {
+	if m, err := Inspect(f.InspectConfig(0)); err != nil || m.Generation != 4 {
 		t.Errorf("with the action hung the folder holds %+v, %v; want generation 4", m, err)
 	}
 	st := f.Stats()

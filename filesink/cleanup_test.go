@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -57,7 +56,7 @@ func TestAStableNameThatCannotBeMadeIsReportedOnceAndTheSetStillReloads(t *testi
 			t.Fatalf("Apply %d = %v, want it marked ErrStableName, an update in place (not swapped again)", gen, err)
 		}
 		waitActions(t, f)
-		if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != gen {
+		if m, err := Inspect(InspectConfig{Dir: f.Dir()}); err != nil || m.Generation != gen {
 			t.Fatalf("after Apply %d ..data holds %+v, %v; want generation %d in place", gen, m, err, gen)
 		}
 	}
@@ -90,7 +89,7 @@ func TestAStableNameThatCannotBeMadeIsReportedOnceAndTheSetStillReloads(t *testi
 		t.Fatalf("Apply once the name is free: %v", err)
 	}
 	waitActions(t, f)
-	if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != applies+1 {
+	if m, err := Inspect(InspectConfig{Dir: f.Dir()}); err != nil || m.Generation != applies+1 {
 		t.Errorf("Inspect = %+v, %v; want generation %d", m, err, applies+1)
 	}
 }

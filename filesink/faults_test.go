@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
@@ -70,7 +69,7 @@ func TestDiskFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitActions(t, f)
-			before, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
+			before, err := Inspect(InspectConfig{Dir: f.Dir()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,7 +81,7 @@ func TestDiskFaults(t *testing.T) {
 				t.Fatalf("Apply = %v, want %v", err, tt.errno)
 			}
 			waitActions(t, f)
-			after, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
+			after, err := Inspect(InspectConfig{Dir: f.Dir()})
 			if err != nil || after.Serial != before.Serial || after.Generation != 1 {
 				t.Fatalf("after the fault: %+v, %v; want generation 1 (serial %s) kept", after, err, before.Serial)
 			}
@@ -101,7 +100,7 @@ func TestDiskFaults(t *testing.T) {
 				t.Fatalf("Apply after the fault: %v", err)
 			}
 			waitActions(t, f)
-			if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != 3 {
+			if m, err := Inspect(InspectConfig{Dir: f.Dir()}); err != nil || m.Generation != 3 {
 				t.Errorf("after recovery: %+v, %v; want generation 3", m, err)
 			}
 			if st := f.Stats(); st.LastWriteErr != nil || action.runs.Load() != 2 {

@@ -1,5 +1,7 @@
-// Package filesink mirrors every rotation.Update into a credential folder
-// that PostgreSQL (or any program that reads PEM files) can use.
+// Package filesink is the credential folder: the writer mirrors every
+// rotation.Update into a folder that PostgreSQL (or any program that reads
+// PEM files) can use, and the reader (Inspect, Wait) reads a folder as
+// such a program does.
 //
 // A folder is swapped atomically as a set, the way Kubernetes' AtomicWriter
 // updates Secret volumes: each Update becomes a new, fully written and
@@ -18,10 +20,10 @@
 // The folder's reload.Runner, if any, runs after the swap is durable, on
 // its own goroutine: a consumer that hangs never holds back the next swap.
 // Swaps are paced (Config.MinSwapInterval); Stats counts write failures
-// and reports the runner's actions. Prepare
-// removes stale leftovers (expired, not yet valid, mismatched or
-// unverifiable material, old generations) at start-up, as folderstate, the
-// reader behind `wait`, `check` and readiness, judges them.
+// and reports the runner's actions. Prepare removes stale leftovers
+// (expired, not yet valid, mismatched or unverifiable material, old
+// generations) at start-up, as the reader behind `wait`, `check` and
+// readiness judges them.
 package filesink
 
 import (
@@ -35,44 +37,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/atomicfile"
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
-	"github.com/sds-bridge/sds-bridge/internal/layout"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// Layout names the set of files written into a folder; internal/layout
-// knows the names of each.
-type Layout = layout.Kind
-
+// Default modes, and the names only the writer makes.
 const (
-	// LayoutSPIFFEHelper writes svid.pem (leaf and intermediates),
-	// svid_key.pem (PKCS#8) and svid_bundle.pem (own trust domain roots), as
-	// spiffe-helper does. It is the default.
-	LayoutSPIFFEHelper = layout.SPIFFEHelper
-	// LayoutSPIFFE follows the SPIFFE Filesystem Delivery standard:
-	// credential-bundle.private-key.pem (key, then chain without root) and
-	// one <trust-domain>.spiffe-trust-bundle.pem per trust domain.
-	LayoutSPIFFE = layout.SPIFFE
-)
-
-// Default file names and modes, and the names of a folder (see
-// internal/layout).
-const (
-	DefaultCertFileName   = layout.DefaultCertFileName
-	DefaultKeyFileName    = layout.DefaultKeyFileName
-	DefaultBundleFileName = layout.DefaultBundleFileName
-	DefaultCertMode       = os.FileMode(0o644)
-	DefaultKeyMode        = os.FileMode(0o600)
-
-	MarkerFileName        = layout.MarkerFileName
-	CredentialFileName    = layout.CredentialFileName
-	TrustBundleSuffix     = layout.TrustBundleSuffix
-	FederatedDirName      = layout.FederatedDirName
-	FederatedBundleSuffix = layout.FederatedBundleSuffix
-	DataLink              = layout.DataLink
+	DefaultCertMode = os.FileMode(0o644)
+	DefaultKeyMode  = os.FileMode(0o600)
 
 	// LockFileName is the lock file (internal/flock) that makes a folder
 	// belong to one running bridge; taken before Prepare touches anything.
@@ -100,10 +73,6 @@ const (
 	// file: an explicit opt-in, see Config.FederatedBundle.
 	FederatedConcatenate FederatedMode = "concatenate"
 )
-
-// Owner is applied with chown to every written file and generation
-// directory.
-type Owner = atomicfile.Owner
 
 // Config describes one credential folder.
 type Config struct {
@@ -175,7 +144,7 @@ type Config struct {
 // Folder is one credential folder. It implements rotation.Sink.
 type Folder struct {
 	cfg   Config
-	names fileNames
+	names Names
 	log   *slog.Logger
 
 	// mu serialises Prepare and Apply: the swap reads and replaces shared
@@ -213,16 +182,8 @@ func New(cfg Config) (*Folder, error) {
 		return nil, fmt.Errorf("%w", err)
 	}
 	f := &Folder{
-		cfg: cfg,
-		names: fileNames{
-			Names: layout.Names{Kind: cfg.Layout, Cert: cfg.CertFileName, Key: cfg.KeyFileName, Bundle: cfg.BundleFileName},
-			svid:  cfg.SVID,
-			opts: layout.Options{
-				Federated:     cfg.IncludeFederatedDomains,
-				Concatenate:   cfg.FederatedBundle == FederatedConcatenate,
-				Intermediates: cfg.AddIntermediatesToBundle,
-			},
-		},
+		cfg:        cfg,
+		names:      Names{Layout: cfg.Layout, Cert: cfg.CertFileName, Key: cfg.KeyFileName, Bundle: cfg.BundleFileName},
 		unmakeable: map[string]bool{},
 		foreign:    map[string]bool{},
 	}
@@ -240,7 +201,7 @@ func (c Config) WithDefaults() Config {
 	}
 	c.Layout = cmp.Or(c.Layout, LayoutSPIFFEHelper)
 	// An unknown layout keeps its names: validate refuses it.
-	if n, err := (layout.Names{Kind: c.Layout, Cert: c.CertFileName, Key: c.KeyFileName, Bundle: c.BundleFileName}).WithDefaults(); err == nil {
+	if n, err := c.names().WithDefaults(); err == nil {
 		c.CertFileName, c.KeyFileName, c.BundleFileName = n.Cert, n.Key, n.Bundle
 	}
 	if c.Layout == LayoutSPIFFEHelper && c.FederatedBundle == "" {
@@ -306,7 +267,7 @@ func (c Config) validateHelperLayout(errs *fielderr.List) {
 		{"key_file_name", c.KeyFileName},
 		{"bundle_file_name", c.BundleFileName},
 	} {
-		err := layout.ValidFileName(n.value)
+		err := validFileName(n.value)
 		switch {
 		case err != nil:
 			errs.Add(n.key, "%q %v", n.value, err)
@@ -368,23 +329,20 @@ func (f *Folder) MinApplyInterval() time.Duration { return f.cfg.MinSwapInterval
 // Dir is the folder's absolute path.
 func (f *Folder) Dir() string { return f.cfg.Dir }
 
-// InspectConfig returns the configuration folderstate.Inspect needs to
-// read this folder.
-func (f *Folder) InspectConfig(minValidity time.Duration) folderstate.Config {
-	return f.cfg.InspectConfig(minValidity)
+// InspectConfig is what Inspect needs to read this folder.
+func (f *Folder) InspectConfig(minValidity time.Duration) InspectConfig {
+	return InspectConfig{Dir: f.cfg.Dir, Names: f.names, MinValidity: minValidity}
 }
 
-// InspectConfig is what folderstate.Inspect needs to read the folder c
-// (defaults applied) writes.
-func (c Config) InspectConfig(minValidity time.Duration) folderstate.Config {
-	return folderstate.Config{
-		Dir:            c.Dir,
-		Layout:         c.Layout,
-		CertFileName:   c.CertFileName,
-		KeyFileName:    c.KeyFileName,
-		BundleFileName: c.BundleFileName,
-		MinValidity:    minValidity,
-	}
+// InspectConfig is what Inspect needs to read the folder c (defaults
+// applied) writes.
+func (c Config) InspectConfig(minValidity time.Duration) InspectConfig {
+	return InspectConfig{Dir: c.Dir, Names: c.names(), MinValidity: minValidity}
+}
+
+// names are the managed names of the folder c (defaults applied) writes.
+func (c Config) names() Names {
+	return Names{Layout: c.Layout, Cert: c.CertFileName, Key: c.KeyFileName, Bundle: c.BundleFileName}
 }
 
 // Apply writes u as a new generation, swaps it in and hands the reload
@@ -405,7 +363,7 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
 	}
 	now := f.cfg.Now()
-	set, err := render(f.names, u, f.cfg.CertMode, f.cfg.KeyMode, now)
+	set, err := f.render(u, now)
 	if err != nil {
 		f.stats.written(err)
 		return err
@@ -451,30 +409,22 @@ func (f *Folder) SignalledWithin(d time.Duration) bool {
 }
 
 // ErrReloadAction marks a RerunActions error: the generation is in place,
-// but a consumer may not have picked it up. It wraps
-// rotation.ErrUpdateInPlace.
-var ErrReloadAction error = reloadActionError{}
-
-type reloadActionError struct{}
-
-func (reloadActionError) Error() string {
-	return "generation swapped in, reload action failed"
-}
-func (reloadActionError) Unwrap() error { return rotation.ErrUpdateInPlace }
+// but a consumer may not have picked it up.
+var ErrReloadAction error = inPlaceError("generation swapped in, reload action failed")
 
 // ErrStableName marks an Apply error that came after ..data was renamed
 // onto the new generation: the set is in place, but a stable name (a
-// directory planted at svid_bundle.pem) could not be made. It wraps
-// rotation.ErrUpdateInPlace: swapping the same set in again would only
-// write another copy of the private key and fail the same way.
-var ErrStableName error = stableNameError{}
+// directory planted at svid_bundle.pem) could not be made. Swapping the
+// same set in again would only write another copy of the private key and
+// fail the same way.
+var ErrStableName error = inPlaceError("generation swapped in, a stable name could not be made")
 
-type stableNameError struct{}
+// inPlaceError is an error after the set is in place: it wraps
+// rotation.ErrUpdateInPlace, so rotation does not retry the Update.
+type inPlaceError string
 
-func (stableNameError) Error() string {
-	return "generation swapped in, a stable name could not be made"
-}
-func (stableNameError) Unwrap() error { return rotation.ErrUpdateInPlace }
+func (e inPlaceError) Error() string { return string(e) }
+func (inPlaceError) Unwrap() error   { return rotation.ErrUpdateInPlace }
 
 // swapInFolder opens the folder for one swap, after its start-up
 // clean-up if that could not finish at start (a full or read-only disk):

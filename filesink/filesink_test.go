@@ -14,7 +14,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -71,7 +70,7 @@ func modeOf(t *testing.T, path string) os.FileMode {
 	return st.Mode().Perm()
 }
 
-func readMarker(t *testing.T, dir string) marker {
+func readMarkerFile(t *testing.T, dir string) marker {
 	t.Helper()
 	var m marker
 	if err := json.Unmarshal(readFile(t, filepath.Join(dir, MarkerFileName)), &m); err != nil {
@@ -146,7 +145,7 @@ func TestApplySPIFFEHelperLayout(t *testing.T) {
 			if got := modeOf(t, filepath.Join(dir, target)); got != 0o755 {
 				t.Errorf("generation directory mode = %#o, want 0755", got)
 			}
-			m := readMarker(t, dir)
+			m := readMarkerFile(t, dir)
 			want := marker{
 				Generation: 7,
 				SPIFFEID:   "spiffe://example.org/db",
@@ -253,7 +252,7 @@ func TestApplySPIFFELayout(t *testing.T) {
 	if m := modeOf(t, credPath); m != 0o600 {
 		t.Errorf("%s mode = %#o, want 0600", CredentialFileName, m)
 	}
-	if m := readMarker(t, dir); m.Generation != 1 || m.SPIFFEID != svid.ID.String() {
+	if m := readMarkerFile(t, dir); m.Generation != 1 || m.SPIFFEID != svid.ID.String() {
 		t.Errorf("marker = %+v", m)
 	}
 	checkBundles(t, own, fed)
@@ -269,7 +268,7 @@ func TestApplySPIFFELayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkBundles(t, own, fed)
-	m, err := folderstate.Inspect(folderstate.Config{Dir: dir, Layout: LayoutSPIFFE})
+	m, err := Inspect(InspectConfig{Dir: dir, Names: Names{Layout: LayoutSPIFFE}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +410,7 @@ func TestApplyGenerations(t *testing.T) {
 			t.Fatal(err)
 		}
 		targets = append(targets, target)
-		if m := readMarker(t, dir); m.Generation != gen {
+		if m := readMarkerFile(t, dir); m.Generation != gen {
 			t.Errorf("marker generation = %d, want %d", m.Generation, gen)
 		}
 	}

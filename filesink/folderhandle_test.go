@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
@@ -84,7 +83,7 @@ func TestAFolderRenamedAwayUnderItsParentIsNeverFollowed(t *testing.T) {
 	if err := f.Apply(t.Context(), update(4, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatalf("Apply once the folder is back: %v", err)
 	}
-	if m, err := folderstate.Inspect(f.InspectConfig(0)); err != nil || m.Generation != 4 {
+	if m, err := Inspect(f.InspectConfig(0)); err != nil || m.Generation != 4 {
 		t.Errorf("the folder holds %+v (%v), want generation 4", m, err)
 	}
 }
@@ -188,7 +187,7 @@ func TestAFolderOnAFullDiskAtStartIsLockedPreparedAndCatchesUpOnceFreed(t *testi
 	if err := f.Apply(t.Context(), u); err != nil {
 		t.Fatalf("Apply once space is free: %v", err)
 	}
-	if m, err := folderstate.Inspect(f.InspectConfig(0)); err != nil || m.Generation != 1 {
+	if m, err := Inspect(f.InspectConfig(0)); err != nil || m.Generation != 1 {
 		t.Errorf("the folder holds %+v (%v), want generation 1", m, err)
 	}
 }
@@ -226,7 +225,7 @@ func TestAStartUpCleanUpTheDiskRefusesIsRetriedBeforeTheFirstSwap(t *testing.T) 
 	if !strings.Contains(logs.String(), "removed stale file") {
 		t.Errorf("the expired leftover was not removed by the clean-up:\n%s", logs)
 	}
-	if m, err := folderstate.Inspect(f.InspectConfig(0)); err != nil || m.Generation != 1 {
+	if m, err := Inspect(f.InspectConfig(0)); err != nil || m.Generation != 1 {
 		t.Errorf("the folder holds %+v (%v), want generation 1", m, err)
 	}
 }

@@ -11,9 +11,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/sds-bridge/sds-bridge/atomicfile"
-	"github.com/sds-bridge/sds-bridge/internal/boundedfile"
 )
 
 const (
@@ -119,16 +116,18 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 		return "", err
 	}
 	swapped = true
-	// The previous generation stays until the next swap: a reader that
-	// resolved ..data just before this swap can still finish its set. Older
-	// ones go whatever fails below, or every failed swap would leave one
-	// more directory holding a private key.
+	// One listing serves both clean-ups below. The previous generation
+	// stays until the next swap: a reader that resolved ..data just before
+	// this swap can still finish its set. Older ones go whatever fails
+	// below, or every failed swap would leave one more directory holding a
+	// private key.
+	entries, lerr := readDirSorted(root, ".")
 	defer func() {
-		for _, name := range f.removeGenerations(root, genName, prev) {
+		for _, name := range f.removeGenerations(root, entries, genName, prev) {
 			f.log.Debug("folder: removed old generation directory", "generation_dir", name)
 		}
 	}()
-	if err := f.linkStableNames(root, set); err != nil {
+	if err := f.linkStableNames(root, set, entries, lerr); err != nil {
 		return genName, fmt.Errorf("%w: %w", ErrStableName, err)
 	}
 	return genName, nil
@@ -171,8 +170,9 @@ func (f *Folder) writeGeneration(root *os.Root, genName string, set *fileSet) (_
 		if err := f.fault("create", path.Join(genName, file.name)); err != nil {
 			return nil, fmt.Errorf("write generation file: %w", err)
 		}
-		if err := writeNewFile(d, path.Base(file.name), file.data, file.mode, f.cfg.Owner); err != nil {
-			return nil, err
+		// Exclusive: a generation directory is never written twice.
+		if err := createNew(d, path.Base(file.name), file.data, file.mode, f.cfg.Owner); err != nil {
+			return nil, fmt.Errorf("generation file %s: %w", path.Base(file.name), err)
 		}
 	}
 	for _, sub := range set.dirs {
@@ -190,9 +190,10 @@ func (f *Folder) writeGeneration(root *os.Root, genName string, set *fileSet) (_
 }
 
 // linkStableNames points every stable name of set into ..data, removes
-// those the set no longer has and makes the folder durable. A name that
-// cannot be made does not stop the others.
-func (f *Folder) linkStableNames(root *os.Root, set *fileSet) error {
+// those the set no longer has (from entries, the folder's listing, which
+// failed with lerr) and makes the folder durable. A name that cannot be
+// made does not stop the others.
+func (f *Folder) linkStableNames(root *os.Root, set *fileSet, entries []fs.DirEntry, lerr error) error {
 	want := make(map[string]bool, len(set.files))
 	for _, file := range set.files {
 		want[topName(file.name)] = true
@@ -204,7 +205,10 @@ func (f *Folder) linkStableNames(root *os.Root, set *fileSet) error {
 	for _, name := range slices.Sorted(maps.Keys(want)) {
 		errs = append(errs, f.reportStableName(name, ensureLink(root, name)))
 	}
-	errs = append(errs, f.removeStaleNames(root, want), syncDir(root))
+	if lerr != nil {
+		errs = append(errs, fmt.Errorf("list folder: %w", lerr))
+	}
+	errs = append(errs, f.removeStaleNames(root, entries, want), syncDir(root))
 	return errors.Join(errs...)
 }
 
@@ -249,7 +253,7 @@ func (f *Folder) makeGenerationDir(root *os.Root, now time.Time, generation uint
 func openOwnDir(parent *os.Root, name string, owner *Owner) (_ *os.Root, err error) {
 	d, err := parent.OpenRoot(name)
 	if err != nil {
-		if boundedfile.Escapes(err) {
+		if escapes(err) {
 			return nil, fmt.Errorf("%s was replaced by a link out of the folder", name)
 		}
 		return nil, err
@@ -302,35 +306,6 @@ func sameDir(parent *os.Root, name string, d *os.Root) error {
 	return nil
 }
 
-// writeNewFile creates name in dir exclusively (a generation directory is
-// never written twice) and makes it durable.
-func writeNewFile(dir *os.Root, name string, data []byte, mode os.FileMode, owner *Owner) error {
-	if err := atomicfile.CreateNew(dir, name, data, mode, owner); err != nil {
-		return fmt.Errorf("generation file %s: %w", name, err)
-	}
-	return nil
-}
-
-// syncDir fsyncs the directory dir is a handle of.
-func syncDir(dir *os.Root) error {
-	if err := atomicfile.SyncDir(dir); err != nil {
-		return fmt.Errorf("%w", err)
-	}
-	return nil
-}
-
-// readDirNames lists the folder through its handle.
-func readDirNames(root *os.Root) ([]fs.DirEntry, error) {
-	d, err := root.Open(".")
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
-	entries, err := d.ReadDir(-1)
-	slices.SortFunc(entries, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
-	return entries, err
-}
-
 // replaceSymlink atomically makes name a symlink to target, replacing
 // whatever non-directory is there, via a temporary link renamed over it.
 func replaceSymlink(root *os.Root, tmpName, target, name string) error {
@@ -370,11 +345,7 @@ func isStableLink(root *os.Root, name string) bool {
 // has: our links into ..data (a trust domain that went away, a renamed
 // file) and, in the spiffe layout, trust bundle files of trust domains that
 // are no longer delivered.
-func (f *Folder) removeStaleNames(root *os.Root, want map[string]bool) error {
-	entries, err := readDirNames(root)
-	if err != nil {
-		return fmt.Errorf("list folder: %w", err)
-	}
+func (f *Folder) removeStaleNames(root *os.Root, entries []fs.DirEntry, want map[string]bool) error {
 	for _, e := range entries {
 		name := e.Name()
 		if want[name] || strings.HasPrefix(name, "..") {
@@ -384,8 +355,8 @@ func (f *Folder) removeStaleNames(root *os.Root, want map[string]bool) error {
 		switch {
 		case e.Type()&fs.ModeSymlink != 0:
 			stale = isStableLink(root, name)
-		case e.Type().IsRegular() && f.names.Kind == LayoutSPIFFE:
-			_, stale = f.names.BundleTrustDomain(name)
+		case e.Type().IsRegular() && f.names.Layout == LayoutSPIFFE:
+			_, stale = f.names.bundleTrustDomain(name)
 		}
 		if !stale {
 			continue
@@ -398,17 +369,12 @@ func (f *Folder) removeStaleNames(root *os.Root, want map[string]bool) error {
 	return nil
 }
 
-// removeGenerations removes every generation directory except keep and
-// returns the names removed. Only names generationDirName makes are
+// removeGenerations removes every generation directory in entries, the
+// folder's listing, except keep and returns the names removed. Only names generationDirName makes are
 // touched: any other ".." entry is someone else's, left alone and logged
 // once. Failures are logged: a leftover directory is untidy, not wrong,
 // and the next swap tries again.
-func (f *Folder) removeGenerations(root *os.Root, keep ...string) []string {
-	entries, err := readDirNames(root)
-	if err != nil {
-		f.log.Warn("folder: list folder for old generations", "err", err)
-		return nil
-	}
+func (f *Folder) removeGenerations(root *os.Root, entries []fs.DirEntry, keep ...string) []string {
 	var removed []string
 	for _, e := range entries {
 		name := e.Name()

@@ -17,22 +17,6 @@ import (
 // its place. Nothing is written until the path names that directory again.
 var ErrFolderReplaced = errors.New("the folder is no longer the directory the bridge locked at start")
 
-// checkFolder refuses a folder every user may write to (unless allowed):
-// anyone could then plant links or files at the names consumers open, or
-// remove the set. The sticky bit does not help: it stops removal, not the
-// planting of names the bridge has not created yet.
-func (f *Folder) checkFolder(root *os.Root) error {
-	fi, err := root.Stat(".")
-	if err != nil {
-		return fmt.Errorf("folder: %w", err)
-	}
-	if fi.Mode().Perm()&0o002 != 0 && !f.cfg.AllowWorldWritableDir {
-		return fmt.Errorf("folder %s is writable by every user (mode %04o), so anyone could replace the credentials; "+
-			"remove the write bit for others (chmod o-w) or set allow_world_writable_dir", f.cfg.Dir, fi.Mode().Perm())
-	}
-	return nil
-}
-
 // FolderLock is a credential folder this process holds: its lock, and a
 // handle of the very directory that was locked. The Folder given it
 // (Config.Lock) writes that directory and no other, whatever happens to
@@ -103,22 +87,27 @@ func (f *Folder) openFolder() (*os.Root, error) {
 		}
 		f.root = root
 	}
-	if err := f.stillAtPath(); err != nil {
+	held, err := f.root.Stat(".")
+	if err != nil {
+		return nil, fmt.Errorf("folder: %w", err)
+	}
+	if err := f.stillAtPath(held); err != nil {
 		return nil, err
 	}
-	if err := f.checkFolder(f.root); err != nil {
-		return nil, err
+	// A folder every user may write to is refused (unless allowed): anyone
+	// could then plant links or files at the names consumers open, or
+	// remove the set. The sticky bit does not help: it stops removal, not
+	// the planting of names the bridge has not created yet.
+	if held.Mode().Perm()&0o002 != 0 && !f.cfg.AllowWorldWritableDir {
+		return nil, fmt.Errorf("folder %s is writable by every user (mode %04o), so anyone could replace the credentials; "+
+			"remove the write bit for others (chmod o-w) or set allow_world_writable_dir", f.cfg.Dir, held.Mode().Perm())
 	}
 	return f.root, nil
 }
 
 // stillAtPath checks that the folder's path, resolved as a consumer
-// resolves it, is the directory the folder holds.
-func (f *Folder) stillAtPath() error {
-	held, err := f.root.Stat(".")
-	if err != nil {
-		return fmt.Errorf("folder: %w", err)
-	}
+// resolves it, is the directory the folder holds (held).
+func (f *Folder) stillAtPath(held fs.FileInfo) error {
 	there, err := os.Stat(f.cfg.Dir)
 	if err == nil && os.SameFile(held, there) {
 		return nil

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
@@ -43,7 +42,7 @@ func TestWorldWritableFolder(t *testing.T) {
 		if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 			t.Fatal(err)
 		}
-		before, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
+		before, err := Inspect(InspectConfig{Dir: f.Dir()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -53,7 +52,7 @@ func TestWorldWritableFolder(t *testing.T) {
 		if err := f.Apply(t.Context(), update(2, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err == nil {
 			t.Fatal("Apply into a world-writable folder succeeded")
 		}
-		after, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
+		after, err := Inspect(InspectConfig{Dir: f.Dir()})
 		if err != nil || after.Serial != before.Serial || after.Generation != 1 {
 			t.Fatalf("set after a refused swap: %+v, %v; want generation 1 (serial %s)", after, err, before.Serial)
 		}
@@ -196,7 +195,7 @@ func TestPlantedLinksAreReplacedNeverFollowed(t *testing.T) {
 			if err != nil || !strings.HasPrefix(data, "..") || strings.ContainsRune(data, '/') {
 				t.Errorf("..data -> %q (%v), want a generation in the folder", data, err)
 			}
-			if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != gen {
+			if m, err := Inspect(InspectConfig{Dir: f.Dir()}); err != nil || m.Generation != gen {
 				t.Errorf("Inspect = %+v, %v; want generation %d", m, err, gen)
 			}
 		})
@@ -230,12 +229,12 @@ func TestPlantedSpecialFilesDoNotHang(t *testing.T) {
 	// is a bound, not a speed assertion.
 	done := make(chan error, 1)
 	go func() {
-		_, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
+		_, err := Inspect(InspectConfig{Dir: f.Dir()})
 		done <- err
 	}()
 	select {
 	case err := <-done:
-		if !errors.Is(err, folderstate.ErrMalformed) || !strings.Contains(err.Error(), "not a regular file") {
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "not a regular file") {
 			t.Errorf("Inspect = %v, want the FIFO reported as malformed", err)
 		}
 	case <-time.After(testkit.Timeout):
@@ -258,7 +257,7 @@ func TestPlantedSpecialFilesDoNotHang(t *testing.T) {
 	if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil {
+	if _, err := Inspect(InspectConfig{Dir: f.Dir()}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -276,9 +275,9 @@ func TestGenerationFilesAreCreatedExclusively(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	err = writeNewFile(root, "svid.pem", []byte("secret"), 0o600, nil)
+	err = createNew(root, "svid.pem", []byte("secret"), 0o600, nil)
 	if !errors.Is(err, os.ErrExist) {
-		t.Fatalf("writeNewFile over a link = %v, want ErrExist", err)
+		t.Fatalf("createNew over a link = %v, want ErrExist", err)
 	}
 	o.check(t)
 }

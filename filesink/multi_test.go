@@ -22,7 +22,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -63,14 +62,14 @@ func TestFolderWritesTheChosenSVID(t *testing.T) {
 				if err := f.Apply(t.Context(), multiUpdate(1, []*x509svid.SVID{first, second}, c.Bundle())); err != nil {
 					t.Fatal(err)
 				}
-				m, err := folderstate.Inspect(f.InspectConfig(0))
+				m, err := Inspect(f.InspectConfig(0))
 				if err != nil {
 					t.Fatal(err)
 				}
 				if m.SPIFFEID != tt.want.ID || m.Serial != tt.want.Certificates[0].SerialNumber.Text(16) {
 					t.Errorf("folder holds %s serial %s, want %s serial %x", m.SPIFFEID, m.Serial, tt.want.ID, tt.want.Certificates[0].SerialNumber)
 				}
-				if got := readMarker(t, f.Dir()).SPIFFEID; got != tt.want.ID.String() {
+				if got := readMarkerFile(t, f.Dir()).SPIFFEID; got != tt.want.ID.String() {
 					t.Errorf("marker spiffe_id %q, want %q", got, tt.want.ID)
 				}
 			})
@@ -100,7 +99,7 @@ func TestChosenSVIDMissingKeepsTheLastGoodSet(t *testing.T) {
 	if st := f.Stats(); st.WriteFailures != 1 {
 		t.Errorf("Stats %+v, want 1 write failure", st)
 	}
-	m, err := folderstate.Inspect(f.InspectConfig(0))
+	m, err := Inspect(f.InspectConfig(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +128,7 @@ func TestFederatedBundles(t *testing.T) {
 		if target, err := os.Readlink(filepath.Join(f.Dir(), FederatedDirName)); err != nil || target != DataLink+"/"+FederatedDirName {
 			t.Errorf("federated link = %q, %v; want ..data/federated", target, err)
 		}
-		m, err := folderstate.Inspect(f.InspectConfig(0))
+		m, err := Inspect(f.InspectConfig(0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +143,7 @@ func TestFederatedBundles(t *testing.T) {
 		if got := listDir(t, filepath.Join(f.Dir(), FederatedDirName)); len(got) != 0 {
 			t.Errorf("federated/ after the federation went away: %v", got)
 		}
-		if _, err := folderstate.Inspect(f.InspectConfig(0)); err != nil {
+		if _, err := Inspect(f.InspectConfig(0)); err != nil {
 			t.Error(err)
 		}
 	})
@@ -174,7 +173,7 @@ func TestFederatedBundles(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(f.Dir(), "federated", "partner.test.pem")); err != nil {
 			t.Error(err)
 		}
-		if _, err := folderstate.Inspect(f.InspectConfig(0)); err != nil {
+		if _, err := Inspect(f.InspectConfig(0)); err != nil {
 			t.Error(err)
 		}
 	})
@@ -257,7 +256,7 @@ func TestAddIntermediatesToBundle(t *testing.T) {
 		if got := readFile(t, filepath.Join(f.Dir(), DefaultCertFileName)); !bytes.Equal(got, certPEM(svid.Certificates...)) {
 			t.Errorf("add_intermediates_to_bundle %v: cert file is not leaf and intermediate", tt.add)
 		}
-		if m, err := folderstate.Inspect(f.InspectConfig(0)); err != nil || m.SPIFFEID != id {
+		if m, err := Inspect(f.InspectConfig(0)); err != nil || m.SPIFFEID != id {
 			t.Errorf("add_intermediates_to_bundle %v: Inspect = %+v, %v", tt.add, m, err)
 		}
 	}
@@ -300,7 +299,7 @@ func TestPrepareRemovesASetWrittenForAnotherSVID(t *testing.T) {
 	if err := same.Prepare(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if m, err := folderstate.Inspect(same.InspectConfig(0)); err != nil || m.SPIFFEID != second.ID {
+	if m, err := Inspect(same.InspectConfig(0)); err != nil || m.SPIFFEID != second.ID {
 		t.Fatalf("same choice: Prepare did not keep the set: %+v, %v", m, err)
 	}
 
@@ -308,7 +307,7 @@ func TestPrepareRemovesASetWrittenForAnotherSVID(t *testing.T) {
 	if err := other.Prepare(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := folderstate.Inspect(other.InspectConfig(0)); !errors.Is(err, folderstate.ErrMissing) {
+	if _, err := Inspect(other.InspectConfig(0)); !errors.Is(err, ErrMissing) {
 		t.Errorf("Inspect after Prepare with another svid choice: %v, want missing files", err)
 	}
 	if got := listDir(t, dir); len(got) != 0 {

@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/sds-bridge/sds-bridge/folderstate"
 )
 
 // Prepare cleans the folder up before the first Update, so that nothing
@@ -62,45 +60,77 @@ type notPreparedError struct{ err error }
 func (e *notPreparedError) Error() string   { return e.err.Error() }
 func (e *notPreparedError) Unwrap() []error { return []error{e.err, ErrNotPrepared} }
 
-// prepare is Prepare's clean-up through the folder's handle.
+// prepare is Prepare's clean-up through the folder's handle. It lists the
+// folder once, and checks each set it finds once: the generation behind
+// ..data, and the stable names only when they are not all our links into
+// it (then they are the same set).
 func (f *Folder) prepare(root *os.Root, now time.Time) error {
-	dir := f.cfg.Dir
-	if err := f.removeTempLinks(root); err != nil {
+	entries, err := readDirSorted(root, ".")
+	if err != nil {
+		return fmt.Errorf("list folder: %w", err)
+	}
+	if err := f.removeTempLinks(root, entries); err != nil {
 		return err
 	}
-
-	keep, err := f.prepareData(root, now)
+	keep, kept, err := f.prepareData(root, entries, now)
 	if err != nil {
 		return err
 	}
-	// The stable names as a consumer opens them.
-	folder := folderstate.DirOf(root, dir)
-	if err := f.removeStaleFiles(root, folder, now); err != nil {
-		return err
+	if kept == nil || !f.linkedIntoData(root, entries, kept) {
+		if kept, err = f.removeStaleFiles(root, now); err != nil {
+			return err
+		}
 	}
 	// A generation left from before the start is normal after any stop
 	// (the previous one stays for readers until the next swap): Info, not
 	// a warning that would page someone on every restart. The logger
 	// names the folder; the generation is a name inside it.
-	for _, name := range f.removeGenerations(root, keep) {
+	for _, name := range f.removeGenerations(root, entries, keep) {
 		f.log.Info("folder: removed leftover generation directory", "generation_dir", name)
 	}
 	if err := syncDir(root); err != nil {
 		return err
 	}
-	if m, findings := folderstate.Check(f.names.Names, folder, folderstate.ReadMarker(folder), now, 0); len(findings) == 0 {
+	if kept != nil {
 		f.log.Info("folder: kept valid material from before the start",
-			"spiffe_id", m.SPIFFEID, "serial", m.Serial, "not_after", m.NotAfter, "generation", m.Generation)
+			"spiffe_id", kept.SPIFFEID, "serial", kept.Serial, "not_after", kept.NotAfter, "generation", kept.Generation)
 	}
 	f.prepared = true
 	return nil
 }
 
+// linkedIntoData reports whether every name the reader opens in the folder
+// is our link into ..data, the required ones all there: then the folder
+// reads as the generation m was checked from.
+func (f *Folder) linkedIntoData(root *os.Root, entries []fs.DirEntry, m *Material) bool {
+	linked := map[string]bool{}
+	for _, e := range entries {
+		name := e.Name()
+		_, bundle := f.names.bundleTrustDomain(name)
+		read := name == f.names.certFile() || name == f.names.keyFile() || name == f.names.ownBundleFile() ||
+			name == f.names.bundleDir() || name == MarkerFileName || (bundle && f.names.Layout == LayoutSPIFFE)
+		if !read {
+			continue
+		}
+		if target, err := root.Readlink(name); err != nil || target != stableTarget(name) {
+			return false
+		}
+		linked[name] = true
+	}
+	for _, name := range f.names.required(m.SPIFFEID.TrustDomain()) {
+		if !linked[name] {
+			return false
+		}
+	}
+	return true
+}
+
 // removeStaleFiles removes the files at the stable names that the reader
 // finds unusable, as staleNames decides, and the marker with the
-// certificate it describes.
-func (f *Folder) removeStaleFiles(root *os.Root, folder folderstate.Dir, now time.Time) error {
-	_, findings := folderstate.Check(f.names.Names, folder, nil, now, 0)
+// certificate it describes. It returns the set there if it is usable.
+func (f *Folder) removeStaleFiles(root *os.Root, now time.Time) (*Material, error) {
+	folder := dirOf(root, f.cfg.Dir)
+	m, findings := checkSet(f.names, folder, readMarker(folder), now, 0)
 	removed := map[string]bool{}
 	for _, fd := range findings {
 		for _, name := range f.staleNames(fd) {
@@ -109,18 +139,18 @@ func (f *Folder) removeStaleFiles(root *os.Root, folder folderstate.Dir, now tim
 			}
 			ok, err := f.removeFile(root, name, fd.Err.Reason.String(), fd.Err.Detail)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			removed[name] = ok
 		}
 	}
-	if removed[f.names.CertFile()] {
+	if removed[f.names.certFile()] {
 		// The marker describes the certificate that just went away.
 		if _, err := f.removeFile(root, MarkerFileName, "stale-marker", "describes removed material"); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return m, nil
 }
 
 // staleNames is the deletion policy: what Prepare removes because of a
@@ -129,15 +159,15 @@ func (f *Folder) removeStaleFiles(root *os.Root, folder folderstate.Dir, now tim
 // pair with it, as the two are only good together; a bad bundle file at a
 // stable name goes. A missing or unreadable file, or one that is merely
 // valid for less than wanted, stays: it is not stale.
-func (f *Folder) staleNames(fd folderstate.Finding) []string {
+func (f *Folder) staleNames(fd finding) []string {
 	switch {
 	case fd.NotAFile:
 		return []string{fd.Name}
-	case fd.Err.Reason == folderstate.ReasonMissing, fd.Err.Reason == folderstate.ReasonUnreadable,
-		fd.Err.Reason == folderstate.ReasonExpiringSoon:
+	case fd.Err.Reason == ReasonMissing, fd.Err.Reason == ReasonUnreadable,
+		fd.Err.Reason == ReasonExpiringSoon:
 		return nil
-	case fd.Part == folderstate.PartCredential:
-		return f.names.Pair()
+	case fd.part == partCredential:
+		return f.names.pair()
 	case !strings.Contains(fd.Name, "/"):
 		return []string{fd.Name}
 	}
@@ -147,27 +177,28 @@ func (f *Folder) staleNames(fd folderstate.Finding) []string {
 }
 
 // prepareData judges the generation behind ..data as a set and removes it
-// with every link into it if it is not usable. It returns the name of the
-// generation directory to keep ("" if none).
-func (f *Folder) prepareData(root *os.Root, now time.Time) (string, error) {
+// with every link into it (entries) if it is not usable. It returns the
+// name of the generation directory to keep ("" if none) and its set.
+func (f *Folder) prepareData(root *os.Root, entries []fs.DirEntry, now time.Time) (string, *Material, error) {
 	fi, err := root.Lstat(DataLink)
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
+		return "", nil, nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("inspect %s: %w", DataLink, err)
+		return "", nil, fmt.Errorf("inspect %s: %w", DataLink, err)
 	}
 	target, why, err := judgeDataLink(root, fi)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	reason, detail := "broken-data-link", why
 	if why == "" {
-		if reason, detail = f.judgeGeneration(root, target, now); reason == "" {
-			return target, nil
+		var m *Material
+		if m, reason, detail = f.judgeGeneration(root, target, now); reason == "" {
+			return target, m, nil
 		}
 	}
-	return "", f.dropData(root, fi, reason, detail)
+	return "", nil, f.dropData(root, entries, fi, reason, detail)
 }
 
 // judgeDataLink says why ..data (fi) cannot name a generation of ours, or
@@ -199,33 +230,29 @@ func judgeDataLink(root *os.Root, fi fs.FileInfo) (target, why string, err error
 // (reason "" when it can): its set is not usable, or it was written for
 // another svid choice than the one now configured — valid, but a
 // consumer must not be told it is ready on another identity.
-func (f *Folder) judgeGeneration(root *os.Root, target string, now time.Time) (reason, detail string) {
-	gen := folderstate.OpenDir(root, target, filepath.Join(f.cfg.Dir, target))
+func (f *Folder) judgeGeneration(root *os.Root, target string, now time.Time) (m *Material, reason, detail string) {
+	gen := openSetDir(root, target, filepath.Join(f.cfg.Dir, target))
 	defer gen.Close()
-	written := folderstate.ReadMarker(gen)
-	_, findings := folderstate.Check(f.names.Names, gen, written, now, 0)
+	written := readMarker(gen)
+	m, findings := checkSet(f.names, gen, written, now, 0)
 	writtenFor := ""
 	if written != nil {
 		writtenFor = written.SVID
 	}
 	switch {
 	case len(findings) > 0:
-		return findings[0].Err.Reason.String(), "generation " + target + ": " + findings[0].Err.Detail
-	case writtenFor != f.names.svid:
-		return "other-svid", fmt.Sprintf("generation %s was written for svid %q, the folder now wants %q", target, writtenFor, f.names.svid)
+		return nil, findings[0].Err.Reason.String(), "generation " + target + ": " + findings[0].Err.Detail
+	case writtenFor != f.cfg.SVID:
+		return nil, "other-svid", fmt.Sprintf("generation %s was written for svid %q, the folder now wants %q", target, writtenFor, f.cfg.SVID)
 	}
-	return "", ""
+	return m, "", ""
 }
 
 // dropData removes every stable link and then ..data (fi). Links go first
 // so that no stable name is ever left pointing into a generation that is
 // half deleted; Prepare's removeGenerations deletes the generation
 // directory itself.
-func (f *Folder) dropData(root *os.Root, fi fs.FileInfo, reason, detail string) error {
-	entries, err := readDirNames(root)
-	if err != nil {
-		return fmt.Errorf("list folder: %w", err)
-	}
+func (f *Folder) dropData(root *os.Root, entries []fs.DirEntry, fi fs.FileInfo, reason, detail string) error {
 	for _, e := range entries {
 		if e.Type()&fs.ModeSymlink != 0 && isStableLink(root, e.Name()) {
 			if _, err := f.removeFile(root, e.Name(), reason, detail); err != nil {
@@ -241,17 +268,13 @@ func (f *Folder) dropData(root *os.Root, fi fs.FileInfo, reason, detail string) 
 		f.log.Warn("folder: removed directory", "path", filepath.Join(f.cfg.Dir, DataLink), "reason", reason, "why", detail)
 		return nil
 	}
-	_, err = f.removeFile(root, DataLink, reason, detail)
+	_, err := f.removeFile(root, DataLink, reason, detail)
 	return err
 }
 
 // removeTempLinks drops the temporary links a crash in the middle of a swap
 // can leave behind.
-func (f *Folder) removeTempLinks(root *os.Root) error {
-	entries, err := readDirNames(root)
-	if err != nil {
-		return fmt.Errorf("list folder: %w", err)
-	}
+func (f *Folder) removeTempLinks(root *os.Root, entries []fs.DirEntry) error {
 	for _, e := range entries {
 		name := e.Name()
 		if e.IsDir() || (name != dataTmpLink && !strings.HasPrefix(name, linkTmpPrefix)) {

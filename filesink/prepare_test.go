@@ -2,6 +2,7 @@ package filesink
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
@@ -40,7 +40,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			},
 			wantKept:  []string{"svid_bundle.pem"},
 			wantLog:   []string{"svid.pem", "svid_key.pem", "reason=expired", "expired at", MarkerFileName},
-			wantError: folderstate.ErrMissing,
+			wantError: ErrMissing,
 		},
 		{
 			name: "not yet valid",
@@ -49,7 +49,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			},
 			wantKept:  []string{"svid_bundle.pem"},
 			wantLog:   []string{"reason=not-yet-valid", "not valid until"},
-			wantError: folderstate.ErrMissing,
+			wantError: ErrMissing,
 		},
 		{
 			name: "key of another certificate",
@@ -58,7 +58,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			},
 			wantKept:  []string{"svid_bundle.pem"},
 			wantLog:   []string{"reason=key-mismatch", "does not match"},
-			wantError: folderstate.ErrMissing,
+			wantError: ErrMissing,
 		},
 		{
 			name: "chain does not verify against the folder's bundle",
@@ -67,7 +67,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			},
 			wantKept:  []string{"svid_bundle.pem"},
 			wantLog:   []string{"reason=untrusted", "does not verify", "unknown authority"},
-			wantError: folderstate.ErrMissing,
+			wantError: ErrMissing,
 		},
 		{
 			name: "no bundle to verify against",
@@ -76,7 +76,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			},
 			wantKept:  nil,
 			wantLog:   []string{"reason=untrusted", "no usable bundle"},
-			wantError: folderstate.ErrMissing,
+			wantError: ErrMissing,
 		},
 		{
 			name: "truncated certificate",
@@ -85,7 +85,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			},
 			wantKept:  []string{"svid_bundle.pem"},
 			wantLog:   []string{"reason=malformed", "truncated"},
-			wantError: folderstate.ErrMissing,
+			wantError: ErrMissing,
 		},
 		{
 			name: "valid leftovers stay",
@@ -117,7 +117,7 @@ func TestPrepareRemovesStaleLeftovers(t *testing.T) {
 			if got := strings.Count(out, "removed stale file"); got != removed {
 				t.Errorf("%d removal lines, want %d:\n%s", got, removed, out)
 			}
-			_, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
+			_, err := Inspect(InspectConfig{Dir: f.Dir()})
 			if tt.wantError == nil && err != nil || tt.wantError != nil && !errors.Is(err, tt.wantError) {
 				t.Errorf("Inspect after Prepare = %v, want %v", err, tt.wantError)
 			}
@@ -162,7 +162,7 @@ func TestPrepareOwnGenerations(t *testing.T) {
 		if !strings.Contains(logs.String(), "kept valid material") {
 			t.Errorf("Prepare did not report the kept material:\n%s", logs)
 		}
-		m, err := folderstate.Inspect(folderstate.Config{Dir: dir})
+		m, err := Inspect(InspectConfig{Dir: dir})
 		if err != nil || m.Generation != 3 {
 			t.Errorf("Inspect = %+v, %v; want generation 3", m, err)
 		}
@@ -189,7 +189,7 @@ func TestPrepareOwnGenerations(t *testing.T) {
 				t.Errorf("no removal line for %s:\n%s", name, out)
 			}
 		}
-		if _, err := folderstate.Inspect(folderstate.Config{Dir: dir, Now: later}); !errors.Is(err, folderstate.ErrMissing) {
+		if _, err := Inspect(InspectConfig{Dir: dir, Now: later}); !errors.Is(err, ErrMissing) {
 			t.Errorf("Inspect = %v, want missing", err)
 		}
 		// And the folder works again.
@@ -235,4 +235,50 @@ func TestPrepareOwnGenerations(t *testing.T) {
 			t.Errorf("folder = %v, want %v\n%s", got, want, logs)
 		}
 	})
+}
+
+// A valid generation behind ..data is checked once, and the stable names
+// are not checked again only when each is our link into it: a stale file
+// another tool left at a stable name beside a valid generation (an expired
+// certificate, a malformed trust bundle) is still judged and removed, and
+// the generation stays.
+func TestPrepareJudgesPlainFilesBesideAValidGeneration(t *testing.T) {
+	c := newCA(t, "example.org")
+	old := c.issue(t, devapi.SVIDOptions{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	for _, tc := range []struct {
+		cfg   Config
+		plain map[string][]byte
+		want  []string // besides the generation and ..data
+	}{
+		{cfg: Config{Layout: LayoutSPIFFEHelper}, plain: map[string][]byte{"svid.pem": certPEM(old.Certificates...)}, want: []string{"svid_bundle.pem"}},
+		{cfg: Config{Layout: LayoutSPIFFE}, plain: map[string][]byte{"partner.net" + TrustBundleSuffix: []byte("-----BEGIN CERTIFICATE-----\nnot base64")},
+			want: []string{CredentialFileName, "example.org" + TrustBundleSuffix, MarkerFileName}},
+	} {
+		t.Run(string(tc.cfg.Layout), func(t *testing.T) {
+			f, _ := newFolder(t, tc.cfg)
+			if err := f.Apply(t.Context(), update(1, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
+				t.Fatal(err)
+			}
+			for name := range tc.plain {
+				if err := os.Remove(filepath.Join(f.Dir(), name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					t.Fatal(err)
+				}
+			}
+			writePlain(t, f.Dir(), tc.plain)
+			current, _ := os.Readlink(filepath.Join(f.Dir(), DataLink))
+			cfg := tc.cfg
+			cfg.Dir = f.Dir()
+			restarted, logs := newFolder(t, cfg)
+			if err := restarted.Prepare(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			want := append([]string{current, DataLink}, tc.want...)
+			if got := listDir(t, f.Dir()); !slices.Equal(got, want) {
+				t.Errorf("folder = %v, want %v\n%s", got, want, logs)
+			}
+			if tc.cfg.Layout == LayoutSPIFFEHelper && strings.Contains(logs.String(), "kept valid material") {
+				t.Errorf("Prepare reported material kept with its certificate removed:\n%s", logs)
+			}
+		})
+	}
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
@@ -134,7 +133,7 @@ func TestAGenerationDirectoryReplacedByALinkLeadsNothingOutTheFolder(t *testing.
 			if after := testkit.SnapshotTree(t, filepath.Join(f.Dir(), live)); after != liveBefore {
 				t.Errorf("the live generation changed:\nbefore:\n%safter:\n%s", liveBefore, after)
 			}
-			if _, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil {
+			if _, err := Inspect(InspectConfig{Dir: f.Dir()}); err != nil {
 				t.Errorf("folder after the attack: %v", err)
 			}
 
@@ -142,7 +141,7 @@ func TestAGenerationDirectoryReplacedByALinkLeadsNothingOutTheFolder(t *testing.
 			if err := f.Apply(t.Context(), update(3, c.issue(t, devapi.SVIDOptions{}), c.Bundle(), fed.Bundle())); err != nil {
 				t.Fatalf("Apply after the attack: %v", err)
 			}
-			if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != 3 {
+			if m, err := Inspect(InspectConfig{Dir: f.Dir()}); err != nil || m.Generation != 3 {
 				t.Errorf("after the attack: %+v, %v; want generation 3", m, err)
 			}
 			if after := a.snapshot(t); after != before {
@@ -230,7 +229,7 @@ func TestAnAttackerRacingEverySwapLeadsNothingOutTheFolder(t *testing.T) {
 	if err := f.Apply(t.Context(), update(last, c.issue(t, devapi.SVIDOptions{}), c.Bundle())); err != nil {
 		t.Fatalf("Apply after the attack: %v", err)
 	}
-	if m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()}); err != nil || m.Generation != last {
+	if m, err := Inspect(InspectConfig{Dir: f.Dir()}); err != nil || m.Generation != last {
 		t.Errorf("after the attack: %+v, %v; want generation %d", m, err, last)
 	}
 	if after := a.snapshot(t); after != before {

@@ -16,7 +16,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/certcheck"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
@@ -109,7 +108,7 @@ func TestSwapIsAtomicAsASet(t *testing.T) {
 	if stats.stableSets.Load() == 0 || stats.dataSets.Load() == 0 {
 		t.Error("the readers did not complete a single read; the test proves nothing")
 	}
-	m, err := folderstate.Inspect(folderstate.Config{Dir: dir})
+	m, err := Inspect(InspectConfig{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@
 // fetched again when half of its lifetime is gone (no polling); a failed
 // fetch is retried with backoff while the last good token stays in place.
 // JWT bundles are watched as a stream. Every file is replaced atomically on
-// its own (atomicfile.WriteFile), and the folder's actions for JWT events
+// its own (filesink.WriteFile), and the folder's actions for JWT events
 // (on_rotate[].on: jwt) run after each new file. Tokens reports each token
 // file's state for the admin endpoints.
 package jwtfiles
@@ -34,7 +34,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/sds-bridge/sds-bridge/atomicfile"
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/reload"
 )
@@ -75,7 +75,7 @@ type Folder struct {
 	SVID string
 	// Mode (tokens) and BundleMode default to 0600.
 	Mode, BundleMode os.FileMode
-	Owner            *atomicfile.Owner
+	Owner            *filesink.Owner
 	// Reload, if set, runs the folder's actions whose on lists jwt after
 	// each new file in Dir, with an Event of Kind reload.EventJWT. It is the
 	// same Runner the folder's X.509 writer uses, so the two never reload a
@@ -355,7 +355,7 @@ func (w *Writer) Once(ctx context.Context) error {
 			continue
 		}
 		path := filepath.Join(f.Dir, f.BundleFileName)
-		if err := w.retry(ctx, path, func() error { return atomicfile.WriteFile(path, data, f.BundleMode, f.Owner) }); err != nil {
+		if err := w.retry(ctx, path, func() error { return filesink.WriteFile(path, data, f.BundleMode, f.Owner) }); err != nil {
 			return err
 		}
 		w.log.Info("JWT files: wrote JWT bundles", "file", path)
@@ -385,7 +385,7 @@ func (w *Writer) retry(ctx context.Context, what string, op func() error) error 
 }
 
 // removeLeftovers removes temporary files a crash in the middle of
-// atomicfile.WriteFile left behind, so they do not pile up across restarts.
+// filesink.WriteFile left behind, so they do not pile up across restarts.
 // Only names WriteFile makes go, through a handle of the folder.
 func (w *Writer) removeLeftovers() {
 	for _, f := range w.cfg.Folders {
@@ -397,7 +397,7 @@ func (w *Writer) removeLeftovers() {
 			if name == "" {
 				continue
 			}
-			removed, err := atomicfile.RemoveTemps(f.Dir, name)
+			removed, err := filesink.RemoveTemps(f.Dir, name)
 			for _, tmp := range removed {
 				w.log.Info("JWT files: removed a leftover temporary file", "file", filepath.Join(f.Dir, tmp))
 			}
@@ -459,7 +459,7 @@ func (w *Writer) writeToken(ctx context.Context, client *workloadapi.Client, f *
 	if err != nil {
 		return nil, err
 	}
-	if err := atomicfile.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner); err != nil {
+	if err := filesink.WriteFile(path, []byte(svid.Marshal()), f.Mode, f.Owner); err != nil {
 		return nil, err
 	}
 	return svid, nil
@@ -536,7 +536,7 @@ func (b *bundleWatcher) OnJWTBundlesUpdate(set *jwtbundle.Set) {
 			continue
 		}
 		path := filepath.Join(f.Dir, f.BundleFileName)
-		if err := atomicfile.WriteFile(path, data, f.BundleMode, f.Owner); err != nil {
+		if err := filesink.WriteFile(path, data, f.BundleMode, f.Owner); err != nil {
 			// The next update tries again; the file keeps the last bundles.
 			b.w.log.Error("JWT files: JWT bundles not written", "file", path, "error", err)
 			ok = false

@@ -15,7 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"go.uber.org/goleak"
 
-	"github.com/sds-bridge/sds-bridge/atomicfile"
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/reload"
@@ -118,7 +118,7 @@ func TestTokensAndBundlesWrittenAndRefreshed(t *testing.T) {
 	first, second := spiffeid.RequireFromPath(td, "/first"), spiffeid.RequireFromPath(td, "/second")
 	srv, startIssuer := devWorkloadAPI(t, 2*time.Second, first, second)
 	dir := t.TempDir()
-	// What a crash inside atomicfile.WriteFile leaves behind.
+	// What a crash inside filesink.WriteFile leaves behind.
 	leftover := filepath.Join(dir, ".api.token.tmp-0123456789ab")
 	if err := os.WriteFile(leftover, []byte("half a token"), 0o600); err != nil {
 		t.Fatal(err)
@@ -419,14 +419,14 @@ func BenchmarkFetchAndWrite(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := atomicfile.WriteFile(filepath.Join(f.Dir, s.FileName), []byte(svid.Marshal()), f.Mode, nil); err != nil {
+		if err := filesink.WriteFile(filepath.Join(f.Dir, s.FileName), []byte(svid.Marshal()), f.Mode, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
 // TestOnlyWriteFilesOwnLeftoversAreRemoved: at start, the temporary files
-// a crash inside atomicfile.WriteFile leaves behind go, but an operator's
+// a crash inside filesink.WriteFile leaves behind go, but an operator's
 // file that merely starts like one (".api.token.tmp-mine") and a link's
 // target outside the folder are left alone.
 func TestOnlyWriteFilesOwnLeftoversAreRemoved(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/boundedfile"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 )
 
@@ -260,12 +260,23 @@ const maxPIDFileSize = 1 << 20
 
 // readPIDFile reads a regular file of at most maxPIDFileSize bytes,
 // opened without blocking: a FIFO planted at the path must not hang a
-// reload.
+// reload. (The credential folder has its own bounded read; reload cannot
+// import the folder package, which runs reload's actions.)
 func readPIDFile(path string) ([]byte, error) {
-	fh, err := os.OpenFile(path, boundedfile.OpenFlags, 0)
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer fh.Close()
-	return boundedfile.Read(fh, path, maxPIDFileSize)
+	if fi, err := fh.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	// The size can change under us; never read past the bound.
+	data, err := io.ReadAll(io.LimitReader(fh, maxPIDFileSize+1))
+	if err == nil && len(data) > maxPIDFileSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxPIDFileSize)
+	}
+	return data, err
 }

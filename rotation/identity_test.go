@@ -27,7 +27,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -146,7 +145,7 @@ func TestTwoSVIDsAndAFederatedBundleReachBothSinks(t *testing.T) {
 	}
 	holds := func(name string, want *x509svid.SVID, gen uint64) {
 		t.Helper()
-		m, err := folderstate.Inspect(folders[name].InspectConfig(0))
+		m, err := filesink.Inspect(folders[name].InspectConfig(0))
 		if err != nil {
 			t.Fatalf("folder %s: %v", name, err)
 		}

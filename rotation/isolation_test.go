@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -168,7 +167,7 @@ func TestBrokenFolderDoesNotStopSDS(t *testing.T) {
 	push()
 	envoyGets(4)
 	testkit.Eventually(t, "generation 4 on disk", func() bool { return folderStatus().Generation == 4 })
-	if m, err := folderstate.Inspect(folderstate.Config{Dir: dir}); err != nil || m.Generation != 4 {
+	if m, err := filesink.Inspect(filesink.InspectConfig{Dir: dir}); err != nil || m.Generation != 4 {
 		t.Errorf("folder after recovery: %+v, %v", m, err)
 	}
 	if st := folderStatus(); st.Err != nil {

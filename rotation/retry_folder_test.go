@@ -16,7 +16,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/reload"
@@ -140,7 +139,7 @@ func TestFolderCatchesUpWithoutANewRotation(t *testing.T) {
 	if cur.Generation != 2 {
 		t.Fatalf("current generation %d: another rotation came, proving nothing", cur.Generation)
 	}
-	m, err := folderstate.Inspect(folderstate.Config{Dir: b.dir})
+	m, err := filesink.Inspect(filesink.InspectConfig{Dir: b.dir})
 	if err != nil || m.Generation != 2 || m.Serial != cur.Leaf().SerialNumber.Text(16) {
 		t.Errorf("folder after recovery: %+v, %v; want generation 2, serial %s", m, err, cur.Leaf().SerialNumber.Text(16))
 	}
@@ -179,7 +178,7 @@ func TestAFolderWhoseStableNameCannotBeMadeIsNotSwappedAgain(t *testing.T) {
 	if n := action.runs.Load(); n != 1 {
 		t.Errorf("the reload action ran %d times, want once: the set is in place", n)
 	}
-	if m, err := folderstate.Inspect(folderstate.Config{Dir: b.dir}); err != nil || m.Generation != 1 {
+	if m, err := filesink.Inspect(filesink.InspectConfig{Dir: b.dir}); err != nil || m.Generation != 1 {
 		t.Errorf("folder: %+v, %v; want generation 1", m, err)
 	}
 	if st := b.src.SinkStatuses()[0]; st.Failures != 1 || st.Retries != 0 {
@@ -246,7 +245,7 @@ func TestAFloodOfUpdatesIsCoalescedToOneSwapPerInterval(t *testing.T) {
 	if most := int(elapsed/interval) + 1; swaps > most {
 		t.Errorf("%d swaps in %s, want at most %d (one per %s)", swaps, elapsed, most, interval)
 	}
-	if m, err := folderstate.Inspect(folderstate.Config{Dir: b.dir}); err != nil || m.Serial != last {
+	if m, err := filesink.Inspect(filesink.InspectConfig{Dir: b.dir}); err != nil || m.Serial != last {
 		t.Errorf("folder: %+v, %v; want the last SVID (serial %s)", m, err, last)
 	}
 	reloads, gen := action.runs.Load(), b.src.Current().Generation
@@ -269,7 +268,7 @@ func TestPacingNeverHoldsAShortLivedSVIDUntilItExpires(t *testing.T) {
 		t.Fatal("the CA issued the same serial twice")
 	}
 	b.status("the 8 s SVID on disk well before the minute's pace", func(st rotation.SinkStatus) bool { return st.Generation == 2 })
-	if m, err := folderstate.Inspect(folderstate.Config{Dir: b.dir}); err != nil || m.Serial != short {
+	if m, err := filesink.Inspect(filesink.InspectConfig{Dir: b.dir}); err != nil || m.Serial != short {
 		t.Errorf("folder: %+v, %v; want the 8 s SVID (serial %s)", m, err, short)
 	}
 }

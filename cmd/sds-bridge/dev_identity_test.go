@@ -14,7 +14,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -36,15 +35,15 @@ func TestDevIssuesASecondSVIDAndAFederatedBundle(t *testing.T) {
 	d := startDev(t, dir, "--config", conf, "--admin", "", "--sds-socket", sock,
 		"--second-spiffe-id", "spiffe://example.org/second", "--federate-with", "partner.test")
 
-	holds := func(cfg folderstate.Config, want string) {
+	holds := func(cfg filesink.InspectConfig, want string) {
 		t.Helper()
 		testkit.Eventually(t, cfg.Dir+" holding "+want, func() bool {
-			m, err := folderstate.Inspect(cfg)
+			m, err := filesink.Inspect(cfg)
 			return err == nil && m.SPIFFEID.String() == want
 		})
 	}
-	holds(folderstate.Config{Dir: second}, "spiffe://example.org/second")
-	holds(folderstate.Config{Dir: plainDir, Layout: filesink.LayoutSPIFFE}, "spiffe://example.org/dev")
+	holds(filesink.InspectConfig{Dir: second}, "spiffe://example.org/second")
+	holds(filesink.InspectConfig{Dir: plainDir, Names: filesink.Names{Layout: filesink.LayoutSPIFFE}}, "spiffe://example.org/dev")
 	for _, f := range []string{filepath.Join(second, "federated", "partner.test.pem"), filepath.Join(plainDir, "partner.test.spiffe-trust-bundle.pem")} {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("federated bundle file: %v", err)

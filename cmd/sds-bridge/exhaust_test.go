@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -80,7 +80,7 @@ func TestAFloodOfRefusedAndAdminConnectionsDoesNotStarveRotation(t *testing.T) {
 			return false
 		}
 		adminAddr = m[1]
-		f, err := folderstate.Inspect(folderstate.Config{Dir: dir})
+		f, err := filesink.Inspect(filesink.InspectConfig{Dir: dir})
 		return err == nil && f.Generation >= 1
 	})
 	pid := bridge.cmd.Process.Pid
@@ -129,13 +129,13 @@ func TestAFloodOfRefusedAndAdminConnectionsDoesNotStarveRotation(t *testing.T) {
 	}
 
 	// The folder keeps rotating.
-	m, err := folderstate.Inspect(folderstate.Config{Dir: dir})
+	m, err := filesink.Inspect(filesink.InspectConfig{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	testkit.Eventually(t, "two more generations in the folder", func() bool {
-		f, err := folderstate.Inspect(folderstate.Config{Dir: dir})
+		f, err := filesink.Inspect(filesink.InspectConfig{Dir: dir})
 		return err == nil && f.Generation >= m.Generation+2
 	})
 	t.Logf("the folder went from generation %d two generations on in %s during the flood", m.Generation, time.Since(start).Round(time.Millisecond))

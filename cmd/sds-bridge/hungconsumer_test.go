@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/admin"
-	"github.com/sds-bridge/sds-bridge/folderstate"
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -76,7 +76,7 @@ func TestAHungPostgreSQLNeverLeavesExpiredCertificatesOnDisk(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the folder reached generation %d only, in %s", last, 2*testkit.Timeout)
 		}
-		m, err := folderstate.Inspect(folderstate.Config{Dir: certs})
+		m, err := filesink.Inspect(filesink.InspectConfig{Dir: certs})
 		if err != nil {
 			if last > 0 {
 				t.Fatalf("after generation %d the folder is not usable: %v", last, err)

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/helperconf"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
@@ -78,7 +78,7 @@ jwt_svids = [{ jwt_audience = "api", jwt_svid_file_name = "api.token" }]
 	}
 	startDev(t, dir, "--spiffe-helper-config", conf)
 	testkit.Eventually(t, "the X.509 files under helper.conf's names", func() bool {
-		m, err := folderstate.Inspect(folderstate.Config{Dir: certs, CertFileName: "tls.crt", KeyFileName: "tls.key", BundleFileName: "ca.crt"})
+		m, err := filesink.Inspect(filesink.InspectConfig{Dir: certs, Names: filesink.Names{Cert: "tls.crt", Key: "tls.key", Bundle: "ca.crt"}})
 		return err == nil && m.SPIFFEID.String() == "spiffe://example.org/dev"
 	})
 	if fi, err := os.Stat(filepath.Join(certs, "tls.crt")); err != nil || fi.Mode().Perm() != 0o640 {

@@ -29,7 +29,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 
-	"github.com/sds-bridge/sds-bridge/folderstate"
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
@@ -265,7 +265,7 @@ func runConfig(t *testing.T, work, name, addr, extra string) string {
 func folderReady(t *testing.T, dir string, gen uint64) {
 	t.Helper()
 	testkit.Eventually(t, fmt.Sprintf("generation %d in %s", gen, dir), func() bool {
-		m, err := folderstate.Inspect(folderstate.Config{Dir: dir})
+		m, err := filesink.Inspect(filesink.InspectConfig{Dir: dir})
 		return err == nil && m.Generation >= gen
 	})
 }
@@ -397,7 +397,7 @@ func packagePrefix(t *testing.T) *regexp.Regexp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !names["filesink"] || !names["rotation"] || !names["folderstate"] || !names["envoyboot"] {
+	if !names["filesink"] || !names["rotation"] || !names["admin"] || !names["envoyboot"] {
 		t.Fatalf("package names read from the source: %v", names)
 	}
 	return regexp.MustCompile(`(^|[\s"=:])(` + strings.Join(slices.Sorted(maps.Keys(names)), "|") + `): `)

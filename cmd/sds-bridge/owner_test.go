@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -110,7 +109,7 @@ func TestASecondBridgeOnTheSameFolderOrSocketExitsAndTouchesNothing(t *testing.T
 	// A long TTL: the first bridge does not rotate while the test looks.
 	first := startBridgeProc(t, bin, work, "dev", "--svid-ttl", "1h", "--dir", dir, "--sds-socket", socket, "--admin", "")
 	testkit.Eventually(t, "the first bridge's set in the folder", func() bool {
-		m, err := folderstate.Inspect(folderstate.Config{Dir: dir})
+		m, err := filesink.Inspect(filesink.InspectConfig{Dir: dir})
 		return err == nil && m.Generation >= 1 && strings.Contains(first.stderr.String(), "Envoy SDS: listening")
 	})
 	before := folderState(t, dir)

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 )
 
@@ -72,7 +71,7 @@ func midSwap(dir string) bool {
 // verified by the bundle, marker of that certificate. Validity is checked
 // at the middle of the leaf's life: with 1 s SVIDs, "now" says nothing
 // about consistency.
-func checkConsistent(t *testing.T, dir string) *folderstate.Material {
+func checkConsistent(t *testing.T, dir string) *filesink.Material {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(dir, filesink.DefaultCertFileName))
 	if err != nil {
@@ -87,7 +86,7 @@ func checkConsistent(t *testing.T, dir string) *folderstate.Material {
 		t.Fatal(err)
 	}
 	mid := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
-	m, err := folderstate.Inspect(folderstate.Config{Dir: dir, Now: mid})
+	m, err := filesink.Inspect(filesink.InspectConfig{Dir: dir, Now: mid})
 	if err != nil {
 		t.Fatalf("folder is not one consistent set: %v", err)
 	}
@@ -136,7 +135,7 @@ func TestSignalDuringSwaps(t *testing.T) {
 		// The first generation of this run is in place.
 		deadline := time.Now().Add(signalTestTimeout)
 		for {
-			if m, err := folderstate.Inspect(folderstate.Config{Dir: dir}); err == nil && m.Generation >= 1 &&
+			if m, err := filesink.Inspect(filesink.InspectConfig{Dir: dir}); err == nil && m.Generation >= 1 &&
 				strings.Contains(stderr.String(), "swapped in new generation") {
 				break
 			}

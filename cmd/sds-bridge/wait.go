@@ -3,31 +3,136 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/foldercheck"
+	"github.com/sds-bridge/sds-bridge/filesink"
+	"github.com/sds-bridge/sds-bridge/internal/config"
 )
+
+// `check` and `wait`: which credential folders to test, named by flags or
+// by the bridge's config, tested once or until they are ready. The testing
+// itself is filesink's reader.
 
 func runCheck(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sds-bridge check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var targets foldercheck.Targets
-	targets.Register(fs)
+	var targets folderTargets
+	targets.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return usageError(err)
 	}
-	return foldercheck.Check(targets, stdout)
+	cfgs, err := targets.configs()
+	if err != nil {
+		return err
+	}
+	lines, err := filesink.InspectAll(cfgs)
+	if err != nil {
+		return fmt.Errorf("check %w", err)
+	}
+	for _, l := range lines {
+		fmt.Fprintln(stdout, "ok:", l)
+	}
+	return nil
 }
 
 func runWait(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sds-bridge wait", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var targets foldercheck.Targets
-	targets.Register(fs)
+	var targets folderTargets
+	targets.register(fs)
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
 	if err := parseFlags(fs, args); err != nil {
 		return usageError(err)
 	}
-	return foldercheck.Wait(ctx, targets, *timeout, stdout)
+	cfgs, err := targets.configs()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	lines, err := filesink.Wait(ctx, cfgs)
+	if err != nil {
+		return fmt.Errorf("wait: not ready after %s: %w", *timeout, err)
+	}
+	for _, l := range lines {
+		fmt.Fprintln(stdout, "ready:", l)
+	}
+	return nil
+}
+
+// folderTargets are the folders a command line names.
+type folderTargets struct {
+	configFile  string
+	dir         string
+	layout      string
+	minValidity time.Duration
+}
+
+func (t *folderTargets) register(fs *flag.FlagSet) {
+	fs.StringVar(&t.configFile, "config", "", "the bridge's config file: test every folder it writes (files[]), with its layout, names and svid; --dir picks one")
+	fs.StringVar(&t.dir, "dir", "", "credential folder to test (required without --config)")
+	fs.StringVar(&t.layout, "layout", "", "folder layout: spiffe-helper or spiffe (default: what the folder's sds-bridge.json says it was written with, else spiffe-helper)")
+	fs.DurationVar(&t.minValidity, "min-validity", 0, "the leaf must stay valid at least this long")
+}
+
+// configs are the folders to test: --dir alone (layout and names from the
+// folder's marker), or the folders of --config, each with its layout,
+// names and svid choice, which the folder must hold.
+func (t folderTargets) configs() ([]filesink.InspectConfig, error) {
+	var dir string
+	if t.dir != "" {
+		abs, err := filepath.Abs(t.dir)
+		if err != nil {
+			return nil, fmt.Errorf("--dir: %w", err)
+		}
+		dir = abs
+	}
+	if t.configFile == "" {
+		return t.dirOnly(dir)
+	}
+	if t.layout != "" {
+		return nil, fmt.Errorf("--layout and --config: the config says each folder's layout; give only one")
+	}
+	cfg, err := config.Load(t.configFile)
+	if err != nil {
+		return nil, err
+	}
+	var cfgs []filesink.InspectConfig
+	var dirs []string
+	for _, fo := range cfg.Files {
+		dirs = append(dirs, fo.Dir)
+		if dir != "" && filepath.Clean(fo.Dir) != dir {
+			continue
+		}
+		ic := fo.FileSinkConfig().WithDefaults().InspectConfig(t.minValidity)
+		ic.Dir = filepath.Clean(fo.Dir)
+		ic.CheckSVID, ic.SVID, ic.DefaultSVIDHint = true, fo.SVID, cfg.WorkloadAPI.DefaultSVIDHint
+		cfgs = append(cfgs, ic)
+	}
+	switch {
+	case len(dirs) == 0:
+		return nil, fmt.Errorf("config %s: no credential folder (files[]) to test", t.configFile)
+	case len(cfgs) == 0:
+		return nil, fmt.Errorf("--dir %s: not a folder of config %s (files[].dir: %s)", dir, t.configFile, strings.Join(dirs, ", "))
+	}
+	return cfgs, nil
+}
+
+// dirOnly is --dir without --config.
+func (t folderTargets) dirOnly(dir string) ([]filesink.InspectConfig, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("--dir or --config is required")
+	}
+	cfg := filesink.InspectConfig{Dir: dir, MinValidity: t.minValidity}
+	if t.layout != "" {
+		cfg.Layout = filesink.Layout(t.layout)
+		if _, err := (filesink.Names{Layout: cfg.Layout}).WithDefaults(); err != nil {
+			return nil, fmt.Errorf("--layout %q: want %s or %s", t.layout, filesink.LayoutSPIFFEHelper, filesink.LayoutSPIFFE)
+		}
+	}
+	return []filesink.InspectConfig{cfg}, nil
 }

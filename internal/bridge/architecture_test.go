@@ -3,7 +3,11 @@ package bridge
 import (
 	"bufio"
 	"bytes"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -40,12 +44,14 @@ func modulePackages(t *testing.T) map[string]goPackage {
 }
 
 // TestImportRules keeps the package graph docs/architecture.md draws: data
-// flows one way, sinks never import each other, the folder reader does not
-// import the writer, pgx only through reload/pgreload, and no
-// go-control-plane server or cache in the daemon.
+// flows one way, sds and the folders never import each other (the JWT
+// writer takes filesink's atomic single file), pgx only through
+// reload/pgreload, and no go-control-plane server or cache in the daemon.
+// Inside filesink, TestTheFolderReaderDoesNotUseTheWriter keeps the reader
+// off the writer's code.
 func TestImportRules(t *testing.T) {
 	pkgs := modulePackages(t)
-	for _, must := range []string{"rotation", "sds", "filesink", "jwtfiles", "folderstate", "admin", "cmd/sds-bridge", "internal/bridge"} {
+	for _, must := range []string{"rotation", "sds", "filesink", "jwtfiles", "admin", "cmd/sds-bridge", "internal/bridge"} {
 		if _, ok := pkgs[must]; !ok {
 			t.Fatalf("go list did not list %s: the rules below would check nothing", must)
 		}
@@ -57,13 +63,12 @@ func TestImportRules(t *testing.T) {
 			}
 		}
 	}
-	never("rotation", "sds", "filesink", "jwtfiles", "reload", "admin", "folderstate", "internal/bridge")
-	never("sds", "filesink", "jwtfiles", "reload", "folderstate")
+	never("rotation", "sds", "filesink", "jwtfiles", "reload", "admin", "internal/bridge")
+	never("sds", "filesink", "jwtfiles", "reload")
 	never("filesink", "sds", "jwtfiles")
-	never("jwtfiles", "sds", "filesink")
+	never("jwtfiles", "sds")
 	never("reload", "sds", "filesink", "jwtfiles")
-	never("folderstate", "filesink", "reload", "atomicfile")
-	leaves := []string{"internal/layout", "internal/certcheck", "internal/boundedfile", "internal/connlimit", "internal/flock",
+	leaves := []string{"internal/certcheck", "internal/connlimit", "internal/flock",
 		"internal/unixsock", "internal/fielderr", "internal/oneline", "internal/buildinfo", "internal/loglimit"}
 	for _, leaf := range leaves {
 		for _, imp := range pkgs[leaf].imports {
@@ -85,7 +90,7 @@ func TestImportRules(t *testing.T) {
 			}
 		}
 	}
-	for _, pkg := range []string{"admin", "jwtfiles", "folderstate", "filesink", "sds", "rotation"} {
+	for _, pkg := range []string{"admin", "jwtfiles", "filesink", "sds", "rotation"} {
 		for _, dep := range pkgs[pkg].deps {
 			if strings.HasPrefix(dep, "github.com/jackc/") {
 				t.Errorf("%s links %s", pkg, dep)
@@ -97,6 +102,55 @@ func TestImportRules(t *testing.T) {
 		if strings.HasPrefix(dep, "github.com/envoyproxy/go-control-plane/pkg/") {
 			t.Errorf("the daemon links %s: sds serves with a loop of its own", dep)
 		}
+	}
+}
+
+// TestTheFolderReaderDoesNotUseTheWriter keeps the rule docs/architecture.md
+// states inside filesink: the reader (read_*.go: Inspect, Wait, and the
+// check behind readiness and the start-up clean-up) judges a folder as a
+// consumer does, so it uses only its own code and what both sides share
+// (names.go: the layout's names and the marker; bounded.go: the bounded
+// read), never the writer's. A reader built on the writer's idea of a set
+// would agree with the writer even where both are wrong.
+func TestTheFolderReaderDoesNotUseTheWriter(t *testing.T) {
+	fset := token.NewFileSet()
+	notTest := func(fi fs.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }
+	pkgs, err := parser.ParseDir(fset, "../../filesink", notTest, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := pkgs["filesink"].Files
+	declaredIn := map[string]string{} // top-level name → its file
+	for path, f := range files {
+		for name := range f.Scope.Objects {
+			declaredIn[name] = filepath.Base(path)
+		}
+	}
+	writer := func(file string) bool {
+		return !strings.HasPrefix(file, "read_") && file != "names.go" && file != "bounded.go"
+	}
+	readers, shared := 0, 0
+	for path, f := range files {
+		if writer(filepath.Base(path)) {
+			continue
+		}
+		readers++
+		// Unresolved are the names a file takes from the rest of its
+		// package (or the universe): what it uses of other files.
+		for _, id := range f.Unresolved {
+			switch from := declaredIn[id.Name]; {
+			case from == "":
+			case writer(from):
+				t.Errorf("%s uses %s, which the writer declares in %s", fset.Position(id.Pos()), id.Name, from)
+			default:
+				shared++
+			}
+		}
+	}
+	// Guards: the files were found, and what they take from other files is
+	// seen (Names, readIn, …), so the rule reads real references.
+	if readers < 8 || shared == 0 {
+		t.Fatalf("%d reader and shared files, %d references between them: the rule above checked nothing", readers, shared)
 	}
 }
 

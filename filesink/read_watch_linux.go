@@ -1,4 +1,4 @@
-package folderstate
+package filesink
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package folderstate_test
+package filesink_test
 
 import (
 	"crypto/x509"
@@ -12,17 +12,12 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"go.uber.org/goleak"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
-
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
 
 // td is every test CA's trust domain: two CAs are strangers all the same.
 var td = spiffeid.RequireTrustDomainFromString("example.org")

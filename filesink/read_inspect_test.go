@@ -1,4 +1,4 @@
-package folderstate_test
+package filesink_test
 
 import (
 	"errors"
@@ -11,7 +11,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/folderstate"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 )
 
@@ -41,60 +40,60 @@ func TestInspect(t *testing.T) {
 		now         time.Time
 		minValidity time.Duration
 		wantErr     error
-		wantReason  folderstate.Reason
+		wantReason  filesink.Reason
 		wantMsg     []string
 	}{
-		{name: "missing certificate", files: with("svid.pem", nil), wantErr: folderstate.ErrMissing, wantReason: folderstate.ReasonMissing, wantMsg: []string{"missing file", "svid.pem"}},
-		{name: "missing key", files: with("svid_key.pem", nil), wantErr: folderstate.ErrMissing, wantReason: folderstate.ReasonMissing, wantMsg: []string{"missing file", "svid_key.pem"}},
-		{name: "missing bundle", files: with("svid_bundle.pem", nil), wantErr: folderstate.ErrMissing, wantReason: folderstate.ReasonMissing, wantMsg: []string{"missing file", "svid_bundle.pem"}},
-		{name: "empty folder", files: map[string][]byte{}, wantErr: folderstate.ErrMissing, wantReason: folderstate.ReasonMissing, wantMsg: []string{"svid.pem"}},
+		{name: "missing certificate", files: with("svid.pem", nil), wantErr: filesink.ErrMissing, wantReason: filesink.ReasonMissing, wantMsg: []string{"missing file", "svid.pem"}},
+		{name: "missing key", files: with("svid_key.pem", nil), wantErr: filesink.ErrMissing, wantReason: filesink.ReasonMissing, wantMsg: []string{"missing file", "svid_key.pem"}},
+		{name: "missing bundle", files: with("svid_bundle.pem", nil), wantErr: filesink.ErrMissing, wantReason: filesink.ReasonMissing, wantMsg: []string{"missing file", "svid_bundle.pem"}},
+		{name: "empty folder", files: map[string][]byte{}, wantErr: filesink.ErrMissing, wantReason: filesink.ReasonMissing, wantMsg: []string{"svid.pem"}},
 		{
-			name: "expired", files: good, now: now.Add(2 * time.Hour), wantErr: folderstate.ErrExpired, wantReason: folderstate.ReasonExpired,
+			name: "expired", files: good, now: now.Add(2 * time.Hour), wantErr: filesink.ErrExpired, wantReason: filesink.ReasonExpired,
 			wantMsg: []string{"spiffe://example.org/db", "expired at " + svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339)},
 		},
 		{
-			name: "not yet valid", files: good, now: now.Add(-time.Hour), wantErr: folderstate.ErrNotYetValid, wantReason: folderstate.ReasonNotYetValid,
+			name: "not yet valid", files: good, now: now.Add(-time.Hour), wantErr: filesink.ErrNotYetValid, wantReason: filesink.ReasonNotYetValid,
 			wantMsg: []string{"not valid until " + svid.Certificates[0].NotBefore.UTC().Format(time.RFC3339)},
 		},
 		{
 			name: "valid for less than required", files: good, now: now, minValidity: 2 * time.Hour,
-			wantErr: folderstate.ErrExpiringSoon, wantReason: folderstate.ReasonExpiringSoon, wantMsg: []string{"valid for only", "less than the required 2h0m0s"},
+			wantErr: filesink.ErrExpiringSoon, wantReason: filesink.ReasonExpiringSoon, wantMsg: []string{"valid for only", "less than the required 2h0m0s"},
 		},
 		{
 			name: "key of another certificate", files: with("svid_key.pem", keyPEM(t, stranger)),
-			wantErr: folderstate.ErrKeyMismatch, wantReason: folderstate.ReasonKeyMismatch, wantMsg: []string{"svid_key.pem", "does not match certificate"},
+			wantErr: filesink.ErrKeyMismatch, wantReason: filesink.ReasonKeyMismatch, wantMsg: []string{"svid_key.pem", "does not match certificate"},
 		},
 		{
 			name: "chain from another CA", files: with("svid.pem", certPEM(stranger.Certificates...)),
-			wantErr: folderstate.ErrKeyMismatch, wantReason: folderstate.ReasonKeyMismatch, // the key is checked before the chain
+			wantErr: filesink.ErrKeyMismatch, wantReason: filesink.ReasonKeyMismatch, // the key is checked before the chain
 		},
 		{
 			name: "bundle of another CA", files: with("svid_bundle.pem", certPEM(other.Root())),
-			wantErr: folderstate.ErrUntrusted, wantReason: folderstate.ReasonUntrusted, wantMsg: []string{"does not verify against bundle", "svid_bundle.pem", "unknown authority"},
+			wantErr: filesink.ErrUntrusted, wantReason: filesink.ReasonUntrusted, wantMsg: []string{"does not verify against bundle", "svid_bundle.pem", "unknown authority"},
 		},
 		{
 			name: "truncated key", files: with("svid_key.pem", keyPEM(t, svid)[:40]),
-			wantErr: folderstate.ErrMalformed, wantReason: folderstate.ReasonMalformed, wantMsg: []string{"svid_key.pem", "cannot parse private key"},
+			wantErr: filesink.ErrMalformed, wantReason: filesink.ReasonMalformed, wantMsg: []string{"svid_key.pem", "cannot parse private key"},
 		},
 		{
 			name: "key where the certificate belongs", files: with("svid.pem", keyPEM(t, svid)),
-			wantErr: folderstate.ErrMalformed, wantReason: folderstate.ReasonMalformed, wantMsg: []string{`unexpected PEM block "PRIVATE KEY"`},
+			wantErr: filesink.ErrMalformed, wantReason: filesink.ReasonMalformed, wantMsg: []string{`unexpected PEM block "PRIVATE KEY"`},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			writePlain(t, dir, tt.files)
-			_, err := folderstate.Inspect(folderstate.Config{Dir: dir, Now: tt.now, MinValidity: tt.minValidity})
+			_, err := filesink.Inspect(filesink.InspectConfig{Dir: dir, Now: tt.now, MinValidity: tt.minValidity})
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Inspect() error = %v, want %v", err, tt.wantErr)
 			}
-			var me *folderstate.MaterialError
+			var me *filesink.MaterialError
 			if !errors.As(err, &me) || me.Reason != tt.wantReason {
 				t.Fatalf("Inspect() error %v: reason %v, want %v", err, me, tt.wantReason)
 			}
 			msg := err.Error()
-			if strings.Contains(msg, "\n") || strings.HasPrefix(msg, "folderstate: ") {
+			if strings.Contains(msg, "\n") || strings.HasPrefix(msg, "filesink: ") {
 				t.Errorf("message is not one line without a package name: %q", msg)
 			}
 			for _, frag := range tt.wantMsg {
@@ -108,7 +107,7 @@ func TestInspect(t *testing.T) {
 	t.Run("plain files without marker", func(t *testing.T) {
 		dir := t.TempDir()
 		writePlain(t, dir, good)
-		m, err := folderstate.Inspect(folderstate.Config{Dir: dir, MinValidity: 30 * time.Minute})
+		m, err := filesink.Inspect(filesink.InspectConfig{Dir: dir, MinValidity: 30 * time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +119,7 @@ func TestInspect(t *testing.T) {
 
 	t.Run("written by Apply, read through ..data", func(t *testing.T) {
 		f := written(t, filesink.Config{CertFileName: "server.crt", KeyFileName: "server.key", BundleFileName: "root.crt"}, 42, c, svid)
-		m, err := folderstate.Inspect(f.InspectConfig(0))
+		m, err := filesink.Inspect(f.InspectConfig(0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,8 +135,8 @@ func TestInspect(t *testing.T) {
 		if err := os.Remove(filepath.Join(f.Dir(), "svid_key.pem")); err != nil {
 			t.Fatal(err)
 		}
-		_, err := folderstate.Inspect(f.InspectConfig(0))
-		if !errors.Is(err, folderstate.ErrMissing) || !strings.Contains(err.Error(), filepath.Join(f.Dir(), "svid_key.pem")) {
+		_, err := filesink.Inspect(f.InspectConfig(0))
+		if !errors.Is(err, filesink.ErrMissing) || !strings.Contains(err.Error(), filepath.Join(f.Dir(), "svid_key.pem")) {
 			t.Errorf("Inspect() error = %v, want the stable name missing", err)
 		}
 	})
@@ -145,7 +144,7 @@ func TestInspect(t *testing.T) {
 	t.Run("marker of other material is ignored", func(t *testing.T) {
 		dir := t.TempDir()
 		writePlain(t, dir, with(filesink.MarkerFileName, []byte(`{"generation":5,"serial":"ffff"}`)))
-		m, err := folderstate.Inspect(folderstate.Config{Dir: dir})
+		m, err := filesink.Inspect(filesink.InspectConfig{Dir: dir})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,8 +159,8 @@ func TestInspect(t *testing.T) {
 			filesink.CredentialFileName:                append(keyPEM(t, svid), certPEM(svid.Certificates...)...),
 			"partner.net" + filesink.TrustBundleSuffix: certPEM(other.Root()),
 		})
-		_, err := folderstate.Inspect(folderstate.Config{Dir: dir, Layout: filesink.LayoutSPIFFE})
-		if !errors.Is(err, folderstate.ErrMissing) || !strings.Contains(err.Error(), "example.org"+filesink.TrustBundleSuffix) {
+		_, err := filesink.Inspect(filesink.InspectConfig{Dir: dir, Names: filesink.Names{Layout: filesink.LayoutSPIFFE}})
+		if !errors.Is(err, filesink.ErrMissing) || !strings.Contains(err.Error(), "example.org"+filesink.TrustBundleSuffix) {
 			t.Errorf("Inspect() error = %v, want the own trust bundle missing", err)
 		}
 	})
@@ -172,8 +171,8 @@ func TestInspect(t *testing.T) {
 			filesink.CredentialFileName:                append(keyPEM(t, svid), certPEM(svid.Certificates...)...),
 			"example.org" + filesink.TrustBundleSuffix: []byte("-----BEGIN CERTIFICATE-----\n"),
 		})
-		_, err := folderstate.Inspect(folderstate.Config{Dir: dir, Layout: filesink.LayoutSPIFFE})
-		if !errors.Is(err, folderstate.ErrMalformed) || !strings.Contains(err.Error(), "cannot parse bundle") {
+		_, err := filesink.Inspect(filesink.InspectConfig{Dir: dir, Names: filesink.Names{Layout: filesink.LayoutSPIFFE}})
+		if !errors.Is(err, filesink.ErrMalformed) || !strings.Contains(err.Error(), "cannot parse bundle") {
 			t.Errorf("Inspect() error = %v, want the own trust bundle malformed", err)
 		}
 	})
@@ -185,14 +184,14 @@ func TestInspect(t *testing.T) {
 		if err := os.Mkdir(filepath.Join(dir, "svid.pem"), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		_, err := folderstate.Inspect(folderstate.Config{Dir: dir})
-		if !errors.Is(err, folderstate.ErrUnreadable) || errors.Is(err, folderstate.ErrMissing) || !strings.Contains(err.Error(), "cannot read") {
+		_, err := filesink.Inspect(filesink.InspectConfig{Dir: dir})
+		if !errors.Is(err, filesink.ErrUnreadable) || errors.Is(err, filesink.ErrMissing) || !strings.Contains(err.Error(), "cannot read") {
 			t.Errorf("Inspect() error = %v, want unreadable", err)
 		}
 	})
 
 	t.Run("unknown layout", func(t *testing.T) {
-		if _, err := folderstate.Inspect(folderstate.Config{Dir: t.TempDir(), Layout: "pkcs12"}); err == nil {
+		if _, err := filesink.Inspect(filesink.InspectConfig{Dir: t.TempDir(), Names: filesink.Names{Layout: "pkcs12"}}); err == nil {
 			t.Error("Inspect accepted an unknown layout")
 		}
 	})
@@ -210,7 +209,7 @@ func TestInspectReadsTheNamesTheFolderWasWrittenWith(t *testing.T) {
 	} {
 		t.Run(string(cfg.Layout)+cfg.CertFileName, func(t *testing.T) {
 			f := written(t, cfg, 1, c, svid)
-			m, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir()})
+			m, err := filesink.Inspect(filesink.InspectConfig{Dir: f.Dir()})
 			if err != nil {
 				t.Fatalf("Inspect with the folder alone: %v", err)
 			}
@@ -220,8 +219,8 @@ func TestInspectReadsTheNamesTheFolderWasWrittenWith(t *testing.T) {
 			// Guard: names given explicitly still win, so the marker is
 			// what made the difference above.
 			if cfg.CertFileName != "" {
-				if _, err := folderstate.Inspect(folderstate.Config{Dir: f.Dir(), CertFileName: filesink.DefaultCertFileName}); !errors.Is(err, folderstate.ErrMissing) {
-					t.Errorf("Inspect with cert_file_name %s = %v, want %v", filesink.DefaultCertFileName, err, folderstate.ErrMissing)
+				if _, err := filesink.Inspect(filesink.InspectConfig{Dir: f.Dir(), Names: filesink.Names{Cert: filesink.DefaultCertFileName}}); !errors.Is(err, filesink.ErrMissing) {
+					t.Errorf("Inspect with cert_file_name %s = %v, want %v", filesink.DefaultCertFileName, err, filesink.ErrMissing)
 				}
 			}
 		})
@@ -241,42 +240,42 @@ func TestInspectRefusesASetOfAnotherSVIDThanConfigured(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, writtenFor string
-		cfg              folderstate.Config
+		cfg              filesink.InspectConfig
 		wantMsg          string // "" means ready
 	}{
-		{name: "the configured SPIFFE ID", writtenFor: web.ID.String(), cfg: folderstate.Config{SVID: web.ID.String()}},
-		{name: "the configured hint", writtenFor: "web", cfg: folderstate.Config{SVID: "web"}},
-		{name: "the default, as configured", cfg: folderstate.Config{}},
-		{name: "the default hint", cfg: folderstate.Config{DefaultSVIDHint: "db"}},
-		{name: "default written, SPIFFE ID configured", cfg: folderstate.Config{SVID: web.ID.String()},
+		{name: "the configured SPIFFE ID", writtenFor: web.ID.String(), cfg: filesink.InspectConfig{SVID: web.ID.String()}},
+		{name: "the configured hint", writtenFor: "web", cfg: filesink.InspectConfig{SVID: "web"}},
+		{name: "the default, as configured", cfg: filesink.InspectConfig{}},
+		{name: "the default hint", cfg: filesink.InspectConfig{DefaultSVIDHint: "db"}},
+		{name: "default written, SPIFFE ID configured", cfg: filesink.InspectConfig{SVID: web.ID.String()},
 			wantMsg: `written for svid "", but the folder is configured for svid "spiffe://example.org/web"`},
-		{name: "hint written, default configured", writtenFor: "web", cfg: folderstate.Config{},
+		{name: "hint written, default configured", writtenFor: "web", cfg: filesink.InspectConfig{},
 			wantMsg: `written for svid "web", but the folder is configured for svid ""`},
-		{name: "default hint names another SVID", cfg: folderstate.Config{DefaultSVIDHint: web.ID.String()},
+		{name: "default hint names another SVID", cfg: filesink.InspectConfig{DefaultSVIDHint: web.ID.String()},
 			wantMsg: "holds spiffe://example.org/db (serial " + db.Certificates[0].SerialNumber.Text(16) + "), not the configured workload_api.default_svid_hint spiffe://example.org/web"},
-		{name: "default hint is another hint", cfg: folderstate.Config{DefaultSVIDHint: "web"},
+		{name: "default hint is another hint", cfg: filesink.InspectConfig{DefaultSVIDHint: "web"},
 			wantMsg: `whose hint is "db", not the configured workload_api.default_svid_hint "web"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := written(t, filesink.Config{SVID: tc.writtenFor}, 1, c, db, web).Dir()
 			cfg := tc.cfg
 			cfg.Dir, cfg.CheckSVID = dir, true
-			_, err := folderstate.Inspect(cfg)
+			_, err := filesink.Inspect(cfg)
 			if tc.wantMsg == "" {
 				if err != nil {
 					t.Fatalf("Inspect = %v, want ready", err)
 				}
 				return
 			}
-			var me *folderstate.MaterialError
-			if !errors.As(err, &me) || me.Reason != folderstate.ReasonOtherSVID || !errors.Is(err, folderstate.ErrOtherSVID) {
-				t.Fatalf("Inspect = %v, want reason %s", err, folderstate.ReasonOtherSVID)
+			var me *filesink.MaterialError
+			if !errors.As(err, &me) || me.Reason != filesink.ReasonOtherSVID || !errors.Is(err, filesink.ErrOtherSVID) {
+				t.Fatalf("Inspect = %v, want reason %s", err, filesink.ReasonOtherSVID)
 			}
 			if !strings.Contains(err.Error(), tc.wantMsg) {
 				t.Errorf("Inspect = %q, want it to say %q", err, tc.wantMsg)
 			}
 			// Guard: the set itself is fine, only the identity is wrong.
-			if _, err := folderstate.Inspect(folderstate.Config{Dir: dir}); err != nil {
+			if _, err := filesink.Inspect(filesink.InspectConfig{Dir: dir}); err != nil {
 				t.Errorf("Inspect without CheckSVID = %v", err)
 			}
 		})

@@ -1,9 +1,9 @@
-// Package atomicfile replaces single files atomically and durably, for files
-// that change alone (a JWT-SVID, a JWT bundle), and holds the durable
-// create-and-fsync steps the credential folder's generation swap is built
-// from. Every step goes through an *os.Root, so no link planted in the
-// directory can lead a write out of it.
-package atomicfile
+// The atomic single file, for files that change alone (a JWT-SVID, a JWT
+// bundle), and the durable create-and-fsync steps the generation swap is
+// built from. Every step goes through an *os.Root, so no link planted in
+// the directory can lead a write out of it.
+
+package filesink
 
 import (
 	"crypto/rand"
@@ -59,7 +59,7 @@ func WriteFile(path string, data []byte, mode os.FileMode, owner *Owner) (err er
 			_ = root.Remove(tmp)
 		}
 	}()
-	if err := CreateNew(root, tmp, data, mode, owner); err != nil {
+	if err := createNew(root, tmp, data, mode, owner); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	// rename(2) replaces a link planted at name meanwhile; it never
@@ -67,7 +67,7 @@ func WriteFile(path string, data []byte, mode os.FileMode, owner *Owner) (err er
 	if err := root.Rename(tmp, name); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := SyncDir(root); err != nil {
+	if err := syncDir(root); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
@@ -76,7 +76,7 @@ func WriteFile(path string, data []byte, mode os.FileMode, owner *Owner) (err er
 // CreateNew creates name in dir exclusively (O_EXCL never follows a link
 // planted at the name), with owner and then mode set before any byte is
 // written, and makes its content durable. The caller fsyncs dir.
-func CreateNew(dir *os.Root, name string, data []byte, mode os.FileMode, owner *Owner) (err error) {
+func createNew(dir *os.Root, name string, data []byte, mode os.FileMode, owner *Owner) (err error) {
 	fh, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
@@ -106,7 +106,7 @@ func CreateNew(dir *os.Root, name string, data []byte, mode os.FileMode, owner *
 
 // SyncDir fsyncs the directory dir is a handle of: what a rename, create or
 // remove in it changed is durable once it returns.
-func SyncDir(dir *os.Root) error {
+func syncDir(dir *os.Root) error {
 	d, err := dir.Open(".")
 	if err != nil {
 		return fmt.Errorf("fsync directory: %w", err)

@@ -1,4 +1,4 @@
-package folderstate
+package filesink
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 // Reason says what is wrong with the material in a credential folder.
 type Reason int
 
-// The reasons Inspect and Check tell apart.
+// The reasons Inspect and checkSet tell apart.
 const (
 	ReasonMissing      Reason = iota + 1 // a file is not there
 	ReasonMalformed                      // a file is not the PEM it should be

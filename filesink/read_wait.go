@@ -1,4 +1,4 @@
-package folderstate
+package filesink
 
 import (
 	"context"
@@ -19,7 +19,7 @@ const (
 // InspectAll inspects every folder at one instant. Each line says what a
 // folder holds (naming the folder when there are several); the error is
 // the first folder's problem, after its path.
-func InspectAll(cfgs []Config) (lines []string, err error) {
+func InspectAll(cfgs []InspectConfig) (lines []string, err error) {
 	now := time.Now()
 	for _, cfg := range cfgs {
 		cfg.Now = now
@@ -44,7 +44,7 @@ func (m *Material) describe(now time.Time) string {
 // Wait inspects the folders until every one is usable, and returns
 // InspectAll's lines; when ctx ends first, it returns the last problem.
 // A single folder is looked at again on every change inotify reports.
-func Wait(ctx context.Context, cfgs []Config) ([]string, error) {
+func Wait(ctx context.Context, cfgs []InspectConfig) ([]string, error) {
 	poll := waitPoll
 	var changes <-chan struct{}
 	if len(cfgs) == 1 { // several folders: the short tick

@@ -1,4 +1,4 @@
-package folderstate
+package filesink
 
 import (
 	"crypto"
@@ -16,39 +16,38 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/internal/certcheck"
-	"github.com/sds-bridge/sds-bridge/internal/layout"
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
 )
 
-// Part is what a file is to a set.
-type Part int
+// filePart is what a file is to a set.
+type filePart int
 
 const (
-	// PartCredential is the certificate chain or its key.
-	PartCredential Part = iota + 1
-	// PartBundle is a trust domain's roots.
-	PartBundle
+	// partCredential is the certificate chain or its key.
+	partCredential filePart = iota + 1
+	// partBundle is a trust domain's roots.
+	partBundle
 )
 
-// Finding is one problem Check found, with what a caller needs to decide
+// finding is one problem checkSet found, with what a caller needs to decide
 // what to do about it.
-type Finding struct {
+type finding struct {
 	Err *MaterialError
 	// Name is the file, relative to the set's directory.
 	Name string
-	Part Part
+	part filePart
 	// NotAFile: what is at Name is no file one could read as material (a
 	// FIFO, a device, a huge file, a link out of the folder).
 	NotAFile bool
 }
 
-// Check reads the set of files in dir, named by names, and returns it, or
+// checkSet reads the set of files in dir, named by names, and returns it, or
 // every problem found, the one a consumer would hit first in front.
 // Checks stop at the first problem of the certificate itself: an expired
-// certificate is not also reported as unverifiable. marker is the one in
-// dir (nil if none): it gives Material.Generation if it describes the
+// certificate is not also reported as unverifiable. written is the marker
+// in dir (nil if none): it gives Material.Generation if it describes the
 // certificate.
-func Check(names layout.Names, dir Dir, marker *layout.Marker, now time.Time, minValidity time.Duration) (*Material, []Finding) {
+func checkSet(names Names, dir setDir, written *marker, now time.Time, minValidity time.Duration) (*Material, []finding) {
 	c := &checker{names: names, dir: dir}
 	s := set{bundles: map[spiffeid.TrustDomain][]*x509.Certificate{}}
 	c.readCredential(&s)
@@ -57,8 +56,8 @@ func Check(names layout.Names, dir Dir, marker *layout.Marker, now time.Time, mi
 	if m == nil || len(c.findings) > 0 {
 		return nil, c.findings
 	}
-	if marker != nil && marker.Serial == m.Serial {
-		m.Generation = marker.Generation
+	if written != nil && written.Serial == m.Serial {
+		m.Generation = written.Generation
 	}
 	return m, nil
 }
@@ -71,23 +70,23 @@ type set struct {
 	bundles           map[spiffeid.TrustDomain][]*x509.Certificate
 }
 
-// checker collects the findings of one Check.
+// checker collects the findings of one checkSet.
 type checker struct {
-	names    layout.Names
-	dir      Dir
-	findings []Finding
+	names    Names
+	dir      setDir
+	findings []finding
 }
 
-func (c *checker) add(f Finding, r Reason, detail string, cause error) {
+func (c *checker) add(f finding, r Reason, detail string, cause error) {
 	f.Err = &MaterialError{Reason: r, Path: c.dir.join(f.Name), Detail: oneline.Of(detail), Err: cause}
 	c.findings = append(c.findings, f)
 }
 
 // read reads name; a problem is a finding and ok is false.
-func (c *checker) read(name string, part Part) (data []byte, path string, ok bool) {
+func (c *checker) read(name string, part filePart) (data []byte, path string, ok bool) {
 	path = c.dir.join(name)
 	data, err := c.dir.read(name)
-	f := Finding{Name: name, Part: part, NotAFile: notAFile(err)}
+	f := finding{Name: name, part: part, NotAFile: notAFile(err)}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		c.add(f, ReasonMissing, "missing file "+path, err)
@@ -103,12 +102,12 @@ func (c *checker) read(name string, part Part) (data []byte, path string, ok boo
 // readCredential reads the chain and the key: one file (key, then chain)
 // or two.
 func (c *checker) readCredential(s *set) {
-	certFile, keyFile := c.names.CertFile(), c.names.KeyFile()
+	certFile, keyFile := c.names.certFile(), c.names.keyFile()
 	malformed := func(name, detail string, err error) {
-		c.add(Finding{Name: name, Part: PartCredential}, ReasonMalformed, detail, err)
+		c.add(finding{Name: name, part: partCredential}, ReasonMalformed, detail, err)
 	}
 	if certFile == keyFile {
-		if data, path, ok := c.read(certFile, PartCredential); ok {
+		if data, path, ok := c.read(certFile, partCredential); ok {
 			s.certPath, s.keyPath = path, path
 			var err error
 			if s.certs, s.key, err = certcheck.ParseCredential(data); err != nil {
@@ -117,14 +116,14 @@ func (c *checker) readCredential(s *set) {
 		}
 		return
 	}
-	if data, path, ok := c.read(certFile, PartCredential); ok {
+	if data, path, ok := c.read(certFile, partCredential); ok {
 		s.certPath = path
 		var err error
 		if s.certs, err = certcheck.ParseCerts(data); err != nil {
 			malformed(certFile, fmt.Sprintf("%s: cannot parse certificate chain: %v", path, err), err)
 		}
 	}
-	if data, path, ok := c.read(keyFile, PartCredential); ok {
+	if data, path, ok := c.read(keyFile, partCredential); ok {
 		s.keyPath = path
 		var err error
 		if s.key, err = certcheck.ParseKey(data); err != nil {
@@ -138,11 +137,11 @@ func (c *checker) readCredential(s *set) {
 // that cannot be read (a dangling link) is the same as none; the own
 // trust domain's roots come from the own bundle file when there is one.
 func (c *checker) readBundles(s *set) {
-	if own := c.names.OwnBundleFile(); own != "" {
-		if data, path, ok := c.read(own, PartBundle); ok {
+	if own := c.names.ownBundleFile(); own != "" {
+		if data, path, ok := c.read(own, partBundle); ok {
 			roots, err := certcheck.ParseCerts(data)
 			if err != nil {
-				c.add(Finding{Name: own, Part: PartBundle}, ReasonMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", path, err), err)
+				c.add(finding{Name: own, part: partBundle}, ReasonMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", path, err), err)
 			} else if len(s.certs) > 0 {
 				if id, err := x509svid.IDFromCert(s.certs[0]); err == nil {
 					s.bundles[id.TrustDomain()] = roots
@@ -150,9 +149,9 @@ func (c *checker) readBundles(s *set) {
 			}
 		}
 	}
-	dirName := c.names.BundleDir()
+	dirName := c.names.bundleDir()
 	for _, e := range c.dir.readDir(dirName) {
-		td, ok := c.names.BundleTrustDomain(e.Name())
+		td, ok := c.names.bundleTrustDomain(e.Name())
 		if !ok {
 			continue
 		}
@@ -163,7 +162,7 @@ func (c *checker) readBundles(s *set) {
 		}
 		roots, err := certcheck.ParseCerts(data)
 		if err != nil {
-			c.add(Finding{Name: name, Part: PartBundle}, ReasonMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", c.dir.join(name), err), err)
+			c.add(finding{Name: name, part: partBundle}, ReasonMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", c.dir.join(name), err), err)
 			continue
 		}
 		if _, have := s.bundles[td]; !have {
@@ -181,7 +180,7 @@ func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Mate
 	}
 	leaf := s.certs[0]
 	serial := leaf.SerialNumber.Text(16)
-	credential := Finding{Name: c.names.CertFile(), Part: PartCredential}
+	credential := finding{Name: c.names.certFile(), part: partCredential}
 	id, err := x509svid.IDFromCert(leaf)
 	if err != nil {
 		c.add(credential, ReasonMalformed, fmt.Sprintf("%s: certificate (serial %s) is not an X.509-SVID: %v", s.certPath, serial, err), err)
@@ -197,7 +196,7 @@ func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Mate
 		return nil
 	}
 	if s.key != nil && certcheck.KeyMatches(s.key, leaf) != nil {
-		c.add(Finding{Name: c.names.KeyFile(), Part: PartCredential}, ReasonKeyMismatch,
+		c.add(finding{Name: c.names.keyFile(), part: partCredential}, ReasonKeyMismatch,
 			fmt.Sprintf("%s: private key does not match certificate %s (serial %s) in %s", s.keyPath, id, serial, s.certPath), nil)
 		return nil
 	}
@@ -219,12 +218,12 @@ func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Mate
 // the chain cannot be verified, which at start-up is as bad as a chain
 // that does not verify.
 func (c *checker) verifyChain(s *set, td spiffeid.TrustDomain, what string, now time.Time) bool {
-	credential := Finding{Name: c.names.CertFile(), Part: PartCredential}
-	bundleName := c.names.BundleFile(td)
+	credential := finding{Name: c.names.certFile(), part: partCredential}
+	bundleName := c.names.bundleFile(td)
 	roots, ok := s.bundles[td]
 	if !ok {
-		if err := c.dir.stat(bundleName); c.names.OwnBundleFile() == "" && errors.Is(err, fs.ErrNotExist) {
-			c.add(Finding{Name: bundleName, Part: PartBundle}, ReasonMissing, "missing file "+c.dir.join(bundleName), err)
+		if err := c.dir.stat(bundleName); c.names.ownBundleFile() == "" && errors.Is(err, fs.ErrNotExist) {
+			c.add(finding{Name: bundleName, part: partBundle}, ReasonMissing, "missing file "+c.dir.join(bundleName), err)
 		}
 		c.add(credential, ReasonUntrusted, fmt.Sprintf("%s cannot be verified: no usable bundle %s", what, c.dir.join(bundleName)), nil)
 		return false

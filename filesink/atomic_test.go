@@ -1,4 +1,4 @@
-package atomicfile
+package filesink
 
 import (
 	"os"
@@ -109,17 +109,4 @@ func BenchmarkWriteFile(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-func listDir(t testing.TB, dir string) []string {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
 }

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package folderstate
+package filesink
 
 import "errors"
 

@@ -1,4 +1,4 @@
-package boundedfile
+package filesink
 
 import (
 	"errors"
@@ -39,13 +39,13 @@ func TestReadInReadsOnlyBoundedRegularFilesInside(t *testing.T) {
 	}
 	defer root.Close()
 
-	if data, err := ReadIn(root, "small", 10); err != nil || string(data) != "hello" {
+	if data, err := readIn(root, "small", 10); err != nil || string(data) != "hello" {
 		t.Errorf("small = %q, %v", data, err)
 	}
-	for name, want := range map[string]error{"big": ErrTooLarge, "fifo": ErrNotRegular, "sub": syscall.EISDIR, "out": ErrOutside} {
+	for name, want := range map[string]error{"big": errTooLarge, "fifo": errNotRegular, "sub": syscall.EISDIR, "out": errOutside} {
 		done := make(chan error, 1)
 		go func() {
-			_, err := ReadIn(root, name, 10)
+			_, err := readIn(root, name, 10)
 			done <- err
 		}()
 		select {
@@ -57,7 +57,7 @@ func TestReadInReadsOnlyBoundedRegularFilesInside(t *testing.T) {
 			t.Fatalf("%s: ReadIn blocks", name)
 		}
 	}
-	if _, err := ReadIn(root, "big", 10); err == nil || !strings.Contains(err.Error(), "larger than 10 bytes") {
+	if _, err := readIn(root, "big", 10); err == nil || !strings.Contains(err.Error(), "larger than 10 bytes") {
 		t.Errorf("big: %v, want the bound named", err)
 	}
 }

@@ -1,13 +1,11 @@
-// Package layout is the one place that knows the names in a credential
-// folder: which files each layout writes and reads, the marker that
-// describes a generation, and the link that names the current one. The
-// writer (filesink) and the reader (folderstate) both use it, so neither
-// repeats a switch on the layout, and the reader never imports the writer.
-package layout
+// The names in a credential folder, shared by the writer and the reader:
+// which files each layout writes and reads, the marker that describes a
+// generation, and the link that names the current one.
+
+package filesink
 
 import (
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -18,17 +16,17 @@ import (
 )
 
 // Kind names the set of files written into a folder.
-type Kind string
+type Layout string
 
 const (
 	// SPIFFEHelper writes svid.pem (leaf and intermediates), svid_key.pem
 	// (PKCS#8) and svid_bundle.pem (own trust domain roots), as
 	// spiffe-helper does. It is the default.
-	SPIFFEHelper Kind = "spiffe-helper"
+	LayoutSPIFFEHelper Layout = "spiffe-helper"
 	// SPIFFE follows the SPIFFE Filesystem Delivery standard:
 	// credential-bundle.private-key.pem (key, then chain without root) and
 	// one <trust-domain>.spiffe-trust-bundle.pem per trust domain.
-	SPIFFE Kind = "spiffe"
+	LayoutSPIFFE Layout = "spiffe"
 )
 
 // The names of a folder.
@@ -59,85 +57,85 @@ const (
 // Names are the managed names of one folder: its layout and, for
 // SPIFFEHelper, the three configurable file names.
 type Names struct {
-	Kind              Kind
+	Layout            Layout
 	Cert, Key, Bundle string // SPIFFEHelper only
 }
 
 // WithDefaults fills the layout (SPIFFEHelper) and SPIFFEHelper's file
 // names; an unknown layout is an error.
 func (n Names) WithDefaults() (Names, error) {
-	n.Kind = cmp.Or(n.Kind, SPIFFEHelper)
-	switch n.Kind {
-	case SPIFFEHelper:
+	n.Layout = cmp.Or(n.Layout, LayoutSPIFFEHelper)
+	switch n.Layout {
+	case LayoutSPIFFEHelper:
 		n.Cert = cmp.Or(n.Cert, DefaultCertFileName)
 		n.Key = cmp.Or(n.Key, DefaultKeyFileName)
 		n.Bundle = cmp.Or(n.Bundle, DefaultBundleFileName)
-	case SPIFFE:
+	case LayoutSPIFFE:
 	default:
-		return Names{}, fmt.Errorf("layout %q: want %q or %q", n.Kind, SPIFFEHelper, SPIFFE)
+		return Names{}, fmt.Errorf("layout %q: want %q or %q", n.Layout, LayoutSPIFFEHelper, LayoutSPIFFE)
 	}
 	return n, nil
 }
 
-// CertFile holds the certificate chain (in SPIFFE, after the key).
-func (n Names) CertFile() string {
-	if n.Kind == SPIFFE {
+// certFile holds the certificate chain (in SPIFFE, after the key).
+func (n Names) certFile() string {
+	if n.Layout == LayoutSPIFFE {
 		return CredentialFileName
 	}
 	return n.Cert
 }
 
-// KeyFile holds the private key; the same file as CertFile in SPIFFE.
-func (n Names) KeyFile() string {
-	if n.Kind == SPIFFE {
+// keyFile holds the private key; the same file as CertFile in SPIFFE.
+func (n Names) keyFile() string {
+	if n.Layout == LayoutSPIFFE {
 		return CredentialFileName
 	}
 	return n.Key
 }
 
-// Pair is the files holding the certificate and its key: they are good
+// pair is the files holding the certificate and its key: they are good
 // or bad together.
-func (n Names) Pair() []string {
-	if n.Kind == SPIFFE {
+func (n Names) pair() []string {
+	if n.Layout == LayoutSPIFFE {
 		return []string{CredentialFileName}
 	}
 	return []string{n.Cert, n.Key}
 }
 
-// OwnBundleFile is the file holding only the SVID's own trust domain's
+// ownBundleFile is the file holding only the SVID's own trust domain's
 // roots, "" when each trust domain has its file (SPIFFE).
-func (n Names) OwnBundleFile() string {
-	if n.Kind == SPIFFE {
+func (n Names) ownBundleFile() string {
+	if n.Layout == LayoutSPIFFE {
 		return ""
 	}
 	return n.Bundle
 }
 
-// BundleFile is the file a reader finds td's roots in, td being the
+// bundleFile is the file a reader finds td's roots in, td being the
 // SVID's own trust domain.
-func (n Names) BundleFile(own spiffeid.TrustDomain) string {
-	if n.Kind == SPIFFE {
-		return TrustBundleFile(own)
+func (n Names) bundleFile(own spiffeid.TrustDomain) string {
+	if n.Layout == LayoutSPIFFE {
+		return trustBundleFile(own)
 	}
 	return n.Bundle
 }
 
-// BundleDir is the directory whose entries name one trust domain's
+// bundleDir is the directory whose entries name one trust domain's
 // bundle each: the federated directory of SPIFFEHelper, the folder itself
 // in SPIFFE.
-func (n Names) BundleDir() string {
-	if n.Kind == SPIFFE {
+func (n Names) bundleDir() string {
+	if n.Layout == LayoutSPIFFE {
 		return "."
 	}
 	return FederatedDirName
 }
 
-// BundleTrustDomain reports whether name, an entry of BundleDir, is a
+// bundleTrustDomain reports whether name, an entry of BundleDir, is a
 // trust domain's bundle file and whose. Names that do not carry a valid
 // trust domain are not ours.
-func (n Names) BundleTrustDomain(name string) (spiffeid.TrustDomain, bool) {
+func (n Names) bundleTrustDomain(name string) (spiffeid.TrustDomain, bool) {
 	suffix := FederatedBundleSuffix
-	if n.Kind == SPIFFE {
+	if n.Layout == LayoutSPIFFE {
 		suffix = TrustBundleSuffix
 	}
 	base, ok := strings.CutSuffix(name, suffix)
@@ -151,30 +149,30 @@ func (n Names) BundleTrustDomain(name string) (spiffeid.TrustDomain, bool) {
 	return td, true
 }
 
-// PerTrustDomainFile is the name, relative to the folder, of td's own
+// perTrustDomainFile is the name, relative to the folder, of td's own
 // bundle file: in BundleDir.
-func (n Names) PerTrustDomainFile(td spiffeid.TrustDomain) string {
-	if n.Kind == SPIFFE {
-		return TrustBundleFile(td)
+func (n Names) perTrustDomainFile(td spiffeid.TrustDomain) string {
+	if n.Layout == LayoutSPIFFE {
+		return trustBundleFile(td)
 	}
 	return FederatedDirName + "/" + td.Name() + FederatedBundleSuffix
 }
 
-// Required are the stable names a consumer of the layout opens, own
+// required are the stable names a consumer of the layout opens, own
 // being the SVID's trust domain.
-func (n Names) Required(own spiffeid.TrustDomain) []string {
-	if n.Kind == SPIFFE {
-		return []string{CredentialFileName, TrustBundleFile(own)}
+func (n Names) required(own spiffeid.TrustDomain) []string {
+	if n.Layout == LayoutSPIFFE {
+		return []string{CredentialFileName, trustBundleFile(own)}
 	}
 	return []string{n.Cert, n.Key, n.Bundle}
 }
 
-// TrustBundleFile is the SPIFFE file name of td's bundle.
-func TrustBundleFile(td spiffeid.TrustDomain) string { return td.Name() + TrustBundleSuffix }
+// trustBundleFile is the SPIFFE file name of td's bundle.
+func trustBundleFile(td spiffeid.TrustDomain) string { return td.Name() + TrustBundleSuffix }
 
-// ValidFileName keeps configured names inside the folder and away from the
+// validFileName keeps configured names inside the folder and away from the
 // names the swap machinery reserves ("..data", generation directories).
-func ValidFileName(name string) error {
+func validFileName(name string) error {
 	switch {
 	case name == "":
 		return errors.New("missing: a file name is needed")
@@ -188,8 +186,8 @@ func ValidFileName(name string) error {
 	return nil
 }
 
-// Marker is the content of MarkerFileName.
-type Marker struct {
+// marker is the content of MarkerFileName.
+type marker struct {
 	Generation uint64    `json:"generation"`
 	SPIFFEID   string    `json:"spiffe_id"`
 	Serial     string    `json:"serial"`
@@ -204,47 +202,38 @@ type Marker struct {
 	Hint string `json:"hint,omitempty"`
 	// Layout and the file names make the folder self-describing: `check
 	// --dir` reads what was written, without being told the names.
-	Layout         Kind   `json:"layout,omitempty"`
+	Layout         Layout `json:"layout,omitempty"`
 	CertFileName   string `json:"cert_file_name,omitempty"`
 	KeyFileName    string `json:"key_file_name,omitempty"`
 	BundleFileName string `json:"bundle_file_name,omitempty"`
 }
 
 // NewMarker describes a generation written with names.
-func NewMarker(names Names) Marker {
-	m := Marker{Layout: names.Kind}
-	if names.Kind == SPIFFEHelper {
+func newMarker(names Names) marker {
+	m := marker{Layout: names.Layout}
+	if names.Layout == LayoutSPIFFEHelper {
 		m.CertFileName, m.KeyFileName, m.BundleFileName = names.Cert, names.Key, names.Bundle
 	}
 	return m
 }
 
-// ParseMarker decodes a marker file.
-func ParseMarker(data []byte) (*Marker, error) {
-	var m Marker
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, err
-	}
-	return &m, nil
-}
-
-// Fill completes names from what the marker says the folder was written
+// fill completes names from what the marker says the folder was written
 // with: the layout when none is given, and for that same layout the file
 // names not given, if they are plain file names (the folder may be
 // writable by its consumer). A nil marker changes nothing.
-func (m *Marker) Fill(names Names) Names {
-	if m == nil || (names.Kind != "" && names.Kind != m.Layout) {
+func (m *marker) fill(names Names) Names {
+	if m == nil || (names.Layout != "" && names.Layout != m.Layout) {
 		return names
 	}
-	names.Kind = cmp.Or(names.Kind, m.Layout)
-	if m.Layout != SPIFFEHelper {
+	names.Layout = cmp.Or(names.Layout, m.Layout)
+	if m.Layout != LayoutSPIFFEHelper {
 		return names
 	}
 	for _, n := range []struct {
 		dst *string
 		v   string
 	}{{&names.Cert, m.CertFileName}, {&names.Key, m.KeyFileName}, {&names.Bundle, m.BundleFileName}} {
-		if *n.dst == "" && ValidFileName(n.v) == nil {
+		if *n.dst == "" && validFileName(n.v) == nil {
 			*n.dst = n.v
 		}
 	}

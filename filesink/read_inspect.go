@@ -1,12 +1,14 @@
-// Package folderstate reads a credential folder as its consumer would and
-// says whether the set in it is usable: the readiness check behind `wait`,
-// `check`, the admin's /readyz and /status, and the start-up clean-up of
-// filesink's Prepare. It only reads; the names it reads come from
-// internal/layout, which the writer uses too.
-package folderstate
+// The reader (read_*.go): a credential folder read as its consumer would
+// read it, and whether the set in it is usable: the readiness check behind
+// `wait`, `check`, the admin's /readyz and /status, and the start-up
+// clean-up of Prepare. It only reads, and uses none of the writer's code
+// (TestTheFolderReaderDoesNotUseTheWriter, in internal/bridge).
+
+package filesink
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,18 +18,15 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/sds-bridge/sds-bridge/internal/layout"
 	"github.com/sds-bridge/sds-bridge/internal/oneline"
 )
 
-// Config tells Inspect where and what to read.
-type Config struct {
+// InspectConfig tells Inspect where and what to read.
+type InspectConfig struct {
 	Dir string
-	// Layout and the file names of layout.SPIFFEHelper: empty means what
-	// the folder's marker says it was written with, else
-	// layout.SPIFFEHelper and the default names.
-	Layout                                    layout.Kind
-	CertFileName, KeyFileName, BundleFileName string
+	// Names left empty are what the folder's marker says it was written
+	// with, else LayoutSPIFFEHelper and its default names.
+	Names
 	// CheckSVID makes Inspect require the SVID the folder is configured
 	// for: SVID (files[].svid, a hint or a SPIFFE ID), or when that is
 	// empty DefaultSVIDHint (workload_api.default_svid_hint). A SPIFFE ID
@@ -59,23 +58,23 @@ type Material struct {
 // Inspect reads the set in a credential folder — through ..data resolved
 // once if present, else the plain files — and checks it as a consumer
 // would. The error is a *MaterialError whose message is one line.
-func Inspect(cfg Config) (*Material, error) {
+func Inspect(cfg InspectConfig) (*Material, error) {
 	if cfg.Now.IsZero() {
 		cfg.Now = time.Now()
 	}
-	folder := OpenDir(nil, cfg.Dir, cfg.Dir)
+	folder := openSetDir(nil, cfg.Dir, cfg.Dir)
 	defer folder.Close()
 	if folder.err != nil {
 		return nil, folderError(cfg.Dir, folder.err)
 	}
 	set := folder.current()
 	defer set.Close()
-	written := ReadMarker(set)
-	names, err := written.Fill(layout.Names{Kind: cfg.Layout, Cert: cfg.CertFileName, Key: cfg.KeyFileName, Bundle: cfg.BundleFileName}).WithDefaults()
+	written := readMarker(set)
+	names, err := written.fill(cfg.Names).WithDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("%w", err)
 	}
-	m, findings := Check(names, set, written, cfg.Now, cfg.MinValidity)
+	m, findings := checkSet(names, set, written, cfg.Now, cfg.MinValidity)
 	if len(findings) > 0 {
 		return nil, findings[0].Err
 	}
@@ -87,7 +86,7 @@ func Inspect(cfg Config) (*Material, error) {
 	if set.path != folder.path {
 		// Consumers open the stable names, not ..data: a set that is
 		// complete but not linked yet (or any more) is not ready for them.
-		for _, name := range names.Required(m.SPIFFEID.TrustDomain()) {
+		for _, name := range names.required(m.SPIFFEID.TrustDomain()) {
 			if err := folder.stat(name); err != nil {
 				return nil, &MaterialError{Reason: ReasonMissing, Path: folder.join(name), Err: err,
 					Detail: oneline.Of(fmt.Sprintf("missing file %s (%s has it; the link is missing or broken)", folder.join(name), filepath.Base(set.path)))}
@@ -116,39 +115,36 @@ func folderError(dir string, err error) *MaterialError {
 
 // current is the generation directory ..data names, resolved once, or the
 // folder itself when there is no ..data. Close it: it does not close d.
-func (d Dir) current() Dir {
+func (d setDir) current() setDir {
 	if d.root == nil {
-		return Dir{path: d.path, err: d.err}
+		return setDir{path: d.path, err: d.err}
 	}
-	target, err := d.root.Readlink(layout.DataLink)
+	target, err := d.root.Readlink(DataLink)
 	switch {
 	case err != nil:
-		return Dir{root: d.root, path: d.path, borrowed: true}
+		return setDir{root: d.root, path: d.path, borrowed: true}
 	case filepath.IsAbs(target):
-		return OpenDir(nil, target, target)
+		return openSetDir(nil, target, target)
 	}
-	return OpenDir(d.root, target, filepath.Join(d.path, target))
+	return openSetDir(d.root, target, filepath.Join(d.path, target))
 }
 
 // ReadMarker is the marker in dir, nil if there is none or it cannot be
 // read.
-func ReadMarker(dir Dir) *layout.Marker {
-	data, err := dir.read(layout.MarkerFileName)
-	if err != nil {
+func readMarker(dir setDir) *marker {
+	var m marker
+	data, err := dir.read(MarkerFileName)
+	if err != nil || json.Unmarshal(data, &m) != nil {
 		return nil
 	}
-	m, err := layout.ParseMarker(data)
-	if err != nil {
-		return nil
-	}
-	return m
+	return &m
 }
 
 // checkSVID tells a valid set of another identity from the configured
 // one: after a config change, or a folder shared by mistake, a consumer
 // must not start on it.
-func checkSVID(cfg Config, m *Material, set Dir, written *layout.Marker) error {
-	path := set.join(layout.MarkerFileName)
+func checkSVID(cfg InspectConfig, m *Material, set setDir, written *marker) error {
+	path := set.join(MarkerFileName)
 	if written != nil && written.Serial != m.Serial {
 		written = nil // describes other files: says nothing about these
 	}
@@ -174,7 +170,7 @@ func checkSVID(cfg Config, m *Material, set Dir, written *layout.Marker) error {
 		return fail("not the configured %s %s", key, want)
 	}
 	if written == nil {
-		return fail("and no marker (%s) for it tells its hint: cannot tell it is the configured %s %q", layout.MarkerFileName, key, want)
+		return fail("and no marker (%s) for it tells its hint: cannot tell it is the configured %s %q", MarkerFileName, key, want)
 	}
 	return fail("whose hint is %q, not the configured %s %q", written.Hint, key, want)
 }

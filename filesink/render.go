@@ -1,0 +1,153 @@
+package filesink
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/sds-bridge/sds-bridge/internal/certcheck"
+	"github.com/sds-bridge/sds-bridge/rotation"
+)
+
+// genFile is one file of a generation; its name may have one directory
+// level.
+type genFile struct {
+	name string
+	data []byte
+	mode os.FileMode
+}
+
+// fileSet is everything one Update puts into a folder.
+type fileSet struct {
+	files []genFile // including the marker
+	// dirs are subdirectories created in the generation even when empty
+	// (federated/ with no federation yet: consumers may point at it).
+	dirs   []string
+	marker marker
+}
+
+// render turns u into the files of the layout. It refuses material that
+// must never reach a consumer: no SVID matching the folder's svid choice,
+// or a leaf that is expired or not yet valid at write time. The rest of
+// the Update's shape (an SVID, a certificate, the own bundle) is
+// rotation.NewUpdate's promise, and the names were validated with the
+// Config.
+func (f *Folder) render(u *rotation.Update, now time.Time) (*fileSet, error) {
+	svid, err := chooseSVID(f.cfg.SVID, u, now)
+	if err != nil {
+		return nil, err
+	}
+	set := &fileSet{marker: newMarker(f.names)}
+	if set.files, set.dirs, err = f.files(svid, u); err != nil {
+		return nil, fmt.Errorf("generation %d: %w", u.Generation, err)
+	}
+	leaf := svid.Certificates[0]
+	set.marker.Generation, set.marker.SPIFFEID, set.marker.Serial = u.Generation, svid.ID.String(), leaf.SerialNumber.Text(16)
+	set.marker.NotAfter, set.marker.WrittenAt = leaf.NotAfter.UTC(), now.UTC()
+	set.marker.SVID, set.marker.Hint = f.cfg.SVID, svid.Hint
+	m, err := json.Marshal(set.marker)
+	if err != nil {
+		return nil, fmt.Errorf("generation %d: encode marker: %w", u.Generation, err)
+	}
+	set.files = append(set.files, genFile{name: MarkerFileName, data: append(m, '\n'), mode: f.cfg.CertMode})
+	return set, nil
+}
+
+// chooseSVID is the SVID the folder is configured for (the default one
+// unless choice names another), if its leaf is valid at now: checked again
+// at write time, as a retried Update may have expired since rotation
+// accepted it.
+func chooseSVID(choice string, u *rotation.Update, now time.Time) (*x509svid.SVID, error) {
+	svid := u.DefaultSVID()
+	if choice != "" {
+		i := rotation.FindSVID(u.SVIDs, choice)
+		if i < 0 {
+			return nil, fmt.Errorf("generation %d: svid %q: no SVID has this hint or SPIFFE ID (the Workload API sent %s); keeping the last good set",
+				u.Generation, choice, rotation.DescribeSVIDs(u.SVIDs))
+		}
+		svid = u.SVIDs[i]
+	}
+	leaf := svid.Certificates[0]
+	if err := certcheck.Window(leaf, now); err != nil {
+		return nil, fmt.Errorf("generation %d: refusing to write SVID %s (serial %s): %w",
+			u.Generation, svid.ID, leaf.SerialNumber.Text(16), err)
+	}
+	return svid, nil
+}
+
+// files PEM-encodes what the layout distributes, with each file's mode:
+// the key, the chain (leaf plus intermediates: a root the Workload API
+// might include belongs in the bundle files only), and every trust
+// domain's roots. dirs are made even when empty.
+func (f *Folder) files(svid *x509svid.SVID, u *rotation.Update) (files []genFile, dirs []string, err error) {
+	der, err := x509.MarshalPKCS8PrivateKey(svid.PrivateKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode private key of %s: %w", svid.ID, err)
+	}
+	key := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	own, _ := u.Bundle(svid.ID.TrustDomain()) // rotation.NewUpdate guarantees one with authorities
+	var intermediates []byte
+	for _, cert := range svid.Certificates[1:] {
+		if !own.HasX509Authority(cert) {
+			intermediates = append(intermediates, encodeCert(cert)...)
+		}
+	}
+	chain := append(encodeCert(svid.Certificates[0]), intermediates...)
+	certMode, keyMode := f.cfg.CertMode, f.cfg.KeyMode
+	if f.names.Layout == LayoutSPIFFE {
+		files = []genFile{{name: CredentialFileName, data: append(key, chain...), mode: keyMode}}
+		// One file per trust domain, never concatenated: the standard lets
+		// a consumer pick the trust domains it accepts by file name.
+		for _, b := range u.Bundles {
+			if len(b.X509Authorities()) > 0 {
+				files = append(files, genFile{name: trustBundleFile(b.TrustDomain()), data: encodeCerts(b.X509Authorities()), mode: certMode})
+			}
+		}
+		return files, nil, nil
+	}
+	bundle := encodeCerts(own.X509Authorities())
+	if f.cfg.AddIntermediatesToBundle {
+		bundle = append(bundle, intermediates...)
+	}
+	files = []genFile{{name: f.names.Cert, data: chain, mode: certMode}, {name: f.names.Key, data: key, mode: keyMode}, {}}
+	if f.cfg.IncludeFederatedDomains {
+		dirs = []string{FederatedDirName}
+		for _, b := range u.Bundles {
+			if b.TrustDomain() == own.TrustDomain() || len(b.X509Authorities()) == 0 {
+				continue
+			}
+			roots := encodeCerts(b.X509Authorities())
+			files = append(files, genFile{name: f.names.perTrustDomainFile(b.TrustDomain()), data: roots, mode: certMode})
+			if f.cfg.FederatedBundle == FederatedConcatenate {
+				bundle = append(bundle, roots...)
+			}
+		}
+	}
+	files[2] = genFile{name: f.names.Bundle, data: bundle, mode: certMode}
+	return files, dirs, nil
+}
+
+// topName is the name in the folder that makes name reachable: the name
+// itself, or for "federated/x.pem" its directory's link.
+func topName(name string) string {
+	dir, _, _ := strings.Cut(name, "/")
+	return dir
+}
+
+func encodeCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+func encodeCerts(certs []*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, encodeCert(c)...)
+	}
+	return out
+}
