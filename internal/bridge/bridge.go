@@ -15,7 +15,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
 
 	"golang.org/x/sync/errgroup"
 
@@ -93,11 +95,14 @@ func New(ctx context.Context, o Options) (_ *Bridge, err error) {
 	}
 	b.release = append(b.release, unlock)
 	b.folderLocks = folders
-	// SIGHUP is caught before anything slow, so a HUP during start-up does
-	// not end the bridge either.
-	hups, stopHangup := catchHangup()
+	// SIGHUP means what operators expect of a daemon: reload, not die
+	// (the default would end the bridge with status 129 and leave its
+	// socket behind). It is caught before anything slow, so a HUP during
+	// start-up does not end the bridge either.
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
 	b.hups = hups
-	b.release = append(b.release, stopHangup)
+	b.release = append(b.release, func() { signal.Stop(hups) })
 	if err := b.build(ctx, o.Build); err != nil {
 		return nil, err
 	}
