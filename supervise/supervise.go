@@ -36,10 +36,10 @@ const (
 
 // Defaults for the zero values of Config.
 const (
-	DefaultStopTimeout = 30 * time.Second
-	DefaultStartGrace  = time.Second
-	DefaultMinBackoff  = time.Second
-	DefaultMaxBackoff  = 30 * time.Second
+	defaultStopTimeout = 30 * time.Second
+	defaultStartGrace  = time.Second
+	defaultMinBackoff  = time.Second
+	defaultMaxBackoff  = 30 * time.Second
 	// signalWait is how long a stop that did not come with a caught signal
 	// waits for one before choosing SIGTERM: the bridge's own signal
 	// handling may cancel its context a moment before the signal reaches
@@ -96,10 +96,10 @@ func New(cfg Config) (*Supervisor, error) {
 	default:
 		return nil, fmt.Errorf("restart %q: want %s or %s", cfg.Restart, RestartNever, RestartOnFailure)
 	}
-	cfg.StopTimeout = cmp.Or(cfg.StopTimeout, DefaultStopTimeout)
-	cfg.StartGrace = cmp.Or(cfg.StartGrace, DefaultStartGrace)
-	cfg.MinBackoff = cmp.Or(cfg.MinBackoff, DefaultMinBackoff)
-	cfg.MaxBackoff = max(cmp.Or(cfg.MaxBackoff, DefaultMaxBackoff), cfg.MinBackoff)
+	cfg.StopTimeout = cmp.Or(cfg.StopTimeout, defaultStopTimeout)
+	cfg.StartGrace = cmp.Or(cfg.StartGrace, defaultStartGrace)
+	cfg.MinBackoff = cmp.Or(cfg.MinBackoff, defaultMinBackoff)
+	cfg.MaxBackoff = max(cmp.Or(cfg.MaxBackoff, defaultMaxBackoff), cfg.MinBackoff)
 	cfg.Stdout = cmp.Or[io.Writer](cfg.Stdout, os.Stdout)
 	cfg.Stderr = cmp.Or[io.Writer](cfg.Stderr, os.Stderr)
 	if cfg.Logger == nil {

@@ -34,7 +34,7 @@ func runEnvoyBootstrap(ctx context.Context, args []string, stdout, stderr io.Wri
 	var exit *exec.ExitError
 	if errors.As(err, &exit) && exit.ExitCode() > 0 {
 		// The tool has said why on stderr.
-		return exitCode(exit.ExitCode())
+		return coded{code: exit.ExitCode()}
 	}
 	if err != nil {
 		return fmt.Errorf("envoy-bootstrap: %s: %w", tool, err)

@@ -24,7 +24,7 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return exitCode(exitUsage)
+		return coded{code: exitUsage}
 	}
 	return helperconf.Import(stdout, stderr, fs.Arg(0), *baseDir, *allow)
 }

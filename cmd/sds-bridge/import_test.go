@@ -40,8 +40,8 @@ func TestImportSpiffeHelperPrintsYAMLAndNotes(t *testing.T) {
 
 	for _, args := range [][]string{{}, {"a.conf", "b.conf"}} {
 		err := run(t.Context(), append([]string{"import-spiffe-helper"}, args...), &stdout, &stderr)
-		var ec exitCode
-		if !errors.As(err, &ec) || ec != 2 {
+		var ec coded
+		if !errors.As(err, &ec) || ec.code != 2 || ec.err != nil {
 			t.Errorf("import-spiffe-helper %v: %v, want exit status 2", args, err)
 		}
 	}

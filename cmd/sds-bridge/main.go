@@ -41,8 +41,8 @@ func main() {
 
 // exitStatus prints err (if it says anything) and returns the process's
 // exit status: 0 for success and for -h/--help (the usage was asked for and
-// printed), the status an exitCode carries (its usage or verdict already
-// printed), 1 otherwise.
+// printed), the status a coded error or a supervised program's exit
+// carries, 1 otherwise.
 func exitStatus(err error, stderr io.Writer) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -52,26 +52,16 @@ func exitStatus(err error, stderr io.Writer) int {
 	if errors.As(err, &r) {
 		return exitStatus(r.err, io.Discard)
 	}
-	// A supervised program's exit (supervise.ExitError): its status.
-	var child interface{ ExitCode() int }
-	if errors.As(err, &child) {
+	// A bare coded says only "exit status 2": its usage or verdict is
+	// printed already.
+	if c, ok := err.(coded); !ok || c.err != nil {
 		fmt.Fprintln(stderr, "sds-bridge:", err)
-		return child.ExitCode()
 	}
-	var c coded
+	// coded, or a supervised program's exit (supervise.ExitError).
+	var c interface{ ExitCode() int }
 	if errors.As(err, &c) {
-		fmt.Fprintln(stderr, "sds-bridge:", err)
-		return c.code
+		return c.ExitCode()
 	}
-	var ec exitCode
-	if errors.As(err, &ec) {
-		// A bare exitCode says only "exit status 2": nothing to add.
-		if err != error(ec) {
-			fmt.Fprintln(stderr, "sds-bridge:", err)
-		}
-		return int(ec)
-	}
-	fmt.Fprintln(stderr, "sds-bridge:", err)
 	return 1
 }
 
@@ -88,20 +78,22 @@ const (
 	exitNoAnswer = 3
 )
 
-// exitCode lets a command pick its exit status once its usage or verdict
-// is already printed.
-type exitCode int
-
-func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
-
-// coded is an error to print that exits with its own status.
+// coded exits with its own status, printing err; without err, the
+// command has printed its usage or verdict already.
 type coded struct {
 	code int
 	err  error
 }
 
-func (c coded) Error() string { return c.err.Error() }
+func (c coded) Error() string {
+	if c.err == nil {
+		return fmt.Sprintf("exit status %d", c.code)
+	}
+	return c.err.Error()
+}
+
 func (c coded) Unwrap() error { return c.err }
+func (c coded) ExitCode() int { return c.code }
 
 // reported is an error the command has logged already (as a JSON line):
 // main prints nothing more, and exits with err's status.
@@ -122,7 +114,7 @@ func usageError(err error) error {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return exitCode(exitUsage)
+		return coded{code: exitUsage}
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {

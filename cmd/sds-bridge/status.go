@@ -59,7 +59,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	if !st.Ready {
-		return exitCode(exitBad)
+		return coded{code: exitBad}
 	}
 	return nil
 }

@@ -15,6 +15,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
 
 	"golang.org/x/sync/errgroup"
 
@@ -53,26 +56,29 @@ type Bridge struct {
 	once   bool
 	beside []func(ctx context.Context) error
 
-	src       *rotation.Source
-	sds       *sds.Server // nil when SDS is off
-	folders   []*filesink.Folder
-	runners   []*reload.Runner // one per folder, shared with its JWT files
-	jwt       *jwtfiles.Writer
-	admin     *admin.Server
-	adminLn   net.Listener // nil when admin is off
-	sup       *supervise.Supervisor
-	hups      <-chan os.Signal
-	observers sinkObservers
+	src     *rotation.Source
+	sds     *sds.Server // nil when SDS is off
+	folders []*filesink.Folder
+	runners []*reload.Runner // one per folder, shared with its JWT files
+	jwt     *jwtfiles.Writer
+	admin   *admin.Server
+	adminLn net.Listener // nil when admin is off
+	sup     *supervise.Supervisor
+	hups    <-chan os.Signal
+	// observers are told each sink's status after an apply. The source
+	// calls notify, and is built before its observers (admin reads the
+	// source): they are added before Run starts the source, so no lock.
+	observers []func(rotation.SinkStatus)
 	applied   chan struct{} // a sink has applied, or failed to (--once)
 
 	// release undoes New: locks, signal handlers, the admin listener.
 	release []func()
 
-	// folderLocks are the folders' locks, in config order (see Lock).
+	// folderLocks are the folders' locks, in config order (see lockAll).
 	folderLocks []*filesink.FolderLock
 }
 
-// New takes what the bridge owns (Lock), then builds the graph: SDS
+// New takes what the bridge owns (lockAll), then builds the graph: SDS
 // server, prepared folders with their reload runners, JWT writer,
 // rotation source, supervisor and admin listener. On error everything
 // taken is given back.
@@ -83,17 +89,20 @@ func New(ctx context.Context, o Options) (_ *Bridge, err error) {
 			b.close()
 		}
 	}()
-	unlock, folders, err := Lock(o.Config, o.Logger)
+	unlock, folders, err := lockAll(o.Config, o.Logger)
 	if err != nil {
 		return nil, err
 	}
 	b.release = append(b.release, unlock)
 	b.folderLocks = folders
-	// SIGHUP is caught before anything slow, so a HUP during start-up does
-	// not end the bridge either.
-	hups, stopHangup := catchHangup()
+	// SIGHUP means what operators expect of a daemon: reload, not die
+	// (the default would end the bridge with status 129 and leave its
+	// socket behind). It is caught before anything slow, so a HUP during
+	// start-up does not end the bridge either.
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
 	b.hups = hups
-	b.release = append(b.release, stopHangup)
+	b.release = append(b.release, func() { signal.Stop(hups) })
 	if err := b.build(ctx, o.Build); err != nil {
 		return nil, err
 	}
@@ -113,24 +122,25 @@ func (b *Bridge) build(ctx context.Context, build buildinfo.Info) error {
 	if b.jwt, err = newJWTWriter(b.cfg, b.runners, b.log); err != nil {
 		return err
 	}
-	b.src, err = rotation.New(sourceConfig(b.cfg, sinks, b.observers.notify, b.log))
-	if err != nil {
+	rc := b.cfg.WorkloadAPI.SourceConfig()
+	rc.Sinks, rc.OnSinkDone, rc.Logger = sinks, b.notify, b.log.With("component", "rotation")
+	if b.src, err = rotation.New(rc); err != nil {
 		return err
 	}
 	if b.once {
-		b.observers.add(b.signalApplied)
+		b.observers = append(b.observers, b.signalApplied)
 	} else {
-		mem := newMemoryReturner()
-		b.observers.add(mem.observe)
+		mem := &memoryReturner{delay: memoryReturnDelay, free: debug.FreeOSMemory}
+		b.observers = append(b.observers, mem.observe)
 		b.release = append(b.release, mem.stop)
 	}
 	b.gateSupervisor(len(sinks))
 	return b.buildAdmin(build)
 }
 
-// AdminAddr is the address the admin listener bound (a port 0 resolved);
+// adminAddr is the address the admin listener bound (a port 0 resolved);
 // "" when admin is off.
-func (b *Bridge) AdminAddr() string {
+func (b *Bridge) adminAddr() string {
 	if b.adminLn == nil {
 		return ""
 	}
@@ -204,7 +214,7 @@ func (b *Bridge) startServers(ctx context.Context, g *errgroup.Group) {
 	if b.adminLn != nil {
 		g.Go(func() error { return b.admin.Serve(ctx, b.adminLn) })
 		ac := b.cfg.Admin.ServerConfig().WithDefaults()
-		b.log.Info("admin endpoint: listening", "addr", b.AdminAddr(), "endpoints", ac.LivenessPath+" "+ac.ReadinessPath+" /metrics /status")
+		b.log.Info("admin endpoint: listening", "addr", b.adminAddr(), "endpoints", ac.LivenessPath+" "+ac.ReadinessPath+" /metrics /status")
 	}
 }
 
@@ -224,15 +234,9 @@ func (b *Bridge) signalApplied(rotation.SinkStatus) {
 	}
 }
 
-// sinkObservers are told each sink's status after an apply. The source
-// calls notify, and is built before its observers (admin reads the
-// source): they are added before Run starts the source, so no lock.
-type sinkObservers struct{ fns []func(rotation.SinkStatus) }
-
-func (o *sinkObservers) add(fn func(rotation.SinkStatus)) { o.fns = append(o.fns, fn) }
-
-func (o *sinkObservers) notify(st rotation.SinkStatus) {
-	for _, fn := range o.fns {
+// notify tells every observer a sink's status.
+func (b *Bridge) notify(st rotation.SinkStatus) {
+	for _, fn := range b.observers {
 		fn(st)
 	}
 }

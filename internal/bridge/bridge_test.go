@@ -55,7 +55,7 @@ func TestNewGivesBackWhatItTookWhenItFails(t *testing.T) {
 	if _, err := New(t.Context(), Options{Config: cfg, Logger: testkit.Logger(t)}); err == nil || !strings.Contains(err.Error(), "admin.listen") {
 		t.Fatalf("New with a busy admin port = %v, want an admin.listen error", err)
 	}
-	release, _, err := Lock(cfg, testkit.Logger(t))
+	release, _, err := lockAll(cfg, testkit.Logger(t))
 	if err != nil {
 		t.Fatalf("the failed New kept a lock: %v", err)
 	}
@@ -83,7 +83,7 @@ func TestDescribeNamesWhatIsServed(t *testing.T) {
 		if disable {
 			names = "default, ROOTCA, spiffe://example.org/dev, spiffe://example.org)"
 		}
-		if !strings.Contains(out.String(), "(names: "+names) || !strings.Contains(out.String(), "http://"+b.AdminAddr()+" ") || strings.HasSuffix(b.AdminAddr(), ":0") {
+		if !strings.Contains(out.String(), "(names: "+names) || !strings.Contains(out.String(), "http://"+b.adminAddr()+" ") || strings.HasSuffix(b.adminAddr(), ":0") {
 			t.Errorf("disable %t: Describe =\n%s\nwant names %q and the bound admin address", disable, out.String(), names)
 		}
 		ctx, cancel := context.WithCancel(t.Context())

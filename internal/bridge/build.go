@@ -93,16 +93,6 @@ func newJWTWriter(cfg *config.Config, runners []*reload.Runner, log *slog.Logger
 	return jwtfiles.New(jc)
 }
 
-// sourceConfig is the rotation source feeding sinks; notify hears each
-// sink's status.
-func sourceConfig(cfg *config.Config, sinks []rotation.Sink, notify func(rotation.SinkStatus), log *slog.Logger) rotation.Config {
-	rc := cfg.WorkloadAPI.SourceConfig()
-	rc.Sinks = sinks
-	rc.OnSinkDone = notify
-	rc.Logger = log.With("component", "rotation")
-	return rc
-}
-
 // buildAdmin makes the admin server and binds its listener, if on; the
 // admin's latency histogram then hears every sink's status.
 func (b *Bridge) buildAdmin(build buildinfo.Info) error {
@@ -136,6 +126,6 @@ func (b *Bridge) buildAdmin(build buildinfo.Info) error {
 	}
 	b.admin, b.adminLn = adm, ln
 	b.release = append(b.release, func() { ln.Close() })
-	b.observers.add(adm.ObserveSink)
+	b.observers = append(b.observers, adm.ObserveSink)
 	return nil
 }

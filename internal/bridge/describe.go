@@ -39,7 +39,7 @@ func (b *Bridge) Describe(w io.Writer, ids []spiffeid.ID, domains []spiffeid.Tru
 	if b.once {
 		fmt.Fprintln(w, "  --once: writes every folder once, runs its reload actions and exits; no Envoy SDS, no admin")
 	}
-	if addr := b.AdminAddr(); addr != "" {
+	if addr := b.adminAddr(); addr != "" {
 		ac := cfg.Admin.ServerConfig().WithDefaults()
 		fmt.Fprintf(w, "  admin:              http://%s  (%s %s /metrics /status)\n", addr, ac.LivenessPath, ac.ReadinessPath)
 	}

@@ -4,22 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
 )
-
-// catchHangup makes SIGHUP mean what operators expect of a daemon: reload,
-// not die (the default would end the bridge with status 129 and leave its
-// socket behind). It must be called before anything slow, so a HUP sent
-// during start-up is not fatal either; stop undoes it.
-func catchHangup() (hups <-chan os.Signal, stop func()) {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGHUP)
-	return ch, func() { signal.Stop(ch) }
-}
 
 // behindRetrier makes every sink that is waiting to retry the current
 // Update apply it now, and names them (rotation.Source).
@@ -49,7 +37,13 @@ func onHangup(ctx context.Context, hups <-chan os.Signal, src behindRetrier, fol
 		case <-hups:
 		}
 		woken := src.RetryNow()
-		if echo := signalledWithin(folders, echoWindow); echo != "" {
+		echo := ""
+		for _, f := range folders {
+			if echo == "" && f.SignalledWithin(echoWindow) {
+				echo = f.Dir()
+			}
+		}
+		if echo != "" {
 			log.Warn("SIGHUP right after a signal action signalled: taken as its echo (does the pid file name a process that passes SIGHUP on to the bridge?); reload actions not re-run",
 				"retrying_now", woken, "dir", echo, "window", echoWindow)
 			continue
@@ -61,15 +55,4 @@ func onHangup(ctx context.Context, hups <-chan os.Signal, src behindRetrier, fol
 			}
 		}
 	}
-}
-
-// signalledWithin is the dir of the first folder whose signal actions
-// signalled within d; "" if none did.
-func signalledWithin(folders []*filesink.Folder, d time.Duration) string {
-	for _, f := range folders {
-		if f.SignalledWithin(d) {
-			return f.Dir()
-		}
-	}
-	return ""
 }

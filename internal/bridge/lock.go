@@ -10,7 +10,7 @@ import (
 	"github.com/sds-bridge/sds-bridge/sds"
 )
 
-// Lock makes the SDS socket and every credential folder belong to this
+// lockAll makes the SDS socket and every credential folder belong to this
 // process: one exclusive lock each, taken before any start-up cleanup,
 // write or socket removal. A second bridge on any of them (the same folder
 // with another socket or SVID, the same socket with another folder) fails
@@ -20,7 +20,7 @@ import (
 // folders holds each folder's lock, in config order: the folder writes the
 // directory locked here. A lock file some other uid planted is replaced,
 // and logged. release gives every lock up; call it once serving has ended.
-func Lock(cfg *config.Config, log *slog.Logger) (release func(), folders []*filesink.FolderLock, err error) {
+func lockAll(cfg *config.Config, log *slog.Logger) (release func(), folders []*filesink.FolderLock, err error) {
 	var releases []func()
 	releaseAll := func() {
 		for _, r := range slices.Backward(releases) {

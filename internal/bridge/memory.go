@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -27,10 +26,6 @@ type memoryReturner struct {
 	mu      sync.Mutex
 	timer   *time.Timer
 	stopped bool
-}
-
-func newMemoryReturner() *memoryReturner {
-	return &memoryReturner{delay: memoryReturnDelay, free: debug.FreeOSMemory}
 }
 
 // observe (a sink observer) pushes the return back to delay after this

@@ -42,11 +42,11 @@ func (b *Bridge) gateSupervisor(sinks int) {
 	if b.sup == nil {
 		return
 	}
-	var names []string
+	g := &startGate{sup: b.sup, sinks: sinks, folders: map[string]bool{}, applied: map[string]uint64{}}
 	for _, f := range b.folders {
-		names = append(names, f.Name())
+		g.folders[f.Name()] = true
 	}
-	b.observers.add(newStartGate(b.sup, sinks, names).observe)
+	b.observers = append(b.observers, g.observe)
 }
 
 // startGate tells the supervisor when every sink holds a complete, valid
@@ -64,14 +64,6 @@ type startGate struct {
 	mu      sync.Mutex
 	applied map[string]uint64 // generation each sink has applied
 	swaps   uint64            // generations applied by folders, in all
-}
-
-func newStartGate(sup *supervise.Supervisor, sinks int, folderNames []string) *startGate {
-	g := &startGate{sup: sup, sinks: sinks, folders: map[string]bool{}, applied: map[string]uint64{}}
-	for _, n := range folderNames {
-		g.folders[n] = true
-	}
-	return g
 }
 
 // observe is called with each sink's status after an apply, from the

@@ -74,7 +74,7 @@ func TestTheFirstCompleteSetNeverSignalsTheProgram(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() { done <- sup.Run(ctx) }()
-		g := newStartGate(sup, 2, []string{"folder"})
+		g := &startGate{sup: sup, sinks: 2, folders: map[string]bool{"folder": true}, applied: map[string]uint64{}}
 		g.observe(rotation.SinkStatus{Name: "sds", Generation: 1})
 		g.observe(rotation.SinkStatus{Name: "folder", Generation: 1})
 		waitForLog(t, log, "start")

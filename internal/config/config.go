@@ -158,8 +158,8 @@ const (
 	EventJWT  = "jwt"
 )
 
-// Events are the values on_rotate[].on takes.
-var Events = []string{EventX509, EventJWT}
+// events are the values on_rotate[].on takes.
+var events = []string{EventX509, EventJWT}
 
 // RunsOn reports whether event (EventX509 or EventJWT) runs the action; an
 // action without on (before Default) runs on EventX509 only.

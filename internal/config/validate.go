@@ -117,8 +117,8 @@ func (a Action) validate(f Folder) error {
 	var errs fielderr.List
 	for i, ev := range a.On {
 		switch {
-		case !slices.Contains(Events, ev):
-			errs.Add(fmt.Sprintf("on[%d]", i), "%q is not an event: want %s", ev, strings.Join(Events, " or "))
+		case !slices.Contains(events, ev):
+			errs.Add(fmt.Sprintf("on[%d]", i), "%q is not an event: want %s", ev, strings.Join(events, " or "))
 		case slices.Index(a.On, ev) < i:
 			errs.Add(fmt.Sprintf("on[%d]", i), "%q is listed twice", ev)
 		}
@@ -126,8 +126,14 @@ func (a Action) validate(f Folder) error {
 	if slices.Equal(a.On, []string{EventJWT}) && len(f.JWTSVIDs) == 0 && f.JWTBundleFileName == "" {
 		errs.Add("on", "[jwt] but the folder writes no JWT files (jwt_svids, jwt_bundle_file_name): the action would never run")
 	}
+	kinds := 0
+	for _, set := range []bool{a.Signal != nil, a.Exec != nil, a.Postgres != nil} {
+		if set {
+			kinds++
+		}
+	}
 	switch {
-	case countSet(a.Signal != nil, a.Exec != nil, a.Postgres != nil) != 1:
+	case kinds != 1:
 		errs = append(errs, errors.New("set exactly one of signal, exec, postgres"))
 	case a.Signal != nil && a.Signal.Signal == NoSignal:
 		errs.Add("signal.signal", "none: a signal action must send a signal")
@@ -165,14 +171,4 @@ func (s Supervise) validate() error {
 		errs.Add("restart", "%q is not one of never, on-failure", s.Restart)
 	}
 	return errs.Err()
-}
-
-func countSet(set ...bool) int {
-	n := 0
-	for _, b := range set {
-		if b {
-			n++
-		}
-	}
-	return n
 }

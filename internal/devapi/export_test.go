@@ -14,3 +14,11 @@ func (i *Issuer) Config() IssuerConfig {
 	cfg.FederatedWith = append([]spiffeid.TrustDomain(nil), i.cfg.FederatedWith...)
 	return cfg
 }
+
+// OpenStreams is the number of open FetchX509SVID and FetchX509Bundles
+// streams.
+func (s *Server) OpenStreams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams)
+}

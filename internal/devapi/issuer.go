@@ -17,11 +17,11 @@ import (
 // Defaults of IssuerConfig.
 const (
 	DefaultTTL     = 30 * time.Second
-	DefaultRootTTL = 24 * time.Hour
+	defaultRootTTL = 24 * time.Hour
 )
 
-// DefaultTrustDomain is used when IssuerConfig.TrustDomain is zero.
-var DefaultTrustDomain = spiffeid.RequireTrustDomainFromString("example.org")
+// defaultTrustDomain is used when IssuerConfig.TrustDomain is zero.
+var defaultTrustDomain = spiffeid.RequireTrustDomainFromString("example.org")
 
 // IssuerConfig configures the development Issuer.
 type IssuerConfig struct {
@@ -100,7 +100,7 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 // that the caller's later changes do not reach the issuer.
 func (cfg IssuerConfig) withDefaults() (IssuerConfig, error) {
 	if cfg.TrustDomain.IsZero() {
-		cfg.TrustDomain = DefaultTrustDomain
+		cfg.TrustDomain = defaultTrustDomain
 	}
 	if len(cfg.SPIFFEIDs) == 0 {
 		id, err := spiffeid.FromPath(cfg.TrustDomain, "/dev")
@@ -113,7 +113,7 @@ func (cfg IssuerConfig) withDefaults() (IssuerConfig, error) {
 		cfg.TTL = DefaultTTL
 	}
 	if cfg.RootTTL == 0 {
-		cfg.RootTTL = DefaultRootTTL
+		cfg.RootTTL = defaultRootTTL
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

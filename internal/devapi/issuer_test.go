@@ -78,7 +78,7 @@ func TestNewIssuerConfig(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", srv: srv, want: IssuerConfig{
-			TrustDomain: DefaultTrustDomain,
+			TrustDomain: defaultTrustDomain,
 			SPIFFEIDs:   []spiffeid.ID{spiffeid.RequireFromString("spiffe://example.org/dev")},
 			TTL:         30 * time.Second, RootTTL: 24 * time.Hour,
 		}},

@@ -125,7 +125,7 @@ func (s *Server) Start() error {
 		return fmt.Errorf("listen on %q: %w", s.path, err)
 	}
 	gs := grpc.NewServer(
-		// Stop then waits for every stream handler, so OpenStreams is 0
+		// Stop then waits for every stream handler, so no stream is open
 		// afterwards and no goroutine outlives the server.
 		grpc.WaitForHandlers(true),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -223,14 +223,6 @@ func (s *Server) SetX509Error(code codes.Code, msg string) {
 	s.wakeLocked()
 }
 
-// OpenStreams is the number of open FetchX509SVID and FetchX509Bundles
-// streams.
-func (s *Server) OpenStreams() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.streams)
-}
-
 // WaitOpenStreams blocks until exactly n X.509 streams are open, e.g. 1 once
 // a client watches, or 0 after it went away. It fails only when ctx ends.
 func (s *Server) WaitOpenStreams(ctx context.Context, n int) error {
@@ -294,7 +286,7 @@ func serveStream[T any](s *Server, stream grpc.ServerStreamingServer[T], method 
 	}
 }
 
-// openStream registers a stream; only X.509 streams count in OpenStreams.
+// openStream registers a stream in streams.
 func (s *Server) openStream(method string, streams map[chan struct{}]struct{}) chan struct{} {
 	wake := make(chan struct{}, 1)
 	s.mu.Lock()
