@@ -26,9 +26,24 @@ func (f *Folder) checkFolder(root *os.Root) error {
 	if err != nil {
 		return fmt.Errorf("folder: %w", err)
 	}
-	if fi.Mode().Perm()&0o002 != 0 && !f.cfg.AllowWorldWritableDir {
+	return worldWritable(f.cfg.Dir, fi, f.cfg.AllowWorldWritableDir)
+}
+
+// RefuseWorldWritable is checkFolder's rule for a folder that is not
+// locked yet (nil if dir does not exist: it is created 0755): refused
+// before its lock file is made, a folder gets nothing written into it.
+func RefuseWorldWritable(dir string, allow bool) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil
+	}
+	return worldWritable(dir, fi, allow)
+}
+
+func worldWritable(dir string, fi fs.FileInfo, allow bool) error {
+	if fi.Mode().Perm()&0o002 != 0 && !allow {
 		return fmt.Errorf("folder %s is writable by every user (mode %04o), so anyone could replace the credentials; "+
-			"remove the write bit for others (chmod o-w) or set allow_world_writable_dir", f.cfg.Dir, fi.Mode().Perm())
+			"remove the write bit for others (chmod o-w) or set allow_world_writable_dir", dir, fi.Mode().Perm())
 	}
 	return nil
 }
