@@ -43,6 +43,9 @@ type Options struct {
 	// Beside run next to the bridge until it stops, e.g. the development
 	// Workload API of `dev`. New takes the locks before they start.
 	Beside []func(ctx context.Context) error
+	// BeforeRun, if set, runs first in Run, before anything else starts
+	// (dev's Workload API listens there before the bridge calls it).
+	BeforeRun func() error
 }
 
 // Bridge is the built graph, ready to Run once. Everything that can fail
@@ -52,6 +55,8 @@ type Bridge struct {
 	log    *slog.Logger
 	once   bool
 	beside []func(ctx context.Context) error
+	// beforeRun is Options.BeforeRun.
+	beforeRun func() error
 
 	src       *rotation.Source
 	sds       *sds.Server // nil when SDS is off
@@ -77,7 +82,7 @@ type Bridge struct {
 // rotation source, supervisor and admin listener. On error everything
 // taken is given back.
 func New(ctx context.Context, o Options) (_ *Bridge, err error) {
-	b := &Bridge{cfg: o.Config, log: o.Logger, once: o.Once, beside: o.Beside, applied: make(chan struct{}, 1)}
+	b := &Bridge{cfg: o.Config, log: o.Logger, once: o.Once, beside: o.Beside, beforeRun: o.BeforeRun, applied: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			b.close()
@@ -142,6 +147,11 @@ func (b *Bridge) AdminAddr() string {
 // took; a Bridge runs once.
 func (b *Bridge) Run(ctx context.Context) error {
 	defer b.close()
+	if b.beforeRun != nil {
+		if err := b.beforeRun(); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
