@@ -97,4 +97,3 @@ func grepLines(s, what string) string {
 	}
 	return strings.Join(out, "\n")
 }
-
