@@ -200,7 +200,7 @@ func (b *Bridge) serve(ctx context.Context) error {
 	err := g.Wait()
 	if err == nil || errors.Is(err, context.Canceled) {
 		b.log.Info("stopped; credential folders keep the last good material")
-		return childErr
+		return ownerHint(b.cfg, os.Geteuid(), childErr)
 	}
 	return err
 }
