@@ -40,12 +40,7 @@ func TestSpiffeHelperMySQLExampleRunsOnMariaDB(t *testing.T) {
 
 	certs := filepath.Join(work, "certs")
 	db := newMariaDB(t, work, mysqlUser, certs)
-	helper := loadHelperExample(t, "mysql/helper.conf")
-	helper.Replace(t, "agent address", `"/tmp/spire-agent/public/api.sock"`, strconv.Quote(s.AgentSocket))
-	helper.Replace(t, "path", `"/var/lib/mysql"`, strconv.Quote(certs))
-	helper.Replace(t, "MariaDB's statement", `ALTER INSTANCE RELOAD TLS;`, `FLUSH SSL;`)
-	helperPath := filepath.Join(work, "helper.conf")
-	helper.Write(t, helperPath, nil)
+	helperPath := writeMySQLExample(t, work, s, certs)
 	// The mysql client reads its socket from my.cnf ([client] socket),
 	// which wins over $MYSQL_UNIX_PORT: the test's server is not at
 	// Debian's /run/mysqld/mysqld.sock, so the bridge's user gets a
@@ -53,13 +48,7 @@ func TestSpiffeHelperMySQLExampleRunsOnMariaDB(t *testing.T) {
 	writeFile(t, filepath.Join(work, "home", ".my.cnf"), []byte("[client]\nsocket="+db.Socket+"\n"), 0o600, nil)
 	t.Logf("and on the command line: --owner %s (the server reads the key as user mysql); ~/.my.cnf [client] socket=%s", mysqlUser.Owner(), db.Socket)
 	b := startHelperBridge(t, work, "mariadb", helperPath, nil, []string{"HOME=" + filepath.Join(work, "home")}, "--owner", mysqlUser.Owner())
-	clientDir := filepath.Join(work, "client")
-	mkdirOwned(t, clientDir, 0o755, client)
-	startBridge(t, work, "mysql-user", bridgeConfig{
-		WorkloadAPI: bridgeWorkloadAPI{Address: s.WorkloadAPIAddr()},
-		SDS:         noSDS(),
-		Files:       []bridgeFolder{{Dir: clientDir, Layout: layoutHelper}},
-	}, client)
+	clientDir := startClientFolder(t, work, "mysql-user", s, client)
 
 	server := filepath.Join(certs, "server-cert.pem")
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
@@ -86,6 +75,19 @@ func TestSpiffeHelperMySQLExampleRunsOnMariaDB(t *testing.T) {
 	}
 	t.Logf("mariadbd pid %d: Ssl_server_not_after followed %d rotations (%s); test took %s",
 		pid, len(seen)-1, strings.Join(seen, ", "), time.Since(start).Round(time.Second))
+}
+
+// writeMySQLExample writes the example's helper.conf into work, changed in
+// paths, the agent address and the statement, and returns its path.
+func writeMySQLExample(t *testing.T, work string, s *spire, certs string) string {
+	t.Helper()
+	helper := loadHelperExample(t, "mysql/helper.conf")
+	helper.Replace(t, "agent address", `"/tmp/spire-agent/public/api.sock"`, strconv.Quote(s.AgentSocket))
+	helper.Replace(t, "path", `"/var/lib/mysql"`, strconv.Quote(certs))
+	helper.Replace(t, "MariaDB's statement", `ALTER INSTANCE RELOAD TLS;`, `FLUSH SSL;`)
+	path := filepath.Join(work, "helper.conf")
+	helper.Write(t, path, nil)
+	return path
 }
 
 // followNotAfter connects as the client (its SVID, --ssl-verify-server-cert)

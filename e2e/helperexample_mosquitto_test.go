@@ -42,31 +42,12 @@ func TestSpiffeHelperMosquittoExampleRunsUnchanged(t *testing.T) {
 	addEntry(t, s, "/mosquitto", "unix:uid:0", "localhost")
 	addEntry(t, s, "/jdoe", "unix:uid:"+uidString(client.UID), "jdoe")
 
-	certs, plainPort, tlsPort := filepath.Join(work, "certs"), freePort(t), freePort(t)
-	conf := loadHelperExample(t, "mosquitto/mosquitto.conf")
-	conf.Replace(t, "port", "listener 1883 localhost", fmt.Sprintf("listener %d localhost", plainPort))
-	conf.Replace(t, "port", "listener 8883", fmt.Sprintf("listener %d", tlsPort))
-	for _, f := range []string{"certfile /opt/spire/certs/mosquitto/svid.pem", "cafile /opt/spire/certs/mosquitto/svid_bundle.pem", "keyfile /opt/spire/certs/mosquitto/svid.key"} {
-		conf.Replace(t, "path", f, strings.Replace(f, "/opt/spire/certs/mosquitto", certs, 1))
-	}
-	confPath := filepath.Join(work, "mosquitto.conf")
-	conf.Write(t, confPath, nil)
-	helper := loadHelperExample(t, "mosquitto/helper.conf")
-	helper.Replace(t, "agent address", `"/tmp/spire-agent/public/api.sock"`, strconv.Quote(s.AgentSocket))
-	helper.Replace(t, "path", "./examples/mosquitto/mosquitto.conf", confPath)
-	helper.Replace(t, "path", `"/opt/spire/certs/mosquitto"`, strconv.Quote(certs))
-	helperPath := filepath.Join(work, "helper.conf")
-	helper.Write(t, helperPath, nil)
+	certs, tlsPort := filepath.Join(work, "certs"), freePort(t)
+	helperPath := writeMosquittoExample(t, work, s, certs, tlsPort)
 	t.Logf("and on the command line: --owner %s (the broker reads the key as user mosquitto)", broker.Owner())
 
 	b := startHelperBridge(t, work, "mosquitto", helperPath, nil, nil, "--owner", broker.Owner())
-	clientDir := filepath.Join(work, "client")
-	mkdirOwned(t, clientDir, 0o755, client)
-	startBridge(t, work, "jdoe", bridgeConfig{
-		WorkloadAPI: bridgeWorkloadAPI{Address: s.WorkloadAPIAddr()},
-		SDS:         noSDS(),
-		Files:       []bridgeFolder{{Dir: clientDir, Layout: layoutHelper}},
-	}, client)
+	clientDir := startClientFolder(t, work, "jdoe", s, client)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
@@ -90,8 +71,31 @@ func TestSpiffeHelperMosquittoExampleRunsUnchanged(t *testing.T) {
 	if log := readFileString(b.proc.LogPath); !strings.Contains(log, "u'jdoe'") {
 		t.Errorf("the broker never logged the client as user jdoe (use_identity_as_username)")
 	}
-	t.Logf("broker pid %d served %d certificates (%d rotations) to %d publishes, all delivered with full verification; test took %s",
+	t.Logf("broker pid %d served %d certificates (%d rotations) to %d publishes, each acknowledged (QoS 1) with full verification; test took %s",
 		brokerPID, len(served), len(served)-1, published, time.Since(start).Round(time.Second))
+}
+
+// writeMosquittoExample writes the example's mosquitto.conf and
+// helper.conf into work, changed only in ports, paths and the agent
+// address, and returns the helper.conf's path.
+func writeMosquittoExample(t *testing.T, work string, s *spire, certs string, tlsPort int) string {
+	t.Helper()
+	plainPort := freePort(t)
+	conf := loadHelperExample(t, "mosquitto/mosquitto.conf")
+	conf.Replace(t, "port", "listener 1883 localhost", fmt.Sprintf("listener %d localhost", plainPort))
+	conf.Replace(t, "port", "listener 8883", fmt.Sprintf("listener %d", tlsPort))
+	for _, f := range []string{"certfile /opt/spire/certs/mosquitto/svid.pem", "cafile /opt/spire/certs/mosquitto/svid_bundle.pem", "keyfile /opt/spire/certs/mosquitto/svid.key"} {
+		conf.Replace(t, "path", f, strings.Replace(f, "/opt/spire/certs/mosquitto", certs, 1))
+	}
+	confPath := filepath.Join(work, "mosquitto.conf")
+	conf.Write(t, confPath, nil)
+	helper := loadHelperExample(t, "mosquitto/helper.conf")
+	helper.Replace(t, "agent address", `"/tmp/spire-agent/public/api.sock"`, strconv.Quote(s.AgentSocket))
+	helper.Replace(t, "path", "./examples/mosquitto/mosquitto.conf", confPath)
+	helper.Replace(t, "path", `"/opt/spire/certs/mosquitto"`, strconv.Quote(certs))
+	helperPath := filepath.Join(work, "helper.conf")
+	helper.Write(t, helperPath, nil)
+	return helperPath
 }
 
 // publishAcrossRotations publishes as the client every second, each

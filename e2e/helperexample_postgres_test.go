@@ -22,24 +22,8 @@ import (
 // without a restart.
 func TestSpiffeHelperPostgresExampleRunsUnchanged(t *testing.T) {
 	start := time.Now()
-	requireBridge(t)
-	_, pgUser := requirePostgres(t)
-	work := newWorkDir(t)
-	s := startSPIRE(t, work,
-		spireEntry{Path: "/db", Selector: "unix:user:" + pgUser.Name},
-		spireEntry{Path: "/backend", Selector: "unix:uid:0"},
-	)
-	d := &dbStack{
-		Work: work, SPIRE: s, PGUser: pgUser,
-		DB:     folder{Dir: filepath.Join(work, "db"), Layout: layoutHelper, TD: s.TrustDomain},
-		Client: folder{Dir: filepath.Join(work, "client"), Layout: layoutSPIFFE, TD: s.TrustDomain},
-		DBID:   s.ID("/db"), ClientID: s.ID("/backend"),
-	}
-	mkdirOwned(t, d.DB.Dir, 0o755, pgUser)
-	mkdirOwned(t, d.Client.Dir, 0o755, nil)
-	d.PG = initPostgres(t, work, pgTLSFiles{
-		Cert: filepath.Join(d.DB.Dir, "svid.pem"), Key: filepath.Join(d.DB.Dir, "svid.key"), CA: filepath.Join(d.DB.Dir, "svid_bundle.pem"),
-	})
+	d := newExampleDBStack(t)
+	work, s, pgUser := d.Work, d.SPIRE, d.PGUser
 	helper := loadHelperExample(t, "postgresql/helper.conf")
 	helper.Replace(t, "agent address", `"/tmp/spire-agent/public/api.sock"`, strconv.Quote(s.AgentSocket))
 	helper.Replace(t, "port", "-p 5432", fmt.Sprintf("-p %d", d.PG.Port))
@@ -85,6 +69,31 @@ func TestSpiffeHelperPostgresExampleRunsUnchanged(t *testing.T) {
 	}
 	t.Logf("postmaster %d presented %d certificates (3 rotations) %v; ERROR lines in the bridge's log: %d; test took %s",
 		pid, len(serials), serials, strings.Count(log, "level=ERROR"), time.Since(start).Round(time.Second))
+}
+
+// newExampleDBStack is newDBStack with the example's file names
+// (svid.key, not svid_key.pem) in the database's folder.
+func newExampleDBStack(t *testing.T) *dbStack {
+	t.Helper()
+	requireBridge(t)
+	_, pgUser := requirePostgres(t)
+	work := newWorkDir(t)
+	s := startSPIRE(t, work,
+		spireEntry{Path: "/db", Selector: "unix:user:" + pgUser.Name},
+		spireEntry{Path: "/backend", Selector: "unix:uid:0"},
+	)
+	d := &dbStack{
+		Work: work, SPIRE: s, PGUser: pgUser,
+		DB:     folder{Dir: filepath.Join(work, "db"), Layout: layoutHelper, TD: s.TrustDomain},
+		Client: folder{Dir: filepath.Join(work, "client"), Layout: layoutSPIFFE, TD: s.TrustDomain},
+		DBID:   s.ID("/db"), ClientID: s.ID("/backend"),
+	}
+	mkdirOwned(t, d.DB.Dir, 0o755, pgUser)
+	mkdirOwned(t, d.Client.Dir, 0o755, nil)
+	d.PG = initPostgres(t, work, pgTLSFiles{
+		Cert: filepath.Join(d.DB.Dir, "svid.pem"), Key: filepath.Join(d.DB.Dir, "svid.key"), CA: filepath.Join(d.DB.Dir, "svid_bundle.pem"),
+	})
+	return d
 }
 
 // grepLines is the lines of s that contain what.

@@ -114,6 +114,21 @@ func addEntry(t *testing.T, s *spire, path, selector string, dns ...string) {
 	mustRun(t, ctx, s.serverCmd(args...))
 }
 
+// startClientFolder starts a bridge (a YAML config) as u writing u's SVID
+// into work/name in the spiffe-helper layout, for a client of the example's
+// server, and returns the folder.
+func startClientFolder(t *testing.T, work, name string, s *spire, u *osUser) string {
+	t.Helper()
+	dir := filepath.Join(work, name)
+	mkdirOwned(t, dir, 0o755, u)
+	startBridge(t, work, name, bridgeConfig{
+		WorkloadAPI: bridgeWorkloadAPI{Address: s.WorkloadAPIAddr()},
+		SDS:         noSDS(),
+		Files:       []bridgeFolder{{Dir: dir, Layout: layoutHelper}},
+	}, u)
+	return dir
+}
+
 // nobody is the account client workloads run as (their own SPIRE entry,
 // their own folder).
 func nobody(t *testing.T) *osUser {
@@ -123,28 +138,4 @@ func nobody(t *testing.T) *osUser {
 		t.Fatal(err)
 	}
 	return u
-}
-
-// countRotations polls leaf (the serial a server presents, or a folder
-// holds) until it has seen want distinct values after the first, calling
-// each(serial) for every new one, and returns them in order.
-func countRotations(t *testing.T, ctx context.Context, want int, every time.Duration, leaf func() (string, error)) []string {
-	t.Helper()
-	var seen []string
-	if err := poll(ctx, fmt.Sprintf("%d rotations", want), every, func() error {
-		s, err := leaf()
-		if err != nil {
-			return err
-		}
-		if len(seen) == 0 || seen[len(seen)-1] != s {
-			seen = append(seen, s)
-		}
-		if len(seen) < want+1 {
-			return fmt.Errorf("seen %d serials", len(seen))
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return seen
 }
