@@ -141,6 +141,11 @@ e2e-deps:
 		echo "installing PostgreSQL from Debian's packages"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
 	fi
+	@# Mosquitto 2.0 and MariaDB 10.11 for the spiffe-helper examples' tests.
+	@if ! command -v mosquitto_pub >/dev/null || ! [ -x /usr/sbin/mosquitto ] || ! [ -x /usr/sbin/mariadbd ]; then \
+		echo "installing Mosquitto and MariaDB from Debian's packages"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients mariadb-server mariadb-client; \
+	fi
 
 e2e: e2e-deps
 	$(GO) test -tags e2e -race -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/

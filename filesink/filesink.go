@@ -117,6 +117,10 @@ type Config struct {
 	// add_intermediates_to_bundle does for MySQL, which wants every CA
 	// certificate in its ssl-ca file.
 	AddIntermediatesToBundle bool
+	// OmitExpired leaves certificates expired at write time out of the
+	// chain and bundle files, as spiffe-helper's omit_expired does: a
+	// bundle keeps an old CA until SPIRE prunes it (omitexpired.go).
+	OmitExpired bool
 	// CertMode applies to certificates, bundles and the marker (default
 	// 0644); KeyMode to files holding the private key (default 0600) and
 	// must not grant anything to others.
@@ -363,7 +367,7 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
 	}
 	now := f.cfg.Now()
-	set, err := f.render(u, now)
+	set, err := f.render(omitExpired(u, f.cfg.OmitExpired, now), now)
 	if err != nil {
 		f.stats.written(err)
 		return err

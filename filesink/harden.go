@@ -17,6 +17,29 @@ import (
 // its place. Nothing is written until the path names that directory again.
 var ErrFolderReplaced = errors.New("the folder is no longer the directory the bridge locked at start")
 
+// RefuseWorldWritable is the open folder's world-writable rule for a folder that is not
+// locked yet (nil if dir does not exist: it is created 0755): refused
+// before its lock file is made, a folder gets nothing written into it.
+func RefuseWorldWritable(dir string, allow bool) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil
+	}
+	return worldWritable(dir, fi, allow)
+}
+
+// worldWritable refuses a folder every user may write to (unless
+// allowed): anyone could then plant links or files at the names consumers
+// open, or remove the set. The sticky bit does not help: it stops
+// removal, not the planting of names the bridge has not created yet.
+func worldWritable(dir string, fi fs.FileInfo, allow bool) error {
+	if fi.Mode().Perm()&0o002 != 0 && !allow {
+		return fmt.Errorf("folder %s is writable by every user (mode %04o), so anyone could replace the credentials; "+
+			"remove the write bit for others (chmod o-w) or set allow_world_writable_dir", dir, fi.Mode().Perm())
+	}
+	return nil
+}
+
 // FolderLock is a credential folder this process holds: its lock, and a
 // handle of the very directory that was locked. The Folder given it
 // (Config.Lock) writes that directory and no other, whatever happens to
@@ -94,13 +117,8 @@ func (f *Folder) openFolder() (*os.Root, error) {
 	if err := f.stillAtPath(held); err != nil {
 		return nil, err
 	}
-	// A folder every user may write to is refused (unless allowed): anyone
-	// could then plant links or files at the names consumers open, or
-	// remove the set. The sticky bit does not help: it stops removal, not
-	// the planting of names the bridge has not created yet.
-	if held.Mode().Perm()&0o002 != 0 && !f.cfg.AllowWorldWritableDir {
-		return nil, fmt.Errorf("folder %s is writable by every user (mode %04o), so anyone could replace the credentials; "+
-			"remove the write bit for others (chmod o-w) or set allow_world_writable_dir", f.cfg.Dir, held.Mode().Perm())
+	if err := worldWritable(f.cfg.Dir, held, f.cfg.AllowWorldWritableDir); err != nil {
+		return nil, err
 	}
 	return f.root, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -14,12 +15,22 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/bridge"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
+	"github.com/sds-bridge/sds-bridge/internal/unixsock"
 )
 
 // devHome is where dev puts everything unless told otherwise.
 const devHome = "sds-bridge-dev"
 
-func registerDev(fs *flag.FlagSet, d *bridge.DevIdentities) {
+// devSocket is where dev serves its Workload API: --workload-api-socket
+// and --workload-api-mode.
+type devSocket struct {
+	path string
+	mode string
+}
+
+func registerDev(fs *flag.FlagSet, d *bridge.DevIdentities, s *devSocket) {
+	fs.StringVar(&s.path, "workload-api-socket", "", "unix socket of dev's Workload API (default ./"+devHome+"/workload.sock)")
+	fs.StringVar(&s.mode, "workload-api-mode", "", `mode of that socket, e.g. "0777" so that a program run as another user (a helper.conf's consumer) can reach it (default: as created, writable by dev's user only)`)
 	fs.DurationVar(&d.TTL, "svid-ttl", devapi.DefaultTTL, "lifetime of each development SVID; a new one is issued at half of it")
 	fs.StringVar(&d.TrustDomain, "trust-domain", "example.org", "trust domain of the development CA")
 	fs.StringVar(&d.SPIFFEID, "spiffe-id", "", "SPIFFE ID to issue (default spiffe://<trust-domain>/dev)")
@@ -40,17 +51,18 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("sds-bridge dev", flag.ContinueOnError)
 	var common commonFlags
 	var dev bridge.DevIdentities
-	registerDev(fs, &dev)
+	var sock devSocket
+	registerDev(fs, &dev, &sock)
 	log, err := common.parse(fs, args, stderr)
 	if err != nil {
 		return err
 	}
-	return common.finish(runDevBridge(ctx, &common, &dev, log, stdout))
+	return common.finish(runDevBridge(ctx, &common, &dev, sock, log, stdout))
 }
 
 // runDevBridge starts dev's Workload API and the bridge against it, and runs
 // them.
-func runDevBridge(ctx context.Context, common *commonFlags, dev *bridge.DevIdentities, log *slog.Logger, stdout io.Writer) error {
+func runDevBridge(ctx context.Context, common *commonFlags, dev *bridge.DevIdentities, sock devSocket, log *slog.Logger, stdout io.Writer) error {
 	issuing, err := dev.IssuerConfig()
 	if err != nil {
 		return err
@@ -59,7 +71,7 @@ func runDevBridge(ctx context.Context, common *commonFlags, dev *bridge.DevIdent
 	if err != nil {
 		return err
 	}
-	wlSocket, err := bridge.DevSocketPath(filepath.Join(home, "workload.sock"))
+	wlSocket, mode, err := sock.resolve(home)
 	if err != nil {
 		return err
 	}
@@ -71,7 +83,7 @@ func runDevBridge(ctx context.Context, common *commonFlags, dev *bridge.DevIdent
 		return err
 	}
 	opts := common.options(cfg, log)
-	if opts.Beside, err = bridge.DevWorkloadAPI(wlSocket, issuing, log); err != nil {
+	if opts.BeforeRun, opts.Beside, err = bridge.DevWorkloadAPI(wlSocket, mode, issuing, log); err != nil {
 		return err
 	}
 	b, err := bridge.New(ctx, opts)
@@ -89,4 +101,30 @@ func runDevBridge(ctx context.Context, common *commonFlags, dev *bridge.DevIdent
 	fmt.Fprintf(stdout, "  Workload API (dev): unix://%s\n", wlSocket)
 	b.Describe(stdout, ids, append([]spiffeid.TrustDomain{issuing.TrustDomain}, issuing.FederatedWith...))
 	return b.Run(ctx)
+}
+
+// resolve is the socket's absolute path (home/workload.sock by default,
+// shortened if too long for a unix socket) and its mode, 0 to leave it as
+// created.
+func (s devSocket) resolve(home string) (string, os.FileMode, error) {
+	var mode os.FileMode
+	if s.mode != "" {
+		m, err := config.ParseMode(s.mode)
+		if err != nil {
+			return "", 0, fmt.Errorf("--workload-api-mode: %w", err)
+		}
+		mode = os.FileMode(m)
+	}
+	if s.path == "" {
+		path, err := bridge.DevSocketPath(filepath.Join(home, "workload.sock"))
+		return path, mode, err
+	}
+	path, err := filepath.Abs(s.path)
+	if err != nil {
+		return "", 0, fmt.Errorf("--workload-api-socket: %w", err)
+	}
+	if len(path) > unixsock.MaxPath {
+		return "", 0, fmt.Errorf("--workload-api-socket %s: longer than a unix socket path may be (%d bytes)", path, unixsock.MaxPath)
+	}
+	return path, mode, nil
 }

@@ -158,7 +158,7 @@ func TestImportRefusesFileNamesRunRefuses(t *testing.T) {
 // --spiffe-helper-config refuse it the same way and say how to convert it.
 func TestUnsupportedKeysRefusedUnlessAllowed(t *testing.T) {
 	conf := filepath.Join("..", "..", "internal", "helperconf", "testdata", "unsupported-key.conf")
-	keys := []string{"renew_singal", "omit_expired"}
+	keys := []string{"renew_singal", "renew_signal"}
 
 	var stdout, stderr syncBuffer
 	err := run(t.Context(), []string{"import-spiffe-helper", conf}, &stdout, &stderr)
@@ -183,7 +183,7 @@ func TestUnsupportedKeysRefusedUnlessAllowed(t *testing.T) {
 	if err := run(t.Context(), []string{"import-spiffe-helper", "--allow-unsupported", conf}, &yaml, io.Discard); err != nil {
 		t.Fatalf("import-spiffe-helper --allow-unsupported: %v", err)
 	}
-	if !strings.Contains(yaml.String(), "NOT SUPPORTED (omit_expired)") {
+	if !strings.Contains(yaml.String(), "NOT SUPPORTED (renew_signal)") {
 		t.Errorf("--allow-unsupported YAML lacks the NOT SUPPORTED comment:\n%s", yaml.String())
 	}
 

@@ -20,12 +20,14 @@ const usage = `sds-bridge: one SPIFFE rotation source for Envoy (SDS) and files.
 
 Usage:
   sds-bridge run     [--config FILE] [--workload-api ADDR] [--sds-socket PATH] [--dir DIR] [--layout L] [--admin ADDR] [-- PROGRAM ARGS...]
-  sds-bridge dev     [--config FILE] [--dir DIR] [--sds-socket PATH] [--svid-ttl DUR] [--trust-domain TD] [--admin ADDR] [-- PROGRAM ARGS...]
+  sds-bridge dev     [--config FILE] [--dir DIR] [--sds-socket PATH] [--svid-ttl DUR] [--trust-domain TD] [--admin ADDR]
+                     [--workload-api-socket PATH] [--workload-api-mode MODE] [-- PROGRAM ARGS...]
   sds-bridge wait    --dir DIR [--layout L] [--min-validity DUR] [--timeout DUR]
   sds-bridge check   --dir DIR [--layout L] [--min-validity DUR]
   sds-bridge status  [--admin ADDR | --config FILE] [--json]
-  sds-bridge import-spiffe-helper [--base-dir DIR] [--allow-unsupported] helper.conf   (prints the equivalent YAML;
-                     run and dev also take --spiffe-helper-config helper.conf instead of --config)
+  sds-bridge import-spiffe-helper [--base-dir DIR] [--owner UID:GID] [--allow-unsupported] helper.conf   (prints the
+                     equivalent YAML; run and dev also take --spiffe-helper-config helper.conf [--owner UID:GID]
+                     instead of --config)
 ` + envoyBootstrapUsage + `
   sds-bridge version
 

@@ -36,6 +36,8 @@ type commonFlags struct {
 	// configFile; its notes go to stderr.
 	spiffeHelperConfig string
 	stderr             io.Writer
+	// owner (--owner, with spiffeHelperConfig only) owns the files.
+	owner ownerFlag
 
 	// limit is the logger's handler: it bounds repeated lines and is
 	// closed (pending counts written) when the command ends.
@@ -63,6 +65,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.configFile, "config", "", "YAML config file (see README for every key)")
 	fs.StringVar(&c.spiffeHelperConfig, "spiffe-helper-config", "", "a spiffe-helper helper.conf to use instead of --config, converted as import-spiffe-helper does")
 	c.stderr = fs.Output()
+	fs.Var(&c.owner, "owner", "uid:gid to own the files of --spiffe-helper-config's folder (files[].owner; the bridge must run as root)")
 	fs.StringVar(&c.sdsSocket, "sds-socket", "", "unix socket for Envoy's SDS (sds.socket)")
 	fs.StringVar(&c.dir, "dir", "", "add one credential folder at DIR (files[].dir)")
 	fs.StringVar(&c.layout, "layout", "spiffe-helper", "layout of the --dir folder: spiffe-helper or spiffe")
@@ -78,6 +81,9 @@ func (c *commonFlags) load(then func(*config.Config)) (*config.Config, error) {
 	if c.configFile != "" && c.spiffeHelperConfig != "" {
 		return nil, errors.New("--config and --spiffe-helper-config: give only one")
 	}
+	if c.owner.owner != nil && c.spiffeHelperConfig == "" {
+		return nil, errors.New("--owner goes with --spiffe-helper-config; a YAML config says files[].owner")
+	}
 	cfg := &config.Config{}
 	if c.configFile != "" {
 		var err error
@@ -86,7 +92,7 @@ func (c *commonFlags) load(then func(*config.Config)) (*config.Config, error) {
 		}
 	}
 	if c.spiffeHelperConfig != "" {
-		converted, once, err := helperconf.Load(c.stderr, c.spiffeHelperConfig)
+		converted, once, err := helperconf.Load(c.stderr, c.spiffeHelperConfig, helperconf.Options{Owner: c.owner.owner})
 		if err != nil {
 			return nil, err
 		}

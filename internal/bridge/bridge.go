@@ -46,6 +46,9 @@ type Options struct {
 	// Beside run next to the bridge until it stops, e.g. the development
 	// Workload API of `dev`. New takes the locks before they start.
 	Beside []func(ctx context.Context) error
+	// BeforeRun, if set, runs first in Run, before anything else starts
+	// (dev's Workload API listens there before the bridge calls it).
+	BeforeRun func() error
 }
 
 // Bridge is the built graph, ready to Run once. Everything that can fail
@@ -55,6 +58,8 @@ type Bridge struct {
 	log    *slog.Logger
 	once   bool
 	beside []func(ctx context.Context) error
+	// beforeRun is Options.BeforeRun.
+	beforeRun func() error
 
 	src     *rotation.Source
 	sds     *sds.Server // nil when SDS is off
@@ -83,7 +88,7 @@ type Bridge struct {
 // rotation source, supervisor and admin listener. On error everything
 // taken is given back.
 func New(ctx context.Context, o Options) (_ *Bridge, err error) {
-	b := &Bridge{cfg: o.Config, log: o.Logger, once: o.Once, beside: o.Beside, applied: make(chan struct{}, 1)}
+	b := &Bridge{cfg: o.Config, log: o.Logger, once: o.Once, beside: o.Beside, beforeRun: o.BeforeRun, applied: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			b.close()
@@ -152,6 +157,11 @@ func (b *Bridge) adminAddr() string {
 // took; a Bridge runs once.
 func (b *Bridge) Run(ctx context.Context) error {
 	defer b.close()
+	if b.beforeRun != nil {
+		if err := b.beforeRun(); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
@@ -200,7 +210,7 @@ func (b *Bridge) serve(ctx context.Context) error {
 	err := g.Wait()
 	if err == nil || errors.Is(err, context.Canceled) {
 		b.log.Info("stopped; credential folders keep the last good material")
-		return childErr
+		return ownerHint(b.cfg, os.Geteuid(), childErr)
 	}
 	return err
 }

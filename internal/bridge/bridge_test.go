@@ -93,3 +93,29 @@ func TestDescribeNamesWhatIsServed(t *testing.T) {
 		}
 	}
 }
+
+// A folder refused for being writable by every user (a helper.conf's
+// empty cert_dir imported from /tmp) gets nothing written into it, not
+// even the bridge's lock file.
+func TestARefusedWorldWritableFolderGetsNoLockFile(t *testing.T) {
+	dir := testkit.ShortDir(t)
+	cfg := testConfig(t, dir, "127.0.0.1:0", "")
+	certs := cfg.Files[0].Dir
+	if err := os.Mkdir(certs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(certs, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(t.Context(), Options{Config: cfg, Logger: testkit.Logger(t)})
+	if err == nil || !strings.Contains(err.Error(), "writable by every user") {
+		t.Fatalf("New on a world-writable folder = %v, want it refused", err)
+	}
+	entries, err := os.ReadDir(certs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		t.Errorf("the refused folder holds %s", e.Name())
+	}
+}

@@ -15,25 +15,41 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/unixsock"
 )
 
-// DevWorkloadAPI is a development Workload API for Options.Beside: an
-// in-memory CA issuing as ic says, served on the unix socket at socket.
-// Nothing touches the disk until it runs, after New took the bridge's
-// locks: a second dev on the same folder or socket must not touch the
-// first one's Workload API.
-func DevWorkloadAPI(socket string, ic devapi.IssuerConfig, log *slog.Logger) ([]func(context.Context) error, error) {
+// DevWorkloadAPI is a development Workload API for Options.BeforeRun and
+// Options.Beside: an in-memory CA issuing as ic says, served on the unix
+// socket at socket (chmod to mode unless 0, so that a program run as
+// another user can reach it). Nothing touches the disk until it runs,
+// after New took the bridge's locks: a second dev on the same folder or
+// socket must not touch the first one's Workload API. start listens and
+// issues the first SVIDs before the bridge's own Workload API clients
+// (the JWT files' included) make their first call.
+func DevWorkloadAPI(socket string, mode os.FileMode, ic devapi.IssuerConfig, log *slog.Logger) (start func() error, beside []func(context.Context) error, err error) {
 	wl := devapi.NewServer(devapi.ServerConfig{SocketPath: socket, Logger: log})
 	ic.Logger = log
 	issuer, err := devapi.NewIssuer(ic, wl)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	serve := func(ctx context.Context) error {
+	start = func() error {
 		if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
 			return fmt.Errorf("dev: %w", err)
 		}
-		return wl.Serve(ctx)
+		if err := wl.Start(); err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+		if mode != 0 {
+			if err := os.Chmod(socket, mode); err != nil {
+				wl.Stop()
+				return fmt.Errorf("dev: --workload-api-mode: %w", err)
+			}
+		}
+		if err := issuer.IssueFirst(); err != nil {
+			wl.Stop()
+			return err
+		}
+		return nil
 	}
-	return []func(context.Context) error{serve, issuer.Run}, nil
+	return start, []func(context.Context) error{wl.Wait, issuer.Run}, nil
 }
 
 // DevDefaults points c at the development Workload API and fills in

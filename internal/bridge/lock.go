@@ -41,6 +41,9 @@ func lockAll(cfg *config.Config, log *slog.Logger) (release func(), folders []*f
 		warnReplaced(log, l.Path(), l.Replaced())
 	}
 	for i, f := range cfg.Files {
+		if err := filesink.RefuseWorldWritable(f.Dir, f.AllowWorldWritableDir); err != nil {
+			return nil, nil, fmt.Errorf("files[%d].dir: %w", i, err)
+		}
 		l, err := filesink.LockFolder(f.Dir)
 		if err != nil {
 			return nil, nil, fmt.Errorf("files[%d].dir %q: %w", i, f.Dir, err)

@@ -1,11 +1,15 @@
 package bridge
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 
+	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/supervise"
 )
@@ -81,4 +85,28 @@ func (g *startGate) observe(st rotation.SinkStatus) {
 	if len(g.applied) == g.sinks {
 		g.sup.Offer(g.swaps)
 	}
+}
+
+// ownerHint adds to a supervised program's failure the likeliest cause
+// when the bridge runs as root (euid 0) and a folder has no owner: its
+// key belongs to root with a mode only root can read, so a program that
+// runs as, or drops to, another user (mosquitto's `user`, a database
+// server) fails to load it ("Permission denied"), and exits.
+func ownerHint(cfg *config.Config, euid int, err error) error {
+	var exit *supervise.ExitError
+	if euid != 0 || !errors.As(err, &exit) || exit.Code == 0 {
+		return err
+	}
+	for i, f := range cfg.Files {
+		if f.Owner != nil || f.KeyMode&0o044 != 0 {
+			continue
+		}
+		key := filepath.Join(f.Dir, f.KeyFileName)
+		if f.KeyFileName == "" {
+			key = "the key in " + f.Dir
+		}
+		return fmt.Errorf("%w; if it runs as another user it could not read %s: uid 0 owns it, mode %s, so only root can; give files[%d].owner that user's uid:gid (--owner with --spiffe-helper-config)",
+			err, key, f.KeyMode, i)
+	}
+	return err
 }

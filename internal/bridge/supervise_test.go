@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/supervise"
@@ -87,5 +89,38 @@ func TestTheFirstCompleteSetNeverSignalsTheProgram(t *testing.T) {
 			t.Fatalf("start %d: Run = %v", i, err)
 		}
 		waitForLog(t, log, "start", "HUP", "TERM")
+	}
+}
+
+// A supervised program that fails while the bridge runs as root and a
+// folder's key is root's alone (no files[].owner) is told why it likely
+// failed, naming the key, its mode and the key to set; it exits with the
+// program's status still. As another uid, with an owner, or a clean exit,
+// the error is left alone.
+func TestAFailedProgramIsToldTheKeyIsRootsAlone(t *testing.T) {
+	exit := &supervise.ExitError{Program: "/usr/sbin/mosquitto", Code: 1}
+	cfg := &config.Config{Files: []config.Folder{{Dir: "/certs", KeyFileName: "svid.key", KeyMode: 0o600}}}
+	err := ownerHint(cfg, 0, exit)
+	for _, want := range []string{"/certs/svid.key", "uid 0 owns it, mode 0600", "files[0].owner", "--owner"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q lacks %q", err, want)
+		}
+	}
+	var code interface{ ExitCode() int }
+	if !errors.As(err, &code) || code.ExitCode() != 1 {
+		t.Errorf("the hint lost the program's status: %v", err)
+	}
+	owned := &config.Config{Files: []config.Folder{{Dir: "/certs", KeyFileName: "svid.key", KeyMode: 0o600, Owner: &config.Owner{UID: 103, GID: 106}}}}
+	for name, got := range map[string]error{
+		"not root":   ownerHint(cfg, 1000, exit),
+		"owner set":  ownerHint(owned, 0, exit),
+		"clean exit": ownerHint(cfg, 0, &supervise.ExitError{Code: 0}),
+	} {
+		if got != error(exit) && name != "clean exit" {
+			t.Errorf("%s: %v, want the program's error alone", name, got)
+		}
+		if name == "clean exit" && strings.Contains(got.Error(), "owner") {
+			t.Errorf("%s: %v", name, got)
+		}
 	}
 }

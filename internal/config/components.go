@@ -67,6 +67,7 @@ func (f Folder) FileSinkConfig() filesink.Config {
 		IncludeFederatedDomains:  f.IncludeFederatedDomains,
 		FederatedBundle:          filesink.FederatedMode(f.FederatedBundle),
 		AddIntermediatesToBundle: f.AddIntermediatesToBundle,
+		OmitExpired:              f.OmitExpired,
 		MinSwapInterval:          time.Duration(f.MinSwapInterval),
 	}
 	return fc

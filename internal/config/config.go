@@ -119,6 +119,9 @@ type Folder struct {
 	IncludeFederatedDomains  bool   `yaml:"include_federated_domains"`
 	FederatedBundle          string `yaml:"federated_bundle"`
 	AddIntermediatesToBundle bool   `yaml:"add_intermediates_to_bundle"`
+	// OmitExpired leaves expired certificates out of the certificate and
+	// bundle files, as spiffe-helper's omit_expired does.
+	OmitExpired bool `yaml:"omit_expired"`
 	// JWTSVIDs are JWT-SVIDs written into Dir, each refreshed before half
 	// its lifetime is gone; JWTBundleFileName gets the JWT bundles of every
 	// trust domain (package jwtfiles). They are written one file at a time,

@@ -57,11 +57,13 @@ type Issuer struct {
 	log *slog.Logger
 
 	// ca and prev are only touched by the issuing goroutine (Run, or
-	// NewIssuer before Run starts).
+	// NewIssuer and IssueFirst before Run starts).
 	ca   *CA
 	prev *CA
 	// federated are the CAs of FederatedWith, in that order.
 	federated []*CA
+	// issuedFirst: IssueFirst ran, so Run waits half a TTL first.
+	issuedFirst bool
 }
 
 // NewIssuer validates cfg, applies defaults and creates the CA. Nothing is
@@ -174,7 +176,11 @@ func federatedCAs(cfg IssuerConfig) ([]*CA, error) {
 // re-issues at half of TTL until ctx ends (then it returns nil).
 func (i *Issuer) Run(ctx context.Context) error {
 	every := i.cfg.TTL / 2
-	timer := time.NewTimer(0)
+	first := time.Duration(0)
+	if i.issuedFirst {
+		first = every
+	}
+	timer := time.NewTimer(first)
 	defer timer.Stop()
 	for {
 		select {
@@ -187,6 +193,14 @@ func (i *Issuer) Run(ctx context.Context) error {
 		}
 		timer.Reset(every)
 	}
+}
+
+// IssueFirst issues the first SVIDs now, before Run, so that the
+// Workload API answers its very first call (a JWT-SVID fetch included)
+// with an identity; Run then rotates at half-life from here.
+func (i *Issuer) IssueFirst() error {
+	i.issuedFirst = true
+	return i.issue(time.Now())
 }
 
 // issue signs a fresh SVID per ID and pushes them with the current bundle.

@@ -176,6 +176,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err := s.Start(); err != nil {
 		return err
 	}
+	return s.Wait(ctx)
+}
+
+// Wait runs a started server until ctx ends (nil) or serving fails, then
+// stops it: Serve after a Start made by the caller, who needed the socket
+// listening before anything else ran.
+func (s *Server) Wait(ctx context.Context) error {
 	s.life.Lock()
 	done := s.serveDone
 	s.life.Unlock()

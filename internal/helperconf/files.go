@@ -11,11 +11,11 @@ import (
 
 // Import writes the sds-bridge YAML equivalent to the helper.conf at path
 // to stdout, and every note about it to stderr (import-spiffe-helper).
-// baseDir is spiffe-helper's working directory ("" for the current one).
-// Without allowUnsupported, a helper.conf with keys the conversion cannot
+// opts.BaseDir is spiffe-helper's working directory ("" for the current
+// one). Without allowUnsupported, a helper.conf with keys the conversion cannot
 // carry over gives an error and no YAML.
-func Import(stdout, stderr io.Writer, path, baseDir string, allowUnsupported bool) error {
-	res, _, err := ConvertFile(path, baseDir)
+func Import(stdout, stderr io.Writer, path string, opts Options, allowUnsupported bool) error {
+	res, _, err := ConvertFile(path, opts)
 	if res != nil {
 		PrintNotes(stderr, path, res.Notes)
 	}
@@ -35,8 +35,8 @@ func Import(stdout, stderr io.Writer, path, baseDir string, allowUnsupported boo
 // (--spiffe-helper-config), with its notes on stderr. The config is
 // parsed, not yet defaulted; once is set for daemon_mode = false. A
 // helper.conf with keys the conversion cannot carry over is refused.
-func Load(stderr io.Writer, path string) (cfg *config.Config, once bool, err error) {
-	res, cfg, err := ConvertFile(path, "")
+func Load(stderr io.Writer, path string, opts Options) (cfg *config.Config, once bool, err error) {
+	res, cfg, err := ConvertFile(path, opts)
 	if err != nil {
 		return nil, false, err
 	}
@@ -53,17 +53,17 @@ func Load(stderr io.Writer, path string) (cfg *config.Config, once bool, err err
 // ConvertFile converts the helper.conf at path and checks the result as
 // run checks a config, naming helper.conf's keys; the Config is parsed,
 // not yet defaulted. A refused conversion still returns its notes.
-func ConvertFile(path, baseDir string) (*Result, *config.Config, error) {
+func ConvertFile(path string, opts Options) (*Result, *config.Config, error) {
 	src, err := config.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("spiffe-helper config: %w", err)
 	}
-	if baseDir != "" {
-		if baseDir, err = filepath.Abs(baseDir); err != nil {
+	if opts.BaseDir != "" {
+		if opts.BaseDir, err = filepath.Abs(opts.BaseDir); err != nil {
 			return nil, nil, fmt.Errorf("--base-dir: %w", err)
 		}
 	}
-	res, err := Convert(src, Options{BaseDir: baseDir})
+	res, err := Convert(src, opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("spiffe-helper config %s: %w", path, err)
 	}

@@ -28,7 +28,7 @@ health_checks {
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	res, cfg, err := ConvertFile(conf, "")
+	res, cfg, err := ConvertFile(conf, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestAHelperConfOverTheBoundIsRefusedByName(t *testing.T) {
 	if err := os.WriteFile(conf, []byte(big), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := ConvertFile(conf, "")
+	_, _, err := ConvertFile(conf, Options{})
 	if err == nil || !strings.Contains(err.Error(), conf) || !strings.Contains(err.Error(), "larger than 1048576 bytes") {
 		t.Errorf("a helper.conf of %d bytes: %v; want an error naming the file and the bound", len(big), err)
 	}

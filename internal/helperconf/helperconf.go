@@ -110,6 +110,14 @@ type Options struct {
 	// spiffe-helper would from its working directory; default: the
 	// current directory.
 	BaseDir string
+	// Owner, if set, becomes files[0].owner: who owns the written files
+	// when the bridge runs as root and the consumer (mosquitto's `user`,
+	// a database) reads them as another user. spiffe-helper has no such
+	// key: its files belong to whoever runs it.
+	Owner *config.Owner
+	// Getenv reads the environment spiffe-helper would read for its agent
+	// address when agent_address is unset; default os.Getenv.
+	Getenv func(string) string
 }
 
 // Note is one thing the user must know about the conversion.
@@ -214,6 +222,9 @@ func Convert(src []byte, opts Options) (*Result, error) {
 		}
 		opts.BaseDir = wd
 	}
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
+	}
 	file, err := hcl.ParseBytes(src)
 	if err != nil {
 		return nil, fmt.Errorf("helperconf: parse HCL: %w", err)
@@ -315,7 +326,7 @@ func (c *converter) workloadAPI(hc *helperConf) {
 	case windowsPipe(a):
 		c.comment(2, c.unsupported("agent_address", "%s is a Windows named pipe: the bridge reads the Workload API over a unix socket or tcp:// only, so this helper.conf is for a Windows host the bridge does not run on. Not converted; set workload_api.address to the agent's socket on the Linux host", a))
 	case a == "":
-		c.comment(2, c.warn("agent_address", "not set: the bridge uses $SPIFFE_ENDPOINT_SOCKET; spiffe-helper also fell back to %s (and the deprecated $SPIRE_AGENT_ADDRESS), the bridge does not", spiffeHelperDefaultAgent))
+		c.defaultAgent()
 	case strings.HasPrefix(a, "unix://"), strings.HasPrefix(a, "tcp://"):
 		c.from("workload_api.address", "agent_address")
 		c.line(2, "address: "+q(a)+" # agent_address")
@@ -325,6 +336,29 @@ func (c *converter) workloadAPI(hc *helperConf) {
 	default:
 		c.from("workload_api.address", "agent_address")
 		c.line(2, "address: "+q("unix://"+c.abs(2, "agent_address", a))+" # agent_address (a socket path)")
+	}
+}
+
+// defaultAgent resolves an unset agent_address as spiffe-helper's
+// ValidateConfig does: $SPIFFE_ENDPOINT_SOCKET, else the deprecated
+// $SPIRE_AGENT_ADDRESS, else its default socket path; both variables set
+// is an error there.
+func (c *converter) defaultAgent() {
+	endpoint, legacy := c.opts.Getenv("SPIFFE_ENDPOINT_SOCKET"), c.opts.Getenv("SPIRE_AGENT_ADDRESS")
+	switch {
+	case endpoint != "" && legacy != "":
+		c.comment(2, c.unsupported("agent_address", "not set, and both $SPIFFE_ENDPOINT_SOCKET and $SPIRE_AGENT_ADDRESS are: spiffe-helper refuses that; set agent_address or unset one of them"))
+	case endpoint != "":
+		// Left empty: the bridge reads the same variable when it starts.
+		c.comment(2, c.warn("agent_address", "not set: $SPIFFE_ENDPOINT_SOCKET (%s) is used, as spiffe-helper does; the bridge reads it when it starts", endpoint))
+	case legacy != "":
+		c.from("workload_api.address", "agent_address")
+		c.comment(2, c.warn("agent_address", "not set: $SPIRE_AGENT_ADDRESS (deprecated) is used, as spiffe-helper does"))
+		c.line(2, "address: "+q("unix://"+c.abs(2, "agent_address", legacy))+" # $SPIRE_AGENT_ADDRESS")
+	default:
+		c.from("workload_api.address", "agent_address")
+		c.comment(2, "agent_address not set, nor $SPIFFE_ENDPOINT_SOCKET: spiffe-helper's default socket path. Remove this line to use $SPIFFE_ENDPOINT_SOCKET instead.")
+		c.line(2, "address: "+q("unix://"+spiffeHelperDefaultAgent)+" # spiffe-helper's default agent address")
 	}
 }
 
@@ -340,7 +374,7 @@ func (c *converter) sdsAndAdmin(hc *helperConf) {
 	if h.ListenerEnabled {
 		c.comment(2, "health_checks: spiffe-helper listened on every interface. The bridge answers the same two probe paths, and /metrics and /status.")
 		c.from("admin.listen", "health_checks.bind_port")
-		c.line(2, "listen: "+q(fmt.Sprintf("0.0.0.0:%d", cmp.Or(h.BindPort, spiffeHelperBindPort)))+" # health_checks.bind_port")
+		c.line(2, "listen: "+q(fmt.Sprintf("0.0.0.0:%d", cmp.Or(h.BindPort, spiffeHelperBindPort)))+" # health_checks.listener_enabled + bind_port")
 		c.from("admin.liveness_path", "health_checks.liveness_path")
 		c.line(2, "liveness_path: "+q(cmp.Or(h.LivenessPath, spiffeHelperLivenessPath))+" # health_checks.liveness_path")
 		c.from("admin.readiness_path", "health_checks.readiness_path")
@@ -393,7 +427,11 @@ func (c *converter) folder(hc *helperConf, root *ast.ObjectList) {
 		c.line(4, "federated_bundle: concatenate")
 	}
 	if hc.OmitExpired {
-		c.comment(4, c.unsupported("omit_expired", "the bridge writes bundles as the Workload API sends them (SPIRE drops expired roots itself) and never writes an expired SVID"))
+		c.line(4, "omit_expired: true # omit_expired")
+	}
+	if o := c.opts.Owner; o != nil {
+		c.comment(4, "--owner: every file belongs to this uid:gid (the bridge must run as root to give them away).")
+		c.line(4, "owner: "+q(o.String())+" # --owner")
 	}
 	c.modes(root)
 }
@@ -401,7 +439,7 @@ func (c *converter) folder(hc *helperConf, root *ast.ObjectList) {
 // jwt maps jwt_svids and jwt_bundle_file_name.
 func (c *converter) jwt(hc *helperConf) {
 	if len(hc.JWTSVIDs) > 0 {
-		c.line(4, "jwt_svids:")
+		c.line(4, "jwt_svids: # jwt_svids")
 		n := 0 // the YAML's index: skipped entries leave gaps in helper.conf's
 		for i, j := range hc.JWTSVIDs {
 			key := fmt.Sprintf("jwt_svids[%d]", i)
@@ -508,7 +546,8 @@ func (c *converter) cmdAction(hc *helperConf, sigErr error, actions int) (lines,
 	}
 	shell := slices.Contains([]string{"sh", "bash", "dash", "ash", "zsh"}, filepath.Base(hc.Cmd))
 	args, note := splitCmdArgs(hc.CmdArgs, shell)
-	if note != "" {
+	if _, psql := psqlReloadDSN(hc.Cmd, args); note != "" && !psql {
+		// A psql reload becomes an action with no argv to misread.
 		comments = append(comments, c.warn("cmd_args", "%s", note))
 	}
 	argv := append([]string{hc.Cmd}, args...)
@@ -539,6 +578,11 @@ func (c *converter) cmdAction(hc *helperConf, sigErr error, actions int) (lines,
 		comments = append(comments, c.unsupported("cmd", "spiffe-helper starts %q once, keeps it as its child and sends it renew_signal %s on every renewal; not converted: %s. The exec action below is left commented out", hc.Cmd, hc.RenewSignal, why))
 		comments = append(comments, "- exec: {command: ["+strings.Join(qs, ", ")+"]}")
 	default:
+		if dsn, ok := psqlReloadDSN(hc.Cmd, args); ok {
+			c.from(fmt.Sprintf("files[0].on_rotate[%d].postgres", actions), "cmd")
+			comments = append(comments, c.warn("cmd", "%q with cmd_args %q runs SELECT pg_reload_conf() through psql: converted to the bridge's built-in postgres action over the same connection (dsn %q; what it leaves out comes from PGHOST, PGPORT, PGUSER… and the bridge's OS user, as for psql). Unlike psql, it takes a server that has not started yet for nothing to reload (the server reads the files when it starts), not for a failure", hc.Cmd, hc.CmdArgs, dsn))
+			return append(lines, "- postgres: {dsn: "+q(dsn)+"} # cmd + cmd_args (psql … pg_reload_conf())"), comments
+		}
 		c.from(fmt.Sprintf("files[0].on_rotate[%d].exec", actions), "cmd")
 		comments = append(comments, c.warn("cmd", "spiffe-helper starts %q on a renewal when it is not running (so a command that exits runs on every renewal); the bridge runs it after every rotation and waits for it (30s timeout): right for a reload command, wrong for a long-running program", hc.Cmd))
 		lines = append(lines, exec)
