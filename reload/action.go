@@ -125,14 +125,13 @@ func (a SignalAction) serverUp() bool {
 }
 
 func readPID(path string) (int, error) {
-	data, err := readPIDFile(path)
+	first, err := firstLine(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, fmt.Errorf("signal action: %w: read pid file: %w", ErrNoServer, err)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("signal action: read pid file: %w", err)
 	}
-	first, _, _ := strings.Cut(string(data), "\n")
 	first = strings.TrimSpace(first)
 	pid, err := strconv.Atoi(first)
 	// 0 and negative pids would signal whole process groups.
@@ -140,6 +139,28 @@ func readPID(path string) (int, error) {
 		return 0, fmt.Errorf("signal action: pid file %s: first line %q is not a process id", path, first)
 	}
 	return pid, nil
+}
+
+// maxPIDLine bounds what is read of a pid file: only its first line, a
+// process id, matters, and the file may have been planted by anyone.
+const maxPIDLine = 128
+
+// firstLine reads the first line of the regular file at path, opened
+// without blocking: a FIFO planted there must not hang a reload.
+func firstLine(path string) (string, error) {
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return "", err
+	}
+	defer fh.Close()
+	if fi, err := fh.Stat(); err != nil {
+		return "", err
+	} else if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	data, err := io.ReadAll(io.LimitReader(fh, maxPIDLine))
+	first, _, _ := strings.Cut(string(data), "\n")
+	return first, err
 }
 
 // ExecAction runs a command directly (no shell) with the event in its
@@ -253,30 +274,3 @@ func (t *tailBuffer) String() string { return string(bytes.TrimSpace(t.buf)) }
 // In Kubernetes the bridge is a sidecar that starts before its database:
 // its first swap always meets this.
 var ErrNoServer = errors.New("no server to reload")
-
-// maxPIDFileSize bounds what is read from a pid file: postmaster.pid is a
-// few lines, and a planted link to /dev/zero must not exhaust memory.
-const maxPIDFileSize = 1 << 20
-
-// readPIDFile reads a regular file of at most maxPIDFileSize bytes,
-// opened without blocking: a FIFO planted at the path must not hang a
-// reload. (The credential folder has its own bounded read; reload cannot
-// import the folder package, which runs reload's actions.)
-func readPIDFile(path string) ([]byte, error) {
-	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	if fi, err := fh.Stat(); err != nil {
-		return nil, err
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
-	}
-	// The size can change under us; never read past the bound.
-	data, err := io.ReadAll(io.LimitReader(fh, maxPIDFileSize+1))
-	if err == nil && len(data) > maxPIDFileSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxPIDFileSize)
-	}
-	return data, err
-}
