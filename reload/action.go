@@ -204,7 +204,7 @@ func (a ExecAction) Validate() error {
 // Run implements Action.
 func (a ExecAction) Run(ctx context.Context, e Event) error {
 	if err := a.Validate(); err != nil {
-		return fmt.Errorf("%w", err)
+		return err
 	}
 	timeout := a.Timeout
 	if timeout == 0 {

@@ -160,25 +160,21 @@ func (c Config) validate() error {
 // its own memory, shared by nobody outside this Runner; an action given in
 // both lists (the same pointer) keeps one memory for both.
 func withMemory(x509, jwt []Action) (x, j []Action) {
-	given := map[Action]Action{}
+	copies := map[Action]Action{}
 	own := func(actions []Action) []Action {
-		out := make([]Action, len(actions))
+		out := slices.Clone(actions)
 		for i, a := range actions {
-			comparable := reflect.TypeOf(a).Comparable()
-			if comparable {
-				if m, ok := given[a]; ok {
-					out[i] = m
-					continue
+			r, ok := a.(Rememberer)
+			switch {
+			case !ok:
+			case !reflect.TypeOf(a).Comparable():
+				out[i] = r.WithMemory()
+			default:
+				if copies[a] == nil {
+					copies[a] = r.WithMemory()
 				}
+				out[i] = copies[a]
 			}
-			m := a
-			if r, ok := a.(Rememberer); ok {
-				m = r.WithMemory()
-			}
-			if comparable {
-				given[a] = m
-			}
-			out[i] = m
 		}
 		return out
 	}
@@ -186,10 +182,10 @@ func withMemory(x509, jwt []Action) (x, j []Action) {
 }
 
 // Run runs the actions for ev, in order, after any run in progress, and
-// waits for them (Submit does not). For
-// EventX509 each action gets its retries, no server to reload is not a
-// failure (see Stats), and the failures are returned joined. For EventJWT
-// each action runs once and a failure is logged, not returned.
+// waits for them (Submit does not). For EventX509 each action gets its
+// retries, no server to reload is not a failure (see Stats), and the
+// failures are returned joined. For EventJWT each action runs once and a
+// failure is logged, not returned.
 func (r *Runner) Run(ctx context.Context, ev Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
