@@ -12,18 +12,19 @@ type worker struct {
 	// ctx is the running goroutine's context; nil: none. One whose context
 	// ended is replaced by the next start.
 	ctx context.Context
-	// idle is closed when the goroutine ends; nil before the first start.
+	// idle is closed when the goroutine ends: it is open exactly while ctx
+	// is not nil; nil before the first start.
 	idle chan struct{}
 }
 
 // start runs loop on a new goroutine with ctx, unless one whose context
 // is live runs already: that one finds the new work.
 func (w *worker) start(ctx context.Context, loop func(context.Context)) {
-	if w.idle == nil || closed(w.idle) {
-		w.idle = make(chan struct{})
-	}
 	if w.ctx != nil && w.ctx.Err() == nil {
 		return
+	}
+	if w.ctx == nil {
+		w.idle = make(chan struct{})
 	}
 	w.ctx = ctx
 	go loop(ctx)
@@ -41,15 +42,6 @@ func (w *worker) goOn(ctx context.Context, workLeft bool) bool {
 	w.ctx = nil
 	close(w.idle)
 	return false
-}
-
-func closed(ch chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }
 
 // Submit hands ev (an EventX509: a new set swapped in) to the runner and

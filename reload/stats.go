@@ -40,8 +40,8 @@ func (a ActionStats) NoServer() bool { return errors.Is(a.Err, ErrNoServer) }
 // there (a refused signal, an SQL error, a command's exit status).
 func (a ActionStats) Failed() bool { return a.Err != nil && !a.NoServer() }
 
-// running marks action i as running for generation since since; a zero
-// since marks it as not running.
+// running records that action i runs for generation since the time given;
+// a zero time records that it does not run.
 func (r *Runner) running(i int, generation uint64, since time.Time) {
 	r.state.Lock()
 	defer r.state.Unlock()
