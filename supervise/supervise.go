@@ -178,15 +178,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		log.Info("supervised program: started", "command", s.cfg.Command, "pid", c.Process.Pid)
 		waitErr, stopping := s.watch(ctx, c, done, r)
-		exit := exitError(s.cfg.Command[0], waitErr)
+		ee, err := exitStatus(s.cfg.Command[0], waitErr)
+		if err != nil {
+			return err
+		}
 		ran := time.Since(r.started).Round(time.Millisecond)
-		if exit == nil {
+		if ee == nil {
 			log.Info("supervised program: exited with status 0", "pid", c.Process.Pid, "ran", ran)
 			return nil
-		}
-		var ee *ExitError
-		if !errors.As(exit, &ee) {
-			return exit
 		}
 		if stopping || s.cfg.Restart != RestartOnFailure {
 			log.Info("supervised program: exited", "pid", c.Process.Pid, "status", ee.Code, "ran", ran, "err", ee)
@@ -321,20 +320,20 @@ func (r *renewal) due() bool {
 	return true
 }
 
-// exitError turns Wait's error into nil (status 0), an *ExitError, or
-// the error itself.
-func exitError(program string, err error) error {
-	if err == nil {
-		return nil
-	}
+// exitStatus turns Wait's error into the child's exit (nil: status 0),
+// or the error of waiting for it.
+func exitStatus(program string, err error) (*ExitError, error) {
 	var xe *exec.ExitError
-	if !errors.As(err, &xe) {
-		return fmt.Errorf("wait for %s: %w", program, err)
+	switch {
+	case err == nil:
+		return nil, nil
+	case !errors.As(err, &xe):
+		return nil, fmt.Errorf("wait for %s: %w", program, err)
 	}
 	if ws, ok := xe.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return &ExitError{Program: program, Code: 128 + int(ws.Signal()), Signal: ws.Signal()}
+		return &ExitError{Program: program, Code: 128 + int(ws.Signal()), Signal: ws.Signal()}, nil
 	}
-	return &ExitError{Program: program, Code: xe.ExitCode()}
+	return &ExitError{Program: program, Code: xe.ExitCode()}, nil
 }
 
 // signalName is "SIGHUP" rather than syscall's "hangup".
