@@ -212,11 +212,10 @@ func (r *Runner) Rerun(ctx context.Context) error {
 
 func (r *Runner) runJWT(ctx context.Context, ev Event) {
 	for _, a := range r.cfg.JWTActions {
-		err := a.Run(ctx, ev)
-		if err == nil {
+		switch err := a.Run(ctx, ev); {
+		case err == nil:
 			r.noteSignal(a)
-		}
-		if err != nil && ctx.Err() == nil {
+		case ctx.Err() == nil:
 			r.log.Error("JWT reload action failed", "action", a.Name(), "error", err)
 		}
 	}
