@@ -6,6 +6,7 @@ package reload
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -89,10 +90,7 @@ func (a SignalAction) Run(ctx context.Context, _ Event) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("signal action: %w", err)
 	}
-	sig := a.Signal
-	if sig == 0 {
-		sig = syscall.SIGHUP
-	}
+	sig := cmp.Or(a.Signal, syscall.SIGHUP)
 	pid, err := readPID(a.PIDFile)
 	if err != nil {
 		return err
@@ -206,20 +204,13 @@ func (a ExecAction) Run(ctx context.Context, e Event) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	timeout := a.Timeout
-	if timeout == 0 {
-		timeout = DefaultExecTimeout
-	}
+	timeout := cmp.Or(a.Timeout, DefaultExecTimeout)
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
 	cmd := exec.CommandContext(runCtx, a.Command[0], a.Command[1:]...)
-	kind := e.Kind
-	if kind == "" {
-		kind = EventX509
-	}
 	cmd.Env = append(os.Environ(),
-		"SDS_BRIDGE_EVENT="+string(kind),
+		"SDS_BRIDGE_EVENT="+string(cmp.Or(e.Kind, EventX509)),
 		"SDS_BRIDGE_DIR="+e.Dir,
 		"SDS_BRIDGE_GENERATION="+strconv.FormatUint(e.Generation, 10),
 		"SDS_BRIDGE_SPIFFE_ID="+e.SPIFFEID,

@@ -98,10 +98,7 @@ func (a Action) Run(ctx context.Context, _ reload.Event) (err error) {
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	timeout := a.Timeout
-	if timeout == 0 {
-		timeout = DefaultTimeout
-	}
+	timeout := cmp.Or(a.Timeout, DefaultTimeout)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
