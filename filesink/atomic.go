@@ -73,7 +73,7 @@ func WriteFile(path string, data []byte, mode os.FileMode, owner *Owner) (err er
 	return nil
 }
 
-// CreateNew creates name in dir exclusively (O_EXCL never follows a link
+// createNew creates name in dir exclusively (O_EXCL never follows a link
 // planted at the name), with owner and then mode set before any byte is
 // written, and makes its content durable. The caller fsyncs dir.
 func createNew(dir *os.Root, name string, data []byte, mode os.FileMode, owner *Owner) (err error) {
@@ -104,7 +104,7 @@ func createNew(dir *os.Root, name string, data []byte, mode os.FileMode, owner *
 	return nil
 }
 
-// SyncDir fsyncs the directory dir is a handle of: what a rename, create or
+// syncDir fsyncs the directory dir is a handle of: what a rename, create or
 // remove in it changed is durable once it returns.
 func syncDir(dir *os.Root) error {
 	d, err := dir.Open(".")

@@ -163,11 +163,12 @@ func (f *Folder) staleNames(fd finding) []string {
 	switch {
 	case fd.NotAFile:
 		return []string{fd.Name}
-	case fd.Err.Reason == ReasonMissing, fd.Err.Reason == ReasonUnreadable,
-		fd.Err.Reason == ReasonExpiringSoon:
+	case fd.Err.Reason == ErrMissing, fd.Err.Reason == ErrUnreadable,
+		fd.Err.Reason == ErrExpiringSoon:
 		return nil
 	case fd.part == partCredential:
-		return f.names.pair()
+		// The certificate and its key are good or bad together.
+		return []string{f.names.certFile(), f.names.keyFile()}
 	case !strings.Contains(fd.Name, "/"):
 		return []string{fd.Name}
 	}
@@ -243,7 +244,7 @@ func (f *Folder) judgeGeneration(root *os.Root, target string, now time.Time) (m
 	case len(findings) > 0:
 		return nil, findings[0].Err.Reason.String(), "generation " + target + ": " + findings[0].Err.Detail
 	case writtenFor != f.cfg.SVID:
-		return nil, "other-svid", fmt.Sprintf("generation %s was written for svid %q, the folder now wants %q", target, writtenFor, f.cfg.SVID)
+		return nil, ErrOtherSVID.String(), fmt.Sprintf("generation %s was written for svid %q, the folder now wants %q", target, writtenFor, f.cfg.SVID)
 	}
 	return m, "", ""
 }

@@ -77,7 +77,7 @@ type checker struct {
 	findings []finding
 }
 
-func (c *checker) add(f finding, r Reason, detail string, cause error) {
+func (c *checker) add(f finding, r *Reason, detail string, cause error) {
 	f.Err = &MaterialError{Reason: r, Path: c.dir.join(f.Name), Detail: oneline.Of(detail), Err: cause}
 	c.findings = append(c.findings, f)
 }
@@ -89,12 +89,12 @@ func (c *checker) read(name string, part filePart) (data []byte, path string, ok
 	f := finding{Name: name, part: part, NotAFile: notAFile(err)}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		c.add(f, ReasonMissing, "missing file "+path, err)
+		c.add(f, ErrMissing, "missing file "+path, err)
 	case f.NotAFile:
 		// A FIFO, device or huge file planted at a managed name.
-		c.add(f, ReasonMalformed, fmt.Sprintf("cannot read %s: %v", path, err), err)
+		c.add(f, ErrMalformed, fmt.Sprintf("cannot read %s: %v", path, err), err)
 	case err != nil:
-		c.add(f, ReasonUnreadable, fmt.Sprintf("cannot read %s: %v", path, err), err)
+		c.add(f, ErrUnreadable, fmt.Sprintf("cannot read %s: %v", path, err), err)
 	}
 	return data, path, err == nil
 }
@@ -104,7 +104,7 @@ func (c *checker) read(name string, part filePart) (data []byte, path string, ok
 func (c *checker) readCredential(s *set) {
 	certFile, keyFile := c.names.certFile(), c.names.keyFile()
 	malformed := func(name, detail string, err error) {
-		c.add(finding{Name: name, part: partCredential}, ReasonMalformed, detail, err)
+		c.add(finding{Name: name, part: partCredential}, ErrMalformed, detail, err)
 	}
 	if certFile == keyFile {
 		if data, path, ok := c.read(certFile, partCredential); ok {
@@ -141,7 +141,7 @@ func (c *checker) readBundles(s *set) {
 		if data, path, ok := c.read(own, partBundle); ok {
 			roots, err := certcheck.ParseCerts(data)
 			if err != nil {
-				c.add(finding{Name: own, part: partBundle}, ReasonMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", path, err), err)
+				c.add(finding{Name: own, part: partBundle}, ErrMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", path, err), err)
 			} else if len(s.certs) > 0 {
 				if id, err := x509svid.IDFromCert(s.certs[0]); err == nil {
 					s.bundles[id.TrustDomain()] = roots
@@ -162,7 +162,7 @@ func (c *checker) readBundles(s *set) {
 		}
 		roots, err := certcheck.ParseCerts(data)
 		if err != nil {
-			c.add(finding{Name: name, part: partBundle}, ReasonMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", c.dir.join(name), err), err)
+			c.add(finding{Name: name, part: partBundle}, ErrMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", c.dir.join(name), err), err)
 			continue
 		}
 		if _, have := s.bundles[td]; !have {
@@ -183,20 +183,20 @@ func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Mate
 	credential := finding{Name: c.names.certFile(), part: partCredential}
 	id, err := x509svid.IDFromCert(leaf)
 	if err != nil {
-		c.add(credential, ReasonMalformed, fmt.Sprintf("%s: certificate (serial %s) is not an X.509-SVID: %v", s.certPath, serial, err), err)
+		c.add(credential, ErrMalformed, fmt.Sprintf("%s: certificate (serial %s) is not an X.509-SVID: %v", s.certPath, serial, err), err)
 		return nil
 	}
 	what := fmt.Sprintf("%s: certificate %s (serial %s)", s.certPath, id, serial)
 	if err := certcheck.Window(leaf, now); err != nil {
-		reason := ReasonExpired
+		reason := ErrExpired
 		if errors.Is(err, certcheck.ErrNotYetValid) {
-			reason = ReasonNotYetValid
+			reason = ErrNotYetValid
 		}
 		c.add(credential, reason, fmt.Sprintf("%s %v", what, err), nil)
 		return nil
 	}
 	if s.key != nil && certcheck.KeyMatches(s.key, leaf) != nil {
-		c.add(finding{Name: c.names.keyFile(), part: partCredential}, ReasonKeyMismatch,
+		c.add(finding{Name: c.names.keyFile(), part: partCredential}, ErrKeyMismatch,
 			fmt.Sprintf("%s: private key does not match certificate %s (serial %s) in %s", s.keyPath, id, serial, s.certPath), nil)
 		return nil
 	}
@@ -204,7 +204,7 @@ func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Mate
 		return nil
 	}
 	if remaining := leaf.NotAfter.Sub(now); remaining < minValidity {
-		c.add(credential, ReasonExpiringSoon, fmt.Sprintf("%s valid for only %s more (until %s), less than the required %s",
+		c.add(credential, ErrExpiringSoon, fmt.Sprintf("%s valid for only %s more (until %s), less than the required %s",
 			what, remaining.Round(time.Second), leaf.NotAfter.UTC().Format(time.RFC3339), minValidity), nil)
 	}
 	if s.key == nil {
@@ -223,13 +223,13 @@ func (c *checker) verifyChain(s *set, td spiffeid.TrustDomain, what string, now 
 	roots, ok := s.bundles[td]
 	if !ok {
 		if err := c.dir.stat(bundleName); c.names.ownBundleFile() == "" && errors.Is(err, fs.ErrNotExist) {
-			c.add(finding{Name: bundleName, part: partBundle}, ReasonMissing, "missing file "+c.dir.join(bundleName), err)
+			c.add(finding{Name: bundleName, part: partBundle}, ErrMissing, "missing file "+c.dir.join(bundleName), err)
 		}
-		c.add(credential, ReasonUntrusted, fmt.Sprintf("%s cannot be verified: no usable bundle %s", what, c.dir.join(bundleName)), nil)
+		c.add(credential, ErrUntrusted, fmt.Sprintf("%s cannot be verified: no usable bundle %s", what, c.dir.join(bundleName)), nil)
 		return false
 	}
 	if err := certcheck.Chain(s.certs, x509bundle.FromX509Authorities(td, roots), now); err != nil {
-		c.add(credential, ReasonUntrusted, fmt.Sprintf("%s: chain does not verify against bundle %s: %v", what, c.dir.join(bundleName), err), err)
+		c.add(credential, ErrUntrusted, fmt.Sprintf("%s: chain does not verify against bundle %s: %v", what, c.dir.join(bundleName), err), err)
 		return false
 	}
 	return true
