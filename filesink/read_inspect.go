@@ -143,12 +143,12 @@ func readMarker(dir setDir) *marker {
 // checkSVID tells a valid set of another identity from the configured
 // one: after a config change, or a folder shared by mistake, a consumer
 // must not start on it.
-func checkSVID(cfg InspectConfig, m *Material, set setDir, written *marker) error {
+func checkSVID(cfg InspectConfig, m *Material, set setDir, written *marker) *MaterialError {
 	path := set.join(MarkerFileName)
 	if written != nil && written.Serial != m.Serial {
 		written = nil // describes other files: says nothing about these
 	}
-	fail := func(format string, args ...any) error {
+	fail := func(format string, args ...any) *MaterialError {
 		return &MaterialError{Reason: ErrOtherSVID, Path: path,
 			Detail: oneline.Of(fmt.Sprintf("%s holds %s (serial %s), ", set.path, m.SPIFFEID, m.Serial) + fmt.Sprintf(format, args...))}
 	}
