@@ -370,10 +370,10 @@ func (f *Folder) removeStaleNames(root *os.Root, entries []fs.DirEntry, want map
 }
 
 // removeGenerations removes every generation directory in entries, the
-// folder's listing, except keep and returns the names removed. Only names generationDirName makes are
-// touched: any other ".." entry is someone else's, left alone and logged
-// once. Failures are logged: a leftover directory is untidy, not wrong,
-// and the next swap tries again.
+// folder's listing, except keep and returns the names removed. Only names
+// generationDirName makes are touched: any other ".." entry is someone
+// else's, left alone and logged once. Failures are logged: a leftover
+// directory is untidy, not wrong, and the next swap tries again.
 func (f *Folder) removeGenerations(root *os.Root, entries []fs.DirEntry, keep ...string) []string {
 	var removed []string
 	for _, e := range entries {

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -211,7 +211,7 @@ func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Mate
 		return nil
 	}
 	return &Material{Dir: c.dir.path, SPIFFEID: id, Serial: serial, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
-		TrustDomains: sortedTrustDomains(s.bundles)}
+		TrustDomains: slices.SortedFunc(maps.Keys(s.bundles), spiffeid.TrustDomain.Compare)}
 }
 
 // verifyChain checks the chain against td's bundle; without the bundle
@@ -233,13 +233,4 @@ func (c *checker) verifyChain(s *set, td spiffeid.TrustDomain, what string, now 
 		return false
 	}
 	return true
-}
-
-func sortedTrustDomains(bundles map[spiffeid.TrustDomain][]*x509.Certificate) []spiffeid.TrustDomain {
-	tds := make([]spiffeid.TrustDomain, 0, len(bundles))
-	for td := range bundles {
-		tds = append(tds, td)
-	}
-	slices.SortFunc(tds, func(a, b spiffeid.TrustDomain) int { return strings.Compare(a.Name(), b.Name()) })
-	return tds
 }
