@@ -86,20 +86,29 @@ func createNew(dir *os.Root, name string, data []byte, mode os.FileMode, owner *
 			err = fmt.Errorf("close: %w", cerr)
 		}
 	}()
-	if owner != nil {
-		if err := fh.Chown(owner.UID, owner.GID); err != nil {
-			return fmt.Errorf("chown: %w", err)
-		}
-	}
-	// After chown (which may clear mode bits), and independent of the umask.
-	if err := fh.Chmod(mode); err != nil {
-		return fmt.Errorf("chmod: %w", err)
+	if err := setOwnerAndMode(fh, owner, mode); err != nil {
+		return err
 	}
 	if _, err := fh.Write(data); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
 	if err := fh.Sync(); err != nil {
 		return fmt.Errorf("fsync: %w", err)
+	}
+	return nil
+}
+
+// setOwnerAndMode chowns fh to owner (if set), then chmods it to mode:
+// after chown, which may clear mode bits, and independent of the umask the
+// mode given at creation was subject to.
+func setOwnerAndMode(fh *os.File, owner *Owner, mode os.FileMode) error {
+	if owner != nil {
+		if err := fh.Chown(owner.UID, owner.GID); err != nil {
+			return fmt.Errorf("chown: %w", err)
+		}
+	}
+	if err := fh.Chmod(mode); err != nil {
+		return fmt.Errorf("chmod: %w", err)
 	}
 	return nil
 }

@@ -273,14 +273,8 @@ func openOwnDir(parent *os.Root, name string, owner *Owner) (_ *os.Root, err err
 		return nil, err
 	}
 	defer fh.Close()
-	if owner != nil {
-		if err := fh.Chown(owner.UID, owner.GID); err != nil {
-			return nil, fmt.Errorf("chown %s: %w", name, err)
-		}
-	}
-	// Mkdir is subject to the umask; the configured mode is not.
-	if err := fh.Chmod(generationDirMode); err != nil {
-		return nil, fmt.Errorf("chmod %s: %w", name, err)
+	if err := setOwnerAndMode(fh, owner, generationDirMode); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return d, nil
 }
