@@ -161,13 +161,12 @@ func (f *Folder) removeStaleFiles(root *os.Root, now time.Time) (*Material, erro
 // valid for less than wanted, stays: it is not stale.
 func (f *Folder) staleNames(fd finding) []string {
 	switch {
-	case fd.NotAFile:
+	case notAFile(fd.Err.Err):
 		return []string{fd.Name}
 	case fd.Err.Reason == ErrMissing, fd.Err.Reason == ErrUnreadable,
 		fd.Err.Reason == ErrExpiringSoon:
 		return nil
-	case fd.part == partCredential:
-		// The certificate and its key are good or bad together.
+	case fd.Name == f.names.certFile() || fd.Name == f.names.keyFile():
 		return []string{f.names.certFile(), f.names.keyFile()}
 	case !strings.Contains(fd.Name, "/"):
 		return []string{fd.Name}
