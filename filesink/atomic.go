@@ -140,7 +140,7 @@ func RemoveTemps(dir, name string) ([]string, error) {
 		return nil, fmt.Errorf("remove temporary files in %s: %w", dir, err)
 	}
 	defer root.Close()
-	entries, err := fs.ReadDir(root.FS(), ".")
+	entries, err := readDirSorted(root, ".")
 	if err != nil {
 		return nil, fmt.Errorf("remove temporary files in %s: %w", dir, err)
 	}
