@@ -126,9 +126,11 @@ func (d lockDir) acquire() (*Lock, error) {
 		}
 		return nil, fmt.Errorf("lock %s: %w", d.path, err)
 	}
-	if err := d.stillAt(fd); err != nil {
+	if !d.holds(d.name, fd) {
+		// Another process replaced the name meanwhile (see replace) and
+		// holds it now.
 		f.Close()
-		return nil, err
+		return nil, errChanged
 	}
 	recordPID(f)
 	return &Lock{f: f, path: d.path}, nil
@@ -141,17 +143,12 @@ func ownLockFile(st *unix.Stat_t) bool {
 		int(st.Uid) == os.Geteuid() && st.Mode&0o077 == 0
 }
 
-// stillAt checks that the name still holds the file fd is open on: a
-// process that replaced it meanwhile (see replace) holds the name now.
-func (d lockDir) stillAt(fd int) error {
+// holds reports whether name in the directory (not followed if a link) is
+// the file fd is open on.
+func (d lockDir) holds(name string, fd int) bool {
 	var held, there unix.Stat_t
-	if err := unix.Fstat(fd, &held); err != nil {
-		return fmt.Errorf("lock %s: %w", d.path, err)
-	}
-	if err := unix.Fstatat(d.fd, d.name, &there, unix.AT_SYMLINK_NOFOLLOW); err != nil || held.Dev != there.Dev || held.Ino != there.Ino {
-		return errChanged
-	}
-	return nil
+	return unix.Fstat(fd, &held) == nil && unix.Fstatat(d.fd, name, &there, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+		held.Dev == there.Dev && held.Ino == there.Ino
 }
 
 // recordPID writes this process's pid for a second instance's error. It
