@@ -42,7 +42,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/connlimit"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
@@ -136,7 +135,7 @@ type Config struct {
 	ReadinessPath string
 	// Build is the bridge's build, shown in metrics (one label per part)
 	// and status.
-	Build buildinfo.Info
+	Build BuildInfo
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Now defaults to time.Now; tests move the clock.

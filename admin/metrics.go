@@ -2,8 +2,6 @@ package admin
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 )
 
 // desc builds a sds_bridge_ metric description.
@@ -49,7 +47,7 @@ var (
 // collector renders, at scrape time, the Status status builds (a
 // snapshot that does not read the disk).
 type collector struct {
-	build  buildinfo.Info
+	build  BuildInfo
 	status func() Status
 }
 

@@ -11,8 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 )
 
 // TestEveryViewRendersTheOneStatus: /readyz, /status, /metrics and the
@@ -61,7 +59,7 @@ func TestEveryViewRendersTheOneStatus(t *testing.T) {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&collector{build: buildinfo.Info{Version: "v"}, status: func() Status { return st }})
+	reg.MustRegister(&collector{build: BuildInfo{Version: "v"}, status: func() Status { return st }})
 	rec = httptest.NewRecorder()
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	m := parseMetrics(t, rec.Body.String())

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/oneline"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -14,7 +13,7 @@ import (
 type problemList []string
 
 func (p *problemList) add(format string, args ...any) {
-	*p = append(*p, oneline.Of(fmt.Sprintf(format, args...)))
+	*p = append(*p, oneLine(fmt.Sprintf(format, args...)))
 }
 
 // problems judges r: the current Update, the sinks, the folders, the

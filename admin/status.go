@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/oneline"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -233,8 +233,13 @@ func errText(err error) string {
 	if err == nil {
 		return ""
 	}
-	return oneline.Of(err.Error())
+	return oneLine(err.Error())
 }
+
+// oneLine collapses every run of white space in s, newlines included, into
+// one space, so that a cause spanning lines (a PEM parse error, a wrapped
+// exec error) cannot break a line-oriented reader of /readyz or the log.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	s.writeStatus(w, s.snapshot(s.cfg.Now(), true))

@@ -16,7 +16,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/internal/certcheck"
-	"github.com/sds-bridge/sds-bridge/internal/oneline"
 )
 
 // filePart is what a file is to a set.
@@ -78,7 +77,7 @@ type checker struct {
 }
 
 func (c *checker) add(f finding, r Reason, detail string, cause error) {
-	f.Err = &MaterialError{Reason: r, Path: c.dir.join(f.Name), Detail: oneline.Of(detail), Err: cause}
+	f.Err = &MaterialError{Reason: r, Path: c.dir.join(f.Name), Detail: oneLine(detail), Err: cause}
 	c.findings = append(c.findings, f)
 }
 

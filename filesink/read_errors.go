@@ -3,6 +3,7 @@ package filesink
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Reason says what is wrong with the material in a credential folder.
@@ -81,6 +82,11 @@ type MaterialError struct {
 }
 
 func (e *MaterialError) Error() string { return e.Detail }
+
+// oneLine collapses every run of white space in s, newlines included, into
+// one space: a cause that spans lines (a PEM parse error) must not break
+// the Detail's one line.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // Unwrap exposes both the Reason's sentinel and the cause.
 func (e *MaterialError) Unwrap() []error {
