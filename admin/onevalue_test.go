@@ -23,7 +23,7 @@ func TestEveryViewRendersTheOneStatus(t *testing.T) {
 	b := startBridge(t, bridgeOptions{})
 	b.push(time.Hour)
 	b.waitSinks(1, nil)
-	st := b.admin.snapshot(time.Now(), true)
+	st := b.admin.snapshot(time.Now(), statusView)
 	if !st.Ready || st.Generation != 1 || len(st.Sinks) != 1 || st.SDS == nil {
 		t.Fatalf("snapshot of a ready bridge = %+v", st)
 	}

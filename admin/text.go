@@ -100,7 +100,7 @@ func (t *text) sinks(sinks []SinkStatus) {
 	var details []string
 	for _, s := range sinks {
 		row := []string{s.Name, fmt.Sprintf("generation %d", s.Generation), "applied " + ago(s.AppliedAt, t.now),
-			"delivery " + seconds(s.LatencySeconds), plural(int(s.Failures), "failure"), plural(int(s.Retries), "retry")}
+			"delivery " + round(time.Duration(s.LatencySeconds*float64(time.Second))).String(), plural(int(s.Failures), "failure"), plural(int(s.Retries), "retry")}
 		if s.Pending > 0 {
 			row = append(row, fmt.Sprintf("generation %d pending", s.Pending))
 		}
@@ -305,10 +305,6 @@ func left(t, now time.Time) string {
 		return "EXPIRED " + round(-d).String() + " ago"
 	}
 	return "in " + round(d).String()
-}
-
-func seconds(s float64) string {
-	return round(time.Duration(s * float64(time.Second))).String()
 }
 
 func orNone(s string) string {
