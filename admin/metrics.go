@@ -4,9 +4,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// desc builds a sds_bridge_ metric description.
+// descs are every metric's description, in the order declared below, so
+// that Describe cannot leave one out.
+var descs []*prometheus.Desc
+
+// desc builds a sds_bridge_ metric description and adds it to descs.
 func desc(name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc("sds_bridge_"+name, help, labels, nil)
+	d := prometheus.NewDesc("sds_bridge_"+name, help, labels, nil)
+	descs = append(descs, d)
+	return d
 }
 
 // The metrics read at scrape time. docs/admin.md lists them; keep it in step.
@@ -52,12 +58,7 @@ type collector struct {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
-		descBuildInfo, descReady, descRotations, descGen, descRefused, descWatchErrs, descNotAfter,
-		descSinkGen, descSinkFailures, descSinkRetries, descStreams, descPushes, descNACKs, descAckedCurrent, descRefusedPeers,
-		descConnsOpen, descConnsOverCap, descReconnects, descStreamsOverLimit,
-		descWriteFailures, descActionFailures, descActionRunning, descReloadPending, descJWTExpiry, descJWTFailures,
-	} {
+	for _, d := range descs {
 		ch <- d
 	}
 }

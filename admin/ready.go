@@ -99,7 +99,7 @@ func folderProblems(out *problemList, r reading, bySink map[string]rotation.Sink
 		st, ok := bySink[f.Name()]
 		if d := f.disk; d != nil {
 			if d.err != nil {
-				out.add("folder %s: %s", f.Dir(), folderProblem(d.err))
+				out.add("folder %s: %v", f.Dir(), d.err)
 				continue
 			} else if want := heldSerial(cur, f.SVIDChoice()); ok && st.Err == nil && st.Generation == cur.Generation && d.m.Serial != want {
 				out.add("folder %s holds serial %s, not the current SVID's serial %s (generation %d): something else wrote to it",

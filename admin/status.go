@@ -123,17 +123,6 @@ func readFolder(f Folder, minValidity time.Duration, now time.Time) diskRead {
 	return d
 }
 
-// folderProblem is the operator's line for a folder Inspect refused: the
-// reader's one-line detail, without the package prefix the error carries
-// for logs.
-func folderProblem(err error) string {
-	var me *filesink.MaterialError
-	if errors.As(err, &me) {
-		return me.Detail
-	}
-	return err.Error()
-}
-
 // document is the Status of r, without its judgement.
 func (s *Server) document(r reading) Status {
 	c := r.counts
@@ -178,7 +167,7 @@ func (f folderReading) status(now time.Time) FolderStatus {
 	fs := FolderStatus{Dir: f.Dir(), Actions: []ActionStatus{}, ReloadPending: f.stats.ReloadPending,
 		WriteFailures: f.stats.WriteFailures, LastWriteError: errText(f.stats.LastWriteErr)}
 	if d := f.disk; d != nil && d.shownErr != nil {
-		fs.Problem = folderProblem(d.shownErr)
+		fs.Problem = errText(d.shownErr)
 	} else if d != nil {
 		m := d.shown
 		fs.Material = &MaterialStatus{SPIFFEID: m.SPIFFEID.String(), Serial: m.Serial, NotAfter: m.NotAfter, Generation: m.Generation}
