@@ -145,13 +145,13 @@ func (t *text) folders(folders []FolderStatus) {
 }
 
 func (t *text) action(a ActionStatus) {
-	switch {
-	case a.Generation == 0:
+	switch a.State {
+	case ActionNotRun:
 		t.p("    %s: not run yet", a.Action)
-	case a.State == ActionNoServer:
+	case ActionNoServer:
 		t.p("    %s: no server to reload for generation %d (%s): it reads the files in place when it starts; %s since start: %s",
 			a.Action, a.Generation, ago(a.At, t.now), plural(int(a.Failures), "failed attempt"), a.NoServer)
-	case a.OK:
+	case ActionOK:
 		t.p("    %s: ok for generation %d (%s, %s); %s since start", a.Action, a.Generation, ago(a.At, t.now), plural(a.Attempts, "attempt"), plural(int(a.Failures), "failed attempt"))
 	default:
 		t.p("    %s: FAILED for generation %d after %s (%s); %s since start: %s",
