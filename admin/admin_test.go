@@ -402,7 +402,7 @@ func TestReadyzRequiresSDSAck(t *testing.T) {
 	b.push(time.Hour)
 	b.waitSinks(2, nil)
 	c.answer("")
-	testkit.Eventually(t, "ACK of generation 2", func() bool { return ackProblem(sdsStatus(b.sds, b.src.Current(), false), 2, false) == "" })
+	testkit.Eventually(t, "ACK of generation 2", func() bool { return ackProblem(sdsStatus(b.sds, b.src.Current().Generation, false), 2, false) == "" })
 	b.expectReadyz(http.StatusOK)
 }
 

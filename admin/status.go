@@ -63,13 +63,17 @@ const (
 // that read the disk keep what they read and log a change of readiness.
 func (s *Server) snapshot(now time.Time, v view) Status {
 	r := reading{now: now, cur: s.cfg.Source.Current(), counts: s.cfg.Source.Counters(), sinks: s.cfg.Source.SinkStatuses()}
+	var gen uint64 // 0 before the first Update
+	if r.cur != nil {
+		gen = r.cur.Generation
+	}
 	fromDisk := v != metricsView
-	r.folders = s.readFolders(now, r.cur, fromDisk)
+	r.folders = s.readFolders(now, gen, fromDisk)
 	if s.cfg.JWT != nil {
 		r.tokens = s.cfg.JWT.Tokens()
 	}
 	if s.cfg.SDS != nil && (v != probeView || s.cfg.RequireSDSAck) {
-		r.sds = sdsStatus(s.cfg.SDS, r.cur, v == statusView)
+		r.sds = sdsStatus(s.cfg.SDS, gen, v == statusView)
 	}
 	st := s.document(r)
 	st.Problems = s.problems(r)
@@ -80,9 +84,9 @@ func (s *Server) snapshot(now time.Time, v view) Status {
 	return st
 }
 
-// readFolders reads every folder's stats, and its disk as fromDisk says.
-func (s *Server) readFolders(now time.Time, cur *rotation.Update, fromDisk bool) []folderReading {
-	gen := generation(cur)
+// readFolders reads every folder's stats, and its disk as fromDisk says,
+// under generation gen.
+func (s *Server) readFolders(now time.Time, gen uint64, fromDisk bool) []folderReading {
 	var disk []diskRead
 	if fromDisk {
 		disk = make([]diskRead, len(s.cfg.Folders))
@@ -198,12 +202,12 @@ func actionStatus(a reload.ActionStats, now time.Time) ActionStatus {
 }
 
 // sdsStatus is the one place the SDS server is read. The counts of
-// acknowledgements cover every stream; list adds the oldest
+// acknowledgements of generation gen cover every stream; list adds the oldest
 // MaxListedClients streams, what their clients chose escaped (printable),
 // as the SDS server already cut it to a bound.
-func sdsStatus(srv SDS, cur *rotation.Update, list bool) *SDSStatus {
+func sdsStatus(srv SDS, gen uint64, list bool) *SDSStatus {
 	ss := srv.Stats()
-	streams, current, newest := srv.Acks(generation(cur))
+	streams, current, newest := srv.Acks(gen)
 	st := &SDSStatus{Version: ss.Version, Generation: ss.Generation, StreamsOpen: ss.StreamsOpen, Pushes: ss.Pushes, NACKs: ss.NACKs,
 		RefusedPeers: ss.RefusedPeers, ConnectionsOpen: ss.ConnectionsOpen, ConnectionsOverCap: ss.ConnectionsOverCap,
 		StreamsOverLimit: ss.StreamsOverLimit, ClientsCurrent: current, NewestAcked: newest,
@@ -226,14 +230,6 @@ func sdsStatus(srv SDS, cur *rotation.Update, list bool) *SDSStatus {
 		})
 	}
 	return st
-}
-
-// generation is cur's, 0 before the first Update.
-func generation(cur *rotation.Update) uint64 {
-	if cur == nil {
-		return 0
-	}
-	return cur.Generation
 }
 
 func errText(err error) string {

@@ -46,10 +46,11 @@ func (t *text) p(format string, args ...any) {
 	fmt.Fprintf(&t.b, format+"\n", args...)
 }
 
-// table aligns the rows of one section; details go below it, as a line
-// without tabs would end the alignment. Cells go through printable, as p's
-// arguments do (a tab in a cell would break the alignment too).
-func (t *text) table(rows [][]string) {
+// table aligns the rows of one section, then prints its details below
+// it, as a line without tabs would end the alignment. Cells go through
+// printable, as p's arguments do (a tab in a cell would break the
+// alignment too).
+func (t *text) table(rows [][]string, details []string) {
 	tw := tabwriter.NewWriter(&t.b, 0, 4, 2, ' ', 0)
 	for _, r := range rows {
 		cells := make([]string, len(r))
@@ -59,6 +60,9 @@ func (t *text) table(rows [][]string) {
 		fmt.Fprintln(tw, "  "+strings.Join(cells, "\t"))
 	}
 	tw.Flush()
+	for _, d := range details {
+		t.p("%s", d)
+	}
 }
 
 func (t *text) header(st Status) {
@@ -82,13 +86,13 @@ func (t *text) identity(st Status) {
 		}
 		rows = append(rows, []string{s.SPIFFEID, "serial " + s.Serial, "not after " + stamp(s.NotAfter) + " (" + left(s.NotAfter, t.now) + ")", def})
 	}
-	t.table(rows)
+	t.table(rows, nil)
 	t.p("Bundles")
 	rows = nil
 	for _, bd := range st.Bundles {
 		rows = append(rows, []string{bd.TrustDomain, plural(bd.Authorities, "root")})
 	}
-	t.table(rows)
+	t.table(rows, nil)
 	if st.WorkloadAPI.Refused > 0 || st.WorkloadAPI.WatchErrors > 0 {
 		t.p("Workload API: %d updates refused, %d watch errors since start", st.WorkloadAPI.Refused, st.WorkloadAPI.WatchErrors)
 	}
@@ -113,10 +117,7 @@ func (t *text) sinks(sinks []SinkStatus) {
 			details = append(details, fmt.Sprintf("  %s: last apply failed: %s", s.Name, s.Error))
 		}
 	}
-	t.table(rows)
-	for _, d := range details {
-		t.p("%s", d)
-	}
+	t.table(rows, details)
 }
 
 func (t *text) folders(folders []FolderStatus) {
@@ -206,10 +207,7 @@ func (t *text) sds(sds *SDSStatus) {
 			details = append(details, fmt.Sprintf("  %s (%s stream %d) rejected version %s %s: %s", node, kind, c.Stream, c.NACKedVersion, ago(c.NACKedAt, t.now), c.NACK))
 		}
 	}
-	t.table(rows)
-	for _, d := range details {
-		t.p("%s", d)
-	}
+	t.table(rows, details)
 	if sds.ClientsNotListed > 0 {
 		t.p("  … and %s not listed (/status lists the oldest %d)", plural(sds.ClientsNotListed, "more stream"), len(sds.Clients))
 	}
