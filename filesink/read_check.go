@@ -16,7 +16,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/internal/certcheck"
-	"github.com/sds-bridge/sds-bridge/internal/oneline"
 )
 
 // finding is one problem checkSet found, with what a caller needs to decide
@@ -64,7 +63,7 @@ type checker struct {
 }
 
 func (c *checker) add(name string, r *Reason, detail string, cause error) {
-	err := &MaterialError{Reason: r, Path: c.dir.join(name), Detail: oneline.Of(detail), Err: cause}
+	err := &MaterialError{Reason: r, Path: c.dir.join(name), Detail: oneLine(detail), Err: cause}
 	c.findings = append(c.findings, finding{Err: err, Name: name})
 }
 

@@ -1,5 +1,7 @@
 package filesink
 
+import "strings"
+
 // Reason says what is wrong with the material in a credential folder. Each
 // Reason is also the error errors.Is matches: errors.Is(err, ErrExpired).
 type Reason struct {
@@ -55,3 +57,8 @@ func (e *MaterialError) Unwrap() []error {
 	}
 	return []error{e.Reason}
 }
+
+// oneLine collapses every run of white space in s, newlines included, into
+// one space: a cause that spans lines (a PEM parse error) must not break
+// the Detail's one line.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

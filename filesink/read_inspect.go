@@ -18,7 +18,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/sds-bridge/sds-bridge/internal/oneline"
 )
 
 // InspectConfig tells Inspect where and what to read.
@@ -89,7 +88,7 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 		for _, name := range names.required(m.SPIFFEID.TrustDomain()) {
 			if err := folder.stat(name); err != nil {
 				return nil, &MaterialError{Reason: ErrMissing, Path: folder.join(name), Err: err,
-					Detail: oneline.Of(fmt.Sprintf("missing file %s (%s has it; the link is missing or broken)", folder.join(name), filepath.Base(set.path)))}
+					Detail: oneLine(fmt.Sprintf("missing file %s (%s has it; the link is missing or broken)", folder.join(name), filepath.Base(set.path)))}
 			}
 		}
 	}
@@ -108,7 +107,7 @@ func folderError(dir string, err error) *MaterialError {
 		e.Detail = dir + " is not a directory"
 	default:
 		e.Reason = ErrUnreadable
-		e.Detail = oneline.Of("the directory " + dir + " cannot be opened: " + err.Error())
+		e.Detail = oneLine("the directory " + dir + " cannot be opened: " + err.Error())
 	}
 	return e
 }
@@ -150,7 +149,7 @@ func checkSVID(cfg InspectConfig, m *Material, set setDir, written *marker) *Mat
 	}
 	fail := func(format string, args ...any) *MaterialError {
 		return &MaterialError{Reason: ErrOtherSVID, Path: path,
-			Detail: oneline.Of(fmt.Sprintf("%s holds %s (serial %s), ", set.path, m.SPIFFEID, m.Serial) + fmt.Sprintf(format, args...))}
+			Detail: oneLine(fmt.Sprintf("%s holds %s (serial %s), ", set.path, m.SPIFFEID, m.Serial) + fmt.Sprintf(format, args...))}
 	}
 	if written != nil && written.SVID != cfg.SVID {
 		return fail("written for svid %q, but the folder is configured for svid %q", written.SVID, cfg.SVID)

@@ -78,6 +78,25 @@ func (s *Server) Clients() []Client {
 	return out
 }
 
+// Acks counts the open streams, those whose last acknowledged generation
+// is gen, and the newest generation any of them acknowledged (0: none),
+// without copying what each stream holds: readiness asks on every probe.
+func (s *Server) Acks(gen uint64) (streams, current int, newest uint64) {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	for st := range s.reg.streams {
+		st.mu.Lock()
+		acked := st.client.AckedGeneration
+		st.mu.Unlock()
+		streams++
+		if acked != 0 && acked == gen {
+			current++
+		}
+		newest = max(newest, acked)
+	}
+	return streams, current, newest
+}
+
 func boolInt(b bool) int {
 	if b {
 		return 1

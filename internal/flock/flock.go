@@ -1,7 +1,8 @@
 // Package flock makes a credential folder or an SDS socket belong to one
 // running bridge: an exclusive flock(2) on a lock file, taken before
 // anything else is touched. The kernel drops the lock when the process
-// dies, so a crash never leaves a folder locked.
+// dies, so a crash never leaves a folder locked. A socket file a dead
+// bridge left behind is taken over (RemoveStaleSocket); a live one is not.
 //
 // A lock file counts only if this process's uid made it: a regular file
 // owned by that uid, with one link and no access for anyone else. Whoever
