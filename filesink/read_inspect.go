@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 )
 
 // InspectConfig tells Inspect where and what to read.
