@@ -154,9 +154,6 @@ type Server struct {
 	current    atomic.Pointer[snapshot]
 	publishing sync.Mutex
 	reg        registry
-	// stopping is closed when the server stops: every stream ends.
-	stopping chan struct{}
-	stop     sync.Once
 	// health answers grpc.health.v1 on the SDS socket.
 	health  *health.Server
 	serving atomic.Bool
@@ -186,7 +183,6 @@ func New(cfg Config) (*Server, error) {
 		policy:   newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
 		prefix:   versionPrefix(),
 		reg:      registry{streams: make(map[*stream]struct{}), peers: make(map[uint32]*peerUsage)},
-		stopping: make(chan struct{}),
 		health:   newHealth(),
 	}
 	s.current.Store(&snapshot{version: s.versionOf(0), replaced: make(chan struct{})})
@@ -302,8 +298,21 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-// endStreams ends every open stream, and every stream that opens after.
-func (s *Server) endStreams() { s.stop.Do(func() { close(s.stopping) }) }
+// endStreams ends every open stream, and every stream that opens after:
+// it replaces the current snapshot by a copy marked stopped, which wakes
+// every stream.
+func (s *Server) endStreams() {
+	s.publishing.Lock()
+	defer s.publishing.Unlock()
+	prev := s.current.Load()
+	if prev.stopped {
+		return
+	}
+	snap := *prev
+	snap.stopped, snap.replaced = true, make(chan struct{})
+	s.current.Store(&snap)
+	close(prev.replaced)
+}
 
 // Serve listens on the socket and serves until ctx ends. Then open streams
 // are ended (Envoy keeps its secrets and reconnects), in-flight RPCs get

@@ -37,6 +37,9 @@ type snapshot struct {
 	// change only then.
 	namesID  uint64
 	replaced chan struct{}
+	// stopped is set once the server stops (Server.endStreams): a stream
+	// that sees it ends.
+	stopped bool
 }
 
 // served is the set of Secrets of one Validation.
@@ -45,12 +48,13 @@ type served struct {
 	names   []string // sorted
 }
 
-// servedSecret is a Secret with its wire form.
+// servedSecret is a Secret with what every stream is sent of it, built
+// once per snapshot and shared by all: its Delta resource (the name, a
+// hash of the Secret as the version, and the marshalled Secret), whose
+// Any a SotW response carries.
 type servedSecret struct {
-	secret *tlsv3.Secret
-	wire   []byte
-	// hash is the Delta resource version.
-	hash string
+	secret   *tlsv3.Secret
+	resource *discoveryv3.Resource
 }
 
 func (s *served) has(name string) bool {
@@ -73,7 +77,8 @@ func newServed(secrets map[string]*tlsv3.Secret, known map[*tlsv3.Secret]servedS
 			// a Delta client that reconnects holding the same secret, also
 			// to a restarted bridge, is not sent it again.
 			sum := sha256.Sum256(wire)
-			ss = servedSecret{secret: sec, wire: wire, hash: hex.EncodeToString(sum[:])}
+			ss = servedSecret{secret: sec, resource: &discoveryv3.Resource{Name: name, Version: hex.EncodeToString(sum[:]),
+				Resource: &anypb.Any{TypeUrl: secretType, Value: wire}}}
 			known[sec] = ss
 		}
 		sv.secrets[name] = ss
@@ -107,7 +112,7 @@ func (s *Server) publish(generation uint64, secrets [2]map[string]*tlsv3.Secret)
 			"generation", generation, "version", s.versionOf(snap.number))
 	}
 	snap.version = s.versionOf(snap.number)
-	snap.namesID = prev.namesID
+	snap.namesID, snap.stopped = prev.namesID, prev.stopped
 	if prev.number == 0 || !slices.Equal(snap.variants[0].names, prev.variants[0].names) ||
 		!slices.Equal(snap.variants[1].names, prev.variants[1].names) {
 		snap.namesID++
@@ -139,7 +144,7 @@ func (s *Server) fetch(req *discoveryv3.DiscoveryRequest) (*discoveryv3.Discover
 	resp := &discoveryv3.DiscoveryResponse{VersionInfo: snap.version, TypeUrl: secretType}
 	for _, name := range names {
 		if s, ok := sv.secrets[name]; ok {
-			resp.Resources = append(resp.Resources, &anypb.Any{TypeUrl: secretType, Value: s.wire})
+			resp.Resources = append(resp.Resources, s.resource.Resource)
 		}
 	}
 	if len(resp.Resources) == 0 {

@@ -86,9 +86,11 @@ func serveStream[Req, Resp any](s *Server, ss grpc.BidiStreamingServer[Req, Resp
 		return err
 	}
 	defer s.close(st)
-	requests, left := make(chan *Req), make(chan struct{})
+	// requests is closed when the client leaves: the stream ends without
+	// an error.
+	requests := make(chan *Req)
 	go func() {
-		defer close(left)
+		defer close(requests)
 		for {
 			req, err := ss.Recv()
 			if err != nil {
@@ -101,9 +103,12 @@ func serveStream[Req, Resp any](s *Server, ss grpc.BidiStreamingServer[Req, Resp
 			}
 		}
 	}()
-	for {
+	for !st.seen.stopped {
 		select {
-		case req := <-requests:
+		case req, ok := <-requests:
+			if !ok {
+				return nil
+			}
 			replyEmpty, err := take(st, req, streamType)
 			if err == nil {
 				err = st.answer(replyEmpty)
@@ -113,15 +118,15 @@ func serveStream[Req, Resp any](s *Server, ss grpc.BidiStreamingServer[Req, Resp
 			}
 		case <-st.seen.replaced:
 			st.look(s.current.Load())
+			if st.seen.stopped {
+				return errStopping
+			}
 			if err := st.answer(false); err != nil {
 				return err
 			}
-		case <-left:
-			return nil
-		case <-s.stopping:
-			return errStopping
 		}
 	}
+	return errStopping
 }
 
 // stream is one open SotW or Delta stream: the one record of what it asks
@@ -370,7 +375,7 @@ func (st *stream) response(snap *snapshot, replyEmpty bool) any {
 	sv := &snap.variants[st.validation]
 	resourceVersion := func(s servedSecret) string {
 		if st.delta {
-			return s.hash
+			return s.resource.Version
 		}
 		return snap.version
 	}
@@ -394,16 +399,14 @@ func (st *stream) response(snap *snapshot, replyEmpty bool) any {
 		resp := &discoveryv3.DiscoveryResponse{VersionInfo: snap.version, TypeUrl: secretType, Nonce: st.lastNonce,
 			Resources: make([]*anypb.Any, 0, len(changed))}
 		for _, name := range changed {
-			resp.Resources = append(resp.Resources, &anypb.Any{TypeUrl: secretType, Value: sv.secrets[name].wire})
+			resp.Resources = append(resp.Resources, sv.secrets[name].resource.Resource)
 		}
 		return resp
 	}
 	resp := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: snap.version, TypeUrl: secretType, Nonce: st.lastNonce,
-		RemovedResources: removed}
+		RemovedResources: removed, Resources: make([]*discoveryv3.Resource, 0, len(changed))}
 	for _, name := range changed {
-		s := sv.secrets[name]
-		resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: name, Version: s.hash,
-			Resource: &anypb.Any{TypeUrl: secretType, Value: s.wire}})
+		resp.Resources = append(resp.Resources, sv.secrets[name].resource)
 	}
 	return resp
 }
