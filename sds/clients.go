@@ -16,8 +16,7 @@ import (
 // it has accepted. It answers "what does Envoy have?" for readiness and
 // status.
 type Client struct {
-	// Stream is the stream's number; SotW (with ADS) and Delta streams are
-	// numbered independently, so (Stream, Delta) identifies a stream.
+	// Stream is the stream's number, one per stream of any kind.
 	Stream int64
 	Delta  bool
 	// Node and Cluster are the node's id and cluster, from its requests.
@@ -51,10 +50,10 @@ type Client struct {
 // registry holds every open stream, and what each peer uid's streams hold
 // against its limits.
 type registry struct {
-	mu                sync.Mutex
-	streams           map[*stream]struct{}
-	peers             map[uint32]*peerUsage
-	sotwIDs, deltaIDs int64
+	mu      sync.Mutex
+	streams map[*stream]struct{}
+	peers   map[uint32]*peerUsage
+	lastID  int64
 }
 
 // Clients lists the open SDS streams, oldest first.
@@ -73,16 +72,9 @@ func (s *Server) Clients() []Client {
 	}
 	s.reg.mu.Unlock()
 	slices.SortFunc(out, func(a, b Client) int {
-		return cmp.Or(a.OpenedAt.Compare(b.OpenedAt), cmp.Compare(boolInt(a.Delta), boolInt(b.Delta)), cmp.Compare(a.Stream, b.Stream))
+		return cmp.Or(a.OpenedAt.Compare(b.OpenedAt), cmp.Compare(a.Stream, b.Stream))
 	})
 	return out
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // open registers a new stream of peer uid; nil with the error that ends
@@ -102,13 +94,8 @@ func (s *Server) open(ss grpc.ServerStream, delta bool, uid uint32) (*stream, er
 		return nil, s.refuse(st, errTooManyStreams(uid, s.cfg.limits.streamsPerPeer))
 	}
 	p.streams++
-	if delta {
-		r.deltaIDs++
-		st.id = r.deltaIDs
-	} else {
-		r.sotwIDs++
-		st.id = r.sotwIDs
-	}
+	r.lastID++
+	st.id = r.lastID
 	st.client = Client{Stream: st.id, Delta: delta, OpenedAt: time.Now()}
 	r.streams[st] = struct{}{}
 	r.mu.Unlock()

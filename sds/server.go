@@ -31,6 +31,7 @@ import (
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/sds-bridge/sds-bridge/internal/connlimit"
@@ -218,7 +219,7 @@ func (s *Server) Register(gs *grpc.Server) {
 	d := &discovery{s: s}
 	secretv3.RegisterSecretDiscoveryServiceServer(gs, d)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, d)
-	s.registerHealth(gs)
+	healthpb.RegisterHealthServer(gs, s.health)
 }
 
 // Apply builds every Secret of u and replaces the served set in one step,
@@ -248,33 +249,19 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 
 // build is both variants of u's Secrets, indexed by Validation, as every
 // client gets one of them (validationFor); they share the tls_certificate
-// Secrets, built and checked once.
+// Secrets, built once (and checked and marshalled once, by publish).
 func (s *Server) build(u *rotation.Update) ([2]map[string]*tlsv3.Secret, error) {
 	var variants [2]map[string]*tlsv3.Secret
 	certs, err := tlsCertificates(u, s.cfg.Names)
 	if err != nil {
 		return variants, err
 	}
-	checked := make(map[*tlsv3.Secret]bool, len(certs)+4)
 	for _, v := range []Validation{ValidationSPIFFE, ValidationTrustedCA} {
 		names := s.cfg.Names
 		names.DisableSPIFFECertValidation = v == ValidationTrustedCA
-		secrets, err := withValidation(certs, u, names)
-		if err != nil {
+		if variants[v], err = withValidation(certs, u, names); err != nil {
 			return variants, err
 		}
-		for name, sec := range secrets {
-			if checked[sec] {
-				continue
-			}
-			checked[sec] = true
-			// Envoy would NACK what its own validation rejects; refuse it
-			// here and keep serving the last good set.
-			if err := sec.ValidateAll(); err != nil {
-				return variants, fmt.Errorf("secret %q (%s): %w", name, v, err)
-			}
-		}
-		variants[v] = secrets
 	}
 	return variants, nil
 }

@@ -62,13 +62,19 @@ func (s *served) has(name string) bool {
 	return ok
 }
 
-// newServed marshals secrets; a Secret already in known (another variant
-// of the same generation shares it) is not marshalled again.
-func newServed(secrets map[string]*tlsv3.Secret, known map[*tlsv3.Secret]servedSecret) (served, error) {
+// newServed checks and marshals the secrets of Validation v; a Secret
+// already in known (another variant of the same generation shares it) is
+// not checked or marshalled again.
+func newServed(secrets map[string]*tlsv3.Secret, v Validation, known map[*tlsv3.Secret]servedSecret) (served, error) {
 	sv := served{secrets: make(map[string]servedSecret, len(secrets)), names: slices.Sorted(maps.Keys(secrets))}
 	for name, sec := range secrets {
 		ss, ok := known[sec]
 		if !ok {
+			// Envoy would NACK what its own validation rejects; refuse it
+			// here and keep serving the last good set.
+			if err := sec.ValidateAll(); err != nil {
+				return served{}, fmt.Errorf("secret %q (%s): %w", name, v, err)
+			}
 			wire, err := proto.MarshalOptions{Deterministic: true}.Marshal(sec)
 			if err != nil {
 				return served{}, fmt.Errorf("marshal secret %q: %w", name, err)
@@ -97,7 +103,7 @@ func (s *Server) publish(generation uint64, secrets [2]map[string]*tlsv3.Secret)
 	snap := &snapshot{generation: generation, replaced: make(chan struct{})}
 	known := make(map[*tlsv3.Secret]servedSecret)
 	for v, sec := range secrets {
-		sv, err := newServed(sec, known)
+		sv, err := newServed(sec, Validation(v), known)
 		if err != nil {
 			return nil, err
 		}

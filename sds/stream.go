@@ -68,7 +68,7 @@ func (d *discovery) FetchSecrets(_ context.Context, req *discoveryv3.DiscoveryRe
 	if req == nil {
 		return nil, status.Error(codes.Unavailable, "empty request")
 	}
-	if _, err := requestType(req.GetTypeUrl(), secretType); err != nil {
+	if err := checkType(req.GetTypeUrl(), secretType); err != nil {
 		return nil, err
 	}
 	return d.s.fetch(req)
@@ -172,7 +172,7 @@ type stream struct {
 // response's nonce was sent before its client saw that response: it is
 // stale and changes nothing.
 func (st *stream) takeSotw(req *discoveryv3.DiscoveryRequest, streamType string) (replyEmpty bool, err error) {
-	if _, err := requestType(req.GetTypeUrl(), streamType); err != nil {
+	if err := checkType(req.GetTypeUrl(), streamType); err != nil {
 		return false, err
 	}
 	// A list over the bound is refused before anything of it is kept.
@@ -188,10 +188,9 @@ func (st *stream) takeSotw(req *discoveryv3.DiscoveryRequest, streamType string)
 	st.answered(req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail())
 	st.mu.Lock()
 	if st.sub == nil {
-		st.sub = newSotwSubscription(req.GetResourceNames())
-	} else {
-		st.sub.setSotw(req.GetResourceNames())
+		st.sub = newSubscription(len(req.GetResourceNames()) == 0, nil)
 	}
+	st.sub.setSotw(req.GetResourceNames())
 	st.mu.Unlock()
 	return false, st.subscribed()
 }
@@ -200,7 +199,7 @@ func (st *stream) takeSotw(req *discoveryv3.DiscoveryRequest, streamType string)
 // or a NACK. A first wildcard request is answered even when nothing is
 // served: that ends Envoy's initial fetch.
 func (st *stream) takeDelta(req *discoveryv3.DeltaDiscoveryRequest, streamType string) (replyEmpty bool, err error) {
-	if _, err := requestType(req.GetTypeUrl(), streamType); err != nil {
+	if err := checkType(req.GetTypeUrl(), streamType); err != nil {
 		return false, err
 	}
 	st.setNode(req.GetNode())
@@ -208,11 +207,11 @@ func (st *stream) takeDelta(req *discoveryv3.DeltaDiscoveryRequest, streamType s
 	st.answered("", req.GetResponseNonce(), req.GetErrorDetail())
 	st.mu.Lock()
 	if st.sub == nil {
-		st.sub = newDeltaSubscription(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(), req.GetInitialResourceVersions())
+		// The versions the client says it holds (initial_resource_versions).
+		st.sub = newSubscription(len(req.GetResourceNamesSubscribe()) == 0, req.GetInitialResourceVersions())
 		st.initial = heldBy(req.GetInitialResourceVersions())
-	} else {
-		st.sub.updateDelta(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	}
+	st.sub.updateDelta(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	st.mu.Unlock()
 	return st.sub.wildcard && req.GetResponseNonce() == "", st.subscribed()
 }
@@ -411,18 +410,18 @@ func (st *stream) response(snap *snapshot, replyEmpty bool) any {
 	return resp
 }
 
-// requestType is the type a request asks for: its own, else its stream's.
-// Only Secrets are served: an ADS stream or a FetchSecrets can ask for
-// other types, and are refused.
-func requestType(typeURL, streamType string) (string, error) {
+// checkType refuses a request for another type than Secrets: its own
+// type, else its stream's. An ADS stream or a FetchSecrets can ask for
+// other types.
+func checkType(typeURL, streamType string) error {
 	if typeURL == "" {
 		if streamType == adsType {
-			return "", status.Error(codes.InvalidArgument, "type URL is required for ADS")
+			return status.Error(codes.InvalidArgument, "type URL is required for ADS")
 		}
 		typeURL = streamType
 	}
 	if typeURL != secretType {
-		return "", status.Errorf(codes.InvalidArgument, "this server serves only %s, not %s", secretType, typeURL)
+		return status.Errorf(codes.InvalidArgument, "this server serves only %s, not %s", secretType, typeURL)
 	}
-	return typeURL, nil
+	return nil
 }
