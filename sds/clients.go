@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -91,7 +92,8 @@ func (s *Server) open(ss grpc.ServerStream, delta bool, uid uint32) (*stream, er
 	}
 	if p.streams >= s.cfg.limits.streamsPerPeer {
 		r.mu.Unlock()
-		return nil, s.refuse(st, errTooManyStreams(uid, s.cfg.limits.streamsPerPeer))
+		return nil, s.refuse(st, status.Errorf(codes.ResourceExhausted, "peer uid %d holds %d streams, the most one peer may",
+			uid, s.cfg.limits.streamsPerPeer))
 	}
 	p.streams++
 	r.lastID++
@@ -143,7 +145,9 @@ func (s *Server) account(st *stream) error {
 	case now.names > l.namesPerStream:
 		return s.refuse(st, errTooManyNames(now.names, l.namesPerStream))
 	case peer.names > l.namesPerPeer || peer.nameBytes > l.nameBytesPerPeer:
-		return s.refuse(st, errPeerNames(st.uid, peer.names, peer.nameBytes))
+		return s.refuse(st, status.Errorf(codes.ResourceExhausted,
+			"the streams of peer uid %d would subscribe to %d secret names (%d bytes), more than one peer may",
+			st.uid, peer.names, peer.nameBytes))
 	}
 	return nil
 }
@@ -151,10 +155,11 @@ func (s *Server) account(st *stream) error {
 // refuse counts a stream ended over a limit and logs it, at most once per
 // limitLogEvery; it returns err.
 func (s *Server) refuse(st *stream, err error) error {
-	if s.overLimit.report(time.Now()) {
+	refused, now, last := s.overLimit.Add(1), time.Now().UnixNano(), s.overLimitLogged.Load()
+	if (last == 0 || now-last >= int64(limitLogEvery)) && s.overLimitLogged.CompareAndSwap(last, now) {
 		s.cfg.Logger.Warn("Envoy SDS: stream ended: over a limit on what one client may hold (counted; logged at most every "+
 			limitLogEvery.String()+")", "stream", st.id, "delta", st.delta, "error", status.Convert(err).Message(),
-			"refused_since_start", s.overLimit.count.Load())
+			"refused_since_start", refused)
 	}
 	return err
 }

@@ -160,9 +160,10 @@ type Server struct {
 	serving atomic.Bool
 
 	streamsOpen, pushes, nacks atomic.Int64
-	// overLimit counts streams ended over a limit of cfg.limits.
-	overLimit             overLimit
-	refusedPeers, overCap atomic.Int64
+	// overLimit counts streams ended over a limit of cfg.limits;
+	// overLimitLogged is when that was last logged (unix nanoseconds).
+	overLimit, overLimitLogged atomic.Int64
+	refusedPeers, overCap      atomic.Int64
 	// listener is set by Serve.
 	listener atomic.Pointer[connlimit.Listener]
 }
@@ -180,11 +181,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	s := &Server{
-		cfg:      cfg,
-		policy:   newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
-		prefix:   versionPrefix(),
-		reg:      registry{streams: make(map[*stream]struct{}), peers: make(map[uint32]*peerUsage)},
-		health:   newHealth(),
+		cfg:    cfg,
+		policy: newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
+		prefix: versionPrefix(),
+		reg:    registry{streams: make(map[*stream]struct{}), peers: make(map[uint32]*peerUsage)},
+		health: newHealth(),
 	}
 	s.current.Store(&snapshot{version: s.versionOf(0), replaced: make(chan struct{})})
 	if cfg.Names.DisableSPIFFECertValidation {
@@ -272,7 +273,7 @@ func (s *Server) Stats() Stats {
 		StreamsOpen:        s.streamsOpen.Load(),
 		Pushes:             s.pushes.Load(),
 		NACKs:              s.nacks.Load(),
-		StreamsOverLimit:   s.overLimit.count.Load(),
+		StreamsOverLimit:   s.overLimit.Load(),
 		RefusedPeers:       s.refusedPeers.Load(),
 		ConnectionsOverCap: s.overCap.Load(),
 	}
