@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"iter"
 	"maps"
 	"slices"
 	"strconv"
@@ -140,7 +141,7 @@ func (s *Server) fetch(req *discoveryv3.DiscoveryRequest) (*discoveryv3.Discover
 	v, _ := validationFor(req.GetNode(), s.cfg.Names.DisableSPIFFECertValidation)
 	sv := &snap.variants[v]
 	names := requestedNames(req.GetResourceNames())
-	if unknown := sv.unknown(names); len(unknown) > 0 {
+	if unknown := sv.unknown(slices.Values(names)); len(unknown) > 0 {
 		s.cfg.Logger.Warn("Envoy SDS: fetch asks for secrets that are not served", "node", clip(req.GetNode().GetId()),
 			"unknown", clipNames(unknown), "served", clipNames(sv.names), "validation", v)
 	}
@@ -161,11 +162,10 @@ func (s *Server) fetch(req *discoveryv3.DiscoveryRequest) (*discoveryv3.Discover
 	return resp, nil
 }
 
-// unknown is those of names (sorted, without duplicates) that sv does not
-// serve.
-func (sv *served) unknown(names []string) []string {
+// unknown is those of names that sv does not serve, in their order.
+func (sv *served) unknown(names iter.Seq[string]) []string {
 	var out []string
-	for _, n := range names {
+	for n := range names {
 		if !sv.has(n) {
 			out = append(out, n)
 		}

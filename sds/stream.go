@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -326,13 +327,7 @@ func (st *stream) checkUnknown() {
 		return
 	}
 	sv := &snap.variants[st.validation]
-	var unknown []string
-	for n := range st.sub.names {
-		if !sv.has(n) {
-			unknown = append(unknown, n)
-		}
-	}
-	unknown = requestedNames(unknown)
+	unknown := requestedNames(sv.unknown(maps.Keys(st.sub.names)))
 	key := strings.Join(unknown, "\x00")
 	if key == st.unknown {
 		return
