@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -661,4 +662,49 @@ func TestAScrapeAfterARotationDoesNotJudgeByTheOldRead(t *testing.T) {
 		t.Errorf("sds_bridge_ready = %v after a rotation the folder applied, want 1", got)
 	}
 	b.expectReadyz(http.StatusOK)
+}
+
+// TestStatusShowsTheSubscriptionTheStreamServes: /status lists what each
+// stream asks for as the stream itself serves it: [default], still
+// [default] after a stale request naming something else, and nothing
+// (not a wildcard) after [default] then [].
+func TestStatusShowsTheSubscriptionTheStreamServes(t *testing.T) {
+	b := startBridge(t, bridgeOptions{})
+	b.push(time.Hour)
+	b.waitSinks(1, nil)
+	c := newSotWClient(t, b.sdsPath, "envoy-1")
+	first := c.answer("")
+	subscribed := func(want ...string) {
+		t.Helper()
+		testkit.Eventually(t, fmt.Sprintf("/status showing %q", want), func() bool {
+			st := b.status()
+			return st.SDS != nil && len(st.SDS.Clients) == 1 && !st.SDS.Clients[0].Wildcard && slices.Equal(st.SDS.Clients[0].Subscribed, want)
+		})
+	}
+	subscribed("default")
+
+	// While the push of generation 2 is on its way, a request answering
+	// the first response is stale: naming ROOTCA changes nothing.
+	b.push(time.Hour)
+	b.waitSinks(2, nil)
+	c.send(&discoveryv3.DiscoveryRequest{VersionInfo: first.GetVersionInfo(), ResourceNames: []string{"ROOTCA"},
+		TypeUrl: resource.SecretType, ResponseNonce: first.GetNonce()})
+	testkit.Eventually(t, "the stale request seen", func() bool { return strings.Contains(b.logs.String(), "stale request ignored") })
+	subscribed("default")
+
+	// [] after [default]: subscribed to nothing, which is not a wildcard.
+	second, err := c.stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(&discoveryv3.DiscoveryRequest{VersionInfo: second.GetVersionInfo(), TypeUrl: resource.SecretType, ResponseNonce: second.GetNonce()})
+	subscribed()
+	var text strings.Builder
+	st := b.status()
+	if err := st.WriteText(&text, st.Time); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "no secret") {
+		t.Errorf("status text does not say the stream asks for no secret:\n%s", text.String())
+	}
 }

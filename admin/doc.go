@@ -182,6 +182,10 @@ type ClientStatus struct {
 	// ("spiffe": Envoy's SPIFFE validator, "trusted_ca": plain roots, no
 	// ALL), chosen per client as SPIRE Agent's SDS chooses; ValidationReason
 	// says why (its Envoy version, its node metadata, or the config).
+	// Wildcard: the stream asks for every secret served; Subscribed: the
+	// names it asks for, as the stream serves them (sorted).
+	Wildcard         bool      `json:"wildcard"`
+	Subscribed       []string  `json:"subscribed,omitempty"`
 	Validation       string    `json:"validation"`
 	ValidationReason string    `json:"validation_reason"`
 	OpenedAt         time.Time `json:"opened_at"`

@@ -224,6 +224,7 @@ func sdsStatus(srv SDS, gen uint64, list bool) *SDSStatus {
 	for _, c := range clients {
 		st.Clients = append(st.Clients, ClientStatus{
 			Node: p(c.Node), Cluster: p(c.Cluster), Stream: c.Stream, Delta: c.Delta, OpenedAt: c.OpenedAt,
+			Wildcard: c.Wildcard, Subscribed: printableAll(c.Subscribed),
 			Validation: c.Validation.String(), ValidationReason: p(c.ValidationReason),
 			AckedVersion: p(c.AckedVersion), AckedGeneration: c.AckedGeneration, AckedAt: c.AckedAt,
 			NACKedVersion: p(c.NACKedVersion), NACK: p(c.NACK), NACKedAt: c.NACKedAt,

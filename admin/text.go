@@ -202,7 +202,8 @@ func (t *text) sds(sds *SDSStatus) {
 		if c.ValidationReason != "" {
 			validation += " (" + c.ValidationReason + ")"
 		}
-		rows = append(rows, []string{node, fmt.Sprintf("%s stream %d", kind, c.Stream), "connected " + ago(c.OpenedAt, t.now), validation, acked})
+		rows = append(rows, []string{node, fmt.Sprintf("%s stream %d", kind, c.Stream), "connected " + ago(c.OpenedAt, t.now),
+			subscription(c), validation, acked})
 		if c.NACK != "" {
 			details = append(details, fmt.Sprintf("  %s (%s stream %d) rejected version %s %s: %s", node, kind, c.Stream, c.NACKedVersion, ago(c.NACKedAt, t.now), c.NACK))
 		}
@@ -211,6 +212,26 @@ func (t *text) sds(sds *SDSStatus) {
 	if sds.ClientsNotListed > 0 {
 		t.p("  … and %s not listed (/status lists the oldest %d)", plural(sds.ClientsNotListed, "more stream"), len(sds.Clients))
 	}
+}
+
+// subscription is what a stream asks for, as the stream serves it.
+func subscription(c ClientStatus) string {
+	switch {
+	case c.Wildcard:
+		return "every secret (wildcard)"
+	case len(c.Subscribed) == 0:
+		return "no secret"
+	}
+	return "asks for " + strings.Join(c.Subscribed, ", ")
+}
+
+// printableAll is printable for each of names.
+func printableAll(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = printable(n)
+	}
+	return out
 }
 
 // printable escapes what a terminal would act on rather than show —
