@@ -32,7 +32,7 @@ func registerDev(fs *flag.FlagSet, d *bridge.DevIdentities, s *devSocket) {
 	fs.StringVar(&s.path, "workload-api-socket", "", "unix socket of dev's Workload API (default ./"+devHome+"/workload.sock)")
 	fs.StringVar(&s.mode, "workload-api-mode", "", `mode of that socket, e.g. "0777" so that a program run as another user (a helper.conf's consumer) can reach it (default: as created, writable by dev's user only)`)
 	fs.DurationVar(&d.TTL, "svid-ttl", devapi.DefaultTTL, "lifetime of each development SVID; a new one is issued at half of it")
-	fs.StringVar(&d.TrustDomain, "trust-domain", "example.org", "trust domain of the development CA")
+	fs.StringVar(&d.TrustDomain, "trust-domain", devapi.DefaultTrustDomain.Name(), "trust domain of the development CA")
 	fs.StringVar(&d.SPIFFEID, "spiffe-id", "", "SPIFFE ID to issue (default spiffe://<trust-domain>/dev)")
 	fs.StringVar(&d.SecondSPIFFEID, "second-spiffe-id", "", `also issue this SPIFFE ID, with Workload API hint "`+bridge.DevSecondHint+`" (try workload_api.default_svid_hint, files[].svid)`)
 	fs.Func("federate-with", "also send a federated bundle for trust domain TD from a second in-memory CA (repeatable)", func(v string) error {
