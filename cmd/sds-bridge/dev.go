@@ -15,7 +15,6 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/bridge"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
-	"github.com/sds-bridge/sds-bridge/internal/unixsock"
 )
 
 // devHome is where dev puts everything unless told otherwise.
@@ -103,9 +102,8 @@ func runDevBridge(ctx context.Context, common *commonFlags, dev *bridge.DevIdent
 	return b.Run(ctx)
 }
 
-// resolve is the socket's absolute path (home/workload.sock by default,
-// shortened if too long for a unix socket) and its mode, 0 to leave it as
-// created.
+// resolve is the socket's absolute path (bridge.DevSocketPath) and its
+// mode, 0 to leave it as created.
 func (s devSocket) resolve(home string) (string, os.FileMode, error) {
 	var mode os.FileMode
 	if s.mode != "" {
@@ -115,16 +113,6 @@ func (s devSocket) resolve(home string) (string, os.FileMode, error) {
 		}
 		mode = os.FileMode(m)
 	}
-	if s.path == "" {
-		path, err := bridge.DevSocketPath(filepath.Join(home, "workload.sock"))
-		return path, mode, err
-	}
-	path, err := filepath.Abs(s.path)
-	if err != nil {
-		return "", 0, fmt.Errorf("--workload-api-socket: %w", err)
-	}
-	if len(path) > unixsock.MaxPath {
-		return "", 0, fmt.Errorf("--workload-api-socket %s: longer than a unix socket path may be (%d bytes)", path, unixsock.MaxPath)
-	}
-	return path, mode, nil
+	path, err := bridge.DevSocketPath(s.path, home)
+	return path, mode, err
 }

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -136,11 +137,19 @@ func devFlag(refused *devapi.ConfigError) string {
 	}
 }
 
-// DevSocketPath returns want, or a short path under the temp dir when want is
-// longer than a unix socket path may be.
-func DevSocketPath(want string) (string, error) {
-	if len(want) <= unixsock.MaxPath {
-		return want, nil
+// DevSocketPath is the absolute path of dev's Workload API socket: the
+// --workload-api-socket flag's value, else home/workload.sock, moved to
+// a short path under the temp dir when home makes it longer than a unix
+// socket path may be.
+func DevSocketPath(flagValue, home string) (string, error) {
+	path, err := filepath.Abs(cmp.Or(flagValue, filepath.Join(home, "workload.sock")))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("--workload-api-socket: %w", err)
+	case len(path) <= unixsock.MaxPath:
+		return path, nil
+	case flagValue != "":
+		return "", fmt.Errorf("--workload-api-socket %s: longer than a unix socket path may be (%d bytes)", path, unixsock.MaxPath)
 	}
 	dir, err := os.MkdirTemp("", "sds-bridge-dev")
 	if err != nil {
