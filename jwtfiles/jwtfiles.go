@@ -576,31 +576,6 @@ func marshalBundles(set *jwtbundle.Set) ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// ParseBundles reads what marshalBundles wrote.
-func ParseBundles(data []byte) (*jwtbundle.Set, error) {
-	var in map[string]string
-	if err := json.Unmarshal(data, &in); err != nil {
-		return nil, fmt.Errorf("parse JWT bundles: %w", err)
-	}
-	set := jwtbundle.NewSet()
-	for name, enc := range in {
-		td, err := spiffeid.TrustDomainFromString(name)
-		if err != nil {
-			return nil, fmt.Errorf("parse JWT bundles: trust domain %q: %w", name, err)
-		}
-		jwks, err := base64.StdEncoding.DecodeString(enc)
-		if err != nil {
-			return nil, fmt.Errorf("parse JWT bundles of %s: %w", name, err)
-		}
-		b, err := jwtbundle.Parse(td, jwks)
-		if err != nil {
-			return nil, fmt.Errorf("parse JWT bundles of %s: %w", name, err)
-		}
-		set.Add(b)
-	}
-	return set, nil
-}
-
 // runActions runs the folder's JWT actions, after any run of its X.509
 // ones in progress; the Runner logs a failure.
 func (w *Writer) runActions(ctx context.Context, f *Folder, ev reload.Event) {
