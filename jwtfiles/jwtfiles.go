@@ -196,7 +196,7 @@ func New(cfg Config) (*Writer, error) {
 	if cfg.MaxRetry < cfg.MinRetry {
 		cfg.MaxRetry = max(DefaultMaxRetry, cfg.MinRetry)
 	}
-	cfg.Folders = append([]Folder(nil), cfg.Folders...)
+	cfg.Folders = slices.Clone(cfg.Folders)
 	for i := range cfg.Folders {
 		f := cfg.Folders[i].WithDefaults()
 		// Dir is the folder's key: its X.509 writer checks it for the config.
