@@ -196,7 +196,7 @@ func New(cfg Config) (*Writer, error) {
 	if cfg.MaxRetry < cfg.MinRetry {
 		cfg.MaxRetry = max(DefaultMaxRetry, cfg.MinRetry)
 	}
-	cfg.Folders = append([]Folder(nil), cfg.Folders...)
+	cfg.Folders = slices.Clone(cfg.Folders)
 	for i := range cfg.Folders {
 		f := cfg.Folders[i].WithDefaults()
 		// Dir is the folder's key: its X.509 writer checks it for the config.
@@ -238,21 +238,32 @@ func (w *Writer) noteToken(i int, svid *jwtsvid.SVID, fetched, now time.Time, er
 	}
 	t.LastError, t.LastErrorAt = nil, time.Time{}
 	t.SPIFFEID, t.Expiry, t.FetchedAt, t.RefreshedAt = svid.ID.String(), svid.Expiry, fetched, now
-	t.IssuedAt = time.Time{}
+	t.IssuedAt = issuedAt(svid)
+}
+
+// issuedAt is svid's iat claim, zero without one.
+func issuedAt(svid *jwtsvid.SVID) time.Time {
 	if iat, ok := svid.Claims["iat"].(float64); ok {
-		t.IssuedAt = time.Unix(int64(iat), 0)
+		return time.Unix(int64(iat), 0)
 	}
+	return time.Time{}
+}
+
+// bundleFolders are the folders with a JWT bundle file.
+func (w *Writer) bundleFolders() []*Folder {
+	var out []*Folder
+	for i := range w.cfg.Folders {
+		if w.cfg.Folders[i].BundleFileName != "" {
+			out = append(out, &w.cfg.Folders[i])
+		}
+	}
+	return out
 }
 
 // Empty reports whether there is nothing to write, so a caller can skip Run
 // and its Workload API connection.
 func (w *Writer) Empty() bool {
-	for _, f := range w.cfg.Folders {
-		if len(f.SVIDs) > 0 || f.BundleFileName != "" {
-			return false
-		}
-	}
-	return true
+	return len(w.tokens) == 0 && len(w.bundleFolders()) == 0
 }
 
 // connect opens the Workload API client and removes temporary files a
@@ -284,7 +295,6 @@ func (w *Writer) Run(ctx context.Context) error {
 	defer client.Close()
 
 	var wg sync.WaitGroup
-	bundles := false
 	token := 0
 	for i := range w.cfg.Folders {
 		f := &w.cfg.Folders[i]
@@ -293,9 +303,8 @@ func (w *Writer) Run(ctx context.Context) error {
 			wg.Go(func() { w.runToken(ctx, client, f, s, index) })
 			token++
 		}
-		bundles = bundles || f.BundleFileName != ""
 	}
-	if bundles {
+	if len(w.bundleFolders()) > 0 {
 		wg.Go(func() { w.runBundles(ctx, client) })
 	}
 	wg.Wait()
@@ -316,7 +325,6 @@ func (w *Writer) Once(ctx context.Context) error {
 		return err
 	}
 	defer client.Close()
-	bundles := false
 	for i := range w.cfg.Folders {
 		f := &w.cfg.Folders[i]
 		for _, s := range f.SVIDs {
@@ -333,9 +341,9 @@ func (w *Writer) Once(ctx context.Context) error {
 				return err
 			}
 		}
-		bundles = bundles || f.BundleFileName != ""
 	}
-	if !bundles {
+	folders := w.bundleFolders()
+	if len(folders) == 0 {
 		return nil
 	}
 	var data []byte
@@ -349,11 +357,7 @@ func (w *Writer) Once(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	for i := range w.cfg.Folders {
-		f := &w.cfg.Folders[i]
-		if f.BundleFileName == "" {
-			continue
-		}
+	for _, f := range folders {
 		path := filepath.Join(f.Dir, f.BundleFileName)
 		if err := w.retry(ctx, path, func() error { return filesink.WriteFile(path, data, f.BundleMode, f.Owner) }); err != nil {
 			return err
@@ -505,10 +509,8 @@ func (w *Writer) fetch(ctx context.Context, client *workloadapi.Client, f *Folde
 // counted from its iat claim (or from when it was fetched).
 func refreshIn(svid *jwtsvid.SVID, fetched time.Time) time.Duration {
 	start := fetched
-	if iat, ok := svid.Claims["iat"].(float64); ok {
-		if t := time.Unix(int64(iat), 0); t.Before(fetched) {
-			start = t
-		}
+	if iat := issuedAt(svid); !iat.IsZero() && iat.Before(fetched) {
+		start = iat
 	}
 	return max(time.Until(start.Add(svid.Expiry.Sub(start)/2)), 0)
 }
@@ -530,11 +532,7 @@ func (b *bundleWatcher) OnJWTBundlesUpdate(set *jwtbundle.Set) {
 		return
 	}
 	ok := true
-	for i := range b.w.cfg.Folders {
-		f := &b.w.cfg.Folders[i]
-		if f.BundleFileName == "" {
-			continue
-		}
+	for _, f := range b.w.bundleFolders() {
 		path := filepath.Join(f.Dir, f.BundleFileName)
 		if err := filesink.WriteFile(path, data, f.BundleMode, f.Owner); err != nil {
 			// The next update tries again; the file keeps the last bundles.
@@ -576,31 +574,6 @@ func marshalBundles(set *jwtbundle.Set) ([]byte, error) {
 		out[b.TrustDomain().Name()] = base64.StdEncoding.EncodeToString(jwks)
 	}
 	return json.Marshal(out)
-}
-
-// ParseBundles reads what marshalBundles wrote.
-func ParseBundles(data []byte) (*jwtbundle.Set, error) {
-	var in map[string]string
-	if err := json.Unmarshal(data, &in); err != nil {
-		return nil, fmt.Errorf("parse JWT bundles: %w", err)
-	}
-	set := jwtbundle.NewSet()
-	for name, enc := range in {
-		td, err := spiffeid.TrustDomainFromString(name)
-		if err != nil {
-			return nil, fmt.Errorf("parse JWT bundles: trust domain %q: %w", name, err)
-		}
-		jwks, err := base64.StdEncoding.DecodeString(enc)
-		if err != nil {
-			return nil, fmt.Errorf("parse JWT bundles of %s: %w", name, err)
-		}
-		b, err := jwtbundle.Parse(td, jwks)
-		if err != nil {
-			return nil, fmt.Errorf("parse JWT bundles of %s: %w", name, err)
-		}
-		set.Add(b)
-	}
-	return set, nil
 }
 
 // runActions runs the folder's JWT actions, after any run of its X.509

@@ -140,7 +140,7 @@ func TestTokensAndBundlesWrittenAndRefreshed(t *testing.T) {
 	startIssuer()
 
 	bundleData := waitFile(t, filepath.Join(dir, "jwt_bundle.json"), "JWT bundles", func(b []byte) bool { return len(b) > 0 })
-	bundles, err := ParseBundles(bundleData)
+	bundles, err := testkit.ParseJWTBundles(bundleData)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -505,7 +505,7 @@ func TestOnceWritesEveryFileAndReturns(t *testing.T) {
 	if err := w.Once(t.Context()); err != nil {
 		t.Fatalf("Once: %v", err)
 	}
-	bundles, err := ParseBundles(readFile(t, filepath.Join(dir, "jwt_bundle.json")))
+	bundles, err := testkit.ParseJWTBundles(readFile(t, filepath.Join(dir, "jwt_bundle.json")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/sds-bridge/sds-bridge/internal/certcheck"
 )
 
 // ErrRefused marks an X.509 context that failed validation; the wrapped
@@ -52,11 +54,9 @@ func validateSVID(svid *x509svid.SVID, bundles *x509bundle.Set, now time.Time) e
 	// crypto/x509 checks the leaf's window first; say which end it missed.
 	var invalid x509.CertificateInvalidError
 	if errors.As(err, &invalid) && invalid.Reason == x509.Expired && invalid.Cert == svid.Certificates[0] {
-		leaf := invalid.Cert
-		if now.Before(leaf.NotBefore) {
-			return fmt.Errorf("leaf (serial %x) not valid until %s", leaf.SerialNumber, leaf.NotBefore.UTC().Format(time.RFC3339))
+		if missed := certcheck.Window(invalid.Cert, now); missed != nil {
+			return fmt.Errorf("leaf (serial %x) %w", invalid.Cert.SerialNumber, missed)
 		}
-		return fmt.Errorf("leaf (serial %x) expired at %s", leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return fmt.Errorf("chain does not verify against the bundle of %q: %w", td.Name(), err)
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/bridge"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
-	"github.com/sds-bridge/sds-bridge/internal/flock"
 )
 
 // devHome is where dev puts everything unless told otherwise.
@@ -32,7 +31,7 @@ func registerDev(fs *flag.FlagSet, d *bridge.DevIdentities, s *devSocket) {
 	fs.StringVar(&s.path, "workload-api-socket", "", "unix socket of dev's Workload API (default ./"+devHome+"/workload.sock)")
 	fs.StringVar(&s.mode, "workload-api-mode", "", `mode of that socket, e.g. "0777" so that a program run as another user (a helper.conf's consumer) can reach it (default: as created, writable by dev's user only)`)
 	fs.DurationVar(&d.TTL, "svid-ttl", devapi.DefaultTTL, "lifetime of each development SVID; a new one is issued at half of it")
-	fs.StringVar(&d.TrustDomain, "trust-domain", "example.org", "trust domain of the development CA")
+	fs.StringVar(&d.TrustDomain, "trust-domain", devapi.DefaultTrustDomain.Name(), "trust domain of the development CA")
 	fs.StringVar(&d.SPIFFEID, "spiffe-id", "", "SPIFFE ID to issue (default spiffe://<trust-domain>/dev)")
 	fs.StringVar(&d.SecondSPIFFEID, "second-spiffe-id", "", `also issue this SPIFFE ID, with Workload API hint "`+bridge.DevSecondHint+`" (try workload_api.default_svid_hint, files[].svid)`)
 	fs.Func("federate-with", "also send a federated bundle for trust domain TD from a second in-memory CA (repeatable)", func(v string) error {
@@ -103,9 +102,8 @@ func runDevBridge(ctx context.Context, common *commonFlags, dev *bridge.DevIdent
 	return b.Run(ctx)
 }
 
-// resolve is the socket's absolute path (home/workload.sock by default,
-// shortened if too long for a unix socket) and its mode, 0 to leave it as
-// created.
+// resolve is the socket's absolute path (bridge.DevSocketPath) and its
+// mode, 0 to leave it as created.
 func (s devSocket) resolve(home string) (string, os.FileMode, error) {
 	var mode os.FileMode
 	if s.mode != "" {
@@ -115,16 +113,6 @@ func (s devSocket) resolve(home string) (string, os.FileMode, error) {
 		}
 		mode = os.FileMode(m)
 	}
-	if s.path == "" {
-		path, err := bridge.DevSocketPath(filepath.Join(home, "workload.sock"))
-		return path, mode, err
-	}
-	path, err := filepath.Abs(s.path)
-	if err != nil {
-		return "", 0, fmt.Errorf("--workload-api-socket: %w", err)
-	}
-	if len(path) > flock.MaxSocketPath {
-		return "", 0, fmt.Errorf("--workload-api-socket %s: longer than a unix socket path may be (%d bytes)", path, flock.MaxSocketPath)
-	}
-	return path, mode, nil
+	path, err := bridge.DevSocketPath(s.path, home)
+	return path, mode, err
 }

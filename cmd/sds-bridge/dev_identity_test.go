@@ -80,16 +80,20 @@ func TestDevIssuesASecondSVIDAndAFederatedBundle(t *testing.T) {
 	}
 }
 
+// A value dev's CA refuses is reported with the flag the user typed.
 func TestDevRefusesBadIdentityFlags(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--second-spiffe-id", "spiffe://other.org/x"}, `--second-spiffe-id "spiffe://other.org/x": not in trust domain "example.org"`},
-		{[]string{"--second-spiffe-id", "spiffe://example.org/dev"}, "the same as the first"},
+		{[]string{"--second-spiffe-id", "spiffe://example.org/dev"}, `--second-spiffe-id "spiffe://example.org/dev": listed twice`},
 		{[]string{"--second-spiffe-id", "not-an-id"}, `--second-spiffe-id "not-an-id"`},
 		{[]string{"--federate-with", "example.org"}, `--federate-with "example.org": that is the own trust domain`},
 		{[]string{"--federate-with", "Bad Domain"}, `"Bad Domain"`},
+		{[]string{"--federate-with", "p.test", "--federate-with", "p.test"}, `--federate-with "p.test": listed twice`},
+		{[]string{"--spiffe-id", "spiffe://other.org/x"}, `--spiffe-id "spiffe://other.org/x": not in trust domain`},
+		{[]string{"--svid-ttl", "500ms"}, `--svid-ttl "500ms": must be at least 1s`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var out syncBuffer

@@ -14,7 +14,6 @@ import (
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/helperconf"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
-	"github.com/sds-bridge/sds-bridge/jwtfiles"
 )
 
 func TestImportSpiffeHelperPrintsYAMLAndNotes(t *testing.T) {
@@ -90,7 +89,7 @@ jwt_svids = [{ jwt_audience = "api", jwt_svid_file_name = "api.token" }]
 		if err1 != nil || err2 != nil {
 			return false
 		}
-		set, err := jwtfiles.ParseBundles(bundle)
+		set, err := testkit.ParseJWTBundles(bundle)
 		if err != nil {
 			return false
 		}

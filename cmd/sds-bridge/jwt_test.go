@@ -12,7 +12,6 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
-	"github.com/sds-bridge/sds-bridge/jwtfiles"
 )
 
 // dev --config with jwt_svids writes JWT-SVIDs its embedded Workload API
@@ -43,7 +42,7 @@ files:
 		if err != nil {
 			return false
 		}
-		bundles, err = jwtfiles.ParseBundles(data)
+		bundles, err = testkit.ParseJWTBundles(data)
 		return err == nil && bundles.Len() == 1
 	})
 	var first *jwtsvid.SVID

@@ -1,7 +1,9 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -80,61 +82,74 @@ type DevIdentities struct {
 // DevSecondHint is the Workload API hint of the second SPIFFE ID.
 const DevSecondHint = "second"
 
-// IssuerConfig checks d, naming the flag behind each refusal, and says
-// what the CA issues.
+// IssuerConfig is what the CA issues for d, defaults applied and
+// checked by devapi, with the flag behind each refusal named.
 func (d DevIdentities) IssuerConfig() (devapi.IssuerConfig, error) {
 	ic := devapi.IssuerConfig{TTL: d.TTL, FederatedWith: d.FederateWith}
-	if d.TTL < time.Second {
-		return ic, fmt.Errorf("--svid-ttl %s: must be at least 1s", d.TTL)
-	}
-	td, err := spiffeid.TrustDomainFromString(d.TrustDomain)
-	if err != nil {
+	var err error
+	if ic.TrustDomain, err = spiffeid.TrustDomainFromString(d.TrustDomain); err != nil {
 		return ic, fmt.Errorf("--trust-domain %q: %w", d.TrustDomain, err)
 	}
-	ic.TrustDomain = td
-	id := spiffeid.RequireFromPath(td, "/dev")
 	if d.SPIFFEID != "" {
-		if id, err = idInDomain("--spiffe-id", d.SPIFFEID, td); err != nil {
-			return ic, err
-		}
-	}
-	ic.SPIFFEIDs = []spiffeid.ID{id}
-	if d.SecondSPIFFEID != "" {
-		second, err := idInDomain("--second-spiffe-id", d.SecondSPIFFEID, td)
+		id, err := parseFlagID("--spiffe-id", d.SPIFFEID)
 		if err != nil {
 			return ic, err
 		}
-		if second == id {
-			return ic, fmt.Errorf("--second-spiffe-id %q: the same as the first SPIFFE ID", d.SecondSPIFFEID)
+		ic.SPIFFEIDs = []spiffeid.ID{id}
+	}
+	ic = ic.WithDefaults()
+	if d.SecondSPIFFEID != "" {
+		second, err := parseFlagID("--second-spiffe-id", d.SecondSPIFFEID)
+		if err != nil {
+			return ic, err
 		}
 		ic.SPIFFEIDs = append(ic.SPIFFEIDs, second)
 		ic.Hints = map[spiffeid.ID]string{second: DevSecondHint}
 	}
-	for _, fed := range d.FederateWith {
-		if fed == td {
-			return ic, fmt.Errorf("--federate-with %q: that is the own trust domain", fed.Name())
-		}
+	err = ic.Validate()
+	var refused *devapi.ConfigError
+	if errors.As(err, &refused) {
+		err = fmt.Errorf("%s %q: %s", devFlag(refused), refused.Value, refused.Reason)
 	}
-	return ic, nil
+	return ic, err
 }
 
-// idInDomain parses flag's value v as a SPIFFE ID in td.
-func idInDomain(flag, v string, td spiffeid.TrustDomain) (spiffeid.ID, error) {
+// parseFlagID parses flag's value v as a SPIFFE ID.
+func parseFlagID(flag, v string) (spiffeid.ID, error) {
 	id, err := spiffeid.FromString(v)
 	if err != nil {
 		return id, fmt.Errorf("%s %q: %w", flag, v, err)
 	}
-	if id.TrustDomain() != td {
-		return id, fmt.Errorf("%s %q: not in trust domain %q", flag, v, td.Name())
-	}
 	return id, nil
 }
 
-// DevSocketPath returns want, or a short path under the temp dir when want is
-// longer than a unix socket path may be.
-func DevSocketPath(want string) (string, error) {
-	if len(want) <= flock.MaxSocketPath {
-		return want, nil
+// devFlag is the flag that set the value devapi refused.
+func devFlag(refused *devapi.ConfigError) string {
+	switch {
+	case refused.Field == "TTL":
+		return "--svid-ttl"
+	case refused.Field == "federated trust domain":
+		return "--federate-with"
+	case refused.Index == 0:
+		return "--spiffe-id"
+	default:
+		return "--second-spiffe-id"
+	}
+}
+
+// DevSocketPath is the absolute path of dev's Workload API socket: the
+// --workload-api-socket flag's value, else home/workload.sock, moved to
+// a short path under the temp dir when home makes it longer than a unix
+// socket path may be.
+func DevSocketPath(flagValue, home string) (string, error) {
+	path, err := filepath.Abs(cmp.Or(flagValue, filepath.Join(home, "workload.sock")))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("--workload-api-socket: %w", err)
+	case len(path) <= flock.MaxSocketPath:
+		return path, nil
+	case flagValue != "":
+		return "", fmt.Errorf("--workload-api-socket %s: longer than a unix socket path may be (%d bytes)", path, flock.MaxSocketPath)
 	}
 	dir, err := os.MkdirTemp("", "sds-bridge-dev")
 	if err != nil {

@@ -1,8 +1,9 @@
 // Package certcheck holds the checks a credential folder's reader makes on
 // an X.509-SVID it reads back (and the writer's render, on an Update it is
 // about to write), drawn as rotation's validation draws them (crypto/x509's
-// window, both ends inclusive; x509svid.Verify); and the strict parsing of
-// the PEM files a folder holds (pem.go).
+// window, both ends inclusive; x509svid.Verify), with one wording for a
+// leaf outside its window wherever it is refused, rotation included; and
+// the strict parsing of the PEM files a folder holds (pem.go).
 package certcheck
 
 import (

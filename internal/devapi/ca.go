@@ -75,7 +75,7 @@ func (c *CA) Bundle() *x509bundle.Bundle {
 type SVIDOptions struct {
 	// NotBefore defaults to now minus 10 s, as SPIRE back-dates its SVIDs.
 	NotBefore time.Time
-	// NotAfter defaults to NotBefore-independent now+ttl.
+	// NotAfter defaults to now+ttl, whatever NotBefore is.
 	NotAfter time.Time
 	// Hint is copied into the Workload API response by callers that serve it.
 	Hint string

@@ -22,3 +22,6 @@ func (s *Server) OpenStreams() int {
 	defer s.mu.Unlock()
 	return len(s.streams)
 }
+
+// SocketPath is the absolute path of the unix socket.
+func (s *Server) SocketPath() string { return s.path }

@@ -1,12 +1,14 @@
 package devapi
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -20,8 +22,8 @@ const (
 	defaultRootTTL = 24 * time.Hour
 )
 
-// defaultTrustDomain is used when IssuerConfig.TrustDomain is zero.
-var defaultTrustDomain = spiffeid.RequireTrustDomainFromString("example.org")
+// DefaultTrustDomain is used when IssuerConfig.TrustDomain is zero.
+var DefaultTrustDomain = spiffeid.RequireTrustDomainFromString("example.org")
 
 // IssuerConfig configures the development Issuer.
 type IssuerConfig struct {
@@ -38,8 +40,8 @@ type IssuerConfig struct {
 	// its own in-memory CA whose bundle is sent as a federated bundle (no
 	// SVIDs: SPIRE never issues a workload an SVID of another domain).
 	FederatedWith []spiffeid.TrustDomain
-	// TTL is the SVID lifetime; SVIDs are re-issued at half of it.
-	// Default 30s.
+	// TTL is the SVID lifetime, at least 1s; SVIDs are re-issued at half
+	// of it. Default 30s.
 	TTL time.Duration
 	// RootTTL is the lifetime of a CA root, default 24h; it must exceed
 	// TTL. A root is replaced before it would expire under a fresh SVID,
@@ -72,20 +74,21 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 	if srv == nil {
 		return nil, errors.New("issuer: nil server")
 	}
-	cfg, err := cfg.withDefaults()
-	if err != nil {
-		return nil, err
-	}
-	if err := cfg.validate(); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	c, err := NewCA(cfg.TrustDomain, cfg.RootTTL)
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	federated, err := federatedCAs(cfg)
-	if err != nil {
-		return nil, err
+	var federated []*CA
+	for _, td := range cfg.FederatedWith {
+		fc, err := NewCA(td, cfg.RootTTL)
+		if err != nil {
+			return nil, fmt.Errorf("issuer: federated CA %s: %w", td, err)
+		}
+		federated = append(federated, fc)
 	}
 	// JWT-SVIDs live as long as the X.509 ones, so both rotate alike.
 	srv.SetJWTTTL(cfg.TTL)
@@ -98,78 +101,80 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 	}, nil
 }
 
-// withDefaults fills what cfg leaves zero and copies its slices and map, so
+// WithDefaults fills what cfg leaves zero and copies its slices and map, so
 // that the caller's later changes do not reach the issuer.
-func (cfg IssuerConfig) withDefaults() (IssuerConfig, error) {
+func (cfg IssuerConfig) WithDefaults() IssuerConfig {
 	if cfg.TrustDomain.IsZero() {
-		cfg.TrustDomain = defaultTrustDomain
+		cfg.TrustDomain = DefaultTrustDomain
 	}
 	if len(cfg.SPIFFEIDs) == 0 {
-		id, err := spiffeid.FromPath(cfg.TrustDomain, "/dev")
-		if err != nil {
-			return cfg, fmt.Errorf("issuer: default SPIFFE ID: %w", err)
-		}
-		cfg.SPIFFEIDs = []spiffeid.ID{id}
+		cfg.SPIFFEIDs = []spiffeid.ID{spiffeid.RequireFromPath(cfg.TrustDomain, "/dev")}
 	}
-	if cfg.TTL == 0 {
-		cfg.TTL = DefaultTTL
-	}
-	if cfg.RootTTL == 0 {
-		cfg.RootTTL = defaultRootTTL
-	}
+	cfg.TTL = cmp.Or(cfg.TTL, DefaultTTL)
+	cfg.RootTTL = cmp.Or(cfg.RootTTL, defaultRootTTL)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cfg.SPIFFEIDs = append([]spiffeid.ID(nil), cfg.SPIFFEIDs...)
+	cfg.SPIFFEIDs = slices.Clone(cfg.SPIFFEIDs)
 	cfg.Hints = maps.Clone(cfg.Hints)
-	cfg.FederatedWith = append([]spiffeid.TrustDomain(nil), cfg.FederatedWith...)
-	return cfg, nil
+	cfg.FederatedWith = slices.Clone(cfg.FederatedWith)
+	return cfg
 }
 
-func (cfg IssuerConfig) validate() error {
-	if cfg.TTL < 0 {
-		return fmt.Errorf("issuer: TTL %s must be positive", cfg.TTL)
+// A ConfigError is a value of IssuerConfig that NewIssuer refuses.
+type ConfigError struct {
+	// Field is "TTL", "SPIFFE ID" or "federated trust domain"; Index is
+	// the value's place in SPIFFEIDs or FederatedWith.
+	Field  string
+	Index  int
+	Value  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("issuer: %s %q: %s", e.Field, e.Value, e.Reason)
+}
+
+// Validate checks cfg, defaults applied.
+func (cfg IssuerConfig) Validate() error {
+	if cfg.TTL < time.Second {
+		return &ConfigError{Field: "TTL", Value: cfg.TTL.String(), Reason: "must be at least 1s"}
 	}
 	if cfg.RootTTL <= cfg.TTL {
 		return fmt.Errorf("issuer: root TTL %s must exceed SVID TTL %s", cfg.RootTTL, cfg.TTL)
 	}
-	seen := make(map[spiffeid.ID]bool, len(cfg.SPIFFEIDs))
-	for _, id := range cfg.SPIFFEIDs {
-		if id.IsZero() {
+	for i, id := range cfg.SPIFFEIDs {
+		refuse := func(reason string) error {
+			return &ConfigError{Field: "SPIFFE ID", Index: i, Value: id.String(), Reason: reason}
+		}
+		switch {
+		case id.IsZero():
 			return errors.New("issuer: empty SPIFFE ID")
+		case !id.MemberOf(cfg.TrustDomain):
+			return refuse(fmt.Sprintf("not in trust domain %q", cfg.TrustDomain.Name()))
+		case slices.Contains(cfg.SPIFFEIDs[:i], id):
+			return refuse("listed twice")
 		}
-		if !id.MemberOf(cfg.TrustDomain) {
-			return fmt.Errorf("issuer: SPIFFE ID %q is not in trust domain %q", id, cfg.TrustDomain)
-		}
-		if seen[id] {
-			return fmt.Errorf("issuer: SPIFFE ID %q listed twice", id)
-		}
-		seen[id] = true
 	}
 	for id := range cfg.Hints {
-		if !seen[id] {
+		if !slices.Contains(cfg.SPIFFEIDs, id) {
 			return fmt.Errorf("issuer: hint for %q, which is not in SPIFFEIDs", id)
 		}
 	}
-	return nil
-}
-
-// federatedCAs creates one CA per cfg.FederatedWith, in that order.
-func federatedCAs(cfg IssuerConfig) ([]*CA, error) {
-	var federated []*CA
-	seenTD := map[spiffeid.TrustDomain]bool{cfg.TrustDomain: true}
-	for _, td := range cfg.FederatedWith {
-		if td.IsZero() || seenTD[td] {
-			return nil, fmt.Errorf("issuer: federated trust domain %q: empty, listed twice or the own one", td)
+	for i, td := range cfg.FederatedWith {
+		refuse := func(reason string) error {
+			return &ConfigError{Field: "federated trust domain", Index: i, Value: td.Name(), Reason: reason}
 		}
-		seenTD[td] = true
-		fc, err := NewCA(td, cfg.RootTTL)
-		if err != nil {
-			return nil, fmt.Errorf("issuer: federated CA %s: %w", td, err)
+		switch {
+		case td.IsZero():
+			return refuse("empty")
+		case td == cfg.TrustDomain:
+			return refuse("that is the own trust domain")
+		case slices.Contains(cfg.FederatedWith[:i], td):
+			return refuse("listed twice")
 		}
-		federated = append(federated, fc)
 	}
-	return federated, nil
+	return nil
 }
 
 // Run issues SVIDs for every configured ID, pushes them to the server, and

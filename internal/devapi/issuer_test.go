@@ -78,7 +78,7 @@ func TestNewIssuerConfig(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", srv: srv, want: IssuerConfig{
-			TrustDomain: defaultTrustDomain,
+			TrustDomain: DefaultTrustDomain,
 			SPIFFEIDs:   []spiffeid.ID{spiffeid.RequireFromString("spiffe://example.org/dev")},
 			TTL:         30 * time.Second, RootTTL: 24 * time.Hour,
 		}},
@@ -89,7 +89,7 @@ func TestNewIssuerConfig(t *testing.T) {
 		{name: "ID outside the trust domain", srv: srv, cfg: IssuerConfig{TrustDomain: td, SPIFFEIDs: []spiffeid.ID{other}}, wantErr: "not in trust domain"},
 		{name: "empty ID", srv: srv, cfg: IssuerConfig{SPIFFEIDs: []spiffeid.ID{{}}}, wantErr: "empty SPIFFE ID"},
 		{name: "ID twice", srv: srv, cfg: IssuerConfig{TrustDomain: td, SPIFFEIDs: []spiffeid.ID{a, a}}, wantErr: "listed twice"},
-		{name: "negative TTL", srv: srv, cfg: IssuerConfig{TTL: -time.Second}, wantErr: "must be positive"},
+		{name: "negative TTL", srv: srv, cfg: IssuerConfig{TTL: -time.Second}, wantErr: "must be at least 1s"},
 		{name: "root outlived by SVID", srv: srv, cfg: IssuerConfig{TTL: time.Hour, RootTTL: time.Hour}, wantErr: "must exceed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

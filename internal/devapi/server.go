@@ -105,9 +105,6 @@ func NewServer(cfg ServerConfig) *Server {
 // (workloadapi.WithAddr, SPIFFE_ENDPOINT_SOCKET).
 func (s *Server) Address() string { return "unix://" + s.path }
 
-// SocketPath is the absolute path of the unix socket.
-func (s *Server) SocketPath() string { return s.path }
-
 // Start listens on the socket and serves in the background until Stop. A
 // stale socket file left by a dead server is removed first; a live one, or
 // a file that is not a socket, is an error.
@@ -118,7 +115,7 @@ func (s *Server) Start() error {
 		return errors.New("start: already serving")
 	}
 	if err := flock.RemoveStaleSocket(s.path); err != nil {
-		return fmt.Errorf("%w", err)
+		return err
 	}
 	lis, err := net.Listen("unix", s.path)
 	if err != nil {

@@ -16,14 +16,14 @@ import (
 	"time"
 )
 
-// Defaults: a kind of line may burst DefaultBurst lines, then repeats at
-// most DefaultRate per second; suppressed lines are summarised at most
-// every DefaultSummaryEvery; at most DefaultMaxKinds kinds are tracked.
+// Defaults: a kind of line may burst defaultBurst lines, then repeats at
+// most defaultRate per second; suppressed lines are summarised at most
+// every defaultSummaryEvery; at most defaultMaxKinds kinds are tracked.
 const (
-	DefaultBurst        = 10
-	DefaultRate         = 1.0
-	DefaultSummaryEvery = 10 * time.Second
-	DefaultMaxKinds     = 256
+	defaultBurst        = 10
+	defaultRate         = 1.0
+	defaultSummaryEvery = 10 * time.Second
+	defaultMaxKinds     = 256
 )
 
 // Config says how much repetition passes. Zero values take the defaults.
@@ -45,16 +45,16 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.Burst <= 0 {
-		c.Burst = DefaultBurst
+		c.Burst = defaultBurst
 	}
 	if c.Rate <= 0 {
-		c.Rate = DefaultRate
+		c.Rate = defaultRate
 	}
 	if c.SummaryEvery <= 0 {
-		c.SummaryEvery = DefaultSummaryEvery
+		c.SummaryEvery = defaultSummaryEvery
 	}
 	if c.MaxKinds <= 0 {
-		c.MaxKinds = DefaultMaxKinds
+		c.MaxKinds = defaultMaxKinds
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -116,17 +116,10 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	return h.inner.Handle(ctx, r)
 }
 
-// Flush logs the count of every kind with suppressed lines now.
-func (h *Handler) Flush() {
-	for _, s := range h.state.takeAll() {
-		s.write()
-	}
-}
-
 // Close logs every pending count and stops the summary timers.
 func (h *Handler) Close() {
 	h.state.mu.Lock()
 	h.state.closed = true
 	h.state.mu.Unlock()
-	h.Flush()
+	h.state.flush()
 }

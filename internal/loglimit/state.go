@@ -132,20 +132,22 @@ func (s *state) summarise(k *kind) {
 	}
 }
 
-// takeAll returns every pending summary and stops their timers.
-func (s *state) takeAll() []summary {
+// flush writes every pending summary now and stops their timers.
+func (s *state) flush() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []summary
+	var pending []summary
 	for _, k := range s.kinds {
 		if sm, ok := s.take(k); ok {
-			out = append(out, sm)
+			pending = append(pending, sm)
 		}
 	}
 	if s.overflow != nil {
 		if sm, ok := s.take(s.overflow); ok {
-			out = append(out, sm)
+			pending = append(pending, sm)
 		}
 	}
-	return out
+	s.mu.Unlock()
+	for _, sm := range pending {
+		sm.write()
+	}
 }
