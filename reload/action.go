@@ -64,9 +64,9 @@ const (
 // PIDFile, e.g. PostgreSQL's postmaster.pid: SIGHUP makes PostgreSQL
 // reload ssl_cert_file, ssl_key_file and ssl_ca_file.
 type SignalAction struct {
-	PIDFile string
+	PIDFile string `yaml:"pid_file"`
 	// Signal defaults to SIGHUP.
-	Signal syscall.Signal
+	Signal syscall.Signal `yaml:"signal"`
 }
 
 // Name implements Action.
@@ -154,9 +154,9 @@ func readPID(path string) (int, error) {
 // not killed: starting a daemon from a reload command is the command's
 // choice. Only a timeout kills, and only the command's process group.
 type ExecAction struct {
-	Command []string
+	Command []string `yaml:"command"`
 	// Timeout defaults to 30 s.
-	Timeout time.Duration
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // Name implements Action.

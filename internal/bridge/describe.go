@@ -17,11 +17,11 @@ import (
 func (b *Bridge) Describe(w io.Writer, ids []spiffeid.ID, domains []spiffeid.TrustDomain) {
 	cfg := b.cfg
 	if b.sds != nil {
-		names := cfg.SDS.Names().Served(ids, domains)
-		fmt.Fprintf(w, "  Envoy SDS socket:   %s  (names: %s)\n", cfg.SDS.Socket, strings.Join(names, ", "))
+		names := cfg.SDS.Names.WithDefaults().Served(ids, domains)
+		fmt.Fprintf(w, "  Envoy SDS socket:   %s  (names: %s)\n", cfg.SDS.SocketPath, strings.Join(names, ", "))
 	}
 	for _, f := range cfg.Files {
-		fmt.Fprintf(w, "  credential folder:  %s  (layout %s)\n", f.Dir, f.FileSinkConfig().WithDefaults().Layout)
+		fmt.Fprintf(w, "  credential folder:  %s  (layout %s)\n", f.Dir, f.WithDefaults().Layout)
 		for _, a := range f.OnRotate {
 			switch {
 			case a.Signal != nil:

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -10,45 +9,19 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// valueError is a value Mode or Duration refused. yaml.v3 hands an
-// unmarshaler the value's node but not its key: Parse finds the key by the
-// node's position.
-type valueError struct {
-	line, column int
-	msg          string
-}
-
-func (e *valueError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
-
-func refuse(n *yaml.Node, format string, args ...any) error {
-	return &valueError{line: n.Line, column: n.Column, msg: fmt.Sprintf(format, args...)}
-}
-
-// keyAt is the dotted key ("files[0].on_rotate[1].exec.timeout") whose
-// value starts at line and column of the YAML in data; "" if none does.
-func keyAt(data []byte, line, column int) string {
-	key := ""
-	walkKeys(data, func(n *yaml.Node, path string) {
-		if key == "" && n.Line == line && n.Column == column {
-			key = path
-		}
-	})
-	return key
-}
-
 // maxTypeErrors is how many wrong-type errors are reported; the others
 // are counted. A list of 20,000 wrong values needs no 20,000 lines.
 const maxTypeErrors = 10
 
 // typeErrorsWithKeys caps te's errors and puts the key in front of each
-// one reported. The document is parsed once, whatever the number of
-// errors: it used to be parsed again for each (615 s of CPU for 20,000).
-func typeErrorsWithKeys(data []byte, te *yaml.TypeError) {
+// one reported, walking doc once whatever the number of errors: parsing
+// it again for each took 615 s of CPU for 20,000.
+func typeErrorsWithKeys(doc *yaml.Node, te *yaml.TypeError) {
 	if more := len(te.Errors) - maxTypeErrors; more > 0 {
 		te.Errors = append(te.Errors[:maxTypeErrors:maxTypeErrors], fmt.Sprintf("and %d more", more))
 	}
 	byLine := map[int][]keyedScalar{}
-	walkKeys(data, func(n *yaml.Node, path string) {
+	walkKeys(doc, func(n *yaml.Node, path string) {
 		if n.Kind == yaml.ScalarNode {
 			byLine[n.Line] = append(byLine[n.Line], keyedScalar{path, n.Value})
 		}
@@ -87,13 +60,9 @@ func typeErrorWithKey(byLine map[int][]keyedScalar, msg string) string {
 	return keys[0] + ": " + msg
 }
 
-// walkKeys parses the YAML in data and calls fn with each value below the
-// top and its dotted key, in document order.
-func walkKeys(data []byte, fn func(n *yaml.Node, path string)) {
-	var doc yaml.Node
-	if yaml.Unmarshal(data, &doc) != nil {
-		return
-	}
+// walkKeys calls fn with each value of doc below the top and its dotted
+// key, in document order.
+func walkKeys(doc *yaml.Node, fn func(n *yaml.Node, path string)) {
 	var walk func(n *yaml.Node, path string)
 	walk = func(n *yaml.Node, path string) {
 		if path != "" {
@@ -118,7 +87,7 @@ func walkKeys(data []byte, fn func(n *yaml.Node, path string)) {
 			}
 		}
 	}
-	walk(&doc, "")
+	walk(doc, "")
 }
 
 // describe shows a value that should have been a scalar, on one line.
@@ -134,17 +103,4 @@ func describe(n *yaml.Node) string {
 		return kind
 	}
 	return kind + " " + strings.TrimSpace(string(text))
-}
-
-// friendlyYAMLError rewrites yaml.v3's "field x not found in type config.Folder"
-// into words about the key.
-func friendlyYAMLError(err error) error {
-	msg := err.Error()
-	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n  ")
-	if i := strings.Index(msg, "field "); i >= 0 && strings.Contains(msg, " not found in type ") {
-		key, typ, _ := strings.Cut(msg[i+len("field "):], " not found in type ")
-		typ, _, _ = strings.Cut(typ, "\n")
-		return fmt.Errorf("%sunknown key %q%s", msg[:i], key, DidYouMean(key, keysOfType()[typ]))
-	}
-	return errors.New(msg)
 }
