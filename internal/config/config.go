@@ -209,13 +209,14 @@ func Parse(r io.Reader) (*Config, error) {
 	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil {
 		return nil, err
 	}
-	if err := checkNode(&doc, reflect.TypeFor[Config]()); err != nil {
+	scalars, err := checkNode(&doc, reflect.TypeFor[Config]())
+	if err != nil {
 		return nil, err
 	}
 	if err := doc.Decode(c); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
-			typeErrorsWithKeys(&doc, te)
+			typeErrorsWithKeys(scalars, te)
 		}
 		return nil, errors.New(strings.TrimPrefix(err.Error(), "yaml: unmarshal errors:\n  "))
 	}

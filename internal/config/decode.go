@@ -34,20 +34,26 @@ var valueReaders = map[reflect.Type]func(n *yaml.Node) error{
 // unknown keys (with the nearest known one) and reading valueReaders'
 // values; every error names the dotted key and the line. checked holds
 // the nodes walked as each type: an alias is walked once, however often
-// it is used.
+// it is used. scalars are the scalar values met, by line, with their keys,
+// for Decode's errors, which give only the line.
 type nodeChecker struct {
 	checked map[checkedNode]bool
+	scalars map[int][]keyedScalar
 }
+
+// keyedScalar is a scalar value and its dotted key.
+type keyedScalar struct{ key, value string }
 
 type checkedNode struct {
 	n *yaml.Node
 	t reflect.Type
 }
 
-// checkNode checks the document doc as Decode will fill a value of type t.
-func checkNode(doc *yaml.Node, t reflect.Type) error {
-	c := nodeChecker{checked: map[checkedNode]bool{}}
-	return c.check(doc, t, "")
+// checkNode checks the document doc as Decode will fill a value of type t,
+// and returns its scalars by line.
+func checkNode(doc *yaml.Node, t reflect.Type) (map[int][]keyedScalar, error) {
+	c := nodeChecker{checked: map[checkedNode]bool{}, scalars: map[int][]keyedScalar{}}
+	return c.scalars, c.check(doc, t, "")
 }
 
 func (c nodeChecker) check(n *yaml.Node, t reflect.Type, key string) error {
@@ -61,6 +67,9 @@ func (c nodeChecker) check(n *yaml.Node, t reflect.Type, key string) error {
 		return nil
 	}
 	c.checked[checkedNode{n, t}] = true
+	if n.Kind == yaml.ScalarNode {
+		c.scalars[n.Line] = append(c.scalars[n.Line], keyedScalar{key, n.Value})
+	}
 	if read, ok := valueReaders[t]; ok {
 		if err := read(n); err != nil {
 			return fmt.Errorf("%s: line %d: %w", key, n.Line, err)

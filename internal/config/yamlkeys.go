@@ -14,25 +14,17 @@ import (
 const maxTypeErrors = 10
 
 // typeErrorsWithKeys caps te's errors and puts the key in front of each
-// one reported, walking doc once whatever the number of errors: parsing
-// it again for each took 615 s of CPU for 20,000.
-func typeErrorsWithKeys(doc *yaml.Node, te *yaml.TypeError) {
+// one reported, from the document's scalars by line (checkNode's): the
+// document is walked once whatever the number of errors, where parsing it
+// again for each took 615 s of CPU for 20,000.
+func typeErrorsWithKeys(byLine map[int][]keyedScalar, te *yaml.TypeError) {
 	if more := len(te.Errors) - maxTypeErrors; more > 0 {
 		te.Errors = append(te.Errors[:maxTypeErrors:maxTypeErrors], fmt.Sprintf("and %d more", more))
 	}
-	byLine := map[int][]keyedScalar{}
-	walkKeys(doc, func(n *yaml.Node, path string) {
-		if n.Kind == yaml.ScalarNode {
-			byLine[n.Line] = append(byLine[n.Line], keyedScalar{path, n.Value})
-		}
-	})
 	for i, m := range te.Errors[:min(len(te.Errors), maxTypeErrors)] {
 		te.Errors[i] = typeErrorWithKey(byLine, m)
 	}
 }
-
-// keyedScalar is a scalar value and its dotted key.
-type keyedScalar struct{ key, value string }
 
 // yaml.v3's words for a value of the wrong type; it shortens a long value
 // to its first 7 bytes and "...".
@@ -58,36 +50,6 @@ func typeErrorWithKey(byLine map[int][]keyedScalar, msg string) string {
 		return msg
 	}
 	return keys[0] + ": " + msg
-}
-
-// walkKeys calls fn with each value of doc below the top and its dotted
-// key, in document order.
-func walkKeys(doc *yaml.Node, fn func(n *yaml.Node, path string)) {
-	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
-		if path != "" {
-			fn(n, path)
-		}
-		switch n.Kind {
-		case yaml.DocumentNode:
-			for _, c := range n.Content {
-				walk(c, path)
-			}
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				p := n.Content[i].Value
-				if path != "" {
-					p = path + "." + p
-				}
-				walk(n.Content[i+1], p)
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				walk(c, fmt.Sprintf("%s[%d]", path, i))
-			}
-		}
-	}
-	walk(doc, "")
 }
 
 // describe shows a value that should have been a scalar, on one line.
