@@ -7,6 +7,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/reload/pgreload"
 )
 
@@ -25,7 +26,7 @@ func (b *Bridge) Describe(w io.Writer, ids []spiffeid.ID, domains []spiffeid.Tru
 		for _, a := range f.OnRotate {
 			switch {
 			case a.Signal != nil:
-				fmt.Fprintf(w, "    on rotate: %s to the pid in %s\n", a.Signal.Signal, a.Signal.PIDFile)
+				fmt.Fprintf(w, "    on rotate: %s to the pid in %s\n", config.Signal(a.Signal.Signal), a.Signal.PIDFile)
 			case a.Exec != nil:
 				fmt.Fprintf(w, "    on rotate: run %q\n", a.Exec.Command)
 			case a.Postgres != nil:
