@@ -16,8 +16,8 @@ import (
 )
 
 // Validate checks a defaulted Config; every error names the key and value.
-// Each section is mapped onto its component's config and checked by the
-// component's own Validate, whose keys get the section's key in front;
+// Each section is defaulted and checked by its component's own
+// WithDefaults and Validate, whose keys get the section's key in front;
 // what spans components (two folders on one directory, a JWT file over an
 // X.509 file, require_sds_ack without SDS) is checked here. The result
 // joins one *KeyError per refused value, in a stable order: the order of
