@@ -217,7 +217,11 @@ func typeKeys(t reflect.Type, prefix string, out *[]string) {
 		return
 	}
 	for f := range t.Fields() {
-		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		tag, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opts == "inline" {
+			typeKeys(f.Type, prefix, out)
+			continue
+		}
 		if tag == "" || tag == "-" {
 			continue
 		}
