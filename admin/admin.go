@@ -1,6 +1,7 @@
 // Package admin serves the bridge's health, metrics and status over HTTP.
 // Each request builds one Status from what the parts report at that
-// instant (snapshot), judges readiness on it once, and renders it:
+// instant (snapshot), judges readiness on it once, and renders it; each
+// reads only what it renders (a probe never copies the SDS streams):
 //
 //   - /livez answers 200 while the process serves HTTP.
 //   - /readyz answers 200 only when the truth is good: the current
@@ -42,7 +43,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/connlimit"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
@@ -82,6 +82,7 @@ type Source interface {
 // SDS is what admin reads from the SDS server (*sds.Server).
 type SDS interface {
 	Stats() sds.Stats
+	Acks(gen uint64) (streams, current int, newest uint64)
 	Clients() []sds.Client
 }
 
@@ -137,7 +138,7 @@ type Config struct {
 	ReadinessPath string `yaml:"readiness_path"`
 	// Build is the bridge's build, shown in metrics (one label per part)
 	// and status.
-	Build buildinfo.Info `yaml:"-"`
+	Build BuildInfo `yaml:"-"`
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger `yaml:"-"`
 	// Now defaults to time.Now; tests move the clock.
@@ -245,7 +246,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("register latency histogram: %w", err)
 	}
 	for _, c := range []prometheus.Collector{
-		&collector{build: cfg.Build, status: func() Status { return s.snapshot(s.cfg.Now(), false) }},
+		&collector{build: cfg.Build, status: func() Status { return s.snapshot(s.cfg.Now(), metricsView) }},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -331,7 +332,7 @@ func (s *Server) livez(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	writeReadyz(w, s.snapshot(s.cfg.Now(), true))
+	writeReadyz(w, s.snapshot(s.cfg.Now(), probeView))
 }
 
 // writeReadyz renders st for a probe: its problems, one a line, or what

@@ -30,7 +30,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
@@ -159,7 +158,7 @@ func startBridge(t testing.TB, o bridgeOptions) *bridge {
 		MinValidity:        o.minValidity,
 		MinValidityPercent: 10,
 		RequireSDSAck:      o.requireSDSAck,
-		Build:              buildinfo.Info{Version: "test", Revision: "0123456789ab", GoVersion: "go1.26.8"},
+		Build:              BuildInfo{Version: "test", Revision: "0123456789ab", GoVersion: "go1.26.8"},
 		Logger:             log,
 		Now:                func() time.Time { return time.Now().Add(time.Duration(b.skew.Load())) },
 	})
@@ -403,7 +402,7 @@ func TestReadyzRequiresSDSAck(t *testing.T) {
 	b.push(time.Hour)
 	b.waitSinks(2, nil)
 	c.answer("")
-	testkit.Eventually(t, "ACK of generation 2", func() bool { return ackProblem(sdsStatus(b.sds, b.src.Current()), 2, false) == "" })
+	testkit.Eventually(t, "ACK of generation 2", func() bool { return ackProblem(sdsStatus(b.sds, b.src.Current().Generation, false), 2, false) == "" })
 	b.expectReadyz(http.StatusOK)
 }
 

@@ -2,13 +2,17 @@ package admin
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 )
 
-// desc builds a sds_bridge_ metric description.
+// descs are every metric's description, in the order declared below, so
+// that Describe cannot leave one out.
+var descs []*prometheus.Desc
+
+// desc builds a sds_bridge_ metric description and adds it to descs.
 func desc(name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc("sds_bridge_"+name, help, labels, nil)
+	d := prometheus.NewDesc("sds_bridge_"+name, help, labels, nil)
+	descs = append(descs, d)
+	return d
 }
 
 // The metrics read at scrape time. docs/admin.md lists them; keep it in step.
@@ -49,17 +53,12 @@ var (
 // collector renders, at scrape time, the Status status builds (a
 // snapshot that does not read the disk).
 type collector struct {
-	build  buildinfo.Info
+	build  BuildInfo
 	status func() Status
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
-		descBuildInfo, descReady, descRotations, descGen, descRefused, descWatchErrs, descNotAfter,
-		descSinkGen, descSinkFailures, descSinkRetries, descStreams, descPushes, descNACKs, descAckedCurrent, descRefusedPeers,
-		descConnsOpen, descConnsOverCap, descReconnects, descStreamsOverLimit,
-		descWriteFailures, descActionFailures, descActionRunning, descReloadPending, descJWTExpiry, descJWTFailures,
-	} {
+	for _, d := range descs {
 		ch <- d
 	}
 }

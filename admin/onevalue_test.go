@@ -11,8 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 )
 
 // TestEveryViewRendersTheOneStatus: /readyz, /status, /metrics and the
@@ -25,7 +23,7 @@ func TestEveryViewRendersTheOneStatus(t *testing.T) {
 	b := startBridge(t, bridgeOptions{})
 	b.push(time.Hour)
 	b.waitSinks(1, nil)
-	st := b.admin.snapshot(time.Now(), true)
+	st := b.admin.snapshot(time.Now(), statusView)
 	if !st.Ready || st.Generation != 1 || len(st.Sinks) != 1 || st.SDS == nil {
 		t.Fatalf("snapshot of a ready bridge = %+v", st)
 	}
@@ -61,7 +59,7 @@ func TestEveryViewRendersTheOneStatus(t *testing.T) {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&collector{build: buildinfo.Info{Version: "v"}, status: func() Status { return st }})
+	reg.MustRegister(&collector{build: BuildInfo{Version: "v"}, status: func() Status { return st }})
 	rec = httptest.NewRecorder()
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	m := parseMetrics(t, rec.Body.String())

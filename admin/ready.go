@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/sds-bridge/sds-bridge/internal/oneline"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
@@ -14,7 +13,7 @@ import (
 type problemList []string
 
 func (p *problemList) add(format string, args ...any) {
-	*p = append(*p, oneline.Of(fmt.Sprintf(format, args...)))
+	*p = append(*p, oneLine(fmt.Sprintf(format, args...)))
 }
 
 // problems judges r: the current Update, the sinks, the folders, the
@@ -100,7 +99,7 @@ func folderProblems(out *problemList, r reading, bySink map[string]rotation.Sink
 		st, ok := bySink[f.Name()]
 		if d := f.disk; d != nil {
 			if d.err != nil {
-				out.add("folder %s: %s", f.Dir(), folderProblem(d.err))
+				out.add("folder %s: %v", f.Dir(), d.err)
 				continue
 			} else if want := heldSerial(cur, f.SVIDChoice()); ok && st.Err == nil && st.Generation == cur.Generation && d.m.Serial != want {
 				out.add("folder %s holds serial %s, not the current SVID's serial %s (generation %d): something else wrote to it",

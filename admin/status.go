@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/oneline"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/reload"
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -43,19 +43,37 @@ type diskRead struct {
 	err, shownErr error
 }
 
-// snapshot builds the one Status of a request at now. fromDisk reads every
-// folder (/readyz, /status), keeps what it read and logs a change of
-// readiness; a scrape instead takes each folder as last read under the
-// current generation, or judges it by its sink alone: a read from before
-// a rotation says nothing about the folder after it.
-func (s *Server) snapshot(now time.Time, fromDisk bool) Status {
+// view is what a request renders; each reads only what it shows.
+type view int
+
+const (
+	// probeView (/readyz) reads every folder, and of the SDS server only
+	// what admin.require_sds_ack needs: counts, never the streams' list.
+	probeView view = iota
+	// metricsView (a scrape) reads no disk: it takes each folder as last
+	// read under the current generation, or judges it by its sink alone
+	// (a read from before a rotation says nothing about the folder after
+	// it). It lists no SDS stream either.
+	metricsView
+	// statusView (/status) reads everything, the oldest streams listed.
+	statusView
+)
+
+// snapshot builds the one Status of a request at now, for v. The views
+// that read the disk keep what they read and log a change of readiness.
+func (s *Server) snapshot(now time.Time, v view) Status {
 	r := reading{now: now, cur: s.cfg.Source.Current(), counts: s.cfg.Source.Counters(), sinks: s.cfg.Source.SinkStatuses()}
-	r.folders = s.readFolders(now, r.cur, fromDisk)
+	var gen uint64 // 0 before the first Update
+	if r.cur != nil {
+		gen = r.cur.Generation
+	}
+	fromDisk := v != metricsView
+	r.folders = s.readFolders(now, gen, fromDisk)
 	if s.cfg.JWT != nil {
 		r.tokens = s.cfg.JWT.Tokens()
 	}
-	if s.cfg.SDS != nil {
-		r.sds = sdsStatus(s.cfg.SDS, r.cur)
+	if s.cfg.SDS != nil && (v != probeView || s.cfg.RequireSDSAck) {
+		r.sds = sdsStatus(s.cfg.SDS, gen, v == statusView)
 	}
 	st := s.document(r)
 	st.Problems = s.problems(r)
@@ -66,12 +84,9 @@ func (s *Server) snapshot(now time.Time, fromDisk bool) Status {
 	return st
 }
 
-// readFolders reads every folder's stats, and its disk as fromDisk says.
-func (s *Server) readFolders(now time.Time, cur *rotation.Update, fromDisk bool) []folderReading {
-	var gen uint64
-	if cur != nil {
-		gen = cur.Generation
-	}
+// readFolders reads every folder's stats, and its disk as fromDisk says,
+// under generation gen.
+func (s *Server) readFolders(now time.Time, gen uint64, fromDisk bool) []folderReading {
 	var disk []diskRead
 	if fromDisk {
 		disk = make([]diskRead, len(s.cfg.Folders))
@@ -110,17 +125,6 @@ func readFolder(f Folder, minValidity time.Duration, now time.Time) diskRead {
 		d.shown, d.shownErr = inspect(0)
 	}
 	return d
-}
-
-// folderProblem is the operator's line for a folder Inspect refused: the
-// reader's one-line detail, without the package prefix the error carries
-// for logs.
-func folderProblem(err error) string {
-	var me *filesink.MaterialError
-	if errors.As(err, &me) {
-		return me.Detail
-	}
-	return err.Error()
 }
 
 // document is the Status of r, without its judgement.
@@ -167,7 +171,7 @@ func (f folderReading) status(now time.Time) FolderStatus {
 	fs := FolderStatus{Dir: f.Dir(), Actions: []ActionStatus{}, ReloadPending: f.stats.ReloadPending,
 		WriteFailures: f.stats.WriteFailures, LastWriteError: errText(f.stats.LastWriteErr)}
 	if d := f.disk; d != nil && d.shownErr != nil {
-		fs.Problem = folderProblem(d.shownErr)
+		fs.Problem = errText(d.shownErr)
 	} else if d != nil {
 		m := d.shown
 		fs.Material = &MaterialStatus{SPIFFEID: m.SPIFFEID.String(), Serial: m.Serial, NotAfter: m.NotAfter, Generation: m.Generation}
@@ -197,26 +201,25 @@ func actionStatus(a reload.ActionStats, now time.Time) ActionStatus {
 	return st
 }
 
-// sdsStatus is the one place the SDS server is read. It lists the oldest
-// MaxListedClients streams and counts the others; what their clients
-// chose is escaped (printable), as the SDS server already cut it to a
-// bound. The counts of acknowledgements cover every stream.
-func sdsStatus(srv SDS, cur *rotation.Update) *SDSStatus {
+// sdsStatus is the one place the SDS server is read. The counts of
+// acknowledgements of generation gen cover every stream; list adds the oldest
+// MaxListedClients streams, what their clients chose escaped (printable),
+// as the SDS server already cut it to a bound.
+func sdsStatus(srv SDS, gen uint64, list bool) *SDSStatus {
 	ss := srv.Stats()
+	streams, current, newest := srv.Acks(gen)
 	st := &SDSStatus{Version: ss.Version, Generation: ss.Generation, StreamsOpen: ss.StreamsOpen, Pushes: ss.Pushes, NACKs: ss.NACKs,
 		RefusedPeers: ss.RefusedPeers, ConnectionsOpen: ss.ConnectionsOpen, ConnectionsOverCap: ss.ConnectionsOverCap,
-		StreamsOverLimit: ss.StreamsOverLimit, Clients: []ClientStatus{}}
-	clients := srv.Clients()
-	for _, c := range clients {
-		if cur != nil && c.AckedGeneration == cur.Generation {
-			st.ClientsCurrent++
-		}
-		st.NewestAcked = max(st.NewestAcked, c.AckedGeneration)
+		StreamsOverLimit: ss.StreamsOverLimit, ClientsCurrent: current, NewestAcked: newest,
+		Clients: []ClientStatus{}, ClientsNotListed: streams}
+	if !list {
+		return st
 	}
+	clients := srv.Clients()
 	if len(clients) > MaxListedClients {
-		st.ClientsNotListed = len(clients) - MaxListedClients
 		clients = clients[:MaxListedClients]
 	}
+	st.ClientsNotListed = max(0, streams-len(clients))
 	p := printable
 	for _, c := range clients {
 		st.Clients = append(st.Clients, ClientStatus{
@@ -233,11 +236,16 @@ func errText(err error) string {
 	if err == nil {
 		return ""
 	}
-	return oneline.Of(err.Error())
+	return oneLine(err.Error())
 }
 
+// oneLine collapses every run of white space in s, newlines included, into
+// one space, so that a cause spanning lines (a PEM parse error, a wrapped
+// exec error) cannot break a line-oriented reader of /readyz or the log.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
-	s.writeStatus(w, s.snapshot(s.cfg.Now(), true))
+	s.writeStatus(w, s.snapshot(s.cfg.Now(), statusView))
 }
 
 func (s *Server) writeStatus(w http.ResponseWriter, st Status) {

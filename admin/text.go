@@ -46,10 +46,11 @@ func (t *text) p(format string, args ...any) {
 	fmt.Fprintf(&t.b, format+"\n", args...)
 }
 
-// table aligns the rows of one section; details go below it, as a line
-// without tabs would end the alignment. Cells go through printable, as p's
-// arguments do (a tab in a cell would break the alignment too).
-func (t *text) table(rows [][]string) {
+// table aligns the rows of one section, then prints its details below
+// it, as a line without tabs would end the alignment. Cells go through
+// printable, as p's arguments do (a tab in a cell would break the
+// alignment too).
+func (t *text) table(rows [][]string, details []string) {
 	tw := tabwriter.NewWriter(&t.b, 0, 4, 2, ' ', 0)
 	for _, r := range rows {
 		cells := make([]string, len(r))
@@ -59,6 +60,9 @@ func (t *text) table(rows [][]string) {
 		fmt.Fprintln(tw, "  "+strings.Join(cells, "\t"))
 	}
 	tw.Flush()
+	for _, d := range details {
+		t.p("%s", d)
+	}
 }
 
 func (t *text) header(st Status) {
@@ -82,13 +86,13 @@ func (t *text) identity(st Status) {
 		}
 		rows = append(rows, []string{s.SPIFFEID, "serial " + s.Serial, "not after " + stamp(s.NotAfter) + " (" + left(s.NotAfter, t.now) + ")", def})
 	}
-	t.table(rows)
+	t.table(rows, nil)
 	t.p("Bundles")
 	rows = nil
 	for _, bd := range st.Bundles {
 		rows = append(rows, []string{bd.TrustDomain, plural(bd.Authorities, "root")})
 	}
-	t.table(rows)
+	t.table(rows, nil)
 	if st.WorkloadAPI.Refused > 0 || st.WorkloadAPI.WatchErrors > 0 {
 		t.p("Workload API: %d updates refused, %d watch errors since start", st.WorkloadAPI.Refused, st.WorkloadAPI.WatchErrors)
 	}
@@ -100,7 +104,7 @@ func (t *text) sinks(sinks []SinkStatus) {
 	var details []string
 	for _, s := range sinks {
 		row := []string{s.Name, fmt.Sprintf("generation %d", s.Generation), "applied " + ago(s.AppliedAt, t.now),
-			"delivery " + seconds(s.LatencySeconds), plural(int(s.Failures), "failure"), plural(int(s.Retries), "retry")}
+			"delivery " + round(time.Duration(s.LatencySeconds*float64(time.Second))).String(), plural(int(s.Failures), "failure"), plural(int(s.Retries), "retry")}
 		if s.Pending > 0 {
 			row = append(row, fmt.Sprintf("generation %d pending", s.Pending))
 		}
@@ -113,10 +117,7 @@ func (t *text) sinks(sinks []SinkStatus) {
 			details = append(details, fmt.Sprintf("  %s: last apply failed: %s", s.Name, s.Error))
 		}
 	}
-	t.table(rows)
-	for _, d := range details {
-		t.p("%s", d)
-	}
+	t.table(rows, details)
 }
 
 func (t *text) folders(folders []FolderStatus) {
@@ -145,13 +146,13 @@ func (t *text) folders(folders []FolderStatus) {
 }
 
 func (t *text) action(a ActionStatus) {
-	switch {
-	case a.Generation == 0:
+	switch a.State {
+	case ActionNotRun:
 		t.p("    %s: not run yet", a.Action)
-	case a.State == ActionNoServer:
+	case ActionNoServer:
 		t.p("    %s: no server to reload for generation %d (%s): it reads the files in place when it starts; %s since start: %s",
 			a.Action, a.Generation, ago(a.At, t.now), plural(int(a.Failures), "failed attempt"), a.NoServer)
-	case a.OK:
+	case ActionOK:
 		t.p("    %s: ok for generation %d (%s, %s); %s since start", a.Action, a.Generation, ago(a.At, t.now), plural(a.Attempts, "attempt"), plural(int(a.Failures), "failed attempt"))
 	default:
 		t.p("    %s: FAILED for generation %d after %s (%s); %s since start: %s",
@@ -206,10 +207,7 @@ func (t *text) sds(sds *SDSStatus) {
 			details = append(details, fmt.Sprintf("  %s (%s stream %d) rejected version %s %s: %s", node, kind, c.Stream, c.NACKedVersion, ago(c.NACKedAt, t.now), c.NACK))
 		}
 	}
-	t.table(rows)
-	for _, d := range details {
-		t.p("%s", d)
-	}
+	t.table(rows, details)
 	if sds.ClientsNotListed > 0 {
 		t.p("  … and %s not listed (/status lists the oldest %d)", plural(sds.ClientsNotListed, "more stream"), len(sds.Clients))
 	}
@@ -305,10 +303,6 @@ func left(t, now time.Time) string {
 		return "EXPIRED " + round(-d).String() + " ago"
 	}
 	return "in " + round(d).String()
-}
-
-func seconds(s float64) string {
-	return round(time.Duration(s * float64(time.Second))).String()
 }
 
 func orNone(s string) string {

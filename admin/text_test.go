@@ -45,3 +45,18 @@ func TestStatusTextEscapesClientText(t *testing.T) {
 		t.Errorf("the client's text is not shown escaped:\n%s", out)
 	}
 }
+
+// A multi-line cause ends up on the operator's one line, with no double
+// spaces and nothing dangling at either end.
+func TestOneLineJoinsLinesWithSingleSpaces(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                                 "",
+		"ok":                               "ok",
+		"  a\n\tb  \r\n c\n":               "a b c",
+		"x509: malformed\ncertificate\n\n": "x509: malformed certificate",
+	} {
+		if got := oneLine(in); got != want {
+			t.Errorf("oneLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

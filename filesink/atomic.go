@@ -73,7 +73,7 @@ func WriteFile(path string, data []byte, mode os.FileMode, owner *Owner) (err er
 	return nil
 }
 
-// CreateNew creates name in dir exclusively (O_EXCL never follows a link
+// createNew creates name in dir exclusively (O_EXCL never follows a link
 // planted at the name), with owner and then mode set before any byte is
 // written, and makes its content durable. The caller fsyncs dir.
 func createNew(dir *os.Root, name string, data []byte, mode os.FileMode, owner *Owner) (err error) {
@@ -86,14 +86,8 @@ func createNew(dir *os.Root, name string, data []byte, mode os.FileMode, owner *
 			err = fmt.Errorf("close: %w", cerr)
 		}
 	}()
-	if owner != nil {
-		if err := fh.Chown(owner.UID, owner.GID); err != nil {
-			return fmt.Errorf("chown: %w", err)
-		}
-	}
-	// After chown (which may clear mode bits), and independent of the umask.
-	if err := fh.Chmod(mode); err != nil {
-		return fmt.Errorf("chmod: %w", err)
+	if err := setOwnerAndMode(fh, owner, mode); err != nil {
+		return err
 	}
 	if _, err := fh.Write(data); err != nil {
 		return fmt.Errorf("write: %w", err)
@@ -104,7 +98,22 @@ func createNew(dir *os.Root, name string, data []byte, mode os.FileMode, owner *
 	return nil
 }
 
-// SyncDir fsyncs the directory dir is a handle of: what a rename, create or
+// setOwnerAndMode chowns fh to owner (if set), then chmods it to mode:
+// after chown, which may clear mode bits, and independent of the umask the
+// mode given at creation was subject to.
+func setOwnerAndMode(fh *os.File, owner *Owner, mode os.FileMode) error {
+	if owner != nil {
+		if err := fh.Chown(owner.UID, owner.GID); err != nil {
+			return fmt.Errorf("chown: %w", err)
+		}
+	}
+	if err := fh.Chmod(mode); err != nil {
+		return fmt.Errorf("chmod: %w", err)
+	}
+	return nil
+}
+
+// syncDir fsyncs the directory dir is a handle of: what a rename, create or
 // remove in it changed is durable once it returns.
 func syncDir(dir *os.Root) error {
 	d, err := dir.Open(".")
@@ -131,7 +140,7 @@ func RemoveTemps(dir, name string) ([]string, error) {
 		return nil, fmt.Errorf("remove temporary files in %s: %w", dir, err)
 	}
 	defer root.Close()
-	entries, err := fs.ReadDir(root.FS(), ".")
+	entries, err := readDirSorted(root, ".")
 	if err != nil {
 		return nil, fmt.Errorf("remove temporary files in %s: %w", dir, err)
 	}

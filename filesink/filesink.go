@@ -190,7 +190,7 @@ func New(cfg Config) (*Folder, error) {
 	}
 	f := &Folder{
 		cfg:        cfg,
-		names:      Names{Layout: cfg.Layout, Cert: cfg.CertFileName, Key: cfg.KeyFileName, Bundle: cfg.BundleFileName},
+		names:      cfg.names(),
 		unmakeable: map[string]bool{},
 		foreign:    map[string]bool{},
 	}
@@ -338,7 +338,7 @@ func (f *Folder) Dir() string { return f.cfg.Dir }
 
 // InspectConfig is what Inspect needs to read this folder.
 func (f *Folder) InspectConfig(minValidity time.Duration) InspectConfig {
-	return InspectConfig{Dir: f.cfg.Dir, Names: f.names, MinValidity: minValidity}
+	return f.cfg.InspectConfig(minValidity)
 }
 
 // InspectConfig is what Inspect needs to read the folder c (defaults

@@ -273,14 +273,8 @@ func openOwnDir(parent *os.Root, name string, owner *Owner) (_ *os.Root, err err
 		return nil, err
 	}
 	defer fh.Close()
-	if owner != nil {
-		if err := fh.Chown(owner.UID, owner.GID); err != nil {
-			return nil, fmt.Errorf("chown %s: %w", name, err)
-		}
-	}
-	// Mkdir is subject to the umask; the configured mode is not.
-	if err := fh.Chmod(generationDirMode); err != nil {
-		return nil, fmt.Errorf("chmod %s: %w", name, err)
+	if err := setOwnerAndMode(fh, owner, generationDirMode); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return d, nil
 }
@@ -370,10 +364,10 @@ func (f *Folder) removeStaleNames(root *os.Root, entries []fs.DirEntry, want map
 }
 
 // removeGenerations removes every generation directory in entries, the
-// folder's listing, except keep and returns the names removed. Only names generationDirName makes are
-// touched: any other ".." entry is someone else's, left alone and logged
-// once. Failures are logged: a leftover directory is untidy, not wrong,
-// and the next swap tries again.
+// folder's listing, except keep and returns the names removed. Only names
+// generationDirName makes are touched: any other ".." entry is someone
+// else's, left alone and logged once. Failures are logged: a leftover
+// directory is untidy, not wrong, and the next swap tries again.
 func (f *Folder) removeGenerations(root *os.Root, entries []fs.DirEntry, keep ...string) []string {
 	var removed []string
 	for _, e := range entries {

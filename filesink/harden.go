@@ -86,9 +86,6 @@ func openDir(dir string) (*os.Root, error) {
 	if err := os.MkdirAll(dir, folderMode); err != nil {
 		return nil, fmt.Errorf("create folder: %w", err)
 	}
-	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
-		return nil, fmt.Errorf("folder %s is not a directory (%s)", dir, fi.Mode().Type())
-	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open folder: %w", err)

@@ -88,6 +88,26 @@ func newFolder(t testing.TB, cfg Config) (*Folder, *syncBuffer) {
 	return f, logs
 }
 
+// written is a folder that the writer (Prepare, then Apply) made from cfg
+// in a fresh directory: generation gen of svids, the first the default,
+// with c's bundle. Its log goes to the test log on failure.
+func written(t testing.TB, cfg Config, gen uint64, c testCA, svids ...*x509svid.SVID) *Folder {
+	t.Helper()
+	cfg.Dir = ""
+	f, _ := newFolder(t, cfg)
+	u, err := rotation.NewUpdate(gen, svids, []*x509bundle.Bundle{c.Bundle()}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Prepare(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Apply(t.Context(), u); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // writePlain writes files as another tool (spiffe-helper) would: regular
 // files, no ..data.
 func writePlain(t testing.TB, dir string, files map[string][]byte) {

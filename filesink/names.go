@@ -15,7 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Kind names the set of files written into a folder.
+// Layout names the set of files written into a folder.
 type Layout string
 
 const (
@@ -91,15 +91,6 @@ func (n Names) keyFile() string {
 		return CredentialFileName
 	}
 	return n.Key
-}
-
-// pair is the files holding the certificate and its key: they are good
-// or bad together.
-func (n Names) pair() []string {
-	if n.Layout == LayoutSPIFFE {
-		return []string{CredentialFileName}
-	}
-	return []string{n.Cert, n.Key}
 }
 
 // ownBundleFile is the file holding only the SVID's own trust domain's
@@ -206,15 +197,6 @@ type marker struct {
 	CertFileName   string `json:"cert_file_name,omitempty"`
 	KeyFileName    string `json:"key_file_name,omitempty"`
 	BundleFileName string `json:"bundle_file_name,omitempty"`
-}
-
-// NewMarker describes a generation written with names.
-func newMarker(names Names) marker {
-	m := marker{Layout: names.Layout}
-	if names.Layout == LayoutSPIFFEHelper {
-		m.CertFileName, m.KeyFileName, m.BundleFileName = names.Cert, names.Key, names.Bundle
-	}
-	return m
 }
 
 // fill completes names from what the marker says the folder was written

@@ -161,13 +161,13 @@ func (f *Folder) removeStaleFiles(root *os.Root, now time.Time) (*Material, erro
 // valid for less than wanted, stays: it is not stale.
 func (f *Folder) staleNames(fd finding) []string {
 	switch {
-	case fd.NotAFile:
+	case notAFile(fd.Err.Err):
 		return []string{fd.Name}
-	case fd.Err.Reason == ReasonMissing, fd.Err.Reason == ReasonUnreadable,
-		fd.Err.Reason == ReasonExpiringSoon:
+	case fd.Err.Reason == ErrMissing, fd.Err.Reason == ErrUnreadable,
+		fd.Err.Reason == ErrExpiringSoon:
 		return nil
-	case fd.part == partCredential:
-		return f.names.pair()
+	case fd.Name == f.names.certFile() || fd.Name == f.names.keyFile():
+		return []string{f.names.certFile(), f.names.keyFile()}
 	case !strings.Contains(fd.Name, "/"):
 		return []string{fd.Name}
 	}
@@ -227,23 +227,19 @@ func judgeDataLink(root *os.Root, fi fs.FileInfo) (target, why string, err error
 }
 
 // judgeGeneration says why the generation target cannot stay current
-// (reason "" when it can): its set is not usable, or it was written for
-// another svid choice than the one now configured — valid, but a
-// consumer must not be told it is ready on another identity.
+// (reason "" when it can): its set is not usable, or it is not of the
+// svid choice now configured, as the reader's checkSVID judges it —
+// valid, but a consumer must not be told it is ready on another identity.
 func (f *Folder) judgeGeneration(root *os.Root, target string, now time.Time) (m *Material, reason, detail string) {
 	gen := openSetDir(root, target, filepath.Join(f.cfg.Dir, target))
 	defer gen.Close()
 	written := readMarker(gen)
 	m, findings := checkSet(f.names, gen, written, now, 0)
-	writtenFor := ""
-	if written != nil {
-		writtenFor = written.SVID
-	}
-	switch {
-	case len(findings) > 0:
+	if len(findings) > 0 {
 		return nil, findings[0].Err.Reason.String(), "generation " + target + ": " + findings[0].Err.Detail
-	case writtenFor != f.cfg.SVID:
-		return nil, "other-svid", fmt.Sprintf("generation %s was written for svid %q, the folder now wants %q", target, writtenFor, f.cfg.SVID)
+	}
+	if err := checkSVID(InspectConfig{SVID: f.cfg.SVID}, m, gen, written); err != nil {
+		return nil, err.Reason.String(), err.Detail
 	}
 	return m, "", ""
 }

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -16,17 +16,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/internal/certcheck"
-	"github.com/sds-bridge/sds-bridge/internal/oneline"
-)
-
-// filePart is what a file is to a set.
-type filePart int
-
-const (
-	// partCredential is the certificate chain or its key.
-	partCredential filePart = iota + 1
-	// partBundle is a trust domain's roots.
-	partBundle
 )
 
 // finding is one problem checkSet found, with what a caller needs to decide
@@ -35,10 +24,6 @@ type finding struct {
 	Err *MaterialError
 	// Name is the file, relative to the set's directory.
 	Name string
-	part filePart
-	// NotAFile: what is at Name is no file one could read as material (a
-	// FIFO, a device, a huge file, a link out of the folder).
-	NotAFile bool
 }
 
 // checkSet reads the set of files in dir, named by names, and returns it, or
@@ -77,24 +62,23 @@ type checker struct {
 	findings []finding
 }
 
-func (c *checker) add(f finding, r Reason, detail string, cause error) {
-	f.Err = &MaterialError{Reason: r, Path: c.dir.join(f.Name), Detail: oneline.Of(detail), Err: cause}
-	c.findings = append(c.findings, f)
+func (c *checker) add(name string, r *Reason, detail string, cause error) {
+	err := &MaterialError{Reason: r, Path: c.dir.join(name), Detail: oneLine(detail), Err: cause}
+	c.findings = append(c.findings, finding{Err: err, Name: name})
 }
 
 // read reads name; a problem is a finding and ok is false.
-func (c *checker) read(name string, part filePart) (data []byte, path string, ok bool) {
+func (c *checker) read(name string) (data []byte, path string, ok bool) {
 	path = c.dir.join(name)
 	data, err := c.dir.read(name)
-	f := finding{Name: name, part: part, NotAFile: notAFile(err)}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		c.add(f, ReasonMissing, "missing file "+path, err)
-	case f.NotAFile:
+		c.add(name, ErrMissing, "missing file "+path, err)
+	case notAFile(err):
 		// A FIFO, device or huge file planted at a managed name.
-		c.add(f, ReasonMalformed, fmt.Sprintf("cannot read %s: %v", path, err), err)
+		c.add(name, ErrMalformed, fmt.Sprintf("cannot read %s: %v", path, err), err)
 	case err != nil:
-		c.add(f, ReasonUnreadable, fmt.Sprintf("cannot read %s: %v", path, err), err)
+		c.add(name, ErrUnreadable, fmt.Sprintf("cannot read %s: %v", path, err), err)
 	}
 	return data, path, err == nil
 }
@@ -103,31 +87,28 @@ func (c *checker) read(name string, part filePart) (data []byte, path string, ok
 // or two.
 func (c *checker) readCredential(s *set) {
 	certFile, keyFile := c.names.certFile(), c.names.keyFile()
-	malformed := func(name, detail string, err error) {
-		c.add(finding{Name: name, part: partCredential}, ReasonMalformed, detail, err)
-	}
 	if certFile == keyFile {
-		if data, path, ok := c.read(certFile, partCredential); ok {
+		if data, path, ok := c.read(certFile); ok {
 			s.certPath, s.keyPath = path, path
 			var err error
 			if s.certs, s.key, err = certcheck.ParseCredential(data); err != nil {
-				malformed(certFile, fmt.Sprintf("%s: cannot parse key and chain: %v", path, err), err)
+				c.add(certFile, ErrMalformed, fmt.Sprintf("%s: cannot parse key and chain: %v", path, err), err)
 			}
 		}
 		return
 	}
-	if data, path, ok := c.read(certFile, partCredential); ok {
+	if data, path, ok := c.read(certFile); ok {
 		s.certPath = path
 		var err error
 		if s.certs, err = certcheck.ParseCerts(data); err != nil {
-			malformed(certFile, fmt.Sprintf("%s: cannot parse certificate chain: %v", path, err), err)
+			c.add(certFile, ErrMalformed, fmt.Sprintf("%s: cannot parse certificate chain: %v", path, err), err)
 		}
 	}
-	if data, path, ok := c.read(keyFile, partCredential); ok {
+	if data, path, ok := c.read(keyFile); ok {
 		s.keyPath = path
 		var err error
 		if s.key, err = certcheck.ParseKey(data); err != nil {
-			malformed(keyFile, fmt.Sprintf("%s: cannot parse private key: %v", path, err), err)
+			c.add(keyFile, ErrMalformed, fmt.Sprintf("%s: cannot parse private key: %v", path, err), err)
 		}
 	}
 }
@@ -138,10 +119,10 @@ func (c *checker) readCredential(s *set) {
 // trust domain's roots come from the own bundle file when there is one.
 func (c *checker) readBundles(s *set) {
 	if own := c.names.ownBundleFile(); own != "" {
-		if data, path, ok := c.read(own, partBundle); ok {
+		if data, path, ok := c.read(own); ok {
 			roots, err := certcheck.ParseCerts(data)
 			if err != nil {
-				c.add(finding{Name: own, part: partBundle}, ReasonMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", path, err), err)
+				c.add(own, ErrMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", path, err), err)
 			} else if len(s.certs) > 0 {
 				if id, err := x509svid.IDFromCert(s.certs[0]); err == nil {
 					s.bundles[id.TrustDomain()] = roots
@@ -162,7 +143,7 @@ func (c *checker) readBundles(s *set) {
 		}
 		roots, err := certcheck.ParseCerts(data)
 		if err != nil {
-			c.add(finding{Name: name, part: partBundle}, ReasonMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", c.dir.join(name), err), err)
+			c.add(name, ErrMalformed, fmt.Sprintf("%s: cannot parse bundle: %v", c.dir.join(name), err), err)
 			continue
 		}
 		if _, have := s.bundles[td]; !have {
@@ -180,23 +161,23 @@ func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Mate
 	}
 	leaf := s.certs[0]
 	serial := leaf.SerialNumber.Text(16)
-	credential := finding{Name: c.names.certFile(), part: partCredential}
+	credential := c.names.certFile()
 	id, err := x509svid.IDFromCert(leaf)
 	if err != nil {
-		c.add(credential, ReasonMalformed, fmt.Sprintf("%s: certificate (serial %s) is not an X.509-SVID: %v", s.certPath, serial, err), err)
+		c.add(credential, ErrMalformed, fmt.Sprintf("%s: certificate (serial %s) is not an X.509-SVID: %v", s.certPath, serial, err), err)
 		return nil
 	}
 	what := fmt.Sprintf("%s: certificate %s (serial %s)", s.certPath, id, serial)
 	if err := certcheck.Window(leaf, now); err != nil {
-		reason := ReasonExpired
+		reason := ErrExpired
 		if errors.Is(err, certcheck.ErrNotYetValid) {
-			reason = ReasonNotYetValid
+			reason = ErrNotYetValid
 		}
 		c.add(credential, reason, fmt.Sprintf("%s %v", what, err), nil)
 		return nil
 	}
 	if s.key != nil && certcheck.KeyMatches(s.key, leaf) != nil {
-		c.add(finding{Name: c.names.keyFile(), part: partCredential}, ReasonKeyMismatch,
+		c.add(c.names.keyFile(), ErrKeyMismatch,
 			fmt.Sprintf("%s: private key does not match certificate %s (serial %s) in %s", s.keyPath, id, serial, s.certPath), nil)
 		return nil
 	}
@@ -204,42 +185,33 @@ func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Mate
 		return nil
 	}
 	if remaining := leaf.NotAfter.Sub(now); remaining < minValidity {
-		c.add(credential, ReasonExpiringSoon, fmt.Sprintf("%s valid for only %s more (until %s), less than the required %s",
+		c.add(credential, ErrExpiringSoon, fmt.Sprintf("%s valid for only %s more (until %s), less than the required %s",
 			what, remaining.Round(time.Second), leaf.NotAfter.UTC().Format(time.RFC3339), minValidity), nil)
 	}
 	if s.key == nil {
 		return nil
 	}
 	return &Material{Dir: c.dir.path, SPIFFEID: id, Serial: serial, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
-		TrustDomains: sortedTrustDomains(s.bundles)}
+		TrustDomains: slices.SortedFunc(maps.Keys(s.bundles), spiffeid.TrustDomain.Compare)}
 }
 
 // verifyChain checks the chain against td's bundle; without the bundle
 // the chain cannot be verified, which at start-up is as bad as a chain
 // that does not verify.
 func (c *checker) verifyChain(s *set, td spiffeid.TrustDomain, what string, now time.Time) bool {
-	credential := finding{Name: c.names.certFile(), part: partCredential}
+	credential := c.names.certFile()
 	bundleName := c.names.bundleFile(td)
 	roots, ok := s.bundles[td]
 	if !ok {
 		if err := c.dir.stat(bundleName); c.names.ownBundleFile() == "" && errors.Is(err, fs.ErrNotExist) {
-			c.add(finding{Name: bundleName, part: partBundle}, ReasonMissing, "missing file "+c.dir.join(bundleName), err)
+			c.add(bundleName, ErrMissing, "missing file "+c.dir.join(bundleName), err)
 		}
-		c.add(credential, ReasonUntrusted, fmt.Sprintf("%s cannot be verified: no usable bundle %s", what, c.dir.join(bundleName)), nil)
+		c.add(credential, ErrUntrusted, fmt.Sprintf("%s cannot be verified: no usable bundle %s", what, c.dir.join(bundleName)), nil)
 		return false
 	}
 	if err := certcheck.Chain(s.certs, x509bundle.FromX509Authorities(td, roots), now); err != nil {
-		c.add(credential, ReasonUntrusted, fmt.Sprintf("%s: chain does not verify against bundle %s: %v", what, c.dir.join(bundleName), err), err)
+		c.add(credential, ErrUntrusted, fmt.Sprintf("%s: chain does not verify against bundle %s: %v", what, c.dir.join(bundleName), err), err)
 		return false
 	}
 	return true
-}
-
-func sortedTrustDomains(bundles map[spiffeid.TrustDomain][]*x509.Certificate) []spiffeid.TrustDomain {
-	tds := make([]spiffeid.TrustDomain, 0, len(bundles))
-	for td := range bundles {
-		tds = append(tds, td)
-	}
-	slices.SortFunc(tds, func(a, b spiffeid.TrustDomain) int { return strings.Compare(a.Name(), b.Name()) })
-	return tds
 }

@@ -1,4 +1,4 @@
-package filesink_test
+package filesink
 
 import (
 	"crypto/x509"
@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-
-	"github.com/sds-bridge/sds-bridge/filesink"
 )
 
 // FuzzInspect writes arbitrary bytes into the three files of a
@@ -27,7 +25,7 @@ func FuzzInspect(f *testing.F) {
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\n"), []byte("-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n"), []byte("x"))
 	f.Fuzz(func(t *testing.T, cert, key, bundle []byte) {
 		dir := t.TempDir()
-		for name, data := range map[string][]byte{filesink.DefaultCertFileName: cert, filesink.DefaultKeyFileName: key, filesink.DefaultBundleFileName: bundle} {
+		for name, data := range map[string][]byte{DefaultCertFileName: cert, DefaultKeyFileName: key, DefaultBundleFileName: bundle} {
 			if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -38,10 +36,10 @@ func FuzzInspect(f *testing.F) {
 				now = leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
 			}
 		}
-		m, err := filesink.Inspect(filesink.InspectConfig{Dir: dir, Now: now})
+		m, err := Inspect(InspectConfig{Dir: dir, Now: now})
 		if err != nil {
-			var me *filesink.MaterialError
-			if !errors.As(err, &me) || strings.HasPrefix(me.Reason.String(), "Reason(") || strings.ContainsAny(err.Error(), "\n\r") {
+			var me *MaterialError
+			if !errors.As(err, &me) || me.Reason == nil || strings.ContainsAny(err.Error(), "\n\r") {
 				t.Fatalf("refusal %q (%T) is not a one-line MaterialError", err, err)
 			}
 			return

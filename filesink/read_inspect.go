@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
-	"github.com/sds-bridge/sds-bridge/internal/oneline"
 )
 
 // InspectConfig tells Inspect where and what to read.
@@ -88,8 +86,8 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 		// complete but not linked yet (or any more) is not ready for them.
 		for _, name := range names.required(m.SPIFFEID.TrustDomain()) {
 			if err := folder.stat(name); err != nil {
-				return nil, &MaterialError{Reason: ReasonMissing, Path: folder.join(name), Err: err,
-					Detail: oneline.Of(fmt.Sprintf("missing file %s (%s has it; the link is missing or broken)", folder.join(name), filepath.Base(set.path)))}
+				return nil, &MaterialError{Reason: ErrMissing, Path: folder.join(name), Err: err,
+					Detail: oneLine(fmt.Sprintf("missing file %s (%s has it; the link is missing or broken)", folder.join(name), filepath.Base(set.path)))}
 			}
 		}
 	}
@@ -100,15 +98,15 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 // not there is not "missing file …/svid.pem", which sends an operator
 // looking for one file when nothing has written the folder at all.
 func folderError(dir string, err error) *MaterialError {
-	e := &MaterialError{Reason: ReasonMissing, Path: dir, Err: err}
+	e := &MaterialError{Reason: ErrMissing, Path: dir, Err: err}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		e.Detail = "the directory " + dir + " does not exist"
 	case errors.Is(err, syscall.ENOTDIR):
 		e.Detail = dir + " is not a directory"
 	default:
-		e.Reason = ReasonUnreadable
-		e.Detail = oneline.Of("the directory " + dir + " cannot be opened: " + err.Error())
+		e.Reason = ErrUnreadable
+		e.Detail = oneLine("the directory " + dir + " cannot be opened: " + err.Error())
 	}
 	return e
 }
@@ -129,7 +127,7 @@ func (d setDir) current() setDir {
 	return openSetDir(d.root, target, filepath.Join(d.path, target))
 }
 
-// ReadMarker is the marker in dir, nil if there is none or it cannot be
+// readMarker is the marker in dir, nil if there is none or it cannot be
 // read.
 func readMarker(dir setDir) *marker {
 	var m marker
@@ -143,14 +141,14 @@ func readMarker(dir setDir) *marker {
 // checkSVID tells a valid set of another identity from the configured
 // one: after a config change, or a folder shared by mistake, a consumer
 // must not start on it.
-func checkSVID(cfg InspectConfig, m *Material, set setDir, written *marker) error {
+func checkSVID(cfg InspectConfig, m *Material, set setDir, written *marker) *MaterialError {
 	path := set.join(MarkerFileName)
 	if written != nil && written.Serial != m.Serial {
 		written = nil // describes other files: says nothing about these
 	}
-	fail := func(format string, args ...any) error {
-		return &MaterialError{Reason: ReasonOtherSVID, Path: path,
-			Detail: oneline.Of(fmt.Sprintf("%s holds %s (serial %s), ", set.path, m.SPIFFEID, m.Serial) + fmt.Sprintf(format, args...))}
+	fail := func(format string, args ...any) *MaterialError {
+		return &MaterialError{Reason: ErrOtherSVID, Path: path,
+			Detail: oneLine(fmt.Sprintf("%s holds %s (serial %s), ", set.path, m.SPIFFEID, m.Serial) + fmt.Sprintf(format, args...))}
 	}
 	if written != nil && written.SVID != cfg.SVID {
 		return fail("written for svid %q, but the folder is configured for svid %q", written.SVID, cfg.SVID)

@@ -43,14 +43,17 @@ func (f *Folder) render(u *rotation.Update, now time.Time) (*fileSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	set := &fileSet{marker: newMarker(f.names)}
+	leaf := svid.Certificates[0]
+	// The layout's file names are empty but for LayoutSPIFFEHelper
+	// (Config.Validate).
+	set := &fileSet{marker: marker{
+		Generation: u.Generation, SPIFFEID: svid.ID.String(), Serial: leaf.SerialNumber.Text(16),
+		NotAfter: leaf.NotAfter.UTC(), WrittenAt: now.UTC(), SVID: f.cfg.SVID, Hint: svid.Hint,
+		Layout: f.names.Layout, CertFileName: f.names.Cert, KeyFileName: f.names.Key, BundleFileName: f.names.Bundle,
+	}}
 	if set.files, set.dirs, err = f.files(svid, u); err != nil {
 		return nil, fmt.Errorf("generation %d: %w", u.Generation, err)
 	}
-	leaf := svid.Certificates[0]
-	set.marker.Generation, set.marker.SPIFFEID, set.marker.Serial = u.Generation, svid.ID.String(), leaf.SerialNumber.Text(16)
-	set.marker.NotAfter, set.marker.WrittenAt = leaf.NotAfter.UTC(), now.UTC()
-	set.marker.SVID, set.marker.Hint = f.cfg.SVID, svid.Hint
 	m, err := json.Marshal(set.marker)
 	if err != nil {
 		return nil, fmt.Errorf("generation %d: encode marker: %w", u.Generation, err)

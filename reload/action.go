@@ -6,6 +6,7 @@ package reload
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -89,10 +90,7 @@ func (a SignalAction) Run(ctx context.Context, _ Event) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("signal action: %w", err)
 	}
-	sig := a.Signal
-	if sig == 0 {
-		sig = syscall.SIGHUP
-	}
+	sig := cmp.Or(a.Signal, syscall.SIGHUP)
 	pid, err := readPID(a.PIDFile)
 	if err != nil {
 		return err
@@ -125,14 +123,13 @@ func (a SignalAction) serverUp() bool {
 }
 
 func readPID(path string) (int, error) {
-	data, err := readPIDFile(path)
+	first, err := firstLine(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, fmt.Errorf("signal action: %w: read pid file: %w", ErrNoServer, err)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("signal action: read pid file: %w", err)
 	}
-	first, _, _ := strings.Cut(string(data), "\n")
 	first = strings.TrimSpace(first)
 	pid, err := strconv.Atoi(first)
 	// 0 and negative pids would signal whole process groups.
@@ -140,6 +137,28 @@ func readPID(path string) (int, error) {
 		return 0, fmt.Errorf("signal action: pid file %s: first line %q is not a process id", path, first)
 	}
 	return pid, nil
+}
+
+// maxPIDLine bounds what is read of a pid file: only its first line, a
+// process id, matters, and the file may have been planted by anyone.
+const maxPIDLine = 128
+
+// firstLine reads the first line of the regular file at path, opened
+// without blocking: a FIFO planted there must not hang a reload.
+func firstLine(path string) (string, error) {
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return "", err
+	}
+	defer fh.Close()
+	if fi, err := fh.Stat(); err != nil {
+		return "", err
+	} else if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	data, err := io.ReadAll(io.LimitReader(fh, maxPIDLine))
+	first, _, _ := strings.Cut(string(data), "\n")
+	return first, err
 }
 
 // ExecAction runs a command directly (no shell) with the event in its
@@ -183,22 +202,15 @@ func (a ExecAction) Validate() error {
 // Run implements Action.
 func (a ExecAction) Run(ctx context.Context, e Event) error {
 	if err := a.Validate(); err != nil {
-		return fmt.Errorf("%w", err)
+		return err
 	}
-	timeout := a.Timeout
-	if timeout == 0 {
-		timeout = DefaultExecTimeout
-	}
+	timeout := cmp.Or(a.Timeout, DefaultExecTimeout)
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
 	cmd := exec.CommandContext(runCtx, a.Command[0], a.Command[1:]...)
-	kind := e.Kind
-	if kind == "" {
-		kind = EventX509
-	}
 	cmd.Env = append(os.Environ(),
-		"SDS_BRIDGE_EVENT="+string(kind),
+		"SDS_BRIDGE_EVENT="+string(cmp.Or(e.Kind, EventX509)),
 		"SDS_BRIDGE_DIR="+e.Dir,
 		"SDS_BRIDGE_GENERATION="+strconv.FormatUint(e.Generation, 10),
 		"SDS_BRIDGE_SPIFFE_ID="+e.SPIFFEID,
@@ -253,30 +265,3 @@ func (t *tailBuffer) String() string { return string(bytes.TrimSpace(t.buf)) }
 // In Kubernetes the bridge is a sidecar that starts before its database:
 // its first swap always meets this.
 var ErrNoServer = errors.New("no server to reload")
-
-// maxPIDFileSize bounds what is read from a pid file: postmaster.pid is a
-// few lines, and a planted link to /dev/zero must not exhaust memory.
-const maxPIDFileSize = 1 << 20
-
-// readPIDFile reads a regular file of at most maxPIDFileSize bytes,
-// opened without blocking: a FIFO planted at the path must not hang a
-// reload. (The credential folder has its own bounded read; reload cannot
-// import the folder package, which runs reload's actions.)
-func readPIDFile(path string) ([]byte, error) {
-	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	if fi, err := fh.Stat(); err != nil {
-		return nil, err
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
-	}
-	// The size can change under us; never read past the bound.
-	data, err := io.ReadAll(io.LimitReader(fh, maxPIDFileSize+1))
-	if err == nil && len(data) > maxPIDFileSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxPIDFileSize)
-	}
-	return data, err
-}

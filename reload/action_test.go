@@ -506,3 +506,29 @@ func TestASignalActionRefusesToSignalTheBridgeItself(t *testing.T) {
 	default:
 	}
 }
+
+// A FIFO planted at the pid file's path is refused at once, not read:
+// opening it for reading would wait for a writer, holding back the
+// folder's reloads. A pid file of any size is read only up to its first
+// line.
+func TestSignalActionReadsOnlyTheFirstLineOfARegularPIDFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.pid")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := SignalAction{PIDFile: fifo}.Run(t.Context(), Event{})
+	if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("Run() with a FIFO = %v, want not a regular file", err)
+	}
+
+	big := filepath.Join(dir, "big.pid")
+	content := "postgres\n" + strings.Repeat("x", 1<<21)
+	if err := os.WriteFile(big, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = SignalAction{PIDFile: big}.Run(t.Context(), Event{})
+	if err == nil || !strings.Contains(err.Error(), `first line "postgres" is not a process id`) {
+		t.Errorf("Run() with a large pid file = %v, want its first line refused", err)
+	}
+}

@@ -2,24 +2,46 @@ package reload
 
 import (
 	"context"
-	"time"
 )
 
-// queue is the X.509 event that waits for the runner's worker goroutine:
-// one slot, the newest event replacing an older one that has not started
-// (rotation's latest-wins mailbox, one level down). The worker exists only
-// while there is work, so a runner nobody submits to holds no goroutine.
-type queue struct {
-	// pending is the event the worker runs next; nil: none.
-	pending *Event
-	// worker is the context of the worker goroutine; nil: none. One whose
-	// context ended is replaced by the next Submit.
-	worker context.Context
-	// idle is closed when the worker has nothing left to do; nil while
-	// idle since start.
+// worker is a goroutine that exists only while there is work, so that a
+// runner nobody submits to, and one whose servers are all up, holds none.
+// The Runner has two: one runs submitted X.509 events, one watches for
+// late servers. Both are guarded by Runner.state.
+type worker struct {
+	// ctx is the running goroutine's context; nil: none. One whose context
+	// ended is replaced by the next start.
+	ctx context.Context
+	// idle is closed when the goroutine ends: it is open exactly while ctx
+	// is not nil; nil before the first start.
 	idle chan struct{}
-	// lastSignal is when a signal action last sent its signal.
-	lastSignal time.Time
+}
+
+// start runs loop on a new goroutine with ctx, unless one whose context
+// is live runs already: that one finds the new work.
+func (w *worker) start(ctx context.Context, loop func(context.Context)) {
+	if w.ctx != nil && w.ctx.Err() == nil {
+		return
+	}
+	if w.ctx == nil {
+		w.idle = make(chan struct{})
+	}
+	w.ctx = ctx
+	go loop(ctx)
+}
+
+// goOn reports whether the goroutine of ctx is to go on: nothing replaced
+// it, ctx is live and workLeft. When it is not, that goroutine's turn ends.
+func (w *worker) goOn(ctx context.Context, workLeft bool) bool {
+	if w.ctx != ctx {
+		return false // replaced: the new goroutine takes over
+	}
+	if workLeft && ctx.Err() == nil {
+		return true
+	}
+	w.ctx = nil
+	close(w.idle)
+	return false
 }
 
 // Submit hands ev (an EventX509: a new set swapped in) to the runner and
@@ -29,29 +51,21 @@ type queue struct {
 // dropped: only the newest generation is reloaded. The worker runs with
 // ctx; its outcome is in Stats and the log. JWT events go through Run.
 func (r *Runner) Submit(ctx context.Context, ev Event) {
-	r.qmu.Lock()
-	defer r.qmu.Unlock()
-	q := &r.q
-	if q.pending != nil {
+	r.state.Lock()
+	defer r.state.Unlock()
+	if r.pending != nil {
 		r.log.Info("a newer generation replaces one whose reload had not started",
-			"dropped", q.pending.Generation, "generation", ev.Generation)
+			"dropped", r.pending.Generation, "generation", ev.Generation)
 	}
-	q.pending = &ev
-	if q.idle == nil || closed(q.idle) {
-		q.idle = make(chan struct{})
-	}
-	if q.worker != nil && q.worker.Err() == nil {
-		return
-	}
-	q.worker = ctx
-	go r.work(ctx)
+	r.pending = &ev
+	r.submitted.start(ctx, r.runSubmitted)
 }
 
-// work runs the submitted events one after the other until none is left
-// or ctx ends.
-func (r *Runner) work(ctx context.Context) {
+// runSubmitted runs the submitted events one after the other until none
+// is left or ctx ends.
+func (r *Runner) runSubmitted(ctx context.Context) {
 	for {
-		ev, ok := r.take(ctx)
+		ev, ok := r.takePending(ctx)
 		if !ok {
 			return
 		}
@@ -61,23 +75,13 @@ func (r *Runner) work(ctx context.Context) {
 	}
 }
 
-// take returns the pending event, or ends the worker of ctx (ok false)
-// when there is none or ctx has ended.
-func (r *Runner) take(ctx context.Context) (ev Event, ok bool) {
-	r.qmu.Lock()
-	defer r.qmu.Unlock()
-	q := &r.q
-	if q.worker != ctx {
-		return Event{}, false // replaced: the new worker takes over
-	}
-	if q.pending == nil || ctx.Err() != nil {
-		q.worker = nil
-		if q.idle != nil && !closed(q.idle) {
-			close(q.idle)
-		}
+func (r *Runner) takePending(ctx context.Context) (ev Event, ok bool) {
+	r.state.Lock()
+	defer r.state.Unlock()
+	if !r.submitted.goOn(ctx, r.pending != nil) {
 		return Event{}, false
 	}
-	ev, q.pending = *q.pending, nil
+	ev, r.pending = *r.pending, nil
 	return ev, true
 }
 
@@ -85,9 +89,9 @@ func (r *Runner) take(ctx context.Context) (ev Event, ok bool) {
 // context ended), or with ctx's error. --once waits so before it exits;
 // tests wait so to read Stats.
 func (r *Runner) Wait(ctx context.Context) error {
-	r.qmu.Lock()
-	idle := r.q.idle
-	r.qmu.Unlock()
+	r.state.Lock()
+	idle := r.submitted.idle
+	r.state.Unlock()
 	if idle == nil {
 		return nil
 	}
@@ -102,38 +106,10 @@ func (r *Runner) Wait(ctx context.Context) error {
 // Pending is the generation submitted and not yet started (0: none):
 // while an action hangs, the newest set is on disk and this waits.
 func (r *Runner) Pending() uint64 {
-	r.qmu.Lock()
-	defer r.qmu.Unlock()
-	if r.q.pending == nil {
+	r.state.Lock()
+	defer r.state.Unlock()
+	if r.pending == nil {
 		return 0
 	}
-	return r.q.pending.Generation
-}
-
-// SignalledWithin reports whether a signal action of this runner sent its
-// signal less than d ago (Config.Now). A SIGHUP the bridge gets then may
-// be that signal's echo (see internal/bridge's onHangup).
-func (r *Runner) SignalledWithin(d time.Duration) bool {
-	r.qmu.Lock()
-	defer r.qmu.Unlock()
-	return !r.q.lastSignal.IsZero() && r.cfg.Now().Sub(r.q.lastSignal) < d
-}
-
-// noteSignal records that a (signal) action succeeded just now.
-func (r *Runner) noteSignal(a Action) {
-	if _, ok := a.(SignalAction); !ok {
-		return
-	}
-	r.qmu.Lock()
-	r.q.lastSignal = r.cfg.Now()
-	r.qmu.Unlock()
-}
-
-func closed(ch chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
+	return r.pending.Generation
 }

@@ -70,19 +70,28 @@ type Runner struct {
 	cfg Config
 	log *slog.Logger
 
-	// qmu guards q, and is never held while an action runs: Submit and
-	// Stats answer while one hangs.
-	qmu sync.Mutex
-	q   queue
-
 	// mu serialises every run of the actions, whatever triggered it.
 	mu sync.Mutex
 	// last is the X.509 event run last (nil before the first), for Rerun
 	// and late reloads; guarded by mu.
 	last *Event
-	late lateReloads
 
-	stats statsRecorder
+	// state guards the fields below, and is never held while an action
+	// runs: Submit, Stats and the watch for late servers go on while one
+	// hangs.
+	state sync.Mutex
+	// pending is the submitted X.509 event that waits for its turn (nil:
+	// none), one slot: rotation's latest-wins mailbox, one level down.
+	pending   *Event
+	submitted worker
+	// noServer[i] is true while action i, which found no server, waits for
+	// its server to appear; lateServers watches for them.
+	noServer    []bool
+	lateServers worker
+	// stats has one entry per X.509 action.
+	stats []ActionStats
+	// lastSignal is when a signal action last sent its signal.
+	lastSignal time.Time
 }
 
 // New applies defaults to cfg, validates it and returns the runner.
@@ -92,8 +101,11 @@ func New(cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	cfg.Actions, cfg.JWTActions = withMemory(cfg.Actions, cfg.JWTActions)
-	r := &Runner{cfg: cfg, log: cfg.Logger}
-	r.stats.init(cfg.Actions)
+	n := len(cfg.Actions)
+	r := &Runner{cfg: cfg, log: cfg.Logger, noServer: make([]bool, n), stats: make([]ActionStats, n)}
+	for i, a := range cfg.Actions {
+		r.stats[i].Action = a.Name()
+	}
 	return r, nil
 }
 
@@ -148,25 +160,21 @@ func (c Config) validate() error {
 // its own memory, shared by nobody outside this Runner; an action given in
 // both lists (the same pointer) keeps one memory for both.
 func withMemory(x509, jwt []Action) (x, j []Action) {
-	given := map[Action]Action{}
+	copies := map[Action]Action{}
 	own := func(actions []Action) []Action {
-		out := make([]Action, len(actions))
+		out := slices.Clone(actions)
 		for i, a := range actions {
-			comparable := reflect.TypeOf(a).Comparable()
-			if comparable {
-				if m, ok := given[a]; ok {
-					out[i] = m
-					continue
+			r, ok := a.(Rememberer)
+			switch {
+			case !ok:
+			case !reflect.TypeOf(a).Comparable():
+				out[i] = r.WithMemory()
+			default:
+				if copies[a] == nil {
+					copies[a] = r.WithMemory()
 				}
+				out[i] = copies[a]
 			}
-			m := a
-			if r, ok := a.(Rememberer); ok {
-				m = r.WithMemory()
-			}
-			if comparable {
-				given[a] = m
-			}
-			out[i] = m
 		}
 		return out
 	}
@@ -174,10 +182,10 @@ func withMemory(x509, jwt []Action) (x, j []Action) {
 }
 
 // Run runs the actions for ev, in order, after any run in progress, and
-// waits for them (Submit does not). For
-// EventX509 each action gets its retries, no server to reload is not a
-// failure (see Stats), and the failures are returned joined. For EventJWT
-// each action runs once and a failure is logged, not returned.
+// waits for them (Submit does not). For EventX509 each action gets its
+// retries, no server to reload is not a failure (see Stats), and the
+// failures are returned joined. For EventJWT each action runs once and a
+// failure is logged, not returned.
 func (r *Runner) Run(ctx context.Context, ev Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -204,11 +212,10 @@ func (r *Runner) Rerun(ctx context.Context) error {
 
 func (r *Runner) runJWT(ctx context.Context, ev Event) {
 	for _, a := range r.cfg.JWTActions {
-		err := a.Run(ctx, ev)
-		if err == nil {
+		switch err := a.Run(ctx, ev); {
+		case err == nil:
 			r.noteSignal(a)
-		}
-		if err != nil && ctx.Err() == nil {
+		case ctx.Err() == nil:
 			r.log.Error("JWT reload action failed", "action", a.Name(), "error", err)
 		}
 	}
@@ -232,16 +239,15 @@ func (r *Runner) runX509(ctx context.Context, ev Event) error {
 }
 
 func (r *Runner) runAction(ctx context.Context, i int, a Action, ev Event) error {
-	r.stats.begin(i, ev.Generation, r.cfg.Now())
-	defer r.stats.end(i)
+	r.running(i, ev.Generation, r.cfg.Now())
+	defer r.running(i, 0, time.Time{})
 	backoff := r.cfg.Backoff
 	for attempt := 1; ; attempt++ {
 		err := a.Run(ctx, ev)
-		r.stats.attempted(i, ev.Generation, attempt, err, r.cfg.Now())
+		r.attempted(i, ev.Generation, attempt, err)
 		switch {
 		case err == nil:
 			r.noteSignal(a)
-			r.late.forget(i)
 			r.log.Info("reload action done", "action", a.Name(), "generation", ev.Generation, "attempt", attempt)
 			return nil
 		case errors.Is(err, ErrNoServer):
@@ -250,7 +256,6 @@ func (r *Runner) runAction(ctx context.Context, i int, a Action, ev Event) error
 			r.waitForServer(ctx, i, a)
 			return nil
 		}
-		r.late.forget(i)
 		r.log.Warn("reload action failed", "action", a.Name(), "generation", ev.Generation,
 			"attempt", attempt, "attempts", r.cfg.Attempts, "err", err)
 		if attempt >= r.cfg.Attempts {
@@ -267,55 +272,7 @@ func (r *Runner) runAction(ctx context.Context, i int, a Action, ev Event) error
 	}
 }
 
-// lateReloads are the actions that found no server and wait for it to
-// appear, and the one goroutine that watches for them. It has its own lock:
-// the watcher reads it without holding the runner's.
-type lateReloads struct {
-	mu      sync.Mutex
-	waiting map[int]bool
-	// watching is the context of the goroutine that watches; nil: none.
-	// One whose context ended is replaced by the next waitForServer.
-	watching context.Context
-}
-
-func (l *lateReloads) forget(i int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.waiting, i)
-}
-
-func (l *lateReloads) isWaiting(i int) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.waiting[i]
-}
-
-func (l *lateReloads) list() []int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make([]int, 0, len(l.waiting))
-	for i := range l.waiting {
-		out = append(out, i)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// stop reports whether the watcher of ctx should end (its context ended,
-// another replaced it, or nothing waits any more), and if so, ends its turn.
-func (l *lateReloads) stop(ctx context.Context) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.watching == ctx && ctx.Err() == nil && len(l.waiting) > 0 {
-		return false
-	}
-	if l.watching == ctx {
-		l.watching = nil
-	}
-	return true
-}
-
-// waitForServer remembers that action i found no server and, if the action
+// waitForServer notes that action i found no server and, if the action
 // can tell when its server appears, makes sure a goroutine watches for it:
 // that goroutine runs the action once when it does (a server may have read
 // the files just before a swap), then ends. It lives at most as long as ctx,
@@ -324,18 +281,10 @@ func (r *Runner) waitForServer(ctx context.Context, i int, a Action) {
 	if _, ok := a.(serverWatcher); !ok || ctx.Err() != nil {
 		return
 	}
-	l := &r.late
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.waiting == nil {
-		l.waiting = map[int]bool{}
-	}
-	l.waiting[i] = true
-	if l.watching != nil && l.watching.Err() == nil {
-		return
-	}
-	l.watching = ctx
-	go r.watchForServers(ctx)
+	r.state.Lock()
+	defer r.state.Unlock()
+	r.noServer[i] = true
+	r.lateServers.start(ctx, r.watchForServers)
 }
 
 // watchForServers polls every waiting action's server and reloads each one
@@ -343,18 +292,30 @@ func (r *Runner) waitForServer(ctx context.Context, i int, a Action) {
 func (r *Runner) watchForServers(ctx context.Context) {
 	t := time.NewTicker(r.cfg.NoServerPoll)
 	defer t.Stop()
-	for !r.late.stop(ctx) {
+	for r.watchGoesOn(ctx) {
 		select {
 		case <-ctx.Done():
 			continue
 		case <-t.C:
 		}
-		for _, i := range r.late.list() {
-			if r.cfg.Actions[i].(serverWatcher).serverUp() {
+		for i, a := range r.cfg.Actions {
+			if r.waitsForServer(i) && a.(serverWatcher).serverUp() {
 				r.reloadLate(ctx, i)
 			}
 		}
 	}
+}
+
+func (r *Runner) watchGoesOn(ctx context.Context) bool {
+	r.state.Lock()
+	defer r.state.Unlock()
+	return r.lateServers.goOn(ctx, slices.Contains(r.noServer, true))
+}
+
+func (r *Runner) waitsForServer(i int) bool {
+	r.state.Lock()
+	defer r.state.Unlock()
+	return r.noServer[i]
 }
 
 // reloadLate runs action i once for the generation in place, now that its
@@ -362,7 +323,7 @@ func (r *Runner) watchForServers(ctx context.Context) {
 func (r *Runner) reloadLate(ctx context.Context, i int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.late.isWaiting(i) || r.last == nil || ctx.Err() != nil {
+	if !r.waitsForServer(i) || r.last == nil || ctx.Err() != nil {
 		return
 	}
 	a := r.cfg.Actions[i]

@@ -3,7 +3,6 @@ package reload
 import (
 	"errors"
 	"slices"
-	"sync"
 	"time"
 )
 
@@ -41,54 +40,52 @@ func (a ActionStats) NoServer() bool { return errors.Is(a.Err, ErrNoServer) }
 // there (a refused signal, an SQL error, a command's exit status).
 func (a ActionStats) Failed() bool { return a.Err != nil && !a.NoServer() }
 
-// statsRecorder has its own lock: Stats must answer while a run (which may
-// take long) holds the runner's.
-type statsRecorder struct {
-	mu      sync.Mutex
-	actions []ActionStats
+// running records that action i runs for generation since the time given;
+// a zero time records that it does not run.
+func (r *Runner) running(i int, generation uint64, since time.Time) {
+	r.state.Lock()
+	defer r.state.Unlock()
+	r.stats[i].RunningSince, r.stats[i].RunningGeneration = since, generation
 }
 
-func (r *statsRecorder) init(actions []Action) {
-	r.actions = make([]ActionStats, len(actions))
-	for i, a := range actions {
-		r.actions[i].Action = a.Name()
-	}
-}
-
-func (r *statsRecorder) attempted(i int, generation uint64, attempt int, err error, at time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if i < 0 || i >= len(r.actions) {
-		return
-	}
-	a := &r.actions[i]
-	a.Generation, a.Attempts, a.Err, a.At = generation, attempt, err, at
+// attempted records the outcome of an attempt of action i. An attempt that
+// met a server (or failed) ends the wait for a late one.
+func (r *Runner) attempted(i int, generation uint64, attempt int, err error) {
+	r.state.Lock()
+	defer r.state.Unlock()
+	a := &r.stats[i]
+	a.Generation, a.Attempts, a.Err, a.At = generation, attempt, err, r.cfg.Now()
 	if a.Failed() {
 		a.Failures++
 	}
-}
-
-// begin marks action i as running for generation since at.
-func (r *statsRecorder) begin(i int, generation uint64, at time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if i >= 0 && i < len(r.actions) {
-		r.actions[i].RunningSince, r.actions[i].RunningGeneration = at, generation
+	if !a.NoServer() {
+		r.noServer[i] = false
 	}
 }
 
-// end marks action i as no longer running.
-func (r *statsRecorder) end(i int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if i >= 0 && i < len(r.actions) {
-		r.actions[i].RunningSince, r.actions[i].RunningGeneration = time.Time{}, 0
+// noteSignal records that action a succeeded just now, if it is a signal
+// action.
+func (r *Runner) noteSignal(a Action) {
+	if _, ok := a.(SignalAction); !ok {
+		return
 	}
+	r.state.Lock()
+	defer r.state.Unlock()
+	r.lastSignal = r.cfg.Now()
 }
 
 // Stats returns what each X.509 action has done, in Config.Actions order.
 func (r *Runner) Stats() []ActionStats {
-	r.stats.mu.Lock()
-	defer r.stats.mu.Unlock()
-	return slices.Clone(r.stats.actions)
+	r.state.Lock()
+	defer r.state.Unlock()
+	return slices.Clone(r.stats)
+}
+
+// SignalledWithin reports whether a signal action of this runner sent its
+// signal less than d ago (Config.Now). A SIGHUP the bridge gets then may
+// be that signal's echo (see internal/bridge's onHangup).
+func (r *Runner) SignalledWithin(d time.Duration) bool {
+	r.state.Lock()
+	defer r.state.Unlock()
+	return !r.lastSignal.IsZero() && r.cfg.Now().Sub(r.lastSignal) < d
 }

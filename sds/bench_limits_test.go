@@ -32,7 +32,8 @@ import (
 const benchClientsEnv = "SDS_BENCH_CLIENTS"
 
 // BenchmarkStreamMemory measures what one open SDS stream costs the
-// server: Go heap and stack in use (bytes/stream) and resident memory
+// server: Go heap and stack in use (bytes/stream; heap-bytes/stream and
+// stack-bytes/stream apart) and resident memory
 // (rss-bytes/stream), after N SotW streams have received the secrets and
 // are waiting for the next push, against the same figures before they
 // opened (after a GC each time).
@@ -59,7 +60,7 @@ func benchmarkStreamMemory(b *testing.B, n int, child bool) {
 	if err := s.Apply(context.Background(), r.next()); err != nil {
 		b.Fatal(err)
 	}
-	var heap, rss float64
+	var heap, stack, rss float64
 	for b.Loop() {
 		b.StopTimer()
 		before := memNow(b)
@@ -74,24 +75,28 @@ func benchmarkStreamMemory(b *testing.B, n int, child bool) {
 		b.StopTimer()
 		after := memNow(b)
 		heap += float64(after.heap - before.heap)
+		stack += float64(after.stack - before.stack)
 		rss += float64(after.rss - before.rss)
 		b.StartTimer()
 		closeAll()
 		testkit.Eventually(b, "every stream closed", func() bool { return s.Stats().StreamsOpen == 0 })
 	}
-	b.ReportMetric(heap/float64(b.N*n), "bytes/stream")
+	b.ReportMetric((heap+stack)/float64(b.N*n), "bytes/stream")
+	b.ReportMetric(heap/float64(b.N*n), "heap-bytes/stream")
+	b.ReportMetric(stack/float64(b.N*n), "stack-bytes/stream")
 	b.ReportMetric(rss/float64(b.N*n), "rss-bytes/stream")
 }
 
-type memSample struct{ heap, rss int64 }
+type memSample struct{ heap, stack, rss int64 }
 
-// memNow is heap and stack in use after a full GC, and the resident set.
+// memNow is heap and goroutine stacks in use after a full GC, and the
+// resident set.
 func memNow(b *testing.B) memSample {
 	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return memSample{heap: int64(ms.HeapInuse + ms.StackInuse), rss: rssBytes(b)}
+	return memSample{heap: int64(ms.HeapInuse), stack: int64(ms.StackInuse), rss: rssBytes(b)}
 }
 
 // rssBytes is VmRSS of this process.

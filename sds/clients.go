@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -16,8 +17,7 @@ import (
 // it has accepted. It answers "what does Envoy have?" for readiness and
 // status.
 type Client struct {
-	// Stream is the stream's number; SotW (with ADS) and Delta streams are
-	// numbered independently, so (Stream, Delta) identifies a stream.
+	// Stream is the stream's number, one per stream of any kind.
 	Stream int64
 	Delta  bool
 	// Node and Cluster are the node's id and cluster, from its requests.
@@ -51,10 +51,10 @@ type Client struct {
 // registry holds every open stream, and what each peer uid's streams hold
 // against its limits.
 type registry struct {
-	mu                sync.Mutex
-	streams           map[*stream]struct{}
-	peers             map[uint32]*peerUsage
-	sotwIDs, deltaIDs int64
+	mu      sync.Mutex
+	streams map[*stream]struct{}
+	peers   map[uint32]*peerUsage
+	lastID  int64
 }
 
 // Clients lists the open SDS streams, oldest first.
@@ -73,16 +73,28 @@ func (s *Server) Clients() []Client {
 	}
 	s.reg.mu.Unlock()
 	slices.SortFunc(out, func(a, b Client) int {
-		return cmp.Or(a.OpenedAt.Compare(b.OpenedAt), cmp.Compare(boolInt(a.Delta), boolInt(b.Delta)), cmp.Compare(a.Stream, b.Stream))
+		return cmp.Or(a.OpenedAt.Compare(b.OpenedAt), cmp.Compare(a.Stream, b.Stream))
 	})
 	return out
 }
 
-func boolInt(b bool) int {
-	if b {
-		return 1
+// Acks counts the open streams, those whose last acknowledged generation
+// is gen, and the newest generation any of them acknowledged (0: none),
+// without copying what each stream holds: readiness asks on every probe.
+func (s *Server) Acks(gen uint64) (streams, current int, newest uint64) {
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	for st := range s.reg.streams {
+		st.mu.Lock()
+		acked := st.client.AckedGeneration
+		st.mu.Unlock()
+		streams++
+		if acked != 0 && acked == gen {
+			current++
+		}
+		newest = max(newest, acked)
 	}
-	return 0
+	return streams, current, newest
 }
 
 // open registers a new stream of peer uid; nil with the error that ends
@@ -99,16 +111,12 @@ func (s *Server) open(ss grpc.ServerStream, delta bool, uid uint32) (*stream, er
 	}
 	if p.streams >= s.cfg.limits.streamsPerPeer {
 		r.mu.Unlock()
-		return nil, s.refuse(st, errTooManyStreams(uid, s.cfg.limits.streamsPerPeer))
+		return nil, s.refuse(st, status.Errorf(codes.ResourceExhausted, "peer uid %d holds %d streams, the most one peer may",
+			uid, s.cfg.limits.streamsPerPeer))
 	}
 	p.streams++
-	if delta {
-		r.deltaIDs++
-		st.id = r.deltaIDs
-	} else {
-		r.sotwIDs++
-		st.id = r.sotwIDs
-	}
+	r.lastID++
+	st.id = r.lastID
 	st.client = Client{Stream: st.id, Delta: delta, OpenedAt: time.Now()}
 	r.streams[st] = struct{}{}
 	r.mu.Unlock()
@@ -156,7 +164,9 @@ func (s *Server) account(st *stream) error {
 	case now.names > l.namesPerStream:
 		return s.refuse(st, errTooManyNames(now.names, l.namesPerStream))
 	case peer.names > l.namesPerPeer || peer.nameBytes > l.nameBytesPerPeer:
-		return s.refuse(st, errPeerNames(st.uid, peer.names, peer.nameBytes))
+		return s.refuse(st, status.Errorf(codes.ResourceExhausted,
+			"the streams of peer uid %d would subscribe to %d secret names (%d bytes), more than one peer may",
+			st.uid, peer.names, peer.nameBytes))
 	}
 	return nil
 }
@@ -164,10 +174,11 @@ func (s *Server) account(st *stream) error {
 // refuse counts a stream ended over a limit and logs it, at most once per
 // limitLogEvery; it returns err.
 func (s *Server) refuse(st *stream, err error) error {
-	if s.overLimit.report(time.Now()) {
+	refused, now, last := s.overLimit.Add(1), time.Now().UnixNano(), s.overLimitLogged.Load()
+	if (last == 0 || now-last >= int64(limitLogEvery)) && s.overLimitLogged.CompareAndSwap(last, now) {
 		s.cfg.Logger.Warn("Envoy SDS: stream ended: over a limit on what one client may hold (counted; logged at most every "+
 			limitLogEvery.String()+")", "stream", st.id, "delta", st.delta, "error", status.Convert(err).Message(),
-			"refused_since_start", s.overLimit.count.Load())
+			"refused_since_start", refused)
 	}
 	return err
 }

@@ -3,7 +3,6 @@ package sds
 import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -25,8 +24,6 @@ func newHealth() *health.Server {
 	}
 	return h
 }
-
-func (s *Server) registerHealth(gs *grpc.Server) { healthpb.RegisterHealthServer(gs, s.health) }
 
 // markServing flips grpc.health.v1 to SERVING; called after every applied
 // Update, it stays SERVING afterwards (the last good secrets stay served).

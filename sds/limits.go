@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -112,33 +111,8 @@ func peerUID(ctx context.Context) uint32 {
 	return 0
 }
 
-// overLimit counts a refusal and logs it at most once per limitLogEvery.
-type overLimit struct {
-	count   atomic.Int64
-	lastLog atomic.Int64 // unix nanoseconds
-}
-
-// report counts one refusal and says whether to log it.
-func (o *overLimit) report(now time.Time) bool {
-	o.count.Add(1)
-	last := o.lastLog.Load()
-	if last != 0 && now.UnixNano()-last < int64(limitLogEvery) {
-		return false
-	}
-	return o.lastLog.CompareAndSwap(last, now.UnixNano())
-}
-
-func errTooManyStreams(uid uint32, max int) error {
-	return status.Errorf(codes.ResourceExhausted, "peer uid %d holds %d streams, the most one peer may", uid, max)
-}
-
 func errTooManyNames(n, max int) error {
 	return status.Errorf(codes.ResourceExhausted, "the stream subscribes to %d secret names, more than the %d allowed", n, max)
-}
-
-func errPeerNames(uid uint32, names, bytes int) error {
-	return status.Errorf(codes.ResourceExhausted,
-		"the streams of peer uid %d would subscribe to %d secret names (%d bytes), more than one peer may", uid, names, bytes)
 }
 
 // clipTo bounds a client-chosen string the server keeps: longer text is

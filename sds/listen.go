@@ -11,7 +11,6 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/internal/connlimit"
 	"github.com/sds-bridge/sds-bridge/internal/flock"
-	"github.com/sds-bridge/sds-bridge/internal/unixsock"
 )
 
 // What an outsider can hold on the SDS socket. Every accepted connection is
@@ -100,7 +99,7 @@ func listenUnix(path string, mode os.FileMode) (l *net.UnixListener, remove func
 	if err := mkdirAll(dir); err != nil {
 		return nil, nil, fmt.Errorf("create socket directory %q: %w", dir, err)
 	}
-	if err := unixsock.RemoveStale(path); err != nil {
+	if err := flock.RemoveStaleSocket(path); err != nil {
 		return nil, nil, fmt.Errorf("%w", err)
 	}
 
@@ -113,7 +112,7 @@ func listenUnix(path string, mode os.FileMode) (l *net.UnixListener, remove func
 	}
 	defer os.RemoveAll(tmpDir)
 	bindPath := filepath.Join(tmpDir, "s")
-	if len(bindPath) > unixsock.MaxPath {
+	if len(bindPath) > flock.MaxSocketPath {
 		// The detour does not fit in sun_path: bind in place. The parent
 		// directory is then the only guard until the chmod below.
 		bindPath = path

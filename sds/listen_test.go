@@ -11,7 +11,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
-	"github.com/sds-bridge/sds-bridge/internal/unixsock"
+	"github.com/sds-bridge/sds-bridge/internal/flock"
 )
 
 func TestServeSocket(t *testing.T) {
@@ -36,7 +36,7 @@ func TestServeSocket(t *testing.T) {
 			// Too long to bind in a private directory first: bound in place.
 			name: "path near the sun_path limit",
 			path: func(d string) string {
-				return filepath.Join(d, strings.Repeat("s", unixsock.MaxPath-len(d)-1))
+				return filepath.Join(d, strings.Repeat("s", flock.MaxSocketPath-len(d)-1))
 			},
 			expectMode: 0o600,
 		},

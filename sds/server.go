@@ -31,6 +31,7 @@ import (
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/sds-bridge/sds-bridge/internal/connlimit"
@@ -155,17 +156,15 @@ type Server struct {
 	current    atomic.Pointer[snapshot]
 	publishing sync.Mutex
 	reg        registry
-	// stopping is closed when the server stops: every stream ends.
-	stopping chan struct{}
-	stop     sync.Once
 	// health answers grpc.health.v1 on the SDS socket.
 	health  *health.Server
 	serving atomic.Bool
 
 	streamsOpen, pushes, nacks atomic.Int64
-	// overLimit counts streams ended over a limit of cfg.limits.
-	overLimit             overLimit
-	refusedPeers, overCap atomic.Int64
+	// overLimit counts streams ended over a limit of cfg.limits;
+	// overLimitLogged is when that was last logged (unix nanoseconds).
+	overLimit, overLimitLogged atomic.Int64
+	refusedPeers, overCap      atomic.Int64
 	// listener is set by Serve.
 	listener atomic.Pointer[connlimit.Listener]
 }
@@ -183,12 +182,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	s := &Server{
-		cfg:      cfg,
-		policy:   newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
-		prefix:   versionPrefix(),
-		reg:      registry{streams: make(map[*stream]struct{}), peers: make(map[uint32]*peerUsage)},
-		stopping: make(chan struct{}),
-		health:   newHealth(),
+		cfg:    cfg,
+		policy: newAccessPolicy(cfg.AllowedUIDs, cfg.AllowedGIDs),
+		prefix: versionPrefix(),
+		reg:    registry{streams: make(map[*stream]struct{}), peers: make(map[uint32]*peerUsage)},
+		health: newHealth(),
 	}
 	s.current.Store(&snapshot{version: s.versionOf(0), replaced: make(chan struct{})})
 	if cfg.Names.DisableSPIFFECertValidation {
@@ -223,7 +221,7 @@ func (s *Server) Register(gs *grpc.Server) {
 	d := &discovery{s: s}
 	secretv3.RegisterSecretDiscoveryServiceServer(gs, d)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, d)
-	s.registerHealth(gs)
+	healthpb.RegisterHealthServer(gs, s.health)
 }
 
 // Apply builds every Secret of u and replaces the served set in one step,
@@ -253,33 +251,19 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 
 // build is both variants of u's Secrets, indexed by Validation, as every
 // client gets one of them (validationFor); they share the tls_certificate
-// Secrets, built and checked once.
+// Secrets, built once (and checked and marshalled once, by publish).
 func (s *Server) build(u *rotation.Update) ([2]map[string]*tlsv3.Secret, error) {
 	var variants [2]map[string]*tlsv3.Secret
 	certs, err := tlsCertificates(u, s.cfg.Names)
 	if err != nil {
 		return variants, err
 	}
-	checked := make(map[*tlsv3.Secret]bool, len(certs)+4)
 	for _, v := range []Validation{ValidationSPIFFE, ValidationTrustedCA} {
 		names := s.cfg.Names
 		names.DisableSPIFFECertValidation = v == ValidationTrustedCA
-		secrets, err := withValidation(certs, u, names)
-		if err != nil {
+		if variants[v], err = withValidation(certs, u, names); err != nil {
 			return variants, err
 		}
-		for name, sec := range secrets {
-			if checked[sec] {
-				continue
-			}
-			checked[sec] = true
-			// Envoy would NACK what its own validation rejects; refuse it
-			// here and keep serving the last good set.
-			if err := sec.ValidateAll(); err != nil {
-				return variants, fmt.Errorf("secret %q (%s): %w", name, v, err)
-			}
-		}
-		variants[v] = secrets
 	}
 	return variants, nil
 }
@@ -290,7 +274,7 @@ func (s *Server) Stats() Stats {
 		StreamsOpen:        s.streamsOpen.Load(),
 		Pushes:             s.pushes.Load(),
 		NACKs:              s.nacks.Load(),
-		StreamsOverLimit:   s.overLimit.count.Load(),
+		StreamsOverLimit:   s.overLimit.Load(),
 		RefusedPeers:       s.refusedPeers.Load(),
 		ConnectionsOverCap: s.overCap.Load(),
 	}
@@ -303,8 +287,21 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-// endStreams ends every open stream, and every stream that opens after.
-func (s *Server) endStreams() { s.stop.Do(func() { close(s.stopping) }) }
+// endStreams ends every open stream, and every stream that opens after:
+// it replaces the current snapshot by a copy marked stopped, which wakes
+// every stream.
+func (s *Server) endStreams() {
+	s.publishing.Lock()
+	defer s.publishing.Unlock()
+	prev := s.current.Load()
+	if prev.stopped {
+		return
+	}
+	snap := *prev
+	snap.stopped, snap.replaced = true, make(chan struct{})
+	s.current.Store(&snap)
+	close(prev.replaced)
+}
 
 // Serve listens on the socket and serves until ctx ends. Then open streams
 // are ended (Envoy keeps its secrets and reconnects), in-flight RPCs get

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"iter"
 	"maps"
 	"slices"
 	"strconv"
@@ -37,6 +38,9 @@ type snapshot struct {
 	// change only then.
 	namesID  uint64
 	replaced chan struct{}
+	// stopped is set once the server stops (Server.endStreams): a stream
+	// that sees it ends.
+	stopped bool
 }
 
 // served is the set of Secrets of one Validation.
@@ -45,12 +49,13 @@ type served struct {
 	names   []string // sorted
 }
 
-// servedSecret is a Secret with its wire form.
+// servedSecret is a Secret with what every stream is sent of it, built
+// once per snapshot and shared by all: its Delta resource (the name, a
+// hash of the Secret as the version, and the marshalled Secret), whose
+// Any a SotW response carries.
 type servedSecret struct {
-	secret *tlsv3.Secret
-	wire   []byte
-	// hash is the Delta resource version.
-	hash string
+	secret   *tlsv3.Secret
+	resource *discoveryv3.Resource
 }
 
 func (s *served) has(name string) bool {
@@ -58,13 +63,19 @@ func (s *served) has(name string) bool {
 	return ok
 }
 
-// newServed marshals secrets; a Secret already in known (another variant
-// of the same generation shares it) is not marshalled again.
-func newServed(secrets map[string]*tlsv3.Secret, known map[*tlsv3.Secret]servedSecret) (served, error) {
+// newServed checks and marshals the secrets of Validation v; a Secret
+// already in known (another variant of the same generation shares it) is
+// not checked or marshalled again.
+func newServed(secrets map[string]*tlsv3.Secret, v Validation, known map[*tlsv3.Secret]servedSecret) (served, error) {
 	sv := served{secrets: make(map[string]servedSecret, len(secrets)), names: slices.Sorted(maps.Keys(secrets))}
 	for name, sec := range secrets {
 		ss, ok := known[sec]
 		if !ok {
+			// Envoy would NACK what its own validation rejects; refuse it
+			// here and keep serving the last good set.
+			if err := sec.ValidateAll(); err != nil {
+				return served{}, fmt.Errorf("secret %q (%s): %w", name, v, err)
+			}
 			wire, err := proto.MarshalOptions{Deterministic: true}.Marshal(sec)
 			if err != nil {
 				return served{}, fmt.Errorf("marshal secret %q: %w", name, err)
@@ -73,7 +84,8 @@ func newServed(secrets map[string]*tlsv3.Secret, known map[*tlsv3.Secret]servedS
 			// a Delta client that reconnects holding the same secret, also
 			// to a restarted bridge, is not sent it again.
 			sum := sha256.Sum256(wire)
-			ss = servedSecret{secret: sec, wire: wire, hash: hex.EncodeToString(sum[:])}
+			ss = servedSecret{secret: sec, resource: &discoveryv3.Resource{Name: name, Version: hex.EncodeToString(sum[:]),
+				Resource: &anypb.Any{TypeUrl: secretType, Value: wire}}}
 			known[sec] = ss
 		}
 		sv.secrets[name] = ss
@@ -92,7 +104,7 @@ func (s *Server) publish(generation uint64, secrets [2]map[string]*tlsv3.Secret)
 	snap := &snapshot{generation: generation, replaced: make(chan struct{})}
 	known := make(map[*tlsv3.Secret]servedSecret)
 	for v, sec := range secrets {
-		sv, err := newServed(sec, known)
+		sv, err := newServed(sec, Validation(v), known)
 		if err != nil {
 			return nil, err
 		}
@@ -107,7 +119,7 @@ func (s *Server) publish(generation uint64, secrets [2]map[string]*tlsv3.Secret)
 			"generation", generation, "version", s.versionOf(snap.number))
 	}
 	snap.version = s.versionOf(snap.number)
-	snap.namesID = prev.namesID
+	snap.namesID, snap.stopped = prev.namesID, prev.stopped
 	if prev.number == 0 || !slices.Equal(snap.variants[0].names, prev.variants[0].names) ||
 		!slices.Equal(snap.variants[1].names, prev.variants[1].names) {
 		snap.namesID++
@@ -129,7 +141,7 @@ func (s *Server) fetch(req *discoveryv3.DiscoveryRequest) (*discoveryv3.Discover
 	v, _ := validationFor(req.GetNode(), s.cfg.Names.DisableSPIFFECertValidation)
 	sv := &snap.variants[v]
 	names := requestedNames(req.GetResourceNames())
-	if unknown := sv.unknown(names); len(unknown) > 0 {
+	if unknown := sv.unknown(slices.Values(names)); len(unknown) > 0 {
 		s.cfg.Logger.Warn("Envoy SDS: fetch asks for secrets that are not served", "node", clip(req.GetNode().GetId()),
 			"unknown", clipNames(unknown), "served", clipNames(sv.names), "validation", v)
 	}
@@ -139,7 +151,7 @@ func (s *Server) fetch(req *discoveryv3.DiscoveryRequest) (*discoveryv3.Discover
 	resp := &discoveryv3.DiscoveryResponse{VersionInfo: snap.version, TypeUrl: secretType}
 	for _, name := range names {
 		if s, ok := sv.secrets[name]; ok {
-			resp.Resources = append(resp.Resources, &anypb.Any{TypeUrl: secretType, Value: s.wire})
+			resp.Resources = append(resp.Resources, s.resource.Resource)
 		}
 	}
 	if len(resp.Resources) == 0 {
@@ -150,11 +162,10 @@ func (s *Server) fetch(req *discoveryv3.DiscoveryRequest) (*discoveryv3.Discover
 	return resp, nil
 }
 
-// unknown is those of names (sorted, without duplicates) that sv does not
-// serve.
-func (sv *served) unknown(names []string) []string {
+// unknown is those of names that sv does not serve, in their order.
+func (sv *served) unknown(names iter.Seq[string]) []string {
 	var out []string
-	for _, n := range names {
+	for n := range names {
 		if !sv.has(n) {
 			out = append(out, n)
 		}

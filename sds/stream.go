@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,7 +69,7 @@ func (d *discovery) FetchSecrets(_ context.Context, req *discoveryv3.DiscoveryRe
 	if req == nil {
 		return nil, status.Error(codes.Unavailable, "empty request")
 	}
-	if _, err := requestType(req.GetTypeUrl(), secretType); err != nil {
+	if err := checkType(req.GetTypeUrl(), secretType); err != nil {
 		return nil, err
 	}
 	return d.s.fetch(req)
@@ -86,9 +87,11 @@ func serveStream[Req, Resp any](s *Server, ss grpc.BidiStreamingServer[Req, Resp
 		return err
 	}
 	defer s.close(st)
-	requests, left := make(chan *Req), make(chan struct{})
+	// requests is closed when the client leaves: the stream ends without
+	// an error.
+	requests := make(chan *Req)
 	go func() {
-		defer close(left)
+		defer close(requests)
 		for {
 			req, err := ss.Recv()
 			if err != nil {
@@ -101,9 +104,12 @@ func serveStream[Req, Resp any](s *Server, ss grpc.BidiStreamingServer[Req, Resp
 			}
 		}
 	}()
-	for {
+	for !st.seen.stopped {
 		select {
-		case req := <-requests:
+		case req, ok := <-requests:
+			if !ok {
+				return nil
+			}
 			replyEmpty, err := take(st, req, streamType)
 			if err == nil {
 				err = st.answer(replyEmpty)
@@ -113,15 +119,15 @@ func serveStream[Req, Resp any](s *Server, ss grpc.BidiStreamingServer[Req, Resp
 			}
 		case <-st.seen.replaced:
 			st.look(s.current.Load())
+			if st.seen.stopped {
+				return errStopping
+			}
 			if err := st.answer(false); err != nil {
 				return err
 			}
-		case <-left:
-			return nil
-		case <-s.stopping:
-			return errStopping
 		}
 	}
+	return errStopping
 }
 
 // stream is one open SotW or Delta stream: the one record of what it asks
@@ -167,7 +173,7 @@ type stream struct {
 // response's nonce was sent before its client saw that response: it is
 // stale and changes nothing.
 func (st *stream) takeSotw(req *discoveryv3.DiscoveryRequest, streamType string) (replyEmpty bool, err error) {
-	if _, err := requestType(req.GetTypeUrl(), streamType); err != nil {
+	if err := checkType(req.GetTypeUrl(), streamType); err != nil {
 		return false, err
 	}
 	// A list over the bound is refused before anything of it is kept.
@@ -183,10 +189,9 @@ func (st *stream) takeSotw(req *discoveryv3.DiscoveryRequest, streamType string)
 	st.answered(req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail())
 	st.mu.Lock()
 	if st.sub == nil {
-		st.sub = newSotwSubscription(req.GetResourceNames())
-	} else {
-		st.sub.setSotw(req.GetResourceNames())
+		st.sub = newSubscription(len(req.GetResourceNames()) == 0, nil)
 	}
+	st.sub.setSotw(req.GetResourceNames())
 	st.mu.Unlock()
 	return false, st.subscribed()
 }
@@ -195,7 +200,7 @@ func (st *stream) takeSotw(req *discoveryv3.DiscoveryRequest, streamType string)
 // or a NACK. A first wildcard request is answered even when nothing is
 // served: that ends Envoy's initial fetch.
 func (st *stream) takeDelta(req *discoveryv3.DeltaDiscoveryRequest, streamType string) (replyEmpty bool, err error) {
-	if _, err := requestType(req.GetTypeUrl(), streamType); err != nil {
+	if err := checkType(req.GetTypeUrl(), streamType); err != nil {
 		return false, err
 	}
 	st.setNode(req.GetNode())
@@ -203,11 +208,11 @@ func (st *stream) takeDelta(req *discoveryv3.DeltaDiscoveryRequest, streamType s
 	st.answered("", req.GetResponseNonce(), req.GetErrorDetail())
 	st.mu.Lock()
 	if st.sub == nil {
-		st.sub = newDeltaSubscription(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(), req.GetInitialResourceVersions())
+		// The versions the client says it holds (initial_resource_versions).
+		st.sub = newSubscription(len(req.GetResourceNamesSubscribe()) == 0, req.GetInitialResourceVersions())
 		st.initial = heldBy(req.GetInitialResourceVersions())
-	} else {
-		st.sub.updateDelta(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	}
+	st.sub.updateDelta(req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe())
 	st.mu.Unlock()
 	return st.sub.wildcard && req.GetResponseNonce() == "", st.subscribed()
 }
@@ -322,13 +327,7 @@ func (st *stream) checkUnknown() {
 		return
 	}
 	sv := &snap.variants[st.validation]
-	var unknown []string
-	for n := range st.sub.names {
-		if !sv.has(n) {
-			unknown = append(unknown, n)
-		}
-	}
-	unknown = requestedNames(unknown)
+	unknown := requestedNames(sv.unknown(maps.Keys(st.sub.names)))
 	key := strings.Join(unknown, "\x00")
 	if key == st.unknown {
 		return
@@ -370,7 +369,7 @@ func (st *stream) response(snap *snapshot, replyEmpty bool) any {
 	sv := &snap.variants[st.validation]
 	resourceVersion := func(s servedSecret) string {
 		if st.delta {
-			return s.hash
+			return s.resource.Version
 		}
 		return snap.version
 	}
@@ -394,32 +393,30 @@ func (st *stream) response(snap *snapshot, replyEmpty bool) any {
 		resp := &discoveryv3.DiscoveryResponse{VersionInfo: snap.version, TypeUrl: secretType, Nonce: st.lastNonce,
 			Resources: make([]*anypb.Any, 0, len(changed))}
 		for _, name := range changed {
-			resp.Resources = append(resp.Resources, &anypb.Any{TypeUrl: secretType, Value: sv.secrets[name].wire})
+			resp.Resources = append(resp.Resources, sv.secrets[name].resource.Resource)
 		}
 		return resp
 	}
 	resp := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: snap.version, TypeUrl: secretType, Nonce: st.lastNonce,
-		RemovedResources: removed}
+		RemovedResources: removed, Resources: make([]*discoveryv3.Resource, 0, len(changed))}
 	for _, name := range changed {
-		s := sv.secrets[name]
-		resp.Resources = append(resp.Resources, &discoveryv3.Resource{Name: name, Version: s.hash,
-			Resource: &anypb.Any{TypeUrl: secretType, Value: s.wire}})
+		resp.Resources = append(resp.Resources, sv.secrets[name].resource)
 	}
 	return resp
 }
 
-// requestType is the type a request asks for: its own, else its stream's.
-// Only Secrets are served: an ADS stream or a FetchSecrets can ask for
-// other types, and are refused.
-func requestType(typeURL, streamType string) (string, error) {
+// checkType refuses a request for another type than Secrets: its own
+// type, else its stream's. An ADS stream or a FetchSecrets can ask for
+// other types.
+func checkType(typeURL, streamType string) error {
 	if typeURL == "" {
 		if streamType == adsType {
-			return "", status.Error(codes.InvalidArgument, "type URL is required for ADS")
+			return status.Error(codes.InvalidArgument, "type URL is required for ADS")
 		}
 		typeURL = streamType
 	}
 	if typeURL != secretType {
-		return "", status.Errorf(codes.InvalidArgument, "this server serves only %s, not %s", secretType, typeURL)
+		return status.Errorf(codes.InvalidArgument, "this server serves only %s, not %s", secretType, typeURL)
 	}
-	return typeURL, nil
+	return nil
 }

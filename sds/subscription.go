@@ -19,17 +19,14 @@ type subscription struct {
 
 const wildcardName = "*"
 
+// newSubscription starts a subscription whose first request names no
+// secret (noNames) or some; returned is what the client says it holds.
+// The first request's names are taken after (setSotw, updateDelta).
 func newSubscription(noNames bool, returned map[string]string) *subscription {
 	if returned == nil {
 		returned = make(map[string]string)
 	}
 	return &subscription{wildcard: noNames, legacyWildcard: true, names: map[string]struct{}{}, returned: returned}
-}
-
-func newSotwSubscription(names []string) *subscription {
-	s := newSubscription(len(names) == 0, nil)
-	s.setSotw(names)
-	return s
 }
 
 // setSotw takes a SotW request's names, which replace the subscription.
@@ -60,14 +57,6 @@ func (s *subscription) setSotw(names []string) {
 	}
 	s.wildcard = explicit
 	s.names = subscribed
-}
-
-// newDeltaSubscription starts from a first Delta request; returned are
-// the versions the client says it holds (initial_resource_versions).
-func newDeltaSubscription(subscribe, unsubscribe []string, returned map[string]string) *subscription {
-	s := newSubscription(len(subscribe) == 0, returned)
-	s.updateDelta(subscribe, unsubscribe)
-	return s
 }
 
 // updateDelta takes a Delta request's changes to the subscription.

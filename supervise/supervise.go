@@ -102,9 +102,7 @@ func New(cfg Config) (*Supervisor, error) {
 	cfg.MaxBackoff = max(cmp.Or(cfg.MaxBackoff, defaultMaxBackoff), cfg.MinBackoff)
 	cfg.Stdout = cmp.Or[io.Writer](cfg.Stdout, os.Stdout)
 	cfg.Stderr = cmp.Or[io.Writer](cfg.Stderr, os.Stderr)
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	return &Supervisor{cfg: cfg, ready: make(chan struct{}), renew: make(chan struct{}, 1)}, nil
 }
 
@@ -180,15 +178,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 		log.Info("supervised program: started", "command", s.cfg.Command, "pid", c.Process.Pid)
 		waitErr, stopping := s.watch(ctx, c, done, r)
-		exit := exitError(s.cfg.Command[0], waitErr)
+		ee, err := exitStatus(s.cfg.Command[0], waitErr)
+		if err != nil {
+			return err
+		}
 		ran := time.Since(r.started).Round(time.Millisecond)
-		if exit == nil {
+		if ee == nil {
 			log.Info("supervised program: exited with status 0", "pid", c.Process.Pid, "ran", ran)
 			return nil
-		}
-		var ee *ExitError
-		if !errors.As(exit, &ee) {
-			return exit
 		}
 		if stopping || s.cfg.Restart != RestartOnFailure {
 			log.Info("supervised program: exited", "pid", c.Process.Pid, "status", ee.Code, "ran", ran, "err", ee)
@@ -238,15 +235,7 @@ func (s *Supervisor) start() (*exec.Cmd, <-chan error, error) {
 // error; stopping is true when the bridge asked it to stop (a forwarded
 // signal, or ctx ended).
 func (s *Supervisor) watch(ctx context.Context, c *exec.Cmd, done <-chan error, r *renewal) (waitErr error, stopping bool) {
-	log := s.cfg.Logger
-	pid := c.Process.Pid
-	send := func(sig syscall.Signal, why string) {
-		if err := c.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			log.Warn("supervised program: signal failed", "pid", pid, "signal", signalName(sig), "why", why, "err", err)
-			return
-		}
-		log.Info("supervised program: signalled", "pid", pid, "signal", signalName(sig), "why", why)
-	}
+	send := func(sig os.Signal, why string) { s.signal(c.Process, sig, why) }
 	var killC <-chan time.Time
 	stop := func() {
 		stopping = true
@@ -267,9 +256,7 @@ func (s *Supervisor) watch(ctx context.Context, c *exec.Cmd, done <-chan error, 
 				send(s.cfg.RenewSignal, "a folder was swapped while the program started")
 			}
 		case sig := <-s.cfg.Signals:
-			if sys, ok := sig.(syscall.Signal); ok {
-				send(sys, "the bridge received it")
-			}
+			send(sig, "the bridge received it")
 			if !stopping {
 				stop()
 			}
@@ -280,9 +267,7 @@ func (s *Supervisor) watch(ctx context.Context, c *exec.Cmd, done <-chan error, 
 			}
 			select {
 			case sig := <-s.cfg.Signals:
-				if sys, ok := sig.(syscall.Signal); ok {
-					send(sys, "the bridge received it")
-				}
+				send(sig, "the bridge received it")
 			case <-time.After(signalWait):
 				send(syscall.SIGTERM, "the bridge is stopping")
 			case err := <-done:
@@ -294,6 +279,16 @@ func (s *Supervisor) watch(ctx context.Context, c *exec.Cmd, done <-chan error, 
 			send(syscall.SIGKILL, fmt.Sprintf("still running %s after it was asked to stop", s.cfg.StopTimeout))
 		}
 	}
+}
+
+// signal sends sig to the child p, and logs it.
+func (s *Supervisor) signal(p *os.Process, sig os.Signal, why string) {
+	log := s.cfg.Logger.With("pid", p.Pid, "signal", signalName(sig), "why", why)
+	if err := p.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		log.Warn("supervised program: signal failed", "err", err)
+		return
+	}
+	log.Info("supervised program: signalled")
 }
 
 // renewal decides when one run of the child gets RenewSignal.
@@ -325,21 +320,26 @@ func (r *renewal) due() bool {
 	return true
 }
 
-// exitError turns Wait's error into nil (status 0), an *ExitError, or
-// the error itself.
-func exitError(program string, err error) error {
-	if err == nil {
-		return nil
-	}
+// exitStatus turns Wait's error into the child's exit (nil: status 0),
+// or the error of waiting for it.
+func exitStatus(program string, err error) (*ExitError, error) {
 	var xe *exec.ExitError
-	if !errors.As(err, &xe) {
-		return fmt.Errorf("wait for %s: %w", program, err)
+	switch {
+	case err == nil:
+		return nil, nil
+	case !errors.As(err, &xe):
+		return nil, fmt.Errorf("wait for %s: %w", program, err)
 	}
 	if ws, ok := xe.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return &ExitError{Program: program, Code: 128 + int(ws.Signal()), Signal: ws.Signal()}
+		return &ExitError{Program: program, Code: 128 + int(ws.Signal()), Signal: ws.Signal()}, nil
 	}
-	return &ExitError{Program: program, Code: xe.ExitCode()}
+	return &ExitError{Program: program, Code: xe.ExitCode()}, nil
 }
 
 // signalName is "SIGHUP" rather than syscall's "hangup".
-func signalName(s syscall.Signal) string { return cmp.Or(unix.SignalName(s), s.String()) }
+func signalName(sig os.Signal) string {
+	if s, ok := sig.(syscall.Signal); ok && unix.SignalName(s) != "" {
+		return unix.SignalName(s)
+	}
+	return sig.String()
+}

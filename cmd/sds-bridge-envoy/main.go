@@ -16,7 +16,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
+	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/envoyboot"
 )
@@ -97,7 +97,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	if f.showVersion {
-		fmt.Fprintf(stdout, "sds-bridge-envoy %s (knows %d Envoy API packages)\n", buildinfo.Describe(version), envoyboot.ExtensionPackages)
+		fmt.Fprintf(stdout, "sds-bridge-envoy %s (knows %d Envoy API packages)\n", admin.ReadBuildInfo(version).String(), envoyboot.ExtensionPackages)
 		return nil
 	}
 	if fs.NArg() > 0 {

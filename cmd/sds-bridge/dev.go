@@ -15,7 +15,7 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/bridge"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
-	"github.com/sds-bridge/sds-bridge/internal/unixsock"
+	"github.com/sds-bridge/sds-bridge/internal/flock"
 )
 
 // devHome is where dev puts everything unless told otherwise.
@@ -123,8 +123,8 @@ func (s devSocket) resolve(home string) (string, os.FileMode, error) {
 	if err != nil {
 		return "", 0, fmt.Errorf("--workload-api-socket: %w", err)
 	}
-	if len(path) > unixsock.MaxPath {
-		return "", 0, fmt.Errorf("--workload-api-socket %s: longer than a unix socket path may be (%d bytes)", path, unixsock.MaxPath)
+	if len(path) > flock.MaxSocketPath {
+		return "", 0, fmt.Errorf("--workload-api-socket %s: longer than a unix socket path may be (%d bytes)", path, flock.MaxSocketPath)
 	}
 	return path, mode, nil
 }

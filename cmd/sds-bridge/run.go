@@ -9,8 +9,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/internal/bridge"
-	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/helperconf"
 	"github.com/sds-bridge/sds-bridge/internal/loglimit"
@@ -233,7 +233,7 @@ func (c *commonFlags) parse(fs *flag.FlagSet, args []string, stderr io.Writer) (
 
 // options are the bridge's options for cfg, as the flags say.
 func (c *commonFlags) options(cfg *config.Config, log *slog.Logger) bridge.Options {
-	return bridge.Options{Config: cfg, Logger: log, Once: c.once, Build: buildinfo.Read(version)}
+	return bridge.Options{Config: cfg, Logger: log, Once: c.once, Build: admin.ReadBuildInfo(version)}
 }
 
 // programArgs returns what follows "--" on the command line (the program

@@ -69,7 +69,7 @@ func TestImportRules(t *testing.T) {
 	never("jwtfiles", "sds")
 	never("reload", "sds", "filesink", "jwtfiles")
 	leaves := []string{"internal/certcheck", "internal/connlimit", "internal/flock",
-		"internal/unixsock", "internal/fielderr", "internal/oneline", "internal/buildinfo", "internal/loglimit"}
+		"internal/fielderr", "internal/loglimit"}
 	for _, leaf := range leaves {
 		for _, imp := range pkgs[leaf].imports {
 			if strings.HasPrefix(imp, module) {

@@ -23,7 +23,6 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/reload"
@@ -42,7 +41,7 @@ type Options struct {
 	// and returns (--once); the config then serves no SDS and no admin.
 	Once bool
 	// Build is shown by the admin endpoints.
-	Build buildinfo.Info
+	Build admin.BuildInfo
 	// Beside run next to the bridge until it stops, e.g. the development
 	// Workload API of `dev`. New takes the locks before they start.
 	Beside []func(ctx context.Context) error
@@ -116,7 +115,7 @@ func New(ctx context.Context, o Options) (_ *Bridge, err error) {
 
 // build makes every part: the supervisor, the sinks, the source that feeds
 // them, then what observes the source.
-func (b *Bridge) build(ctx context.Context, build buildinfo.Info) error {
+func (b *Bridge) build(ctx context.Context, build admin.BuildInfo) error {
 	if err := b.buildSupervisor(); err != nil {
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/buildinfo"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/jwtfiles"
 	"github.com/sds-bridge/sds-bridge/reload"
@@ -95,7 +94,7 @@ func newJWTWriter(cfg *config.Config, runners []*reload.Runner, log *slog.Logger
 
 // buildAdmin makes the admin server and binds its listener, if on; the
 // admin's latency histogram then hears every sink's status.
-func (b *Bridge) buildAdmin(build buildinfo.Info) error {
+func (b *Bridge) buildAdmin(build admin.BuildInfo) error {
 	addr := b.cfg.Admin.Address()
 	if addr == "" {
 		return nil

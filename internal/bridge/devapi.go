@@ -13,7 +13,7 @@ import (
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
-	"github.com/sds-bridge/sds-bridge/internal/unixsock"
+	"github.com/sds-bridge/sds-bridge/internal/flock"
 )
 
 // DevWorkloadAPI is a development Workload API for Options.BeforeRun and
@@ -134,7 +134,7 @@ func idInDomain(flag, v string, td spiffeid.TrustDomain) (spiffeid.ID, error) {
 // DevSocketPath returns want, or a short path under the temp dir when want is
 // longer than a unix socket path may be.
 func DevSocketPath(want string) (string, error) {
-	if len(want) <= unixsock.MaxPath {
+	if len(want) <= flock.MaxSocketPath {
 		return want, nil
 	}
 	dir, err := os.MkdirTemp("", "sds-bridge-dev")

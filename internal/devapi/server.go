@@ -23,7 +23,7 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/sds-bridge/sds-bridge/internal/unixsock"
+	"github.com/sds-bridge/sds-bridge/internal/flock"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -117,7 +117,7 @@ func (s *Server) Start() error {
 	if s.grpc != nil {
 		return errors.New("start: already serving")
 	}
-	if err := unixsock.RemoveStale(s.path); err != nil {
+	if err := flock.RemoveStaleSocket(s.path); err != nil {
 		return fmt.Errorf("%w", err)
 	}
 	lis, err := net.Listen("unix", s.path)

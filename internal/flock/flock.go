@@ -1,7 +1,8 @@
 // Package flock makes a credential folder or an SDS socket belong to one
 // running bridge: an exclusive flock(2) on a lock file, taken before
 // anything else is touched. The kernel drops the lock when the process
-// dies, so a crash never leaves a folder locked.
+// dies, so a crash never leaves a folder locked. A socket file a dead
+// bridge left behind is taken over (RemoveStaleSocket); a live one is not.
 //
 // A lock file counts only if this process's uid made it: a regular file
 // owned by that uid, with one link and no access for anyone else. Whoever
@@ -126,9 +127,11 @@ func (d lockDir) acquire() (*Lock, error) {
 		}
 		return nil, fmt.Errorf("lock %s: %w", d.path, err)
 	}
-	if err := d.stillAt(fd); err != nil {
+	if !d.holds(d.name, fd) {
+		// Another process replaced the name meanwhile (see replace) and
+		// holds it now.
 		f.Close()
-		return nil, err
+		return nil, errChanged
 	}
 	recordPID(f)
 	return &Lock{f: f, path: d.path}, nil
@@ -141,17 +144,12 @@ func ownLockFile(st *unix.Stat_t) bool {
 		int(st.Uid) == os.Geteuid() && st.Mode&0o077 == 0
 }
 
-// stillAt checks that the name still holds the file fd is open on: a
-// process that replaced it meanwhile (see replace) holds the name now.
-func (d lockDir) stillAt(fd int) error {
+// holds reports whether name in the directory (not followed if a link) is
+// the file fd is open on.
+func (d lockDir) holds(name string, fd int) bool {
 	var held, there unix.Stat_t
-	if err := unix.Fstat(fd, &held); err != nil {
-		return fmt.Errorf("lock %s: %w", d.path, err)
-	}
-	if err := unix.Fstatat(d.fd, d.name, &there, unix.AT_SYMLINK_NOFOLLOW); err != nil || held.Dev != there.Dev || held.Ino != there.Ino {
-		return errChanged
-	}
-	return nil
+	return unix.Fstat(fd, &held) == nil && unix.Fstatat(d.fd, name, &there, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+		held.Dev == there.Dev && held.Ino == there.Ino
 }
 
 // recordPID writes this process's pid for a second instance's error. It

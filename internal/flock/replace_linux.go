@@ -37,7 +37,9 @@ func (d lockDir) replace() (_ *Lock, err error) {
 	f := os.NewFile(uintptr(fd), d.path)
 	defer func() {
 		if err != nil {
-			d.removeIfSame(tmp, fd)
+			if d.holds(tmp, fd) {
+				_ = unix.Unlinkat(d.fd, tmp, 0)
+			}
 			f.Close()
 		}
 	}()
@@ -59,15 +61,6 @@ func (d lockDir) replace() (_ *Lock, err error) {
 	}
 	recordPID(f)
 	return &Lock{f: f, path: d.path, replaced: what}, nil
-}
-
-// removeIfSame removes name if it is still the file fd is open on.
-func (d lockDir) removeIfSame(name string, fd int) {
-	var held, there unix.Stat_t
-	if unix.Fstat(fd, &held) == nil && unix.Fstatat(d.fd, name, &there, unix.AT_SYMLINK_NOFOLLOW) == nil &&
-		held.Dev == there.Dev && held.Ino == there.Ino {
-		_ = unix.Unlinkat(d.fd, name, 0)
-	}
 }
 
 // describe names what was found at a lock file's name, for the log.

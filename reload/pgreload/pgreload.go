@@ -4,6 +4,7 @@
 package pgreload
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,8 +57,6 @@ func (a Action) WithMemory() reload.Action {
 	return a
 }
 
-func (a Action) everAnswered() bool { return a.answered != nil && a.answered.Load() }
-
 // Name implements reload.Action; the password is redacted.
 func (a Action) Name() string { return "postgres:" + RedactDSN(a.DSN) }
 
@@ -89,19 +88,17 @@ func (a Action) Validate() error {
 // parsed here, not at start-up: it may name client certificates in the
 // very folder this sink writes.
 func (a Action) Run(ctx context.Context, _ reload.Event) (err error) {
-	where := "postgres action " + RedactDSN(a.DSN)
+	shown, password := redact(a.DSN)
+	where := "postgres action " + shown
 	defer func() {
 		if err != nil {
-			err = redactError(err, dsnPassword(a.DSN))
+			err = redactError(err, password)
 		}
 	}()
 	if err := a.Validate(); err != nil {
-		return fmt.Errorf("%w", err)
+		return err
 	}
-	timeout := a.Timeout
-	if timeout == 0 {
-		timeout = DefaultTimeout
-	}
+	timeout := cmp.Or(a.Timeout, DefaultTimeout)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
@@ -114,7 +111,7 @@ func (a Action) Run(ctx context.Context, _ reload.Event) (err error) {
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		if noListener(err) && !a.everAnswered() {
+		if noListener(err) && (a.answered == nil || !a.answered.Load()) {
 			return fmt.Errorf("%s: %w (it has not answered yet): %w", where, reload.ErrNoServer, err)
 		}
 		return fmt.Errorf("%s: %w", where, err)
@@ -155,41 +152,33 @@ var kvPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[
 // RedactDSN returns dsn with its password replaced by "xxxxx", for logs
 // and errors.
 func RedactDSN(dsn string) string {
-	if isURLDSN(dsn) {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			return "postgres://(unparsable URL)"
-		}
-		if q := u.Query(); q.Has("password") {
-			q.Set("password", redacted)
-			u.RawQuery = q.Encode()
-		}
-		return u.Redacted()
-	}
-	return kvPassword.ReplaceAllString(dsn, "${1}"+redacted)
+	shown, _ := redact(dsn)
+	return shown
 }
 
-// dsnPassword extracts the password written in dsn, if any.
-func dsnPassword(dsn string) string {
-	if isURLDSN(dsn) {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			return ""
+// redact returns dsn with its password replaced by "xxxxx", and the
+// password it replaced ("" when none).
+func redact(dsn string) (shown, password string) {
+	if !isURLDSN(dsn) {
+		if m := kvPassword.FindStringSubmatch(dsn); m != nil {
+			password = m[2]
 		}
-		if p, ok := u.User.Password(); ok {
-			return p
+		if len(password) >= 2 && password[0] == '\'' && password[len(password)-1] == '\'' {
+			password = strings.NewReplacer(`\'`, `'`, `\\`, `\`).Replace(password[1 : len(password)-1])
 		}
-		return u.Query().Get("password")
+		return kvPassword.ReplaceAllString(dsn, "${1}"+redacted), password
 	}
-	m := kvPassword.FindStringSubmatch(dsn)
-	if m == nil {
-		return ""
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "postgres://(unparsable URL)", ""
 	}
-	p := m[2]
-	if len(p) >= 2 && p[0] == '\'' && p[len(p)-1] == '\'' {
-		p = strings.NewReplacer(`\'`, `'`, `\\`, `\`).Replace(p[1 : len(p)-1])
+	password, _ = u.User.Password()
+	if q := u.Query(); q.Has("password") {
+		password = cmp.Or(password, q.Get("password"))
+		q.Set("password", redacted)
+		u.RawQuery = q.Encode()
 	}
-	return p
+	return u.Redacted(), password
 }
 
 // redactedError hides a password that a driver error might echo, keeping

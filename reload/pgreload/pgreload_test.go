@@ -298,8 +298,8 @@ func TestRedactDSN(t *testing.T) {
 		if got := RedactDSN(tc.dsn); got != tc.want {
 			t.Errorf("RedactDSN(%q) = %q, want %q", tc.dsn, got, tc.want)
 		}
-		if got := dsnPassword(tc.dsn); got != tc.password {
-			t.Errorf("dsnPassword(%q) = %q, want %q", tc.dsn, got, tc.password)
+		if _, got := redact(tc.dsn); got != tc.password {
+			t.Errorf("redact(%q) password = %q, want %q", tc.dsn, got, tc.password)
 		}
 	}
 }

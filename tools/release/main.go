@@ -182,7 +182,7 @@ func commands(root string) ([]string, error) {
 }
 
 // The package whose variables say which commit a binary was built from.
-const buildinfoPkg = "github.com/sds-bridge/sds-bridge/internal/buildinfo"
+const buildinfoPkg = "github.com/sds-bridge/sds-bridge/admin"
 
 // build makes one static binary. The commit is stamped with -X rather than
 // by Go's VCS stamp, which a git worktree does not get: the binaries must

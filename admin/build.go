@@ -1,6 +1,4 @@
-// Package buildinfo says which build of sds-bridge is running, for
-// `sds-bridge version`, /status, the logs and the build_info metric.
-package buildinfo
+package admin
 
 import (
 	"cmp"
@@ -16,10 +14,12 @@ import (
 // records is used.
 var revision, commitTime, modified string
 
-// Info is one build of sds-bridge, field by field, so that the metric can
-// carry each part as its own label (Prometheus' build_info convention)
-// and the text forms are made from the same values.
-type Info struct {
+// BuildInfo says which build of sds-bridge is running, for `sds-bridge
+// version`, /status, the logs and the build_info metric. It is kept field
+// by field, so that the metric can carry each part as its own label
+// (Prometheus' build_info convention) and the text forms are made from
+// the same values.
+type BuildInfo struct {
 	// Version is the -X version if set, else the module version; "(devel)"
 	// for a checkout build, never a bare word that reads like a subcommand.
 	Version string
@@ -32,11 +32,12 @@ type Info struct {
 	GoVersion string
 }
 
-// Read is the running binary's Info; ldVersion is the -X version (may be empty).
-func Read(ldVersion string) Info {
+// ReadBuildInfo is the running binary's BuildInfo; ldVersion is the -X
+// version (may be empty).
+func ReadBuildInfo(ldVersion string) BuildInfo {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
-		return Info{Version: cmp.Or(ldVersion, "(unknown build)")}
+		return BuildInfo{Version: cmp.Or(ldVersion, "(unknown build)")}
 	}
 	if revision != "" {
 		info.Settings = append(slices.Clone(info.Settings),
@@ -44,11 +45,11 @@ func Read(ldVersion string) Info {
 			debug.BuildSetting{Key: "vcs.time", Value: commitTime},
 			debug.BuildSetting{Key: "vcs.modified", Value: modified})
 	}
-	return fromBuildInfo(ldVersion, info)
+	return buildInfoFrom(ldVersion, info)
 }
 
-// fromBuildInfo is Read on given build info, for tests.
-func fromBuildInfo(ldVersion string, info *debug.BuildInfo) Info {
+// buildInfoFrom is ReadBuildInfo on given build info, for tests.
+func buildInfoFrom(ldVersion string, info *debug.BuildInfo) BuildInfo {
 	v := cmp.Or(ldVersion, info.Main.Version)
 	if v == "" || v == "(devel)" {
 		v = "(devel)"
@@ -64,12 +65,12 @@ func fromBuildInfo(ldVersion string, info *debug.BuildInfo) Info {
 	if rev != "" && settings["vcs.modified"] == "true" {
 		rev += "-dirty"
 	}
-	return Info{Version: v, Revision: rev, Time: settings["vcs.time"], GoVersion: info.GoVersion}
+	return BuildInfo{Version: v, Revision: rev, Time: settings["vcs.time"], GoVersion: info.GoVersion}
 }
 
 // String is the one-line description `sds-bridge version` prints:
 // "v1.2.3 (revision 0123456789ab, 2026-11-29T09:00:00Z, go1.26.8)".
-func (i Info) String() string {
+func (i BuildInfo) String() string {
 	var extra []string
 	if i.Revision != "" {
 		extra = append(extra, "revision "+i.Revision)
@@ -85,6 +86,3 @@ func (i Info) String() string {
 	}
 	return i.Version + " (" + strings.Join(extra, ", ") + ")"
 }
-
-// Describe is Read(ldVersion) as one line, for the tools that print it.
-func Describe(ldVersion string) string { return Read(ldVersion).String() }

@@ -1,4 +1,4 @@
-package buildinfo
+package admin
 
 import (
 	"runtime/debug"
@@ -25,7 +25,7 @@ func TestVersionNamesTheBuild(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			info := &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: tc.mod}, Settings: tc.settings}
-			if got := fromBuildInfo(tc.ld, info).String(); got != tc.want {
+			if got := buildInfoFrom(tc.ld, info).String(); got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
@@ -39,8 +39,8 @@ func TestBuildInfoKeepsEachPartApart(t *testing.T) {
 		{Key: "vcs.revision", Value: "0123456789abcdef0123"},
 		{Key: "vcs.time", Value: "2026-11-29T09:00:00Z"},
 	}}
-	got := fromBuildInfo("v1.2.3", info)
-	want := Info{Version: "v1.2.3", Revision: "0123456789ab", Time: "2026-11-29T09:00:00Z", GoVersion: "go1.26.8"}
+	got := buildInfoFrom("v1.2.3", info)
+	want := BuildInfo{Version: "v1.2.3", Revision: "0123456789ab", Time: "2026-11-29T09:00:00Z", GoVersion: "go1.26.8"}
 	if got != want {
 		t.Errorf("got %+v, want %+v", got, want)
 	}

@@ -1,7 +1,4 @@
-// Package unixsock takes over a unix socket path safely: a server that
-// starts where a previous run left its socket file removes that file, but
-// never a live socket or a file that is not a socket.
-package unixsock
+package flock
 
 import (
 	"errors"
@@ -13,16 +10,17 @@ import (
 	"time"
 )
 
-// MaxPath is the longest unix socket path every supported OS binds:
+// MaxSocketPath is the longest unix socket path every supported OS binds:
 // sun_path is 104 bytes on the BSDs and macOS, 108 on Linux, NUL included.
 // Longer paths must be bound elsewhere (or the bind fails).
-const MaxPath = 103
+const MaxSocketPath = 103
 
-// RemoveStale removes the socket file at path if nothing listens on it.
+// RemoveStaleSocket takes a socket path over from a previous run: it
+// removes the socket file at path if nothing listens on it.
 // A missing path is fine. A non-socket, a live socket (perhaps another
 // bridge: taking its path over would cut its clients off) or a socket whose
 // state cannot be told is an error, and the file is left alone.
-func RemoveStale(path string) error {
+func RemoveStaleSocket(path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
