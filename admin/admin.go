@@ -104,44 +104,45 @@ type JWT interface {
 // Config configures a Server.
 type Config struct {
 	// Source is required.
-	Source Source
+	Source Source `yaml:"-"`
 	// SDS is nil when the bridge serves no SDS.
-	SDS SDS
+	SDS SDS `yaml:"-"`
 	// Folders are the credential folders, in config order.
-	Folders []Folder
+	Folders []Folder `yaml:"-"`
 	// JWT is nil when no folder writes JWT-SVIDs.
-	JWT JWT
+	JWT JWT `yaml:"-"`
 	// MinValidity: not ready when an SVID, a folder's leaf or a JWT-SVID
 	// expires sooner than this.
-	MinValidity time.Duration
+	MinValidity time.Duration `yaml:"min_validity"`
 	// MinValidityPercent: not ready when an SVID or a JWT-SVID has less
 	// than this percentage of its lifetime left; 0 turns the check off.
-	MinValidityPercent int
+	// The YAML key is the config's: absent there means 10.
+	MinValidityPercent int `yaml:"-"`
 	// RequireSDSAck: not ready until an SDS client acknowledged the
 	// current generation.
-	RequireSDSAck bool
+	RequireSDSAck bool `yaml:"require_sds_ack"`
 	// DeliveryGrace defaults to DefaultDeliveryGrace.
-	DeliveryGrace time.Duration
+	DeliveryGrace time.Duration `yaml:"-"`
 	// MaxConnections caps the connections open at once; zero means
 	// DefaultMaxConnections. One over the cap is closed at once.
-	MaxConnections int
+	MaxConnections int `yaml:"max_connections"`
 	// HeaderTimeout bounds reading a request's headers, and how long an
 	// idle keep-alive connection is kept (twice as long); zero means
 	// DefaultHeaderTimeout.
-	HeaderTimeout time.Duration
+	HeaderTimeout time.Duration `yaml:"-"`
 	// LivenessPath and ReadinessPath are where the two probes are
 	// served; "" means /livez and /readyz. The config validates them
 	// (admin.liveness_path, admin.readiness_path); New only refuses the
 	// ones it cannot register.
-	LivenessPath  string
-	ReadinessPath string
+	LivenessPath  string `yaml:"liveness_path"`
+	ReadinessPath string `yaml:"readiness_path"`
 	// Build is the bridge's build, shown in metrics (one label per part)
 	// and status.
-	Build BuildInfo
+	Build BuildInfo `yaml:"-"`
 	// Logger defaults to slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 	// Now defaults to time.Now; tests move the clock.
-	Now func() time.Time
+	Now func() time.Time `yaml:"-"`
 }
 
 // Server is the admin HTTP handler set.

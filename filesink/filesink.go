@@ -77,72 +77,75 @@ const (
 // Config describes one credential folder.
 type Config struct {
 	// Dir is the absolute path of the folder; it is created (0755) if missing.
-	Dir string
+	Dir string `yaml:"dir"`
 	// Lock, if set, is the folder's lock (LockFolder on Dir): the folder
 	// writes the very directory that was locked. Without it the directory
 	// found at the first Prepare is held instead. Either way a swap is
 	// refused (ErrFolderReplaced) while Dir names another directory. The
 	// caller releases it once the Folder is no longer used.
-	Lock *FolderLock
+	Lock *FolderLock `yaml:"-"`
 	// AllowWorldWritableDir lets Dir be writable by every user. By default
 	// such a folder is refused: anyone could plant links or files at the
 	// names consumers open, or remove the set.
-	AllowWorldWritableDir bool
+	AllowWorldWritableDir bool `yaml:"allow_world_writable_dir"`
 	// Layout defaults to LayoutSPIFFEHelper.
-	Layout Layout
+	Layout Layout `yaml:"layout"`
 	// File names of LayoutSPIFFEHelper; defaults svid.pem, svid_key.pem,
 	// svid_bundle.pem. They must be empty for LayoutSPIFFE.
-	CertFileName, KeyFileName, BundleFileName string
+	CertFileName   string `yaml:"cert_file_name"`
+	KeyFileName    string `yaml:"key_file_name"`
+	BundleFileName string `yaml:"bundle_file_name"`
 	// SVID chooses the SVID written here when the workload has several: a
 	// Workload API hint or a SPIFFE ID (files[].svid), matched as
 	// rotation.FindSVID does. Empty means the default SVID. An Update
 	// without it is refused: the folder keeps its last good set and Apply
 	// returns an error (counted, readiness red) rather than write another
 	// identity than the one configured.
-	SVID string
+	SVID string `yaml:"svid"`
 	// IncludeFederatedDomains (LayoutSPIFFEHelper) writes every federated
 	// trust domain's bundle as its own file, FederatedDirName/<td>.pem,
 	// reached through the stable link FederatedDirName. LayoutSPIFFE always
 	// writes one file per trust domain.
-	IncludeFederatedDomains bool
+	IncludeFederatedDomains bool `yaml:"include_federated_domains"`
 	// FederatedBundle (LayoutSPIFFEHelper, needs IncludeFederatedDomains)
 	// is FederatedSeparate (default) or FederatedConcatenate, which also
 	// appends every federated root to the bundle file for consumers that
 	// read one CA file. That is dangerous: a consumer that does not check
 	// SPIFFE IDs then accepts certificates any federated CA issues for any
 	// name, this trust domain's included.
-	FederatedBundle FederatedMode
+	FederatedBundle FederatedMode `yaml:"federated_bundle"`
 	// AddIntermediatesToBundle (LayoutSPIFFEHelper) appends the SVID's
 	// intermediates to the bundle file, as spiffe-helper's
 	// add_intermediates_to_bundle does for MySQL, which wants every CA
 	// certificate in its ssl-ca file.
-	AddIntermediatesToBundle bool
+	AddIntermediatesToBundle bool `yaml:"add_intermediates_to_bundle"`
 	// OmitExpired leaves certificates expired at write time out of the
 	// chain and bundle files, as spiffe-helper's omit_expired does: a
 	// bundle keeps an old CA until SPIRE prunes it (omitexpired.go).
-	OmitExpired bool
+	OmitExpired bool `yaml:"omit_expired"`
 	// CertMode applies to certificates, bundles and the marker (default
 	// 0644); KeyMode to files holding the private key (default 0600) and
 	// must not grant anything to others.
-	CertMode, KeyMode os.FileMode
+	CertMode os.FileMode `yaml:"cert_mode"`
+	KeyMode  os.FileMode `yaml:"key_mode"`
 	// Owner, if set, is chowned onto files and generation directories.
-	Owner *Owner
+	Owner *Owner `yaml:"owner"`
 	// Reload, if set, runs the folder's reload actions after every swap,
 	// once the files are durable (an EventX509), beside the swaps: Apply
 	// hands the event over (reload.Runner.Submit) and does not wait for a
 	// consumer. The folder's JWT writer shares it, so the two never reload
 	// a consumer at the same time.
-	Reload *reload.Runner
+	Reload *reload.Runner `yaml:"-"`
 	// MinSwapInterval is the least time between two swaps (and so between
 	// two reloads of the consumer) of this folder; default
 	// DefaultMinSwapInterval. Updates that come faster (an agent flapping
 	// between two SVIDs) are coalesced: the newest wins and is swapped in
 	// at most this long after the previous swap. See MinApplyInterval.
-	MinSwapInterval time.Duration
+	MinSwapInterval time.Duration `yaml:"min_swap_interval"`
 	// Logger defaults to slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 	// Now defaults to time.Now; tests move the clock.
-	Now func() time.Time
+	Now func() time.Time `yaml:"-"`
 }
 
 // Folder is one credential folder. It implements rotation.Sink.

@@ -64,23 +64,28 @@ type Config struct {
 }
 
 // Folder is the JWT part of one credential folder.
+//
+// Dir, SVID and Owner are the credential folder's: in the YAML config they
+// are files[] keys of the folder's X.509 writer (filesink.Config), given
+// to both writers.
 type Folder struct {
 	// Dir must exist when Run starts (the folder's X.509 writer makes it).
-	Dir   string
-	SVIDs []SVIDFile
+	Dir   string     `yaml:"-"`
+	SVIDs []SVIDFile `yaml:"jwt_svids"`
 	// BundleFileName, if set, gets every trust domain's JWT bundle.
-	BundleFileName string
+	BundleFileName string `yaml:"jwt_bundle_file_name"`
 	// SVID chooses the identity: a hint or a SPIFFE ID; empty means
 	// Config.DefaultSVIDHint.
-	SVID string
+	SVID string `yaml:"-"`
 	// Mode (tokens) and BundleMode default to 0600.
-	Mode, BundleMode os.FileMode
-	Owner            *filesink.Owner
+	Mode       os.FileMode     `yaml:"jwt_mode"`
+	BundleMode os.FileMode     `yaml:"jwt_bundle_mode"`
+	Owner      *filesink.Owner `yaml:"-"`
 	// Reload, if set, runs the folder's actions whose on lists jwt after
 	// each new file in Dir, with an Event of Kind reload.EventJWT. It is the
 	// same Runner the folder's X.509 writer uses, so the two never reload a
 	// consumer at the same time.
-	Reload *reload.Runner
+	Reload *reload.Runner `yaml:"-"`
 }
 
 // WithDefaults fills the unset modes with DefaultMode and
@@ -147,9 +152,9 @@ func validFileName(name string) error {
 
 // SVIDFile is one token file.
 type SVIDFile struct {
-	Audience       string
-	ExtraAudiences []string
-	FileName       string
+	Audience       string   `yaml:"audience"`
+	ExtraAudiences []string `yaml:"extra_audiences"`
+	FileName       string   `yaml:"file_name"`
 }
 
 // TokenStatus is one token file: the last token written and how its

@@ -65,9 +65,9 @@ const (
 // PIDFile, e.g. PostgreSQL's postmaster.pid: SIGHUP makes PostgreSQL
 // reload ssl_cert_file, ssl_key_file and ssl_ca_file.
 type SignalAction struct {
-	PIDFile string
+	PIDFile string `yaml:"pid_file"`
 	// Signal defaults to SIGHUP.
-	Signal syscall.Signal
+	Signal syscall.Signal `yaml:"signal"`
 }
 
 // Name implements Action.
@@ -173,9 +173,9 @@ func firstLine(path string) (string, error) {
 // not killed: starting a daemon from a reload command is the command's
 // choice. Only a timeout kills, and only the command's process group.
 type ExecAction struct {
-	Command []string
+	Command []string `yaml:"command"`
 	// Timeout defaults to 30 s.
-	Timeout time.Duration
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // Name implements Action.

@@ -30,33 +30,33 @@ const DefaultFirstUpdateTimeout = 60 * time.Second
 type Config struct {
 	// Address of the Workload API, e.g. "unix:///run/spire/sockets/agent.sock".
 	// Empty means $SPIFFE_ENDPOINT_SOCKET.
-	Address string
+	Address string `yaml:"address"`
 	// FirstUpdateTimeout bounds the wait for the first valid update; Run
 	// fails after it. Zero means DefaultFirstUpdateTimeout; negative waits forever.
-	FirstUpdateTimeout time.Duration
+	FirstUpdateTimeout time.Duration `yaml:"first_update_timeout"`
 	// DefaultSVIDHint picks the default SVID (Update.SVIDs[0]) when the
 	// Workload API returns several: the first SVID whose hint, else whose
 	// SPIFFE ID, equals it (workload_api.default_svid_hint). Empty, or no
 	// match, keeps the Workload API's first SVID; a miss is logged once per
 	// change of the SVID set, naming what is available.
-	DefaultSVIDHint string
+	DefaultSVIDHint string `yaml:"default_svid_hint"`
 	// Sinks receive every Update. The first one is woken last, so that it
 	// runs first (see OnX509ContextUpdate): put the one whose latency
 	// matters most (Envoy's SDS) first.
-	Sinks []Sink
+	Sinks []Sink `yaml:"-"`
 	// RetryBackoff is the delay before a sink applies an Update again after
 	// a failed Apply; it doubles with each failure of the same Update, up
 	// to MaxRetryBackoff. A newer Update is applied at once and starts
 	// again from RetryBackoff. Zero means DefaultRetryBackoff and
 	// DefaultMaxRetryBackoff.
-	RetryBackoff    time.Duration
-	MaxRetryBackoff time.Duration
+	RetryBackoff    time.Duration `yaml:"-"`
+	MaxRetryBackoff time.Duration `yaml:"-"`
 	// OnSinkDone, when set, is called after each Apply with the sink's status
 	// (metrics and readiness hook). It must not block.
-	OnSinkDone func(SinkStatus)
-	Logger     *slog.Logger
+	OnSinkDone func(SinkStatus) `yaml:"-"`
+	Logger     *slog.Logger     `yaml:"-"`
 	// Now is the clock used for validation; nil means time.Now.
-	Now func() time.Time
+	Now func() time.Time `yaml:"-"`
 }
 
 // Validate checks the values a user configures, keyed as the YAML

@@ -33,17 +33,17 @@ const (
 // named after a SPIFFE ID or trust domain.
 type Names struct {
 	// DefaultSVID names the tls_certificate of the default SVID ("default").
-	DefaultSVID string
+	DefaultSVID string `yaml:"default_svid_name"`
 	// DefaultBundle names the validation_context of the own trust domain ("ROOTCA").
-	DefaultBundle string
+	DefaultBundle string `yaml:"default_bundle_name"`
 	// AllBundles names the validation_context with every trust domain ("ALL").
-	AllBundles string
+	AllBundles string `yaml:"default_all_bundles_name"`
 	// DisableSPIFFECertValidation serves plain trusted_ca validation
 	// contexts instead of Envoy's SPIFFE certificate validator, like SPIRE's
 	// disable_spiffe_cert_validation. AllBundles is then not served. The
 	// Server uses it as the default only: each Envoy may choose otherwise
 	// (see Validation), as with SPIRE Agent.
-	DisableSPIFFECertValidation bool
+	DisableSPIFFECertValidation bool `yaml:"disable_spiffe_cert_validation"`
 }
 
 // WithDefaults fills empty names with SPIRE's defaults.

@@ -49,27 +49,28 @@ const stopGrace = 1500 * time.Millisecond
 // Config configures a Server.
 type Config struct {
 	// SocketPath is the unix socket Envoy connects to. Required.
-	SocketPath string
+	SocketPath string `yaml:"socket"`
 	// SocketMode is the socket's file mode; zero means 0600.
-	SocketMode os.FileMode
+	SocketMode os.FileMode `yaml:"socket_mode"`
 	// AllowedUIDs and AllowedGIDs say who may fetch secrets: a connection
 	// is served if the peer's uid is in AllowedUIDs or its primary gid in
 	// AllowedGIDs, as the kernel reports them (SO_PEERCRED). With both
 	// empty, only the bridge's own effective uid and root are served.
 	// Anyone else gets PermissionDenied on every RPC.
-	AllowedUIDs, AllowedGIDs []int
+	AllowedUIDs []int `yaml:"allowed_uids"`
+	AllowedGIDs []int `yaml:"allowed_gids"`
 	// MaxConnections caps the connections open at once; zero means
 	// DefaultMaxConnections. Peers the allow-lists refuse may hold an
 	// eighth of it together. A connection over the cap is closed at once
 	// and counted (Stats.ConnectionsOverCap).
-	MaxConnections int
+	MaxConnections int `yaml:"max_connections"`
 	// RefusedPeerGrace is how long a refused peer's connection stays open
 	// for the PermissionDenied answers; zero means DefaultRefusedPeerGrace.
-	RefusedPeerGrace time.Duration
+	RefusedPeerGrace time.Duration `yaml:"-"`
 	// Names are the resource names of default SVID and bundles.
-	Names Names
+	Names Names `yaml:",inline"`
 	// Logger defaults to slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 
 	// limits are the Default… bounds on what one client may hold, not
 	// configurable; tests lower them.

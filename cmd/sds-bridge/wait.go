@@ -108,7 +108,7 @@ func (t folderTargets) configs() ([]filesink.InspectConfig, error) {
 		if dir != "" && filepath.Clean(fo.Dir) != dir {
 			continue
 		}
-		ic := fo.FileSinkConfig().WithDefaults().InspectConfig(t.minValidity)
+		ic := fo.WithDefaults().InspectConfig(t.minValidity)
 		ic.Dir = filepath.Clean(fo.Dir)
 		ic.CheckSVID, ic.SVID, ic.DefaultSVIDHint = true, fo.SVID, cfg.WorkloadAPI.DefaultSVIDHint
 		cfgs = append(cfgs, ic)

@@ -173,8 +173,8 @@ func TestExampleConfigLoads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sock, err := envoyboot.BridgeSocket(b); err != nil || sock != c.SDS.Socket {
-			t.Errorf("%s: bridge socket %q (%v), example config sds.socket %q", f, sock, err, c.SDS.Socket)
+		if sock, err := envoyboot.BridgeSocket(b); err != nil || sock != c.SDS.SocketPath {
+			t.Errorf("%s: bridge socket %q (%v), example config sds.socket %q", f, sock, err, c.SDS.SocketPath)
 		}
 	}
 }
@@ -217,7 +217,11 @@ func typeKeys(t reflect.Type, prefix string, out *[]string) {
 		return
 	}
 	for f := range t.Fields() {
-		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		tag, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opts == "inline" {
+			typeKeys(f.Type, prefix, out)
+			continue
+		}
 		if tag == "" || tag == "-" {
 			continue
 		}

@@ -118,8 +118,8 @@ func checkRender(t *testing.T, cms map[string]map[string]string, idPrefix string
 			t.Errorf("%s-envoy: %v", workload, err)
 			continue
 		}
-		if sock, err := envoyboot.BridgeSocket(b); err != nil || sock != cfg.SDS.Socket {
-			t.Errorf("%s-envoy: the bridge socket is %q (%v), the bridge's sds.socket %s", workload, sock, err, cfg.SDS.Socket)
+		if sock, err := envoyboot.BridgeSocket(b); err != nil || sock != cfg.SDS.SocketPath {
+			t.Errorf("%s-envoy: the bridge socket is %q (%v), the bridge's sds.socket %s", workload, sock, err, cfg.SDS.SocketPath)
 		}
 		ids := spiffeIDsIn(prototext.Format(b))
 		if len(ids) == 0 {

@@ -613,7 +613,7 @@ func TestFolderConsumerStartsOnTheWrittenFolderAndNeitherWaitsForTheOther(t *tes
 					t.Errorf("%s: startupProbe every %ds: the consumer starts up to that long after the folder is written; want at most 2s", c.Name, period)
 				}
 				budget := time.Duration(period*failures) * time.Second
-				if first := cfg.WorkloadAPI.SourceConfig().WithDefaults().FirstUpdateTimeout; budget <= first {
+				if first := cfg.WorkloadAPI.WithDefaults().FirstUpdateTimeout; budget <= first {
 					t.Errorf("%s: startupProbe gives up after %s, before workload_api.first_update_timeout %s: the kubelet would kill a bridge still waiting for its first SVID", c.Name, budget, first)
 				}
 				for _, f := range cfg.Files {
@@ -694,10 +694,10 @@ func checkAdmin(t *testing.T, c container, cfg *config.Config) {
 // it at the same path, runs with the bridge's uid (socket_mode 0600), and
 // loads a bootstrap that points at that socket and asks only for served names.
 func checkSDS(t *testing.T, o *objects, p *pod, bridge container, cfg *config.Config) {
-	m, ok := mountOf(bridge, cfg.SDS.Socket)
+	m, ok := mountOf(bridge, cfg.SDS.SocketPath)
 	v := o.volume(p, m.Name)
 	if !ok || v == nil || v.EmptyDir == nil {
-		t.Errorf("%s: sds.socket %s is not on an emptyDir volume", bridge.Name, cfg.SDS.Socket)
+		t.Errorf("%s: sds.socket %s is not on an emptyDir volume", bridge.Name, cfg.SDS.SocketPath)
 		return
 	}
 	envoys := 0
@@ -706,7 +706,7 @@ func checkSDS(t *testing.T, o *objects, p *pod, bridge container, cfg *config.Co
 			continue
 		}
 		envoys++
-		em, ok := mountOf(c, cfg.SDS.Socket)
+		em, ok := mountOf(c, cfg.SDS.SocketPath)
 		if !ok || em.Name != m.Name || em.MountPath != m.MountPath {
 			t.Errorf("%s: does not mount volume %s at %s, where the bridge's socket is", c.Name, m.Name, m.MountPath)
 		}
@@ -727,8 +727,8 @@ func checkSDS(t *testing.T, o *objects, p *pod, bridge container, cfg *config.Co
 			t.Errorf("%s: %s: %v", c.Name, file, err)
 			continue
 		}
-		if sock, err := envoyboot.BridgeSocket(b); err != nil || sock != cfg.SDS.Socket {
-			t.Errorf("%s: the bootstrap's bridge socket is %q (%v), the bridge's sds.socket %s", c.Name, sock, err, cfg.SDS.Socket)
+		if sock, err := envoyboot.BridgeSocket(b); err != nil || sock != cfg.SDS.SocketPath {
+			t.Errorf("%s: the bootstrap's bridge socket is %q (%v), the bridge's sds.socket %s", c.Name, sock, err, cfg.SDS.SocketPath)
 		}
 		checkPeers(t, o, p, b)
 	}
@@ -874,7 +874,7 @@ func checkFolder(t *testing.T, o *objects, p *pod, bridge container, f config.Fo
 		if c.RestartPolicy != "" {
 			t.Errorf("%s must be a plain init container that exits", c.Name)
 		}
-		if layout, _ := flagValue(c.Args, "--layout"); layout != "" && layout != f.Layout {
+		if layout, _ := flagValue(c.Args, "--layout"); layout != "" && layout != string(f.Layout) {
 			t.Errorf("%s: --layout %s, the folder is %s", c.Name, layout, f.Layout)
 		}
 		if tv, ok := flagValue(c.Args, "--timeout"); ok {

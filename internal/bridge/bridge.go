@@ -126,7 +126,7 @@ func (b *Bridge) build(ctx context.Context, build admin.BuildInfo) error {
 	if b.jwt, err = newJWTWriter(b.cfg, b.runners, b.log); err != nil {
 		return err
 	}
-	rc := b.cfg.WorkloadAPI.SourceConfig()
+	rc := b.cfg.WorkloadAPI
 	rc.Sinks, rc.OnSinkDone, rc.Logger = sinks, b.notify, b.log.With("component", "rotation")
 	if b.src, err = rotation.New(rc); err != nil {
 		return err
@@ -204,7 +204,7 @@ func (b *Bridge) serve(ctx context.Context) error {
 		g.Go(func() error { return b.jwt.Run(ctx) })
 	}
 	for _, f := range b.cfg.Files {
-		b.log.Info("writing credential folder", "dir", f.Dir, "layout", f.FileSinkConfig().WithDefaults().Layout)
+		b.log.Info("writing credential folder", "dir", f.Dir, "layout", f.WithDefaults().Layout)
 	}
 	err := g.Wait()
 	if err == nil || errors.Is(err, context.Canceled) {
@@ -218,7 +218,7 @@ func (b *Bridge) serve(ctx context.Context) error {
 func (b *Bridge) startServers(ctx context.Context, g *errgroup.Group) {
 	if b.sds != nil {
 		g.Go(func() error { return b.sds.Serve(ctx) })
-		b.log.Info("serving Envoy SDS", "socket", b.cfg.SDS.Socket)
+		b.log.Info("serving Envoy SDS", "socket", b.cfg.SDS.SocketPath)
 	}
 	if b.adminLn != nil {
 		g.Go(func() error { return b.admin.Serve(ctx, b.adminLn) })

@@ -25,7 +25,7 @@ import (
 func (b *Bridge) buildSinks(ctx context.Context) ([]rotation.Sink, error) {
 	var sinks []rotation.Sink
 	if b.cfg.SDS.On() {
-		sc := b.cfg.SDS.ServerConfig()
+		sc := b.cfg.SDS.Config
 		sc.Logger = b.log.With("component", "sds")
 		srv, err := sds.New(sc)
 		if err != nil {
@@ -58,7 +58,7 @@ func newFolder(ctx context.Context, f config.Folder, lock *filesink.FolderLock, 
 	if err != nil {
 		return nil, nil, err
 	}
-	fc := f.FileSinkConfig()
+	fc := f.Config
 	fc.Reload = runner
 	fc.Lock = lock
 	fc.Logger = log.With("component", "files", "dir", f.Dir)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/reload/pgreload"
 )
 
@@ -17,15 +18,15 @@ import (
 func (b *Bridge) Describe(w io.Writer, ids []spiffeid.ID, domains []spiffeid.TrustDomain) {
 	cfg := b.cfg
 	if b.sds != nil {
-		names := cfg.SDS.Names().Served(ids, domains)
-		fmt.Fprintf(w, "  Envoy SDS socket:   %s  (names: %s)\n", cfg.SDS.Socket, strings.Join(names, ", "))
+		names := cfg.SDS.Names.WithDefaults().Served(ids, domains)
+		fmt.Fprintf(w, "  Envoy SDS socket:   %s  (names: %s)\n", cfg.SDS.SocketPath, strings.Join(names, ", "))
 	}
 	for _, f := range cfg.Files {
-		fmt.Fprintf(w, "  credential folder:  %s  (layout %s)\n", f.Dir, f.FileSinkConfig().WithDefaults().Layout)
+		fmt.Fprintf(w, "  credential folder:  %s  (layout %s)\n", f.Dir, f.WithDefaults().Layout)
 		for _, a := range f.OnRotate {
 			switch {
 			case a.Signal != nil:
-				fmt.Fprintf(w, "    on rotate: %s to the pid in %s\n", a.Signal.Signal, a.Signal.PIDFile)
+				fmt.Fprintf(w, "    on rotate: %s to the pid in %s\n", config.Signal(a.Signal.Signal), a.Signal.PIDFile)
 			case a.Exec != nil:
 				fmt.Fprintf(w, "    on rotate: run %q\n", a.Exec.Command)
 			case a.Postgres != nil:

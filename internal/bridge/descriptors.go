@@ -28,7 +28,7 @@ func logDescriptorBudget(cfg *config.Config, log *slog.Logger) {
 	}
 	var sdsMax, adminMax int
 	if cfg.SDS.On() {
-		sdsMax = cfg.SDS.ServerConfig().WithDefaults().MaxConnections
+		sdsMax = cfg.SDS.WithDefaults().MaxConnections
 	}
 	if cfg.Admin.Address() != "" {
 		adminMax = cfg.Admin.ServerConfig().WithDefaults().MaxConnections

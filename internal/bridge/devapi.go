@@ -12,6 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/devapi"
 	"github.com/sds-bridge/sds-bridge/internal/flock"
@@ -57,15 +58,15 @@ func DevWorkloadAPI(socket string, mode os.FileMode, ic devapi.IssuerConfig, log
 // DevDefaults points c at the development Workload API and fills in
 // dev's socket, folder and first-update timeout where c has none.
 func DevDefaults(c *config.Config, home, wlSocket, layout string) {
-	if c.SDS.Socket == "" {
-		c.SDS.Socket = filepath.Join(home, "sds.sock")
+	if c.SDS.SocketPath == "" {
+		c.SDS.SocketPath = filepath.Join(home, "sds.sock")
 	}
 	if len(c.Files) == 0 {
-		c.Files = []config.Folder{{Dir: filepath.Join(home, "certs"), Layout: layout}}
+		c.Files = []config.Folder{{Config: filesink.Config{Dir: filepath.Join(home, "certs"), Layout: filesink.Layout(layout)}}}
 	}
 	c.WorkloadAPI.Address = "unix://" + wlSocket
 	if c.WorkloadAPI.FirstUpdateTimeout == 0 {
-		c.WorkloadAPI.FirstUpdateTimeout = config.Duration(10 * time.Second)
+		c.WorkloadAPI.FirstUpdateTimeout = 10 * time.Second
 	}
 }
 

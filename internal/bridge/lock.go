@@ -33,9 +33,9 @@ func lockAll(cfg *config.Config, log *slog.Logger) (release func(), folders []*f
 		}
 	}()
 	if cfg.SDS.On() {
-		l, err := sds.LockSocket(cfg.SDS.Socket)
+		l, err := sds.LockSocket(cfg.SDS.SocketPath)
 		if err != nil {
-			return nil, nil, fmt.Errorf("sds.socket %q: %w", cfg.SDS.Socket, err)
+			return nil, nil, fmt.Errorf("sds.socket %q: %w", cfg.SDS.SocketPath, err)
 		}
 		releases = append(releases, func() { l.Release() })
 		warnReplaced(log, l.Path(), l.Replaced())

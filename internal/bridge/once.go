@@ -57,7 +57,7 @@ func (b *Bridge) jwtOnce(ctx context.Context) error {
 	if b.jwt.Empty() {
 		return nil
 	}
-	timeout := b.cfg.WorkloadAPI.SourceConfig().WithDefaults().FirstUpdateTimeout
+	timeout := b.cfg.WorkloadAPI.WithDefaults().FirstUpdateTimeout
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, timeout,

@@ -106,7 +106,7 @@ func ownerHint(cfg *config.Config, euid int, err error) error {
 			key = "the key in " + f.Dir
 		}
 		return fmt.Errorf("%w; if it runs as another user it could not read %s: uid 0 owns it, mode %s, so only root can; give files[%d].owner that user's uid:gid (--owner with --spiffe-helper-config)",
-			err, key, f.KeyMode, i)
+			err, key, config.Mode(f.KeyMode), i)
 	}
 	return err
 }

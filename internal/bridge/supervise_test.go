@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/internal/testkit"
 	"github.com/sds-bridge/sds-bridge/rotation"
@@ -99,7 +100,7 @@ func TestTheFirstCompleteSetNeverSignalsTheProgram(t *testing.T) {
 // the error is left alone.
 func TestAFailedProgramIsToldTheKeyIsRootsAlone(t *testing.T) {
 	exit := &supervise.ExitError{Program: "/usr/sbin/mosquitto", Code: 1}
-	cfg := &config.Config{Files: []config.Folder{{Dir: "/certs", KeyFileName: "svid.key", KeyMode: 0o600}}}
+	cfg := &config.Config{Files: []config.Folder{{Config: filesink.Config{Dir: "/certs", KeyFileName: "svid.key", KeyMode: 0o600}}}}
 	err := ownerHint(cfg, 0, exit)
 	for _, want := range []string{"/certs/svid.key", "uid 0 owns it, mode 0600", "files[0].owner", "--owner"} {
 		if !strings.Contains(err.Error(), want) {
@@ -110,7 +111,7 @@ func TestAFailedProgramIsToldTheKeyIsRootsAlone(t *testing.T) {
 	if !errors.As(err, &code) || code.ExitCode() != 1 {
 		t.Errorf("the hint lost the program's status: %v", err)
 	}
-	owned := &config.Config{Files: []config.Folder{{Dir: "/certs", KeyFileName: "svid.key", KeyMode: 0o600, Owner: &config.Owner{UID: 103, GID: 106}}}}
+	owned := &config.Config{Files: []config.Folder{{Config: filesink.Config{Dir: "/certs", KeyFileName: "svid.key", KeyMode: 0o600, Owner: &filesink.Owner{UID: 103, GID: 106}}}}}
 	for name, got := range map[string]error{
 		"not root":   ownerHint(cfg, 1000, exit),
 		"owner set":  ownerHint(owned, 0, exit),

@@ -47,16 +47,16 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Defaults come from the components, once, as the sections map onto them.
-	if sc := c.SDS.ServerConfig().WithDefaults(); sc.SocketPath != DefaultSDSSocket || sc.SocketMode != 0o600 || !c.SDS.On() {
+	if sc := c.SDS.WithDefaults(); sc.SocketPath != DefaultSDSSocket || sc.SocketMode != 0o600 || !c.SDS.On() {
 		t.Errorf("sds defaults = %+v", sc)
 	}
-	if n := c.SDS.ServerConfig().WithDefaults().Names; n.DefaultSVID != "default" || n.DefaultBundle != "ROOTCA" || n.AllBundles != "ALL" {
+	if n := c.SDS.WithDefaults().Names; n.DefaultSVID != "default" || n.DefaultBundle != "ROOTCA" || n.AllBundles != "ALL" {
 		t.Errorf("sds names = %+v", n)
 	}
-	if first := c.WorkloadAPI.SourceConfig().WithDefaults().FirstUpdateTimeout; first != time.Minute {
+	if first := c.WorkloadAPI.WithDefaults().FirstUpdateTimeout; first != time.Minute {
 		t.Errorf("first_update_timeout = %s", first)
 	}
-	f := c.Files[0].FileSinkConfig().WithDefaults()
+	f := c.Files[0].WithDefaults()
 	if f.Layout != "spiffe-helper" || f.CertMode != 0o644 || f.KeyMode != 0o600 ||
 		f.CertFileName != "svid.pem" || f.KeyFileName != "svid_key.pem" || f.BundleFileName != "svid_bundle.pem" {
 		t.Errorf("folder defaults = %+v", f)
@@ -117,23 +117,23 @@ admin:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.SDS.SocketMode != 0o660 || !c.SDS.DisableSPIFFECertValidation || c.SDS.DefaultAllBundlesName != "EVERY" {
+	if c.SDS.SocketMode != 0o660 || !c.SDS.Names.DisableSPIFFECertValidation || c.SDS.Names.AllBundles != "EVERY" {
 		t.Errorf("sds = %+v", c.SDS)
 	}
 	a := c.Files[0].OnRotate
-	if a[0].Signal.Signal != Signal(syscall.SIGHUP) || a[1].Exec.Timeout != Duration(3*time.Second) {
+	if a[0].Signal.Signal != syscall.SIGHUP || a[1].Exec.Timeout != 3*time.Second {
 		t.Errorf("actions = %+v %+v", a[0].Signal, a[1].Exec)
 	}
 	if a[2].Postgres.DSN != "host=/run/postgresql user=postgres password=pw" || a[2].Postgres.Timeout != DefaultPostgresTimeout {
 		t.Errorf("postgres action = %+v", a[2].Postgres)
 	}
-	if ad := c.Admin; time.Duration(ad.MinValidity) != 5*time.Minute || *ad.MinValidityPercent != 0 || !ad.RequireSDSAck {
+	if ad := c.Admin; ad.MinValidity != 5*time.Minute || *ad.MinValidityPercent != 0 || !ad.RequireSDSAck {
 		t.Errorf("admin = %+v", ad)
 	}
 	if o := c.Files[0].Owner; o == nil || o.UID != 999 || o.GID != 998 {
 		t.Errorf("owner = %v", o)
 	}
-	if fc := c.Files[1].FileSinkConfig().WithDefaults(); fc.CertFileName != "" {
+	if fc := c.Files[1].WithDefaults(); fc.CertFileName != "" {
 		t.Errorf("spiffe layout got a spiffe-helper file name: %+v", fc)
 	}
 }

@@ -34,8 +34,8 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		if c.SDS.On() {
-			if !filepath.IsAbs(c.SDS.Socket) {
-				t.Errorf("valid config with relative socket %q", c.SDS.Socket)
+			if !filepath.IsAbs(c.SDS.SocketPath) {
+				t.Errorf("valid config with relative socket %q", c.SDS.SocketPath)
 			}
 			if c.SDS.SocketMode&0o007 != 0 {
 				t.Errorf("valid config with socket mode %s", c.SDS.SocketMode)
@@ -54,7 +54,7 @@ func FuzzParse(f *testing.F) {
 				t.Errorf("valid config with dir %q", fo.Dir)
 			}
 			dirs[filepath.Clean(fo.Dir)] = true
-			fc := fo.FileSinkConfig().WithDefaults()
+			fc := fo.WithDefaults()
 			if fc.KeyMode&0o007 != 0 || fc.KeyMode == 0 || fc.CertMode&0o002 != 0 {
 				t.Errorf("valid config with key mode %s, cert mode %s", fc.KeyMode, fc.CertMode)
 			}

@@ -3,6 +3,8 @@ package config
 import (
 	"os"
 	"testing"
+
+	"github.com/sds-bridge/sds-bridge/jwtfiles"
 )
 
 func TestJWTKeys(t *testing.T) {
@@ -21,13 +23,13 @@ func TestJWTKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := c.Files[0]
-	want := JWTSVID{Audience: "https://api.example.org", ExtraAudiences: []string{"billing"}, FileName: "api.token"}
-	if len(f.JWTSVIDs) != 1 || f.JWTSVIDs[0].Audience != want.Audience || f.JWTSVIDs[0].FileName != want.FileName ||
-		len(f.JWTSVIDs[0].ExtraAudiences) != 1 || f.JWTSVIDs[0].ExtraAudiences[0] != "billing" {
-		t.Errorf("files[0].jwt_svids = %+v, want [%+v]", f.JWTSVIDs, want)
+	want := jwtfiles.SVIDFile{Audience: "https://api.example.org", ExtraAudiences: []string{"billing"}, FileName: "api.token"}
+	if len(f.JWT.SVIDs) != 1 || f.JWT.SVIDs[0].Audience != want.Audience || f.JWT.SVIDs[0].FileName != want.FileName ||
+		len(f.JWT.SVIDs[0].ExtraAudiences) != 1 || f.JWT.SVIDs[0].ExtraAudiences[0] != "billing" {
+		t.Errorf("files[0].jwt_svids = %+v, want [%+v]", f.JWT.SVIDs, want)
 	}
-	if jf := f.JWTFolder().WithDefaults(); f.JWTBundleFileName != "jwt_bundle.json" || jf.Mode != 0o640 || jf.BundleMode != os.FileMode(DefaultJWTBundleMode) {
-		t.Errorf("files[0] jwt keys = %q %v %v", f.JWTBundleFileName, jf.Mode, jf.BundleMode)
+	if jf := f.JWTFolder().WithDefaults(); f.JWT.BundleFileName != "jwt_bundle.json" || jf.Mode != 0o640 || jf.BundleMode != os.FileMode(DefaultJWTBundleMode) {
+		t.Errorf("files[0] jwt keys = %q %v %v", f.JWT.BundleFileName, jf.Mode, jf.BundleMode)
 	}
 	if mode := c.Files[1].JWTFolder().WithDefaults().Mode; mode != os.FileMode(DefaultJWTMode) {
 		t.Errorf("files[1].jwt_mode = %v, want the default %v", mode, DefaultJWTMode)

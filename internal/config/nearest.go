@@ -1,9 +1,7 @@
 package config
 
 import (
-	"reflect"
 	"strings"
-	"sync"
 )
 
 // Nearest is the key of known closest to key by edit distance, when it is
@@ -54,30 +52,3 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(b)]
 }
-
-// keysOfType lists the YAML keys of each struct type of the config, by the
-// name yaml.v3 gives it in "field x not found in type config.WorkloadAPI":
-// the struct tags are the one list of keys.
-var keysOfType = sync.OnceValue(func() map[string][]string {
-	keys := map[string][]string{}
-	var visit func(t reflect.Type)
-	visit = func(t reflect.Type) {
-		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
-			t = t.Elem()
-		}
-		if _, seen := keys[t.String()]; seen || t.Kind() != reflect.Struct {
-			return
-		}
-		keys[t.String()] = nil
-		for f := range t.Fields() {
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "" || name == "-" {
-				continue
-			}
-			keys[t.String()] = append(keys[t.String()], name)
-			visit(f.Type)
-		}
-	}
-	visit(reflect.TypeFor[Config]())
-	return keys
-})

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -36,5 +37,45 @@ func TestNearestGuessesOnlyCloseNames(t *testing.T) {
 		if got := Nearest(key, known); got != want {
 			t.Errorf("Nearest(%q) = %q, want %q", key, got, want)
 		}
+	}
+}
+
+// Every exported field of a type the YAML decodes into says its key, or
+// "-": yaml.v3 would take an untagged field's lower-cased name as a key,
+// and a component's Logger or Sinks must never be one.
+func TestEveryDecodedFieldIsTagged(t *testing.T) {
+	seen := map[reflect.Type]bool{}
+	var visit func(typ reflect.Type)
+	visit = func(typ reflect.Type) {
+		for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice {
+			typ = typ.Elem()
+		}
+		if _, read := valueReaders[typ]; read || seen[typ] || typ.Kind() != reflect.Struct {
+			return
+		}
+		seen[typ] = true
+		for f := range typ.Fields() {
+			tag, ok := f.Tag.Lookup("yaml")
+			switch {
+			case !f.IsExported():
+			case !ok || tag == "":
+				t.Errorf("%s.%s has no yaml tag", typ, f.Name)
+			case tag != "-":
+				visit(f.Type)
+			}
+		}
+	}
+	visit(reflect.TypeFor[Config]())
+	if len(seen) < 10 {
+		t.Errorf("only %d types visited", len(seen))
+	}
+}
+
+// A key the YAML cannot have (a component's field tagged "-") is unknown,
+// with the section's key in front.
+func TestAComponentsOwnFieldIsNoKey(t *testing.T) {
+	_, err := Parse(strings.NewReader("workload_api:\n  logger: x\n"))
+	if err == nil || !strings.Contains(err.Error(), `workload_api: line 2: unknown key "logger"`) {
+		t.Errorf("Parse = %v, want workload_api.logger refused as unknown", err)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+
+	"github.com/sds-bridge/sds-bridge/filesink"
 )
 
 // Overrides are what run and dev take from their flags, laid over the
@@ -32,14 +34,14 @@ func (o Overrides) Apply(c *Config) error {
 		if err != nil {
 			return fmt.Errorf("--sds-socket: %w", err)
 		}
-		c.SDS.Socket = abs
+		c.SDS.SocketPath = abs
 	}
 	if o.Dir != "" {
 		abs, err := filepath.Abs(o.Dir)
 		if err != nil {
 			return fmt.Errorf("--dir: %w", err)
 		}
-		c.Files = append(c.Files, Folder{Dir: abs, Layout: o.Layout})
+		c.Files = append(c.Files, Folder{Config: filesink.Config{Dir: abs, Layout: filesink.Layout(o.Layout)}})
 	}
 	if o.Admin != nil {
 		listen := *o.Admin

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/sds"
 )
 
@@ -49,10 +50,10 @@ func TestOwnerIsParsedAtDecode(t *testing.T) {
 		t.Fatalf("Parse = %v, want files[0].owner refused at line 3", err)
 	}
 	c, err := Parse(strings.NewReader("files:\n  - dir: /a\n    owner: \"70:71\"\n"))
-	if err != nil || c.Files[0].Owner == nil || *c.Files[0].Owner != (Owner{UID: 70, GID: 71}) {
+	if err != nil || c.Files[0].Owner == nil || *c.Files[0].Owner != (filesink.Owner{UID: 70, GID: 71}) {
 		t.Fatalf("Parse = %+v, %v; want owner 70:71", c, err)
 	}
-	if fc := c.Files[0].FileSinkConfig(); fc.Owner == nil || fc.Owner.UID != 70 || fc.Owner.GID != 71 {
-		t.Errorf("filesink owner = %+v, want 70:71", fc.Owner)
+	if jf := c.Files[0].JWTFolder(); jf.Owner == nil || *jf.Owner != *c.Files[0].Owner {
+		t.Errorf("jwtfiles owner = %+v, want 70:71", jf.Owner)
 	}
 }

@@ -11,19 +11,20 @@ import (
 	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/fielderr"
 	"github.com/sds-bridge/sds-bridge/reload"
+	"github.com/sds-bridge/sds-bridge/rotation"
 	"github.com/sds-bridge/sds-bridge/supervise"
 )
 
 // Validate checks a defaulted Config; every error names the key and value.
-// Each section is mapped onto its component's config and checked by the
-// component's own Validate, whose keys get the section's key in front;
+// Each section is defaulted and checked by its component's own
+// WithDefaults and Validate, whose keys get the section's key in front;
 // what spans components (two folders on one directory, a JWT file over an
 // X.509 file, require_sds_ack without SDS) is checked here. The result
 // joins one *KeyError per refused value, in a stable order: the order of
 // the sections, and of the keys within each.
 func (c *Config) Validate() error {
 	var errs fielderr.List
-	errs.Under("workload_api", c.WorkloadAPI.validate())
+	errs.Under("workload_api", validateSource(c.WorkloadAPI))
 	if c.SDS.On() {
 		errs.Under("sds", c.SDS.validate())
 	}
@@ -48,11 +49,11 @@ func (c *Config) Validate() error {
 	return errs.Err()
 }
 
-// validate checks the section as rotation does, and refuses a negative
-// first_update_timeout (rotation reads it as "wait forever", which only a
-// caller that means it may ask for).
-func (w WorkloadAPI) validate() error {
-	errs := fielderr.List{w.SourceConfig().Validate()}
+// validateSource checks the section as rotation does, and refuses a
+// negative first_update_timeout (rotation reads it as "wait forever",
+// which only a caller that means it may ask for).
+func validateSource(w rotation.Config) error {
+	errs := fielderr.List{w.Validate()}
 	if w.FirstUpdateTimeout < 0 {
 		errs.Add("first_update_timeout", "%s must not be negative", w.FirstUpdateTimeout)
 	}
@@ -63,9 +64,9 @@ func (w WorkloadAPI) validate() error {
 // socket every local user may connect to (the server takes it, for tests
 // of its peer checks).
 func (s SDS) validate() error {
-	errs := fielderr.List{s.ServerConfig().WithDefaults().Validate()}
+	errs := fielderr.List{s.WithDefaults().Validate()}
 	if s.SocketMode&0o007 != 0 {
-		errs.Add("socket_mode", "%q lets every local user fetch private keys; use 0600 or 0660", s.SocketMode)
+		errs.Add("socket_mode", "%q lets every local user fetch private keys; use 0600 or 0660", Mode(s.SocketMode))
 	}
 	return errs.Err()
 }
@@ -73,7 +74,7 @@ func (s SDS) validate() error {
 // validate checks a folder as filesink and jwtfiles do, that its JWT files
 // do not take its X.509 files' names, and each reload action.
 func (f Folder) validate() error {
-	fc := f.FileSinkConfig().WithDefaults()
+	fc := f.WithDefaults()
 	errs := fielderr.List{fc.Validate()}
 	errs = append(errs, f.JWTFolder().WithDefaults().Validate())
 	errs = append(errs, f.jwtOverX509(fc)...)
@@ -102,11 +103,11 @@ func (f Folder) jwtOverX509(fc filesink.Config) []error {
 			errs.Clash(key, other, fmt.Sprintf("%q is also", name), "")
 		}
 	}
-	for i, j := range f.JWTSVIDs {
+	for i, j := range f.JWT.SVIDs {
 		check(fmt.Sprintf("jwt_svids[%d].file_name", i), j.FileName)
 	}
-	if f.JWTBundleFileName != "" {
-		check("jwt_bundle_file_name", f.JWTBundleFileName)
+	if f.JWT.BundleFileName != "" {
+		check("jwt_bundle_file_name", f.JWT.BundleFileName)
 	}
 	return errs
 }
@@ -123,7 +124,7 @@ func (a Action) validate(f Folder) error {
 			errs.Add(fmt.Sprintf("on[%d]", i), "%q is listed twice", ev)
 		}
 	}
-	if slices.Equal(a.On, []string{EventJWT}) && len(f.JWTSVIDs) == 0 && f.JWTBundleFileName == "" {
+	if slices.Equal(a.On, []string{EventJWT}) && len(f.JWT.SVIDs) == 0 && f.JWT.BundleFileName == "" {
 		errs.Add("on", "[jwt] but the folder writes no JWT files (jwt_svids, jwt_bundle_file_name): the action would never run")
 	}
 	kinds := 0
@@ -135,8 +136,6 @@ func (a Action) validate(f Folder) error {
 	switch {
 	case kinds != 1:
 		errs = append(errs, errors.New("set exactly one of signal, exec, postgres"))
-	case a.Signal != nil && a.Signal.Signal == NoSignal:
-		errs.Add("signal.signal", "none: a signal action must send a signal")
 	default:
 		errs.Under(a.kind(), a.reloadAction().(reload.Validator).Validate())
 	}

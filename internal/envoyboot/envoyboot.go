@@ -65,7 +65,7 @@ func DefaultNames() ServedNames {
 // NamesFromConfig are the names a bridge running with c serves; c must be
 // defaulted (config.Load does that).
 func NamesFromConfig(c *config.Config) ServedNames {
-	return fromSDS(c.SDS.Names(), c.SDS.Socket)
+	return fromSDS(c.SDS.Names.WithDefaults(), c.SDS.SocketPath)
 }
 
 func fromSDS(n sds.Names, socket string) ServedNames {

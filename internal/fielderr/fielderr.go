@@ -2,7 +2,9 @@
 // for one refused field: its key, as the YAML config spells it below the
 // component's section ("key_mode"), and why. The config package puts the
 // section's key in front ("files[1].key_mode"), so a rule is written once,
-// in the component, and still reported by the user's key.
+// in the component, and still reported by the user's key. It is not
+// config's own: config imports the components, which could not import it
+// back, and no component is imported by all the others.
 package fielderr
 
 import (

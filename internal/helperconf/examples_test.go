@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sds-bridge/sds-bridge/filesink"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 )
 
@@ -248,7 +249,7 @@ func TestOwnerOptionGivesTheFolderAnOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o := c.Files[0].Owner; o == nil || *o != (config.Owner{UID: 107, GID: 113}) {
+	if o := c.Files[0].Owner; o == nil || *o != (filesink.Owner{UID: 107, GID: 113}) {
 		t.Errorf("files[0].owner = %v, want 107:113", o)
 	}
 }

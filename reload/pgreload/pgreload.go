@@ -40,9 +40,9 @@ type Action struct {
 	// DSN is a libpq connection string, as keywords ("host=/run/postgresql
 	// user=postgres") or a URL ("postgres://user@host/db"). The PG*
 	// environment variables and ~/.pgpass fill in what it leaves out.
-	DSN string
+	DSN string `yaml:"dsn"`
 	// Timeout bounds connecting and the query together; default 10 s.
-	Timeout time.Duration
+	Timeout time.Duration `yaml:"timeout"`
 
 	// answered is set once a connection succeeded. Until then, a refused
 	// connection or a missing socket is reload.ErrNoServer (the server has not
