@@ -94,6 +94,7 @@ func TestDevRefusesBadIdentityFlags(t *testing.T) {
 		{[]string{"--federate-with", "p.test", "--federate-with", "p.test"}, `--federate-with "p.test": listed twice`},
 		{[]string{"--spiffe-id", "spiffe://other.org/x"}, `--spiffe-id "spiffe://other.org/x": not in trust domain`},
 		{[]string{"--svid-ttl", "500ms"}, `--svid-ttl "500ms": must be at least 1s`},
+		{[]string{"--svid-ttl", "0"}, `--svid-ttl "0s": must be at least 1s`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var out syncBuffer

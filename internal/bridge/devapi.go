@@ -99,6 +99,8 @@ func (d DevIdentities) IssuerConfig() (devapi.IssuerConfig, error) {
 		ic.SPIFFEIDs = []spiffeid.ID{id}
 	}
 	ic = ic.WithDefaults()
+	// The flag has its default already: 0 is the user's, and refused.
+	ic.TTL = d.TTL
 	if d.SecondSPIFFEID != "" {
 		second, err := parseFlagID("--second-spiffe-id", d.SecondSPIFFEID)
 		if err != nil {
