@@ -174,7 +174,7 @@ BENCH_SPIRE_WINDOW ?= 2m
 # side by side, as the "before" of every row.
 BENCH_SPIRE_BASELINE ?=
 bench-spire: e2e-deps
-	$(GO) test -tags e2e,benchspire -run '^TestBenchSPIRE$$' -count=1 -timeout 15m -v ./e2e/ -args -bench-window=$(BENCH_SPIRE_WINDOW) -bench-baseline=$(BENCH_SPIRE_BASELINE)
+	$(GO) test -tags e2e,benchspire -run '^TestBenchSPIRE$$' -count=1 -timeout 45m -v ./e2e/ -args -bench-window=$(BENCH_SPIRE_WINDOW) -bench-baseline=$(BENCH_SPIRE_BASELINE)
 
 # One rotation to many SDS streams, from a client process (e2e/fanoutclient),
 # on SPIRE Agent's SDS and the bridge's in the same run (see
