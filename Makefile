@@ -64,8 +64,11 @@ space := $(subst ,, )
 
 # Builds the release twice and checks what it publishes, including a push
 # to and pull from an in-process registry (see tools/release).
+# Two whole releases (both architectures, both commands, the image) to
+# check they come out alike: more than go test's default 10 m on 2 loaded
+# cores.
 release-test:
-	$(GO) -C tools/release test -count=1 ./...
+	$(GO) -C tools/release test -count=1 -timeout 30m ./...
 
 # The release image in a real engine: podman loads the tarball, inspects it,
 # and the binary runs from the exported root filesystem as uid 65532
