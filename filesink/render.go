@@ -109,7 +109,7 @@ func (f *Folder) files(svid *x509svid.SVID, u *rotation.Update) (files []genFile
 		// a consumer pick the trust domains it accepts by file name.
 		for _, b := range u.Bundles {
 			if len(b.X509Authorities()) > 0 {
-				files = append(files, genFile{name: trustBundleFile(b.TrustDomain()), data: encodeCerts(b.X509Authorities()), mode: certMode})
+				files = append(files, genFile{name: f.names.perTrustDomainFile(b.TrustDomain()), data: encodeCerts(b.X509Authorities()), mode: certMode})
 			}
 		}
 		return files, nil, nil
