@@ -102,7 +102,9 @@ type Folder struct {
 	names Names
 	log   *slog.Logger
 
-	stats writeStats
+	// statsMu is not mu: Stats answers while an Apply holds mu.
+	statsMu sync.Mutex
+	writes  Stats // WriteFailures and LastWriteErr
 	// hooks is nil outside tests; per Folder, so such tests run in parallel.
 	hooks *hooks
 
@@ -301,11 +303,11 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 	now := f.cfg.Now()
 	set, err := f.render(omitExpired(u, f.cfg.OmitExpired, now), now)
 	if err != nil {
-		f.stats.written(err)
+		f.written(err)
 		return err
 	}
 	genDir, err := f.swapInFolder(set, u.Generation, now)
-	f.stats.written(err)
+	f.written(err)
 	if err != nil && !errors.Is(err, ErrStableName) {
 		return err
 	}
@@ -370,4 +372,37 @@ func (f *Folder) swapInFolder(set *fileSet, generation uint64, now time.Time) (s
 		}
 	}
 	return f.swap(root, set, generation, now)
+}
+
+// Stats are a folder's counters and its reload actions' last results.
+type Stats struct {
+	// WriteFailures counts Applies that left the folder as it was.
+	WriteFailures uint64
+	LastWriteErr  error // nil after a successful swap
+	// Actions has one entry per X.509 reload action, in order.
+	Actions []reload.ActionStats
+	// ReloadPending is the generation whose actions wait for a run in
+	// progress (a hung consumer); 0 when none waits.
+	ReloadPending uint64
+}
+
+func (f *Folder) written(err error) {
+	f.statsMu.Lock()
+	defer f.statsMu.Unlock()
+	f.writes.LastWriteErr = err
+	if err != nil {
+		f.writes.WriteFailures++
+	}
+}
+
+// Stats returns the folder's counters and last action results.
+func (f *Folder) Stats() Stats {
+	f.statsMu.Lock()
+	s := f.writes
+	f.statsMu.Unlock()
+	if f.cfg.Reload != nil {
+		s.Actions = f.cfg.Reload.Stats()
+		s.ReloadPending = f.cfg.Reload.Pending()
+	}
+	return s
 }

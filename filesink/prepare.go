@@ -111,7 +111,7 @@ func (f *Folder) linkedIntoData(root *os.Root, entries []fs.DirEntry, m *Materia
 // removeStaleFiles removes what staleNames decides, and the marker with
 // its certificate. It returns the set there if it is usable.
 func (f *Folder) removeStaleFiles(root *os.Root, now time.Time) (*Material, error) {
-	folder := dirOf(root, f.cfg.Dir)
+	folder := setDir{root: root, path: f.cfg.Dir, borrowed: true}
 	m, findings := checkSet(f.names, folder, readMarker(folder), now, 0)
 	removed := map[string]bool{}
 	for _, fd := range findings {

@@ -7,28 +7,20 @@ import (
 	"path/filepath"
 )
 
-// maxFileSize bounds what is read from a credential folder: a real set is
-// a few KiB, and a planted link to /dev/zero or a huge file must not
-// exhaust memory.
+// maxFileSize: a real set is a few KiB; a planted link to /dev/zero must
+// not exhaust memory.
 const maxFileSize = 1 << 20
 
 // setDir is a directory a set is read from: a handle that keeps every read
-// inside it (none if it could not be opened: err says why), and its path
-// for messages.
+// inside it (or err), and its path for messages.
 type setDir struct {
-	root *os.Root
-	err  error
-	path string
-	// borrowed: root is someone else's to close.
-	borrowed bool
+	root     *os.Root
+	err      error
+	path     string
+	borrowed bool // root is someone else's to close
 }
 
-// dirOf reads through root, an open handle of the directory at path; the
-// caller keeps closing root.
-func dirOf(root *os.Root, path string) setDir { return setDir{root: root, path: path, borrowed: true} }
-
-// openSetDir opens name inside parent, or the path name if parent is nil;
-// path is for messages. Close it.
+// openSetDir opens name inside parent, or the path name if parent is nil.
 func openSetDir(parent *os.Root, name, path string) setDir {
 	d := setDir{path: path}
 	if parent == nil {
@@ -39,7 +31,6 @@ func openSetDir(parent *os.Root, name, path string) setDir {
 	return d
 }
 
-// Close closes a setDir openSetDir opened; a borrowed handle stays open.
 func (d setDir) Close() {
 	if d.root != nil && !d.borrowed {
 		d.root.Close()
@@ -72,8 +63,7 @@ func (d setDir) stat(name string) error {
 	return err
 }
 
-// notAFile reports a name that holds no file one could read as material
-// (a FIFO, a device, a huge file, a link out of the folder).
+// notAFile reports a FIFO, device, huge file or link out of the folder.
 func notAFile(err error) bool {
 	return errors.Is(err, errNotRegular) || errors.Is(err, errTooLarge) || errors.Is(err, errOutside)
 }
