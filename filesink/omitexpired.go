@@ -11,13 +11,10 @@ import (
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// omitExpired is u as a folder with omit_expired writes it: every
-// certificate expired at now left out of the SVIDs' chains and the
-// bundles, as spiffe-helper's writeCerts does. A trust bundle keeps an
-// old CA until SPIRE prunes it, and some consumers refuse a CA file that
-// holds an expired certificate. Leaves stay: an expired one is refused
-// whole (chooseSVID), never written without its certificate. u itself is
-// shared with every sink and is not changed; without on it is returned.
+// omitExpired is u without certificates expired at now in the chains and
+// bundles, as spiffe-helper's omit_expired: some consumers refuse a CA file
+// with an old CA SPIRE has not pruned yet. Leaves stay (chooseSVID refuses
+// an expired one). u is shared with every sink and not changed.
 func omitExpired(u *rotation.Update, on bool, now time.Time) *rotation.Update {
 	if !on {
 		return u
@@ -36,8 +33,7 @@ func omitExpired(u *rotation.Update, on bool, now time.Time) *rotation.Update {
 	return &out
 }
 
-// unexpired is certs without those whose NotAfter is before now, in
-// order: spiffe-helper's test, time.Now().After(cert.NotAfter).
+// unexpired uses spiffe-helper's test, now.After(cert.NotAfter).
 func unexpired(certs []*x509.Certificate, now time.Time) []*x509.Certificate {
 	return slices.DeleteFunc(slices.Clone(certs), func(c *x509.Certificate) bool { return now.After(c.NotAfter) })
 }

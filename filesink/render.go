@@ -15,8 +15,7 @@ import (
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// genFile is one file of a generation; its name may have one directory
-// level.
+// genFile is one file of a generation; its name may have one directory.
 type genFile struct {
 	name string
 	data []byte
@@ -26,26 +25,20 @@ type genFile struct {
 // fileSet is everything one Update puts into a folder.
 type fileSet struct {
 	files []genFile // including the marker
-	// dirs are subdirectories created in the generation even when empty
-	// (federated/ with no federation yet: consumers may point at it).
+	// dirs are made even when empty: consumers may point at federated/.
 	dirs   []string
 	marker marker
 }
 
-// render turns u into the files of the layout. It refuses material that
-// must never reach a consumer: no SVID matching the folder's svid choice,
-// or a leaf that is expired or not yet valid at write time. The rest of
-// the Update's shape (an SVID, a certificate, the own bundle) is
-// rotation.NewUpdate's promise, and the names were validated with the
-// Config.
+// render turns u into the layout's files. It refuses what must never
+// reach a consumer; the rest of the Update's shape is rotation.NewUpdate's
+// promise.
 func (f *Folder) render(u *rotation.Update, now time.Time) (*fileSet, error) {
 	svid, err := chooseSVID(f.cfg.SVID, u, now)
 	if err != nil {
 		return nil, err
 	}
 	leaf := svid.Certificates[0]
-	// The layout's file names are empty but for LayoutSPIFFEHelper
-	// (Config.Validate).
 	set := &fileSet{marker: marker{
 		Generation: u.Generation, SPIFFEID: svid.ID.String(), Serial: leaf.SerialNumber.Text(16),
 		NotAfter: leaf.NotAfter.UTC(), WrittenAt: now.UTC(), SVID: f.cfg.SVID, Hint: svid.Hint,
@@ -62,10 +55,8 @@ func (f *Folder) render(u *rotation.Update, now time.Time) (*fileSet, error) {
 	return set, nil
 }
 
-// chooseSVID is the SVID the folder is configured for (the default one
-// unless choice names another), if its leaf is valid at now: checked again
-// at write time, as a retried Update may have expired since rotation
-// accepted it.
+// chooseSVID is the configured SVID if its leaf is valid at now: a retried
+// Update may have expired since rotation accepted it.
 func chooseSVID(choice string, u *rotation.Update, now time.Time) (*x509svid.SVID, error) {
 	svid := u.DefaultSVID()
 	if choice != "" {
@@ -84,10 +75,8 @@ func chooseSVID(choice string, u *rotation.Update, now time.Time) (*x509svid.SVI
 	return svid, nil
 }
 
-// files PEM-encodes what the layout distributes, with each file's mode:
-// the key, the chain (leaf plus intermediates: a root the Workload API
-// might include belongs in the bundle files only), and every trust
-// domain's roots. dirs are made even when empty.
+// files PEM-encodes the key, the chain (a root the Workload API includes
+// belongs in bundle files only) and the trust domains' roots.
 func (f *Folder) files(svid *x509svid.SVID, u *rotation.Update) (files []genFile, dirs []string, err error) {
 	der, err := x509.MarshalPKCS8PrivateKey(svid.PrivateKey)
 	if err != nil {
@@ -105,8 +94,7 @@ func (f *Folder) files(svid *x509svid.SVID, u *rotation.Update) (files []genFile
 	certMode, keyMode := f.cfg.CertMode, f.cfg.KeyMode
 	if f.names.Layout == LayoutSPIFFE {
 		files = []genFile{{name: CredentialFileName, data: append(key, chain...), mode: keyMode}}
-		// One file per trust domain, never concatenated: the standard lets
-		// a consumer pick the trust domains it accepts by file name.
+		// Never concatenated: a consumer picks trust domains by file name.
 		for _, b := range u.Bundles {
 			if len(b.X509Authorities()) > 0 {
 				files = append(files, genFile{name: f.names.perTrustDomainFile(b.TrustDomain()), data: encodeCerts(b.X509Authorities()), mode: certMode})
@@ -136,8 +124,7 @@ func (f *Folder) files(svid *x509svid.SVID, u *rotation.Update) (files []genFile
 	return files, dirs, nil
 }
 
-// topName is the name in the folder that makes name reachable: the name
-// itself, or for "federated/x.pem" its directory's link.
+// topName is the folder's name that reaches name ("federated/x.pem": "federated").
 func topName(name string) string {
 	dir, _, _ := strings.Cut(name, "/")
 	return dir
