@@ -155,16 +155,10 @@ func (c Config) WithDefaults() Config {
 		// The spiffe layout takes no federated_bundle at all.
 		c.FederatedBundle = FederatedSeparate
 	}
-	if c.CertMode == 0 {
-		c.CertMode = DefaultCertMode
-	}
-	if c.KeyMode == 0 {
-		c.KeyMode = DefaultKeyMode
-	}
+	c.CertMode = cmp.Or(c.CertMode, DefaultCertMode)
+	c.KeyMode = cmp.Or(c.KeyMode, DefaultKeyMode)
 	c.MinSwapInterval = cmp.Or(c.MinSwapInterval, DefaultMinSwapInterval)
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	if c.Now == nil {
 		c.Now = time.Now
 	}
