@@ -25,11 +25,9 @@ type Owner struct {
 // + 12 lower-case hex digits; RemoveTemps removes those a crash left.
 const tempInfix = ".tmp-"
 
-// WriteFile atomically replaces the file at path with data, for files that
-// change alone (a JWT-SVID): a temporary file in the same directory, owner
-// and mode set before any byte, fsynced, renamed over path, the directory
-// fsynced. A path that is not a regular file is refused: replacing it
-// would change something the caller did not create.
+// WriteFile atomically replaces the file at path, for files that change
+// alone (a JWT-SVID). A path that is not a regular file is refused:
+// replacing it would change something the caller did not create.
 func WriteFile(path string, data []byte, mode os.FileMode, owner *Owner) (err error) {
 	root, err := os.OpenRoot(filepath.Dir(path))
 	if err != nil {
@@ -64,9 +62,8 @@ func WriteFile(path string, data []byte, mode os.FileMode, owner *Owner) (err er
 	return nil
 }
 
-// createNew creates name in dir exclusively (O_EXCL never follows a planted
-// link), sets owner and mode before any byte, and fsyncs it; the caller
-// fsyncs dir.
+// createNew creates name exclusively (O_EXCL follows no planted link), sets
+// owner and mode before any byte and fsyncs it; the caller fsyncs dir.
 func createNew(dir *os.Root, name string, data []byte, mode os.FileMode, owner *Owner) (err error) {
 	fh, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {

@@ -2,13 +2,10 @@
 // rotation.Update into a folder of PEM files, and the reader (Inspect,
 // Wait) reads a folder as its consumer does.
 //
-// A folder is swapped as a set, as Kubernetes' AtomicWriter does: each
-// Update becomes a fully written, fsynced generation directory, then the
-// "..data" symlink is renamed onto it; the names consumers open are
-// relative links into "..data". Opening two of them in a row can, racing a
-// swap, give two adjacent generations; a consumer that needs a matching
-// set resolves "..data" once, and the previous generation stays until the
-// next swap so it can finish.
+// A folder is swapped as a set, as Kubernetes' AtomicWriter does: a fsynced
+// generation directory, then "..data" renamed onto it; consumers open
+// links into "..data". One that needs a matching set across a swap
+// resolves "..data" once: the previous generation stays until the next.
 package filesink
 
 import (
@@ -57,9 +54,8 @@ const (
 type Config struct {
 	// Dir is absolute; it is created (0755) if missing.
 	Dir string `yaml:"dir"`
-	// Lock, if set, makes the folder write the very directory LockFolder
-	// locked; else the one found at the first Prepare is held. The caller
-	// releases it.
+	// Lock, if set, is the very directory written (else the one found at
+	// the first Prepare); the caller releases it.
 	Lock *FolderLock `yaml:"-"`
 	// AllowWorldWritableDir: otherwise anyone could plant links at the
 	// names consumers open, so such a folder is refused.
@@ -69,9 +65,8 @@ type Config struct {
 	CertFileName   string `yaml:"cert_file_name"`
 	KeyFileName    string `yaml:"key_file_name"`
 	BundleFileName string `yaml:"bundle_file_name"`
-	// SVID is a hint or SPIFFE ID (rotation.FindSVID); "" is the default
-	// SVID. An Update without it is refused rather than write another
-	// identity.
+	// SVID is a hint or SPIFFE ID, "" the default SVID: an Update without
+	// it is refused rather than write another identity.
 	SVID                    string `yaml:"svid"`
 	IncludeFederatedDomains bool   `yaml:"include_federated_domains"`
 	// FederatedConcatenate is dangerous: a consumer that does not check
@@ -79,15 +74,13 @@ type Config struct {
 	FederatedBundle          FederatedMode `yaml:"federated_bundle"`
 	AddIntermediatesToBundle bool          `yaml:"add_intermediates_to_bundle"`
 	OmitExpired              bool          `yaml:"omit_expired"`
-	// CertMode covers certificates, bundles and the marker; KeyMode the
-	// files holding the key.
+	// KeyMode is for the files holding the key, CertMode for the rest.
 	CertMode os.FileMode `yaml:"cert_mode"`
 	KeyMode  os.FileMode `yaml:"key_mode"`
 	// Owner is chowned onto files and generation directories.
 	Owner *Owner `yaml:"owner"`
-	// Reload gets an EventX509 once a swap is durable; Apply does not wait
-	// for it. The folder's JWT writer shares it, so the two never reload a
-	// consumer at once.
+	// Reload gets an EventX509 once a swap is durable. The JWT writer
+	// shares it, so the two never reload a consumer at once.
 	Reload *reload.Runner `yaml:"-"`
 	// MinSwapInterval paces swaps (and so reloads): faster Updates are
 	// coalesced, the newest wins (rotation.Paced).
@@ -121,8 +114,7 @@ var (
 	_ rotation.Paced = (*Folder)(nil)
 )
 
-// New defaults and validates cfg; it does not touch the disk. Call Prepare
-// before the first Apply.
+// New defaults and validates cfg; Prepare comes before the first Apply.
 func New(cfg Config) (*Folder, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -281,10 +273,8 @@ func (c Config) names() Names {
 }
 
 // Apply writes u as a new generation, swaps it in and hands the reload
-// actions their event without waiting. Refused material or a write error
-// leaves the folder untouched and runs no action. After ..data names the
-// new generation, a stable name that cannot be made is returned marked
-// ErrStableName, and the actions still run.
+// actions their event. A failure before ..data names it runs no action; a
+// stable name that cannot be made after is marked ErrStableName.
 func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -342,9 +332,8 @@ func (f *Folder) SignalledWithin(d time.Duration) bool {
 // but a consumer may not have picked it up.
 var ErrReloadAction error = inPlaceError("generation swapped in, reload action failed")
 
-// ErrStableName marks an Apply error after ..data was renamed onto the new
-// generation (a directory planted at a stable name): swapping the set in
-// again would only write another copy of the key and fail the same way.
+// ErrStableName: swapping the set in again would only write another copy
+// of the key and fail the same way (a directory planted at the name).
 var ErrStableName error = inPlaceError("generation swapped in, a stable name could not be made")
 
 // inPlaceError wraps rotation.ErrUpdateInPlace: rotation does not retry.
@@ -370,11 +359,9 @@ func (f *Folder) swapInFolder(set *fileSet, generation uint64, now time.Time) (s
 
 // Stats are a folder's counters and its reload actions' last results.
 type Stats struct {
-	// WriteFailures counts Applies that left the folder as it was.
-	WriteFailures uint64
-	LastWriteErr  error // nil after a successful swap
-	// Actions has one entry per X.509 reload action, in order.
-	Actions []reload.ActionStats
+	WriteFailures uint64 // Applies that left the folder as it was
+	LastWriteErr  error  // nil after a successful swap
+	Actions       []reload.ActionStats
 	// ReloadPending is the generation whose actions wait for a run in
 	// progress (a hung consumer); 0 when none waits.
 	ReloadPending uint64

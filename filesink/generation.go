@@ -43,9 +43,8 @@ func isOwnName(name string) bool {
 		strings.HasPrefix(name, linkTmpPrefix) || generationNamePattern.MatchString(name)
 }
 
-// hooks lets a test act between the steps of a swap, as an attacker who
-// can write the folder would, or fail one ("mkdir", "create") as a full
-// disk would: root, which runs the tests, is not stopped by permissions.
+// hooks let a test act between a swap's steps as an attacker would, or
+// fail one as a full disk would (root runs the tests: no permission stops it).
 type hooks struct {
 	afterMkdir func(name string) // name is relative to the folder
 	fault      func(op, name string) error
@@ -64,11 +63,10 @@ func (f *Folder) fault(op, name string) error {
 	return nil
 }
 
-// swap writes set into a new generation directory, renames a link over
-// ..data onto it, points the stable names at it and removes generations
-// older than the previous one; all of it fsynced. Every step goes through
-// root or a handle of a directory it created: a link swapped in between
-// two steps fails the swap, never leads a create, chown or chmod out.
+// swap writes set into a new generation, renames a link over ..data onto
+// it, links the stable names and removes older generations, all fsynced.
+// Every step goes through root or a handle it created: a link swapped in
+// meanwhile fails the swap, never leads a create, chown or chmod out.
 func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.Time) (genName string, err error) {
 	genName, err = f.makeGenerationDir(root, now, generation)
 	if err != nil {
@@ -116,9 +114,8 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 	return genName, nil
 }
 
-// writeGeneration fills the new generation directory genName with set and
-// makes all of it durable, its entry in the folder included, before ..data
-// may name it.
+// writeGeneration fills genName with set and makes it durable, its entry
+// in the folder included, before ..data may name it.
 func (f *Folder) writeGeneration(root *os.Root, genName string, set *fileSet) (_ *os.Root, err error) {
 	gen, err := openOwnDir(root, genName, f.cfg.Owner)
 	if err != nil {
@@ -173,9 +170,8 @@ func (f *Folder) writeGeneration(root *os.Root, genName string, set *fileSet) (_
 	return gen, nil
 }
 
-// linkStableNames points every stable name of set into ..data, removes
-// those the set no longer has (entries is the folder's listing, lerr its
-// error) and fsyncs the folder. One name that fails does not stop the rest.
+// linkStableNames links set's stable names, removes stale ones (entries is
+// the folder's listing) and fsyncs; one name that fails stops no other.
 func (f *Folder) linkStableNames(root *os.Root, set *fileSet, entries []fs.DirEntry, lerr error) error {
 	want := make(map[string]bool, len(set.files))
 	for _, file := range set.files {
@@ -337,9 +333,8 @@ func (f *Folder) removeStaleNames(root *os.Root, entries []fs.DirEntry, want map
 	return nil
 }
 
-// removeGenerations removes every generation in entries except keep, and
-// returns their names. Other ".." entries are someone else's. A failure is
-// only logged: a leftover is untidy, not wrong, and the next swap retries.
+// removeGenerations removes every generation in entries but keep. A failure
+// is logged: a leftover is untidy, not wrong, and the next swap retries.
 func (f *Folder) removeGenerations(root *os.Root, entries []fs.DirEntry, keep ...string) []string {
 	var removed []string
 	for _, e := range entries {

@@ -43,9 +43,8 @@ type FolderLock struct {
 	root *os.Root
 }
 
-// LockFolder makes the folder at dir (created if missing) belong to this
-// process, through the handle it is then written through; a second bridge
-// fails here, naming the holder's pid.
+// LockFolder makes the folder at dir (created if missing) this process's;
+// a second bridge fails here, naming the holder's pid.
 func LockFolder(dir string) (*FolderLock, error) {
 	root, err := openDir(dir)
 	if err != nil {
@@ -83,10 +82,8 @@ func openDir(dir string) (*os.Root, error) {
 	return root, nil
 }
 
-// openFolder returns the held handle every operation goes through. The
-// path is looked up only to check it still names that directory: a
-// parent's owner who puts a link to /etc in its place must not lead the
-// bridge there.
+// openFolder returns the held handle, after checking that the path still
+// names it: a link to /etc put in its place must not lead the bridge there.
 func (f *Folder) openFolder() (*os.Root, error) {
 	if f.root == nil {
 		root, err := openDir(f.cfg.Dir)
@@ -108,8 +105,7 @@ func (f *Folder) openFolder() (*os.Root, error) {
 	return f.root, nil
 }
 
-// stillAtPath checks that the path, resolved as a consumer resolves it, is
-// held.
+// stillAtPath checks that the path, as a consumer resolves it, is held.
 func (f *Folder) stillAtPath(held fs.FileInfo) error {
 	there, err := os.Stat(f.cfg.Dir)
 	if err == nil && os.SameFile(held, there) {
@@ -137,9 +133,8 @@ func (e *folderReplacedError) Error() string {
 
 func (e *folderReplacedError) Unwrap() error { return ErrFolderReplaced }
 
-// warnWritableParents warns about every directory above the folder that
-// another uid can write: it can replace the folder, and then consumers
-// stop getting new sets (ErrFolderReplaced).
+// warnWritableParents warns about directories above the folder another uid
+// can write: it can replace the folder (ErrFolderReplaced, no new sets).
 func (f *Folder) warnWritableParents() {
 	euid := os.Geteuid()
 	child, err := os.Stat(f.cfg.Dir)

@@ -11,13 +11,11 @@ import (
 	"time"
 )
 
-// Prepare cleans the folder up before the first Update, so that nothing
-// stale (a certificate left by a previous pod) is ever reported ready. It
-// creates the folder if missing and removes, logging why: the generation
-// behind ..data if its set is not usable, files at the managed names that
-// the reader finds unusable, every other generation and temporary link.
-// Valid leftovers stay until the first Update. A clean-up the disk did not
-// let finish is marked ErrNotPrepared and rerun by the first Apply.
+// Prepare removes, before the first Update, whatever the reader finds
+// stale (a certificate left by a previous pod), so it is never reported
+// ready, and every other generation and temporary link; valid leftovers
+// stay. A clean-up the disk did not let finish is marked ErrNotPrepared
+// and rerun by the first Apply.
 func (f *Folder) Prepare(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -82,9 +80,8 @@ func (f *Folder) prepare(root *os.Root, now time.Time) error {
 	return nil
 }
 
-// linkedIntoData reports whether every name the reader opens is our link
-// into ..data and the required ones are there: then the folder reads as
-// the generation m was checked from.
+// linkedIntoData reports whether the folder reads as the generation m was
+// checked from: every name the reader opens our link, none missing.
 func (f *Folder) linkedIntoData(root *os.Root, entries []fs.DirEntry, m *Material) bool {
 	linked := map[string]bool{}
 	for _, e := range entries {
@@ -134,10 +131,8 @@ func (f *Folder) removeStaleFiles(root *os.Root, now time.Time) (*Material, erro
 	return m, nil
 }
 
-// staleNames is the deletion policy for a finding: what is no file goes; a
-// bad certificate or key takes its pair with it; a bad bundle file at a
-// stable name goes. A missing, unreadable or merely expiring-soon file is
-// not stale.
+// staleNames is the deletion policy: a bad certificate or key takes its
+// pair with it; a missing, unreadable or expiring-soon file is not stale.
 func (f *Folder) staleNames(fd finding) []string {
 	switch {
 	case notAFile(fd.Err.Err):

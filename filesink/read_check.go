@@ -26,10 +26,9 @@ type finding struct {
 	Name string // relative to the set's directory
 }
 
-// checkSet reads the set in dir and returns it, or every problem found, the
-// one a consumer would hit first in front. Checks stop at the certificate's
-// first problem: an expired one is not also unverifiable. written, the
-// marker in dir, gives Material.Generation if it describes the certificate.
+// checkSet returns the set in dir, or every problem, the one a consumer
+// hits first in front; an expired certificate is not also unverifiable.
+// written, dir's marker, gives Material.Generation.
 func checkSet(names Names, dir setDir, written *marker, now time.Time, minValidity time.Duration) (*Material, []finding) {
 	c := &checker{names: names, dir: dir}
 	s := set{bundles: map[spiffeid.TrustDomain][]*x509.Certificate{}}
@@ -108,9 +107,8 @@ func (c *checker) readCredential(s *set) {
 	}
 }
 
-// readBundles reads the own bundle file, if the layout has one (it wins for
-// the own trust domain), and every per-trust-domain file; one that cannot
-// be read (a dangling link) is the same as none.
+// readBundles reads the own bundle file, which wins, and every per-trust-
+// domain file; one that cannot be read (a dangling link) is none.
 func (c *checker) readBundles(s *set) {
 	if own := c.names.ownBundleFile(); own != "" {
 		if data, path, ok := c.read(own); ok {

@@ -43,9 +43,8 @@ type Material struct {
 	TrustDomains []spiffeid.TrustDomain // whose bundles are in the set
 }
 
-// Inspect reads the set in a folder, through ..data resolved once if
-// present, and checks it as a consumer would. The error is a
-// *MaterialError.
+// Inspect checks the set in a folder (through ..data, resolved once) as a
+// consumer would. The error is a *MaterialError.
 func Inspect(cfg InspectConfig) (*Material, error) {
 	if cfg.Now.IsZero() {
 		cfg.Now = time.Now()
@@ -203,9 +202,8 @@ func (e *MaterialError) Unwrap() []error {
 // lines (a PEM parse error) must not break the Detail's one line.
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-// Wait looks again every waitPoll without change notification; with it,
-// on every change and every waitPollNotified for what no event announces
-// (a NotBefore still ahead). It runs only while a consumer starts.
+// Wait's tick without change notification, and with it for what no event
+// announces (a NotBefore still ahead).
 const (
 	waitPoll         = 200 * time.Millisecond
 	waitPollNotified = time.Second
