@@ -175,35 +175,30 @@ func (f *Folder) writeGeneration(root *os.Root, genName string, set *fileSet) (_
 func (f *Folder) linkStableNames(root *os.Root, set *fileSet, entries []fs.DirEntry, lerr error) error {
 	want := make(map[string]bool, len(set.files))
 	for _, file := range set.files {
-		want[topName(file.name)] = true
+		top, _, _ := strings.Cut(file.name, "/") // "federated/x.pem": its directory's link
+		want[top] = true
 	}
 	for _, sub := range set.dirs {
 		want[sub] = true
 	}
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(want)) {
-		errs = append(errs, f.reportStableName(name, ensureLink(root, name)))
+		err := ensureLink(root, name)
+		switch {
+		case err == nil:
+			delete(f.unmakeable, name)
+		case !f.unmakeable[name]: // logged once, not on every rotation
+			f.unmakeable[name] = true
+			f.log.Error("folder: a stable name cannot be made; consumers opening it do not get the current generation until what is there is removed",
+				"name", name, "err", err)
+		}
+		errs = append(errs, err)
 	}
 	if lerr != nil {
 		errs = append(errs, fmt.Errorf("list folder: %w", lerr))
 	}
 	errs = append(errs, f.removeStaleNames(root, entries, want), syncDir(root))
 	return errors.Join(errs...)
-}
-
-// reportStableName logs a stable name that cannot be made once, not on
-// every rotation, and passes err on to be counted.
-func (f *Folder) reportStableName(name string, err error) error {
-	if err == nil {
-		delete(f.unmakeable, name)
-		return nil
-	}
-	if !f.unmakeable[name] {
-		f.unmakeable[name] = true
-		f.log.Error("folder: a stable name cannot be made; consumers opening it do not get the current generation until what is there is removed",
-			"name", name, "err", err)
-	}
-	return err
 }
 
 func (f *Folder) makeGenerationDir(root *os.Root, now time.Time, generation uint64) (string, error) {
@@ -343,7 +338,10 @@ func (f *Folder) removeGenerations(root *os.Root, entries []fs.DirEntry, keep ..
 			continue
 		}
 		if !isOwnName(name) {
-			f.reportForeign(name, e.Type())
+			if !f.foreign[name] {
+				f.foreign[name] = true
+				f.log.Info("folder: not ours, left alone", "name", name, "type", kindOf(e.Type()))
+			}
 			continue
 		}
 		if !generationNamePattern.MatchString(name) {
@@ -357,14 +355,6 @@ func (f *Folder) removeGenerations(root *os.Root, entries []fs.DirEntry, keep ..
 		removed = append(removed, name)
 	}
 	return removed
-}
-
-func (f *Folder) reportForeign(name string, typ fs.FileMode) {
-	if f.foreign[name] {
-		return
-	}
-	f.foreign[name] = true
-	f.log.Info("folder: not ours, left alone", "name", name, "type", kindOf(typ))
 }
 
 // kindOf names a file type for a log line or an error.

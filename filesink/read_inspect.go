@@ -219,18 +219,14 @@ func InspectAll(cfgs []InspectConfig) (lines []string, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", cfg.Dir, err)
 		}
-		line := m.describe(now)
+		line := fmt.Sprintf("%s serial %s valid until %s (%s left), generation %d",
+			m.SPIFFEID, m.Serial, m.NotAfter.UTC().Format(time.RFC3339), m.NotAfter.Sub(now).Round(time.Second), m.Generation)
 		if len(cfgs) > 1 {
 			line = cfg.Dir + ": " + line
 		}
 		lines = append(lines, line)
 	}
 	return lines, nil
-}
-
-func (m *Material) describe(now time.Time) string {
-	return fmt.Sprintf("%s serial %s valid until %s (%s left), generation %d",
-		m.SPIFFEID, m.Serial, m.NotAfter.UTC().Format(time.RFC3339), m.NotAfter.Sub(now).Round(time.Second), m.Generation)
 }
 
 // Wait returns InspectAll's lines once every folder is usable, or the last

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -124,12 +123,6 @@ func (f *Folder) files(svid *x509svid.SVID, u *rotation.Update) (files []genFile
 	}
 	files[2] = genFile{name: f.names.Bundle, data: bundle, mode: certMode}
 	return files, dirs, nil
-}
-
-// topName is the folder's name that reaches name ("federated/x.pem": "federated").
-func topName(name string) string {
-	dir, _, _ := strings.Cut(name, "/")
-	return dir
 }
 
 func encodeCert(c *x509.Certificate) []byte {
