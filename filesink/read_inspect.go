@@ -6,13 +6,11 @@ package filesink
 
 import (
 	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -156,107 +154,4 @@ func checkSVID(cfg InspectConfig, m *Material, set setDir, written *marker) *Mat
 		return fail("and no marker (%s) for it tells its hint: cannot tell it is the configured %s %q", MarkerFileName, key, want)
 	}
 	return fail("whose hint is %q, not the configured %s %q", written.Hint, key, want)
-}
-
-// Reason says what is wrong with a folder's material; errors.Is matches it.
-type Reason struct {
-	name string // for logs and code: "expired"
-	text string // for the error's message: "certificate expired"
-}
-
-func (r *Reason) Error() string  { return r.text }
-func (r *Reason) String() string { return r.name }
-
-// The reasons Inspect tells apart.
-var (
-	ErrMissing      = &Reason{"missing", "missing file"}
-	ErrMalformed    = &Reason{"malformed", "malformed file"}
-	ErrNotYetValid  = &Reason{"not-yet-valid", "certificate not yet valid"}
-	ErrExpired      = &Reason{"expired", "certificate expired"}
-	ErrExpiringSoon = &Reason{"expiring-soon", "certificate expires too soon"} // within MinValidity
-	ErrKeyMismatch  = &Reason{"key-mismatch", "private key does not match certificate"}
-	ErrUntrusted    = &Reason{"untrusted", "certificate chain does not verify against bundle"}
-	ErrUnreadable   = &Reason{"unreadable", "file not readable"}
-	ErrOtherSVID    = &Reason{"other-svid", "folder holds another SVID than configured"}
-)
-
-// MaterialError is Inspect's error: Detail, one line naming the file, for
-// an operator; Reason for code.
-type MaterialError struct {
-	Reason *Reason
-	Path   string // the file the problem was found in
-	Detail string
-	Err    error // the cause, if any
-}
-
-func (e *MaterialError) Error() string { return e.Detail }
-
-func (e *MaterialError) Unwrap() []error {
-	if e.Err != nil {
-		return []error{e.Reason, e.Err}
-	}
-	return []error{e.Reason}
-}
-
-// oneLine collapses white space, newlines included: a cause that spans
-// lines (a PEM parse error) must not break the Detail's one line.
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
-
-// Wait's tick without change notification, and with it for what no event
-// announces (a NotBefore still ahead).
-const (
-	waitPoll         = 200 * time.Millisecond
-	waitPollNotified = time.Second
-)
-
-// InspectAll inspects every folder at one instant: a line per folder (named
-// when there are several), or the first folder's problem after its path.
-func InspectAll(cfgs []InspectConfig) (lines []string, err error) {
-	now := time.Now()
-	for _, cfg := range cfgs {
-		cfg.Now = now
-		m, err := Inspect(cfg)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", cfg.Dir, err)
-		}
-		line := fmt.Sprintf("%s serial %s valid until %s (%s left), generation %d",
-			m.SPIFFEID, m.Serial, m.NotAfter.UTC().Format(time.RFC3339), m.NotAfter.Sub(now).Round(time.Second), m.Generation)
-		if len(cfgs) > 1 {
-			line = cfg.Dir + ": " + line
-		}
-		lines = append(lines, line)
-	}
-	return lines, nil
-}
-
-// Wait returns InspectAll's lines once every folder is usable, or the last
-// problem when ctx ends. A single folder is watched for changes.
-func Wait(ctx context.Context, cfgs []InspectConfig) ([]string, error) {
-	poll := waitPoll
-	var changes <-chan struct{}
-	if len(cfgs) == 1 { // several folders: the short tick
-		ch, stopWatch, err := watchFolderChanges(cfgs[0].Dir)
-		if err == nil {
-			defer stopWatch()
-			changes, poll = ch, waitPollNotified
-		}
-	}
-	tick := time.NewTicker(poll)
-	defer tick.Stop()
-	for {
-		lines, err := InspectAll(cfgs)
-		if err == nil {
-			return lines, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-tick.C:
-		case _, ok := <-changes:
-			if !ok { // notification failed: back to the short tick
-				changes = nil
-				tick.Reset(waitPoll)
-			}
-		}
-	}
 }
