@@ -160,9 +160,8 @@ func (f *Folder) warnWritableParents() {
 	}
 }
 
-// writableByOthers names who, besides root and euid, may rename child
-// within dir (fi); "" if nobody. Dir's owner can chmod, so counts whatever
-// the mode; in a sticky directory only child's owner can.
+// writableByOthers names who but root and euid may rename child in dir
+// (fi), "" if nobody; dir's owner counts whatever the mode (it can chmod).
 func writableByOthers(fi, child fs.FileInfo, euid int) string {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	cst, cok := child.Sys().(*syscall.Stat_t)

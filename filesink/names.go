@@ -19,13 +19,10 @@ import (
 type Layout string
 
 const (
-	// LayoutSPIFFEHelper (the default) writes what spiffe-helper does:
-	// svid.pem (leaf and intermediates), svid_key.pem (PKCS#8) and
-	// svid_bundle.pem (own trust domain roots).
+	// LayoutSPIFFEHelper (the default) writes what spiffe-helper does.
 	LayoutSPIFFEHelper Layout = "spiffe-helper"
-	// LayoutSPIFFE is the SPIFFE Filesystem Delivery standard:
-	// credential-bundle.private-key.pem (key, then chain without root) and
-	// one <trust-domain>.spiffe-trust-bundle.pem per trust domain.
+	// LayoutSPIFFE is the SPIFFE Filesystem Delivery standard: the key and
+	// chain in one file, one bundle file per trust domain.
 	LayoutSPIFFE Layout = "spiffe"
 )
 
@@ -40,8 +37,7 @@ const (
 	CredentialFileName = "credential-bundle.private-key.pem"
 	TrustBundleSuffix  = ".spiffe-trust-bundle.pem"
 
-	// FederatedDirName holds LayoutSPIFFEHelper's federated bundles, one
-	// <td>.pem each, inside each generation; the stable name links to it.
+	// FederatedDirName holds LayoutSPIFFEHelper's <td>.pem federated bundles.
 	FederatedDirName      = "federated"
 	FederatedBundleSuffix = ".pem"
 
@@ -96,9 +92,8 @@ func (n Names) bundleFile(own spiffeid.TrustDomain) string {
 // bundleDir holds one bundle file per trust domain.
 func (n Names) bundleDir() string { return n.pick(".", FederatedDirName) }
 
-// bundleTrustDomain reports whether name, an entry of bundleDir, is a
-// trust domain's bundle file and whose; a name that does not carry a valid
-// trust domain is not ours.
+// bundleTrustDomain reports whose bundle file name, in bundleDir, is; a
+// name without a valid trust domain is not ours.
 func (n Names) bundleTrustDomain(name string) (spiffeid.TrustDomain, bool) {
 	base, ok := strings.CutSuffix(name, n.pick(TrustBundleSuffix, FederatedBundleSuffix))
 	if !ok || base == "" {
@@ -147,21 +142,18 @@ type marker struct {
 	Serial     string    `json:"serial"`
 	NotAfter   time.Time `json:"not_after"`
 	WrittenAt  time.Time `json:"written_at"`
-	// SVID (the folder's svid choice) and Hint (the SVID's) tell a set
-	// written for another choice from current material.
+	// SVID (the folder's choice) and Hint (the SVID's) tell another choice's set.
 	SVID string `json:"svid,omitempty"`
 	Hint string `json:"hint,omitempty"`
-	// The layout and file names let `check --dir` read the folder
-	// without being told them.
+	// The layout and file names let `check --dir` read the folder unaided.
 	Layout         Layout `json:"layout,omitempty"`
 	CertFileName   string `json:"cert_file_name,omitempty"`
 	KeyFileName    string `json:"key_file_name,omitempty"`
 	BundleFileName string `json:"bundle_file_name,omitempty"`
 }
 
-// fill completes names from the marker: the layout when none is given and,
-// for that layout, file names not given if they are plain file names (the
-// consumer may be able to write the folder). A nil marker changes nothing.
+// fill completes names from the marker (nil: nothing), checking file names:
+// the consumer may be able to write the folder.
 func (m *marker) fill(names Names) Names {
 	if m == nil || (names.Layout != "" && names.Layout != m.Layout) {
 		return names

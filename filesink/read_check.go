@@ -81,10 +81,10 @@ func (c *checker) read(name string) (data []byte, path string, ok bool) {
 // readCredential reads the chain and the key: one file or two.
 func (c *checker) readCredential(s *set) {
 	certFile, keyFile := c.names.certFile(), c.names.keyFile()
+	var err error
 	if certFile == keyFile {
 		if data, path, ok := c.read(certFile); ok {
 			s.certPath, s.keyPath = path, path
-			var err error
 			if s.certs, s.key, err = certcheck.ParseCredential(data); err != nil {
 				c.add(certFile, ErrMalformed, fmt.Sprintf("%s: cannot parse key and chain: %v", path, err), err)
 			}
@@ -93,14 +93,12 @@ func (c *checker) readCredential(s *set) {
 	}
 	if data, path, ok := c.read(certFile); ok {
 		s.certPath = path
-		var err error
 		if s.certs, err = certcheck.ParseCerts(data); err != nil {
 			c.add(certFile, ErrMalformed, fmt.Sprintf("%s: cannot parse certificate chain: %v", path, err), err)
 		}
 	}
 	if data, path, ok := c.read(keyFile); ok {
 		s.keyPath = path
-		var err error
 		if s.key, err = certcheck.ParseKey(data); err != nil {
 			c.add(keyFile, ErrMalformed, fmt.Sprintf("%s: cannot parse private key: %v", path, err), err)
 		}
