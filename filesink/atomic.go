@@ -1,7 +1,6 @@
-// The atomic single file, for files that change alone (a JWT-SVID, a JWT
-// bundle), and the durable create-and-fsync steps the generation swap is
-// built from. Every step goes through an *os.Root, so no link planted in
-// the directory can lead a write out of it.
+// The atomic single file, and the durable create-and-fsync steps the
+// generation swap is built from, all through an *os.Root: no link planted
+// in the directory can lead a write out of it.
 
 package filesink
 
@@ -16,30 +15,20 @@ import (
 	"strings"
 )
 
-// Owner is applied with chown to a written file. PostgreSQL accepts a key
-// owned by the database user with mode 0600, or owned by root with mode
-// 0640.
+// Owner is chowned onto a written file: PostgreSQL wants its key owned by
+// the database user with 0600, or by root with 0640.
 type Owner struct {
 	UID, GID int
 }
 
-// tempInfix is in the name of WriteFile's temporary file for name:
-// "." + name + tempInfix + 12 lower-case hexadecimal digits. A crash can
-// leave one behind; RemoveTemps removes them.
+// tempInfix: WriteFile's temporary file for name is "." + name + tempInfix
+// + 12 lower-case hex digits; RemoveTemps removes those a crash left.
 const tempInfix = ".tmp-"
 
-// WriteFile replaces the single file at path with data, atomically: readers
-// see the old content or the new one, never a mix. It is for files that
-// change alone (a JWT-SVID, a JWT bundle), outside the generation swap that
-// keeps a certificate, its key and its bundle consistent. The new content is
-// written to a temporary file in the same directory (created with mode and
-// owner before any byte is written), fsynced, renamed over path, and the
-// directory is fsynced. A path that exists and is not a regular file
-// (a directory, a symlink, a FIFO) is refused: replacing it would change
-// something the caller did not create.
+// WriteFile atomically replaces the file at path, for files that change
+// alone (a JWT-SVID). A path that is not a regular file is refused:
+// replacing it would change something the caller did not create.
 func WriteFile(path string, data []byte, mode os.FileMode, owner *Owner) (err error) {
-	// The directory is the caller's; inside it, every step goes through one
-	// handle that no link planted in the directory can lead out of.
 	root, err := os.OpenRoot(filepath.Dir(path))
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -73,9 +62,8 @@ func WriteFile(path string, data []byte, mode os.FileMode, owner *Owner) (err er
 	return nil
 }
 
-// createNew creates name in dir exclusively (O_EXCL never follows a link
-// planted at the name), with owner and then mode set before any byte is
-// written, and makes its content durable. The caller fsyncs dir.
+// createNew creates name exclusively (O_EXCL follows no planted link), sets
+// owner and mode before any byte and fsyncs it; the caller fsyncs dir.
 func createNew(dir *os.Root, name string, data []byte, mode os.FileMode, owner *Owner) (err error) {
 	fh, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
@@ -98,9 +86,8 @@ func createNew(dir *os.Root, name string, data []byte, mode os.FileMode, owner *
 	return nil
 }
 
-// setOwnerAndMode chowns fh to owner (if set), then chmods it to mode:
-// after chown, which may clear mode bits, and independent of the umask the
-// mode given at creation was subject to.
+// setOwnerAndMode chowns, then chmods: chown may clear mode bits, and the
+// mode given at creation was subject to the umask.
 func setOwnerAndMode(fh *os.File, owner *Owner, mode os.FileMode) error {
 	if owner != nil {
 		if err := fh.Chown(owner.UID, owner.GID); err != nil {
@@ -113,8 +100,7 @@ func setOwnerAndMode(fh *os.File, owner *Owner, mode os.FileMode) error {
 	return nil
 }
 
-// syncDir fsyncs the directory dir is a handle of: what a rename, create or
-// remove in it changed is durable once it returns.
+// syncDir makes a rename, create or remove in dir durable.
 func syncDir(dir *os.Root) error {
 	d, err := dir.Open(".")
 	if err != nil {
@@ -131,9 +117,8 @@ func syncDir(dir *os.Root) error {
 	return nil
 }
 
-// RemoveTemps removes the temporary files WriteFile left behind for name
-// in dir (a crash between create and rename), through a handle of dir, and
-// returns the names removed.
+// RemoveTemps removes the temporary files WriteFile left for name in dir
+// (a crash before the rename) and returns their names.
 func RemoveTemps(dir, name string) ([]string, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -146,7 +131,6 @@ func RemoveTemps(dir, name string) ([]string, error) {
 	}
 	var removed []string
 	for _, e := range entries {
-		// A directory is never one of WriteFile's temporary files.
 		if e.IsDir() || !isTempName(e.Name(), name) {
 			continue
 		}
@@ -159,7 +143,7 @@ func RemoveTemps(dir, name string) ([]string, error) {
 }
 
 // isTempName reports whether temp is exactly a name WriteFile makes for
-// name (see tempInfix): ".<name>.tmp-mine" is someone else's.
+// name: ".<name>.tmp-mine" is someone else's.
 func isTempName(temp, name string) bool {
 	rest, ok := strings.CutPrefix(temp, "."+name+tempInfix)
 	if !ok || len(rest) != 12 {

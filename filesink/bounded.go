@@ -1,7 +1,6 @@
-// Reading files someone else may have planted, shared by the writer and
-// the reader: only a regular file of a bounded size is read, opened without
-// blocking and never through a link out of its directory, so a FIFO, a
-// device or a huge file can neither hang the bridge nor exhaust its memory.
+// Reading files someone else may have planted, for the writer and the
+// reader: a FIFO, a device or a huge file must neither hang the bridge nor
+// exhaust its memory.
 
 package filesink
 
@@ -16,20 +15,15 @@ import (
 	"syscall"
 )
 
-// Reasons a file is refused.
 var (
 	errNotRegular = errors.New("not a regular file")
 	errTooLarge   = errors.New("larger") // "…: larger than N bytes"
-	// errOutside is a name that resolves out of the directory (a planted
-	// link): never followed.
-	errOutside = errors.New("leads out of the folder")
+	errOutside    = errors.New("leads out of the folder")
 )
 
-// readIn reads name through root, which keeps every step of the path,
-// links included, inside the directory, if it is a regular file of at most
-// limit bytes. It opens without blocking: opening a FIFO with no writer
-// would otherwise hang. A directory is reported as EISDIR, as read(2)
-// would.
+// readIn reads name through root if it is a regular file of at most limit
+// bytes. O_NONBLOCK: opening a FIFO with no writer would hang. A directory
+// is EISDIR, as read(2) says.
 func readIn(root *os.Root, name string, limit int64) ([]byte, error) {
 	fh, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
@@ -56,8 +50,8 @@ func readIn(root *os.Root, name string, limit int64) ([]byte, error) {
 	return data, err
 }
 
-// escapes reports os.Root's refusal of a path (a link) that leaves the
-// root. The os package has no exported error for it; its text is stable.
+// escapes reports os.Root's refusal of a link out of the root; os exports
+// no error for it, and its text is stable.
 func escapes(err error) bool {
 	var pe *fs.PathError
 	return errors.As(err, &pe) && pe.Err != nil && pe.Err.Error() == "path escapes from parent"

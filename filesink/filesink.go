@@ -1,29 +1,11 @@
 // Package filesink is the credential folder: the writer mirrors every
-// rotation.Update into a folder that PostgreSQL (or any program that reads
-// PEM files) can use, and the reader (Inspect, Wait) reads a folder as
-// such a program does.
+// rotation.Update into a folder of PEM files, and the reader (Inspect,
+// Wait) reads a folder as its consumer does.
 //
-// A folder is swapped atomically as a set, the way Kubernetes' AtomicWriter
-// updates Secret volumes: each Update becomes a new, fully written and
-// fsynced generation directory ("..<timestamp>-g<generation>"), then the
-// "..data" symlink is renamed to point at it. The names consumers open
-// ("svid.pem", …) are relative symlinks into "..data", so every open(2) sees
-// a complete file of one generation.
-//
-// Opening two stable names one after the other can, in a rare race with a
-// swap, give files of two adjacent generations (a new certificate with the
-// old key). A consumer that needs a matching set resolves "..data" once
-// (os.Readlink) and reads every file from that generation directory; the
-// previous generation directory is kept until the next swap so such a
-// reader can finish.
-//
-// The folder's reload.Runner, if any, runs after the swap is durable, on
-// its own goroutine: a consumer that hangs never holds back the next swap.
-// Swaps are paced (Config.MinSwapInterval); Stats counts write failures
-// and reports the runner's actions. Prepare removes stale leftovers
-// (expired, not yet valid, mismatched or unverifiable material, old
-// generations) at start-up, as the reader behind `wait`, `check` and
-// readiness judges them.
+// A folder is swapped as a set, as Kubernetes' AtomicWriter does: a fsynced
+// generation directory, then "..data" renamed onto it; consumers open
+// links into "..data". One that needs a matching set across a swap
+// resolves "..data" once: the previous generation stays until the next.
 package filesink
 
 import (
@@ -42,21 +24,17 @@ import (
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// Default modes, and the names only the writer makes.
 const (
 	DefaultCertMode = os.FileMode(0o644)
 	DefaultKeyMode  = os.FileMode(0o600)
 
-	// LockFileName is the lock file (internal/flock) that makes a folder
-	// belong to one running bridge; taken before Prepare touches anything.
+	// LockFileName makes a folder belong to one running bridge (LockFolder).
 	LockFileName = "..sds-bridge.lock"
 
-	// DefaultMinSwapInterval is Config.MinSwapInterval's default: a
-	// consumer is reloaded at most once a second, whatever the agent
-	// sends; SPIRE rotates every few minutes at the shortest.
+	// DefaultMinSwapInterval reloads a consumer at most once a second,
+	// whatever the agent sends; SPIRE rotates every few minutes at most.
 	DefaultMinSwapInterval = time.Second
-	// MaxMinSwapInterval bounds Config.MinSwapInterval: a new set must
-	// never wait long for its swap.
+	// MaxMinSwapInterval: a new set must never wait long for its swap.
 	MaxMinSwapInterval = time.Minute
 
 	generationDirMode = os.FileMode(0o755)
@@ -67,85 +45,48 @@ const (
 type FederatedMode string
 
 const (
-	// FederatedSeparate writes federated/<td>.pem only (the default).
-	FederatedSeparate FederatedMode = "separate"
-	// FederatedConcatenate also appends every federated root to the bundle
-	// file: an explicit opt-in, see Config.FederatedBundle.
+	FederatedSeparate    FederatedMode = "separate" // federated/<td>.pem only
 	FederatedConcatenate FederatedMode = "concatenate"
 )
 
-// Config describes one credential folder.
+// Config describes one credential folder; configs/sds-bridge.example.yaml
+// documents its keys.
 type Config struct {
-	// Dir is the absolute path of the folder; it is created (0755) if missing.
+	// Dir is absolute; it is created (0755) if missing.
 	Dir string `yaml:"dir"`
-	// Lock, if set, is the folder's lock (LockFolder on Dir): the folder
-	// writes the very directory that was locked. Without it the directory
-	// found at the first Prepare is held instead. Either way a swap is
-	// refused (ErrFolderReplaced) while Dir names another directory. The
-	// caller releases it once the Folder is no longer used.
+	// Lock, if set, is the very directory written (else the one found at
+	// the first Prepare); the caller releases it.
 	Lock *FolderLock `yaml:"-"`
-	// AllowWorldWritableDir lets Dir be writable by every user. By default
-	// such a folder is refused: anyone could plant links or files at the
-	// names consumers open, or remove the set.
-	AllowWorldWritableDir bool `yaml:"allow_world_writable_dir"`
-	// Layout defaults to LayoutSPIFFEHelper.
-	Layout Layout `yaml:"layout"`
-	// File names of LayoutSPIFFEHelper; defaults svid.pem, svid_key.pem,
-	// svid_bundle.pem. They must be empty for LayoutSPIFFE.
+	// AllowWorldWritableDir: otherwise anyone could plant links at the
+	// names consumers open, so such a folder is refused.
+	AllowWorldWritableDir bool   `yaml:"allow_world_writable_dir"`
+	Layout                Layout `yaml:"layout"`
+	// The file names of LayoutSPIFFEHelper; empty for LayoutSPIFFE.
 	CertFileName   string `yaml:"cert_file_name"`
 	KeyFileName    string `yaml:"key_file_name"`
 	BundleFileName string `yaml:"bundle_file_name"`
-	// SVID chooses the SVID written here when the workload has several: a
-	// Workload API hint or a SPIFFE ID (files[].svid), matched as
-	// rotation.FindSVID does. Empty means the default SVID. An Update
-	// without it is refused: the folder keeps its last good set and Apply
-	// returns an error (counted, readiness red) rather than write another
-	// identity than the one configured.
-	SVID string `yaml:"svid"`
-	// IncludeFederatedDomains (LayoutSPIFFEHelper) writes every federated
-	// trust domain's bundle as its own file, FederatedDirName/<td>.pem,
-	// reached through the stable link FederatedDirName. LayoutSPIFFE always
-	// writes one file per trust domain.
-	IncludeFederatedDomains bool `yaml:"include_federated_domains"`
-	// FederatedBundle (LayoutSPIFFEHelper, needs IncludeFederatedDomains)
-	// is FederatedSeparate (default) or FederatedConcatenate, which also
-	// appends every federated root to the bundle file for consumers that
-	// read one CA file. That is dangerous: a consumer that does not check
-	// SPIFFE IDs then accepts certificates any federated CA issues for any
-	// name, this trust domain's included.
-	FederatedBundle FederatedMode `yaml:"federated_bundle"`
-	// AddIntermediatesToBundle (LayoutSPIFFEHelper) appends the SVID's
-	// intermediates to the bundle file, as spiffe-helper's
-	// add_intermediates_to_bundle does for MySQL, which wants every CA
-	// certificate in its ssl-ca file.
-	AddIntermediatesToBundle bool `yaml:"add_intermediates_to_bundle"`
-	// OmitExpired leaves certificates expired at write time out of the
-	// chain and bundle files, as spiffe-helper's omit_expired does: a
-	// bundle keeps an old CA until SPIRE prunes it (omitexpired.go).
-	OmitExpired bool `yaml:"omit_expired"`
-	// CertMode applies to certificates, bundles and the marker (default
-	// 0644); KeyMode to files holding the private key (default 0600) and
-	// must not grant anything to others.
+	// SVID is a hint or SPIFFE ID, "" the default SVID: an Update without
+	// it is refused rather than write another identity.
+	SVID                    string `yaml:"svid"`
+	IncludeFederatedDomains bool   `yaml:"include_federated_domains"`
+	// FederatedConcatenate is dangerous: a consumer that does not check
+	// SPIFFE IDs then accepts any federated CA's certificate for any name.
+	FederatedBundle          FederatedMode `yaml:"federated_bundle"`
+	AddIntermediatesToBundle bool          `yaml:"add_intermediates_to_bundle"`
+	OmitExpired              bool          `yaml:"omit_expired"`
+	// KeyMode is for the files holding the key, CertMode for the rest.
 	CertMode os.FileMode `yaml:"cert_mode"`
 	KeyMode  os.FileMode `yaml:"key_mode"`
-	// Owner, if set, is chowned onto files and generation directories.
+	// Owner is chowned onto files and generation directories.
 	Owner *Owner `yaml:"owner"`
-	// Reload, if set, runs the folder's reload actions after every swap,
-	// once the files are durable (an EventX509), beside the swaps: Apply
-	// hands the event over (reload.Runner.Submit) and does not wait for a
-	// consumer. The folder's JWT writer shares it, so the two never reload
-	// a consumer at the same time.
+	// Reload gets an EventX509 once a swap is durable. The JWT writer
+	// shares it, so the two never reload a consumer at once.
 	Reload *reload.Runner `yaml:"-"`
-	// MinSwapInterval is the least time between two swaps (and so between
-	// two reloads of the consumer) of this folder; default
-	// DefaultMinSwapInterval. Updates that come faster (an agent flapping
-	// between two SVIDs) are coalesced: the newest wins and is swapped in
-	// at most this long after the previous swap. See MinApplyInterval.
-	MinSwapInterval time.Duration `yaml:"min_swap_interval"`
-	// Logger defaults to slog.Default().
-	Logger *slog.Logger `yaml:"-"`
-	// Now defaults to time.Now; tests move the clock.
-	Now func() time.Time `yaml:"-"`
+	// MinSwapInterval paces swaps (and so reloads): faster Updates are
+	// coalesced, the newest wins (rotation.Paced).
+	MinSwapInterval time.Duration    `yaml:"min_swap_interval"`
+	Logger          *slog.Logger     `yaml:"-"`
+	Now             func() time.Time `yaml:"-"`
 }
 
 // Folder is one credential folder. It implements rotation.Sink.
@@ -154,26 +95,18 @@ type Folder struct {
 	names Names
 	log   *slog.Logger
 
-	// mu serialises Prepare and Apply: the swap reads and replaces shared
-	// on-disk state.
-	mu sync.Mutex
-
-	stats writeStats
-
-	// unmakeable and foreign (guarded by mu) are the stable names that
-	// could not be made and the ".." entries that are not ours, each
-	// logged once rather than on every rotation.
-	unmakeable, foreign map[string]bool
-
-	// root (guarded by mu) is the folder's directory, held from the first
-	// Prepare (or from LockFolder) on; prepared says that its start-up
-	// clean-up has run, and warned that its parents have been checked.
-	root             *os.Root
-	prepared, warned bool
-
-	// hooks is nil outside tests: a per-Folder seam, so tests that fail or
-	// race a swap can still run in parallel.
+	// statsMu is not mu: Stats answers while an Apply holds mu.
+	statsMu sync.Mutex
+	writes  Stats // WriteFailures and LastWriteErr
+	// hooks is nil outside tests; per Folder, so such tests run in parallel.
 	hooks *hooks
+
+	// mu serialises Prepare and Apply and guards the fields below it.
+	mu sync.Mutex
+	// unmakeable stable names and foreign ".." entries, each logged once.
+	unmakeable, foreign map[string]bool
+	root                *os.Root // held from LockFolder or the first Prepare on
+	prepared, warned    bool
 }
 
 var (
@@ -181,8 +114,7 @@ var (
 	_ rotation.Paced = (*Folder)(nil)
 )
 
-// New applies defaults to cfg, validates it and returns the folder. It does
-// not touch the disk; call Prepare before the first Apply.
+// New defaults and validates cfg; Prepare comes before the first Apply.
 func New(cfg Config) (*Folder, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -215,25 +147,18 @@ func (c Config) WithDefaults() Config {
 		// The spiffe layout takes no federated_bundle at all.
 		c.FederatedBundle = FederatedSeparate
 	}
-	if c.CertMode == 0 {
-		c.CertMode = DefaultCertMode
-	}
-	if c.KeyMode == 0 {
-		c.KeyMode = DefaultKeyMode
-	}
+	c.CertMode = cmp.Or(c.CertMode, DefaultCertMode)
+	c.KeyMode = cmp.Or(c.KeyMode, DefaultKeyMode)
 	c.MinSwapInterval = cmp.Or(c.MinSwapInterval, DefaultMinSwapInterval)
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 	return c
 }
 
-// Validate checks a defaulted Config. It joins one *fielderr.Error per
-// refused field, keyed as the YAML config's files[] entry spells it
-// ("key_mode"), in the order the keys are documented.
+// Validate checks a defaulted Config: one *fielderr.Error per refused
+// field, keyed as files[] spells it, in the order the keys are documented.
 func (c Config) Validate() error {
 	var errs fielderr.List
 	switch {
@@ -265,15 +190,18 @@ func (c Config) Validate() error {
 	return errs.Err()
 }
 
-// validateHelperLayout checks the spiffe-helper layout's file names and
-// federation keys.
-func (c Config) validateHelperLayout(errs *fielderr.List) {
-	seen := map[string]string{}
-	for _, n := range []struct{ key, value string }{
+// fileNames are the configurable file names, keyed as files[] spells them.
+func (c Config) fileNames() []struct{ key, value string } {
+	return []struct{ key, value string }{
 		{"cert_file_name", c.CertFileName},
 		{"key_file_name", c.KeyFileName},
 		{"bundle_file_name", c.BundleFileName},
-	} {
+	}
+}
+
+func (c Config) validateHelperLayout(errs *fielderr.List) {
+	seen := map[string]string{}
+	for _, n := range c.fileNames() {
 		err := validFileName(n.value)
 		switch {
 		case err != nil:
@@ -299,14 +227,10 @@ func (c Config) validateHelperLayout(errs *fielderr.List) {
 	}
 }
 
-// validateSPIFFELayout refuses what the standard's layout fixes: its file
-// names, and one file per trust domain with nothing else in it.
+// validateSPIFFELayout refuses what the standard fixes: its file names,
+// and one file per trust domain with nothing else in it.
 func (c Config) validateSPIFFELayout(errs *fielderr.List) {
-	for _, n := range []struct{ key, value string }{
-		{"cert_file_name", c.CertFileName},
-		{"key_file_name", c.KeyFileName},
-		{"bundle_file_name", c.BundleFileName},
-	} {
+	for _, n := range c.fileNames() {
 		if n.value != "" {
 			errs.Add(n.key, "%q: file names are fixed by the standard (layout %s); they apply only to layout %s", n.value, LayoutSPIFFE, LayoutSPIFFEHelper)
 		}
@@ -325,12 +249,10 @@ func (c Config) validateSPIFFELayout(errs *fielderr.List) {
 // Name identifies the sink in logs, readiness and metrics.
 func (f *Folder) Name() string { return "files:" + f.cfg.Dir }
 
-// SVIDChoice is the configured svid (hint or SPIFFE ID); "" means the
-// default SVID. Readiness uses it to know which serial the folder must hold.
+// SVIDChoice is the configured svid; "" means the default SVID.
 func (f *Folder) SVIDChoice() string { return f.cfg.SVID }
 
-// MinApplyInterval implements rotation.Paced: the folder's
-// MinSwapInterval.
+// MinApplyInterval implements rotation.Paced.
 func (f *Folder) MinApplyInterval() time.Duration { return f.cfg.MinSwapInterval }
 
 // Dir is the folder's absolute path.
@@ -341,25 +263,18 @@ func (f *Folder) InspectConfig(minValidity time.Duration) InspectConfig {
 	return f.cfg.InspectConfig(minValidity)
 }
 
-// InspectConfig is what Inspect needs to read the folder c (defaults
-// applied) writes.
+// InspectConfig is what Inspect needs to read the folder c (defaulted) writes.
 func (c Config) InspectConfig(minValidity time.Duration) InspectConfig {
 	return InspectConfig{Dir: c.Dir, Names: c.names(), MinValidity: minValidity}
 }
 
-// names are the managed names of the folder c (defaults applied) writes.
 func (c Config) names() Names {
 	return Names{Layout: c.Layout, Cert: c.CertFileName, Key: c.KeyFileName, Bundle: c.BundleFileName}
 }
 
 // Apply writes u as a new generation, swaps it in and hands the reload
-// actions their event, without waiting for them (Stats shows how they
-// went). Material whose default leaf is expired or not yet valid is
-// refused and the folder is left untouched. A write error is returned and
-// no action runs. Once ..data names the new generation the set is in
-// place: a stable name that cannot be made after that is logged, counted
-// and returned marked ErrStableName (not swapped again), and the actions
-// still run.
+// actions their event. A failure before ..data names it runs no action; a
+// stable name that cannot be made after is marked ErrStableName.
 func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -372,11 +287,11 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 	now := f.cfg.Now()
 	set, err := f.render(omitExpired(u, f.cfg.OmitExpired, now), now)
 	if err != nil {
-		f.stats.written(err)
+		f.written(err)
 		return err
 	}
 	genDir, err := f.swapInFolder(set, u.Generation, now)
-	f.stats.written(err)
+	f.written(err)
 	if err != nil && !errors.Is(err, ErrStableName) {
 		return err
 	}
@@ -395,10 +310,8 @@ func (f *Folder) Apply(ctx context.Context, u *rotation.Update) error {
 	return err
 }
 
-// RerunActions runs every reload action again for the generation in place
-// (the last one swapped in), with the same rules as after a swap: retries,
-// and no server to reload is not a failure. It is what SIGHUP does. Before
-// the first swap there is nothing to reload and it returns nil.
+// RerunActions runs every reload action again for the generation in place,
+// as after a swap (SIGHUP); before the first swap it does nothing.
 func (f *Folder) RerunActions(ctx context.Context) error {
 	if f.cfg.Reload == nil {
 		return nil
@@ -409,8 +322,8 @@ func (f *Folder) RerunActions(ctx context.Context) error {
 	return nil
 }
 
-// SignalledWithin reports whether one of the folder's signal actions sent
-// its signal less than d ago (reload.Runner).
+// SignalledWithin reports whether a signal action of the folder's fired
+// less than d ago.
 func (f *Folder) SignalledWithin(d time.Duration) bool {
 	return f.cfg.Reload != nil && f.cfg.Reload.SignalledWithin(d)
 }
@@ -419,23 +332,18 @@ func (f *Folder) SignalledWithin(d time.Duration) bool {
 // but a consumer may not have picked it up.
 var ErrReloadAction error = inPlaceError("generation swapped in, reload action failed")
 
-// ErrStableName marks an Apply error that came after ..data was renamed
-// onto the new generation: the set is in place, but a stable name (a
-// directory planted at svid_bundle.pem) could not be made. Swapping the
-// same set in again would only write another copy of the private key and
-// fail the same way.
+// ErrStableName: swapping the set in again would only write another copy
+// of the key and fail the same way (a directory planted at the name).
 var ErrStableName error = inPlaceError("generation swapped in, a stable name could not be made")
 
-// inPlaceError is an error after the set is in place: it wraps
-// rotation.ErrUpdateInPlace, so rotation does not retry the Update.
+// inPlaceError wraps rotation.ErrUpdateInPlace: rotation does not retry.
 type inPlaceError string
 
 func (e inPlaceError) Error() string { return string(e) }
 func (inPlaceError) Unwrap() error   { return rotation.ErrUpdateInPlace }
 
-// swapInFolder opens the folder for one swap, after its start-up
-// clean-up if that could not finish at start (a full or read-only disk):
-// the failed Apply is then retried like any other.
+// swapInFolder runs the start-up clean-up first if it could not finish at
+// start (a full disk): a failure is then retried as any failed Apply.
 func (f *Folder) swapInFolder(set *fileSet, generation uint64, now time.Time) (string, error) {
 	root, err := f.openFolder()
 	if err != nil {
@@ -447,4 +355,35 @@ func (f *Folder) swapInFolder(set *fileSet, generation uint64, now time.Time) (s
 		}
 	}
 	return f.swap(root, set, generation, now)
+}
+
+// Stats are a folder's counters and its reload actions' last results.
+type Stats struct {
+	WriteFailures uint64 // Applies that left the folder as it was
+	LastWriteErr  error  // nil after a successful swap
+	Actions       []reload.ActionStats
+	// ReloadPending is the generation whose actions wait for a run in
+	// progress (a hung consumer); 0 when none waits.
+	ReloadPending uint64
+}
+
+func (f *Folder) written(err error) {
+	f.statsMu.Lock()
+	defer f.statsMu.Unlock()
+	f.writes.LastWriteErr = err
+	if err != nil {
+		f.writes.WriteFailures++
+	}
+}
+
+// Stats returns the folder's counters and last action results.
+func (f *Folder) Stats() Stats {
+	f.statsMu.Lock()
+	s := f.writes
+	f.statsMu.Unlock()
+	if f.cfg.Reload != nil {
+		s.Actions = f.cfg.Reload.Stats()
+		s.ReloadPending = f.cfg.Reload.Pending()
+	}
+	return s
 }

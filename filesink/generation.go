@@ -14,19 +14,17 @@ import (
 )
 
 const (
-	// dataTmpLink is built next to ..data and renamed over it: rename(2) is
-	// the only atomic way to repoint a symlink.
-	dataTmpLink = "..data_tmp"
-	// linkTmpPrefix names the temporary symlink that replaces a stable name.
+	// Temporary links are renamed over ..data and the stable names: rename(2)
+	// is the only atomic way to repoint a symlink.
+	dataTmpLink   = "..data_tmp"
 	linkTmpPrefix = "..link_tmp."
-	// generationTimeFormat has a fixed width so directory names sort by time
-	// even across restarts, when generations start again at 1.
+	// generationTimeFormat has a fixed width so names sort by time across
+	// restarts, when generations start again at 1.
 	generationTimeFormat = "2006_01_02_15_04_05.000000000"
 )
 
-// generationDirName is "..<timestamp>-g<generation>", with a counter added
-// only if that name is taken (a frozen test clock, the same generation
-// written twice).
+// generationDirName is "..<timestamp>-g<generation>", plus a counter if
+// that name is taken.
 func generationDirName(now time.Time, generation uint64, attempt int) string {
 	name := fmt.Sprintf("..%s-g%d", now.UTC().Format(generationTimeFormat), generation)
 	if attempt > 0 {
@@ -35,29 +33,21 @@ func generationDirName(now time.Time, generation uint64, attempt int) string {
 	return name
 }
 
-// generationNamePattern matches every name generationDirName makes, and
-// nothing else: only these directories are ever removed as generations.
+// generationNamePattern matches exactly generationDirName's names: only
+// these are ever removed as generations.
 var generationNamePattern = regexp.MustCompile(`^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d\.\d{9}-g\d+(-\d+)?$`)
 
-// isOwnName reports whether a ".." name in the folder is one the bridge
-// makes: a generation, ..data, a temporary link or the lock file.
+// isOwnName reports whether a ".." name in the folder is one the bridge makes.
 func isOwnName(name string) bool {
 	return name == DataLink || name == dataTmpLink || name == LockFileName ||
 		strings.HasPrefix(name, linkTmpPrefix) || generationNamePattern.MatchString(name)
 }
 
-// hooks lets a test act between the steps of a swap, as a fault or an
-// attacker that can write the folder would. A Folder's hooks are its own,
-// so such tests run in parallel.
+// hooks let a test act between a swap's steps as an attacker would, or
+// fail one as a full disk would (root runs the tests: no permission stops it).
 type hooks struct {
-	// afterMkdir runs right after a directory of a new generation was
-	// created; name is relative to the folder ("..<ts>-g1", "..<ts>-g1/federated").
-	afterMkdir func(name string)
-	// fault, if it returns an error, makes the operation op ("mkdir" of a
-	// generation directory, "create" of a generation file) fail with it
-	// instead of running, as a full or read-only disk would (root, which
-	// runs the tests, is not stopped by permissions).
-	fault func(op, name string) error
+	afterMkdir func(name string) // name is relative to the folder
+	fault      func(op, name string) error
 }
 
 func (f *Folder) afterMkdir(name string) {
@@ -73,15 +63,10 @@ func (f *Folder) fault(op, name string) error {
 	return nil
 }
 
-// swap writes set into a new generation directory, makes it current by
-// renaming a symlink over ..data, points the stable names at it and removes
-// generations older than the previous one. It returns the new directory's
-// name. Everything the consumers can see is fsynced before it returns.
-//
-// Every step goes through root, and the generation's own steps through
-// handles of the directories it created: a uid that can write the folder
-// and swaps a new directory for a link between two steps makes the swap
-// fail; it never leads a create, chown or chmod out of the folder.
+// swap writes set into a new generation, renames a link over ..data onto
+// it, links the stable names and removes older generations, all fsynced.
+// Every step goes through root or a handle it created: a link swapped in
+// meanwhile fails the swap, never leads a create, chown or chmod out.
 func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.Time) (genName string, err error) {
 	genName, err = f.makeGenerationDir(root, now, generation)
 	if err != nil {
@@ -91,9 +76,8 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 	created := genName // a failed swap returns "" as genName
 	swapped := false
 	defer func() {
-		// A half-written generation is never named by ..data; drop it so it
-		// does not pile up. Once swapped in, it is live and must stay. If an
-		// attacker put a link in its place, only the link goes.
+		// An unfinished generation goes (a link put in its place: the link
+		// only); once swapped in, it is live.
 		if err != nil && !swapped {
 			if rerr := root.RemoveAll(created); rerr != nil {
 				f.log.Warn("folder: remove unfinished generation directory", "generation_dir", created, "err", rerr)
@@ -106,8 +90,7 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 	}
 	defer gen.Close()
 	// ..data must name the directory just written, not what an attacker
-	// put at its name meanwhile. (Who can write the folder can still
-	// repoint any link there afterwards; the bridge only never helps.)
+	// put at its name meanwhile.
 	if err := sameDir(root, genName, gen); err != nil {
 		return "", fmt.Errorf("generation directory: %w", err)
 	}
@@ -116,11 +99,9 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 		return "", err
 	}
 	swapped = true
-	// One listing serves both clean-ups below. The previous generation
-	// stays until the next swap: a reader that resolved ..data just before
-	// this swap can still finish its set. Older ones go whatever fails
-	// below, or every failed swap would leave one more directory holding a
-	// private key.
+	// The previous generation stays for readers that resolved ..data
+	// before this swap; older ones go whatever fails below, or each failed
+	// swap would leave one more copy of a private key.
 	entries, lerr := readDirSorted(root, ".")
 	defer func() {
 		for _, name := range f.removeGenerations(root, entries, genName, prev) {
@@ -133,9 +114,8 @@ func (f *Folder) swap(root *os.Root, set *fileSet, generation uint64, now time.T
 	return genName, nil
 }
 
-// writeGeneration fills the generation directory genName, just created,
-// with set, and makes all of it durable, its own entry in the folder
-// included, before ..data may name it. It returns the generation's handle.
+// writeGeneration fills genName with set and makes it durable, its entry
+// in the folder included, before ..data may name it.
 func (f *Folder) writeGeneration(root *os.Root, genName string, set *fileSet) (_ *os.Root, err error) {
 	gen, err := openOwnDir(root, genName, f.cfg.Owner)
 	if err != nil {
@@ -148,10 +128,11 @@ func (f *Folder) writeGeneration(root *os.Root, genName string, set *fileSet) (_
 	}()
 	dirs := map[string]*os.Root{".": gen}
 	for _, sub := range set.dirs {
-		if err := f.fault("mkdir", path.Join(genName, sub)); err != nil {
-			return nil, fmt.Errorf("create generation subdirectory: %w", err)
+		err := f.fault("mkdir", path.Join(genName, sub))
+		if err == nil {
+			err = gen.Mkdir(sub, generationDirMode)
 		}
-		if err := gen.Mkdir(sub, generationDirMode); err != nil {
+		if err != nil {
 			return nil, fmt.Errorf("create generation subdirectory: %w", err)
 		}
 		f.afterMkdir(genName + "/" + sub)
@@ -189,43 +170,35 @@ func (f *Folder) writeGeneration(root *os.Root, genName string, set *fileSet) (_
 	return gen, nil
 }
 
-// linkStableNames points every stable name of set into ..data, removes
-// those the set no longer has (from entries, the folder's listing, which
-// failed with lerr) and makes the folder durable. A name that cannot be
-// made does not stop the others.
+// linkStableNames links set's stable names, removes stale ones (entries is
+// the folder's listing) and fsyncs; one name that fails stops no other.
 func (f *Folder) linkStableNames(root *os.Root, set *fileSet, entries []fs.DirEntry, lerr error) error {
 	want := make(map[string]bool, len(set.files))
 	for _, file := range set.files {
-		want[topName(file.name)] = true
+		top, _, _ := strings.Cut(file.name, "/") // "federated/x.pem": its directory's link
+		want[top] = true
 	}
 	for _, sub := range set.dirs {
 		want[sub] = true
 	}
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(want)) {
-		errs = append(errs, f.reportStableName(name, ensureLink(root, name)))
+		err := ensureLink(root, name)
+		switch {
+		case err == nil:
+			delete(f.unmakeable, name)
+		case !f.unmakeable[name]: // logged once, not on every rotation
+			f.unmakeable[name] = true
+			f.log.Error("folder: a stable name cannot be made; consumers opening it do not get the current generation until what is there is removed",
+				"name", name, "err", err)
+		}
+		errs = append(errs, err)
 	}
 	if lerr != nil {
 		errs = append(errs, fmt.Errorf("list folder: %w", lerr))
 	}
 	errs = append(errs, f.removeStaleNames(root, entries, want), syncDir(root))
 	return errors.Join(errs...)
-}
-
-// reportStableName logs a stable name that cannot be made (a directory
-// someone put there) once, not on every rotation, and passes err on so the
-// sink still counts the failure; it forgets the name once it works again.
-func (f *Folder) reportStableName(name string, err error) error {
-	if err == nil {
-		delete(f.unmakeable, name)
-		return nil
-	}
-	if !f.unmakeable[name] {
-		f.unmakeable[name] = true
-		f.log.Error("folder: a stable name cannot be made; consumers opening it do not get the current generation until what is there is removed",
-			"name", name, "err", err)
-	}
-	return err
 }
 
 func (f *Folder) makeGenerationDir(root *os.Root, now time.Time, generation uint64) (string, error) {
@@ -245,11 +218,9 @@ func (f *Folder) makeGenerationDir(root *os.Root, now time.Time, generation uint
 	return "", fmt.Errorf("create generation directory for generation %d: 100 names taken", generation)
 }
 
-// openOwnDir opens the directory name that was just created in parent and
-// gives it owner and mode through the open handle. The handle must be the
-// very entry now at name, not a link: a uid that can write parent may have
-// renamed the new directory away and put a link (out of the folder, or to
-// another directory in it) in its place, and the chown must not follow it.
+// openOwnDir opens the directory just created at name and sets owner and
+// mode through the handle, which must be the very entry at name: a link an
+// attacker put in its place must not lead the chown.
 func openOwnDir(parent *os.Root, name string, owner *Owner) (_ *os.Root, err error) {
 	d, err := parent.OpenRoot(name)
 	if err != nil {
@@ -263,8 +234,7 @@ func openOwnDir(parent *os.Root, name string, owner *Owner) (_ *os.Root, err err
 			d.Close()
 		}
 	}()
-	// OpenRoot follows a link that stays inside parent: make sure what
-	// was opened is the entry at name itself.
+	// OpenRoot follows a link that stays inside parent.
 	if err := sameDir(parent, name, d); err != nil {
 		return nil, err
 	}
@@ -300,8 +270,7 @@ func sameDir(parent *os.Root, name string, d *os.Root) error {
 	return nil
 }
 
-// replaceSymlink atomically makes name a symlink to target, replacing
-// whatever non-directory is there, via a temporary link renamed over it.
+// replaceSymlink atomically makes name (not a directory) a link to target.
 func replaceSymlink(root *os.Root, tmpName, target, name string) error {
 	if err := root.Remove(tmpName); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove leftover link: %w", err)
@@ -316,12 +285,10 @@ func replaceSymlink(root *os.Root, tmpName, target, name string) error {
 	return nil
 }
 
-// stableTarget is where the stable name points: relative, so the folder
-// can be mounted anywhere (a container sees it at another path).
+// stableTarget is relative so the folder can be mounted anywhere.
 func stableTarget(name string) string { return DataLink + "/" + name }
 
-// ensureLink creates the stable name once and repairs it if it is not the
-// expected symlink (a regular file left by another tool, a wrong target).
+// ensureLink makes name the stable link unless it already is.
 func ensureLink(root *os.Root, name string) error {
 	if target, err := root.Readlink(name); err == nil && target == stableTarget(name) {
 		return nil
@@ -335,10 +302,8 @@ func isStableLink(root *os.Root, name string) bool {
 	return err == nil && strings.HasPrefix(target, DataLink+"/")
 }
 
-// removeStaleNames removes stable names the current generation no longer
-// has: our links into ..data (a trust domain that went away, a renamed
-// file) and, in the spiffe layout, trust bundle files of trust domains that
-// are no longer delivered.
+// removeStaleNames removes our links into ..data that the generation no
+// longer has and, in LayoutSPIFFE, bundle files of trust domains gone.
 func (f *Folder) removeStaleNames(root *os.Root, entries []fs.DirEntry, want map[string]bool) error {
 	for _, e := range entries {
 		name := e.Name()
@@ -363,11 +328,8 @@ func (f *Folder) removeStaleNames(root *os.Root, entries []fs.DirEntry, want map
 	return nil
 }
 
-// removeGenerations removes every generation directory in entries, the
-// folder's listing, except keep and returns the names removed. Only names
-// generationDirName makes are touched: any other ".." entry is someone
-// else's, left alone and logged once. Failures are logged: a leftover
-// directory is untidy, not wrong, and the next swap tries again.
+// removeGenerations removes every generation in entries but keep. A failure
+// is logged: a leftover is untidy, not wrong, and the next swap retries.
 func (f *Folder) removeGenerations(root *os.Root, entries []fs.DirEntry, keep ...string) []string {
 	var removed []string
 	for _, e := range entries {
@@ -376,14 +338,16 @@ func (f *Folder) removeGenerations(root *os.Root, entries []fs.DirEntry, keep ..
 			continue
 		}
 		if !isOwnName(name) {
-			f.reportForeign(name, e.Type())
+			if !f.foreign[name] {
+				f.foreign[name] = true
+				f.log.Info("folder: not ours, left alone", "name", name, "type", kindOf(e.Type()))
+			}
 			continue
 		}
 		if !generationNamePattern.MatchString(name) {
 			continue
 		}
-		// RemoveAll through root: a link at a generation's name goes, its
-		// target stays; nothing below is followed out of the folder.
+		// Through root: a link at the name goes, its target stays.
 		if err := root.RemoveAll(name); err != nil {
 			f.log.Warn("folder: remove old generation directory", "generation_dir", name, "err", err)
 			continue
@@ -391,16 +355,6 @@ func (f *Folder) removeGenerations(root *os.Root, entries []fs.DirEntry, keep ..
 		removed = append(removed, name)
 	}
 	return removed
-}
-
-// reportForeign logs once that a ".." entry the bridge did not make (a
-// user's ..keep/, an operator's file) stays where it is.
-func (f *Folder) reportForeign(name string, typ fs.FileMode) {
-	if f.foreign[name] {
-		return
-	}
-	f.foreign[name] = true
-	f.log.Info("folder: not ours, left alone", "name", name, "type", kindOf(typ))
 }
 
 // kindOf names a file type for a log line or an error.

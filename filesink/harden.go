@@ -12,14 +12,11 @@ import (
 )
 
 // ErrFolderReplaced marks a swap refused because the folder's path no
-// longer names the directory the bridge locked at start: whoever can write
-// a parent renamed it away, and perhaps put a link to another directory in
-// its place. Nothing is written until the path names that directory again.
+// longer names the directory the bridge locked at start.
 var ErrFolderReplaced = errors.New("the folder is no longer the directory the bridge locked at start")
 
-// RefuseWorldWritable is the open folder's world-writable rule for a folder that is not
-// locked yet (nil if dir does not exist: it is created 0755): refused
-// before its lock file is made, a folder gets nothing written into it.
+// RefuseWorldWritable applies the world-writable rule before the lock file
+// is made, so a refused folder gets nothing written; nil if dir is missing.
 func RefuseWorldWritable(dir string, allow bool) error {
 	fi, err := os.Stat(dir)
 	if err != nil {
@@ -28,10 +25,9 @@ func RefuseWorldWritable(dir string, allow bool) error {
 	return worldWritable(dir, fi, allow)
 }
 
-// worldWritable refuses a folder every user may write to (unless
-// allowed): anyone could then plant links or files at the names consumers
-// open, or remove the set. The sticky bit does not help: it stops
-// removal, not the planting of names the bridge has not created yet.
+// worldWritable refuses a folder every user may write to, unless allowed.
+// The sticky bit does not help: it stops removal, not the planting of
+// names the bridge has not created yet.
 func worldWritable(dir string, fi fs.FileInfo, allow bool) error {
 	if fi.Mode().Perm()&0o002 != 0 && !allow {
 		return fmt.Errorf("folder %s is writable by every user (mode %04o), so anyone could replace the credentials; "+
@@ -40,20 +36,15 @@ func worldWritable(dir string, fi fs.FileInfo, allow bool) error {
 	return nil
 }
 
-// FolderLock is a credential folder this process holds: its lock, and a
-// handle of the very directory that was locked. The Folder given it
-// (Config.Lock) writes that directory and no other, whatever happens to
-// the path.
+// FolderLock is a folder's lock and a handle of the very directory locked,
+// which the Folder given it writes whatever happens to the path.
 type FolderLock struct {
 	lock *flock.Lock
 	root *os.Root
 }
 
-// LockFolder makes the folder at dir (created if missing, empty) belong to
-// this process: an exclusive lock on LockFileName in it, taken through the
-// handle the folder is then written through, before any start-up clean-up
-// or write. A second bridge on the folder fails here, naming the holder's
-// pid. The lock needs no free space on the folder's disk.
+// LockFolder makes the folder at dir (created if missing) this process's;
+// a second bridge fails here, naming the holder's pid.
 func LockFolder(dir string) (*FolderLock, error) {
 	root, err := openDir(dir)
 	if err != nil {
@@ -70,12 +61,10 @@ func LockFolder(dir string) (*FolderLock, error) {
 // Path is the lock file's path.
 func (l *FolderLock) Path() string { return l.lock.Path() }
 
-// Replaced describes what was at the lock file's name that was not a
-// bridge's lock file of this uid ("" if nothing): it was removed.
+// Replaced describes what was at the lock file's name and was removed.
 func (l *FolderLock) Replaced() string { return l.lock.Replaced() }
 
-// Release gives the lock and the folder's handle up; call it once the
-// Folder is no longer used.
+// Release gives the lock and the handle up, once the Folder is unused.
 func (l *FolderLock) Release() {
 	l.lock.Release()
 	l.root.Close()
@@ -93,12 +82,8 @@ func openDir(dir string) (*os.Root, error) {
 	return root, nil
 }
 
-// openFolder returns the handle every operation of one Prepare or swap
-// goes through: the directory that was locked (Config.Lock), or else the
-// one found at the first Prepare, held from then on. The path is looked up
-// again only to check that it still names that directory: a parent's
-// owner who renames the folder away and puts a link to /etc in its place
-// must not lead the bridge there.
+// openFolder returns the held handle, after checking that the path still
+// names it: a link to /etc put in its place must not lead the bridge there.
 func (f *Folder) openFolder() (*os.Root, error) {
 	if f.root == nil {
 		root, err := openDir(f.cfg.Dir)
@@ -120,8 +105,7 @@ func (f *Folder) openFolder() (*os.Root, error) {
 	return f.root, nil
 }
 
-// stillAtPath checks that the folder's path, resolved as a consumer
-// resolves it, is the directory the folder holds (held).
+// stillAtPath checks that the path, as a consumer resolves it, is held.
 func (f *Folder) stillAtPath(held fs.FileInfo) error {
 	there, err := os.Stat(f.cfg.Dir)
 	if err == nil && os.SameFile(held, there) {
@@ -139,8 +123,6 @@ func (f *Folder) stillAtPath(held fs.FileInfo) error {
 	return &folderReplacedError{dir: f.cfg.Dir, now: now}
 }
 
-// folderReplacedError is ErrFolderReplaced for one folder, saying what is
-// at its path and what the operator can do.
 type folderReplacedError struct{ dir, now string }
 
 func (e *folderReplacedError) Error() string {
@@ -151,11 +133,8 @@ func (e *folderReplacedError) Error() string {
 
 func (e *folderReplacedError) Unwrap() error { return ErrFolderReplaced }
 
-// warnWritableParents warns once about every directory above the folder
-// that another uid (not root) can write: that uid can rename the folder
-// away and put another directory, or a link, in its place. The bridge then
-// refuses to swap (ErrFolderReplaced) rather than follow, but the
-// consumers stop getting new sets.
+// warnWritableParents warns about directories above the folder another uid
+// can write: it can replace the folder (ErrFolderReplaced, no new sets).
 func (f *Folder) warnWritableParents() {
 	euid := os.Geteuid()
 	child, err := os.Stat(f.cfg.Dir)
@@ -181,9 +160,8 @@ func (f *Folder) warnWritableParents() {
 	}
 }
 
-// writableByOthers names who, besides root and euid, may rename child
-// within dir (fi); "" if nobody. The owner of dir counts whatever its mode
-// (it can chmod); in a sticky directory only child's owner can.
+// writableByOthers names who but root and euid may rename child in dir
+// (fi), "" if nobody; dir's owner counts whatever the mode (it can chmod).
 func writableByOthers(fi, child fs.FileInfo, euid int) string {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	cst, cok := child.Sys().(*syscall.Stat_t)

@@ -1,6 +1,6 @@
 // The names in a credential folder, shared by the writer and the reader:
-// which files each layout writes and reads, the marker that describes a
-// generation, and the link that names the current one.
+// each layout's files, the marker that describes a generation, and the
+// link that names the current one.
 
 package filesink
 
@@ -19,13 +19,10 @@ import (
 type Layout string
 
 const (
-	// SPIFFEHelper writes svid.pem (leaf and intermediates), svid_key.pem
-	// (PKCS#8) and svid_bundle.pem (own trust domain roots), as
-	// spiffe-helper does. It is the default.
+	// LayoutSPIFFEHelper (the default) writes what spiffe-helper does.
 	LayoutSPIFFEHelper Layout = "spiffe-helper"
-	// SPIFFE follows the SPIFFE Filesystem Delivery standard:
-	// credential-bundle.private-key.pem (key, then chain without root) and
-	// one <trust-domain>.spiffe-trust-bundle.pem per trust domain.
+	// LayoutSPIFFE is the SPIFFE Filesystem Delivery standard: the key and
+	// chain in one file, one bundle file per trust domain.
 	LayoutSPIFFE Layout = "spiffe"
 )
 
@@ -35,19 +32,13 @@ const (
 	DefaultKeyFileName    = "svid_key.pem"
 	DefaultBundleFileName = "svid_bundle.pem"
 
-	// MarkerFileName describes the generation in every folder, whatever
-	// the layout, so one can tell what is on disk.
-	MarkerFileName = "sds-bridge.json"
-	// CredentialFileName is the key-and-chain file of SPIFFE.
+	// MarkerFileName describes the generation, in every layout.
+	MarkerFileName     = "sds-bridge.json"
 	CredentialFileName = "credential-bundle.private-key.pem"
-	// TrustBundleSuffix ends every trust bundle file of SPIFFE.
-	TrustBundleSuffix = ".spiffe-trust-bundle.pem"
+	TrustBundleSuffix  = ".spiffe-trust-bundle.pem"
 
-	// FederatedDirName is the directory of federated bundles of
-	// SPIFFEHelper with federated bundles, inside each generation; the
-	// stable name is a link to "..data/federated".
-	FederatedDirName = "federated"
-	// FederatedBundleSuffix ends every file in FederatedDirName.
+	// FederatedDirName holds LayoutSPIFFEHelper's <td>.pem federated bundles.
+	FederatedDirName      = "federated"
 	FederatedBundleSuffix = ".pem"
 
 	// DataLink is the symlink that names the current generation directory.
@@ -55,14 +46,14 @@ const (
 )
 
 // Names are the managed names of one folder: its layout and, for
-// SPIFFEHelper, the three configurable file names.
+// LayoutSPIFFEHelper, the three configurable file names.
 type Names struct {
 	Layout            Layout
-	Cert, Key, Bundle string // SPIFFEHelper only
+	Cert, Key, Bundle string // LayoutSPIFFEHelper only
 }
 
-// WithDefaults fills the layout (SPIFFEHelper) and SPIFFEHelper's file
-// names; an unknown layout is an error.
+// WithDefaults fills the layout and LayoutSPIFFEHelper's file names; an
+// unknown layout is an error.
 func (n Names) WithDefaults() (Names, error) {
 	n.Layout = cmp.Or(n.Layout, LayoutSPIFFEHelper)
 	switch n.Layout {
@@ -77,59 +68,34 @@ func (n Names) WithDefaults() (Names, error) {
 	return n, nil
 }
 
-// certFile holds the certificate chain (in SPIFFE, after the key).
-func (n Names) certFile() string {
+// pick is spiffe in LayoutSPIFFE, helper in LayoutSPIFFEHelper.
+func (n Names) pick(spiffe, helper string) string {
 	if n.Layout == LayoutSPIFFE {
-		return CredentialFileName
+		return spiffe
 	}
-	return n.Cert
+	return helper
 }
 
-// keyFile holds the private key; the same file as CertFile in SPIFFE.
-func (n Names) keyFile() string {
-	if n.Layout == LayoutSPIFFE {
-		return CredentialFileName
-	}
-	return n.Key
-}
+// certFile holds the chain; keyFile the private key (one file in LayoutSPIFFE).
+func (n Names) certFile() string { return n.pick(CredentialFileName, n.Cert) }
+func (n Names) keyFile() string  { return n.pick(CredentialFileName, n.Key) }
 
-// ownBundleFile is the file holding only the SVID's own trust domain's
-// roots, "" when each trust domain has its file (SPIFFE).
-func (n Names) ownBundleFile() string {
-	if n.Layout == LayoutSPIFFE {
-		return ""
-	}
-	return n.Bundle
-}
+// ownBundleFile holds only the own trust domain's roots; "" in LayoutSPIFFE.
+func (n Names) ownBundleFile() string { return n.pick("", n.Bundle) }
 
-// bundleFile is the file a reader finds td's roots in, td being the
-// SVID's own trust domain.
+// bundleFile is where a reader finds own's roots, own being the SVID's
+// trust domain.
 func (n Names) bundleFile(own spiffeid.TrustDomain) string {
-	if n.Layout == LayoutSPIFFE {
-		return trustBundleFile(own)
-	}
-	return n.Bundle
+	return n.pick(n.perTrustDomainFile(own), n.Bundle)
 }
 
-// bundleDir is the directory whose entries name one trust domain's
-// bundle each: the federated directory of SPIFFEHelper, the folder itself
-// in SPIFFE.
-func (n Names) bundleDir() string {
-	if n.Layout == LayoutSPIFFE {
-		return "."
-	}
-	return FederatedDirName
-}
+// bundleDir holds one bundle file per trust domain.
+func (n Names) bundleDir() string { return n.pick(".", FederatedDirName) }
 
-// bundleTrustDomain reports whether name, an entry of BundleDir, is a
-// trust domain's bundle file and whose. Names that do not carry a valid
-// trust domain are not ours.
+// bundleTrustDomain reports whose bundle file name, in bundleDir, is; a
+// name without a valid trust domain is not ours.
 func (n Names) bundleTrustDomain(name string) (spiffeid.TrustDomain, bool) {
-	suffix := FederatedBundleSuffix
-	if n.Layout == LayoutSPIFFE {
-		suffix = TrustBundleSuffix
-	}
-	base, ok := strings.CutSuffix(name, suffix)
+	base, ok := strings.CutSuffix(name, n.pick(TrustBundleSuffix, FederatedBundleSuffix))
 	if !ok || base == "" {
 		return spiffeid.TrustDomain{}, false
 	}
@@ -140,29 +106,21 @@ func (n Names) bundleTrustDomain(name string) (spiffeid.TrustDomain, bool) {
 	return td, true
 }
 
-// perTrustDomainFile is the name, relative to the folder, of td's own
-// bundle file: in BundleDir.
+// perTrustDomainFile is td's bundle file in bundleDir, relative to the folder.
 func (n Names) perTrustDomainFile(td spiffeid.TrustDomain) string {
-	if n.Layout == LayoutSPIFFE {
-		return trustBundleFile(td)
-	}
-	return FederatedDirName + "/" + td.Name() + FederatedBundleSuffix
+	return n.pick(td.Name()+TrustBundleSuffix, FederatedDirName+"/"+td.Name()+FederatedBundleSuffix)
 }
 
-// required are the stable names a consumer of the layout opens, own
-// being the SVID's trust domain.
+// required are the stable names a consumer of the layout opens.
 func (n Names) required(own spiffeid.TrustDomain) []string {
 	if n.Layout == LayoutSPIFFE {
-		return []string{CredentialFileName, trustBundleFile(own)}
+		return []string{CredentialFileName, n.perTrustDomainFile(own)}
 	}
 	return []string{n.Cert, n.Key, n.Bundle}
 }
 
-// trustBundleFile is the SPIFFE file name of td's bundle.
-func trustBundleFile(td spiffeid.TrustDomain) string { return td.Name() + TrustBundleSuffix }
-
 // validFileName keeps configured names inside the folder and away from the
-// names the swap machinery reserves ("..data", generation directories).
+// swap's reserved ".." names.
 func validFileName(name string) error {
 	switch {
 	case name == "":
@@ -184,25 +142,18 @@ type marker struct {
 	Serial     string    `json:"serial"`
 	NotAfter   time.Time `json:"not_after"`
 	WrittenAt  time.Time `json:"written_at"`
-	// SVID is the folder's svid choice when it was written, so that
-	// Prepare can tell a set written for another choice (the config
-	// changed) from current material.
+	// SVID (the folder's choice) and Hint (the SVID's) tell another choice's set.
 	SVID string `json:"svid,omitempty"`
-	// Hint is the Workload API's hint of the SVID written, so that a
-	// folder chosen by hint can be checked against its choice.
 	Hint string `json:"hint,omitempty"`
-	// Layout and the file names make the folder self-describing: `check
-	// --dir` reads what was written, without being told the names.
+	// The layout and file names let `check --dir` read the folder unaided.
 	Layout         Layout `json:"layout,omitempty"`
 	CertFileName   string `json:"cert_file_name,omitempty"`
 	KeyFileName    string `json:"key_file_name,omitempty"`
 	BundleFileName string `json:"bundle_file_name,omitempty"`
 }
 
-// fill completes names from what the marker says the folder was written
-// with: the layout when none is given, and for that same layout the file
-// names not given, if they are plain file names (the folder may be
-// writable by its consumer). A nil marker changes nothing.
+// fill completes names from the marker (nil: nothing), checking file names:
+// the consumer may be able to write the folder.
 func (m *marker) fill(names Names) Names {
 	if m == nil || (names.Layout != "" && names.Layout != m.Layout) {
 		return names

@@ -11,22 +11,11 @@ import (
 	"time"
 )
 
-// Prepare cleans the folder up before the first Update, so that nothing
-// stale is ever reported ready (the seed's incident: a certificate left by
-// a previous pod). It creates the folder if missing and removes:
-//   - the generation behind ..data, as a whole, if its set is not usable;
-//   - files at the managed names (plain files left by another tool such as
-//     spiffe-helper, or our links) that are expired, not yet valid,
-//     malformed, whose key does not match the certificate or whose chain
-//     does not verify against the folder's own trust domain bundle;
-//   - every other generation directory and leftover temporary link.
-//
-// Each removed file is logged with the reason. Valid leftovers stay: they
-// are correct material, and the first Update replaces them. A clean-up
-// the disk did not let finish is marked ErrNotPrepared: the first Apply
-// runs it again. The folder's directory is held from here on (see
-// Config.Lock), and a directory above it that another uid can write is
-// warned about once.
+// Prepare removes, before the first Update, whatever the reader finds
+// stale (a certificate left by a previous pod), so it is never reported
+// ready, and every other generation and temporary link; valid leftovers
+// stay. A clean-up the disk did not let finish is marked ErrNotPrepared
+// and rerun by the first Apply.
 func (f *Folder) Prepare(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -47,23 +36,17 @@ func (f *Folder) Prepare(ctx context.Context) error {
 	return nil
 }
 
-// ErrNotPrepared marks a Prepare that failed on the disk (full, read-only,
-// out of descriptors) rather than on the folder itself: the folder is not
-// refused. Its clean-up runs again before the first swap, and a failure
-// there fails that Apply, which is retried as any failed Apply is; nothing
-// is reported ready meanwhile.
+// ErrNotPrepared marks a Prepare that failed on the disk (full, read-only)
+// rather than on the folder: the folder is not refused.
 var ErrNotPrepared = errors.New("the folder's start-up clean-up did not finish")
 
-// notPreparedError is a clean-up failure, marked ErrNotPrepared.
 type notPreparedError struct{ err error }
 
 func (e *notPreparedError) Error() string   { return e.err.Error() }
 func (e *notPreparedError) Unwrap() []error { return []error{e.err, ErrNotPrepared} }
 
-// prepare is Prepare's clean-up through the folder's handle. It lists the
-// folder once, and checks each set it finds once: the generation behind
-// ..data, and the stable names only when they are not all our links into
-// it (then they are the same set).
+// prepare is Prepare's clean-up. It checks the stable names only when
+// they are not all our links into ..data, whose set it checked already.
 func (f *Folder) prepare(root *os.Root, now time.Time) error {
 	entries, err := readDirSorted(root, ".")
 	if err != nil {
@@ -81,10 +64,8 @@ func (f *Folder) prepare(root *os.Root, now time.Time) error {
 			return err
 		}
 	}
-	// A generation left from before the start is normal after any stop
-	// (the previous one stays for readers until the next swap): Info, not
-	// a warning that would page someone on every restart. The logger
-	// names the folder; the generation is a name inside it.
+	// Normal after any stop (the previous one stays for readers): Info,
+	// not a warning that pages someone on every restart.
 	for _, name := range f.removeGenerations(root, entries, keep) {
 		f.log.Info("folder: removed leftover generation directory", "generation_dir", name)
 	}
@@ -99,9 +80,8 @@ func (f *Folder) prepare(root *os.Root, now time.Time) error {
 	return nil
 }
 
-// linkedIntoData reports whether every name the reader opens in the folder
-// is our link into ..data, the required ones all there: then the folder
-// reads as the generation m was checked from.
+// linkedIntoData reports whether the folder reads as the generation m was
+// checked from: every name the reader opens our link, none missing.
 func (f *Folder) linkedIntoData(root *os.Root, entries []fs.DirEntry, m *Material) bool {
 	linked := map[string]bool{}
 	for _, e := range entries {
@@ -125,11 +105,10 @@ func (f *Folder) linkedIntoData(root *os.Root, entries []fs.DirEntry, m *Materia
 	return true
 }
 
-// removeStaleFiles removes the files at the stable names that the reader
-// finds unusable, as staleNames decides, and the marker with the
-// certificate it describes. It returns the set there if it is usable.
+// removeStaleFiles removes what staleNames decides, and the marker with
+// its certificate. It returns the set there if it is usable.
 func (f *Folder) removeStaleFiles(root *os.Root, now time.Time) (*Material, error) {
-	folder := dirOf(root, f.cfg.Dir)
+	folder := setDir{root: root, path: f.cfg.Dir, borrowed: true}
 	m, findings := checkSet(f.names, folder, readMarker(folder), now, 0)
 	removed := map[string]bool{}
 	for _, fd := range findings {
@@ -145,7 +124,6 @@ func (f *Folder) removeStaleFiles(root *os.Root, now time.Time) (*Material, erro
 		}
 	}
 	if removed[f.names.certFile()] {
-		// The marker describes the certificate that just went away.
 		if _, err := f.removeFile(root, MarkerFileName, "stale-marker", "describes removed material"); err != nil {
 			return nil, err
 		}
@@ -153,12 +131,8 @@ func (f *Folder) removeStaleFiles(root *os.Root, now time.Time) (*Material, erro
 	return m, nil
 }
 
-// staleNames is the deletion policy: what Prepare removes because of a
-// finding. Whatever is at a name but is no file (a FIFO, a device, a huge
-// file, a link out of the folder) goes; a bad certificate or key takes its
-// pair with it, as the two are only good together; a bad bundle file at a
-// stable name goes. A missing or unreadable file, or one that is merely
-// valid for less than wanted, stays: it is not stale.
+// staleNames is the deletion policy: a bad certificate or key takes its
+// pair with it; a missing, unreadable or expiring-soon file is not stale.
 func (f *Folder) staleNames(fd finding) []string {
 	switch {
 	case notAFile(fd.Err.Err):
@@ -171,14 +145,12 @@ func (f *Folder) staleNames(fd finding) []string {
 	case !strings.Contains(fd.Name, "/"):
 		return []string{fd.Name}
 	}
-	// A bundle inside a generation subdirectory: it goes with its
-	// generation, never alone through the stable link.
+	// A bundle in a generation's subdirectory goes with its generation.
 	return nil
 }
 
-// prepareData judges the generation behind ..data as a set and removes it
-// with every link into it (entries) if it is not usable. It returns the
-// name of the generation directory to keep ("" if none) and its set.
+// prepareData removes ..data and every link into it if the generation it
+// names is not usable; else it returns that generation and its set.
 func (f *Folder) prepareData(root *os.Root, entries []fs.DirEntry, now time.Time) (string, *Material, error) {
 	fi, err := root.Lstat(DataLink)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -201,8 +173,7 @@ func (f *Folder) prepareData(root *os.Root, entries []fs.DirEntry, now time.Time
 	return "", nil, f.dropData(root, entries, fi, reason, detail)
 }
 
-// judgeDataLink says why ..data (fi) cannot name a generation of ours, or
-// returns what it names.
+// judgeDataLink says why ..data (fi) cannot name a generation of ours.
 func judgeDataLink(root *os.Root, fi fs.FileInfo) (target, why string, err error) {
 	if fi.Mode()&fs.ModeSymlink == 0 {
 		return "", "not a symlink", nil
@@ -210,13 +181,11 @@ func judgeDataLink(root *os.Root, fi fs.FileInfo) (target, why string, err error
 	if target, err = root.Readlink(DataLink); err != nil {
 		return "", "", fmt.Errorf("read %s: %w", DataLink, err)
 	}
-	// Only a generation directory inside the folder is ours to judge and
-	// delete; a link elsewhere is dropped but its target left alone.
+	// A link elsewhere is dropped, its target left alone.
 	if !strings.HasPrefix(target, "..") || strings.ContainsRune(target, '/') {
 		return target, fmt.Sprintf("points outside the folder (%s)", target), nil
 	}
-	// Lstat: a "generation" that is itself a link (out of the folder) is
-	// not one of ours.
+	// Lstat: a "generation" that is itself a link is not ours.
 	switch st, err := root.Lstat(target); {
 	case err != nil:
 		return target, fmt.Sprintf("points at a missing generation (%s)", target), nil
@@ -227,9 +196,7 @@ func judgeDataLink(root *os.Root, fi fs.FileInfo) (target, why string, err error
 }
 
 // judgeGeneration says why the generation target cannot stay current
-// (reason "" when it can): its set is not usable, or it is not of the
-// svid choice now configured, as the reader's checkSVID judges it —
-// valid, but a consumer must not be told it is ready on another identity.
+// ("" when it can): its set is not usable, or of another svid choice.
 func (f *Folder) judgeGeneration(root *os.Root, target string, now time.Time) (m *Material, reason, detail string) {
 	gen := openSetDir(root, target, filepath.Join(f.cfg.Dir, target))
 	defer gen.Close()
@@ -244,10 +211,8 @@ func (f *Folder) judgeGeneration(root *os.Root, target string, now time.Time) (m
 	return m, "", ""
 }
 
-// dropData removes every stable link and then ..data (fi). Links go first
-// so that no stable name is ever left pointing into a generation that is
-// half deleted; Prepare's removeGenerations deletes the generation
-// directory itself.
+// dropData removes every stable link, then ..data (fi): no stable name is
+// left pointing into a half-deleted generation.
 func (f *Folder) dropData(root *os.Root, entries []fs.DirEntry, fi fs.FileInfo, reason, detail string) error {
 	for _, e := range entries {
 		if e.Type()&fs.ModeSymlink != 0 && isStableLink(root, e.Name()) {
@@ -268,8 +233,7 @@ func (f *Folder) dropData(root *os.Root, entries []fs.DirEntry, fi fs.FileInfo, 
 	return err
 }
 
-// removeTempLinks drops the temporary links a crash in the middle of a swap
-// can leave behind.
+// removeTempLinks drops the temporary links an interrupted swap leaves.
 func (f *Folder) removeTempLinks(root *os.Root, entries []fs.DirEntry) error {
 	for _, e := range entries {
 		name := e.Name()
@@ -283,13 +247,12 @@ func (f *Folder) removeTempLinks(root *os.Root, entries []fs.DirEntry) error {
 	return nil
 }
 
-// removeFile removes name (a file or a link, never a directory) and logs
-// one line naming it and why. It reports whether something was removed.
+// removeFile removes name (never a directory) and logs why. It reports
+// whether something was removed.
 func (f *Folder) removeFile(root *os.Root, name, reason, detail string) (bool, error) {
 	path := filepath.Join(f.cfg.Dir, name)
 	if fi, err := root.Lstat(name); err == nil && fi.IsDir() {
-		// A directory at a managed name is not ours to delete; the swap
-		// reports the name it cannot make.
+		// Not ours to delete; the swap reports the name it cannot make.
 		return false, nil
 	}
 	err := root.Remove(name)

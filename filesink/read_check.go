@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -18,20 +20,15 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/certcheck"
 )
 
-// finding is one problem checkSet found, with what a caller needs to decide
-// what to do about it.
+// finding is one problem checkSet found.
 type finding struct {
-	Err *MaterialError
-	// Name is the file, relative to the set's directory.
-	Name string
+	Err  *MaterialError
+	Name string // relative to the set's directory
 }
 
-// checkSet reads the set of files in dir, named by names, and returns it, or
-// every problem found, the one a consumer would hit first in front.
-// Checks stop at the first problem of the certificate itself: an expired
-// certificate is not also reported as unverifiable. written is the marker
-// in dir (nil if none): it gives Material.Generation if it describes the
-// certificate.
+// checkSet returns the set in dir, or every problem, the one a consumer
+// hits first in front; an expired certificate is not also unverifiable.
+// written, dir's marker, gives Material.Generation.
 func checkSet(names Names, dir setDir, written *marker, now time.Time, minValidity time.Duration) (*Material, []finding) {
 	c := &checker{names: names, dir: dir}
 	s := set{bundles: map[spiffeid.TrustDomain][]*x509.Certificate{}}
@@ -47,7 +44,7 @@ func checkSet(names Names, dir setDir, written *marker, now time.Time, minValidi
 	return m, nil
 }
 
-// set is what a checker read, before any verification.
+// set is what a checker read, before verification.
 type set struct {
 	certPath, keyPath string
 	certs             []*x509.Certificate
@@ -55,7 +52,6 @@ type set struct {
 	bundles           map[spiffeid.TrustDomain][]*x509.Certificate
 }
 
-// checker collects the findings of one checkSet.
 type checker struct {
 	names    Names
 	dir      setDir
@@ -67,7 +63,7 @@ func (c *checker) add(name string, r *Reason, detail string, cause error) {
 	c.findings = append(c.findings, finding{Err: err, Name: name})
 }
 
-// read reads name; a problem is a finding and ok is false.
+// read reads name; a problem is a finding.
 func (c *checker) read(name string) (data []byte, path string, ok bool) {
 	path = c.dir.join(name)
 	data, err := c.dir.read(name)
@@ -75,7 +71,6 @@ func (c *checker) read(name string) (data []byte, path string, ok bool) {
 	case errors.Is(err, fs.ErrNotExist):
 		c.add(name, ErrMissing, "missing file "+path, err)
 	case notAFile(err):
-		// A FIFO, device or huge file planted at a managed name.
 		c.add(name, ErrMalformed, fmt.Sprintf("cannot read %s: %v", path, err), err)
 	case err != nil:
 		c.add(name, ErrUnreadable, fmt.Sprintf("cannot read %s: %v", path, err), err)
@@ -83,14 +78,13 @@ func (c *checker) read(name string) (data []byte, path string, ok bool) {
 	return data, path, err == nil
 }
 
-// readCredential reads the chain and the key: one file (key, then chain)
-// or two.
+// readCredential reads the chain and the key: one file or two.
 func (c *checker) readCredential(s *set) {
 	certFile, keyFile := c.names.certFile(), c.names.keyFile()
+	var err error
 	if certFile == keyFile {
 		if data, path, ok := c.read(certFile); ok {
 			s.certPath, s.keyPath = path, path
-			var err error
 			if s.certs, s.key, err = certcheck.ParseCredential(data); err != nil {
 				c.add(certFile, ErrMalformed, fmt.Sprintf("%s: cannot parse key and chain: %v", path, err), err)
 			}
@@ -99,24 +93,20 @@ func (c *checker) readCredential(s *set) {
 	}
 	if data, path, ok := c.read(certFile); ok {
 		s.certPath = path
-		var err error
 		if s.certs, err = certcheck.ParseCerts(data); err != nil {
 			c.add(certFile, ErrMalformed, fmt.Sprintf("%s: cannot parse certificate chain: %v", path, err), err)
 		}
 	}
 	if data, path, ok := c.read(keyFile); ok {
 		s.keyPath = path
-		var err error
 		if s.key, err = certcheck.ParseKey(data); err != nil {
 			c.add(keyFile, ErrMalformed, fmt.Sprintf("%s: cannot parse private key: %v", path, err), err)
 		}
 	}
 }
 
-// readBundles reads the own trust domain's bundle file, if the layout has
-// one, and every per-trust-domain bundle file. A per-trust-domain file
-// that cannot be read (a dangling link) is the same as none; the own
-// trust domain's roots come from the own bundle file when there is one.
+// readBundles reads the own bundle file, which wins, and every per-trust-
+// domain file; one that cannot be read (a dangling link) is none.
 func (c *checker) readBundles(s *set) {
 	if own := c.names.ownBundleFile(); own != "" {
 		if data, path, ok := c.read(own); ok {
@@ -152,9 +142,8 @@ func (c *checker) readBundles(s *set) {
 	}
 }
 
-// verify checks the set as a consumer would: an X.509-SVID within its
-// validity window, its key, its chain against its own trust domain's
-// bundle, and at least minValidity left.
+// verify checks the set as a consumer would: an X.509-SVID in its validity
+// window, its key, its chain, and at least minValidity left.
 func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Material {
 	if len(s.certs) == 0 {
 		return nil
@@ -195,9 +184,8 @@ func (c *checker) verify(s *set, now time.Time, minValidity time.Duration) *Mate
 		TrustDomains: slices.SortedFunc(maps.Keys(s.bundles), spiffeid.TrustDomain.Compare)}
 }
 
-// verifyChain checks the chain against td's bundle; without the bundle
-// the chain cannot be verified, which at start-up is as bad as a chain
-// that does not verify.
+// verifyChain checks the chain against td's bundle; no bundle is as bad as
+// a chain that does not verify.
 func (c *checker) verifyChain(s *set, td spiffeid.TrustDomain, what string, now time.Time) bool {
 	credential := c.names.certFile()
 	bundleName := c.names.bundleFile(td)
@@ -214,4 +202,65 @@ func (c *checker) verifyChain(s *set, td spiffeid.TrustDomain, what string, now 
 		return false
 	}
 	return true
+}
+
+// maxFileSize: a real set is a few KiB; a planted link to /dev/zero must
+// not exhaust memory.
+const maxFileSize = 1 << 20
+
+// setDir is a directory a set is read from: a handle that keeps every read
+// inside it (or err), and its path for messages.
+type setDir struct {
+	root     *os.Root
+	err      error
+	path     string
+	borrowed bool // root is someone else's to close
+}
+
+// openSetDir opens name inside parent, or the path name if parent is nil.
+func openSetDir(parent *os.Root, name, path string) setDir {
+	d := setDir{path: path}
+	if parent == nil {
+		d.root, d.err = os.OpenRoot(name)
+	} else {
+		d.root, d.err = parent.OpenRoot(name)
+	}
+	return d
+}
+
+func (d setDir) Close() {
+	if d.root != nil && !d.borrowed {
+		d.root.Close()
+	}
+}
+
+func (d setDir) join(name string) string { return filepath.Join(d.path, name) }
+
+func (d setDir) read(name string) ([]byte, error) {
+	if d.root == nil {
+		return nil, d.err
+	}
+	return readIn(d.root, name, maxFileSize)
+}
+
+// readDir lists the directory name, sorted; nothing if it cannot be read.
+func (d setDir) readDir(name string) []fs.DirEntry {
+	if d.root == nil {
+		return nil
+	}
+	entries, _ := readDirSorted(d.root, name)
+	return entries
+}
+
+func (d setDir) stat(name string) error {
+	if d.root == nil {
+		return d.err
+	}
+	_, err := d.root.Stat(name)
+	return err
+}
+
+// notAFile reports a FIFO, device, huge file or link out of the folder.
+func notAFile(err error) bool {
+	return errors.Is(err, errNotRegular) || errors.Is(err, errTooLarge) || errors.Is(err, errOutside)
 }

@@ -1,8 +1,6 @@
-// The reader (read_*.go): a credential folder read as its consumer would
-// read it, and whether the set in it is usable: the readiness check behind
-// `wait`, `check`, the admin's /readyz and /status, and the start-up
-// clean-up of Prepare. It only reads, and uses none of the writer's code
-// (TestTheFolderReaderDoesNotUseTheWriter, in internal/bridge).
+// The reader (read_*.go): a folder read as its consumer reads it, behind
+// `wait`, `check`, /readyz, /status and Prepare. It uses none of the
+// writer's code (TestTheFolderReaderDoesNotUseTheWriter).
 
 package filesink
 
@@ -22,40 +20,29 @@ import (
 // InspectConfig tells Inspect where and what to read.
 type InspectConfig struct {
 	Dir string
-	// Names left empty are what the folder's marker says it was written
-	// with, else LayoutSPIFFEHelper and its default names.
+	// Names left empty are the marker's, else the defaults.
 	Names
-	// CheckSVID makes Inspect require the SVID the folder is configured
-	// for: SVID (files[].svid, a hint or a SPIFFE ID), or when that is
-	// empty DefaultSVIDHint (workload_api.default_svid_hint). A SPIFFE ID
-	// is compared with the certificate; a hint with the marker, which
-	// records the hint of the SVID written and the choice it was written
-	// for.
+	// CheckSVID requires SVID, or if empty DefaultSVIDHint: a SPIFFE ID is
+	// compared with the certificate, a hint with the marker's.
 	CheckSVID             bool
 	SVID, DefaultSVIDHint string
-	// MinValidity is how long the leaf must still be valid (0: not expired).
-	MinValidity time.Duration
-	// Now defaults to the current time.
-	Now time.Time
+	MinValidity           time.Duration // how long the leaf must still be valid
+	Now                   time.Time     // default: time.Now()
 }
 
 // Material describes a usable set found by Inspect.
 type Material struct {
-	// Dir is the directory the set was read from: the generation directory
-	// behind ..data, or the folder itself when there is no ..data.
-	Dir        string
-	SPIFFEID   spiffeid.ID
-	Serial     string // hexadecimal, as in the marker
-	NotBefore  time.Time
-	NotAfter   time.Time
-	Generation uint64 // from the marker; 0 if none describes this certificate
-	// TrustDomains are the trust domains whose bundles are in the set.
-	TrustDomains []spiffeid.TrustDomain
+	Dir          string // the generation behind ..data, else the folder
+	SPIFFEID     spiffeid.ID
+	Serial       string // hexadecimal, as in the marker
+	NotBefore    time.Time
+	NotAfter     time.Time
+	Generation   uint64                 // from the marker; 0 if none describes this certificate
+	TrustDomains []spiffeid.TrustDomain // whose bundles are in the set
 }
 
-// Inspect reads the set in a credential folder — through ..data resolved
-// once if present, else the plain files — and checks it as a consumer
-// would. The error is a *MaterialError whose message is one line.
+// Inspect checks the set in a folder (through ..data, resolved once) as a
+// consumer would. The error is a *MaterialError.
 func Inspect(cfg InspectConfig) (*Material, error) {
 	if cfg.Now.IsZero() {
 		cfg.Now = time.Now()
@@ -82,8 +69,7 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 		}
 	}
 	if set.path != folder.path {
-		// Consumers open the stable names, not ..data: a set that is
-		// complete but not linked yet (or any more) is not ready for them.
+		// Consumers open the stable names: a set not linked is not ready.
 		for _, name := range names.required(m.SPIFFEID.TrustDomain()) {
 			if err := folder.stat(name); err != nil {
 				return nil, &MaterialError{Reason: ErrMissing, Path: folder.join(name), Err: err,
@@ -94,9 +80,8 @@ func Inspect(cfg InspectConfig) (*Material, error) {
 	return m, nil
 }
 
-// folderError says what is wrong with the folder itself: a folder that is
-// not there is not "missing file …/svid.pem", which sends an operator
-// looking for one file when nothing has written the folder at all.
+// folderError names the folder, not "missing file …/svid.pem", when the
+// folder itself cannot be read.
 func folderError(dir string, err error) *MaterialError {
 	e := &MaterialError{Reason: ErrMissing, Path: dir, Err: err}
 	switch {
@@ -111,8 +96,8 @@ func folderError(dir string, err error) *MaterialError {
 	return e
 }
 
-// current is the generation directory ..data names, resolved once, or the
-// folder itself when there is no ..data. Close it: it does not close d.
+// current is the generation ..data names, else d itself. Close it; it
+// does not close d.
 func (d setDir) current() setDir {
 	if d.root == nil {
 		return setDir{path: d.path, err: d.err}
@@ -127,8 +112,7 @@ func (d setDir) current() setDir {
 	return openSetDir(d.root, target, filepath.Join(d.path, target))
 }
 
-// readMarker is the marker in dir, nil if there is none or it cannot be
-// read.
+// readMarker is the marker in dir, nil if it cannot be read.
 func readMarker(dir setDir) *marker {
 	var m marker
 	data, err := dir.read(MarkerFileName)
@@ -138,9 +122,8 @@ func readMarker(dir setDir) *marker {
 	return &m
 }
 
-// checkSVID tells a valid set of another identity from the configured
-// one: after a config change, or a folder shared by mistake, a consumer
-// must not start on it.
+// checkSVID refuses a valid set of another identity than configured (a
+// config change, a folder shared by mistake).
 func checkSVID(cfg InspectConfig, m *Material, set setDir, written *marker) *MaterialError {
 	path := set.join(MarkerFileName)
 	if written != nil && written.Serial != m.Serial {

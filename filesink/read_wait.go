@@ -6,19 +6,15 @@ import (
 	"time"
 )
 
-// waitPoll is how often Wait looks at the folders again when it cannot be
-// told of changes; it runs only while a consumer is starting, never inside
-// the daemon. With change notification (inotify) Wait looks again on every
-// change, and only every waitPollNotified for what no file event announces
-// (a leaf whose NotBefore is still ahead).
+// Wait's tick without change notification, and with it for what no event
+// announces (a NotBefore still ahead).
 const (
 	waitPoll         = 200 * time.Millisecond
 	waitPollNotified = time.Second
 )
 
-// InspectAll inspects every folder at one instant. Each line says what a
-// folder holds (naming the folder when there are several); the error is
-// the first folder's problem, after its path.
+// InspectAll inspects every folder at one instant: a line per folder (named
+// when there are several), or the first folder's problem after its path.
 func InspectAll(cfgs []InspectConfig) (lines []string, err error) {
 	now := time.Now()
 	for _, cfg := range cfgs {
@@ -27,7 +23,8 @@ func InspectAll(cfgs []InspectConfig) (lines []string, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", cfg.Dir, err)
 		}
-		line := m.describe(now)
+		line := fmt.Sprintf("%s serial %s valid until %s (%s left), generation %d",
+			m.SPIFFEID, m.Serial, m.NotAfter.UTC().Format(time.RFC3339), m.NotAfter.Sub(now).Round(time.Second), m.Generation)
 		if len(cfgs) > 1 {
 			line = cfg.Dir + ": " + line
 		}
@@ -36,14 +33,8 @@ func InspectAll(cfgs []InspectConfig) (lines []string, err error) {
 	return lines, nil
 }
 
-func (m *Material) describe(now time.Time) string {
-	return fmt.Sprintf("%s serial %s valid until %s (%s left), generation %d",
-		m.SPIFFEID, m.Serial, m.NotAfter.UTC().Format(time.RFC3339), m.NotAfter.Sub(now).Round(time.Second), m.Generation)
-}
-
-// Wait inspects the folders until every one is usable, and returns
-// InspectAll's lines; when ctx ends first, it returns the last problem.
-// A single folder is looked at again on every change inotify reports.
+// Wait returns InspectAll's lines once every folder is usable, or the last
+// problem when ctx ends. A single folder is watched for changes.
 func Wait(ctx context.Context, cfgs []InspectConfig) ([]string, error) {
 	poll := waitPoll
 	var changes <-chan struct{}

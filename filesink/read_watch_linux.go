@@ -9,16 +9,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// folderChangeMask is every change that can make a folder ready: the
-// bridge's ..data swap and link renames, and plain files another tool
-// writes, renames, chmods or removes.
+// folderChangeMask is every change that can make a folder ready: a swap,
+// or files another tool writes, renames, chmods or removes.
 const folderChangeMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM | unix.IN_CLOSE_WRITE |
 	unix.IN_ATTRIB | unix.IN_DELETE | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
 
-// folderWatch tells, from inotify, that something changed in a credential
-// folder, so that Wait looks again at once instead of on its next tick.
-// While the folder does not exist its parent is watched, and the folder is
-// added as soon as it appears.
+// folderWatch tells Wait that a folder changed (inotify). The parent is
+// watched too, so the folder is added as soon as it appears.
 type folderWatch struct {
 	dir     string
 	f       *os.File
@@ -26,14 +23,12 @@ type folderWatch struct {
 	done    chan struct{}
 }
 
-// watchFolderChanges starts watching dir. Changes is signalled (and
-// coalesced) on every event; stop ends the watch.
+// watchFolderChanges signals changes, coalesced, until stop.
 func watchFolderChanges(dir string) (changes <-chan struct{}, stop func(), err error) {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		return nil, nil, fmt.Errorf("inotify: %w", err)
 	}
-	// The parent sees the folder created or renamed into place.
 	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(dir), unix.IN_CREATE|unix.IN_MOVED_TO|unix.IN_ONLYDIR); err != nil {
 		unix.Close(fd)
 		return nil, nil, fmt.Errorf("inotify: watch %s: %w", filepath.Dir(dir), err)
@@ -49,9 +44,7 @@ func watchFolderChanges(dir string) (changes <-chan struct{}, stop func(), err e
 	}, nil
 }
 
-// addFolder watches the folder itself once it exists; adding the same
-// directory again is harmless. Control keeps the descriptor open for the
-// call.
+// addFolder watches the folder once it exists; adding it twice is harmless.
 func (w *folderWatch) addFolder() {
 	rc, err := w.f.SyscallConn()
 	if err != nil {

@@ -6,17 +6,17 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
-	"strings"
+	"slices"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sds-bridge/sds-bridge/internal/certcheck"
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// genFile is one file of a generation; its name may have one directory
-// level.
+// genFile is one file of a generation; its name may have one directory.
 type genFile struct {
 	name string
 	data []byte
@@ -26,26 +26,20 @@ type genFile struct {
 // fileSet is everything one Update puts into a folder.
 type fileSet struct {
 	files []genFile // including the marker
-	// dirs are subdirectories created in the generation even when empty
-	// (federated/ with no federation yet: consumers may point at it).
+	// dirs are made even when empty: consumers may point at federated/.
 	dirs   []string
 	marker marker
 }
 
-// render turns u into the files of the layout. It refuses material that
-// must never reach a consumer: no SVID matching the folder's svid choice,
-// or a leaf that is expired or not yet valid at write time. The rest of
-// the Update's shape (an SVID, a certificate, the own bundle) is
-// rotation.NewUpdate's promise, and the names were validated with the
-// Config.
+// render turns u into the layout's files. It refuses what must never
+// reach a consumer; the rest of the Update's shape is rotation.NewUpdate's
+// promise.
 func (f *Folder) render(u *rotation.Update, now time.Time) (*fileSet, error) {
 	svid, err := chooseSVID(f.cfg.SVID, u, now)
 	if err != nil {
 		return nil, err
 	}
 	leaf := svid.Certificates[0]
-	// The layout's file names are empty but for LayoutSPIFFEHelper
-	// (Config.Validate).
 	set := &fileSet{marker: marker{
 		Generation: u.Generation, SPIFFEID: svid.ID.String(), Serial: leaf.SerialNumber.Text(16),
 		NotAfter: leaf.NotAfter.UTC(), WrittenAt: now.UTC(), SVID: f.cfg.SVID, Hint: svid.Hint,
@@ -62,10 +56,8 @@ func (f *Folder) render(u *rotation.Update, now time.Time) (*fileSet, error) {
 	return set, nil
 }
 
-// chooseSVID is the SVID the folder is configured for (the default one
-// unless choice names another), if its leaf is valid at now: checked again
-// at write time, as a retried Update may have expired since rotation
-// accepted it.
+// chooseSVID is the configured SVID if its leaf is valid at now: a retried
+// Update may have expired since rotation accepted it.
 func chooseSVID(choice string, u *rotation.Update, now time.Time) (*x509svid.SVID, error) {
 	svid := u.DefaultSVID()
 	if choice != "" {
@@ -84,10 +76,8 @@ func chooseSVID(choice string, u *rotation.Update, now time.Time) (*x509svid.SVI
 	return svid, nil
 }
 
-// files PEM-encodes what the layout distributes, with each file's mode:
-// the key, the chain (leaf plus intermediates: a root the Workload API
-// might include belongs in the bundle files only), and every trust
-// domain's roots. dirs are made even when empty.
+// files PEM-encodes the key, the chain (a root the Workload API includes
+// belongs in bundle files only) and the trust domains' roots.
 func (f *Folder) files(svid *x509svid.SVID, u *rotation.Update) (files []genFile, dirs []string, err error) {
 	der, err := x509.MarshalPKCS8PrivateKey(svid.PrivateKey)
 	if err != nil {
@@ -105,11 +95,10 @@ func (f *Folder) files(svid *x509svid.SVID, u *rotation.Update) (files []genFile
 	certMode, keyMode := f.cfg.CertMode, f.cfg.KeyMode
 	if f.names.Layout == LayoutSPIFFE {
 		files = []genFile{{name: CredentialFileName, data: append(key, chain...), mode: keyMode}}
-		// One file per trust domain, never concatenated: the standard lets
-		// a consumer pick the trust domains it accepts by file name.
+		// Never concatenated: a consumer picks trust domains by file name.
 		for _, b := range u.Bundles {
 			if len(b.X509Authorities()) > 0 {
-				files = append(files, genFile{name: trustBundleFile(b.TrustDomain()), data: encodeCerts(b.X509Authorities()), mode: certMode})
+				files = append(files, genFile{name: f.names.perTrustDomainFile(b.TrustDomain()), data: encodeCerts(b.X509Authorities()), mode: certMode})
 			}
 		}
 		return files, nil, nil
@@ -136,13 +125,6 @@ func (f *Folder) files(svid *x509svid.SVID, u *rotation.Update) (files []genFile
 	return files, dirs, nil
 }
 
-// topName is the name in the folder that makes name reachable: the name
-// itself, or for "federated/x.pem" its directory's link.
-func topName(name string) string {
-	dir, _, _ := strings.Cut(name, "/")
-	return dir
-}
-
 func encodeCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
@@ -153,4 +135,31 @@ func encodeCerts(certs []*x509.Certificate) []byte {
 		out = append(out, encodeCert(c)...)
 	}
 	return out
+}
+
+// omitExpired is u without certificates expired at now in the chains and
+// bundles, as spiffe-helper's omit_expired: some consumers refuse a CA file
+// with an old CA SPIRE has not pruned yet. Leaves stay (chooseSVID refuses
+// an expired one). u is shared with every sink and not changed.
+func omitExpired(u *rotation.Update, on bool, now time.Time) *rotation.Update {
+	if !on {
+		return u
+	}
+	out := *u
+	out.SVIDs = make([]*x509svid.SVID, len(u.SVIDs))
+	for i, s := range u.SVIDs {
+		c := *s
+		c.Certificates = append(s.Certificates[:1:1], unexpired(s.Certificates[1:], now)...)
+		out.SVIDs[i] = &c
+	}
+	out.Bundles = make([]*x509bundle.Bundle, len(u.Bundles))
+	for i, b := range u.Bundles {
+		out.Bundles[i] = x509bundle.FromX509Authorities(b.TrustDomain(), unexpired(b.X509Authorities(), now))
+	}
+	return &out
+}
+
+// unexpired uses spiffe-helper's test, now.After(cert.NotAfter).
+func unexpired(certs []*x509.Certificate, now time.Time) []*x509.Certificate {
+	return slices.DeleteFunc(slices.Clone(certs), func(c *x509.Certificate) bool { return now.After(c.NotAfter) })
 }
