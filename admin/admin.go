@@ -321,9 +321,14 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	return nil
 }
 
+// Paths are the endpoints served, as the index and the logs list them.
+func (s *Server) Paths() string {
+	return s.cfg.LivenessPath + " " + s.cfg.ReadinessPath + " /metrics /status"
+}
+
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintln(w, "sds-bridge admin:", s.cfg.LivenessPath, s.cfg.ReadinessPath, "/metrics /status")
+	fmt.Fprintln(w, "sds-bridge admin:", s.Paths())
 }
 
 func (s *Server) livez(w http.ResponseWriter, _ *http.Request) {
