@@ -60,11 +60,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var common commonFlags
 	var dev devFlags
 	dev.register(fs)
-	log, err := common.parse(fs, args, stderr)
-	if err != nil {
-		return err
-	}
-	return common.finish(runDevBridge(ctx, &common, &dev, log, stdout))
+	return common.run(fs, args, stderr, func(log *slog.Logger) error { return runDevBridge(ctx, &common, &dev, log, stdout) })
 }
 
 func runDevBridge(ctx context.Context, common *commonFlags, dev *devFlags, log *slog.Logger, stdout io.Writer) error {
@@ -81,9 +77,6 @@ func runDevBridge(ctx context.Context, common *commonFlags, dev *devFlags, log *
 		return err
 	}
 	cfg, err := common.loadUntil(ctx, log, func(c *config.Config) { devDefaults(c, home, wlSocket, common.layout) })
-	if errors.Is(err, errStoppedLoading) {
-		return nil
-	}
 	if err != nil {
 		return err
 	}

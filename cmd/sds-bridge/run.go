@@ -25,30 +25,25 @@ type commonFlags struct {
 	logFormat  string
 	logLevel   string
 	admin      optionalString
-	// once writes every folder once and exits (runOnce); the converted
-	// config of a helper.conf with daemon_mode = false sets it too.
+	// once is --once, or a converted helper.conf's daemon_mode = false.
 	once bool
-	// program is what follows "--": the program to supervise
-	// (supervise.command), over the config's.
+	// program is what follows "--" (supervise.command).
 	program []string
 
-	// spiffeHelperConfig is a helper.conf converted on the fly, instead of
-	// configFile; its notes go to stderr.
+	// spiffeHelperConfig is a helper.conf converted on the fly, instead
+	// of configFile, with its notes on stderr and owner over its files.
 	spiffeHelperConfig string
 	stderr             io.Writer
-	// owner (--owner, with spiffeHelperConfig only) owns the files.
-	owner ownerFlag
+	owner              ownerFlag
 
-	// limit is the logger's handler: it bounds repeated lines and is
-	// closed (pending counts written) when the command ends.
-	limit *loglimit.Handler
-	// format is the handler under limit, for the last line: the error
-	// that stops the bridge, in the format of every other line.
+	// limit is the logger's handler (repeated lines bounded), closed when
+	// the command ends; format is the one under it, for the last line.
+	limit  *loglimit.Handler
 	format slog.Handler
 }
 
-// optionalString is a string flag that knows whether it was given, so that
-// --admin "" (off) differs from no --admin (the config's or the default).
+// optionalString is a string flag that knows whether it was given:
+// --admin "" (off) differs from no --admin.
 type optionalString struct {
 	value string
 	set   bool
@@ -76,7 +71,7 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 }
 
 // load reads the config file (if any), applies the flags over it, then
-// defaults and validates the result.
+// defaults and validates it.
 func (c *commonFlags) load(then func(*config.Config)) (*config.Config, error) {
 	if c.configFile != "" && c.spiffeHelperConfig != "" {
 		return nil, errors.New("--config and --spiffe-helper-config: give only one")
@@ -120,15 +115,13 @@ func (c *commonFlags) load(then func(*config.Config)) (*config.Config, error) {
 	return cfg, nil
 }
 
-// errStoppedLoading is a SIGTERM or SIGINT that came while the config was
-// being read: the bridge exits 0 at once, having started nothing.
+// errStoppedLoading is a stop that came while the config was being read:
+// the bridge exits 0 at once, having started nothing (see finish).
 var errStoppedLoading = errors.New("stopped before the config was read")
 
-// loadUntil is load, unless ctx ends first (the bridge caught SIGTERM or
-// SIGINT): then it logs and returns errStoppedLoading at once. A config
-// that is slow to read — a pipe whose writer hangs, a file on a stuck
-// mount — must not make the bridge deaf to a stop; the abandoned read ends
-// with the process.
+// loadUntil is load, unless ctx ends first: a config slow to read (a pipe
+// whose writer hangs, a stuck mount) must not make the bridge deaf to a
+// stop; the abandoned read ends with the process.
 func (c *commonFlags) loadUntil(ctx context.Context, log *slog.Logger, then func(*config.Config)) (*config.Config, error) {
 	type loaded struct {
 		cfg *config.Config
@@ -167,11 +160,13 @@ func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
 }
 
 // finish ends run or dev with err: the counts of suppressed lines are
-// written, and with --log-format json the error that stops the bridge is
-// a JSON line like every other (main then prints nothing more: a log
-// pipeline reads only JSON). Text keeps main's "sds-bridge: …" line.
+// written, and with --log-format json the error is a JSON line like every
+// other (main then prints nothing more). Text keeps main's line.
 func (c *commonFlags) finish(err error) error {
 	c.limit.Close()
+	if errors.Is(err, errStoppedLoading) {
+		return nil
+	}
 	if err == nil || c.logFormat != "json" {
 		return err
 	}
@@ -189,56 +184,48 @@ func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	var common commonFlags
 	workloadAPI := fs.String("workload-api", "", "Workload API address, e.g. unix:///run/spire/sockets/agent.sock (workload_api.address; default $SPIFFE_ENDPOINT_SOCKET)")
-	log, err := common.parse(fs, args, stderr)
-	if err != nil {
-		return err
-	}
-	return common.finish(runWithFlags(ctx, &common, log, *workloadAPI))
-}
-
-// runWithFlags loads the config run's flags name and runs the bridge.
-func runWithFlags(ctx context.Context, common *commonFlags, log *slog.Logger, workloadAPI string) error {
-	cfg, err := common.loadUntil(ctx, log, func(c *config.Config) {
-		if workloadAPI != "" {
-			c.WorkloadAPI.Address = workloadAPI
+	return common.run(fs, args, stderr, func(log *slog.Logger) error {
+		cfg, err := common.loadUntil(ctx, log, func(c *config.Config) {
+			if *workloadAPI != "" {
+				c.WorkloadAPI.Address = *workloadAPI
+			}
+		})
+		if err != nil {
+			return err
 		}
+		b, err := bridge.New(ctx, common.options(cfg, log))
+		if err != nil {
+			return err
+		}
+		return b.Run(ctx)
 	})
-	if errors.Is(err, errStoppedLoading) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	b, err := bridge.New(ctx, common.options(cfg, log))
-	if err != nil {
-		return err
-	}
-	return b.Run(ctx)
 }
 
-// parse registers the common flags on fs (next to the command's own),
-// parses args and returns the logger they ask for.
-func (c *commonFlags) parse(fs *flag.FlagSet, args []string, stderr io.Writer) (*slog.Logger, error) {
+// run registers the common flags on fs beside the command's own, parses
+// args and runs body with the logger they ask for, then finishes.
+func (c *commonFlags) run(fs *flag.FlagSet, args []string, stderr io.Writer, body func(*slog.Logger) error) error {
 	fs.SetOutput(stderr)
 	c.register(fs)
 	err := parseFlags(fs, args)
 	if err != nil {
-		return nil, usageError(err)
+		return usageError(err)
 	}
 	if c.program, err = programArgs(fs, args); err != nil {
-		return nil, usageError(err)
+		return usageError(err)
 	}
-	return c.logger(stderr)
+	log, err := c.logger(stderr)
+	if err != nil {
+		return err
+	}
+	return c.finish(body(log))
 }
 
-// options are the bridge's options for cfg, as the flags say.
 func (c *commonFlags) options(cfg *config.Config, log *slog.Logger) bridge.Options {
 	return bridge.Options{Config: cfg, Logger: log, Once: c.once, Build: admin.ReadBuildInfo(version)}
 }
 
-// programArgs returns what follows "--" on the command line (the program
-// to supervise and its arguments), and refuses any other argument left
-// after the flags.
+// programArgs returns what follows "--" on the command line, and refuses
+// any other argument left after the flags.
 func programArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	rest := fs.Args()
 	if len(rest) == 0 {

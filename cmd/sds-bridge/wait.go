@@ -13,10 +13,6 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/config"
 )
 
-// `check` and `wait`: which credential folders to test, named by flags or
-// by the bridge's config, tested once or until they are ready. The testing
-// itself is filesink's reader.
-
 func runCheck(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sds-bridge check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -79,9 +75,8 @@ func (t *folderTargets) register(fs *flag.FlagSet) {
 	fs.DurationVar(&t.minValidity, "min-validity", 0, "the leaf must stay valid at least this long")
 }
 
-// configs are the folders to test: --dir alone (layout and names from the
-// folder's marker), or the folders of --config, each with its layout,
-// names and svid choice, which the folder must hold.
+// configs are the folders to test: --dir alone (as its marker says), or
+// those of --config, each with its layout, names and svid choice.
 func (t folderTargets) configs() ([]filesink.InspectConfig, error) {
 	var dir string
 	if t.dir != "" {
