@@ -13,8 +13,12 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 )
+
+// version is set with -ldflags "-X main.version=v1.2.3" (make build does).
+var version string
 
 const usage = `sds-bridge: one SPIFFE rotation source for Envoy (SDS) and files.
 
@@ -124,7 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "import-spiffe-helper":
 		return runImport(rest, stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "sds-bridge", versionString())
+		fmt.Fprintln(stdout, "sds-bridge", admin.ReadBuildInfo(version))
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

@@ -24,7 +24,7 @@ type commonFlags struct {
 	layout     string
 	logFormat  string
 	logLevel   string
-	admin      optionalString
+	admin      *string // nil: no --admin; "" turns it off
 	// once is --once, or a converted helper.conf's daemon_mode = false.
 	once bool
 	// program is what follows "--" (supervise.command).
@@ -34,7 +34,7 @@ type commonFlags struct {
 	// of configFile, with its notes on stderr and owner over its files.
 	spiffeHelperConfig string
 	stderr             io.Writer
-	owner              ownerFlag
+	owner              *config.Owner
 
 	// limit is the logger's handler (repeated lines bounded), closed when
 	// the command ends; format is the one under it, for the last line.
@@ -42,32 +42,21 @@ type commonFlags struct {
 	format slog.Handler
 }
 
-// optionalString is a string flag that knows whether it was given:
-// --admin "" (off) differs from no --admin.
-type optionalString struct {
-	value string
-	set   bool
-}
-
-func (o *optionalString) String() string { return o.value }
-
-func (o *optionalString) Set(v string) error {
-	o.value, o.set = v, true
-	return nil
-}
-
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.configFile, "config", "", "YAML config file (see README for every key)")
 	fs.StringVar(&c.spiffeHelperConfig, "spiffe-helper-config", "", "a spiffe-helper helper.conf to use instead of --config, converted as import-spiffe-helper does")
 	c.stderr = fs.Output()
-	fs.Var(&c.owner, "owner", "uid:gid to own the files of --spiffe-helper-config's folder (files[].owner; the bridge must run as root)")
+	fs.Func("owner", "uid:gid to own the files of --spiffe-helper-config's folder (files[].owner; the bridge must run as root)", ownerFunc(&c.owner))
 	fs.StringVar(&c.sdsSocket, "sds-socket", "", "unix socket for Envoy's SDS (sds.socket)")
 	fs.StringVar(&c.dir, "dir", "", "add one credential folder at DIR (files[].dir)")
 	fs.StringVar(&c.layout, "layout", "spiffe-helper", "layout of the --dir folder: spiffe-helper or spiffe")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&c.once, "once", false, "write every credential folder (and its JWT files) once, run its reload actions, then exit 0; exit 1 with the reason after workload_api.first_update_timeout. Envoy SDS and the admin listener are not served (spiffe-helper's daemon_mode = false)")
-	fs.Var(&c.admin, "admin", `admin HTTP address for /livez, /readyz, /metrics, /status (admin.listen; default 127.0.0.1:8081; "" turns it off)`)
+	fs.Func("admin", `admin HTTP address for /livez, /readyz, /metrics, /status (admin.listen; default 127.0.0.1:8081; "" turns it off)`, func(v string) error {
+		c.admin = &v
+		return nil
+	})
 }
 
 // load reads the config file (if any), applies the flags over it, then
@@ -76,7 +65,7 @@ func (c *commonFlags) load(then func(*config.Config)) (*config.Config, error) {
 	if c.configFile != "" && c.spiffeHelperConfig != "" {
 		return nil, errors.New("--config and --spiffe-helper-config: give only one")
 	}
-	if c.owner.owner != nil && c.spiffeHelperConfig == "" {
+	if c.owner != nil && c.spiffeHelperConfig == "" {
 		return nil, errors.New("--owner goes with --spiffe-helper-config; a YAML config says files[].owner")
 	}
 	cfg := &config.Config{}
@@ -87,17 +76,14 @@ func (c *commonFlags) load(then func(*config.Config)) (*config.Config, error) {
 		}
 	}
 	if c.spiffeHelperConfig != "" {
-		converted, once, err := helperconf.Load(c.stderr, c.spiffeHelperConfig, helperconf.Options{Owner: c.owner.owner})
+		converted, once, err := helperconf.Load(c.stderr, c.spiffeHelperConfig, helperconf.Options{Owner: c.owner})
 		if err != nil {
 			return nil, err
 		}
 		cfg = converted
 		c.once = c.once || once
 	}
-	o := config.Overrides{SDSSocket: c.sdsSocket, Dir: c.dir, Layout: c.layout, Program: c.program, Then: then, Once: c.once}
-	if c.admin.set {
-		o.Admin = &c.admin.value
-	}
+	o := config.Overrides{SDSSocket: c.sdsSocket, Dir: c.dir, Layout: c.layout, Program: c.program, Then: then, Once: c.once, Admin: c.admin}
 	if err := o.Apply(cfg); err != nil {
 		return nil, err
 	}
