@@ -76,12 +76,9 @@ func New(ctx context.Context, o Options) (_ *Bridge, err error) {
 			b.close()
 		}
 	}()
-	unlock, folders, err := lockAll(o.Config, o.Logger)
-	if err != nil {
+	if err := b.lockAll(); err != nil {
 		return nil, err
 	}
-	b.release = append(b.release, unlock)
-	b.folderLocks = folders
 	// SIGHUP reloads rather than kills (status 129, the socket left
 	// behind); caught before anything slow, so start-up survives one too.
 	hups := make(chan os.Signal, 1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
@@ -31,15 +32,9 @@ func onHangup(ctx context.Context, hups <-chan os.Signal, src behindRetrier, fol
 		case <-hups:
 		}
 		woken := src.RetryNow()
-		echo := ""
-		for _, f := range folders {
-			if echo == "" && f.SignalledWithin(echoWindow) {
-				echo = f.Dir()
-			}
-		}
-		if echo != "" {
+		if i := slices.IndexFunc(folders, func(f *filesink.Folder) bool { return f.SignalledWithin(echoWindow) }); i >= 0 {
 			log.Warn("SIGHUP right after a signal action signalled: taken as its echo (does the pid file name a process that passes SIGHUP on to the bridge?); reload actions not re-run",
-				"retrying_now", woken, "dir", echo, "window", echoWindow)
+				"retrying_now", woken, "dir", folders[i].Dir(), "window", echoWindow)
 			continue
 		}
 		log.Info("SIGHUP: re-applying what is behind and re-running reload actions", "retrying_now", woken, "folders", len(folders))

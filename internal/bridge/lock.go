@@ -3,10 +3,8 @@ package bridge
 import (
 	"fmt"
 	"log/slog"
-	"slices"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/sds"
 )
 
@@ -14,41 +12,32 @@ import (
 // one exclusive lock each, before any clean-up, write or socket removal,
 // so a second bridge on any of them fails here, having touched only lock
 // files (and a missing folder, created to hold its lock). The socket goes
-// first: a bridge refused on it creates no folder. folders are the locks
-// in config order; each folder writes the directory locked here.
-func lockAll(cfg *config.Config, log *slog.Logger) (release func(), folders []*filesink.FolderLock, err error) {
-	var releases []func()
-	releaseAll := func() {
-		for _, r := range slices.Backward(releases) {
-			r()
-		}
-	}
-	defer func() {
-		if err != nil {
-			releaseAll()
-		}
-	}()
+// first: a bridge refused on it creates no folder. The folder locks are
+// kept in config order; each folder writes the directory locked here.
+// b.close gives every lock back.
+func (b *Bridge) lockAll() error {
+	cfg, log := b.Config, b.Logger
 	if cfg.SDS.On() {
 		l, err := sds.LockSocket(cfg.SDS.SocketPath)
 		if err != nil {
-			return nil, nil, fmt.Errorf("sds.socket %q: %w", cfg.SDS.SocketPath, err)
+			return fmt.Errorf("sds.socket %q: %w", cfg.SDS.SocketPath, err)
 		}
-		releases = append(releases, func() { l.Release() })
+		b.release = append(b.release, func() { l.Release() })
 		warnReplaced(log, l.Path(), l.Replaced())
 	}
 	for i, f := range cfg.Files {
 		if err := filesink.RefuseWorldWritable(f.Dir, f.AllowWorldWritableDir); err != nil {
-			return nil, nil, fmt.Errorf("files[%d].dir: %w", i, err)
+			return fmt.Errorf("files[%d].dir: %w", i, err)
 		}
 		l, err := filesink.LockFolder(f.Dir)
 		if err != nil {
-			return nil, nil, fmt.Errorf("files[%d].dir %q: %w", i, f.Dir, err)
+			return fmt.Errorf("files[%d].dir %q: %w", i, f.Dir, err)
 		}
-		releases = append(releases, l.Release)
-		folders = append(folders, l)
+		b.release = append(b.release, l.Release)
+		b.folderLocks = append(b.folderLocks, l)
 		warnReplaced(log, l.Path(), l.Replaced())
 	}
-	return releaseAll, folders, nil
+	return nil
 }
 
 // warnReplaced logs a lock file's name that held something else: another
