@@ -210,10 +210,8 @@ func New(cfg Config) (*Server, error) {
 		// From an in-memory SDS push to a folder whose reload action retries.
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	}, []string{"sink"})
-	if err := s.registry.Register(s.latency); err != nil {
-		return nil, fmt.Errorf("register latency histogram: %w", err)
-	}
 	for _, c := range []prometheus.Collector{
+		s.latency,
 		&collector{build: cfg.Build, status: func() Status { return s.snapshot(s.cfg.Now(), metricsView) }},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -239,9 +237,6 @@ func (s *Server) ObserveSink(st rotation.SinkStatus) {
 		s.latency.WithLabelValues(st.Name).Observe(st.Latency.Seconds())
 	}
 }
-
-// Handler serves every endpoint.
-func (s *Server) Handler() http.Handler { return s.mux }
 
 // Serve serves on l until ctx ends, then gives requests in flight a short
 // grace. Connections are capped (one over the cap is closed at once, not
