@@ -29,14 +29,13 @@ type memoryReturner struct {
 func (m *memoryReturner) observe(rotation.SinkStatus) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.stopped {
-		return
-	}
-	if m.timer == nil {
+	switch {
+	case m.stopped:
+	case m.timer == nil:
 		m.timer = time.AfterFunc(m.delay, m.free)
-		return
+	default:
+		m.timer.Reset(m.delay)
 	}
-	m.timer.Reset(m.delay)
 }
 
 // stop cancels a pending return; observe does nothing afterwards.
