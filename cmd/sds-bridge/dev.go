@@ -27,8 +27,7 @@ const devHome = "sds-bridge-dev"
 // devSecondHint is the Workload API hint of --second-spiffe-id.
 const devSecondHint = "second"
 
-// devFlags are dev's own flags: its Workload API socket and what its CA
-// issues.
+// devFlags are dev's own flags: its Workload API socket and what it issues.
 type devFlags struct {
 	socket, mode                          string
 	ttl                                   time.Duration
@@ -53,8 +52,7 @@ func (d *devFlags) register(fs *flag.FlagSet) {
 	})
 }
 
-// runDev is run with a Workload API of its own: an in-memory CA served on
-// a socket beside the bridge, which the bridge is pointed at.
+// runDev is run with a Workload API of its own beside the bridge.
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sds-bridge dev", flag.ContinueOnError)
 	var common commonFlags
@@ -102,10 +100,8 @@ func runDevBridge(ctx context.Context, common *commonFlags, dev *devFlags, log *
 }
 
 // devWorkloadAPI is the in-memory CA issuing as ic says, served on socket
-// (chmod to mode unless 0), for bridge.Options' BeforeRun and Beside.
-// Nothing touches the disk before start, which runs after New took the
-// bridge's locks: a second dev must not touch the first one's socket.
-// start listens and issues before the bridge's clients make their first call.
+// (chmod to mode unless 0). Nothing touches the disk before start, which
+// runs after New took the locks: a second dev must not touch the first's.
 func devWorkloadAPI(socket string, mode os.FileMode, ic devapi.IssuerConfig, log *slog.Logger) (start func() error, beside []func(context.Context) error, err error) {
 	wl := devapi.NewServer(devapi.ServerConfig{SocketPath: socket, Logger: log})
 	ic.Logger = log
@@ -206,10 +202,8 @@ func devFlag(refused *devapi.ConfigError) string {
 	}
 }
 
-// resolveSocket is the absolute path of dev's Workload API socket and its
-// mode (0: as created). Without --workload-api-socket it is
-// home/workload.sock, moved under the temp dir when too long for a unix
-// socket path.
+// resolveSocket is dev's Workload API socket path and mode (0: as
+// created); the default moves under the temp dir when home is too long.
 func (d *devFlags) resolveSocket(home string) (string, os.FileMode, error) {
 	var mode os.FileMode
 	if d.mode != "" {

@@ -44,7 +44,7 @@ func findEnvoyTool() (string, error) {
 	where := "on PATH"
 	if exe, err := os.Executable(); err == nil {
 		beside := filepath.Join(filepath.Dir(exe), envoyTool)
-		if isExecutable(beside) {
+		if fi, err := os.Stat(beside); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
 			return beside, nil
 		}
 		where = "beside " + exe + " nor on PATH"
@@ -57,9 +57,4 @@ func findEnvoyTool() (string, error) {
 		"(memory in every sidecar): take it from the same release as sds-bridge (or bin/ after make build), "+
 		"or go install github.com/sds-bridge/sds-bridge/cmd/%s@<version>, and put it beside sds-bridge or on PATH",
 		envoyTool, where, envoyTool)
-}
-
-func isExecutable(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }

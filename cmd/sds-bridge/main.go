@@ -52,10 +52,6 @@ func exitStatus(err error, stderr io.Writer) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
-	var r reported
-	if errors.As(err, &r) {
-		return exitStatus(r.err, io.Discard)
-	}
 	// A bare coded's usage or verdict is printed already.
 	if c, ok := err.(coded); !ok || c.err != nil {
 		fmt.Fprintln(stderr, "sds-bridge:", err)
@@ -90,13 +86,6 @@ func (c coded) Error() string {
 
 func (c coded) Unwrap() error { return c.err }
 func (c coded) ExitCode() int { return c.code }
-
-// reported is an error logged already (a JSON line): main prints nothing
-// more, and exits with err's status.
-type reported struct{ err error }
-
-func (r reported) Error() string { return r.err.Error() }
-func (r reported) Unwrap() error { return r.err }
 
 // usageError is err exiting with exitUsage; -h/--help stays 0.
 func usageError(err error) error {

@@ -59,8 +59,8 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	})
 }
 
-// load reads the config file (if any), applies the flags over it, then
-// defaults and validates it.
+// load reads the config file (if any), applies the flags, defaults and
+// validates.
 func (c *commonFlags) load(then func(*config.Config)) (*config.Config, error) {
 	if c.configFile != "" && c.spiffeHelperConfig != "" {
 		return nil, errors.New("--config and --spiffe-helper-config: give only one")
@@ -109,18 +109,16 @@ var errStoppedLoading = errors.New("stopped before the config was read")
 // whose writer hangs, a stuck mount) must not make the bridge deaf to a
 // stop; the abandoned read ends with the process.
 func (c *commonFlags) loadUntil(ctx context.Context, log *slog.Logger, then func(*config.Config)) (*config.Config, error) {
-	type loaded struct {
-		cfg *config.Config
-		err error
-	}
-	done := make(chan loaded, 1)
+	var cfg *config.Config
+	var err error
+	done := make(chan struct{})
 	go func() {
-		cfg, err := c.load(then)
-		done <- loaded{cfg, err}
+		cfg, err = c.load(then)
+		close(done)
 	}()
 	select {
-	case l := <-done:
-		return l.cfg, l.err
+	case <-done:
+		return cfg, err
 	case <-ctx.Done():
 		log.Info("stopped before the config was read; nothing was started", "why", context.Cause(ctx))
 		return nil, errStoppedLoading
@@ -159,7 +157,7 @@ func (c *commonFlags) finish(err error) error {
 	rec := slog.NewRecord(time.Now(), slog.LevelError, "sds-bridge stopped", 0)
 	rec.AddAttrs(slog.String("error", err.Error()))
 	_ = c.format.Handle(context.Background(), rec)
-	return reported{err}
+	return coded{code: exitStatus(err, io.Discard)} // logged: main prints nothing more
 }
 
 func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
@@ -187,8 +185,7 @@ func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 }
 
-// run registers the common flags on fs beside the command's own, parses
-// args and runs body with the logger they ask for, then finishes.
+// run parses args with the common flags beside fs's own, and runs body.
 func (c *commonFlags) run(fs *flag.FlagSet, args []string, stderr io.Writer, body func(*slog.Logger) error) error {
 	fs.SetOutput(stderr)
 	c.register(fs)
