@@ -122,7 +122,6 @@ func readFolder(f Folder, minValidity time.Duration, now time.Time) diskRead {
 	return d
 }
 
-// document is the Status of r, without its judgement.
 func (s *Server) document(r reading) Status {
 	c := r.counts
 	st := Status{Version: s.cfg.Build.String(), Time: r.now, SVIDs: []SVIDStatus{}, Bundles: []BundleStatus{}, Sinks: []SinkStatus{},
@@ -159,9 +158,8 @@ func (s *Server) document(r reading) Status {
 	return st
 }
 
-// status is what is on disk in f (even when it expires within
-// admin.min_validity: readiness says so), and what its writer and actions
-// did.
+// status is what is on disk in f, even when within admin.min_validity
+// (readiness says so), and what its writer and actions did.
 func (f folderReading) status(now time.Time) FolderStatus {
 	fs := FolderStatus{Dir: f.Dir(), Actions: []ActionStatus{}, ReloadPending: f.stats.ReloadPending,
 		WriteFailures: f.stats.WriteFailures, LastWriteError: errText(f.stats.LastWriteErr)}

@@ -91,8 +91,6 @@ func New(ctx context.Context, o Options) (_ *Bridge, err error) {
 	return b, nil
 }
 
-// build makes the supervisor, the sinks, the source that feeds them, then
-// what observes the source.
 func (b *Bridge) build(ctx context.Context) error {
 	if err := b.buildSupervisor(); err != nil {
 		return err
@@ -129,8 +127,7 @@ func (b *Bridge) adminAddr() string {
 }
 
 // Run serves until ctx ends, the supervised program exits (with its
-// status) or, with Once, every folder is written; then it gives back what
-// New took.
+// status) or, with Once, every folder is written.
 func (b *Bridge) Run(ctx context.Context) error {
 	defer b.close()
 	if b.BeforeRun != nil {
