@@ -1,26 +1,17 @@
 // Package admin serves the bridge's health, metrics and status over HTTP.
 // Each request builds one Status from what the parts report at that
-// instant (snapshot), judges readiness on it once, and renders it; each
-// reads only what it renders (a probe never copies the SDS streams):
+// instant (snapshot), judges readiness on it once, and renders it, reading
+// only what it renders:
 //
 //   - /livez answers 200 while the process serves HTTP.
-//   - /readyz answers 200 only when the truth is good: the current
-//     generation reached every sink, every credential folder holds a valid
-//     set, no SVID is near its expiry without a rotation, and (if asked
-//     for) an SDS client acknowledged the current generation, and every
-//     JWT-SVID file holds a token that is not near its expiry (a failing
-//     refresh alone is not a problem while the kept token is good: /status
-//     shows it). Otherwise 503, with the Status's problems, one a line.
-//   - /metrics is Prometheus text, every bridge metric prefixed sds_bridge_.
-//     Counters are read from the components at scrape time (they keep their
-//     own counts), so there is one source of truth; only the delivery
-//     latency histogram is fed, through rotation's OnSinkDone hook. A
-//     scrape never reads the disk: sds_bridge_ready judges each folder as
-//     /readyz or /status last read it.
-//   - /status is the Status as JSON; `sds-bridge status` prints it
-//     (Status.WriteText).
-//
-// Nothing here changes what the bridge delivers.
+//   - /readyz answers 200 only when the current generation reached every
+//     sink, every folder holds a valid set, no SVID or JWT-SVID is near its
+//     expiry and (if asked for) an SDS client acknowledged the current
+//     generation; otherwise 503 with the problems, one a line.
+//   - /metrics is Prometheus text, read from the components' own counts at
+//     scrape time (only the delivery latency histogram is fed), never from
+//     the disk: folders count as /readyz or /status last read them.
+//   - /status is the Status as JSON; `sds-bridge status` prints it.
 package admin
 
 import (
@@ -57,19 +48,13 @@ const DefaultDeliveryGrace = 10 * time.Second
 // shutdownGrace bounds how long Serve waits for requests in flight.
 const shutdownGrace = 2 * time.Second
 
-// What an admin client can hold: the port is reachable by every local user
-// (and by the pod network when listen is not loopback), and each connection
-// is one of the bridge's descriptors, which folder swaps need too.
+// What an admin client can hold: every local user reaches the port, and
+// each connection is a descriptor that folder swaps need too.
 const (
-	// DefaultMaxConnections is Config.MaxConnections when zero: probes and
-	// scrapes open a handful at a time.
-	DefaultMaxConnections = 64
-	// DefaultHeaderTimeout is Config.HeaderTimeout when zero.
-	DefaultHeaderTimeout = 5 * time.Second
-	// maxHeaderBytes: no endpoint takes anything but a short GET.
-	maxHeaderBytes = 16 << 10
-	// overCapLogEvery rate-limits the log line about refused connections.
-	overCapLogEvery = 10 * time.Second
+	DefaultMaxConnections = 64              // probes and scrapes open a handful
+	DefaultHeaderTimeout  = 5 * time.Second // Config.HeaderTimeout when zero
+	maxHeaderBytes        = 16 << 10        // no endpoint takes more than a short GET
+	overCapLogEvery       = 10 * time.Second
 )
 
 // Source is what admin reads from the rotation source (*rotation.Source).
@@ -103,45 +88,32 @@ type JWT interface {
 
 // Config configures a Server.
 type Config struct {
-	// Source is required.
-	Source Source `yaml:"-"`
-	// SDS is nil when the bridge serves no SDS.
-	SDS SDS `yaml:"-"`
+	Source Source `yaml:"-"` // required
+	SDS    SDS    `yaml:"-"` // nil without SDS
 	// Folders are the credential folders, in config order.
 	Folders []Folder `yaml:"-"`
-	// JWT is nil when no folder writes JWT-SVIDs.
-	JWT JWT `yaml:"-"`
+	JWT     JWT      `yaml:"-"` // nil when no folder writes JWT-SVIDs
 	// MinValidity: not ready when an SVID, a folder's leaf or a JWT-SVID
 	// expires sooner than this.
 	MinValidity time.Duration `yaml:"min_validity"`
 	// MinValidityPercent: not ready when an SVID or a JWT-SVID has less
-	// than this percentage of its lifetime left; 0 turns the check off.
-	// The YAML key is the config's: absent there means 10.
+	// of its lifetime left; 0 is off. The config's key defaults it to 10.
 	MinValidityPercent int `yaml:"-"`
 	// RequireSDSAck: not ready until an SDS client acknowledged the
 	// current generation.
-	RequireSDSAck bool `yaml:"require_sds_ack"`
-	// DeliveryGrace defaults to DefaultDeliveryGrace.
-	DeliveryGrace time.Duration `yaml:"-"`
-	// MaxConnections caps the connections open at once; zero means
-	// DefaultMaxConnections. One over the cap is closed at once.
-	MaxConnections int `yaml:"max_connections"`
-	// HeaderTimeout bounds reading a request's headers, and how long an
-	// idle keep-alive connection is kept (twice as long); zero means
-	// DefaultHeaderTimeout.
+	RequireSDSAck  bool          `yaml:"require_sds_ack"`
+	DeliveryGrace  time.Duration `yaml:"-"`
+	MaxConnections int           `yaml:"max_connections"`
+	// HeaderTimeout bounds reading a request's headers; an idle
+	// keep-alive connection is kept twice as long.
 	HeaderTimeout time.Duration `yaml:"-"`
-	// LivenessPath and ReadinessPath are where the two probes are
-	// served; "" means /livez and /readyz. The config validates them
-	// (admin.liveness_path, admin.readiness_path); New only refuses the
-	// ones it cannot register.
+	// LivenessPath and ReadinessPath are where the two probes are served.
 	LivenessPath  string `yaml:"liveness_path"`
 	ReadinessPath string `yaml:"readiness_path"`
-	// Build is the bridge's build, shown in metrics (one label per part)
-	// and status.
-	Build BuildInfo `yaml:"-"`
-	// Logger defaults to slog.Default().
+	// Build is shown in metrics (one label per part) and status.
+	Build  BuildInfo    `yaml:"-"`
 	Logger *slog.Logger `yaml:"-"`
-	// Now defaults to time.Now; tests move the clock.
+	// Now is the clock; tests move it.
 	Now func() time.Time `yaml:"-"`
 }
 
@@ -153,25 +125,22 @@ type Server struct {
 	latency  *prometheus.HistogramVec
 	mux      *http.ServeMux
 
-	// mu guards lastReady, used to log readiness changes once, and
-	// lastDisk, the folders as /readyz or /status last read them while
-	// lastDiskGen was current (a scrape takes them rather than read the
-	// disk, as long as no newer generation has come since).
+	// mu guards lastReady (to log readiness changes once) and lastDisk,
+	// the folders as /readyz or /status last read them under lastDiskGen,
+	// which a scrape takes rather than read the disk.
 	mu          sync.Mutex
 	lastReady   *bool
 	lastDisk    []diskRead
 	lastDiskGen uint64
 }
 
-// DefaultLivenessPath and DefaultReadinessPath are where the probes are
-// served unless Config moves them.
+// Where the probes are served unless Config moves them.
 const (
 	DefaultLivenessPath  = "/livez"
 	DefaultReadinessPath = "/readyz"
 )
 
-// ReservedPaths are the admin paths that cannot be moved, so no probe may
-// take them.
+// ReservedPaths are the admin paths no probe may take.
 var ReservedPaths = []string{"/", "/metrics", "/status"}
 
 // WithDefaults fills every unset field with its default.
@@ -188,9 +157,8 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate checks a defaulted Config's values (not its parts: Source, SDS).
-// It joins one *fielderr.Error per refused field, keyed as the YAML
-// config's admin section spells it.
+// Validate checks a defaulted Config's values (not its parts), one
+// *fielderr.Error per refused field, keyed as the admin section's YAML.
 func (c Config) Validate() error {
 	var errs fielderr.List
 	if c.MinValidity < 0 {
@@ -242,10 +210,8 @@ func New(cfg Config) (*Server, error) {
 		// From an in-memory SDS push to a folder whose reload action retries.
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	}, []string{"sink"})
-	if err := s.registry.Register(s.latency); err != nil {
-		return nil, fmt.Errorf("register latency histogram: %w", err)
-	}
 	for _, c := range []prometheus.Collector{
+		s.latency,
 		&collector{build: cfg.Build, status: func() Status { return s.snapshot(s.cfg.Now(), metricsView) }},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -264,29 +230,23 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ObserveSink is the rotation.Config.OnSinkDone hook: it records the
-// delivery latency of every successful Apply. It does not block.
+// ObserveSink (a rotation.Config.OnSinkDone hook) records the delivery
+// latency of every successful Apply, without blocking.
 func (s *Server) ObserveSink(st rotation.SinkStatus) {
 	if st.Err == nil && st.Generation > 0 {
 		s.latency.WithLabelValues(st.Name).Observe(st.Latency.Seconds())
 	}
 }
 
-// Handler serves every endpoint.
-func (s *Server) Handler() http.Handler { return s.mux }
-
 // Serve serves on l until ctx ends, then gives requests in flight a short
-// grace and closes l. At most Config.MaxConnections are open at once, and
-// every timeout is set, so a client cannot hold descriptors by being slow
-// or idle.
+// grace. Connections are capped (one over the cap is closed at once, not
+// queued ahead of the probes) and every timeout set, so a slow or idle
+// client cannot hold descriptors.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	// One over the cap is closed at once: a burst of idle connections
-	// must not queue ahead of the kubelet's probes.
 	maxConns := int64(s.cfg.MaxConnections)
 	deferAccept(l)
-	probes := newProbeCheck(s.cfg.LivenessPath, s.cfg.ReadinessPath)
 	l = connlimit.New(l, connlimit.Config{Max: maxConns, ReportEvery: overCapLogEvery,
-		Reserve: probes.isProbe, MaxReserved: probeReserve,
+		Reserve: isProbe(s.cfg.LivenessPath, s.cfg.ReadinessPath), MaxReserved: probeReserve,
 		Report: func(closed int64, last *connlimit.Conn) {
 			s.log.Warn("admin endpoint: connections closed at once: too many open (admin.max_connections; probes have "+
 				strconv.Itoa(probeReserve)+" more places)", "closed", closed, "max", maxConns, "last_from", last.RemoteAddr().String())
@@ -296,8 +256,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		ConnContext:       withConn,
 		ReadHeaderTimeout: s.cfg.HeaderTimeout,
 		ReadTimeout:       2 * s.cfg.HeaderTimeout,
-		// /metrics and /status are built in memory; a client that does
-		// not read them in this time is not a scraper.
+		// A client that does not read /metrics in this time is no scraper.
 		WriteTimeout:   30 * time.Second,
 		IdleTimeout:    2 * s.cfg.HeaderTimeout,
 		MaxHeaderBytes: maxHeaderBytes,
@@ -321,9 +280,14 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	return nil
 }
 
+// Paths are the endpoints served, as the index and the logs list them.
+func (s *Server) Paths() string {
+	return s.cfg.LivenessPath + " " + s.cfg.ReadinessPath + " /metrics /status"
+}
+
 func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintln(w, "sds-bridge admin:", s.cfg.LivenessPath, s.cfg.ReadinessPath, "/metrics /status")
+	fmt.Fprintln(w, "sds-bridge admin:", s.Paths())
 }
 
 func (s *Server) livez(w http.ResponseWriter, _ *http.Request) {
@@ -335,8 +299,6 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	writeReadyz(w, s.snapshot(s.cfg.Now(), probeView))
 }
 
-// writeReadyz renders st for a probe: its problems, one a line, or what
-// is ready.
 func writeReadyz(w http.ResponseWriter, st Status) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")

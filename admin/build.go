@@ -7,28 +7,19 @@ import (
 	"strings"
 )
 
-// revision, commitTime and modified are the commit, its time (RFC 3339)
-// and "true" for a dirty tree when the build says so with -X (make release
-// does: Go records no VCS stamp in a git worktree, and a release must not
-// depend on how it was checked out); otherwise the VCS stamp `go build`
-// records is used.
+// revision, commitTime and modified ("true": dirty) are set with -X by
+// make release (Go records no VCS stamp in a git worktree); otherwise the
+// VCS stamp `go build` records is used.
 var revision, commitTime, modified string
 
-// BuildInfo says which build of sds-bridge is running, for `sds-bridge
-// version`, /status, the logs and the build_info metric. It is kept field
-// by field, so that the metric can carry each part as its own label
-// (Prometheus' build_info convention) and the text forms are made from
-// the same values.
+// BuildInfo says which build of sds-bridge is running, field by field so
+// that the build_info metric carries each part as its own label.
 type BuildInfo struct {
-	// Version is the -X version if set, else the module version; "(devel)"
-	// for a checkout build, never a bare word that reads like a subcommand.
+	// Version is the -X version, else the module version, else "(devel)".
 	Version string
-	// Revision is the VCS revision, 12 hex digits, "-dirty" when modified;
-	// empty when the build recorded none.
-	Revision string
-	// Time is the VCS commit time as recorded; empty when none.
-	Time string
-	// GoVersion is the Go toolchain that built the binary.
+	// Revision is 12 hex digits, "-dirty" when modified; "" when none.
+	Revision  string
+	Time      string // the VCS commit time; "" when none
 	GoVersion string
 }
 
@@ -48,7 +39,6 @@ func ReadBuildInfo(ldVersion string) BuildInfo {
 	return buildInfoFrom(ldVersion, info)
 }
 
-// buildInfoFrom is ReadBuildInfo on given build info, for tests.
 func buildInfoFrom(ldVersion string, info *debug.BuildInfo) BuildInfo {
 	v := cmp.Or(ldVersion, info.Main.Version)
 	if v == "" || v == "(devel)" {
@@ -68,7 +58,7 @@ func buildInfoFrom(ldVersion string, info *debug.BuildInfo) BuildInfo {
 	return BuildInfo{Version: v, Revision: rev, Time: settings["vcs.time"], GoVersion: info.GoVersion}
 }
 
-// String is the one-line description `sds-bridge version` prints:
+// String is what `sds-bridge version` prints:
 // "v1.2.3 (revision 0123456789ab, 2026-11-29T09:00:00Z, go1.26.8)".
 func (i BuildInfo) String() string {
 	var extra []string

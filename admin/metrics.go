@@ -4,11 +4,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// descs are every metric's description, in the order declared below, so
-// that Describe cannot leave one out.
+// descs are every metric's description, gathered by desc so that
+// Describe cannot leave one out.
 var descs []*prometheus.Desc
 
-// desc builds a sds_bridge_ metric description and adds it to descs.
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	d := prometheus.NewDesc("sds_bridge_"+name, help, labels, nil)
 	descs = append(descs, d)
@@ -50,8 +49,8 @@ var (
 	descJWTFailures = desc("jwt_refresh_failures_total", "Failed JWT-SVID fetches or writes per file (each is retried with backoff; the file keeps its last token).", "folder", "file")
 )
 
-// collector renders, at scrape time, the Status status builds (a
-// snapshot that does not read the disk).
+// collector renders the Status of each scrape (a snapshot that reads no
+// disk, so a hung disk cannot stall a scrape).
 type collector struct {
 	build  BuildInfo
 	status func() Status
@@ -63,10 +62,6 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect renders the Status of the scrape: every value in it was read
-// from memory, and a folder counts as readiness last read it (see
-// snapshot), so a slow or hung disk cannot stall a scrape, and scraping
-// often costs no I/O.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	st, b := c.status(), c.build
 	gauge(ch, descBuildInfo, 1, b.Version, b.Revision, b.GoVersion)
@@ -120,8 +115,7 @@ func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels 
 
 func collectFolder(ch chan<- prometheus.Metric, f FolderStatus) {
 	counter(ch, descWriteFailures, float64(f.WriteFailures), f.Dir)
-	// Two actions may share a name (the same program twice): one series
-	// each name, summed, as a scrape must not repeat a series.
+	// Two actions may share a name: one series each, summed.
 	failures := map[string]uint64{}
 	running := map[string]float64{}
 	var names []string

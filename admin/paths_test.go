@@ -22,7 +22,7 @@ func TestProbesAnswerOnTheConfiguredPaths(t *testing.T) {
 		"/status":  http.StatusOK,
 	} {
 		rec := httptest.NewRecorder()
-		s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		s.mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 		if rec.Code != want {
 			t.Errorf("GET %s = %d, want %d: %s", path, rec.Code, want, rec.Body)
 		}

@@ -10,80 +10,66 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/connlimit"
 )
 
-// Probes under a flood. A slowloris (connections that send half a request
-// and reconnect when closed) holds every one of admin.max_connections, and
-// a probe's connection used to be closed as one too many: the kubelet saw
-// /livez fail and restarted the pod. What tells a probe from a slowloris
-// is that a probe sends its whole request at once. So the listener waits
-// for a connection's first bytes before accepting it (TCP_DEFER_ACCEPT on
-// Linux: a connection that sends nothing costs no descriptor), and one
-// that finds the cap taken is let in on one of probeReserve places kept
-// beyond it if what it sent is a complete GET of the liveness or readiness
-// path. Such a connection gets its answer and is closed: a place is held
-// only while a probe is answered.
+// Probes under a flood: a slowloris holding every one of
+// admin.max_connections used to get the kubelet's probes closed as one
+// too many, and the pod restarted. A probe sends its whole request at
+// once; so the listener waits for a connection's first bytes
+// (deferAccept), and one over the cap is let in on one of probeReserve
+// places beyond it if it sent a complete GET of a probe path. It is
+// closed once answered, so a place is held only while a probe is.
 const probeReserve = 8
 
-// probePeek bounds how much of a request is looked at: a probe's request
-// with its headers is a few hundred bytes.
+// probePeek bounds how much of a request is looked at: a probe's is a few
+// hundred bytes.
 const probePeek = 4 << 10
 
-// probeCheck decides which connections over the cap are probes; the
-// listener calls it from its one accept loop, so buf is not shared.
-type probeCheck struct {
-	paths [][]byte // "GET /livez " and "GET /readyz "
-	buf   []byte
-}
-
-func newProbeCheck(paths ...string) *probeCheck {
-	pc := &probeCheck{buf: make([]byte, probePeek)}
+// isProbe reports whether a connection has already sent a complete GET of
+// one of paths. It peeks without waiting or consuming. The listener calls
+// it from its one accept loop, so its buffer is not shared.
+func isProbe(paths ...string) func(net.Conn) bool {
+	buf := make([]byte, probePeek)
+	var prefixes [][]byte
 	for _, p := range paths {
-		pc.paths = append(pc.paths, []byte("GET "+p+" "))
+		prefixes = append(prefixes, []byte("GET "+p+" "))
 	}
-	return pc
-}
-
-// isProbe reports whether c has already sent a complete request for a
-// probe path. It peeks without waiting and without consuming: the HTTP
-// server reads the request as usual.
-func (pc *probeCheck) isProbe(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	n := 0
-	_ = rc.Read(func(fd uintptr) bool {
-		n, _, _ = syscall.Recvfrom(int(fd), pc.buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return true // never wait: the accept loop must go on
-	})
-	if n <= 0 {
-		return false
-	}
-	req := pc.buf[:n]
-	if !bytes.Contains(req, []byte("\r\n\r\n")) {
-		return false
-	}
-	for _, p := range pc.paths {
-		if bytes.HasPrefix(req, p) {
-			return true
+	return func(c net.Conn) bool {
+		sc, ok := c.(syscall.Conn)
+		if !ok {
+			return false
 		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		n := 0
+		_ = rc.Read(func(fd uintptr) bool {
+			n, _, _ = syscall.Recvfrom(int(fd), buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			return true // never wait: the accept loop must go on
+		})
+		if n <= 0 {
+			return false
+		}
+		req := buf[:n]
+		if !bytes.Contains(req, []byte("\r\n\r\n")) {
+			return false
+		}
+		for _, p := range prefixes {
+			if bytes.HasPrefix(req, p) {
+				return true
+			}
+		}
+		return false
 	}
-	return false
 }
 
 type connKey struct{}
 
-// withConn keeps the connection in the request's context (http.Server's
-// ConnContext), for closeReserved.
+// withConn (http.Server's ConnContext) keeps the connection for closeReserved.
 func withConn(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
 }
 
-// closeReserved closes a connection that came in on a reserved place once
-// it has its answer, so that the place is free for the next probe.
+// closeReserved closes a connection on a reserved place once answered.
 func closeReserved(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c, ok := r.Context().Value(connKey{}).(*connlimit.Conn); ok && c.Reserved() {

@@ -40,7 +40,7 @@ func TestOnlyStatusListsTheSDSStreams(t *testing.T) {
 	}
 	get := func(path string) (int, string) {
 		rec := httptest.NewRecorder()
-		srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		srv.mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 		return rec.Code, rec.Body.String()
 	}
 

@@ -9,7 +9,6 @@ import (
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// problemList collects one-line problems.
 type problemList []string
 
 func (p *problemList) add(format string, args ...any) {
@@ -44,8 +43,7 @@ func (s *Server) problems(r reading) []string {
 	return out
 }
 
-// svidProblems names each SVID that expired, or is too close to it,
-// without a rotation.
+// svidProblems names each SVID that expired, or is too close to it.
 func (s *Server) svidProblems(out *problemList, r reading) {
 	for i, svid := range r.cur.SVIDs {
 		leaf := svid.Certificates[0]
@@ -53,11 +51,10 @@ func (s *Server) svidProblems(out *problemList, r reading) {
 		if i == 0 {
 			what = "default " + what
 		}
-		// The lifetime counts from when this SVID reached the bridge (or its
-		// NotBefore if later): CAs back-date NotBefore (SPIRE and the dev
-		// CA by 10 s), which would make a short-lived SVID look old, and an
-		// SVID picked up late in its life (a bridge restart) gets judged by
-		// what it had left when it arrived.
+		// The lifetime counts from when the SVID arrived (or NotBefore if
+		// later): CAs back-date NotBefore, which would make a short-lived
+		// SVID look old, and one picked up late in its life (a restart) is
+		// judged by what it had left on arrival.
 		if line := s.expiryProblem(what, leaf.NotAfter, laterOf(leaf.NotBefore, r.cur.ReceivedAt), r.now, staleness{
 			none:    "no newer one has arrived",
 			expired: ": is the SPIRE agent running and reaching its server?",
@@ -69,7 +66,7 @@ func (s *Server) svidProblems(out *problemList, r reading) {
 }
 
 // sinkProblems names each sink whose last apply failed, or that has not
-// applied the current generation after the delivery grace. It returns
+// applied the current generation after the delivery grace, and returns
 // the sinks' statuses by name.
 func (s *Server) sinkProblems(out *problemList, r reading, inGrace bool) map[string]rotation.SinkStatus {
 	cur := r.cur
@@ -90,9 +87,9 @@ func (s *Server) sinkProblems(out *problemList, r reading, inGrace bool) map[str
 	return bySink
 }
 
-// folderProblems names each folder that is not usable as read (when it
-// was read under the current generation), holds another serial than its
-// sink wrote, or whose reload action failed after an apply that went well.
+// folderProblems names each folder not usable as read, holding another
+// serial than its sink wrote, or whose reload action failed after a good
+// apply.
 func folderProblems(out *problemList, r reading, bySink map[string]rotation.SinkStatus) {
 	cur := r.cur
 	for _, f := range r.folders {
@@ -106,10 +103,8 @@ func folderProblems(out *problemList, r reading, bySink map[string]rotation.Sink
 					f.Dir(), d.m.Serial, want, cur.Generation)
 			}
 		}
-		// After an apply that went well, an action can still fail: the
-		// reload of a server that appeared later, or a re-run (SIGHUP).
-		// The sink's status does not show that; a failed apply it does,
-		// above. No server to reload is not a failure.
+		// An action can fail after a good apply (a re-run on SIGHUP), which
+		// the sink's status does not show.
 		if ok && st.Err == nil {
 			for _, a := range f.stats.Actions {
 				if a.Failed() {
@@ -120,9 +115,8 @@ func folderProblems(out *problemList, r reading, bySink map[string]rotation.Sink
 	}
 }
 
-// heldSerial is the serial a folder must hold: the default SVID's, or
-// that of the SVID it chose (files[].svid). When the chosen SVID is
-// missing its apply failed, which is reported with the sinks.
+// heldSerial is the serial a folder must hold: the SVID it chose
+// (files[].svid) or the default. A missing choice failed its apply.
 func heldSerial(cur *rotation.Update, choice string) string {
 	if choice != "" {
 		if i := rotation.FindSVID(cur.SVIDs, choice); i >= 0 {
@@ -133,15 +127,12 @@ func heldSerial(cur *rotation.Update, choice string) string {
 }
 
 // staleness words an expiry problem for one kind of credential: what has
-// not happened (none), and what follows the line when the credential
-// expired, is within admin.min_validity, or has less than
-// admin.min_validity_percent of its lifetime left.
+// not happened (none), and what ends the line when it expired, is within
+// admin.min_validity, or below admin.min_validity_percent.
 type staleness struct{ none, expired, tooClose, stuck string }
 
-// expiryProblem is the one rule for X.509 SVIDs and JWT-SVIDs alike:
-// expired at notAfter, or too close to it by admin.min_validity, or by
-// admin.min_validity_percent of the lifetime counted from start. "" when
-// what is good.
+// expiryProblem is the one expiry rule for X.509 SVIDs and JWT-SVIDs; the
+// lifetime counts from start. "" when what is good.
 func (s *Server) expiryProblem(what string, notAfter, start, now time.Time, w staleness) string {
 	left, life := notAfter.Sub(now), notAfter.Sub(start)
 	switch {
@@ -158,10 +149,8 @@ func (s *Server) expiryProblem(what string, notAfter, start, now time.Time, w st
 }
 
 // tokenProblem says why a JWT-SVID file is not good at now; "" when it
-// is. A failed refresh is not a problem while the token in the file is
-// good by the rules for X.509 SVIDs (it is refreshed at half its
-// lifetime, so a failure leaves time to recover); it is named when the
-// token is not.
+// is. A failed refresh is named only once the token is not good (it is
+// refreshed at half its lifetime, which leaves time to recover).
 func (s *Server) tokenProblem(t jwtfiles.TokenStatus, now time.Time) string {
 	what := fmt.Sprintf("JWT-SVID %s (audience %q)", filepath.Join(t.Dir, t.FileName), t.Audience)
 	failing := ""
@@ -174,17 +163,14 @@ func (s *Server) tokenProblem(t jwtfiles.TokenStatus, now time.Time) string {
 		}
 		return what + ": none written yet" + failing + ": is there a registration entry for this workload, and does the agent issue JWT-SVIDs?"
 	}
-	// As for X.509: from when the token reached the bridge, or its iat if
-	// later.
 	return s.expiryProblem(what, t.Expiry, laterOf(t.IssuedAt, t.FetchedAt), now, staleness{
 		none: "no new token has been written", expired: failing, tooClose: failing,
 		stuck: ": it is refreshed at 50%, so refreshing is stuck" + failing,
 	})
 }
 
-// ackProblem says why no SDS client counts as having the current
-// generation gen. Within the delivery grace, a client that acknowledged an
-// earlier generation of this process still counts.
+// ackProblem says why no SDS client counts as having generation gen;
+// within the delivery grace, any acknowledged generation counts.
 func ackProblem(sds *SDSStatus, gen uint64, inGrace bool) string {
 	if sds.ClientsCurrent > 0 || (inGrace && sds.NewestAcked > 0) {
 		return ""
@@ -200,8 +186,7 @@ func ackProblem(sds *SDSStatus, gen uint64, inGrace bool) string {
 	}
 }
 
-// noteReadiness logs when readiness changes, so the log shows when and why
-// the bridge stopped (or started) being ready.
+// noteReadiness logs when, and why, readiness changes.
 func (s *Server) noteReadiness(problems []string) {
 	ready := len(problems) == 0
 	s.mu.Lock()

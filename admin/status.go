@@ -13,9 +13,8 @@ import (
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// reading is what every part said at one instant. The Status is made from
-// it and its Problems are judged on it, so what /status shows and what
-// /readyz says cannot disagree.
+// reading is what every part said at one instant: the Status is made
+// from it and its Problems judged on it, so /status and /readyz agree.
 type reading struct {
 	now     time.Time
 	cur     *rotation.Update // nil before the first
@@ -34,10 +33,9 @@ type folderReading struct {
 	disk  *diskRead
 }
 
-// diskRead is one folder read from disk: as readiness judges it (with
-// admin.min_validity: m, err) and as /status shows it (shown, shownErr),
-// which is read a second time without that limit only when the set
-// failed it alone.
+// diskRead is one folder read as readiness judges it (m, err: with
+// admin.min_validity) and as /status shows it (read again without that
+// limit only when the set failed it alone).
 type diskRead struct {
 	m, shown      *filesink.Material
 	err, shownErr error
@@ -48,12 +46,10 @@ type view int
 
 const (
 	// probeView (/readyz) reads every folder, and of the SDS server only
-	// what admin.require_sds_ack needs: counts, never the streams' list.
+	// the counts admin.require_sds_ack needs.
 	probeView view = iota
-	// metricsView (a scrape) reads no disk: it takes each folder as last
-	// read under the current generation, or judges it by its sink alone
-	// (a read from before a rotation says nothing about the folder after
-	// it). It lists no SDS stream either.
+	// metricsView (a scrape) reads no disk: each folder as last read under
+	// the current generation, or judged by its sink alone. No SDS streams.
 	metricsView
 	// statusView (/status) reads everything, the oldest streams listed.
 	statusView
@@ -84,8 +80,7 @@ func (s *Server) snapshot(now time.Time, v view) Status {
 	return st
 }
 
-// readFolders reads every folder's stats, and its disk as fromDisk says,
-// under generation gen.
+// readFolders reads every folder's stats, and its disk if fromDisk.
 func (s *Server) readFolders(now time.Time, gen uint64, fromDisk bool) []folderReading {
 	var disk []diskRead
 	if fromDisk {
@@ -127,7 +122,6 @@ func readFolder(f Folder, minValidity time.Duration, now time.Time) diskRead {
 	return d
 }
 
-// document is the Status of r, without its judgement.
 func (s *Server) document(r reading) Status {
 	c := r.counts
 	st := Status{Version: s.cfg.Build.String(), Time: r.now, SVIDs: []SVIDStatus{}, Bundles: []BundleStatus{}, Sinks: []SinkStatus{},
@@ -164,9 +158,8 @@ func (s *Server) document(r reading) Status {
 	return st
 }
 
-// status is what is on disk in f, even when it expires within
-// admin.min_validity (readiness says so), and what its writer and actions
-// did.
+// status is what is on disk in f, even when within admin.min_validity
+// (readiness says so), and what its writer and actions did.
 func (f folderReading) status(now time.Time) FolderStatus {
 	fs := FolderStatus{Dir: f.Dir(), Actions: []ActionStatus{}, ReloadPending: f.stats.ReloadPending,
 		WriteFailures: f.stats.WriteFailures, LastWriteError: errText(f.stats.LastWriteErr)}
@@ -201,10 +194,9 @@ func actionStatus(a reload.ActionStats, now time.Time) ActionStatus {
 	return st
 }
 
-// sdsStatus is the one place the SDS server is read. The counts of
-// acknowledgements of generation gen cover every stream; list adds the oldest
-// MaxListedClients streams, what their clients chose escaped (printable),
-// as the SDS server already cut it to a bound.
+// sdsStatus is the one place the SDS server is read: the counts of
+// acknowledgements of gen cover every stream; list adds the oldest
+// MaxListedClients, escaped (printable).
 func sdsStatus(srv SDS, gen uint64, list bool) *SDSStatus {
 	ss := srv.Stats()
 	streams, current, newest := srv.Acks(gen)
@@ -240,9 +232,8 @@ func errText(err error) string {
 	return oneLine(err.Error())
 }
 
-// oneLine collapses every run of white space in s, newlines included, into
-// one space, so that a cause spanning lines (a PEM parse error, a wrapped
-// exec error) cannot break a line-oriented reader of /readyz or the log.
+// oneLine collapses every run of white space, newlines included, so that
+// a cause spanning lines cannot break a line-oriented reader of /readyz.
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {

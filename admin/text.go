@@ -12,8 +12,8 @@ import (
 	"unicode/utf8"
 )
 
-// WriteText prints st for a human, as `sds-bridge status` shows it; now is
-// the reader's clock, for "in 5m" and "3s ago".
+// WriteText prints st for a human (`sds-bridge status`); now is the
+// reader's clock, for "in 5m" and "3s ago".
 func (st Status) WriteText(w io.Writer, now time.Time) error {
 	t := &text{now: now}
 	t.header(st)
@@ -28,15 +28,13 @@ func (st Status) WriteText(w io.Writer, now time.Time) error {
 	return err
 }
 
-// text builds the rendering, one section at a time.
 type text struct {
 	b   strings.Builder
 	now time.Time
 }
 
-// p prints one line. Every string argument goes through printable: the
-// document holds text clients chose (SDS node ids, NACK details), and a
-// document from another bridge may hold anything.
+// p prints one line, every string argument through printable: the
+// document holds text clients chose, and one from afar may hold anything.
 func (t *text) p(format string, args ...any) {
 	for i, a := range args {
 		if s, ok := a.(string); ok {
@@ -46,10 +44,8 @@ func (t *text) p(format string, args ...any) {
 	fmt.Fprintf(&t.b, format+"\n", args...)
 }
 
-// table aligns the rows of one section, then prints its details below
-// it, as a line without tabs would end the alignment. Cells go through
-// printable, as p's arguments do (a tab in a cell would break the
-// alignment too).
+// table aligns a section's rows, cells through printable, then prints its
+// details below (a line without tabs would end the alignment).
 func (t *text) table(rows [][]string, details []string) {
 	tw := tabwriter.NewWriter(&t.b, 0, 4, 2, ' ', 0)
 	for _, r := range rows {
@@ -214,7 +210,6 @@ func (t *text) sds(sds *SDSStatus) {
 	}
 }
 
-// subscription is what a stream asks for, as the stream serves it.
 func subscription(c ClientStatus) string {
 	switch {
 	case c.Wildcard:
@@ -225,7 +220,6 @@ func subscription(c ClientStatus) string {
 	return "asks for " + strings.Join(c.Subscribed, ", ")
 }
 
-// printableAll is printable for each of names.
 func printableAll(names []string) []string {
 	out := make([]string, len(names))
 	for i, n := range names {
@@ -234,13 +228,10 @@ func printableAll(names []string) []string {
 	return out
 }
 
-// printable escapes what a terminal would act on rather than show —
-// control characters (escape sequences, newlines, tabs), format
-// characters such as bidi overrides, invalid UTF-8 — as Go escapes
-// (\x1b, \n, \u202e), so that text a client chose (an SDS node id, a
-// NACK's detail) can neither forge lines nor restyle an operator's
-// terminal. Text with nothing to escape is returned as is, without
-// allocating.
+// printable escapes what a terminal would act on rather than show
+// (control and format characters, invalid UTF-8) as Go escapes, so that
+// text a client chose can neither forge lines nor restyle a terminal.
+// Text with nothing to escape is returned without allocating.
 func printable(s string) string {
 	if !strings.ContainsFunc(s, needsEscape) && utf8.ValidString(s) {
 		return s
@@ -264,9 +255,8 @@ func printable(s string) string {
 
 func needsEscape(r rune) bool { return r != ' ' && !unicode.IsPrint(r) }
 
-// retryText says what a sink that failed does about it: "retrying
-// generation 7 since 2026-…Z, 4 attempts, next in 8s, last error: …".
-// /readyz and `sds-bridge status` say it alike.
+// retryText says what a failed sink does about it, for /readyz and
+// `sds-bridge status` alike.
 func retryText(gen uint64, since time.Time, attempts int, next time.Time, lastErr string, now time.Time) string {
 	when := "now"
 	if d := next.Sub(now); !next.IsZero() && d > 0 {
@@ -276,7 +266,6 @@ func retryText(gen uint64, since time.Time, attempts int, next time.Time, lastEr
 		gen, stamp(since), plural(attempts, "attempt"), when, lastErr)
 }
 
-// stamp is t in UTC, RFC 3339.
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // round keeps durations readable: whole seconds, or milliseconds below one.

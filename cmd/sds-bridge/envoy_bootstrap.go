@@ -10,19 +10,15 @@ import (
 	"path/filepath"
 )
 
-// envoyTool is the program envoy-bootstrap runs: the Envoy bootstrap
-// generator and checker live in a binary of their own, so that the daemon
-// does not link (and initialise, in every sidecar) Envoy's bootstrap types
-// and every extension go-control-plane ships.
+// envoyTool is the program envoy-bootstrap runs, so that the daemon does
+// not link (and initialise, in every sidecar) Envoy's bootstrap types.
 const envoyTool = "sds-bridge-envoy"
 
-// envoyBootstrapUsage is the line for the top-level usage text.
 const envoyBootstrapUsage = `  sds-bridge envoy-bootstrap [FLAGS]   (runs ` + envoyTool + `, beside sds-bridge or on PATH: prints an Envoy bootstrap
                              for the bridge's config, or with --check FILE checks one; --help lists its flags)`
 
-// runEnvoyBootstrap runs sds-bridge-envoy with args, as git and kubectl run
-// their plugins: found beside this executable first, then on PATH, with
-// this process's standard streams, its exit status passed on.
+// runEnvoyBootstrap runs sds-bridge-envoy as git and kubectl run their
+// plugins: with this process's streams, its exit status passed on.
 func runEnvoyBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	tool, err := findEnvoyTool()
 	if err != nil {
@@ -42,14 +38,13 @@ func runEnvoyBootstrap(ctx context.Context, args []string, stdout, stderr io.Wri
 	return nil
 }
 
-// findEnvoyTool is the path of sds-bridge-envoy beside this executable
-// (a release archive and `make build` put them side by side), or else the
-// first on PATH.
+// findEnvoyTool is sds-bridge-envoy beside this executable (as a release
+// and `make build` put it), or else on PATH.
 func findEnvoyTool() (string, error) {
 	where := "on PATH"
 	if exe, err := os.Executable(); err == nil {
 		beside := filepath.Join(filepath.Dir(exe), envoyTool)
-		if isExecutable(beside) {
+		if fi, err := os.Stat(beside); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
 			return beside, nil
 		}
 		where = "beside " + exe + " nor on PATH"
@@ -62,10 +57,4 @@ func findEnvoyTool() (string, error) {
 		"(memory in every sidecar): take it from the same release as sds-bridge (or bin/ after make build), "+
 		"or go install github.com/sds-bridge/sds-bridge/cmd/%s@<version>, and put it beside sds-bridge or on PATH",
 		envoyTool, where, envoyTool)
-}
-
-// isExecutable: path is a regular file someone may execute.
-func isExecutable(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }

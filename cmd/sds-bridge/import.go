@@ -15,8 +15,8 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sds-bridge import-spiffe-helper", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	baseDir := fs.String("base-dir", "", "spiffe-helper's working directory, against which relative cert_dir and pid_file_name are resolved (default: the current directory)")
-	var owner ownerFlag
-	fs.Var(&owner, "owner", "uid:gid to own the written files (files[].owner; the bridge must run as root): for a consumer that reads them as another user, such as mosquitto's `user`")
+	var owner *config.Owner
+	fs.Func("owner", "uid:gid to own the written files (files[].owner; the bridge must run as root): for a consumer that reads them as another user, such as mosquitto's `user`", ownerFunc(&owner))
 	allow := fs.Bool("allow-unsupported", false, "print the YAML even when some helper.conf keys cannot be carried over (each is a NOT SUPPORTED comment in it)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: sds-bridge import-spiffe-helper [--base-dir DIR] [--owner UID:GID] [--allow-unsupported] helper.conf > sds-bridge.yaml")
@@ -29,24 +29,17 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return coded{code: exitUsage}
 	}
-	return helperconf.Import(stdout, stderr, fs.Arg(0), helperconf.Options{BaseDir: *baseDir, Owner: owner.owner}, *allow)
+	return helperconf.Import(stdout, stderr, fs.Arg(0), helperconf.Options{BaseDir: *baseDir, Owner: owner}, *allow)
 }
 
-// ownerFlag is --owner uid:gid, as files[].owner reads it.
-type ownerFlag struct{ owner *config.Owner }
-
-func (o *ownerFlag) String() string {
-	if o.owner == nil {
-		return ""
+// ownerFunc parses --owner uid:gid into *dst, as files[].owner reads it.
+func ownerFunc(dst **config.Owner) func(string) error {
+	return func(v string) error {
+		uid, gid, err := config.ParseOwner(v)
+		if err != nil {
+			return err
+		}
+		*dst = &config.Owner{UID: uid, GID: gid}
+		return nil
 	}
-	return o.owner.String()
-}
-
-func (o *ownerFlag) Set(v string) error {
-	uid, gid, err := config.ParseOwner(v)
-	if err != nil {
-		return err
-	}
-	o.owner = &config.Owner{UID: uid, GID: gid}
-	return nil
 }

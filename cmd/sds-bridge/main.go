@@ -13,8 +13,12 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/sds-bridge/sds-bridge/admin"
 	"github.com/sds-bridge/sds-bridge/internal/config"
 )
+
+// version is set with -ldflags "-X main.version=v1.2.3" (make build does).
+var version string
 
 const usage = `sds-bridge: one SPIFFE rotation source for Envoy (SDS) and files.
 
@@ -41,25 +45,17 @@ func main() {
 	os.Exit(exitStatus(err, os.Stderr))
 }
 
-// exitStatus prints err (if it says anything) and returns the process's
-// exit status: 0 for success and for -h/--help (the usage was asked for and
-// printed), the status a coded error or a supervised program's exit
-// carries, 1 otherwise.
+// exitStatus prints err (if it says anything) and returns the exit
+// status: 0 for success and -h/--help, the status a coded error or a
+// supervised program's exit carries, 1 otherwise.
 func exitStatus(err error, stderr io.Writer) int {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
-	// Logged already (a JSON line): only its status.
-	var r reported
-	if errors.As(err, &r) {
-		return exitStatus(r.err, io.Discard)
-	}
-	// A bare coded says only "exit status 2": its usage or verdict is
-	// printed already.
+	// A bare coded's usage or verdict is printed already.
 	if c, ok := err.(coded); !ok || c.err != nil {
 		fmt.Fprintln(stderr, "sds-bridge:", err)
 	}
-	// coded, or a supervised program's exit (supervise.ExitError).
 	var c interface{ ExitCode() int }
 	if errors.As(err, &c) {
 		return c.ExitCode()
@@ -67,17 +63,11 @@ func exitStatus(err error, stderr io.Writer) int {
 	return 1
 }
 
-// The exit statuses every command shares; the README's "Exit status"
-// table lists them per command, and a script can tell "bad state" from
-// "wrong command line" from "nobody answered".
+// The exit statuses every command shares (the README's "Exit status").
 const (
-	// exitBad: the state the command reports is bad (not ready, not
-	// valid, refused), or the command failed.
-	exitBad = 1
-	// exitUsage: the command line is wrong; nothing was tested.
-	exitUsage = 2
-	// exitNoAnswer: status got no status document from a bridge.
-	exitNoAnswer = 3
+	exitBad      = 1 // the state reported is bad, or the command failed
+	exitUsage    = 2 // the command line is wrong; nothing was tested
+	exitNoAnswer = 3 // status got no status document from a bridge
 )
 
 // coded exits with its own status, printing err; without err, the
@@ -97,15 +87,7 @@ func (c coded) Error() string {
 func (c coded) Unwrap() error { return c.err }
 func (c coded) ExitCode() int { return c.code }
 
-// reported is an error the command has logged already (as a JSON line):
-// main prints nothing more, and exits with err's status.
-type reported struct{ err error }
-
-func (r reported) Error() string { return r.err.Error() }
-func (r reported) Unwrap() error { return r.err }
-
-// usageError is err (a flag the command does not take, an argument too
-// many) exiting with exitUsage; -h/--help stays exit status 0.
+// usageError is err exiting with exitUsage; -h/--help stays 0.
 func usageError(err error) error {
 	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return err
@@ -135,7 +117,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "import-spiffe-helper":
 		return runImport(rest, stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "sds-bridge", versionString())
+		fmt.Fprintln(stdout, "sds-bridge", admin.ReadBuildInfo(version))
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -146,8 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// parseFlags is fs.Parse, with the nearest flag suggested for an unknown
-// one, as config keys are.
+// parseFlags is fs.Parse, suggesting the nearest flag for an unknown one.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	err := fs.Parse(args)
 	name, unknown := strings.CutPrefix(fmt.Sprint(err), "flag provided but not defined: -")

@@ -24,64 +24,48 @@ type commonFlags struct {
 	layout     string
 	logFormat  string
 	logLevel   string
-	admin      optionalString
-	// once writes every folder once and exits (runOnce); the converted
-	// config of a helper.conf with daemon_mode = false sets it too.
+	admin      *string // nil: no --admin; "" turns it off
+	// once is --once, or a converted helper.conf's daemon_mode = false.
 	once bool
-	// program is what follows "--": the program to supervise
-	// (supervise.command), over the config's.
+	// program is what follows "--" (supervise.command).
 	program []string
 
-	// spiffeHelperConfig is a helper.conf converted on the fly, instead of
-	// configFile; its notes go to stderr.
+	// spiffeHelperConfig is a helper.conf converted on the fly, instead
+	// of configFile, with its notes on stderr and owner over its files.
 	spiffeHelperConfig string
 	stderr             io.Writer
-	// owner (--owner, with spiffeHelperConfig only) owns the files.
-	owner ownerFlag
+	owner              *config.Owner
 
-	// limit is the logger's handler: it bounds repeated lines and is
-	// closed (pending counts written) when the command ends.
-	limit *loglimit.Handler
-	// format is the handler under limit, for the last line: the error
-	// that stops the bridge, in the format of every other line.
+	// limit is the logger's handler (repeated lines bounded), closed when
+	// the command ends; format is the one under it, for the last line.
+	limit  *loglimit.Handler
 	format slog.Handler
-}
-
-// optionalString is a string flag that knows whether it was given, so that
-// --admin "" (off) differs from no --admin (the config's or the default).
-type optionalString struct {
-	value string
-	set   bool
-}
-
-func (o *optionalString) String() string { return o.value }
-
-func (o *optionalString) Set(v string) error {
-	o.value, o.set = v, true
-	return nil
 }
 
 func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.configFile, "config", "", "YAML config file (see README for every key)")
 	fs.StringVar(&c.spiffeHelperConfig, "spiffe-helper-config", "", "a spiffe-helper helper.conf to use instead of --config, converted as import-spiffe-helper does")
 	c.stderr = fs.Output()
-	fs.Var(&c.owner, "owner", "uid:gid to own the files of --spiffe-helper-config's folder (files[].owner; the bridge must run as root)")
+	fs.Func("owner", "uid:gid to own the files of --spiffe-helper-config's folder (files[].owner; the bridge must run as root)", ownerFunc(&c.owner))
 	fs.StringVar(&c.sdsSocket, "sds-socket", "", "unix socket for Envoy's SDS (sds.socket)")
 	fs.StringVar(&c.dir, "dir", "", "add one credential folder at DIR (files[].dir)")
 	fs.StringVar(&c.layout, "layout", "spiffe-helper", "layout of the --dir folder: spiffe-helper or spiffe")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&c.once, "once", false, "write every credential folder (and its JWT files) once, run its reload actions, then exit 0; exit 1 with the reason after workload_api.first_update_timeout. Envoy SDS and the admin listener are not served (spiffe-helper's daemon_mode = false)")
-	fs.Var(&c.admin, "admin", `admin HTTP address for /livez, /readyz, /metrics, /status (admin.listen; default 127.0.0.1:8081; "" turns it off)`)
+	fs.Func("admin", `admin HTTP address for /livez, /readyz, /metrics, /status (admin.listen; default 127.0.0.1:8081; "" turns it off)`, func(v string) error {
+		c.admin = &v
+		return nil
+	})
 }
 
-// load reads the config file (if any), applies the flags over it, then
-// defaults and validates the result.
+// load reads the config file (if any), applies the flags, defaults and
+// validates.
 func (c *commonFlags) load(then func(*config.Config)) (*config.Config, error) {
 	if c.configFile != "" && c.spiffeHelperConfig != "" {
 		return nil, errors.New("--config and --spiffe-helper-config: give only one")
 	}
-	if c.owner.owner != nil && c.spiffeHelperConfig == "" {
+	if c.owner != nil && c.spiffeHelperConfig == "" {
 		return nil, errors.New("--owner goes with --spiffe-helper-config; a YAML config says files[].owner")
 	}
 	cfg := &config.Config{}
@@ -92,17 +76,14 @@ func (c *commonFlags) load(then func(*config.Config)) (*config.Config, error) {
 		}
 	}
 	if c.spiffeHelperConfig != "" {
-		converted, once, err := helperconf.Load(c.stderr, c.spiffeHelperConfig, helperconf.Options{Owner: c.owner.owner})
+		converted, once, err := helperconf.Load(c.stderr, c.spiffeHelperConfig, helperconf.Options{Owner: c.owner})
 		if err != nil {
 			return nil, err
 		}
 		cfg = converted
 		c.once = c.once || once
 	}
-	o := config.Overrides{SDSSocket: c.sdsSocket, Dir: c.dir, Layout: c.layout, Program: c.program, Then: then, Once: c.once}
-	if c.admin.set {
-		o.Admin = &c.admin.value
-	}
+	o := config.Overrides{SDSSocket: c.sdsSocket, Dir: c.dir, Layout: c.layout, Program: c.program, Then: then, Once: c.once, Admin: c.admin}
 	if err := o.Apply(cfg); err != nil {
 		return nil, err
 	}
@@ -120,28 +101,24 @@ func (c *commonFlags) load(then func(*config.Config)) (*config.Config, error) {
 	return cfg, nil
 }
 
-// errStoppedLoading is a SIGTERM or SIGINT that came while the config was
-// being read: the bridge exits 0 at once, having started nothing.
+// errStoppedLoading is a stop that came while the config was being read:
+// the bridge exits 0 at once, having started nothing (see finish).
 var errStoppedLoading = errors.New("stopped before the config was read")
 
-// loadUntil is load, unless ctx ends first (the bridge caught SIGTERM or
-// SIGINT): then it logs and returns errStoppedLoading at once. A config
-// that is slow to read — a pipe whose writer hangs, a file on a stuck
-// mount — must not make the bridge deaf to a stop; the abandoned read ends
-// with the process.
+// loadUntil is load, unless ctx ends first: a config slow to read (a pipe
+// whose writer hangs, a stuck mount) must not make the bridge deaf to a
+// stop; the abandoned read ends with the process.
 func (c *commonFlags) loadUntil(ctx context.Context, log *slog.Logger, then func(*config.Config)) (*config.Config, error) {
-	type loaded struct {
-		cfg *config.Config
-		err error
-	}
-	done := make(chan loaded, 1)
+	var cfg *config.Config
+	var err error
+	done := make(chan struct{})
 	go func() {
-		cfg, err := c.load(then)
-		done <- loaded{cfg, err}
+		cfg, err = c.load(then)
+		close(done)
 	}()
 	select {
-	case l := <-done:
-		return l.cfg, l.err
+	case <-done:
+		return cfg, err
 	case <-ctx.Done():
 		log.Info("stopped before the config was read; nothing was started", "why", context.Cause(ctx))
 		return nil, errStoppedLoading
@@ -167,18 +144,20 @@ func (c *commonFlags) logger(w io.Writer) (*slog.Logger, error) {
 }
 
 // finish ends run or dev with err: the counts of suppressed lines are
-// written, and with --log-format json the error that stops the bridge is
-// a JSON line like every other (main then prints nothing more: a log
-// pipeline reads only JSON). Text keeps main's "sds-bridge: …" line.
+// written, and with --log-format json the error is a JSON line like every
+// other (main then prints nothing more). Text keeps main's line.
 func (c *commonFlags) finish(err error) error {
 	c.limit.Close()
+	if errors.Is(err, errStoppedLoading) {
+		return nil
+	}
 	if err == nil || c.logFormat != "json" {
 		return err
 	}
 	rec := slog.NewRecord(time.Now(), slog.LevelError, "sds-bridge stopped", 0)
 	rec.AddAttrs(slog.String("error", err.Error()))
 	_ = c.format.Handle(context.Background(), rec)
-	return reported{err}
+	return coded{code: exitStatus(err, io.Discard)} // logged: main prints nothing more
 }
 
 func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
@@ -189,56 +168,47 @@ func runBridge(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	var common commonFlags
 	workloadAPI := fs.String("workload-api", "", "Workload API address, e.g. unix:///run/spire/sockets/agent.sock (workload_api.address; default $SPIFFE_ENDPOINT_SOCKET)")
-	log, err := common.parse(fs, args, stderr)
-	if err != nil {
-		return err
-	}
-	return common.finish(runWithFlags(ctx, &common, log, *workloadAPI))
-}
-
-// runWithFlags loads the config run's flags name and runs the bridge.
-func runWithFlags(ctx context.Context, common *commonFlags, log *slog.Logger, workloadAPI string) error {
-	cfg, err := common.loadUntil(ctx, log, func(c *config.Config) {
-		if workloadAPI != "" {
-			c.WorkloadAPI.Address = workloadAPI
+	return common.run(fs, args, stderr, func(log *slog.Logger) error {
+		cfg, err := common.loadUntil(ctx, log, func(c *config.Config) {
+			if *workloadAPI != "" {
+				c.WorkloadAPI.Address = *workloadAPI
+			}
+		})
+		if err != nil {
+			return err
 		}
+		b, err := bridge.New(ctx, common.options(cfg, log))
+		if err != nil {
+			return err
+		}
+		return b.Run(ctx)
 	})
-	if errors.Is(err, errStoppedLoading) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	b, err := bridge.New(ctx, common.options(cfg, log))
-	if err != nil {
-		return err
-	}
-	return b.Run(ctx)
 }
 
-// parse registers the common flags on fs (next to the command's own),
-// parses args and returns the logger they ask for.
-func (c *commonFlags) parse(fs *flag.FlagSet, args []string, stderr io.Writer) (*slog.Logger, error) {
+// run parses args with the common flags beside fs's own, and runs body.
+func (c *commonFlags) run(fs *flag.FlagSet, args []string, stderr io.Writer, body func(*slog.Logger) error) error {
 	fs.SetOutput(stderr)
 	c.register(fs)
 	err := parseFlags(fs, args)
 	if err != nil {
-		return nil, usageError(err)
+		return usageError(err)
 	}
 	if c.program, err = programArgs(fs, args); err != nil {
-		return nil, usageError(err)
+		return usageError(err)
 	}
-	return c.logger(stderr)
+	log, err := c.logger(stderr)
+	if err != nil {
+		return err
+	}
+	return c.finish(body(log))
 }
 
-// options are the bridge's options for cfg, as the flags say.
 func (c *commonFlags) options(cfg *config.Config, log *slog.Logger) bridge.Options {
 	return bridge.Options{Config: cfg, Logger: log, Once: c.once, Build: admin.ReadBuildInfo(version)}
 }
 
-// programArgs returns what follows "--" on the command line (the program
-// to supervise and its arguments), and refuses any other argument left
-// after the flags.
+// programArgs returns what follows "--" on the command line, and refuses
+// any other argument left after the flags.
 func programArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	rest := fs.Args()
 	if len(rest) == 0 {

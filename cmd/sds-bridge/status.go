@@ -15,10 +15,8 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/config"
 )
 
-// runStatus prints what a running bridge delivers, from its admin /status.
-// Its exit status follows what it printed: 0 ready, exitBad not ready (the
-// text says why), exitNoAnswer when no bridge answered with a status, so
-// a script or a cron job can alert on it.
+// runStatus prints a running bridge's admin /status, and exits 0 ready,
+// exitBad not ready, exitNoAnswer when no bridge answered with a status.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sds-bridge status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -65,11 +63,11 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // fetchTimeout bounds the whole request: a bridge that does not answer in
-// this time is as good as down for someone looking at it.
+// this time is as good as down.
 const fetchTimeout = 10 * time.Second
 
-// fetchStatus gets the document from the admin endpoint at addr (host:port or
-// an http:// URL): raw is the JSON as served, st its decoding.
+// fetchStatus gets the document from the admin endpoint at addr: raw as
+// served, st decoded.
 func fetchStatus(ctx context.Context, addr string) (raw []byte, st *admin.Status, err error) {
 	url, err := statusURL(addr)
 	if err != nil {
@@ -101,8 +99,8 @@ func fetchStatus(ctx context.Context, addr string) (raw []byte, st *admin.Status
 	return raw, st, nil
 }
 
-// statusURL turns an admin address into the /status URL; a wildcard listen
-// address is reached over loopback.
+// statusURL is the /status URL of an admin address (host:port, or an
+// http:// URL); a wildcard host is reached over loopback.
 func statusURL(addr string) (string, error) {
 	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
 		return strings.TrimSuffix(addr, "/") + "/status", nil

@@ -13,53 +13,49 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/config"
 )
 
-// `check` and `wait`: which credential folders to test, named by flags or
-// by the bridge's config, tested once or until they are ready. The testing
-// itself is filesink's reader.
-
+// runCheck tests the folders once; runWait until they are ready.
 func runCheck(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("sds-bridge check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var targets folderTargets
-	targets.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return usageError(err)
-	}
-	cfgs, err := targets.configs()
-	if err != nil {
-		return err
-	}
-	lines, err := filesink.InspectAll(cfgs)
-	if err != nil {
-		return fmt.Errorf("check %w", err)
-	}
-	for _, l := range lines {
-		fmt.Fprintln(stdout, "ok:", l)
-	}
-	return nil
+	return testFolders(context.Background(), "check", args, stdout, stderr)
 }
 
 func runWait(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("sds-bridge wait", flag.ContinueOnError)
+	return testFolders(ctx, "wait", args, stdout, stderr)
+}
+
+func testFolders(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sds-bridge "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var targets folderTargets
-	targets.register(fs)
-	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
+	var t folderTargets
+	fs.StringVar(&t.configFile, "config", "", "the bridge's config file: test every folder it writes (files[]), with its layout, names and svid; --dir picks one")
+	fs.StringVar(&t.dir, "dir", "", "credential folder to test (required without --config)")
+	fs.StringVar(&t.layout, "layout", "", "folder layout: spiffe-helper or spiffe (default: what the folder's sds-bridge.json says it was written with, else spiffe-helper)")
+	fs.DurationVar(&t.minValidity, "min-validity", 0, "the leaf must stay valid at least this long")
+	var timeout *time.Duration
+	if cmd == "wait" {
+		timeout = fs.Duration("timeout", 2*time.Minute, "give up after this long")
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return usageError(err)
 	}
-	cfgs, err := targets.configs()
+	cfgs, err := t.configs()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	lines, err := filesink.Wait(ctx, cfgs)
-	if err != nil {
-		return fmt.Errorf("wait: not ready after %s: %w", *timeout, err)
+	verdict, lines := "ok:", []string(nil)
+	if timeout == nil {
+		if lines, err = filesink.InspectAll(cfgs); err != nil {
+			return fmt.Errorf("check %w", err)
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		if lines, err = filesink.Wait(ctx, cfgs); err != nil {
+			return fmt.Errorf("wait: not ready after %s: %w", *timeout, err)
+		}
+		verdict = "ready:"
 	}
 	for _, l := range lines {
-		fmt.Fprintln(stdout, "ready:", l)
+		fmt.Fprintln(stdout, verdict, l)
 	}
 	return nil
 }
@@ -72,16 +68,8 @@ type folderTargets struct {
 	minValidity time.Duration
 }
 
-func (t *folderTargets) register(fs *flag.FlagSet) {
-	fs.StringVar(&t.configFile, "config", "", "the bridge's config file: test every folder it writes (files[]), with its layout, names and svid; --dir picks one")
-	fs.StringVar(&t.dir, "dir", "", "credential folder to test (required without --config)")
-	fs.StringVar(&t.layout, "layout", "", "folder layout: spiffe-helper or spiffe (default: what the folder's sds-bridge.json says it was written with, else spiffe-helper)")
-	fs.DurationVar(&t.minValidity, "min-validity", 0, "the leaf must stay valid at least this long")
-}
-
-// configs are the folders to test: --dir alone (layout and names from the
-// folder's marker), or the folders of --config, each with its layout,
-// names and svid choice, which the folder must hold.
+// configs are the folders to test: --dir alone (as its marker says), or
+// those of --config, each with its layout, names and svid choice.
 func (t folderTargets) configs() ([]filesink.InspectConfig, error) {
 	var dir string
 	if t.dir != "" {

@@ -55,11 +55,11 @@ func TestNewGivesBackWhatItTookWhenItFails(t *testing.T) {
 	if _, err := New(t.Context(), Options{Config: cfg, Logger: testkit.Logger(t)}); err == nil || !strings.Contains(err.Error(), "admin.listen") {
 		t.Fatalf("New with a busy admin port = %v, want an admin.listen error", err)
 	}
-	release, _, err := lockAll(cfg, testkit.Logger(t))
-	if err != nil {
+	b := &Bridge{Options: Options{Config: cfg, Logger: testkit.Logger(t)}}
+	if err := b.lockAll(); err != nil {
 		t.Fatalf("the failed New kept a lock: %v", err)
 	}
-	release()
+	b.close()
 }
 
 // Describe names the SDS secrets as sds.Names serves them: without ALL

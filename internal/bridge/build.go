@@ -19,14 +19,13 @@ import (
 )
 
 // buildSinks makes the SDS server (if on) and every credential folder,
-// each prepared: leftovers from a previous pod are gone before any
-// consumer can be told the folder is ready (the incident this project
-// comes from).
+// prepared: a previous pod's leftovers are gone before any consumer can
+// be told the folder is ready.
 func (b *Bridge) buildSinks(ctx context.Context) ([]rotation.Sink, error) {
 	var sinks []rotation.Sink
-	if b.cfg.SDS.On() {
-		sc := b.cfg.SDS.Config
-		sc.Logger = b.log.With("component", "sds")
+	if b.Config.SDS.On() {
+		sc := b.Config.SDS.Config
+		sc.Logger = b.Logger.With("component", "sds")
 		srv, err := sds.New(sc)
 		if err != nil {
 			return nil, err
@@ -34,8 +33,8 @@ func (b *Bridge) buildSinks(ctx context.Context) ([]rotation.Sink, error) {
 		b.sds = srv
 		sinks = append(sinks, srv)
 	}
-	for i, f := range b.cfg.Files {
-		folder, runner, err := newFolder(ctx, f, b.folderLocks[i], b.log, b.once)
+	for i, f := range b.Config.Files {
+		folder, runner, err := newFolder(ctx, f, b.folderLocks[i], b.Logger, b.Once)
 		if err != nil {
 			return nil, fmt.Errorf("files[%d]: %w", i, err)
 		}
@@ -46,11 +45,10 @@ func (b *Bridge) buildSinks(ctx context.Context) ([]rotation.Sink, error) {
 	return sinks, nil
 }
 
-// newFolder is one prepared credential folder, writing the directory
-// locked as lock, and its one reload runner, which the folder's JWT writer
-// shares. A clean-up the disk does not let finish (full, read-only) does
-// not stop the bridge: SDS must serve all the same, and the folder's first
-// Apply runs the clean-up again, retried until it can.
+// newFolder is one prepared folder writing the directory lock holds, and
+// its reload runner (shared with its JWT files). A clean-up the disk does
+// not let finish does not stop the bridge: SDS must serve all the same,
+// and the first Apply retries it.
 func newFolder(ctx context.Context, f config.Folder, lock *filesink.FolderLock, log *slog.Logger, once bool) (*filesink.Folder, *reload.Runner, error) {
 	rc := f.ReloadConfig(once)
 	rc.Logger = log.With("component", "reload", "dir", f.Dir)
@@ -76,8 +74,7 @@ func newFolder(ctx context.Context, f config.Folder, lock *filesink.FolderLock, 
 	return folder, runner, nil
 }
 
-// newJWTWriter writes every folder's JWT files, sharing each folder's
-// reload runner with its X.509 writer.
+// newJWTWriter writes every folder's JWT files with the folder's runner.
 func newJWTWriter(cfg *config.Config, runners []*reload.Runner, log *slog.Logger) (*jwtfiles.Writer, error) {
 	jc := jwtfiles.Config{
 		Address:         cfg.WorkloadAPI.Address,
@@ -92,14 +89,13 @@ func newJWTWriter(cfg *config.Config, runners []*reload.Runner, log *slog.Logger
 	return jwtfiles.New(jc)
 }
 
-// buildAdmin makes the admin server and binds its listener, if on; the
-// admin's latency histogram then hears every sink's status.
-func (b *Bridge) buildAdmin(build admin.BuildInfo) error {
-	addr := b.cfg.Admin.Address()
+// buildAdmin makes the admin server and binds its listener, if on.
+func (b *Bridge) buildAdmin() error {
+	addr := b.Config.Admin.Address()
 	if addr == "" {
 		return nil
 	}
-	ac := b.cfg.Admin.ServerConfig()
+	ac := b.Config.Admin.ServerConfig()
 	ac.Source = b.src
 	for _, f := range b.folders {
 		ac.Folders = append(ac.Folders, f)
@@ -110,8 +106,8 @@ func (b *Bridge) buildAdmin(build admin.BuildInfo) error {
 	if !b.jwt.Empty() {
 		ac.JWT = b.jwt
 	}
-	ac.Build = build
-	ac.Logger = b.log.With("component", "admin")
+	ac.Build = b.Build
+	ac.Logger = b.Logger.With("component", "admin")
 	adm, err := admin.New(ac)
 	if err != nil {
 		return err

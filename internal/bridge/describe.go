@@ -11,12 +11,10 @@ import (
 	"github.com/sds-bridge/sds-bridge/reload/pgreload"
 )
 
-// Describe tells a person at a terminal what the bridge serves and where:
-// the SDS socket with the names it answers (for SVIDs of ids and bundles
-// of domains, as far as they are known), each folder and its reload
-// actions, the supervised program, --once, and the admin address.
+// Describe tells a person at a terminal what the bridge serves and where;
+// the SDS names are those served for SVIDs of ids and bundles of domains.
 func (b *Bridge) Describe(w io.Writer, ids []spiffeid.ID, domains []spiffeid.TrustDomain) {
-	cfg := b.cfg
+	cfg := b.Config
 	if b.sds != nil {
 		names := cfg.SDS.Names.WithDefaults().Served(ids, domains)
 		fmt.Fprintf(w, "  Envoy SDS socket:   %s  (names: %s)\n", cfg.SDS.SocketPath, strings.Join(names, ", "))
@@ -37,11 +35,10 @@ func (b *Bridge) Describe(w io.Writer, ids []spiffeid.ID, domains []spiffeid.Tru
 	if sv := cfg.Supervise; sv.On() {
 		fmt.Fprintf(w, "  supervised program: %q  (starts once every folder holds a set; %s after each swap; restart %s)\n", sv.Command, sv.RenewSignal, sv.Restart)
 	}
-	if b.once {
+	if b.Once {
 		fmt.Fprintln(w, "  --once: writes every folder once, runs its reload actions and exits; no Envoy SDS, no admin")
 	}
 	if addr := b.adminAddr(); addr != "" {
-		ac := cfg.Admin.ServerConfig().WithDefaults()
-		fmt.Fprintf(w, "  admin:              http://%s  (%s %s /metrics /status)\n", addr, ac.LivenessPath, ac.ReadinessPath)
+		fmt.Fprintf(w, "  admin:              http://%s  (%s)\n", addr, b.admin.Paths())
 	}
 }

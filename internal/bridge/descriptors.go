@@ -10,16 +10,12 @@ import (
 )
 
 // minDescriptorsLeft is what the connection caps must leave of the
-// descriptor limit for everything else: Workload API and SDS listener,
-// folder swaps (a few per file, briefly), reload actions, logs.
+// descriptor limit for swaps, reload actions, listeners and logs.
 const minDescriptorsLeft = 256
 
 // logDescriptorBudget logs how the descriptor limit is shared, and warns
-// when the connection caps leave too little for folder swaps. There is
-// nothing to raise: on Linux the Go runtime sets the soft RLIMIT_NOFILE to
-// the hard limit when the process starts (and gives exec'd reload actions
-// the original back), so the limit read here is the most the bridge can
-// have.
+// when the connection caps leave too little. There is nothing to raise:
+// the Go runtime already set the soft RLIMIT_NOFILE to the hard one.
 func logDescriptorBudget(cfg *config.Config, log *slog.Logger) {
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {

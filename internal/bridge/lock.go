@@ -3,61 +3,45 @@ package bridge
 import (
 	"fmt"
 	"log/slog"
-	"slices"
 
 	"github.com/sds-bridge/sds-bridge/filesink"
-	"github.com/sds-bridge/sds-bridge/internal/config"
 	"github.com/sds-bridge/sds-bridge/sds"
 )
 
-// lockAll makes the SDS socket and every credential folder belong to this
-// process: one exclusive lock each, taken before any start-up cleanup,
-// write or socket removal. A second bridge on any of them (the same folder
-// with another socket or SVID, the same socket with another folder) fails
-// here, naming the running bridge's pid, and has touched nothing but the
-// lock files (and a missing folder, created empty to hold its lock). The
-// socket goes first: a bridge refused on the socket creates no folder.
-// folders holds each folder's lock, in config order: the folder writes the
-// directory locked here. A lock file some other uid planted is replaced,
-// and logged. release gives every lock up; call it once serving has ended.
-func lockAll(cfg *config.Config, log *slog.Logger) (release func(), folders []*filesink.FolderLock, err error) {
-	var releases []func()
-	releaseAll := func() {
-		for _, r := range slices.Backward(releases) {
-			r()
-		}
-	}
-	defer func() {
-		if err != nil {
-			releaseAll()
-		}
-	}()
+// lockAll makes the SDS socket and every folder belong to this process:
+// one exclusive lock each, before any clean-up, write or socket removal,
+// so a second bridge on any of them fails here, having touched only lock
+// files (and a missing folder, created to hold its lock). The socket goes
+// first: a bridge refused on it creates no folder. The folder locks are
+// kept in config order; each folder writes the directory locked here.
+// b.close gives every lock back.
+func (b *Bridge) lockAll() error {
+	cfg, log := b.Config, b.Logger
 	if cfg.SDS.On() {
 		l, err := sds.LockSocket(cfg.SDS.SocketPath)
 		if err != nil {
-			return nil, nil, fmt.Errorf("sds.socket %q: %w", cfg.SDS.SocketPath, err)
+			return fmt.Errorf("sds.socket %q: %w", cfg.SDS.SocketPath, err)
 		}
-		releases = append(releases, func() { l.Release() })
+		b.release = append(b.release, func() { l.Release() })
 		warnReplaced(log, l.Path(), l.Replaced())
 	}
 	for i, f := range cfg.Files {
 		if err := filesink.RefuseWorldWritable(f.Dir, f.AllowWorldWritableDir); err != nil {
-			return nil, nil, fmt.Errorf("files[%d].dir: %w", i, err)
+			return fmt.Errorf("files[%d].dir: %w", i, err)
 		}
 		l, err := filesink.LockFolder(f.Dir)
 		if err != nil {
-			return nil, nil, fmt.Errorf("files[%d].dir %q: %w", i, f.Dir, err)
+			return fmt.Errorf("files[%d].dir %q: %w", i, f.Dir, err)
 		}
-		releases = append(releases, l.Release)
-		folders = append(folders, l)
+		b.release = append(b.release, l.Release)
+		b.folderLocks = append(b.folderLocks, l)
 		warnReplaced(log, l.Path(), l.Replaced())
 	}
-	return releaseAll, folders, nil
+	return nil
 }
 
-// warnReplaced logs a lock file's name that held something other than a
-// lock file of this uid: another uid that can write the directory planted
-// it, perhaps to keep the bridge from starting.
+// warnReplaced logs a lock file's name that held something else: another
+// uid that can write the directory planted it.
 func warnReplaced(log *slog.Logger, path, what string) {
 	if what != "" {
 		log.Warn("replaced what was at a lock file's name: it was not a lock file this uid made (another user that can write the directory put it there)",

@@ -7,11 +7,10 @@ import (
 )
 
 // runOnce writes the JWT files, then lets the source write every folder
-// once (each swap runs its folder's reload actions, with every file in
-// place) and returns when all have, or with the first folder's error, or
-// the source's at workload_api.first_update_timeout.
+// once and returns when all have (reload actions run), or with the first
+// error.
 func (b *Bridge) runOnce(ctx context.Context) error {
-	b.log.Info("--once: writing every credential folder once, then exiting; Envoy SDS is not served", "folders", len(b.cfg.Files))
+	b.Logger.Info("--once: writing every credential folder once, then exiting; Envoy SDS is not served", "folders", len(b.Config.Files))
 	if err := b.jwtOnce(ctx); err != nil {
 		return fmt.Errorf("--once: %w", err)
 	}
@@ -38,26 +37,24 @@ func (b *Bridge) runOnce(ctx context.Context) error {
 			done = done && st.Generation > 0
 		}
 		if done {
-			// The actions run beside the swaps, with the source's context:
-			// wait for them before stopping it.
+			// The actions run with the source's context: wait first.
 			err := b.actionsDone(ctx)
 			stop()
 			if err != nil {
 				return fmt.Errorf("--once: %w", err)
 			}
-			b.log.Info("--once: every credential folder written and its reload actions run; exiting")
+			b.Logger.Info("--once: every credential folder written and its reload actions run; exiting")
 			return nil
 		}
 	}
 }
 
-// jwtOnce writes every JWT file once, within
-// workload_api.first_update_timeout.
+// jwtOnce writes every JWT file once, within first_update_timeout.
 func (b *Bridge) jwtOnce(ctx context.Context) error {
 	if b.jwt.Empty() {
 		return nil
 	}
-	timeout := b.cfg.WorkloadAPI.WithDefaults().FirstUpdateTimeout
+	timeout := b.Config.WorkloadAPI.WithDefaults().FirstUpdateTimeout
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, timeout,
@@ -67,8 +64,8 @@ func (b *Bridge) jwtOnce(ctx context.Context) error {
 	return b.jwt.Once(ctx)
 }
 
-// actionsDone waits until every folder's reload actions have run for the
-// generation swapped in, and returns the first that failed.
+// actionsDone waits for every folder's reload actions on the generation
+// swapped in, and returns the first failure.
 func (b *Bridge) actionsDone(ctx context.Context) error {
 	for i, r := range b.runners {
 		if err := r.Wait(ctx); err != nil {

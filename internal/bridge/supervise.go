@@ -15,11 +15,10 @@ import (
 )
 
 // buildSupervisor makes the supervisor of supervise.command, if any, with
-// the SIGINT/SIGTERM it forwards caught from now until the bridge stops.
-// It comes first: a program that cannot be supervised fails the start
-// before any folder is touched.
+// the SIGINT/SIGTERM it forwards caught from now on. It comes first: a
+// program that cannot be supervised fails before any folder is touched.
 func (b *Bridge) buildSupervisor() error {
-	sv := b.cfg.Supervise
+	sv := b.Config.Supervise
 	if !sv.On() {
 		return nil
 	}
@@ -31,7 +30,7 @@ func (b *Bridge) buildSupervisor() error {
 		RenewSignal: sv.RenewSignal.Signal(),
 		Restart:     supervise.Restart(sv.Restart),
 		Signals:     sigs,
-		Logger:      b.log.With("component", "supervise"),
+		Logger:      b.Logger.With("component", "supervise"),
 	})
 	if err != nil {
 		return err
@@ -53,13 +52,11 @@ func (b *Bridge) gateSupervisor(sinks int) {
 	b.observers = append(b.observers, g.observe)
 }
 
-// startGate tells the supervisor when every sink holds a complete, valid
-// set (each has applied a generation: a folder's files are then swapped in
-// whole, after Prepare removed any leftovers), numbering the sets by the
-// folder swaps so far. The number, not the event, is what the supervisor
-// compares with the set its child started with: the report of the swap
-// that completed the set can reach it after the child started, and must
-// not signal it for files it read at its start.
+// startGate tells the supervisor when every sink has applied a
+// generation, numbering the sets by the folder swaps so far: the
+// supervisor compares numbers, because the report of the swap that
+// completed the set can come after its child started, and must not signal
+// it for files it read at its start.
 type startGate struct {
 	sup     *supervise.Supervisor
 	sinks   int
@@ -70,8 +67,6 @@ type startGate struct {
 	swaps   uint64            // generations applied by folders, in all
 }
 
-// observe is called with each sink's status after an apply, from the
-// sink's goroutine.
 func (g *startGate) observe(st rotation.SinkStatus) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -88,10 +83,8 @@ func (g *startGate) observe(st rotation.SinkStatus) {
 }
 
 // ownerHint adds to a supervised program's failure the likeliest cause
-// when the bridge runs as root (euid 0) and a folder has no owner: its
-// key belongs to root with a mode only root can read, so a program that
-// runs as, or drops to, another user (mosquitto's `user`, a database
-// server) fails to load it ("Permission denied"), and exits.
+// when the bridge runs as root and a folder has no owner: a program that
+// drops to another user cannot read a key only root can.
 func ownerHint(cfg *config.Config, euid int, err error) error {
 	var exit *supervise.ExitError
 	if euid != 0 || !errors.As(err, &exit) || exit.Code == 0 {
