@@ -2,13 +2,14 @@ package sds
 
 import (
 	"fmt"
-	"maps"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -163,87 +164,74 @@ func (n Names) Validate() error {
 	return errs.Err()
 }
 
-// The Secrets the bridge serves (Server.build: tlsCertificates, then
-// withValidation), keyed by resource name, are shaped exactly as SPIRE
-// Agent's SDS v3 handler shapes them:
-//
-//   - names.DefaultSVID: tls_certificate of u.SVIDs[0];
-//   - each SVID's SPIFFE ID: that SVID's tls_certificate (the first SVID
-//     wins when two share an ID, as in SPIRE);
-//   - names.DefaultBundle: validation_context of the own trust domain;
-//   - "spiffe://<td>" for every bundle: validation_context of that bundle;
-//   - names.AllBundles: validation_context with every bundle.
-//
-// A tls_certificate holds certificate_chain (leaf then intermediates, PEM)
-// and private_key (PKCS#8 PEM), both inline. A validation_context uses
-// Envoy's SPIFFE certificate validator with one trust_domains entry per
-// bundle (sorted by name); with names.DisableSPIFFECertValidation it is a
-// plain inline trusted_ca PEM instead, and names.AllBundles is not built at
-// all, as SPIRE does: the roots of several trust domains in one trusted_ca
-// would let a federated CA mint SVIDs in any trust domain, this one
-// included. A client asking for it gets the usual "not served" treatment.
-//
-// Building is pure: the same Update gives equal protos.
-
-// tlsCertificates are u's tls_certificate Secrets: the default one and one
-// per SPIFFE ID. They are the same whichever validation a client gets.
-func tlsCertificates(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
-	// rotation.NewUpdate guarantees SVIDs, sorted bundles and a non-empty
-	// own bundle.
-	out := make(map[string]*tlsv3.Secret, len(u.SVIDs)+1)
+// build is u's Secrets in both variants, indexed by Validation, shaped as
+// SPIRE Agent's SDS v3 handler shapes them (see Names): a tls_certificate
+// (chain and PKCS#8 key, inline) for DefaultSVID (the first SVID) and per
+// SPIFFE ID, the first SVID winning a shared ID; a validation_context for
+// DefaultBundle (the own trust domain), per non-empty bundle, and, under
+// the SPIFFE validator only, AllBundles: one trusted_ca with the roots of
+// several trust domains would let a federated CA mint SVIDs of any of them.
+// Each Secret is checked and marshalled once, the variants sharing the
+// tls_certificate ones. Building is pure.
+func build(u *rotation.Update, names Names) ([2]served, error) {
+	var variants [2]served
+	for v := range variants {
+		variants[v].secrets = make(map[string]*discoveryv3.Resource, len(u.SVIDs)+len(u.Bundles)+3)
+	}
+	// add serves sec in vs unless its name is taken there.
+	add := func(sec *tlsv3.Secret, vs ...Validation) error {
+		if _, taken := variants[vs[0]].secrets[sec.GetName()]; taken {
+			return nil
+		}
+		r, err := newResource(sec, vs[0])
+		if err != nil {
+			return err
+		}
+		for _, v := range vs {
+			variants[v].secrets[sec.GetName()] = r
+		}
+		return nil
+	}
 	for i, svid := range u.SVIDs {
 		chainPEM, keyPEM, err := svid.Marshal()
 		if err != nil {
-			return nil, fmt.Errorf("encode SVID %q: %w", svid.ID, err)
+			return variants, fmt.Errorf("encode SVID %q: %w", svid.ID, err)
 		}
 		if i == 0 {
-			addSecret(out, tlsCertificate(names.DefaultSVID, chainPEM, keyPEM))
+			err = add(tlsCertificate(names.DefaultSVID, chainPEM, keyPEM), ValidationSPIFFE, ValidationTrustedCA)
 		}
-		addSecret(out, tlsCertificate(svid.ID.String(), chainPEM, keyPEM))
-	}
-	return out, nil
-}
-
-// withValidation is certs (shared, not copied) and the validation_context
-// Secrets names asks for, in a new map. A name already taken keeps its
-// first Secret.
-func withValidation(certs map[string]*tlsv3.Secret, u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
-	// A federated bundle may be empty: it is not served.
-	bundles := make([]*x509bundle.Bundle, 0, len(u.Bundles))
-	for _, b := range u.Bundles {
-		if !b.Empty() {
-			bundles = append(bundles, b)
+		if err == nil {
+			err = add(tlsCertificate(svid.ID.String(), chainPEM, keyPEM), ValidationSPIFFE, ValidationTrustedCA)
+		}
+		if err != nil {
+			return variants, err
 		}
 	}
-	out := make(map[string]*tlsv3.Secret, len(certs)+len(bundles)+2)
-	maps.Copy(out, certs)
-	ownSecret, err := validationContext(names.DefaultBundle, []*x509bundle.Bundle{u.OwnBundle()}, names.DisableSPIFFECertValidation)
-	if err != nil {
-		return nil, err
+	bundles := slices.DeleteFunc(slices.Clone(u.Bundles), (*x509bundle.Bundle).Empty)
+	type context struct {
+		name    string
+		bundles []*x509bundle.Bundle
 	}
-	addSecret(out, ownSecret)
+	contexts := []context{{names.DefaultBundle, []*x509bundle.Bundle{u.OwnBundle()}}, {names.AllBundles, bundles}}
 	for _, b := range bundles {
-		s, err := validationContext(b.TrustDomain().IDString(), []*x509bundle.Bundle{b}, names.DisableSPIFFECertValidation)
-		if err != nil {
-			return nil, err
+		contexts = append(contexts, context{b.TrustDomain().IDString(), []*x509bundle.Bundle{b}})
+	}
+	for v := range variants {
+		plain := Validation(v) == ValidationTrustedCA
+		for _, c := range contexts {
+			if plain && c.name == names.AllBundles {
+				continue
+			}
+			sec, err := validationContext(c.name, c.bundles, plain)
+			if err == nil {
+				err = add(sec, Validation(v))
+			}
+			if err != nil {
+				return variants, err
+			}
 		}
-		addSecret(out, s)
 	}
-	if !names.DisableSPIFFECertValidation {
-		all, err := validationContext(names.AllBundles, bundles, false)
-		if err != nil {
-			return nil, err
-		}
-		addSecret(out, all)
-	}
-	return out, nil
-}
-
-// addSecret adds s to out unless its name is taken.
-func addSecret(out map[string]*tlsv3.Secret, s *tlsv3.Secret) {
-	if _, dup := out[s.GetName()]; !dup {
-		out[s.GetName()] = s
-	}
+	return variants, nil
 }
 
 func tlsCertificate(name string, chainPEM, keyPEM []byte) *tlsv3.Secret {

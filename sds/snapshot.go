@@ -45,17 +45,8 @@ type snapshot struct {
 
 // served is the set of Secrets of one Validation.
 type served struct {
-	secrets map[string]servedSecret
+	secrets map[string]*discoveryv3.Resource
 	names   []string // sorted
-}
-
-// servedSecret is a Secret with what every stream is sent of it, built
-// once per snapshot and shared by all: its Delta resource (the name, a
-// hash of the Secret as the version, and the marshalled Secret), whose
-// Any a SotW response carries.
-type servedSecret struct {
-	secret   *tlsv3.Secret
-	resource *discoveryv3.Resource
 }
 
 func (s *served) has(name string) bool {
@@ -63,52 +54,36 @@ func (s *served) has(name string) bool {
 	return ok
 }
 
-// newServed checks and marshals the secrets of Validation v; a Secret
-// already in known (another variant of the same generation shares it) is
-// not checked or marshalled again.
-func newServed(secrets map[string]*tlsv3.Secret, v Validation, known map[*tlsv3.Secret]servedSecret) (served, error) {
-	sv := served{secrets: make(map[string]servedSecret, len(secrets)), names: slices.Sorted(maps.Keys(secrets))}
-	for name, sec := range secrets {
-		ss, ok := known[sec]
-		if !ok {
-			// Envoy would NACK what its own validation rejects; refuse it
-			// here and keep serving the last good set.
-			if err := sec.ValidateAll(); err != nil {
-				return served{}, fmt.Errorf("secret %q (%s): %w", name, v, err)
-			}
-			wire, err := proto.MarshalOptions{Deterministic: true}.Marshal(sec)
-			if err != nil {
-				return served{}, fmt.Errorf("marshal secret %q: %w", name, err)
-			}
-			// The Delta resource version, as go-control-plane computes it:
-			// a Delta client that reconnects holding the same secret, also
-			// to a restarted bridge, is not sent it again.
-			sum := sha256.Sum256(wire)
-			ss = servedSecret{secret: sec, resource: &discoveryv3.Resource{Name: name, Version: hex.EncodeToString(sum[:]),
-				Resource: &anypb.Any{TypeUrl: secretType, Value: wire}}}
-			known[sec] = ss
-		}
-		sv.secrets[name] = ss
+// newResource checks and marshals sec, served in variant v, into what every
+// stream is sent of it: a Delta resource, whose Any a SotW response carries.
+func newResource(sec *tlsv3.Secret, v Validation) (*discoveryv3.Resource, error) {
+	// Envoy would NACK what its own validation rejects; refuse it here and
+	// keep serving the last good set.
+	if err := sec.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("secret %q (%s): %w", sec.GetName(), v, err)
 	}
-	return sv, nil
+	wire, err := proto.MarshalOptions{Deterministic: true}.Marshal(sec)
+	if err != nil {
+		return nil, fmt.Errorf("marshal secret %q: %w", sec.GetName(), err)
+	}
+	// The Delta version, as go-control-plane computes it: a Delta client
+	// that reconnects holding the same secret, also to a restarted bridge,
+	// is not sent it again.
+	sum := sha256.Sum256(wire)
+	return &discoveryv3.Resource{Name: sec.GetName(), Version: hex.EncodeToString(sum[:]),
+		Resource: &anypb.Any{TypeUrl: secretType, Value: wire}}, nil
 }
 
 // versionOf is the version string of version number n.
 func (s *Server) versionOf(n uint64) string { return s.prefix + "-" + strconv.FormatUint(n, 10) }
 
-// publish makes secrets (indexed by Validation) the served set of
-// generation and wakes every stream. A generation that does not advance
-// (a breach of rotation's contract) still gets a new version number, one
-// past the last, so that versions never repeat.
-func (s *Server) publish(generation uint64, secrets [2]map[string]*tlsv3.Secret) (*snapshot, error) {
-	snap := &snapshot{generation: generation, replaced: make(chan struct{})}
-	known := make(map[*tlsv3.Secret]servedSecret)
-	for v, sec := range secrets {
-		sv, err := newServed(sec, Validation(v), known)
-		if err != nil {
-			return nil, err
-		}
-		snap.variants[v] = sv
+// publish makes variants the served set of generation and wakes every
+// stream. A generation that does not advance (a breach of rotation's
+// contract) still gets a new version number, so versions never repeat.
+func (s *Server) publish(generation uint64, variants [2]served) *snapshot {
+	snap := &snapshot{generation: generation, variants: variants, replaced: make(chan struct{})}
+	for v := range variants {
+		snap.variants[v].names = slices.Sorted(maps.Keys(variants[v].secrets))
 	}
 	s.publishing.Lock()
 	defer s.publishing.Unlock()
@@ -126,7 +101,7 @@ func (s *Server) publish(generation uint64, secrets [2]map[string]*tlsv3.Secret)
 	}
 	s.current.Store(snap)
 	close(prev.replaced)
-	return snap, nil
+	return snap
 }
 
 // fetch answers the unary FetchSecrets: the requested names that exist
@@ -151,7 +126,7 @@ func (s *Server) fetch(req *discoveryv3.DiscoveryRequest) (*discoveryv3.Discover
 	resp := &discoveryv3.DiscoveryResponse{VersionInfo: snap.version, TypeUrl: secretType}
 	for _, name := range names {
 		if s, ok := sv.secrets[name]; ok {
-			resp.Resources = append(resp.Resources, s.resource.Resource)
+			resp.Resources = append(resp.Resources, s.Resource)
 		}
 	}
 	if len(resp.Resources) == 0 {

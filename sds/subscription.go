@@ -1,6 +1,10 @@
 package sds
 
-import "slices"
+import (
+	"slices"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+)
 
 // subscription is what one stream asks for and what it holds, with the
 // rules of go-control-plane v0.14's stream.Subscription (legacy wildcard
@@ -94,8 +98,8 @@ func (s *subscription) updateDelta(subscribe, unsubscribe []string) {
 // the subscribed secrets (all, for a wildcard) the client lacks at their
 // version, removed the ones it holds that are no longer served or no
 // longer subscribed. Both are sorted.
-func (s *subscription) changes(sv *served, version func(servedSecret) string) (changed, removed []string) {
-	lacks := func(name string, sec servedSecret) bool {
+func (s *subscription) changes(sv *served, version func(*discoveryv3.Resource) string) (changed, removed []string) {
+	lacks := func(name string, sec *discoveryv3.Resource) bool {
 		v, ok := s.returned[name]
 		return !ok || v != version(sec)
 	}
