@@ -18,12 +18,10 @@ import (
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// SPIFFECertValidatorName is the Envoy extension name of the SPIFFE
-// certificate validator, as SPIRE Agent's SDS sets it.
+// SPIFFECertValidatorName is Envoy's SPIFFE certificate validator.
 const SPIFFECertValidatorName = "envoy.tls.cert_validator.spiffe"
 
-// Default resource names, the same as SPIRE Agent's defaults so an Envoy
-// bootstrap written for SPIRE works unchanged.
+// Default resource names: SPIRE Agent's, so its Envoy bootstraps work.
 const (
 	DefaultSVIDName       = "default"
 	DefaultBundleName     = "ROOTCA"
@@ -39,11 +37,9 @@ type Names struct {
 	DefaultBundle string `yaml:"default_bundle_name"`
 	// AllBundles names the validation_context with every trust domain ("ALL").
 	AllBundles string `yaml:"default_all_bundles_name"`
-	// DisableSPIFFECertValidation serves plain trusted_ca validation
-	// contexts instead of Envoy's SPIFFE certificate validator, like SPIRE's
-	// disable_spiffe_cert_validation. AllBundles is then not served. The
-	// Server uses it as the default only: each Envoy may choose otherwise
-	// (see Validation), as with SPIRE Agent.
+	// DisableSPIFFECertValidation serves plain trusted_ca instead of
+	// Envoy's SPIFFE validator, and not AllBundles; each Envoy may choose
+	// otherwise (see Validation), as with SPIRE Agent.
 	DisableSPIFFECertValidation bool `yaml:"disable_spiffe_cert_validation"`
 }
 
@@ -80,12 +76,9 @@ func (k SecretKind) String() string {
 	return "other secret"
 }
 
-// Serves reports whether the bridge serves a secret called name, and of
-// which kind, for names set with defaults filled in: DefaultSVID,
-// DefaultBundle, AllBundles (unless DisableSPIFFECertValidation), an
-// SVID's SPIFFE ID and a trust domain's spiffe://<td>. Whether a given
-// SPIFFE ID is in the current Update is not known here: such a name is
-// served as soon as the Workload API sends that identity.
+// Serves reports whether, and as which kind, the bridge serves name (with
+// n defaulted). Any SPIFFE ID counts: it is served once the Workload API
+// sends that identity.
 func (n Names) Serves(name string) (SecretKind, bool) {
 	switch name {
 	case "":
@@ -107,9 +100,7 @@ func (n Names) Serves(name string) (SecretKind, bool) {
 	return TLSCertificate, true
 }
 
-// Fixed lists the configured names served whatever the Workload API sends:
-// DefaultSVID, DefaultBundle and, unless DisableSPIFFECertValidation,
-// AllBundles.
+// Fixed lists the configured names served whatever the Workload API sends.
 func (n Names) Fixed() []string {
 	if n.DisableSPIFFECertValidation {
 		return []string{n.DefaultSVID, n.DefaultBundle}
@@ -117,9 +108,7 @@ func (n Names) Fixed() []string {
 	return []string{n.DefaultSVID, n.DefaultBundle, n.AllBundles}
 }
 
-// Served lists the names served when the Workload API sends SVIDs for ids
-// and bundles for domains: Fixed, each SPIFFE ID, then each trust
-// domain's spiffe://<td>.
+// Served lists the names served for SVIDs of ids and bundles of domains.
 func (n Names) Served(ids []spiffeid.ID, domains []spiffeid.TrustDomain) []string {
 	names := n.Fixed()
 	for _, id := range ids {
@@ -131,11 +120,9 @@ func (n Names) Served(ids []spiffeid.ID, domains []spiffeid.TrustDomain) []strin
 	return names
 }
 
-// Validate reports names that are empty, equal to each other or could
-// be taken for a SPIFFE ID or trust domain name. A name is one of those
-// exactly when it starts with "spiffe://" in lower case, as go-spiffe (and
-// so SPIRE Agent's SDS) parses them. It joins one *fielderr.Error per
-// refused name, keyed as the YAML config's sds section spells it.
+// Validate refuses names that are empty, equal to each other or could be
+// taken for a SPIFFE ID (a lower-case "spiffe://" prefix, as go-spiffe
+// parses them): one *fielderr.Error per name, keyed as in the YAML.
 func (n Names) Validate() error {
 	fields := []struct{ key, value string }{
 		{"default_svid_name", n.DefaultSVID},
@@ -165,14 +152,9 @@ func (n Names) Validate() error {
 }
 
 // build is u's Secrets in both variants, indexed by Validation, shaped as
-// SPIRE Agent's SDS v3 handler shapes them (see Names): a tls_certificate
-// (chain and PKCS#8 key, inline) for DefaultSVID (the first SVID) and per
-// SPIFFE ID, the first SVID winning a shared ID; a validation_context for
-// DefaultBundle (the own trust domain), per non-empty bundle, and, under
-// the SPIFFE validator only, AllBundles: one trusted_ca with the roots of
-// several trust domains would let a federated CA mint SVIDs of any of them.
-// Each Secret is checked and marshalled once, the variants sharing the
-// tls_certificate ones. Building is pure.
+// SPIRE Agent's SDS handler shapes them; the first Secret of a name wins.
+// AllBundles is not built for trusted_ca: the roots of several trust
+// domains in one trusted_ca would let a federated CA mint SVIDs of any.
 func build(u *rotation.Update, names Names) ([2]served, error) {
 	var variants [2]served
 	for v := range variants {
@@ -244,9 +226,8 @@ func tlsCertificate(name string, chainPEM, keyPEM []byte) *tlsv3.Secret {
 	}
 }
 
-// validationContext builds SPIRE's spiffeBuilder shape (one trust domain per
-// bundle, in the order given) or, with plain set, its rootCABuilder shape;
-// plain is only ever given one bundle.
+// validationContext builds SPIRE's spiffeBuilder shape or, plain, its
+// rootCABuilder shape.
 func validationContext(name string, bundles []*x509bundle.Bundle, plain bool) (*tlsv3.Secret, error) {
 	if plain {
 		var roots []byte

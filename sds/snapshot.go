@@ -17,30 +17,18 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// snapshot is what is served at one version: one generation's Secrets in
-// both Validation variants, each marshalled once for every stream. The
-// Server's current snapshot is replaced whole (publish), never changed;
-// closing replaced tells every stream to look at the new one. Before the
-// first Update the current snapshot is an empty one, number 0.
-//
-// SotW secrets carry the snapshot's version (every generation replaces
-// them all); Delta secrets carry a hash of the secret, so an unchanged one
-// is not resent.
+// snapshot is what is served at one version, shared by every stream and
+// never changed: closing replaced tells them to look at the next one.
+// Before the first Update it is empty, number 0.
 type snapshot struct {
-	// number is the version's number: the generation, unless a generation
-	// did not advance; version is "<process prefix>-<number>", unique across
-	// restarts of the bridge.
+	// number is the generation, unless one did not advance.
 	number, generation uint64
 	version            string
-	// variants is indexed by Validation.
-	variants [2]served
-	// namesID changes when the served names do: a stream's unknown names
-	// change only then.
+	variants           [2]served // indexed by Validation
+	// namesID changes when the served names do.
 	namesID  uint64
 	replaced chan struct{}
-	// stopped is set once the server stops (Server.endStreams): a stream
-	// that sees it ends.
-	stopped bool
+	stopped  bool // Server.endStreams
 }
 
 // served is the set of Secrets of one Validation.
@@ -54,8 +42,8 @@ func (s *served) has(name string) bool {
 	return ok
 }
 
-// newResource checks and marshals sec, served in variant v, into what every
-// stream is sent of it: a Delta resource, whose Any a SotW response carries.
+// newResource checks and marshals sec, served in variant v. A SotW
+// response carries its Any under the snapshot's version.
 func newResource(sec *tlsv3.Secret, v Validation) (*discoveryv3.Resource, error) {
 	// Envoy would NACK what its own validation rejects; refuse it here and
 	// keep serving the last good set.
@@ -66,9 +54,8 @@ func newResource(sec *tlsv3.Secret, v Validation) (*discoveryv3.Resource, error)
 	if err != nil {
 		return nil, fmt.Errorf("marshal secret %q: %w", sec.GetName(), err)
 	}
-	// The Delta version, as go-control-plane computes it: a Delta client
-	// that reconnects holding the same secret, also to a restarted bridge,
-	// is not sent it again.
+	// The Delta version, as go-control-plane's: a client reconnecting with
+	// the same secret, even to a restarted bridge, is not sent it again.
 	sum := sha256.Sum256(wire)
 	return &discoveryv3.Resource{Name: sec.GetName(), Version: hex.EncodeToString(sum[:]),
 		Resource: &anypb.Any{TypeUrl: secretType, Value: wire}}, nil
@@ -104,10 +91,8 @@ func (s *Server) publish(generation uint64, variants [2]served) *snapshot {
 	return snap
 }
 
-// fetch answers the unary FetchSecrets: the requested names that exist
-// (all of them for an empty list) at the current version, in the variant
-// the requesting node gets. Unknown names are left out and logged; if none
-// is known the error lists what is served.
+// fetch answers FetchSecrets: the requested names served (all for none),
+// in the node's variant; unknown names are logged, and NotFound if all are.
 func (s *Server) fetch(req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
 	snap := s.current.Load()
 	if snap.number == 0 {
@@ -148,8 +133,7 @@ func (sv *served) unknown(names iter.Seq[string]) []string {
 	return out
 }
 
-// requestedNames is names sorted, without duplicates, empty names and the
-// "*" wildcard.
+// requestedNames is names sorted and compacted, without "" and "*".
 func requestedNames(names []string) []string {
 	out := make([]string, 0, len(names))
 	for _, n := range names {
