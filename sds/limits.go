@@ -2,14 +2,12 @@ package sds
 
 import (
 	"cmp"
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -83,16 +81,6 @@ func heldBy(versions map[string]string) held {
 		h.nameBytes += len(n) + len(v)
 	}
 	return h
-}
-
-// peerUID is the uid of the connection behind ctx.
-func peerUID(ctx context.Context) uint32 {
-	if p, ok := peer.FromContext(ctx); ok {
-		if info, ok := p.AuthInfo.(peerInfo); ok {
-			return info.UID
-		}
-	}
-	return 0
 }
 
 func errTooManyNames(n, max int) error {

@@ -145,39 +145,34 @@ func (c *peerCreds) Clone() credentials.TransportCredentials {
 
 func (c *peerCreds) OverrideServerName(string) error { return nil }
 
-// errRefusedPeer names no allowed id: the peer learns only it is not one.
-func errRefusedPeer(info peerInfo) error {
-	if info.Err != nil {
-		return status.Error(codes.PermissionDenied, "the peer's credentials could not be verified; secrets are refused")
-	}
-	return status.Errorf(codes.PermissionDenied, "peer uid %d gid %d is not allowed to fetch secrets from this socket", info.UID, info.GID)
-}
-
-// authorize checks the connection behind ctx.
-func authorize(ctx context.Context) error {
+// authorize is the peer behind ctx, or why it is refused; the error names
+// no allowed id: the peer learns only that it is not one.
+func authorize(ctx context.Context) (peerInfo, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return status.Error(codes.PermissionDenied, "unknown peer; secrets are refused")
+		return peerInfo{}, status.Error(codes.PermissionDenied, "unknown peer; secrets are refused")
 	}
 	info, ok := p.AuthInfo.(peerInfo)
-	if !ok {
-		return status.Error(codes.PermissionDenied, "peer without credentials; secrets are refused")
+	switch {
+	case !ok:
+		return info, status.Error(codes.PermissionDenied, "peer without credentials; secrets are refused")
+	case info.Err != nil:
+		return info, status.Error(codes.PermissionDenied, "the peer's credentials could not be verified; secrets are refused")
+	case !info.Allowed:
+		return info, status.Errorf(codes.PermissionDenied, "peer uid %d gid %d is not allowed to fetch secrets from this socket", info.UID, info.GID)
 	}
-	if !info.Allowed {
-		return errRefusedPeer(info)
-	}
-	return nil
+	return info, nil
 }
 
 func authorizeUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := authorize(ctx); err != nil {
+	if _, err := authorize(ctx); err != nil {
 		return nil, err
 	}
 	return handler(ctx, req)
 }
 
 func authorizeStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := authorize(ss.Context()); err != nil {
+	if _, err := authorize(ss.Context()); err != nil {
 		return err
 	}
 	return handler(srv, ss)

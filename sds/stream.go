@@ -72,7 +72,8 @@ func (d *discovery) FetchSecrets(_ context.Context, req *discoveryv3.DiscoveryRe
 // or the server stops. take says whether to answer even with nothing to send.
 func serveStream[Req, Resp any](s *Server, ss grpc.BidiStreamingServer[Req, Resp], streamType string, delta bool,
 	take func(*stream, *Req, string) (bool, error)) error {
-	st, err := s.open(ss, delta, peerUID(ss.Context()))
+	peer, _ := authorize(ss.Context()) // authorizeStream let it in
+	st, err := s.open(ss, delta, peer.UID)
 	if st == nil {
 		return err
 	}
