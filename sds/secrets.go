@@ -1,6 +1,7 @@
 package sds
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -45,15 +46,9 @@ type Names struct {
 
 // WithDefaults fills empty names with SPIRE's defaults.
 func (n Names) WithDefaults() Names {
-	if n.DefaultSVID == "" {
-		n.DefaultSVID = DefaultSVIDName
-	}
-	if n.DefaultBundle == "" {
-		n.DefaultBundle = DefaultBundleName
-	}
-	if n.AllBundles == "" {
-		n.AllBundles = DefaultAllBundlesName
-	}
+	n.DefaultSVID = cmp.Or(n.DefaultSVID, DefaultSVIDName)
+	n.DefaultBundle = cmp.Or(n.DefaultBundle, DefaultBundleName)
+	n.AllBundles = cmp.Or(n.AllBundles, DefaultAllBundlesName)
 	return n
 }
 
@@ -229,47 +224,30 @@ func tlsCertificate(name string, chainPEM, keyPEM []byte) *tlsv3.Secret {
 // validationContext builds SPIRE's spiffeBuilder shape or, plain, its
 // rootCABuilder shape.
 func validationContext(name string, bundles []*x509bundle.Bundle, plain bool) (*tlsv3.Secret, error) {
-	if plain {
-		var roots []byte
-		for _, b := range bundles {
-			pemBytes, err := b.Marshal()
-			if err != nil {
-				return nil, fmt.Errorf("encode bundle %q: %w", b.TrustDomain(), err)
-			}
-			roots = append(roots, pemBytes...)
-		}
-		return &tlsv3.Secret{
-			Name: name,
-			Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: inline(roots),
-			}},
-		}, nil
-	}
-
-	tds := make([]*tlsv3.SPIFFECertValidatorConfig_TrustDomain, 0, len(bundles))
+	var roots []byte
+	var tds []*tlsv3.SPIFFECertValidatorConfig_TrustDomain
 	for _, b := range bundles {
 		pemBytes, err := b.Marshal()
 		if err != nil {
 			return nil, fmt.Errorf("encode bundle %q: %w", b.TrustDomain(), err)
 		}
-		tds = append(tds, &tlsv3.SPIFFECertValidatorConfig_TrustDomain{
-			Name:        b.TrustDomain().Name(),
-			TrustBundle: inline(pemBytes),
-		})
+		if plain {
+			roots = append(roots, pemBytes...)
+		} else {
+			tds = append(tds, &tlsv3.SPIFFECertValidatorConfig_TrustDomain{Name: b.TrustDomain().Name(), TrustBundle: inline(pemBytes)})
+		}
 	}
-	typed, err := anypb.New(&tlsv3.SPIFFECertValidatorConfig{TrustDomains: tds})
-	if err != nil {
-		return nil, fmt.Errorf("pack SPIFFE validator config for %q: %w", name, err)
+	vc := &tlsv3.CertificateValidationContext{}
+	if plain {
+		vc.TrustedCa = inline(roots)
+	} else {
+		typed, err := anypb.New(&tlsv3.SPIFFECertValidatorConfig{TrustDomains: tds})
+		if err != nil {
+			return nil, fmt.Errorf("pack SPIFFE validator config for %q: %w", name, err)
+		}
+		vc.CustomValidatorConfig = &corev3.TypedExtensionConfig{Name: SPIFFECertValidatorName, TypedConfig: typed}
 	}
-	return &tlsv3.Secret{
-		Name: name,
-		Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-			CustomValidatorConfig: &corev3.TypedExtensionConfig{
-				Name:        SPIFFECertValidatorName,
-				TypedConfig: typed,
-			},
-		}},
-	}, nil
+	return &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}, nil
 }
 
 func inline(b []byte) *corev3.DataSource {
