@@ -50,28 +50,24 @@ func (st SinkStatus) Retrying() bool { return !st.RetryingSince.IsZero() }
 // failed Update goes back into the slot for a timer to retry, unless a
 // newer one replaces it.
 type deliverer struct {
-	sink       Sink
-	log        *slog.Logger
-	notify     chan struct{}
-	onDone     func(SinkStatus)
-	backoff    time.Duration
-	maxBackoff time.Duration
-	pace       time.Duration // Paced.MinApplyInterval
+	sink   Sink
+	cfg    *Config // the Source's
+	log    *slog.Logger
+	notify chan struct{}
+	pace   time.Duration // Paced.MinApplyInterval
 
 	mu     sync.Mutex
 	next   *Update
 	status SinkStatus
 }
 
-func newDeliverer(sink Sink, cfg Config) *deliverer {
+func newDeliverer(sink Sink, cfg *Config) *deliverer {
 	d := &deliverer{
-		sink:       sink,
-		log:        cfg.Logger.With("sink", sink.Name()),
-		notify:     make(chan struct{}, 1),
-		onDone:     cfg.OnSinkDone,
-		backoff:    cfg.RetryBackoff,
-		maxBackoff: cfg.MaxRetryBackoff,
-		status:     SinkStatus{Name: sink.Name()},
+		sink:   sink,
+		cfg:    cfg,
+		log:    cfg.Logger.With("sink", sink.Name()),
+		notify: make(chan struct{}, 1),
+		status: SinkStatus{Name: sink.Name()},
 	}
 	if p, ok := sink.(Paced); ok {
 		d.pace = max(p.MinApplyInterval(), 0)
@@ -195,9 +191,9 @@ func (d *deliverer) apply(ctx context.Context, u *Update, rs *retryState, retry 
 	if retrying {
 		// A newer Update starts again from the shortest delay.
 		if u.Generation != rs.failedGen {
-			rs.wait = d.backoff
+			rs.wait = d.cfg.RetryBackoff
 		} else {
-			rs.wait = min(2*rs.wait, d.maxBackoff)
+			rs.wait = min(2*rs.wait, d.cfg.MaxRetryBackoff)
 		}
 		rs.failedGen = u.Generation
 	} else {
@@ -208,8 +204,8 @@ func (d *deliverer) apply(ctx context.Context, u *Update, rs *retryState, retry 
 		retry.Reset(rs.wait)
 	}
 	d.logOutcome(ctx, u, err, retrying, rs.wait, took, prev, st)
-	if d.onDone != nil {
-		d.onDone(st)
+	if d.cfg.OnSinkDone != nil {
+		d.cfg.OnSinkDone(st)
 	}
 }
 

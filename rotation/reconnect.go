@@ -16,26 +16,21 @@ import (
 // is back at most MaxWatchBackoff + 1.2 s after the agent answers, and the
 // cap stays above DefaultMaxRetryBackoff so a down agent is not hammered.
 const (
-	MaxWatchBackoff      = 5 * time.Second
-	firstWatchBackoff    = time.Second
-	firstConnectBackoff  = 100 * time.Millisecond
-	maxConnectBackoff    = time.Second
-	connectBackoffFactor = 1.6 // gRPC's default
-	connectBackoffJitter = 0.2 // gRPC's default
+	MaxWatchBackoff     = 5 * time.Second
+	firstWatchBackoff   = time.Second
+	firstConnectBackoff = 100 * time.Millisecond
+	maxConnectBackoff   = time.Second
 )
 
 // workloadAPIOptions are the go-spiffe client's options: logs, backoffs.
 func (s *Source) workloadAPIOptions() []workloadapi.ClientOption {
+	connect := backoff.DefaultConfig // its factor and jitter
+	connect.BaseDelay, connect.MaxDelay = firstConnectBackoff, maxConnectBackoff
 	return []workloadapi.ClientOption{
 		workloadapi.WithAddr(s.cfg.Address),
 		workloadapi.WithLogger(spiffeLogger{s.log}),
 		workloadapi.WithBackoffStrategy(watchBackoffStrategy{}),
-		workloadapi.WithDialOptions(grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
-			BaseDelay:  firstConnectBackoff,
-			Multiplier: connectBackoffFactor,
-			Jitter:     connectBackoffJitter,
-			MaxDelay:   maxConnectBackoff,
-		}})),
+		workloadapi.WithDialOptions(grpc.WithConnectParams(grpc.ConnectParams{Backoff: connect})),
 	}
 }
 

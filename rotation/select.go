@@ -47,9 +47,5 @@ func orderSVIDs(svids []*x509svid.SVID, hint string) (ordered []*x509svid.SVID, 
 	case i == 0:
 		return svids, true
 	}
-	ordered = make([]*x509svid.SVID, 0, len(svids))
-	ordered = append(ordered, svids[i])
-	ordered = append(ordered, svids[:i]...)
-	ordered = append(ordered, svids[i+1:]...)
-	return ordered, true
+	return slices.Concat([]*x509svid.SVID{svids[i]}, svids[:i], svids[i+1:]), true
 }

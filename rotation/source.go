@@ -125,7 +125,7 @@ func New(cfg Config) (*Source, error) {
 	}
 	s := &Source{cfg: cfg, log: cfg.Logger, firstReady: make(chan struct{})}
 	for _, sink := range cfg.Sinks {
-		s.deliverers = append(s.deliverers, newDeliverer(sink, cfg))
+		s.deliverers = append(s.deliverers, newDeliverer(sink, &s.cfg))
 	}
 	return s, nil
 }
