@@ -8,89 +8,66 @@ import (
 	"time"
 )
 
-// Defaults of Config.RetryBackoff and Config.MaxRetryBackoff. The maximum
-// is short on purpose: a disk that was full is caught up within 5 s of
-// being freed, however long it was full, and a failed attempt costs a few
-// KiB of writes.
+// Defaults of Config.RetryBackoff and MaxRetryBackoff: a disk that was
+// full is caught up within 5 s of being freed; an attempt costs a few KiB.
 const (
 	DefaultRetryBackoff    = time.Second
 	DefaultMaxRetryBackoff = 4 * time.Second
 )
 
-// ErrUpdateInPlace is wrapped by an Apply error that came after the Update
-// was already in place: a step that follows it failed (a folder's reload
-// action, which has its own retries). Such an Update is not applied again,
-// which would only repeat the part that worked; the error is reported as
-// any other.
+// ErrUpdateInPlace wraps an Apply error of a later step (a folder's reload
+// action, retried on its own): the Update is in place and not applied again.
 var ErrUpdateInPlace = errors.New("update in place, a later step failed")
 
 // SinkStatus is what one sink did with the newest Update handed to it.
 type SinkStatus struct {
-	Name string
-	// Generation is the last generation the sink applied without error.
-	Generation uint64
-	// Pending is the newest generation handed to the sink and not yet
-	// applied; while the sink is retrying, the one its next attempt applies.
+	Name       string
+	Generation uint64 // last applied without error
+	// Pending is the newest generation handed over and not yet applied.
 	Pending uint64
-	// Err is the error of the last Apply, nil after a success. While the
-	// sink is retrying it is the last attempt's error.
-	Err error
-	// AppliedAt and Took describe the last successful Apply.
+	Err     error // of the last Apply
+	// AppliedAt, Took and Latency (from ReceivedAt, queueing and failed
+	// attempts included) describe the last successful Apply.
 	AppliedAt time.Time
 	Took      time.Duration
-	// Latency is, for the last successful Apply, the time from the
-	// Workload API delivering the Update (its ReceivedAt) to the end of
-	// Apply: queueing behind a slow Apply and failed attempts included.
-	Latency time.Duration
-	// Failures counts the failed Applies since start, retries included.
-	Failures uint64
-	// RetryingSince is when the current run of failed Applies began (the
-	// first failure after a success, whatever its generation); zero when
-	// the sink is not retrying.
+	Latency   time.Duration
+	Failures  uint64 // failed Applies since start
+	// RetryingSince is when the current run of failures began; zero when
+	// not retrying. Attempts counts them.
 	RetryingSince time.Time
-	// Attempts counts the failed Applies since RetryingSince.
-	Attempts uint64
-	// NextRetryAt is when the sink applies Pending again; zero when no
-	// retry is scheduled (not retrying, or an attempt is running now).
+	Attempts      uint64
+	// NextRetryAt is zero when no retry is scheduled.
 	NextRetryAt time.Time
-	// Retries counts the Applies since start that repeated an Update
-	// whose previous Apply had failed.
+	// Retries counts Applies that repeated a failed Update.
 	Retries uint64
 }
 
-// Retrying reports whether the sink is waiting to apply an Update again
-// after a failed Apply.
+// Retrying reports whether the sink is retrying a failed Update.
 func (st SinkStatus) Retrying() bool { return !st.RetryingSince.IsZero() }
 
-// deliverer feeds one sink from its own goroutine. It holds at most one
-// waiting Update: a slow sink skips the ones it could not take in time and
-// gets the newest, and never holds up the source or another sink. An
-// Update whose Apply failed goes back into that slot, and a timer wakes
-// the goroutine to apply it again, unless a newer one has replaced it.
+// deliverer feeds one sink from its own goroutine through a latest-wins
+// slot: a slow sink skips to the newest Update and holds up no one. A
+// failed Update goes back into the slot for a timer to retry, unless a
+// newer one replaces it.
 type deliverer struct {
-	sink       Sink
-	log        *slog.Logger
-	notify     chan struct{}
-	onDone     func(SinkStatus)
-	backoff    time.Duration
-	maxBackoff time.Duration
-	// pace is the sink's MinApplyInterval (Paced); 0: not paced.
-	pace time.Duration
+	sink   Sink
+	cfg    *Config // the Source's
+	log    *slog.Logger
+	notify chan struct{}
+	pace   time.Duration // Paced.MinApplyInterval
 
 	mu     sync.Mutex
 	next   *Update
 	status SinkStatus
 }
 
-func newDeliverer(sink Sink, cfg Config) *deliverer {
+func newDeliverer(sink Sink, cfg *Config) *deliverer {
 	d := &deliverer{
-		sink:       sink,
-		log:        cfg.Logger.With("sink", sink.Name()),
-		notify:     make(chan struct{}, 1),
-		onDone:     cfg.OnSinkDone,
-		backoff:    cfg.RetryBackoff,
-		maxBackoff: cfg.MaxRetryBackoff,
-		status:     SinkStatus{Name: sink.Name()},
+		sink:   sink,
+		cfg:    cfg,
+		log:    cfg.Logger.With("sink", sink.Name()),
+		notify: make(chan struct{}, 1),
+		status: SinkStatus{Name: sink.Name()},
 	}
 	if p, ok := sink.(Paced); ok {
 		d.pace = max(p.MinApplyInterval(), 0)
@@ -114,8 +91,7 @@ func (d *deliverer) wake() {
 	}
 }
 
-// retryNow wakes the goroutine if an Update waits for its retry timer, and
-// reports whether one did.
+// retryNow wakes the goroutine if an Update waits for its retry timer.
 func (d *deliverer) retryNow() bool {
 	d.mu.Lock()
 	waiting := d.next != nil
@@ -126,9 +102,8 @@ func (d *deliverer) retryNow() bool {
 	return waiting
 }
 
-// retryState is the run goroutine's own view of a failing Update: the
-// generation whose last Apply failed (0: none) and the delay before its
-// next attempt.
+// retryState is the generation whose last Apply failed (0: none) and the
+// delay before its next attempt.
 type retryState struct {
 	failedGen uint64
 	wait      time.Duration
@@ -138,8 +113,7 @@ func (d *deliverer) run(ctx context.Context) {
 	retry := time.NewTimer(0)
 	retry.Stop()
 	defer retry.Stop()
-	// paced wakes the goroutine when a Paced sink may take the next
-	// Update; lastStart is when its last Apply began.
+	// paced wakes a Paced sink when it may take the next Update.
 	paced := time.NewTimer(0)
 	paced.Stop()
 	defer paced.Stop()
@@ -155,7 +129,6 @@ func (d *deliverer) run(ctx context.Context) {
 		}
 		if !lastStart.IsZero() {
 			if left := d.paceFor(d.peek()) - time.Since(lastStart); left > 0 {
-				// The slot keeps the newest Update until then.
 				paced.Reset(left)
 				continue
 			}
@@ -164,24 +137,22 @@ func (d *deliverer) run(ctx context.Context) {
 		if u == nil {
 			continue
 		}
-		// Whatever woke us, this attempt replaces the scheduled one.
-		retry.Stop()
+		retry.Stop() // this attempt replaces the scheduled one
 		lastStart = time.Now()
 		d.apply(ctx, u, &rs, retry)
 	}
 }
 
-// peek is the Update in the slot (nil if none), left there.
+// peek is the Update in the slot, left there.
 func (d *deliverer) peek() *Update {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.next
 }
 
-// paceFor is how long after the last Apply began u may wait: the sink's
-// pace, but never more than a quarter of u's validity as it arrived, so
-// that pacing never holds a short-lived SVID until it has expired (dev's
-// one-second SVIDs; a real agent's last minutes before an outage).
+// paceFor is how long after the last Apply began u may wait: the pace, but
+// at most a quarter of u's validity, so pacing never holds a short-lived
+// SVID until it has expired.
 func (d *deliverer) paceFor(u *Update) time.Duration {
 	if u == nil || d.pace == 0 {
 		return d.pace
@@ -195,8 +166,7 @@ func (d *deliverer) paceFor(u *Update) time.Duration {
 	return max(min(d.pace, soonest.Sub(u.ReceivedAt)/4), 0)
 }
 
-// take empties the slot and returns what was in it (nil if nothing),
-// counting a retry when it is the generation that failed last.
+// take empties the slot, counting a retry of the generation that failed.
 func (d *deliverer) take(failedGen uint64) *Update {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -211,8 +181,7 @@ func (d *deliverer) take(failedGen uint64) *Update {
 	return u
 }
 
-// apply hands u to the sink, records the outcome, and on a failure that
-// can be retried puts u back in the slot and sets retry.
+// apply hands u to the sink, records the outcome, and schedules a retry.
 func (d *deliverer) apply(ctx context.Context, u *Update, rs *retryState, retry *time.Timer) {
 	start := time.Now()
 	err := d.sink.Apply(ctx, u)
@@ -222,9 +191,9 @@ func (d *deliverer) apply(ctx context.Context, u *Update, rs *retryState, retry 
 	if retrying {
 		// A newer Update starts again from the shortest delay.
 		if u.Generation != rs.failedGen {
-			rs.wait = d.backoff
+			rs.wait = d.cfg.RetryBackoff
 		} else {
-			rs.wait = min(2*rs.wait, d.maxBackoff)
+			rs.wait = min(2*rs.wait, d.cfg.MaxRetryBackoff)
 		}
 		rs.failedGen = u.Generation
 	} else {
@@ -235,13 +204,13 @@ func (d *deliverer) apply(ctx context.Context, u *Update, rs *retryState, retry 
 		retry.Reset(rs.wait)
 	}
 	d.logOutcome(ctx, u, err, retrying, rs.wait, took, prev, st)
-	if d.onDone != nil {
-		d.onDone(st)
+	if d.cfg.OnSinkDone != nil {
+		d.cfg.OnSinkDone(st)
 	}
 }
 
-// record writes the outcome of one Apply into the status and returns it,
-// with the status as it was before (for the log line).
+// record writes the outcome of one Apply into the status; prev is the
+// status before, for the log line.
 func (d *deliverer) record(u *Update, err error, retrying bool, wait time.Duration, end time.Time, took time.Duration) (st, prev SinkStatus) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -261,9 +230,7 @@ func (d *deliverer) record(u *Update, err error, retrying bool, wait time.Durati
 		}
 		d.status.Attempts++
 		d.status.NextRetryAt = end.Add(wait)
-		// Unless a newer Update came in meanwhile (it is applied at
-		// once), the slot takes this one back for the retry.
-		if d.next == nil {
+		if d.next == nil { // else a newer one waits, applied at once
 			d.next = u
 		}
 	} else {

@@ -10,49 +10,32 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// How soon the watch is back after the agent returns (a restart for an
-// upgrade, a crash). Two timers stand between an agent that serves again
-// and the next update, and both must be short: go-spiffe's retry of the
-// watch, and gRPC's reconnection of the channel under it (a retry that
-// finds the channel still waiting out its own backoff fails at once and
-// waits for the next one). With go-spiffe's defaults (1 s more per failed
-// retry, up to 30 s) and gRPC's (×1.6 per failed connect, up to 120 s), a
-// 30 s outage took 15 to 27 s to notice the agent was back.
-//
-// The watch retries after 1 s, 2 s, 4 s, then every MaxWatchBackoff; the
-// channel reconnects at most about every second (with gRPC's ±20 %
-// jitter). So the watch is back at most MaxWatchBackoff + 1.2 s after the
-// agent answers. A retry costs a connect on a local socket, and the cap is
-// above the sinks' own retry cap (DefaultMaxRetryBackoff): an agent that
-// is down is not hammered, and a folder that failed does not wait for it.
+// How soon the watch is back after the agent returns. Two backoffs stand
+// in between, go-spiffe's watch retry and gRPC's reconnect under it; with
+// their defaults a 30 s outage took 15 to 27 s to notice. Here the watch
+// is back at most MaxWatchBackoff + 1.2 s after the agent answers, and the
+// cap stays above DefaultMaxRetryBackoff so a down agent is not hammered.
 const (
-	MaxWatchBackoff      = 5 * time.Second
-	firstWatchBackoff    = time.Second
-	firstConnectBackoff  = 100 * time.Millisecond
-	maxConnectBackoff    = time.Second
-	connectBackoffFactor = 1.6 // gRPC's default
-	connectBackoffJitter = 0.2 // gRPC's default
+	MaxWatchBackoff     = 5 * time.Second
+	firstWatchBackoff   = time.Second
+	firstConnectBackoff = 100 * time.Millisecond
+	maxConnectBackoff   = time.Second
 )
 
-// workloadAPIOptions are the go-spiffe client's options for addr: its
-// logs, and the two backoffs above.
+// workloadAPIOptions are the go-spiffe client's options: logs, backoffs.
 func (s *Source) workloadAPIOptions() []workloadapi.ClientOption {
+	connect := backoff.DefaultConfig // its factor and jitter
+	connect.BaseDelay, connect.MaxDelay = firstConnectBackoff, maxConnectBackoff
 	return []workloadapi.ClientOption{
 		workloadapi.WithAddr(s.cfg.Address),
 		workloadapi.WithLogger(spiffeLogger{s.log}),
 		workloadapi.WithBackoffStrategy(watchBackoffStrategy{}),
-		workloadapi.WithDialOptions(grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
-			BaseDelay:  firstConnectBackoff,
-			Multiplier: connectBackoffFactor,
-			Jitter:     connectBackoffJitter,
-			MaxDelay:   maxConnectBackoff,
-		}})),
+		workloadapi.WithDialOptions(grpc.WithConnectParams(grpc.ConnectParams{Backoff: connect})),
 	}
 }
 
-// watchBackoffStrategy doubles the wait between failed watches from
-// firstWatchBackoff up to MaxWatchBackoff. go-spiffe resets it whenever
-// the watch delivers a response.
+// watchBackoffStrategy doubles the wait between failed watches up to
+// MaxWatchBackoff; go-spiffe resets it on every response.
 type watchBackoffStrategy struct{}
 
 func (watchBackoffStrategy) NewBackoff() workloadapi.Backoff { return &watchBackoff{} }
@@ -66,20 +49,17 @@ func (b *watchBackoff) Next() time.Duration {
 
 func (b *watchBackoff) Reset() { b.last = 0 }
 
-// outage is the Workload API's absence as the watch sees it: from the
-// first failed call after it had delivered an X.509 context to the next
-// context. Waits at start-up are not outages; FirstUpdateTimeout bounds
-// those.
+// outage is the Workload API's absence after it had delivered a context,
+// until the next one (start-up waits are FirstUpdateTimeout's).
 type outage struct {
-	delivered bool      // an X.509 context arrived at least once
-	since     time.Time // first failure of the current outage; zero when none
-	failures  uint64    // failed calls since then
-	count     uint64    // outages ended by a new context: reconnects
+	delivered bool
+	since     time.Time // zero when not away
+	failures  uint64
+	count     uint64 // reconnects
 }
 
-// lostLocked records a failed watch call. Only gRPC errors mean the
-// Workload API is away; go-spiffe also reports a response it cannot parse
-// here, on a stream that stays up.
+// lostLocked records a failed watch call; only a gRPC error means the
+// agent is away (go-spiffe reports unparsable responses here too).
 func (s *Source) lostLocked(err error) {
 	if _, rpc := status.FromError(err); !rpc || !s.outage.delivered {
 		return
@@ -90,9 +70,8 @@ func (s *Source) lostLocked(err error) {
 	s.outage.failures++
 }
 
-// connected records an X.509 context from the Workload API and, when it
-// ends an outage, returns the log line that says so; OnX509ContextUpdate
-// defers that until the sinks have the update, as it does its own lines.
+// connected records a context and returns the log line of the outage it
+// ends, which OnX509ContextUpdate defers until the sinks have the update.
 func (s *Source) connected() (logLine func()) {
 	now := time.Now()
 	s.mu.Lock()

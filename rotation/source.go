@@ -28,41 +28,31 @@ const DefaultFirstUpdateTimeout = 60 * time.Second
 
 // Config configures a Source.
 type Config struct {
-	// Address of the Workload API, e.g. "unix:///run/spire/sockets/agent.sock".
-	// Empty means $SPIFFE_ENDPOINT_SOCKET.
+	// Address of the Workload API; empty means $SPIFFE_ENDPOINT_SOCKET.
 	Address string `yaml:"address"`
-	// FirstUpdateTimeout bounds the wait for the first valid update; Run
-	// fails after it. Zero means DefaultFirstUpdateTimeout; negative waits forever.
+	// FirstUpdateTimeout bounds the wait for the first valid update;
+	// negative waits forever.
 	FirstUpdateTimeout time.Duration `yaml:"first_update_timeout"`
-	// DefaultSVIDHint picks the default SVID (Update.SVIDs[0]) when the
-	// Workload API returns several: the first SVID whose hint, else whose
-	// SPIFFE ID, equals it (workload_api.default_svid_hint). Empty, or no
-	// match, keeps the Workload API's first SVID; a miss is logged once per
-	// change of the SVID set, naming what is available.
+	// DefaultSVIDHint picks Update.SVIDs[0] among several: the first SVID
+	// whose hint, else whose SPIFFE ID, equals it. No match keeps the
+	// Workload API's first, logged once per change of the SVID set.
 	DefaultSVIDHint string `yaml:"default_svid_hint"`
-	// Sinks receive every Update. The first one is woken last, so that it
-	// runs first (see OnX509ContextUpdate): put the one whose latency
-	// matters most (Envoy's SDS) first.
+	// Sinks receive every Update; the first runs first (OnX509ContextUpdate):
+	// put Envoy's SDS there.
 	Sinks []Sink `yaml:"-"`
-	// RetryBackoff is the delay before a sink applies an Update again after
-	// a failed Apply; it doubles with each failure of the same Update, up
-	// to MaxRetryBackoff. A newer Update is applied at once and starts
-	// again from RetryBackoff. Zero means DefaultRetryBackoff and
-	// DefaultMaxRetryBackoff.
+	// RetryBackoff is the delay before a failed Apply is retried, doubled
+	// per failure of the same Update up to MaxRetryBackoff.
 	RetryBackoff    time.Duration `yaml:"-"`
 	MaxRetryBackoff time.Duration `yaml:"-"`
-	// OnSinkDone, when set, is called after each Apply with the sink's status
-	// (metrics and readiness hook). It must not block.
+	// OnSinkDone is called after each Apply (metrics, readiness); it must
+	// not block.
 	OnSinkDone func(SinkStatus) `yaml:"-"`
 	Logger     *slog.Logger     `yaml:"-"`
-	// Now is the clock used for validation; nil means time.Now.
-	Now func() time.Time `yaml:"-"`
+	Now        func() time.Time `yaml:"-"` // the validation clock
 }
 
-// Validate checks the values a user configures, keyed as the YAML
-// config's workload_api section spells them: an address go-spiffe can
-// dial (or "" for $SPIFFE_ENDPOINT_SOCKET) and a default SVID choice that
-// can match. It joins one *fielderr.Error per refused field.
+// Validate checks what a user configures: one *fielderr.Error per refused
+// field, keyed as the YAML workload_api section spells it.
 func (c Config) Validate() error {
 	var errs fielderr.List
 	if a := c.Address; a != "" && !strings.HasPrefix(a, "unix://") && !strings.HasPrefix(a, "tcp://") {
@@ -74,9 +64,8 @@ func (c Config) Validate() error {
 	return errs.Err()
 }
 
-// CheckSVIDChoice checks a hint-or-SPIFFE-ID value as FindSVID matches
-// it: anything that looks like a SPIFFE ID must be one, or it could never
-// match.
+// CheckSVIDChoice checks a hint-or-SPIFFE-ID value for FindSVID: what
+// looks like a SPIFFE ID must be one, or it could never match.
 func CheckSVIDChoice(v string) error {
 	switch {
 	case v == "":
@@ -91,8 +80,7 @@ func CheckSVIDChoice(v string) error {
 	return nil
 }
 
-// Source is the single rotation source: one Workload API watch whose
-// validated updates are fanned out to every sink.
+// Source is the one Workload API watch, fanned out to every sink.
 type Source struct {
 	cfg        Config
 	log        *slog.Logger
@@ -106,13 +94,11 @@ type Source struct {
 	watchErrs  uint64
 	lastErr    error
 	outage     outage
-	// hintMiss is the SVID set last reported as not matching
-	// DefaultSVIDHint, so the warning is not repeated every rotation.
-	hintMiss string
+	hintMiss   string // the SVID set last logged as missing DefaultSVIDHint
 }
 
-// WithDefaults fills every unset field with its default; the address
-// from $SPIFFE_ENDPOINT_SOCKET is New's, as it reads the environment.
+// WithDefaults fills every unset field but Address, which New reads from
+// the environment.
 func (c Config) WithDefaults() Config {
 	c.FirstUpdateTimeout = cmp.Or(c.FirstUpdateTimeout, DefaultFirstUpdateTimeout)
 	c.RetryBackoff = cmp.Or(c.RetryBackoff, DefaultRetryBackoff)
@@ -139,13 +125,13 @@ func New(cfg Config) (*Source, error) {
 	}
 	s := &Source{cfg: cfg, log: cfg.Logger, firstReady: make(chan struct{})}
 	for _, sink := range cfg.Sinks {
-		s.deliverers = append(s.deliverers, newDeliverer(sink, cfg))
+		s.deliverers = append(s.deliverers, newDeliverer(sink, &s.cfg))
 	}
 	return s, nil
 }
 
-// Run watches the Workload API until ctx ends. It returns an error if no
-// valid update arrives within FirstUpdateTimeout, and nil on cancellation.
+// Run watches the Workload API until ctx ends; it fails if no valid
+// update arrives within FirstUpdateTimeout.
 func (s *Source) Run(ctx context.Context) error {
 	client, err := workloadapi.New(ctx, s.workloadAPIOptions()...)
 	if err != nil {
@@ -212,14 +198,10 @@ func (s *Source) SinkStatuses() []SinkStatus {
 	return out
 }
 
-// RetryNow makes every sink that is behind (an Update whose Apply failed
-// waits for its retry timer) apply the newest Update now, instead of when
-// its backoff ends; a sink in the middle of an Apply is not woken. It returns the
-// names of the sinks woken, and does not wait for them. A sink that holds
-// the current Update is left alone, including a folder whose reload
-// action failed after its swap (ErrUpdateInPlace): re-running actions is
-// the folder's business. Meant for SIGHUP: an operator who freed the disk
-// need not wait for the backoff.
+// RetryNow wakes every sink whose failed Update waits for its retry
+// timer, and returns their names without waiting (SIGHUP: an operator who
+// freed the disk need not wait). A sink holding the current Update, even
+// after ErrUpdateInPlace, is left alone.
 func (s *Source) RetryNow() []string {
 	var woken []string
 	for _, d := range s.deliverers {
@@ -244,9 +226,8 @@ func (s *Source) Counters() Counters {
 	return Counters{Refused: s.refused, WatchErrors: s.watchErrs, Reconnects: s.outage.count}
 }
 
-// OnX509ContextUpdate implements workloadapi.X509ContextWatcher. It runs
-// on go-spiffe's watch goroutine: validate, publish, hand the Update to
-// every sink's slot, and return without waiting for any sink.
+// OnX509ContextUpdate implements workloadapi.X509ContextWatcher: validate,
+// publish, hand the Update to every sink's slot, wait for none.
 func (s *Source) OnX509ContextUpdate(xc *workloadapi.X509Context) {
 	defer s.connected()()
 	received := s.cfg.Now()
@@ -261,11 +242,9 @@ func (s *Source) OnX509ContextUpdate(xc *workloadapi.X509Context) {
 		s.log.Debug("Workload API resent the current material; nothing to rotate")
 		return
 	}
-	// Sinks and readiness first: a log line is a write to stderr, which a
-	// slow log reader (a full pipe) can hold up. Last to first: the Go
-	// scheduler runs the goroutine woken last next on this thread (runnext)
-	// and queues the ones it displaces; traced on the real agent, an SDS
-	// sink woken before a folder waited ~1 ms for a thread (docs/benchmarks.md).
+	// Sinks before logs, which a full stderr pipe can hold up. Last to
+	// first: Go runs the goroutine woken last next (runnext); an SDS sink
+	// woken before a folder waited ~1 ms for a thread (docs/benchmarks.md).
 	for _, d := range slices.Backward(s.deliverers) {
 		d.offer(u)
 	}
@@ -282,8 +261,7 @@ func (s *Source) OnX509ContextUpdate(xc *workloadapi.X509Context) {
 		"svids", len(u.SVIDs), "bundles", len(u.Bundles))
 }
 
-// refuse counts and logs a context Validate refused; the last good
-// Update stays.
+// refuse counts and logs a refused context; the last good Update stays.
 func (s *Source) refuse(err error) {
 	s.mu.Lock()
 	s.refused++
@@ -296,11 +274,9 @@ func (s *Source) refuse(err error) {
 	s.log.Error("refused Workload API update; keeping the last good one", "error", err, "kept_generation", keeping)
 }
 
-// publish makes validated material the next generation's Update, unless it
-// repeats the current one (nil). Validate has established what an Update
-// promises, so it is built here without NewUpdate's checks. warnMiss is
-// the SVID list to name when the hint matched nothing and that list
-// changed since it was last named.
+// publish makes validated material the next Update, unless it repeats the
+// current one (nil); Validate made NewUpdate's checks. warnMiss is the SVID
+// list to log when the hint matched none, once per list.
 func (s *Source) publish(svids []*x509svid.SVID, bundles []*x509bundle.Bundle, received time.Time, matched bool, sent []*x509svid.SVID) (u *Update, first bool, warnMiss string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -332,8 +308,8 @@ func (s *Source) OnX509ContextWatchError(err error) {
 	s.log.Warn("Workload API watch error; go-spiffe retries with backoff, sinks keep the last good update", "error", err)
 }
 
-// spiffeLogger routes go-spiffe's log lines into slog. Its errors are
-// reported by OnX509ContextWatchError already, so they go out at debug level.
+// spiffeLogger logs go-spiffe at debug level: OnX509ContextWatchError
+// reports its errors.
 type spiffeLogger struct{ l *slog.Logger }
 
 func (l spiffeLogger) Debugf(f string, a ...any) {

@@ -18,15 +18,10 @@ import (
 // message says which SVID and why.
 var ErrRefused = errors.New("refused")
 
-// Validate checks every SVID of xc at time now: its chain, leaf first,
-// verifies against its own trust domain's bundle from the same context,
-// which in crypto/x509 includes each certificate's validity window (both
-// ends inclusive, so a leaf is still valid at exactly NotAfter). The key
-// is not compared with the leaf again: go-spiffe's parser refuses a
-// response whose key does not match (x509svid.ParseRaw) before the
-// context reaches here. It returns the bundles as the Set keeps them:
-// one per trust domain, sorted by name. Any failure refuses the whole
-// context, so sinks never hold a mix of good and bad identities.
+// Validate checks that every SVID's chain verifies at now against its own
+// trust domain's bundle, each certificate's window included (x509svid.ParseRaw
+// already matched key and leaf). Any failure refuses the whole context, so
+// sinks never hold a mix. It returns the bundles sorted by trust domain.
 func Validate(xc *workloadapi.X509Context, now time.Time) ([]*x509bundle.Bundle, error) {
 	if xc == nil || len(xc.SVIDs) == 0 {
 		return nil, fmt.Errorf("%w: the Workload API sent no SVID", ErrRefused)
@@ -61,8 +56,7 @@ func validateSVID(svid *x509svid.SVID, bundles *x509bundle.Set, now time.Time) e
 	return fmt.Errorf("chain does not verify against the bundle of %q: %w", td.Name(), err)
 }
 
-// sameMaterial reports whether two updates carry identical SVIDs and bundles,
-// as after a Workload API reconnect; such a repeat is not a rotation.
+// sameMaterial reports a repeat, as after a reconnect: not a rotation.
 func sameMaterial(a *Update, svids []*x509svid.SVID, bundles []*x509bundle.Bundle) bool {
 	return a != nil &&
 		slices.EqualFunc(a.SVIDs, svids, func(x, y *x509svid.SVID) bool {

@@ -12,44 +12,29 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Client is one open SDS stream (SotW, Delta or ADS) as the bridge sees it:
-// which node it is, what it subscribes to and which version of the secrets
-// it has accepted. It answers "what does Envoy have?" for readiness and
-// status.
+// Client is one open SDS stream as /status and readiness see it: which
+// node, what it subscribes to, what it accepted.
 type Client struct {
-	// Stream is the stream's number, one per stream of any kind.
-	Stream int64
-	Delta  bool
-	// Node and Cluster are the node's id and cluster, from its requests.
+	Stream        int64 // one number per stream of any kind
+	Delta         bool
 	Node, Cluster string
-	// Wildcard says the stream subscribes to every secret served;
-	// Subscribed lists the names it asks for by name (sorted; the first
-	// few, then how many more). Both are the subscription the stream is
-	// served, as its last request taken set it.
-	Wildcard   bool
-	Subscribed []string
-	// Validation is the kind of validation_context the client gets, and
-	// ValidationReason why: its Envoy version, its node metadata
-	// disable_spiffe_cert_validation or the bridge's config, as SPIRE
-	// Agent's SDS decides.
+	// Wildcard and Subscribed (sorted, clipped) are the subscription served.
+	Wildcard         bool
+	Subscribed       []string
 	Validation       Validation
 	ValidationReason string
 	OpenedAt         time.Time
-	// AckedVersion is the last SDS version the client accepted; empty
-	// until its first ACK. AckedGeneration is the rotation generation of
-	// that version, 0 when the version was not sent by this process.
+	// AckedGeneration is 0 when AckedVersion was not sent by this process.
 	AckedVersion    string
 	AckedGeneration uint64
 	AckedAt         time.Time
-	// NACKedVersion and NACK describe the last rejection, if any; Envoy
-	// keeps its last accepted secrets then.
+	// NACKedVersion and NACK describe the last rejection.
 	NACKedVersion string
 	NACK          string
 	NACKedAt      time.Time
 }
 
-// registry holds every open stream, and what each peer uid's streams hold
-// against its limits.
+// registry holds every open stream, and what each peer uid's streams hold.
 type registry struct {
 	mu      sync.Mutex
 	streams map[*stream]struct{}
@@ -78,9 +63,8 @@ func (s *Server) Clients() []Client {
 	return out
 }
 
-// Acks counts the open streams, those whose last acknowledged generation
-// is gen, and the newest generation any of them acknowledged (0: none),
-// without copying what each stream holds: readiness asks on every probe.
+// Acks counts the open streams, those that last acknowledged gen, and the
+// newest generation acknowledged, copying nothing: readiness asks per probe.
 func (s *Server) Acks(gen uint64) (streams, current int, newest uint64) {
 	s.reg.mu.Lock()
 	defer s.reg.mu.Unlock()
@@ -97,8 +81,7 @@ func (s *Server) Acks(gen uint64) (streams, current int, newest uint64) {
 	return streams, current, newest
 }
 
-// open registers a new stream of peer uid; nil with the error that ends
-// it (ResourceExhausted) when the peer holds as many streams as it may.
+// open registers a stream of peer uid, or refuses it over the peer's limit.
 func (s *Server) open(ss grpc.ServerStream, delta bool, uid uint32) (*stream, error) {
 	v, why := validationFor(nil, s.cfg.Names.DisableSPIFFECertValidation)
 	st := &stream{s: s, ss: ss, delta: delta, uid: uid, seen: s.current.Load(), validation: v, reason: why}
@@ -143,8 +126,7 @@ func (s *Server) close(st *stream) {
 }
 
 // account counts st's names (and a Delta stream's initial versions)
-// against its peer's limits after a request changed them; the error
-// (ResourceExhausted) ends the stream, and close gives back what it held.
+// against its peer's limits; an error ends the stream.
 func (s *Server) account(st *stream) error {
 	now := st.initial
 	now.names += len(st.sub.names)
@@ -171,8 +153,8 @@ func (s *Server) account(st *stream) error {
 	return nil
 }
 
-// refuse counts a stream ended over a limit and logs it, at most once per
-// limitLogEvery; it returns err.
+// refuse counts a stream ended over a limit, logs it at most once per
+// limitLogEvery, and returns err.
 func (s *Server) refuse(st *stream, err error) error {
 	refused, now, last := s.overLimit.Add(1), time.Now().UnixNano(), s.overLimitLogged.Load()
 	if (last == 0 || now-last >= int64(limitLogEvery)) && s.overLimitLogged.CompareAndSwap(last, now) {

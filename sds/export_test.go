@@ -20,29 +20,32 @@ func BuildSecrets(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, er
 	if u == nil {
 		return nil, errors.New("build secrets: nil update has no SVIDs")
 	}
-	certs, err := tlsCertificates(u, names)
-	if err == nil {
-		var secrets map[string]*tlsv3.Secret
-		if secrets, err = withValidation(certs, u, names); err == nil {
-			return secrets, nil
-		}
+	variants, err := build(u, names)
+	if err != nil {
+		return nil, fmt.Errorf("build secrets: %w", err)
 	}
-	return nil, fmt.Errorf("build secrets: %w", err)
+	return variants[validationOf(names.DisableSPIFFECertValidation)].protos(), nil
 }
 
 // Secrets returns the Secrets served to a client that makes no choice of
 // its own (see Validation) and their version; nil before the first Update.
-// The protos are shared and must not be modified.
 func (s *Server) Secrets() (map[string]*tlsv3.Secret, string) {
 	snap := s.current.Load()
 	if snap.number == 0 {
 		return nil, ""
 	}
 	v, _ := validationFor(nil, s.cfg.Names.DisableSPIFFECertValidation)
-	sv := snap.variants[v]
+	return snap.variants[v].protos(), snap.version
+}
+
+// protos unmarshals what sv sends.
+func (sv served) protos() map[string]*tlsv3.Secret {
 	out := make(map[string]*tlsv3.Secret, len(sv.secrets))
 	for name, r := range sv.secrets {
-		out[name] = r.secret
+		out[name] = &tlsv3.Secret{}
+		if err := r.GetResource().UnmarshalTo(out[name]); err != nil {
+			panic(err)
+		}
 	}
-	return out, snap.version
+	return out
 }

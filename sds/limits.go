@@ -2,51 +2,37 @@ package sds
 
 import (
 	"cmp"
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
-// What an allowed client can make the server hold. The allow-list says
-// who may fetch the keys, not how much memory they may take: without
-// these bounds one connection could open streams without end (grpc-go
-// sets no stream limit) and each stream could subscribe to 131,072 names,
-// and 80 such streams made a bridge of 52 MB grow to 1.6 GB. The bounds
-// are far above what Envoy uses: it opens one SDS stream per secret name
-// it needs (a handful, two per TLS context at most) on one connection, or
-// one ADS stream naming them all, and the bridge serves only a few names
-// (one per SVID and per trust domain, plus three). The per-peer totals
-// stay above the fan-out benchmark's 10,000 streams of two names each.
+// What an allowed client can make the server hold: the allow-list says
+// who may fetch the keys, not how much memory they may take. Unbounded, 80
+// streams of 131,072 names each made a bridge of 52 MB grow to 1.6 GB.
+// Envoy opens a handful of streams and the bridge serves a few names; the
+// per-peer totals stay above the fan-out benchmark's 10,000 streams.
 const (
-	// DefaultMaxStreamsPerConnection is HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS:
-	// a client that opens more has them refused by gRPC (REFUSED_STREAM).
+	// DefaultMaxStreamsPerConnection is HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS.
 	DefaultMaxStreamsPerConnection = 1024
-	// DefaultMaxStreamsPerPeer caps the SDS and ADS streams of one peer uid
-	// over all its connections; one more ends at once with ResourceExhausted.
+	// DefaultMaxStreamsPerPeer caps the streams of one peer uid.
 	DefaultMaxStreamsPerPeer = 16384
-	// DefaultMaxNamesPerStream caps one stream's subscription.
 	DefaultMaxNamesPerStream = 4096
 	// DefaultMaxNamesPerPeer and DefaultMaxNameBytesPerPeer cap the names
-	// all streams of one peer uid subscribe to (Delta initial versions
-	// included), by count and by bytes: a name may be as long as a request.
+	// of one peer uid's streams, Delta initial versions included.
 	DefaultMaxNamesPerPeer     = 65536
 	DefaultMaxNameBytesPerPeer = 8 << 20
-	// maxRequestBytes is gRPC's limit on one request (its default is 4
-	// MiB). Envoy's first request, with its node and extension list, is
-	// tens of KiB; a request over the limit is refused by its length
-	// prefix before it is read. A 1.6 MB request of 131,072 names, decoded
-	// on 80 streams at once, took 900 MB.
+	// maxRequestBytes is refused by its length prefix, before it is read:
+	// Envoy's first request is tens of KiB; 80 streams decoding a 1.6 MB
+	// request at once took 900 MB.
 	maxRequestBytes = 1 << 20
 )
 
-// Bounds on client-chosen text the server keeps for /status while a
-// stream is open: longer text is cut and marked with its length.
+// Bounds on client-chosen text kept for /status: longer text is cut.
 const (
 	maxStoredID      = 256  // node id, cluster, user agent
 	maxStoredText    = 1024 // a NACK's error detail
@@ -56,8 +42,7 @@ const (
 // clipMark is the most clipTo adds: "… (<20 digits> bytes)".
 const clipMark = len("… () bytes") + 20
 
-// limitLogEvery rate-limits the log line about streams refused over a
-// limit: a client must not flood the log either.
+// limitLogEvery rate-limits the log line about streams over a limit.
 const limitLogEvery = 10 * time.Second
 
 // limits are what one client may hold; zero fields take the defaults.
@@ -78,8 +63,7 @@ func (l limits) withDefaults() limits {
 	return l
 }
 
-// peerUsage is what the streams of one peer uid hold; the registry keeps
-// it under its lock.
+// peerUsage is what the streams of one peer uid hold (registry.mu).
 type peerUsage struct {
 	streams, names, nameBytes int
 }
@@ -89,8 +73,7 @@ type held struct {
 	names, nameBytes int
 }
 
-// heldBy is what a Delta stream's initial versions hold: the subscription
-// keeps them.
+// heldBy is what a Delta stream's initial versions hold.
 func heldBy(versions map[string]string) held {
 	var h held
 	for n, v := range versions {
@@ -100,26 +83,13 @@ func heldBy(versions map[string]string) held {
 	return h
 }
 
-// peerUID is the uid the kernel reported for the connection behind ctx;
-// only allowed peers reach a stream.
-func peerUID(ctx context.Context) uint32 {
-	if p, ok := peer.FromContext(ctx); ok {
-		if info, ok := p.AuthInfo.(peerInfo); ok {
-			return info.UID
-		}
-	}
-	return 0
-}
-
 func errTooManyNames(n, max int) error {
 	return status.Errorf(codes.ResourceExhausted, "the stream subscribes to %d secret names, more than the %d allowed", n, max)
 }
 
-// clipTo bounds a client-chosen string the server keeps: longer text is
-// cut at n bytes (never inside a UTF-8 sequence) and marked with its
-// length. A short string is returned as is, without allocating, and so is
-// one no longer than a cut one (n plus its mark), so that a string is
-// never cut twice.
+// clipTo cuts a client-chosen string at n bytes (never inside a UTF-8
+// sequence) and marks its length. A string no longer than a cut one is
+// returned as is, so nothing is cut twice or allocated when short.
 func clipTo(s string, n int) string {
 	if len(s) <= n+clipMark {
 		return s
@@ -127,8 +97,7 @@ func clipTo(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "") + "… (" + strconv.Itoa(len(s)) + " bytes)"
 }
 
-// maxLoggedNames and maxLoggedText bound what one request can put into a
-// log line: names, node ids and error details are chosen by the client.
+// maxLoggedNames and maxLoggedText bound what a client puts into a log line.
 const (
 	maxLoggedNames = 16
 	maxLoggedText  = 256

@@ -13,31 +13,24 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/flock"
 )
 
-// What an outsider can hold on the SDS socket. Every accepted connection is
-// a descriptor of the bridge's; a peer that could open them without bound
-// (a refused uid needs only write access to the socket) would exhaust the
-// descriptor limit, and every folder swap would then fail with "too many
-// open files" until the certificate on disk expires.
-
-// DefaultMaxConnections is Config.MaxConnections when zero: far more than
-// the Envoys of one pod open, far fewer than the descriptor limit.
+// DefaultMaxConnections is far more than the Envoys of one pod open, far
+// fewer than the descriptor limit, which folder swaps need too: a refused
+// uid needs only write access to the socket to open connections.
 const DefaultMaxConnections = 128
 
 // DefaultRefusedPeerGrace is Config.RefusedPeerGrace when zero.
 const DefaultRefusedPeerGrace = 5 * time.Second
 
-// overCapLogEvery rate-limits the log line about connections closed over
-// the cap: an attacker must not be able to flood the log either.
+// overCapLogEvery rate-limits the log line about connections over the cap.
 const overCapLogEvery = 10 * time.Second
 
-// refusedShare is the part of MaxConnections that refused peers may hold
+// refusedShare is the part of MaxConnections refused peers may hold
 // together, so that they never crowd out the allowed ones.
 func refusedShare(maxConns int) int { return max(1, maxConns/8) }
 
-// limitListener caps l: at most MaxConnections at a time, of which at most
-// refusedShare from peers the policy refuses. A refused peer's connection
-// is closed after RefusedPeerGrace: long enough for the PermissionDenied
-// answer to its first RPCs, too short to pile up. Each connection's Tag is
+// limitListener caps l at MaxConnections, refusedShare of them refused
+// peers', each closed after RefusedPeerGrace: long enough for the
+// PermissionDenied answers, too short to pile up. A connection's Tag is
 // its peerInfo, which peerCreds hands to gRPC.
 func (s *Server) limitListener(l *net.UnixListener) *connlimit.Listener {
 	maxConns, maxRefused := int64(s.cfg.MaxConnections), int64(refusedShare(s.cfg.MaxConnections))
@@ -59,11 +52,10 @@ func (s *Server) limitListener(l *net.UnixListener) *connlimit.Listener {
 	return cl
 }
 
-// LockSocket makes the socket path belong to this process until the lock
-// is released: an exclusive lock on "<socket>.lock" beside it, created with
-// the socket's directory (0755) if missing. Take it before anything the
-// bridge owns is touched, so a second bridge on the same socket stops
-// there; the error names the running bridge's pid.
+// LockSocket makes the socket path this process's until Release: a lock
+// on "<socket>.lock", its directory created (0755) if missing. Take it
+// before touching anything, so a second bridge stops there; the error
+// names the running bridge's pid.
 func LockSocket(path string) (*SocketLock, error) {
 	dir := filepath.Dir(path)
 	if err := mkdirAll(dir); err != nil {
@@ -82,18 +74,15 @@ type SocketLock struct{ l *flock.Lock }
 // Path is the lock file's path.
 func (l *SocketLock) Path() string { return l.l.Path() }
 
-// Replaced describes what was at the lock file's name if it was not a lock
-// file of this uid (another uid planted it); empty otherwise.
+// Replaced describes what another uid had planted at the lock file's name.
 func (l *SocketLock) Replaced() string { return l.l.Replaced() }
 
 // Release gives the socket path up.
 func (l *SocketLock) Release() error { return l.l.Release() }
 
-// listenUnix listens on the unix socket path with mode. It creates the
-// parent directory (0755) if missing and removes a stale socket, but refuses
-// to remove anything that is not a socket or a socket somebody still
-// answers on. The returned remove deletes the socket if it is still the one
-// created here.
+// listenUnix listens on path with mode, creating the directory (0755) and
+// removing a stale socket, but nothing else. remove deletes the socket if
+// it is still this one.
 func listenUnix(path string, mode os.FileMode) (l *net.UnixListener, remove func(), err error) {
 	dir := filepath.Dir(path)
 	if err := mkdirAll(dir); err != nil {
@@ -113,8 +102,7 @@ func listenUnix(path string, mode os.FileMode) (l *net.UnixListener, remove func
 	defer os.RemoveAll(tmpDir)
 	bindPath := filepath.Join(tmpDir, "s")
 	if len(bindPath) > flock.MaxSocketPath {
-		// The detour does not fit in sun_path: bind in place. The parent
-		// directory is then the only guard until the chmod below.
+		// Too long for sun_path: bind in place, guarded by the directory.
 		bindPath = path
 	}
 
@@ -122,8 +110,7 @@ func listenUnix(path string, mode os.FileMode) (l *net.UnixListener, remove func
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen on %q: %w", path, err)
 	}
-	// The socket moves; remove it ourselves, and only if it is still ours.
-	l.SetUnlinkOnClose(false)
+	l.SetUnlinkOnClose(false) // the socket moves
 	defer func() {
 		if err != nil {
 			l.Close()

@@ -21,19 +21,15 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/connlimit"
 )
 
-// Who may fetch secrets. The socket's file mode is the first gate (only
-// who may write to the socket can connect); the peer's credentials, as the
-// kernel reports them for the connection (SO_PEERCRED), are the second: the
+// accessPolicy decides who may fetch secrets from a peer's uid and primary
+// gid (SO_PEERCRED): the second gate after the socket's mode, as the
 // bridge hands out private keys and must know to whom.
-
-// accessPolicy decides from a peer's uid and (primary) gid.
 type accessPolicy struct {
 	uids, gids []uint32 // sorted
 }
 
-// newAccessPolicy builds the policy of cfg. With both lists empty only the
-// bridge's own uid and root are allowed: the same peers a 0600 socket owned
-// by the bridge admits, so the default never widens what the mode allows.
+// newAccessPolicy allows, with both lists empty, the bridge's own uid and
+// root: the peers a 0600 socket admits, so the default widens nothing.
 func newAccessPolicy(uids, gids []int) accessPolicy {
 	var p accessPolicy
 	if len(uids) == 0 && len(gids) == 0 {
@@ -69,16 +65,14 @@ func (p accessPolicy) String() string {
 	return "uids " + join(p.uids) + " gids " + join(p.gids)
 }
 
-// peerInfo is the credentials.AuthInfo of a connection: who the kernel
-// says is at the other end and whether the policy lets them in.
+// peerInfo is a connection's credentials.AuthInfo: who the kernel says is
+// at the other end and whether the policy lets them in.
 type peerInfo struct {
 	credentials.CommonAuthInfo
 	UID, GID uint32
 	PID      int32
-	// Err is set when the credentials could not be read; the peer is then
-	// refused.
-	Err     error
-	Allowed bool
+	Err      error // the credentials could not be read: refused
+	Allowed  bool
 }
 
 // AuthType implements credentials.AuthInfo.
@@ -91,12 +85,10 @@ func (p peerInfo) logAttrs() []any {
 	return []any{"uid", p.UID, "gid", p.GID, "pid", p.PID}
 }
 
-// peerCreds is a grpc TransportCredentials for the unix socket: no
-// handshake on the wire, only SO_PEERCRED. A refused peer is not dropped
-// here, which would show the client only a broken connection: the
-// connection is kept and every RPC on it fails with PermissionDenied
-// (authorizeUnary, authorizeStream), which Envoy logs with its reason,
-// until limitListener closes it after Config.RefusedPeerGrace.
+// peerCreds is gRPC TransportCredentials with no handshake, only
+// SO_PEERCRED. A refused peer is not dropped, which would show it only a
+// broken connection: every RPC gets PermissionDenied, which Envoy logs
+// with its reason, until limitListener closes it.
 type peerCreds struct {
 	policy  accessPolicy
 	log     *slog.Logger
@@ -105,14 +97,12 @@ type peerCreds struct {
 
 var _ credentials.TransportCredentials = (*peerCreds)(nil)
 
-// identify asks the kernel who is at the other end of c and whether the
-// policy lets them in.
+// identify asks the kernel who is at the other end of c.
 func (p accessPolicy) identify(c *net.UnixConn) peerInfo {
 	info := peerInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}
 	info.UID, info.GID, info.PID, info.Err = peerCredentials(c)
 	if info.Err == nil {
-		// A unix socket never leaves the host: as private as the local
-		// credentials of grpc-go consider it.
+		// As private as grpc-go's local credentials consider a unix socket.
 		info.SecurityLevel = credentials.PrivacyAndIntegrity
 		info.Allowed = p.allows(info.UID, info.GID)
 	}
@@ -155,40 +145,34 @@ func (c *peerCreds) Clone() credentials.TransportCredentials {
 
 func (c *peerCreds) OverrideServerName(string) error { return nil }
 
-// errRefusedPeer is the status every RPC of a refused peer gets. It names
-// no allowed id: the peer learns only that it is not one of them.
-func errRefusedPeer(info peerInfo) error {
-	if info.Err != nil {
-		return status.Error(codes.PermissionDenied, "the peer's credentials could not be verified; secrets are refused")
-	}
-	return status.Errorf(codes.PermissionDenied, "peer uid %d gid %d is not allowed to fetch secrets from this socket", info.UID, info.GID)
-}
-
-// authorize checks the connection behind ctx.
-func authorize(ctx context.Context) error {
+// authorize is the peer behind ctx, or why it is refused; the error names
+// no allowed id: the peer learns only that it is not one.
+func authorize(ctx context.Context) (peerInfo, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return status.Error(codes.PermissionDenied, "unknown peer; secrets are refused")
+		return peerInfo{}, status.Error(codes.PermissionDenied, "unknown peer; secrets are refused")
 	}
 	info, ok := p.AuthInfo.(peerInfo)
-	if !ok {
-		return status.Error(codes.PermissionDenied, "peer without credentials; secrets are refused")
+	switch {
+	case !ok:
+		return info, status.Error(codes.PermissionDenied, "peer without credentials; secrets are refused")
+	case info.Err != nil:
+		return info, status.Error(codes.PermissionDenied, "the peer's credentials could not be verified; secrets are refused")
+	case !info.Allowed:
+		return info, status.Errorf(codes.PermissionDenied, "peer uid %d gid %d is not allowed to fetch secrets from this socket", info.UID, info.GID)
 	}
-	if !info.Allowed {
-		return errRefusedPeer(info)
-	}
-	return nil
+	return info, nil
 }
 
 func authorizeUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := authorize(ctx); err != nil {
+	if _, err := authorize(ctx); err != nil {
 		return nil, err
 	}
 	return handler(ctx, req)
 }
 
 func authorizeStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := authorize(ss.Context()); err != nil {
+	if _, err := authorize(ss.Context()); err != nil {
 		return err
 	}
 	return handler(srv, ss)

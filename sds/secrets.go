@@ -1,14 +1,16 @@
 package sds
 
 import (
+	"cmp"
 	"fmt"
-	"maps"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -17,12 +19,10 @@ import (
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// SPIFFECertValidatorName is the Envoy extension name of the SPIFFE
-// certificate validator, as SPIRE Agent's SDS sets it.
+// SPIFFECertValidatorName is Envoy's SPIFFE certificate validator.
 const SPIFFECertValidatorName = "envoy.tls.cert_validator.spiffe"
 
-// Default resource names, the same as SPIRE Agent's defaults so an Envoy
-// bootstrap written for SPIRE works unchanged.
+// Default resource names: SPIRE Agent's, so its Envoy bootstraps work.
 const (
 	DefaultSVIDName       = "default"
 	DefaultBundleName     = "ROOTCA"
@@ -38,25 +38,17 @@ type Names struct {
 	DefaultBundle string `yaml:"default_bundle_name"`
 	// AllBundles names the validation_context with every trust domain ("ALL").
 	AllBundles string `yaml:"default_all_bundles_name"`
-	// DisableSPIFFECertValidation serves plain trusted_ca validation
-	// contexts instead of Envoy's SPIFFE certificate validator, like SPIRE's
-	// disable_spiffe_cert_validation. AllBundles is then not served. The
-	// Server uses it as the default only: each Envoy may choose otherwise
-	// (see Validation), as with SPIRE Agent.
+	// DisableSPIFFECertValidation serves plain trusted_ca instead of
+	// Envoy's SPIFFE validator, and not AllBundles; each Envoy may choose
+	// otherwise (see Validation), as with SPIRE Agent.
 	DisableSPIFFECertValidation bool `yaml:"disable_spiffe_cert_validation"`
 }
 
 // WithDefaults fills empty names with SPIRE's defaults.
 func (n Names) WithDefaults() Names {
-	if n.DefaultSVID == "" {
-		n.DefaultSVID = DefaultSVIDName
-	}
-	if n.DefaultBundle == "" {
-		n.DefaultBundle = DefaultBundleName
-	}
-	if n.AllBundles == "" {
-		n.AllBundles = DefaultAllBundlesName
-	}
+	n.DefaultSVID = cmp.Or(n.DefaultSVID, DefaultSVIDName)
+	n.DefaultBundle = cmp.Or(n.DefaultBundle, DefaultBundleName)
+	n.AllBundles = cmp.Or(n.AllBundles, DefaultAllBundlesName)
 	return n
 }
 
@@ -79,12 +71,9 @@ func (k SecretKind) String() string {
 	return "other secret"
 }
 
-// Serves reports whether the bridge serves a secret called name, and of
-// which kind, for names set with defaults filled in: DefaultSVID,
-// DefaultBundle, AllBundles (unless DisableSPIFFECertValidation), an
-// SVID's SPIFFE ID and a trust domain's spiffe://<td>. Whether a given
-// SPIFFE ID is in the current Update is not known here: such a name is
-// served as soon as the Workload API sends that identity.
+// Serves reports whether, and as which kind, the bridge serves name (with
+// n defaulted). Any SPIFFE ID counts: it is served once the Workload API
+// sends that identity.
 func (n Names) Serves(name string) (SecretKind, bool) {
 	switch name {
 	case "":
@@ -106,9 +95,7 @@ func (n Names) Serves(name string) (SecretKind, bool) {
 	return TLSCertificate, true
 }
 
-// Fixed lists the configured names served whatever the Workload API sends:
-// DefaultSVID, DefaultBundle and, unless DisableSPIFFECertValidation,
-// AllBundles.
+// Fixed lists the configured names served whatever the Workload API sends.
 func (n Names) Fixed() []string {
 	if n.DisableSPIFFECertValidation {
 		return []string{n.DefaultSVID, n.DefaultBundle}
@@ -116,9 +103,7 @@ func (n Names) Fixed() []string {
 	return []string{n.DefaultSVID, n.DefaultBundle, n.AllBundles}
 }
 
-// Served lists the names served when the Workload API sends SVIDs for ids
-// and bundles for domains: Fixed, each SPIFFE ID, then each trust
-// domain's spiffe://<td>.
+// Served lists the names served for SVIDs of ids and bundles of domains.
 func (n Names) Served(ids []spiffeid.ID, domains []spiffeid.TrustDomain) []string {
 	names := n.Fixed()
 	for _, id := range ids {
@@ -130,11 +115,9 @@ func (n Names) Served(ids []spiffeid.ID, domains []spiffeid.TrustDomain) []strin
 	return names
 }
 
-// Validate reports names that are empty, equal to each other or could
-// be taken for a SPIFFE ID or trust domain name. A name is one of those
-// exactly when it starts with "spiffe://" in lower case, as go-spiffe (and
-// so SPIRE Agent's SDS) parses them. It joins one *fielderr.Error per
-// refused name, keyed as the YAML config's sds section spells it.
+// Validate refuses names that are empty, equal to each other or could be
+// taken for a SPIFFE ID (a lower-case "spiffe://" prefix, as go-spiffe
+// parses them): one *fielderr.Error per name, keyed as in the YAML.
 func (n Names) Validate() error {
 	fields := []struct{ key, value string }{
 		{"default_svid_name", n.DefaultSVID},
@@ -163,87 +146,69 @@ func (n Names) Validate() error {
 	return errs.Err()
 }
 
-// The Secrets the bridge serves (Server.build: tlsCertificates, then
-// withValidation), keyed by resource name, are shaped exactly as SPIRE
-// Agent's SDS v3 handler shapes them:
-//
-//   - names.DefaultSVID: tls_certificate of u.SVIDs[0];
-//   - each SVID's SPIFFE ID: that SVID's tls_certificate (the first SVID
-//     wins when two share an ID, as in SPIRE);
-//   - names.DefaultBundle: validation_context of the own trust domain;
-//   - "spiffe://<td>" for every bundle: validation_context of that bundle;
-//   - names.AllBundles: validation_context with every bundle.
-//
-// A tls_certificate holds certificate_chain (leaf then intermediates, PEM)
-// and private_key (PKCS#8 PEM), both inline. A validation_context uses
-// Envoy's SPIFFE certificate validator with one trust_domains entry per
-// bundle (sorted by name); with names.DisableSPIFFECertValidation it is a
-// plain inline trusted_ca PEM instead, and names.AllBundles is not built at
-// all, as SPIRE does: the roots of several trust domains in one trusted_ca
-// would let a federated CA mint SVIDs in any trust domain, this one
-// included. A client asking for it gets the usual "not served" treatment.
-//
-// Building is pure: the same Update gives equal protos.
-
-// tlsCertificates are u's tls_certificate Secrets: the default one and one
-// per SPIFFE ID. They are the same whichever validation a client gets.
-func tlsCertificates(u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
-	// rotation.NewUpdate guarantees SVIDs, sorted bundles and a non-empty
-	// own bundle.
-	out := make(map[string]*tlsv3.Secret, len(u.SVIDs)+1)
+// build is u's Secrets in both variants, indexed by Validation, shaped as
+// SPIRE Agent's SDS handler shapes them; the first Secret of a name wins.
+// AllBundles is not built for trusted_ca: the roots of several trust
+// domains in one trusted_ca would let a federated CA mint SVIDs of any.
+func build(u *rotation.Update, names Names) ([2]served, error) {
+	var variants [2]served
+	for v := range variants {
+		variants[v].secrets = make(map[string]*discoveryv3.Resource, len(u.SVIDs)+len(u.Bundles)+3)
+	}
+	// add serves sec in vs unless its name is taken there.
+	add := func(sec *tlsv3.Secret, vs ...Validation) error {
+		if _, taken := variants[vs[0]].secrets[sec.GetName()]; taken {
+			return nil
+		}
+		r, err := newResource(sec, vs[0])
+		if err != nil {
+			return err
+		}
+		for _, v := range vs {
+			variants[v].secrets[sec.GetName()] = r
+		}
+		return nil
+	}
 	for i, svid := range u.SVIDs {
 		chainPEM, keyPEM, err := svid.Marshal()
 		if err != nil {
-			return nil, fmt.Errorf("encode SVID %q: %w", svid.ID, err)
+			return variants, fmt.Errorf("encode SVID %q: %w", svid.ID, err)
 		}
 		if i == 0 {
-			addSecret(out, tlsCertificate(names.DefaultSVID, chainPEM, keyPEM))
+			err = add(tlsCertificate(names.DefaultSVID, chainPEM, keyPEM), ValidationSPIFFE, ValidationTrustedCA)
 		}
-		addSecret(out, tlsCertificate(svid.ID.String(), chainPEM, keyPEM))
-	}
-	return out, nil
-}
-
-// withValidation is certs (shared, not copied) and the validation_context
-// Secrets names asks for, in a new map. A name already taken keeps its
-// first Secret.
-func withValidation(certs map[string]*tlsv3.Secret, u *rotation.Update, names Names) (map[string]*tlsv3.Secret, error) {
-	// A federated bundle may be empty: it is not served.
-	bundles := make([]*x509bundle.Bundle, 0, len(u.Bundles))
-	for _, b := range u.Bundles {
-		if !b.Empty() {
-			bundles = append(bundles, b)
+		if err == nil {
+			err = add(tlsCertificate(svid.ID.String(), chainPEM, keyPEM), ValidationSPIFFE, ValidationTrustedCA)
+		}
+		if err != nil {
+			return variants, err
 		}
 	}
-	out := make(map[string]*tlsv3.Secret, len(certs)+len(bundles)+2)
-	maps.Copy(out, certs)
-	ownSecret, err := validationContext(names.DefaultBundle, []*x509bundle.Bundle{u.OwnBundle()}, names.DisableSPIFFECertValidation)
-	if err != nil {
-		return nil, err
+	bundles := slices.DeleteFunc(slices.Clone(u.Bundles), (*x509bundle.Bundle).Empty)
+	type context struct {
+		name    string
+		bundles []*x509bundle.Bundle
 	}
-	addSecret(out, ownSecret)
+	contexts := []context{{names.DefaultBundle, []*x509bundle.Bundle{u.OwnBundle()}}, {names.AllBundles, bundles}}
 	for _, b := range bundles {
-		s, err := validationContext(b.TrustDomain().IDString(), []*x509bundle.Bundle{b}, names.DisableSPIFFECertValidation)
-		if err != nil {
-			return nil, err
+		contexts = append(contexts, context{b.TrustDomain().IDString(), []*x509bundle.Bundle{b}})
+	}
+	for v := range variants {
+		plain := Validation(v) == ValidationTrustedCA
+		for _, c := range contexts {
+			if plain && c.name == names.AllBundles {
+				continue
+			}
+			sec, err := validationContext(c.name, c.bundles, plain)
+			if err == nil {
+				err = add(sec, Validation(v))
+			}
+			if err != nil {
+				return variants, err
+			}
 		}
-		addSecret(out, s)
 	}
-	if !names.DisableSPIFFECertValidation {
-		all, err := validationContext(names.AllBundles, bundles, false)
-		if err != nil {
-			return nil, err
-		}
-		addSecret(out, all)
-	}
-	return out, nil
-}
-
-// addSecret adds s to out unless its name is taken.
-func addSecret(out map[string]*tlsv3.Secret, s *tlsv3.Secret) {
-	if _, dup := out[s.GetName()]; !dup {
-		out[s.GetName()] = s
-	}
+	return variants, nil
 }
 
 func tlsCertificate(name string, chainPEM, keyPEM []byte) *tlsv3.Secret {
@@ -256,51 +221,33 @@ func tlsCertificate(name string, chainPEM, keyPEM []byte) *tlsv3.Secret {
 	}
 }
 
-// validationContext builds SPIRE's spiffeBuilder shape (one trust domain per
-// bundle, in the order given) or, with plain set, its rootCABuilder shape;
-// plain is only ever given one bundle.
+// validationContext builds SPIRE's spiffeBuilder shape or, plain, its
+// rootCABuilder shape.
 func validationContext(name string, bundles []*x509bundle.Bundle, plain bool) (*tlsv3.Secret, error) {
-	if plain {
-		var roots []byte
-		for _, b := range bundles {
-			pemBytes, err := b.Marshal()
-			if err != nil {
-				return nil, fmt.Errorf("encode bundle %q: %w", b.TrustDomain(), err)
-			}
-			roots = append(roots, pemBytes...)
-		}
-		return &tlsv3.Secret{
-			Name: name,
-			Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: inline(roots),
-			}},
-		}, nil
-	}
-
-	tds := make([]*tlsv3.SPIFFECertValidatorConfig_TrustDomain, 0, len(bundles))
+	var roots []byte
+	var tds []*tlsv3.SPIFFECertValidatorConfig_TrustDomain
 	for _, b := range bundles {
 		pemBytes, err := b.Marshal()
 		if err != nil {
 			return nil, fmt.Errorf("encode bundle %q: %w", b.TrustDomain(), err)
 		}
-		tds = append(tds, &tlsv3.SPIFFECertValidatorConfig_TrustDomain{
-			Name:        b.TrustDomain().Name(),
-			TrustBundle: inline(pemBytes),
-		})
+		if plain {
+			roots = append(roots, pemBytes...)
+		} else {
+			tds = append(tds, &tlsv3.SPIFFECertValidatorConfig_TrustDomain{Name: b.TrustDomain().Name(), TrustBundle: inline(pemBytes)})
+		}
 	}
-	typed, err := anypb.New(&tlsv3.SPIFFECertValidatorConfig{TrustDomains: tds})
-	if err != nil {
-		return nil, fmt.Errorf("pack SPIFFE validator config for %q: %w", name, err)
+	vc := &tlsv3.CertificateValidationContext{}
+	if plain {
+		vc.TrustedCa = inline(roots)
+	} else {
+		typed, err := anypb.New(&tlsv3.SPIFFECertValidatorConfig{TrustDomains: tds})
+		if err != nil {
+			return nil, fmt.Errorf("pack SPIFFE validator config for %q: %w", name, err)
+		}
+		vc.CustomValidatorConfig = &corev3.TypedExtensionConfig{Name: SPIFFECertValidatorName, TypedConfig: typed}
 	}
-	return &tlsv3.Secret{
-		Name: name,
-		Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-			CustomValidatorConfig: &corev3.TypedExtensionConfig{
-				Name:        SPIFFECertValidatorName,
-				TypedConfig: typed,
-			},
-		}},
-	}, nil
+	return &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}, nil
 }
 
 func inline(b []byte) *corev3.DataSource {

@@ -1,15 +1,7 @@
-// Package sds serves the bridge's SVIDs and trust bundles to Envoy over the
-// Secret Discovery Service (SDS v3) on a unix socket.
-//
-// Every rotation.Update becomes Envoy Secret resources (see Names),
-// named as SPIRE Agent's SDS names them, in two variants: with Envoy's
-// SPIFFE validator and with plain trusted_ca. Both replace the served set
-// at once, and every open SotW, Delta and ADS stream is pushed what its
-// client lacks, by a stream loop of the bridge's own over Envoy's API
-// types, shaped as SPIRE Agent's SDS handler. Each client is served the
-// variant SPIRE Agent would give it (see Validation). The SDS version is
-// "<process start>-<Generation>": it tells which Update a client holds and
-// never repeats across restarts.
+// Package sds serves the bridge's SVIDs and trust bundles to Envoy over
+// SDS v3 (SotW, Delta, ADS, FetchSecrets) on a unix socket, named and
+// shaped as SPIRE Agent's SDS serves them. The version is
+// "<process start>-<Generation>", so it never repeats across restarts.
 package sds
 
 import (
@@ -26,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"google.golang.org/grpc"
@@ -39,8 +30,8 @@ import (
 	"github.com/sds-bridge/sds-bridge/rotation"
 )
 
-// DefaultSocketMode is the socket's mode when Config.SocketMode is zero:
-// the socket hands out private keys.
+// DefaultSocketMode is Config.SocketMode when zero: the socket hands out
+// private keys.
 const DefaultSocketMode os.FileMode = 0o600
 
 // stopGrace is how long Serve waits for streams to end before it cuts them.
@@ -52,28 +43,22 @@ type Config struct {
 	SocketPath string `yaml:"socket"`
 	// SocketMode is the socket's file mode; zero means 0600.
 	SocketMode os.FileMode `yaml:"socket_mode"`
-	// AllowedUIDs and AllowedGIDs say who may fetch secrets: a connection
-	// is served if the peer's uid is in AllowedUIDs or its primary gid in
-	// AllowedGIDs, as the kernel reports them (SO_PEERCRED). With both
-	// empty, only the bridge's own effective uid and root are served.
-	// Anyone else gets PermissionDenied on every RPC.
+	// AllowedUIDs and AllowedGIDs say who may fetch secrets: the peer's
+	// uid or primary gid (SO_PEERCRED) must be listed. With both empty,
+	// only the bridge's own effective uid and root are served; anyone else
+	// gets PermissionDenied on every RPC.
 	AllowedUIDs []int `yaml:"allowed_uids"`
 	AllowedGIDs []int `yaml:"allowed_gids"`
-	// MaxConnections caps the connections open at once; zero means
-	// DefaultMaxConnections. Peers the allow-lists refuse may hold an
-	// eighth of it together. A connection over the cap is closed at once
-	// and counted (Stats.ConnectionsOverCap).
+	// MaxConnections caps the connections open at once (zero:
+	// DefaultMaxConnections); refused peers may hold an eighth of it.
 	MaxConnections int `yaml:"max_connections"`
 	// RefusedPeerGrace is how long a refused peer's connection stays open
-	// for the PermissionDenied answers; zero means DefaultRefusedPeerGrace.
+	// for the PermissionDenied answers.
 	RefusedPeerGrace time.Duration `yaml:"-"`
-	// Names are the resource names of default SVID and bundles.
-	Names Names `yaml:",inline"`
-	// Logger defaults to slog.Default().
-	Logger *slog.Logger `yaml:"-"`
+	Names            Names         `yaml:",inline"`
+	Logger           *slog.Logger  `yaml:"-"`
 
-	// limits are the Default… bounds on what one client may hold, not
-	// configurable; tests lower them.
+	// limits are not configurable; tests lower them.
 	limits limits
 }
 
@@ -88,9 +73,8 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate checks a defaulted Config. It joins one *fielderr.Error per
-// refused field, keyed as the YAML config's sds section spells it, in the
-// order the keys are documented.
+// Validate checks a defaulted Config: one *fielderr.Error per refused
+// field, keyed as the YAML sds section spells it.
 func (c Config) Validate() error {
 	var errs fielderr.List
 	if !filepath.IsAbs(c.SocketPath) {
@@ -122,57 +106,45 @@ func (c Config) Validate() error {
 
 // Stats are the Server's counters.
 type Stats struct {
-	// StreamsOpen counts open SotW, Delta and ADS streams.
 	StreamsOpen int64
-	// Pushes counts responses sent on streams.
-	Pushes int64
-	// NACKs counts requests that rejected a response.
-	NACKs int64
-	// RefusedPeers counts connections refused because the peer's uid and
-	// gid are not allowed.
-	RefusedPeers int64
-	// ConnectionsOpen counts the connections open now, allowed or not.
-	ConnectionsOpen int64
-	// ConnectionsOverCap counts connections closed at once because
-	// MaxConnections (or the refused peers' share of it) was reached.
+	Pushes      int64 // responses sent on streams
+	NACKs       int64
+	// RefusedPeers counts connections of peers the allow-lists refuse.
+	RefusedPeers    int64
+	ConnectionsOpen int64 // allowed or not
+	// ConnectionsOverCap counts connections closed at once over
+	// MaxConnections or the refused peers' share of it.
 	ConnectionsOverCap int64
-	// StreamsOverLimit counts streams ended with ResourceExhausted because
-	// they or their peer uid held as much as one may (the Default…PerPeer,
-	// …PerStream bounds).
+	// StreamsOverLimit counts streams ended with ResourceExhausted over a
+	// per-stream or per-peer bound.
 	StreamsOverLimit int64
-	// Generation is the Update being served; 0 before the first one.
+	// Generation and Version are what is served; zero before the first Update.
 	Generation uint64
-	// Version is the SDS version being served; empty before the first Update.
-	Version string
+	Version    string
 }
 
 // Server is the SDS server and a rotation.Sink.
 type Server struct {
 	cfg    Config
 	policy accessPolicy
-	// prefix makes versions unique per process start (versionPrefix).
-	prefix string
+	prefix string // versionPrefix
 	// current is the snapshot served; publishing serializes its writers.
 	current    atomic.Pointer[snapshot]
 	publishing sync.Mutex
 	reg        registry
-	// health answers grpc.health.v1 on the SDS socket.
-	health  *health.Server
-	serving atomic.Bool
+	health     *health.Server
+	serving    atomic.Bool
 
 	streamsOpen, pushes, nacks atomic.Int64
-	// overLimit counts streams ended over a limit of cfg.limits;
-	// overLimitLogged is when that was last logged (unix nanoseconds).
+	// overLimitLogged is when a stream over a limit was last logged (unix ns).
 	overLimit, overLimitLogged atomic.Int64
 	refusedPeers, overCap      atomic.Int64
-	// listener is set by Serve.
-	listener atomic.Pointer[connlimit.Listener]
+	listener                   atomic.Pointer[connlimit.Listener] // set by Serve
 }
 
 var _ rotation.Sink = (*Server)(nil)
 
-// lastPrefix keeps version prefixes unique when New runs more than once in
-// the same clock tick.
+// lastPrefix keeps version prefixes unique within one clock tick.
 var lastPrefix atomic.Int64
 
 // New builds a Server from cfg. It does not listen until Serve.
@@ -198,9 +170,8 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// versionPrefix is unique per process start (and per New), so a client
-// reconnecting after a restart never presents a version this cache could
-// mistake for its own.
+// versionPrefix is unique per New, so a client reconnecting after a
+// restart never holds a version this server could take for its own.
 func versionPrefix() string {
 	for {
 		last, now := lastPrefix.Load(), time.Now().UnixNano()
@@ -224,9 +195,8 @@ func (s *Server) Register(gs *grpc.Server) {
 	healthpb.RegisterHealthServer(gs, s.health)
 }
 
-// Apply builds every Secret of u and replaces the served set in one step,
-// which wakes every open stream. The SDS version becomes
-// "<prefix>-<u.Generation>". On error the previous set stays served.
+// Apply replaces the served set with u's Secrets in one step, waking every
+// stream; on error the previous set stays served.
 func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 	if u == nil {
 		return errors.New("apply: nil update")
@@ -234,38 +204,16 @@ func (s *Server) Apply(ctx context.Context, u *rotation.Update) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
 	}
-	variants, err := s.build(u)
+	variants, err := build(u, s.cfg.Names)
 	if err != nil {
 		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
 	}
-	snap, err := s.publish(u.Generation, variants)
-	if err != nil {
-		return fmt.Errorf("apply generation %d: %w", u.Generation, err)
-	}
+	snap := s.publish(u.Generation, variants)
 	s.markServing()
 	v, _ := validationFor(nil, s.cfg.Names.DisableSPIFFECertValidation)
 	s.cfg.Logger.Info("Envoy SDS: serving secrets", "generation", u.Generation, "version", snap.version,
 		"secrets", len(snap.variants[v].secrets), "streams", s.streamsOpen.Load())
 	return nil
-}
-
-// build is both variants of u's Secrets, indexed by Validation, as every
-// client gets one of them (validationFor); they share the tls_certificate
-// Secrets, built once (and checked and marshalled once, by publish).
-func (s *Server) build(u *rotation.Update) ([2]map[string]*tlsv3.Secret, error) {
-	var variants [2]map[string]*tlsv3.Secret
-	certs, err := tlsCertificates(u, s.cfg.Names)
-	if err != nil {
-		return variants, err
-	}
-	for _, v := range []Validation{ValidationSPIFFE, ValidationTrustedCA} {
-		names := s.cfg.Names
-		names.DisableSPIFFECertValidation = v == ValidationTrustedCA
-		if variants[v], err = withValidation(certs, u, names); err != nil {
-			return variants, err
-		}
-	}
-	return variants, nil
 }
 
 // Stats returns the current counters.
@@ -287,9 +235,8 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-// endStreams ends every open stream, and every stream that opens after:
-// it replaces the current snapshot by a copy marked stopped, which wakes
-// every stream.
+// endStreams ends every stream, open or opened later, by publishing a copy
+// of the current snapshot marked stopped.
 func (s *Server) endStreams() {
 	s.publishing.Lock()
 	defer s.publishing.Unlock()
@@ -303,9 +250,9 @@ func (s *Server) endStreams() {
 	close(prev.replaced)
 }
 
-// Serve listens on the socket and serves until ctx ends. Then open streams
-// are ended (Envoy keeps its secrets and reconnects), in-flight RPCs get
-// about 1.5 s to finish, and the socket is removed. Serve can run once.
+// Serve listens on the socket until ctx ends, then ends the streams (Envoy
+// keeps its secrets and reconnects), gives RPCs stopGrace and removes the
+// socket. Serve can run once.
 func (s *Server) Serve(ctx context.Context) error {
 	if !s.serving.CompareAndSwap(false, true) {
 		return errors.New("Serve called twice")
@@ -358,18 +305,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	return nil
 }
 
-// grpcServer is the socket's gRPC server, with its bounds and the peer
-// checks, serving s.
+// grpcServer is the socket's gRPC server, with its bounds and peer checks.
 func (s *Server) grpcServer() *grpc.Server {
 	gs := grpc.NewServer(
-		// Streams beyond this on one connection are refused by gRPC itself
-		// (REFUSED_STREAM) before any handler runs.
+		// REFUSED_STREAM before any handler runs.
 		grpc.MaxConcurrentStreams(s.cfg.limits.streamsPerConn),
 		grpc.MaxRecvMsgSize(maxRequestBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			// Envoy's connection_keepalive may ping every few seconds, also on
-			// an idle connection; grpc-go's default (5 min) would answer with
-			// GOAWAY "too_many_pings" and force reconnects.
+			// Envoy's connection_keepalive may ping every few seconds, idle or
+			// not; grpc-go's default (5 min) would answer GOAWAY "too_many_pings".
 			MinTime:             5 * time.Second,
 			PermitWithoutStream: true,
 		}),
@@ -379,4 +323,30 @@ func (s *Server) grpcServer() *grpc.Server {
 	)
 	s.Register(gs)
 	return gs
+}
+
+// healthServices are the names grpc.health.v1 answers for: the whole
+// server ("") and each discovery service.
+var healthServices = []string{
+	"",
+	secretv3.SecretDiscoveryService_ServiceDesc.ServiceName,
+	discoveryv3.AggregatedDiscoveryService_ServiceDesc.ServiceName,
+}
+
+// newHealth starts NOT_SERVING: until the first Update a client would only
+// wait for secrets.
+func newHealth() *health.Server {
+	h := health.NewServer()
+	for _, svc := range healthServices {
+		h.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	return h
+}
+
+// markServing flips grpc.health.v1 to SERVING for good: the last good
+// secrets stay served.
+func (s *Server) markServing() {
+	for _, svc := range healthServices {
+		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+	}
 }

@@ -17,45 +17,24 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// snapshot is what is served at one version: one generation's Secrets in
-// both Validation variants, each marshalled once for every stream. The
-// Server's current snapshot is replaced whole (publish), never changed;
-// closing replaced tells every stream to look at the new one. Before the
-// first Update the current snapshot is an empty one, number 0.
-//
-// SotW secrets carry the snapshot's version (every generation replaces
-// them all); Delta secrets carry a hash of the secret, so an unchanged one
-// is not resent.
+// snapshot is what is served at one version, shared by every stream and
+// never changed: closing replaced tells them to look at the next one.
+// Before the first Update it is empty, number 0.
 type snapshot struct {
-	// number is the version's number: the generation, unless a generation
-	// did not advance; version is "<process prefix>-<number>", unique across
-	// restarts of the bridge.
+	// number is the generation, unless one did not advance.
 	number, generation uint64
 	version            string
-	// variants is indexed by Validation.
-	variants [2]served
-	// namesID changes when the served names do: a stream's unknown names
-	// change only then.
+	variants           [2]served // indexed by Validation
+	// namesID changes when the served names do.
 	namesID  uint64
 	replaced chan struct{}
-	// stopped is set once the server stops (Server.endStreams): a stream
-	// that sees it ends.
-	stopped bool
+	stopped  bool // Server.endStreams
 }
 
 // served is the set of Secrets of one Validation.
 type served struct {
-	secrets map[string]servedSecret
+	secrets map[string]*discoveryv3.Resource
 	names   []string // sorted
-}
-
-// servedSecret is a Secret with what every stream is sent of it, built
-// once per snapshot and shared by all: its Delta resource (the name, a
-// hash of the Secret as the version, and the marshalled Secret), whose
-// Any a SotW response carries.
-type servedSecret struct {
-	secret   *tlsv3.Secret
-	resource *discoveryv3.Resource
 }
 
 func (s *served) has(name string) bool {
@@ -63,52 +42,35 @@ func (s *served) has(name string) bool {
 	return ok
 }
 
-// newServed checks and marshals the secrets of Validation v; a Secret
-// already in known (another variant of the same generation shares it) is
-// not checked or marshalled again.
-func newServed(secrets map[string]*tlsv3.Secret, v Validation, known map[*tlsv3.Secret]servedSecret) (served, error) {
-	sv := served{secrets: make(map[string]servedSecret, len(secrets)), names: slices.Sorted(maps.Keys(secrets))}
-	for name, sec := range secrets {
-		ss, ok := known[sec]
-		if !ok {
-			// Envoy would NACK what its own validation rejects; refuse it
-			// here and keep serving the last good set.
-			if err := sec.ValidateAll(); err != nil {
-				return served{}, fmt.Errorf("secret %q (%s): %w", name, v, err)
-			}
-			wire, err := proto.MarshalOptions{Deterministic: true}.Marshal(sec)
-			if err != nil {
-				return served{}, fmt.Errorf("marshal secret %q: %w", name, err)
-			}
-			// The Delta resource version, as go-control-plane computes it:
-			// a Delta client that reconnects holding the same secret, also
-			// to a restarted bridge, is not sent it again.
-			sum := sha256.Sum256(wire)
-			ss = servedSecret{secret: sec, resource: &discoveryv3.Resource{Name: name, Version: hex.EncodeToString(sum[:]),
-				Resource: &anypb.Any{TypeUrl: secretType, Value: wire}}}
-			known[sec] = ss
-		}
-		sv.secrets[name] = ss
+// newResource checks and marshals sec, served in variant v. A SotW
+// response carries its Any under the snapshot's version.
+func newResource(sec *tlsv3.Secret, v Validation) (*discoveryv3.Resource, error) {
+	// Envoy would NACK what its own validation rejects; refuse it here and
+	// keep serving the last good set.
+	if err := sec.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("secret %q (%s): %w", sec.GetName(), v, err)
 	}
-	return sv, nil
+	wire, err := proto.MarshalOptions{Deterministic: true}.Marshal(sec)
+	if err != nil {
+		return nil, fmt.Errorf("marshal secret %q: %w", sec.GetName(), err)
+	}
+	// The Delta version, as go-control-plane's: a client reconnecting with
+	// the same secret, even to a restarted bridge, is not sent it again.
+	sum := sha256.Sum256(wire)
+	return &discoveryv3.Resource{Name: sec.GetName(), Version: hex.EncodeToString(sum[:]),
+		Resource: &anypb.Any{TypeUrl: secretType, Value: wire}}, nil
 }
 
 // versionOf is the version string of version number n.
 func (s *Server) versionOf(n uint64) string { return s.prefix + "-" + strconv.FormatUint(n, 10) }
 
-// publish makes secrets (indexed by Validation) the served set of
-// generation and wakes every stream. A generation that does not advance
-// (a breach of rotation's contract) still gets a new version number, one
-// past the last, so that versions never repeat.
-func (s *Server) publish(generation uint64, secrets [2]map[string]*tlsv3.Secret) (*snapshot, error) {
-	snap := &snapshot{generation: generation, replaced: make(chan struct{})}
-	known := make(map[*tlsv3.Secret]servedSecret)
-	for v, sec := range secrets {
-		sv, err := newServed(sec, Validation(v), known)
-		if err != nil {
-			return nil, err
-		}
-		snap.variants[v] = sv
+// publish makes variants the served set of generation and wakes every
+// stream. A generation that does not advance (a breach of rotation's
+// contract) still gets a new version number, so versions never repeat.
+func (s *Server) publish(generation uint64, variants [2]served) *snapshot {
+	snap := &snapshot{generation: generation, variants: variants, replaced: make(chan struct{})}
+	for v := range variants {
+		snap.variants[v].names = slices.Sorted(maps.Keys(variants[v].secrets))
 	}
 	s.publishing.Lock()
 	defer s.publishing.Unlock()
@@ -126,13 +88,11 @@ func (s *Server) publish(generation uint64, secrets [2]map[string]*tlsv3.Secret)
 	}
 	s.current.Store(snap)
 	close(prev.replaced)
-	return snap, nil
+	return snap
 }
 
-// fetch answers the unary FetchSecrets: the requested names that exist
-// (all of them for an empty list) at the current version, in the variant
-// the requesting node gets. Unknown names are left out and logged; if none
-// is known the error lists what is served.
+// fetch answers FetchSecrets: the requested names served (all for none),
+// in the node's variant; unknown names are logged, and NotFound if all are.
 func (s *Server) fetch(req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
 	snap := s.current.Load()
 	if snap.number == 0 {
@@ -151,7 +111,7 @@ func (s *Server) fetch(req *discoveryv3.DiscoveryRequest) (*discoveryv3.Discover
 	resp := &discoveryv3.DiscoveryResponse{VersionInfo: snap.version, TypeUrl: secretType}
 	for _, name := range names {
 		if s, ok := sv.secrets[name]; ok {
-			resp.Resources = append(resp.Resources, s.resource.Resource)
+			resp.Resources = append(resp.Resources, s.Resource)
 		}
 	}
 	if len(resp.Resources) == 0 {
@@ -173,8 +133,7 @@ func (sv *served) unknown(names iter.Seq[string]) []string {
 	return out
 }
 
-// requestedNames is names sorted, without duplicates, empty names and the
-// "*" wildcard.
+// requestedNames is names sorted and compacted, without "" and "*".
 func requestedNames(names []string) []string {
 	out := make([]string, 0, len(names))
 	for _, n := range names {

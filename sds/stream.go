@@ -20,27 +20,19 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// secretType is the type URL of an Envoy Secret, the one resource type
-// served.
+// secretType is the one resource type served.
 const secretType = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 // adsType is the type of an ADS stream: none, so its requests must name one.
 const adsType = ""
 
-// errStopping ends every stream when the server stops: Envoy keeps its
-// secrets and reconnects.
+// errStopping ends every stream when the server stops.
 var errStopping = status.Error(codes.Canceled, "the SDS server is stopping")
 
-// discovery serves SDS (SotW, Delta, the unary FetchSecrets) and ADS with
-// secrets only, in the shape of SPIRE Agent's SDS handler: per stream a
-// goroutine receives requests and hands them to the stream's loop, which
-// takes them, answers, and pushes each new snapshot (stream.serve).
-//
-// The protocol is the one go-control-plane v0.14's server and LinearCache
-// gave the bridge before: a request gets at most one response, once its
-// client lacks something (stream.answer); a SotW request that does not
-// name the last response's nonce is stale and ignored; each Delta request
-// replaces the one before.
+// discovery serves SDS and ADS with secrets only, by the rules of
+// go-control-plane v0.14's server and LinearCache: a request gets at most
+// one response, once its client lacks something; a SotW request that does
+// not name the last response's nonce is stale and ignored.
 type discovery struct {
 	secretv3.UnimplementedSecretDiscoveryServiceServer
 	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
@@ -63,8 +55,7 @@ func (d *discovery) DeltaAggregatedResources(ss discoveryv3.AggregatedDiscoveryS
 	return serveStream(d.s, ss, adsType, true, (*stream).takeDelta)
 }
 
-// FetchSecrets answers the unary request with what is served now; a
-// request for another type is refused as on a stream.
+// FetchSecrets answers with what is served now.
 func (d *discovery) FetchSecrets(_ context.Context, req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
 	if req == nil {
 		return nil, status.Error(codes.Unavailable, "empty request")
@@ -75,20 +66,19 @@ func (d *discovery) FetchSecrets(_ context.Context, req *discoveryv3.DiscoveryRe
 	return d.s.fetch(req)
 }
 
-// serveStream runs one stream: a goroutine receives its requests, and this loop
-// takes each, answers it, and pushes each new snapshot, until the client
-// leaves (a receive error: the stream ends without one), a request is
-// refused, or the server stops. take says whether the request is answered
-// even with nothing to send.
+// serveStream runs one stream as SPIRE Agent's SDS handler does: a
+// goroutine receives requests, and this loop takes each, answers it and
+// pushes each new snapshot, until the client leaves, a request is refused
+// or the server stops. take says whether to answer even with nothing to send.
 func serveStream[Req, Resp any](s *Server, ss grpc.BidiStreamingServer[Req, Resp], streamType string, delta bool,
 	take func(*stream, *Req, string) (bool, error)) error {
-	st, err := s.open(ss, delta, peerUID(ss.Context()))
+	peer, _ := authorize(ss.Context()) // authorizeStream let it in
+	st, err := s.open(ss, delta, peer.UID)
 	if st == nil {
 		return err
 	}
 	defer s.close(st)
-	// requests is closed when the client leaves: the stream ends without
-	// an error.
+	// requests is closed when the client leaves: no error then.
 	requests := make(chan *Req)
 	go func() {
 		defer close(requests)
@@ -130,10 +120,8 @@ func serveStream[Req, Resp any](s *Server, ss grpc.BidiStreamingServer[Req, Resp
 	return errStopping
 }
 
-// stream is one open SotW or Delta stream: the one record of what it asks
-// for, what it was sent and what its client said, in the server's one
-// registry (Server.open). Its loop alone changes it; the fields under mu
-// are the ones Clients reads.
+// stream is one open SotW or Delta stream. Its loop alone changes it; the
+// fields under mu are the ones Clients reads.
 type stream struct {
 	s     *Server
 	ss    grpc.ServerStream // nil in tests that only take requests
@@ -143,35 +131,29 @@ type stream struct {
 
 	// seen is the snapshot the loop last looked at; the next one wakes it.
 	seen *snapshot
-	// The last response sent: its nonce, version and generation (not its
-	// snapshot, which holds keys the stream no longer needs).
+	// The last response sent; not its snapshot, which holds keys the
+	// stream no longer needs.
 	lastNonce, lastVersion string
 	lastGeneration         uint64
 	nonces                 uint64
-	// held is what the stream counts against its peer's limits: its names
-	// and a Delta stream's initial versions; initial is the latter.
+	// held counts against the peer's limits; initial is the part a Delta
+	// stream's initial versions hold.
 	held, initial held
-	// unknown is the last reported set of unknown names, joined.
-	unknown string
-	// nackedNonce is the response the last logged NACK rejected: a client
-	// repeating a NACK is counted each time but logged once.
+	unknown       string // the last reported unknown names, joined
+	// nackedNonce is the last logged NACK's: a repeated one is logged once.
 	nackedNonce string
 
 	mu sync.Mutex
-	// asked is set while a taken request is unanswered: the next snapshot
-	// that gives the client something is sent.
+	// asked is set while a taken request is unanswered.
 	asked      bool
 	client     Client
 	validation Validation
 	reason     validationReason
-	// sub is nil until the first request taken.
-	sub *subscription
+	sub        *subscription // nil until the first request
 }
 
 // takeSotw takes one SotW request: the whole subscription, and the ACK or
-// NACK of the last response. A request that does not name the last
-// response's nonce was sent before its client saw that response: it is
-// stale and changes nothing.
+// NACK of the last response. A stale one changes nothing.
 func (st *stream) takeSotw(req *discoveryv3.DiscoveryRequest, streamType string) (replyEmpty bool, err error) {
 	if err := checkType(req.GetTypeUrl(), streamType); err != nil {
 		return false, err
@@ -197,8 +179,8 @@ func (st *stream) takeSotw(req *discoveryv3.DiscoveryRequest, streamType string)
 }
 
 // takeDelta takes one Delta request: a change of the subscription, an ACK
-// or a NACK. A first wildcard request is answered even when nothing is
-// served: that ends Envoy's initial fetch.
+// or a NACK. A first wildcard request is answered even with nothing to
+// send: that ends Envoy's initial fetch.
 func (st *stream) takeDelta(req *discoveryv3.DeltaDiscoveryRequest, streamType string) (replyEmpty bool, err error) {
 	if err := checkType(req.GetTypeUrl(), streamType); err != nil {
 		return false, err
@@ -208,7 +190,6 @@ func (st *stream) takeDelta(req *discoveryv3.DeltaDiscoveryRequest, streamType s
 	st.answered("", req.GetResponseNonce(), req.GetErrorDetail())
 	st.mu.Lock()
 	if st.sub == nil {
-		// The versions the client says it holds (initial_resource_versions).
 		st.sub = newSubscription(len(req.GetResourceNamesSubscribe()) == 0, req.GetInitialResourceVersions())
 		st.initial = heldBy(req.GetInitialResourceVersions())
 	}
@@ -217,9 +198,9 @@ func (st *stream) takeDelta(req *discoveryv3.DeltaDiscoveryRequest, streamType s
 	return st.sub.wildcard && req.GetResponseNonce() == "", st.subscribed()
 }
 
-// subscribed follows a taken request: the stream's names count against
-// its peer (the error ends the stream), unknown ones are reported, and the
-// request waits for its answer.
+// subscribed follows a taken request: the names count against the peer
+// (an error ends the stream), unknown ones are reported, and the request
+// waits for its answer.
 func (st *stream) subscribed() error {
 	if err := st.s.account(st); err != nil {
 		return err
@@ -231,10 +212,9 @@ func (st *stream) subscribed() error {
 	return nil
 }
 
-// setNode takes what the stream keeps of the node a request names (Envoy
-// may send it in its first request only): its id and cluster, bounded, and
-// the Validation it gets. Envoy repeats its node on every request, ACKs
-// included: an unchanged one costs no allocation.
+// setNode keeps the node's id and cluster, bounded, and its Validation.
+// Envoy may send the node only once, or on every request: an unchanged one
+// costs no allocation.
 func (st *stream) setNode(node *corev3.Node) {
 	if node == nil {
 		return
@@ -250,9 +230,8 @@ func (st *stream) setNode(node *corev3.Node) {
 	st.validation, st.reason, st.client.Node, st.client.Cluster = v, why, id, cluster
 }
 
-// answered records and logs what a request says of the response its nonce
-// names: accepted, or rejected with errDetail. version is the version the
-// client says it holds (SotW only; clipped, since the client chooses it).
+// answered records and logs the ACK or NACK (errDetail) of the response
+// nonce names; version is what the client says it holds (SotW only).
 func (st *stream) answered(version, nonce string, errDetail *rpcstatus.Status) {
 	log := st.s.cfg.Logger
 	if errDetail != nil {
@@ -271,23 +250,22 @@ func (st *stream) answered(version, nonce string, errDetail *rpcstatus.Status) {
 		if known {
 			acked = cmp.Or(version, st.lastVersion)
 			if acked == st.lastVersion {
-				gen = st.lastGeneration // the version names it; nothing is parsed
+				gen = st.lastGeneration
 			}
 		}
 		st.mu.Lock()
 		st.client.AckedVersion, st.client.AckedGeneration, st.client.AckedAt = clipTo(acked, maxStoredVersion), gen, time.Now()
 		st.mu.Unlock()
 	}
-	// Every ACK passes here: building the attributes of a line that is
-	// not logged would cost allocations per stream per Update.
+	// Every ACK passes here: no attributes built for an unlogged line.
 	if log.Enabled(context.Background(), slog.LevelDebug) {
 		log.Debug("Envoy SDS: client acknowledged secrets", "stream", st.id, "delta", st.delta, "node", clip(st.client.Node),
 			"version", clip(version), "nonce", clip(nonce))
 	}
 }
 
-// nacked records, counts and logs a rejection. The client keeps its last
-// accepted secrets; nothing is resent until the next Update.
+// nacked records, counts and logs a rejection; nothing is resent until
+// the next Update.
 func (st *stream) nacked(version, nonce, msg string) {
 	st.s.nacks.Add(1)
 	var rejected string
@@ -301,15 +279,15 @@ func (st *stream) nacked(version, nonce, msg string) {
 	st.mu.Unlock()
 	level := slog.LevelError
 	if nonce != "" && clipTo(nonce, maxStoredVersion) == st.nackedNonce {
-		level = slog.LevelDebug // the same rejection again: counted, not logged twice
+		level = slog.LevelDebug
 	}
 	st.nackedNonce = clipTo(nonce, maxStoredVersion)
 	st.s.cfg.Logger.Log(context.Background(), level, "Envoy SDS: client rejected secrets", "stream", st.id, "delta", st.delta,
 		"node", clip(st.client.Node), "kept_version", clip(version), "nonce", clip(nonce), "error", clip(msg))
 }
 
-// look makes snap the one the stream has seen, and reports unknown names
-// again when the served names changed.
+// look makes snap the one seen, and reports unknown names again if the
+// served names changed.
 func (st *stream) look(snap *snapshot) {
 	names := snap.namesID != st.seen.namesID
 	st.seen = snap
@@ -318,9 +296,8 @@ func (st *stream) look(snap *snapshot) {
 	}
 }
 
-// checkUnknown warns when the set of requested but unserved names changes.
-// Before the first Update every name is unknown and requests simply wait,
-// so nothing is reported then.
+// checkUnknown warns when the set of requested but unserved names changes;
+// not before the first Update, when every name is unknown.
 func (st *stream) checkUnknown() {
 	snap := st.seen
 	if snap.number == 0 || st.sub == nil {
@@ -339,9 +316,8 @@ func (st *stream) checkUnknown() {
 	}
 }
 
-// answer sends the response the stream is due from the current snapshot,
-// if any: while a request is unanswered, and the client lacks something
-// (or replyEmpty says to answer anyway).
+// answer sends what the client lacks in the current snapshot while a
+// request is unanswered (or, with replyEmpty, an empty response).
 func (st *stream) answer(replyEmpty bool) error {
 	if !st.asked {
 		return nil
@@ -359,17 +335,15 @@ func (st *stream) answer(replyEmpty bool) error {
 	return st.ss.SendMsg(resp)
 }
 
-// response is the response the client is due from snap, if any, recorded
-// as sent. As LinearCache: a SotW response carries the subscribed secrets
-// (all, for a wildcard) the client lacks at the snapshot's version, never
-// an empty list, since SotW cannot say "removed" for this type; a Delta
-// response carries those the client lacks at their hash, and removes those
-// no longer served or subscribed.
+// response is what the client is due from snap, if anything, recorded as
+// sent. A SotW response carries the secrets it lacks at the snapshot's
+// version, never an empty list (SotW cannot say "removed" for this type);
+// a Delta response, those it lacks at their hash, and removals.
 func (st *stream) response(snap *snapshot, replyEmpty bool) any {
 	sv := &snap.variants[st.validation]
-	resourceVersion := func(s servedSecret) string {
+	resourceVersion := func(r *discoveryv3.Resource) string {
 		if st.delta {
-			return s.resource.Version
+			return r.Version
 		}
 		return snap.version
 	}
@@ -377,7 +351,6 @@ func (st *stream) response(snap *snapshot, replyEmpty bool) any {
 	if len(changed) == 0 && (!st.delta || (len(removed) == 0 && !replyEmpty)) {
 		return nil
 	}
-	// The response is committed: the subscription holds what it carries.
 	st.mu.Lock()
 	st.asked = false
 	for _, name := range changed {
@@ -393,21 +366,19 @@ func (st *stream) response(snap *snapshot, replyEmpty bool) any {
 		resp := &discoveryv3.DiscoveryResponse{VersionInfo: snap.version, TypeUrl: secretType, Nonce: st.lastNonce,
 			Resources: make([]*anypb.Any, 0, len(changed))}
 		for _, name := range changed {
-			resp.Resources = append(resp.Resources, sv.secrets[name].resource.Resource)
+			resp.Resources = append(resp.Resources, sv.secrets[name].Resource)
 		}
 		return resp
 	}
 	resp := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: snap.version, TypeUrl: secretType, Nonce: st.lastNonce,
 		RemovedResources: removed, Resources: make([]*discoveryv3.Resource, 0, len(changed))}
 	for _, name := range changed {
-		resp.Resources = append(resp.Resources, sv.secrets[name].resource)
+		resp.Resources = append(resp.Resources, sv.secrets[name])
 	}
 	return resp
 }
 
-// checkType refuses a request for another type than Secrets: its own
-// type, else its stream's. An ADS stream or a FetchSecrets can ask for
-// other types.
+// checkType refuses a request whose type (else its stream's) is not Secrets.
 func checkType(typeURL, streamType string) error {
 	if typeURL == "" {
 		if streamType == adsType {

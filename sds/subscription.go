@@ -1,27 +1,28 @@
 package sds
 
-import "slices"
+import (
+	"slices"
 
-// subscription is what one stream asks for and what it holds, with the
-// rules of go-control-plane v0.14's stream.Subscription (legacy wildcard
-// on): a first request without names subscribes to everything until the
-// client names some; "*" names everything explicitly.
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+)
+
+// subscription is what one stream asks for and holds, by the rules of
+// go-control-plane v0.14's stream.Subscription with legacy wildcard: a
+// first request without names subscribes to everything until the client
+// names some; "*" names everything explicitly.
 type subscription struct {
-	wildcard bool
-	// legacyWildcard is set until the client names a secret: until then
-	// a request without names keeps the wildcard.
-	legacyWildcard bool
+	wildcard       bool
+	legacyWildcard bool // until the client names a secret
 	names          map[string]struct{}
 	// returned is what the client holds: name → version (SotW: the
-	// snapshot's version; Delta: the secret's hash).
+	// snapshot's; Delta: the secret's hash).
 	returned map[string]string
 }
 
 const wildcardName = "*"
 
-// newSubscription starts a subscription whose first request names no
-// secret (noNames) or some; returned is what the client says it holds.
-// The first request's names are taken after (setSotw, updateDelta).
+// newSubscription starts a subscription; returned is what the client says
+// it holds. The first request's names are taken after.
 func newSubscription(noNames bool, returned map[string]string) *subscription {
 	if returned == nil {
 		returned = make(map[string]string)
@@ -29,9 +30,8 @@ func newSubscription(noNames bool, returned map[string]string) *subscription {
 	return &subscription{wildcard: noNames, legacyWildcard: true, names: map[string]struct{}{}, returned: returned}
 }
 
-// setSotw takes a SotW request's names, which replace the subscription.
-// What the client holds but no longer asks for is forgotten, so that
-// asking for it again sends it.
+// setSotw replaces the subscription. What the client no longer asks for
+// is forgotten, so that asking again sends it.
 func (s *subscription) setSotw(names []string) {
 	if s.legacyWildcard {
 		if len(names) == 0 {
@@ -80,8 +80,7 @@ func (s *subscription) updateDelta(subscribe, unsubscribe []string) {
 			continue
 		}
 		if _, ok := s.names[n]; ok && s.wildcard {
-			// Still covered by the wildcard: an empty version makes it
-			// "lacking", so it is sent again.
+			// Still covered by the wildcard: sent again.
 			s.returned[n] = ""
 		} else {
 			delete(s.returned, n)
@@ -91,11 +90,10 @@ func (s *subscription) updateDelta(subscribe, unsubscribe []string) {
 }
 
 // changes compares what s holds with sv, as LinearCache does: changed are
-// the subscribed secrets (all, for a wildcard) the client lacks at their
-// version, removed the ones it holds that are no longer served or no
-// longer subscribed. Both are sorted.
-func (s *subscription) changes(sv *served, version func(servedSecret) string) (changed, removed []string) {
-	lacks := func(name string, sec servedSecret) bool {
+// the subscribed secrets the client lacks at their version, removed those
+// it holds that are no longer served or subscribed. Both are sorted.
+func (s *subscription) changes(sv *served, version func(*discoveryv3.Resource) string) (changed, removed []string) {
+	lacks := func(name string, sec *discoveryv3.Resource) bool {
 		v, ok := s.returned[name]
 		return !ok || v != version(sec)
 	}

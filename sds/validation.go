@@ -8,19 +8,13 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// Validation is the kind of validation_context a client gets. SPIRE Agent's
-// SDS chooses it per request, from the requesting Envoy's node; so does the
-// bridge.
+// Validation is the kind of validation_context a client gets, chosen per
+// request from its node, as SPIRE Agent's SDS does.
 type Validation int
 
 const (
-	// ValidationSPIFFE is Envoy's SPIFFE certificate validator
-	// (envoy.tls.cert_validator.spiffe), one trust domain per bundle; the
-	// AllBundles secret is served.
-	ValidationSPIFFE Validation = iota
-	// ValidationTrustedCA is a plain inline trusted_ca; the AllBundles
-	// secret is not served.
-	ValidationTrustedCA
+	ValidationSPIFFE    Validation = iota // Envoy's SPIFFE validator; AllBundles served
+	ValidationTrustedCA                   // plain trusted_ca; AllBundles not served
 )
 
 // String is the name /status shows: "spiffe" or "trusted_ca".
@@ -35,21 +29,13 @@ func (v Validation) String() string {
 }
 
 // DisableSPIFFECertValidationKey is the node metadata key with which an
-// Envoy overrides the bridge's DisableSPIFFECertValidation, as with SPIRE
-// Agent.
+// Envoy overrides DisableSPIFFECertValidation, as with SPIRE Agent.
 const DisableSPIFFECertValidationKey = "disable_spiffe_cert_validation"
 
-// validationFor is SPIRE Agent's choice (sdsv3 handler,
-// getValidationContextBuilder) for one node, given the configured default,
-// and why:
-//   - an Envoy that reports a user-agent build version older than 1.18
-//     gets trusted_ca whatever else is said: it lacks the SPIFFE validator;
-//   - else node metadata disable_spiffe_cert_validation, a bool or a string
-//     strconv.ParseBool accepts, decides; any other value is ignored;
-//   - else the configured default.
-//
-// It runs on every request and allocates nothing; the reason is formatted
-// only when shown.
+// validationFor is SPIRE Agent's choice (getValidationContextBuilder) for
+// node, and why: an Envoy older than 1.18 gets trusted_ca (it lacks the
+// SPIFFE validator); else node metadata decides; else the config. It runs
+// on every request and allocates nothing.
 func validationFor(node *corev3.Node, disabledByConfig bool) (Validation, validationReason) {
 	if v := node.GetUserAgentBuildVersion().GetVersion(); v != nil && (v.GetMajorNumber() < 1 || (v.GetMajorNumber() == 1 && v.GetMinorNumber() < 18)) {
 		return ValidationTrustedCA, validationReason{by: byOldEnvoy, agent: clipTo(node.GetUserAgentName(), maxStoredID),
@@ -97,7 +83,7 @@ func validationOf(disabled bool) Validation {
 }
 
 // metadataBool reads a bool, or a string that parses as one, as SPIRE's
-// parseBool does; ok is false for a missing key or any other value.
+// parseBool does.
 func metadataBool(node *corev3.Node, key string) (value, ok bool) {
 	switch v := node.GetMetadata().GetFields()[key].GetKind().(type) {
 	case *structpb.Value_BoolValue:
