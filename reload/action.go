@@ -73,6 +73,9 @@ type SignalAction struct {
 // Name implements Action.
 func (a SignalAction) Name() string { return "signal:" + a.PIDFile }
 
+// Sent is the signal Run sends: Signal, or SIGHUP.
+func (a SignalAction) Sent() syscall.Signal { return cmp.Or(a.Signal, syscall.SIGHUP) }
+
 // Validate implements Validator; the error's key is the YAML config's
 // (on_rotate[].signal.pid_file).
 func (a SignalAction) Validate() error {
@@ -90,7 +93,7 @@ func (a SignalAction) Run(ctx context.Context, _ Event) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("signal action: %w", err)
 	}
-	sig := cmp.Or(a.Signal, syscall.SIGHUP)
+	sig := a.Sent()
 	pid, err := readPID(a.PIDFile)
 	if err != nil {
 		return err
@@ -178,6 +181,9 @@ type ExecAction struct {
 	Timeout time.Duration `yaml:"timeout"`
 }
 
+// Limit is how long the command may run: Timeout, or DefaultExecTimeout.
+func (a ExecAction) Limit() time.Duration { return cmp.Or(a.Timeout, DefaultExecTimeout) }
+
 // Name implements Action.
 func (a ExecAction) Name() string {
 	if len(a.Command) == 0 {
@@ -204,7 +210,7 @@ func (a ExecAction) Run(ctx context.Context, e Event) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	timeout := cmp.Or(a.Timeout, DefaultExecTimeout)
+	timeout := a.Limit()
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 

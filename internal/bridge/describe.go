@@ -24,7 +24,7 @@ func (b *Bridge) Describe(w io.Writer, ids []spiffeid.ID, domains []spiffeid.Tru
 		for _, a := range f.OnRotate {
 			switch {
 			case a.Signal != nil:
-				fmt.Fprintf(w, "    on rotate: %s to the pid in %s\n", config.Signal(a.Signal.Signal), a.Signal.PIDFile)
+				fmt.Fprintf(w, "    on rotate: %s to the pid in %s\n", config.Signal(a.Signal.Sent()), a.Signal.PIDFile)
 			case a.Exec != nil:
 				fmt.Fprintf(w, "    on rotate: run %q\n", a.Exec.Command)
 			case a.Postgres != nil:

@@ -35,8 +35,6 @@ const (
 	DefaultSDSSocket          = "/run/sds-bridge/sds.sock"
 	DefaultCertMode           = Mode(filesink.DefaultCertMode)
 	DefaultKeyMode            = Mode(filesink.DefaultKeyMode)
-	DefaultActionTimeout      = reload.DefaultExecTimeout
-	DefaultPostgresTimeout    = pgreload.DefaultTimeout
 	DefaultAdminListen        = "127.0.0.1:8081"
 	DefaultMinValidityPercent = 10
 	DefaultJWTMode            = Mode(jwtfiles.DefaultMode)
@@ -226,35 +224,21 @@ func Parse(r io.Reader) (*Config, error) {
 // Default fills the keys whose default belongs to the config, not to a
 // component: the SDS socket's path (the server takes any path it is
 // given), the supervised program's renew signal and restart policy, and
-// each reload action's events, signal and time limit as the YAML
-// documents them. Every other unset key stays zero here and gets its
-// default once, from its component's WithDefaults (rotation, sds,
-// filesink, jwtfiles, admin).
+// each reload action's events. Every other unset key stays zero here and
+// gets its default once, from its component (rotation, sds, filesink,
+// jwtfiles, admin, reload).
 func (c *Config) Default() {
 	c.SDS.SocketPath = cmp.Or(c.SDS.SocketPath, DefaultSDSSocket)
-	for i := range c.Files {
-		for j := range c.Files[i].OnRotate {
-			c.Files[i].OnRotate[j].defaults()
+	for _, f := range c.Files {
+		for j, a := range f.OnRotate {
+			if len(a.On) == 0 {
+				f.OnRotate[j].On = []string{EventX509}
+			}
 		}
 	}
 	if c.Supervise.On() {
 		c.Supervise.RenewSignal = cmp.Or(c.Supervise.RenewSignal, DefaultRenewSignal)
 		c.Supervise.Restart = cmp.Or(c.Supervise.Restart, DefaultRestart)
-	}
-}
-
-func (a *Action) defaults() {
-	if len(a.On) == 0 {
-		a.On = []string{EventX509}
-	}
-	if a.Signal != nil {
-		a.Signal.Signal = cmp.Or(a.Signal.Signal, syscall.Signal(DefaultRenewSignal))
-	}
-	if a.Exec != nil {
-		a.Exec.Timeout = cmp.Or(a.Exec.Timeout, DefaultActionTimeout)
-	}
-	if a.Postgres != nil {
-		a.Postgres.Timeout = cmp.Or(a.Postgres.Timeout, DefaultPostgresTimeout)
 	}
 }
 

@@ -121,10 +121,10 @@ admin:
 		t.Errorf("sds = %+v", c.SDS)
 	}
 	a := c.Files[0].OnRotate
-	if a[0].Signal.Signal != syscall.SIGHUP || a[1].Exec.Timeout != 3*time.Second {
+	if a[0].Signal.Sent() != syscall.SIGHUP || a[1].Exec.Limit() != 3*time.Second {
 		t.Errorf("actions = %+v %+v", a[0].Signal, a[1].Exec)
 	}
-	if a[2].Postgres.DSN != "host=/run/postgresql user=postgres password=pw" || a[2].Postgres.Timeout != DefaultPostgresTimeout {
+	if a[2].Postgres.DSN != "host=/run/postgresql user=postgres password=pw" || a[2].Postgres.Limit() != 10*time.Second {
 		t.Errorf("postgres action = %+v", a[2].Postgres)
 	}
 	if ad := c.Admin; ad.MinValidity != 5*time.Minute || *ad.MinValidityPercent != 0 || !ad.RequireSDSAck {

@@ -57,6 +57,9 @@ func (a Action) WithMemory() reload.Action {
 	return a
 }
 
+// Limit bounds connecting and the query: Timeout, or DefaultTimeout.
+func (a Action) Limit() time.Duration { return cmp.Or(a.Timeout, DefaultTimeout) }
+
 // Name implements reload.Action; the password is redacted.
 func (a Action) Name() string { return "postgres:" + RedactDSN(a.DSN) }
 
@@ -98,8 +101,7 @@ func (a Action) Run(ctx context.Context, _ reload.Event) (err error) {
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	timeout := cmp.Or(a.Timeout, DefaultTimeout)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, a.Limit())
 	defer cancel()
 
 	cfg, err := pgx.ParseConfig(a.DSN)
