@@ -26,7 +26,7 @@ func (f Folder) JWTFolder() jwtfiles.Folder {
 func (f Folder) ReloadConfig(once bool) reload.Config {
 	var rc reload.Config
 	for _, a := range f.OnRotate {
-		action := a.reloadAction()
+		_, action := a.reloadAction()
 		if a.RunsOn(EventX509) || once {
 			rc.Actions = append(rc.Actions, action)
 		}
@@ -37,29 +37,24 @@ func (f Folder) ReloadConfig(once bool) reload.Config {
 	return rc
 }
 
-// reloadAction is the action as reload runs it; nil unless exactly one
-// kind is set (Validate refuses that).
-func (a Action) reloadAction() reload.Action {
-	switch {
-	case a.Signal != nil:
-		return *a.Signal
-	case a.Exec != nil:
-		return *a.Exec
-	case a.Postgres != nil:
-		return *a.Postgres
+// reloadAction is the action as reload runs it and its YAML key (signal,
+// exec or postgres); nil unless exactly one kind is set.
+func (a Action) reloadAction() (string, reload.Action) {
+	var kinds []string
+	var action reload.Action
+	if a.Signal != nil {
+		kinds, action = append(kinds, "signal"), *a.Signal
 	}
-	return nil
-}
-
-// kind is the action's YAML key: signal, exec or postgres.
-func (a Action) kind() string {
-	switch {
-	case a.Signal != nil:
-		return "signal"
-	case a.Exec != nil:
-		return "exec"
+	if a.Exec != nil {
+		kinds, action = append(kinds, "exec"), *a.Exec
 	}
-	return "postgres"
+	if a.Postgres != nil {
+		kinds, action = append(kinds, "postgres"), *a.Postgres
+	}
+	if len(kinds) != 1 {
+		return "", nil
+	}
+	return kinds[0], action
 }
 
 // ServerConfig is the section as the admin server takes it, without

@@ -127,17 +127,10 @@ func (a Action) validate(f Folder) error {
 	if slices.Equal(a.On, []string{EventJWT}) && len(f.JWT.SVIDs) == 0 && f.JWT.BundleFileName == "" {
 		errs.Add("on", "[jwt] but the folder writes no JWT files (jwt_svids, jwt_bundle_file_name): the action would never run")
 	}
-	kinds := 0
-	for _, set := range []bool{a.Signal != nil, a.Exec != nil, a.Postgres != nil} {
-		if set {
-			kinds++
-		}
-	}
-	switch {
-	case kinds != 1:
+	if kind, action := a.reloadAction(); action == nil {
 		errs = append(errs, errors.New("set exactly one of signal, exec, postgres"))
-	default:
-		errs.Under(a.kind(), a.reloadAction().(reload.Validator).Validate())
+	} else {
+		errs.Under(kind, action.(reload.Validator).Validate())
 	}
 	return errs.Err()
 }
