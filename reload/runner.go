@@ -1,6 +1,7 @@
 package reload
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -110,18 +111,10 @@ func New(cfg Config) (*Runner, error) {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Attempts == 0 {
-		c.Attempts = defaultAttempts
-	}
-	if c.Backoff == 0 {
-		c.Backoff = defaultBackoff
-	}
-	if c.NoServerPoll == 0 {
-		c.NoServerPoll = defaultNoServerPoll
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Attempts = cmp.Or(c.Attempts, defaultAttempts)
+	c.Backoff = cmp.Or(c.Backoff, defaultBackoff)
+	c.NoServerPoll = cmp.Or(c.NoServerPoll, defaultNoServerPoll)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	if c.Now == nil {
 		c.Now = time.Now
 	}

@@ -25,8 +25,8 @@ import (
 var valueReaders = map[reflect.Type]func(n *yaml.Node) error{
 	reflect.TypeFor[os.FileMode]():    readMode,
 	reflect.TypeFor[time.Duration]():  readDuration,
-	reflect.TypeFor[syscall.Signal](): readActionSignal,
-	reflect.TypeFor[Signal]():         readRenewSignal,
+	reflect.TypeFor[syscall.Signal](): readSignal(false),
+	reflect.TypeFor[Signal]():         readSignal(true),
 	reflect.TypeFor[filesink.Owner](): readOwner,
 }
 
@@ -210,41 +210,25 @@ func readDuration(n *yaml.Node) error {
 	return nil
 }
 
-// readSignal reads a name ParseSignal knows, or "none" (NoSignal).
-func readSignal(n *yaml.Node) (Signal, error) {
-	if err := scalar(n, "signal: want a name such as SIGHUP"); err != nil {
-		return 0, err
-	}
-	if strings.EqualFold(n.Value, "none") {
-		return NoSignal, nil
-	}
-	sig, err := ParseSignal(n.Value)
-	if err != nil {
-		return 0, fmt.Errorf("%q: %v (or none)", n.Value, err)
-	}
-	return Signal(sig), nil
-}
-
-func readRenewSignal(n *yaml.Node) error {
-	sig, err := readSignal(n)
-	if err == nil {
+// readSignal reads a name ParseSignal knows or "none" (NoSignal), which
+// only supervise.renew_signal takes: a signal action must send a signal.
+func readSignal(none bool) func(*yaml.Node) error {
+	return func(n *yaml.Node) error {
+		if err := scalar(n, "signal: want a name such as SIGHUP"); err != nil {
+			return err
+		}
+		sig, err := ParseSignal(n.Value)
+		switch {
+		case strings.EqualFold(n.Value, "none") && !none:
+			return errors.New("none: a signal action must send a signal")
+		case strings.EqualFold(n.Value, "none"):
+			sig = syscall.Signal(NoSignal)
+		case err != nil:
+			return fmt.Errorf("%q: %v (or none)", n.Value, err)
+		}
 		decodeAs(n, "!!int", strconv.Itoa(int(sig)))
+		return nil
 	}
-	return err
-}
-
-// readActionSignal reads on_rotate[].signal.signal: "none" is for
-// supervise.renew_signal only, a signal action must send one.
-func readActionSignal(n *yaml.Node) error {
-	sig, err := readSignal(n)
-	switch {
-	case err != nil:
-		return err
-	case sig == NoSignal:
-		return errors.New("none: a signal action must send a signal")
-	}
-	decodeAs(n, "!!int", strconv.Itoa(int(sig)))
-	return nil
 }
 
 // readOwner reads "uid:gid" (ParseOwner) and leaves the map of
