@@ -6,23 +6,17 @@ import (
 	"github.com/sds-bridge/sds-bridge/reload"
 )
 
-// The sections are the components' configs; what follows is only what a
-// section adds to its component's: the keys one folder's two writers
-// share, its actions, and admin's percentage default.
-
 // JWTFolder is the folder's JWT part as jwtfiles takes it, with the dir,
-// svid and owner of its X.509 writer, without its reload runner (the
-// folder's, shared with its X.509 writer).
+// svid and owner of its X.509 writer.
 func (f Folder) JWTFolder() jwtfiles.Folder {
 	jf := f.JWT
 	jf.Dir, jf.SVID, jf.Owner = f.Dir, f.SVID, f.Owner
 	return jf
 }
 
-// ReloadConfig is the folder's one reload runner: the actions an X.509
-// swap runs and those a JWT refresh runs (on_rotate[].on). With once,
-// every action runs after the X.509 swap, when the JWT files are already
-// in place (jwtfiles.Writer.Once runs none).
+// ReloadConfig is the folder's one reload runner. With once, every action
+// runs after the X.509 swap: the JWT files are in place by then
+// (jwtfiles.Writer.Once runs none).
 func (f Folder) ReloadConfig(once bool) reload.Config {
 	var rc reload.Config
 	for _, a := range f.OnRotate {
@@ -57,8 +51,7 @@ func (a Action) reloadAction() (string, reload.Action) {
 	return kinds[0], action
 }
 
-// ServerConfig is the section as the admin server takes it, without
-// what it reads (source, sinks).
+// ServerConfig is the section as the admin server takes it.
 func (a Admin) ServerConfig() admin.Config {
 	ac := a.Config
 	ac.MinValidityPercent = DefaultMinValidityPercent

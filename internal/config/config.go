@@ -28,9 +28,8 @@ import (
 	"github.com/sds-bridge/sds-bridge/supervise"
 )
 
-// The defaults Default applies, and those of components that other
-// packages name (helperconf, the admin address of `status`). Every other
-// key's default is its component's (the README lists them all).
+// The defaults Default applies, and those other packages name (helperconf,
+// `status`); every other key's default is its component's.
 const (
 	DefaultSDSSocket          = "/run/sds-bridge/sds.sock"
 	DefaultCertMode           = Mode(filesink.DefaultCertMode)
@@ -44,16 +43,13 @@ const (
 )
 
 // Config is the whole file. Each section is, or embeds, its component's
-// Config: the YAML tags on the components' fields are the keys, written
-// once.
+// Config, whose YAML tags are the keys.
 type Config struct {
 	WorkloadAPI rotation.Config `yaml:"workload_api"`
 	SDS         SDS             `yaml:"sds"`
 	Files       []Folder        `yaml:"files"`
 	Admin       Admin           `yaml:"admin"`
-	// Supervise runs the consumer as the bridge's child; off without a
-	// command.
-	Supervise Supervise `yaml:"supervise"`
+	Supervise   Supervise       `yaml:"supervise"`
 }
 
 // Supervise is the program the bridge starts once every folder holds a
@@ -61,8 +57,7 @@ type Config struct {
 type Supervise struct {
 	// Command is the program and its arguments (no shell).
 	Command []string `yaml:"command"`
-	// RenewSignal is sent after each swap; default SIGHUP, "none"
-	// (NoSignal) for no signal.
+	// RenewSignal defaults to SIGHUP; "none" (NoSignal) sends nothing.
 	RenewSignal Signal `yaml:"renew_signal"`
 	// Restart is never (the default) or on-failure.
 	Restart string `yaml:"restart"`
@@ -82,8 +77,7 @@ type SDS struct {
 func (s SDS) On() bool { return s.Enabled == nil || *s.Enabled }
 
 // Folder is one credential folder: its X.509 writer's config, its JWT
-// writer's (which shares dir, svid and owner, see JWTFolder) and its
-// reload actions.
+// writer's (see JWTFolder) and its reload actions.
 type Folder struct {
 	filesink.Config `yaml:",inline"`
 	JWT             jwtfiles.Folder `yaml:",inline"`
@@ -96,10 +90,8 @@ type Action struct {
 	Signal   *reload.SignalAction `yaml:"signal"`
 	Exec     *reload.ExecAction   `yaml:"exec"`
 	Postgres *pgreload.Action     `yaml:"postgres"`
-	// On lists the events that run the action: EventX509 (a new X.509
-	// set swapped in) and EventJWT (a JWT-SVID or the JWT bundles
-	// rewritten); default [x509], as most consumers (PostgreSQL, nginx)
-	// read no JWT.
+	// On lists the events that run the action; default [x509], as most
+	// consumers (PostgreSQL, nginx) read no JWT.
 	On []string `yaml:"on"`
 }
 
@@ -109,7 +101,6 @@ const (
 	EventJWT  = "jwt"
 )
 
-// events are the values on_rotate[].on takes.
 var events = []string{EventX509, EventJWT}
 
 // RunsOn reports whether event (EventX509 or EventJWT) runs the action; an
@@ -126,9 +117,8 @@ type Admin struct {
 	// Listen is a pointer so that an absent key means the default
 	// (loopback) and an explicit "" turns the listener off.
 	Listen *string `yaml:"listen"`
-	// MinValidityPercent: /readyz fails when an SVID has less than this
-	// percentage of its lifetime left (SPIRE rotates at 50%, so getting
-	// here means rotation is stuck). A pointer: absent means 10, 0 is off.
+	// MinValidityPercent fails /readyz below this percentage of an SVID's
+	// lifetime (SPIRE rotates at 50%). A pointer: absent is 10, 0 is off.
 	MinValidityPercent *int `yaml:"min_validity_percent"`
 	admin.Config       `yaml:",inline"`
 }
@@ -168,15 +158,12 @@ func Read(path string) (*Config, error) {
 	return c, nil
 }
 
-// MaxFileSize bounds a configuration file, the YAML config as a
-// spiffe-helper helper.conf: a real one is a few KiB, and parsing takes
-// tens of times its size in memory (a 50 MB helper.conf value took
-// 1.6 GB).
+// MaxFileSize bounds a configuration file (YAML or helper.conf): parsing
+// takes tens of times its size in memory (a 50 MB value took 1.6 GB).
 const MaxFileSize = 1 << 20
 
-// ReadFile reads a configuration file of at most MaxFileSize bytes; its
-// errors name the file. It need not be a regular file (--config <(…) is
-// a pipe).
+// ReadFile reads a configuration file of at most MaxFileSize bytes; it
+// need not be a regular file (--config <(…) is a pipe).
 func ReadFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -221,12 +208,9 @@ func Parse(r io.Reader) (*Config, error) {
 	return c, nil
 }
 
-// Default fills the keys whose default belongs to the config, not to a
-// component: the SDS socket's path (the server takes any path it is
-// given), the supervised program's renew signal and restart policy, and
-// each reload action's events. Every other unset key stays zero here and
-// gets its default once, from its component (rotation, sds, filesink,
-// jwtfiles, admin, reload).
+// Default fills the keys whose default is the config's, not a
+// component's: the SDS socket, supervise's renew signal and restart, and
+// each reload action's events. The components default the rest, once.
 func (c *Config) Default() {
 	c.SDS.SocketPath = cmp.Or(c.SDS.SocketPath, DefaultSDSSocket)
 	for _, f := range c.Files {
@@ -242,7 +226,6 @@ func (c *Config) Default() {
 	}
 }
 
-// KeyError is one value Validate refused. Key is the dotted YAML key
-// ("files[0].owner"), so that a caller that wrote the YAML itself (the
-// helper.conf converter) can say which of its own keys it came from.
+// KeyError is one value Validate refused, by its dotted YAML key, so that
+// the helper.conf converter can name its own key instead.
 type KeyError = fielderr.Error

@@ -16,12 +16,9 @@ import (
 	"github.com/sds-bridge/sds-bridge/filesink"
 )
 
-// The components' configs hold Go types whose YAML is the config's own:
-// a file mode is a quoted octal string, a duration has a unit, a signal
-// and an owner have names. yaml.v3 asks only the value's type how to
-// decode it, and the components do not import YAML, so checkNode reads
-// these values from the document first and leaves each as a node yaml.v3
-// decodes into its Go type.
+// The components' Go types have YAML of the config's own (a mode is a
+// quoted octal string, a signal a name), and they do not import YAML: so
+// checkNode reads these values first and leaves nodes yaml.v3 decodes.
 var valueReaders = map[reflect.Type]func(n *yaml.Node) error{
 	reflect.TypeFor[os.FileMode]():    readMode,
 	reflect.TypeFor[time.Duration]():  readDuration,
@@ -31,17 +28,14 @@ var valueReaders = map[reflect.Type]func(n *yaml.Node) error{
 }
 
 // nodeChecker walks a document as Decode will fill a value, refusing
-// unknown keys (with the nearest known one) and reading valueReaders'
-// values; every error names the dotted key and the line. checked holds
-// the nodes walked as each type: an alias is walked once, however often
-// it is used. scalars are the scalar values met, by line, with their keys,
-// for Decode's errors, which give only the line.
+// unknown keys and reading valueReaders' values. An alias is walked once
+// however often it is used (checked); scalars, by line, give Decode's
+// errors, which name only the line, their keys.
 type nodeChecker struct {
 	checked map[checkedNode]bool
 	scalars map[int][]keyedScalar
 }
 
-// keyedScalar is a scalar value and its dotted key.
 type keyedScalar struct{ key, value string }
 
 type checkedNode struct {
@@ -49,8 +43,7 @@ type checkedNode struct {
 	t reflect.Type
 }
 
-// checkNode checks the document doc as Decode will fill a value of type t,
-// and returns its scalars by line.
+// checkNode checks doc as Decode will fill a t, and returns its scalars.
 func checkNode(doc *yaml.Node, t reflect.Type) (map[int][]keyedScalar, error) {
 	c := nodeChecker{checked: map[checkedNode]bool{}, scalars: map[int][]keyedScalar{}}
 	return c.scalars, c.check(doc, t, "")
@@ -92,7 +85,6 @@ func (c nodeChecker) check(n *yaml.Node, t reflect.Type, key string) error {
 	return nil
 }
 
-// checkStruct checks each key of the mapping n against the struct t.
 func (c nodeChecker) checkStruct(n *yaml.Node, t reflect.Type, key string) error {
 	keys, types := yamlFields(t)
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -138,9 +130,8 @@ func joinKey(prefix, key string) string {
 	return prefix + "." + key
 }
 
-// yamlFields are the YAML keys of struct t in declaration order, those of
-// inline fields included, and each key's type: the struct tags are the one
-// list of keys.
+// yamlFields are the YAML keys of struct t, inline fields' included, in
+// order, and each key's type.
 func yamlFields(t reflect.Type) ([]string, map[string]reflect.Type) {
 	var keys []string
 	types := map[string]reflect.Type{}
@@ -169,8 +160,6 @@ func scalar(n *yaml.Node, what string) error {
 	return nil
 }
 
-// decodeAs leaves n as a plain scalar of tag holding value, which yaml.v3
-// decodes into the Go type.
 func decodeAs(n *yaml.Node, tag, value string) {
 	n.Tag, n.Value, n.Style = tag, value, 0
 }
@@ -231,8 +220,7 @@ func readSignal(none bool) func(*yaml.Node) error {
 	}
 }
 
-// readOwner reads "uid:gid" (ParseOwner) and leaves the map of
-// filesink.Owner's fields.
+// readOwner leaves the map of filesink.Owner's fields.
 func readOwner(n *yaml.Node) error {
 	if err := scalar(n, `owner: want "uid:gid", e.g. "999:999"`); err != nil {
 		return err

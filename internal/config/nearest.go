@@ -5,9 +5,8 @@ import (
 )
 
 // Nearest is the key of known closest to key by edit distance, when it is
-// close enough to be the one meant (as kubectl and Envoy suggest: "did you
-// mean …?"); "" when none is. helper.conf keys and command-line flags use
-// it too, so that every unknown name gets the same kind of hint.
+// close enough to be the one meant; "" when none is. helper.conf keys and
+// flags use it too, so every unknown name gets the same hint.
 func Nearest(key string, known []string) string {
 	best, bestDist := "", -1
 	for _, k := range known {
@@ -32,7 +31,7 @@ func DidYouMean(key string, known []string) string {
 	return ""
 }
 
-// editDistance is the Levenshtein distance between a and b, by bytes.
+// editDistance is the Levenshtein distance, by bytes.
 func editDistance(a, b string) int {
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)

@@ -11,13 +11,13 @@ import (
 // Overrides are what run and dev take from their flags, laid over the
 // config file's values (or a converted helper.conf's) before Default.
 type Overrides struct {
-	// SDSSocket (--sds-socket) and Dir (--dir, a folder added with
-	// Layout) are made absolute against the working directory.
+	// SDSSocket (--sds-socket) and Dir (--dir, with Layout) are made
+	// absolute.
 	SDSSocket   string
 	Dir, Layout string
 	// Admin is --admin when given; "" turns the listener off.
 	Admin *string
-	// Program is what follows "--": supervise.command.
+	// Program is what follows "--".
 	Program []string
 	// Then changes the result last, before the Once rules: run's
 	// --workload-api, dev's own Workload API and defaults.

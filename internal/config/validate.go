@@ -15,13 +15,9 @@ import (
 	"github.com/sds-bridge/sds-bridge/supervise"
 )
 
-// Validate checks a defaulted Config; every error names the key and value.
-// Each section is defaulted and checked by its component's own
-// WithDefaults and Validate, whose keys get the section's key in front;
-// what spans components (two folders on one directory, a JWT file over an
-// X.509 file, require_sds_ack without SDS) is checked here. The result
-// joins one *KeyError per refused value, in a stable order: the order of
-// the sections, and of the keys within each.
+// Validate checks a defaulted Config: each section as its component
+// checks it, under the section's key, and here what spans components. It
+// joins one *KeyError per refused value, in the order of the keys.
 func (c *Config) Validate() error {
 	var errs fielderr.List
 	errs.Under("workload_api", validateSource(c.WorkloadAPI))
@@ -49,9 +45,8 @@ func (c *Config) Validate() error {
 	return errs.Err()
 }
 
-// validateSource checks the section as rotation does, and refuses a
-// negative first_update_timeout (rotation reads it as "wait forever",
-// which only a caller that means it may ask for).
+// validateSource also refuses a negative first_update_timeout: rotation
+// reads it as "wait forever", which only a caller that means it may ask.
 func validateSource(w rotation.Config) error {
 	errs := fielderr.List{w.Validate()}
 	if w.FirstUpdateTimeout < 0 {
@@ -60,9 +55,8 @@ func validateSource(w rotation.Config) error {
 	return errs.Err()
 }
 
-// validate checks the section as the SDS server does, and refuses a
-// socket every local user may connect to (the server takes it, for tests
-// of its peer checks).
+// validate also refuses a socket every local user may connect to (the
+// server takes it, for tests of its peer checks).
 func (s SDS) validate() error {
 	errs := fielderr.List{s.WithDefaults().Validate()}
 	if s.SocketMode&0o007 != 0 {
@@ -71,8 +65,6 @@ func (s SDS) validate() error {
 	return errs.Err()
 }
 
-// validate checks a folder as filesink and jwtfiles do, that its JWT files
-// do not take its X.509 files' names, and each reload action.
 func (f Folder) validate() error {
 	fc := f.WithDefaults()
 	errs := fielderr.List{fc.Validate()}
@@ -84,8 +76,7 @@ func (f Folder) validate() error {
 	return errs.Err()
 }
 
-// jwtOverX509 refuses a JWT file named as one of the X.509 files fc (the
-// folder as filesink defaults it) writes.
+// jwtOverX509 refuses a JWT file named as one of the X.509 files of fc.
 func (f Folder) jwtOverX509(fc filesink.Config) []error {
 	x509 := map[string]string{}
 	for _, n := range []struct{ key, name string }{
@@ -112,8 +103,6 @@ func (f Folder) jwtOverX509(fc filesink.Config) []error {
 	return errs
 }
 
-// validate checks an action's on and that exactly one kind is set, then
-// the action as reload runs it.
 func (a Action) validate(f Folder) error {
 	var errs fielderr.List
 	for i, ev := range a.On {
@@ -135,8 +124,8 @@ func (a Action) validate(f Folder) error {
 	return errs.Err()
 }
 
-// validate checks the section as admin does, and what admin cannot see:
-// the listen address and whether SDS runs at all.
+// validate also checks what admin cannot see: the listen address and
+// whether SDS runs.
 func (a Admin) validate(sdsOn bool) error {
 	errs := fielderr.List{a.ServerConfig().WithDefaults().Validate()}
 	if addr := a.Address(); addr != "" {
@@ -150,8 +139,8 @@ func (a Admin) validate(sdsOn bool) error {
 	return errs.Err()
 }
 
-// validate checks the section; renew_signal and restart without a command
-// are checked too: the example config shows them with supervision off.
+// validate checks restart even without a command: the example config
+// shows it with supervision off.
 func (s Supervise) validate() error {
 	var errs fielderr.List
 	if s.On() && s.Command[0] == "" {

@@ -42,16 +42,13 @@ func parseID(s string) (int, error) {
 	return int(v), nil
 }
 
-// Owner is an owner as ParseOwner reads it, for the flags that take one
-// (files[].owner is a filesink.Owner).
+// Owner is an owner as ParseOwner reads it, for the flags that take one.
 type Owner struct{ UID, GID int }
 
-// String prints the owner as it is written in the config.
 func (o Owner) String() string { return fmt.Sprintf("%d:%d", o.UID, o.GID) }
 
-// Signal is supervise.renew_signal, a signal name ("SIGHUP", "HUP") read
-// when the YAML is decoded; 0 is unset (the key's default applies) and
-// NoSignal is "none".
+// Signal is supervise.renew_signal, a signal name ("SIGHUP", "HUP"); 0 is
+// unset and NoSignal is "none".
 type Signal syscall.Signal
 
 // NoSignal is "none": supervise.renew_signal sends nothing.
@@ -65,7 +62,6 @@ func (s Signal) Signal() syscall.Signal {
 	return syscall.Signal(s)
 }
 
-// String prints the signal as the config names it.
 func (s Signal) String() string {
 	switch s {
 	case NoSignal:
@@ -113,5 +109,4 @@ func ParseMode(s string) (Mode, error) {
 	return Mode(v), nil
 }
 
-// String prints the mode as it is written in the config.
 func (m Mode) String() string { return fmt.Sprintf("%04o", uint32(m)) }

@@ -13,10 +13,9 @@ import (
 // are counted. A list of 20,000 wrong values needs no 20,000 lines.
 const maxTypeErrors = 10
 
-// typeErrorsWithKeys caps te's errors and puts the key in front of each
-// one reported, from the document's scalars by line (checkNode's): the
-// document is walked once whatever the number of errors, where parsing it
-// again for each took 615 s of CPU for 20,000.
+// typeErrorsWithKeys caps te's errors and puts the key in front of each,
+// from checkNode's scalars: parsing the document again for each error took
+// 615 s of CPU for 20,000.
 func typeErrorsWithKeys(byLine map[int][]keyedScalar, te *yaml.TypeError) {
 	if more := len(te.Errors) - maxTypeErrors; more > 0 {
 		te.Errors = append(te.Errors[:maxTypeErrors:maxTypeErrors], fmt.Sprintf("and %d more", more))
@@ -30,9 +29,8 @@ func typeErrorsWithKeys(byLine map[int][]keyedScalar, te *yaml.TypeError) {
 // to its first 7 bytes and "...".
 var typeErrorText = regexp.MustCompile("^line ([0-9]+): cannot unmarshal !![a-z]+ `([^`]*)`")
 
-// typeErrorWithKey puts the key in front of one of yaml.v3's "line 2:
-// cannot unmarshal !!str `envoy` into int", when one scalar on that line
-// has that value.
+// typeErrorWithKey puts the key in front of one of yaml.v3's errors when
+// one scalar on its line has its value.
 func typeErrorWithKey(byLine map[int][]keyedScalar, msg string) string {
 	m := typeErrorText.FindStringSubmatch(msg)
 	if m == nil {
