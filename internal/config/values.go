@@ -45,6 +45,7 @@ func parseID(s string) (int, error) {
 // Owner is an owner as ParseOwner reads it, for the flags that take one.
 type Owner struct{ UID, GID int }
 
+// String prints the owner as the config writes it.
 func (o Owner) String() string { return fmt.Sprintf("%d:%d", o.UID, o.GID) }
 
 // Signal is supervise.renew_signal, a signal name ("SIGHUP", "HUP"); 0 is
@@ -62,6 +63,7 @@ func (s Signal) Signal() syscall.Signal {
 	return syscall.Signal(s)
 }
 
+// String prints the signal as the config names it.
 func (s Signal) String() string {
 	switch s {
 	case NoSignal:
@@ -109,4 +111,5 @@ func ParseMode(s string) (Mode, error) {
 	return Mode(v), nil
 }
 
+// String prints the mode as the config writes it.
 func (m Mode) String() string { return fmt.Sprintf("%04o", uint32(m)) }
