@@ -24,18 +24,16 @@ import (
 
 // Event describes the generation an action reacts to.
 type Event struct {
-	// Kind is what changed: EventX509 (a new set swapped in) or EventJWT
-	// (a JWT-SVID or the JWT bundles rewritten); "" is EventX509.
-	Kind EventKind
-	// Dir is the credential folder (the stable names live there).
+	// Kind is what changed; "" is EventX509.
+	Kind       EventKind
 	Dir        string
 	Generation uint64
 	SPIFFEID   string
 	NotAfter   time.Time
 }
 
-// EventKind is what an Event reports; its values are the config's
-// on_rotate[].on values.
+// EventKind is what an Event reports: a new X.509 set swapped in, or a
+// JWT-SVID or the JWT bundles rewritten.
 type EventKind string
 
 // Event kinds.
@@ -47,7 +45,7 @@ const (
 // Action tells a consumer that a new generation is in place. Run must
 // return when ctx ends.
 type Action interface {
-	// Name identifies the action in logs ("signal:/var/lib/postgresql/data/postmaster.pid").
+	// Name identifies the action in logs ("signal:/path/postmaster.pid").
 	Name() string
 	Run(ctx context.Context, e Event) error
 }
@@ -55,15 +53,14 @@ type Action interface {
 const (
 	// DefaultExecTimeout bounds an ExecAction without a Timeout.
 	DefaultExecTimeout = 30 * time.Second
-	// execWaitDelay bounds how long Run waits for the output pipes after the
-	// process is gone (a grandchild may still hold them open).
+	// execWaitDelay bounds the wait for the output pipes after the process
+	// is gone (a grandchild may hold them).
 	execWaitDelay = time.Second
 	stderrTail    = 1024
 )
 
 // SignalAction signals the process whose pid is on the first line of
-// PIDFile, e.g. PostgreSQL's postmaster.pid: SIGHUP makes PostgreSQL
-// reload ssl_cert_file, ssl_key_file and ssl_ca_file.
+// PIDFile, e.g. PostgreSQL's postmaster.pid.
 type SignalAction struct {
 	PIDFile string `yaml:"pid_file"`
 	// Signal defaults to SIGHUP.
@@ -76,8 +73,7 @@ func (a SignalAction) Name() string { return "signal:" + a.PIDFile }
 // Sent is the signal Run sends: Signal, or SIGHUP.
 func (a SignalAction) Sent() syscall.Signal { return cmp.Or(a.Signal, syscall.SIGHUP) }
 
-// Validate implements Validator; the error's key is the YAML config's
-// (on_rotate[].signal.pid_file).
+// Validate implements Validator; the error's key is the YAML config's.
 func (a SignalAction) Validate() error {
 	if !filepath.IsAbs(a.PIDFile) {
 		return fielderr.New("pid_file", "%q must be an absolute path (the pid file of the process to signal)", a.PIDFile)
@@ -100,8 +96,7 @@ func (a SignalAction) Run(ctx context.Context, _ Event) error {
 	}
 	if pid == os.Getpid() {
 		// The bridge's own SIGHUP handler re-runs the actions: signalling
-		// itself would loop for ever. When the bridge is pid 1 (a
-		// container's entrypoint), this is pid 1 too.
+		// itself would loop for ever.
 		return fmt.Errorf("signal action: pid file %s names pid %d, the bridge itself: refusing to signal it (its SIGHUP would re-run this action); point pid_file at the consumer's pid file", a.PIDFile, pid)
 	}
 	if err := syscall.Kill(pid, sig); err != nil {
@@ -113,9 +108,8 @@ func (a SignalAction) Run(ctx context.Context, _ Event) error {
 	return nil
 }
 
-// serverUp implements serverWatcher: the pid file names a live process.
-// EPERM counts as live: the process exists, and Run reports why it cannot
-// be signalled.
+// serverUp implements serverWatcher. EPERM counts as live: the process
+// exists, and Run reports why it cannot be signalled.
 func (a SignalAction) serverUp() bool {
 	pid, err := readPID(a.PIDFile)
 	if err != nil {
@@ -142,8 +136,7 @@ func readPID(path string) (int, error) {
 	return pid, nil
 }
 
-// maxPIDLine bounds what is read of a pid file: only its first line, a
-// process id, matters, and the file may have been planted by anyone.
+// maxPIDLine bounds what is read of a pid file anyone may have planted.
 const maxPIDLine = 128
 
 // firstLine reads the first line of the regular file at path, opened
@@ -165,16 +158,9 @@ func firstLine(path string) (string, error) {
 }
 
 // ExecAction runs a command directly (no shell) with the event in its
-// environment: SDS_BRIDGE_EVENT (x509 or jwt), SDS_BRIDGE_DIR,
-// SDS_BRIDGE_GENERATION, SDS_BRIDGE_SPIFFE_ID and SDS_BRIDGE_NOT_AFTER (RFC
-// 3339; for jwt the token's expiry). A command still running at Timeout is
-// killed with its whole process group.
-//
-// The command's exit status alone decides success. What it leaves running
-// when it exits (a daemon it started, in its process group or one of its
-// own after setsid) is not waited for beyond a second for its stderr, and
-// not killed: starting a daemon from a reload command is the command's
-// choice. Only a timeout kills, and only the command's process group.
+// environment (SDS_BRIDGE_*). Its exit status alone decides success; a
+// daemon it leaves running is its choice, and not killed. Only a timeout
+// kills, and only the command's process group.
 type ExecAction struct {
 	Command []string `yaml:"command"`
 	// Timeout defaults to 30 s.
@@ -192,8 +178,7 @@ func (a ExecAction) Name() string {
 	return "exec:" + a.Command[0]
 }
 
-// Validate implements Validator; the errors' keys are the YAML config's
-// (on_rotate[].exec.command, .timeout).
+// Validate implements Validator; the errors' keys are the YAML config's.
 func (a ExecAction) Validate() error {
 	var errs fielderr.List
 	if len(a.Command) == 0 || a.Command[0] == "" {
@@ -231,9 +216,8 @@ func (a ExecAction) Run(ctx context.Context, e Event) error {
 
 	err := cmd.Run()
 	if err == nil || errors.Is(err, exec.ErrWaitDelay) {
-		// ErrWaitDelay comes only after an exit status of 0: a process
-		// the command started (a daemon) still holds its stderr. The exit
-		// status decides; that process is left alone.
+		// ErrWaitDelay comes only after an exit status of 0: a daemon the
+		// command started still holds its stderr.
 		return nil
 	}
 	where := "exec " + a.Command[0]
@@ -246,8 +230,7 @@ func (a ExecAction) Run(ctx context.Context, e Event) error {
 	return fmt.Errorf("%s: %w", where, err)
 }
 
-// tailBuffer keeps the last max bytes written: the end of stderr is where
-// the reason for a failure usually is.
+// tailBuffer keeps the last max bytes: the end of stderr usually says why.
 type tailBuffer struct {
 	max int
 	buf []byte
@@ -263,11 +246,8 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 
 func (t *tailBuffer) String() string { return string(bytes.TrimSpace(t.buf)) }
 
-// ErrNoServer marks an action's outcome, not a failure: there is no server
-// to reload (no pid file, a pid file naming a process that is gone, a
-// PostgreSQL server that refused the connection before it ever answered).
-// A server that starts later reads the files in place, so the action is
-// not retried, not counted as a failure, and Apply does not return it.
-// In Kubernetes the bridge is a sidecar that starts before its database:
-// its first swap always meets this.
+// ErrNoServer marks an outcome that is not a failure: no server to reload
+// (no pid file, a gone process, a PostgreSQL that never answered). One that
+// starts later reads the files in place, so the action is not retried. A
+// sidecar that starts before its database meets this on its first swap.
 var ErrNoServer = errors.New("no server to reload")

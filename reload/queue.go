@@ -4,16 +4,13 @@ import (
 	"context"
 )
 
-// worker is a goroutine that exists only while there is work, so that a
-// runner nobody submits to, and one whose servers are all up, holds none.
-// The Runner has two: one runs submitted X.509 events, one watches for
-// late servers. Both are guarded by Runner.state.
+// worker is a goroutine that exists only while there is work, so an idle
+// Runner holds none; guarded by Runner.state.
 type worker struct {
-	// ctx is the running goroutine's context; nil: none. One whose context
-	// ended is replaced by the next start.
+	// ctx is the running goroutine's (nil: none); one that ended is
+	// replaced by the next start.
 	ctx context.Context
-	// idle is closed when the goroutine ends: it is open exactly while ctx
-	// is not nil; nil before the first start.
+	// idle is closed when the goroutine ends; nil before the first start.
 	idle chan struct{}
 }
 
@@ -30,8 +27,8 @@ func (w *worker) start(ctx context.Context, loop func(context.Context)) {
 	go loop(ctx)
 }
 
-// goOn reports whether the goroutine of ctx is to go on: nothing replaced
-// it, ctx is live and workLeft. When it is not, that goroutine's turn ends.
+// goOn reports whether the goroutine of ctx goes on: nothing replaced it,
+// ctx is live and workLeft.
 func (w *worker) goOn(ctx context.Context, workLeft bool) bool {
 	if w.ctx != ctx {
 		return false // replaced: the new goroutine takes over
@@ -44,12 +41,9 @@ func (w *worker) goOn(ctx context.Context, workLeft bool) bool {
 	return false
 }
 
-// Submit hands ev (an EventX509: a new set swapped in) to the runner and
-// returns at once: the actions run on the runner's own goroutine, after
-// any run in progress, so a hung consumer never holds back the swap that
-// called Submit. An event still waiting when a newer one arrives is
-// dropped: only the newest generation is reloaded. The worker runs with
-// ctx; its outcome is in Stats and the log. JWT events go through Run.
+// Submit hands an EventX509 to the runner's goroutine (running with ctx)
+// and returns at once, so a hung consumer never holds back a swap. An
+// event still waiting when a newer one arrives is dropped.
 func (r *Runner) Submit(ctx context.Context, ev Event) {
 	r.state.Lock()
 	defer r.state.Unlock()
@@ -61,8 +55,6 @@ func (r *Runner) Submit(ctx context.Context, ev Event) {
 	r.submitted.start(ctx, r.runSubmitted)
 }
 
-// runSubmitted runs the submitted events one after the other until none
-// is left or ctx ends.
 func (r *Runner) runSubmitted(ctx context.Context) {
 	for {
 		ev, ok := r.takePending(ctx)
@@ -86,8 +78,7 @@ func (r *Runner) takePending(ctx context.Context) (ev Event, ok bool) {
 }
 
 // Wait returns once every submitted event has been run (or its worker's
-// context ended), or with ctx's error. --once waits so before it exits;
-// tests wait so to read Stats.
+// context ended), or with ctx's error.
 func (r *Runner) Wait(ctx context.Context) error {
 	r.state.Lock()
 	idle := r.submitted.idle
@@ -103,8 +94,7 @@ func (r *Runner) Wait(ctx context.Context) error {
 	}
 }
 
-// Pending is the generation submitted and not yet started (0: none):
-// while an action hangs, the newest set is on disk and this waits.
+// Pending is the generation submitted and not yet started (0: none).
 func (r *Runner) Pending() uint64 {
 	r.state.Lock()
 	defer r.state.Unlock()

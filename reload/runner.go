@@ -12,7 +12,6 @@ import (
 	"time"
 )
 
-// Defaults of Config.
 const (
 	defaultAttempts     = 3
 	defaultBackoff      = 200 * time.Millisecond
@@ -20,41 +19,37 @@ const (
 	maxBackoff          = 30 * time.Second
 )
 
-// Validator is an Action that can check its settings before the first run;
-// New calls it.
+// Validator is an Action that New asks to check its settings.
 type Validator interface {
 	Validate() error
 }
 
-// Rememberer is an Action that keeps what it learnt across runs (whether
-// its server ever answered); New gives each Runner's copy memory of its own.
+// Rememberer is an Action that keeps what it learnt across runs; New gives
+// each Runner's copy memory of its own.
 type Rememberer interface {
 	WithMemory() Action
 }
 
 // serverWatcher is an Action that can tell cheaply when its server has
-// appeared, so that a Runner can reload it once then (see waitForServer).
+// appeared, to be reloaded once then (see waitForServer).
 type serverWatcher interface {
 	serverUp() bool
 }
 
 // Config describes one folder's reload actions.
 type Config struct {
-	// Actions run in order for every EventX509 (a new set swapped in), each
-	// with retries; Stats reports them.
+	// Actions run in order for every EventX509, each with retries; Stats
+	// reports them.
 	Actions []Action
-	// JWTActions run in order, once each, for every EventJWT (a JWT-SVID or
-	// the JWT bundles rewritten); a failure is logged. An action may be in
-	// both lists (the same pointer): it then shares its memory.
+	// JWTActions run in order, once each, for every EventJWT; a failure is
+	// logged. An action in both lists shares its memory.
 	JWTActions []Action
-	// Attempts is how often an X.509 action is tried per generation
-	// (default 3); Backoff the pause after the first failure (default
-	// 200 ms), doubled after each further failure.
+	// Attempts (default 3) is how often an X.509 action is tried per
+	// generation; Backoff (default 200 ms) the first pause, then doubled.
 	Attempts int
 	Backoff  time.Duration
-	// NoServerPoll is how often an action that found no server to reload
-	// (ErrNoServer) checks whether its server has appeared, to reload it
-	// once then; default 1 s. Only signal actions can tell.
+	// NoServerPoll (default 1 s) is how often an action that found
+	// ErrNoServer checks whether its server has appeared.
 	NoServerPoll time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -62,37 +57,29 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Runner runs one folder's reload actions, one run at a time: the X.509
-// writer and the JWT writer of a folder share it, so a token and a new set
-// landing together never reload a consumer twice at once. The X.509 writer
-// hands its events over with Submit and does not wait for them: a swap
-// never waits for a consumer.
+// Runner runs one folder's reload actions, one run at a time: its X.509
+// and JWT writers share it, so a consumer is never reloaded twice at once.
+// Submit does not wait: a swap never waits for a consumer.
 type Runner struct {
 	cfg Config
 	log *slog.Logger
 
-	// mu serialises every run of the actions, whatever triggered it.
-	mu sync.Mutex
-	// last is the X.509 event run last (nil before the first), for Rerun
-	// and late reloads; guarded by mu.
+	// mu serialises every run of the actions; it guards last, the X.509
+	// event run last, for Rerun and late reloads.
+	mu   sync.Mutex
 	last *Event
 
-	// state guards the fields below, and is never held while an action
-	// runs: Submit, Stats and the watch for late servers go on while one
-	// hangs.
+	// state guards the fields below and is never held while an action
+	// runs: Submit and Stats go on while one hangs.
 	state sync.Mutex
-	// pending is the submitted X.509 event that waits for its turn (nil:
-	// none), one slot: rotation's latest-wins mailbox, one level down.
+	// pending is a one-slot, latest-wins mailbox, as in rotation.
 	pending   *Event
 	submitted worker
-	// noServer[i] is true while action i, which found no server, waits for
-	// its server to appear; lateServers watches for them.
+	// noServer[i]: action i waits for its server; lateServers watches.
 	noServer    []bool
 	lateServers worker
-	// stats has one entry per X.509 action.
-	stats []ActionStats
-	// lastSignal is when a signal action last sent its signal.
-	lastSignal time.Time
+	stats       []ActionStats
+	lastSignal  time.Time
 }
 
 // New applies defaults to cfg, validates it and returns the runner.
@@ -150,8 +137,7 @@ func (c Config) validate() error {
 }
 
 // withMemory returns copies of both lists in which every Rememberer has
-// its own memory, shared by nobody outside this Runner; an action given in
-// both lists (the same pointer) keeps one memory for both.
+// memory of its own; one action in both lists keeps one memory.
 func withMemory(x509, jwt []Action) (x, j []Action) {
 	copies := map[Action]Action{}
 	own := func(actions []Action) []Action {
@@ -174,11 +160,9 @@ func withMemory(x509, jwt []Action) (x, j []Action) {
 	return own(x509), own(jwt)
 }
 
-// Run runs the actions for ev, in order, after any run in progress, and
-// waits for them (Submit does not). For EventX509 each action gets its
-// retries, no server to reload is not a failure (see Stats), and the
-// failures are returned joined. For EventJWT each action runs once and a
-// failure is logged, not returned.
+// Run runs the actions for ev after any run in progress, and waits for
+// them. For EventX509 each gets its retries and the failures are returned
+// joined; for EventJWT each runs once and a failure is logged.
 func (r *Runner) Run(ctx context.Context, ev Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -189,9 +173,8 @@ func (r *Runner) Run(ctx context.Context, ev Event) error {
 	return r.runX509(ctx, ev)
 }
 
-// Rerun runs every X.509 action again for the generation in place (the
-// last one run for), with the same rules as Run. It is what SIGHUP does.
-// Before the first run there is nothing to reload and it returns nil.
+// Rerun runs every X.509 action again for the generation in place, as Run
+// does (SIGHUP). Before the first run it does nothing.
 func (r *Runner) Rerun(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -214,9 +197,8 @@ func (r *Runner) runJWT(ctx context.Context, ev Event) {
 	}
 }
 
-// runX509 runs every action once for ev, in order, each with retries. A
-// failing action does not stop the next one; the errors are joined. It is
-// called with r.mu held.
+// runX509 runs every action for ev, a failure not stopping the next one.
+// r.mu is held.
 func (r *Runner) runX509(ctx context.Context, ev Event) error {
 	r.last = &ev
 	var errs []error
@@ -265,11 +247,9 @@ func (r *Runner) runAction(ctx context.Context, i int, a Action, ev Event) error
 	}
 }
 
-// waitForServer notes that action i found no server and, if the action
-// can tell when its server appears, makes sure a goroutine watches for it:
-// that goroutine runs the action once when it does (a server may have read
-// the files just before a swap), then ends. It lives at most as long as ctx,
-// the context of the Run (or Rerun) that found no server.
+// waitForServer makes sure a goroutine, living at most as long as ctx,
+// watches for action i's server, to run it once when it appears: that
+// server may have read the files just before the swap.
 func (r *Runner) waitForServer(ctx context.Context, i int, a Action) {
 	if _, ok := a.(serverWatcher); !ok || ctx.Err() != nil {
 		return
@@ -280,8 +260,7 @@ func (r *Runner) waitForServer(ctx context.Context, i int, a Action) {
 	r.lateServers.start(ctx, r.watchForServers)
 }
 
-// watchForServers polls every waiting action's server and reloads each one
-// that has appeared. It ends when ctx ends or nothing waits any more.
+// watchForServers polls until ctx ends or no action waits.
 func (r *Runner) watchForServers(ctx context.Context) {
 	t := time.NewTicker(r.cfg.NoServerPoll)
 	defer t.Stop()
@@ -311,8 +290,8 @@ func (r *Runner) waitsForServer(i int) bool {
 	return r.noServer[i]
 }
 
-// reloadLate runs action i once for the generation in place, now that its
-// server is up, unless a Run ran it meanwhile.
+// reloadLate runs action i once for the generation in place, unless a Run
+// ran it meanwhile.
 func (r *Runner) reloadLate(ctx context.Context, i int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -322,6 +301,5 @@ func (r *Runner) reloadLate(ctx context.Context, i int) {
 	a := r.cfg.Actions[i]
 	r.log.Info("the server appeared after the swap: reloading it once anyway",
 		"action", a.Name(), "generation", r.last.Generation)
-	// The outcome lands in Stats and the log, as for any run.
 	_ = r.runAction(ctx, i, a, *r.last)
 }

@@ -8,23 +8,18 @@ import (
 
 // ActionStats is what one reload action has done.
 type ActionStats struct {
-	// Action is the action's Name (passwords redacted).
+	// Action is the action's Name.
 	Action string
-	// Generation, Attempts, Err and At describe its latest run: the
-	// generation it ran for (0: never ran), how many attempts that took so
-	// far, the last attempt's error and when that attempt ended. Err is nil
-	// when it succeeded, and wraps ErrNoServer when there was no server to
-	// reload, which is not a failure (see NoServer).
+	// Generation (0: never ran), Attempts, Err and At (when the last
+	// attempt ended) describe the latest run.
 	Generation uint64
 	Attempts   int
 	Err        error
 	At         time.Time
-	// Failures counts failed attempts since start; finding no server to
-	// reload is not one.
+	// Failures counts failed attempts since start (ErrNoServer is none).
 	Failures uint64
-	// RunningSince is when the run in progress began (its first
-	// attempt), for RunningGeneration; zero when the action is not
-	// running. A hung consumer shows here: the folder's swaps go on.
+	// RunningSince is when the run in progress began, for
+	// RunningGeneration; zero when not running. A hung consumer shows here.
 	RunningSince      time.Time
 	RunningGeneration uint64
 }
@@ -32,16 +27,14 @@ type ActionStats struct {
 // Running reports whether the action is running now.
 func (a ActionStats) Running() bool { return !a.RunningSince.IsZero() }
 
-// NoServer reports whether the latest run found no server to reload: no
-// failure, the server reads the files in place when it starts.
+// NoServer reports whether the latest run found no server to reload.
 func (a ActionStats) NoServer() bool { return errors.Is(a.Err, ErrNoServer) }
 
 // Failed reports whether the latest run failed against a server that is
 // there (a refused signal, an SQL error, a command's exit status).
 func (a ActionStats) Failed() bool { return a.Err != nil && !a.NoServer() }
 
-// running records that action i runs for generation since the time given;
-// a zero time records that it does not run.
+// running records that action i runs for generation since; zero: it stops.
 func (r *Runner) running(i int, generation uint64, since time.Time) {
 	r.state.Lock()
 	defer r.state.Unlock()
@@ -63,8 +56,6 @@ func (r *Runner) attempted(i int, generation uint64, attempt int, err error) {
 	}
 }
 
-// noteSignal records that action a succeeded just now, if it is a signal
-// action.
 func (r *Runner) noteSignal(a Action) {
 	if _, ok := a.(SignalAction); !ok {
 		return
@@ -74,16 +65,15 @@ func (r *Runner) noteSignal(a Action) {
 	r.lastSignal = r.cfg.Now()
 }
 
-// Stats returns what each X.509 action has done, in Config.Actions order.
+// Stats returns what each X.509 action has done.
 func (r *Runner) Stats() []ActionStats {
 	r.state.Lock()
 	defer r.state.Unlock()
 	return slices.Clone(r.stats)
 }
 
-// SignalledWithin reports whether a signal action of this runner sent its
-// signal less than d ago (Config.Now). A SIGHUP the bridge gets then may
-// be that signal's echo (see internal/bridge's onHangup).
+// SignalledWithin reports whether a signal action sent its signal less
+// than d ago: a SIGHUP the bridge gets then may be its echo.
 func (r *Runner) SignalledWithin(d time.Duration) bool {
 	r.state.Lock()
 	defer r.state.Unlock()
