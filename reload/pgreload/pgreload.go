@@ -24,30 +24,19 @@ import (
 // DefaultTimeout bounds an Action without a Timeout.
 const DefaultTimeout = 10 * time.Second
 
-// Action makes a PostgreSQL server reload its configuration, and
-// with it ssl_cert_file, ssl_key_file and ssl_ca_file, by running
-// SELECT pg_reload_conf() over a connection: for pods where the bridge
-// cannot signal the server (no shared process namespace). The role needs
-// superuser or EXECUTE on pg_reload_conf().
-//
-// The DSN may hold a password; it never appears in Name, logs or errors.
-//
-// A refused connection (or a missing unix socket) before the server has
-// ever answered this action is reload.ErrNoServer: the server has not started and
-// reads the files in place when it does. Once a connection succeeded, a
-// refused one is a failure.
+// Action makes a PostgreSQL server reload its configuration (and its TLS
+// files) with SELECT pg_reload_conf(), for pods where the bridge cannot
+// signal it. The DSN may hold a password; it never appears in Name, logs
+// or errors.
 type Action struct {
-	// DSN is a libpq connection string, as keywords ("host=/run/postgresql
-	// user=postgres") or a URL ("postgres://user@host/db"). The PG*
-	// environment variables and ~/.pgpass fill in what it leaves out.
+	// DSN is a libpq connection string, keywords or a URL.
 	DSN string `yaml:"dsn"`
 	// Timeout bounds connecting and the query together; default 10 s.
 	Timeout time.Duration `yaml:"timeout"`
 
-	// answered is set once a connection succeeded. Until then, a refused
-	// connection or a missing socket is reload.ErrNoServer (the server has not
-	// started yet); after that it is a failure (the server went away).
-	// New gives each folder's copy its own; nil remembers nothing.
+	// answered is set once a connection succeeded: until then a refused
+	// connection is reload.ErrNoServer (the server has not started yet),
+	// after it a failure. nil remembers nothing.
 	answered *atomic.Bool
 }
 
@@ -63,11 +52,8 @@ func (a Action) Limit() time.Duration { return cmp.Or(a.Timeout, DefaultTimeout)
 // Name implements reload.Action; the password is redacted.
 func (a Action) Name() string { return "postgres:" + RedactDSN(a.DSN) }
 
-// Validate implements reload.Validator; the errors' keys are the YAML
-// config's (on_rotate[].postgres.dsn, .timeout). It checks the DSN's shape
-// only, and never repeats it: it may hold a password. The driver parses
-// it for real when the action runs (it may name certificates not written
-// yet).
+// Validate implements reload.Validator. It checks the DSN's shape only,
+// never repeating it; the driver parses it when the action runs.
 func (a Action) Validate() error {
 	var errs fielderr.List
 	switch {
@@ -88,8 +74,7 @@ func (a Action) Validate() error {
 }
 
 // Run connects, runs SELECT pg_reload_conf() and disconnects. The DSN is
-// parsed here, not at start-up: it may name client certificates in the
-// very folder this sink writes.
+// parsed here: it may name client certificates in the folder written.
 func (a Action) Run(ctx context.Context, _ reload.Event) (err error) {
 	shown, password := redact(a.DSN)
 	where := "postgres action " + shown
@@ -136,8 +121,7 @@ func (a Action) Run(ctx context.Context, _ reload.Event) (err error) {
 	return nil
 }
 
-// noListener reports whether a connection failed because nothing listens
-// at the address: refused on TCP, or no socket file at a unix path.
+// noListener: refused on TCP, or no socket file at a unix path.
 func noListener(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
 }
@@ -151,15 +135,13 @@ const redacted = "xxxxx"
 // kvPassword matches password=… in a keyword/value DSN, quoted or not.
 var kvPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]*)`)
 
-// RedactDSN returns dsn with its password replaced by "xxxxx", for logs
-// and errors.
+// RedactDSN returns dsn with its password replaced by "xxxxx".
 func RedactDSN(dsn string) string {
 	shown, _ := redact(dsn)
 	return shown
 }
 
-// redact returns dsn with its password replaced by "xxxxx", and the
-// password it replaced ("" when none).
+// redact is RedactDSN, and the password it replaced ("" when none).
 func redact(dsn string) (shown, password string) {
 	if !isURLDSN(dsn) {
 		if m := kvPassword.FindStringSubmatch(dsn); m != nil {
@@ -183,8 +165,7 @@ func redact(dsn string) (shown, password string) {
 	return u.Redacted(), password
 }
 
-// redactedError hides a password that a driver error might echo, keeping
-// the error chain for errors.Is.
+// redactedError hides a password a driver error echoes, keeping the chain.
 type redactedError struct {
 	msg string
 	err error
@@ -194,8 +175,7 @@ func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.err }
 
 // redactError returns err, or a copy whose text never contains password.
-// Very short passwords are not searched for: replacing every "a" in a
-// message would destroy it while protecting nothing.
+// Very short passwords are not searched for: that protects nothing.
 func redactError(err error, password string) error {
 	if len(password) < 4 || !strings.Contains(err.Error(), password) {
 		return err
