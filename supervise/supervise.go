@@ -1,8 +1,7 @@
 // Package supervise runs the program the credentials are for as the
-// bridge's child, as spiffe-helper runs its cmd: the child starts only once
-// every sink holds a complete, valid set (so it can never meet a previous
-// pod's files), gets a renew signal after each swap, receives the SIGTERM
-// or SIGINT the bridge caught, and its exit status becomes the bridge's.
+// bridge's child, as spiffe-helper runs its cmd: it starts once every sink
+// holds a valid set (never meeting a previous pod's files), gets a renew
+// signal after each swap, and its exit status becomes the bridge's.
 package supervise
 
 import (
@@ -26,24 +25,20 @@ import (
 type Restart string
 
 const (
-	// RestartNever ends supervision with the child's exit: the bridge
-	// exits with its status (the default).
+	// RestartNever (the default): the bridge exits with the child's status.
 	RestartNever Restart = "never"
-	// RestartOnFailure starts the child again, with backoff, when it exits
-	// with a non-zero status or is killed by a signal nobody forwarded.
+	// RestartOnFailure restarts, with backoff, a child that failed or was
+	// killed by a signal nobody forwarded.
 	RestartOnFailure Restart = "on-failure"
 )
 
-// Defaults for the zero values of Config.
 const (
 	defaultStopTimeout = 30 * time.Second
 	defaultStartGrace  = time.Second
 	defaultMinBackoff  = time.Second
 	defaultMaxBackoff  = 30 * time.Second
-	// signalWait is how long a stop that did not come with a caught signal
-	// waits for one before choosing SIGTERM: the bridge's own signal
-	// handling may cancel its context a moment before the signal reaches
-	// Config.Signals.
+	// signalWait is how long a stop without a caught signal waits for one
+	// before SIGTERM: the context may end a moment before it arrives.
 	signalWait = 100 * time.Millisecond
 )
 
@@ -54,20 +49,17 @@ type Config struct {
 	// RenewSignal is sent to the child after each swap; 0 sends nothing.
 	RenewSignal syscall.Signal
 	Restart     Restart
-	// Signals are the SIGINT/SIGTERM the bridge caught, each forwarded to
-	// the child as is. When the context of Run ends without one, the child
-	// gets SIGTERM.
+	// Signals are the SIGINT/SIGTERM the bridge caught, forwarded to the
+	// child; a stop without one sends SIGTERM.
 	Signals <-chan os.Signal
 	// StopTimeout is how long a stopping child may take before SIGKILL.
 	StopTimeout time.Duration
-	// StartGrace holds back renew signals for this long after a start, so
-	// that a swap right after it does not hit a program that has not yet
-	// installed its handler (SIGHUP's default action is to terminate).
-	// Swaps in it are sent as one signal when it ends.
+	// StartGrace holds back renew signals after a start, for a program
+	// that has no handler yet (SIGHUP's default action is to terminate).
 	StartGrace time.Duration
 	// MinBackoff and MaxBackoff bound the wait between restarts.
 	MinBackoff, MaxBackoff time.Duration
-	// Stdout and Stderr are the child's; default the bridge's own.
+	// Stdout and Stderr default to the bridge's own.
 	Stdout, Stderr io.Writer
 	Logger         *slog.Logger
 }
@@ -106,11 +98,10 @@ func New(cfg Config) (*Supervisor, error) {
 	return &Supervisor{cfg: cfg, ready: make(chan struct{}), renew: make(chan struct{}, 1)}, nil
 }
 
-// Offer says every sink holds a complete, valid set, and numbers it: a
-// folder swap makes a larger number. The first Offer lets the child start.
-// A started child gets RenewSignal for a set larger than the one offered
-// when it started, never for that one or an older one: the files it read
-// at its start already hold them, however late the report arrives.
+// Offer says every sink holds a valid set, numbered (a swap makes a
+// larger one); the first lets the child start. The child gets RenewSignal
+// only for a set larger than the one offered when it started, whose files
+// it read.
 func (s *Supervisor) Offer(set uint64) {
 	s.mu.Lock()
 	grew := set > s.set
@@ -126,7 +117,6 @@ func (s *Supervisor) Offer(set uint64) {
 	}
 }
 
-// offered is the largest set number offered so far.
 func (s *Supervisor) offered() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -136,8 +126,7 @@ func (s *Supervisor) offered() uint64 {
 // ExitError is a child's exit with a non-zero status, or by a signal.
 type ExitError struct {
 	Program string
-	// Code is the process's exit status, or 128 + the signal that killed
-	// it, as a shell reports it.
+	// Code is the exit status, or 128 + the signal, as a shell reports it.
 	Code   int
 	Signal syscall.Signal // 0 when the child exited
 }
@@ -153,11 +142,9 @@ func (e *ExitError) Error() string {
 func (e *ExitError) ExitCode() int { return e.Code }
 
 // Run waits for the first Offer, starts the child and supervises it until
-// it exits without a restart. It returns nil when the child exited with
-// status 0 (or was never started because ctx ended first), an *ExitError
-// for any other exit, or the error starting it. When ctx ends the child is
-// stopped (a forwarded signal, else SIGTERM; SIGKILL after StopTimeout)
-// and Run returns once it has exited.
+// it exits without a restart: nil for status 0 (or never started), else an
+// *ExitError or the error starting it. When ctx ends the child is stopped
+// (SIGKILL after StopTimeout) and Run returns once it has exited.
 func (s *Supervisor) Run(ctx context.Context) error {
 	log := s.cfg.Logger
 	select {
@@ -168,9 +155,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	backoff := s.cfg.MinBackoff
 	for {
-		// Sets offered so far are in the files the child reads when it
-		// starts: read before the fork, so a swap reported after it is
-		// signalled even if the child read its files.
+		// Read before the fork, so a swap reported after it is signalled.
 		r := &renewal{s: s, seen: s.offered(), started: time.Now()}
 		c, done, err := s.start()
 		if err != nil {
@@ -205,9 +190,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 // start starts the child from a goroutine locked to its OS thread, which
-// waits for it: Pdeathsig fires when the thread that forked the child
-// ends, so that thread must live as long as the child (a killed bridge
-// takes its child along).
+// waits for it: Pdeathsig fires when the thread that forked the child ends.
 func (s *Supervisor) start() (*exec.Cmd, <-chan error, error) {
 	c := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
 	c.Stdin = nil
@@ -231,9 +214,8 @@ func (s *Supervisor) start() (*exec.Cmd, <-chan error, error) {
 	return c, done, nil
 }
 
-// watch signals the running child until it exits and returns Wait's
-// error; stopping is true when the bridge asked it to stop (a forwarded
-// signal, or ctx ended).
+// watch signals the child until it exits and returns Wait's error, and
+// whether the bridge asked it to stop.
 func (s *Supervisor) watch(ctx context.Context, c *exec.Cmd, done <-chan error, r *renewal) (waitErr error, stopping bool) {
 	send := func(sig os.Signal, why string) { s.signal(c.Process, sig, why) }
 	var killC <-chan time.Time
@@ -281,7 +263,6 @@ func (s *Supervisor) watch(ctx context.Context, c *exec.Cmd, done <-chan error, 
 	}
 }
 
-// signal sends sig to the child p, and logs it.
 func (s *Supervisor) signal(p *os.Process, sig os.Signal, why string) {
 	log := s.cfg.Logger.With("pid", p.Pid, "signal", signalName(sig), "why", why)
 	if err := p.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
@@ -295,16 +276,14 @@ func (s *Supervisor) signal(p *os.Process, sig os.Signal, why string) {
 type renewal struct {
 	s       *Supervisor
 	started time.Time
-	// seen is the newest set the child may have read: the one offered
-	// before it started, or the last it was signalled for.
+	// seen is the newest set the child may have read.
 	seen uint64
 	// graceC fires when StartGrace ends, if a newer set came in it.
 	graceC <-chan time.Time
 }
 
-// due reports whether the child is to be signalled now: a set newer than
-// it has seen was offered, and its start grace is over (in the grace,
-// graceC is armed and due is asked again when it fires).
+// due reports whether a newer set was offered and the start grace is
+// over; in the grace it arms graceC.
 func (r *renewal) due() bool {
 	set := r.s.offered()
 	if r.s.cfg.RenewSignal == 0 || set <= r.seen {
@@ -320,8 +299,7 @@ func (r *renewal) due() bool {
 	return true
 }
 
-// exitStatus turns Wait's error into the child's exit (nil: status 0),
-// or the error of waiting for it.
+// exitStatus turns Wait's error into the child's exit (nil: status 0).
 func exitStatus(program string, err error) (*ExitError, error) {
 	var xe *exec.ExitError
 	switch {
