@@ -10,11 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// replace puts a new lock file of ours, already locked, at the name in
-// one step, and removes what was there. The exchange (not a plain rename
-// over it) lets it check that what it displaced is still what it judged
-// foreign: another bridge that put its own lock there meanwhile gets its
-// file back, and this attempt starts over.
+// replace puts a new, locked lock file at the name in one step and
+// removes what was there. An exchange, not a rename over it, so that a
+// lock another bridge put there meanwhile gets its name back.
 func (d lockDir) replace() (_ *Lock, err error) {
 	var foreign unix.Stat_t
 	if err := unix.Fstatat(d.fd, d.name, &foreign, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -24,8 +22,7 @@ func (d lockDir) replace() (_ *Lock, err error) {
 		return nil, fmt.Errorf("lock %s: %w", d.path, err)
 	}
 	if ownLockFile(&foreign) {
-		// Another taker put its lock file there since the caller looked:
-		// that one is judged as a lock, not replaced.
+		// Another taker's lock file, put there since the caller looked.
 		return nil, errChanged
 	}
 	what := describe(&foreign)
@@ -63,7 +60,6 @@ func (d lockDir) replace() (_ *Lock, err error) {
 	return &Lock{f: f, path: d.path, replaced: what}, nil
 }
 
-// describe names what was found at a lock file's name, for the log.
 func describe(st *unix.Stat_t) string {
 	kind := "a special file"
 	switch st.Mode & unix.S_IFMT {

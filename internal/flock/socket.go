@@ -11,15 +11,12 @@ import (
 )
 
 // MaxSocketPath is the longest unix socket path every supported OS binds:
-// sun_path is 104 bytes on the BSDs and macOS, 108 on Linux, NUL included.
-// Longer paths must be bound elsewhere (or the bind fails).
+// sun_path is 104 bytes on the BSDs and macOS, NUL included.
 const MaxSocketPath = 103
 
-// RemoveStaleSocket takes a socket path over from a previous run: it
-// removes the socket file at path if nothing listens on it.
-// A missing path is fine. A non-socket, a live socket (perhaps another
-// bridge: taking its path over would cut its clients off) or a socket whose
-// state cannot be told is an error, and the file is left alone.
+// RemoveStaleSocket removes the socket file at path if nothing listens on
+// it. A non-socket, a live socket (perhaps another bridge's) or one whose
+// state cannot be told is an error, and left alone.
 func RemoveStaleSocket(path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
