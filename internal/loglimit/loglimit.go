@@ -1,11 +1,7 @@
-// Package loglimit bounds how fast one kind of log line can be repeated.
-// A misbehaving peer (an agent resending expired material in a loop, a
-// client reconnecting as fast as it is refused) must not turn the
-// bridge's log into a flood: seen here, 166,339 identical ERROR lines,
-// 39 MB, in 11 s, which fills a node's disk or a log pipeline's quota and
-// buries every other line. Lines past the rate are counted, and the count
-// is logged once the kind has been quiet for a moment or a summary period
-// has passed, so nothing disappears without a trace.
+// Package loglimit bounds how fast one kind of log line can be repeated,
+// so that a misbehaving peer cannot flood the log (seen: 166,339 identical
+// ERROR lines, 39 MB, in 11 s). Lines past the rate are counted, and the
+// count is logged later, so nothing disappears without a trace.
 package loglimit
 
 import (
@@ -16,9 +12,6 @@ import (
 	"time"
 )
 
-// Defaults: a kind of line may burst defaultBurst lines, then repeats at
-// most defaultRate per second; suppressed lines are summarised at most
-// every defaultSummaryEvery; at most defaultMaxKinds kinds are tracked.
 const (
 	defaultBurst        = 10
 	defaultRate         = 1.0
@@ -31,13 +24,11 @@ type Config struct {
 	// Burst lines of one kind pass at once; then Rate per second.
 	Burst int
 	Rate  float64
-	// SummaryEvery is how long after the first suppressed line of a kind
-	// the count of suppressed lines is logged ("suppressed N similar
-	// lines"), and then again every SummaryEvery while it goes on.
+	// SummaryEvery is how long after a kind's first suppressed line the
+	// count is logged, and then again while it goes on.
 	SummaryEvery time.Duration
-	// MaxKinds bounds the kinds tracked. When it is reached, a kind that
-	// has nothing pending is forgotten; if none can be, new kinds share
-	// one budget, so memory stays bounded whatever the messages are.
+	// MaxKinds bounds the kinds tracked: then an idle kind is forgotten,
+	// or else new kinds share one budget.
 	MaxKinds int
 	// Now defaults to time.Now; tests move the clock.
 	Now func() time.Time
@@ -62,16 +53,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Handler passes records to the handler it wraps until a kind of line
-// repeats faster than the rate, then counts instead. A kind is the
-// level, the message and the attributes the logger was made With (the
-// component, the folder): the same failure of two folders is two kinds,
-// and the attributes of each record (an error text, a generation, a peer's
-// pid) do not make a flood look like many kinds. Debug records always
-// pass: whoever turns debug on asked for volume.
+// Handler passes records on until a kind of line repeats faster than the
+// rate, then counts instead. A kind is the level, the message and the
+// logger's With attributes, not the record's: those (an error, a pid)
+// would make a flood look like many kinds. Debug records always pass.
 type Handler struct {
 	inner slog.Handler
-	// kindPrefix renders the With attributes and groups of this handler.
+	// kindPrefix renders the handler's With attributes and groups.
 	kindPrefix string
 	state      *state
 }
@@ -87,8 +75,7 @@ func (h *Handler) Enabled(ctx context.Context, level slog.Level) bool {
 	return h.inner.Enabled(ctx, level)
 }
 
-// WithAttrs is a handler for a logger made With attrs; it shares the
-// limits with h.
+// WithAttrs implements slog.Handler; it shares the limits with h.
 func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	var b strings.Builder
 	b.WriteString(h.kindPrefix)
@@ -98,8 +85,7 @@ func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	return &Handler{inner: h.inner.WithAttrs(attrs), kindPrefix: b.String(), state: h.state}
 }
 
-// WithGroup is a handler for a logger with a group; it shares the limits
-// with h.
+// WithGroup implements slog.Handler; it shares the limits with h.
 func (h *Handler) WithGroup(name string) slog.Handler {
 	return &Handler{inner: h.inner.WithGroup(name), kindPrefix: h.kindPrefix + "group " + name + "\x00", state: h.state}
 }

@@ -8,21 +8,18 @@ import (
 	"time"
 )
 
-// state is shared by a Handler and every handler made from it With
-// attributes: one budget per kind, whichever logger writes it.
+// state is shared by a Handler and every handler made from it.
 type state struct {
 	cfg Config
 
 	mu    sync.Mutex
 	kinds map[string]*kind
-	// overflow is the one budget shared by new kinds once MaxKinds kinds
-	// are tracked and none can be forgotten.
+	// overflow is the budget new kinds share once MaxKinds are tracked.
 	overflow *kind
 	closed   bool
 }
 
-// kind is one token bucket and what it has suppressed since its last
-// summary.
+// kind is one token bucket and what it suppressed since its last summary.
 type kind struct {
 	tokens float64
 	filled time.Time // when tokens was last brought up to date
@@ -37,8 +34,7 @@ type kind struct {
 	shared bool
 }
 
-// allow takes a token of r's kind, or counts r as suppressed and makes
-// sure a summary will follow.
+// allow takes a token of r's kind, or counts r and arms a summary.
 func (s *state) allow(key string, inner slog.Handler, r slog.Record) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -59,8 +55,7 @@ func (s *state) allow(key string, inner slog.Handler, r slog.Record) bool {
 	return false
 }
 
-// kind finds or adds key's bucket, forgetting idle kinds when MaxKinds are
-// tracked; with none idle, the shared overflow bucket stands in.
+// kind finds or adds key's bucket (see Config.MaxKinds).
 func (s *state) kind(key string, now time.Time) *kind {
 	if k := s.kinds[key]; k != nil {
 		return k
@@ -83,8 +78,7 @@ func (s *state) kind(key string, now time.Time) *kind {
 	return k
 }
 
-// refill adds the tokens earned since the last refill, up to Burst, and
-// returns how many there are.
+// refill adds the tokens earned since, up to Burst, and returns them.
 func (k *kind) refill(now time.Time, cfg Config) float64 {
 	if elapsed := now.Sub(k.filled); elapsed > 0 {
 		k.tokens = min(float64(cfg.Burst), k.tokens+elapsed.Seconds()*cfg.Rate)
@@ -93,7 +87,6 @@ func (k *kind) refill(now time.Time, cfg Config) float64 {
 	return k.tokens
 }
 
-// summary is one "suppressed N similar lines" record to write.
 type summary struct {
 	inner slog.Handler
 	rec   slog.Record
@@ -101,8 +94,7 @@ type summary struct {
 
 func (sm summary) write() { _ = sm.inner.Handle(context.Background(), sm.rec) }
 
-// take returns k's summary and starts counting afresh; ok is false when
-// nothing was suppressed. s.mu is held.
+// take returns k's summary, if any, and starts afresh; s.mu is held.
 func (s *state) take(k *kind) (sm summary, ok bool) {
 	if k.timer != nil {
 		k.timer.Stop()
@@ -122,7 +114,6 @@ func (s *state) take(k *kind) (sm summary, ok bool) {
 	return summary{inner: k.inner, rec: rec}, true
 }
 
-// summarise writes k's summary when its timer fires.
 func (s *state) summarise(k *kind) {
 	s.mu.Lock()
 	sm, ok := s.take(k)
@@ -132,7 +123,6 @@ func (s *state) summarise(k *kind) {
 	}
 }
 
-// flush writes every pending summary now and stops their timers.
 func (s *state) flush() {
 	s.mu.Lock()
 	var pending []summary
