@@ -1,9 +1,6 @@
-// Package certcheck holds the checks a credential folder's reader makes on
-// an X.509-SVID it reads back (and the writer's render, on an Update it is
-// about to write), drawn as rotation's validation draws them (crypto/x509's
-// window, both ends inclusive; x509svid.Verify), with one wording for a
-// leaf outside its window wherever it is refused, rotation included; and
-// the strict parsing of the PEM files a folder holds (pem.go).
+// Package certcheck holds the checks made on an X.509-SVID read back from
+// a folder or about to be written, drawn as rotation draws them, with one
+// wording wherever a leaf is refused; and strict PEM parsing.
 package certcheck
 
 import (
@@ -24,11 +21,9 @@ var (
 	ErrExpired     = errors.New("expired")
 )
 
-// Window checks that now lies inside cert's validity window. Both ends are
-// inclusive, as in RFC 5280 and in crypto/x509's Verify (which calls a
-// certificate expired only when now.After(NotAfter)): a leaf is still valid
-// at exactly NotAfter. The error wraps ErrNotYetValid or ErrExpired and
-// reads "not valid until <time>" or "expired at <time>" (RFC 3339, UTC).
+// Window checks that now lies inside cert's validity window, both ends
+// inclusive as in RFC 5280 and crypto/x509. The error wraps ErrNotYetValid
+// or ErrExpired.
 func Window(cert *x509.Certificate, now time.Time) error {
 	switch {
 	case now.Before(cert.NotBefore):
@@ -50,9 +45,8 @@ func (e *windowError) Unwrap() error { return e.err }
 // ErrKeyMismatch marks a private key that does not belong to the leaf.
 var ErrKeyMismatch = errors.New("private key does not match the leaf certificate")
 
-// KeyMatches reports whether key is the private key of leaf. Public keys are
-// compared by their DER encoding, which works for every key type
-// crypto/x509 knows. A nil key, or one without a public half, is an error.
+// KeyMatches reports whether key is the private key of leaf, comparing
+// public keys by their DER encoding (every type crypto/x509 knows).
 func KeyMatches(key crypto.PrivateKey, leaf *x509.Certificate) error {
 	signer, ok := key.(interface{ Public() crypto.PublicKey })
 	if !ok { // a nil key too
@@ -72,8 +66,7 @@ func KeyMatches(key crypto.PrivateKey, leaf *x509.Certificate) error {
 	return nil
 }
 
-// Chain verifies certs (leaf first, then intermediates) as an X.509-SVID
-// against bundles at time now.
+// Chain verifies certs (leaf first) as an X.509-SVID at time now.
 func Chain(certs []*x509.Certificate, bundles x509bundle.Source, now time.Time) error {
 	_, _, err := x509svid.Verify(certs, bundles, x509svid.WithTime(now))
 	return err

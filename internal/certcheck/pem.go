@@ -9,8 +9,7 @@ import (
 	"fmt"
 )
 
-// ParseCerts parses a PEM file of CERTIFICATE blocks only, strictly: a
-// file cut short in the middle of a block is an error, not a shorter chain.
+// ParseCerts parses a PEM file of CERTIFICATE blocks only, strictly.
 func ParseCerts(data []byte) ([]*x509.Certificate, error) {
 	blocks, err := decodePEM(data)
 	if err != nil {
@@ -78,8 +77,8 @@ func ParseCredential(data []byte) ([]*x509.Certificate, crypto.PrivateKey, error
 	return certs, key, nil
 }
 
-// parseKeyBlock accepts PKCS#8 (what we write) and the older PKCS#1 and
-// SEC 1 encodings other tools may have left behind.
+// parseKeyBlock accepts PKCS#8 (what we write) and what other tools may
+// have left (PKCS#1, SEC 1).
 func parseKeyBlock(b *pem.Block) (crypto.PrivateKey, error) {
 	switch b.Type {
 	case "PRIVATE KEY":
@@ -92,8 +91,6 @@ func parseKeyBlock(b *pem.Block) (crypto.PrivateKey, error) {
 	return nil, fmt.Errorf("unexpected PEM block %q", b.Type)
 }
 
-// errNoPEM and errTrailing tell a truncated or foreign file apart from a
-// PEM file with a bad block.
 var (
 	errNoPEM    = errors.New("no PEM block found")
 	errTrailing = errors.New("data after the last PEM block (truncated or not PEM)")
