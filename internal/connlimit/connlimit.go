@@ -1,11 +1,8 @@
-// Package connlimit caps what outsiders can hold on a listening socket.
-// Every accepted connection is one of the bridge's descriptors, which
-// folder swaps need too. A connection over the cap is closed at once,
-// counted and reported (rate-limited): closing, rather than leaving it in
-// the kernel's backlog as netutil.LimitListener does, keeps a flood from
-// queueing ahead of the clients that matter (Envoy, the kubelet's probes)
-// and makes the pressure visible. The SDS socket and the admin port use
-// it.
+// Package connlimit caps the connections outsiders can hold on a
+// listening socket (each is a descriptor folder swaps need too). One over
+// the cap is closed at once, not left in the backlog as
+// netutil.LimitListener does, so a flood cannot queue ahead of Envoy or
+// the kubelet's probes; it is counted and reported.
 package connlimit
 
 import (
@@ -19,23 +16,19 @@ import (
 type Config struct {
 	// Max caps the connections open at once.
 	Max int64
-	// Classify, if set, is asked about each connection before the caps:
-	// tag is kept with it (Conn.Tag), and the limited ones may hold at
-	// most MaxLimited of Max together and are closed after
-	// LimitedLifetime, so they cannot crowd out the others.
+	// Classify, if set, tags each connection (Conn.Tag); the limited ones
+	// hold at most MaxLimited of Max and are closed after LimitedLifetime.
 	Classify        func(net.Conn) (tag any, limited bool)
 	MaxLimited      int64
 	LimitedLifetime time.Duration
-	// Reserve, if set, is asked about a connection that finds Max taken
-	// (and is not limited): if it says yes, the connection takes one of
-	// MaxReserved places kept beyond Max, so that the clients it picks
-	// (the kubelet's probes) are answered while a flood holds Max.
+	// Reserve, if set, picks connections that find Max taken (the
+	// kubelet's probes) for MaxReserved places kept beyond Max.
 	Reserve     func(net.Conn) bool
 	MaxReserved int64
 	// OverCap, if set, counts the connections closed over a cap.
 	OverCap *atomic.Int64
-	// Report is told of connections closed over a cap at most once per
-	// ReportEvery: how many since it was last told, and the last one.
+	// Report is told at most once per ReportEvery how many were closed
+	// over a cap since, and the last one.
 	Report      func(closed int64, last *Conn)
 	ReportEvery time.Duration
 }
@@ -56,10 +49,9 @@ type Listener struct {
 // New caps l.
 func New(l net.Listener, cfg Config) *Listener { return &Listener{Listener: l, cfg: cfg} }
 
-// Accept returns the next connection within the caps, a *Conn. Accept
-// runs on one goroutine (a server's accept loop) and the counts only fall
-// elsewhere, so a check followed by an increment never lets one
-// connection too many in.
+// Accept returns the next connection within the caps, a *Conn. It runs on
+// one goroutine and the counts only fall elsewhere, so check-then-increment
+// never lets one too many in.
 func (l *Listener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
@@ -77,8 +69,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 			return conn, nil
 		}
 		if l.Open.Load() >= l.cfg.Max || (conn.limited && l.OpenLimited.Load() >= l.cfg.MaxLimited) {
-			// Counted before it is closed: whoever sees the close can
-			// read the count.
+			// Counted before the close: whoever sees the close sees the count.
 			if l.cfg.OverCap != nil {
 				l.cfg.OverCap.Add(1)
 			}

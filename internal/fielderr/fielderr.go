@@ -1,10 +1,7 @@
 // Package fielderr is the error a component's config validation returns
-// for one refused field: its key, as the YAML config spells it below the
-// component's section ("key_mode"), and why. The config package puts the
-// section's key in front ("files[1].key_mode"), so a rule is written once,
-// in the component, and still reported by the user's key. It is not
-// config's own: config imports the components, which could not import it
-// back, and no component is imported by all the others.
+// for one refused field, keyed below the component's section ("key_mode");
+// config puts the section in front ("files[1].key_mode"). It is not
+// config's: config imports the components.
 package fielderr
 
 import (
@@ -17,8 +14,7 @@ import (
 type Error struct {
 	// Key is the dotted key of the field ("on_rotate[0].signal.pid_file").
 	Key string
-	// Err is the message; a clash with another field names that field's
-	// key, which Under prefixes as it prefixes Key.
+	// Err is the message; Under prefixes the key of a clash's peer too.
 	Err error
 }
 
@@ -40,9 +36,8 @@ type clash struct{ before, peer, after string }
 
 func (c clash) Error() string { return c.before + " " + c.peer + c.after }
 
-// Under puts prefix in front of the key of err, or of each error err joins,
-// keeping their order; an error that is not an *Error gets prefix as its
-// key. Nil gives nil.
+// Under puts prefix in front of the key of err, or of each error err
+// joins; an error that is not an *Error gets prefix as its key.
 func Under(prefix string, err error) []error {
 	if err == nil {
 		return nil
@@ -75,8 +70,7 @@ func join(prefix, key string) string {
 	return prefix + "." + key
 }
 
-// List collects refused fields in the order they are found; Err joins
-// them.
+// List collects refused fields in order; Err joins them.
 type List []error
 
 // Add refuses key, with a message made as fmt.Errorf makes one.
@@ -94,9 +88,8 @@ func (l *List) Under(prefix string, err error) { *l = append(*l, Under(prefix, e
 func (l List) Err() error { return errors.Join(l...) }
 
 // FileMode checks the mode of a file the bridge writes, holding what:
-// permission bits only, none of forbidden (why says what they would
-// allow), and readable by its owner (a file its owner cannot read is
-// useless).
+// permission bits only, none of forbidden (why says what they would allow),
+// readable by its owner.
 func (l *List) FileMode(key, what string, m, forbidden os.FileMode, why string) {
 	shown := fmt.Sprintf("%04o", uint32(m))
 	switch {
