@@ -92,11 +92,10 @@ func (c *CA) IssueWith(id spiffeid.ID, ttl time.Duration, opts SVIDOptions) (*x5
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
-	now := time.Now()
 	// X.509 keeps whole seconds: counting from now rounded down would cut
 	// up to a second off a short SVID's life, and dev's rotation at half
 	// the ttl would then leave a folder milliseconds to swap before expiry.
-	from := ceilSecond(now)
+	from := time.Now().Add(time.Second - 1).Truncate(time.Second)
 	notBefore, notAfter := from.Add(-10*time.Second), from.Add(ttl)
 	if !opts.NotBefore.IsZero() {
 		notBefore = opts.NotBefore
@@ -127,12 +126,4 @@ func (c *CA) IssueWith(id spiffeid.ID, ttl time.Duration, opts SVIDOptions) (*x5
 		return nil, fmt.Errorf("parse SVID for %s: %w", id, err)
 	}
 	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf}, PrivateKey: key, Hint: opts.Hint}, nil
-}
-
-// ceilSecond rounds t up to the next whole second (t itself if whole).
-func ceilSecond(t time.Time) time.Time {
-	if r := t.Truncate(time.Second); !r.Equal(t) {
-		return r.Add(time.Second)
-	}
-	return t
 }

@@ -104,9 +104,14 @@ func (s *Server) FetchJWTSVID(_ context.Context, req *workload.JWTSVIDRequest) (
 		if req.GetSpiffeId() != "" && req.GetSpiffeId() != x.GetSpiffeId() {
 			continue
 		}
-		token, err := signJWTSVID(s.jwt.signer, x.GetSpiffeId(), req.GetAudience(), now, ttl)
+		token, err := jwt.Signed(s.jwt.signer).Claims(jwt.Claims{
+			Subject:  x.GetSpiffeId(),
+			Audience: jwt.Audience(req.GetAudience()),
+			IssuedAt: jwt.NewNumericDate(now),
+			Expiry:   jwt.NewNumericDate(now.Add(ttl)),
+		}).Serialize()
 		if err != nil {
-			return nil, status.Error(codes.Internal, err.Error())
+			return nil, status.Error(codes.Internal, "sign JWT-SVID: "+err.Error())
 		}
 		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: x.GetSpiffeId(), Svid: token, Hint: x.GetHint()})
 	}
@@ -115,19 +120,6 @@ func (s *Server) FetchJWTSVID(_ context.Context, req *workload.JWTSVIDRequest) (
 		return nil, status.Error(codes.PermissionDenied, "no identity issued")
 	}
 	return resp, nil
-}
-
-func signJWTSVID(signer jose.Signer, subject string, audience []string, now time.Time, ttl time.Duration) (string, error) {
-	token, err := jwt.Signed(signer).Claims(jwt.Claims{
-		Subject:  subject,
-		Audience: jwt.Audience(audience),
-		IssuedAt: jwt.NewNumericDate(now),
-		Expiry:   jwt.NewNumericDate(now.Add(ttl)),
-	}).Serialize()
-	if err != nil {
-		return "", fmt.Errorf("sign JWT-SVID: %w", err)
-	}
-	return token, nil
 }
 
 // setJWTBundlesLocked derives the FetchJWTBundles answer from resp: the
@@ -192,26 +184,19 @@ func (s *Server) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSVI
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	claims, err := structpb.NewStruct(jsonClaims(svid.Claims))
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	return &workload.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: claims}, nil
-}
-
-// jsonClaims turns go-jose's claim values into what structpb accepts
-// ([]string is not one of them).
-func jsonClaims(in map[string]any) map[string]any {
-	out := make(map[string]any, len(in))
-	for k, v := range in {
+	for k, v := range svid.Claims {
+		// structpb takes []any, not go-jose's []string.
 		if ss, ok := v.([]string); ok {
 			vs := make([]any, len(ss))
 			for i, s := range ss {
 				vs[i] = s
 			}
-			v = vs
+			svid.Claims[k] = vs
 		}
-		out[k] = v
 	}
-	return out
+	claims, err := structpb.NewStruct(svid.Claims)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &workload.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: claims}, nil
 }

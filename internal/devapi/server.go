@@ -265,8 +265,8 @@ func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.Se
 // serveStream runs one server stream registered in streams: current reads
 // (under s.mu) the message to send, its version and a terminal error.
 func serveStream[T any](s *Server, stream grpc.ServerStreamingServer[T], method string, streams map[chan struct{}]struct{}, current func() (*T, uint64, error)) error {
-	wake := s.openStream(method, streams)
-	defer s.closeStream(wake, method, streams)
+	wake, untrack := s.trackStream(method, streams)
+	defer untrack()
 	var sent uint64
 	for {
 		s.mu.Lock()
@@ -290,45 +290,32 @@ func serveStream[T any](s *Server, stream grpc.ServerStreamingServer[T], method 
 	}
 }
 
-// openStream registers a stream in streams.
-func (s *Server) openStream(method string, streams map[chan struct{}]struct{}) chan struct{} {
-	wake := make(chan struct{}, 1)
-	s.mu.Lock()
-	streams[wake] = struct{}{}
-	n := len(streams)
-	s.streamsChangedLocked()
-	s.mu.Unlock()
-	s.log.Debug("workload API stream opened", "method", method, "open_streams", n)
-	return wake
+// trackStream registers a stream's wake-up channel in streams until
+// untrack runs; WaitOpenStreams sees both changes.
+func (s *Server) trackStream(method string, streams map[chan struct{}]struct{}) (wake chan struct{}, untrack func()) {
+	wake = make(chan struct{}, 1)
+	track := func(event string, change func()) {
+		s.mu.Lock()
+		change()
+		n := len(streams)
+		close(s.streamsChanged)
+		s.streamsChanged = make(chan struct{})
+		s.mu.Unlock()
+		s.log.Debug("workload API stream "+event, "method", method, "open_streams", n)
+	}
+	track("opened", func() { streams[wake] = struct{}{} })
+	return wake, func() { track("closed", func() { delete(streams, wake) }) }
 }
 
-func (s *Server) closeStream(wake chan struct{}, method string, streams map[chan struct{}]struct{}) {
-	s.mu.Lock()
-	delete(streams, wake)
-	n := len(streams)
-	s.streamsChangedLocked()
-	s.mu.Unlock()
-	s.log.Debug("workload API stream closed", "method", method, "open_streams", n)
-}
-
-func (s *Server) streamsChangedLocked() {
-	close(s.streamsChanged)
-	s.streamsChanged = make(chan struct{})
-}
-
-// wakeLocked wakes every X.509 and JWT bundle stream.
+// wakeLocked wakes every X.509 and JWT bundle stream. It never blocks: a
+// pending wake-up already makes the stream read the newest state.
 func (s *Server) wakeLocked() {
-	wakeAll(s.streams)
-	wakeAll(s.jwt.streams)
-}
-
-// wakeAll never blocks: a pending wake-up already makes the stream read
-// the newest state, so a second one adds nothing.
-func wakeAll(streams map[chan struct{}]struct{}) {
-	for wake := range streams {
-		select {
-		case wake <- struct{}{}:
-		default:
+	for _, streams := range []map[chan struct{}]struct{}{s.streams, s.jwt.streams} {
+		for wake := range streams {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
