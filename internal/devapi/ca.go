@@ -18,10 +18,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// CA is a small in-memory X.509 SPIFFE certificate authority: it signs
-// X.509-SVIDs for one trust domain with a self-signed root. It backs the
-// development Workload API (`sds-bridge dev`) and the tests; it is not
-// meant to protect anything real.
+// CA is an in-memory SPIFFE CA signing X.509-SVIDs of one trust domain
+// with a self-signed root, for `sds-bridge dev` and tests: nothing real.
 type CA struct {
 	td   spiffeid.TrustDomain
 	root *x509.Certificate

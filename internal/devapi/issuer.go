@@ -32,13 +32,11 @@ type IssuerConfig struct {
 	// SPIFFEIDs are issued in this order (the first is the default SVID);
 	// all must belong to TrustDomain. Default: spiffe://<td>/dev.
 	SPIFFEIDs []spiffeid.ID
-	// Hints sets the Workload API hint of some of SPIFFEIDs, as
-	// `spire-server entry create -hint` does, so that default_svid_hint
-	// and files[].svid can be tried without SPIRE.
+	// Hints sets the Workload API hint of some SPIFFEIDs (as `spire-server
+	// entry create -hint`), to try default_svid_hint and files[].svid.
 	Hints map[spiffeid.ID]string
-	// FederatedWith lists trust domains this one federates with: each gets
-	// its own in-memory CA whose bundle is sent as a federated bundle (no
-	// SVIDs: SPIRE never issues a workload an SVID of another domain).
+	// FederatedWith gets each trust domain a CA of its own whose bundle is
+	// sent as federated (no SVIDs: SPIRE issues none of another domain).
 	FederatedWith []spiffeid.TrustDomain
 	// TTL is the SVID lifetime, at least 1s; SVIDs are re-issued at half
 	// of it. Default 30s.
@@ -177,8 +175,8 @@ func (cfg IssuerConfig) Validate() error {
 	return nil
 }
 
-// Run issues SVIDs for every configured ID, pushes them to the server, and
-// re-issues at half of TTL until ctx ends (then it returns nil).
+// Run issues SVIDs for every ID and pushes them to the server, again at
+// half of TTL, until ctx ends (then it returns nil).
 func (i *Issuer) Run(ctx context.Context) error {
 	every := i.cfg.TTL / 2
 	first := time.Duration(0)
@@ -228,8 +226,7 @@ func (i *Issuer) issue(now time.Time) error {
 	}
 	federated := make([]*x509bundle.Bundle, 0, len(i.federated))
 	for k, fc := range i.federated {
-		// A federated root that would expire is simply replaced: nothing
-		// here holds an SVID it signed.
+		// Replaced outright: no SVID here was signed by a federated root.
 		if now.Add(i.cfg.TTL).After(fc.Root().NotAfter) {
 			next, err := NewCA(fc.TrustDomain(), i.cfg.RootTTL)
 			if err != nil {

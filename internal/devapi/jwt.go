@@ -23,14 +23,11 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// jwtState is the JWT profile's part of a Server, guarded by Server.mu.
-// JWT-SVIDs are issued on request for the SPIFFE IDs of the current X.509
-// response, so the JWT identities always follow what SetX509 pushed; one
-// signing key per Server serves every trust domain (a dev shortcut: SPIRE
-// has one per trust domain).
+// jwtState is the JWT profile's part of a Server, guarded by Server.mu. One
+// signing key serves every trust domain (a dev shortcut: SPIRE has one per
+// trust domain).
 type jwtState struct {
-	// signer signs with the Server's key and jwks is that key's public
-	// half as a JWKS; both are made once, on first use.
+	// signer and jwks (the public key) are made on first use.
 	signer jose.Signer
 	jwks   []byte
 	ttl    time.Duration
@@ -39,8 +36,7 @@ type jwtState struct {
 	bundles    *workload.JWTBundlesResponse
 	bundlesVer uint64
 	keyErr     error
-	// streams holds one wake-up channel per open FetchJWTBundles stream,
-	// woken with the X.509 ones.
+	// streams are the FetchJWTBundles streams, woken with the X.509 ones.
 	streams map[chan struct{}]struct{}
 }
 
@@ -156,8 +152,7 @@ func (s *Server) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.Serv
 }
 
 // ValidateJWTSVID implements the Workload API: the token must be signed by
-// this Server's key, for a SPIFFE ID it currently issues, and name the
-// audience.
+// this Server's key, for a SPIFFE ID it issues now, for the audience.
 func (s *Server) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSVIDRequest) (*workload.ValidateJWTSVIDResponse, error) {
 	if req.GetAudience() == "" {
 		return nil, status.Error(codes.InvalidArgument, "audience must be specified")

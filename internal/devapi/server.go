@@ -1,17 +1,10 @@
-// Package devapi is a real SPIFFE Workload API gRPC server on a unix socket.
-//
-// It serves whatever X.509 response it was last given, exactly as given: it
-// never validates SVIDs or bundles, so tests can push expired, mismatched or
-// unverifiable material and watch the client side refuse it. Two users:
-//
-//   - `sds-bridge dev`, where an Issuer backed by an in-memory CA issues
-//     short-lived SVIDs and rotates them at half-life;
-//   - the project's tests, as the fake Workload API (SPIRE agent) that can be
-//     stopped and started again on the same socket.
-//
-// The X.509 profile serves what it is given; the JWT profile (jwt.go)
-// issues JWT-SVIDs for the SPIFFE IDs of the current X.509 response, for
-// any audience. The WIT profile answers codes.Unimplemented.
+// Package devapi is a real SPIFFE Workload API gRPC server on a unix socket,
+// for `sds-bridge dev` (where an Issuer's in-memory CA rotates short-lived
+// SVIDs at half-life) and for tests (a fake SPIRE agent that can stop and
+// start again on the same socket). It serves the X.509 response it was last
+// given without validating it, so tests can push expired or mismatched
+// material and watch clients refuse it. JWT-SVIDs are issued for that
+// response's SPIFFE IDs, for any audience (jwt.go); WIT is Unimplemented.
 package devapi
 
 import (
@@ -33,8 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// securityHeader is the metadata key every Workload API client must send, so
-// that a browser or SSRF-style request cannot reach the API (SPIFFE Workload
+// securityHeader keeps browsers and SSRF-style requests out (SPIFFE Workload
 // Endpoint spec, section 4.2).
 const securityHeader = "workload.spiffe.io"
 
@@ -69,10 +61,9 @@ type Server struct {
 	bundlesVer uint64
 	// streams holds one wake-up channel (capacity 1) per open stream.
 	streams map[chan struct{}]struct{}
-	// streamsChanged is closed and replaced whenever len(streams) changes.
+	// streamsChanged is closed and replaced when a stream opens or closes.
 	streamsChanged chan struct{}
-	// jwt is the JWT profile's state (jwt.go).
-	jwt jwtState
+	jwt            jwtState
 
 	// life serializes Start and Stop.
 	life      sync.Mutex
@@ -167,8 +158,7 @@ func (s *Server) Stop() {
 	s.log.Info("workload API stopped")
 }
 
-// Serve starts the server and runs it until ctx ends (nil) or serving
-// fails.
+// Serve is Start, then Wait.
 func (s *Server) Serve(ctx context.Context) error {
 	if err := s.Start(); err != nil {
 		return err
@@ -193,12 +183,10 @@ func (s *Server) Wait(ctx context.Context) error {
 	}
 }
 
-// SetX509 makes resp the current X.509 response and pushes it to every open
-// FetchX509SVID stream (and the derived bundles to every FetchX509Bundles
-// stream, if they changed). It clears a previous SetX509Error. resp is sent
-// as is, never validated, and must not be modified afterwards. A stream
-// that is slow to drain skips to the newest response instead of queuing.
-// A nil resp withdraws the response: new streams wait for the next one.
+// SetX509 makes resp (sent as is, not to be modified afterwards) the current
+// X.509 response, clears a SetX509Error and pushes it to every stream; a slow
+// stream skips to the newest, and bundles go out only if they changed. A
+// nil resp withdraws the response: new streams wait for the next one.
 func (s *Server) SetX509(resp *workload.X509SVIDResponse) {
 	bundles := bundlesOf(resp)
 	s.mu.Lock()
@@ -253,9 +241,8 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 	})
 }
 
-// FetchX509Bundles implements the Workload API: the bundles of the current
-// response (own and federated, keyed by trust domain ID) at once, then
-// every change.
+// FetchX509Bundles implements the Workload API: the current response's own
+// and federated bundles, keyed by trust domain ID, then every change.
 func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
 	return serveStream(s, stream, "FetchX509Bundles", s.streams, func() (*workload.X509BundlesResponse, uint64, error) {
 		return s.bundles, s.bundlesVer, s.x509Err
