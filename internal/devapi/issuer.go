@@ -76,17 +76,13 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c, err := NewCA(cfg.TrustDomain, cfg.RootTTL)
-	if err != nil {
-		return nil, fmt.Errorf("issuer: %w", err)
-	}
-	var federated []*CA
-	for _, td := range cfg.FederatedWith {
-		fc, err := NewCA(td, cfg.RootTTL)
+	var cas []*CA // own, then federated
+	for _, td := range append([]spiffeid.TrustDomain{cfg.TrustDomain}, cfg.FederatedWith...) {
+		c, err := NewCA(td, cfg.RootTTL)
 		if err != nil {
-			return nil, fmt.Errorf("issuer: federated CA %s: %w", td, err)
+			return nil, fmt.Errorf("issuer: CA of %s: %w", td, err)
 		}
-		federated = append(federated, fc)
+		cas = append(cas, c)
 	}
 	// JWT-SVIDs live as long as the X.509 ones, so both rotate alike.
 	srv.SetJWTTTL(cfg.TTL)
@@ -94,8 +90,8 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 		cfg:       cfg,
 		srv:       srv,
 		log:       cfg.Logger.With("component", "devapi-issuer", "trust_domain", cfg.TrustDomain.String()),
-		ca:        c,
-		federated: federated,
+		ca:        cas[0],
+		federated: cas[1:],
 	}, nil
 }
 
