@@ -1,16 +1,13 @@
 // Package jwtfiles writes JWT-SVIDs and JWT bundles from the SPIFFE
-// Workload API to files, for HTTP clients that send a bearer token and
-// servers that verify one, as spiffe-helper's jwt_svids and
+// Workload API to files, as spiffe-helper's jwt_svids and
 // jwt_bundle_file_name do.
 //
 // It is not a rotation.Sink: X.509 updates carry no JWTs, and JWT-SVIDs are
-// fetched per audience, on request. Each token has its own time.Timer and is
-// fetched again when half of its lifetime is gone (no polling); a failed
-// fetch is retried with backoff while the last good token stays in place.
-// JWT bundles are watched as a stream. Every file is replaced atomically on
-// its own (filesink.WriteFile), and the folder's actions for JWT events
-// (on_rotate[].on: jwt) run after each new file. Tokens reports each token
-// file's state for the admin endpoints.
+// fetched per audience. Each token is fetched again when half of its
+// lifetime is gone, by its own timer; a failed fetch is retried with backoff
+// while the last good token stays. JWT bundles are watched as a stream.
+// Each file is replaced atomically on its own, then the folder's JWT actions
+// (on_rotate[].on: jwt) run.
 package jwtfiles
 
 import (
@@ -229,8 +226,7 @@ func (w *Writer) Tokens() []TokenStatus {
 	return slices.Clone(w.tokens)
 }
 
-// noteToken records one refresh attempt of token i: svid written at now
-// (fetched at fetched), or err.
+// noteToken records one refresh of token i: svid written at now, or err.
 func (w *Writer) noteToken(i int, svid *jwtsvid.SVID, fetched, now time.Time, err error, next time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -254,7 +250,6 @@ func issuedAt(svid *jwtsvid.SVID) time.Time {
 	return time.Time{}
 }
 
-// bundleFolders are the folders with a JWT bundle file.
 func (w *Writer) bundleFolders() []*Folder {
 	var out []*Folder
 	for i := range w.cfg.Folders {
@@ -271,8 +266,7 @@ func (w *Writer) Empty() bool {
 	return len(w.tokens) == 0 && len(w.bundleFolders()) == 0
 }
 
-// connect opens the Workload API client and removes temporary files a
-// crash left, before the first write.
+// connect also removes temporary files a crash left, before any write.
 func (w *Writer) connect(ctx context.Context) (*workloadapi.Client, error) {
 	var opts []workloadapi.ClientOption
 	if w.cfg.Address != "" {
@@ -310,7 +304,12 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 	}
 	if len(w.bundleFolders()) > 0 {
-		wg.Go(func() { w.runBundles(ctx, client) })
+		wg.Go(func() {
+			err := client.WatchJWTBundles(ctx, &bundleWatcher{w: w, ctx: ctx})
+			if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+				w.log.Error("JWT files: stopped watching JWT bundles", "error", err)
+			}
+		})
 	}
 	wg.Wait()
 	return nil
@@ -393,9 +392,8 @@ func (w *Writer) retry(ctx context.Context, what string, op func() error) error 
 	}
 }
 
-// removeLeftovers removes temporary files a crash in the middle of
-// filesink.WriteFile left behind, so they do not pile up across restarts.
-// Only names WriteFile makes go, through a handle of the folder.
+// removeLeftovers keeps filesink.WriteFile's temporary files from piling
+// up across crashes; it removes no other names.
 func (w *Writer) removeLeftovers() {
 	for _, f := range w.cfg.Folders {
 		names := []string{f.BundleFileName}
@@ -417,10 +415,7 @@ func (w *Writer) removeLeftovers() {
 	}
 }
 
-// runToken keeps one token file current: fetch, write, run actions, sleep
-// until half of the token's lifetime is gone; on failure retry with
-// backoff, leaving the last good file in place.
-// Its status is w.tokens[index].
+// runToken keeps one token file current; its status is w.tokens[index].
 func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Folder, s SVIDFile, index int) {
 	path := filepath.Join(f.Dir, s.FileName)
 	log := w.log.With("file", path, "audience", s.Audience)
@@ -462,7 +457,6 @@ func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Fo
 	}
 }
 
-// writeToken fetches s's token and writes it to path (f's token file).
 func (w *Writer) writeToken(ctx context.Context, client *workloadapi.Client, f *Folder, s SVIDFile, path string) (*jwtsvid.SVID, error) {
 	svid, err := w.fetch(ctx, client, f, s)
 	if err != nil {
@@ -520,7 +514,6 @@ func refreshIn(svid *jwtsvid.SVID, fetched time.Time) time.Duration {
 	return max(time.Until(start.Add(svid.Expiry.Sub(start)/2)), 0)
 }
 
-// bundleWatcher receives JWT bundle updates from go-spiffe.
 type bundleWatcher struct {
 	w    *Writer
 	ctx  context.Context
@@ -559,13 +552,6 @@ func (b *bundleWatcher) OnJWTBundlesWatchError(err error) {
 	}
 }
 
-func (w *Writer) runBundles(ctx context.Context, client *workloadapi.Client) {
-	err := client.WatchJWTBundles(ctx, &bundleWatcher{w: w, ctx: ctx})
-	if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-		w.log.Error("JWT files: stopped watching JWT bundles", "error", err)
-	}
-}
-
 // marshalBundles renders a JWT bundle set as spiffe-helper writes its
 // jwt_bundle_file_name: a JSON object from trust domain name to the
 // base64 (standard encoding) of that trust domain's JWKS.
@@ -581,8 +567,8 @@ func marshalBundles(set *jwtbundle.Set) ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// runActions runs the folder's JWT actions, after any run of its X.509
-// ones in progress; the Runner logs a failure.
+// runActions waits for a run of the X.509 actions in progress (one Runner);
+// the Runner logs a failure.
 func (w *Writer) runActions(ctx context.Context, f *Folder, ev reload.Event) {
 	if f.Reload != nil {
 		_ = f.Reload.Run(ctx, ev)
