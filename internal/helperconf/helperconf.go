@@ -398,17 +398,18 @@ func (c *converter) folder(hc *helperConf, root *ast.ObjectList) {
 	c.from("files[0].dir", "cert_dir")
 	c.line(2, "- dir: "+q(dir)+" # cert_dir")
 	c.line(4, "layout: spiffe-helper")
-	x509Names := countSet(hc.SVIDFileName, hc.SVIDKeyFileName, hc.SVIDBundleFileName)
-	if x509Names == 0 {
-		c.comment(4, c.warn("svid_file_name", "no X.509 file names set (a JWT-only helper.conf): the bridge always writes the X.509 files too, under the default names svid.pem, svid_key.pem, svid_bundle.pem"))
-	} else if x509Names != 3 {
-		c.comment(4, c.warn("svid_file_name", "spiffe-helper refuses a helper.conf with only some of svid_file_name, svid_key_file_name, svid_bundle_file_name; the missing ones get the bridge's defaults"))
-	}
-	for _, kv := range [][3]string{
+	names := [][3]string{
 		{"cert_file_name", hc.SVIDFileName, "svid_file_name"},
 		{"key_file_name", hc.SVIDKeyFileName, "svid_key_file_name"},
 		{"bundle_file_name", hc.SVIDBundleFileName, "svid_bundle_file_name"},
-	} {
+	}
+	switch len(slices.DeleteFunc(slices.Clone(names), func(kv [3]string) bool { return kv[1] == "" })) {
+	case 0:
+		c.comment(4, c.warn("svid_file_name", "no X.509 file names set (a JWT-only helper.conf): the bridge always writes the X.509 files too, under the default names svid.pem, svid_key.pem, svid_bundle.pem"))
+	case 1, 2:
+		c.comment(4, c.warn("svid_file_name", "spiffe-helper refuses a helper.conf with only some of svid_file_name, svid_key_file_name, svid_bundle_file_name; the missing ones get the bridge's defaults"))
+	}
+	for _, kv := range names {
 		if kv[1] != "" {
 			c.from("files[0]."+kv[0], kv[2])
 			c.line(4, kv[0]+": "+q(kv[1])+" # "+kv[2])
@@ -666,15 +667,13 @@ func (c *converter) modes(root *ast.ObjectList) {
 			c.comment(4, c.unsupported(m.helper, "%s leaves no permission bits; the bridge's default %s is used", text, m.def))
 			continue
 		}
-		if m.private && mode&0o007 != 0 {
-			safe := mode &^ 0o007
-			c.comment(4, c.warn(m.helper, "%s gives every user access to a private credential, which the bridge refuses; using %s", mode, safe))
-			mode = safe
+		others, why := config.Mode(0o002), "lets every user replace the file"
+		if m.private {
+			others, why = 0o007, "gives every user access to a private credential"
 		}
-		if !m.private && mode&0o002 != 0 {
-			safe := mode &^ 0o002
-			c.comment(4, c.warn(m.helper, "%s lets every user replace the file, which the bridge refuses; using %s", mode, safe))
-			mode = safe
+		if mode&others != 0 {
+			c.comment(4, c.warn(m.helper, "%s %s, which the bridge refuses; using %s", mode, why, mode&^others))
+			mode &^= others
 		}
 		if mode == 0 {
 			mode = m.def
@@ -702,10 +701,7 @@ func literal(root *ast.ObjectList, key string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	switch lit.Token.Type {
-	case token.NUMBER:
-		return lit.Token.Text, true
-	case token.STRING:
+	if lit.Token.Type == token.STRING {
 		s, _ := lit.Token.Value().(string)
 		return s, true
 	}
@@ -737,14 +733,4 @@ func windowsPath(p string) bool {
 func sigName(s string) string {
 	sig, _ := config.ParseSignal(s)
 	return config.Signal(sig).String()
-}
-
-func countSet(ss ...string) int {
-	n := 0
-	for _, s := range ss {
-		if s != "" {
-			n++
-		}
-	}
-	return n
 }
