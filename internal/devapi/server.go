@@ -187,31 +187,26 @@ func (s *Server) Wait(ctx context.Context) error {
 // X.509 response, clears a SetX509Error and pushes it to every stream; a slow
 // stream skips to the newest, and bundles go out only if they changed. A
 // nil resp withdraws the response: new streams wait for the next one.
-func (s *Server) SetX509(resp *workload.X509SVIDResponse) {
+func (s *Server) SetX509(resp *workload.X509SVIDResponse) { s.setX509(resp, nil) }
+
+// SetX509Error ends every open X.509 stream (SVIDs and bundles) with a gRPC
+// status, and answers new ones the same way, until the next SetX509. SPIRE's
+// agent does this with codes.PermissionDenied, "no identity issued" when
+// the caller has no registration entry; go-spiffe then retries with backoff.
+func (s *Server) SetX509Error(code codes.Code, msg string) { s.setX509(nil, status.Error(code, msg)) }
+
+// setX509 sets a response or an error; bundles are derived from resp.
+func (s *Server) setX509(resp *workload.X509SVIDResponse, err error) {
 	bundles := bundlesOf(resp)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.x509, s.x509Err = resp, nil
+	s.x509, s.x509Err = resp, err
 	s.x509Ver++
 	if !proto.Equal(bundles, s.bundles) {
 		s.bundles = bundles
 		s.bundlesVer++
 	}
 	s.setJWTBundlesLocked(resp)
-	s.wakeLocked()
-}
-
-// SetX509Error ends every open X.509 stream (SVIDs and bundles) with a gRPC
-// status, and answers new ones the same way, until the next SetX509. SPIRE's
-// agent does this with codes.PermissionDenied, "no identity issued" when
-// the caller has no registration entry; go-spiffe then retries with backoff.
-func (s *Server) SetX509Error(code codes.Code, msg string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.x509, s.x509Err, s.bundles = nil, status.Error(code, msg), nil
-	s.x509Ver++
-	s.bundlesVer++
-	s.setJWTBundlesLocked(nil)
 	s.wakeLocked()
 }
 
