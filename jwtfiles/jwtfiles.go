@@ -60,11 +60,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Folder is the JWT part of one credential folder.
-//
-// Dir, SVID and Owner are the credential folder's: in the YAML config they
-// are files[] keys of the folder's X.509 writer (filesink.Config), given
-// to both writers.
+// Folder is the JWT part of one credential folder. Dir, SVID and Owner are
+// files[] keys of the folder's X.509 writer (filesink.Config), given to both.
 type Folder struct {
 	// Dir must exist when Run starts (the folder's X.509 writer makes it).
 	Dir   string     `yaml:"-"`
@@ -78,15 +75,12 @@ type Folder struct {
 	Mode       os.FileMode     `yaml:"jwt_mode"`
 	BundleMode os.FileMode     `yaml:"jwt_bundle_mode"`
 	Owner      *filesink.Owner `yaml:"-"`
-	// Reload, if set, runs the folder's actions whose on lists jwt after
-	// each new file in Dir, with an Event of Kind reload.EventJWT. It is the
-	// same Runner the folder's X.509 writer uses, so the two never reload a
-	// consumer at the same time.
+	// Reload runs the folder's jwt actions after each new file. It is the
+	// X.509 writer's Runner too, so the two never reload a consumer at once.
 	Reload *reload.Runner `yaml:"-"`
 }
 
-// WithDefaults fills the unset modes with DefaultMode and
-// DefaultBundleMode.
+// WithDefaults fills the unset modes.
 func (f Folder) WithDefaults() Folder {
 	if f.Mode == 0 {
 		f.Mode = DefaultMode
@@ -97,10 +91,9 @@ func (f Folder) WithDefaults() Folder {
 	return f
 }
 
-// Validate checks a defaulted Folder: a token is a bearer credential, so
-// Mode may not open it to other users, and every file needs an owner
-// who can read it. It joins one *fielderr.Error per refused field, keyed
-// as the YAML config's files[] entry spells it ("jwt_svids[0].file_name").
+// Validate checks a defaulted Folder (a token is a bearer credential: no
+// access for other users), joining a *fielderr.Error per refused field,
+// keyed as in files[] ("jwt_svids[0].file_name").
 func (f Folder) Validate() error {
 	var errs fielderr.List
 	names := map[string]string{}
@@ -154,25 +147,19 @@ type SVIDFile struct {
 	FileName       string   `yaml:"file_name"`
 }
 
-// TokenStatus is one token file: the last token written and how its
-// refresh goes. Writer.Tokens reports it; /readyz judges it.
+// TokenStatus is one token file's last token and refresh, for /readyz.
 type TokenStatus struct {
 	Dir, FileName string
 	Audience      string
-	// SPIFFEID, Expiry and IssuedAt (its iat claim; zero without one)
-	// are the last token written, FetchedAt when it was fetched and
-	// RefreshedAt when it was written; all zero before the first.
-	SPIFFEID    string
-	Expiry      time.Time
-	IssuedAt    time.Time
-	FetchedAt   time.Time
-	RefreshedAt time.Time
-	// NextRefreshAt is when the next fetch is due (a retry after a
-	// failure).
+	// All zero before the first token; IssuedAt is zero without iat.
+	SPIFFEID      string
+	Expiry        time.Time
+	IssuedAt      time.Time
+	FetchedAt     time.Time
+	RefreshedAt   time.Time
 	NextRefreshAt time.Time
-	// Failures counts failed fetches or writes since start. LastError is
-	// the last attempt's, nil once one succeeded; LastErrorAt when it
-	// failed.
+	// Failures counts failed fetches or writes since start; LastError is
+	// nil once an attempt succeeded.
 	Failures    uint64
 	LastError   error
 	LastErrorAt time.Time
@@ -260,8 +247,7 @@ func (w *Writer) bundleFolders() []*Folder {
 	return out
 }
 
-// Empty reports whether there is nothing to write, so a caller can skip Run
-// and its Workload API connection.
+// Empty: nothing to write, so a caller can skip Run and its connection.
 func (w *Writer) Empty() bool {
 	return len(w.tokens) == 0 && len(w.bundleFolders()) == 0
 }
@@ -315,11 +301,9 @@ func (w *Writer) Run(ctx context.Context) error {
 	return nil
 }
 
-// Once fetches every token and the JWT bundles once and writes them,
-// retrying a failed fetch or write with backoff until ctx ends (give it a
-// deadline). It runs no reload actions: `run --once` writes the JWT files
-// before the X.509 set, whose swap then runs each folder's actions once,
-// with every file in place.
+// Once writes every file once, retrying with backoff until ctx ends (give
+// it a deadline). It runs no actions: `run --once` writes the JWT files
+// first, then the X.509 swap runs each folder's actions once.
 func (w *Writer) Once(ctx context.Context) error {
 	if w.Empty() {
 		return nil
@@ -371,8 +355,7 @@ func (w *Writer) Once(ctx context.Context) error {
 	return nil
 }
 
-// retry runs op until it succeeds, with backoff, or ctx ends; the error
-// then is op's last, saying what was given up on.
+// retry runs op until it succeeds or ctx ends, then returning op's error.
 func (w *Writer) retry(ctx context.Context, what string, op func() error) error {
 	wait := w.cfg.MinRetry
 	for {
@@ -468,8 +451,8 @@ func (w *Writer) writeToken(ctx context.Context, client *workloadapi.Client, f *
 	return svid, nil
 }
 
-// fetch asks for the folder's chosen identity: a SPIFFE ID is sent as the
-// subject; a hint picks among every SVID's token.
+// fetch sends a SPIFFE ID choice as the subject; a hint picks among the
+// tokens of every SVID.
 func (w *Writer) fetch(ctx context.Context, client *workloadapi.Client, f *Folder, s SVIDFile) (*jwtsvid.SVID, error) {
 	choice, fromFolder := f.SVID, true
 	if choice == "" {
@@ -552,9 +535,8 @@ func (b *bundleWatcher) OnJWTBundlesWatchError(err error) {
 	}
 }
 
-// marshalBundles renders a JWT bundle set as spiffe-helper writes its
-// jwt_bundle_file_name: a JSON object from trust domain name to the
-// base64 (standard encoding) of that trust domain's JWKS.
+// marshalBundles writes as spiffe-helper does: JSON, trust domain name to
+// the base64 (standard) of its JWKS.
 func marshalBundles(set *jwtbundle.Set) ([]byte, error) {
 	out := make(map[string]string, set.Len())
 	for _, b := range set.Bundles() {
