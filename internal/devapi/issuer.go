@@ -41,9 +41,8 @@ type IssuerConfig struct {
 	// TTL is the SVID lifetime, at least 1s; SVIDs are re-issued at half
 	// of it. Default 30s.
 	TTL time.Duration
-	// RootTTL is the lifetime of a CA root, default 24h; it must exceed
-	// TTL. A root is replaced before it would expire under a fresh SVID,
-	// and the old root stays in the bundle while it is valid.
+	// RootTTL (default 24h, more than TTL): a root is replaced before a fresh
+	// SVID would outlive it, and stays in the bundle while valid.
 	RootTTL time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -194,9 +193,8 @@ func (i *Issuer) Run(ctx context.Context) error {
 	}
 }
 
-// IssueFirst issues the first SVIDs now, before Run, so that the
-// Workload API answers its very first call (a JWT-SVID fetch included)
-// with an identity; Run then rotates at half-life from here.
+// IssueFirst issues before Run, so that the Workload API's very first call
+// gets an identity; Run then rotates at half-life from here.
 func (i *Issuer) IssueFirst() error {
 	i.issuedFirst = true
 	return i.issue(time.Now())

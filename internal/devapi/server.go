@@ -142,10 +142,9 @@ func (s *Server) Start() error {
 	return nil
 }
 
-// Stop makes the Workload API go away abruptly, as a crashed agent would:
-// open streams fail with Unavailable and the socket file is removed. It
-// returns once every handler has returned. Stopping a stopped Server is a
-// no-op. The current response is kept for the next Start.
+// Stop makes the Workload API go away as a crashed agent would: streams fail
+// with Unavailable, the socket is removed; it returns once every handler has.
+// A second Stop does nothing; the response is kept for the next Start.
 func (s *Server) Stop() {
 	s.life.Lock()
 	defer s.life.Unlock()
@@ -167,8 +166,7 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // Wait runs a started server until ctx ends (nil) or serving fails, then
-// stops it: Serve after a Start made by the caller, who needed the socket
-// listening before anything else ran.
+// stops it: for a caller that needs the socket listening first.
 func (s *Server) Wait(ctx context.Context) error {
 	s.life.Lock()
 	done := s.serveDone

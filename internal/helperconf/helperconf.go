@@ -198,9 +198,8 @@ func (r *Result) Unsupported() []string {
 	return keys
 }
 
-// Convert parses helper.conf src and returns the equivalent sds-bridge
-// YAML. It fails only when src is not valid HCL or has values of the wrong
-// type, as spiffe-helper would; everything else becomes a Note.
+// Convert returns the sds-bridge YAML for helper.conf src. It fails, as
+// spiffe-helper would, only on bad HCL or a value of the wrong type.
 func Convert(src []byte, opts Options) (*Result, error) {
 	if opts.BaseDir == "" {
 		wd, err := os.Getwd()
@@ -269,8 +268,10 @@ func (c *converter) comment(indent int, text string) {
 	c.out.WriteString(line + "\n")
 }
 
-func (c *converter) line(indent int, s string) {
-	c.out.WriteString(strings.Repeat(" ", indent) + s + "\n")
+func (c *converter) line(indent int, lines ...string) {
+	for _, s := range lines {
+		c.out.WriteString(strings.Repeat(" ", indent) + s + "\n")
+	}
 }
 
 func q(s string) string { return strconv.Quote(s) }
@@ -459,9 +460,7 @@ func (c *converter) superviseAndDaemonMode(hc *helperConf) {
 	if len(c.supervise) > 0 {
 		c.line(0, "supervise:")
 		c.comment(2, c.superviseNote)
-		for _, l := range c.supervise {
-			c.line(2, l)
-		}
+		c.line(2, c.supervise...)
 	}
 
 	if daemonOff(hc) {
@@ -511,9 +510,7 @@ func (c *converter) actions(hc *helperConf) {
 	}
 	if len(lines) > 0 {
 		c.line(4, "on_rotate:")
-		for _, l := range lines {
-			c.line(6, l)
-		}
+		c.line(6, lines...)
 	}
 }
 
@@ -588,11 +585,10 @@ func (c *converter) withOnJWT(lines []string) []string {
 
 func daemonOff(hc *helperConf) bool { return hc.DaemonMode != nil && !*hc.DaemonMode }
 
-// splitCmdArgs splits cmd_args exactly as spiffe-helper does: encoding/csv
-// with a space as the separator. So "a b" groups words, single quotes are
-// ordinary characters, two spaces make an empty argument, and nothing is
-// expanded by a shell (unless the program is one: shell). note says what
-// in s a shell user might misread.
+// splitCmdArgs splits cmd_args as spiffe-helper does, as CSV with a space as
+// the separator: "a b" groups words, 'single quotes' are ordinary, two
+// spaces make an empty argument and no shell expands anything (unless the
+// program is one: shell). note says what a shell user might misread.
 func splitCmdArgs(s string, shell bool) (args []string, note string) {
 	if s == "" {
 		return nil, ""
