@@ -11,6 +11,7 @@
 package jwtfiles
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -82,12 +83,8 @@ type Folder struct {
 
 // WithDefaults fills the unset modes.
 func (f Folder) WithDefaults() Folder {
-	if f.Mode == 0 {
-		f.Mode = DefaultMode
-	}
-	if f.BundleMode == 0 {
-		f.BundleMode = DefaultBundleMode
-	}
+	f.Mode = cmp.Or(f.Mode, DefaultMode)
+	f.BundleMode = cmp.Or(f.BundleMode, DefaultBundleMode)
 	return f
 }
 
@@ -176,9 +173,7 @@ type Writer struct {
 
 // New checks cfg and applies defaults. Nothing is fetched until Run.
 func New(cfg Config) (*Writer, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.MinRetry <= 0 {
 		cfg.MinRetry = DefaultMinRetry
 	}

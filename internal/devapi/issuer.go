@@ -105,9 +105,7 @@ func (cfg IssuerConfig) WithDefaults() IssuerConfig {
 	}
 	cfg.TTL = cmp.Or(cfg.TTL, DefaultTTL)
 	cfg.RootTTL = cmp.Or(cfg.RootTTL, defaultRootTTL)
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	cfg.SPIFFEIDs = slices.Clone(cfg.SPIFFEIDs)
 	cfg.Hints = maps.Clone(cfg.Hints)
 	cfg.FederatedWith = slices.Clone(cfg.FederatedWith)
@@ -137,16 +135,13 @@ func (cfg IssuerConfig) Validate() error {
 		return fmt.Errorf("issuer: root TTL %s must exceed SVID TTL %s", cfg.RootTTL, cfg.TTL)
 	}
 	for i, id := range cfg.SPIFFEIDs {
-		refuse := func(reason string) error {
-			return &ConfigError{Field: "SPIFFE ID", Index: i, Value: id.String(), Reason: reason}
-		}
 		switch {
 		case id.IsZero():
 			return errors.New("issuer: empty SPIFFE ID")
 		case !id.MemberOf(cfg.TrustDomain):
-			return refuse(fmt.Sprintf("not in trust domain %q", cfg.TrustDomain.Name()))
+			return &ConfigError{Field: "SPIFFE ID", Index: i, Value: id.String(), Reason: fmt.Sprintf("not in trust domain %q", cfg.TrustDomain.Name())}
 		case slices.Contains(cfg.SPIFFEIDs[:i], id):
-			return refuse("listed twice")
+			return &ConfigError{Field: "SPIFFE ID", Index: i, Value: id.String(), Reason: "listed twice"}
 		}
 	}
 	for id := range cfg.Hints {
@@ -155,16 +150,13 @@ func (cfg IssuerConfig) Validate() error {
 		}
 	}
 	for i, td := range cfg.FederatedWith {
-		refuse := func(reason string) error {
-			return &ConfigError{Field: "federated trust domain", Index: i, Value: td.Name(), Reason: reason}
-		}
 		switch {
 		case td.IsZero():
-			return refuse("empty")
+			return &ConfigError{Field: "federated trust domain", Index: i, Value: td.Name(), Reason: "empty"}
 		case td == cfg.TrustDomain:
-			return refuse("that is the own trust domain")
+			return &ConfigError{Field: "federated trust domain", Index: i, Value: td.Name(), Reason: "that is the own trust domain"}
 		case slices.Contains(cfg.FederatedWith[:i], td):
-			return refuse("listed twice")
+			return &ConfigError{Field: "federated trust domain", Index: i, Value: td.Name(), Reason: "listed twice"}
 		}
 	}
 	return nil

@@ -8,6 +8,7 @@
 package devapi
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -74,10 +75,7 @@ type Server struct {
 
 // NewServer returns a stopped Server; call Start or Serve.
 func NewServer(cfg ServerConfig) *Server {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	log := cmp.Or(cfg.Logger, slog.Default())
 	path := cfg.SocketPath
 	// go-spiffe wants unix:///absolute/path; Abs only fails without a cwd.
 	if abs, err := filepath.Abs(path); err == nil {
