@@ -21,11 +21,10 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/flock"
 )
 
-// devHome is where dev puts everything unless told otherwise.
-const devHome = "sds-bridge-dev"
-
-// devSecondHint is the Workload API hint of --second-spiffe-id.
-const devSecondHint = "second"
+const (
+	devHome       = "sds-bridge-dev" // where dev puts everything unless told otherwise
+	devSecondHint = "second"         // the Workload API hint of --second-spiffe-id
+)
 
 // devFlags are dev's own flags: its Workload API socket and what it issues.
 type devFlags struct {
