@@ -2,6 +2,7 @@ package devapi
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -27,8 +28,10 @@ import (
 // signing key serves every trust domain (a dev shortcut: SPIRE has one per
 // trust domain).
 type jwtState struct {
-	// signer and jwks (the public key) are made on first use.
+	// signer, its public key by key ID and that as a JWKS are made on
+	// first use.
 	signer jose.Signer
+	keys   map[string]crypto.PublicKey
 	jwks   []byte
 	ttl    time.Duration
 	// bundles is derived from the X.509 response, as Server.bundles is;
@@ -71,7 +74,7 @@ func (s *Server) jwtKeyLocked() error {
 	if err != nil {
 		return fmt.Errorf("marshal JWKS: %w", err)
 	}
-	s.jwt.signer, s.jwt.jwks = signer, jwks
+	s.jwt.signer, s.jwt.keys, s.jwt.jwks = signer, map[string]crypto.PublicKey{kid: key.Public()}, jwks
 	return nil
 }
 
@@ -161,19 +164,13 @@ func (s *Server) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSVI
 		return nil, status.Error(codes.InvalidArgument, "svid must be specified")
 	}
 	s.mu.Lock()
-	resp := s.jwt.bundles
+	resp, keys := s.jwt.bundles, s.jwt.keys
 	s.mu.Unlock()
 	set := jwtbundle.NewSet()
-	for tdID, jwks := range resp.GetBundles() {
-		td, err := spiffeid.TrustDomainFromString(tdID)
-		if err != nil {
-			continue
+	for tdID := range resp.GetBundles() {
+		if td, err := spiffeid.TrustDomainFromString(tdID); err == nil {
+			set.Add(jwtbundle.FromJWTAuthorities(td, keys))
 		}
-		b, err := jwtbundle.Parse(td, jwks)
-		if err != nil {
-			return nil, status.Error(codes.Internal, err.Error())
-		}
-		set.Add(b)
 	}
 	svid, err := jwtsvid.ParseAndValidate(req.GetSvid(), set, []string{req.GetAudience()})
 	if err != nil {
