@@ -75,7 +75,6 @@ type Server struct {
 
 // NewServer returns a stopped Server; call Start or Serve.
 func NewServer(cfg ServerConfig) *Server {
-	log := cmp.Or(cfg.Logger, slog.Default())
 	path := cfg.SocketPath
 	// go-spiffe wants unix:///absolute/path; Abs only fails without a cwd.
 	if abs, err := filepath.Abs(path); err == nil {
@@ -83,7 +82,7 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	return &Server{
 		path:           path,
-		log:            log.With("component", "devapi", "socket", path),
+		log:            cmp.Or(cfg.Logger, slog.Default()).With("component", "devapi", "socket", path),
 		streams:        make(map[chan struct{}]struct{}),
 		streamsChanged: make(chan struct{}),
 		jwt:            jwtState{streams: make(map[chan struct{}]struct{})},
