@@ -1,19 +1,17 @@
 // Package jwtfiles writes JWT-SVIDs and JWT bundles from the SPIFFE
-// Workload API to files, for HTTP clients that send a bearer token and
-// servers that verify one, as spiffe-helper's jwt_svids and
+// Workload API to files, as spiffe-helper's jwt_svids and
 // jwt_bundle_file_name do.
 //
 // It is not a rotation.Sink: X.509 updates carry no JWTs, and JWT-SVIDs are
-// fetched per audience, on request. Each token has its own time.Timer and is
-// fetched again when half of its lifetime is gone (no polling); a failed
-// fetch is retried with backoff while the last good token stays in place.
-// JWT bundles are watched as a stream. Every file is replaced atomically on
-// its own (filesink.WriteFile), and the folder's actions for JWT events
-// (on_rotate[].on: jwt) run after each new file. Tokens reports each token
-// file's state for the admin endpoints.
+// fetched per audience. Each token is fetched again when half of its
+// lifetime is gone, by its own timer; a failed fetch is retried with backoff
+// while the last good token stays. JWT bundles are watched as a stream.
+// Each file is replaced atomically on its own, then the folder's JWT actions
+// (on_rotate[].on: jwt) run.
 package jwtfiles
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -63,11 +61,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Folder is the JWT part of one credential folder.
-//
-// Dir, SVID and Owner are the credential folder's: in the YAML config they
-// are files[] keys of the folder's X.509 writer (filesink.Config), given
-// to both writers.
+// Folder is the JWT part of one credential folder. Dir, SVID and Owner are
+// files[] keys of the folder's X.509 writer (filesink.Config), given to both.
 type Folder struct {
 	// Dir must exist when Run starts (the folder's X.509 writer makes it).
 	Dir   string     `yaml:"-"`
@@ -81,29 +76,21 @@ type Folder struct {
 	Mode       os.FileMode     `yaml:"jwt_mode"`
 	BundleMode os.FileMode     `yaml:"jwt_bundle_mode"`
 	Owner      *filesink.Owner `yaml:"-"`
-	// Reload, if set, runs the folder's actions whose on lists jwt after
-	// each new file in Dir, with an Event of Kind reload.EventJWT. It is the
-	// same Runner the folder's X.509 writer uses, so the two never reload a
-	// consumer at the same time.
+	// Reload runs the folder's jwt actions after each new file. It is the
+	// X.509 writer's Runner too, so the two never reload a consumer at once.
 	Reload *reload.Runner `yaml:"-"`
 }
 
-// WithDefaults fills the unset modes with DefaultMode and
-// DefaultBundleMode.
+// WithDefaults fills the unset modes.
 func (f Folder) WithDefaults() Folder {
-	if f.Mode == 0 {
-		f.Mode = DefaultMode
-	}
-	if f.BundleMode == 0 {
-		f.BundleMode = DefaultBundleMode
-	}
+	f.Mode = cmp.Or(f.Mode, DefaultMode)
+	f.BundleMode = cmp.Or(f.BundleMode, DefaultBundleMode)
 	return f
 }
 
-// Validate checks a defaulted Folder: a token is a bearer credential, so
-// Mode may not open it to other users, and every file needs an owner
-// who can read it. It joins one *fielderr.Error per refused field, keyed
-// as the YAML config's files[] entry spells it ("jwt_svids[0].file_name").
+// Validate checks a defaulted Folder (a token is a bearer credential: no
+// access for other users), joining a *fielderr.Error per refused field,
+// keyed as in files[] ("jwt_svids[0].file_name").
 func (f Folder) Validate() error {
 	var errs fielderr.List
 	names := map[string]string{}
@@ -157,25 +144,19 @@ type SVIDFile struct {
 	FileName       string   `yaml:"file_name"`
 }
 
-// TokenStatus is one token file: the last token written and how its
-// refresh goes. Writer.Tokens reports it; /readyz judges it.
+// TokenStatus is one token file's last token and refresh, for /readyz.
 type TokenStatus struct {
 	Dir, FileName string
 	Audience      string
-	// SPIFFEID, Expiry and IssuedAt (its iat claim; zero without one)
-	// are the last token written, FetchedAt when it was fetched and
-	// RefreshedAt when it was written; all zero before the first.
-	SPIFFEID    string
-	Expiry      time.Time
-	IssuedAt    time.Time
-	FetchedAt   time.Time
-	RefreshedAt time.Time
-	// NextRefreshAt is when the next fetch is due (a retry after a
-	// failure).
+	// All zero before the first token; IssuedAt is zero without iat.
+	SPIFFEID      string
+	Expiry        time.Time
+	IssuedAt      time.Time
+	FetchedAt     time.Time
+	RefreshedAt   time.Time
 	NextRefreshAt time.Time
-	// Failures counts failed fetches or writes since start. LastError is
-	// the last attempt's, nil once one succeeded; LastErrorAt when it
-	// failed.
+	// Failures counts failed fetches or writes since start; LastError is
+	// nil once an attempt succeeded.
 	Failures    uint64
 	LastError   error
 	LastErrorAt time.Time
@@ -192,9 +173,7 @@ type Writer struct {
 
 // New checks cfg and applies defaults. Nothing is fetched until Run.
 func New(cfg Config) (*Writer, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.MinRetry <= 0 {
 		cfg.MinRetry = DefaultMinRetry
 	}
@@ -229,8 +208,7 @@ func (w *Writer) Tokens() []TokenStatus {
 	return slices.Clone(w.tokens)
 }
 
-// noteToken records one refresh attempt of token i: svid written at now
-// (fetched at fetched), or err.
+// noteToken records one refresh of token i: svid written at now, or err.
 func (w *Writer) noteToken(i int, svid *jwtsvid.SVID, fetched, now time.Time, err error, next time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -254,7 +232,6 @@ func issuedAt(svid *jwtsvid.SVID) time.Time {
 	return time.Time{}
 }
 
-// bundleFolders are the folders with a JWT bundle file.
 func (w *Writer) bundleFolders() []*Folder {
 	var out []*Folder
 	for i := range w.cfg.Folders {
@@ -265,14 +242,12 @@ func (w *Writer) bundleFolders() []*Folder {
 	return out
 }
 
-// Empty reports whether there is nothing to write, so a caller can skip Run
-// and its Workload API connection.
+// Empty: nothing to write, so a caller can skip Run and its connection.
 func (w *Writer) Empty() bool {
 	return len(w.tokens) == 0 && len(w.bundleFolders()) == 0
 }
 
-// connect opens the Workload API client and removes temporary files a
-// crash left, before the first write.
+// connect also removes temporary files a crash left, before any write.
 func (w *Writer) connect(ctx context.Context) (*workloadapi.Client, error) {
 	var opts []workloadapi.ClientOption
 	if w.cfg.Address != "" {
@@ -310,17 +285,20 @@ func (w *Writer) Run(ctx context.Context) error {
 		}
 	}
 	if len(w.bundleFolders()) > 0 {
-		wg.Go(func() { w.runBundles(ctx, client) })
+		wg.Go(func() {
+			err := client.WatchJWTBundles(ctx, &bundleWatcher{w: w, ctx: ctx})
+			if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+				w.log.Error("JWT files: stopped watching JWT bundles", "error", err)
+			}
+		})
 	}
 	wg.Wait()
 	return nil
 }
 
-// Once fetches every token and the JWT bundles once and writes them,
-// retrying a failed fetch or write with backoff until ctx ends (give it a
-// deadline). It runs no reload actions: `run --once` writes the JWT files
-// before the X.509 set, whose swap then runs each folder's actions once,
-// with every file in place.
+// Once writes every file once, retrying with backoff until ctx ends (give
+// it a deadline). It runs no actions: `run --once` writes the JWT files
+// first, then the X.509 swap runs each folder's actions once.
 func (w *Writer) Once(ctx context.Context) error {
 	if w.Empty() {
 		return nil
@@ -372,8 +350,7 @@ func (w *Writer) Once(ctx context.Context) error {
 	return nil
 }
 
-// retry runs op until it succeeds, with backoff, or ctx ends; the error
-// then is op's last, saying what was given up on.
+// retry runs op until it succeeds or ctx ends, then returning op's error.
 func (w *Writer) retry(ctx context.Context, what string, op func() error) error {
 	wait := w.cfg.MinRetry
 	for {
@@ -393,9 +370,8 @@ func (w *Writer) retry(ctx context.Context, what string, op func() error) error 
 	}
 }
 
-// removeLeftovers removes temporary files a crash in the middle of
-// filesink.WriteFile left behind, so they do not pile up across restarts.
-// Only names WriteFile makes go, through a handle of the folder.
+// removeLeftovers keeps filesink.WriteFile's temporary files from piling
+// up across crashes; it removes no other names.
 func (w *Writer) removeLeftovers() {
 	for _, f := range w.cfg.Folders {
 		names := []string{f.BundleFileName}
@@ -417,10 +393,7 @@ func (w *Writer) removeLeftovers() {
 	}
 }
 
-// runToken keeps one token file current: fetch, write, run actions, sleep
-// until half of the token's lifetime is gone; on failure retry with
-// backoff, leaving the last good file in place.
-// Its status is w.tokens[index].
+// runToken keeps one token file current; its status is w.tokens[index].
 func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Folder, s SVIDFile, index int) {
 	path := filepath.Join(f.Dir, s.FileName)
 	log := w.log.With("file", path, "audience", s.Audience)
@@ -462,7 +435,6 @@ func (w *Writer) runToken(ctx context.Context, client *workloadapi.Client, f *Fo
 	}
 }
 
-// writeToken fetches s's token and writes it to path (f's token file).
 func (w *Writer) writeToken(ctx context.Context, client *workloadapi.Client, f *Folder, s SVIDFile, path string) (*jwtsvid.SVID, error) {
 	svid, err := w.fetch(ctx, client, f, s)
 	if err != nil {
@@ -474,8 +446,8 @@ func (w *Writer) writeToken(ctx context.Context, client *workloadapi.Client, f *
 	return svid, nil
 }
 
-// fetch asks for the folder's chosen identity: a SPIFFE ID is sent as the
-// subject; a hint picks among every SVID's token.
+// fetch sends a SPIFFE ID choice as the subject; a hint picks among the
+// tokens of every SVID.
 func (w *Writer) fetch(ctx context.Context, client *workloadapi.Client, f *Folder, s SVIDFile) (*jwtsvid.SVID, error) {
 	choice, fromFolder := f.SVID, true
 	if choice == "" {
@@ -520,7 +492,6 @@ func refreshIn(svid *jwtsvid.SVID, fetched time.Time) time.Duration {
 	return max(time.Until(start.Add(svid.Expiry.Sub(start)/2)), 0)
 }
 
-// bundleWatcher receives JWT bundle updates from go-spiffe.
 type bundleWatcher struct {
 	w    *Writer
 	ctx  context.Context
@@ -559,16 +530,8 @@ func (b *bundleWatcher) OnJWTBundlesWatchError(err error) {
 	}
 }
 
-func (w *Writer) runBundles(ctx context.Context, client *workloadapi.Client) {
-	err := client.WatchJWTBundles(ctx, &bundleWatcher{w: w, ctx: ctx})
-	if err != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-		w.log.Error("JWT files: stopped watching JWT bundles", "error", err)
-	}
-}
-
-// marshalBundles renders a JWT bundle set as spiffe-helper writes its
-// jwt_bundle_file_name: a JSON object from trust domain name to the
-// base64 (standard encoding) of that trust domain's JWKS.
+// marshalBundles writes as spiffe-helper does: JSON, trust domain name to
+// the base64 (standard) of its JWKS.
 func marshalBundles(set *jwtbundle.Set) ([]byte, error) {
 	out := make(map[string]string, set.Len())
 	for _, b := range set.Bundles() {
@@ -581,8 +544,8 @@ func marshalBundles(set *jwtbundle.Set) ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// runActions runs the folder's JWT actions, after any run of its X.509
-// ones in progress; the Runner logs a failure.
+// runActions waits for a run of the X.509 actions in progress (one Runner);
+// the Runner logs a failure.
 func (w *Writer) runActions(ctx context.Context, f *Folder, ev reload.Event) {
 	if f.Reload != nil {
 		_ = f.Reload.Run(ctx, ev)

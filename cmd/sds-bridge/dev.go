@@ -21,11 +21,10 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/flock"
 )
 
-// devHome is where dev puts everything unless told otherwise.
-const devHome = "sds-bridge-dev"
-
-// devSecondHint is the Workload API hint of --second-spiffe-id.
-const devSecondHint = "second"
+const (
+	devHome       = "sds-bridge-dev" // where dev puts everything unless told otherwise
+	devSecondHint = "second"         // the Workload API hint of --second-spiffe-id
+)
 
 // devFlags are dev's own flags: its Workload API socket and what it issues.
 type devFlags struct {
@@ -109,24 +108,24 @@ func devWorkloadAPI(socket string, mode os.FileMode, ic devapi.IssuerConfig, log
 	if err != nil {
 		return nil, nil, err
 	}
-	start = func() error {
+	start = func() (err error) {
 		if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
 			return fmt.Errorf("dev: %w", err)
 		}
 		if err := wl.Start(); err != nil {
 			return fmt.Errorf("dev: %w", err)
 		}
+		defer func() {
+			if err != nil {
+				wl.Stop()
+			}
+		}()
 		if mode != 0 {
 			if err := os.Chmod(socket, mode); err != nil {
-				wl.Stop()
 				return fmt.Errorf("dev: --workload-api-mode: %w", err)
 			}
 		}
-		if err := issuer.IssueFirst(); err != nil {
-			wl.Stop()
-			return err
-		}
-		return nil
+		return issuer.IssueFirst()
 	}
 	return start, []func(context.Context) error{wl.Wait, issuer.Run}, nil
 }
@@ -155,9 +154,9 @@ func (d *devFlags) issuerConfig() (devapi.IssuerConfig, error) {
 		return ic, fmt.Errorf("--trust-domain %q: %w", d.trustDomain, err)
 	}
 	if d.spiffeID != "" {
-		id, err := parseFlagID("--spiffe-id", d.spiffeID)
+		id, err := spiffeid.FromString(d.spiffeID)
 		if err != nil {
-			return ic, err
+			return ic, fmt.Errorf("--spiffe-id %q: %w", d.spiffeID, err)
 		}
 		ic.SPIFFEIDs = []spiffeid.ID{id}
 	}
@@ -165,9 +164,9 @@ func (d *devFlags) issuerConfig() (devapi.IssuerConfig, error) {
 	// The flag has its default already: 0 is the user's, and refused.
 	ic.TTL = d.ttl
 	if d.secondSPIFFEID != "" {
-		second, err := parseFlagID("--second-spiffe-id", d.secondSPIFFEID)
+		second, err := spiffeid.FromString(d.secondSPIFFEID)
 		if err != nil {
-			return ic, err
+			return ic, fmt.Errorf("--second-spiffe-id %q: %w", d.secondSPIFFEID, err)
 		}
 		ic.SPIFFEIDs = append(ic.SPIFFEIDs, second)
 		ic.Hints = map[spiffeid.ID]string{second: devSecondHint}
@@ -178,14 +177,6 @@ func (d *devFlags) issuerConfig() (devapi.IssuerConfig, error) {
 		err = fmt.Errorf("%s %q: %s", devFlag(refused), refused.Value, refused.Reason)
 	}
 	return ic, err
-}
-
-func parseFlagID(flag, v string) (spiffeid.ID, error) {
-	id, err := spiffeid.FromString(v)
-	if err != nil {
-		return id, fmt.Errorf("%s %q: %w", flag, v, err)
-	}
-	return id, nil
 }
 
 // devFlag is the flag that set the value devapi refused.

@@ -18,10 +18,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// CA is a small in-memory X.509 SPIFFE certificate authority: it signs
-// X.509-SVIDs for one trust domain with a self-signed root. It backs the
-// development Workload API (`sds-bridge dev`) and the tests; it is not
-// meant to protect anything real.
+// CA is an in-memory SPIFFE CA signing X.509-SVIDs of one trust domain
+// with a self-signed root, for `sds-bridge dev` and tests: nothing real.
 type CA struct {
 	td   spiffeid.TrustDomain
 	root *x509.Certificate
@@ -92,11 +90,10 @@ func (c *CA) IssueWith(id spiffeid.ID, ttl time.Duration, opts SVIDOptions) (*x5
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
-	now := time.Now()
 	// X.509 keeps whole seconds: counting from now rounded down would cut
 	// up to a second off a short SVID's life, and dev's rotation at half
 	// the ttl would then leave a folder milliseconds to swap before expiry.
-	from := ceilSecond(now)
+	from := time.Now().Add(time.Second - 1).Truncate(time.Second)
 	notBefore, notAfter := from.Add(-10*time.Second), from.Add(ttl)
 	if !opts.NotBefore.IsZero() {
 		notBefore = opts.NotBefore
@@ -127,12 +124,4 @@ func (c *CA) IssueWith(id spiffeid.ID, ttl time.Duration, opts SVIDOptions) (*x5
 		return nil, fmt.Errorf("parse SVID for %s: %w", id, err)
 	}
 	return &x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf}, PrivateKey: key, Hint: opts.Hint}, nil
-}
-
-// ceilSecond rounds t up to the next whole second (t itself if whole).
-func ceilSecond(t time.Time) time.Time {
-	if r := t.Truncate(time.Second); !r.Equal(t) {
-		return r.Add(time.Second)
-	}
-	return t
 }

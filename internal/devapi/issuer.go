@@ -32,20 +32,17 @@ type IssuerConfig struct {
 	// SPIFFEIDs are issued in this order (the first is the default SVID);
 	// all must belong to TrustDomain. Default: spiffe://<td>/dev.
 	SPIFFEIDs []spiffeid.ID
-	// Hints sets the Workload API hint of some of SPIFFEIDs, as
-	// `spire-server entry create -hint` does, so that default_svid_hint
-	// and files[].svid can be tried without SPIRE.
+	// Hints sets the Workload API hint of some SPIFFEIDs (as `spire-server
+	// entry create -hint`), to try default_svid_hint and files[].svid.
 	Hints map[spiffeid.ID]string
-	// FederatedWith lists trust domains this one federates with: each gets
-	// its own in-memory CA whose bundle is sent as a federated bundle (no
-	// SVIDs: SPIRE never issues a workload an SVID of another domain).
+	// FederatedWith gets each trust domain a CA of its own whose bundle is
+	// sent as federated (no SVIDs: SPIRE issues none of another domain).
 	FederatedWith []spiffeid.TrustDomain
 	// TTL is the SVID lifetime, at least 1s; SVIDs are re-issued at half
 	// of it. Default 30s.
 	TTL time.Duration
-	// RootTTL is the lifetime of a CA root, default 24h; it must exceed
-	// TTL. A root is replaced before it would expire under a fresh SVID,
-	// and the old root stays in the bundle while it is valid.
+	// RootTTL (default 24h, more than TTL): a root is replaced before a fresh
+	// SVID would outlive it, and stays in the bundle while valid.
 	RootTTL time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -78,17 +75,13 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c, err := NewCA(cfg.TrustDomain, cfg.RootTTL)
-	if err != nil {
-		return nil, fmt.Errorf("issuer: %w", err)
-	}
-	var federated []*CA
-	for _, td := range cfg.FederatedWith {
-		fc, err := NewCA(td, cfg.RootTTL)
+	var cas []*CA // own, then federated
+	for _, td := range append([]spiffeid.TrustDomain{cfg.TrustDomain}, cfg.FederatedWith...) {
+		c, err := NewCA(td, cfg.RootTTL)
 		if err != nil {
-			return nil, fmt.Errorf("issuer: federated CA %s: %w", td, err)
+			return nil, fmt.Errorf("issuer: CA of %s: %w", td, err)
 		}
-		federated = append(federated, fc)
+		cas = append(cas, c)
 	}
 	// JWT-SVIDs live as long as the X.509 ones, so both rotate alike.
 	srv.SetJWTTTL(cfg.TTL)
@@ -96,8 +89,8 @@ func NewIssuer(cfg IssuerConfig, srv *Server) (*Issuer, error) {
 		cfg:       cfg,
 		srv:       srv,
 		log:       cfg.Logger.With("component", "devapi-issuer", "trust_domain", cfg.TrustDomain.String()),
-		ca:        c,
-		federated: federated,
+		ca:        cas[0],
+		federated: cas[1:],
 	}, nil
 }
 
@@ -112,9 +105,7 @@ func (cfg IssuerConfig) WithDefaults() IssuerConfig {
 	}
 	cfg.TTL = cmp.Or(cfg.TTL, DefaultTTL)
 	cfg.RootTTL = cmp.Or(cfg.RootTTL, defaultRootTTL)
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	cfg.SPIFFEIDs = slices.Clone(cfg.SPIFFEIDs)
 	cfg.Hints = maps.Clone(cfg.Hints)
 	cfg.FederatedWith = slices.Clone(cfg.FederatedWith)
@@ -144,16 +135,13 @@ func (cfg IssuerConfig) Validate() error {
 		return fmt.Errorf("issuer: root TTL %s must exceed SVID TTL %s", cfg.RootTTL, cfg.TTL)
 	}
 	for i, id := range cfg.SPIFFEIDs {
-		refuse := func(reason string) error {
-			return &ConfigError{Field: "SPIFFE ID", Index: i, Value: id.String(), Reason: reason}
-		}
 		switch {
 		case id.IsZero():
 			return errors.New("issuer: empty SPIFFE ID")
 		case !id.MemberOf(cfg.TrustDomain):
-			return refuse(fmt.Sprintf("not in trust domain %q", cfg.TrustDomain.Name()))
+			return &ConfigError{Field: "SPIFFE ID", Index: i, Value: id.String(), Reason: fmt.Sprintf("not in trust domain %q", cfg.TrustDomain.Name())}
 		case slices.Contains(cfg.SPIFFEIDs[:i], id):
-			return refuse("listed twice")
+			return &ConfigError{Field: "SPIFFE ID", Index: i, Value: id.String(), Reason: "listed twice"}
 		}
 	}
 	for id := range cfg.Hints {
@@ -162,23 +150,20 @@ func (cfg IssuerConfig) Validate() error {
 		}
 	}
 	for i, td := range cfg.FederatedWith {
-		refuse := func(reason string) error {
-			return &ConfigError{Field: "federated trust domain", Index: i, Value: td.Name(), Reason: reason}
-		}
 		switch {
 		case td.IsZero():
-			return refuse("empty")
+			return &ConfigError{Field: "federated trust domain", Index: i, Value: td.Name(), Reason: "empty"}
 		case td == cfg.TrustDomain:
-			return refuse("that is the own trust domain")
+			return &ConfigError{Field: "federated trust domain", Index: i, Value: td.Name(), Reason: "that is the own trust domain"}
 		case slices.Contains(cfg.FederatedWith[:i], td):
-			return refuse("listed twice")
+			return &ConfigError{Field: "federated trust domain", Index: i, Value: td.Name(), Reason: "listed twice"}
 		}
 	}
 	return nil
 }
 
-// Run issues SVIDs for every configured ID, pushes them to the server, and
-// re-issues at half of TTL until ctx ends (then it returns nil).
+// Run issues SVIDs for every ID and pushes them to the server, again at
+// half of TTL, until ctx ends (then it returns nil).
 func (i *Issuer) Run(ctx context.Context) error {
 	every := i.cfg.TTL / 2
 	first := time.Duration(0)
@@ -200,9 +185,8 @@ func (i *Issuer) Run(ctx context.Context) error {
 	}
 }
 
-// IssueFirst issues the first SVIDs now, before Run, so that the
-// Workload API answers its very first call (a JWT-SVID fetch included)
-// with an identity; Run then rotates at half-life from here.
+// IssueFirst issues before Run, so that the Workload API's very first call
+// gets an identity; Run then rotates at half-life from here.
 func (i *Issuer) IssueFirst() error {
 	i.issuedFirst = true
 	return i.issue(time.Now())
@@ -228,8 +212,7 @@ func (i *Issuer) issue(now time.Time) error {
 	}
 	federated := make([]*x509bundle.Bundle, 0, len(i.federated))
 	for k, fc := range i.federated {
-		// A federated root that would expire is simply replaced: nothing
-		// here holds an SVID it signed.
+		// Replaced outright: no SVID here was signed by a federated root.
 		if now.Add(i.cfg.TTL).After(fc.Root().NotAfter) {
 			next, err := NewCA(fc.TrustDomain(), i.cfg.RootTTL)
 			if err != nil {

@@ -2,6 +2,7 @@ package devapi
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,15 +24,14 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// jwtState is the JWT profile's part of a Server, guarded by Server.mu.
-// JWT-SVIDs are issued on request for the SPIFFE IDs of the current X.509
-// response, so the JWT identities always follow what SetX509 pushed; one
-// signing key per Server serves every trust domain (a dev shortcut: SPIRE
-// has one per trust domain).
+// jwtState is the JWT profile's part of a Server, guarded by Server.mu. One
+// signing key serves every trust domain (a dev shortcut: SPIRE has one per
+// trust domain).
 type jwtState struct {
-	// signer signs with the Server's key and jwks is that key's public
-	// half as a JWKS; both are made once, on first use.
+	// signer, its public key by key ID and that as a JWKS are made on
+	// first use.
 	signer jose.Signer
+	keys   map[string]crypto.PublicKey
 	jwks   []byte
 	ttl    time.Duration
 	// bundles is derived from the X.509 response, as Server.bundles is;
@@ -39,8 +39,7 @@ type jwtState struct {
 	bundles    *workload.JWTBundlesResponse
 	bundlesVer uint64
 	keyErr     error
-	// streams holds one wake-up channel per open FetchJWTBundles stream,
-	// woken with the X.509 ones.
+	// streams are the FetchJWTBundles streams, woken with the X.509 ones.
 	streams map[chan struct{}]struct{}
 }
 
@@ -75,7 +74,7 @@ func (s *Server) jwtKeyLocked() error {
 	if err != nil {
 		return fmt.Errorf("marshal JWKS: %w", err)
 	}
-	s.jwt.signer, s.jwt.jwks = signer, jwks
+	s.jwt.signer, s.jwt.keys, s.jwt.jwks = signer, map[string]crypto.PublicKey{kid: key.Public()}, jwks
 	return nil
 }
 
@@ -104,9 +103,14 @@ func (s *Server) FetchJWTSVID(_ context.Context, req *workload.JWTSVIDRequest) (
 		if req.GetSpiffeId() != "" && req.GetSpiffeId() != x.GetSpiffeId() {
 			continue
 		}
-		token, err := signJWTSVID(s.jwt.signer, x.GetSpiffeId(), req.GetAudience(), now, ttl)
+		token, err := jwt.Signed(s.jwt.signer).Claims(jwt.Claims{
+			Subject:  x.GetSpiffeId(),
+			Audience: jwt.Audience(req.GetAudience()),
+			IssuedAt: jwt.NewNumericDate(now),
+			Expiry:   jwt.NewNumericDate(now.Add(ttl)),
+		}).Serialize()
 		if err != nil {
-			return nil, status.Error(codes.Internal, err.Error())
+			return nil, status.Error(codes.Internal, "sign JWT-SVID: "+err.Error())
 		}
 		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: x.GetSpiffeId(), Svid: token, Hint: x.GetHint()})
 	}
@@ -115,19 +119,6 @@ func (s *Server) FetchJWTSVID(_ context.Context, req *workload.JWTSVIDRequest) (
 		return nil, status.Error(codes.PermissionDenied, "no identity issued")
 	}
 	return resp, nil
-}
-
-func signJWTSVID(signer jose.Signer, subject string, audience []string, now time.Time, ttl time.Duration) (string, error) {
-	token, err := jwt.Signed(signer).Claims(jwt.Claims{
-		Subject:  subject,
-		Audience: jwt.Audience(audience),
-		IssuedAt: jwt.NewNumericDate(now),
-		Expiry:   jwt.NewNumericDate(now.Add(ttl)),
-	}).Serialize()
-	if err != nil {
-		return "", fmt.Errorf("sign JWT-SVID: %w", err)
-	}
-	return token, nil
 }
 
 // setJWTBundlesLocked derives the FetchJWTBundles answer from resp: the
@@ -164,8 +155,7 @@ func (s *Server) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.Serv
 }
 
 // ValidateJWTSVID implements the Workload API: the token must be signed by
-// this Server's key, for a SPIFFE ID it currently issues, and name the
-// audience.
+// this Server's key, for a SPIFFE ID it issues now, for the audience.
 func (s *Server) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSVIDRequest) (*workload.ValidateJWTSVIDResponse, error) {
 	if req.GetAudience() == "" {
 		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
@@ -174,44 +164,31 @@ func (s *Server) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSVI
 		return nil, status.Error(codes.InvalidArgument, "svid must be specified")
 	}
 	s.mu.Lock()
-	resp := s.jwt.bundles
+	resp, keys := s.jwt.bundles, s.jwt.keys
 	s.mu.Unlock()
 	set := jwtbundle.NewSet()
-	for tdID, jwks := range resp.GetBundles() {
-		td, err := spiffeid.TrustDomainFromString(tdID)
-		if err != nil {
-			continue
+	for tdID := range resp.GetBundles() {
+		if td, err := spiffeid.TrustDomainFromString(tdID); err == nil {
+			set.Add(jwtbundle.FromJWTAuthorities(td, keys))
 		}
-		b, err := jwtbundle.Parse(td, jwks)
-		if err != nil {
-			return nil, status.Error(codes.Internal, err.Error())
-		}
-		set.Add(b)
 	}
 	svid, err := jwtsvid.ParseAndValidate(req.GetSvid(), set, []string{req.GetAudience()})
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	claims, err := structpb.NewStruct(jsonClaims(svid.Claims))
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	return &workload.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: claims}, nil
-}
-
-// jsonClaims turns go-jose's claim values into what structpb accepts
-// ([]string is not one of them).
-func jsonClaims(in map[string]any) map[string]any {
-	out := make(map[string]any, len(in))
-	for k, v := range in {
+	for k, v := range svid.Claims {
+		// structpb takes []any, not go-jose's []string.
 		if ss, ok := v.([]string); ok {
 			vs := make([]any, len(ss))
 			for i, s := range ss {
 				vs[i] = s
 			}
-			v = vs
+			svid.Claims[k] = vs
 		}
-		out[k] = v
 	}
-	return out
+	claims, err := structpb.NewStruct(svid.Claims)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &workload.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: claims}, nil
 }

@@ -11,15 +11,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// X509Response builds the Workload API message SPIRE's agent would send:
-// per SVID its DER chain (concatenated), its PKCS#8 key, its hint and the
-// DER roots of its own trust domain's bundle, taken from bundles; federated
-// bundles go into federated_bundles keyed by "spiffe://<td>".
-//
-// It checks only what it needs to build the message (every SVID has exactly
-// one own bundle, every bundle is used, no trust domain twice), never the
-// certificates themselves: an expired leaf, a key that does not match or a
-// chain from another CA is encoded faithfully.
+// X509Response builds the message SPIRE's agent would send: per SVID its DER
+// chain, PKCS#8 key, hint and its trust domain's roots (from bundles), and
+// federated roots keyed by "spiffe://<td>". It checks only what it needs to
+// (each SVID has one own bundle, each bundle is used, no trust domain twice),
+// never the certificates: a bad one is encoded faithfully.
 func X509Response(svids []*x509svid.SVID, bundles []*x509bundle.Bundle, federated ...*x509bundle.Bundle) (*workload.X509SVIDResponse, error) {
 	own := make(map[spiffeid.TrustDomain]*x509bundle.Bundle, len(bundles))
 	for _, b := range bundles {

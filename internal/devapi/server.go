@@ -1,20 +1,14 @@
-// Package devapi is a real SPIFFE Workload API gRPC server on a unix socket.
-//
-// It serves whatever X.509 response it was last given, exactly as given: it
-// never validates SVIDs or bundles, so tests can push expired, mismatched or
-// unverifiable material and watch the client side refuse it. Two users:
-//
-//   - `sds-bridge dev`, where an Issuer backed by an in-memory CA issues
-//     short-lived SVIDs and rotates them at half-life;
-//   - the project's tests, as the fake Workload API (SPIRE agent) that can be
-//     stopped and started again on the same socket.
-//
-// The X.509 profile serves what it is given; the JWT profile (jwt.go)
-// issues JWT-SVIDs for the SPIFFE IDs of the current X.509 response, for
-// any audience. The WIT profile answers codes.Unimplemented.
+// Package devapi is a real SPIFFE Workload API gRPC server on a unix socket,
+// for `sds-bridge dev` (where an Issuer's in-memory CA rotates short-lived
+// SVIDs at half-life) and for tests (a fake SPIRE agent that can stop and
+// start again on the same socket). It serves the X.509 response it was last
+// given without validating it, so tests can push expired or mismatched
+// material and watch clients refuse it. JWT-SVIDs are issued for that
+// response's SPIFFE IDs, for any audience (jwt.go); WIT is Unimplemented.
 package devapi
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,8 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// securityHeader is the metadata key every Workload API client must send, so
-// that a browser or SSRF-style request cannot reach the API (SPIFFE Workload
+// securityHeader keeps browsers and SSRF-style requests out (SPIFFE Workload
 // Endpoint spec, section 4.2).
 const securityHeader = "workload.spiffe.io"
 
@@ -69,10 +62,9 @@ type Server struct {
 	bundlesVer uint64
 	// streams holds one wake-up channel (capacity 1) per open stream.
 	streams map[chan struct{}]struct{}
-	// streamsChanged is closed and replaced whenever len(streams) changes.
+	// streamsChanged is closed and replaced when a stream opens or closes.
 	streamsChanged chan struct{}
-	// jwt is the JWT profile's state (jwt.go).
-	jwt jwtState
+	jwt            jwtState
 
 	// life serializes Start and Stop.
 	life      sync.Mutex
@@ -83,10 +75,6 @@ type Server struct {
 
 // NewServer returns a stopped Server; call Start or Serve.
 func NewServer(cfg ServerConfig) *Server {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
 	path := cfg.SocketPath
 	// go-spiffe wants unix:///absolute/path; Abs only fails without a cwd.
 	if abs, err := filepath.Abs(path); err == nil {
@@ -94,7 +82,7 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	return &Server{
 		path:           path,
-		log:            log.With("component", "devapi", "socket", path),
+		log:            cmp.Or(cfg.Logger, slog.Default()).With("component", "devapi", "socket", path),
 		streams:        make(map[chan struct{}]struct{}),
 		streamsChanged: make(chan struct{}),
 		jwt:            jwtState{streams: make(map[chan struct{}]struct{})},
@@ -151,10 +139,9 @@ func (s *Server) Start() error {
 	return nil
 }
 
-// Stop makes the Workload API go away abruptly, as a crashed agent would:
-// open streams fail with Unavailable and the socket file is removed. It
-// returns once every handler has returned. Stopping a stopped Server is a
-// no-op. The current response is kept for the next Start.
+// Stop makes the Workload API go away as a crashed agent would: streams fail
+// with Unavailable, the socket is removed; it returns once every handler has.
+// A second Stop does nothing; the response is kept for the next Start.
 func (s *Server) Stop() {
 	s.life.Lock()
 	defer s.life.Unlock()
@@ -167,8 +154,7 @@ func (s *Server) Stop() {
 	s.log.Info("workload API stopped")
 }
 
-// Serve starts the server and runs it until ctx ends (nil) or serving
-// fails.
+// Serve is Start, then Wait.
 func (s *Server) Serve(ctx context.Context) error {
 	if err := s.Start(); err != nil {
 		return err
@@ -177,8 +163,7 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // Wait runs a started server until ctx ends (nil) or serving fails, then
-// stops it: Serve after a Start made by the caller, who needed the socket
-// listening before anything else ran.
+// stops it: for a caller that needs the socket listening first.
 func (s *Server) Wait(ctx context.Context) error {
 	s.life.Lock()
 	done := s.serveDone
@@ -193,37 +178,30 @@ func (s *Server) Wait(ctx context.Context) error {
 	}
 }
 
-// SetX509 makes resp the current X.509 response and pushes it to every open
-// FetchX509SVID stream (and the derived bundles to every FetchX509Bundles
-// stream, if they changed). It clears a previous SetX509Error. resp is sent
-// as is, never validated, and must not be modified afterwards. A stream
-// that is slow to drain skips to the newest response instead of queuing.
-// A nil resp withdraws the response: new streams wait for the next one.
-func (s *Server) SetX509(resp *workload.X509SVIDResponse) {
+// SetX509 makes resp (sent as is, not to be modified afterwards) the current
+// X.509 response, clears a SetX509Error and pushes it to every stream; a slow
+// stream skips to the newest, and bundles go out only if they changed. A
+// nil resp withdraws the response: new streams wait for the next one.
+func (s *Server) SetX509(resp *workload.X509SVIDResponse) { s.setX509(resp, nil) }
+
+// SetX509Error ends every open X.509 stream (SVIDs and bundles) with a gRPC
+// status, and answers new ones the same way, until the next SetX509. SPIRE's
+// agent does this with codes.PermissionDenied, "no identity issued" when
+// the caller has no registration entry; go-spiffe then retries with backoff.
+func (s *Server) SetX509Error(code codes.Code, msg string) { s.setX509(nil, status.Error(code, msg)) }
+
+// setX509 sets a response or an error; bundles are derived from resp.
+func (s *Server) setX509(resp *workload.X509SVIDResponse, err error) {
 	bundles := bundlesOf(resp)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.x509, s.x509Err = resp, nil
+	s.x509, s.x509Err = resp, err
 	s.x509Ver++
 	if !proto.Equal(bundles, s.bundles) {
 		s.bundles = bundles
 		s.bundlesVer++
 	}
 	s.setJWTBundlesLocked(resp)
-	s.wakeLocked()
-}
-
-// SetX509Error ends every open X.509 stream (SVIDs and bundles) with a gRPC
-// status, and answers new ones the same way, until the next SetX509. SPIRE's
-// agent does this with codes.PermissionDenied, "no identity issued" when
-// the caller has no registration entry; go-spiffe then retries with backoff.
-func (s *Server) SetX509Error(code codes.Code, msg string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.x509, s.x509Err, s.bundles = nil, status.Error(code, msg), nil
-	s.x509Ver++
-	s.bundlesVer++
-	s.setJWTBundlesLocked(nil)
 	s.wakeLocked()
 }
 
@@ -253,9 +231,8 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 	})
 }
 
-// FetchX509Bundles implements the Workload API: the bundles of the current
-// response (own and federated, keyed by trust domain ID) at once, then
-// every change.
+// FetchX509Bundles implements the Workload API: the current response's own
+// and federated bundles, keyed by trust domain ID, then every change.
 func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
 	return serveStream(s, stream, "FetchX509Bundles", s.streams, func() (*workload.X509BundlesResponse, uint64, error) {
 		return s.bundles, s.bundlesVer, s.x509Err
@@ -265,8 +242,8 @@ func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.Se
 // serveStream runs one server stream registered in streams: current reads
 // (under s.mu) the message to send, its version and a terminal error.
 func serveStream[T any](s *Server, stream grpc.ServerStreamingServer[T], method string, streams map[chan struct{}]struct{}, current func() (*T, uint64, error)) error {
-	wake := s.openStream(method, streams)
-	defer s.closeStream(wake, method, streams)
+	wake, untrack := s.trackStream(method, streams)
+	defer untrack()
 	var sent uint64
 	for {
 		s.mu.Lock()
@@ -290,45 +267,32 @@ func serveStream[T any](s *Server, stream grpc.ServerStreamingServer[T], method 
 	}
 }
 
-// openStream registers a stream in streams.
-func (s *Server) openStream(method string, streams map[chan struct{}]struct{}) chan struct{} {
-	wake := make(chan struct{}, 1)
-	s.mu.Lock()
-	streams[wake] = struct{}{}
-	n := len(streams)
-	s.streamsChangedLocked()
-	s.mu.Unlock()
-	s.log.Debug("workload API stream opened", "method", method, "open_streams", n)
-	return wake
+// trackStream registers a stream's wake-up channel in streams until
+// untrack runs; WaitOpenStreams sees both changes.
+func (s *Server) trackStream(method string, streams map[chan struct{}]struct{}) (wake chan struct{}, untrack func()) {
+	wake = make(chan struct{}, 1)
+	track := func(event string, change func()) {
+		s.mu.Lock()
+		change()
+		n := len(streams)
+		close(s.streamsChanged)
+		s.streamsChanged = make(chan struct{})
+		s.mu.Unlock()
+		s.log.Debug("workload API stream "+event, "method", method, "open_streams", n)
+	}
+	track("opened", func() { streams[wake] = struct{}{} })
+	return wake, func() { track("closed", func() { delete(streams, wake) }) }
 }
 
-func (s *Server) closeStream(wake chan struct{}, method string, streams map[chan struct{}]struct{}) {
-	s.mu.Lock()
-	delete(streams, wake)
-	n := len(streams)
-	s.streamsChangedLocked()
-	s.mu.Unlock()
-	s.log.Debug("workload API stream closed", "method", method, "open_streams", n)
-}
-
-func (s *Server) streamsChangedLocked() {
-	close(s.streamsChanged)
-	s.streamsChanged = make(chan struct{})
-}
-
-// wakeLocked wakes every X.509 and JWT bundle stream.
+// wakeLocked wakes every X.509 and JWT bundle stream. It never blocks: a
+// pending wake-up already makes the stream read the newest state.
 func (s *Server) wakeLocked() {
-	wakeAll(s.streams)
-	wakeAll(s.jwt.streams)
-}
-
-// wakeAll never blocks: a pending wake-up already makes the stream read
-// the newest state, so a second one adds nothing.
-func wakeAll(streams map[chan struct{}]struct{}) {
-	for wake := range streams {
-		select {
-		case wake <- struct{}{}:
-		default:
+	for _, streams := range []map[chan struct{}]struct{}{s.streams, s.jwt.streams} {
+		for wake := range streams {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

@@ -9,11 +9,9 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/config"
 )
 
-// Import writes the sds-bridge YAML equivalent to the helper.conf at path
-// to stdout, and every note about it to stderr (import-spiffe-helper).
-// opts.BaseDir is spiffe-helper's working directory ("" for the current
-// one). Without allowUnsupported, a helper.conf with keys the conversion cannot
-// carry over gives an error and no YAML.
+// Import writes the YAML for the helper.conf at path to stdout and the notes
+// to stderr (import-spiffe-helper). Without allowUnsupported, a helper.conf
+// with keys the conversion cannot carry over gives an error and no YAML.
 func Import(stdout, stderr io.Writer, path string, opts Options, allowUnsupported bool) error {
 	res, _, err := ConvertFile(path, opts)
 	if res != nil {
@@ -31,10 +29,9 @@ func Import(stdout, stderr io.Writer, path string, opts Options, allowUnsupporte
 	return err
 }
 
-// Load converts the helper.conf at path for run and dev
-// (--spiffe-helper-config), with its notes on stderr. The config is
-// parsed, not yet defaulted; once is set for daemon_mode = false. A
-// helper.conf with keys the conversion cannot carry over is refused.
+// Load converts the helper.conf at path for --spiffe-helper-config, notes
+// on stderr, refusing keys it cannot carry over. The config is not yet
+// defaulted; once is daemon_mode = false.
 func Load(stderr io.Writer, path string, opts Options) (cfg *config.Config, once bool, err error) {
 	res, cfg, err := ConvertFile(path, opts)
 	if err != nil {
@@ -50,9 +47,8 @@ func Load(stderr io.Writer, path string, opts Options) (cfg *config.Config, once
 	return cfg, res.Once, nil
 }
 
-// ConvertFile converts the helper.conf at path and checks the result as
-// run checks a config, naming helper.conf's keys; the Config is parsed,
-// not yet defaulted. A refused conversion still returns its notes.
+// ConvertFile is Convert and Result.Config for the helper.conf at path. A
+// refused conversion still returns its notes.
 func ConvertFile(path string, opts Options) (*Result, *config.Config, error) {
 	src, err := config.ReadFile(path)
 	if err != nil {
@@ -74,8 +70,7 @@ func ConvertFile(path string, opts Options) (*Result, *config.Config, error) {
 	return res, cfg, nil
 }
 
-// unsupportedError names the helper.conf keys a conversion does not carry
-// over; the caller says what to do about them.
+// unsupportedError leaves what to do about keys to the caller.
 func unsupportedError(path string, keys []string) error {
 	return fmt.Errorf("spiffe-helper config %s: cannot carry over %s (see the notes above)", path, strings.Join(keys, ", "))
 }

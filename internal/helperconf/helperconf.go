@@ -1,13 +1,8 @@
-// Package helperconf converts a spiffe-helper helper.conf (HCL v1, parsed
-// with hashicorp's HCL library as spiffe-helper does) into an equivalent
-// sds-bridge YAML configuration.
-//
-// Every key spiffe-helper documents is either mapped or reported as not
-// supported, with the reason, both as a comment in the YAML and as a Note
-// for the command to print. Conversions that change meaning are flagged
-// loudly, the worst being file modes: spiffe-helper reads
-// `cert_file_mode = 444` as the decimal number 444, which is the octal
-// mode 0674, not 0444.
+// Package helperconf converts a spiffe-helper helper.conf (HCL v1, parsed as
+// spiffe-helper parses it) into an equivalent sds-bridge YAML configuration.
+// A key that is not carried over, or whose meaning changes, gets a Note and a
+// YAML comment saying why; the worst is a file mode: spiffe-helper reads
+// `cert_file_mode = 444` as decimal 444, which is octal 0674, not 0444.
 package helperconf
 
 import (
@@ -29,9 +24,8 @@ import (
 	"github.com/sds-bridge/sds-bridge/internal/config"
 )
 
-// helperConf is helper.conf as spiffe-helper declares it (hcl tags from
-// its cmd/spiffe-helper/config), file modes aside: they are read from the
-// syntax tree, where the literal's spelling (444 or 0444) is still known.
+// helperConf is helper.conf as spiffe-helper declares it, file modes aside:
+// they are read from the syntax tree, where 444 and 0444 still differ.
 type helperConf struct {
 	AgentAddress             string       `hcl:"agent_address"`
 	Cmd                      string       `hcl:"cmd"`
@@ -66,7 +60,7 @@ type healthChecks struct {
 }
 
 // modeKeys are spiffe-helper's file mode keys, the sds-bridge key each
-// becomes and that key's default, used when a mode cannot be converted.
+// becomes and its default, for a mode that cannot be converted.
 var modeKeys = []struct {
 	helper, bridge string
 	def            config.Mode
@@ -96,9 +90,8 @@ const (
 	spiffeHelperReadinessPath = "/ready"
 )
 
-// windowsPipe reports whether an agent_address is a Windows named pipe,
-// as spiffe-helper on Windows takes it (\\.\pipe\name, or the
-// go-spiffe npipe: scheme).
+// windowsPipe: an agent_address spiffe-helper on Windows takes as a named
+// pipe (\\.\pipe\name, or go-spiffe's npipe: scheme).
 func windowsPipe(a string) bool {
 	l := strings.ToLower(strings.ReplaceAll(a, "/", `\`))
 	return strings.HasPrefix(l, "npipe:") || strings.HasPrefix(l, `\\.\pipe\`) || strings.HasPrefix(l, `\\?\pipe\`)
@@ -106,17 +99,14 @@ func windowsPipe(a string) bool {
 
 // Options tunes a conversion.
 type Options struct {
-	// BaseDir resolves relative paths (cert_dir, pid_file_name) as
-	// spiffe-helper would from its working directory; default: the
-	// current directory.
+	// BaseDir is spiffe-helper's working directory, for relative cert_dir
+	// and pid_file_name; default: the current directory.
 	BaseDir string
-	// Owner, if set, becomes files[0].owner: who owns the written files
-	// when the bridge runs as root and the consumer (mosquitto's `user`,
-	// a database) reads them as another user. spiffe-helper has no such
-	// key: its files belong to whoever runs it.
+	// Owner, if set, becomes files[0].owner, for a consumer that reads the
+	// files as another user (spiffe-helper's belong to whoever runs it).
 	Owner *config.Owner
-	// Getenv reads the environment spiffe-helper would read for its agent
-	// address when agent_address is unset; default os.Getenv.
+	// Getenv reads spiffe-helper's environment, for an unset
+	// agent_address; default os.Getenv.
 	Getenv func(string) string
 }
 
@@ -142,20 +132,17 @@ type Result struct {
 	// YAML is the sds-bridge configuration, with the notes as comments.
 	YAML  []byte
 	Notes []Note
-	// Once is daemon_mode = false: the config is meant for `run --once`
-	// (a run-time flag: the same config serves a sidecar and its init
-	// container).
+	// Once is daemon_mode = false: run the config with --once (a flag, so
+	// the same config serves a sidecar and its init container).
 	Once bool
 	// origins maps a YAML key ("files[0].cert_file_name") to the
 	// helper.conf key its value came from ("svid_file_name").
 	origins map[string]string
 }
 
-// Config parses the converted YAML and checks it exactly as `sds-bridge
-// run` checks a config (Default, then Validate), so that a value run would
-// refuse — a file name that is a path, say — is refused at conversion,
-// with the helper.conf key and the value. The Config returned is parsed but
-// not defaulted: a caller may lay flags over it first.
+// Config parses the converted YAML and checks it as run does, so that a
+// value run would refuse is refused now, naming the helper.conf key. The
+// Config is not defaulted: a caller may lay flags over it first.
 func (r *Result) Config() (*config.Config, error) {
 	c, err := config.Parse(bytes.NewReader(r.YAML))
 	if err != nil {
@@ -211,9 +198,8 @@ func (r *Result) Unsupported() []string {
 	return keys
 }
 
-// Convert parses helper.conf src and returns the equivalent sds-bridge
-// YAML. It fails only when src is not valid HCL or has values of the wrong
-// type, as spiffe-helper would; everything else becomes a Note.
+// Convert returns the sds-bridge YAML for helper.conf src. It fails, as
+// spiffe-helper would, only on bad HCL or a value of the wrong type.
 func Convert(src []byte, opts Options) (*Result, error) {
 	if opts.BaseDir == "" {
 		wd, err := os.Getwd()
@@ -251,7 +237,6 @@ type converter struct {
 	superviseNote string
 }
 
-// from records that the YAML key's value came from the helper.conf key.
 func (c *converter) from(key, helperKey string) { c.origins[key] = helperKey }
 
 func (c *converter) warn(key, format string, args ...any) string {
@@ -266,7 +251,7 @@ func (c *converter) unsupported(key, format string, args ...any) string {
 	return "NOT SUPPORTED (" + key + "): " + n.Text
 }
 
-// comment writes text as wrapped YAML comment lines.
+// comment writes text wrapped at 79 columns.
 func (c *converter) comment(indent int, text string) {
 	pad := strings.Repeat(" ", indent) + "# "
 	line := pad
@@ -283,8 +268,10 @@ func (c *converter) comment(indent int, text string) {
 	c.out.WriteString(line + "\n")
 }
 
-func (c *converter) line(indent int, s string) {
-	c.out.WriteString(strings.Repeat(" ", indent) + s + "\n")
+func (c *converter) line(indent int, lines ...string) {
+	for _, s := range lines {
+		c.out.WriteString(strings.Repeat(" ", indent) + s + "\n")
+	}
 }
 
 func q(s string) string { return strconv.Quote(s) }
@@ -340,9 +327,7 @@ func (c *converter) workloadAPI(hc *helperConf) {
 }
 
 // defaultAgent resolves an unset agent_address as spiffe-helper's
-// ValidateConfig does: $SPIFFE_ENDPOINT_SOCKET, else the deprecated
-// $SPIRE_AGENT_ADDRESS, else its default socket path; both variables set
-// is an error there.
+// ValidateConfig does, refusing both variables set as it does.
 func (c *converter) defaultAgent() {
 	endpoint, legacy := c.opts.Getenv("SPIFFE_ENDPOINT_SOCKET"), c.opts.Getenv("SPIRE_AGENT_ADDRESS")
 	switch {
@@ -398,17 +383,18 @@ func (c *converter) folder(hc *helperConf, root *ast.ObjectList) {
 	c.from("files[0].dir", "cert_dir")
 	c.line(2, "- dir: "+q(dir)+" # cert_dir")
 	c.line(4, "layout: spiffe-helper")
-	x509Names := countSet(hc.SVIDFileName, hc.SVIDKeyFileName, hc.SVIDBundleFileName)
-	if x509Names == 0 {
-		c.comment(4, c.warn("svid_file_name", "no X.509 file names set (a JWT-only helper.conf): the bridge always writes the X.509 files too, under the default names svid.pem, svid_key.pem, svid_bundle.pem"))
-	} else if x509Names != 3 {
-		c.comment(4, c.warn("svid_file_name", "spiffe-helper refuses a helper.conf with only some of svid_file_name, svid_key_file_name, svid_bundle_file_name; the missing ones get the bridge's defaults"))
-	}
-	for _, kv := range [][3]string{
+	names := [][3]string{
 		{"cert_file_name", hc.SVIDFileName, "svid_file_name"},
 		{"key_file_name", hc.SVIDKeyFileName, "svid_key_file_name"},
 		{"bundle_file_name", hc.SVIDBundleFileName, "svid_bundle_file_name"},
-	} {
+	}
+	switch len(slices.DeleteFunc(slices.Clone(names), func(kv [3]string) bool { return kv[1] == "" })) {
+	case 0:
+		c.comment(4, c.warn("svid_file_name", "no X.509 file names set (a JWT-only helper.conf): the bridge always writes the X.509 files too, under the default names svid.pem, svid_key.pem, svid_bundle.pem"))
+	case 1, 2:
+		c.comment(4, c.warn("svid_file_name", "spiffe-helper refuses a helper.conf with only some of svid_file_name, svid_key_file_name, svid_bundle_file_name; the missing ones get the bridge's defaults"))
+	}
+	for _, kv := range names {
 		if kv[1] != "" {
 			c.from("files[0]."+kv[0], kv[2])
 			c.line(4, kv[0]+": "+q(kv[1])+" # "+kv[2])
@@ -470,15 +456,11 @@ func (c *converter) jwt(hc *helperConf) {
 	}
 }
 
-// superviseAndDaemonMode writes the supervise block actions chose, and
-// notes daemon_mode = false.
 func (c *converter) superviseAndDaemonMode(hc *helperConf) {
 	if len(c.supervise) > 0 {
 		c.line(0, "supervise:")
 		c.comment(2, c.superviseNote)
-		for _, l := range c.supervise {
-			c.line(2, l)
-		}
+		c.line(2, c.supervise...)
 	}
 
 	if daemonOff(hc) {
@@ -528,15 +510,12 @@ func (c *converter) actions(hc *helperConf) {
 	}
 	if len(lines) > 0 {
 		c.line(4, "on_rotate:")
-		for _, l := range lines {
-			c.line(6, l)
-		}
+		c.line(6, lines...)
 	}
 }
 
-// cmdAction maps cmd and cmd_args: a supervised program, an exec action
-// (on_rotate[actions]) or, when neither fits, a note; it returns the
-// action's lines and the notes for on_rotate.
+// cmdAction maps cmd and cmd_args to a supervised program, an action
+// (on_rotate[actions]) or only a note; it returns on_rotate lines and notes.
 func (c *converter) cmdAction(hc *helperConf, sigErr error, actions int) (lines, comments []string) {
 	if hc.Cmd == "" {
 		if hc.CmdArgs != "" {
@@ -558,8 +537,7 @@ func (c *converter) cmdAction(hc *helperConf, sigErr error, actions int) (lines,
 	exec := "- exec: {command: [" + strings.Join(qs, ", ") + "]} # cmd + cmd_args"
 	switch {
 	case hc.RenewSignal != "" && hc.PIDFileName == "" && sigErr == nil && !daemonOff(hc):
-		// The signal went to the child spiffe-helper started: the
-		// program is long-running, and the bridge supervises it.
+		// The signal went to spiffe-helper's long-running child.
 		c.from("supervise.command", "cmd")
 		c.from("supervise.renew_signal", "renew_signal")
 		c.supervise = []string{
@@ -568,8 +546,7 @@ func (c *converter) cmdAction(hc *helperConf, sigErr error, actions int) (lines,
 		}
 		c.superviseNote = c.warn("cmd", "spiffe-helper starts %q once, keeps it as its child and sends it renew_signal %s on every renewal: so does the bridge (supervise), starting it only once the folder holds a complete, valid set and forwarding SIGTERM/SIGINT to it. When it exits the bridge exits with its status (spiffe-helper kept running and started it again at the next renewal; restart: on-failure restarts it)", hc.Cmd, sigName(hc.RenewSignal))
 	case hc.RenewSignal != "" && hc.PIDFileName == "":
-		// A long-running child the bridge cannot supervise as
-		// spiffe-helper did: running it at every rotation would start
+		// Not supervised, and running it at every rotation would start
 		// a second copy each time.
 		why := fmt.Sprintf("renew_signal %q is not a signal the bridge sends", hc.RenewSignal)
 		if sigErr == nil {
@@ -606,14 +583,12 @@ func (c *converter) withOnJWT(lines []string) []string {
 	return out
 }
 
-// daemonOff: daemon_mode = false.
 func daemonOff(hc *helperConf) bool { return hc.DaemonMode != nil && !*hc.DaemonMode }
 
-// splitCmdArgs splits cmd_args exactly as spiffe-helper does: encoding/csv
-// with a space as the separator. So "a b" groups words, single quotes are
-// ordinary characters, two spaces make an empty argument, and nothing is
-// expanded by a shell (unless the program is one: shell). note says what
-// in s a shell user might misread.
+// splitCmdArgs splits cmd_args as spiffe-helper does, as CSV with a space as
+// the separator: "a b" groups words, 'single quotes' are ordinary, two
+// spaces make an empty argument and no shell expands anything (unless the
+// program is one: shell). note says what a shell user might misread.
 func splitCmdArgs(s string, shell bool) (args []string, note string) {
 	if s == "" {
 		return nil, ""
@@ -666,15 +641,13 @@ func (c *converter) modes(root *ast.ObjectList) {
 			c.comment(4, c.unsupported(m.helper, "%s leaves no permission bits; the bridge's default %s is used", text, m.def))
 			continue
 		}
-		if m.private && mode&0o007 != 0 {
-			safe := mode &^ 0o007
-			c.comment(4, c.warn(m.helper, "%s gives every user access to a private credential, which the bridge refuses; using %s", mode, safe))
-			mode = safe
+		others, why := config.Mode(0o002), "lets every user replace the file"
+		if m.private {
+			others, why = 0o007, "gives every user access to a private credential"
 		}
-		if !m.private && mode&0o002 != 0 {
-			safe := mode &^ 0o002
-			c.comment(4, c.warn(m.helper, "%s lets every user replace the file, which the bridge refuses; using %s", mode, safe))
-			mode = safe
+		if mode&others != 0 {
+			c.comment(4, c.warn(m.helper, "%s %s, which the bridge refuses; using %s", mode, why, mode&^others))
+			mode &^= others
 		}
 		if mode == 0 {
 			mode = m.def
@@ -702,10 +675,7 @@ func literal(root *ast.ObjectList, key string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	switch lit.Token.Type {
-	case token.NUMBER:
-		return lit.Token.Text, true
-	case token.STRING:
+	if lit.Token.Type == token.STRING {
 		s, _ := lit.Token.Value().(string)
 		return s, true
 	}
@@ -732,19 +702,8 @@ func windowsPath(p string) bool {
 		('a' <= p[0]|0x20 && p[0]|0x20 <= 'z')
 }
 
-// sigName spells a valid renew_signal the way the config documents it
-// ("SIGHUP"), as config parses it.
+// sigName spells a valid renew_signal as the config documents it: SIGHUP.
 func sigName(s string) string {
 	sig, _ := config.ParseSignal(s)
 	return config.Signal(sig).String()
-}
-
-func countSet(ss ...string) int {
-	n := 0
-	for _, s := range ss {
-		if s != "" {
-			n++
-		}
-	}
-	return n
 }

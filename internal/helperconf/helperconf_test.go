@@ -158,6 +158,75 @@ func TestDecimalModesConvertedAsSpiffeHelperAppliedThem(t *testing.T) {
 	}
 }
 
+// The notes on a file mode say, word for word, how spiffe-helper read it and
+// what the bridge writes instead; the YAML line is the mode that results.
+func TestModeFixesAreNotedWordForWord(t *testing.T) {
+	for _, tc := range []struct {
+		line, yaml string
+		notes      []string
+	}{
+		{"cert_file_mode = 444", "cert_mode: \"0674\" # cert_file_mode = 444", []string{
+			"444 has no leading 0, so spiffe-helper read it as DECIMAL 444 = octal 0674: it created files with mode 0674 (less its umask), not 0444. Kept as spiffe-helper applied it; you probably meant \"0444\"",
+		}},
+		{"key_file_mode = 384", "key_mode: \"0600\" # key_file_mode = 384", []string{
+			"384 has no leading 0, so spiffe-helper read it as DECIMAL 384 = octal 0600: it created files with mode 0600 (less its umask), not 0384. Kept as spiffe-helper applied it; you probably meant \"0384\"",
+		}},
+		{"key_file_mode = 0644", "key_mode: \"0640\" # key_file_mode = 0644", []string{
+			"0644 gives every user access to a private credential, which the bridge refuses; using 0640",
+		}},
+		{"key_file_mode = 600", "key_mode: \"0530\" # key_file_mode = 600", []string{
+			"600 has no leading 0, so spiffe-helper read it as DECIMAL 600 = octal 1130: it created files with mode 0130 (less its umask), not 0600. Kept as spiffe-helper applied it; you probably meant \"0600\"",
+			"0130 does not let the file's owner read it, which the bridge refuses; using 0530",
+		}},
+		{"cert_file_mode = 0204", "cert_mode: \"0604\" # cert_file_mode = 0204", []string{
+			"0204 does not let the file's owner read it, which the bridge refuses; using 0604",
+		}},
+		{"jwt_bundle_file_mode = 04", "jwt_bundle_mode: \"0404\" # jwt_bundle_file_mode = 04", []string{
+			"0004 does not let the file's owner read it, which the bridge refuses; using 0404",
+		}},
+		{"cert_file_mode = \"abc\"", "", []string{
+			"\"abc\" is not a positive number (spiffe-helper refuses it); the bridge's default 0644 is used",
+		}},
+		{"cert_file_mode = 01000", "", []string{
+			"01000 leaves no permission bits; the bridge's default 0644 is used",
+		}},
+		{"cert_file_mode = 0666", "cert_mode: \"0664\" # cert_file_mode = 0666", []string{
+			"0666 lets every user replace the file, which the bridge refuses; using 0664",
+		}},
+		{"jwt_svid_file_mode = 0707", "jwt_mode: \"0700\" # jwt_svid_file_mode = 0707", []string{
+			"0707 gives every user access to a private credential, which the bridge refuses; using 0700",
+		}},
+		{"cert_file_mode = 512", "", []string{
+			"512 has no leading 0, so spiffe-helper read it as DECIMAL 512 = octal 1000: it created files with mode 0000 (less its umask), not 0512. Kept as spiffe-helper applied it; you probably meant \"0512\"",
+			"512 leaves no permission bits; the bridge's default 0644 is used",
+		}},
+	} {
+		t.Run(tc.line, func(t *testing.T) {
+			r, err := Convert([]byte("cert_dir = \"/c\"\n"+tc.line+"\n"), Options{BaseDir: "/"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := strings.Fields(tc.line)[0]
+			var notes []string
+			for _, n := range r.Notes {
+				if n.Key == key {
+					notes = append(notes, n.Text)
+				}
+			}
+			if !slices.Equal(notes, tc.notes) {
+				t.Errorf("notes about %s:\n%q\nwant\n%q", key, notes, tc.notes)
+			}
+			if tc.yaml == "" {
+				if strings.Contains(string(r.YAML), " # "+key) {
+					t.Errorf("output sets a mode for %s:\n%s", key, r.YAML)
+				}
+			} else if !strings.Contains(string(r.YAML), "    "+tc.yaml+"\n") {
+				t.Errorf("output lacks %s:\n%s", tc.yaml, r.YAML)
+			}
+		})
+	}
+}
+
 func TestSplitCmdArgsLikeSpiffeHelper(t *testing.T) {
 	for _, tc := range []struct {
 		in   string

@@ -21,11 +21,10 @@ var psqlFlags = map[string]bool{
 	"A": true, "no-align": true, "w": true, "no-password": true,
 }
 
-// psqlReloadDSN recognises spiffe-helper's PostgreSQL example, cmd = psql
-// with cmd_args running SELECT pg_reload_conf(), and returns the libpq
-// connection string psql would have used. Anything else psql is given
-// (another statement, options the action cannot reproduce, a connection
-// string as the database name) leaves the command as it is: ok is false.
+// psqlReloadDSN recognises spiffe-helper's PostgreSQL example (psql running
+// SELECT pg_reload_conf()) and returns the libpq connection string psql
+// would use; ok is false for anything else psql is given, such as another
+// statement, an option the action cannot reproduce, or a DSN as dbname.
 func psqlReloadDSN(cmd string, args []string) (dsn string, ok bool) {
 	if filepath.Base(cmd) != "psql" {
 		return "", false
