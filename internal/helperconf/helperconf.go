@@ -646,11 +646,13 @@ func (c *converter) modes(root *ast.ObjectList) {
 			others, why = 0o007, "gives every user access to a private credential"
 		}
 		if mode&others != 0 {
-			c.comment(4, c.warn(m.helper, "%s %s, which the bridge refuses; using %s", mode, why, mode&^others))
-			mode &^= others
-		}
-		if mode == 0 {
-			mode = m.def
+			// With nothing left, the default is written, and the note must say so.
+			using := mode &^ others
+			if using == 0 {
+				using = m.def
+			}
+			c.comment(4, c.warn(m.helper, "%s %s, which the bridge refuses; using %s", mode, why, using))
+			mode = using
 		}
 		if mode&0o400 == 0 {
 			safe := mode | 0o400

@@ -196,6 +196,12 @@ func TestModeFixesAreNotedWordForWord(t *testing.T) {
 		{"jwt_svid_file_mode = 0707", "jwt_mode: \"0700\" # jwt_svid_file_mode = 0707", []string{
 			"0707 gives every user access to a private credential, which the bridge refuses; using 0700",
 		}},
+		{"key_file_mode = 0007", "key_mode: \"0600\" # key_file_mode = 0007", []string{
+			"0007 gives every user access to a private credential, which the bridge refuses; using 0600",
+		}},
+		{"cert_file_mode = 0002", "cert_mode: \"0644\" # cert_file_mode = 0002", []string{
+			"0002 lets every user replace the file, which the bridge refuses; using 0644",
+		}},
 		{"cert_file_mode = 512", "", []string{
 			"512 has no leading 0, so spiffe-helper read it as DECIMAL 512 = octal 1000: it created files with mode 0000 (less its umask), not 0512. Kept as spiffe-helper applied it; you probably meant \"0512\"",
 			"512 leaves no permission bits; the bridge's default 0644 is used",
