@@ -206,14 +206,19 @@ func readSignal(none bool) func(*yaml.Node) error {
 		if err := scalar(n, "signal: want a name such as SIGHUP"); err != nil {
 			return err
 		}
+		if strings.EqualFold(n.Value, "none") {
+			if !none {
+				return errors.New("none: a signal action must send a signal")
+			}
+			decodeAs(n, "!!int", strconv.Itoa(int(NoSignal)))
+			return nil
+		}
 		sig, err := ParseSignal(n.Value)
-		switch {
-		case strings.EqualFold(n.Value, "none") && !none:
-			return errors.New("none: a signal action must send a signal")
-		case strings.EqualFold(n.Value, "none"):
-			sig = syscall.Signal(NoSignal)
-		case err != nil:
+		if err != nil && none {
 			return fmt.Errorf("%q: %v (or none)", n.Value, err)
+		}
+		if err != nil {
+			return fmt.Errorf("%q: %v", n.Value, err)
 		}
 		decodeAs(n, "!!int", strconv.Itoa(int(sig)))
 		return nil

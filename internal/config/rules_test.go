@@ -34,6 +34,26 @@ func TestASignalActionMustSendASignal(t *testing.T) {
 	})
 }
 
+// An unknown signal name is refused with the hint "(or none)" only where
+// none is taken: supervise.renew_signal, not a signal action.
+func TestTheNoneHintIsGivenOnlyWhereNoneIsTaken(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		hint bool
+	}{
+		{"files:\n  - dir: /a\n    on_rotate:\n      - signal: {pid_file: /p, signal: SIGFOO}\n", false},
+		{"files:\n  - dir: /a\nsupervise:\n  command: [x]\n  renew_signal: SIGFOO\n", true},
+	} {
+		_, err := Parse(strings.NewReader(tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), `"SIGFOO"`) {
+			t.Fatalf("Parse(%q) = %v, want SIGFOO refused", tc.yaml, err)
+		}
+		if hint := strings.Contains(err.Error(), "(or none)"); hint != tc.hint {
+			t.Errorf("Parse(%q) = %v: hint (or none) %v, want %v", tc.yaml, err, hint, tc.hint)
+		}
+	}
+}
+
 // JWT file names starting with "." are refused by the component that
 // writes them (jwtfiles), and config reports it under the YAML key.
 func TestHiddenJWTFileNamesAreRefusedByKey(t *testing.T) {
